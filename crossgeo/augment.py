@@ -1,0 +1,187 @@
+"""Augmentation pipelines and the one function that turns a Patch into model inputs.
+
+:func:`build_augmentation` makes an ``albumentations.Compose`` from what users write in
+their configs: ``_target_`` dicts (instantiated recursively, the way Hydra does, so
+``OneOf(transforms=[...])`` works; OmegaConf containers too), transform objects, or a
+ready ``Compose``. ``_target_`` names resolve only inside ``albumentations`` and the
+modules/names passed as ``allowed_targets`` - a shared YAML file cannot run
+``os.system``.
+
+:func:`to_model_inputs` is called by every adapter (torch, tf.data, Keras), so they give
+identical numbers for the same window and seed. With a seed, the augmentation of sample
+``i`` in epoch ``e`` depends only on ``(seed, e, i)``, not on the worker or thread.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from crossgeo.errors import ConfigError
+
+log = logging.getLogger("crossgeo")
+
+#: Module prefixes whose names ``_target_`` may always resolve to.
+DEFAULT_ALLOWED_TARGETS = ("albumentations",)
+#: Transforms that only convert layout/type: crossgeo's adapters already return CHW
+#: float32 tensors, so these are dropped (and need no torch in a TensorFlow env).
+_TENSOR_CONVERTERS = {"ToTensorV2", "ToTensor"}
+
+
+def _plain(value: Any) -> Any:
+    """OmegaConf containers -> plain dicts/lists; anything else unchanged."""
+    try:
+        from omegaconf import DictConfig, ListConfig, OmegaConf
+    except ImportError:
+        return value
+    if isinstance(value, (DictConfig, ListConfig)):
+        return OmegaConf.to_container(value, resolve=True)
+    return value
+
+
+def _target_allowed(target: str, allowed: Sequence[str]) -> bool:
+    return any(target == prefix or target.startswith(prefix + ".") for prefix in allowed)
+
+
+def _resolve(target: str, allowed: Sequence[str], where: str) -> Any:
+    if not isinstance(target, str) or not _target_allowed(target, allowed):
+        raise ConfigError(
+            f"augmentation_list {where}: _target_ {target!r} is not allowed; crossgeo only instantiates names "
+            f"inside {', '.join(allowed)}. Add the module to allowed_targets if you trust it."
+        )
+    module_name, _, attr = target.rpartition(".")
+    while module_name:
+        try:
+            obj: Any = importlib.import_module(module_name)
+        except ImportError:
+            module_name, _, head = module_name.rpartition(".")
+            attr = f"{head}.{attr}"
+            continue
+        try:
+            for part in attr.split("."):
+                obj = getattr(obj, part)
+        except AttributeError:
+            break
+        return obj
+    raise ConfigError(f"augmentation_list {where}: _target_ {target!r} cannot be imported; check the spelling.")
+
+
+def _is_converter(target: Any) -> bool:
+    name = target.rpartition(".")[2] if isinstance(target, str) else type(target).__name__
+    return name in _TENSOR_CONVERTERS
+
+
+def _instantiate(node: Any, allowed: Sequence[str], where: str) -> Any:
+    """Hydra-style recursive instantiation of ``_target_`` dicts."""
+    node = _plain(node)
+    if isinstance(node, Mapping):
+        if "_target_" not in node:
+            return {k: _instantiate(v, allowed, f"{where}.{k}") for k, v in node.items()}
+        target = node["_target_"]
+        factory = _resolve(target, allowed, where)
+        kwargs = {k: _instantiate(v, allowed, f"{where}.{k}") for k, v in node.items() if not k.startswith("_")}
+        try:
+            return factory(**kwargs)
+        except Exception as error:
+            raise ConfigError(f"augmentation_list {where}: {target}({kwargs}) failed: {error}") from error
+    if isinstance(node, (list, tuple)):
+        return [_instantiate(v, allowed, f"{where}[{i}]") for i, v in enumerate(node)]
+    return node
+
+
+def build_augmentation(augmentation_list: Any, *, allowed_targets: Iterable[str] = ()) -> Any | None:
+    """An ``albumentations.Compose`` for the list, or None when there is nothing to apply.
+
+    Accepts None/``[]``, a ready ``Compose``, or a list of ``_target_`` dicts and transform
+    objects. Tensor converters (``ToTensorV2``) are dropped: the adapters always return
+    float32 CHW. A bad entry raises :class:`ConfigError` naming its position and target.
+    """
+    augmentation_list = _plain(augmentation_list)
+    if augmentation_list is None:
+        return None
+    import albumentations as A
+
+    if isinstance(augmentation_list, A.Compose):
+        return augmentation_list
+    if isinstance(augmentation_list, (str, bytes, Mapping)) or not isinstance(augmentation_list, Sequence):
+        raise ConfigError(
+            f"augmentation_list must be a list of transforms or _target_ dicts, got {type(augmentation_list).__name__}."
+        )
+    allowed = (*DEFAULT_ALLOWED_TARGETS, *allowed_targets)
+    transforms = []
+    for pos, entry in enumerate(augmentation_list):
+        where = f"entry {pos}"
+        entry = _plain(entry)
+        if isinstance(entry, Mapping):
+            if "_target_" not in entry:
+                raise ConfigError(f"augmentation_list {where} has no _target_: {entry!r}.")
+            if _is_converter(entry["_target_"]):
+                continue
+            transform = _instantiate(entry, allowed, f"{where} ({entry['_target_']})")
+        else:
+            transform = entry
+        if _is_converter(transform):
+            continue
+        if not isinstance(transform, A.BasicTransform | A.BaseCompose):
+            raise ConfigError(
+                f"augmentation_list {where} is {transform!r}, not an albumentations transform or _target_ dict."
+            )
+        transforms.append(transform)
+    return A.Compose(transforms) if transforms else None
+
+
+def sample_seed(seed: int, epoch: int, index: int) -> int:
+    """A 32-bit seed that depends only on (seed, epoch, index)."""
+    return int(np.random.SeedSequence([seed & 0xFFFFFFFF, epoch, index]).generate_state(1)[0])
+
+
+def _mask_for_augmentation(mask: np.ndarray) -> np.ndarray:
+    """OpenCV-based transforms reject int64 masks: use the narrowest type holding the classes."""
+    top = int(mask.max()) if mask.size else 0
+    if top < 256:
+        return mask.astype(np.uint8)
+    if top < 65536:
+        return mask.astype(np.uint16)
+    return mask.astype(np.int32)
+
+
+def scale_image(image: np.ndarray) -> np.ndarray:
+    """float32 image: uint8 / 255, uint16 / 65535; float and other types unchanged in value."""
+    if image.dtype == np.uint8:
+        return image.astype(np.float32) / np.float32(255)
+    if image.dtype == np.uint16:
+        return image.astype(np.float32) / np.float32(65535)
+    return image.astype(np.float32, copy=False)
+
+
+def to_model_inputs(
+    patch: Any,
+    augmentation: Any | None = None,
+    *,
+    seed: int | None = None,
+    epoch: int = 0,
+    channels_last: bool = False,
+) -> tuple[np.ndarray, np.ndarray]:
+    """(image float32, mask int64) for a model, with ``augmentation`` applied to both.
+
+    The augmentation sees the HWC numpy image and the mask together. Images still integer
+    afterwards are scaled to 0..1 (uint8 / 255, uint16 / 65535). The image is returned CHW
+    (torch) or HWC (``channels_last=True``, tf/Keras).
+    """
+    image = np.moveaxis(patch.image, 0, -1)
+    mask = patch.mask
+    if augmentation is not None:
+        if seed is not None:
+            augmentation.set_random_seed(sample_seed(seed, epoch, patch.index))
+        out = augmentation(image=np.ascontiguousarray(image), mask=_mask_for_augmentation(mask))
+        image, mask = np.asarray(out["image"]), np.asarray(out["mask"])
+        if image.ndim == 2:
+            image = image[..., None]
+    image = scale_image(image)
+    if not channels_last:
+        image = np.moveaxis(image, -1, 0)
+    return np.ascontiguousarray(image), np.ascontiguousarray(mask, dtype=np.int64)

@@ -1,0 +1,68 @@
+"""Configuration mappings with the seed's keys (``image_mbtiles_path``, ``data_loader``, ...).
+
+The same keys work for every entry point: ``crossgeo.torch.MBTilesCropsGeoTifMaskDataset``
+(Hydra), ``crossgeo.tensorflow.make_dataset(mapping)``, ``crossgeo.keras.PatchPyDataset``
+and the CLI. Unknown keys are an error with a "did you mean" suggestion, never swallowed.
+"""
+
+from __future__ import annotations
+
+import difflib
+import inspect
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from crossgeo.errors import OptionError
+from crossgeo.sampler import PatchSampler
+
+#: The seed spec's name for the image path.
+ALIASES = {"image_mbtiles_path": "image_path"}
+#: Keys consumed by the adapters rather than the sampler.
+ADAPTER_KEYS = ("augmentation_list", "data_loader", "return_metadata", "seed", "allowed_targets")
+#: Hydra's own keys, ignored.
+HYDRA_KEYS = ("_target_", "_recursive_", "_convert_", "_partial_", "_args_")
+SAMPLER_KEYS = tuple(inspect.signature(PatchSampler.__init__).parameters)[1:]
+
+
+def plain_mapping(config: Any) -> dict[str, Any]:
+    """A plain dict from a dict or an OmegaConf ``DictConfig``."""
+    try:
+        from omegaconf import DictConfig, OmegaConf
+
+        if isinstance(config, DictConfig):
+            config = OmegaConf.to_container(config, resolve=True)
+    except ImportError:
+        pass
+    if not isinstance(config, Mapping):
+        raise OptionError(f"A configuration must be a mapping of options, got {type(config).__name__}.")
+    return dict(config)
+
+
+def check_keys(keys: Iterable[str], known: Iterable[str], where: str) -> None:
+    """Raise :class:`OptionError` for the first unknown key, suggesting the closest known one."""
+    known = list(known)
+    for key in keys:
+        if key not in known:
+            close = difflib.get_close_matches(str(key), known, n=1)
+            hint = f" Did you mean {close[0]!r}?" if close else f" Known options: {', '.join(sorted(known))}."
+            raise OptionError(f"Unknown option {key!r} in {where}.{hint}")
+
+
+def split_config(config: Any, *, where: str = "the configuration") -> tuple[dict[str, Any], dict[str, Any]]:
+    """Split a seed-style mapping into (PatchSampler keyword arguments, adapter options)."""
+    mapping = {k: v for k, v in plain_mapping(config).items() if k not in HYDRA_KEYS}
+    mapping = {ALIASES.get(k, k): v for k, v in mapping.items()}
+    check_keys(mapping, (*SAMPLER_KEYS, *ADAPTER_KEYS, *ALIASES), where)
+    sampler = {k: v for k, v in mapping.items() if k in SAMPLER_KEYS}
+    rest = {k: v for k, v in mapping.items() if k in ADAPTER_KEYS}
+    missing = [k for k in ("image_path", "mask_path", "crops_path", "patch_size") if k not in sampler]
+    if missing:
+        names = ["image_mbtiles_path" if k == "image_path" else k for k in missing]
+        raise OptionError(f"{where} is missing the required option(s) {', '.join(names)}.")
+    return sampler, rest
+
+
+def sampler_from_config(config: Any, *, where: str = "the configuration") -> tuple[PatchSampler, dict[str, Any]]:
+    """A :class:`PatchSampler` from a seed-style mapping, and the adapter options left over."""
+    sampler_kwargs, rest = split_config(config, where=where)
+    return PatchSampler(**sampler_kwargs), rest

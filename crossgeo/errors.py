@@ -1,0 +1,33 @@
+"""One root exception for everything crossgeo raises on purpose.
+
+Each concrete error also derives from the builtin a caller would naturally catch
+(``ValueError`` for bad input, ``OSError`` for failed reads, ``TypeError`` for unknown
+options), the pattern of ``rasterio.errors``: ``except ValueError`` keeps working.
+Messages say what is wrong, where (file, option, row) and how to fix it.
+"""
+
+from __future__ import annotations
+
+
+class CrossgeoError(Exception):
+    """Root of every error crossgeo raises deliberately."""
+
+
+class ConfigError(CrossgeoError, ValueError):
+    """An option has a bad value, or options contradict each other."""
+
+
+class OptionError(CrossgeoError, TypeError):
+    """An option name is unknown, or an option has the wrong type."""
+
+
+class WindowError(CrossgeoError, ValueError):
+    """A window source (table or vector file) holds unusable windows."""
+
+
+class RasterError(CrossgeoError, ValueError):
+    """A raster cannot be used as configured (bands, dtype, CRS, overlap)."""
+
+
+class ReadError(CrossgeoError, OSError):
+    """Opening or reading a raster failed; names the file and the window."""

@@ -1,0 +1,117 @@
+"""Pure pixel-grid maths: the reference grid, windows, bbox-snap and clamping.
+
+Pixel convention (the same as rasterio's): a grid's affine ``transform`` maps
+(col, row) pixel *corner* coordinates to map coordinates, so pixel ``(row, col)``
+covers ``[col, col + 1) x [row, row + 1)`` in pixel space and its centre is at
+``(col + 0.5, row + 0.5)``. A window is ``(row_off, col_off, size)``: the square of
+pixels ``row_off <= row < row_off + size``, ``col_off <= col < col_off + size``.
+
+Nothing here opens a file; functions take plain numbers or numpy arrays.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import attrs
+import numpy as np
+from affine import Affine
+
+#: Transforms whose coefficients differ by less than this fraction of a pixel are
+#: treated as the same grid.
+GRID_TOLERANCE = 1e-6
+
+
+@attrs.frozen
+class Grid:
+    """A pixel grid: shape, affine transform (pixel corners -> map) and CRS.
+
+    ``crs`` is whatever the raster library gives (compared with ``==``); the grid
+    itself never opens a file.
+    """
+
+    height: int
+    width: int
+    transform: Affine
+    crs: Any
+
+    @classmethod
+    def of(cls, dataset: Any) -> Grid:
+        """The grid of an open rasterio dataset (or anything with the same attributes)."""
+        return cls(int(dataset.height), int(dataset.width), dataset.transform, dataset.crs)
+
+    @property
+    def bounds(self) -> tuple[float, float, float, float]:
+        """``(left, bottom, right, top)`` in the grid's CRS (north-up or not)."""
+        xs, ys = self.transform * (
+            np.array([0, self.width, 0, self.width]),
+            np.array([0, 0, self.height, self.height]),
+        )
+        return (float(np.min(xs)), float(np.min(ys)), float(np.max(xs)), float(np.max(ys)))
+
+    def window_transform(self, row_off: int, col_off: int) -> Affine:
+        """The affine transform of a window whose top-left pixel is ``(row_off, col_off)``."""
+        return self.transform * Affine.translation(col_off, row_off)
+
+    def fingerprint(self) -> dict[str, Any]:
+        """A JSON-able description, used to tell whether a cached index still fits."""
+        crs = self.crs.to_wkt() if hasattr(self.crs, "to_wkt") else str(self.crs)
+        return {
+            "height": self.height,
+            "width": self.width,
+            "transform": [round(float(v), 9) for v in tuple(self.transform)[:6]],
+            "crs": crs,
+        }
+
+
+def pixel_offset(reference: Grid, other: Grid) -> tuple[int, int] | None:
+    """``(row, col)`` of ``reference``'s pixel (0, 0) on ``other``'s grid, if the grids coincide.
+
+    Two grids coincide when they share the CRS and pixel size/orientation and their
+    origins differ by a whole number of pixels; then a window on ``reference`` is a
+    plain window on ``other`` (no warp). Returns None otherwise.
+    """
+    if reference.crs != other.crs:
+        return None
+    ra, rb, rc, rd, re, rf = tuple(reference.transform)[:6]
+    oa, ob, oc, od, oe, of = tuple(other.transform)[:6]
+    pixel = max(abs(ra), abs(rb), abs(rd), abs(re))
+    if any(abs(x - y) > GRID_TOLERANCE * pixel for x, y in ((ra, oa), (rb, ob), (rd, od), (re, oe))):
+        return None
+    col, row = ~other.transform * (rc, rf)
+    if abs(col - round(col)) > GRID_TOLERANCE or abs(row - round(row)) > GRID_TOLERANCE:
+        return None
+    return int(round(row)), int(round(col))
+
+
+def centred_offsets(centre: np.ndarray, size: int) -> np.ndarray:
+    """Offsets of ``size``-pixel windows centred on continuous pixel coordinates.
+
+    A window of even size centred on a pixel corner is split evenly; a centre that
+    falls between two choices rounds half up (``floor(centre - size / 2 + 0.5)``).
+    """
+    return np.floor(np.asarray(centre, dtype=np.float64) - size / 2.0 + 0.5).astype(np.int64)
+
+
+def clamp_offsets(offsets: np.ndarray, size: int, extent: int) -> np.ndarray:
+    """Move windows of ``size`` pixels so they lie inside ``[0, extent)``.
+
+    A raster smaller than the window keeps offset 0 (the window is padded instead).
+    """
+    upper = max(extent - size, 0)
+    return np.clip(np.asarray(offsets, dtype=np.int64), 0, upper)
+
+
+def outside(row_off: np.ndarray, col_off: np.ndarray, size: int, height: int, width: int) -> np.ndarray:
+    """True for windows that share no pixel with a ``height x width`` raster."""
+    row_off = np.asarray(row_off)
+    col_off = np.asarray(col_off)
+    return (row_off >= height) | (col_off >= width) | (row_off + size <= 0) | (col_off + size <= 0)
+
+
+def overlap(off: int, size: int, extent: int) -> tuple[int, int]:
+    """Along one axis: ``(start, stop)`` of a window ``[off, off + size)`` inside ``[0, extent)``.
+
+    ``start >= stop`` means no overlap. Subtract ``off`` to get positions in the window.
+    """
+    return max(off, 0), min(off + size, extent)

@@ -1,0 +1,198 @@
+"""The only module that opens rasters.
+
+* GDAL is configured once per process *and thread* with :data:`GDAL_OPTIONS` through a
+  ``rasterio.Env`` that stays entered for the life of that thread (an exited Env would
+  restore GDAL's defaults).
+* :class:`RasterReader` owns the handles of one (process, thread): the image (or a
+  ``WarpedVRT`` of it onto a requested target grid) and the mask source, opened once
+  and reused for every window.
+* The mask reaches the image grid exactly once per window: a plain windowed read when
+  the grids coincide (the aligned fast path), else a small nearest-neighbour
+  ``WarpedVRT`` whose target is the window itself, built on the cached mask handle
+  (measured faster here than one VRT over the whole grid or reopening per sample).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from typing import Any
+
+import attrs
+import numpy as np
+import rasterio
+from rasterio.enums import ColorInterp, Resampling
+from rasterio.errors import RasterioError
+from rasterio.vrt import WarpedVRT
+from rasterio.windows import Window
+
+from crossgeo.errors import ReadError
+from crossgeo.grid import Grid, overlap
+
+#: GDAL configuration every reader thread runs under.
+GDAL_OPTIONS: dict[str, Any] = {
+    # Do not list sibling files of every raster opened (slow on network file systems).
+    "GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR",
+    # Retries for /vsicurl/, /vsis3/ ... on transient HTTP errors.
+    "GDAL_HTTP_MAX_RETRY": 5,
+    "GDAL_HTTP_RETRY_DELAY": 0.5,
+    "VSI_CACHE": True,
+}
+
+_thread_envs: dict[tuple[int, int], rasterio.Env] = {}
+
+
+def ensure_gdal_env() -> None:
+    """Enter crossgeo's ``rasterio.Env`` once in this process and thread, and keep it open."""
+    key = (os.getpid(), threading.get_ident())
+    if key not in _thread_envs:
+        env = rasterio.Env(**GDAL_OPTIONS)
+        env.__enter__()
+        _thread_envs[key] = env
+
+
+def open_raster(path: str, option: str) -> Any:
+    """Open ``path`` for reading, turning GDAL's failure into a :class:`ReadError` naming the option."""
+    ensure_gdal_env()
+    try:
+        return rasterio.open(path)
+    except RasterioError as error:
+        raise ReadError(
+            f"{option} {path!r} cannot be opened as a raster: {error}. Check the path and that the "
+            "file is a complete GeoTIFF/MBTiles/VRT (or another format GDAL reads)."
+        ) from error
+
+
+def alpha_band(dataset: Any) -> int | None:
+    """The 1-based index of the dataset's alpha band, if it has one."""
+    for i, interp in enumerate(dataset.colorinterp, start=1):
+        if interp == ColorInterp.alpha:
+            return i
+    return None
+
+
+@attrs.frozen
+class ReadPlan:
+    """Everything a reader needs, decided and validated at construction (picklable)."""
+
+    image_path: str
+    mask_path: str
+    grid: Grid
+    patch_size: int
+    image_bands: tuple[int, ...]
+    image_dtype: str
+    image_fill: float
+    image_warp: bool
+    image_resampling: Resampling
+    mask_data_bands: tuple[int, ...]
+    mask_alpha: int | None
+    mask_nodata: float | None
+    mask_offset: tuple[int, int] | None
+
+
+def _read_filled(
+    dataset: Any, indexes: list[int], row_off: int, col_off: int, size: int, fill: float, dtype: Any
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Read a ``size`` window that may reach past the raster, filling the outside.
+
+    Returns the data and a bool (H, W) array that is True outside the raster (None when
+    the window lies wholly inside).
+    """
+    r0, r1 = overlap(row_off, size, dataset.height)
+    c0, c1 = overlap(col_off, size, dataset.width)
+    if r0 == row_off and c0 == col_off and r1 - r0 == size and c1 - c0 == size:
+        data = dataset.read(indexes, window=Window(col_off, row_off, size, size))
+        return data.astype(dtype, copy=False), None
+    out = np.full((len(indexes), size, size), fill, dtype=dtype)
+    outside = np.ones((size, size), dtype=bool)
+    if r0 < r1 and c0 < c1:
+        part = dataset.read(indexes, window=Window(c0, r0, c1 - c0, r1 - r0))
+        out[:, r0 - row_off : r1 - row_off, c0 - col_off : c1 - col_off] = part
+        outside[r0 - row_off : r1 - row_off, c0 - col_off : c1 - col_off] = False
+    return out, outside
+
+
+class RasterReader:
+    """The open handles of one process/thread and the two windowed reads of a patch."""
+
+    def __init__(self, plan: ReadPlan) -> None:
+        self.plan = plan
+        self.image_source = open_raster(plan.image_path, "image_path")
+        self.mask_source = open_raster(plan.mask_path, "mask_path")
+        if plan.image_warp:
+            grid = plan.grid
+            self.image = WarpedVRT(
+                self.image_source,
+                crs=grid.crs,
+                transform=grid.transform,
+                width=grid.width,
+                height=grid.height,
+                resampling=plan.image_resampling,
+            )
+        else:
+            self.image = self.image_source
+
+    def close(self) -> None:
+        if self.image is not self.image_source:
+            self.image.close()
+        self.image_source.close()
+        self.mask_source.close()
+
+    def _failed(self, what: str, path: str, row_off: int, col_off: int, error: Exception) -> ReadError:
+        return ReadError(
+            f"Reading the {what} {path} failed for the window row_off={row_off}, col_off={col_off} "
+            f"(patch_size {self.plan.patch_size}): {error}"
+        )
+
+    def read_image(self, row_off: int, col_off: int) -> np.ndarray:
+        """The image window (C, H, W) in the planned dtype; outside pixels hold the image fill."""
+        plan = self.plan
+        try:
+            data, _ = _read_filled(
+                self.image, list(plan.image_bands), row_off, col_off, plan.patch_size, plan.image_fill, plan.image_dtype
+            )
+        except RasterioError as error:
+            raise self._failed("image", plan.image_path, row_off, col_off, error) from error
+        return data
+
+    def read_mask(self, row_off: int, col_off: int) -> tuple[np.ndarray, np.ndarray | None]:
+        """The mask's data bands on the image window, and where they are invalid.
+
+        Invalid pixels are those the mask does not cover, mask nodata and alpha == 0.
+        """
+        plan = self.plan
+        size = plan.patch_size
+        indexes = list(plan.mask_data_bands)
+        try:
+            if plan.mask_offset is not None:
+                dr, dc = plan.mask_offset
+                if plan.mask_alpha is not None:
+                    indexes.append(plan.mask_alpha)
+                data, invalid = _read_filled(
+                    self.mask_source, indexes, row_off + dr, col_off + dc, size, 0, self.mask_source.dtypes[0]
+                )
+                if plan.mask_alpha is not None:
+                    invalid = _union(invalid, data[-1] == 0)
+                    data = data[:-1]
+                if plan.mask_nodata is not None:
+                    invalid = _union(invalid, np.all(data == plan.mask_nodata, axis=0))
+                return data, invalid
+            has_alpha = plan.mask_alpha is not None
+            with WarpedVRT(
+                self.mask_source,
+                crs=plan.grid.crs,
+                transform=plan.grid.window_transform(row_off, col_off),
+                width=size,
+                height=size,
+                resampling=Resampling.nearest,
+                add_alpha=not has_alpha,
+            ) as vrt:
+                alpha = plan.mask_alpha if has_alpha else vrt.count
+                data = vrt.read([*indexes, alpha])
+            return data[:-1], data[-1] == 0
+        except RasterioError as error:
+            raise self._failed("mask", plan.mask_path, row_off, col_off, error) from error
+
+
+def _union(a: np.ndarray | None, b: np.ndarray) -> np.ndarray:
+    return b if a is None else (a | b)

@@ -1,0 +1,158 @@
+"""Synthetic rasters with known ground truth, for tests, the demo and benchmarks.
+
+The images encode their own pixel coordinates (odc-geo's test idea), so a patch proves
+*where* it was read from; the masks are a known function of longitude/latitude, so an
+aligned mask can be checked against the geography, not against crossgeo itself.
+Every file is written by rasterio/GDAL.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import rasterio
+import rasterio.shutil
+from affine import Affine
+from rasterio.crs import CRS
+from rasterio.enums import ColorInterp
+from rasterio.warp import transform as warp_transform
+
+#: Half the Web Mercator world width in metres.
+WEB_MERCATOR_HALF = 20037508.342789244
+TILE = 256
+
+
+def coordinate_bands(height: int, width: int, dtype: str = "uint16", row0: int = 0, col0: int = 0) -> np.ndarray:
+    """(3, H, W) values encoding each pixel's (row, col); see :func:`decode_coordinates`.
+
+    uint16 (and wider): band 1 = row, band 2 = col, band 3 = row + col (mod 2**16).
+    uint8: band 1 = col % 256, band 2 = row % 256, band 3 = 16 * (row // 256) + col // 256
+    (unique up to 4096 x 4096).
+    """
+    rows, cols = np.mgrid[row0 : row0 + height, col0 : col0 + width]
+    if np.dtype(dtype) == np.uint8:
+        bands = [cols % 256, rows % 256, 16 * (rows // 256) + cols // 256]
+    else:
+        bands = [rows, cols, (rows + cols) % 65536]
+    return np.stack(bands).astype(dtype)
+
+
+def decode_coordinates(image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(rows, cols) encoded by :func:`coordinate_bands` in a (>=3, H, W) image."""
+    if image.dtype == np.uint8:
+        high = image[2].astype(np.int64)
+        return (high // 16) * 256 + image[1], (high % 16) * 256 + image[0]
+    return image[0].astype(np.int64), image[1].astype(np.int64)
+
+
+def write_raster(
+    path: str | os.PathLike[str],
+    data: np.ndarray,
+    *,
+    crs: Any,
+    transform: Affine,
+    nodata: float | None = None,
+    tiled: bool = True,
+    blocksize: int = 256,
+    colorinterp: Sequence[ColorInterp] | None = None,
+    **profile: Any,
+) -> Path:
+    """Write a (bands, H, W) array as a GeoTIFF (tiled or striped)."""
+    path = Path(path)
+    count, height, width = data.shape
+    options: dict[str, Any] = {"compress": "deflate"}
+    if tiled and height >= 16 and width >= 16:
+        size = max(16, min(blocksize, 16 * (min(height, width) // 16)))
+        options.update(tiled=True, blockxsize=size, blockysize=size)
+    options.update(profile)
+    with rasterio.open(
+        path, "w", driver="GTiff", height=height, width=width, count=count, dtype=data.dtype,
+        crs=crs, transform=transform, nodata=nodata, **options,
+    ) as dst:
+        dst.write(data)
+        if colorinterp is not None:
+            dst.colorinterp = list(colorinterp)
+    return path
+
+
+def web_mercator_transform(zoom: int, tile_col: int, tile_row: int) -> Affine:
+    """The transform of zoom ``zoom``'s pixel grid with origin at tile (col, row)'s corner."""
+    res = 2 * WEB_MERCATOR_HALF / (TILE * 2**zoom)
+    return Affine(res, 0, -WEB_MERCATOR_HALF + tile_col * TILE * res, 0, -res, WEB_MERCATOR_HALF - tile_row * TILE * res)
+
+
+def write_mbtiles(tif_path: str | os.PathLike[str], mbtiles_path: str | os.PathLike[str], **options: Any) -> Path:
+    """Copy a GeoTIFF on the Web Mercator tile grid (see :func:`web_mercator_transform`) to MBTiles.
+
+    GDAL's MBTiles driver writes PNG tiles by default; the result reads back as RGBA.
+    """
+    rasterio.shutil.copy(str(tif_path), str(mbtiles_path), driver="MBTiles", **options)
+    return Path(mbtiles_path)
+
+
+def lonlat_classes(lon: np.ndarray, lat: np.ndarray, cell: float, n_classes: int) -> np.ndarray:
+    """The ground-truth class of a point: a lon/lat checkerboard of ``cell``-degree squares."""
+    return ((np.floor(lon / cell) + 2 * np.floor(lat / cell)) % n_classes).astype(np.int64)
+
+
+def write_lonlat_mask(
+    path: str | os.PathLike[str],
+    bounds: tuple[float, float, float, float],
+    resolution: float,
+    *,
+    cell: float,
+    n_classes: int,
+    crs: Any = "EPSG:4326",
+    nodata: float | None = None,
+    palette: Sequence[Sequence[int]] | None = None,
+) -> Path:
+    """A mask in ``crs`` over ``bounds`` whose class is :func:`lonlat_classes` of each pixel centre.
+
+    With ``palette`` (a colour per class) it is written as an RGB colour-coded mask.
+    """
+    left, bottom, right, top = bounds
+    width = int(round((right - left) / resolution))
+    height = int(round((top - bottom) / resolution))
+    transform = Affine(resolution, 0, left, 0, -resolution, top)
+    rows, cols = np.mgrid[0:height, 0:width]
+    xs, ys = transform * (cols + 0.5, rows + 0.5)
+    crs = CRS.from_user_input(crs)
+    if crs != CRS.from_epsg(4326):
+        lon, lat = warp_transform(crs, "EPSG:4326", xs.ravel(), ys.ravel())
+        xs, ys = np.asarray(lon).reshape(xs.shape), np.asarray(lat).reshape(ys.shape)
+    classes = lonlat_classes(xs, ys, cell, n_classes)
+    if palette is None:
+        data = classes.astype(np.uint8)[None]
+    else:
+        data = np.asarray(palette, dtype=np.uint8)[classes].transpose(2, 0, 1)
+    return write_raster(path, data, crs=crs, transform=transform, nodata=nodata)
+
+
+def write_windows_table(path: str | os.PathLike[str], row_off: Sequence[int], col_off: Sequence[int], **extra: Any) -> Path:
+    """Windows as CSV or Parquet (by suffix), columns ``row_off``, ``col_off`` (+ extras)."""
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+    import pyarrow.parquet as pq
+
+    path = Path(path)
+    table = pa.table({"row_off": list(row_off), "col_off": list(col_off), **{k: list(v) for k, v in extra.items()}})
+    if path.suffix.lower() == ".parquet":
+        pq.write_table(table, path)
+    else:
+        pacsv.write_csv(table, path)
+    return path
+
+
+def write_points(
+    path: str | os.PathLike[str], xs: Sequence[float], ys: Sequence[float], *, crs: Any, layer: str | None = None
+) -> Path:
+    """Point features (any vector format pyogrio writes, by suffix)."""
+    import geopandas as gpd
+
+    frame = gpd.GeoDataFrame({"id": np.arange(len(xs))}, geometry=gpd.points_from_xy(xs, ys), crs=crs)
+    frame.to_file(path, layer=layer, engine="pyogrio")
+    return Path(path)

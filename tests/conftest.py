@@ -1,0 +1,19 @@
+"""Shared pytest setup: framework test folders and the real-data location.
+
+``tests/torch`` and ``tests/tensorflow`` need their framework. In the tox env that
+promises a framework (``CROSSGEO_REQUIRE``), a missing one fails at import; in a plain
+``pytest`` run without it, those folders are not collected (and say so).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+
+os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+
+_required = {name.strip() for name in os.environ.get("CROSSGEO_REQUIRE", "").split(",") if name.strip()}
+collect_ignore: list[str] = []
+for folder, module in (("torch", "torch"), ("tensorflow", "tensorflow")):
+    if module not in _required and importlib.util.find_spec(module) is None:
+        collect_ignore.append(folder)
