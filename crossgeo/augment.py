@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -85,9 +86,17 @@ def _instantiate(node: Any, allowed: Sequence[str], where: str) -> Any:
         factory = _resolve(target, allowed, where)
         kwargs = {k: _instantiate(v, allowed, f"{where}.{k}") for k, v in node.items() if not k.startswith("_")}
         try:
-            return factory(**kwargs)
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                obj = factory(**kwargs)
         except Exception as error:
             raise ConfigError(f"augmentation_list {where}: {target}({kwargs}) failed: {error}") from error
+        for warning in caught:
+            if "not valid for transform" in str(warning.message):
+                # albumentations only warns about unknown arguments; a typo must not be ignored.
+                raise ConfigError(f"augmentation_list {where}: {warning.message}; check the argument names.")
+            warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
+        return obj
     if isinstance(node, (list, tuple)):
         return [_instantiate(v, allowed, f"{where}[{i}]") for i, v in enumerate(node)]
     return node

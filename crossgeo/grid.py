@@ -43,7 +43,7 @@ class Grid:
     @property
     def bounds(self) -> tuple[float, float, float, float]:
         """``(left, bottom, right, top)`` in the grid's CRS (north-up or not)."""
-        xs, ys = self.transform * (
+        xs, ys = self.transform @ (
             np.array([0, self.width, 0, self.width]),
             np.array([0, 0, self.height, self.height]),
         )
@@ -51,7 +51,7 @@ class Grid:
 
     def window_transform(self, row_off: int, col_off: int) -> Affine:
         """The affine transform of a window whose top-left pixel is ``(row_off, col_off)``."""
-        return self.transform * Affine.translation(col_off, row_off)
+        return self.transform @ Affine.translation(col_off, row_off)
 
     def fingerprint(self) -> dict[str, Any]:
         """A JSON-able description, used to tell whether a cached index still fits."""
@@ -78,7 +78,7 @@ def pixel_offset(reference: Grid, other: Grid) -> tuple[int, int] | None:
     pixel = max(abs(ra), abs(rb), abs(rd), abs(re))
     if any(abs(x - y) > GRID_TOLERANCE * pixel for x, y in ((ra, oa), (rb, ob), (rd, od), (re, oe))):
         return None
-    col, row = ~other.transform * (rc, rf)
+    col, row = ~other.transform @ (rc, rf)
     if abs(col - round(col)) > GRID_TOLERANCE or abs(row - round(row)) > GRID_TOLERANCE:
         return None
     return int(round(row)), int(round(col))

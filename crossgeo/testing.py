@@ -119,7 +119,7 @@ def write_lonlat_mask(
     height = int(round((top - bottom) / resolution))
     transform = Affine(resolution, 0, left, 0, -resolution, top)
     rows, cols = np.mgrid[0:height, 0:width]
-    xs, ys = transform * (cols + 0.5, rows + 0.5)
+    xs, ys = transform @ (cols + 0.5, rows + 0.5)
     crs = CRS.from_user_input(crs)
     if crs != CRS.from_epsg(4326):
         lon, lat = warp_transform(crs, "EPSG:4326", xs.ravel(), ys.ravel())

@@ -115,7 +115,7 @@ def _offset_column(table: pa.Table, key: str, option: str, path: Path) -> np.nda
         if not bad.any():
             return values.astype(np.int64)
         first_bad = int(np.flatnonzero(bad)[0])
-        problem = f"is {values[first_bad]!r}, not a whole number"
+        problem = f"is {float(values[first_bad])!r}, not a whole number"
     else:
         texts = column.cast(pa.string())
         values_list = texts.to_pylist()
@@ -207,7 +207,7 @@ def read_vector_windows(
     bounds = geometry.bounds.to_numpy(dtype=np.float64).reshape(-1, 4)
     left, bottom, right, top = bounds.T
     inverse = ~grid.transform
-    corner_cols, corner_rows = inverse * (
+    corner_cols, corner_rows = inverse @ (
         np.stack([left, right, left, right]),
         np.stack([bottom, bottom, top, top]),
     )

@@ -17,3 +17,19 @@ collect_ignore: list[str] = []
 for folder, module in (("torch", "torch"), ("tensorflow", "tensorflow")):
     if module not in _required and importlib.util.find_spec(module) is None:
         collect_ignore.append(folder)
+
+
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
+
+#: The real third-party rasters shipped beside the repository (read-only), or CROSSGEO_REAL_DATA.
+REAL_DATA = Path(os.environ.get("CROSSGEO_REAL_DATA") or Path(__file__).resolve().parents[1].parent / "shared/data/real")
+
+
+@pytest.fixture
+def real_data() -> Path:
+    """The real-data folder; tests using it skip when it is absent (a fresh clone without ../shared)."""
+    if not (REAL_DATA / "world.byte.tif").exists():
+        pytest.skip(f"real data not found at {REAL_DATA}")
+    return REAL_DATA

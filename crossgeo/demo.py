@@ -1,0 +1,294 @@
+"""The demo scene behind ``crossgeo demo``: a small, realistic landscape with known labels.
+
+:func:`write_demo_scene` writes, into one folder, what a real project has:
+
+* ``image.tif`` - an RGB uint8 GeoTIFF on the Web Mercator tile grid (zoom 15, 4 x 4
+  tiles, 1024 x 1024 pixels of about 3.3 m on the ground);
+* ``image.mbtiles`` - the same pixels as MBTiles (PNG tiles; reads back as RGBA);
+* ``mask.tif`` - a colour-coded RGB mask in EPSG:4326 at another resolution (about
+  2.3 m x 3.3 m), so the mask is warped onto the image grid;
+* ``windows.csv`` (pixel offsets) and ``windows.gpkg`` (points in EPSG:4326, layer
+  ``training_windows``; one outside the image, a few near the edges);
+* ``config.yaml`` (MBTiles + CSV windows) and ``config-vector.yaml`` (GeoTIFF + GeoPackage),
+  both in the seed's format under ``train_dataset:``.
+
+The landscape (a river, a lake, forest, a town with a street grid, a patchwork of fields)
+is a deterministic function of longitude/latitude. The image colours its pixels by the
+class at each pixel centre (with texture), and the mask is written from the same function
+on its own grid: the two agree exactly up to the mask's resolution, so a model can learn
+the classes and a misaligned mask would show.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import rasterio
+from rasterio.warp import transform_bounds
+from affine import Affine
+
+from crossgeo import testing as T
+
+#: The scene's centre (longitude, latitude) in degrees; the landscape itself is synthetic.
+CENTRE = (8.5417, 47.3769)
+ZOOM = 15
+TILES = 4
+PATCH_SIZE = 128
+EARTH_RADIUS = 6378137.0
+#: Mask pixel size in degrees (lon, lat): finer than the image across, similar along.
+MASK_RESOLUTION = (0.00003, 0.00003)
+
+#: ``(class, name, mask colour)``; class 0 is left out of the colour map on purpose
+#: (black, "unknown colours are background"), as in the seed spec's examples.
+CLASSES = (
+    (0, "background", (0, 0, 0)),
+    (1, "water", (0, 0, 255)),
+    (2, "forest", (0, 255, 0)),
+    (3, "building", (255, 0, 0)),
+)
+COLOR_MAP = [[*colour, cls] for cls, _, colour in CLASSES if cls != 0]
+CLASS_NAMES = {cls: name for cls, name, _ in CLASSES}
+
+
+def tile_of(lon: float, lat: float, zoom: int) -> tuple[int, int]:
+    """The Web Mercator (XYZ) tile column and row holding a point."""
+    n = 2**zoom
+    col = int((lon + 180.0) / 360.0 * n)
+    lat_r = math.radians(lat)
+    row = int((1.0 - math.asinh(math.tan(lat_r)) / math.pi) / 2.0 * n)
+    return col, row
+
+
+def _hash01(*ints: np.ndarray) -> np.ndarray:
+    """A deterministic pseudo-random value in [0, 1) per integer cell id."""
+    h = np.zeros(np.broadcast(*ints).shape, dtype=np.uint64)
+    for k, values in enumerate(ints):
+        h ^= (np.asarray(values).astype(np.int64).astype(np.uint64) + np.uint64(0x9E3779B97F4A7C15 + k)) * np.uint64(
+            0xBF58476D1CE4E5B9
+        )
+        h ^= h >> np.uint64(31)
+        h *= np.uint64(0x94D049BB133111EB)
+        h ^= h >> np.uint64(29)
+    return (h >> np.uint64(11)).astype(np.float64) / float(1 << 53)
+
+
+def _rotate(x: np.ndarray, y: np.ndarray, degrees: float) -> tuple[np.ndarray, np.ndarray]:
+    a = math.radians(degrees)
+    return x * math.cos(a) + y * math.sin(a), -x * math.sin(a) + y * math.cos(a)
+
+
+def _local_metres(lon: np.ndarray, lat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    lon0, lat0 = CENTRE
+    return (lon - lon0) * 111320.0 * math.cos(math.radians(lat0)), (lat - lat0) * 110540.0
+
+
+def landscape(lon: np.ndarray, lat: np.ndarray) -> dict[str, np.ndarray]:
+    """Classes and the surface layout at points (degrees): the ground truth of the scene.
+
+    Returns ``classes`` (int64) and helper fields used to texture the image
+    (``parcel`` value for fields, ``roof`` value for buildings, ``street``, ``river``).
+    """
+    x, y = _local_metres(np.asarray(lon, dtype=np.float64), np.asarray(lat, dtype=np.float64))
+    classes = np.zeros(x.shape, dtype=np.int64)
+
+    # A meandering river across the scene and a lake.
+    centre = 320 * np.sin(2 * np.pi * x / 2300 + 0.6) + 110 * np.sin(2 * np.pi * x / 730) - 650
+    width = 55 + 18 * np.sin(2 * np.pi * x / 900)
+    river = np.abs(y - centre) < width / 2
+    lx, ly = _rotate(x - 850, y - 750, 25)
+    lake = (lx / 430) ** 2 + (ly / 250) ** 2 < 1 + 0.08 * np.sin(5 * np.arctan2(ly, lx))
+    water = river | lake
+
+    # A town with a rotated street grid; buildings on some lots of each block.
+    tx, ty = _rotate(x + 750, y - 450, 18)
+    town = (tx / 820) ** 2 + (ty / 680) ** 2 < 1 + 0.15 * np.sin(3 * np.arctan2(ty, tx))
+    block, street_w, lot = 120.0, 12.0, 40.0
+    bx, by = np.mod(tx, block), np.mod(ty, block)
+    street = town & ((bx < street_w) | (by < street_w))
+    lot_x, lot_y = np.floor((tx) / lot), np.floor((ty) / lot)
+    in_lot_x, in_lot_y = np.mod(tx, lot), np.mod(ty, lot)
+    lot_hash = _hash01(lot_x, lot_y)
+    margin = 4 + 4 * lot_hash
+    building = (
+        town
+        & ~street
+        & (lot_hash < 0.78)
+        & (in_lot_x > margin)
+        & (in_lot_x < lot - margin)
+        & (in_lot_y > margin)
+        & (in_lot_y < lot - margin * 0.7)
+    )
+
+    # Forest where a smooth field is high, away from town and water.
+    field = (
+        np.sin(x / 310 + 1.3) * np.cos(y / 270 - 0.4)
+        + 0.6 * np.sin((x + y) / 190 + 2.1)
+        + 0.4 * np.cos((x - 2 * y) / 150)
+    )
+    forest = (field > 0.55) & ~town & ~water
+
+    classes[forest] = 2
+    classes[building] = 3
+    classes[water] = 1
+    px, py = _rotate(x, y, -12)
+    parcel = _hash01(np.floor(px / 260), np.floor(py / 170))
+    return {
+        "classes": classes,
+        "parcel": parcel,
+        "roof": lot_hash,
+        "street": street & ~water,
+        "town": town & ~water,
+        "river": river,
+        "furrow": np.sin(px / 4.0),
+    }
+
+
+def render_image(lon: np.ndarray, lat: np.ndarray, seed: int = 0) -> np.ndarray:
+    """(3, H, W) uint8 colours of the landscape at the given pixel centres."""
+    land = landscape(lon, lat)
+    classes = land["classes"]
+    rgb = np.zeros((*classes.shape, 3), dtype=np.float64)
+
+    field_tones = np.array([(172, 160, 112), (122, 142, 72), (150, 132, 92), (186, 176, 132), (102, 126, 62)], float)
+    tone = field_tones[np.minimum((land["parcel"] * len(field_tones)).astype(int), len(field_tones) - 1)]
+    rgb[:] = tone + 6 * land["furrow"][..., None]
+    garden = land["town"] & (classes == 0)
+    rgb[garden] = (92, 128, 70)
+    rgb[land["street"]] = (118, 116, 112)
+    rgb[classes == 2] = (46, 78, 42)
+    roofs = np.array([(162, 82, 62), (140, 140, 142), (182, 112, 82), (112, 110, 122)], float)
+    roof = roofs[np.minimum((land["roof"] * 7).astype(int) % len(roofs), len(roofs) - 1)]
+    rgb[classes == 3] = roof[classes == 3]
+    rgb[classes == 1] = (48, 78, 104)
+    rgb[(classes == 1) & land["river"]] = (66, 88, 92)
+
+    rng = np.random.default_rng(seed)
+    noise = rng.normal(0.0, 5.0, rgb.shape)
+    noise[classes == 2] *= 2.5  # canopy texture
+    rgb += noise
+    return np.clip(np.rint(rgb), 0, 255).astype(np.uint8).transpose(2, 0, 1)
+
+
+def _mercator_to_lonlat(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    lon = np.degrees(x / EARTH_RADIUS)
+    lat = np.degrees(np.arctan(np.sinh(y / EARTH_RADIUS)))
+    return lon, lat
+
+
+def _yaml_config(values: dict[str, Any]) -> str:
+    import yaml
+
+    return yaml.safe_dump({"train_dataset": values}, sort_keys=False, default_flow_style=None)
+
+
+def write_demo_scene(folder: str | os.PathLike[str], *, seed: int = 0, with_augmentation: bool | None = None) -> dict[str, Path]:
+    """Write the demo scene into ``folder`` (created if needed) and return its files by name.
+
+    ``with_augmentation`` adds flips to the configs' ``augmentation_list`` (default: when
+    albumentations is importable, so the configs validate wherever they were written).
+    """
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    size = TILES * T.TILE
+    col0, row0 = tile_of(*CENTRE, ZOOM)
+    col0, row0 = col0 - TILES // 2, row0 - TILES // 2
+    transform = T.web_mercator_transform(ZOOM, col0, row0)
+
+    rows, cols = np.mgrid[0:size, 0:size]
+    xs, ys = transform * (cols + 0.5, rows + 0.5)
+    lon, lat = _mercator_to_lonlat(np.asarray(xs), np.asarray(ys))
+    files: dict[str, Path] = {}
+    files["image"] = T.write_raster(
+        folder / "image.tif", render_image(lon, lat, seed), crs="EPSG:3857", transform=transform
+    )
+    mbtiles = folder / "image.mbtiles"
+    if mbtiles.exists():
+        mbtiles.unlink()
+    files["mbtiles"] = T.write_mbtiles(files["image"], mbtiles)
+
+    # The mask: the same landscape on its own EPSG:4326 grid, 2 % larger than the image.
+    with rasterio.open(files["image"]) as src:
+        left, bottom, right, top = transform_bounds(src.crs, "EPSG:4326", *src.bounds)
+    pad_x, pad_y = 0.02 * (right - left), 0.02 * (top - bottom)
+    res_x, res_y = MASK_RESOLUTION
+    mask_transform = Affine(res_x, 0, left - pad_x, 0, -res_y, top + pad_y)
+    width = int(math.ceil((right - left + 2 * pad_x) / res_x))
+    height = int(math.ceil((top - bottom + 2 * pad_y) / res_y))
+    mrows, mcols = np.mgrid[0:height, 0:width]
+    mlon, mlat = mask_transform * (mcols + 0.5, mrows + 0.5)
+    classes = landscape(np.asarray(mlon), np.asarray(mlat))["classes"]
+    palette = np.array([colour for _, _, colour in CLASSES], dtype=np.uint8)
+    files["mask"] = T.write_raster(
+        folder / "mask.tif", palette[classes].transpose(2, 0, 1), crs="EPSG:4326", transform=mask_transform
+    )
+
+    # Windows: an 8 x 8 grid of offsets (CSV) and points of interest (GeoPackage).
+    grid = np.arange(0, size - PATCH_SIZE + 1, PATCH_SIZE)
+    row_off, col_off = np.meshgrid(grid, grid, indexing="ij")
+    files["windows_csv"] = T.write_windows_table(folder / "windows.csv", row_off.ravel(), col_off.ravel())
+    rng = np.random.default_rng(seed + 1)
+    pr = np.concatenate([rng.uniform(0, size, 21), [10, size - 5, size / 2, -3 * size]])
+    pc = np.concatenate([rng.uniform(0, size, 21), [12, size / 3, size - 8, size / 2]])
+    pxs, pys = transform * (pc, pr)
+    plon, plat = _mercator_to_lonlat(np.asarray(pxs), np.asarray(pys))
+    gpkg = folder / "windows.gpkg"
+    if gpkg.exists():
+        gpkg.unlink()
+    files["windows_gpkg"] = T.write_points(gpkg, plon, plat, crs="EPSG:4326", layer="training_windows")
+
+    if with_augmentation is None:
+        try:
+            import albumentations  # noqa: F401
+        except ImportError:
+            with_augmentation = False
+        else:
+            with_augmentation = True
+    augmentation = (
+        [{"_target_": "albumentations.HorizontalFlip", "p": 0.5}, {"_target_": "albumentations.VerticalFlip", "p": 0.5}]
+        if with_augmentation
+        else []
+    )
+    common = {
+        "_target_": "crossgeo.torch.MBTilesCropsGeoTifMaskDataset",
+        "patch_size": PATCH_SIZE,
+        "color_map": COLOR_MAP,
+        "augmentation_list": augmentation,
+        "data_loader": {"shuffle": True, "num_workers": 0},
+    }
+    config = {
+        "_target_": common["_target_"],
+        "image_mbtiles_path": str(files["mbtiles"].resolve()),
+        "mask_path": str(files["mask"].resolve()),
+        "crops_path": str(files["windows_csv"].resolve()),
+        "patch_size": PATCH_SIZE,
+        "selected_bands": [1, 2, 3],
+        "color_map": COLOR_MAP,
+        "window_index_cache": str((folder / "windows.index.csv").resolve()),
+        "augmentation_list": augmentation,
+        "data_loader": common["data_loader"],
+    }
+    header = (
+        "# crossgeo demo scene (synthetic landscape; classes: "
+        + ", ".join(f"{c} {n}" for c, n, _ in CLASSES)
+        + ").\n# Pixels whose mask colour is not in color_map (black) are class 0.\n"
+    )
+    files["config"] = folder / "config.yaml"
+    files["config"].write_text(header + _yaml_config(config))
+    vector = {
+        "_target_": common["_target_"],
+        "image_mbtiles_path": str(files["image"].resolve()),
+        "mask_path": str(files["mask"].resolve()),
+        "crops_path": str(files["windows_gpkg"].resolve()),
+        "crops_layer": "training_windows",
+        "patch_size": PATCH_SIZE,
+        "color_map": COLOR_MAP,
+        "augmentation_list": augmentation,
+        "data_loader": common["data_loader"],
+    }
+    files["config_vector"] = folder / "config-vector.yaml"
+    files["config_vector"].write_text(header + _yaml_config(vector))
+    return files

@@ -1,0 +1,203 @@
+"""A Keras 3 ``PyDataset`` over a :class:`crossgeo.PatchSampler` (any Keras backend).
+
+Batches are numpy arrays, made by :func:`crossgeo.augment.to_model_inputs` - the function
+the torch and tf.data adapters call - so a window gives the same numbers everywhere. This
+module imports no TensorFlow: it works on the TensorFlow, JAX and torch backends.
+
+Example::
+
+    import keras
+    from crossgeo.keras import PatchPyDataset
+
+    train = PatchPyDataset(config, batch_size=8, shuffle=True, seed=42, workers=2)
+    model.fit(train, epochs=3, shuffle=False)   # crossgeo already shuffles the windows
+
+``workers`` threads (or processes with ``use_multiprocessing=True``) build batches in
+parallel; each thread reads through its own rasterio handles and augmentation copy.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import os
+import threading
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+try:
+    import keras
+except ImportError as error:  # pragma: no cover - exercised only without keras
+    raise ImportError(
+        "crossgeo.keras needs Keras 3; install it with: pip install 'crossgeo[tensorflow]' "
+        "(or install keras with the JAX or torch backend)"
+    ) from error
+
+from crossgeo.augment import build_augmentation, to_model_inputs
+from crossgeo.config import check_keys, sampler_from_config
+from crossgeo.errors import ConfigError, OptionError
+from crossgeo.sampler import PatchSampler
+
+__all__ = ["PatchPyDataset", "epoch_order"]
+
+_DATA_LOADER_USED = ("batch_size", "shuffle", "drop_last")
+_DATA_LOADER_IGNORED = (
+    "num_workers",
+    "pin_memory",
+    "persistent_workers",
+    "prefetch_factor",
+    "timeout",
+    "multiprocessing_context",
+    "in_order",
+    "pin_memory_device",
+)
+
+
+def epoch_order(n: int, seed: int, epoch: int) -> np.ndarray:
+    """The shuffled window order of ``epoch``: a permutation of ``range(n)`` (int64).
+
+    Depends only on ``(seed, epoch)``; identical to ``crossgeo.tensorflow.epoch_order``.
+    """
+    sequence = np.random.SeedSequence([seed & 0xFFFFFFFF, epoch], spawn_key=(0x0D3E,))
+    return np.random.default_rng(sequence).permutation(n).astype(np.int64)
+
+
+def _resolve_source(source: PatchSampler | Mapping[str, Any], where: str) -> tuple[PatchSampler, dict[str, Any]]:
+    if isinstance(source, PatchSampler):
+        return source, {}
+    if not isinstance(source, Mapping) and type(source).__name__ != "DictConfig":
+        raise OptionError(
+            f"{where}: source must be a crossgeo.PatchSampler or a mapping of configuration keys "
+            f"(image_mbtiles_path, mask_path, crops_path, patch_size, ...), got {type(source).__name__}."
+        )
+    sampler, rest = sampler_from_config(source, where=where)
+    loader = dict(rest.pop("data_loader", None) or {})
+    check_keys(loader, (*_DATA_LOADER_USED, *_DATA_LOADER_IGNORED), f"{where} data_loader")
+    rest.update({k: loader[k] for k in _DATA_LOADER_USED if k in loader})
+    return sampler, rest
+
+
+class PatchPyDataset(keras.utils.PyDataset):
+    """Batches ``(x (B, H, W, C) float32, y (B, H, W) int64)`` of patches for ``model.fit``.
+
+    Args:
+        source: A :class:`~crossgeo.PatchSampler` or a mapping with the seed's keys (its
+            ``augmentation_list``, ``seed`` and ``data_loader.shuffle`` /
+            ``data_loader.drop_last`` apply where the keyword is left at its default).
+        batch_size: Patches per batch (None: the mapping's ``data_loader.batch_size``).
+        shuffle: A new window order every epoch (``on_epoch_end`` moves to the next epoch).
+        seed: Makes window order and augmentations depend only on (seed, epoch, window
+            index) - the same numbers as the torch and tf.data adapters.
+        augmentation_list: albumentations transforms or ``_target_`` dicts.
+        workers: Threads (or processes) building batches in parallel (Keras option).
+        use_multiprocessing: Use processes instead of threads (Keras option).
+        max_queue_size: Batches prepared ahead (Keras option).
+        drop_remainder: Leave out a last batch smaller than ``batch_size``.
+        epoch: The epoch the dataset starts at (e.g. when resuming training).
+        allowed_targets: Extra module prefixes ``_target_`` may resolve to.
+
+    Keras' own ``model.fit(shuffle=True)`` (its default) additionally permutes the order of
+    the *batches* with Python's ``random``; pass ``shuffle=False`` to ``fit`` for an order
+    that depends on ``seed`` alone.
+    """
+
+    def __init__(
+        self,
+        source: PatchSampler | Mapping[str, Any],
+        batch_size: int | None = None,
+        *,
+        shuffle: bool = False,
+        seed: int | None = None,
+        augmentation_list: Any = None,
+        workers: int = 1,
+        use_multiprocessing: bool = False,
+        max_queue_size: int = 10,
+        drop_remainder: bool = False,
+        epoch: int = 0,
+        allowed_targets: tuple[str, ...] = (),
+    ) -> None:
+        super().__init__(workers=workers, use_multiprocessing=use_multiprocessing, max_queue_size=max_queue_size)
+        sampler, options = _resolve_source(source, "PatchPyDataset")
+        if batch_size is None:
+            batch_size = options.get("batch_size")
+        if batch_size is None or isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)):
+            raise OptionError(f"PatchPyDataset needs batch_size, a positive integer; got {batch_size!r}.")
+        if batch_size < 1:
+            raise ConfigError(f"batch_size must be >= 1, got {batch_size}.")
+        if seed is None:
+            seed = options.get("seed")
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer))):
+            raise OptionError(f"seed must be an integer or None, got {seed!r}.")
+        if augmentation_list is None:
+            augmentation_list = options.get("augmentation_list")
+        if isinstance(epoch, bool) or not isinstance(epoch, (int, np.integer)) or epoch < 0:
+            raise OptionError(f"epoch must be a non-negative integer, got {epoch!r}.")
+        allowed = (*allowed_targets, *(options.get("allowed_targets") or ()))
+
+        self.sampler = sampler
+        self.batch_size = int(batch_size)
+        self.shuffle = bool(shuffle or options.get("shuffle", False))
+        self.drop_remainder = bool(drop_remainder or options.get("drop_last", False))
+        self.seed = seed
+        self.augmentation = build_augmentation(augmentation_list, allowed_targets=allowed)
+        # Unseeded: a seed drawn once, so threads/processes still agree on an epoch's order.
+        self._base_seed = int(seed) if seed is not None else int(np.random.default_rng().integers(2**32))
+        self._copies: dict[tuple[int, int], Any] = {}
+        self.epoch = int(epoch)
+        self.order = self._order()
+
+    # ------------------------------------------------------------------ PyDataset
+
+    def __len__(self) -> int:
+        n = len(self.sampler)
+        return n // self.batch_size if self.drop_remainder else math.ceil(n / self.batch_size)
+
+    def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        batches = len(self)
+        if isinstance(index, bool) or not isinstance(index, (int, np.integer)):
+            raise TypeError(f"PatchPyDataset indices must be integers, not {type(index).__name__}.")
+        position = int(index) + batches if index < 0 else int(index)
+        if not 0 <= position < batches:
+            raise IndexError(f"batch {index} out of range for {batches} batches.")
+        windows = self.order[position * self.batch_size : (position + 1) * self.batch_size]
+        augmentation = self._augmentation()
+        images, masks = [], []
+        for window in windows:
+            image, mask = to_model_inputs(
+                self.sampler[int(window)], augmentation, seed=self._base_seed, epoch=self.epoch, channels_last=True
+            )
+            images.append(image)
+            masks.append(mask)
+        return np.stack(images), np.stack(masks)
+
+    def on_epoch_end(self) -> None:
+        """Move to the next epoch (a new window order when shuffling, new augmentations)."""
+        self.set_epoch(self.epoch + 1)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Jump to ``epoch`` (e.g. when resuming): its order and augmentations."""
+        self.epoch = int(epoch)
+        self.order = self._order()
+
+    # ------------------------------------------------------------------ internals
+
+    def _order(self) -> np.ndarray:
+        n = len(self.sampler)
+        return epoch_order(n, self._base_seed, self.epoch) if self.shuffle else np.arange(n, dtype=np.int64)
+
+    def _augmentation(self) -> Any | None:
+        """This thread's copy of the pipeline (a seeded call is set-seed-then-draw)."""
+        if self.augmentation is None:
+            return None
+        key = (os.getpid(), threading.get_ident())
+        augmentation = self._copies.get(key)
+        if augmentation is None:
+            augmentation = self._copies[key] = copy.deepcopy(self.augmentation)
+        return augmentation
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["_copies"] = {}
+        return state

@@ -1,0 +1,315 @@
+"""tf.data pipelines over a :class:`crossgeo.PatchSampler`.
+
+:func:`make_dataset` builds::
+
+    epoch -> window order (seeded permutation) -> shard (tf.distribute) -> map (parallel,
+    tf.numpy_function) -> batch -> prefetch
+
+The map calls :func:`crossgeo.augment.to_model_inputs` - the function the torch and Keras
+adapters call - so for the same window, seed and epoch every framework gets the same
+numbers. The map runs on tf.data's thread pool; rasterio releases the GIL while GDAL
+reads and decompresses, so parallel calls overlap, and every thread reads through its own
+rasterio handles (the sampler opens them per process and thread).
+
+Example - a tiny segmentation model::
+
+    import keras
+    from crossgeo.tensorflow import make_dataset
+
+    train = make_dataset(
+        {"image_mbtiles_path": "imagery.mbtiles", "mask_path": "mask.tif",
+         "crops_path": "windows.csv", "patch_size": 256, "selected_bands": [1, 2, 3]},
+        batch_size=8, shuffle=True, seed=42,
+        augmentation_list=[{"_target_": "albumentations.HorizontalFlip", "p": 0.5}],
+    )
+    model = keras.Sequential([
+        keras.Input((256, 256, 3)),
+        keras.layers.Conv2D(16, 3, padding="same", activation="relu"),
+        keras.layers.Conv2D(2, 1),
+    ])
+    model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.fit(train, epochs=3)   # each epoch is reshuffled: epoch 0, 1, 2
+
+Multi-device (each replica decodes only its own windows)::
+
+    strategy = tf.distribute.MirroredStrategy()
+    dist = strategy.distribute_datasets_from_function(
+        lambda ctx: make_dataset(sampler, batch_size=8, shuffle=True, seed=42, input_context=ctx)
+    )
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import os
+import threading
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+try:
+    import tensorflow as tf
+except ImportError as error:  # pragma: no cover - exercised only without tensorflow
+    raise ImportError(
+        "crossgeo.tensorflow needs TensorFlow; install it with: pip install 'crossgeo[tensorflow]'"
+    ) from error
+
+from crossgeo.augment import build_augmentation, to_model_inputs
+from crossgeo.config import check_keys, sampler_from_config
+from crossgeo.errors import ConfigError, OptionError
+from crossgeo.sampler import PatchSampler
+
+__all__ = ["epoch_order", "make_dataset"]
+
+#: ``data_loader`` keys of a seed-style configuration that tf.data takes over.
+_DATA_LOADER_USED = ("batch_size", "shuffle", "drop_last")
+#: torch DataLoader keys that have no tf.data meaning; accepted and ignored.
+_DATA_LOADER_IGNORED = (
+    "num_workers",
+    "pin_memory",
+    "persistent_workers",
+    "prefetch_factor",
+    "timeout",
+    "multiprocessing_context",
+    "in_order",
+    "pin_memory_device",
+)
+
+
+def epoch_order(n: int, seed: int, epoch: int) -> np.ndarray:
+    """The shuffled window order of ``epoch``: a permutation of ``range(n)`` (int64).
+
+    It depends only on ``(seed, epoch)``, so every replica, worker and framework adapter
+    computes the same order. (Kept identical to ``crossgeo.keras.epoch_order``.)
+    """
+    sequence = np.random.SeedSequence([seed & 0xFFFFFFFF, epoch], spawn_key=(0x0D3E,))
+    return np.random.default_rng(sequence).permutation(n).astype(np.int64)
+
+
+def _random_seed() -> int:
+    return int(np.random.default_rng().integers(2**32))
+
+
+class _ThreadAugmentation:
+    """One copy of an albumentations pipeline per (process, thread).
+
+    A seeded call sets the pipeline's RNG and then draws from it; two threads sharing one
+    pipeline would interleave those steps, so each tf.data thread gets its own deep copy.
+    """
+
+    def __init__(self, augmentation: Any | None) -> None:
+        self.augmentation = augmentation
+        self._copies: dict[tuple[int, int], Any] = {}
+
+    def get(self) -> Any | None:
+        if self.augmentation is None:
+            return None
+        key = (os.getpid(), threading.get_ident())
+        copy_ = self._copies.get(key)
+        if copy_ is None:
+            copy_ = self._copies[key] = copy.deepcopy(self.augmentation)
+        return copy_
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"augmentation": self.augmentation, "_copies": {}}
+
+
+def resolve_source(
+    source: PatchSampler | Mapping[str, Any], where: str
+) -> tuple[PatchSampler, dict[str, Any]]:
+    """The sampler and the adapter options of a sampler or a seed-style mapping.
+
+    Returns options with keys ``augmentation_list``, ``allowed_targets``, ``seed``,
+    ``return_metadata``, ``batch_size``, ``shuffle``, ``drop_last`` (only those the
+    mapping set).
+    """
+    if isinstance(source, PatchSampler):
+        return source, {}
+    if not isinstance(source, Mapping) and type(source).__name__ != "DictConfig":
+        raise OptionError(
+            f"{where}: source must be a crossgeo.PatchSampler or a mapping of configuration keys "
+            f"(image_mbtiles_path, mask_path, crops_path, patch_size, ...), got {type(source).__name__}."
+        )
+    sampler, rest = sampler_from_config(source, where=where)
+    loader = dict(rest.pop("data_loader", None) or {})
+    check_keys(loader, (*_DATA_LOADER_USED, *_DATA_LOADER_IGNORED), f"{where} data_loader")
+    rest.update({k: loader[k] for k in _DATA_LOADER_USED if k in loader})
+    return sampler, rest
+
+
+def _output_shapes(sampler: PatchSampler, augmentation: Any | None, channels_last: bool) -> tuple[tuple[int, ...], ...]:
+    """(image shape, mask shape) of one element, found on a blank patch (no read)."""
+    size = sampler.patch_size
+    bands = len(sampler.selected_bands)
+    if augmentation is None:
+        image_shape: tuple[int, ...] = (size, size, bands) if channels_last else (bands, size, size)
+        return image_shape, (size, size)
+    from crossgeo.sampler import Patch
+
+    blank = Patch(
+        image=np.zeros((bands, size, size), dtype=sampler.image_dtype),
+        mask=np.zeros((size, size), dtype=np.int64),
+        row_off=0,
+        col_off=0,
+        index=0,
+    )
+    image, mask = to_model_inputs(blank, copy.deepcopy(augmentation), seed=0, channels_last=channels_last)
+    return tuple(image.shape), tuple(mask.shape)
+
+
+def make_dataset(
+    source: PatchSampler | Mapping[str, Any],
+    *,
+    batch_size: int | None = None,
+    shuffle: bool = False,
+    seed: int | None = None,
+    augmentation_list: Any = None,
+    channels_last: bool = True,
+    drop_remainder: bool = False,
+    with_metadata: bool = False,
+    num_parallel_calls: int = tf.data.AUTOTUNE,
+    input_context: tf.distribute.InputContext | None = None,
+    epoch: int | tf.Variable | None = None,
+    allowed_targets: tuple[str, ...] = (),
+) -> tf.data.Dataset:
+    """A ``tf.data.Dataset`` of ``(image, mask)`` patches, ready for ``model.fit``.
+
+    Args:
+        source: A :class:`~crossgeo.PatchSampler`, or a mapping with the seed's keys (a
+            YAML ``train_dataset`` block; ``_target_`` is ignored). The mapping's
+            ``augmentation_list``, ``seed``, ``return_metadata`` and ``data_loader``
+            (``batch_size``, ``shuffle``, ``drop_last``) are used where the matching
+            keyword argument is left at its default.
+        batch_size: Batch the patches (the per-replica batch when ``input_context`` is
+            given); None yields single patches.
+        shuffle: Visit the windows in a new random order every epoch.
+        seed: Makes the window order and the augmentations reproducible: both depend
+            only on ``(seed, epoch, window index)``, as in the torch adapter.
+        augmentation_list: albumentations transforms or ``_target_`` dicts (see
+            :func:`crossgeo.augment.build_augmentation`; ``ToTensorV2`` is dropped).
+        channels_last: Images (H, W, C) (default, Keras) or (C, H, W).
+        drop_remainder: Drop a last batch smaller than ``batch_size``.
+        with_metadata: Yield ``(image, mask, {"row_off", "col_off", "index"})`` (int64
+            scalars/vectors) instead of ``(image, mask)``.
+        num_parallel_calls: Patches decoded concurrently (``tf.data.AUTOTUNE`` or an
+            int). Output order never depends on it.
+        input_context: From ``strategy.distribute_datasets_from_function``: this input
+            pipeline takes every ``num_input_pipelines``-th window of the epoch's order,
+            starting at ``input_pipeline_id``, before anything is read. All pipelines
+            compute the same order (shuffling needs a ``seed``), so they are disjoint and
+            together cover every window; the shards change every epoch.
+        epoch: None (default): the first pass over the dataset is epoch 0 and every new
+            iteration (each ``model.fit`` epoch) counts one up. An int: every pass is that
+            epoch. A ``tf.Variable``: its value when a pass starts (set it from a callback).
+        allowed_targets: Extra module prefixes ``_target_`` may resolve to.
+
+    Returns:
+        Elements ``image`` float32 (H, W, C) (or (C, H, W)) and ``mask`` int64 (H, W),
+        batched when ``batch_size`` is set; all shapes are static except the batch.
+    """
+    sampler, options = resolve_source(source, "make_dataset")
+    if augmentation_list is None:
+        augmentation_list = options.get("augmentation_list")
+    if seed is None:
+        seed = options.get("seed")
+    if batch_size is None:
+        batch_size = options.get("batch_size")
+    shuffle = bool(shuffle or options.get("shuffle", False))
+    drop_remainder = bool(drop_remainder or options.get("drop_last", False))
+    with_metadata = bool(with_metadata or options.get("return_metadata", False))
+    allowed = (*allowed_targets, *(options.get("allowed_targets") or ()))
+
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer))):
+        raise OptionError(f"seed must be an integer or None, got {seed!r}.")
+    if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer))):
+        raise OptionError(f"batch_size must be a positive integer or None, got {batch_size!r}.")
+    if batch_size is not None and batch_size < 1:
+        raise ConfigError(f"batch_size must be >= 1, got {batch_size}.")
+    pipelines, pipeline_id = 1, 0
+    if input_context is not None:
+        pipelines, pipeline_id = input_context.num_input_pipelines, input_context.input_pipeline_id
+        if shuffle and seed is None and pipelines > 1:
+            raise ConfigError(
+                "make_dataset(shuffle=True, input_context=...) needs a seed: every input pipeline must "
+                "compute the same window order, or their shards would overlap. Pass seed=<int>."
+            )
+    base_seed = int(seed) if seed is not None else _random_seed()
+
+    augmentation = build_augmentation(augmentation_list, allowed_targets=allowed)
+    augmentations = _ThreadAugmentation(augmentation)
+    image_shape, mask_shape = _output_shapes(sampler, augmentation, channels_last)
+    n = len(sampler)
+
+    # --- epoch -> this pipeline's window order, as (index, epoch) pairs -------------
+    def order(epoch_value: np.ndarray) -> np.ndarray:
+        indices = epoch_order(n, base_seed, int(epoch_value)) if shuffle else np.arange(n, dtype=np.int64)
+        return indices[pipeline_id::pipelines]
+
+    if epoch is None:
+        passes = _PassCounter()
+        epochs = tf.data.Dataset.from_tensors(tf.constant(0, tf.int64)).map(
+            lambda _: tf.ensure_shape(tf.numpy_function(passes.next, [], tf.int64, stateful=True), [])
+        )
+    elif isinstance(epoch, tf.Variable):
+        variable = epoch
+        epochs = tf.data.Dataset.from_tensors(tf.constant(0, tf.int64)).map(
+            lambda _: tf.cast(variable.read_value(), tf.int64)
+        )
+    elif isinstance(epoch, (int, np.integer)) and not isinstance(epoch, bool) and epoch >= 0:
+        epochs = tf.data.Dataset.from_tensors(tf.constant(int(epoch), tf.int64))
+    else:
+        raise OptionError(f"epoch must be None, a non-negative int or a tf.Variable, got {epoch!r}.")
+
+    def windows_of(epoch_value: tf.Tensor) -> tf.data.Dataset:
+        indices = tf.ensure_shape(tf.numpy_function(order, [epoch_value], tf.int64, stateful=False), [None])
+        return tf.data.Dataset.from_tensor_slices((indices, tf.fill(tf.shape(indices), epoch_value)))
+
+    dataset = epochs.flat_map(windows_of)
+
+    # --- decode: the shared core function, on tf.data's threads ------------------------
+    def load(index: np.ndarray, epoch_value: np.ndarray) -> tuple[np.ndarray, ...]:
+        patch = sampler[int(index)]
+        image, mask = to_model_inputs(
+            patch, augmentations.get(), seed=base_seed, epoch=int(epoch_value), channels_last=channels_last
+        )
+        return image, mask, np.int64(patch.row_off), np.int64(patch.col_off)
+
+    def decode(index: tf.Tensor, epoch_value: tf.Tensor) -> Any:
+        image, mask, row_off, col_off = tf.numpy_function(
+            load, [index, epoch_value], (tf.float32, tf.int64, tf.int64, tf.int64), stateful=False
+        )
+        image = tf.ensure_shape(image, image_shape)
+        mask = tf.ensure_shape(mask, mask_shape)
+        if with_metadata:
+            metadata = {
+                "row_off": tf.ensure_shape(row_off, []),
+                "col_off": tf.ensure_shape(col_off, []),
+                "index": index,
+            }
+            return image, mask, metadata
+        return image, mask
+
+    dataset = dataset.map(decode, num_parallel_calls=num_parallel_calls, deterministic=True)
+    if batch_size is not None:
+        dataset = dataset.batch(int(batch_size), drop_remainder=drop_remainder)
+    dataset = dataset.prefetch(tf.data.AUTOTUNE)
+    count = math.ceil((n - pipeline_id) / pipelines) if n > pipeline_id else 0
+    if batch_size is not None:
+        count = count // batch_size if drop_remainder else math.ceil(count / batch_size)
+    return dataset.apply(tf.data.experimental.assert_cardinality(count))
+
+
+class _PassCounter:
+    """Counts the passes over a dataset (thread-safe): 0, 1, 2, ..."""
+
+    def __init__(self) -> None:
+        self._next = 0
+        self._lock = threading.Lock()
+
+    def next(self) -> np.ndarray:
+        with self._lock:
+            value = self._next
+            self._next += 1
+        return np.asarray(value, dtype=np.int64)

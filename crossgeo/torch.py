@@ -1,0 +1,361 @@
+"""PyTorch adapter: a map-style ``Dataset``, the seed-compatible class and a DataLoader helper.
+
+* :class:`PatchDataset` wraps a :class:`crossgeo.PatchSampler` and returns
+  ``{"image": float32 (C, H, W), "mask": int64 (H, W)}`` (plus ``"metadata"``), made by
+  :func:`crossgeo.augment.to_model_inputs` - the same function the tf.data and Keras
+  adapters call, so all three give identical numbers.
+* :class:`MBTilesCropsGeoTifMaskDataset` accepts the configuration keys of the original
+  ``pytorch_segmentation_models_trainer`` class unchanged (switch ``_target_`` in the Hydra
+  config), and rejects unknown keys with a suggestion.
+* :func:`make_dataloader` builds a ``DataLoader`` from the dataset's ``data_loader`` options,
+  seeds every worker and keeps the augmentation epoch in step with the loop.
+
+Reproducible augmentation: with ``seed`` set, sample ``i`` in epoch ``e`` is augmented with
+a generator seeded from ``(seed, e, i)`` only, so ``num_workers=0`` and ``num_workers=2`` (or
+two DDP ranks) give the same numbers. The epoch lives in shared memory, so
+:meth:`PatchDataset.set_epoch` reaches persistent workers too.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import os
+import random
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from typing import Any
+
+try:
+    import torch
+    from torch.utils.data import DataLoader, Dataset, get_worker_info
+except ImportError as _error:  # pragma: no cover - exercised in a subprocess test
+    raise ImportError(
+        "crossgeo.torch needs PyTorch, which is not installed. Install it with: pip install 'crossgeo[torch]'"
+    ) from _error
+
+import numpy as np
+
+from crossgeo.augment import build_augmentation, to_model_inputs
+from crossgeo.config import SAMPLER_KEYS, check_keys
+from crossgeo.errors import OptionError
+from crossgeo.sampler import PatchSampler
+
+__all__ = ["MBTilesCropsGeoTifMaskDataset", "PatchDataLoader", "PatchDataset", "make_dataloader", "worker_init_fn"]
+
+log = logging.getLogger("crossgeo")
+
+#: Keys of a ``data_loader`` mapping: every ``torch.utils.data.DataLoader`` keyword but the dataset.
+DATA_LOADER_KEYS = tuple(k for k in inspect.signature(DataLoader.__init__).parameters if k not in ("self", "dataset"))
+#: DataLoader options that only exist with worker processes.
+_WORKER_ONLY_KEYS = ("prefetch_factor", "persistent_workers", "timeout", "multiprocessing_context")
+
+
+def _plain(value: Any) -> Any:
+    """OmegaConf containers (Hydra with ``_recursive_=False`` passes them) -> plain dicts/lists."""
+    try:
+        from omegaconf import DictConfig, ListConfig, OmegaConf
+    except ImportError:
+        return value
+    if isinstance(value, (DictConfig, ListConfig)):
+        return OmegaConf.to_container(value, resolve=True)
+    return value
+
+
+def _check_seed(seed: Any) -> int | None:
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer))):
+        raise OptionError(f"seed must be an integer or None, got {type(seed).__name__}: {seed!r}.")
+    return None if seed is None else int(seed)
+
+
+class PatchDataset(Dataset[dict[str, Any]]):
+    """A map-style dataset of model-ready patches from a :class:`crossgeo.PatchSampler`.
+
+    Args:
+        sampler: The patch source (its windows define ``len`` and the index order).
+        augmentation_list: ``_target_`` dicts (OmegaConf containers too), albumentations
+            transforms or a ready ``A.Compose``; ``None`` and ``[]`` mean no augmentation.
+            ``ToTensorV2`` is accepted and ignored: the image is always a float32
+            (C, H, W) tensor. A bad entry raises at construction, naming its position.
+        return_metadata: Add ``"metadata": {"row_off": int, "col_off": int}`` to each sample.
+        seed: Make augmentation depend only on ``(seed, epoch, index)``; see
+            :meth:`set_epoch`. ``None``: each DataLoader worker draws from its own seed.
+        allowed_targets: Extra modules/names ``_target_`` may resolve to (besides
+            ``albumentations``).
+
+    Each item is ``{"image": float32 tensor (C, H, W), "mask": int64 tensor (H, W)}``;
+    integer images are scaled to 0..1 (uint8 / 255, uint16 / 65535) unless an
+    augmentation (e.g. ``Normalize``) already made them float.
+    """
+
+    def __init__(
+        self,
+        sampler: PatchSampler,
+        *,
+        augmentation_list: Any = None,
+        return_metadata: bool = False,
+        seed: int | None = None,
+        allowed_targets: Iterable[str] = (),
+    ) -> None:
+        if not isinstance(return_metadata, bool):
+            raise OptionError(f"return_metadata must be true or false, got {return_metadata!r}.")
+        self.sampler = sampler
+        self.allowed_targets = tuple(allowed_targets)
+        self.augmentation = build_augmentation(_plain(augmentation_list), allowed_targets=self.allowed_targets)
+        self.return_metadata = return_metadata
+        self.seed = _check_seed(seed)
+        # Shared memory: DataLoader workers (persistent or not, fork or spawn) see set_epoch.
+        self._epoch = torch.zeros((), dtype=torch.int64).share_memory_()
+        self._epoch_set = False
+
+    # ------------------------------------------------------------------ epochs
+
+    @property
+    def epoch(self) -> int:
+        """The epoch augmentation is seeded with (with ``seed`` set)."""
+        return int(self._epoch.item())
+
+    def set_epoch(self, epoch: int) -> None:
+        """Augment the next pass as epoch ``epoch`` (call before iterating, like ``DistributedSampler``).
+
+        Loaders from :func:`make_dataloader` also advance the epoch by themselves when this
+        is not called (and follow ``sampler.set_epoch`` of a ``DistributedSampler``).
+        """
+        if isinstance(epoch, bool) or not isinstance(epoch, (int, np.integer)) or epoch < 0:
+            raise OptionError(f"epoch must be a non-negative integer, got {epoch!r}.")
+        self._epoch.fill_(int(epoch))
+        self._epoch_set = True
+
+    # ------------------------------------------------------------------ dataset
+
+    def __len__(self) -> int:
+        return len(self.sampler)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        patch = self.sampler[index]
+        image, mask = to_model_inputs(patch, self.augmentation, seed=self.seed, epoch=self.epoch)
+        item: dict[str, Any] = {"image": torch.from_numpy(image), "mask": torch.from_numpy(mask)}
+        if self.return_metadata:
+            item["metadata"] = {"row_off": int(patch.row_off), "col_off": int(patch.col_off)}
+        return item
+
+    def close(self) -> None:
+        """Close the raster handles this process opened (they reopen on the next item)."""
+        self.sampler.close()
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}({self.sampler!r}, augmentation={'yes' if self.augmentation else 'none'}, "
+            f"return_metadata={self.return_metadata}, seed={self.seed})"
+        )
+
+
+class MBTilesCropsGeoTifMaskDataset(PatchDataset):
+    """Drop-in for ``pytorch_segmentation_models_trainer``'s class of the same name.
+
+    Takes the original's configuration keys unchanged, so a Hydra config only needs its
+    ``_target_`` changed to ``crossgeo.torch.MBTilesCropsGeoTifMaskDataset``. Options are
+    those of :class:`crossgeo.PatchSampler` (``image_mbtiles_path`` is its ``image_path``)
+    and :class:`PatchDataset`; ``data_loader`` is kept for :func:`make_dataloader`. Unknown
+    options raise ``TypeError`` with a "did you mean" suggestion.
+    """
+
+    def __init__(
+        self,
+        image_mbtiles_path: str | os.PathLike[str],
+        mask_path: str | os.PathLike[str],
+        crops_path: str | os.PathLike[str],
+        patch_size: int,
+        *,
+        color_map: Sequence[Sequence[int]] | None = None,
+        n_classes: int = 2,
+        selected_bands: Sequence[int] | None = None,
+        image_dtype: str = "uint8",
+        image_resampling: str = "bilinear",
+        crops_layer: str | None = None,
+        col_off_key: str = "col_off",
+        row_off_key: str = "row_off",
+        augmentation_list: Any = None,
+        data_loader: Mapping[str, Any] | None = None,
+        return_metadata: bool = False,
+        window_index_cache: str | os.PathLike[str] | None = None,
+        seed: int | None = None,
+        allowed_targets: Iterable[str] = (),
+        **options: Any,
+    ) -> None:
+        # ``options``: further PatchSampler keywords (target_crs, mask_fill_value, ...); anything
+        # else is an error with a suggestion - never swallowed.
+        explicit = tuple(inspect.signature(MBTilesCropsGeoTifMaskDataset.__init__).parameters)[1:-1]
+        passthrough = tuple(k for k in SAMPLER_KEYS if k not in explicit and k != "image_path")
+        check_keys(options, (*explicit, *passthrough), type(self).__name__)
+        self.data_loader = _check_data_loader(data_loader)
+        sampler_options = {
+            "color_map": color_map,
+            "n_classes": n_classes,
+            "selected_bands": selected_bands,
+            "image_dtype": image_dtype,
+            "image_resampling": image_resampling,
+            "crops_layer": crops_layer,
+            "col_off_key": col_off_key,
+            "row_off_key": row_off_key,
+            "window_index_cache": window_index_cache,
+            **options,
+        }
+        sampler = PatchSampler(
+            _plain(image_mbtiles_path),
+            _plain(mask_path),
+            _plain(crops_path),
+            _plain(patch_size),
+            **{k: _plain(v) for k, v in sampler_options.items()},
+        )
+        super().__init__(
+            sampler,
+            augmentation_list=augmentation_list,
+            return_metadata=return_metadata,
+            seed=seed,
+            allowed_targets=_plain(allowed_targets),
+        )
+
+
+def _check_data_loader(data_loader: Any) -> dict[str, Any]:
+    data_loader = _plain(data_loader)
+    if data_loader is None:
+        return {}
+    if not isinstance(data_loader, Mapping):
+        raise OptionError(f"data_loader must be a mapping of DataLoader options, got {data_loader!r}.")
+    check_keys(data_loader, DATA_LOADER_KEYS, "data_loader")
+    return dict(data_loader)
+
+
+# ---------------------------------------------------------------------- DataLoader
+
+
+def _find_patch_dataset(dataset: Any) -> PatchDataset | None:
+    """The PatchDataset inside ``dataset`` (itself, or under ``Subset``-style ``.dataset`` wrappers)."""
+    for _ in range(8):
+        if isinstance(dataset, PatchDataset):
+            return dataset
+        dataset = getattr(dataset, "dataset", None)
+        if dataset is None:
+            return None
+    return None
+
+
+def _release_inherited_handles(sampler: PatchSampler) -> None:
+    """Forget (never use, never close) raster handles a forked worker inherited from its parent."""
+    readers = getattr(sampler, "_readers", None)
+    if isinstance(readers, dict):
+        pid = os.getpid()
+        inherited = [key for key in readers if key[0] != pid]
+        for key in inherited:
+            del readers[key]
+
+
+def worker_init_fn(worker_id: int) -> None:
+    """Seed a DataLoader worker and make sure it opens its own raster handles.
+
+    Python's ``random`` and numpy's global generator get the worker's torch seed (which
+    differs per worker and per epoch); an unseeded (``seed=None``) augmentation pipeline
+    is reseeded from it too, so forked workers do not repeat each other's augmentations.
+    Handles a forked worker inherited from the parent process are dropped unused.
+    """
+    info = get_worker_info()
+    if info is None:  # pragma: no cover - only called inside workers
+        return
+    worker_seed = info.seed % 2**32
+    random.seed(worker_seed)
+    np.random.seed(worker_seed)
+    dataset = _find_patch_dataset(info.dataset)
+    if dataset is None:
+        return
+    _release_inherited_handles(dataset.sampler)
+    if dataset.seed is None and dataset.augmentation is not None:
+        dataset.augmentation.set_random_seed(worker_seed)
+
+
+def _chain(first: Callable[[int], None], second: Callable[[int], None] | None) -> Callable[[int], None]:
+    if second is None:
+        return first
+    return _Chained(first, second)
+
+
+class _Chained:
+    """Picklable composition of two worker init functions (spawn pickles them)."""
+
+    def __init__(self, first: Callable[[int], None], second: Callable[[int], None]) -> None:
+        self.first, self.second = first, second
+
+    def __call__(self, worker_id: int) -> None:
+        self.first(worker_id)
+        self.second(worker_id)
+
+
+class PatchDataLoader(DataLoader[Any]):
+    """A ``DataLoader`` that keeps a :class:`PatchDataset`'s augmentation epoch in step.
+
+    On each ``iter()``: an explicit ``dataset.set_epoch(e)`` since the last pass wins; else
+    the epoch of a sampler with ``.epoch`` (``DistributedSampler``) is followed when it was
+    changed (or on the first pass); else the epoch advances by one after the first pass.
+    """
+
+    _passes = 0
+    _sampler_epoch: int | None = None
+
+    def __iter__(self) -> Iterator[Any]:  # type: ignore[override]
+        self._sync_epoch()
+        return super().__iter__()
+
+    def _sync_epoch(self) -> None:
+        dataset = _find_patch_dataset(self.dataset)
+        if dataset is None:
+            return
+        sampler_epoch = _sampler_epoch(self)
+        if dataset._epoch_set:
+            pass
+        elif sampler_epoch is not None and (self._passes == 0 or sampler_epoch != self._sampler_epoch):
+            dataset._epoch.fill_(sampler_epoch)
+        elif self._passes > 0:
+            dataset._epoch.add_(1)
+        dataset._epoch_set = False
+        self._sampler_epoch = sampler_epoch
+        self._passes += 1
+
+
+def _sampler_epoch(loader: DataLoader[Any]) -> int | None:
+    for candidate in (loader.sampler, getattr(loader.batch_sampler, "sampler", None)):
+        epoch = getattr(candidate, "epoch", None)
+        if isinstance(epoch, (int, np.integer)) and not isinstance(epoch, bool):
+            return int(epoch)
+    return None
+
+
+def make_dataloader(dataset: Dataset[Any], **overrides: Any) -> PatchDataLoader:
+    """A DataLoader honouring ``dataset.data_loader`` (shuffle, num_workers, batch_size, ...).
+
+    ``overrides`` are DataLoader keywords that win over the dataset's options (e.g.
+    ``sampler=DistributedSampler(dataset)``, which also drops a configured ``shuffle``).
+    With ``num_workers: 0`` the worker-only options (``prefetch_factor``,
+    ``persistent_workers``) are dropped. With a dataset ``seed`` the shuffle order comes
+    from a generator seeded with it. :func:`worker_init_fn` runs in every worker (before a
+    ``worker_init_fn`` you pass).
+    """
+    check_keys(overrides, DATA_LOADER_KEYS, "make_dataloader()")
+    patch_dataset = _find_patch_dataset(dataset)
+    configured = dict(getattr(dataset, "data_loader", None) or getattr(patch_dataset, "data_loader", None) or {})
+    if any(k in overrides for k in ("sampler", "batch_sampler")) and "shuffle" not in overrides:
+        configured.pop("shuffle", None)
+    if "batch_sampler" in overrides:
+        for key in ("batch_size", "drop_last"):
+            if key not in overrides:
+                configured.pop(key, None)
+    options = {**configured, **overrides}
+    if not options.get("num_workers"):
+        dropped = [k for k in _WORKER_ONLY_KEYS if k in options and k not in overrides]
+        for key in dropped:
+            del options[key]
+        if dropped:
+            log.debug("crossgeo: num_workers is 0, so %s do not apply and were dropped", ", ".join(dropped))
+    seed = patch_dataset.seed if patch_dataset is not None else None
+    if seed is not None and options.get("generator") is None:
+        options["generator"] = torch.Generator().manual_seed(seed)
+    options["worker_init_fn"] = _chain(worker_init_fn, options.get("worker_init_fn"))
+    return PatchDataLoader(dataset, **options)

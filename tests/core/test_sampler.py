@@ -1,0 +1,485 @@
+"""PatchSampler: where patches come from, how masks are aligned, fills, dtypes, process model."""
+
+from __future__ import annotations
+
+import pickle
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+from affine import Affine
+from conftest import PALETTE, Scene, coordinate_truth
+from rasterio.enums import Resampling
+from rasterio.vrt import WarpedVRT
+from rasterio.warp import reproject
+
+from crossgeo import ConfigError, OptionError, PatchSampler, RasterError
+from crossgeo import testing as T
+
+SIZE = 64
+
+
+def reproject_onto_image(mask_path: Path, image_path: Path, band: int = 1) -> np.ndarray:
+    """Whole-raster nearest-neighbour reprojection of a mask band onto the image grid."""
+    with rasterio.open(image_path) as image, rasterio.open(mask_path) as mask:
+        out = np.zeros((image.height, image.width), dtype=mask.dtypes[band - 1])
+        reproject(
+            rasterio.band(mask, band), out, dst_transform=image.transform, dst_crs=image.crs,
+            resampling=Resampling.nearest,
+        )
+    return out
+
+
+def random_windows(n: int, lo: int, hi: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return rng.integers(lo, hi, n), rng.integers(lo, hi, n)
+
+
+def test_image_patches_come_from_their_window(scene: Scene) -> None:
+    rows, cols = random_windows(30, 0, scene.size - SIZE)
+    sampler = PatchSampler(scene.image, scene.lonlat_mask(), scene.windows(rows, cols), SIZE, n_classes=4)
+    assert len(sampler) == 30
+    for i in range(len(sampler)):
+        patch = sampler[i]
+        assert patch.image.shape == (3, SIZE, SIZE) and patch.image.dtype == np.uint8
+        assert patch.mask.shape == (SIZE, SIZE) and patch.mask.dtype == np.int64
+        assert (patch.row_off, patch.col_off, patch.index) == (rows[i], cols[i], i)
+        got_rows, got_cols = T.decode_coordinates(patch.image)
+        want_rows, want_cols = coordinate_truth(rows[i], cols[i], SIZE)
+        np.testing.assert_array_equal(got_rows, want_rows)
+        np.testing.assert_array_equal(got_cols, want_cols)
+
+
+def test_warped_mask_agrees_with_whole_raster_reproject(scene: Scene) -> None:
+    mask = scene.lonlat_mask()
+    reference = reproject_onto_image(mask, scene.image)
+    rows, cols = random_windows(40, -SIZE // 2, scene.size - SIZE // 2, seed=1)
+    sampler = PatchSampler(scene.image, mask, scene.windows(rows, cols), SIZE, n_classes=4)
+    assert not sampler.aligned
+    agree = total = 0
+    for patch in (sampler[i] for i in range(len(sampler))):
+        r, c = coordinate_truth(patch.row_off, patch.col_off, SIZE)
+        inside = (r >= 0) & (r < scene.size) & (c >= 0) & (c < scene.size)
+        truth = reference[np.clip(r, 0, scene.size - 1), np.clip(c, 0, scene.size - 1)]
+        agree += int(np.count_nonzero(patch.mask[inside] == truth[inside]))
+        total += int(np.count_nonzero(inside))
+    assert agree / total >= 0.995, agree / total
+
+
+def test_warped_mask_matches_the_geography(scene: Scene) -> None:
+    """Classes are a known function of lon/lat: check against that, not against GDAL."""
+    sampler = PatchSampler(scene.image, scene.lonlat_mask(resolution=0.0001), scene.windows([0, 200], [0, 300]), SIZE, n_classes=4)
+    agree = total = 0
+    for patch in (sampler[0], sampler[1]):
+        r, c = coordinate_truth(patch.row_off, patch.col_off, SIZE)
+        xs, ys = scene.transform @ (c + 0.5, r + 0.5)
+        lon, lat = rasterio.warp.transform("EPSG:3857", "EPSG:4326", xs.ravel(), ys.ravel())
+        truth = T.lonlat_classes(np.array(lon), np.array(lat), 0.01, 4).reshape(SIZE, SIZE)
+        agree += int(np.count_nonzero(truth == patch.mask))
+        total += truth.size
+    assert agree / total >= 0.97, agree / total
+
+
+def test_aligned_mask_is_read_without_warp_and_equals_the_mask(scene: Scene) -> None:
+    classes = (np.arange(scene.size * scene.size).reshape(1, scene.size, scene.size) % 7).astype(np.uint8)
+    mask = scene.aligned_mask(classes)
+    rows, cols = random_windows(20, 0, scene.size - SIZE)
+    sampler = PatchSampler(scene.image, mask, scene.windows(rows, cols), SIZE, n_classes=7)
+    assert sampler.aligned
+    for i in range(len(sampler)):
+        np.testing.assert_array_equal(sampler[i].mask, classes[0, rows[i] : rows[i] + SIZE, cols[i] : cols[i] + SIZE])
+
+
+def test_aligned_mask_with_offset_origin_and_fast_path_equals_warp(scene: Scene) -> None:
+    """A mask on the same pixel grid but a larger extent: plain reads at an integer offset."""
+    pad = 10
+    n = scene.size + 2 * pad
+    classes = (np.add.outer(np.arange(n), 3 * np.arange(n)) % 5).astype(np.uint8)[None]
+    mask = scene.aligned_mask(classes, pad=pad)
+    windows = scene.windows([0, 100, scene.size - SIZE], [0, 37, scene.size - SIZE])
+    sampler = PatchSampler(scene.image, mask, windows, SIZE, n_classes=5)
+    assert sampler.aligned
+    reference = reproject_onto_image(mask, scene.image)
+    for i in range(len(sampler)):
+        p = sampler[i]
+        np.testing.assert_array_equal(p.mask, classes[0, p.row_off + pad : p.row_off + pad + SIZE, p.col_off + pad : p.col_off + pad + SIZE])
+        np.testing.assert_array_equal(p.mask, reference[p.row_off : p.row_off + SIZE, p.col_off : p.col_off + SIZE])
+
+
+def test_partly_outside_window_is_full_size_and_filled(scene: Scene) -> None:
+    mask = scene.aligned_mask(np.full((1, scene.size, scene.size), 3, np.uint8))
+    windows = scene.windows([-10, scene.size - 20], [-5, scene.size - 30])
+    sampler = PatchSampler(scene.image, mask, windows, SIZE, n_classes=4)
+    for i, (r0, c0) in enumerate([(-10, -5), (scene.size - 20, scene.size - 30)]):
+        patch = sampler[i]
+        assert patch.image.shape == (3, SIZE, SIZE) and patch.mask.shape == (SIZE, SIZE)
+        r, c = coordinate_truth(r0, c0, SIZE)
+        inside = (r >= 0) & (r < scene.size) & (c >= 0) & (c < scene.size)
+        got_r, got_c = T.decode_coordinates(patch.image)
+        np.testing.assert_array_equal(got_r[inside], r[inside])
+        np.testing.assert_array_equal(got_c[inside], c[inside])
+        assert (patch.image[:, ~inside] == 0).all()
+        assert (patch.mask[inside] == 3).all() and (patch.mask[~inside] == 0).all()
+
+
+def test_outside_pixels_take_the_image_nodata(tmp_path: Path) -> None:
+    data = np.full((2, 40, 40), 7, np.uint16)
+    image = T.write_raster(tmp_path / "i.tif", data, crs="EPSG:3857", transform=Affine(1, 0, 0, 0, -1, 40), nodata=9999)
+    mask = T.write_raster(tmp_path / "m.tif", np.ones((1, 40, 40), np.uint8), crs="EPSG:3857", transform=Affine(1, 0, 0, 0, -1, 40))
+    windows = T.write_windows_table(tmp_path / "w.csv", [30], [-5])
+    patch = PatchSampler(image, mask, windows, 16, image_dtype="uint16")[0]
+    assert (patch.image[:, :10, 5:] == 7).all()
+    assert (patch.image[:, :, :5] == 9999).all() and (patch.image[:, 10:, :] == 9999).all()
+
+
+@pytest.mark.parametrize("warped", [False, True])
+def test_mask_nodata_and_uncovered_area_never_become_foreground(tmp_path: Path, warped: bool) -> None:
+    """The original turned nodata 255 into class 1 under n_classes 2; crossgeo fills them."""
+    transform = Affine(10, 0, 1000, 0, -10, 2000)
+    image = T.write_raster(tmp_path / "i.tif", np.ones((3, 64, 64), np.uint8), crs="EPSG:32632", transform=transform)
+    data = np.zeros((1, 24, 64), np.uint8)
+    data[0, :, 32:] = 255  # nodata
+    data[0, :16, :16] = 1
+    mask_transform = Affine(10, 0, 1000, 0, -10, 2000)
+    crs = "EPSG:32632"
+    if warped:
+        mask_transform, crs = Affine(5, 0, 1000, 0, -5, 2000), "EPSG:32632"
+        data = data.repeat(2, axis=1).repeat(2, axis=2)
+    mask = T.write_raster(tmp_path / "m.tif", data, crs=crs, transform=mask_transform, nodata=255)
+    windows = T.write_windows_table(tmp_path / "w.csv", [0], [0])
+    with pytest.warns(UserWarning, match="covers only"):
+        sampler = PatchSampler(image, mask, windows, 64, n_classes=2)
+    assert sampler.aligned is not warped
+    result = sampler[0].mask
+    assert (result[:16, :16] == 1).all()
+    assert result.sum() == 16 * 16  # nodata (right half) and uncovered (bottom half) stay 0
+    with pytest.warns(UserWarning):
+        ignore = PatchSampler(image, mask, windows, 64, n_classes=2, mask_fill_value=255)[0].mask
+    assert (ignore[:24, 32:] == 255).all() and (ignore[24:, :] == 255).all() and (ignore[:16, :16] == 1).all()
+
+
+def test_class_indices_are_int64_without_wrap(scene: Scene) -> None:
+    classes = np.full((1, scene.size, scene.size), 300, np.uint16)
+    classes[0, ::2] = 2
+    sampler = PatchSampler(scene.image, scene.aligned_mask(classes), scene.windows([0], [0]), SIZE, n_classes=301)
+    mask = sampler[0].mask
+    assert mask.dtype == np.int64 and set(np.unique(mask)) == {2, 300}
+    binary = PatchSampler(scene.image, scene.aligned_mask(classes, "b.tif"), scene.windows([0], [0]), SIZE)[0].mask
+    assert set(np.unique(binary)) == {1}
+
+
+def test_colour_coded_mask_in_another_crs(scene: Scene) -> None:
+    mask = scene.lonlat_mask("rgb.tif", palette=PALETTE)
+    index_mask = scene.lonlat_mask("idx.tif")
+    color_map = [[*rgb, cls] for cls, rgb in enumerate(PALETTE) if cls]
+    rows, cols = random_windows(10, 0, scene.size - SIZE, seed=3)
+    windows = scene.windows(rows, cols)
+    rgb = PatchSampler(scene.image, mask, windows, SIZE, color_map=color_map)
+    idx = PatchSampler(scene.image, index_mask, windows, SIZE, n_classes=4)
+    for i in range(len(rgb)):
+        np.testing.assert_array_equal(rgb[i].mask, idx[i].mask)
+    assert set(np.unique(np.concatenate([rgb[i].mask.ravel() for i in range(len(rgb))]))) == {0, 1, 2, 3}
+
+
+def test_unknown_colours_become_background(scene: Scene) -> None:
+    mask = scene.lonlat_mask("rgb.tif", palette=PALETTE)
+    sampler = PatchSampler(scene.image, mask, scene.windows([0], [0]), SIZE, color_map=[[255, 0, 0, 5]])
+    idx = PatchSampler(scene.image, scene.lonlat_mask("idx.tif"), scene.windows([0], [0], "w2.csv"), SIZE, n_classes=4)
+    expected = np.where(idx[0].mask == 1, 5, 0)
+    np.testing.assert_array_equal(sampler[0].mask, expected)
+
+
+def test_mbtiles_image_reads_rgba_and_selected_bands_drop_alpha(scene: Scene) -> None:
+    mbtiles = T.write_mbtiles(scene.image, scene.path("image.mbtiles"))
+    windows = scene.windows([5, 300], [17, 200])
+    mask = scene.lonlat_mask()
+    rgba = PatchSampler(mbtiles, mask, windows, SIZE, n_classes=4)
+    rgb = PatchSampler(mbtiles, mask, windows, SIZE, n_classes=4, selected_bands=[1, 2, 3])
+    tif = PatchSampler(scene.image, mask, windows, SIZE, n_classes=4)
+    for i in range(2):
+        assert rgba[i].image.shape == (4, SIZE, SIZE) and (rgba[i].image[3] == 255).all()
+        np.testing.assert_array_equal(rgb[i].image, tif[i].image)
+        np.testing.assert_array_equal(rgb[i].mask, tif[i].mask)
+
+
+def test_mbtiles_rgba_mask_uses_its_alpha(scene: Scene) -> None:
+    """An RGBA MBTiles mask: colour map on RGB, alpha marks uncovered pixels."""
+    rgb = T.coordinate_bands(scene.size, scene.size, "uint8")
+    colours = np.zeros_like(rgb)
+    colours[0, :, : scene.size // 2] = 255  # left half red -> class 1
+    tif = T.write_raster(scene.path("mask_rgb.tif"), colours, crs=scene.crs, transform=scene.transform)
+    mbtiles = T.write_mbtiles(tif, scene.path("mask.mbtiles"))
+    with rasterio.open(mbtiles) as src:
+        assert src.count == 4
+    windows = scene.windows([0, 100], [scene.size // 2 - 32, 0])
+    sampler = PatchSampler(scene.image, mbtiles, windows, SIZE, color_map=[[255, 0, 0, 1]])
+    assert sampler.aligned
+    np.testing.assert_array_equal(sampler[0].mask[:, :32], 1)
+    np.testing.assert_array_equal(sampler[0].mask[:, 32:], 0)
+    assert (sampler[1].mask == 1).all()
+
+
+def test_vrt_mosaic_mask(scene: Scene) -> None:
+    """A VRT mosaicking two GeoTIFF halves (as gdalbuildvrt writes) is just another mask path."""
+    full = scene.lonlat_mask("full.tif")
+    with rasterio.open(full) as src:
+        data, transform, crs = src.read(), src.transform, src.crs
+    half = data.shape[2] // 2
+    left = T.write_raster(scene.path("left.tif"), data[:, :, :half], crs=crs, transform=transform)
+    right = T.write_raster(scene.path("right.tif"), data[:, :, half:], crs=crs, transform=transform @ Affine.translation(half, 0))
+    sources = "".join(
+        f"""<SimpleSource><SourceFilename relativeToVRT="1">{path.name}</SourceFilename><SourceBand>1</SourceBand>
+        <SrcRect xOff="0" yOff="0" xSize="{w}" ySize="{data.shape[1]}"/><DstRect xOff="{x}" yOff="0" xSize="{w}" ySize="{data.shape[1]}"/></SimpleSource>"""
+        for path, x, w in ((left, 0, half), (right, half, data.shape[2] - half))
+    )
+    vrt = scene.path("mosaic.vrt")
+    vrt.write_text(
+        f"""<VRTDataset rasterXSize="{data.shape[2]}" rasterYSize="{data.shape[1]}"><SRS>{crs.to_wkt()}</SRS>
+        <GeoTransform>{', '.join(map(str, transform.to_gdal()))}</GeoTransform>
+        <VRTRasterBand dataType="Byte" band="1">{sources}</VRTRasterBand></VRTDataset>"""
+    )
+    windows = scene.windows(*random_windows(10, 0, scene.size - SIZE, seed=5))
+    from_vrt = PatchSampler(scene.image, vrt, windows, SIZE, n_classes=4)
+    from_tif = PatchSampler(scene.image, full, windows, SIZE, n_classes=4)
+    for i in range(len(from_vrt)):
+        np.testing.assert_array_equal(from_vrt[i].mask, from_tif[i].mask)
+
+
+def test_striped_and_tiled_images_give_the_same_patches(scene: Scene) -> None:
+    striped = T.write_raster(scene.path("striped.tif"), T.coordinate_bands(scene.size, scene.size), crs=scene.crs, transform=scene.transform, tiled=False)
+    mask = scene.lonlat_mask()
+    windows = scene.windows([3, 250], [9, 100])
+    a = PatchSampler(striped, mask, windows, SIZE, image_dtype="uint16", n_classes=4)
+    for i in range(2):
+        r, c = T.decode_coordinates(a[i].image)
+        np.testing.assert_array_equal(r, coordinate_truth(a[i].row_off, a[i].col_off, SIZE)[0])
+        np.testing.assert_array_equal(c, coordinate_truth(a[i].row_off, a[i].col_off, SIZE)[1])
+
+
+@pytest.mark.parametrize(
+    ("source", "requested", "expected"),
+    [("uint8", "uint8", "uint8"), ("uint8", "uint16", "uint16"), ("uint8", "float32", "float32"),
+     ("uint16", "uint16", "uint16"), ("uint16", "float32", "float32"), ("uint16", "native", "uint16"),
+     ("float32", "float32", "float32"), ("int16", "native", "int16")],
+)
+def test_image_dtype_accepted(tmp_path: Path, source: str, requested: str, expected: str) -> None:
+    data = T.coordinate_bands(32, 32, "uint16").astype(source)
+    transform = Affine(1, 0, 0, 0, -1, 32)
+    image = T.write_raster(tmp_path / "i.tif", data, crs="EPSG:3857", transform=transform)
+    mask = T.write_raster(tmp_path / "m.tif", np.ones((1, 32, 32), np.uint8), crs="EPSG:3857", transform=transform)
+    patch = PatchSampler(image, mask, T.write_windows_table(tmp_path / "w.csv", [4], [6]), 16, image_dtype=requested)[0]
+    assert patch.image.dtype == np.dtype(expected)
+    np.testing.assert_array_equal(patch.image, data[:, 4:20, 6:22].astype(expected))
+
+
+@pytest.mark.parametrize(
+    ("source", "requested", "suggestion"),
+    [("uint16", "uint8", "'uint16'"), ("float32", "uint8", "'float32'"), ("float32", "uint16", "'float32'"),
+     ("int16", "uint8", "'float32'"), ("int16", "uint16", "'float32'")],
+)
+def test_lossy_image_dtype_is_refused(tmp_path: Path, source: str, requested: str, suggestion: str) -> None:
+    transform = Affine(1, 0, 0, 0, -1, 32)
+    image = T.write_raster(tmp_path / "i.tif", np.full((1, 32, 32), 300, source), crs="EPSG:3857", transform=transform)
+    mask = T.write_raster(tmp_path / "m.tif", np.ones((1, 32, 32), np.uint8), crs="EPSG:3857", transform=transform)
+    with pytest.raises(ConfigError, match=f"image_dtype {requested!r}.*{suggestion}"):
+        PatchSampler(image, mask, T.write_windows_table(tmp_path / "w.csv", [0], [0]), 16, image_dtype=requested)
+
+
+def test_unknown_image_dtype(scene: Scene) -> None:
+    with pytest.raises(ConfigError, match="image_dtype 'int8' is not one of"):
+        PatchSampler(scene.image, scene.lonlat_mask(), scene.windows([0], [0]), SIZE, image_dtype="int8")
+
+
+def test_selected_bands(scene: Scene) -> None:
+    sampler = PatchSampler(scene.image, scene.lonlat_mask(), scene.windows([7], [9]), SIZE, selected_bands=[2, 1], n_classes=4)
+    image = sampler[0].image
+    assert image.shape == (2, SIZE, SIZE)
+    np.testing.assert_array_equal(image[0], coordinate_truth(7, 9, SIZE)[0] % 256)
+    with pytest.raises(ConfigError, match=r"selected_bands \[1, 4\] asks for band 4 but .*image.tif has 3 band"):
+        PatchSampler(scene.image, scene.lonlat_mask(), scene.windows([0], [0]), SIZE, selected_bands=[1, 4])
+    with pytest.raises(ConfigError, match="asks for band 0"):
+        PatchSampler(scene.image, scene.lonlat_mask(), scene.windows([0], [0]), SIZE, selected_bands=[0])
+    with pytest.raises(OptionError, match="selected_bands entries must be integers"):
+        PatchSampler(scene.image, scene.lonlat_mask(), scene.windows([0], [0]), SIZE, selected_bands=["1"])
+
+
+def test_sequence_indexing(scene: Scene) -> None:
+    sampler = PatchSampler(scene.image, scene.lonlat_mask(), scene.windows([0, 10, 20], [1, 11, 21]), SIZE, n_classes=4)
+    assert sampler[-1].row_off == 20 and sampler[-3].row_off == 0 and sampler[-1].index == 2
+    assert sampler[np.int64(1)].col_off == 11
+    with pytest.raises(IndexError):
+        sampler[3]
+    with pytest.raises(IndexError):
+        sampler[-4]
+    with pytest.raises(TypeError):
+        sampler["0"]  # type: ignore[index]
+
+
+def test_pickle_holds_no_handle_and_reopens(scene: Scene) -> None:
+    sampler = PatchSampler(scene.image, scene.lonlat_mask(), scene.windows([0, 64], [0, 64]), SIZE, n_classes=4)
+    first = sampler[1]
+    assert sampler._readers
+    clone = pickle.loads(pickle.dumps(sampler))
+    assert clone._readers == {}
+    again = clone[1]
+    np.testing.assert_array_equal(first.image, again.image)
+    np.testing.assert_array_equal(first.mask, again.mask)
+
+
+def test_handles_are_reused_per_thread(scene: Scene) -> None:
+    rows, cols = random_windows(24, 0, scene.size - SIZE, seed=7)
+    sampler = PatchSampler(scene.image, scene.lonlat_mask(), scene.windows(rows, cols), SIZE, n_classes=4)
+    serial = [sampler[i] for i in range(len(sampler))]
+    assert len(sampler._readers) == 1
+    reader = next(iter(sampler._readers.values()))
+    sampler[0]
+    assert next(iter(sampler._readers.values())) is reader
+    results: dict[int, list[np.ndarray]] = {}
+
+    def work(k: int) -> None:
+        results[k] = [sampler[i].mask for i in range(k, len(sampler), 4)]
+
+    threads = [threading.Thread(target=work, args=(k,)) for k in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(sampler._readers) == 5
+    for k, masks in results.items():
+        for j, i in enumerate(range(k, len(sampler), 4)):
+            np.testing.assert_array_equal(masks[j], serial[i].mask)
+
+
+@pytest.mark.parametrize("method", ["bilinear", "nearest", "cubic"])
+def test_target_resolution_warps_the_image_like_reproject(scene: Scene, method: str) -> None:
+    """With target_crs/target_resolution the image goes through a WarpedVRT with image_resampling."""
+    target_crs, res = "EPSG:32632", 60.0
+    mask = scene.lonlat_mask()
+    rows, cols = random_windows(6, 0, 200, seed=11)
+    sampler = PatchSampler(
+        scene.image, mask, scene.windows(rows, cols), 32, target_crs=target_crs, target_resolution=res,
+        image_resampling=method, image_dtype="uint8", n_classes=4,
+    )
+    grid = sampler.grid
+    assert grid.crs == rasterio.crs.CRS.from_user_input(target_crs) and grid.transform.a == res
+    with rasterio.open(scene.image) as src:
+        expected = np.zeros((3, grid.height, grid.width), np.uint8)
+        reproject(rasterio.band(src, [1, 2, 3]), expected, dst_transform=grid.transform, dst_crs=grid.crs,
+                  resampling=Resampling[method])
+        masks = np.zeros((grid.height, grid.width), np.uint8)
+    with rasterio.open(mask) as msrc:
+        reproject(rasterio.band(msrc, 1), masks, dst_transform=grid.transform, dst_crs=grid.crs, resampling=Resampling.nearest)
+    agree = total = 0
+    for i in range(len(sampler)):
+        p = sampler[i]
+        want = expected[:, p.row_off : p.row_off + 32, p.col_off : p.col_off + 32]
+        close = np.abs(p.image.astype(int) - want.astype(int)) <= 1
+        agree += int(close.sum())
+        total += close.size
+        assert (p.mask == masks[p.row_off : p.row_off + 32, p.col_off : p.col_off + 32]).mean() >= 0.995
+    assert agree / total >= 0.995, agree / total
+
+
+def test_image_resampling_is_validated(scene: Scene) -> None:
+    with pytest.raises(ConfigError, match="image_resampling 'bilinar' is not a rasterio resampling method; choose one of .*bilinear"):
+        PatchSampler(scene.image, scene.lonlat_mask(), scene.windows([0], [0]), SIZE, image_resampling="bilinar")
+
+
+@pytest.mark.parametrize("bad", [0, -3, [1, 2, 3], "x"])
+def test_target_resolution_is_validated(scene: Scene, bad: object) -> None:
+    with pytest.raises(ConfigError, match="target_resolution"):
+        PatchSampler(scene.image, scene.lonlat_mask(), scene.windows([0], [0]), SIZE, target_resolution=bad)  # type: ignore[arg-type]
+
+
+def test_bad_target_crs(scene: Scene) -> None:
+    with pytest.raises(ConfigError, match="target_crs 'EPSG:999999'"):
+        PatchSampler(scene.image, scene.lonlat_mask(), scene.windows([0], [0]), SIZE, target_crs="EPSG:999999")
+
+
+def test_mask_band_and_colour_map_errors_at_construction(scene: Scene) -> None:
+    rgb = scene.lonlat_mask("rgb.tif", palette=PALETTE)
+    one = scene.lonlat_mask("one.tif")
+    two = T.write_raster(scene.path("two.tif"), np.zeros((2, 8, 8), np.uint8), crs=scene.crs, transform=scene.transform @ Affine.scale(64))
+    windows = scene.windows([0], [0])
+    with pytest.raises(RasterError, match=r"rgb.tif has 3 bands but no color_map was given"):
+        PatchSampler(scene.image, rgb, windows, SIZE)
+    with pytest.raises(ValueError, match=r"color_map is set but the mask .*one.tif has 1 band"):
+        PatchSampler(scene.image, one, windows, SIZE, color_map=[[1, 2, 3, 1]])
+    with pytest.raises(ValueError, match=r"color_map is set but the mask .*two.tif has 2 band"):
+        PatchSampler(scene.image, two, windows, SIZE, color_map=[[1, 2, 3, 1]])
+    with pytest.raises(ValueError, match=r"two.tif has 2 bands but no color_map"):
+        PatchSampler(scene.image, two, windows, SIZE)
+
+
+def test_non_overlapping_mask_is_refused_with_both_bounds(scene: Scene) -> None:
+    far = T.write_lonlat_mask(scene.path("far.tif"), (-80, 10, -79, 11), 0.01, cell=0.1, n_classes=2)
+    with pytest.raises(RasterError, match=r"far.tif does not overlap the image .*image.tif: .*image bounds are \(.*mask bounds are"):
+        PatchSampler(scene.image, far, scene.windows([0], [0]), SIZE)
+
+
+def test_low_coverage_warns_with_percentage(scene: Scene) -> None:
+    left, bottom, right, top = scene.lonlat_bounds
+    part = T.write_lonlat_mask(scene.path("part.tif"), (left, bottom, left + (right - left) / 4, top), 0.0003, cell=0.01, n_classes=2)
+    with pytest.warns(UserWarning, match=r"part.tif covers only 2\d\.\d% of the image"):
+        sampler = PatchSampler(scene.image, part, scene.windows([0, 0], [0, 400]), SIZE)
+    assert (sampler[1].mask == 0).all()
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "error", "message"),
+    [
+        ("patch_size", 0, ConfigError, "patch_size must be >= 1"),
+        ("patch_size", -4, ConfigError, "patch_size must be >= 1"),
+        ("patch_size", 2.5, OptionError, "patch_size must be an integer"),
+        ("patch_size", True, OptionError, "patch_size must be an integer"),
+        ("n_classes", 0, ConfigError, "n_classes must be >= 1"),
+        ("n_classes", "2", OptionError, "n_classes must be an integer"),
+        ("crops_layer", 3, OptionError, "crops_layer must be a string"),
+        ("col_off_key", "", OptionError, "col_off_key must be a non-empty column name"),
+        ("window_index_cache", "index.json", ConfigError, "window_index_cache .* must end in .csv or .parquet"),
+        ("mask_fill_value", -1, ConfigError, "mask_fill_value must be >= 0"),
+    ],
+)
+def test_option_values_are_validated(scene: Scene, option: str, value: object, error: type, message: str) -> None:
+    kwargs: dict[str, object] = {"patch_size": SIZE, option: value}
+    with pytest.raises(error, match=message):
+        PatchSampler(scene.image, scene.lonlat_mask(), scene.windows([0], [0]), **kwargs)  # type: ignore[arg-type]
+
+
+def test_missing_and_unreadable_files(scene: Scene, tmp_path: Path) -> None:
+    mask, windows = scene.lonlat_mask(), scene.windows([0], [0])
+    with pytest.raises(ConfigError, match=r"image_path '.*nope.tif' does not exist"):
+        PatchSampler(tmp_path / "nope.tif", mask, windows, SIZE)
+    with pytest.raises(ConfigError, match=r"mask_path '.*nope.tif' does not exist"):
+        PatchSampler(scene.image, tmp_path / "nope.tif", windows, SIZE)
+    text = tmp_path / "text.tif"
+    text.write_text("not a raster")
+    with pytest.raises(OSError, match=r"image_path '.*text.tif' cannot be opened as a raster"):
+        PatchSampler(text, mask, windows, SIZE)
+    with pytest.raises(OptionError, match="image_path must be a path"):
+        PatchSampler(3, mask, windows, SIZE)  # type: ignore[arg-type]
+
+
+def test_unknown_keyword_is_a_type_error(scene: Scene) -> None:
+    with pytest.raises(TypeError):
+        PatchSampler(scene.image, scene.lonlat_mask(), scene.windows([0], [0]), SIZE, n_clases=2)  # type: ignore[call-arg]
+
+
+def test_read_errors_name_file_and_window(scene: Scene) -> None:
+    last = scene.size - SIZE
+    sampler = PatchSampler(scene.image, scene.lonlat_mask(), scene.windows([0, last], [0, last]), SIZE, n_classes=4)
+    data = scene.image.read_bytes()
+    scene.image.write_bytes(data[: len(data) // 3])  # truncate the later tiles away
+    with pytest.raises(OSError, match=rf"image .*image.tif failed for the window row_off={last}, col_off={last}"):
+        for i in range(len(sampler)):
+            sampler[i]
+
+
+def test_image_without_warp_keeps_reference_grid(scene: Scene) -> None:
+    sampler = PatchSampler(scene.image, scene.lonlat_mask(), scene.windows([0], [0]), SIZE, n_classes=4)
+    with rasterio.open(scene.image) as src:
+        assert sampler.grid.transform == src.transform and (sampler.grid.height, sampler.grid.width) == src.shape
+    with rasterio.open(scene.lonlat_mask()) as src, WarpedVRT(src, crs=scene.crs) as vrt:
+        assert vrt.crs == sampler.grid.crs
