@@ -43,11 +43,9 @@ class Grid:
     @property
     def bounds(self) -> tuple[float, float, float, float]:
         """``(left, bottom, right, top)`` in the grid's CRS (north-up or not)."""
-        xs, ys = self.transform @ (
-            np.array([0, self.width, 0, self.width]),
-            np.array([0, 0, self.height, self.height]),
-        )
-        return (float(np.min(xs)), float(np.min(ys)), float(np.max(xs)), float(np.max(ys)))
+        corners = [self.transform @ (col, row) for col in (0, self.width) for row in (0, self.height)]
+        xs, ys = zip(*corners)
+        return (float(min(xs)), float(min(ys)), float(max(xs)), float(max(ys)))
 
     def window_transform(self, row_off: int, col_off: int) -> Affine:
         """The affine transform of a window whose top-left pixel is ``(row_off, col_off)``."""
@@ -74,23 +72,27 @@ def pixel_offset(reference: Grid, other: Grid) -> tuple[int, int] | None:
     if reference.crs != other.crs:
         return None
     ra, rb, rc, rd, re, rf = tuple(reference.transform)[:6]
-    oa, ob, oc, od, oe, of = tuple(other.transform)[:6]
+    oa, ob, _, od, oe, _ = tuple(other.transform)[:6]
     pixel = max(abs(ra), abs(rb), abs(rd), abs(re))
     if any(abs(x - y) > GRID_TOLERANCE * pixel for x, y in ((ra, oa), (rb, ob), (rd, od), (re, oe))):
         return None
     col, row = ~other.transform @ (rc, rf)
     if abs(col - round(col)) > GRID_TOLERANCE or abs(row - round(row)) > GRID_TOLERANCE:
         return None
-    return int(round(row)), int(round(col))
+    return round(row), round(col)
 
 
 def centred_offsets(centre: np.ndarray, size: int) -> np.ndarray:
     """Offsets of ``size``-pixel windows centred on continuous pixel coordinates.
 
-    A window of even size centred on a pixel corner is split evenly; a centre that
-    falls between two choices rounds half up (``floor(centre - size / 2 + 0.5)``).
+    The result is ``floor(centre - size / 2 + 0.5)`` (ties round up), computed without
+    float error: an odd window is centred on the pixel containing ``centre``, an even
+    one on the pixel corner nearest to it.
     """
-    return np.floor(np.asarray(centre, dtype=np.float64) - size / 2.0 + 0.5).astype(np.int64)
+    centre = np.asarray(centre, dtype=np.float64)
+    if size % 2:
+        return np.floor(centre).astype(np.int64) - size // 2
+    return np.floor(centre + 0.5).astype(np.int64) - size // 2
 
 
 def clamp_offsets(offsets: np.ndarray, size: int, extent: int) -> np.ndarray:

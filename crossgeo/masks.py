@@ -100,18 +100,13 @@ def validate_color_map(color_map: Any) -> list[tuple[int, int, int, int]]:
     for pos, entry in enumerate(color_map):
         if isinstance(entry, (str, bytes)) or not isinstance(entry, Sequence) or len(entry) != 4:
             raise ConfigError(
-                f"color_map entry {pos} is {entry!r}; each entry must be [R, G, B, class] "
-                "(four integers)."
+                f"color_map entry {pos} is {entry!r}; each entry must be [R, G, B, class] (four integers)."
             )
         if not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in entry):
-            raise ConfigError(
-                f"color_map entry {pos} is {list(entry)!r}; R, G, B and class must be integers."
-            )
+            raise ConfigError(f"color_map entry {pos} is {list(entry)!r}; R, G, B and class must be integers.")
         r, g, b, c = (int(v) for v in entry)
         if not all(0 <= v <= 255 for v in (r, g, b)):
-            raise ConfigError(
-                f"color_map entry {pos} is {[r, g, b, c]}; R, G and B must be within 0-255."
-            )
+            raise ConfigError(f"color_map entry {pos} is {[r, g, b, c]}; R, G and B must be within 0-255.")
         if c < 0:
             raise ConfigError(f"color_map entry {pos} maps to class {c}; classes must be >= 0.")
         first_pos, first_class = seen.setdefault((r, g, b), (pos, c))

@@ -141,13 +141,20 @@ def _target_grid(source: Any, target_crs: Any, target_resolution: Any, image_pat
     try:
         dst_crs = CRS.from_user_input(target_crs) if target_crs is not None else source.crs
     except CRSError as error:
-        raise ConfigError(f"target_crs {target_crs!r} is not a CRS rasterio understands ({error}); e.g. 'EPSG:3857'.") from error
+        raise ConfigError(
+            f"target_crs {target_crs!r} is not a CRS rasterio understands ({error}); e.g. 'EPSG:3857'."
+        ) from error
     resolution: tuple[float, float] | None = None
     if target_resolution is not None:
-        values = target_resolution if isinstance(target_resolution, Sequence) else (target_resolution, target_resolution)
-        if len(values) != 2 or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0 for v in values):
+        values = (
+            target_resolution if isinstance(target_resolution, Sequence) else (target_resolution, target_resolution)
+        )
+        if len(values) != 2 or not all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0 for v in values
+        ):
             raise ConfigError(
-                f"target_resolution must be a positive number or [x, y] pair in target CRS units, got {target_resolution!r}."
+                "target_resolution must be a positive number or [x, y] pair in target CRS units, "
+                f"got {target_resolution!r}."
             )
         resolution = (float(values[0]), float(values[1]))
     transform, width, height = calculate_default_transform(
@@ -391,4 +398,3 @@ class PatchSampler:
             f"PatchSampler(image_path={self.image_path!r}, mask_path={self.mask_path!r}, "
             f"crops_path={self.crops_path!r}, patch_size={self.patch_size}, windows={len(self)})"
         )
-

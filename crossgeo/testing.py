@@ -70,8 +70,17 @@ def write_raster(
         options.update(tiled=True, blockxsize=size, blockysize=size)
     options.update(profile)
     with rasterio.open(
-        path, "w", driver="GTiff", height=height, width=width, count=count, dtype=data.dtype,
-        crs=crs, transform=transform, nodata=nodata, **options,
+        path,
+        "w",
+        driver="GTiff",
+        height=height,
+        width=width,
+        count=count,
+        dtype=data.dtype,
+        crs=crs,
+        transform=transform,
+        nodata=nodata,
+        **options,
     ) as dst:
         dst.write(data)
         if colorinterp is not None:
@@ -82,7 +91,9 @@ def write_raster(
 def web_mercator_transform(zoom: int, tile_col: int, tile_row: int) -> Affine:
     """The transform of zoom ``zoom``'s pixel grid with origin at tile (col, row)'s corner."""
     res = 2 * WEB_MERCATOR_HALF / (TILE * 2**zoom)
-    return Affine(res, 0, -WEB_MERCATOR_HALF + tile_col * TILE * res, 0, -res, WEB_MERCATOR_HALF - tile_row * TILE * res)
+    return Affine(
+        res, 0, -WEB_MERCATOR_HALF + tile_col * TILE * res, 0, -res, WEB_MERCATOR_HALF - tile_row * TILE * res
+    )
 
 
 def write_mbtiles(tif_path: str | os.PathLike[str], mbtiles_path: str | os.PathLike[str], **options: Any) -> Path:
@@ -115,8 +126,8 @@ def write_lonlat_mask(
     With ``palette`` (a colour per class) it is written as an RGB colour-coded mask.
     """
     left, bottom, right, top = bounds
-    width = int(round((right - left) / resolution))
-    height = int(round((top - bottom) / resolution))
+    width = round((right - left) / resolution)
+    height = round((top - bottom) / resolution)
     transform = Affine(resolution, 0, left, 0, -resolution, top)
     rows, cols = np.mgrid[0:height, 0:width]
     xs, ys = transform @ (cols + 0.5, rows + 0.5)
@@ -132,7 +143,9 @@ def write_lonlat_mask(
     return write_raster(path, data, crs=crs, transform=transform, nodata=nodata)
 
 
-def write_windows_table(path: str | os.PathLike[str], row_off: Sequence[int], col_off: Sequence[int], **extra: Any) -> Path:
+def write_windows_table(
+    path: str | os.PathLike[str], row_off: Sequence[int], col_off: Sequence[int], **extra: Any
+) -> Path:
     """Windows as CSV or Parquet (by suffix), columns ``row_off``, ``col_off`` (+ extras)."""
     import pyarrow as pa
     import pyarrow.csv as pacsv

@@ -37,7 +37,17 @@ log = logging.getLogger("crossgeo")
 
 TABLE_SUFFIXES = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet", ".geoparquet": "parquet"}
 VECTOR_SUFFIXES = {
-    ".gpkg", ".shp", ".geojson", ".json", ".fgb", ".gml", ".kml", ".gpx", ".sqlite", ".zip", ".geojsonl",
+    ".gpkg",
+    ".shp",
+    ".geojson",
+    ".json",
+    ".fgb",
+    ".gml",
+    ".kml",
+    ".gpx",
+    ".sqlite",
+    ".zip",
+    ".geojsonl",
 }
 CACHE_SUFFIXES = (".csv", ".parquet")
 #: Bumped when the cache layout or the window planning rules change.
@@ -136,7 +146,9 @@ def _offset_column(table: pa.Table, key: str, option: str, path: Path) -> np.nda
     )
 
 
-def read_table_windows(path: str | os.PathLike[str], row_off_key: str, col_off_key: str, *, kind: str = "csv") -> WindowIndex:
+def read_table_windows(
+    path: str | os.PathLike[str], row_off_key: str, col_off_key: str, *, kind: str = "csv"
+) -> WindowIndex:
     """Read pixel offsets from a CSV or Parquet table.
 
     Raises :class:`WindowError` naming the file, the column and the first bad row when a
@@ -161,9 +173,7 @@ def check_inside(index: WindowIndex, patch_size: int, grid: Grid, source: str) -
     bad = gridmath.outside(index.row_off, index.col_off, patch_size, grid.height, grid.width)
     if bad.any():
         rows = np.flatnonzero(bad)
-        listed = ", ".join(
-            f"row {i + 1} (row_off={index.row_off[i]}, col_off={index.col_off[i]})" for i in rows[:5]
-        )
+        listed = ", ".join(f"row {i + 1} (row_off={index.row_off[i]}, col_off={index.col_off[i]})" for i in rows[:5])
         raise WindowError(
             f"{source}: {rows.size} window(s) lie entirely outside the image ({grid.height} rows x "
             f"{grid.width} cols, patch_size {patch_size}): {listed}"
@@ -174,9 +184,7 @@ def check_inside(index: WindowIndex, patch_size: int, grid: Grid, source: str) -
 # --------------------------------------------------------------------------- vectors
 
 
-def read_vector_windows(
-    path: str | os.PathLike[str], layer: str | None, grid: Grid, patch_size: int
-) -> WindowIndex:
+def read_vector_windows(path: str | os.PathLike[str], layer: str | None, grid: Grid, patch_size: int) -> WindowIndex:
     """Centre a ``patch_size`` window on each feature's bounding-box centre (bbox-snap).
 
     Features are reprojected to the grid's CRS first. Empty/None geometries are skipped;
@@ -189,9 +197,7 @@ def read_vector_windows(
     if layer is not None:
         layers = [str(name) for name, _ in pyogrio.list_layers(path)]
         if layer not in layers:
-            raise WindowError(
-                f"{path}: no layer {layer!r} (crops_layer); the layers are {layers}."
-            )
+            raise WindowError(f"{path}: no layer {layer!r} (crops_layer); the layers are {layers}.")
     frame = pyogrio.read_dataframe(path, layer=layer)
     if frame.crs is None:
         raise WindowError(
@@ -251,12 +257,14 @@ def build_window_index(
     """
     path = Path(crops_path)
     if not path.exists():
-        raise WindowError(f"crops_path {str(path)!r} does not exist; point crops_path at a CSV, Parquet or vector file.")
+        raise WindowError(
+            f"crops_path {str(path)!r} does not exist; point crops_path at a CSV, Parquet or vector file."
+        )
     kind = _source_kind(path)
     if kind == "unknown":
         try:
             index = read_table_windows(path, row_off_key, col_off_key, kind="csv")
-        except Exception as csv_error:  # noqa: BLE001 - fall back to vector as the original did
+        except Exception as csv_error:
             try:
                 return read_vector_windows(path, crops_layer, grid, patch_size)
             except WindowError:
@@ -341,7 +349,9 @@ def write_cache(path: Path, index: WindowIndex, fingerprint: dict[str, Any]) -> 
             with os.fdopen(fd, "w", newline="") as out:
                 out.write(_CSV_HEADER + meta + "\n")
                 out.write("row_off,col_off\n")
-                np.savetxt(out, np.stack([index.row_off, index.col_off], axis=1).reshape(-1, 2), fmt="%d", delimiter=",")
+                np.savetxt(
+                    out, np.stack([index.row_off, index.col_off], axis=1).reshape(-1, 2), fmt="%d", delimiter=","
+                )
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
@@ -362,7 +372,7 @@ def read_cache(path: Path) -> tuple[WindowIndex, dict[str, Any]] | None:
                 first = handle.readline()
             if not first.startswith(_CSV_HEADER):
                 return None
-            meta = json.loads(first[len(_CSV_HEADER):])
+            meta = json.loads(first[len(_CSV_HEADER) :])
             table = pacsv.read_csv(
                 path,
                 read_options=pacsv.ReadOptions(skip_rows=1),
@@ -372,7 +382,7 @@ def read_cache(path: Path) -> tuple[WindowIndex, dict[str, Any]] | None:
         col_off = table.column("col_off").to_numpy().astype(np.int64)
         report = WindowReport(**meta["report"])
         return WindowIndex(row_off, col_off, report), meta["fingerprint"]
-    except Exception as error:  # noqa: BLE001 - a damaged cache is rebuilt, and we say so
+    except Exception as error:
         log.warning("crossgeo: window index cache %s is unreadable (%s); rebuilding it.", path, error)
         return None
 

@@ -24,7 +24,9 @@ from pathlib import Path  # noqa: E402
 import pytest  # noqa: E402
 
 #: The real third-party rasters shipped beside the repository (read-only), or CROSSGEO_REAL_DATA.
-REAL_DATA = Path(os.environ.get("CROSSGEO_REAL_DATA") or Path(__file__).resolve().parents[1].parent / "shared/data/real")
+REAL_DATA = Path(
+    os.environ.get("CROSSGEO_REAL_DATA") or Path(__file__).resolve().parents[1].parent / "shared/data/real"
+)
 
 
 @pytest.fixture

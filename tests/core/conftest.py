@@ -36,7 +36,9 @@ class Scene:
     def path(self, name: str) -> Path:
         return self.folder / name
 
-    def lonlat_mask(self, name: str = "mask4326.tif", *, margin: float = 0.05, resolution: float = 0.0003, **kw: Any) -> Path:
+    def lonlat_mask(
+        self, name: str = "mask4326.tif", *, margin: float = 0.05, resolution: float = 0.0003, **kw: Any
+    ) -> Path:
         left, bottom, right, top = self.lonlat_bounds
         bounds = (left - margin, bottom - margin, right + margin, top + margin)
         kw.setdefault("cell", CELL)

@@ -12,7 +12,10 @@ from crossgeo.augment import build_augmentation, sample_seed, scale_image, to_mo
 
 FLIPS = [
     {"_target_": "albumentations.HorizontalFlip", "p": 0.5},
-    {"_target_": "albumentations.OneOf", "transforms": [{"_target_": "albumentations.VerticalFlip"}, {"_target_": "albumentations.Transpose"}]},
+    {
+        "_target_": "albumentations.OneOf",
+        "transforms": [{"_target_": "albumentations.VerticalFlip"}, {"_target_": "albumentations.Transpose"}],
+    },
 ]
 
 
@@ -70,10 +73,16 @@ def test_accepted_forms_are_equivalent() -> None:
 @pytest.mark.parametrize(
     ("entries", "message"),
     [
-        ([FLIPS[0], {"_target_": "os.system", "command": "echo"}], r"entry 1 \(os.system\): _target_ 'os.system' is not allowed"),
+        (
+            [FLIPS[0], {"_target_": "os.system", "command": "echo"}],
+            r"entry 1 \(os.system\): _target_ 'os.system' is not allowed",
+        ),
         ([{"_target_": "builtins.eval", "source": "1"}], "'builtins.eval' is not allowed"),
         ([{"_target_": "albumentations.NoSuchFlip"}], r"entry 0 .*'albumentations.NoSuchFlip' cannot be imported"),
-        ([{"_target_": "albumentations.HorizontalFlip", "q": 1}], r"entry 0 \(albumentations.HorizontalFlip\): .*q.* not valid.*check the argument names"),
+        (
+            [{"_target_": "albumentations.HorizontalFlip", "q": 1}],
+            r"entry 0 \(albumentations.HorizontalFlip\): .*q.* not valid.*check the argument names",
+        ),
         ([{"p": 0.5}], "entry 0 has no _target_"),
         (["HorizontalFlip"], "entry 0 is 'HorizontalFlip', not an albumentations transform"),
         ({"_target_": "albumentations.HorizontalFlip"}, "must be a list"),

@@ -87,7 +87,9 @@ def test_patches_are_always_full_size_and_read_the_right_pixels(
         return
     folder: Path = tmp_path_factory.mktemp("pad")
     transform = Affine(10, 0, 0, 0, -10, 1000)
-    image = T.write_raster(folder / "i.tif", T.coordinate_bands(height, width), crs="EPSG:3857", transform=transform, tiled=False)
+    image = T.write_raster(
+        folder / "i.tif", T.coordinate_bands(height, width), crs="EPSG:3857", transform=transform, tiled=False
+    )
     classes = (T.coordinate_bands(height, width)[:1] % 3 + 1).astype(np.uint8)
     mask = T.write_raster(folder / "m.tif", classes, crs="EPSG:3857", transform=transform, tiled=False)
     windows = T.write_windows_table(folder / "w.csv", [row_off], [col_off])

@@ -21,7 +21,10 @@ from crossgeo.masks import ClassIndexDecoder, ColorMapDecoder, validate_color_ma
         ([[256, 0, 0, 1]], r"entry 0 is \[256, 0, 0, 1\]; R, G and B must be within 0-255"),
         ([[-1, 0, 0, 1]], "within 0-255"),
         ([[1, 2, 3, -1]], "classes must be >= 0"),
-        ([[1, 2, 3, 1], [4, 5, 6, 2], [1, 2, 3, 3]], r"colour \[1, 2, 3\] to class 1 \(entry 0\) and to class 3 \(entry 2\)"),
+        (
+            [[1, 2, 3, 1], [4, 5, 6, 2], [1, 2, 3, 3]],
+            r"colour \[1, 2, 3\] to class 1 \(entry 0\) and to class 3 \(entry 2\)",
+        ),
         ([[1, 2, 3, True]], "must be integers"),
     ],
 )

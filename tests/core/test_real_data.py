@@ -19,7 +19,10 @@ from crossgeo import testing as T
 def test_mbtiles_image_with_4326_land_mask_and_city_windows(real_data: Path) -> None:
     """plain_3.mbtiles (EPSG:3857, RGBA PNG tiles) x world.byte.tif (EPSG:4326) x cities."""
     sampler = PatchSampler(
-        real_data / "plain_3.mbtiles", real_data / "world.byte.tif", real_data / "naturalearth_cities.shp", 256,
+        real_data / "plain_3.mbtiles",
+        real_data / "world.byte.tif",
+        real_data / "naturalearth_cities.shp",
+        256,
         selected_bands=[1, 2, 3],
     )
     report = sampler.index.report
@@ -43,7 +46,10 @@ def test_mbtiles_image_with_4326_land_mask_and_city_windows(real_data: Path) -> 
 def test_world_mbtiles_with_antimeridian_bounds(real_data: Path) -> None:
     """plain_1.mbtiles reaches slightly past +/-180 degrees; overlap maths must not break."""
     sampler = PatchSampler(
-        real_data / "plain_1.mbtiles", real_data / "world.byte.tif", real_data / "naturalearth_cities.shp", 128,
+        real_data / "plain_1.mbtiles",
+        real_data / "world.byte.tif",
+        real_data / "naturalearth_cities.shp",
+        128,
         selected_bands=[1, 2, 3],
     )
     assert len(sampler) == 243 and sampler.index.report.outside_dropped == 0
@@ -83,4 +89,6 @@ def test_geotiff_window_past_the_edge_is_filled_with_nodata(real_data: Path, tmp
             assert (patch.image[:, outside] == 0).all() and (patch.mask[outside] == 0).all()
             rs, cs = max(r0, 0), max(c0, 0)
             direct = src.read(window=Window(cs, rs, min(c0 + 256, width) - cs, min(r0 + 256, height) - rs))
-            np.testing.assert_array_equal(patch.image[:, rs - r0 : rs - r0 + direct.shape[1], cs - c0 : cs - c0 + direct.shape[2]], direct)
+            np.testing.assert_array_equal(
+                patch.image[:, rs - r0 : rs - r0 + direct.shape[1], cs - c0 : cs - c0 + direct.shape[2]], direct
+            )

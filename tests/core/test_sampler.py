@@ -26,7 +26,10 @@ def reproject_onto_image(mask_path: Path, image_path: Path, band: int = 1) -> np
     with rasterio.open(image_path) as image, rasterio.open(mask_path) as mask:
         out = np.zeros((image.height, image.width), dtype=mask.dtypes[band - 1])
         reproject(
-            rasterio.band(mask, band), out, dst_transform=image.transform, dst_crs=image.crs,
+            rasterio.band(mask, band),
+            out,
+            dst_transform=image.transform,
+            dst_crs=image.crs,
             resampling=Resampling.nearest,
         )
     return out
@@ -70,7 +73,9 @@ def test_warped_mask_agrees_with_whole_raster_reproject(scene: Scene) -> None:
 
 def test_warped_mask_matches_the_geography(scene: Scene) -> None:
     """Classes are a known function of lon/lat: check against that, not against GDAL."""
-    sampler = PatchSampler(scene.image, scene.lonlat_mask(resolution=0.0001), scene.windows([0, 200], [0, 300]), SIZE, n_classes=4)
+    sampler = PatchSampler(
+        scene.image, scene.lonlat_mask(resolution=0.0001), scene.windows([0, 200], [0, 300]), SIZE, n_classes=4
+    )
     agree = total = 0
     for patch in (sampler[0], sampler[1]):
         r, c = coordinate_truth(patch.row_off, patch.col_off, SIZE)
@@ -104,7 +109,9 @@ def test_aligned_mask_with_offset_origin_and_fast_path_equals_warp(scene: Scene)
     reference = reproject_onto_image(mask, scene.image)
     for i in range(len(sampler)):
         p = sampler[i]
-        np.testing.assert_array_equal(p.mask, classes[0, p.row_off + pad : p.row_off + pad + SIZE, p.col_off + pad : p.col_off + pad + SIZE])
+        np.testing.assert_array_equal(
+            p.mask, classes[0, p.row_off + pad : p.row_off + pad + SIZE, p.col_off + pad : p.col_off + pad + SIZE]
+        )
         np.testing.assert_array_equal(p.mask, reference[p.row_off : p.row_off + SIZE, p.col_off : p.col_off + SIZE])
 
 
@@ -127,7 +134,9 @@ def test_partly_outside_window_is_full_size_and_filled(scene: Scene) -> None:
 def test_outside_pixels_take_the_image_nodata(tmp_path: Path) -> None:
     data = np.full((2, 40, 40), 7, np.uint16)
     image = T.write_raster(tmp_path / "i.tif", data, crs="EPSG:3857", transform=Affine(1, 0, 0, 0, -1, 40), nodata=9999)
-    mask = T.write_raster(tmp_path / "m.tif", np.ones((1, 40, 40), np.uint8), crs="EPSG:3857", transform=Affine(1, 0, 0, 0, -1, 40))
+    mask = T.write_raster(
+        tmp_path / "m.tif", np.ones((1, 40, 40), np.uint8), crs="EPSG:3857", transform=Affine(1, 0, 0, 0, -1, 40)
+    )
     windows = T.write_windows_table(tmp_path / "w.csv", [30], [-5])
     patch = PatchSampler(image, mask, windows, 16, image_dtype="uint16")[0]
     assert (patch.image[:, :10, 5:] == 7).all()
@@ -228,16 +237,19 @@ def test_vrt_mosaic_mask(scene: Scene) -> None:
         data, transform, crs = src.read(), src.transform, src.crs
     half = data.shape[2] // 2
     left = T.write_raster(scene.path("left.tif"), data[:, :, :half], crs=crs, transform=transform)
-    right = T.write_raster(scene.path("right.tif"), data[:, :, half:], crs=crs, transform=transform @ Affine.translation(half, 0))
+    right = T.write_raster(
+        scene.path("right.tif"), data[:, :, half:], crs=crs, transform=transform @ Affine.translation(half, 0)
+    )
     sources = "".join(
         f"""<SimpleSource><SourceFilename relativeToVRT="1">{path.name}</SourceFilename><SourceBand>1</SourceBand>
-        <SrcRect xOff="0" yOff="0" xSize="{w}" ySize="{data.shape[1]}"/><DstRect xOff="{x}" yOff="0" xSize="{w}" ySize="{data.shape[1]}"/></SimpleSource>"""
+        <SrcRect xOff="0" yOff="0" xSize="{w}" ySize="{data.shape[1]}"/>
+        <DstRect xOff="{x}" yOff="0" xSize="{w}" ySize="{data.shape[1]}"/></SimpleSource>"""
         for path, x, w in ((left, 0, half), (right, half, data.shape[2] - half))
     )
     vrt = scene.path("mosaic.vrt")
     vrt.write_text(
         f"""<VRTDataset rasterXSize="{data.shape[2]}" rasterYSize="{data.shape[1]}"><SRS>{crs.to_wkt()}</SRS>
-        <GeoTransform>{', '.join(map(str, transform.to_gdal()))}</GeoTransform>
+        <GeoTransform>{", ".join(map(str, transform.to_gdal()))}</GeoTransform>
         <VRTRasterBand dataType="Byte" band="1">{sources}</VRTRasterBand></VRTDataset>"""
     )
     windows = scene.windows(*random_windows(10, 0, scene.size - SIZE, seed=5))
@@ -248,7 +260,13 @@ def test_vrt_mosaic_mask(scene: Scene) -> None:
 
 
 def test_striped_and_tiled_images_give_the_same_patches(scene: Scene) -> None:
-    striped = T.write_raster(scene.path("striped.tif"), T.coordinate_bands(scene.size, scene.size), crs=scene.crs, transform=scene.transform, tiled=False)
+    striped = T.write_raster(
+        scene.path("striped.tif"),
+        T.coordinate_bands(scene.size, scene.size),
+        crs=scene.crs,
+        transform=scene.transform,
+        tiled=False,
+    )
     mask = scene.lonlat_mask()
     windows = scene.windows([3, 250], [9, 100])
     a = PatchSampler(striped, mask, windows, SIZE, image_dtype="uint16", n_classes=4)
@@ -260,9 +278,16 @@ def test_striped_and_tiled_images_give_the_same_patches(scene: Scene) -> None:
 
 @pytest.mark.parametrize(
     ("source", "requested", "expected"),
-    [("uint8", "uint8", "uint8"), ("uint8", "uint16", "uint16"), ("uint8", "float32", "float32"),
-     ("uint16", "uint16", "uint16"), ("uint16", "float32", "float32"), ("uint16", "native", "uint16"),
-     ("float32", "float32", "float32"), ("int16", "native", "int16")],
+    [
+        ("uint8", "uint8", "uint8"),
+        ("uint8", "uint16", "uint16"),
+        ("uint8", "float32", "float32"),
+        ("uint16", "uint16", "uint16"),
+        ("uint16", "float32", "float32"),
+        ("uint16", "native", "uint16"),
+        ("float32", "float32", "float32"),
+        ("int16", "native", "int16"),
+    ],
 )
 def test_image_dtype_accepted(tmp_path: Path, source: str, requested: str, expected: str) -> None:
     data = T.coordinate_bands(32, 32, "uint16").astype(source)
@@ -276,8 +301,13 @@ def test_image_dtype_accepted(tmp_path: Path, source: str, requested: str, expec
 
 @pytest.mark.parametrize(
     ("source", "requested", "suggestion"),
-    [("uint16", "uint8", "'uint16'"), ("float32", "uint8", "'float32'"), ("float32", "uint16", "'float32'"),
-     ("int16", "uint8", "'float32'"), ("int16", "uint16", "'float32'")],
+    [
+        ("uint16", "uint8", "'uint16'"),
+        ("float32", "uint8", "'float32'"),
+        ("float32", "uint16", "'float32'"),
+        ("int16", "uint8", "'float32'"),
+        ("int16", "uint16", "'float32'"),
+    ],
 )
 def test_lossy_image_dtype_is_refused(tmp_path: Path, source: str, requested: str, suggestion: str) -> None:
     transform = Affine(1, 0, 0, 0, -1, 32)
@@ -293,7 +323,9 @@ def test_unknown_image_dtype(scene: Scene) -> None:
 
 
 def test_selected_bands(scene: Scene) -> None:
-    sampler = PatchSampler(scene.image, scene.lonlat_mask(), scene.windows([7], [9]), SIZE, selected_bands=[2, 1], n_classes=4)
+    sampler = PatchSampler(
+        scene.image, scene.lonlat_mask(), scene.windows([7], [9]), SIZE, selected_bands=[2, 1], n_classes=4
+    )
     image = sampler[0].image
     assert image.shape == (2, SIZE, SIZE)
     np.testing.assert_array_equal(image[0], coordinate_truth(7, 9, SIZE)[0] % 256)
@@ -359,18 +391,32 @@ def test_target_resolution_warps_the_image_like_reproject(scene: Scene, method: 
     mask = scene.lonlat_mask()
     rows, cols = random_windows(6, 0, 200, seed=11)
     sampler = PatchSampler(
-        scene.image, mask, scene.windows(rows, cols), 32, target_crs=target_crs, target_resolution=res,
-        image_resampling=method, image_dtype="uint8", n_classes=4,
+        scene.image,
+        mask,
+        scene.windows(rows, cols),
+        32,
+        target_crs=target_crs,
+        target_resolution=res,
+        image_resampling=method,
+        image_dtype="uint8",
+        n_classes=4,
     )
     grid = sampler.grid
     assert grid.crs == rasterio.crs.CRS.from_user_input(target_crs) and grid.transform.a == res
     with rasterio.open(scene.image) as src:
         expected = np.zeros((3, grid.height, grid.width), np.uint8)
-        reproject(rasterio.band(src, [1, 2, 3]), expected, dst_transform=grid.transform, dst_crs=grid.crs,
-                  resampling=Resampling[method])
+        reproject(
+            rasterio.band(src, [1, 2, 3]),
+            expected,
+            dst_transform=grid.transform,
+            dst_crs=grid.crs,
+            resampling=Resampling[method],
+        )
         masks = np.zeros((grid.height, grid.width), np.uint8)
     with rasterio.open(mask) as msrc:
-        reproject(rasterio.band(msrc, 1), masks, dst_transform=grid.transform, dst_crs=grid.crs, resampling=Resampling.nearest)
+        reproject(
+            rasterio.band(msrc, 1), masks, dst_transform=grid.transform, dst_crs=grid.crs, resampling=Resampling.nearest
+        )
     agree = total = 0
     for i in range(len(sampler)):
         p = sampler[i]
@@ -383,7 +429,9 @@ def test_target_resolution_warps_the_image_like_reproject(scene: Scene, method: 
 
 
 def test_image_resampling_is_validated(scene: Scene) -> None:
-    with pytest.raises(ConfigError, match="image_resampling 'bilinar' is not a rasterio resampling method; choose one of .*bilinear"):
+    with pytest.raises(
+        ConfigError, match=r"image_resampling 'bilinar' is not a rasterio resampling method; choose one of .*bilinear"
+    ):
         PatchSampler(scene.image, scene.lonlat_mask(), scene.windows([0], [0]), SIZE, image_resampling="bilinar")
 
 
@@ -401,7 +449,12 @@ def test_bad_target_crs(scene: Scene) -> None:
 def test_mask_band_and_colour_map_errors_at_construction(scene: Scene) -> None:
     rgb = scene.lonlat_mask("rgb.tif", palette=PALETTE)
     one = scene.lonlat_mask("one.tif")
-    two = T.write_raster(scene.path("two.tif"), np.zeros((2, 8, 8), np.uint8), crs=scene.crs, transform=scene.transform @ Affine.scale(64))
+    two = T.write_raster(
+        scene.path("two.tif"),
+        np.zeros((2, 8, 8), np.uint8),
+        crs=scene.crs,
+        transform=scene.transform @ Affine.scale(64),
+    )
     windows = scene.windows([0], [0])
     with pytest.raises(RasterError, match=r"rgb.tif has 3 bands but no color_map was given"):
         PatchSampler(scene.image, rgb, windows, SIZE)
@@ -415,13 +468,17 @@ def test_mask_band_and_colour_map_errors_at_construction(scene: Scene) -> None:
 
 def test_non_overlapping_mask_is_refused_with_both_bounds(scene: Scene) -> None:
     far = T.write_lonlat_mask(scene.path("far.tif"), (-80, 10, -79, 11), 0.01, cell=0.1, n_classes=2)
-    with pytest.raises(RasterError, match=r"far.tif does not overlap the image .*image.tif: .*image bounds are \(.*mask bounds are"):
+    with pytest.raises(
+        RasterError, match=r"far.tif does not overlap the image .*image.tif: .*image bounds are \(.*mask bounds are"
+    ):
         PatchSampler(scene.image, far, scene.windows([0], [0]), SIZE)
 
 
 def test_low_coverage_warns_with_percentage(scene: Scene) -> None:
     left, bottom, right, top = scene.lonlat_bounds
-    part = T.write_lonlat_mask(scene.path("part.tif"), (left, bottom, left + (right - left) / 4, top), 0.0003, cell=0.01, n_classes=2)
+    part = T.write_lonlat_mask(
+        scene.path("part.tif"), (left, bottom, left + (right - left) / 4, top), 0.0003, cell=0.01, n_classes=2
+    )
     with pytest.warns(UserWarning, match=r"part.tif covers only 2\d\.\d% of the image"):
         sampler = PatchSampler(scene.image, part, scene.windows([0, 0], [0, 400]), SIZE)
     assert (sampler[1].mask == 0).all()

@@ -73,7 +73,10 @@ def test_parquet_with_nulls_is_refused(scene: Scene) -> None:
 def test_windows_entirely_outside_are_refused_naming_rows(scene: Scene) -> None:
     rows = [0, -SIZE, 10, scene.size, 5, 600, 700, 800, 900]
     cols = [0, 0, scene.size, 0, 5, 0, 0, 0, 0]
-    with pytest.raises(WindowError, match=r"7 window\(s\) lie entirely outside the image .*row 2 \(row_off=-64, col_off=0\), row 3 .* \.\.\."):
+    with pytest.raises(
+        WindowError,
+        match=r"7 window\(s\) lie entirely outside the image .*row 2 \(row_off=-64, col_off=0\), row 3 .* \.\.\.",
+    ):
         PatchSampler(scene.image, scene.lonlat_mask(), scene.windows(rows, cols), SIZE)
 
 
@@ -104,7 +107,9 @@ def pixel_centre_to_lonlat(scene: Scene, row: float, col: float) -> tuple[float,
 def test_vector_points_become_centred_windows(scene: Scene, suffix: str) -> None:
     centres = [(100.0, 200.0), (300.5, 300.5), (256.0, 128.0)]
     lonlat = [pixel_centre_to_lonlat(scene, r, c) for r, c in centres]
-    path = T.write_points(scene.path(f"points{suffix}"), [p[0] for p in lonlat], [p[1] for p in lonlat], crs="EPSG:4326")
+    path = T.write_points(
+        scene.path(f"points{suffix}"), [p[0] for p in lonlat], [p[1] for p in lonlat], crs="EPSG:4326"
+    )
     sampler = PatchSampler(scene.image, scene.lonlat_mask(), path, SIZE, n_classes=4)
     assert sampler.row_off.tolist() == [68, 269, 224]
     assert sampler.col_off.tolist() == [168, 269, 96]
@@ -132,14 +137,18 @@ def test_polygon_bbox_centre_and_layers(scene: Scene, caplog: pytest.LogCaptureF
     frame.to_file(path, layer="training_windows")
     frame.iloc[:1].to_file(path, layer="other")
     with caplog.at_level(logging.INFO, logger="crossgeo"):
-        sampler = PatchSampler(scene.image, scene.lonlat_mask(), path, SIZE, crops_layer="training_windows", n_classes=4)
+        sampler = PatchSampler(
+            scene.image, scene.lonlat_mask(), path, SIZE, crops_layer="training_windows", n_classes=4
+        )
     assert sampler.row_off.tolist() == [88, 0] and sampler.col_off.tolist() == [108, scene.size - SIZE]
     report = sampler.index.report
     assert (report.kept, report.empty_skipped, report.outside_dropped, report.clamped) == (2, 2, 1, 1)
     assert "kept 2, empty skipped 2, outside dropped 1, clamped 1" in caplog.text
     other = PatchSampler(scene.image, scene.lonlat_mask(), path, SIZE, crops_layer="other", n_classes=4)
     assert len(other) == 1
-    with pytest.raises(WindowError, match=r"no layer 'nope' \(crops_layer\); the layers are \['training_windows', 'other'\]"):
+    with pytest.raises(
+        WindowError, match=r"no layer 'nope' \(crops_layer\); the layers are \['training_windows', 'other'\]"
+    ):
         PatchSampler(scene.image, scene.lonlat_mask(), path, SIZE, crops_layer="nope")
 
 
@@ -190,7 +199,9 @@ def test_missing_crops_file(scene: Scene) -> None:
 
 
 @pytest.mark.parametrize("suffix", [".csv", ".parquet"])
-def test_cache_is_written_reused_and_rebuilt_when_stale(scene: Scene, suffix: str, caplog: pytest.LogCaptureFixture) -> None:
+def test_cache_is_written_reused_and_rebuilt_when_stale(
+    scene: Scene, suffix: str, caplog: pytest.LogCaptureFixture
+) -> None:
     mask = scene.lonlat_mask()
     windows = scene.windows([1, 2], [3, 4])
     cache = scene.path(f"cache/index{suffix}")
@@ -229,9 +240,11 @@ def test_a_cached_index_is_the_one_used(scene: Scene) -> None:
     windows = scene.windows([1], [1])
     cache = scene.path("i.csv")
     PatchSampler(scene.image, scene.lonlat_mask(), windows, SIZE, window_index_cache=cache, n_classes=4)
-    index, fingerprint = W.read_cache(cache)  # type: ignore[misc]
+    _, fingerprint = W.read_cache(cache)  # type: ignore[misc]
     W.write_cache(cache, W.WindowIndex(np.array([9]), np.array([10])), fingerprint)
-    assert PatchSampler(scene.image, scene.lonlat_mask(), windows, SIZE, window_index_cache=cache, n_classes=4).row_off.tolist() == [9]
+    assert PatchSampler(
+        scene.image, scene.lonlat_mask(), windows, SIZE, window_index_cache=cache, n_classes=4
+    ).row_off.tolist() == [9]
 
 
 @pytest.mark.parametrize("suffix", [".csv", ".parquet"])
@@ -266,6 +279,8 @@ def test_damaged_cache_is_rebuilt(scene: Scene, caplog: pytest.LogCaptureFixture
     cache = scene.path("i.parquet")
     cache.write_bytes(b"garbage")
     with caplog.at_level(logging.WARNING, logger="crossgeo"):
-        sampler = PatchSampler(scene.image, scene.lonlat_mask(), scene.windows([2], [3]), SIZE, window_index_cache=cache, n_classes=4)
+        sampler = PatchSampler(
+            scene.image, scene.lonlat_mask(), scene.windows([2], [3]), SIZE, window_index_cache=cache, n_classes=4
+        )
     assert sampler.row_off.tolist() == [2] and "unreadable" in caplog.text
     assert W.read_cache(cache) is not None
