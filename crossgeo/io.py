@@ -14,8 +14,11 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import attrs
@@ -40,6 +43,52 @@ GDAL_OPTIONS: dict[str, Any] = {
 }
 
 _thread_envs: dict[tuple[int, int], rasterio.Env] = {}
+
+
+class _GdalFailureTrap(logging.Filter):
+    """Collects the GDAL failures that rasterio only logs, per reading thread.
+
+    Some drivers report a failure yet hand back blank pixels (GDAL's MBTiles driver with
+    a corrupt PNG tile: "libpng: Read Error", "Cannot parse tile data", and the read
+    "succeeds"). rasterio logs such CE_Failure messages at INFO on ``rasterio._err``;
+    this filter records them while a read is watched so crossgeo can raise instead of
+    training on blank data. It passes on only what the logger would have passed anyway.
+    """
+
+    def __init__(self, logger: logging.Logger) -> None:
+        super().__init__()
+        self.logger = logger
+        self.failures: dict[int, list[str]] = {}
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        caught = self.failures.get(threading.get_ident())
+        message = record.getMessage()
+        if caught is not None and message.startswith("GDAL signalled an error"):
+            caught.append(message.partition("msg=")[2] or message)
+        parent = self.logger.parent
+        return record.levelno >= (parent.getEffectiveLevel() if parent is not None else logging.WARNING)
+
+    @contextmanager
+    def watch(self) -> Iterator[list[str]]:
+        """Collect the failures GDAL signals in this thread inside the block."""
+        caught: list[str] = []
+        self.failures[threading.get_ident()] = caught
+        try:
+            yield caught
+        finally:
+            self.failures.pop(threading.get_ident(), None)
+
+
+def _install_failure_trap() -> _GdalFailureTrap:
+    logger = logging.getLogger("rasterio._err")
+    trap = _GdalFailureTrap(logger)
+    logger.addFilter(trap)
+    if logger.getEffectiveLevel() > logging.INFO:
+        logger.setLevel(logging.INFO)
+    return trap
+
+
+_failure_trap = _install_failure_trap()
 
 
 def ensure_gdal_env() -> None:
@@ -138,7 +187,7 @@ class RasterReader:
         self.image_source.close()
         self.mask_source.close()
 
-    def _failed(self, what: str, path: str, row_off: int, col_off: int, error: Exception) -> ReadError:
+    def _failed(self, what: str, path: str, row_off: int, col_off: int, error: object) -> ReadError:
         return ReadError(
             f"Reading the {what} {path} failed for the window row_off={row_off}, col_off={col_off} "
             f"(patch_size {self.plan.patch_size}): {error}"
@@ -148,11 +197,20 @@ class RasterReader:
         """The image window (C, H, W) in the planned dtype; outside pixels hold the image fill."""
         plan = self.plan
         try:
-            data, _ = _read_filled(
-                self.image, list(plan.image_bands), row_off, col_off, plan.patch_size, plan.image_fill, plan.image_dtype
-            )
+            with _failure_trap.watch() as failures:
+                data, _ = _read_filled(
+                    self.image,
+                    list(plan.image_bands),
+                    row_off,
+                    col_off,
+                    plan.patch_size,
+                    plan.image_fill,
+                    plan.image_dtype,
+                )
         except RasterioError as error:
             raise self._failed("image", plan.image_path, row_off, col_off, error) from error
+        if failures:
+            raise self._failed("image", plan.image_path, row_off, col_off, "; ".join(failures))
         return data
 
     def read_mask(self, row_off: int, col_off: int) -> tuple[np.ndarray, np.ndarray | None]:
@@ -160,6 +218,13 @@ class RasterReader:
 
         Invalid pixels are those the mask does not cover, mask nodata and alpha == 0.
         """
+        with _failure_trap.watch() as failures:
+            result = self._read_mask(row_off, col_off)
+        if failures:
+            raise self._failed("mask", self.plan.mask_path, row_off, col_off, "; ".join(failures))
+        return result
+
+    def _read_mask(self, row_off: int, col_off: int) -> tuple[np.ndarray, np.ndarray | None]:
         plan = self.plan
         size = plan.patch_size
         indexes = list(plan.mask_data_bands)

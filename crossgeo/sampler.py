@@ -24,7 +24,7 @@ from rasterio.errors import CRSError
 from rasterio.warp import calculate_default_transform, transform_bounds
 
 from crossgeo import windows as winsrc
-from crossgeo.errors import ConfigError, OptionError, RasterError
+from crossgeo.errors import ConfigError, OptionError, RasterError, ReadError
 from crossgeo.grid import Grid, pixel_offset
 from crossgeo.io import RasterReader, ReadPlan, alpha_band, open_raster
 from crossgeo.masks import MaskDecoder, make_decoder
@@ -32,6 +32,7 @@ from crossgeo.masks import MaskDecoder, make_decoder
 log = logging.getLogger("crossgeo")
 
 IMAGE_DTYPES = ("uint8", "uint16", "float32", "native")
+ON_READ_ERROR = ("raise", "skip")
 #: A mask covering less than this fraction of the image gets a warning.
 LOW_COVERAGE = 0.5
 
@@ -216,6 +217,9 @@ class PatchSampler:
         target_resolution: Pixel size (number or ``(x, y)``) of that warped grid.
         mask_fill_value: Class given to pixels the mask does not cover or marks as
             nodata (default 0; e.g. 255 for an ignore index).
+        on_read_error: "raise" (default): a failed read raises :class:`ReadError` naming
+            the file, window and GDAL message. "skip": the next good window is returned
+            instead; every skip is logged and counted in :attr:`skipped`.
     """
 
     def __init__(
@@ -237,6 +241,7 @@ class PatchSampler:
         target_crs: Any = None,
         target_resolution: float | Sequence[float] | None = None,
         mask_fill_value: int = 0,
+        on_read_error: str = "raise",
     ) -> None:
         self.image_path = _check_path(image_path, "image_path")
         self.mask_path = _check_path(mask_path, "mask_path")
@@ -244,6 +249,11 @@ class PatchSampler:
         self.patch_size = _check_int(patch_size, "patch_size", 1)
         self.n_classes = _check_int(n_classes, "n_classes", 1)
         self.mask_fill_value = _check_int(mask_fill_value, "mask_fill_value", 0)
+        if on_read_error not in ON_READ_ERROR:
+            raise ConfigError(f"on_read_error {on_read_error!r} is not one of {', '.join(map(repr, ON_READ_ERROR))}.")
+        self.on_read_error = on_read_error
+        #: Windows this process skipped after a failed read (``on_read_error="skip"``).
+        self.skipped = 0
         self.crops_layer = _check_optional_str(crops_layer, "crops_layer")
         for key, option in ((col_off_key, "col_off_key"), (row_off_key, "row_off_key")):
             if not isinstance(key, str) or not key:
@@ -357,6 +367,23 @@ class PatchSampler:
         position = int(index) + n if index < 0 else int(index)
         if not 0 <= position < n:
             raise IndexError(f"window index {index} out of range for {n} windows.")
+        if self.on_read_error == "raise":
+            return self._read_window(position)
+        for attempt in range(n):
+            candidate = (position + attempt) % n
+            try:
+                return self._read_window(candidate)
+            except ReadError as error:
+                self.skipped += 1
+                log.warning(
+                    "crossgeo: skipped window %d (on_read_error='skip', %d skipped so far in this process): %s",
+                    candidate,
+                    self.skipped,
+                    error,
+                )
+        raise ReadError(f"Every one of the {n} windows failed to read (on_read_error='skip'); see the log for why.")
+
+    def _read_window(self, position: int) -> Patch:
         row_off = int(self.index.row_off[position])
         col_off = int(self.index.col_off[position])
         return self.read(row_off, col_off, index=position)
@@ -375,12 +402,19 @@ class PatchSampler:
         key = (os.getpid(), threading.get_ident())
         reader = self._readers.get(key)
         if reader is None:
-            if any(pid != key[0] for pid, _ in self._readers):
-                # Forked: handles opened in the parent are never used (or closed) here.
-                self._readers = {k: v for k, v in self._readers.items() if k[0] == key[0]}
+            self.release_inherited_handles()
             reader = RasterReader(self._plan)
             self._readers[key] = reader
         return reader
+
+    def release_inherited_handles(self) -> None:
+        """Forget the handles a forked process inherited from its parent; they are never used here.
+
+        Called on the first read in a new process; DataLoader workers call it at start-up.
+        """
+        pid = os.getpid()
+        if any(owner != pid for owner, _ in self._readers):
+            self._readers = {k: v for k, v in self._readers.items() if k[0] == pid}
 
     def close(self) -> None:
         """Close the handles this process opened (they reopen on the next read)."""

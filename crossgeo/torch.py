@@ -240,16 +240,6 @@ def _find_patch_dataset(dataset: Any) -> PatchDataset | None:
     return None
 
 
-def _release_inherited_handles(sampler: PatchSampler) -> None:
-    """Forget (never use, never close) raster handles a forked worker inherited from its parent."""
-    readers = getattr(sampler, "_readers", None)
-    if isinstance(readers, dict):
-        pid = os.getpid()
-        inherited = [key for key in readers if key[0] != pid]
-        for key in inherited:
-            del readers[key]
-
-
 def worker_init_fn(worker_id: int) -> None:
     """Seed a DataLoader worker and make sure it opens its own raster handles.
 
@@ -267,7 +257,7 @@ def worker_init_fn(worker_id: int) -> None:
     dataset = _find_patch_dataset(info.dataset)
     if dataset is None:
         return
-    _release_inherited_handles(dataset.sampler)
+    dataset.sampler.release_inherited_handles()
     if dataset.seed is None and dataset.augmentation is not None:
         dataset.augmentation.set_random_seed(worker_seed)
 

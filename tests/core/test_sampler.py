@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import pickle
 import threading
 from pathlib import Path
@@ -540,3 +541,83 @@ def test_image_without_warp_keeps_reference_grid(scene: Scene) -> None:
         assert sampler.grid.transform == src.transform and (sampler.grid.height, sampler.grid.width) == src.shape
     with rasterio.open(scene.lonlat_mask()) as src, WarpedVRT(src, crs=scene.crs) as vrt:
         assert vrt.crs == sampler.grid.crs
+
+
+def test_gdal_options_hold_in_every_reader_thread(scene: Scene) -> None:
+    """crossgeo's rasterio.Env stays entered in each thread that reads (not restored to defaults)."""
+    from rasterio.env import get_gdal_config
+
+    from crossgeo.io import GDAL_OPTIONS
+
+    sampler = PatchSampler(scene.image, scene.lonlat_mask(), scene.windows([0], [0]), SIZE, n_classes=4)
+    seen: list[object] = []
+
+    def work() -> None:
+        sampler[0]
+        sampler[0]
+        seen.append(get_gdal_config("GDAL_DISABLE_READDIR_ON_OPEN"))
+        seen.append(get_gdal_config("GDAL_HTTP_MAX_RETRY"))
+
+    thread = threading.Thread(target=work)
+    thread.start()
+    thread.join()
+    assert seen == [GDAL_OPTIONS["GDAL_DISABLE_READDIR_ON_OPEN"], GDAL_OPTIONS["GDAL_HTTP_MAX_RETRY"]]
+
+
+def corrupt_one_tile(mbtiles: Path, zoom: int) -> None:
+    """Replace one tile blob of ``zoom`` with a truncated PNG (as a damaged download would)."""
+    import sqlite3
+
+    with sqlite3.connect(mbtiles) as db:
+        row = db.execute("SELECT tile_column, tile_row FROM tiles WHERE zoom_level = ? LIMIT 1", (zoom,)).fetchone()
+        db.execute(
+            "UPDATE tiles SET tile_data = ? WHERE zoom_level = ? AND tile_column = ? AND tile_row = ?",
+            (b"\x89PNG\r\n\x1a\n\x00\x00\x00\x0dIHDR", zoom, *row),
+        )
+
+
+def test_corrupt_mbtiles_tile_raises_naming_file_window_and_gdal(scene: Scene) -> None:
+    mbtiles = T.write_mbtiles(scene.image, scene.path("image.mbtiles"))
+    corrupt_one_tile(mbtiles, 12)
+    corners = [0, 256]
+    windows = scene.windows([r for r in corners for _ in corners], [c for _ in corners for c in corners])
+    sampler = PatchSampler(mbtiles, scene.lonlat_mask(), windows, 256, n_classes=4, selected_bands=[1, 2, 3])
+    failures = []
+    for i in range(len(sampler)):
+        try:
+            sampler[i]
+        except OSError as error:
+            failures.append((i, str(error)))
+    assert len(failures) == 1
+    i, message = failures[0]
+    r, c = sampler.row_off[i], sampler.col_off[i]
+    assert f"image {mbtiles} failed for the window row_off={r}, col_off={c}" in message
+    assert "PNG" in message or "png" in message  # GDAL's own words are kept
+
+
+def test_on_read_error_skip_substitutes_the_next_window_and_counts(
+    scene: Scene, caplog: pytest.LogCaptureFixture
+) -> None:
+    mbtiles = T.write_mbtiles(scene.image, scene.path("image.mbtiles"))
+    corrupt_one_tile(mbtiles, 12)
+    corners = [0, 256]
+    windows = scene.windows([r for r in corners for _ in corners], [c for _ in corners for c in corners])
+    kwargs = {"n_classes": 4, "selected_bands": [1, 2, 3]}
+    strict = PatchSampler(mbtiles, scene.lonlat_mask(), windows, 256, **kwargs)  # type: ignore[arg-type]
+    bad = []
+    for i in range(4):
+        try:
+            strict[i]
+        except OSError:
+            bad.append(i)
+    skipping = PatchSampler(mbtiles, scene.lonlat_mask(), windows, 256, on_read_error="skip", **kwargs)  # type: ignore[arg-type]
+    with caplog.at_level(logging.WARNING, logger="crossgeo"):
+        patches = [skipping[i] for i in range(4)]
+    assert skipping.skipped == 1 and "skipped window" in caplog.text
+    replacement = (bad[0] + 1) % 4
+    assert patches[bad[0]].index == replacement
+    np.testing.assert_array_equal(patches[bad[0]].image, strict[replacement].image)
+    for i in set(range(4)) - {bad[0]}:
+        assert patches[i].index == i
+    with pytest.raises(ConfigError, match="on_read_error 'ignore' is not one of 'raise', 'skip'"):
+        PatchSampler(mbtiles, scene.lonlat_mask(), windows, 256, on_read_error="ignore")

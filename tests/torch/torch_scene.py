@@ -1,0 +1,220 @@
+"""Small real rasters for the torch adapter tests (imported by conftest and the tests), written with rasterio/GDAL.
+
+The scene is a 256 x 256 Web Mercator image whose pixels encode their own (row, col)
+(``crossgeo.testing.coordinate_bands``), as a GeoTIFF and as MBTiles (GDAL's driver, read
+back RGBA); an RGB colour-coded mask on the same grid mosaicked from two GeoTIFF halves by
+a hand-written VRT, whose classes are a known function of (row, col); a single-band
+EPSG:4326 lon/lat checkerboard mask (warped onto the image grid); windows as CSV and as
+GeoPackage points.
+"""
+
+from __future__ import annotations
+
+import os
+import types
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import rasterio
+from affine import Affine
+from rasterio.crs import CRS
+from rasterio.warp import transform as warp_transform
+from rasterio.warp import transform_bounds
+
+from crossgeo import testing
+
+os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+
+SIZE = 256
+PATCH = 32
+ZOOM, TILE_COL, TILE_ROW = 10, 500, 300
+#: (row_off, col_off) of the CSV windows.
+WINDOWS = [(0, 0), (0, 64), (32, 160), (96, 32), (128, 128), (200, 200), (224, 0), (160, 96)]
+COLOR_MAP = [[255, 0, 0, 1], [0, 255, 0, 2], [0, 0, 255, 3]]
+#: The lon/lat checkerboard cell of the single-band mask, in degrees.
+CELL = 0.05
+
+
+def expected_classes(rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    """The class of the colour-coded mask at image pixel (row, col): 1, 2 or 3."""
+    return ((rows // 16) + 2 * (cols // 16)) % 3 + 1
+
+
+def decode_window(image: Any) -> tuple[np.ndarray, np.ndarray]:
+    """(rows, cols) encoded in a float32 (C, H, W) model image of the uint8 coordinate scene."""
+    array = image.numpy() if hasattr(image, "numpy") else np.asarray(image)
+    return testing.decode_coordinates(np.rint(array[:3] * 255).astype(np.uint8))
+
+
+def assert_window(image: Any, row_off: int, col_off: int, *, flipped: bool = False) -> None:
+    """The image holds exactly the pixels of the window at (row_off, col_off)."""
+    rows, cols = decode_window(image)
+    if flipped:
+        rows, cols = rows[:, ::-1], cols[:, ::-1]
+    expected_rows, expected_cols = np.mgrid[row_off : row_off + PATCH, col_off : col_off + PATCH]
+    np.testing.assert_array_equal(rows, expected_rows)
+    np.testing.assert_array_equal(cols, expected_cols)
+
+
+def _write_vrt(path: Path, sources: list[tuple[Path, int]], width: int, height: int, crs: CRS, transform: Any) -> Path:
+    """A 3-band VRT mosaicking (file, col offset) GeoTIFFs side by side, written as XML."""
+    geotransform = ", ".join(repr(v) for v in transform.to_gdal())
+    bands = []
+    for band, interp in enumerate(("Red", "Green", "Blue"), start=1):
+        simple = []
+        for source, col0 in sources:
+            with rasterio.open(source) as src:
+                w, h = src.width, src.height
+            simple.append(
+                f"""    <SimpleSource>
+      <SourceFilename relativeToVRT="1">{source.name}</SourceFilename>
+      <SourceBand>{band}</SourceBand>
+      <SrcRect xOff="0" yOff="0" xSize="{w}" ySize="{h}"/>
+      <DstRect xOff="{col0}" yOff="0" xSize="{w}" ySize="{h}"/>
+    </SimpleSource>"""
+            )
+        bands.append(
+            f"""  <VRTRasterBand dataType="Byte" band="{band}">
+    <ColorInterp>{interp}</ColorInterp>
+{chr(10).join(simple)}
+  </VRTRasterBand>"""
+        )
+    xml = f"""<VRTDataset rasterXSize="{width}" rasterYSize="{height}">
+  <SRS>{crs.to_wkt()}</SRS>
+  <GeoTransform>{geotransform}</GeoTransform>
+{chr(10).join(bands)}
+</VRTDataset>
+"""
+    path.write_text(xml)
+    return path
+
+
+def build_scene(root: Path) -> types.SimpleNamespace:
+    """Write the scene's files into ``root``."""
+    crs = CRS.from_epsg(3857)
+    transform = testing.web_mercator_transform(ZOOM, TILE_COL, TILE_ROW)
+
+    image_tif = testing.write_raster(
+        root / "image.tif", testing.coordinate_bands(SIZE, SIZE, "uint8"), crs=crs, transform=transform
+    )
+    image_mbtiles = testing.write_mbtiles(image_tif, root / "imagery.mbtiles")
+
+    rows, cols = np.mgrid[0:SIZE, 0:SIZE]
+    palette = np.zeros((4, 3), dtype=np.uint8)
+    for r, g, b, cls in COLOR_MAP:
+        palette[cls] = (r, g, b)
+    rgb = palette[expected_classes(rows, cols)].transpose(2, 0, 1)
+    half = SIZE // 2
+    left = testing.write_raster(
+        root / "mask_left.tif", np.ascontiguousarray(rgb[:, :, :half]), crs=crs, transform=transform
+    )
+    right = testing.write_raster(
+        root / "mask_right.tif",
+        np.ascontiguousarray(rgb[:, :, half:]),
+        crs=crs,
+        transform=transform @ Affine.translation(half, 0),
+    )
+    mask_vrt = _write_vrt(root / "mask.vrt", [(left, 0), (right, half)], SIZE, SIZE, crs, transform)
+
+    with rasterio.open(image_tif) as src:
+        lonlat_bounds = transform_bounds(src.crs, "EPSG:4326", *src.bounds)
+    margin = 0.05
+    padded = (
+        lonlat_bounds[0] - margin,
+        lonlat_bounds[1] - margin,
+        lonlat_bounds[2] + margin,
+        lonlat_bounds[3] + margin,
+    )
+    mask_tif = testing.write_lonlat_mask(root / "mask.tif", padded, 0.0025, cell=CELL, n_classes=2)
+
+    windows_csv = testing.write_windows_table(root / "windows.csv", *zip(*WINDOWS))
+    # GeoPackage points at the centres of the CSV windows, in EPSG:4326.
+    xs, ys = [], []
+    for row_off, col_off in WINDOWS:
+        x, y = transform @ (col_off + PATCH / 2, row_off + PATCH / 2)
+        xs.append(x)
+        ys.append(y)
+    lon, lat = warp_transform(crs, "EPSG:4326", xs, ys)
+    regions_gpkg = testing.write_points(root / "regions.gpkg", lon, lat, crs="EPSG:4326", layer="training_windows")
+
+    return types.SimpleNamespace(
+        root=root,
+        image_tif=str(image_tif),
+        image_mbtiles=str(image_mbtiles),
+        mask_vrt=str(mask_vrt),
+        mask_tif=str(mask_tif),
+        windows_csv=str(windows_csv),
+        regions_gpkg=str(regions_gpkg),
+        transform=transform,
+        crs=crs,
+    )
+
+
+class ProbeDataset:
+    """Wraps a PatchDataset; each item also says which process read it with which handles."""
+
+    def __init__(self, dataset: Any) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        item = self.dataset[index]
+        sampler = self.dataset.sampler
+        augmentation = self.dataset.augmentation
+        item["pid"] = os.getpid()
+        item["reader_pids"] = sorted({pid for pid, _ in sampler._readers})
+        item["aug_seed"] = -1 if augmentation is None or augmentation.seed is None else int(augmentation.seed)
+        return item
+
+
+def ddp_worker(rank: int, world_size: int, port: int, paths: dict[str, str], out_dir: str) -> None:
+    """One DDP rank: two epochs through a DistributedSampler; rank 0 writes what every rank saw."""
+    import json
+
+    import torch.distributed as dist
+    from torch.utils.data import DistributedSampler
+
+    from crossgeo.torch import MBTilesCropsGeoTifMaskDataset, make_dataloader
+
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world_size)
+    try:
+        dataset = MBTilesCropsGeoTifMaskDataset(
+            paths["image"],
+            paths["mask"],
+            paths["windows"],
+            PATCH,
+            color_map=COLOR_MAP,
+            selected_bands=[1, 2, 3],
+            return_metadata=True,
+            augmentation_list=[{"_target_": "albumentations.HorizontalFlip", "p": 0.5}],
+            seed=3,
+        )
+        sampler = DistributedSampler(dataset, num_replicas=world_size, rank=rank, shuffle=True, seed=0)
+        loader = make_dataloader(dataset, sampler=sampler, batch_size=2, num_workers=0)
+        seen: dict[str, Any] = {"rank": rank, "epochs": []}
+        for epoch in range(2):
+            sampler.set_epoch(epoch)
+            windows, sums = [], []
+            for batch in loader:
+                windows += [
+                    [int(r), int(c)] for r, c in zip(batch["metadata"]["row_off"], batch["metadata"]["col_off"])
+                ]
+                sums += [float(s) for s in (batch["image"] * torch_weights()).sum(dim=(1, 2, 3))]
+            seen["epochs"].append({"windows": windows, "sums": sums, "dataset_epoch": dataset.epoch})
+        gathered: list[Any] = [None] * world_size
+        dist.all_gather_object(gathered, seen)
+        if rank == 0:
+            with open(os.path.join(out_dir, "seen.json"), "w") as f:
+                json.dump(gathered, f)
+    finally:
+        dist.destroy_process_group()
+
+
+def torch_weights() -> Any:
+    """A fixed (1, 1, PATCH) weight so image sums also distinguish a flipped patch."""
+    import torch
+
+    return torch.arange(1, PATCH + 1, dtype=torch.float32)[None, None, :]
