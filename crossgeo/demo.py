@@ -28,8 +28,8 @@ from typing import Any
 
 import numpy as np
 import rasterio
-from rasterio.warp import transform_bounds
 from affine import Affine
+from rasterio.warp import transform_bounds
 
 from crossgeo import testing as T
 
@@ -167,8 +167,8 @@ def render_image(lon: np.ndarray, lat: np.ndarray, seed: int = 0) -> np.ndarray:
     rgb[(classes == 1) & land["river"]] = (66, 88, 92)
 
     rng = np.random.default_rng(seed)
-    noise = rng.normal(0.0, 5.0, rgb.shape)
-    noise[classes == 2] *= 2.5  # canopy texture
+    noise = np.asarray(rng.normal(0.0, 5.0, rgb.shape))
+    noise[classes == 2] = noise[classes == 2] * 2.5  # canopy texture
     rgb += noise
     return np.clip(np.rint(rgb), 0, 255).astype(np.uint8).transpose(2, 0, 1)
 
@@ -179,13 +179,21 @@ def _mercator_to_lonlat(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.nd
     return lon, lat
 
 
+def _apply(transform: Affine, col: np.ndarray, row: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Map coordinates of pixel-space points (arrays) under an affine transform."""
+    a, b, c, d, e, f = tuple(transform)[:6]
+    return a * col + b * row + c, d * col + e * row + f
+
+
 def _yaml_config(values: dict[str, Any]) -> str:
     import yaml
 
     return yaml.safe_dump({"train_dataset": values}, sort_keys=False, default_flow_style=None)
 
 
-def write_demo_scene(folder: str | os.PathLike[str], *, seed: int = 0, with_augmentation: bool | None = None) -> dict[str, Path]:
+def write_demo_scene(
+    folder: str | os.PathLike[str], *, seed: int = 0, with_augmentation: bool | None = None
+) -> dict[str, Path]:
     """Write the demo scene into ``folder`` (created if needed) and return its files by name.
 
     ``with_augmentation`` adds flips to the configs' ``augmentation_list`` (default: when
@@ -199,7 +207,7 @@ def write_demo_scene(folder: str | os.PathLike[str], *, seed: int = 0, with_augm
     transform = T.web_mercator_transform(ZOOM, col0, row0)
 
     rows, cols = np.mgrid[0:size, 0:size]
-    xs, ys = transform * (cols + 0.5, rows + 0.5)
+    xs, ys = _apply(transform, cols + 0.5, rows + 0.5)
     lon, lat = _mercator_to_lonlat(np.asarray(xs), np.asarray(ys))
     files: dict[str, Path] = {}
     files["image"] = T.write_raster(
@@ -216,10 +224,10 @@ def write_demo_scene(folder: str | os.PathLike[str], *, seed: int = 0, with_augm
     pad_x, pad_y = 0.02 * (right - left), 0.02 * (top - bottom)
     res_x, res_y = MASK_RESOLUTION
     mask_transform = Affine(res_x, 0, left - pad_x, 0, -res_y, top + pad_y)
-    width = int(math.ceil((right - left + 2 * pad_x) / res_x))
-    height = int(math.ceil((top - bottom + 2 * pad_y) / res_y))
+    width = math.ceil((right - left + 2 * pad_x) / res_x)
+    height = math.ceil((top - bottom + 2 * pad_y) / res_y)
     mrows, mcols = np.mgrid[0:height, 0:width]
-    mlon, mlat = mask_transform * (mcols + 0.5, mrows + 0.5)
+    mlon, mlat = _apply(mask_transform, mcols + 0.5, mrows + 0.5)
     classes = landscape(np.asarray(mlon), np.asarray(mlat))["classes"]
     palette = np.array([colour for _, _, colour in CLASSES], dtype=np.uint8)
     files["mask"] = T.write_raster(
@@ -229,16 +237,20 @@ def write_demo_scene(folder: str | os.PathLike[str], *, seed: int = 0, with_augm
     # Windows: an 8 x 8 grid of offsets (CSV) and points of interest (GeoPackage).
     grid = np.arange(0, size - PATCH_SIZE + 1, PATCH_SIZE)
     row_off, col_off = np.meshgrid(grid, grid, indexing="ij")
-    files["windows_csv"] = T.write_windows_table(folder / "windows.csv", row_off.ravel(), col_off.ravel())
+    files["windows_csv"] = T.write_windows_table(
+        folder / "windows.csv", row_off.ravel().tolist(), col_off.ravel().tolist()
+    )
     rng = np.random.default_rng(seed + 1)
     pr = np.concatenate([rng.uniform(0, size, 21), [10, size - 5, size / 2, -3 * size]])
     pc = np.concatenate([rng.uniform(0, size, 21), [12, size / 3, size - 8, size / 2]])
-    pxs, pys = transform * (pc, pr)
+    pxs, pys = _apply(transform, pc, pr)
     plon, plat = _mercator_to_lonlat(np.asarray(pxs), np.asarray(pys))
     gpkg = folder / "windows.gpkg"
     if gpkg.exists():
         gpkg.unlink()
-    files["windows_gpkg"] = T.write_points(gpkg, plon, plat, crs="EPSG:4326", layer="training_windows")
+    files["windows_gpkg"] = T.write_points(
+        gpkg, plon.tolist(), plat.tolist(), crs="EPSG:4326", layer="training_windows"
+    )
 
     if with_augmentation is None:
         try:

@@ -32,7 +32,9 @@ from rasterio.windows import Window
 from crossgeo.errors import ReadError
 from crossgeo.grid import Grid, overlap
 
-#: GDAL configuration every reader thread runs under.
+#: GDAL configuration every reader thread runs under. An environment variable of the same
+#: name overrides an entry (e.g. ``GDAL_HTTP_MAX_RETRY=10``); other GDAL options (cache
+#: size, AWS_* credentials and endpoints) come from the environment as usual.
 GDAL_OPTIONS: dict[str, Any] = {
     # Do not list sibling files of every raster opened (slow on network file systems).
     "GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR",
@@ -91,11 +93,16 @@ def _install_failure_trap() -> _GdalFailureTrap:
 _failure_trap = _install_failure_trap()
 
 
+def gdal_options() -> dict[str, Any]:
+    """:data:`GDAL_OPTIONS`, less those the user set as environment variables (theirs win)."""
+    return {key: value for key, value in GDAL_OPTIONS.items() if key not in os.environ}
+
+
 def ensure_gdal_env() -> None:
     """Enter crossgeo's ``rasterio.Env`` once in this process and thread, and keep it open."""
     key = (os.getpid(), threading.get_ident())
     if key not in _thread_envs:
-        env = rasterio.Env(**GDAL_OPTIONS)
+        env = rasterio.Env(**gdal_options())
         env.__enter__()
         _thread_envs[key] = env
 

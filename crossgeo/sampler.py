@@ -43,7 +43,9 @@ class Patch:
 
     ``image`` is (C, H, W) in the sampler's ``image_dtype`` (unscaled); ``mask`` is
     (H, W) int64 class indices; ``row_off`` / ``col_off`` locate the window's top-left
-    pixel on the reference grid; ``index`` is the window's position in the sampler.
+    pixel on the reference grid; ``index`` is the window's position in the sampler;
+    ``mask_valid`` (H, W) bool is True where the mask has data (False where it does not
+    cover the window or marks nodata: those pixels hold the fill value).
     """
 
     image: np.ndarray
@@ -51,6 +53,7 @@ class Patch:
     row_off: int
     col_off: int
     index: int
+    mask_valid: np.ndarray | None = None
 
 
 def is_remote(path: str) -> bool:
@@ -390,10 +393,16 @@ class PatchSampler:
 
     def read(self, row_off: int, col_off: int, *, index: int = -1) -> Patch:
         """The patch of any window on the reference grid (it may reach past the edges)."""
-        reader = self._reader()
-        image = reader.read_image(row_off, col_off)
-        bands, invalid = reader.read_mask(row_off, col_off)
-        return Patch(image=image, mask=self.decoder(bands, invalid), row_off=row_off, col_off=col_off, index=index)
+        image = self._reader().read_image(row_off, col_off)
+        mask, valid = self.read_mask(row_off, col_off)
+        return Patch(image=image, mask=mask, row_off=row_off, col_off=col_off, index=index, mask_valid=valid)
+
+    def read_mask(self, row_off: int, col_off: int) -> tuple[np.ndarray, np.ndarray]:
+        """Only the mask of a window: (classes (H, W) int64, valid (H, W) bool), no image read."""
+        bands, invalid = self._reader().read_mask(row_off, col_off)
+        classes = self.decoder(bands, invalid)
+        valid = np.ones(classes.shape, dtype=bool) if invalid is None else ~invalid
+        return classes, valid
 
     # ------------------------------------------------------------------ handles
 

@@ -213,10 +213,11 @@ def read_vector_windows(path: str | os.PathLike[str], layer: str | None, grid: G
     bounds = geometry.bounds.to_numpy(dtype=np.float64).reshape(-1, 4)
     left, bottom, right, top = bounds.T
     inverse = ~grid.transform
-    corner_cols, corner_rows = inverse @ (
-        np.stack([left, right, left, right]),
-        np.stack([bottom, bottom, top, top]),
-    )
+    with np.errstate(invalid="ignore", over="ignore"):  # features far outside project to inf/NaN: dropped below
+        corner_cols, corner_rows = inverse @ (
+            np.stack([left, right, left, right]),
+            np.stack([bottom, bottom, top, top]),
+        )
     min_col, max_col = corner_cols.min(axis=0), corner_cols.max(axis=0)
     min_row, max_row = corner_rows.min(axis=0), corner_rows.max(axis=0)
     finite = np.isfinite(min_col) & np.isfinite(max_col) & np.isfinite(min_row) & np.isfinite(max_row)

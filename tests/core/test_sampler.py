@@ -370,9 +370,11 @@ def test_handles_are_reused_per_thread(scene: Scene) -> None:
     sampler[0]
     assert next(iter(sampler._readers.values())) is reader
     results: dict[int, list[np.ndarray]] = {}
+    together = threading.Barrier(4)  # all alive at once, so no thread id is reused
 
     def work(k: int) -> None:
         results[k] = [sampler[i].mask for i in range(k, len(sampler), 4)]
+        together.wait()
 
     threads = [threading.Thread(target=work, args=(k,)) for k in range(4)]
     for t in threads:

@@ -1,0 +1,506 @@
+"""The ``crossgeo`` command on real rasters: the demo scene and ../shared/data/real/.
+
+Every subcommand runs in-process through ``crossgeo.cli.main``; ``python -m crossgeo`` runs
+once as a subprocess. Pictures and numbers are checked against the sampler's own patches.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import rasterio
+
+pytest.importorskip("yaml")
+pytest.importorskip("PIL")
+pytest.importorskip("tqdm")
+
+import yaml
+from PIL import Image
+
+from crossgeo import PatchSampler, cli
+from crossgeo import testing as T
+from crossgeo.demo import COLOR_MAP
+
+
+def real_data() -> Path:
+    env = os.environ.get("CROSSGEO_REAL_DATA")
+    return Path(env) if env else Path(__file__).resolve().parents[2].parent / "shared/data/real"
+
+
+REAL = real_data()
+needs_real = pytest.mark.skipif(not (REAL / "RGB.byte.tif").exists(), reason=f"real data not found in {REAL}")
+
+
+def run(*argv: Any) -> tuple[int, str, str]:
+    """``crossgeo ARGV`` in-process: (exit status, stdout, stderr)."""
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = cli.main([str(a) for a in argv])
+    return code, out.getvalue(), err.getvalue()
+
+
+def write_config(path: Path, **options: Any) -> Path:
+    path.write_text(yaml.safe_dump({"train_dataset": {"_target_": "anything.Dataset", **options}}))
+    return path
+
+
+def sampler_of(config: Path) -> PatchSampler:
+    kwargs, _ = cli.split_options(cli.load_config(config), str(config))
+    return PatchSampler(**kwargs)
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    folder = tmp_path_factory.mktemp("demo")
+    code, out, err = run("demo", "--framework", "none", "--out", folder)
+    return {"code": code, "out": out, "err": err, "folder": folder, "config": folder / "config.yaml"}
+
+
+def demo_options(demo: dict[str, Any]) -> dict[str, Any]:
+    return dict(yaml.safe_load(demo["config"].read_text())["train_dataset"])
+
+
+# --------------------------------------------------------------------------- command line
+
+
+def test_python_m_crossgeo_help_and_lazy_imports() -> None:
+    done = subprocess.run([sys.executable, "-m", "crossgeo", "--help"], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    for command in ("demo", "preview", "stats", "index", "validate"):
+        assert command in done.stdout
+    probe = (
+        "import sys, crossgeo, crossgeo.cli; "
+        "print(sorted(m for m in ('torch', 'tensorflow', 'yaml', 'tqdm', 'PIL') if m in sys.modules))"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize("command", ["demo", "preview", "stats", "index", "validate"])
+def test_every_subcommand_has_help_with_an_example(command: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main([command, "--help"])
+    assert exit_info.value.code == 0
+    text = capsys.readouterr().out
+    assert "example:" in text and f"crossgeo {command}" in text
+
+
+def test_no_command_prints_help_and_fails(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main([]) == 2
+    assert "validate" in capsys.readouterr().err
+
+
+def test_errors_are_one_readable_line(tmp_path: Path, demo: dict[str, Any]) -> None:
+    code, out, err = run("stats", tmp_path / "missing.yaml")
+    assert code == 1 and out == ""
+    assert err.count("\n") == 1 and err.startswith("crossgeo stats: error:") and "does not exist" in err
+
+    options = demo_options(demo)
+    options["patch_szie"] = options.pop("patch_size")
+    config = write_config(tmp_path / "typo.yaml", **options)
+    code, _, err = run("preview", config, "--out", tmp_path / "p.png")
+    assert code == 1 and err.count("\n") == 1 and "Did you mean 'patch_size'" in err
+    assert "Traceback" not in err
+    with pytest.raises(Exception, match="patch_size"):
+        run("preview", config, "--debug")
+
+
+def test_flat_config_and_relative_paths_next_to_the_config(tmp_path: Path, demo: dict[str, Any]) -> None:
+    folder = demo["folder"]
+    config = folder / "flat-relative.yaml"
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "image_mbtiles_path": "image.tif",
+                "mask_path": "mask.tif",
+                "crops_path": "windows.csv",
+                "patch_size": 128,
+                "color_map": COLOR_MAP,
+            }
+        )
+    )
+    loaded = cli.load_config(config)
+    assert loaded["image_mbtiles_path"] == str(folder.resolve() / "image.tif")
+    code, out, _ = run("validate", config)
+    assert code == 0, out
+
+
+# --------------------------------------------------------------------------- demo
+
+
+def test_demo_without_framework_writes_the_scene(demo: dict[str, Any]) -> None:
+    assert demo["code"] == 0, demo["err"]
+    folder = demo["folder"]
+    for name in (
+        "image.tif",
+        "image.mbtiles",
+        "mask.tif",
+        "windows.csv",
+        "windows.gpkg",
+        "config.yaml",
+        "config-vector.yaml",
+        "preview.png",
+    ):
+        assert (folder / name).is_file(), name
+    assert "crossgeo preview" in demo["out"] and "crossgeo stats" in demo["out"]
+    with rasterio.open(folder / "image.mbtiles") as mbtiles, rasterio.open(folder / "image.tif") as tif:
+        assert mbtiles.count == 4 and mbtiles.transform.almost_equals(tif.transform)
+        window = rasterio.windows.Window(300, 200, 64, 64)
+        np.testing.assert_array_equal(mbtiles.read([1, 2, 3], window=window), tif.read(window=window))
+    with rasterio.open(folder / "mask.tif") as mask:
+        assert mask.crs.to_epsg() == 4326 and mask.count == 3
+    sampler = sampler_of(demo["config"])
+    assert len(sampler) == 64 and not sampler.aligned
+    # The image was drawn from the same landscape as the mask: colours agree with classes.
+    patch = max((sampler[i] for i in range(len(sampler))), key=lambda p: int((p.mask == 1).sum()))
+    water = patch.mask == 1
+    assert water.any() and patch.image[2][water].mean() > patch.image[0][water].mean() + 30
+
+
+def test_demo_trains_with_torch(tmp_path: Path) -> None:
+    pytest.importorskip("torch")
+    code, out, err = run("demo", "--framework", "torch", "--steps", "3", "--out", tmp_path / "d")
+    assert code == 0, err
+    assert "trained a tiny torch model for 3 steps" in out
+
+
+def test_demo_falls_back_when_the_framework_is_missing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib.util
+
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "tensorflow" else real_find_spec(name, *a)
+    )
+    assert cli._framework("tensorflow") == "none"
+
+
+# --------------------------------------------------------------------------- preview
+
+
+def check_sheet(png: Path, sampler: PatchSampler, indices: list[int], tile: int, alpha: float) -> None:
+    """Every tile shows its patch, tinted with its class colours exactly where the mask says."""
+    sheet = np.asarray(Image.open(png).convert("RGB")).astype(np.int64)
+    classes = sorted(set(cli.declared_classes(sampler)))
+    colours = cli.class_colours(sampler, classes)
+    for (x, y), i in zip(cli.layout(len(indices), tile, 1).tiles, indices):
+        patch = sampler[i]
+        shown = sheet[y : y + tile, x : x + tile]
+        picture = np.repeat(patch.image[:1], 3, 0) if patch.image.shape[0] < 3 else patch.image[:3]
+        picture = picture.transpose(1, 2, 0).astype(np.float64)
+        background = patch.mask == 0
+        np.testing.assert_array_equal(shown[background], picture[background])
+        for cls in np.unique(patch.mask[~background]):
+            where = patch.mask == cls
+            expected = np.rint((1 - alpha) * picture[where] + alpha * np.array(colours[int(cls)]))
+            np.testing.assert_array_equal(shown[where], expected)
+
+
+def test_preview_draws_the_palette_where_the_mask_says(tmp_path: Path, demo: dict[str, Any]) -> None:
+    png = tmp_path / "sheet.png"
+    code, out, _ = run("preview", demo["config"], "-n", 4, "--seed", 0, "--alpha", 1, "--tile", 128, "--out", png)
+    assert code == 0 and "wrote" in out
+    sampler = sampler_of(demo["config"])
+    indices = cli.choose_windows(len(sampler), 4, 0)
+    geometry = cli.layout(4, 128, 4)  # classes 1, 2, 3 and the background entry
+    assert Image.open(png).size == (geometry.width, geometry.height)
+    check_sheet(png, sampler, indices, 128, 1.0)
+    masks = [sampler[i].mask for i in indices]
+    assert all(any((m == c).any() for m in masks) for c in (1, 2, 3))  # every class colour was checked
+
+
+@pytest.mark.parametrize("bands", [1, 4])
+def test_preview_single_band_uint16_and_four_band_images(tmp_path: Path, bands: int) -> None:
+    transform = T.web_mercator_transform(12, 2176, 1460)
+    data = (
+        T.coordinate_bands(256, 256, "uint16")[:1] * 200
+        if bands == 1
+        else np.concatenate([T.coordinate_bands(256, 256, "uint8"), np.full((1, 256, 256), 255, np.uint8)])
+    )
+    image = T.write_raster(tmp_path / "image.tif", data, crs="EPSG:3857", transform=transform)
+    mask = T.write_raster(
+        tmp_path / "mask.tif",
+        (np.indices((256, 256)).sum(0) % 97 < 40).astype(np.uint8)[None],
+        crs="EPSG:3857",
+        transform=transform,
+    )
+    windows = T.write_windows_table(tmp_path / "w.csv", [0, 64, 128], [0, 100, 128])
+    config = write_config(
+        tmp_path / "c.yaml",
+        image_mbtiles_path=str(image),
+        mask_path=str(mask),
+        crops_path=str(windows),
+        patch_size=64,
+        image_dtype="native",
+    )
+    png = tmp_path / "p.png"
+    code, _, err = run("preview", config, "--out", png, "--tile", 64)
+    assert code == 0, err
+    sheet = np.asarray(Image.open(png).convert("RGB"))
+    assert sheet.shape[:2] == (cli.layout(3, 64, 2).height, cli.layout(3, 64, 2).width)
+    tiles = np.stack([sheet[y : y + 64, x : x + 64] for x, y in cli.layout(3, 64, 2).tiles])
+    if bands == 1:
+        assert tiles.min() < 10 and tiles.max() > 245  # uint16 (rows * 200) stretched to the full range
+    else:
+        check_sheet(png, sampler_of(config), [0, 1, 2], 64, 0.45)
+
+
+# --------------------------------------------------------------------------- stats
+
+
+def direct_counts(sampler: PatchSampler) -> tuple[np.ndarray, int]:
+    counts = np.zeros(8, dtype=np.int64)
+    empty = 0
+    for i in range(len(sampler)):
+        found = np.bincount(sampler[i].mask.ravel(), minlength=8)
+        counts += found[:8]
+        empty += int(not found[1:].any())
+    return counts, empty
+
+
+def check_stats(stats: dict[str, Any], sampler: PatchSampler) -> None:
+    counts, empty = direct_counts(sampler)
+    got = {row["class"]: row["pixels"] for row in stats["classes"]}
+    assert all(got.get(c, 0) == counts[c] for c in range(8))
+    assert stats["pixels"] == len(sampler) * sampler.patch_size**2 == counts.sum()
+    assert stats["windows_without_foreground"] == empty
+    for row in stats["classes"]:
+        assert row["frequency"] == pytest.approx(counts[row["class"]] / counts.sum())
+
+
+def test_stats_counts_equal_a_direct_count(tmp_path: Path, demo: dict[str, Any]) -> None:
+    out_json = tmp_path / "stats.json"
+    code, out, _ = run("stats", demo["config"], "--json", out_json)
+    assert code == 0 and "median-frequency" in out
+    stats = json.loads(out_json.read_text())
+    sampler = sampler_of(demo["config"])
+    check_stats(stats, sampler)
+    assert stats["fill_pixels"] == 0
+    # Median-frequency balancing from the direct numbers.
+    masks = [sampler[i].mask for i in range(len(sampler))]
+    freq = {}
+    for c in range(4):
+        with_c = [m for m in masks if (m == c).any()]
+        freq[c] = sum(int((m == c).sum()) for m in with_c) / sum(m.size for m in with_c)
+    median = np.median(list(freq.values()))
+    for c in range(4):
+        assert stats["class_weights"][str(c)] == pytest.approx(median / freq[c], rel=1e-5)
+
+
+def test_stats_counts_pixels_without_mask_data(tmp_path: Path) -> None:
+    transform = T.web_mercator_transform(12, 2176, 1460)
+    image = T.write_raster(
+        tmp_path / "image.tif", T.coordinate_bands(256, 256, "uint8"), crs="EPSG:3857", transform=transform
+    )
+    mask = T.write_raster(
+        tmp_path / "left.tif", np.full((1, 256, 64), 3, np.uint8), crs="EPSG:3857", transform=transform
+    )
+    windows = T.write_windows_table(tmp_path / "w.csv", [0, 0, 128, 128], [0, 128, 0, 128])
+    config = write_config(
+        tmp_path / "c.yaml",
+        image_mbtiles_path=str(image),
+        mask_path=str(mask),
+        crops_path=str(windows),
+        patch_size=128,
+        n_classes=4,
+    )
+    code, out, err = run("stats", config, "--json", tmp_path / "s.json")
+    assert code == 0 and "no mask data" in out, err
+    assert err.startswith("warning: ") and "covers only 25.0%" in err  # the sampler's warning, as one line
+    stats = json.loads((tmp_path / "s.json").read_text())
+    assert stats["fill_fraction"] == 0.75 and stats["windows_without_foreground"] == 2
+    assert {r["class"]: r["pixels"] for r in stats["classes"]} == {0: 192 * 256, 1: 0, 2: 0, 3: 64 * 256}
+
+
+# --------------------------------------------------------------------------- index
+
+
+def test_index_builds_then_reuses_the_cache(tmp_path: Path, demo: dict[str, Any]) -> None:
+    cache = tmp_path / "index.parquet"
+    code, out, _ = run("index", demo["config"], "--cache", cache)
+    assert code == 0 and cache.is_file() and "built" in out and "kept 64" in out
+    code, out, _ = run("index", demo["config"], "--cache", cache)
+    assert code == 0 and "reused" in out
+
+    vector = demo["folder"] / "config-vector.yaml"
+    code, out, _ = run("index", vector, "--cache", tmp_path / "v.csv")
+    report = sampler_of(vector).index.report
+    assert code == 0 and report.outside_dropped == 1
+    assert (
+        f"kept {report.kept}   skipped (empty geometry) {report.empty_skipped}   "
+        f"dropped (outside the image) {report.outside_dropped}   clamped {report.clamped}"
+    ) in out
+
+
+def test_index_needs_a_cache_path(tmp_path: Path, demo: dict[str, Any]) -> None:
+    options = demo_options(demo)
+    del options["window_index_cache"]
+    code, _, err = run("index", write_config(tmp_path / "c.yaml", **options))
+    assert code == 1 and "--cache" in err
+
+
+# --------------------------------------------------------------------------- validate
+
+
+def test_validate_accepts_the_demo_configs(demo: dict[str, Any]) -> None:
+    code, out, _ = run("validate", demo["config"])
+    assert code == 0, out
+    assert "no problems" in out and "100.0% of the image" in out
+    code, out, _ = run("validate", demo["folder"] / "config-vector.yaml")
+    assert code == 0 and "1 feature(s) outside the image dropped" in out
+
+
+def test_validate_reports_a_wrong_colour_map_with_counts(tmp_path: Path, demo: dict[str, Any]) -> None:
+    options = demo_options(demo)
+    options["color_map"] = [[31, 119, 180, 1], [44, 160, 44, 2], [214, 39, 40, 3]]  # another tool's palette
+    code, out, _ = run("validate", write_config(tmp_path / "palette.yaml", **options))
+    assert code == 1
+    problems = out.split("problem(s)")[1]
+    assert "colours: none of the 3 color_map colours occurs" in problems
+    assert all(colour in problems for colour in ("[0, 0, 255]", "[0, 255, 0]", "[255, 0, 0]", "[0, 0, 0]"))
+    # One colour off by a little: the buildings' red is unknown and would become background.
+    options["color_map"] = [[0, 0, 255, 1], [0, 255, 0, 2], [250, 0, 0, 3]]
+    code, out, _ = run("validate", write_config(tmp_path / "off.yaml", **options))
+    assert code == 1
+    problem = next(line for line in out.splitlines() if "not in color_map" in line)
+    sampler = sampler_of(demo["config"])
+    assert "[255, 0, 0]" in problem and "px)" in problem and "%" in problem
+    assert sampler.color_map is not None
+
+
+def test_validate_reports_a_mask_that_does_not_overlap(tmp_path: Path, demo: dict[str, Any]) -> None:
+    far = T.write_lonlat_mask(
+        tmp_path / "far.tif",
+        (100.0, 0.0, 100.05, 0.05),
+        0.0005,
+        cell=0.01,
+        n_classes=4,
+        palette=[(0, 0, 0), (0, 0, 255), (0, 255, 0), (255, 0, 0)],
+    )
+    options = demo_options(demo)
+    options["mask_path"] = str(far)
+    code, out, _ = run("validate", write_config(tmp_path / "far.yaml", **options))
+    assert code == 1
+    assert "overlap: the mask has no data over the image (0 % covered" in out
+
+
+def test_validate_reports_windows_outside_and_a_broken_augmentation(tmp_path: Path, demo: dict[str, Any]) -> None:
+    options = demo_options(demo)
+    options["crops_path"] = str(T.write_windows_table(tmp_path / "w.csv", [0, 5000], [0, 0]))
+    code, out, _ = run("validate", write_config(tmp_path / "outside.yaml", **options))
+    assert code == 1 and "windows: " in out and "row_off=5000" in out
+
+    options = demo_options(demo)
+    options["augmentation_list"] = [{"_target_": "albumentations.NoSuchFlip"}]
+    code, out, _ = run("validate", write_config(tmp_path / "aug.yaml", **options))
+    assert code == 1 and "augmentation:" in out.split("problem(s)")[1]
+
+
+# --------------------------------------------------------------------------- real data
+
+
+@pytest.fixture(scope="module")
+def real_rgb(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """RGB.byte.tif (UTM 18N) with the world.byte.tif land mask (EPSG:4326) and a grid of windows."""
+    if not (REAL / "RGB.byte.tif").exists():
+        pytest.skip(f"real data not found in {REAL}")
+    folder = tmp_path_factory.mktemp("real")
+    rows, cols = np.meshgrid(np.arange(0, 718 - 128 + 1, 118), np.arange(0, 791 - 128 + 1, 131), indexing="ij")
+    windows = T.write_windows_table(folder / "grid.csv", rows.ravel(), cols.ravel())
+    return write_config(
+        folder / "rgb.yaml",
+        image_mbtiles_path=str(REAL / "RGB.byte.tif"),
+        mask_path=str(REAL / "world.byte.tif"),
+        crops_path=str(windows),
+        patch_size=128,
+        n_classes=2,
+    )
+
+
+@needs_real
+def test_real_rgb_every_subcommand(tmp_path: Path, real_rgb: Path) -> None:
+    sampler = sampler_of(real_rgb)
+    code, out, _ = run("validate", real_rgb)
+    assert code == 0 and "values" in out, out
+
+    png = tmp_path / "rgb.png"
+    code, _, _ = run("preview", real_rgb, "-n", 6, "--seed", 1, "--out", png)
+    assert code == 0
+    indices = cli.choose_windows(len(sampler), 6, 1)
+    assert Image.open(png).size == (cli.layout(6, 128, 2).width, cli.layout(6, 128, 2).height)
+    check_sheet(png, sampler, indices, 128, 0.45)  # uint8 shown unstretched: exact blend
+
+    code, _, _ = run("stats", real_rgb, "--json", tmp_path / "s.json")
+    assert code == 0
+    stats = json.loads((tmp_path / "s.json").read_text())
+    check_stats(stats, sampler)
+    land = {r["class"]: r["frequency"] for r in stats["classes"]}[1]
+    assert 0.05 < land < 0.4  # the Bahamas: mostly water
+
+    code, out, _ = run("index", real_rgb, "--cache", tmp_path / "i.csv")
+    assert code == 0 and f"kept {len(sampler)}" in out
+
+
+@needs_real
+def test_real_vectors_and_mbtiles(tmp_path: Path) -> None:
+    box = write_config(
+        tmp_path / "box.yaml",
+        image_mbtiles_path=str(REAL / "RGB.byte.tif"),
+        mask_path=str(REAL / "world.byte.tif"),
+        crops_path=str(REAL / "box.shp"),
+        patch_size=64,
+    )
+    code, out, _ = run("index", box, "--cache", tmp_path / "box.parquet")
+    assert code == 0 and "kept 1 " in out
+
+    europe = write_config(
+        tmp_path / "europe.yaml",
+        image_mbtiles_path=str(REAL / "plain_3.mbtiles"),
+        mask_path=str(REAL / "world.byte.tif"),
+        crops_path=str(REAL / "naturalearth_cities.shp"),
+        patch_size=64,
+    )
+    code, out, _ = run("validate", europe)
+    assert code == 0 and "192 feature(s) outside the image dropped" in out
+    code, _, _ = run("stats", europe, "--json", tmp_path / "e.json")
+    assert code == 0
+    check_stats(json.loads((tmp_path / "e.json").read_text()), sampler_of(europe))
+    code, _, _ = run("preview", europe, "-n", 4, "--out", tmp_path / "e.png")  # RGBA MBTiles, 4 bands
+    assert code == 0 and Image.open(tmp_path / "e.png").size == (
+        cli.layout(4, 96, 2).width,
+        cli.layout(4, 96, 2).height,
+    )
+
+
+@needs_real
+def test_real_validate_reports_non_overlap_and_a_colour_map_on_a_class_mask(tmp_path: Path) -> None:
+    # plain_3 covers Europe, RGB.byte.tif the Bahamas.
+    apart = write_config(
+        tmp_path / "apart.yaml",
+        image_mbtiles_path=str(REAL / "RGB.byte.tif"),
+        mask_path=str(REAL / "plain_3.mbtiles"),
+        crops_path=str(REAL / "box.shp"),
+        patch_size=64,
+        color_map=[[237, 237, 237, 1]],
+    )
+    code, out, _ = run("validate", apart)
+    assert code == 1 and "the mask has no data over the image" in out
+    wrong = write_config(
+        tmp_path / "wrong.yaml",
+        image_mbtiles_path=str(REAL / "plain_3.mbtiles"),
+        mask_path=str(REAL / "world.byte.tif"),
+        crops_path=str(REAL / "naturalearth_cities.shp"),
+        patch_size=64,
+        color_map=[[255, 0, 0, 1]],
+    )
+    code, out, _ = run("validate", wrong)
+    assert code == 1 and "needs an RGB(A) mask" in out
