@@ -14,8 +14,11 @@ identical numbers for the same window and seed. With a seed, the augmentation of
 
 from __future__ import annotations
 
+import copy
 import importlib
 import logging
+import os
+import threading
 import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
@@ -146,6 +149,42 @@ def build_augmentation(augmentation_list: Any, *, allowed_targets: Iterable[str]
 def sample_seed(seed: int, epoch: int, index: int) -> int:
     """A 32-bit seed that depends only on (seed, epoch, index)."""
     return int(np.random.SeedSequence([seed & 0xFFFFFFFF, epoch, index]).generate_state(1)[0])
+
+
+def epoch_order(n: int, seed: int, epoch: int) -> np.ndarray:
+    """The shuffled window order of ``epoch``: a permutation of ``range(n)`` (int64).
+
+    It depends only on ``(seed, epoch)``, so every worker, replica and framework adapter
+    (torch, tf.data, Keras) visits the windows in the same order for the same seed.
+    """
+    sequence = np.random.SeedSequence([seed & 0xFFFFFFFF, epoch], spawn_key=(0x0D3E,))
+    return np.random.default_rng(sequence).permutation(n).astype(np.int64)
+
+
+class PerThreadAugmentation:
+    """One deep copy of an augmentation pipeline per (process, thread).
+
+    A seeded call is "set the pipeline's RNG, then draw from it"; threads sharing one
+    pipeline (tf.data's parallel map, Keras' worker threads) would interleave those steps
+    and get wrong numbers, so :meth:`get` hands each thread its own copy.
+    """
+
+    def __init__(self, augmentation: Any | None) -> None:
+        self.augmentation = augmentation
+        self._copies: dict[tuple[int, int], Any] = {}
+
+    def get(self) -> Any | None:
+        """This thread's copy (None when there is no augmentation)."""
+        if self.augmentation is None:
+            return None
+        key = (os.getpid(), threading.get_ident())
+        pipeline = self._copies.get(key)
+        if pipeline is None:
+            pipeline = self._copies[key] = copy.deepcopy(self.augmentation)
+        return pipeline
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"augmentation": self.augmentation, "_copies": {}}
 
 
 def _mask_for_augmentation(mask: np.ndarray) -> np.ndarray:

@@ -66,3 +66,42 @@ def sampler_from_config(config: Any, *, where: str = "the configuration") -> tup
     """A :class:`PatchSampler` from a seed-style mapping, and the adapter options left over."""
     sampler_kwargs, rest = split_config(config, where=where)
     return PatchSampler(**sampler_kwargs), rest
+
+
+#: ``data_loader`` keys that the tf.data and Keras adapters take over ...
+DATA_LOADER_USED = ("batch_size", "shuffle", "drop_last")
+#: ... and torch DataLoader keys that have no meaning there (accepted, ignored).
+DATA_LOADER_IGNORED = (
+    "num_workers",
+    "pin_memory",
+    "persistent_workers",
+    "prefetch_factor",
+    "timeout",
+    "multiprocessing_context",
+    "in_order",
+    "pin_memory_device",
+    "collate_fn",
+    "worker_init_fn",
+    "generator",
+)
+
+
+def resolve_source(source: Any, where: str) -> tuple[PatchSampler, dict[str, Any]]:
+    """The sampler and adapter options of a :class:`PatchSampler` or a seed-style mapping.
+
+    For a mapping, the options are those it sets among ``augmentation_list``,
+    ``allowed_targets``, ``seed``, ``return_metadata`` and, from its ``data_loader``,
+    ``batch_size``, ``shuffle``, ``drop_last`` (the tf.data and Keras adapters' view).
+    """
+    if isinstance(source, PatchSampler):
+        return source, {}
+    if not isinstance(source, Mapping) and type(source).__name__ != "DictConfig":
+        raise OptionError(
+            f"{where}: source must be a crossgeo.PatchSampler or a mapping of configuration keys "
+            f"(image_mbtiles_path, mask_path, crops_path, patch_size, ...), got {type(source).__name__}."
+        )
+    sampler, rest = sampler_from_config(source, where=where)
+    loader = dict(rest.pop("data_loader", None) or {})
+    check_keys(loader, (*DATA_LOADER_USED, *DATA_LOADER_IGNORED), f"{where} data_loader")
+    rest.update({k: loader[k] for k in DATA_LOADER_USED if k in loader})
+    return sampler, rest

@@ -18,10 +18,8 @@ parallel; each thread reads through its own rasterio handles and augmentation co
 
 from __future__ import annotations
 
-import copy
 import math
-import os
-import threading
+import sys
 from collections.abc import Mapping
 from typing import Any
 
@@ -30,53 +28,19 @@ import numpy as np
 try:
     import keras
 except ImportError as error:  # pragma: no cover - exercised only without keras
+    if error.name != "keras":
+        raise  # Keras is installed but its backend (e.g. jax) is missing or broken: show the real error
     raise ImportError(
         "crossgeo.keras needs Keras 3; install it with: pip install 'crossgeo[tensorflow]' "
         "(or install keras with the JAX or torch backend)"
     ) from error
 
-from crossgeo.augment import build_augmentation, to_model_inputs
-from crossgeo.config import check_keys, sampler_from_config
+from crossgeo.augment import PerThreadAugmentation, build_augmentation, epoch_order, to_model_inputs
+from crossgeo.config import resolve_source
 from crossgeo.errors import ConfigError, OptionError
 from crossgeo.sampler import PatchSampler
 
-__all__ = ["PatchPyDataset", "epoch_order"]
-
-_DATA_LOADER_USED = ("batch_size", "shuffle", "drop_last")
-_DATA_LOADER_IGNORED = (
-    "num_workers",
-    "pin_memory",
-    "persistent_workers",
-    "prefetch_factor",
-    "timeout",
-    "multiprocessing_context",
-    "in_order",
-    "pin_memory_device",
-)
-
-
-def epoch_order(n: int, seed: int, epoch: int) -> np.ndarray:
-    """The shuffled window order of ``epoch``: a permutation of ``range(n)`` (int64).
-
-    Depends only on ``(seed, epoch)``; identical to ``crossgeo.tensorflow.epoch_order``.
-    """
-    sequence = np.random.SeedSequence([seed & 0xFFFFFFFF, epoch], spawn_key=(0x0D3E,))
-    return np.random.default_rng(sequence).permutation(n).astype(np.int64)
-
-
-def _resolve_source(source: PatchSampler | Mapping[str, Any], where: str) -> tuple[PatchSampler, dict[str, Any]]:
-    if isinstance(source, PatchSampler):
-        return source, {}
-    if not isinstance(source, Mapping) and type(source).__name__ != "DictConfig":
-        raise OptionError(
-            f"{where}: source must be a crossgeo.PatchSampler or a mapping of configuration keys "
-            f"(image_mbtiles_path, mask_path, crops_path, patch_size, ...), got {type(source).__name__}."
-        )
-    sampler, rest = sampler_from_config(source, where=where)
-    loader = dict(rest.pop("data_loader", None) or {})
-    check_keys(loader, (*_DATA_LOADER_USED, *_DATA_LOADER_IGNORED), f"{where} data_loader")
-    rest.update({k: loader[k] for k in _DATA_LOADER_USED if k in loader})
-    return sampler, rest
+__all__ = ["PatchPyDataset"]
 
 
 class PatchPyDataset(keras.utils.PyDataset):
@@ -119,7 +83,7 @@ class PatchPyDataset(keras.utils.PyDataset):
         allowed_targets: tuple[str, ...] = (),
     ) -> None:
         super().__init__(workers=workers, use_multiprocessing=use_multiprocessing, max_queue_size=max_queue_size)
-        sampler, options = _resolve_source(source, "PatchPyDataset")
+        sampler, options = resolve_source(source, "PatchPyDataset")
         if batch_size is None:
             batch_size = options.get("batch_size")
         if batch_size is None or isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)):
@@ -142,9 +106,9 @@ class PatchPyDataset(keras.utils.PyDataset):
         self.drop_remainder = bool(drop_remainder or options.get("drop_last", False))
         self.seed = seed
         self.augmentation = build_augmentation(augmentation_list, allowed_targets=allowed)
+        self._augmentations = PerThreadAugmentation(self.augmentation)
         # Unseeded: a seed drawn once, so threads/processes still agree on an epoch's order.
         self._base_seed = int(seed) if seed is not None else int(np.random.default_rng().integers(2**32))
-        self._copies: dict[tuple[int, int], Any] = {}
         self.epoch = int(epoch)
         self.order = self._order()
 
@@ -162,7 +126,7 @@ class PatchPyDataset(keras.utils.PyDataset):
         if not 0 <= position < batches:
             raise IndexError(f"batch {index} out of range for {batches} batches.")
         windows = self.order[position * self.batch_size : (position + 1) * self.batch_size]
-        augmentation = self._augmentation()
+        augmentation = self._augmentations.get()
         images, masks = [], []
         for window in windows:
             image, mask = to_model_inputs(
@@ -173,7 +137,14 @@ class PatchPyDataset(keras.utils.PyDataset):
         return np.stack(images), np.stack(masks)
 
     def on_epoch_end(self) -> None:
-        """Move to the next epoch (a new window order when shuffling, new augmentations)."""
+        """Move to the next epoch (a new window order when shuffling, new augmentations).
+
+        Keras' ``fit``/``evaluate`` also call this once when they *start*
+        (``EpochIterator.reset``), before any epoch ran; that call is ignored, so the first
+        epoch ``fit`` trains on is ``epoch`` (0 by default), as in the other adapters.
+        """
+        if _called_by_keras_reset():
+            return
         self.set_epoch(self.epoch + 1)
 
     def set_epoch(self, epoch: int) -> None:
@@ -187,17 +158,15 @@ class PatchPyDataset(keras.utils.PyDataset):
         n = len(self.sampler)
         return epoch_order(n, self._base_seed, self.epoch) if self.shuffle else np.arange(n, dtype=np.int64)
 
-    def _augmentation(self) -> Any | None:
-        """This thread's copy of the pipeline (a seeded call is set-seed-then-draw)."""
-        if self.augmentation is None:
-            return None
-        key = (os.getpid(), threading.get_ident())
-        augmentation = self._copies.get(key)
-        if augmentation is None:
-            augmentation = self._copies[key] = copy.deepcopy(self.augmentation)
-        return augmentation
 
-    def __getstate__(self) -> dict[str, Any]:
-        state = self.__dict__.copy()
-        state["_copies"] = {}
-        return state
+def _called_by_keras_reset() -> bool:
+    """True when Keras' ``EpochIterator.reset`` (not the end of an epoch) is the caller."""
+    frame: Any = sys._getframe(2)
+    for _ in range(4):
+        if frame is None:
+            return False
+        caller = frame.f_locals.get("self")
+        if frame.f_code.co_name == "reset" and type(caller).__name__.endswith("EpochIterator"):
+            return True
+        frame = frame.f_back
+    return False

@@ -42,7 +42,6 @@ from __future__ import annotations
 
 import copy
 import math
-import os
 import threading
 from collections.abc import Mapping
 from typing import Any
@@ -52,91 +51,22 @@ import numpy as np
 try:
     import tensorflow as tf
 except ImportError as error:  # pragma: no cover - exercised only without tensorflow
+    if error.name != "tensorflow":
+        raise  # TensorFlow is installed but failed to import: show the real error
     raise ImportError(
         "crossgeo.tensorflow needs TensorFlow; install it with: pip install 'crossgeo[tensorflow]'"
     ) from error
 
-from crossgeo.augment import build_augmentation, to_model_inputs
-from crossgeo.config import check_keys, sampler_from_config
+from crossgeo.augment import PerThreadAugmentation, build_augmentation, epoch_order, to_model_inputs
+from crossgeo.config import resolve_source
 from crossgeo.errors import ConfigError, OptionError
 from crossgeo.sampler import PatchSampler
 
-__all__ = ["epoch_order", "make_dataset"]
-
-#: ``data_loader`` keys of a seed-style configuration that tf.data takes over.
-_DATA_LOADER_USED = ("batch_size", "shuffle", "drop_last")
-#: torch DataLoader keys that have no tf.data meaning; accepted and ignored.
-_DATA_LOADER_IGNORED = (
-    "num_workers",
-    "pin_memory",
-    "persistent_workers",
-    "prefetch_factor",
-    "timeout",
-    "multiprocessing_context",
-    "in_order",
-    "pin_memory_device",
-)
-
-
-def epoch_order(n: int, seed: int, epoch: int) -> np.ndarray:
-    """The shuffled window order of ``epoch``: a permutation of ``range(n)`` (int64).
-
-    It depends only on ``(seed, epoch)``, so every replica, worker and framework adapter
-    computes the same order. (Kept identical to ``crossgeo.keras.epoch_order``.)
-    """
-    sequence = np.random.SeedSequence([seed & 0xFFFFFFFF, epoch], spawn_key=(0x0D3E,))
-    return np.random.default_rng(sequence).permutation(n).astype(np.int64)
+__all__ = ["make_dataset"]
 
 
 def _random_seed() -> int:
     return int(np.random.default_rng().integers(2**32))
-
-
-class _ThreadAugmentation:
-    """One copy of an albumentations pipeline per (process, thread).
-
-    A seeded call sets the pipeline's RNG and then draws from it; two threads sharing one
-    pipeline would interleave those steps, so each tf.data thread gets its own deep copy.
-    """
-
-    def __init__(self, augmentation: Any | None) -> None:
-        self.augmentation = augmentation
-        self._copies: dict[tuple[int, int], Any] = {}
-
-    def get(self) -> Any | None:
-        if self.augmentation is None:
-            return None
-        key = (os.getpid(), threading.get_ident())
-        copy_ = self._copies.get(key)
-        if copy_ is None:
-            copy_ = self._copies[key] = copy.deepcopy(self.augmentation)
-        return copy_
-
-    def __getstate__(self) -> dict[str, Any]:
-        return {"augmentation": self.augmentation, "_copies": {}}
-
-
-def resolve_source(
-    source: PatchSampler | Mapping[str, Any], where: str
-) -> tuple[PatchSampler, dict[str, Any]]:
-    """The sampler and the adapter options of a sampler or a seed-style mapping.
-
-    Returns options with keys ``augmentation_list``, ``allowed_targets``, ``seed``,
-    ``return_metadata``, ``batch_size``, ``shuffle``, ``drop_last`` (only those the
-    mapping set).
-    """
-    if isinstance(source, PatchSampler):
-        return source, {}
-    if not isinstance(source, Mapping) and type(source).__name__ != "DictConfig":
-        raise OptionError(
-            f"{where}: source must be a crossgeo.PatchSampler or a mapping of configuration keys "
-            f"(image_mbtiles_path, mask_path, crops_path, patch_size, ...), got {type(source).__name__}."
-        )
-    sampler, rest = sampler_from_config(source, where=where)
-    loader = dict(rest.pop("data_loader", None) or {})
-    check_keys(loader, (*_DATA_LOADER_USED, *_DATA_LOADER_IGNORED), f"{where} data_loader")
-    rest.update({k: loader[k] for k in _DATA_LOADER_USED if k in loader})
-    return sampler, rest
 
 
 def _output_shapes(sampler: PatchSampler, augmentation: Any | None, channels_last: bool) -> tuple[tuple[int, ...], ...]:
@@ -238,7 +168,7 @@ def make_dataset(
     base_seed = int(seed) if seed is not None else _random_seed()
 
     augmentation = build_augmentation(augmentation_list, allowed_targets=allowed)
-    augmentations = _ThreadAugmentation(augmentation)
+    augmentations = PerThreadAugmentation(augmentation)
     image_shape, mask_shape = _output_shapes(sampler, augmentation, channels_last)
     n = len(sampler)
 
@@ -269,7 +199,7 @@ def make_dataset(
     dataset = epochs.flat_map(windows_of)
 
     # --- decode: the shared core function, on tf.data's threads ------------------------
-    def load(index: np.ndarray, epoch_value: np.ndarray) -> tuple[np.ndarray, ...]:
+    def load(index: np.ndarray, epoch_value: np.ndarray) -> tuple[Any, ...]:
         patch = sampler[int(index)]
         image, mask = to_model_inputs(
             patch, augmentations.get(), seed=base_seed, epoch=int(epoch_value), channels_last=channels_last

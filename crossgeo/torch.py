@@ -27,7 +27,7 @@ from typing import Any
 
 try:
     import torch
-    from torch.utils.data import DataLoader, Dataset, get_worker_info
+    from torch.utils.data import DataLoader, Dataset, Sampler, get_worker_info
 except ImportError as _error:  # pragma: no cover - exercised in a subprocess test
     raise ImportError(
         "crossgeo.torch needs PyTorch, which is not installed. Install it with: pip install 'crossgeo[torch]'"
@@ -35,12 +35,19 @@ except ImportError as _error:  # pragma: no cover - exercised in a subprocess te
 
 import numpy as np
 
-from crossgeo.augment import build_augmentation, to_model_inputs
+from crossgeo.augment import build_augmentation, epoch_order, to_model_inputs
 from crossgeo.config import SAMPLER_KEYS, check_keys
 from crossgeo.errors import OptionError
 from crossgeo.sampler import PatchSampler
 
-__all__ = ["MBTilesCropsGeoTifMaskDataset", "PatchDataLoader", "PatchDataset", "make_dataloader", "worker_init_fn"]
+__all__ = [
+    "EpochOrderSampler",
+    "MBTilesCropsGeoTifMaskDataset",
+    "PatchDataLoader",
+    "PatchDataset",
+    "make_dataloader",
+    "worker_init_fn",
+]
 
 log = logging.getLogger("crossgeo")
 
@@ -318,14 +325,36 @@ def _sampler_epoch(loader: DataLoader[Any]) -> int | None:
     return None
 
 
+class EpochOrderSampler(Sampler[int]):
+    """Shuffles a seeded :class:`PatchDataset` with :func:`crossgeo.augment.epoch_order`.
+
+    The order depends only on ``(dataset.seed, dataset.epoch)``, so it equals the tf.data and
+    Keras adapters' order for the same seed and epoch. :func:`make_dataloader` uses it for
+    ``shuffle: true`` with a seed.
+    """
+
+    def __init__(self, dataset: PatchDataset) -> None:
+        if dataset.seed is None:
+            raise OptionError("EpochOrderSampler needs a PatchDataset with a seed.")
+        self.dataset = dataset
+
+    def __iter__(self) -> Iterator[int]:
+        assert self.dataset.seed is not None
+        return iter(epoch_order(len(self.dataset), self.dataset.seed, self.dataset.epoch).tolist())
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+
 def make_dataloader(dataset: Dataset[Any], **overrides: Any) -> PatchDataLoader:
     """A DataLoader honouring ``dataset.data_loader`` (shuffle, num_workers, batch_size, ...).
 
     ``overrides`` are DataLoader keywords that win over the dataset's options (e.g.
     ``sampler=DistributedSampler(dataset)``, which also drops a configured ``shuffle``).
     With ``num_workers: 0`` the worker-only options (``prefetch_factor``,
-    ``persistent_workers``) are dropped. With a dataset ``seed`` the shuffle order comes
-    from a generator seeded with it. :func:`worker_init_fn` runs in every worker (before a
+    ``persistent_workers``) are dropped. With a dataset ``seed``, ``shuffle`` visits the
+    windows in :class:`EpochOrderSampler`'s order (the tf.data/Keras order for that seed
+    and epoch). :func:`worker_init_fn` runs in every worker (before a
     ``worker_init_fn`` you pass).
     """
     check_keys(overrides, DATA_LOADER_KEYS, "make_dataloader()")
@@ -345,7 +374,11 @@ def make_dataloader(dataset: Dataset[Any], **overrides: Any) -> PatchDataLoader:
         if dropped:
             log.debug("crossgeo: num_workers is 0, so %s do not apply and were dropped", ", ".join(dropped))
     seed = patch_dataset.seed if patch_dataset is not None else None
-    if seed is not None and options.get("generator") is None:
+    if seed is not None and options.get("shuffle") and dataset is patch_dataset and "sampler" not in options:
+        # The same window order as the tf.data and Keras adapters for this (seed, epoch).
+        del options["shuffle"]
+        options["sampler"] = EpochOrderSampler(patch_dataset)
+    elif seed is not None and options.get("generator") is None:
         options["generator"] = torch.Generator().manual_seed(seed)
     options["worker_init_fn"] = _chain(worker_init_fn, options.get("worker_init_fn"))
     return PatchDataLoader(dataset, **options)

@@ -15,7 +15,9 @@ os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 _required = {name.strip() for name in os.environ.get("CROSSGEO_REQUIRE", "").split(",") if name.strip()}
 collect_ignore: list[str] = []
 for folder, module in (("torch", "torch"), ("tensorflow", "tensorflow")):
-    if module not in _required and importlib.util.find_spec(module) is None:
+    spec = importlib.util.find_spec(module)
+    # tests/torch itself can look like a namespace package "torch" (no origin): not the framework.
+    if module not in _required and (spec is None or spec.origin is None):
         collect_ignore.append(folder)
 
 

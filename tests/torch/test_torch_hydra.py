@@ -8,7 +8,7 @@ import torch
 from omegaconf import OmegaConf
 from torch_scene import COLOR_MAP, WINDOWS
 
-from crossgeo.torch import MBTilesCropsGeoTifMaskDataset, make_dataloader
+from crossgeo.torch import EpochOrderSampler, MBTilesCropsGeoTifMaskDataset, make_dataloader
 
 TARGET = "crossgeo.torch.MBTilesCropsGeoTifMaskDataset"
 
@@ -100,7 +100,8 @@ def test_csv_windows_vrt_mask_example(scene, seed):
     assert item["image"].shape == (4, 256, 256) and item["image"].dtype == torch.float32
     assert set(torch.unique(item["mask"]).tolist()) <= {0, 1, 2, 3}
     loader = make_dataloader(dataset, num_workers=0, batch_size=2)  # 8 workers are too many for CI
-    assert loader.batch_size == 2 and isinstance(loader.sampler, torch.utils.data.RandomSampler)
+    shuffler = EpochOrderSampler if seed is not None else torch.utils.data.RandomSampler
+    assert loader.batch_size == 2 and isinstance(loader.sampler, shuffler)
     _train_one_step(loader, n_classes=4)
 
 

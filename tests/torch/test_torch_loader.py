@@ -10,7 +10,7 @@ import torch
 from torch.utils.data import RandomSampler, SequentialSampler
 from torch_scene import PATCH, WINDOWS, ProbeDataset, assert_window
 
-from crossgeo.augment import to_model_inputs
+from crossgeo.augment import epoch_order, to_model_inputs
 from crossgeo.torch import PatchDataLoader, make_dataloader
 
 AUGMENT = [
@@ -91,9 +91,9 @@ def test_workers_match_single_process_and_epochs_differ(make_dataset):
     loader2 = make_dataloader(parallel, num_workers=2)
     epoch0 = _batches(loader0)
     _assert_same_batches(epoch0, _batches(loader2))
-    # The seeded shuffle is a permutation of all windows.
+    # The seeded shuffle is the core's epoch order: the same as the tf.data and Keras adapters'.
     order = [(int(r), int(c)) for b in epoch0 for r, c in zip(b["metadata"]["row_off"], b["metadata"]["col_off"])]
-    assert sorted(order) == sorted(WINDOWS)
+    assert order == [WINDOWS[i] for i in epoch_order(len(WINDOWS), 11, 0)]
     # Each sample is exactly the core function's output for (seed, epoch 0, index).
     for batch in epoch0:
         for image, mask, r, c in zip(
@@ -106,6 +106,8 @@ def test_workers_match_single_process_and_epochs_differ(make_dataset):
     # across worker counts.
     epoch1 = _batches(loader0)
     assert serial.epoch == 1
+    order1 = [(int(r), int(c)) for b in epoch1 for r, c in zip(b["metadata"]["row_off"], b["metadata"]["col_off"])]
+    assert order1 == [WINDOWS[i] for i in epoch_order(len(WINDOWS), 11, 1)] != order
     _assert_same_batches(epoch1, _batches(loader2))
     assert parallel.epoch == 1
     by_window = {}

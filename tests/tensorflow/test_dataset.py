@@ -1,0 +1,212 @@
+"""crossgeo.tensorflow.make_dataset: values, layout, batching, order, parity with the core."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from conftest import COLS, PATCH, ROWS, Scene, decode_window, window_mask
+
+from crossgeo import PatchSampler
+from crossgeo import testing as T
+from crossgeo.augment import build_augmentation, epoch_order, to_model_inputs
+from crossgeo.errors import ConfigError, OptionError
+from crossgeo.tensorflow import make_dataset
+
+AUGMENTATIONS = [
+    {"_target_": "albumentations.HorizontalFlip", "p": 0.5},
+    {"_target_": "albumentations.RandomRotate90", "p": 0.5},
+    {"_target_": "albumentations.RandomBrightnessContrast", "p": 1.0},
+    {"_target_": "albumentations.Normalize", "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]},
+    {"_target_": "albumentations.pytorch.ToTensorV2"},
+]
+
+
+def elements(dataset: tf.data.Dataset) -> list[tuple[np.ndarray, ...]]:
+    return [tuple(np.asarray(t) for t in tf.nest.flatten(e)) for e in dataset.as_numpy_iterator()]
+
+
+def core(
+    sampler: PatchSampler, index: int, augmentation_list=None, seed=None, epoch=0
+) -> tuple[np.ndarray, np.ndarray]:
+    """The shared core function the torch adapter calls: (C, H, W) float32 and (H, W) int64."""
+    augmentation = build_augmentation(augmentation_list)
+    return to_model_inputs(sampler[index], augmentation, seed=seed, epoch=epoch, channels_last=False)
+
+
+def test_elements_are_the_windows_in_order(sampler: PatchSampler) -> None:
+    dataset = make_dataset(sampler)
+    assert dataset.element_spec == (
+        tf.TensorSpec((PATCH, PATCH, 3), tf.float32),
+        tf.TensorSpec((PATCH, PATCH), tf.int64),
+    )
+    assert int(dataset.cardinality()) == len(ROWS)
+    got = elements(dataset)
+    assert len(got) == len(ROWS)
+    for i, (image, mask) in enumerate(got):
+        assert image.dtype == np.float32 and mask.dtype == np.int64
+        assert decode_window(image) == (ROWS[i], COLS[i])
+        np.testing.assert_array_equal(mask, window_mask(ROWS[i], COLS[i]))
+        chw, core_mask = core(sampler, i)
+        np.testing.assert_array_equal(image, chw.transpose(1, 2, 0))
+        np.testing.assert_array_equal(mask, core_mask)
+    # The window reaching past the right/bottom edge is filled with 0 outside.
+    edge = ROWS.index(240)
+    assert np.all(got[edge][0][16:, :, :] == 0) and np.all(got[edge][0][:, 16:, :] == 0)
+
+
+def test_channels_first(sampler: PatchSampler) -> None:
+    dataset = make_dataset(sampler, channels_last=False, batch_size=4)
+    assert dataset.element_spec[0] == tf.TensorSpec((None, 3, PATCH, PATCH), tf.float32)
+    images = np.concatenate([x for x, _ in dataset.as_numpy_iterator()])
+    for i, image in enumerate(images):
+        np.testing.assert_array_equal(image, core(sampler, i)[0])
+        assert decode_window(image.transpose(1, 2, 0)) == (ROWS[i], COLS[i])
+
+
+@pytest.mark.parametrize("batch_size", [None, 5])
+def test_with_metadata(sampler: PatchSampler, batch_size: int | None) -> None:
+    dataset = make_dataset(sampler, with_metadata=True, batch_size=batch_size, shuffle=True, seed=1)
+    spec = dataset.element_spec[2]
+    assert set(spec) == {"row_off", "col_off", "index"}
+    assert all(s.dtype == tf.int64 for s in spec.values())
+    seen = []
+    for image, _, meta in dataset.as_numpy_iterator():
+        images = image if batch_size else image[None]
+        rows, cols, index = (np.atleast_1d(meta[k]) for k in ("row_off", "col_off", "index"))
+        for k in range(len(images)):
+            assert decode_window(images[k]) == (rows[k], cols[k]) == (ROWS[index[k]], COLS[index[k]])
+        seen.extend(index.tolist())
+    assert seen == epoch_order(len(ROWS), 1, 0).tolist()
+
+
+def test_batch_and_drop_remainder(sampler: PatchSampler) -> None:
+    dataset = make_dataset(sampler, batch_size=5)
+    assert [len(x) for x, _ in dataset.as_numpy_iterator()] == [5, 5, 2]
+    assert int(dataset.cardinality()) == 3
+    dropped = make_dataset(sampler, batch_size=5, drop_remainder=True)
+    assert dropped.element_spec[0].shape == (5, PATCH, PATCH, 3)
+    assert dropped.element_spec[1].shape == (5, PATCH, PATCH)
+    batches = list(dropped.as_numpy_iterator())
+    assert [len(x) for x, _ in batches] == [5, 5] and int(dropped.cardinality()) == 2
+    assert [decode_window(im) for im in batches[1][0]] == list(zip(ROWS[5:10], COLS[5:10]))
+
+
+def test_mapping_source(scene: Scene) -> None:
+    config = scene.config(
+        seed=7,
+        return_metadata=True,
+        augmentation_list=[],
+        data_loader={"shuffle": True, "batch_size": 4, "num_workers": 8, "pin_memory": True},
+    )
+    dataset = make_dataset(config)
+    assert dataset.element_spec[0].shape == (None, PATCH, PATCH, 3)
+    batches = list(dataset.as_numpy_iterator())
+    assert [len(b[0]) for b in batches] == [4, 4, 4]
+    order = np.concatenate([b[2]["index"] for b in batches])
+    np.testing.assert_array_equal(order, epoch_order(len(ROWS), 7, 0))
+    for image, _, meta in batches:
+        assert [decode_window(im) for im in image] == list(zip(meta["row_off"], meta["col_off"]))
+
+
+def test_mapping_errors(scene: Scene) -> None:
+    with pytest.raises(TypeError, match=r"patch_sise.*Did you mean 'patch_size'"):
+        make_dataset({**scene.config(), "patch_sise": 3})
+    with pytest.raises(OptionError, match=r"data_loader.*Did you mean 'shuffle'"):
+        make_dataset(scene.config(data_loader={"shufle": True}))
+    with pytest.raises(OptionError, match="PatchSampler or a mapping"):
+        make_dataset("image.tif")  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="needs a seed"):
+        make_dataset(scene.config(), shuffle=True, input_context=tf.distribute.InputContext(2, 0, 2))
+
+
+def test_seeded_shuffle_is_reproducible_and_reshuffles_each_pass(sampler: PatchSampler) -> None:
+    def order(dataset: tf.data.Dataset) -> list[int]:
+        return [int(m["index"]) for _, _, m in dataset.as_numpy_iterator()]
+
+    n = len(ROWS)
+    first = make_dataset(sampler, shuffle=True, seed=11, with_metadata=True)
+    second = make_dataset(sampler, shuffle=True, seed=11, with_metadata=True)
+    epochs = [order(first) for _ in range(3)]
+    assert epochs == [order(second) for _ in range(3)]
+    assert epochs == [epoch_order(n, 11, e).tolist() for e in range(3)]
+    assert epochs[0] != epochs[1] and all(sorted(e) == list(range(n)) for e in epochs)
+    assert order(make_dataset(sampler, shuffle=True, seed=12, with_metadata=True)) != epochs[0]
+    # A fixed epoch repeats; a tf.Variable is read when each pass starts.
+    fixed = make_dataset(sampler, shuffle=True, seed=11, epoch=2, with_metadata=True)
+    assert order(fixed) == order(fixed) == epochs[2]
+    variable = tf.Variable(1, dtype=tf.int64)
+    driven = make_dataset(sampler, shuffle=True, seed=11, epoch=variable, with_metadata=True)
+    assert order(driven) == epochs[1]
+    variable.assign(0)
+    assert order(driven) == epochs[0]
+    # Unseeded: still a permutation every pass.
+    unseeded = make_dataset(sampler, shuffle=True, with_metadata=True)
+    assert sorted(order(unseeded)) == sorted(order(unseeded)) == list(range(n))
+
+
+@pytest.mark.parametrize("augmentation_list", [None, AUGMENTATIONS], ids=["plain", "augmented"])
+def test_parity_with_core(sampler: PatchSampler, augmentation_list) -> None:
+    """tf (H, W, C) == the core's (C, H, W) - what the torch adapter returns - transposed, bit for bit."""
+    dataset = make_dataset(sampler, shuffle=True, seed=5, augmentation_list=augmentation_list, with_metadata=True)
+    changed = 0
+    for epoch in (0, 1):
+        for image, mask, meta in dataset.as_numpy_iterator():
+            index = int(meta["index"])
+            chw, core_mask = core(sampler, index, augmentation_list, seed=5, epoch=epoch)
+            assert image.dtype == chw.dtype == np.float32 and mask.dtype == core_mask.dtype == np.int64
+            np.testing.assert_array_equal(image, chw.transpose(1, 2, 0))
+            np.testing.assert_array_equal(mask, core_mask)
+            _, plain_mask = core(sampler, index)
+            changed += not np.array_equal(mask, plain_mask)
+            if augmentation_list is None:
+                assert decode_window(image) == (ROWS[index], COLS[index])
+    if augmentation_list is not None:
+        assert changed > 0  # the flips/rotations really ran
+        # ...and they differ between epochs for some windows.
+        e0 = make_dataset(sampler, seed=5, augmentation_list=augmentation_list, epoch=0)
+        e1 = make_dataset(sampler, seed=5, augmentation_list=augmentation_list, epoch=1)
+        assert any(not np.array_equal(a[0], b[0]) for a, b in zip(e0.as_numpy_iterator(), e1.as_numpy_iterator()))
+
+
+def test_parallel_calls_equal_serial(scene: Scene, tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    rows, cols = rng.integers(0, 240, 64), rng.integers(0, 240, 64)
+    windows = T.write_windows_table(tmp_path / "many.csv", rows, cols)
+    sampler = PatchSampler(scene.tif, scene.lonlat_mask(), windows, PATCH)
+    kwargs = {"shuffle": True, "seed": 3, "augmentation_list": AUGMENTATIONS, "batch_size": 8, "with_metadata": True}
+    serial = elements(make_dataset(sampler, num_parallel_calls=1, **kwargs))
+    parallel = elements(make_dataset(sampler, num_parallel_calls=4, **kwargs))
+    autotune = elements(make_dataset(sampler, **kwargs))
+    assert len(serial) == len(parallel) == len(autotune) == 8
+    for a, b, c in zip(serial, parallel, autotune):
+        for x, y, z in zip(a, b, c):
+            np.testing.assert_array_equal(x, y)
+            np.testing.assert_array_equal(x, z)
+    # Several threads opened their own handles.
+    assert len(sampler._readers) > 1
+
+
+def test_warped_mask_and_mbtiles_image(scene: Scene) -> None:
+    """A 4326 mask warped onto an MBTiles (RGBA, PNG tiles) image: tf == core, windows decode."""
+    sampler = PatchSampler(
+        scene.mbtiles, scene.lonlat_mask(), scene.windows, PATCH, selected_bands=[1, 2, 3], n_classes=4
+    )
+    assert not sampler.aligned
+    for i, (image, mask) in enumerate(make_dataset(sampler).as_numpy_iterator()):
+        assert decode_window(image) == (ROWS[i], COLS[i])
+        chw, core_mask = core(sampler, i)
+        np.testing.assert_array_equal(image, chw.transpose(1, 2, 0))
+        np.testing.assert_array_equal(mask, core_mask)
+        assert set(np.unique(mask)) <= {0, 1, 2, 3}
+
+
+def test_augmentation_changing_the_shape_is_static(sampler: PatchSampler) -> None:
+    crop = [{"_target_": "albumentations.CenterCrop", "height": 16, "width": 24}]
+    dataset = make_dataset(sampler, augmentation_list=crop, batch_size=3)
+    assert dataset.element_spec[0].shape == (None, 16, 24, 3)
+    x, y = next(dataset.as_numpy_iterator())
+    assert x.shape == (3, 16, 24, 3) and y.shape == (3, 16, 24)
+    np.testing.assert_array_equal(x[1], core(sampler, 1, crop)[0].transpose(1, 2, 0))
