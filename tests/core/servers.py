@@ -21,7 +21,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server: _Server
 
-    def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - quiet tests
+    def log_message(self, format: str, *args: object) -> None:  # quiet tests
         pass
 
     def _inject_fault(self) -> bool:
@@ -66,11 +66,6 @@ class _Server(http.server.ThreadingHTTPServer):
         self.counter = itertools.count()
         self.lock = threading.Lock()
         self.faults = 0
-
-    @property
-    def requests(self) -> int:
-        with self.lock:
-            return int(re.sub(r"\D", "", repr(self.counter)) or 0)
 
     @property
     def url(self) -> str:

@@ -95,7 +95,7 @@ def test_s3_through_moto_with_faults(scene: Scene, monkeypatch: pytest.MonkeyPat
             )
             assert_same_epoch(local, remote)
             remote.close()
-            with pytest.raises(OSError, match="s3://imagery/scene/missing.tif") as missing:
+            with pytest.raises(OSError, match=r"s3://imagery/scene/missing\.tif") as missing:
                 PatchSampler("s3://imagery/scene/missing.tif", mask, windows, SIZE)
         assert proxy.faults >= 3, proxy.faults
     finally:
