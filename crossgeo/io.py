@@ -119,6 +119,13 @@ def open_raster(path: str, option: str) -> Any:
         ) from error
 
 
+def missing_parts(dataset: Any) -> list[str]:
+    """Local files a dataset refers to that do not exist (e.g. a VRT's moved sources)."""
+    folder = os.path.dirname(dataset.name)
+    local = [f for f in dataset.files if "://" not in f and not f.startswith("/vsi")]
+    return [f for f in local if not os.path.exists(f) and not os.path.exists(os.path.join(folder, f))]
+
+
 def alpha_band(dataset: Any) -> int | None:
     """The 1-based index of the dataset's alpha band, if it has one."""
     for i, interp in enumerate(dataset.colorinterp, start=1):
@@ -197,7 +204,7 @@ class RasterReader:
     def _failed(self, what: str, path: str, row_off: int, col_off: int, error: object) -> ReadError:
         return ReadError(
             f"Reading the {what} {path} failed for the window row_off={row_off}, col_off={col_off} "
-            f"(patch_size {self.plan.patch_size}): {error}"
+            f"(patch_size {self.plan.patch_size}): {gdal_message(error)}"
         )
 
     def read_image(self, row_off: int, col_off: int) -> np.ndarray:
@@ -264,6 +271,24 @@ class RasterReader:
             return data[:-1], data[-1] == 0
         except RasterioError as error:
             raise self._failed("mask", plan.mask_path, row_off, col_off, error) from error
+
+
+def gdal_message(error: object) -> str:
+    """The message of ``error`` and of the exceptions it was raised from (GDAL's own words).
+
+    rasterio often raises "Read failed. See previous exception for details." with the
+    GDAL error chained behind it; a crossgeo error shows the whole chain.
+    """
+    parts: list[str] = []
+    seen: set[int] = set()
+    current: object = error
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        text = str(current).strip()
+        if text and text not in parts:
+            parts.append(text)
+        current = getattr(current, "__cause__", None) or getattr(current, "__context__", None)
+    return " <- ".join(reversed(parts)) if len(parts) > 1 else (parts[0] if parts else repr(error))
 
 
 def _union(a: np.ndarray | None, b: np.ndarray) -> np.ndarray:

@@ -26,7 +26,7 @@ from rasterio.warp import calculate_default_transform, transform_bounds
 from crossgeo import windows as winsrc
 from crossgeo.errors import ConfigError, OptionError, RasterError, ReadError
 from crossgeo.grid import Grid, pixel_offset
-from crossgeo.io import RasterReader, ReadPlan, alpha_band, open_raster
+from crossgeo.io import RasterReader, ReadPlan, alpha_band, missing_parts, open_raster
 from crossgeo.masks import MaskDecoder, make_decoder
 
 log = logging.getLogger("crossgeo")
@@ -125,6 +125,16 @@ def _bands(selected: Any, count: int, image_path: str) -> tuple[int, ...]:
                 f"bands are numbered 1..{count}."
             )
     return tuple(int(b) for b in selected)
+
+
+def _check_parts(dataset: Any, path: str, option: str) -> None:
+    missing = missing_parts(dataset)
+    if missing:
+        raise RasterError(
+            f"{option} {path!r} refers to file(s) that do not exist: {', '.join(missing[:5])}"
+            f"{' ...' if len(missing) > 5 else ''}. Fix the paths in the VRT (SourceFilename) or rebuild it "
+            "with gdalbuildvrt."
+        )
 
 
 def _image_fill(nodata: float | None, dtype: np.dtype[Any]) -> float:
@@ -267,6 +277,7 @@ class PatchSampler:
         self.window_index_cache = cache
 
         with open_raster(self.image_path, "image_path") as image:
+            _check_parts(image, self.image_path, "image_path")
             self.selected_bands = _bands(selected_bands, image.count, self.image_path)
             dtype = resolve_image_dtype(
                 image_dtype, [image.dtypes[b - 1] for b in self.selected_bands], self.image_path
@@ -277,6 +288,7 @@ class PatchSampler:
             image_fill = _image_fill(image.nodata, dtype)
 
         with open_raster(self.mask_path, "mask_path") as mask:
+            _check_parts(mask, self.mask_path, "mask_path")
             alpha = alpha_band(mask)
             data_bands = tuple(b for b in range(1, mask.count + 1) if b != alpha)
             self.decoder: MaskDecoder = make_decoder(

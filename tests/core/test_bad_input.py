@@ -1,0 +1,458 @@
+"""The bad-input catalogue: every option and input file kind, wrong in a realistic way.
+
+Each case states the exception type and a pattern the message must match: it names the
+file or option at fault and says what to do. Everything is caught at construction
+(except a corrupt tile, which can only show when it is read).
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import geopandas as gpd
+import numpy as np
+import pytest
+from affine import Affine
+from conftest import PALETTE, Scene
+from shapely.geometry import Point
+
+from crossgeo import ConfigError, OptionError, PatchSampler, RasterError, ReadError, WindowError
+from crossgeo import testing as T
+from crossgeo.augment import build_augmentation
+from crossgeo.config import split_config
+
+SIZE = 64
+
+
+class Files:
+    """One scene plus a gallery of broken inputs next to it (built once for the module)."""
+
+    def __init__(self, folder: Path) -> None:
+        self.scene = Scene(folder)
+        s = self.scene
+        self.folder = folder
+        self.mask = s.lonlat_mask()
+        self.rgb_mask = s.lonlat_mask("rgb.tif", palette=PALETTE)
+        self.windows = s.windows([0, 100], [0, 100])
+        self.uint16 = T.write_raster(
+            folder / "u16.tif", np.full((3, 64, 64), 300, np.uint16), crs=s.crs, transform=s.transform
+        )
+        self.float = T.write_raster(
+            folder / "f32.tif", np.full((3, 64, 64), 0.5, np.float32), crs=s.crs, transform=s.transform
+        )
+        self.text_tif = folder / "text.tif"
+        self.text_tif.write_text("this is not a GeoTIFF")
+        self.truncated = folder / "truncated.tif"
+        self.truncated.write_bytes(s.image.read_bytes()[:200])
+        self.vrt_missing = folder / "missing.vrt"
+        self.vrt_missing.write_text(
+            f'<VRTDataset rasterXSize="512" rasterYSize="512"><SRS>EPSG:3857</SRS>'
+            f"<GeoTransform>{', '.join(map(str, s.transform.to_gdal()))}</GeoTransform>"
+            '<VRTRasterBand dataType="Byte" band="1"><SimpleSource><SourceFilename relativeToVRT="1">gone.tif'
+            "</SourceFilename><SourceBand>1</SourceBand></SimpleSource></VRTRasterBand></VRTDataset>"
+        )
+        self.far_mask = T.write_lonlat_mask(folder / "far.tif", (-80, 10, -79, 11), 0.01, cell=0.1, n_classes=2)
+        left, bottom, right, top = s.lonlat_bounds
+        self.part_mask = T.write_lonlat_mask(
+            folder / "part.tif", (left, bottom, left + (right - left) / 3, top), 0.0003, cell=0.01, n_classes=2
+        )
+        self.no_crs_mask = T.write_raster(
+            folder / "nocrs.tif", np.ones((1, 64, 64), np.uint8), crs=None, transform=Affine(1, 0, 0, 0, -1, 64)
+        )
+        self.two_band = T.write_raster(
+            folder / "two.tif", np.zeros((2, 64, 64), np.uint8), crs=s.crs, transform=s.transform @ Affine.scale(8)
+        )
+        for name, text in {
+            "strings.csv": "row_off,col_off\n1,2\nabc,4\n",
+            "nan.csv": "row_off,col_off\n1,2\n,4\n",
+            "floats.csv": "row_off,col_off\n1,2.5\n",
+            "columns.csv": "row,col\n1,2\n",
+            "outside.csv": "row_off,col_off\n0,0\n5000,5000\n-64,0\n",
+            "empty.csv": "row_off,col_off\n",
+            "dupes.csv": "row_off,col_off\n1,1\n1,1\n2,2\n",
+            "y_x.csv": "y,x\n1,1\n",
+        }.items():
+            (folder / name).write_text(text)
+        empty = gpd.GeoDataFrame({"id": []}, geometry=[], crs="EPSG:4326")
+        empty.to_file(folder / "empty.gpkg", layer="windows")
+        gpd.GeoDataFrame({"id": [0]}, geometry=[Point(11.3, 45.75)], crs="EPSG:4326").to_file(
+            folder / "layers.gpkg", layer="a"
+        )
+        with pytest.warns(UserWarning):
+            gpd.GeoDataFrame({"id": [0]}, geometry=[Point(11.3, 45.75)]).to_file(folder / "nocrs.shp")
+        self.mbtiles = T.write_mbtiles(s.image, folder / "image.mbtiles")
+        with sqlite3.connect(self.mbtiles) as db:
+            db.execute("UPDATE tiles SET tile_data = ? WHERE zoom_level = 12", (b"\x89PNG\r\n\x1a\nbroken",))
+
+    def path(self, name: str) -> Path:
+        return self.folder / name
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory: pytest.TempPathFactory) -> Files:
+    return Files(tmp_path_factory.mktemp("bad"))
+
+
+def sampler(files: Files, **kwargs: Any) -> PatchSampler:
+    args = {"image_path": files.scene.image, "mask_path": files.mask, "crops_path": files.windows, "patch_size": SIZE}
+    args.update(kwargs)
+    return PatchSampler(**args)
+
+
+# (id, build(files), exception, message pattern): the pattern names the option/file and the fix.
+CASES: list[tuple[str, Callable[[Files], Any], type[Exception], str]] = [
+    # --- options: types and ranges
+    ("patch_size zero", lambda f: sampler(f, patch_size=0), ConfigError, r"patch_size must be >= 1, got 0"),
+    ("patch_size negative", lambda f: sampler(f, patch_size=-256), ConfigError, r"patch_size must be >= 1"),
+    (
+        "patch_size string",
+        lambda f: sampler(f, patch_size="256"),
+        OptionError,
+        r"patch_size must be an integer, got str",
+    ),
+    ("patch_size float", lambda f: sampler(f, patch_size=25.6), OptionError, r"patch_size must be an integer"),
+    ("n_classes zero", lambda f: sampler(f, n_classes=0), ConfigError, r"n_classes must be >= 1"),
+    ("n_classes string", lambda f: sampler(f, n_classes="two"), OptionError, r"n_classes must be an integer"),
+    (
+        "selected_bands zero",
+        lambda f: sampler(f, selected_bands=[0]),
+        ConfigError,
+        r"selected_bands \[0\] asks for band 0 .*image.tif has 3 band\(s\); bands are numbered 1..3",
+    ),
+    (
+        "selected_bands too high",
+        lambda f: sampler(f, selected_bands=[1, 2, 4]),
+        ConfigError,
+        r"asks for band 4 .*numbered 1..3",
+    ),
+    (
+        "selected_bands string",
+        lambda f: sampler(f, selected_bands="1,2,3"),
+        OptionError,
+        r"selected_bands must be a non-empty list of 1-based band numbers",
+    ),
+    (
+        "selected_bands floats",
+        lambda f: sampler(f, selected_bands=[1.0]),
+        OptionError,
+        r"selected_bands entries must be integers \(1-based\)",
+    ),
+    (
+        "image_dtype unknown",
+        lambda f: sampler(f, image_dtype="int8"),
+        ConfigError,
+        r"image_dtype 'int8' is not one of 'uint8', 'uint16', 'float32', 'native'",
+    ),
+    (
+        "image_dtype lossy uint16",
+        lambda f: sampler(f, image_path=f.uint16),
+        ConfigError,
+        r"image_dtype 'uint8' would lose values of .*u16.tif .*use image_dtype: 'uint16' or 'native'",
+    ),
+    (
+        "image_dtype lossy float",
+        lambda f: sampler(f, image_path=f.float, image_dtype="uint16"),
+        ConfigError,
+        r"f32.tif .*use image_dtype: 'float32'",
+    ),
+    (
+        "image_resampling unknown",
+        lambda f: sampler(f, image_resampling="bilinar"),
+        ConfigError,
+        r"image_resampling 'bilinar' is not a rasterio resampling method; choose one of nearest, bilinear, cubic",
+    ),
+    (
+        "image_resampling number",
+        lambda f: sampler(f, image_resampling=1),
+        ConfigError,
+        r"image_resampling 1 is not .*choose one of",
+    ),
+    ("crops_layer type", lambda f: sampler(f, crops_layer=1), OptionError, r"crops_layer must be a string or null"),
+    (
+        "col_off_key empty",
+        lambda f: sampler(f, col_off_key=""),
+        OptionError,
+        r"col_off_key must be a non-empty column name",
+    ),
+    (
+        "row_off_key None",
+        lambda f: sampler(f, row_off_key=None),
+        OptionError,
+        r"row_off_key must be a non-empty column name",
+    ),
+    (
+        "window_index_cache suffix",
+        lambda f: sampler(f, window_index_cache=f.path("cache.json")),
+        ConfigError,
+        r"window_index_cache '.*cache.json' must end in .csv or .parquet",
+    ),
+    (
+        "target_crs unknown",
+        lambda f: sampler(f, target_crs="EPSG:999999"),
+        ConfigError,
+        r"target_crs 'EPSG:999999' is not a CRS rasterio understands.*e.g. 'EPSG:3857'",
+    ),
+    (
+        "target_resolution negative",
+        lambda f: sampler(f, target_resolution=-10),
+        ConfigError,
+        r"target_resolution must be a positive number or \[x, y\] pair",
+    ),
+    (
+        "target_resolution triple",
+        lambda f: sampler(f, target_resolution=[1, 2, 3]),
+        ConfigError,
+        r"target_resolution must be",
+    ),
+    (
+        "mask_fill_value negative",
+        lambda f: sampler(f, mask_fill_value=-1),
+        ConfigError,
+        r"mask_fill_value must be >= 0",
+    ),
+    (
+        "on_read_error unknown",
+        lambda f: sampler(f, on_read_error="ignore"),
+        ConfigError,
+        r"on_read_error 'ignore' is not one of 'raise', 'skip'",
+    ),
+    ("unknown option", lambda f: sampler(f, colour_map=[]), TypeError, r"unexpected keyword argument 'colour_map'"),
+    (
+        "unknown config key",
+        lambda f: split_config(
+            {"image_mbtiles_path": "a", "mask_path": "b", "crops_path": "c", "patch_size": 1, "n_clases": 2}
+        ),
+        OptionError,
+        r"Unknown option 'n_clases' .*Did you mean 'n_classes'",
+    ),
+    (
+        "missing config key",
+        lambda f: split_config({"mask_path": "b", "crops_path": "c", "patch_size": 1}),
+        OptionError,
+        r"missing the required option\(s\) image_mbtiles_path",
+    ),
+    # --- files
+    (
+        "image missing",
+        lambda f: sampler(f, image_path=f.path("nope.tif")),
+        ConfigError,
+        r"image_path '.*nope.tif' does not exist. Check the path",
+    ),
+    (
+        "mask missing",
+        lambda f: sampler(f, mask_path=f.path("nope.vrt")),
+        ConfigError,
+        r"mask_path '.*nope.vrt' does not exist",
+    ),
+    (
+        "crops missing",
+        lambda f: sampler(f, crops_path=f.path("nope.csv")),
+        ConfigError,
+        r"crops_path '.*nope.csv' does not exist",
+    ),
+    (
+        "image path type",
+        lambda f: sampler(f, image_path=42),
+        OptionError,
+        r"image_path must be a path \(str or os.PathLike\), got int",
+    ),
+    (
+        "text file named .tif",
+        lambda f: sampler(f, image_path=f.text_tif),
+        ReadError,
+        r"image_path '.*text.tif' cannot be opened as a raster: .*Check the path and that the file is a complete GeoTIFF",
+    ),
+    (
+        "truncated GeoTIFF mask",
+        lambda f: sampler(f, mask_path=f.truncated),
+        ReadError,
+        r"mask_path '.*truncated.tif' cannot be opened as a raster",
+    ),
+    (
+        "VRT with a missing source",
+        lambda f: sampler(f, mask_path=f.vrt_missing),
+        RasterError,
+        r"mask_path '.*missing.vrt' refers to file\(s\) that do not exist: .*gone.tif. Fix the paths in the VRT",
+    ),
+    (
+        "mask does not overlap",
+        lambda f: sampler(f, mask_path=f.far_mask),
+        RasterError,
+        r"The mask .*far.tif does not overlap the image .*image.tif: in the image CRS the image bounds are \(.*\) and the mask bounds are \(.*\).*Check that both files carry the right CRS",
+    ),
+    (
+        "mask without CRS",
+        lambda f: sampler(f, mask_path=f.no_crs_mask),
+        RasterError,
+        r"nocrs.tif has no CRS, so the mask cannot be aligned with the image; give both rasters a CRS",
+    ),
+    # --- colour maps and mask bands
+    (
+        "multi-band mask without color_map",
+        lambda f: sampler(f, mask_path=f.rgb_mask),
+        RasterError,
+        r"The mask .*rgb.tif has 3 bands but no color_map was given; a multi-band .* needs color_map",
+    ),
+    (
+        "color_map on a single-band mask",
+        lambda f: sampler(f, color_map=[[255, 0, 0, 1]]),
+        RasterError,
+        r"color_map is set but the mask .*mask4326.tif has 1 band\(s\).*Remove color_map",
+    ),
+    ("two-band mask", lambda f: sampler(f, mask_path=f.two_band), RasterError, r"two.tif has 2 bands but no color_map"),
+    (
+        "color_map entry too short",
+        lambda f: sampler(f, mask_path=f.rgb_mask, color_map=[[255, 0, 0]]),
+        ConfigError,
+        r"color_map entry 0 is \[255, 0, 0\]; each entry must be \[R, G, B, class\]",
+    ),
+    (
+        "color_map RGB out of range",
+        lambda f: sampler(f, mask_path=f.rgb_mask, color_map=[[300, 0, 0, 1]]),
+        ConfigError,
+        r"color_map entry 0 is \[300, 0, 0, 1\]; R, G and B must be within 0-255",
+    ),
+    (
+        "color_map colour twice",
+        lambda f: sampler(f, mask_path=f.rgb_mask, color_map=[[255, 0, 0, 1], [255, 0, 0, 2]]),
+        ConfigError,
+        r"color_map maps colour \[255, 0, 0\] to class 1 \(entry 0\) and to class 2 \(entry 1\); keep one entry per colour",
+    ),
+    (
+        "color_map not a list",
+        lambda f: sampler(f, mask_path=f.rgb_mask, color_map="red"),
+        ConfigError,
+        r"color_map must be a non-empty list of \[R, G, B, class\] entries.*Example",
+    ),
+    (
+        "color_map strings",
+        lambda f: sampler(f, mask_path=f.rgb_mask, color_map=[["255", 0, 0, 1]]),
+        ConfigError,
+        r"color_map entry 0 .*must be integers",
+    ),
+    # --- window tables
+    (
+        "CSV with text",
+        lambda f: sampler(f, crops_path=f.path("strings.csv")),
+        WindowError,
+        r"strings.csv: column 'row_off' \(row_off_key\) is 'abc', not a number in data row 2; .*Fix or remove that row",
+    ),
+    (
+        "CSV with NaN",
+        lambda f: sampler(f, crops_path=f.path("nan.csv")),
+        WindowError,
+        r"nan.csv: column 'row_off' \(row_off_key\) is empty/NaN in data row 2",
+    ),
+    (
+        "CSV with fractions",
+        lambda f: sampler(f, crops_path=f.path("floats.csv")),
+        WindowError,
+        r"floats.csv: column 'col_off' \(col_off_key\) is 2.5, not a whole number in data row 1",
+    ),
+    (
+        "CSV missing columns",
+        lambda f: sampler(f, crops_path=f.path("columns.csv")),
+        WindowError,
+        r"columns.csv: missing required columns \['row_off', 'col_off'\] \(found \['row', 'col'\]\). Name the columns with row_off_key / col_off_key",
+    ),
+    (
+        "CSV keys wrong",
+        lambda f: sampler(f, crops_path=f.path("y_x.csv"), row_off_key="y"),
+        WindowError,
+        r"missing required columns \['col_off'\]",
+    ),
+    (
+        "windows entirely outside",
+        lambda f: sampler(f, crops_path=f.path("outside.csv")),
+        WindowError,
+        r"outside.csv: 2 window\(s\) lie entirely outside the image \(512 rows x 512 cols, patch_size 64\): row 2 \(row_off=5000, col_off=5000\), row 3 \(row_off=-64, col_off=0\). Remove them or fix their offsets",
+    ),
+    (
+        "empty table",
+        lambda f: sampler(f, crops_path=f.path("empty.csv")),
+        WindowError,
+        r"empty.csv: no valid windows .*Check that the windows/features overlap the image",
+    ),
+    # --- vector windows
+    (
+        "empty vector layer",
+        lambda f: sampler(f, crops_path=f.path("empty.gpkg")),
+        WindowError,
+        r"empty.gpkg: no valid windows \(kept 0",
+    ),
+    (
+        "unknown layer",
+        lambda f: sampler(f, crops_path=f.path("layers.gpkg"), crops_layer="b"),
+        WindowError,
+        r"layers.gpkg: no layer 'b' \(crops_layer\); the layers are \['a'\]",
+    ),
+    (
+        "vector without CRS",
+        lambda f: sampler(f, crops_path=f.path("nocrs.shp")),
+        WindowError,
+        r"nocrs.shp has no CRS; .*Write a .prj",
+    ),
+    # --- augmentation lists from shared configs
+    (
+        "_target_ os.system",
+        lambda f: build_augmentation([{"_target_": "os.system", "command": "echo pwned"}]),
+        ConfigError,
+        r"augmentation_list entry 0 \(os.system\): _target_ 'os.system' is not allowed; crossgeo only instantiates names inside albumentations. Add the module to allowed_targets",
+    ),
+    (
+        "_target_ builtins.eval",
+        lambda f: build_augmentation(
+            [{"_target_": "albumentations.OneOf", "transforms": [{"_target_": "builtins.eval", "source": "1"}]}]
+        ),
+        ConfigError,
+        r"_target_ 'builtins.eval' is not allowed",
+    ),
+    (
+        "_target_ typo",
+        lambda f: build_augmentation([{"_target_": "albumentations.HorizontalFlipp"}]),
+        ConfigError,
+        r"entry 0 .*'albumentations.HorizontalFlipp' cannot be imported; check the spelling",
+    ),
+    (
+        "transform argument typo",
+        lambda f: build_augmentation([{"_target_": "albumentations.HorizontalFlip", "prob": 0.5}]),
+        ConfigError,
+        r"entry 0 \(albumentations.HorizontalFlip\).*prob.*check the argument names",
+    ),
+]
+
+
+@pytest.mark.parametrize(("build", "error", "message"), [c[1:] for c in CASES], ids=[c[0] for c in CASES])
+def test_bad_input(files: Files, build: Callable[[Files], Any], error: type[Exception], message: str) -> None:
+    with pytest.raises(error, match=message):
+        build(files)
+
+
+def test_the_catalogue_is_large() -> None:
+    assert len(CASES) >= 40
+
+
+def test_low_coverage_is_a_warning_with_the_percentage(files: Files) -> None:
+    with pytest.warns(
+        UserWarning, match=r"The mask .*part.tif covers only 3\d\.\d% of the image .*uncovered pixels get class 0"
+    ):
+        sampler(files, mask_path=files.part_mask)
+
+
+def test_duplicate_windows_are_allowed_and_logged(files: Files, caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.INFO, logger="crossgeo"):
+        assert len(sampler(files, crops_path=files.path("dupes.csv"))) == 3
+    assert "duplicates 1" in caplog.text
+
+
+def test_corrupt_mbtiles_tile_fails_the_read_naming_file_and_window(files: Files) -> None:
+    broken = sampler(files, image_path=files.mbtiles, selected_bands=[1, 2, 3])
+    with pytest.raises(
+        ReadError,
+        match=r"Reading the image .*image.mbtiles failed for the window row_off=0, col_off=0 \(patch_size 64\): .*(libpng|tile)",
+    ):
+        broken[0]
