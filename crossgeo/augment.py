@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from crossgeo.config import to_plain
 from crossgeo.errors import ConfigError
 
 log = logging.getLogger("crossgeo")
@@ -34,17 +35,6 @@ DEFAULT_ALLOWED_TARGETS = ("albumentations",)
 #: Transforms that only convert layout/type: crossgeo's adapters already return CHW
 #: float32 tensors, so these are dropped (and need no torch in a TensorFlow env).
 _TENSOR_CONVERTERS = {"ToTensorV2", "ToTensor"}
-
-
-def _plain(value: Any) -> Any:
-    """OmegaConf containers -> plain dicts/lists; anything else unchanged."""
-    try:
-        from omegaconf import DictConfig, ListConfig, OmegaConf
-    except ImportError:
-        return value
-    if isinstance(value, (DictConfig, ListConfig)):
-        return OmegaConf.to_container(value, resolve=True)
-    return value
 
 
 def _target_allowed(target: str, allowed: Sequence[str]) -> bool:
@@ -81,7 +71,7 @@ def _is_converter(target: Any) -> bool:
 
 def _instantiate(node: Any, allowed: Sequence[str], where: str) -> Any:
     """Hydra-style recursive instantiation of ``_target_`` dicts."""
-    node = _plain(node)
+    node = to_plain(node)
     if isinstance(node, Mapping):
         if "_target_" not in node:
             return {k: _instantiate(v, allowed, f"{where}.{k}") for k, v in node.items()}
@@ -112,7 +102,7 @@ def build_augmentation(augmentation_list: Any, *, allowed_targets: Iterable[str]
     objects. Tensor converters (``ToTensorV2``) are dropped: the adapters always return
     float32 CHW. A bad entry raises :class:`ConfigError` naming its position and target.
     """
-    augmentation_list = _plain(augmentation_list)
+    augmentation_list = to_plain(augmentation_list)
     if augmentation_list is None:
         return None
     import albumentations as A
@@ -127,7 +117,7 @@ def build_augmentation(augmentation_list: Any, *, allowed_targets: Iterable[str]
     transforms = []
     for pos, entry in enumerate(augmentation_list):
         where = f"entry {pos}"
-        entry = _plain(entry)
+        entry = to_plain(entry)
         if isinstance(entry, Mapping):
             if "_target_" not in entry:
                 raise ConfigError(f"augmentation_list {where} has no _target_: {entry!r}.")

@@ -24,15 +24,20 @@ HYDRA_KEYS = ("_target_", "_recursive_", "_convert_", "_partial_", "_args_")
 SAMPLER_KEYS = tuple(inspect.signature(PatchSampler.__init__).parameters)[1:]
 
 
+def to_plain(value: Any) -> Any:
+    """OmegaConf containers (what Hydra passes) -> plain dicts/lists; anything else unchanged."""
+    try:
+        from omegaconf import DictConfig, ListConfig, OmegaConf
+    except ImportError:
+        return value
+    if isinstance(value, (DictConfig, ListConfig)):
+        return OmegaConf.to_container(value, resolve=True)
+    return value
+
+
 def plain_mapping(config: Any) -> dict[str, Any]:
     """A plain dict from a dict or an OmegaConf ``DictConfig``."""
-    try:
-        from omegaconf import DictConfig, OmegaConf
-
-        if isinstance(config, DictConfig):
-            config = OmegaConf.to_container(config, resolve=True)
-    except ImportError:
-        pass
+    config = to_plain(config)
     if not isinstance(config, Mapping):
         raise OptionError(f"A configuration must be a mapping of options, got {type(config).__name__}.")
     return dict(config)

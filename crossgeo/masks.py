@@ -60,8 +60,12 @@ class ColorMapDecoder:
     def __call__(self, bands: np.ndarray, invalid: np.ndarray | None) -> np.ndarray:
         rgb = bands[:3]
         if rgb.dtype == np.uint8:
-            key = (rgb[0].astype(np.int32) << 16) | (rgb[1].astype(np.int32) << 8) | rgb[2]
-            classes = self.lut[key].astype(np.int64)
+            key = rgb[0].astype(np.uint32)
+            key <<= 8
+            key |= rgb[1]
+            key <<= 8
+            key |= rgb[2]
+            classes = self.lut.take(key).astype(np.int64)
         else:
             # Wider or float masks: values outside 0..255 match no colour.
             in_range = np.all((rgb >= 0) & (rgb <= 255) & (rgb == np.floor(rgb)), axis=0)

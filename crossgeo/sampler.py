@@ -25,8 +25,8 @@ from rasterio.warp import calculate_default_transform, transform_bounds
 
 from crossgeo import windows as winsrc
 from crossgeo.errors import ConfigError, OptionError, RasterError, ReadError
-from crossgeo.grid import Grid, pixel_offset
-from crossgeo.io import RasterReader, ReadPlan, alpha_band, missing_parts, open_raster
+from crossgeo.grid import Grid, outside_pixels, pixel_offset
+from crossgeo.io import RasterReader, ReadPlan, alpha_band, mask_interior, missing_parts, open_raster
 from crossgeo.masks import MaskDecoder, make_decoder
 
 log = logging.getLogger("crossgeo")
@@ -298,6 +298,7 @@ class PatchSampler:
                 data_bands = data_bands[:3]
             self.color_map = color_map
             offset = pixel_offset(self.grid, Grid.of(mask))
+            interior = mask_interior(mask, self.grid) if offset is None else None
             coverage = _mask_coverage(mask, self.grid, self.image_path, self.mask_path)
             mask_nodata = mask.nodata
         self.mask_coverage = min(coverage, 1.0)
@@ -322,25 +323,19 @@ class PatchSampler:
             mask_alpha=alpha,
             mask_nodata=mask_nodata,
             mask_offset=offset,
+            mask_interior=interior,
         )
+        source: dict[str, Any] = {
+            "grid": self.grid,
+            "patch_size": self.patch_size,
+            "crops_layer": self.crops_layer,
+            "row_off_key": self.row_off_key,
+            "col_off_key": self.col_off_key,
+        }
         self.index, from_cache = winsrc.cached_window_index(
             cache,
-            lambda: winsrc.source_fingerprint(
-                self.crops_path,
-                grid=self.grid,
-                patch_size=self.patch_size,
-                crops_layer=self.crops_layer,
-                row_off_key=self.row_off_key,
-                col_off_key=self.col_off_key,
-            ),
-            lambda: winsrc.build_window_index(
-                self.crops_path,
-                grid=self.grid,
-                patch_size=self.patch_size,
-                crops_layer=self.crops_layer,
-                row_off_key=self.row_off_key,
-                col_off_key=self.col_off_key,
-            ),
+            lambda: winsrc.source_fingerprint(self.crops_path, **source),
+            lambda: winsrc.build_window_index(self.crops_path, **source),
         )
         log.info(
             "crossgeo: windows from %s%s: %s",
@@ -410,8 +405,16 @@ class PatchSampler:
         return Patch(image=image, mask=mask, row_off=row_off, col_off=col_off, index=index, mask_valid=valid)
 
     def read_mask(self, row_off: int, col_off: int) -> tuple[np.ndarray, np.ndarray]:
-        """Only the mask of a window: (classes (H, W) int64, valid (H, W) bool), no image read."""
+        """Only the mask of a window: (classes (H, W) int64, valid (H, W) bool), no image read.
+
+        Pixels outside the reference grid get the fill value even where the mask has data
+        there: there is no image under them to learn from.
+        """
         bands, invalid = self._reader().read_mask(row_off, col_off)
+        grid = self.grid
+        outside = outside_pixels(row_off, col_off, self.patch_size, grid.height, grid.width)
+        if outside is not None:
+            invalid = outside if invalid is None else invalid | outside
         classes = self.decoder(bands, invalid)
         valid = np.ones(classes.shape, dtype=bool) if invalid is None else ~invalid
         return classes, valid

@@ -36,7 +36,7 @@ except ImportError as _error:  # pragma: no cover - exercised in a subprocess te
 import numpy as np
 
 from crossgeo.augment import build_augmentation, epoch_order, to_model_inputs
-from crossgeo.config import SAMPLER_KEYS, check_keys
+from crossgeo.config import SAMPLER_KEYS, check_keys, to_plain
 from crossgeo.errors import OptionError
 from crossgeo.sampler import PatchSampler
 
@@ -55,17 +55,6 @@ log = logging.getLogger("crossgeo")
 DATA_LOADER_KEYS = tuple(k for k in inspect.signature(DataLoader.__init__).parameters if k not in ("self", "dataset"))
 #: DataLoader options that only exist with worker processes.
 _WORKER_ONLY_KEYS = ("prefetch_factor", "persistent_workers", "timeout", "multiprocessing_context")
-
-
-def _plain(value: Any) -> Any:
-    """OmegaConf containers (Hydra with ``_recursive_=False`` passes them) -> plain dicts/lists."""
-    try:
-        from omegaconf import DictConfig, ListConfig, OmegaConf
-    except ImportError:
-        return value
-    if isinstance(value, (DictConfig, ListConfig)):
-        return OmegaConf.to_container(value, resolve=True)
-    return value
 
 
 def _check_seed(seed: Any) -> int | None:
@@ -107,7 +96,7 @@ class PatchDataset(Dataset[dict[str, Any]]):
             raise OptionError(f"return_metadata must be true or false, got {return_metadata!r}.")
         self.sampler = sampler
         self.allowed_targets = tuple(allowed_targets)
-        self.augmentation = build_augmentation(_plain(augmentation_list), allowed_targets=self.allowed_targets)
+        self.augmentation = build_augmentation(augmentation_list, allowed_targets=self.allowed_targets)
         self.return_metadata = return_metadata
         self.seed = _check_seed(seed)
         # Shared memory: DataLoader workers (persistent or not, fork or spawn) see set_epoch.
@@ -208,23 +197,23 @@ class MBTilesCropsGeoTifMaskDataset(PatchDataset):
             **options,
         }
         sampler = PatchSampler(
-            _plain(image_mbtiles_path),
-            _plain(mask_path),
-            _plain(crops_path),
-            _plain(patch_size),
-            **{k: _plain(v) for k, v in sampler_options.items()},
+            to_plain(image_mbtiles_path),
+            to_plain(mask_path),
+            to_plain(crops_path),
+            to_plain(patch_size),
+            **{k: to_plain(v) for k, v in sampler_options.items()},
         )
         super().__init__(
             sampler,
             augmentation_list=augmentation_list,
             return_metadata=return_metadata,
             seed=seed,
-            allowed_targets=_plain(allowed_targets),
+            allowed_targets=to_plain(allowed_targets),
         )
 
 
 def _check_data_loader(data_loader: Any) -> dict[str, Any]:
-    data_loader = _plain(data_loader)
+    data_loader = to_plain(data_loader)
     if data_loader is None:
         return {}
     if not isinstance(data_loader, Mapping):

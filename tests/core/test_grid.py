@@ -101,3 +101,71 @@ def test_patches_are_always_full_size_and_read_the_right_pixels(
     assert (got_rows[inside] == rows[inside]).all() and (got_cols[inside] == cols[inside]).all()
     assert (patch.image[:, ~inside] == 0).all() and (patch.mask[~inside] == 0).all()
     assert (patch.mask[inside] == rows[inside] % 3 + 1).all()
+
+
+MASK_CRSS = [
+    "EPSG:4326",
+    "EPSG:3857",
+    "EPSG:32632",
+    "+proj=lcc +lat_1=44 +lat_2=47 +lat_0=45 +lon_0=11 +x_0=0 +y_0=0 +ellps=GRS80 +units=m +no_defs",
+]
+
+
+@settings(max_examples=15, deadline=None)
+@given(
+    size=st.integers(24, 96),
+    patch=st.integers(4, 48),
+    zoom=st.integers(10, 14),
+    mask_crs=st.sampled_from(MASK_CRSS),
+    mask_res_factor=st.floats(0.3, 3.0),
+    margin=st.floats(-0.3, 0.3),
+    n_classes=st.integers(2, 5),
+    offsets=st.lists(st.tuples(st.integers(-40, 100), st.integers(-40, 100)), min_size=1, max_size=4),
+)
+def test_random_grids_and_crss_give_full_patches_of_declared_classes(
+    tmp_path_factory: pytest.TempPathFactory,
+    size: int,
+    patch: int,
+    zoom: int,
+    mask_crs: str,
+    mask_res_factor: float,
+    margin: float,
+    n_classes: int,
+    offsets: list[tuple[int, int]],
+) -> None:
+    import rasterio
+    from rasterio.warp import transform_bounds
+
+    windows = [(r, c) for r, c in offsets if not G.outside(np.array([r]), np.array([c]), patch, size, size)[0]]
+    if not windows:
+        return
+    folder = tmp_path_factory.mktemp("prop")
+    tile = 2 ** (zoom - 2)  # a tile near lon 0..90, lat 0..67
+    transform = T.web_mercator_transform(zoom, 2 * tile + 3, tile + 5)
+    image = T.write_raster(folder / "i.tif", T.coordinate_bands(size, size), crs="EPSG:3857", transform=transform)
+    with rasterio.open(image) as src:
+        bounds = transform_bounds(src.crs, mask_crs, *src.bounds)
+        resolution = abs(src.transform.a) * mask_res_factor
+    if rasterio.crs.CRS.from_user_input(mask_crs).is_geographic:
+        resolution = (bounds[2] - bounds[0]) / size * mask_res_factor
+    width, height = bounds[2] - bounds[0], bounds[3] - bounds[1]
+    mask_bounds = (bounds[0] - margin * width, bounds[1] - margin * height, bounds[2] + margin * width, bounds[3])
+    cell = (bounds[2] - bounds[0]) / 7 if rasterio.crs.CRS.from_user_input(mask_crs).is_geographic else 0.02
+    mask = T.write_lonlat_mask(folder / "m.tif", mask_bounds, resolution, cell=cell, n_classes=n_classes, crs=mask_crs)
+    table = T.write_windows_table(folder / "w.csv", [r for r, _ in windows], [c for _, c in windows])
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # low coverage is expected for negative margins
+        sampler = PatchSampler(image, mask, table, patch, image_dtype="uint16", n_classes=n_classes, mask_fill_value=255)
+    declared = {0, 1} if n_classes == 2 else set(range(n_classes))
+    for i, (row_off, col_off) in enumerate(windows):
+        p = sampler[i]
+        assert p.image.shape == (3, patch, patch) and p.mask.shape == (patch, patch)
+        assert set(np.unique(p.mask)) <= declared | {255}
+        assert ((p.mask == 255) == ~p.mask_valid).all()
+        rows, cols = np.mgrid[row_off : row_off + patch, col_off : col_off + patch]
+        inside = (rows >= 0) & (rows < size) & (cols >= 0) & (cols < size)
+        got_rows, got_cols = T.decode_coordinates(p.image)
+        assert (got_rows[inside] == rows[inside]).all() and (got_cols[inside] == cols[inside]).all()
+        assert not p.mask_valid[~inside].any()

@@ -623,3 +623,23 @@ def test_on_read_error_skip_substitutes_the_next_window_and_counts(
         assert patches[i].index == i
     with pytest.raises(ConfigError, match="on_read_error 'ignore' is not one of 'raise', 'skip'"):
         PatchSampler(mbtiles, scene.lonlat_mask(), windows, 256, on_read_error="ignore")
+
+
+def test_interior_windows_warp_without_alpha_and_match_the_alpha_path(scene: Scene) -> None:
+    """Windows well inside the mask skip the alpha band; nodata still becomes the fill value."""
+    left, bottom, right, top = scene.lonlat_bounds
+    bounds = (left - 0.02, bottom - 0.02, right + 0.02, top + 0.02)
+    path = T.write_lonlat_mask(scene.path("nd.tif"), bounds, 0.0002, cell=0.01, n_classes=4, nodata=3)
+    rows, cols = random_windows(25, -SIZE // 2, scene.size - SIZE // 2, seed=9)
+    sampler = PatchSampler(scene.image, path, scene.windows(rows, cols), SIZE, n_classes=4, mask_fill_value=9)
+    fast = [sampler[i] for i in range(len(sampler))]
+    reader = next(iter(sampler._readers.values()))
+    assert reader.mask_interior is not None
+    assert all(reader.mask_interior.covers(int(r), int(c)) for r, c in zip(rows, cols))
+    reader.mask_interior = None  # force the alpha-band warp
+    for i, patch in enumerate(fast):
+        slow = sampler[i]
+        np.testing.assert_array_equal(patch.mask, slow.mask)
+        np.testing.assert_array_equal(patch.mask_valid, slow.mask_valid)
+    masks = np.concatenate([p.mask.ravel() for p in fast])
+    assert 3 not in masks and 9 in masks  # class 3 is the mask's nodata: filled, never a class

@@ -284,3 +284,35 @@ def test_damaged_cache_is_rebuilt(scene: Scene, caplog: pytest.LogCaptureFixture
         )
     assert sampler.row_off.tolist() == [2] and "unreadable" in caplog.text
     assert W.read_cache(cache) is not None
+
+
+def _build_with_cache(args: tuple[str, str, str, str]) -> list[int]:
+    image, mask, windows, cache = args
+    sampler = PatchSampler(image, mask, windows, SIZE, window_index_cache=cache, n_classes=4)
+    return sampler.row_off.tolist()
+
+
+def test_two_processes_building_one_cache_at_once(scene: Scene) -> None:
+    """Both get the right index; a reader never sees a half-written cache file."""
+    import multiprocessing
+
+    rng = np.random.default_rng(3)
+    rows = rng.integers(0, scene.size - SIZE, 200_000)
+    cols = rng.integers(0, scene.size - SIZE, 200_000)
+    windows = scene.windows(rows, cols, "many.parquet")
+    cache = scene.path("shared-cache.csv")
+    args = (str(scene.image), str(scene.lonlat_mask()), str(windows), str(cache))
+    context = multiprocessing.get_context("spawn")
+    with context.Pool(2) as pool:
+        pending = pool.map_async(_build_with_cache, [args, args])
+        seen_complete = 0
+        while not pending.ready():
+            if cache.exists():
+                cached = W.read_cache(cache)  # a partial file would fail to parse or have the wrong length
+                assert cached is not None and len(cached[0]) == rows.size
+                seen_complete += 1
+        results = pending.get(timeout=120)
+    assert results[0] == results[1] == rows.tolist()
+    assert [p.name for p in scene.folder.iterdir() if p.name.startswith(".shared-cache")] == []
+    cached = W.read_cache(cache)
+    assert cached is not None and cached[0].row_off.tolist() == rows.tolist()

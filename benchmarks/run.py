@@ -1,0 +1,359 @@
+"""The benchmark driver: ``python -m benchmarks`` (see ``--help``).
+
+Generates (once) or reuses the cached scenes, measures every case, prints a table of
+patches/s and the target ratios of issue #6, and writes them as JSON with ``--json``.
+Each ratio is measured in this one run, on the same windows and files, with GDAL's
+block cache limited (``--gdal-cachemax``, MiB) for crossgeo and the baselines alike so
+reads decompress as they would on a scene far larger than the cache.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parent.parent
+DEFAULT_CACHE = Path(os.environ.get("CROSSGEO_BENCH_CACHE", Path.home() / ".cache" / "crossgeo-bench"))
+
+#: (key, description, operator, target). Ratios are crossgeo over the baseline unless noted.
+TARGETS: list[tuple[str, str, str, float]] = [
+    ("core_aligned_vs_raw", "core, aligned grids / raw bound", ">=", 0.90),
+    ("core_warped_vs_raw", "core, mask in EPSG:4326 / raw warped bound", ">=", 0.85),
+    ("core_vs_open_per_item", "core / open-per-item (warped, GeoTIFF)", ">=", 2.0),
+    ("core_vs_open_per_item_mbtiles", "core / open-per-item (warped, MBTiles; report)", "report", 0.0),
+    ("torch_vs_torchgeo", "torch DataLoader 2 workers, crossgeo / TorchGeo", ">=", 2.0),
+    ("torch_2_vs_0_workers", "torch DataLoader 2 workers / 0 workers", ">=", 1.7),
+    ("tf_autotune_vs_generator", "tf.data AUTOTUNE / from_generator", ">=", 1.6),
+    ("colour_decode_vs_read", "colour-map decode / read time per patch", "<=", 0.10),
+    ("index_build_s", "1,000,000-row Parquet index: build seconds", "<", 3.0),
+    ("index_rss_mb", "1,000,000-row Parquet index: resident MB", "<", 40.0),
+    ("worker_rss_ratio", "worker RSS after 10 epochs / after 1", "<=", 1.05),
+]
+
+
+def _log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks", description="crossgeo benchmark suite (issue #6): patches/s and target ratios."
+    )
+    parser.add_argument("--smoke", action="store_true", help="tiny scene, few windows, targets not enforced (< 30 s)")
+    parser.add_argument(
+        "--cache", type=Path, default=DEFAULT_CACHE, help=f"scene cache folder (default {DEFAULT_CACHE})"
+    )
+    parser.add_argument("--json", type=Path, help="write the results as JSON to this file")
+    parser.add_argument("--windows", type=int, default=2000, help="random windows measured (default 2000)")
+    parser.add_argument("--size", type=int, default=8192, help="scene width = height in pixels (default 8192)")
+    parser.add_argument("--patch-size", type=int, default=256)
+    parser.add_argument("--repeat", type=int, default=2, help="interleaved rounds per I/O case; the best counts")
+    parser.add_argument("--gdal-cachemax", type=int, default=8, help="GDAL block cache in MiB (default 8)")
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--rss-epochs", type=int, default=10)
+    parser.add_argument("--rss-windows", type=int, default=500, help="windows per epoch of the worker-RSS run")
+    parser.add_argument("--index-rows", type=int, default=1_000_000)
+    parser.add_argument(
+        "--skip",
+        default="",
+        help="comma-separated sections to skip: io, colour, index, torch, tf, torchgeo",
+    )
+    parser.add_argument(
+        "--torchgeo-python",
+        default=os.environ.get("CROSSGEO_BENCH_TORCHGEO_PYTHON"),
+        help="python of a separate env with torchgeo (and crossgeo) installed; default: this one if it has torchgeo",
+    )
+    parser.add_argument("--strict", action="store_true", help="exit 1 when a target is missed")
+    args = parser.parse_args(argv)
+    if args.smoke:
+        args.size, args.windows, args.repeat = 512, min(args.windows, 16), 1
+        args.index_rows, args.rss_epochs, args.rss_windows = 10_000, 2, 16
+    return args
+
+
+def _subprocess_json(command: list[str], timeout: float, env: dict[str, str] | None = None) -> dict[str, Any]:
+    environment = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
+    environment.update(env or {})
+    done = subprocess.run(command, capture_output=True, text=True, timeout=timeout, cwd=REPO, env=environment)
+    if done.returncode != 0:
+        tail = "\n".join((done.stderr or done.stdout).strip().splitlines()[-15:])
+        raise RuntimeError(f"{' '.join(command[:4])} ... exited {done.returncode}:\n{tail}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def _framework_args(args: argparse.Namespace, scene: Any) -> list[str]:
+    return [
+        "--scene",
+        str(scene.folder),
+        "--size",
+        str(scene.size),
+        "--patch-size",
+        str(scene.patch_size),
+        "--windows",
+        str(scene.n_windows),
+        "--cachemax",
+        str(args.gdal_cachemax),
+        "--batch-size",
+        str(args.batch_size),
+    ]
+
+
+def _has(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    from benchmarks.gdal import limit_block_cache
+    from benchmarks.scenes import ensure_scene
+
+    skip = {s.strip() for s in args.skip.split(",") if s.strip()}
+    started = time.perf_counter()
+    scene = ensure_scene(args.cache, args.size, args.windows, args.patch_size, log=_log)
+    cache_bytes = limit_block_cache(args.gdal_cachemax)
+
+    import pyarrow.parquet as pq
+
+    from crossgeo.io import ensure_gdal_env
+
+    # The whole run (baselines too) uses crossgeo's GDAL settings, so only the code differs.
+    ensure_gdal_env()
+    table = pq.read_table(scene.windows)
+    rows = table.column("row_off").to_numpy()
+    cols = table.column("col_off").to_numpy()
+    results: dict[str, Any] = {
+        "mode": "smoke" if args.smoke else "full",
+        "scene": scene.describe(),
+        "gdal_cachemax_bytes": cache_bytes,
+        "repeat": args.repeat,
+        "machine": {"python": platform.python_version(), "cpus": os.cpu_count(), "platform": platform.platform()},
+        "throughput": {},
+        "skipped": {},
+    }
+    throughput: dict[str, Any] = results["throughput"]
+    skipped: dict[str, str] = results["skipped"]
+
+    if "io" not in skip:
+        from benchmarks import io_bench
+
+        _log(f"I/O cases: {len(rows)} windows, best of {args.repeat} interleaved rounds")
+        throughput.update(io_bench.run_cases(scene, rows, cols, args.repeat, _log))
+    else:
+        skipped["io"] = "--skip"
+
+    if "colour" not in skip:
+        from benchmarks import io_bench
+
+        results["colour"] = io_bench.colour_decode(scene, rows, cols, args.repeat)
+    else:
+        skipped["colour"] = "--skip"
+
+    if "index" not in skip:
+        _log(f"Window index: {args.index_rows:,} rows in a fresh process")
+        index_path = scene.folder / f"index-{args.index_rows}.parquet"
+        if not index_path.exists():
+            from benchmarks.scenes import write_windows
+
+            write_windows(index_path, args.index_rows, scene.size, scene.patch_size, seed=7)
+        results["index"] = _subprocess_json([sys.executable, "-m", "benchmarks.index_probe", str(index_path)], 300)
+    else:
+        skipped["index"] = "--skip"
+
+    fw = _framework_args(args, scene)
+    for name, module in (("torch", "torch"), ("tf", "tensorflow")):
+        if name in skip:
+            skipped[name] = "--skip"
+        elif not _has(module):
+            skipped[name] = f"{module} is not installed"
+        else:
+            _log(f"{name}: subprocess")
+            extra = ["--rss-epochs", str(args.rss_epochs), "--rss-windows", str(args.rss_windows)]
+            command = [sys.executable, "-m", "benchmarks.frameworks", name, *fw, *(extra if name == "torch" else [])]
+            try:
+                results[name] = _subprocess_json(command, 3600)
+            except (RuntimeError, subprocess.TimeoutExpired) as error:
+                skipped[name] = f"failed: {error}"
+
+    if "torchgeo" in skip:
+        skipped["torchgeo"] = "--skip"
+    else:
+        python = args.torchgeo_python or (sys.executable if _has("torchgeo") else None)
+        if python is None:
+            skipped["torchgeo"] = "torchgeo is not installed (pass --torchgeo-python of an env that has it)"
+        else:
+            _log(f"torchgeo: subprocess ({python})")
+            try:
+                results["torchgeo"] = _subprocess_json([python, "-m", "benchmarks.torchgeo_bench", *fw], 3600)
+            except (RuntimeError, subprocess.TimeoutExpired) as error:
+                skipped["torchgeo"] = f"failed: {error}"
+
+    results["ratios"] = ratios(results)
+    results["seconds"] = time.perf_counter() - started
+    return results
+
+
+def _pps(results: dict[str, Any], *path: str) -> float | None:
+    node: Any = results
+    for key in path:
+        if not isinstance(node, dict) or key not in node:
+            return None
+        node = node[key]
+    return float(node) if node is not None else None
+
+
+def ratios(results: dict[str, Any]) -> dict[str, Any]:
+    t = results.get("throughput", {})
+
+    def pps(name: str) -> float | None:
+        return t[name]["patches_per_s"] if name in t else None
+
+    def div(a: float | None, b: float | None) -> float | None:
+        return a / b if a is not None and b else None
+
+    raw_warped = max(filter(None, [pps("raw_warped_full_vrt"), pps("raw_warped_window_vrt")]), default=None)
+    values: dict[str, float | None] = {
+        "core_aligned_vs_raw": div(pps("core_aligned"), pps("raw_aligned")),
+        "core_warped_vs_raw": div(pps("core_warped"), raw_warped),
+        "core_vs_open_per_item": div(pps("core_warped"), pps("open_per_item")),
+        "core_vs_open_per_item_mbtiles": div(pps("core_warped_mbtiles"), pps("open_per_item_mbtiles")),
+        "torch_vs_torchgeo": div(
+            _pps(results, "torchgeo", "crossgeo_workers_2", "patches_per_s"),
+            _pps(results, "torchgeo", "torchgeo_workers_2", "patches_per_s"),
+        ),
+        "torch_2_vs_0_workers": div(
+            _pps(results, "torch", "workers_2", "patches_per_s"), _pps(results, "torch", "workers_0", "patches_per_s")
+        ),
+        "tf_autotune_vs_generator": div(
+            _pps(results, "tf", "autotune", "patches_per_s"), _pps(results, "tf", "from_generator", "patches_per_s")
+        ),
+        "colour_decode_vs_read": _pps(results, "colour", "ratio"),
+        "index_build_s": _pps(results, "index", "build_s"),
+        "index_rss_mb": _pps(results, "index", "rss_delta_mb"),
+        "worker_rss_ratio": _pps(results, "torch", "worker_rss", "ratio"),
+    }
+    enforce = results.get("mode") == "full"
+    out: dict[str, Any] = {}
+    for key, label, op, target in TARGETS:
+        value = values[key]
+        if value is None:
+            status = "skipped"
+        elif op == "report":
+            status = "reported"
+        elif not enforce:
+            status = "not enforced (smoke)"
+        else:
+            ok = {">=": value >= target, "<=": value <= target, "<": value < target}[op]
+            status = "met" if ok else "MISSED"
+        out[key] = {"label": label, "value": value, "op": op, "target": target, "status": status}
+    return out
+
+
+IO_ROWS = [
+    ("raw_aligned", "raw bound, aligned mask (DEFLATE GeoTIFF)"),
+    ("core_aligned", "crossgeo core, aligned mask (DEFLATE GeoTIFF)"),
+    ("raw_aligned_jpeg", "raw bound, aligned mask (JPEG GeoTIFF)"),
+    ("core_aligned_jpeg", "crossgeo core, aligned mask (JPEG GeoTIFF)"),
+    ("raw_warped_full_vrt", "raw bound, 4326 mask, one VRT over the grid"),
+    ("raw_warped_window_vrt", "raw bound, 4326 mask, small VRT per window"),
+    ("core_warped", "crossgeo core, 4326 mask (DEFLATE GeoTIFF)"),
+    ("open_per_item", "open-per-item, 4326 mask (DEFLATE GeoTIFF)"),
+    ("raw_warped_full_vrt_mbtiles", "raw bound, 4326 mask, one VRT (MBTiles)"),
+    ("raw_warped_window_vrt_mbtiles", "raw bound, 4326 mask, VRT per window (MBTiles)"),
+    ("core_warped_mbtiles", "crossgeo core, 4326 mask (MBTiles)"),
+    ("open_per_item_mbtiles", "open-per-item, 4326 mask (MBTiles)"),
+]
+
+
+def _fmt(value: float | None, digits: int = 1) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def format_table(results: dict[str, Any]) -> str:
+    lines: list[str] = []
+    scene = results["scene"]
+    lines.append(
+        f"crossgeo benchmarks ({results['mode']}): {scene['size']}x{scene['size']} scene, {scene['windows']} windows "
+        f"of {scene['patch_size']}, GDAL_CACHEMAX {results['gdal_cachemax_bytes'] >> 20} MiB, "
+        f"best of {results['repeat']}, {results['machine']['cpus']} CPUs"
+    )
+    width = 58
+    lines.append("")
+    lines.append(f"{'throughput (single process unless noted)':{width}s} {'patches/s':>10s}")
+    lines.append("-" * (width + 11))
+    t = results.get("throughput", {})
+    for key, label in IO_ROWS:
+        if key in t:
+            lines.append(f"{label:{width}s} {t[key]['patches_per_s']:10.1f}")
+    framework_rows = [
+        ("torch", "workers_0", "torch DataLoader, 0 workers (4326 mask)"),
+        ("torch", "workers_2", "torch DataLoader, 2 workers (4326 mask)"),
+        ("tf", "from_generator", "tf.data from_generator (4326 mask)"),
+        ("tf", "autotune", "tf.data make_dataset AUTOTUNE (4326 mask)"),
+        ("torchgeo", "crossgeo_workers_0", "[torchgeo env] crossgeo DataLoader, 0 workers"),
+        ("torchgeo", "crossgeo_workers_2", "[torchgeo env] crossgeo DataLoader, 2 workers"),
+        ("torchgeo", "torchgeo_workers_0", "[torchgeo env] TorchGeo IntersectionDataset, 0 workers"),
+        ("torchgeo", "torchgeo_workers_2", "[torchgeo env] TorchGeo IntersectionDataset, 2 workers"),
+    ]
+    for section, key, label in framework_rows:
+        value = _pps(results, section, key, "patches_per_s")
+        if value is not None:
+            lines.append(f"{label:{width}s} {value:10.1f}")
+    if "colour" in results:
+        c = results["colour"]
+        lines.append(
+            f"{'colour mask: read ms / decode ms per patch':{width}s} "
+            f"{_fmt(c['read_ms_per_patch'], 3):>5s} / {_fmt(c['decode_ms_per_patch'], 3)}"
+        )
+    if "index" in results:
+        i = results["index"]
+        lines.append(
+            f"{'window index ' + format(i['rows'], ',') + ' rows: s / RSS MB / peak MB':{width}s} "
+            f"{i['build_s']:.3f} / {i['rss_delta_mb']:.1f} / {i['peak_delta_mb']:.1f}"
+        )
+    if "torch" in results and "worker_rss" in results["torch"]:
+        w = results["torch"]["worker_rss"]
+        lines.append(
+            f"{'worker RSS MB (2 workers) after epoch 1 / ' + str(w['epochs']):{width}s} "
+            f"{w['after_first_mb']:.1f} / {w['after_last_mb']:.1f}"
+        )
+    lines.append("")
+    lines.append(f"{'ratio':{width}s} {'value':>10s} {'target':>8s}  status")
+    lines.append("-" * (width + 30))
+    for item in results["ratios"].values():
+        target = "" if item["op"] == "report" else f"{item['op']} {item['target']:g}"
+        lines.append(f"{item['label']:{width}s} {_fmt(item['value'], 3):>10s} {target:>8s}  {item['status']}")
+    if results["skipped"]:
+        lines.append("")
+        for name, why in results["skipped"].items():
+            lines.append(f"skipped {name}: {why.splitlines()[0]}")
+    lines.append(f"\n({results['seconds']:.0f} s)")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    results = run(args)
+    print(format_table(results), flush=True)
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(results, indent=2, default=_json_default))
+    missed = [k for k, v in results["ratios"].items() if v["status"] == "MISSED"]
+    return 1 if args.strict and missed else 0
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    raise TypeError(type(value).__name__)
