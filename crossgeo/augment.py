@@ -1,13 +1,13 @@
 """Augmentation pipelines and the one function that turns a Patch into model inputs.
 
-:func:`build_augmentation` makes an ``albumentations.Compose`` from what users write in
+`build_augmentation` makes an ``albumentations.Compose`` from what users write in
 their configs: ``_target_`` dicts (instantiated recursively, the way Hydra does, so
 ``OneOf(transforms=[...])`` works; OmegaConf containers too), transform objects, or a
 ready ``Compose``. ``_target_`` names resolve only inside ``albumentations`` and the
 modules/names passed as ``allowed_targets`` - a shared YAML file cannot run
 ``os.system``.
 
-:func:`to_model_inputs` is called by every adapter (torch, tf.data, Keras), so they give
+`to_model_inputs` is called by every adapter (torch, tf.data, Keras), so they give
 identical numbers for the same window and seed. With a seed, the augmentation of sample
 ``i`` in epoch ``e`` depends only on ``(seed, e, i)``, not on the worker or thread.
 """
@@ -30,11 +30,11 @@ from crossgeo.errors import ConfigError
 
 log = logging.getLogger("crossgeo")
 
-#: Module prefixes whose names ``_target_`` may always resolve to.
 DEFAULT_ALLOWED_TARGETS = ("albumentations",)
-#: Transforms that only convert layout/type: crossgeo's adapters already return CHW
-#: float32 tensors, so these are dropped (and need no torch in a TensorFlow env).
+"""Module prefixes whose names ``_target_`` may always resolve to."""
 _TENSOR_CONVERTERS = {"ToTensorV2", "ToTensor"}
+"""Transforms that only convert layout/type: crossgeo's adapters already return CHW float32
+tensors, so these are dropped (and need no torch in a TensorFlow env)."""
 
 
 def _target_allowed(target: str, allowed: Sequence[str]) -> bool:
@@ -100,7 +100,7 @@ def build_augmentation(augmentation_list: Any, *, allowed_targets: Iterable[str]
 
     Accepts None/``[]``, a ready ``Compose``, or a list of ``_target_`` dicts and transform
     objects. Tensor converters (``ToTensorV2``) are dropped: the adapters always return
-    float32 CHW. A bad entry raises :class:`ConfigError` naming its position and target.
+    float32 CHW. A bad entry raises `ConfigError` naming its position and target.
     """
     augmentation_list = to_plain(augmentation_list)
     if augmentation_list is None:
@@ -156,7 +156,7 @@ class PerThreadAugmentation:
 
     A seeded call is "set the pipeline's RNG, then draw from it"; threads sharing one
     pipeline (tf.data's parallel map, Keras' worker threads) would interleave those steps
-    and get wrong numbers, so :meth:`get` hands each thread its own copy.
+    and get wrong numbers, so `get` hands each thread its own copy.
     """
 
     def __init__(self, augmentation: Any | None) -> None:

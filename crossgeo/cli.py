@@ -21,6 +21,7 @@ import logging
 import math
 import os
 import sys
+import textwrap
 import time
 import warnings
 from collections.abc import Iterator, Sequence
@@ -34,9 +35,8 @@ from crossgeo.errors import CrossgeoError
 
 log = logging.getLogger("crossgeo")
 
-#: Keys holding input paths (resolved against the config's folder when not found in the cwd).
 PATH_KEYS = ("image_mbtiles_path", "image_path", "mask_path", "crops_path")
-#: Class colours for single-band masks (class 0, background, is never tinted).
+"""Keys holding input paths (resolved against the config's folder when not found in the cwd)."""
 PALETTE = (
     (0, 0, 0),
     (230, 25, 75),
@@ -56,10 +56,11 @@ PALETTE = (
     (170, 255, 195),
     (128, 128, 0),
 )
-#: Contact sheet geometry (pixels).
+"""Class colours for single-band masks (class 0, background, is never tinted)."""
 MARGIN, TITLE_HEIGHT, CAPTION_HEIGHT, LEGEND_ROW, LEGEND_ENTRY = 8, 26, 16, 20, 190
-#: Unknown mask colours covering at least this fraction of the sample are a problem.
+"""Contact sheet geometry (pixels)."""
 UNKNOWN_COLOUR_PROBLEM = 0.001
+"""Unknown mask colours covering at least this fraction of the sample are a problem."""
 
 
 class CliError(Exception):
@@ -215,7 +216,7 @@ def declared_classes(sampler: Any) -> list[int]:
 
 
 def class_colours(sampler: Any, classes: Sequence[int]) -> dict[int, tuple[int, int, int]]:
-    """Display colour per class: the colour map's own colours, else :data:`PALETTE`."""
+    """Display colour per class: the colour map's own colours, else `PALETTE`."""
     colours: dict[int, tuple[int, int, int]] = {}
     if sampler.color_map is not None:
         for r, g, b, c in sampler.color_map:
@@ -1187,6 +1188,8 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="example:\n  crossgeo validate config.yaml\n\n" + EXAMPLE_CONFIG,
     )
     validate.set_defaults(func=cmd_validate)
+    for subparser in sub.choices.values():  # the raw formatter keeps lines as written: wrap them here
+        subparser.description = textwrap.fill(subparser.description or "", 88)
     return parser
 
 

@@ -15,12 +15,12 @@ from typing import Any
 from crossgeo.errors import OptionError
 from crossgeo.sampler import PatchSampler
 
-#: The seed spec's name for the image path.
 ALIASES = {"image_mbtiles_path": "image_path"}
-#: Keys consumed by the adapters rather than the sampler.
+"""The seed spec's name for the image path."""
 ADAPTER_KEYS = ("augmentation_list", "data_loader", "return_metadata", "seed", "allowed_targets")
-#: Hydra's own keys, ignored.
+"""Keys consumed by the adapters rather than the sampler."""
 HYDRA_KEYS = ("_target_", "_recursive_", "_convert_", "_partial_", "_args_")
+"""Hydra's own keys, ignored."""
 SAMPLER_KEYS = tuple(inspect.signature(PatchSampler.__init__).parameters)[1:]
 
 
@@ -44,7 +44,7 @@ def plain_mapping(config: Any) -> dict[str, Any]:
 
 
 def check_keys(keys: Iterable[str], known: Iterable[str], where: str) -> None:
-    """Raise :class:`OptionError` for the first unknown key, suggesting the closest known one."""
+    """Raise `OptionError` for the first unknown key, suggesting the closest known one."""
     known = list(known)
     for key in keys:
         if key not in known:
@@ -68,14 +68,13 @@ def split_config(config: Any, *, where: str = "the configuration") -> tuple[dict
 
 
 def sampler_from_config(config: Any, *, where: str = "the configuration") -> tuple[PatchSampler, dict[str, Any]]:
-    """A :class:`PatchSampler` from a seed-style mapping, and the adapter options left over."""
+    """A `PatchSampler` from a seed-style mapping, and the adapter options left over."""
     sampler_kwargs, rest = split_config(config, where=where)
     return PatchSampler(**sampler_kwargs), rest
 
 
-#: ``data_loader`` keys that the tf.data and Keras adapters take over ...
 DATA_LOADER_USED = ("batch_size", "shuffle", "drop_last")
-#: ... and torch DataLoader keys that have no meaning there (accepted, ignored).
+"""``data_loader`` keys that the tf.data and Keras adapters take over ..."""
 DATA_LOADER_IGNORED = (
     "num_workers",
     "pin_memory",
@@ -89,10 +88,11 @@ DATA_LOADER_IGNORED = (
     "worker_init_fn",
     "generator",
 )
+"""... and torch DataLoader keys that have no meaning there (accepted, ignored)."""
 
 
 def resolve_source(source: Any, where: str) -> tuple[PatchSampler, dict[str, Any]]:
-    """The sampler and adapter options of a :class:`PatchSampler` or a seed-style mapping.
+    """The sampler and adapter options of a `PatchSampler` or a seed-style mapping.
 
     For a mapping, the options are those it sets among ``augmentation_list``,
     ``allowed_targets``, ``seed``, ``return_metadata`` and, from its ``data_loader``,

@@ -1,6 +1,6 @@
 """The demo scene behind ``crossgeo demo``: a small, realistic landscape with known labels.
 
-:func:`write_demo_scene` writes, into one folder, what a real project has:
+`write_demo_scene` writes, into one folder, what a real project has:
 
 * ``image.tif`` - an RGB uint8 GeoTIFF on the Web Mercator tile grid (zoom 15, 4 x 4
   tiles, 1024 x 1024 pixels of about 3.3 m on the ground);
@@ -33,23 +33,23 @@ from rasterio.warp import transform_bounds
 
 from crossgeo import testing as T
 
-#: The scene's centre (longitude, latitude) in degrees; the landscape itself is synthetic.
 CENTRE = (8.5417, 47.3769)
+"""The scene's centre (longitude, latitude) in degrees; the landscape itself is synthetic."""
 ZOOM = 15
 TILES = 4
 PATCH_SIZE = 128
 EARTH_RADIUS = 6378137.0
-#: Mask pixel size in degrees (lon, lat): finer than the image across, similar along.
 MASK_RESOLUTION = (0.00003, 0.00003)
+"""Mask pixel size in degrees (lon, lat): finer than the image across, similar along."""
 
-#: ``(class, name, mask colour)``; class 0 is left out of the colour map on purpose
-#: (black, "unknown colours are background"), as in the seed spec's examples.
 CLASSES = (
     (0, "background", (0, 0, 0)),
     (1, "water", (0, 0, 255)),
     (2, "forest", (0, 255, 0)),
     (3, "building", (255, 0, 0)),
 )
+"""``(class, name, mask colour)``; class 0 is left out of the colour map on purpose (black,
+"unknown colours are background"), as in the seed spec's examples."""
 COLOR_MAP = [[*colour, cls] for cls, _, colour in CLASSES if cls != 0]
 CLASS_NAMES = {cls: name for cls, name, _ in CLASSES}
 

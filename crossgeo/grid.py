@@ -17,9 +17,8 @@ import attrs
 import numpy as np
 from affine import Affine
 
-#: Transforms whose coefficients differ by less than this fraction of a pixel are
-#: treated as the same grid.
 GRID_TOLERANCE = 1e-6
+"""Transforms whose coefficients differ by less than this fraction of a pixel are treated as the same grid."""
 
 
 @attrs.frozen

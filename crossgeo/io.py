@@ -1,9 +1,9 @@
 """The only module that opens rasters.
 
-* GDAL is configured once per process *and thread* with :data:`GDAL_OPTIONS` through a
+* GDAL is configured once per process *and thread* with `GDAL_OPTIONS` through a
   ``rasterio.Env`` that stays entered for the life of that thread (an exited Env would
   restore GDAL's defaults).
-* :class:`RasterReader` owns the handles of one (process, thread): the image (or a
+* `RasterReader` owns the handles of one (process, thread): the image (or a
   ``WarpedVRT`` of it onto a requested target grid) and the mask source, opened once
   and reused for every window.
 * The mask reaches the image grid exactly once per window: a plain windowed read when
@@ -33,9 +33,6 @@ from rasterio.windows import Window
 from crossgeo.errors import ReadError
 from crossgeo.grid import Grid, outside_pixels, overlap
 
-#: GDAL configuration every reader thread runs under. An environment variable of the same
-#: name overrides an entry (e.g. ``GDAL_HTTP_MAX_RETRY=10``); other GDAL options (cache
-#: size, AWS_* credentials and endpoints) come from the environment as usual.
 GDAL_OPTIONS: dict[str, Any] = {
     # Do not list sibling files of every raster opened (slow on network file systems).
     "GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR",
@@ -44,6 +41,9 @@ GDAL_OPTIONS: dict[str, Any] = {
     "GDAL_HTTP_RETRY_DELAY": 0.5,
     "VSI_CACHE": True,
 }
+"""GDAL configuration every reader thread runs under. An environment variable of the same
+name overrides an entry (e.g. ``GDAL_HTTP_MAX_RETRY=10``); other GDAL options (cache
+size, AWS_* credentials and endpoints) come from the environment as usual."""
 
 _thread_envs: dict[tuple[int, int], rasterio.Env] = {}
 
@@ -95,7 +95,7 @@ _failure_trap = _install_failure_trap()
 
 
 def gdal_options() -> dict[str, Any]:
-    """:data:`GDAL_OPTIONS`, less those the user set as environment variables (theirs win)."""
+    """`GDAL_OPTIONS`, less those the user set as environment variables (theirs win)."""
     return {key: value for key, value in GDAL_OPTIONS.items() if key not in os.environ}
 
 
@@ -109,7 +109,7 @@ def ensure_gdal_env() -> None:
 
 
 def open_raster(path: str, option: str) -> Any:
-    """Open ``path`` for reading, turning GDAL's failure into a :class:`ReadError` naming the option."""
+    """Open ``path`` for reading, turning GDAL's failure into a `ReadError` naming the option."""
     ensure_gdal_env()
     try:
         return rasterio.open(path)
@@ -326,7 +326,7 @@ def mask_interior(
 
 
 class _MaskInterior:
-    """Whether a window lies inside :func:`mask_interior`'s polygon (per reader thread)."""
+    """Whether a window lies inside `mask_interior`'s polygon (per reader thread)."""
 
     def __init__(self, outline: tuple[tuple[float, float], ...], size: int) -> None:
         import shapely

@@ -1,6 +1,6 @@
-"""A Keras 3 ``PyDataset`` over a :class:`crossgeo.PatchSampler` (any Keras backend).
+"""A Keras 3 ``PyDataset`` over a `crossgeo.PatchSampler` (any Keras backend).
 
-Batches are numpy arrays, made by :func:`crossgeo.augment.to_model_inputs` - the function
+Batches are numpy arrays, made by `crossgeo.augment.to_model_inputs` - the function
 the torch and tf.data adapters call - so a window gives the same numbers everywhere. This
 module imports no TensorFlow: it works on the TensorFlow, JAX and torch backends.
 
@@ -47,7 +47,7 @@ class PatchPyDataset(keras.utils.PyDataset):
     """Batches ``(x (B, H, W, C) float32, y (B, H, W) int64)`` of patches for ``model.fit``.
 
     Args:
-        source: A :class:`~crossgeo.PatchSampler` or a mapping with the seed's keys (its
+        source: A `crossgeo.PatchSampler` or a mapping with the seed's keys (its
             ``augmentation_list``, ``seed`` and ``data_loader.shuffle`` /
             ``data_loader.drop_last`` apply where the keyword is left at its default).
         batch_size: Patches per batch (None: the mapping's ``data_loader.batch_size``).

@@ -2,10 +2,10 @@
 
 Two kinds, chosen and validated at construction (never inside a DataLoader worker):
 
-* :class:`ColorMapDecoder` - ``color_map`` entries ``[R, G, B, class]``; an exact RGB
+* `ColorMapDecoder` - ``color_map`` entries ``[R, G, B, class]``; an exact RGB
   match on the first three bands, unknown colours -> 0. One table lookup per pixel
   (a lazily built 2**24 lookup table), however many classes.
-* :class:`ClassIndexDecoder` - single-band class indices kept as int64 (no uint8
+* `ClassIndexDecoder` - single-band class indices kept as int64 (no uint8
   wrap); ``n_classes == 2`` binarises non-zero to 1.
 
 Pixels the mask does not cover (or mask nodata) are passed in as ``invalid`` and become
@@ -91,7 +91,7 @@ class ClassIndexDecoder:
 def validate_color_map(color_map: Any) -> list[tuple[int, int, int, int]]:
     """Check ``[[R, G, B, class], ...]`` and return it as integer tuples.
 
-    Raises :class:`ConfigError` for malformed entries, RGB outside 0-255, negative
+    Raises `ConfigError` for malformed entries, RGB outside 0-255, negative
     classes and a colour mapped to two different classes.
     """
     if isinstance(color_map, (str, bytes)) or not isinstance(color_map, Sequence) or not color_map:

@@ -12,7 +12,8 @@ import math
 import os
 import threading
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -33,8 +34,8 @@ log = logging.getLogger("crossgeo")
 
 IMAGE_DTYPES = ("uint8", "uint16", "float32", "native")
 ON_READ_ERROR = ("raise", "skip")
-#: A mask covering less than this fraction of the image gets a warning.
 LOW_COVERAGE = 0.5
+"""A mask covering less than this fraction of the image gets a warning."""
 
 
 @attrs.frozen(eq=False)
@@ -230,9 +231,10 @@ class PatchSampler:
         target_resolution: Pixel size (number or ``(x, y)``) of that warped grid.
         mask_fill_value: Class given to pixels the mask does not cover or marks as
             nodata (default 0; e.g. 255 for an ignore index).
-        on_read_error: "raise" (default): a failed read raises :class:`ReadError` naming
-            the file, window and GDAL message. "skip": the next good window is returned
-            instead; every skip is logged and counted in :attr:`skipped`.
+        on_read_error: "raise" (default): a failed read raises `ReadError` naming
+            the file, window and GDAL message. "skip": the next readable window is
+            returned instead; each unreadable window is logged once and kept in
+            `unreadable`, each replaced sample is counted in `skipped`.
     """
 
     def __init__(
@@ -265,8 +267,10 @@ class PatchSampler:
         if on_read_error not in ON_READ_ERROR:
             raise ConfigError(f"on_read_error {on_read_error!r} is not one of {', '.join(map(repr, ON_READ_ERROR))}.")
         self.on_read_error = on_read_error
-        #: Windows this process skipped after a failed read (``on_read_error="skip"``).
+        #: Samples this process served from a replacement window (``on_read_error="skip"``).
         self.skipped = 0
+        #: Positions of the windows this process found unreadable (never read again here).
+        self.unreadable: set[int] = set()
         self.crops_layer = _check_optional_str(crops_layer, "crops_layer")
         for key, option in ((col_off_key, "col_off_key"), (row_off_key, "row_off_key")):
             if not isinstance(key, str) or not key:
@@ -381,16 +385,22 @@ class PatchSampler:
             return self._read_window(position)
         for attempt in range(n):
             candidate = (position + attempt) % n
+            if candidate in self.unreadable:
+                continue
             try:
-                return self._read_window(candidate)
+                patch = self._read_window(candidate)
             except ReadError as error:
-                self.skipped += 1
+                self.unreadable.add(candidate)
                 log.warning(
-                    "crossgeo: skipped window %d (on_read_error='skip', %d skipped so far in this process): %s",
+                    "crossgeo: window %d is unreadable and is replaced by the next readable one from now on "
+                    "(on_read_error='skip'): %s",
                     candidate,
-                    self.skipped,
                     error,
                 )
+                continue
+            if candidate != position:
+                self.skipped += 1
+            return patch
         raise ReadError(f"Every one of the {n} windows failed to read (on_read_error='skip'); see the log for why.")
 
     def _read_window(self, position: int) -> Patch:
@@ -400,7 +410,8 @@ class PatchSampler:
 
     def read(self, row_off: int, col_off: int, *, index: int = -1) -> Patch:
         """The patch of any window on the reference grid (it may reach past the edges)."""
-        image = self._reader().read_image(row_off, col_off)
+        with self._dropping_reader_on_failure():
+            image = self._reader().read_image(row_off, col_off)
         mask, valid = self.read_mask(row_off, col_off)
         return Patch(image=image, mask=mask, row_off=row_off, col_off=col_off, index=index, mask_valid=valid)
 
@@ -410,7 +421,8 @@ class PatchSampler:
         Pixels outside the reference grid get the fill value even where the mask has data
         there: there is no image under them to learn from.
         """
-        bands, invalid = self._reader().read_mask(row_off, col_off)
+        with self._dropping_reader_on_failure():
+            bands, invalid = self._reader().read_mask(row_off, col_off)
         grid = self.grid
         outside = outside_pixels(row_off, col_off, self.patch_size, grid.height, grid.width)
         if outside is not None:
@@ -430,6 +442,22 @@ class PatchSampler:
             reader = RasterReader(self._plan)
             self._readers[key] = reader
         return reader
+
+    @contextmanager
+    def _dropping_reader_on_failure(self) -> Iterator[None]:
+        """After a failed read, reopen this thread's handles on the next read.
+
+        GDAL caches a block that failed to decode (e.g. a corrupt MBTiles tile) as blank
+        data; with the handles kept, the next window on that block would read the blank
+        silently instead of failing again.
+        """
+        try:
+            yield
+        except ReadError:
+            reader = self._readers.pop((os.getpid(), threading.get_ident()), None)
+            if reader is not None:
+                reader.close()
+            raise
 
     def release_inherited_handles(self) -> None:
         """Forget the handles a forked process inherited from its parent; they are never used here.

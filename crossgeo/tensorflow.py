@@ -1,11 +1,11 @@
-"""tf.data pipelines over a :class:`crossgeo.PatchSampler`.
+"""tf.data pipelines over a `crossgeo.PatchSampler`.
 
-:func:`make_dataset` builds::
+`make_dataset` builds::
 
     epoch -> window order (seeded permutation) -> shard (tf.distribute) -> map (parallel,
     tf.numpy_function) -> batch -> prefetch
 
-The map calls :func:`crossgeo.augment.to_model_inputs` - the function the torch and Keras
+The map calls `crossgeo.augment.to_model_inputs` - the function the torch and Keras
 adapters call - so for the same window, seed and epoch every framework gets the same
 numbers. The map runs on tf.data's thread pool; rasterio releases the GIL while GDAL
 reads and decompresses, so parallel calls overlap, and every thread reads through its own
@@ -107,7 +107,7 @@ def make_dataset(
     """A ``tf.data.Dataset`` of ``(image, mask)`` patches, ready for ``model.fit``.
 
     Args:
-        source: A :class:`~crossgeo.PatchSampler`, or a mapping with the seed's keys (a
+        source: A `crossgeo.PatchSampler`, or a mapping with the seed's keys (a
             YAML ``train_dataset`` block; ``_target_`` is ignored). The mapping's
             ``augmentation_list``, ``seed``, ``return_metadata`` and ``data_loader``
             (``batch_size``, ``shuffle``, ``drop_last``) are used where the matching
@@ -118,7 +118,7 @@ def make_dataset(
         seed: Makes the window order and the augmentations reproducible: both depend
             only on ``(seed, epoch, window index)``, as in the torch adapter.
         augmentation_list: albumentations transforms or ``_target_`` dicts (see
-            :func:`crossgeo.augment.build_augmentation`; ``ToTensorV2`` is dropped).
+            `crossgeo.augment.build_augmentation`; ``ToTensorV2`` is dropped).
         channels_last: Images (H, W, C) (default, Keras) or (C, H, W).
         drop_remainder: Drop a last batch smaller than ``batch_size``.
         with_metadata: Yield ``(image, mask, {"row_off", "col_off", "index"})`` (int64

@@ -21,13 +21,13 @@ from rasterio.crs import CRS
 from rasterio.enums import ColorInterp
 from rasterio.warp import transform as warp_transform
 
-#: Half the Web Mercator world width in metres.
 WEB_MERCATOR_HALF = 20037508.342789244
+"""Half the Web Mercator world width in metres."""
 TILE = 256
 
 
 def coordinate_bands(height: int, width: int, dtype: str = "uint16", row0: int = 0, col0: int = 0) -> np.ndarray:
-    """(3, H, W) values encoding each pixel's (row, col); see :func:`decode_coordinates`.
+    """(3, H, W) values encoding each pixel's (row, col); see `decode_coordinates`.
 
     uint16 (and wider): band 1 = row, band 2 = col, band 3 = row + col (mod 2**16).
     uint8: band 1 = col % 256, band 2 = row % 256, band 3 = 16 * (row // 256) + col // 256
@@ -42,7 +42,7 @@ def coordinate_bands(height: int, width: int, dtype: str = "uint16", row0: int =
 
 
 def decode_coordinates(image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(rows, cols) encoded by :func:`coordinate_bands` in a (>=3, H, W) image."""
+    """(rows, cols) encoded by `coordinate_bands` in a (>=3, H, W) image."""
     if image.dtype == np.uint8:
         high = image[2].astype(np.int64)
         return (high // 16) * 256 + image[1], (high % 16) * 256 + image[0]
@@ -97,7 +97,7 @@ def web_mercator_transform(zoom: int, tile_col: int, tile_row: int) -> Affine:
 
 
 def write_mbtiles(tif_path: str | os.PathLike[str], mbtiles_path: str | os.PathLike[str], **options: Any) -> Path:
-    """Copy a GeoTIFF on the Web Mercator tile grid (see :func:`web_mercator_transform`) to MBTiles.
+    """Copy a GeoTIFF on the Web Mercator tile grid (see `web_mercator_transform`) to MBTiles.
 
     GDAL's MBTiles driver writes PNG tiles by default; the result reads back as RGBA.
     """
@@ -121,7 +121,7 @@ def write_lonlat_mask(
     nodata: float | None = None,
     palette: Sequence[Sequence[int]] | None = None,
 ) -> Path:
-    """A mask in ``crs`` over ``bounds`` whose class is :func:`lonlat_classes` of each pixel centre.
+    """A mask in ``crs`` over ``bounds`` whose class is `lonlat_classes` of each pixel centre.
 
     With ``palette`` (a colour per class) it is written as an RGB colour-coded mask.
     """

@@ -1,19 +1,19 @@
 """PyTorch adapter: a map-style ``Dataset``, the seed-compatible class and a DataLoader helper.
 
-* :class:`PatchDataset` wraps a :class:`crossgeo.PatchSampler` and returns
+* `PatchDataset` wraps a `crossgeo.PatchSampler` and returns
   ``{"image": float32 (C, H, W), "mask": int64 (H, W)}`` (plus ``"metadata"``), made by
-  :func:`crossgeo.augment.to_model_inputs` - the same function the tf.data and Keras
+  `crossgeo.augment.to_model_inputs` - the same function the tf.data and Keras
   adapters call, so all three give identical numbers.
-* :class:`MBTilesCropsGeoTifMaskDataset` accepts the configuration keys of the original
+* `MBTilesCropsGeoTifMaskDataset` accepts the configuration keys of the original
   ``pytorch_segmentation_models_trainer`` class unchanged (switch ``_target_`` in the Hydra
   config), and rejects unknown keys with a suggestion.
-* :func:`make_dataloader` builds a ``DataLoader`` from the dataset's ``data_loader`` options,
+* `make_dataloader` builds a ``DataLoader`` from the dataset's ``data_loader`` options,
   seeds every worker and keeps the augmentation epoch in step with the loop.
 
 Reproducible augmentation: with ``seed`` set, sample ``i`` in epoch ``e`` is augmented with
 a generator seeded from ``(seed, e, i)`` only, so ``num_workers=0`` and ``num_workers=2`` (or
 two DDP ranks) give the same numbers. The epoch lives in shared memory, so
-:meth:`PatchDataset.set_epoch` reaches persistent workers too.
+`PatchDataset.set_epoch` reaches persistent workers too.
 """
 
 from __future__ import annotations
@@ -51,10 +51,10 @@ __all__ = [
 
 log = logging.getLogger("crossgeo")
 
-#: Keys of a ``data_loader`` mapping: every ``torch.utils.data.DataLoader`` keyword but the dataset.
 DATA_LOADER_KEYS = tuple(k for k in inspect.signature(DataLoader.__init__).parameters if k not in ("self", "dataset"))
-#: DataLoader options that only exist with worker processes.
+"""Keys of a ``data_loader`` mapping: every ``torch.utils.data.DataLoader`` keyword but the dataset."""
 _WORKER_ONLY_KEYS = ("prefetch_factor", "persistent_workers", "timeout", "multiprocessing_context")
+"""DataLoader options that only exist with worker processes."""
 
 
 def _check_seed(seed: Any) -> int | None:
@@ -64,7 +64,7 @@ def _check_seed(seed: Any) -> int | None:
 
 
 class PatchDataset(Dataset[dict[str, Any]]):
-    """A map-style dataset of model-ready patches from a :class:`crossgeo.PatchSampler`.
+    """A map-style dataset of model-ready patches from a `crossgeo.PatchSampler`.
 
     Args:
         sampler: The patch source (its windows define ``len`` and the index order).
@@ -74,7 +74,7 @@ class PatchDataset(Dataset[dict[str, Any]]):
             (C, H, W) tensor. A bad entry raises at construction, naming its position.
         return_metadata: Add ``"metadata": {"row_off": int, "col_off": int}`` to each sample.
         seed: Make augmentation depend only on ``(seed, epoch, index)``; see
-            :meth:`set_epoch`. ``None``: each DataLoader worker draws from its own seed.
+            `set_epoch`. ``None``: each DataLoader worker draws from its own seed.
         allowed_targets: Extra modules/names ``_target_`` may resolve to (besides
             ``albumentations``).
 
@@ -102,6 +102,8 @@ class PatchDataset(Dataset[dict[str, Any]]):
         # Shared memory: DataLoader workers (persistent or not, fork or spawn) see set_epoch.
         self._epoch = torch.zeros((), dtype=torch.int64).share_memory_()
         self._epoch_set = False
+        # Windows skipped by on_read_error="skip", summed over all worker processes.
+        self._skipped = torch.zeros((), dtype=torch.int64).share_memory_()
 
     # ------------------------------------------------------------------ epochs
 
@@ -113,7 +115,7 @@ class PatchDataset(Dataset[dict[str, Any]]):
     def set_epoch(self, epoch: int) -> None:
         """Augment the next pass as epoch ``epoch`` (call before iterating, like ``DistributedSampler``).
 
-        Loaders from :func:`make_dataloader` also advance the epoch by themselves when this
+        Loaders from `make_dataloader` also advance the epoch by themselves when this
         is not called (and follow ``sampler.set_epoch`` of a ``DistributedSampler``).
         """
         if isinstance(epoch, bool) or not isinstance(epoch, (int, np.integer)) or epoch < 0:
@@ -126,8 +128,16 @@ class PatchDataset(Dataset[dict[str, Any]]):
     def __len__(self) -> int:
         return len(self.sampler)
 
+    @property
+    def skipped(self) -> int:
+        """Samples served from a replacement window so far (``on_read_error="skip"``), all workers."""
+        return int(self._skipped.item())
+
     def __getitem__(self, index: int) -> dict[str, Any]:
+        before = self.sampler.skipped
         patch = self.sampler[index]
+        if self.sampler.skipped != before:
+            self._skipped.add_(self.sampler.skipped - before)
         image, mask = to_model_inputs(patch, self.augmentation, seed=self.seed, epoch=self.epoch)
         item: dict[str, Any] = {"image": torch.from_numpy(image), "mask": torch.from_numpy(mask)}
         if self.return_metadata:
@@ -150,8 +160,8 @@ class MBTilesCropsGeoTifMaskDataset(PatchDataset):
 
     Takes the original's configuration keys unchanged, so a Hydra config only needs its
     ``_target_`` changed to ``crossgeo.torch.MBTilesCropsGeoTifMaskDataset``. Options are
-    those of :class:`crossgeo.PatchSampler` (``image_mbtiles_path`` is its ``image_path``)
-    and :class:`PatchDataset`; ``data_loader`` is kept for :func:`make_dataloader`. Unknown
+    those of `crossgeo.PatchSampler` (``image_mbtiles_path`` is its ``image_path``)
+    and `PatchDataset`; ``data_loader`` is kept for `make_dataloader`. Unknown
     options raise ``TypeError`` with a "did you mean" suggestion.
     """
 
@@ -276,7 +286,7 @@ class _Chained:
 
 
 class PatchDataLoader(DataLoader[Any]):
-    """A ``DataLoader`` that keeps a :class:`PatchDataset`'s augmentation epoch in step.
+    """A ``DataLoader`` that keeps a `PatchDataset`'s augmentation epoch in step.
 
     On each ``iter()``: an explicit ``dataset.set_epoch(e)`` since the last pass wins; else
     the epoch of a sampler with ``.epoch`` (``DistributedSampler``) is followed when it was
@@ -288,7 +298,9 @@ class PatchDataLoader(DataLoader[Any]):
 
     def __iter__(self) -> Iterator[Any]:  # type: ignore[override]
         self._sync_epoch()
-        return super().__iter__()
+        iterator = super().__iter__()
+        dataset = _find_patch_dataset(self.dataset)
+        return iterator if dataset is None else _reporting_skips(iterator, dataset)
 
     def _sync_epoch(self) -> None:
         dataset = _find_patch_dataset(self.dataset)
@@ -306,6 +318,20 @@ class PatchDataLoader(DataLoader[Any]):
         self._passes += 1
 
 
+def _reporting_skips(batches: Iterator[Any], dataset: PatchDataset) -> Iterator[Any]:
+    """Pass the batches through; at the end of the epoch, say how many windows were skipped."""
+    start, epoch = dataset.skipped, dataset.epoch
+    yield from batches
+    skipped = dataset.skipped - start
+    if skipped:
+        log.warning(
+            "crossgeo: epoch %d: %d sample(s) came from a replacement window because their window could not "
+            "be read (on_read_error='skip'); the log above names each file, window and GDAL error.",
+            epoch,
+            skipped,
+        )
+
+
 def _sampler_epoch(loader: DataLoader[Any]) -> int | None:
     for candidate in (loader.sampler, getattr(loader.batch_sampler, "sampler", None)):
         epoch = getattr(candidate, "epoch", None)
@@ -315,10 +341,10 @@ def _sampler_epoch(loader: DataLoader[Any]) -> int | None:
 
 
 class EpochOrderSampler(Sampler[int]):
-    """Shuffles a seeded :class:`PatchDataset` with :func:`crossgeo.augment.epoch_order`.
+    """Shuffles a seeded `PatchDataset` with `crossgeo.augment.epoch_order`.
 
     The order depends only on ``(dataset.seed, dataset.epoch)``, so it equals the tf.data and
-    Keras adapters' order for the same seed and epoch. :func:`make_dataloader` uses it for
+    Keras adapters' order for the same seed and epoch. `make_dataloader` uses it for
     ``shuffle: true`` with a seed.
     """
 
@@ -342,8 +368,8 @@ def make_dataloader(dataset: Dataset[Any], **overrides: Any) -> PatchDataLoader:
     ``sampler=DistributedSampler(dataset)``, which also drops a configured ``shuffle``).
     With ``num_workers: 0`` the worker-only options (``prefetch_factor``,
     ``persistent_workers``) are dropped. With a dataset ``seed``, ``shuffle`` visits the
-    windows in :class:`EpochOrderSampler`'s order (the tf.data/Keras order for that seed
-    and epoch). :func:`worker_init_fn` runs in every worker (before a
+    windows in `EpochOrderSampler`'s order (the tf.data/Keras order for that seed
+    and epoch). `worker_init_fn` runs in every worker (before a
     ``worker_init_fn`` you pass).
     """
     check_keys(overrides, DATA_LOADER_KEYS, "make_dataloader()")

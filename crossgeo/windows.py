@@ -50,8 +50,8 @@ VECTOR_SUFFIXES = {
     ".geojsonl",
 }
 CACHE_SUFFIXES = (".csv", ".parquet")
-#: Bumped when the cache layout or the window planning rules change.
 CACHE_VERSION = 1
+"""Bumped when the cache layout or the window planning rules change."""
 _CSV_HEADER = "# crossgeo-window-index "
 
 
@@ -153,7 +153,7 @@ def read_table_windows(
 ) -> WindowIndex:
     """Read pixel offsets from a CSV or Parquet table.
 
-    Raises :class:`WindowError` naming the file, the column and the first bad row when a
+    Raises `WindowError` naming the file, the column and the first bad row when a
     column is missing or holds NaN, text or fractional values.
     """
     path = Path(path)

@@ -615,7 +615,8 @@ def test_on_read_error_skip_substitutes_the_next_window_and_counts(
     skipping = PatchSampler(mbtiles, scene.lonlat_mask(), windows, 256, on_read_error="skip", **kwargs)  # type: ignore[arg-type]
     with caplog.at_level(logging.WARNING, logger="crossgeo"):
         patches = [skipping[i] for i in range(4)]
-    assert skipping.skipped == 1 and "skipped window" in caplog.text
+    assert skipping.skipped == 1 and "is unreadable and is replaced" in caplog.text
+    assert skipping.unreadable == {bad[0]}
     replacement = (bad[0] + 1) % 4
     assert patches[bad[0]].index == replacement
     np.testing.assert_array_equal(patches[bad[0]].image, strict[replacement].image)

@@ -1,0 +1,259 @@
+"""Run the code examples of the documentation (and of README.md) as tests.
+
+    python docs/scripts/run_examples.py [core|torch|tensorflow]...
+
+How examples are found and run:
+
+* Every fenced ``python`` block of ``README.md`` and ``docs/**/*.md`` is an example. The
+  blocks of one page run in order in one namespace (like a notebook), inside a fresh copy of
+  the example folder written by ``docs/scripts/docs_scene.py`` (``imagery.mbtiles``,
+  ``masks/mask.vrt``, ``crops/windows.csv``, ...), so pages use plain relative paths.
+* A block whose first line is ``# requires: NAME[, NAME]`` needs more than the core:
+  ``torch``, ``tensorflow`` / ``keras`` (the TensorFlow env) or ``real-data`` (the real
+  rasters of ``../shared/data/real``, linked as ``real/``; skipped when absent). The core
+  test runs the blocks that need no framework; ``tests/torch/test_torch_docs.py`` and
+  ``tests/tensorflow/test_tf_docs.py`` run the pages that use their framework (with the
+  page's core blocks before them).
+* In ``console`` blocks, each ``$ crossgeo ...`` line is run through ``crossgeo.cli.main``
+  and must exit 0 (core test).
+* ``yaml`` blocks whose ``_target_`` is a ``crossgeo.`` class are instantiated with Hydra
+  (torch test), the way a training script would.
+
+Other blocks (``bash``, ``text``, ``diff``, ``yaml`` of the original library) are shown, not run.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import shutil
+import sys
+import tempfile
+import textwrap
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[2]
+SCRIPTS = Path(__file__).resolve().parent
+FRAMEWORKS = {"torch": {"torch"}, "tensorflow": {"tensorflow", "keras"}, "core": set()}
+KNOWN = {"torch", "tensorflow", "keras", "real-data"}
+_FENCE = re.compile(r"^(?P<indent>[ \t]*)(?P<fence>```+)(?P<lang>[\w+-]*)[^\n]*$")
+_REQUIRES = re.compile(r"^#\s*requires:\s*(?P<names>.+)$")
+
+
+@dataclass(frozen=True)
+class Block:
+    """One fenced code block of a Markdown page."""
+
+    page: str
+    line: int
+    lang: str
+    code: str
+
+    @property
+    def requires(self) -> frozenset[str]:
+        first = self.code.lstrip().split("\n", 1)[0].strip()
+        match = _REQUIRES.match(first)
+        if not match:
+            return frozenset()
+        names = frozenset(n.strip() for n in match["names"].split(",") if n.strip())
+        unknown = names - KNOWN
+        if unknown:
+            raise ValueError(f"{self.page}:{self.line}: unknown '# requires:' name(s) {sorted(unknown)}")
+        return names
+
+    @property
+    def frameworks(self) -> frozenset[str]:
+        return self.requires - {"real-data"}
+
+    def __str__(self) -> str:
+        return f"{self.page}:{self.line} ({self.lang})"
+
+
+def pages(root: Path = ROOT) -> list[Path]:
+    """README.md and every Markdown page under docs/."""
+    return [root / "README.md", *sorted((root / "docs").rglob("*.md"))]
+
+
+def blocks_of(path: Path, root: Path = ROOT) -> list[Block]:
+    """The fenced code blocks of a page (indented fences inside admonitions/tabs too)."""
+    out: list[Block] = []
+    lines = path.read_text().splitlines()
+    i = 0
+    while i < len(lines):
+        match = _FENCE.match(lines[i])
+        if not match:
+            i += 1
+            continue
+        indent, fence, lang = match["indent"], match["fence"], match["lang"].lower()
+        body: list[str] = []
+        j = i + 1
+        while j < len(lines) and lines[j].strip() != fence:
+            body.append(lines[j][len(indent) :] if lines[j].startswith(indent) else lines[j].lstrip())
+            j += 1
+        out.append(Block(str(path.relative_to(root)), i + 1, lang, textwrap.dedent("\n".join(body)) + "\n"))
+        i = j + 1
+    return out
+
+
+def all_blocks(root: Path = ROOT) -> dict[str, list[Block]]:
+    return {str(p.relative_to(root)): blocks_of(p, root) for p in pages(root)}
+
+
+def runnable(block: Block, framework: str) -> bool:
+    """Whether ``block`` runs in the env of ``framework`` ("core", "torch" or "tensorflow")."""
+    if block.lang == "python":
+        return block.frameworks <= FRAMEWORKS[framework]
+    if block.lang == "console":
+        return framework == "core" and any(line.startswith("$ crossgeo") for line in block.code.splitlines())
+    if block.lang == "yaml":
+        return framework == "torch" and "_target_: crossgeo." in block.code
+    return False
+
+
+def page_uses(blocks: Iterable[Block], framework: str) -> bool:
+    """True when the page has a block that is new in ``framework``'s env."""
+    if framework == "core":
+        return any(runnable(b, "core") for b in blocks)
+    return any(runnable(b, framework) and not runnable(b, "core") for b in blocks)
+
+
+def real_data_available(scene: Path) -> bool:
+    return (scene / "real" / "RGB.byte.tif").exists()
+
+
+def write_scene(folder: Path) -> Path:
+    """The example folder (see docs/scripts/docs_scene.py)."""
+    sys.path.insert(0, str(SCRIPTS))
+    try:
+        from docs_scene import write_docs_scene
+    finally:
+        sys.path.remove(str(SCRIPTS))
+    return write_docs_scene(folder)
+
+
+def copy_scene(scene: Path, workdir: Path) -> Path:
+    """A fresh copy of the example folder (rasters linked, the rest copied; ``real/`` linked)."""
+    shutil.copytree(scene, workdir, symlinks=True, dirs_exist_ok=True)
+    return workdir
+
+
+def _run_console(block: Block) -> None:
+    from crossgeo.cli import main
+
+    for line in block.code.splitlines():
+        if not line.startswith("$ crossgeo"):
+            continue
+        argv = shlex.split(line[2:])[1:]
+        status = main(argv)
+        if status != 0:
+            raise AssertionError(f"{block}: `{line[2:]}` exited {status}")
+
+
+def _run_yaml(block: Block) -> None:
+    import yaml
+    from hydra.utils import instantiate
+    from omegaconf import OmegaConf
+
+    data = yaml.safe_load(block.code)
+    targets = [data] if "_target_" in data else [v for v in data.values() if isinstance(v, dict) and "_target_" in v]
+    for node in targets:
+        dataset = instantiate(OmegaConf.create(node))
+        if len(dataset) == 0 or set(dataset[0]) < {"image", "mask"}:
+            raise AssertionError(f"{block}: {node['_target_']} gave no usable samples")
+
+
+def run_page(blocks: list[Block], framework: str, scene: Path, workdir: Path) -> list[Block]:
+    """Run a page's blocks for ``framework`` inside a copy of ``scene``; returns those run."""
+    from crossgeo import io as crossgeo_io
+
+    real = real_data_available(scene)
+    copy_scene(scene, workdir)
+    gdal_options = dict(crossgeo_io.GDAL_OPTIONS)  # pages may edit them, as the remote page shows
+    namespace: dict[str, Any] = {"__name__": "__main__"}
+    ran: list[Block] = []
+    previous = Path.cwd()
+    os.chdir(workdir)
+    try:
+        for block in blocks:
+            if not runnable(block, framework) or ("real-data" in block.requires and not real):
+                continue
+            try:
+                if block.lang == "python":
+                    code = compile(block.code, f"{block.page}:{block.line}", "exec")
+                    exec(code, namespace)
+                elif block.lang == "console":
+                    _run_console(block)
+                else:
+                    _run_yaml(block)
+            except BaseException as error:
+                raise AssertionError(f"the example at {block} failed: {type(error).__name__}: {error}") from error
+            ran.append(block)
+    finally:
+        os.chdir(previous)
+        namespace.clear()
+        crossgeo_io.GDAL_OPTIONS.clear()
+        crossgeo_io.GDAL_OPTIONS.update(gdal_options)
+    return ran
+
+
+def main(argv: list[str]) -> int:
+    frameworks = argv or ["core"]
+    with tempfile.TemporaryDirectory() as tmp:
+        scene = write_scene(Path(tmp) / "scene")
+        total = 0
+        for framework in frameworks:
+            for page, blocks in all_blocks().items():
+                if not page_uses(blocks, framework):
+                    continue
+                workdir = Path(tmp) / framework / page.replace("/", "_")
+                ran = run_page(blocks, framework, scene, workdir)
+                total += len(ran)
+                print(f"{framework:<10} {page}: {len(ran)} block(s) ran")
+        print(f"{total} examples ran")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
+
+
+# --------------------------------------------------------------------------- reference checks
+
+CONFIG_PAGE = ROOT / "docs" / "reference" / "configuration.md"
+REQUIRED = "required"
+
+
+@dataclass(frozen=True)
+class ConfigRow:
+    """One option of the configuration table."""
+
+    name: str
+    default: Any  # REQUIRED for required options
+    sampler: bool
+    dataset: bool
+
+
+def config_table(page: Path = CONFIG_PAGE) -> dict[str, ConfigRow]:
+    """The options table of the configuration reference, parsed."""
+    import ast
+
+    rows: dict[str, ConfigRow] = {}
+    for line in page.read_text().splitlines():
+        if not line.startswith("| `"):
+            continue
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) != 6:
+            continue
+        name, _, default, sampler, dataset, _ = cells
+        default = default.strip("`")
+        rows[name.strip("`")] = ConfigRow(
+            name=name.strip("`"),
+            default=REQUIRED if default == REQUIRED else ast.literal_eval(default),
+            sampler=sampler == "✓",
+            dataset=dataset == "✓",
+        )
+    return rows
