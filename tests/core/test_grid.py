@@ -157,7 +157,9 @@ def test_random_grids_and_crss_give_full_patches_of_declared_classes(
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # low coverage is expected for negative margins
-        sampler = PatchSampler(image, mask, table, patch, image_dtype="uint16", n_classes=n_classes, mask_fill_value=255)
+        sampler = PatchSampler(
+            image, mask, table, patch, image_dtype="uint16", n_classes=n_classes, mask_fill_value=255
+        )
     declared = {0, 1} if n_classes == 2 else set(range(n_classes))
     for i, (row_off, col_off) in enumerate(windows):
         p = sampler[i]
