@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import sys
 
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
@@ -24,6 +25,9 @@ for folder, module in (("torch", "torch"), ("tensorflow", "tensorflow")):
 from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
+
+#: The documentation's example runner and generators (docs/scripts) import as plain modules.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "docs" / "scripts"))
 
 #: The real third-party rasters shipped beside the repository (read-only), or CROSSGEO_REAL_DATA.
 REAL_DATA = Path(

@@ -9,10 +9,8 @@ deep-learning framework; ``tests/torch/test_torch_docs.py`` and
 from __future__ import annotations
 
 import ast
-import importlib.util
 import inspect
 import re
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -21,17 +19,9 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def _load(name: str) -> Any:
-    path = ROOT / "docs" / "scripts" / f"{name}.py"
-    spec = importlib.util.spec_from_file_location(f"crossgeo_docs_{name}", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+import cli_reference  # noqa: E402 - docs/scripts, on sys.path via tests/conftest.py
+import run_examples as examples  # noqa: E402
 
-
-examples = _load("run_examples")
 PAGES = examples.all_blocks()
 CORE_PAGES = [page for page, blocks in PAGES.items() if examples.page_uses(blocks, "core")]
 
@@ -139,7 +129,6 @@ def test_configuration_table_covers_the_original_keys() -> None:
 
 
 def test_cli_reference_matches_the_command() -> None:
-    cli_reference = _load("cli_reference")
     assert cli_reference.current() == cli_reference.generated(), (
         "docs/reference/cli.md is out of date: run python docs/scripts/cli_reference.py"
     )

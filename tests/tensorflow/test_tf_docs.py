@@ -6,27 +6,15 @@ Runs every page with such a block (its core blocks too, in order). See
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def _load_examples() -> Any:
-    path = ROOT / "docs" / "scripts" / "run_examples.py"
-    spec = importlib.util.spec_from_file_location("crossgeo_docs_run_examples", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+import run_examples as examples  # noqa: E402 - docs/scripts, on sys.path via tests/conftest.py
 
-
-examples = _load_examples()
 PAGES = examples.all_blocks()
 TF_PAGES = [page for page, blocks in PAGES.items() if examples.page_uses(blocks, "tensorflow")]
 
