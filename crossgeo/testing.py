@@ -169,3 +169,52 @@ def write_points(
     frame = gpd.GeoDataFrame({"id": np.arange(len(xs))}, geometry=gpd.points_from_xy(xs, ys), crs=crs)
     frame.to_file(path, layer=layer, engine="pyogrio")
     return Path(path)
+
+
+def write_vrt_mosaic(path: str | os.PathLike[str], sources: Sequence[str | os.PathLike[str]]) -> Path:
+    """A VRT mosaicking rasters that share one pixel grid, as ``gdalbuildvrt`` writes it.
+
+    The mosaic covers the union of the sources; each source is placed at its own offset and
+    referenced relative to the VRT. Band count, data type and colour interpretation come from
+    the first source (GDAL's command line tools are not needed).
+    """
+    import rasterio.dtypes
+
+    path = Path(path)
+    opened = [rasterio.open(source) for source in sources]
+    try:
+        first = opened[0]
+        res_x, res_y = first.transform.a, first.transform.e
+        left = min(src.transform.c for src in opened)
+        top = max(src.transform.f for src in opened) if res_y < 0 else min(src.transform.f for src in opened)
+        placed = [
+            (src, round((src.transform.c - left) / res_x), round((src.transform.f - top) / res_y)) for src in opened
+        ]
+        width = max(col + src.width for src, col, _ in placed)
+        height = max(row + src.height for src, _, row in placed)
+        data_type = rasterio.dtypes._gdal_typename(first.dtypes[0])
+        bands = []
+        for band in range(1, first.count + 1):
+            interp = first.colorinterp[band - 1].name.capitalize()
+            simple = "".join(
+                f'<SimpleSource><SourceFilename relativeToVRT="1">{os.path.relpath(src.name, path.parent)}'
+                f"</SourceFilename><SourceBand>{band}</SourceBand>"
+                f'<SrcRect xOff="0" yOff="0" xSize="{src.width}" ySize="{src.height}"/>'
+                f'<DstRect xOff="{col}" yOff="{row}" xSize="{src.width}" ySize="{src.height}"/></SimpleSource>\n'
+                for src, col, row in placed
+            )
+            bands.append(
+                f'<VRTRasterBand dataType="{data_type}" band="{band}"><ColorInterp>{interp}</ColorInterp>\n'
+                f"{simple}</VRTRasterBand>"
+            )
+        transform = Affine(res_x, 0, left, 0, res_y, top)
+        path.write_text(
+            f'<VRTDataset rasterXSize="{width}" rasterYSize="{height}">\n<SRS>{first.crs.to_wkt()}</SRS>\n'
+            f"<GeoTransform>{', '.join(repr(v) for v in transform.to_gdal())}</GeoTransform>\n"
+            + "\n".join(bands)
+            + "\n</VRTDataset>\n"
+        )
+    finally:
+        for src in opened:
+            src.close()
+    return path

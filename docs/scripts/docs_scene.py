@@ -71,34 +71,6 @@ train_dataset:
 """
 
 
-def _write_vrt(path: Path, parts: list[tuple[Path, int]], reference: rasterio.DatasetReader) -> None:
-    """A VRT mosaicking GeoTIFFs placed side by side at the given column offsets."""
-    geotransform = ", ".join(repr(v) for v in reference.transform.to_gdal())
-    bands = []
-    for band, interp in enumerate(("Red", "Green", "Blue"), start=1):
-        sources = []
-        for part, col0 in parts:
-            with rasterio.open(part) as src:
-                width, height = src.width, src.height
-            sources.append(
-                f"    <SimpleSource>\n"
-                f'      <SourceFilename relativeToVRT="1">{part.name}</SourceFilename>\n'
-                f"      <SourceBand>{band}</SourceBand>\n"
-                f'      <SrcRect xOff="0" yOff="0" xSize="{width}" ySize="{height}"/>\n'
-                f'      <DstRect xOff="{col0}" yOff="0" xSize="{width}" ySize="{height}"/>\n'
-                f"    </SimpleSource>"
-            )
-        bands.append(
-            f'  <VRTRasterBand dataType="Byte" band="{band}">\n'
-            f"    <ColorInterp>{interp}</ColorInterp>\n" + "\n".join(sources) + "\n  </VRTRasterBand>"
-        )
-    path.write_text(
-        f'<VRTDataset rasterXSize="{reference.width}" rasterYSize="{reference.height}">\n'
-        f"  <SRS>{reference.crs.to_wkt()}</SRS>\n"
-        f"  <GeoTransform>{geotransform}</GeoTransform>\n" + "\n".join(bands) + "\n</VRTDataset>\n"
-    )
-
-
 def write_docs_scene(folder: str | os.PathLike[str]) -> Path:
     """Write the documentation's example folder (see the module docstring) and return it."""
     folder = Path(folder)
@@ -118,10 +90,8 @@ def write_docs_scene(folder: str | os.PathLike[str]) -> Path:
             testing.write_raster(
                 folder / "masks" / name, part, crs=src.crs, transform=src.transform @ Affine.translation(col0, 0)
             )
-        _write_vrt(
-            folder / "masks" / "mask.vrt",
-            [(folder / "masks" / "west.tif", 0), (folder / "masks" / "east.tif", half)],
-            src,
+        testing.write_vrt_mosaic(
+            folder / "masks" / "mask.vrt", [folder / "masks" / "west.tif", folder / "masks" / "east.tif"]
         )
         classes = np.zeros(data.shape[1:], dtype=np.uint8)
         for r, g, b, cls in COLOR_MAP:

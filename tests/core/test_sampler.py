@@ -241,18 +241,7 @@ def test_vrt_mosaic_mask(scene: Scene) -> None:
     right = T.write_raster(
         scene.path("right.tif"), data[:, :, half:], crs=crs, transform=transform @ Affine.translation(half, 0)
     )
-    sources = "".join(
-        f"""<SimpleSource><SourceFilename relativeToVRT="1">{path.name}</SourceFilename><SourceBand>1</SourceBand>
-        <SrcRect xOff="0" yOff="0" xSize="{w}" ySize="{data.shape[1]}"/>
-        <DstRect xOff="{x}" yOff="0" xSize="{w}" ySize="{data.shape[1]}"/></SimpleSource>"""
-        for path, x, w in ((left, 0, half), (right, half, data.shape[2] - half))
-    )
-    vrt = scene.path("mosaic.vrt")
-    vrt.write_text(
-        f"""<VRTDataset rasterXSize="{data.shape[2]}" rasterYSize="{data.shape[1]}"><SRS>{crs.to_wkt()}</SRS>
-        <GeoTransform>{", ".join(map(str, transform.to_gdal()))}</GeoTransform>
-        <VRTRasterBand dataType="Byte" band="1">{sources}</VRTRasterBand></VRTDataset>"""
-    )
+    vrt = T.write_vrt_mosaic(scene.path("mosaic.vrt"), [left, right])
     windows = scene.windows(*random_windows(10, 0, scene.size - SIZE, seed=5))
     from_vrt = PatchSampler(scene.image, vrt, windows, SIZE, n_classes=4)
     from_tif = PatchSampler(scene.image, full, windows, SIZE, n_classes=4)

@@ -57,39 +57,6 @@ def assert_window(image: Any, row_off: int, col_off: int, *, flipped: bool = Fal
     np.testing.assert_array_equal(cols, expected_cols)
 
 
-def _write_vrt(path: Path, sources: list[tuple[Path, int]], width: int, height: int, crs: CRS, transform: Any) -> Path:
-    """A 3-band VRT mosaicking (file, col offset) GeoTIFFs side by side, written as XML."""
-    geotransform = ", ".join(repr(v) for v in transform.to_gdal())
-    bands = []
-    for band, interp in enumerate(("Red", "Green", "Blue"), start=1):
-        simple = []
-        for source, col0 in sources:
-            with rasterio.open(source) as src:
-                w, h = src.width, src.height
-            simple.append(
-                f"""    <SimpleSource>
-      <SourceFilename relativeToVRT="1">{source.name}</SourceFilename>
-      <SourceBand>{band}</SourceBand>
-      <SrcRect xOff="0" yOff="0" xSize="{w}" ySize="{h}"/>
-      <DstRect xOff="{col0}" yOff="0" xSize="{w}" ySize="{h}"/>
-    </SimpleSource>"""
-            )
-        bands.append(
-            f"""  <VRTRasterBand dataType="Byte" band="{band}">
-    <ColorInterp>{interp}</ColorInterp>
-{chr(10).join(simple)}
-  </VRTRasterBand>"""
-        )
-    xml = f"""<VRTDataset rasterXSize="{width}" rasterYSize="{height}">
-  <SRS>{crs.to_wkt()}</SRS>
-  <GeoTransform>{geotransform}</GeoTransform>
-{chr(10).join(bands)}
-</VRTDataset>
-"""
-    path.write_text(xml)
-    return path
-
-
 def build_scene(root: Path) -> types.SimpleNamespace:
     """Write the scene's files into ``root``."""
     crs = CRS.from_epsg(3857)
@@ -115,7 +82,7 @@ def build_scene(root: Path) -> types.SimpleNamespace:
         crs=crs,
         transform=transform @ Affine.translation(half, 0),
     )
-    mask_vrt = _write_vrt(root / "mask.vrt", [(left, 0), (right, half)], SIZE, SIZE, crs, transform)
+    mask_vrt = testing.write_vrt_mosaic(root / "mask.vrt", [left, right])
 
     with rasterio.open(image_tif) as src:
         lonlat_bounds = transform_bounds(src.crs, "EPSG:4326", *src.bounds)
