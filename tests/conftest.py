@@ -1,6 +1,8 @@
 """Shared pytest setup: framework test folders and the real-data location.
 
-``tests/torch`` and ``tests/tensorflow`` need their framework. In the tox env that
+``tests/torch_adapter`` and ``tests/tf_adapter`` need their framework (the folders are not
+named after the frameworks: with ``tests/`` on ``sys.path`` a folder ``torch`` would pass
+for a namespace package ``torch`` where torch is not installed). In the tox env that
 promises a framework (``CROSSGEO_REQUIRE``), a missing one fails at import; in a plain
 ``pytest`` run without it, those folders are not collected (and say so).
 """
@@ -15,10 +17,8 @@ os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
 _required = {name.strip() for name in os.environ.get("CROSSGEO_REQUIRE", "").split(",") if name.strip()}
 collect_ignore: list[str] = []
-for folder, module in (("torch", "torch"), ("tensorflow", "tensorflow")):
-    spec = importlib.util.find_spec(module)
-    # tests/torch itself can look like a namespace package "torch" (no origin): not the framework.
-    if module not in _required and (spec is None or spec.origin is None):
+for folder, module in (("torch_adapter", "torch"), ("tf_adapter", "tensorflow")):
+    if module not in _required and importlib.util.find_spec(module) is None:
         collect_ignore.append(folder)
 
 

@@ -11,8 +11,8 @@ How examples are found and run:
 * A block whose first line is ``# requires: NAME[, NAME]`` needs more than the core:
   ``torch``, ``tensorflow`` / ``keras`` (the TensorFlow env) or ``real-data`` (the real
   rasters of ``../shared/data/real``, linked as ``real/``; skipped when absent). The core
-  test runs the blocks that need no framework; ``tests/torch/test_torch_docs.py`` and
-  ``tests/tensorflow/test_tf_docs.py`` run the pages that use their framework (with the
+  test runs the blocks that need no framework; ``tests/torch_adapter/test_torch_docs.py`` and
+  ``tests/tf_adapter/test_tf_docs.py`` run the pages that use their framework (with the
   page's core blocks before them).
 * In ``console`` blocks, each ``$ crossgeo ...`` line is run through ``crossgeo.cli.main``
   and must exit 0 (core test).

@@ -2,8 +2,8 @@
 
 The example runner lives in ``docs/scripts/run_examples.py`` (it also runs on its own);
 see its docstring for the ``# requires:`` markers. This file runs the examples that need no
-deep-learning framework; ``tests/torch/test_torch_docs.py`` and
-``tests/tensorflow/test_tf_docs.py`` run the others.
+deep-learning framework; ``tests/torch_adapter/test_torch_docs.py`` and
+``tests/tf_adapter/test_tf_docs.py`` run the others.
 """
 
 from __future__ import annotations
