@@ -822,7 +822,7 @@ def run_validate(args: argparse.Namespace) -> Checks:
             checks.ok("augmentation", "none configured")
         else:
             try:
-                augmentation = build_augmentation(augmentation_list, allowed_targets=rest.get("allowed_targets") or ())
+                augmentation = build_augmentation(augmentation_list, allowed_targets=args.allow_target or ())
                 x, y = to_model_inputs(sampler[0], augmentation, seed=0)
             except ImportError as error:
                 checks.fail(
@@ -1186,6 +1186,13 @@ def build_parser() -> argparse.ArgumentParser:
         "(with counts), and that augmentation_list instantiates and runs on one patch. Exits 1 with a list of "
         "problems.",
         epilog="example:\n  crossgeo validate config.yaml\n\n" + EXAMPLE_CONFIG,
+    )
+    validate.add_argument(
+        "--allow-target",
+        action="append",
+        metavar="MODULE",
+        help="also let augmentation_list _target_ entries resolve inside MODULE (besides albumentations); "
+        "never read from the configuration file",
     )
     validate.set_defaults(func=cmd_validate)
     for subparser in sub.choices.values():  # the raw formatter keeps lines as written: wrap them here

@@ -17,7 +17,7 @@ from crossgeo.sampler import PatchSampler
 
 ALIASES = {"image_mbtiles_path": "image_path"}
 """The seed spec's name for the image path."""
-ADAPTER_KEYS = ("augmentation_list", "data_loader", "return_metadata", "seed", "allowed_targets")
+ADAPTER_KEYS = ("augmentation_list", "data_loader", "return_metadata", "seed")
 """Keys consumed by the adapters rather than the sampler."""
 HYDRA_KEYS = ("_target_", "_recursive_", "_convert_", "_partial_", "_args_")
 """Hydra's own keys, ignored."""
@@ -57,6 +57,12 @@ def split_config(config: Any, *, where: str = "the configuration") -> tuple[dict
     """Split a seed-style mapping into (PatchSampler keyword arguments, adapter options)."""
     mapping = {k: v for k, v in plain_mapping(config).items() if k not in HYDRA_KEYS}
     mapping = {ALIASES.get(k, k): v for k, v in mapping.items()}
+    if "allowed_targets" in mapping:
+        raise OptionError(
+            f"allowed_targets cannot be set in {where}: a shared configuration file must not widen what "
+            "crossgeo may instantiate. Pass allowed_targets=[...] in code (PatchDataset, make_dataset, "
+            "PatchPyDataset) or use crossgeo validate --allow-target MODULE."
+        )
     check_keys(mapping, (*SAMPLER_KEYS, *ADAPTER_KEYS, *ALIASES), where)
     sampler = {k: v for k, v in mapping.items() if k in SAMPLER_KEYS}
     rest = {k: v for k, v in mapping.items() if k in ADAPTER_KEYS}
@@ -95,7 +101,7 @@ def resolve_source(source: Any, where: str) -> tuple[PatchSampler, dict[str, Any
     """The sampler and adapter options of a `PatchSampler` or a seed-style mapping.
 
     For a mapping, the options are those it sets among ``augmentation_list``,
-    ``allowed_targets``, ``seed``, ``return_metadata`` and, from its ``data_loader``,
+    ``seed``, ``return_metadata`` and, from its ``data_loader``,
     ``batch_size``, ``shuffle``, ``drop_last`` (the tf.data and Keras adapters' view).
     """
     if isinstance(source, PatchSampler):

@@ -98,7 +98,7 @@ class PatchPyDataset(keras.utils.PyDataset):
             augmentation_list = options.get("augmentation_list")
         if isinstance(epoch, bool) or not isinstance(epoch, (int, np.integer)) or epoch < 0:
             raise OptionError(f"epoch must be a non-negative integer, got {epoch!r}.")
-        allowed = (*allowed_targets, *(options.get("allowed_targets") or ()))
+        allowed = tuple(allowed_targets)
 
         self.sampler = sampler
         self.batch_size = int(batch_size)

@@ -149,7 +149,7 @@ def make_dataset(
     shuffle = bool(shuffle or options.get("shuffle", False))
     drop_remainder = bool(drop_remainder or options.get("drop_last", False))
     with_metadata = bool(with_metadata or options.get("return_metadata", False))
-    allowed = (*allowed_targets, *(options.get("allowed_targets") or ()))
+    allowed = tuple(allowed_targets)
 
     if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer))):
         raise OptionError(f"seed must be an integer or None, got {seed!r}.")

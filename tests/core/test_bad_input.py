@@ -230,6 +230,15 @@ CASES: list[tuple[str, Callable[[Files], Any], type[Exception], str]] = [
         r"Unknown option 'n_clases' .*Did you mean 'n_classes'",
     ),
     (
+        "allow-list in a config file",
+        lambda f: split_config(
+            {"image_mbtiles_path": "a", "mask_path": "b", "crops_path": "c", "patch_size": 1, "allowed_targets": ["os"]}
+        ),
+        OptionError,
+        r"allowed_targets cannot be set in the configuration: a shared configuration file must not widen .*"
+        r"Pass allowed_targets=\[...\] in code",
+    ),
+    (
         "missing config key",
         lambda f: split_config({"mask_path": "b", "crops_path": "c", "patch_size": 1}),
         OptionError,
