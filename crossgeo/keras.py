@@ -18,6 +18,7 @@ parallel; each thread reads through its own rasterio handles and augmentation co
 
 from __future__ import annotations
 
+import logging
 import math
 import sys
 from collections.abc import Mapping
@@ -41,6 +42,8 @@ from crossgeo.errors import ConfigError, OptionError
 from crossgeo.sampler import PatchSampler
 
 __all__ = ["PatchPyDataset"]
+
+log = logging.getLogger("crossgeo")
 
 
 class PatchPyDataset(keras.utils.PyDataset):
@@ -111,6 +114,7 @@ class PatchPyDataset(keras.utils.PyDataset):
         self._base_seed = int(seed) if seed is not None else int(np.random.default_rng().integers(2**32))
         self.epoch = int(epoch)
         self.order = self._order()
+        self._skipped_before = sampler.skipped
 
     # ------------------------------------------------------------------ PyDataset
 
@@ -145,6 +149,15 @@ class PatchPyDataset(keras.utils.PyDataset):
         """
         if _called_by_keras_reset():
             return
+        skipped = self.sampler.skipped - self._skipped_before
+        self._skipped_before = self.sampler.skipped
+        if skipped:  # threads share the sampler; worker processes (use_multiprocessing) keep their own count
+            log.warning(
+                "crossgeo: epoch %d: %d sample(s) came from a replacement window because their window could not "
+                "be read (on_read_error='skip'); the log above names each file, window and GDAL error.",
+                self.epoch,
+                skipped,
+            )
         self.set_epoch(self.epoch + 1)
 
     def set_epoch(self, epoch: int) -> None:

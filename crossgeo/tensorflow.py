@@ -41,6 +41,7 @@ Multi-device (each replica decodes only its own windows)::
 from __future__ import annotations
 
 import copy
+import logging
 import math
 import threading
 from collections.abc import Mapping
@@ -63,6 +64,8 @@ from crossgeo.errors import ConfigError, OptionError
 from crossgeo.sampler import PatchSampler
 
 __all__ = ["make_dataset"]
+
+log = logging.getLogger("crossgeo")
 
 
 def _random_seed() -> int:
@@ -199,11 +202,15 @@ def make_dataset(
     dataset = epochs.flat_map(windows_of)
 
     # --- decode: the shared core function, on tf.data's threads ------------------------
+    tally = _SkipTally(sampler, len(range(pipeline_id, n, pipelines)))
+
     def load(index: np.ndarray, epoch_value: np.ndarray) -> tuple[Any, ...]:
+        tally.started(int(epoch_value))
         patch = sampler[int(index)]
         image, mask = to_model_inputs(
             patch, augmentations.get(), seed=base_seed, epoch=int(epoch_value), channels_last=channels_last
         )
+        tally.finished(int(epoch_value))
         return image, mask, np.int64(patch.row_off), np.int64(patch.col_off)
 
     def decode(index: tf.Tensor, epoch_value: tf.Tensor) -> Any:
@@ -229,6 +236,40 @@ def make_dataset(
     if batch_size is not None:
         count = count // batch_size if drop_remainder else math.ceil(count / batch_size)
     return dataset.apply(tf.data.experimental.assert_cardinality(count))
+
+
+class _SkipTally:
+    """Says at the end of each epoch how many samples came from a replacement window.
+
+    With ``on_read_error="skip"`` the sampler logs every unreadable window as it meets it;
+    the thread that decodes an epoch's last window also logs the epoch's total.
+    """
+
+    def __init__(self, sampler: PatchSampler, per_epoch: int) -> None:
+        self.sampler = sampler
+        self.per_epoch = per_epoch
+        self._lock = threading.Lock()
+        self._epochs: dict[int, list[int]] = {}  # epoch -> [windows done, sampler.skipped at start]
+
+    def started(self, epoch: int) -> None:
+        with self._lock:
+            self._epochs.setdefault(epoch, [0, self.sampler.skipped])
+
+    def finished(self, epoch: int) -> None:
+        with self._lock:
+            state = self._epochs[epoch]
+            state[0] += 1
+            if state[0] < self.per_epoch:
+                return
+            del self._epochs[epoch]
+            skipped = self.sampler.skipped - state[1]
+        if skipped:
+            log.warning(
+                "crossgeo: epoch %d: %d sample(s) came from a replacement window because their window could not "
+                "be read (on_read_error='skip'); the log above names each file, window and GDAL error.",
+                epoch,
+                skipped,
+            )
 
 
 class _PassCounter:

@@ -218,3 +218,40 @@ def write_vrt_mosaic(path: str | os.PathLike[str], sources: Sequence[str | os.Pa
         for src in opened:
             src.close()
     return path
+
+
+def corrupt_mbtiles_tile(mbtiles: str | os.PathLike[str], zoom: int) -> tuple[int, int]:
+    """Replace one tile blob of ``zoom`` with a truncated PNG, as a damaged copy would hold.
+
+    Returns the tile's (column, TMS row). GDAL then reports the tile as unreadable.
+    """
+    import sqlite3
+
+    with sqlite3.connect(mbtiles) as db:
+        column, row = db.execute(
+            "SELECT tile_column, tile_row FROM tiles WHERE zoom_level = ? LIMIT 1", (zoom,)
+        ).fetchone()
+        db.execute(
+            "UPDATE tiles SET tile_data = ? WHERE zoom_level = ? AND tile_column = ? AND tile_row = ?",
+            (b"\x89PNG\r\n\x1a\n\x00\x00\x00\x0dIHDR", zoom, column, row),
+        )
+    return int(column), int(row)
+
+
+def write_damaged_mbtiles_scene(folder: str | os.PathLike[str]) -> tuple[Path, Path, Path]:
+    """(MBTiles image, aligned mask, windows CSV) where one of the image's four tiles is damaged.
+
+    A 512-pixel coordinate-encoding image on the zoom-12 tile grid (2 x 2 tiles), a class
+    mask on the same grid (stripes 64 rows high) and 32 windows of 64 pixels, a quarter of
+    which touch the damaged tile: for testing ``on_read_error``.
+    """
+    folder = Path(folder)
+    transform = web_mercator_transform(12, 2176, 1460)
+    tif = write_raster(folder / "image.tif", coordinate_bands(512, 512, "uint8"), crs="EPSG:3857", transform=transform)
+    mbtiles = write_mbtiles(tif, folder / "damaged.mbtiles")
+    corrupt_mbtiles_tile(mbtiles, 12)
+    classes = (np.arange(512)[None, :, None] // 64 % 2 * np.ones((1, 1, 512))).astype(np.uint8)
+    mask = write_raster(folder / "mask.tif", classes, crs="EPSG:3857", transform=transform)
+    rows, cols = np.meshgrid(np.arange(0, 512 - 64 + 1, 64), np.arange(0, 512 - 64 + 1, 128))
+    windows = write_windows_table(folder / "windows.csv", rows.ravel(), cols.ravel())
+    return mbtiles, mask, windows

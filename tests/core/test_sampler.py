@@ -555,21 +555,9 @@ def test_gdal_options_hold_in_every_reader_thread(scene: Scene) -> None:
     assert seen == [GDAL_OPTIONS["GDAL_DISABLE_READDIR_ON_OPEN"], GDAL_OPTIONS["GDAL_HTTP_MAX_RETRY"]]
 
 
-def corrupt_one_tile(mbtiles: Path, zoom: int) -> None:
-    """Replace one tile blob of ``zoom`` with a truncated PNG (as a damaged download would)."""
-    import sqlite3
-
-    with sqlite3.connect(mbtiles) as db:
-        row = db.execute("SELECT tile_column, tile_row FROM tiles WHERE zoom_level = ? LIMIT 1", (zoom,)).fetchone()
-        db.execute(
-            "UPDATE tiles SET tile_data = ? WHERE zoom_level = ? AND tile_column = ? AND tile_row = ?",
-            (b"\x89PNG\r\n\x1a\n\x00\x00\x00\x0dIHDR", zoom, *row),
-        )
-
-
 def test_corrupt_mbtiles_tile_raises_naming_file_window_and_gdal(scene: Scene) -> None:
     mbtiles = T.write_mbtiles(scene.image, scene.path("image.mbtiles"))
-    corrupt_one_tile(mbtiles, 12)
+    T.corrupt_mbtiles_tile(mbtiles, 12)
     corners = [0, 256]
     windows = scene.windows([r for r in corners for _ in corners], [c for _ in corners for c in corners])
     sampler = PatchSampler(mbtiles, scene.lonlat_mask(), windows, 256, n_classes=4, selected_bands=[1, 2, 3])
@@ -590,7 +578,7 @@ def test_on_read_error_skip_substitutes_the_next_window_and_counts(
     scene: Scene, caplog: pytest.LogCaptureFixture
 ) -> None:
     mbtiles = T.write_mbtiles(scene.image, scene.path("image.mbtiles"))
-    corrupt_one_tile(mbtiles, 12)
+    T.corrupt_mbtiles_tile(mbtiles, 12)
     corners = [0, 256]
     windows = scene.windows([r for r in corners for _ in corners], [c for _ in corners for c in corners])
     kwargs = {"n_classes": 4, "selected_bands": [1, 2, 3]}

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import os
-import sqlite3
 import types
 from pathlib import Path
 from typing import Any
@@ -16,31 +15,11 @@ from crossgeo import testing
 from crossgeo.torch import MBTilesCropsGeoTifMaskDataset, make_dataloader
 
 
-def _two_by_two_tiles_with_one_corrupt(folder: Path) -> tuple[Path, Path, Path]:
-    """A 512-pixel coordinate image as MBTiles (4 tiles) with one tile damaged, a mask, windows."""
-    transform = testing.web_mercator_transform(12, 2176, 1460)
-    tif = testing.write_raster(
-        folder / "image.tif", testing.coordinate_bands(512, 512, "uint8"), crs="EPSG:3857", transform=transform
-    )
-    mbtiles = testing.write_mbtiles(tif, folder / "broken.mbtiles")
-    with sqlite3.connect(mbtiles) as db:
-        tile = db.execute("SELECT tile_column, tile_row FROM tiles WHERE zoom_level = 12 LIMIT 1").fetchone()
-        db.execute(
-            "UPDATE tiles SET tile_data = ? WHERE zoom_level = 12 AND tile_column = ? AND tile_row = ?",
-            (b"\x89PNG\r\n\x1a\ndamaged", *tile),
-        )
-    classes = (np.arange(512)[None, :, None] // 64 % 2 * np.ones((1, 1, 512))).astype(np.uint8)
-    mask = testing.write_raster(folder / "mask.tif", classes, crs="EPSG:3857", transform=transform)
-    rows, cols = np.meshgrid(np.arange(0, 512 - 64 + 1, 64), np.arange(0, 512 - 64 + 1, 128))
-    windows = testing.write_windows_table(folder / "windows.csv", rows.ravel(), cols.ravel())
-    return mbtiles, mask, windows
-
-
 @pytest.mark.parametrize("workers", [0, 2])
 def test_corrupt_tile_is_skipped_counted_and_reported(
     tmp_path: Path, caplog: pytest.LogCaptureFixture, workers: int
 ) -> None:
-    mbtiles, mask, windows = _two_by_two_tiles_with_one_corrupt(tmp_path)
+    mbtiles, mask, windows = testing.write_damaged_mbtiles_scene(tmp_path)
     options: dict[str, Any] = {"selected_bands": [1, 2, 3], "return_metadata": True}
     strict = MBTilesCropsGeoTifMaskDataset(mbtiles, mask, windows, 64, **options)
     failing = []
