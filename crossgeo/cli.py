@@ -115,7 +115,7 @@ def _readable_warnings() -> Iterator[None]:
 
 def _resolve_paths(mapping: dict[str, Any], config_dir: Path) -> dict[str, Any]:
     """Relative paths: the working directory first, then the configuration file's folder."""
-    from crossgeo.sampler import is_remote
+    from crossgeo.io import is_remote
 
     out = dict(mapping)
     base: Path | None = None

@@ -120,10 +120,15 @@ def open_raster(path: str, option: str) -> Any:
         ) from error
 
 
+def is_remote(path: str) -> bool:
+    """True for URLs and GDAL virtual file system paths (not checked for existence locally)."""
+    return "://" in path or path.startswith("/vsi")
+
+
 def missing_parts(dataset: Any) -> list[str]:
     """Local files a dataset refers to that do not exist (e.g. a VRT's moved sources)."""
     folder = os.path.dirname(dataset.name)
-    local = [f for f in dataset.files if "://" not in f and not f.startswith("/vsi")]
+    local = [f for f in dataset.files if not is_remote(f)]
     return [f for f in local if not os.path.exists(f) and not os.path.exists(os.path.join(folder, f))]
 
 

@@ -27,7 +27,7 @@ from rasterio.warp import calculate_default_transform, transform_bounds
 from crossgeo import windows as winsrc
 from crossgeo.errors import ConfigError, OptionError, RasterError, ReadError
 from crossgeo.grid import Grid, outside_pixels, pixel_offset
-from crossgeo.io import RasterReader, ReadPlan, alpha_band, mask_interior, missing_parts, open_raster
+from crossgeo.io import RasterReader, ReadPlan, alpha_band, is_remote, mask_interior, missing_parts, open_raster
 from crossgeo.masks import MaskDecoder, make_decoder
 
 log = logging.getLogger("crossgeo")
@@ -55,11 +55,6 @@ class Patch:
     col_off: int
     index: int
     mask_valid: np.ndarray | None = None
-
-
-def is_remote(path: str) -> bool:
-    """True for URLs and GDAL virtual file system paths (not checked for existence locally)."""
-    return "://" in path or path.startswith("/vsi")
 
 
 def _check_path(value: Any, option: str) -> str:
@@ -190,7 +185,8 @@ def _mask_coverage(mask: Any, grid: Grid, image_path: str, mask_path: str) -> fl
     else:
         with np.errstate(all="ignore"):
             mask_bounds = transform_bounds(mask.crs, grid.crs, *mask.bounds, densify_pts=21)
-    left, bottom, right, top = (np.nan_to_num(v, nan=np.inf if i < 2 else -np.inf) for i, v in enumerate(mask_bounds))
+    # A bound that does not project (NaN) is taken as open on that side: never a false "no overlap".
+    left, bottom, right, top = (np.nan_to_num(v, nan=-np.inf if i < 2 else np.inf) for i, v in enumerate(mask_bounds))
     g_left, g_bottom, g_right, g_top = grid.bounds
     width = min(right, g_right) - max(left, g_left)
     height = min(top, g_top) - max(bottom, g_bottom)
@@ -347,6 +343,8 @@ class PatchSampler:
             f" (cached in {cache})" if from_cache else "",
             self.index.report.describe(),
         )
+        for offsets in (self.index.row_off, self.index.col_off):
+            offsets.setflags(write=False)  # shared by every worker: nobody edits the plan in place
         if len(self.index) == 0:
             raise winsrc.WindowError(
                 f"{self.crops_path}: no valid windows ({self.index.report.describe()}). "
@@ -361,12 +359,12 @@ class PatchSampler:
 
     @property
     def row_off(self) -> np.ndarray:
-        """Row offsets of all windows (int64, read-only view)."""
+        """Row offsets of all windows (int64, read-only)."""
         return self.index.row_off
 
     @property
     def col_off(self) -> np.ndarray:
-        """Column offsets of all windows (int64, read-only view)."""
+        """Column offsets of all windows (int64, read-only)."""
         return self.index.col_off
 
     @property
