@@ -9,7 +9,7 @@ Every file is written by rasterio/GDAL.
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -144,7 +144,7 @@ def write_lonlat_mask(
 
 
 def write_windows_table(
-    path: str | os.PathLike[str], row_off: Sequence[int], col_off: Sequence[int], **extra: Any
+    path: str | os.PathLike[str], row_off: Iterable[int], col_off: Iterable[int], **extra: Any
 ) -> Path:
     """Windows as CSV or Parquet (by suffix), columns ``row_off``, ``col_off`` (+ extras)."""
     import pyarrow as pa
