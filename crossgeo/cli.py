@@ -884,26 +884,11 @@ def _train_torch(sampler: Any, rest: dict[str, Any], steps: int, batch_size: int
     import torch
     from torch import nn
 
-    try:
-        from crossgeo.torch import PatchDataset
+    from crossgeo.torch import PatchDataset, make_dataloader
 
-        dataset: Any = PatchDataset(sampler, augmentation_list=rest.get("augmentation_list"), seed=0)
-    except ImportError:
-        from crossgeo.augment import build_augmentation, to_model_inputs
-
-        augmentation = build_augmentation(rest.get("augmentation_list"))
-
-        class Plain(torch.utils.data.Dataset):
-            def __len__(self) -> int:
-                return len(sampler)
-
-            def __getitem__(self, i: int) -> dict[str, Any]:
-                x, y = to_model_inputs(sampler[i], augmentation, seed=0)
-                return {"image": torch.from_numpy(x), "mask": torch.from_numpy(y)}
-
-        dataset = Plain()
+    dataset = PatchDataset(sampler, augmentation_list=rest.get("augmentation_list"), seed=0)
     torch.manual_seed(0)
-    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=True, num_workers=0, drop_last=True)
+    loader = make_dataloader(dataset, batch_size=batch_size, shuffle=True, num_workers=0, drop_last=True)
     channels = int(dataset[0]["image"].shape[0])
     model = nn.Sequential(
         nn.Conv2d(channels, 16, 3, padding=1),
@@ -942,30 +927,11 @@ def _train_tensorflow(
 ) -> dict[str, float]:
     import tensorflow as tf
 
-    try:
-        from crossgeo.tensorflow import make_dataset
+    from crossgeo.tensorflow import make_dataset
 
-        dataset = make_dataset(
-            sampler, batch_size=batch_size, shuffle=True, seed=0, augmentation_list=rest.get("augmentation_list")
-        )
-    except ImportError:
-        from crossgeo.augment import build_augmentation, to_model_inputs
-
-        augmentation = build_augmentation(rest.get("augmentation_list"))
-        size = sampler.patch_size
-        channels = len(sampler.selected_bands)
-
-        def generate() -> Iterator[tuple[np.ndarray, np.ndarray]]:
-            for i in np.random.default_rng(0).permutation(len(sampler)):
-                yield to_model_inputs(sampler[int(i)], augmentation, seed=0, channels_last=True)
-
-        dataset = tf.data.Dataset.from_generator(
-            generate,
-            output_signature=(
-                tf.TensorSpec((size, size, channels), tf.float32),
-                tf.TensorSpec((size, size), tf.int64),
-            ),
-        ).batch(batch_size)
+    dataset = make_dataset(
+        sampler, batch_size=batch_size, shuffle=True, seed=0, augmentation_list=rest.get("augmentation_list")
+    )
     tf.keras.utils.set_random_seed(0)
     model = tf.keras.Sequential(
         [
