@@ -18,7 +18,6 @@ parallel; each thread reads through its own rasterio handles and augmentation co
 
 from __future__ import annotations
 
-import logging
 import math
 import sys
 from collections.abc import Mapping
@@ -39,11 +38,9 @@ except ImportError as error:  # pragma: no cover - exercised only without keras
 from crossgeo.augment import PerThreadAugmentation, build_augmentation, epoch_order, to_model_inputs
 from crossgeo.config import resolve_source
 from crossgeo.errors import ConfigError, OptionError
-from crossgeo.sampler import PatchSampler
+from crossgeo.sampler import PatchSampler, report_skipped
 
 __all__ = ["PatchPyDataset"]
-
-log = logging.getLogger("crossgeo")
 
 
 class PatchPyDataset(keras.utils.PyDataset):
@@ -151,13 +148,8 @@ class PatchPyDataset(keras.utils.PyDataset):
             return
         skipped = self.sampler.skipped - self._skipped_before
         self._skipped_before = self.sampler.skipped
-        if skipped:  # threads share the sampler; worker processes (use_multiprocessing) keep their own count
-            log.warning(
-                "crossgeo: epoch %d: %d sample(s) came from a replacement window because their window could not "
-                "be read (on_read_error='skip'); the log above names each file, window and GDAL error.",
-                self.epoch,
-                skipped,
-            )
+        # Threads share the sampler; worker processes (use_multiprocessing) keep their own count.
+        report_skipped(self.epoch, skipped)
         self.set_epoch(self.epoch + 1)
 
     def set_epoch(self, epoch: int) -> None:

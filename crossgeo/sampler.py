@@ -200,6 +200,20 @@ def _mask_coverage(mask: Any, grid: Grid, image_path: str, mask_path: str) -> fl
     return float(width * height / ((g_right - g_left) * (g_top - g_bottom)))
 
 
+def report_skipped(epoch: int, skipped: int) -> None:
+    """Log an epoch's total of samples served from a replacement window (``on_read_error="skip"``).
+
+    The adapters call it when an epoch ends; each unreadable window was already logged when met.
+    """
+    if skipped:
+        log.warning(
+            "crossgeo: epoch %d: %d sample(s) came from a replacement window because their window could not "
+            "be read (on_read_error='skip'); the log above names each file, window and GDAL error.",
+            epoch,
+            skipped,
+        )
+
+
 class PatchSampler:
     """Fixed-size image/mask patches from an image (the reference grid), a mask and windows.
 

@@ -41,7 +41,6 @@ Multi-device (each replica decodes only its own windows)::
 from __future__ import annotations
 
 import copy
-import logging
 import math
 import threading
 from collections.abc import Mapping
@@ -61,11 +60,9 @@ except ImportError as error:  # pragma: no cover - exercised only without tensor
 from crossgeo.augment import PerThreadAugmentation, build_augmentation, epoch_order, to_model_inputs
 from crossgeo.config import resolve_source
 from crossgeo.errors import ConfigError, OptionError
-from crossgeo.sampler import PatchSampler
+from crossgeo.sampler import PatchSampler, report_skipped
 
 __all__ = ["make_dataset"]
-
-log = logging.getLogger("crossgeo")
 
 
 def _random_seed() -> int:
@@ -263,13 +260,7 @@ class _SkipTally:
                 return
             del self._epochs[epoch]
             skipped = self.sampler.skipped - state[1]
-        if skipped:
-            log.warning(
-                "crossgeo: epoch %d: %d sample(s) came from a replacement window because their window could not "
-                "be read (on_read_error='skip'); the log above names each file, window and GDAL error.",
-                epoch,
-                skipped,
-            )
+        report_skipped(epoch, skipped)
 
 
 class _PassCounter:

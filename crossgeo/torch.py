@@ -38,7 +38,7 @@ import numpy as np
 from crossgeo.augment import build_augmentation, epoch_order, to_model_inputs
 from crossgeo.config import SAMPLER_KEYS, check_keys, to_plain
 from crossgeo.errors import OptionError
-from crossgeo.sampler import PatchSampler
+from crossgeo.sampler import PatchSampler, report_skipped
 
 __all__ = [
     "EpochOrderSampler",
@@ -323,13 +323,7 @@ def _reporting_skips(batches: Iterator[Any], dataset: PatchDataset) -> Iterator[
     start, epoch = dataset.skipped, dataset.epoch
     yield from batches
     skipped = dataset.skipped - start
-    if skipped:
-        log.warning(
-            "crossgeo: epoch %d: %d sample(s) came from a replacement window because their window could not "
-            "be read (on_read_error='skip'); the log above names each file, window and GDAL error.",
-            epoch,
-            skipped,
-        )
+    report_skipped(epoch, skipped)
 
 
 def _sampler_epoch(loader: DataLoader[Any]) -> int | None:
