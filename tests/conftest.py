@@ -35,7 +35,7 @@ REAL_DATA = Path(
 )
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def real_data() -> Path:
     """The real-data folder; tests using it skip when it is absent (a fresh clone without ../shared)."""
     if not (REAL_DATA / "world.byte.tif").exists():

@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import io
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -29,15 +28,6 @@ from PIL import Image
 from crossgeo import PatchSampler, cli
 from crossgeo import testing as T
 from crossgeo.demo import COLOR_MAP
-
-
-def real_data() -> Path:
-    env = os.environ.get("CROSSGEO_REAL_DATA")
-    return Path(env) if env else Path(__file__).resolve().parents[2].parent / "shared/data/real"
-
-
-REAL = real_data()
-needs_real = pytest.mark.skipif(not (REAL / "RGB.byte.tif").exists(), reason=f"real data not found in {REAL}")
 
 
 def run(*argv: Any) -> tuple[int, str, str]:
@@ -409,24 +399,21 @@ def test_validate_reports_windows_outside_and_a_broken_augmentation(tmp_path: Pa
 
 
 @pytest.fixture(scope="module")
-def real_rgb(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def real_rgb(tmp_path_factory: pytest.TempPathFactory, real_data: Path) -> Path:
     """RGB.byte.tif (UTM 18N) with the world.byte.tif land mask (EPSG:4326) and a grid of windows."""
-    if not (REAL / "RGB.byte.tif").exists():
-        pytest.skip(f"real data not found in {REAL}")
     folder = tmp_path_factory.mktemp("real")
     rows, cols = np.meshgrid(np.arange(0, 718 - 128 + 1, 118), np.arange(0, 791 - 128 + 1, 131), indexing="ij")
     windows = T.write_windows_table(folder / "grid.csv", rows.ravel(), cols.ravel())
     return write_config(
         folder / "rgb.yaml",
-        image_mbtiles_path=str(REAL / "RGB.byte.tif"),
-        mask_path=str(REAL / "world.byte.tif"),
+        image_mbtiles_path=str(real_data / "RGB.byte.tif"),
+        mask_path=str(real_data / "world.byte.tif"),
         crops_path=str(windows),
         patch_size=128,
         n_classes=2,
     )
 
 
-@needs_real
 def test_real_rgb_every_subcommand(tmp_path: Path, real_rgb: Path) -> None:
     sampler = sampler_of(real_rgb)
     code, out, _ = run("validate", real_rgb)
@@ -450,13 +437,12 @@ def test_real_rgb_every_subcommand(tmp_path: Path, real_rgb: Path) -> None:
     assert code == 0 and f"kept {len(sampler)}" in out
 
 
-@needs_real
-def test_real_vectors_and_mbtiles(tmp_path: Path) -> None:
+def test_real_vectors_and_mbtiles(tmp_path: Path, real_data: Path) -> None:
     box = write_config(
         tmp_path / "box.yaml",
-        image_mbtiles_path=str(REAL / "RGB.byte.tif"),
-        mask_path=str(REAL / "world.byte.tif"),
-        crops_path=str(REAL / "box.shp"),
+        image_mbtiles_path=str(real_data / "RGB.byte.tif"),
+        mask_path=str(real_data / "world.byte.tif"),
+        crops_path=str(real_data / "box.shp"),
         patch_size=64,
     )
     code, out, _ = run("index", box, "--cache", tmp_path / "box.parquet")
@@ -464,9 +450,9 @@ def test_real_vectors_and_mbtiles(tmp_path: Path) -> None:
 
     europe = write_config(
         tmp_path / "europe.yaml",
-        image_mbtiles_path=str(REAL / "plain_3.mbtiles"),
-        mask_path=str(REAL / "world.byte.tif"),
-        crops_path=str(REAL / "naturalearth_cities.shp"),
+        image_mbtiles_path=str(real_data / "plain_3.mbtiles"),
+        mask_path=str(real_data / "world.byte.tif"),
+        crops_path=str(real_data / "naturalearth_cities.shp"),
         patch_size=64,
     )
     code, out, _ = run("validate", europe)
@@ -481,14 +467,13 @@ def test_real_vectors_and_mbtiles(tmp_path: Path) -> None:
     )
 
 
-@needs_real
-def test_real_validate_reports_non_overlap_and_a_colour_map_on_a_class_mask(tmp_path: Path) -> None:
+def test_real_validate_reports_non_overlap_and_a_colour_map_on_a_class_mask(tmp_path: Path, real_data: Path) -> None:
     # plain_3 covers Europe, RGB.byte.tif the Bahamas.
     apart = write_config(
         tmp_path / "apart.yaml",
-        image_mbtiles_path=str(REAL / "RGB.byte.tif"),
-        mask_path=str(REAL / "plain_3.mbtiles"),
-        crops_path=str(REAL / "box.shp"),
+        image_mbtiles_path=str(real_data / "RGB.byte.tif"),
+        mask_path=str(real_data / "plain_3.mbtiles"),
+        crops_path=str(real_data / "box.shp"),
         patch_size=64,
         color_map=[[237, 237, 237, 1]],
     )
@@ -496,9 +481,9 @@ def test_real_validate_reports_non_overlap_and_a_colour_map_on_a_class_mask(tmp_
     assert code == 1 and "the mask has no data over the image" in out
     wrong = write_config(
         tmp_path / "wrong.yaml",
-        image_mbtiles_path=str(REAL / "plain_3.mbtiles"),
-        mask_path=str(REAL / "world.byte.tif"),
-        crops_path=str(REAL / "naturalearth_cities.shp"),
+        image_mbtiles_path=str(real_data / "plain_3.mbtiles"),
+        mask_path=str(real_data / "world.byte.tif"),
+        crops_path=str(real_data / "naturalearth_cities.shp"),
         patch_size=64,
         color_map=[[255, 0, 0, 1]],
     )

@@ -26,7 +26,6 @@ PATCH = 32
 #: Windows on a 256 x 256 scene: some overlap, one reaches past the right/bottom edge.
 ROWS = [0, 0, 16, 64, 100, 128, 200, 224, 240, 33, 77, 5]
 COLS = [0, 64, 16, 128, 7, 200, 40, 224, 240, 190, 99, 150]
-REAL_DATA = Path(os.environ.get("CROSSGEO_REAL_DATA", Path(__file__).resolve().parents[3] / "shared" / "data" / "real"))
 
 
 def mask_classes(rows: np.ndarray, cols: np.ndarray) -> np.ndarray:

@@ -13,7 +13,7 @@ import keras
 import numpy as np
 import pytest
 import rasterio
-from conftest import COLS, PATCH, REAL_DATA, ROWS, Scene
+from conftest import COLS, PATCH, ROWS, Scene
 from test_keras import tiny_model
 
 from crossgeo import PatchSampler
@@ -125,28 +125,23 @@ def test_fit_counts_epochs(scene: Scene) -> None:
     assert seen == [(ROWS[i], COLS[i]) for i in epoch_order(len(ROWS), 8, 2)]
 
 
-REAL = pytest.mark.skipif(not REAL_DATA.is_dir(), reason=f"real data folder {REAL_DATA} not found")
-
-
-@REAL
-def test_fit_one_epoch_on_real_geotiff(tmp_path: Path) -> None:
+def test_fit_one_epoch_on_real_geotiff(tmp_path: Path, real_data: Path) -> None:
     """Landsat RGB.byte.tif (UTM 18N) with the world land mask (EPSG:4326, warped)."""
-    image = REAL_DATA / "RGB.byte.tif"
+    image = real_data / "RGB.byte.tif"
     with rasterio.open(image) as src:
         height, width = src.height, src.width
     rows, cols = np.meshgrid(np.arange(100, height - 100, 96), np.arange(100, width - 100, 96), indexing="ij")
     windows = T.write_windows_table(tmp_path / "windows.csv", rows.ravel()[:16], cols.ravel()[:16])
-    sampler = PatchSampler(image, REAL_DATA / "world.byte.tif", windows, 64)
+    sampler = PatchSampler(image, real_data / "world.byte.tif", windows, 64)
     fit_one_epoch(sampler, 2)
 
 
-@REAL
-def test_fit_one_epoch_on_real_mbtiles(tmp_path: Path) -> None:
+def test_fit_one_epoch_on_real_mbtiles(tmp_path: Path, real_data: Path) -> None:
     """plain_1.mbtiles (RGBA PNG tiles, Web Mercator) with the world land mask."""
-    image = REAL_DATA / "plain_1.mbtiles"
+    image = real_data / "plain_1.mbtiles"
     rows, cols = np.meshgrid(np.arange(600, 2400, 300), np.arange(200, 3800, 600), indexing="ij")
     windows = T.write_windows_table(tmp_path / "windows.csv", rows.ravel()[:16], cols.ravel()[:16])
-    sampler = PatchSampler(image, REAL_DATA / "world.byte.tif", windows, 64, selected_bands=[1, 2, 3])
+    sampler = PatchSampler(image, real_data / "world.byte.tif", windows, 64, selected_bands=[1, 2, 3])
     masks = np.stack([y for _, y in make_dataset(sampler).as_numpy_iterator()])
     assert set(np.unique(masks)) == {0, 1}  # land and water both present
     fit_one_epoch(sampler, 2)
