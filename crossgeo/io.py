@@ -200,14 +200,25 @@ class RasterReader:
             )
         else:
             self.image = self.image_source
-        outline = plan.mask_interior if plan.mask_offset is None and plan.mask_alpha is None else None
-        self.mask_interior = _MaskInterior(outline, plan.patch_size) if outline is not None else None
+        interior = plan.mask_interior
+        self.mask_interior = _MaskInterior(interior, plan.patch_size) if interior is not None else None
 
     def close(self) -> None:
         if self.image is not self.image_source:
             self.image.close()
         self.image_source.close()
         self.mask_source.close()
+
+    @contextmanager
+    def _reading(self, what: str, path: str, row_off: int, col_off: int) -> Iterator[None]:
+        """Turn a failed read - raised, or only logged by GDAL - into a `ReadError` naming it."""
+        try:
+            with _failure_trap.watch() as failures:
+                yield
+        except RasterioError as error:
+            raise self._failed(what, path, row_off, col_off, error) from error
+        if failures:
+            raise self._failed(what, path, row_off, col_off, "; ".join(failures))
 
     def _failed(self, what: str, path: str, row_off: int, col_off: int, error: object) -> ReadError:
         return ReadError(
@@ -218,21 +229,11 @@ class RasterReader:
     def read_image(self, row_off: int, col_off: int) -> np.ndarray:
         """The image window (C, H, W) in the planned dtype; outside pixels hold the image fill."""
         plan = self.plan
-        try:
-            with _failure_trap.watch() as failures:
-                data, _ = _read_filled(
-                    self.image,
-                    list(plan.image_bands),
-                    row_off,
-                    col_off,
-                    plan.patch_size,
-                    plan.image_fill,
-                    plan.image_dtype,
-                )
-        except RasterioError as error:
-            raise self._failed("image", plan.image_path, row_off, col_off, error) from error
-        if failures:
-            raise self._failed("image", plan.image_path, row_off, col_off, "; ".join(failures))
+        with self._reading("image", plan.image_path, row_off, col_off):
+            indexes = list(plan.image_bands)
+            data, _ = _read_filled(
+                self.image, indexes, row_off, col_off, plan.patch_size, plan.image_fill, plan.image_dtype
+            )
         return data
 
     def read_mask(self, row_off: int, col_off: int) -> tuple[np.ndarray, np.ndarray | None]:
@@ -240,51 +241,45 @@ class RasterReader:
 
         Invalid pixels are those the mask does not cover, mask nodata and alpha == 0.
         """
-        with _failure_trap.watch() as failures:
-            result = self._read_mask(row_off, col_off)
-        if failures:
-            raise self._failed("mask", self.plan.mask_path, row_off, col_off, "; ".join(failures))
-        return result
+        with self._reading("mask", self.plan.mask_path, row_off, col_off):
+            return self._read_mask(row_off, col_off)
 
     def _read_mask(self, row_off: int, col_off: int) -> tuple[np.ndarray, np.ndarray | None]:
         plan = self.plan
         size = plan.patch_size
         indexes = list(plan.mask_data_bands)
-        try:
-            if plan.mask_offset is not None:
-                dr, dc = plan.mask_offset
-                if plan.mask_alpha is not None:
-                    indexes.append(plan.mask_alpha)
-                data, invalid = _read_filled(
-                    self.mask_source, indexes, row_off + dr, col_off + dc, size, 0, self.mask_source.dtypes[0]
-                )
-                if plan.mask_alpha is not None:
-                    invalid = _union(invalid, data[-1] == 0)
-                    data = data[:-1]
-                if plan.mask_nodata is not None:
-                    invalid = _union(invalid, np.all(data == plan.mask_nodata, axis=0))
-                return data, invalid
-            # A window well inside the mask's footprint has no uncovered pixel, so its warp
-            # needs no alpha band (which doubles the warp's cost); nodata is then its value.
-            inside = self.mask_interior is not None and self.mask_interior.covers(row_off, col_off)
-            with WarpedVRT(
-                self.mask_source,
-                crs=plan.grid.crs,
-                transform=plan.grid.window_transform(row_off, col_off),
-                width=size,
-                height=size,
-                resampling=Resampling.nearest,
-                add_alpha=plan.mask_alpha is None and not inside,
-            ) as vrt:
-                if inside:
-                    data = vrt.read(indexes)
-                    nodata = plan.mask_nodata
-                    return data, (np.all(data == nodata, axis=0) if nodata is not None else None)
-                alpha = plan.mask_alpha if plan.mask_alpha is not None else vrt.count
-                data = vrt.read([*indexes, alpha])
-            return data[:-1], data[-1] == 0
-        except RasterioError as error:
-            raise self._failed("mask", plan.mask_path, row_off, col_off, error) from error
+        if plan.mask_offset is not None:
+            dr, dc = plan.mask_offset
+            if plan.mask_alpha is not None:
+                indexes.append(plan.mask_alpha)
+            data, invalid = _read_filled(
+                self.mask_source, indexes, row_off + dr, col_off + dc, size, 0, self.mask_source.dtypes[0]
+            )
+            if plan.mask_alpha is not None:
+                invalid = _union(invalid, data[-1] == 0)
+                data = data[:-1]
+            if plan.mask_nodata is not None:
+                invalid = _union(invalid, np.all(data == plan.mask_nodata, axis=0))
+            return data, invalid
+        # A window well inside the mask's footprint has no uncovered pixel, so its warp
+        # needs no alpha band (which doubles the warp's cost); nodata is then its value.
+        inside = self.mask_interior is not None and self.mask_interior.covers(row_off, col_off)
+        with WarpedVRT(
+            self.mask_source,
+            crs=plan.grid.crs,
+            transform=plan.grid.window_transform(row_off, col_off),
+            width=size,
+            height=size,
+            resampling=Resampling.nearest,
+            add_alpha=plan.mask_alpha is None and not inside,
+        ) as vrt:
+            if inside:
+                data = vrt.read(indexes)
+                nodata = plan.mask_nodata
+                return data, (np.all(data == nodata, axis=0) if nodata is not None else None)
+            alpha = plan.mask_alpha if plan.mask_alpha is not None else vrt.count
+            data = vrt.read([*indexes, alpha])
+        return data[:-1], data[-1] == 0
 
 
 def mask_interior(

@@ -312,7 +312,8 @@ class PatchSampler:
                 data_bands = data_bands[:3]
             self.color_map = color_map
             offset = pixel_offset(self.grid, Grid.of(mask))
-            interior = mask_interior(mask, self.grid) if offset is None else None
+            # Only a warped mask without its own alpha band can skip the alpha band per window.
+            interior = mask_interior(mask, self.grid) if offset is None and alpha is None else None
             coverage = _mask_coverage(mask, self.grid, self.image_path, self.mask_path)
             mask_nodata = mask.nodata
         self.mask_coverage = min(coverage, 1.0)
