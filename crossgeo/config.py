@@ -12,6 +12,8 @@ import inspect
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+import numpy as np
+
 from crossgeo.errors import OptionError
 from crossgeo.sampler import PatchSampler
 
@@ -33,6 +35,13 @@ def to_plain(value: Any) -> Any:
     if isinstance(value, (DictConfig, ListConfig)):
         return OmegaConf.to_container(value, resolve=True)
     return value
+
+
+def check_seed(seed: Any) -> int | None:
+    """A seed option as an int (or None), refusing other types with a clear error."""
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer))):
+        raise OptionError(f"seed must be an integer or None, got {type(seed).__name__}: {seed!r}.")
+    return None if seed is None else int(seed)
 
 
 def plain_mapping(config: Any) -> dict[str, Any]:

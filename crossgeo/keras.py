@@ -36,7 +36,7 @@ except ImportError as error:  # pragma: no cover - exercised only without keras
     ) from error
 
 from crossgeo.augment import PerThreadAugmentation, build_augmentation, epoch_order, to_model_inputs
-from crossgeo.config import resolve_source
+from crossgeo.config import check_seed, resolve_source
 from crossgeo.errors import ConfigError, OptionError
 from crossgeo.sampler import PatchSampler, report_skipped
 
@@ -92,8 +92,7 @@ class PatchPyDataset(keras.utils.PyDataset):
             raise ConfigError(f"batch_size must be >= 1, got {batch_size}.")
         if seed is None:
             seed = options.get("seed")
-        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer))):
-            raise OptionError(f"seed must be an integer or None, got {seed!r}.")
+        seed = check_seed(seed)
         if augmentation_list is None:
             augmentation_list = options.get("augmentation_list")
         if isinstance(epoch, bool) or not isinstance(epoch, (int, np.integer)) or epoch < 0:

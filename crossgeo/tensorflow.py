@@ -58,7 +58,7 @@ except ImportError as error:  # pragma: no cover - exercised only without tensor
     ) from error
 
 from crossgeo.augment import PerThreadAugmentation, build_augmentation, epoch_order, to_model_inputs
-from crossgeo.config import resolve_source
+from crossgeo.config import check_seed, resolve_source
 from crossgeo.errors import ConfigError, OptionError
 from crossgeo.sampler import PatchSampler, report_skipped
 
@@ -151,8 +151,7 @@ def make_dataset(
     with_metadata = bool(with_metadata or options.get("return_metadata", False))
     allowed = tuple(allowed_targets)
 
-    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer))):
-        raise OptionError(f"seed must be an integer or None, got {seed!r}.")
+    seed = check_seed(seed)
     if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer))):
         raise OptionError(f"batch_size must be a positive integer or None, got {batch_size!r}.")
     if batch_size is not None and batch_size < 1:

@@ -36,7 +36,7 @@ except ImportError as _error:  # pragma: no cover - exercised in a subprocess te
 import numpy as np
 
 from crossgeo.augment import build_augmentation, epoch_order, to_model_inputs
-from crossgeo.config import SAMPLER_KEYS, check_keys, to_plain
+from crossgeo.config import SAMPLER_KEYS, check_keys, check_seed, to_plain
 from crossgeo.errors import OptionError
 from crossgeo.sampler import PatchSampler, report_skipped
 
@@ -55,12 +55,6 @@ DATA_LOADER_KEYS = tuple(k for k in inspect.signature(DataLoader.__init__).param
 """Keys of a ``data_loader`` mapping: every ``torch.utils.data.DataLoader`` keyword but the dataset."""
 _WORKER_ONLY_KEYS = ("prefetch_factor", "persistent_workers", "timeout", "multiprocessing_context")
 """DataLoader options that only exist with worker processes."""
-
-
-def _check_seed(seed: Any) -> int | None:
-    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer))):
-        raise OptionError(f"seed must be an integer or None, got {type(seed).__name__}: {seed!r}.")
-    return None if seed is None else int(seed)
 
 
 class PatchDataset(Dataset[dict[str, Any]]):
@@ -98,7 +92,7 @@ class PatchDataset(Dataset[dict[str, Any]]):
         self.allowed_targets = tuple(allowed_targets)
         self.augmentation = build_augmentation(augmentation_list, allowed_targets=self.allowed_targets)
         self.return_metadata = return_metadata
-        self.seed = _check_seed(seed)
+        self.seed = check_seed(seed)
         # Shared memory: DataLoader workers (persistent or not, fork or spawn) see set_epoch.
         self._epoch = torch.zeros((), dtype=torch.int64).share_memory_()
         self._epoch_set = False
