@@ -3,26 +3,56 @@
 The core (this package's top level) needs rasterio, numpy, geopandas/pyogrio, pyarrow
 and attrs, and imports neither torch nor tensorflow; the framework adapters live in
 ``crossgeo.torch``, ``crossgeo.tensorflow`` and ``crossgeo.keras``.
+
+Names are loaded on first use (PEP 562), so ``import crossgeo`` is cheap and importing
+a pure module such as ``crossgeo.options`` or ``crossgeo.augment`` does not load rasterio.
 """
 
-from crossgeo.errors import ConfigError, CrossgeoError, OptionError, RasterError, ReadError, WindowError
-from crossgeo.grid import Grid
-from crossgeo.sampler import Patch, PatchSampler
-from crossgeo.windows import WindowIndex, WindowReport
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "ConfigError",
-    "CrossgeoError",
-    "Grid",
-    "OptionError",
-    "Patch",
-    "PatchSampler",
-    "RasterError",
-    "ReadError",
-    "WindowError",
-    "WindowIndex",
-    "WindowReport",
-    "__version__",
-]
+_EXPORTS = {
+    "ConfigError": "crossgeo.errors",
+    "CrossgeoError": "crossgeo.errors",
+    "OptionError": "crossgeo.errors",
+    "RasterError": "crossgeo.errors",
+    "ReadError": "crossgeo.errors",
+    "WindowError": "crossgeo.errors",
+    "Grid": "crossgeo.grid",
+    "Patch": "crossgeo.sampler",
+    "PatchSampler": "crossgeo.sampler",
+    "WindowIndex": "crossgeo.windows",
+    "WindowReport": "crossgeo.windows",
+}
+
+__all__ = [*sorted(_EXPORTS), "__version__"]
+
+if TYPE_CHECKING:
+    from crossgeo.errors import ConfigError as ConfigError
+    from crossgeo.errors import CrossgeoError as CrossgeoError
+    from crossgeo.errors import OptionError as OptionError
+    from crossgeo.errors import RasterError as RasterError
+    from crossgeo.errors import ReadError as ReadError
+    from crossgeo.errors import WindowError as WindowError
+    from crossgeo.grid import Grid as Grid
+    from crossgeo.sampler import Patch as Patch
+    from crossgeo.sampler import PatchSampler as PatchSampler
+    from crossgeo.windows import WindowIndex as WindowIndex
+    from crossgeo.windows import WindowReport as WindowReport
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'crossgeo' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_EXPORTS])

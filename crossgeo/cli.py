@@ -702,6 +702,7 @@ def run_validate(args: argparse.Namespace) -> Checks:
     from crossgeo.augment import build_augmentation, to_model_inputs
     from crossgeo.grid import Grid
     from crossgeo.io import alpha_band, open_raster
+    from crossgeo.options import ALIASES
     from crossgeo.sampler import PatchSampler
 
     checks = Checks()
@@ -709,6 +710,7 @@ def run_validate(args: argparse.Namespace) -> Checks:
     print(f"validating {args.config}")
     try:
         kwargs, rest = split_options(config, str(args.config))
+        kwargs = {ALIASES.get(k, k): v for k, v in kwargs.items()}
     except CrossgeoError as error:
         checks.fail("config", _one_line(error))
         return checks

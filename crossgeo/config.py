@@ -1,4 +1,4 @@
-"""Configuration mappings with the seed's keys (``image_mbtiles_path``, ``data_loader``, ...).
+"""Configuration mappings with the original ``MBTilesCropsGeoTifMaskDataset`` keys (``image_mbtiles_path``, ...).
 
 The same keys work for every entry point: ``crossgeo.torch.MBTilesCropsGeoTifMaskDataset``
 (Hydra), ``crossgeo.tensorflow.make_dataset(mapping)``, ``crossgeo.keras.PatchPyDataset``
@@ -7,23 +7,41 @@ and the CLI. Unknown keys are an error with a "did you mean" suggestion, never s
 
 from __future__ import annotations
 
-import difflib
-import inspect
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from crossgeo.errors import OptionError
-from crossgeo.sampler import PatchSampler
+from crossgeo.options import ADAPTER_OPTIONS, ALIASES, check_names, sampler_option_names
 
-ALIASES = {"image_mbtiles_path": "image_path"}
-"""The seed spec's name for the image path."""
-ADAPTER_KEYS = ("augmentation_list", "data_loader", "return_metadata", "seed")
-"""Keys consumed by the adapters rather than the sampler."""
+if TYPE_CHECKING:
+    from crossgeo.sampler import PatchSampler
+
+__all__ = [
+    "ADAPTER_KEYS",
+    "ALIASES",
+    "DATA_LOADER_IGNORED",
+    "DATA_LOADER_USED",
+    "HYDRA_KEYS",
+    "SAMPLER_KEYS",
+    "check_keys",
+    "check_seed",
+    "plain_mapping",
+    "resolve_source",
+    "sampler_from_config",
+    "split_config",
+    "to_plain",
+]
+
+ADAPTER_KEYS = tuple(o.name for o in ADAPTER_OPTIONS if not o.dataset_only)
+"""Keys consumed by the adapters rather than the sampler (from `crossgeo.options.ADAPTER_OPTIONS`)."""
 HYDRA_KEYS = ("_target_", "_recursive_", "_convert_", "_partial_", "_args_")
 """Hydra's own keys, ignored."""
-SAMPLER_KEYS = tuple(inspect.signature(PatchSampler.__init__).parameters)[1:]
+SAMPLER_KEYS = sampler_option_names()
+"""The sampler's options (from `crossgeo.options.SAMPLER_OPTIONS`)."""
+ORIGINAL_SPELLING = {"image_path": "image_mbtiles_path"}
+"""How the original's configurations name options (used in messages about missing keys)."""
 
 
 def to_plain(value: Any) -> Any:
@@ -54,18 +72,16 @@ def plain_mapping(config: Any) -> dict[str, Any]:
 
 def check_keys(keys: Iterable[str], known: Iterable[str], where: str) -> None:
     """Raise `OptionError` for the first unknown key, suggesting the closest known one."""
-    known = list(known)
-    for key in keys:
-        if key not in known:
-            close = difflib.get_close_matches(str(key), known, n=1)
-            hint = f" Did you mean {close[0]!r}?" if close else f" Known options: {', '.join(sorted(known))}."
-            raise OptionError(f"Unknown option {key!r} in {where}.{hint}")
+    check_names(keys, known, where)
 
 
 def split_config(config: Any, *, where: str = "the configuration") -> tuple[dict[str, Any], dict[str, Any]]:
-    """Split a seed-style mapping into (PatchSampler keyword arguments, adapter options)."""
+    """Split a mapping of the original's keys into (PatchSampler keyword arguments, adapter options).
+
+    The sampler's keyword arguments keep the user's spelling (``image_mbtiles_path``), so
+    the sampler's messages name the key the user wrote.
+    """
     mapping = {k: v for k, v in plain_mapping(config).items() if k not in HYDRA_KEYS}
-    mapping = {ALIASES.get(k, k): v for k, v in mapping.items()}
     if "allowed_targets" in mapping:
         raise OptionError(
             f"allowed_targets cannot be set in {where}: a shared configuration file must not widen what "
@@ -73,17 +89,21 @@ def split_config(config: Any, *, where: str = "the configuration") -> tuple[dict
             "PatchPyDataset) or use crossgeo validate --allow-target MODULE."
         )
     check_keys(mapping, (*SAMPLER_KEYS, *ADAPTER_KEYS, *ALIASES), where)
-    sampler = {k: v for k, v in mapping.items() if k in SAMPLER_KEYS}
+    sampler = {k: v for k, v in mapping.items() if k in SAMPLER_KEYS or k in ALIASES}
     rest = {k: v for k, v in mapping.items() if k in ADAPTER_KEYS}
-    missing = [k for k in ("image_path", "mask_path", "crops_path", "patch_size") if k not in sampler]
+    given = {ALIASES.get(k, k) for k in sampler}
+    missing = [
+        ORIGINAL_SPELLING.get(k, k) for k in ("image_path", "mask_path", "crops_path", "patch_size") if k not in given
+    ]
     if missing:
-        names = ["image_mbtiles_path" if k == "image_path" else k for k in missing]
-        raise OptionError(f"{where} is missing the required option(s) {', '.join(names)}.")
+        raise OptionError(f"{where} is missing the required option(s) {', '.join(missing)}.")
     return sampler, rest
 
 
 def sampler_from_config(config: Any, *, where: str = "the configuration") -> tuple[PatchSampler, dict[str, Any]]:
-    """A `PatchSampler` from a seed-style mapping, and the adapter options left over."""
+    """A `PatchSampler` from a mapping of the original's keys, and the adapter options left over."""
+    from crossgeo.sampler import PatchSampler
+
     sampler_kwargs, rest = split_config(config, where=where)
     return PatchSampler(**sampler_kwargs), rest
 
@@ -107,12 +127,14 @@ DATA_LOADER_IGNORED = (
 
 
 def resolve_source(source: Any, where: str) -> tuple[PatchSampler, dict[str, Any]]:
-    """The sampler and adapter options of a `PatchSampler` or a seed-style mapping.
+    """The sampler and adapter options of a `PatchSampler` or a mapping of the original's keys.
 
     For a mapping, the options are those it sets among ``augmentation_list``,
     ``seed``, ``return_metadata`` and, from its ``data_loader``,
     ``batch_size``, ``shuffle``, ``drop_last`` (the tf.data and Keras adapters' view).
     """
+    from crossgeo.sampler import PatchSampler
+
     if isinstance(source, PatchSampler):
         return source, {}
     if not isinstance(source, Mapping) and type(source).__name__ != "DictConfig":

@@ -20,9 +20,8 @@ from __future__ import annotations
 
 import inspect
 import logging
-import os
 import random
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 try:
@@ -36,8 +35,9 @@ except ImportError as _error:  # pragma: no cover - exercised in a subprocess te
 import numpy as np
 
 from crossgeo.augment import build_augmentation, epoch_order, to_model_inputs
-from crossgeo.config import SAMPLER_KEYS, check_keys, check_seed, to_plain
+from crossgeo.config import check_keys, check_seed, split_config, to_plain
 from crossgeo.errors import OptionError
+from crossgeo.options import REQUIRED
 from crossgeo.sampler import PatchSampler, report_skipped
 
 __all__ = [
@@ -161,57 +161,31 @@ class MBTilesCropsGeoTifMaskDataset(PatchDataset):
 
     def __init__(
         self,
-        image_mbtiles_path: str | os.PathLike[str],
-        mask_path: str | os.PathLike[str],
-        crops_path: str | os.PathLike[str],
-        patch_size: int,
+        image_mbtiles_path: Any = REQUIRED,
+        mask_path: Any = REQUIRED,
+        crops_path: Any = REQUIRED,
+        patch_size: Any = REQUIRED,
         *,
-        color_map: Sequence[Sequence[int]] | None = None,
-        n_classes: int = 2,
-        selected_bands: Sequence[int] | None = None,
-        image_dtype: str = "uint8",
-        image_resampling: str = "bilinear",
-        crops_layer: str | None = None,
-        col_off_key: str = "col_off",
-        row_off_key: str = "row_off",
-        augmentation_list: Any = None,
-        data_loader: Mapping[str, Any] | None = None,
-        return_metadata: bool = False,
-        window_index_cache: str | os.PathLike[str] | None = None,
-        seed: int | None = None,
         allowed_targets: Iterable[str] = (),
         **options: Any,
     ) -> None:
-        # ``options``: further PatchSampler keywords (target_crs, mask_fill_value, ...); anything
-        # else is an error with a suggestion - never swallowed.
-        explicit = tuple(inspect.signature(MBTilesCropsGeoTifMaskDataset.__init__).parameters)[1:-1]
-        passthrough = tuple(k for k in SAMPLER_KEYS if k not in explicit and k != "image_path")
-        check_keys(options, (*explicit, *passthrough), type(self).__name__)
-        self.data_loader = _check_data_loader(data_loader)
-        sampler_options = {
-            "color_map": color_map,
-            "n_classes": n_classes,
-            "selected_bands": selected_bands,
-            "image_dtype": image_dtype,
-            "image_resampling": image_resampling,
-            "crops_layer": crops_layer,
-            "col_off_key": col_off_key,
-            "row_off_key": row_off_key,
-            "window_index_cache": window_index_cache,
-            **options,
+        # ``options``: the sampler's and the adapter's options of crossgeo.options (one list);
+        # anything else is an error with a suggestion - never swallowed.
+        given = {
+            "image_mbtiles_path": image_mbtiles_path,
+            "mask_path": mask_path,
+            "crops_path": crops_path,
+            "patch_size": patch_size,
         }
-        sampler = PatchSampler(
-            to_plain(image_mbtiles_path),
-            to_plain(mask_path),
-            to_plain(crops_path),
-            to_plain(patch_size),
-            **{k: to_plain(v) for k, v in sampler_options.items()},
-        )
+        config = {k: v for k, v in given.items() if v is not REQUIRED} | options
+        sampler_options, rest = split_config(config, where=type(self).__name__)
+        self.data_loader = _check_data_loader(rest.get("data_loader"))
+        sampler = PatchSampler(**{k: to_plain(v) for k, v in sampler_options.items()})
         super().__init__(
             sampler,
-            augmentation_list=augmentation_list,
-            return_metadata=return_metadata,
-            seed=seed,
+            augmentation_list=rest.get("augmentation_list"),
+            return_metadata=rest.get("return_metadata", False),
+            seed=rest.get("seed"),
             allowed_targets=to_plain(allowed_targets),
         )
 

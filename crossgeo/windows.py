@@ -111,7 +111,7 @@ def _read_table(path: Path, kind: str) -> pa.Table:
     return pacsv.read_csv(path)
 
 
-def _offset_column(table: pa.Table, key: str, option: str, path: Path) -> np.ndarray:
+def _offset_column(table: pa.Table, key: str, option: str, path: Path | str) -> np.ndarray:
     """One offset column as int64, refusing nulls, NaN, strings and fractions."""
     column = table.column(key)
     first_bad: int | None = None
@@ -170,6 +170,49 @@ def read_table_windows(
     # Hand pyarrow's freed read buffers back to the OS: a 1M-row index otherwise keeps
     # ~25 MB of them resident in every process that built it.
     pa.default_memory_pool().release_unused()
+    n = int(row_off.size)
+    return WindowIndex(row_off, col_off, WindowReport(kept=n, duplicates=_count_duplicates(row_off, col_off)))
+
+
+def describe_windows(windows: Any) -> str:
+    """How an in-memory window source is named in messages and reprs (``<DataFrame of 10 rows>``)."""
+    return f"<{type(windows).__name__} of {len(windows)} rows>"
+
+
+def is_window_table(windows: Any) -> bool:
+    """True for the in-memory window sources `windows_from_table` takes (not a path)."""
+    return isinstance(windows, (WindowIndex, pa.Table, np.ndarray)) or type(windows).__name__ == "DataFrame"
+
+
+def windows_from_table(windows: Any, row_off_key: str = "row_off", col_off_key: str = "col_off") -> WindowIndex:
+    """A `WindowIndex` from windows held in memory.
+
+    Takes a `WindowIndex` (returned as is), a pandas DataFrame or pyarrow Table with the
+    offset columns ``row_off_key`` / ``col_off_key``, or a numpy (N, 2) array of
+    ``row_off, col_off``. Offsets are checked as for a CSV file (whole numbers, no gaps).
+    """
+    if isinstance(windows, WindowIndex):
+        return windows
+    name = describe_windows(windows)
+    if isinstance(windows, np.ndarray):
+        if windows.ndim != 2 or windows.shape[1] != 2:
+            raise WindowError(
+                f"crops_path {name}: a numpy array of windows must have shape (N, 2) holding row_off, col_off; "
+                f"got shape {windows.shape}."
+            )
+        table = pa.table({row_off_key: windows[:, 0], col_off_key: windows[:, 1]})
+    elif isinstance(windows, pa.Table):
+        table = windows
+    else:
+        table = pa.Table.from_pandas(windows, preserve_index=False)
+    missing = [k for k in (row_off_key, col_off_key) if k not in table.column_names]
+    if missing:
+        raise WindowError(
+            f"crops_path {name}: missing required columns {missing} (found {table.column_names}). "
+            "Name the columns with row_off_key / col_off_key."
+        )
+    row_off = _offset_column(table, row_off_key, "row_off_key", name)
+    col_off = _offset_column(table, col_off_key, "col_off_key", name)
     n = int(row_off.size)
     return WindowIndex(row_off, col_off, WindowReport(kept=n, duplicates=_count_duplicates(row_off, col_off)))
 

@@ -8,11 +8,9 @@ deep-learning framework; ``tests/torch_adapter/test_torch_docs.py`` and
 
 from __future__ import annotations
 
-import ast
 import inspect
 import re
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -20,6 +18,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 import cli_reference  # noqa: E402 - docs/scripts, on sys.path via tests/conftest.py
+import config_reference  # noqa: E402
 import run_examples as examples  # noqa: E402
 
 PAGES = examples.all_blocks()
@@ -59,66 +58,27 @@ def test_pages_are_in_the_navigation_and_images_exist() -> None:
 # --------------------------------------------------------------------------- configuration table
 
 
-def _defaults(parameters: Any) -> dict[str, Any]:
-    return {
-        name: examples.REQUIRED if p.default is inspect.Parameter.empty else p.default
-        for name, p in parameters.items()
-        if name != "self" and p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)
-    }
+def test_configuration_table_is_generated_from_the_option_list() -> None:
+    assert config_reference.current() == config_reference.generated(), (
+        "docs/reference/configuration.md is out of date: run python docs/scripts/config_reference.py"
+    )
 
 
-def sampler_options() -> dict[str, Any]:
+def test_the_sampler_signature_is_the_option_list() -> None:
+    """help(PatchSampler) shows the declared options with their defaults (the signature is made from them)."""
     from crossgeo import PatchSampler
+    from crossgeo.options import REQUIRED, SAMPLER_OPTIONS
 
-    return _defaults(inspect.signature(PatchSampler.__init__).parameters)
-
-
-def dataset_options_from_source() -> dict[str, Any]:
-    """MBTilesCropsGeoTifMaskDataset's options, read from crossgeo/torch.py without importing torch.
-
-    Its explicit keywords, plus the PatchSampler options it passes through ``**options``
-    (all of PatchSampler's except ``image_path``, which it calls ``image_mbtiles_path``).
-    """
-    tree = ast.parse((ROOT / "crossgeo" / "torch.py").read_text())
-    cls = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "MBTilesCropsGeoTifMaskDataset")
-    init = next(n for n in cls.body if isinstance(n, ast.FunctionDef) and n.name == "__init__")
-    args = init.args
-    options: dict[str, Any] = {}
-    positional = args.args[1:]
-    defaults = [examples.REQUIRED] * (len(positional) - len(args.defaults)) + [
-        ast.literal_eval(d) for d in args.defaults
-    ]
-    options.update({a.arg: d for a, d in zip(positional, defaults)})
-    for arg, default in zip(args.kwonlyargs, args.kw_defaults):
-        options[arg.arg] = examples.REQUIRED if default is None else ast.literal_eval(default)
-    if args.kwarg is not None:
-        options.update({k: v for k, v in sampler_options().items() if k != "image_path" and k not in options})
-    return options
-
-
-def check_table(table: dict[str, Any], code: dict[str, Any], column: str) -> None:
-    documented = {name: row.default for name, row in table.items() if getattr(row, column)}
-    missing = sorted(set(code) - set(documented))
-    extra = sorted(set(documented) - set(code))
-    assert not missing, f"options missing from docs/reference/configuration.md ({column}): {missing}"
-    assert not extra, f"docs/reference/configuration.md lists options the code does not take ({column}): {extra}"
-    wrong = {k: (documented[k], code[k]) for k in code if documented[k] != code[k]}
-    assert not wrong, f"defaults differ (docs, code) in the {column} column: {wrong}"
-
-
-def test_configuration_table_matches_patch_sampler() -> None:
-    check_table(examples.config_table(), sampler_options(), "sampler")
-
-
-def test_configuration_table_matches_dataset_signature() -> None:
-    check_table(examples.config_table(), dataset_options_from_source(), "dataset")
+    parameters = inspect.signature(PatchSampler.__init__).parameters
+    shown = {name: p.default for name, p in parameters.items() if name != "self"}
+    assert shown == {o.name: (inspect.Parameter.empty if o.default is REQUIRED else o.default) for o in SAMPLER_OPTIONS}
 
 
 def test_configuration_table_covers_the_original_keys() -> None:
-    """Every key of the seed spec's configuration table is documented for the dataset."""
+    """Every key of the original's configuration table is documented for the dataset."""
     spec = ROOT.parent / "shared" / "spec" / "mbtiles-crops-dataset.md"
     if not spec.exists():
-        pytest.skip("the seed spec is not beside the repository")
+        pytest.skip("the original's spec is not beside the repository")
     section = spec.read_text().split("## Configuration reference", 1)[1].split("\n## ", 1)[0]
     keys = re.findall(r"^\| (\w+) \|", section, flags=re.M)
     table = examples.config_table()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from pathlib import Path
 
 import geopandas as gpd
@@ -87,11 +88,13 @@ def test_duplicate_windows_are_kept_and_counted(scene: Scene, caplog: pytest.Log
     assert "duplicates 1" in caplog.text
 
 
-def test_empty_table_has_no_valid_windows(scene: Scene) -> None:
+def test_empty_table_has_no_valid_windows(scene: Scene, caplog: pytest.LogCaptureFixture) -> None:
     path = scene.path("empty.csv")
     path.write_text("row_off,col_off\n")
-    with pytest.raises(WindowError, match="no valid windows"):
-        PatchSampler(scene.image, scene.lonlat_mask(), path, SIZE)
+    with caplog.at_level(logging.WARNING, logger="crossgeo"):
+        sampler = PatchSampler(scene.image, scene.lonlat_mask(), path, SIZE)
+    assert len(sampler) == 0
+    assert "empty.csv: no valid windows" in caplog.text
 
 
 # ---------------------------------------------------------------- vectors
@@ -172,11 +175,13 @@ def test_vector_without_crs_is_refused(scene: Scene) -> None:
         PatchSampler(scene.image, scene.lonlat_mask(), shp, SIZE)
 
 
-def test_empty_vector_layer_has_no_valid_windows(scene: Scene) -> None:
+def test_empty_vector_layer_has_no_valid_windows(scene: Scene, caplog: pytest.LogCaptureFixture) -> None:
     path = scene.path("empty.gpkg")
     gpd.GeoDataFrame({"id": []}, geometry=[], crs="EPSG:4326").to_file(path)
-    with pytest.raises(WindowError, match=r"no valid windows \(kept 0"):
-        PatchSampler(scene.image, scene.lonlat_mask(), path, SIZE)
+    with caplog.at_level(logging.WARNING, logger="crossgeo"):
+        sampler = PatchSampler(scene.image, scene.lonlat_mask(), path, SIZE)
+    assert len(sampler) == 0
+    assert re.search(r"no valid windows \(kept 0", caplog.text)
 
 
 def test_unknown_suffix_is_tried_as_csv_then_vector(scene: Scene) -> None:

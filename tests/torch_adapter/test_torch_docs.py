@@ -7,9 +7,7 @@ Runs every page with a ``# requires: torch`` block (its core blocks too, in orde
 
 from __future__ import annotations
 
-import inspect
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -37,20 +35,21 @@ def test_torch_page_examples_run(page: str, docs_scene: Path, tmp_path: Path) ->
     assert any(not examples.runnable(block, "core") for block in ran), f"{page}: no torch example ran"
 
 
-def test_configuration_table_matches_the_imported_dataset() -> None:
-    """The table's dataset column against the real signature (and the options it passes on)."""
-    from crossgeo import PatchSampler
+def test_the_dataset_takes_every_documented_option_and_suggests_for_typos(docs_scene: Path) -> None:
+    """The drop-in reads the one option list: every documented name is known, a typo gets a suggestion."""
+    from crossgeo.options import ADAPTER_OPTIONS, ALIASES, SAMPLER_OPTIONS
     from crossgeo.torch import MBTilesCropsGeoTifMaskDataset
 
-    def defaults(function: Any) -> dict[str, Any]:
-        return {
-            name: examples.REQUIRED if p.default is inspect.Parameter.empty else p.default
-            for name, p in inspect.signature(function).parameters.items()
-            if name != "self" and p.kind is not p.VAR_KEYWORD
-        }
-
-    accepted = defaults(MBTilesCropsGeoTifMaskDataset.__init__)
-    passed_on = {k: v for k, v in defaults(PatchSampler.__init__).items() if k != "image_path" and k not in accepted}
-    code = {**accepted, **passed_on}
-    documented = {name: row.default for name, row in examples.config_table().items() if row.dataset}
-    assert documented == code
+    documented = set(examples.config_table())
+    assert documented == {o.name for o in (*SAMPLER_OPTIONS, *ADAPTER_OPTIONS)} | set(ALIASES)
+    with pytest.raises(
+        TypeError, match=r"Unknown option 'pach_size' in MBTilesCropsGeoTifMaskDataset. Did you mean 'patch_size'"
+    ):
+        MBTilesCropsGeoTifMaskDataset(
+            image_mbtiles_path=docs_scene / "imagery.mbtiles",
+            mask_path=docs_scene / "masks" / "mask.vrt",
+            crops_path=docs_scene / "crops" / "windows.csv",
+            pach_size=64,
+        )
+    with pytest.raises(TypeError, match=r"missing the required option.s. image_mbtiles_path"):
+        MBTilesCropsGeoTifMaskDataset(mask_path="m.tif", crops_path="c.csv", patch_size=64)

@@ -1,0 +1,606 @@
+"""Inspecting a configuration: the image, the mask and the windows, one small step each.
+
+Each step opens its raster through `crossgeo.io`, checks what can be checked and returns
+a plain frozen record (`ImageInfo`, `MaskInfo`, the `WindowIndex`). `PatchSampler` is
+built from these records, and ``crossgeo validate`` / ``stats`` report the very same
+records, so construction and validation can never disagree:
+
+* `inspect_sources` with ``collect=False`` (what `PatchSampler` does) raises the first
+  problem as it is found;
+* with ``collect=True`` (what ``crossgeo validate`` does) it runs every step whose inputs
+  are usable and returns all problems and warnings at once.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+import attrs
+import numpy as np
+from rasterio.crs import CRS
+from rasterio.enums import Resampling
+from rasterio.errors import CRSError
+from rasterio.warp import calculate_default_transform, transform_bounds
+
+from crossgeo import windows as winsrc
+from crossgeo.errors import ConfigError, CrossgeoError, OptionError, RasterError
+from crossgeo.grid import Grid, pixel_offset
+from crossgeo.io import alpha_band, is_remote, mask_interior, missing_parts, open_raster
+from crossgeo.masks import MaskDecoder, make_decoder
+from crossgeo.options import resolve_sampler_options
+
+__all__ = [
+    "IMAGE_DTYPES",
+    "LOW_COVERAGE",
+    "ON_READ_ERROR",
+    "ImageInfo",
+    "Inspection",
+    "MaskInfo",
+    "Problem",
+    "WindowsInfo",
+    "inspect_image",
+    "inspect_mask",
+    "inspect_sources",
+    "inspect_windows",
+    "parse_resampling",
+    "resolve_image_dtype",
+    "window_warnings",
+]
+
+IMAGE_DTYPES = ("uint8", "uint16", "float32", "native")
+ON_READ_ERROR = ("raise", "skip")
+LOW_COVERAGE = 0.5
+"""A mask covering less than this fraction of the image gets a warning."""
+HIGH_FILL = 0.5
+"""Windows whose pixels lie outside the image more than this on average get a warning."""
+
+T = TypeVar("T")
+
+
+# --------------------------------------------------------------------------- records
+
+
+@attrs.frozen
+class ImageInfo:
+    """What the image step found and decided: the reference grid and how to read the image."""
+
+    path: str
+    option: str
+    """The name the user gave the image option (``image_path`` or ``image_mbtiles_path``)."""
+    driver: str
+    width: int
+    height: int
+    count: int
+    dtypes: tuple[str, ...]
+    crs: str | None
+    resolution: tuple[float, float]
+    nodata: float | None
+    bands: tuple[int, ...]
+    """1-based bands read (``selected_bands``)."""
+    dtype: str
+    """Output dtype of `Patch.image`."""
+    grid: Grid
+    """The reference grid: the image's own, or its footprint on ``target_crs``/``target_resolution``."""
+    warp: bool
+    fill: float
+    """Value of image pixels outside the raster."""
+
+    def describe(self) -> str:
+        res = ", ".join(f"{v:.6g}" for v in self.resolution)
+        return (
+            f"{self.driver} {self.width} x {self.height}, {self.count} band(s) {'/'.join(sorted(set(self.dtypes)))}, "
+            f"{self.crs or 'no CRS'}, pixel {res}; reading band(s) {list(self.bands)} as {self.dtype}"
+            + (f", warped to a {self.grid.width} x {self.grid.height} grid" if self.warp else "")
+        )
+
+
+@attrs.frozen
+class MaskInfo:
+    """What the mask step found: its bands, validity markers and how it meets the reference grid."""
+
+    path: str
+    driver: str
+    width: int
+    height: int
+    count: int
+    dtypes: tuple[str, ...]
+    crs: str | None
+    resolution: tuple[float, float]
+    nodata: float | None
+    alpha: int | None
+    """1-based alpha band (marks coverage), if any."""
+    data_bands: tuple[int, ...]
+    """Bands the decoder reads (the first three for a ``color_map``)."""
+    offset: tuple[int, int] | None
+    """(rows, cols) from the reference grid to the mask's when the grids coincide, else None (warped)."""
+    interior: tuple[tuple[float, float], ...] | None
+    """The mask footprint shrunk by a margin, in reference-grid pixels (warped masks without alpha)."""
+    coverage: float
+    """Share of the reference grid's bounding box that the mask's bounds cover (at most 1)."""
+
+    @property
+    def aligned(self) -> bool:
+        """True when the mask is read with plain windows (its grid coincides with the image's)."""
+        return self.offset is not None
+
+    def describe(self) -> str:
+        res = ", ".join(f"{v:.6g}" for v in self.resolution)
+        how = "same grid, plain windowed reads" if self.aligned else "warped nearest-neighbour onto the image grid"
+        return (
+            f"{self.driver} {self.width} x {self.height}, {self.count} band(s) {'/'.join(sorted(set(self.dtypes)))}, "
+            f"{self.crs or 'no CRS'}, pixel {res}; {how}; covers {self.coverage:.1%} of the image's extent"
+        )
+
+
+@attrs.frozen
+class WindowsInfo:
+    """What the windows step produced: the index, where it came from and whether a cache was reused."""
+
+    index: winsrc.WindowIndex
+    source: str
+    """The crops file, or a description of an in-memory table."""
+    from_cache: bool
+    outside_share: float
+    """Mean share of a window's pixels outside the image (filled)."""
+    partly_outside: int
+    """Windows reaching past the image edge."""
+
+    def describe(self) -> str:
+        return f"{len(self.index)} window(s) from {self.source}: {self.index.report.describe()}"
+
+
+@attrs.frozen
+class Problem:
+    """One thing that stops a configuration from working: the step, and the error raised for it."""
+
+    step: str
+    error: Exception
+
+    @property
+    def message(self) -> str:
+        return " ".join(str(self.error).split()) or type(self.error).__name__
+
+
+@attrs.frozen
+class Inspection:
+    """Every step's record (None where the step could not run) plus all problems and warnings."""
+
+    options: dict[str, Any]
+    names: dict[str, str]
+    image: ImageInfo | None = None
+    mask: MaskInfo | None = None
+    decoder: MaskDecoder | None = None
+    windows: WindowsInfo | None = None
+    problems: tuple[Problem, ...] = ()
+    warnings: tuple[str, ...] = ()
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems and None not in (self.image, self.mask, self.windows)
+
+
+# --------------------------------------------------------------------------- option checks
+
+
+def _check_path(value: Any, option: str) -> str:
+    if not isinstance(value, (str, os.PathLike)):
+        raise OptionError(f"{option} must be a path (str or os.PathLike), got {type(value).__name__}: {value!r}.")
+    path = os.fspath(value)
+    if not is_remote(path) and not Path(path).exists():
+        raise ConfigError(f"{option} {path!r} does not exist. Check the path (relative paths start at {os.getcwd()}).")
+    return path
+
+
+def _check_int(value: Any, option: str, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise OptionError(f"{option} must be an integer, got {type(value).__name__}: {value!r}.")
+    if value < minimum:
+        raise ConfigError(f"{option} must be >= {minimum}, got {value}.")
+    return int(value)
+
+
+def _check_optional_str(value: Any, option: str) -> str | None:
+    if value is not None and not isinstance(value, str):
+        raise OptionError(f"{option} must be a string or null, got {type(value).__name__}: {value!r}.")
+    return value
+
+
+def parse_resampling(value: Any, option: str = "image_resampling") -> Resampling:
+    """A rasterio ``Resampling`` from its name (case-insensitive) or the enum itself."""
+    if isinstance(value, Resampling):
+        return value
+    names = [m for m in Resampling.__members__ if not m.startswith("_")]
+    if isinstance(value, str) and value.lower() in Resampling.__members__:
+        return Resampling[value.lower()]
+    raise ConfigError(f"{option} {value!r} is not a rasterio resampling method; choose one of {', '.join(names)}.")
+
+
+def _check_scalar_options(options: dict[str, Any], names: dict[str, str]) -> dict[str, Any]:
+    """Type/range checks of the options that need no file; returns the normalised values."""
+    out = dict(options)
+    out["patch_size"] = _check_int(options["patch_size"], names["patch_size"], 1)
+    out["n_classes"] = _check_int(options["n_classes"], "n_classes", 1)
+    out["mask_fill_value"] = _check_int(options["mask_fill_value"], "mask_fill_value", 0)
+    if options["on_read_error"] not in ON_READ_ERROR:
+        raise ConfigError(
+            f"on_read_error {options['on_read_error']!r} is not one of {', '.join(map(repr, ON_READ_ERROR))}."
+        )
+    out["crops_layer"] = _check_optional_str(options["crops_layer"], "crops_layer")
+    for option in ("col_off_key", "row_off_key"):
+        key = options[option]
+        if not isinstance(key, str) or not key:
+            raise OptionError(f"{option} must be a non-empty column name, got {key!r}.")
+    out["image_resampling"] = parse_resampling(options["image_resampling"])
+    cache = options["window_index_cache"]
+    out["window_index_cache"] = winsrc.check_cache_path(cache) if cache is not None else None
+    return out
+
+
+# --------------------------------------------------------------------------- image
+
+
+def resolve_image_dtype(requested: Any, source_dtypes: Sequence[str], image_path: str) -> np.dtype[Any]:
+    """The output dtype, refusing casts that can lose values (e.g. uint16 -> uint8)."""
+    if requested not in IMAGE_DTYPES:
+        raise ConfigError(f"image_dtype {requested!r} is not one of {', '.join(map(repr, IMAGE_DTYPES))}.")
+    source = np.result_type(*[np.dtype(d) for d in source_dtypes])
+    if requested == "native":
+        return source
+    target = np.dtype(requested)
+    if target.kind in "ui" and not np.can_cast(source, target, "safe"):
+        better = "uint16" if np.can_cast(source, np.uint16, "safe") else "float32"
+        raise ConfigError(
+            f"image_dtype {requested!r} would lose values of {image_path} (its data is {source}); "
+            f"use image_dtype: {better!r} or 'native'."
+        )
+    return target
+
+
+def _bands(selected: Any, count: int, image_path: str) -> tuple[int, ...]:
+    if selected is None:
+        return tuple(range(1, count + 1))
+    if isinstance(selected, (str, bytes)) or not isinstance(selected, Sequence) or not selected:
+        raise OptionError(f"selected_bands must be a non-empty list of 1-based band numbers or null, got {selected!r}.")
+    for band in selected:
+        if isinstance(band, bool) or not isinstance(band, (int, np.integer)):
+            raise OptionError(f"selected_bands entries must be integers (1-based), got {band!r} in {list(selected)}.")
+        if not 1 <= band <= count:
+            raise ConfigError(
+                f"selected_bands {list(selected)} asks for band {band} but {image_path} has {count} band(s); "
+                f"bands are numbered 1..{count}."
+            )
+    return tuple(int(b) for b in selected)
+
+
+def _check_parts(dataset: Any, path: str, option: str) -> None:
+    missing = missing_parts(dataset)
+    if missing:
+        raise RasterError(
+            f"{option} {path!r} refers to file(s) that do not exist: {', '.join(missing[:5])}"
+            f"{' ...' if len(missing) > 5 else ''}. Fix the paths in the VRT (SourceFilename) or rebuild it "
+            "with gdalbuildvrt."
+        )
+
+
+def _image_fill(nodata: float | None, dtype: np.dtype[Any]) -> float:
+    """The value for image pixels outside the raster: its nodata if ``dtype`` holds it, else 0."""
+    if nodata is None:
+        return 0.0
+    if dtype.kind in "ui":
+        info = np.iinfo(dtype)
+        if math.isnan(nodata) or not info.min <= nodata <= info.max:
+            return 0.0
+    return float(nodata)
+
+
+def _target_grid(source: Any, target_crs: Any, target_resolution: Any, image_path: str) -> Grid:
+    """The image's footprint on ``target_crs`` at ``target_resolution`` (either may be None)."""
+    if source.crs is None:
+        raise RasterError(f"{image_path} has no CRS, so it cannot be warped to target_crs/target_resolution.")
+    try:
+        dst_crs = CRS.from_user_input(target_crs) if target_crs is not None else source.crs
+    except CRSError as error:
+        raise ConfigError(
+            f"target_crs {target_crs!r} is not a CRS rasterio understands ({error}); e.g. 'EPSG:3857'."
+        ) from error
+    resolution: tuple[float, float] | None = None
+    if target_resolution is not None:
+        values = (
+            target_resolution if isinstance(target_resolution, Sequence) else (target_resolution, target_resolution)
+        )
+        if len(values) != 2 or not all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0 for v in values
+        ):
+            raise ConfigError(
+                "target_resolution must be a positive number or [x, y] pair in target CRS units, "
+                f"got {target_resolution!r}."
+            )
+        resolution = (float(values[0]), float(values[1]))
+    transform, width, height = calculate_default_transform(
+        source.crs, dst_crs, source.width, source.height, *source.bounds, resolution=resolution
+    )
+    return Grid(int(height), int(width), transform, dst_crs)
+
+
+def _crs_text(crs: Any) -> str | None:
+    return crs.to_string() if crs else None
+
+
+def inspect_image(
+    path: Any,
+    *,
+    option: str = "image_path",
+    selected_bands: Any = None,
+    image_dtype: Any = "uint8",
+    target_crs: Any = None,
+    target_resolution: Any = None,
+) -> ImageInfo:
+    """Open the image once: bands, output dtype, the reference grid and the outside fill."""
+    path = _check_path(path, option)
+    with open_raster(path, option) as image:
+        _check_parts(image, path, option)
+        bands = _bands(selected_bands, image.count, path)
+        dtype = resolve_image_dtype(image_dtype, [image.dtypes[b - 1] for b in bands], path)
+        warp = target_crs is not None or target_resolution is not None
+        grid = _target_grid(image, target_crs, target_resolution, path) if warp else Grid.of(image)
+        return ImageInfo(
+            path=path,
+            option=option,
+            driver=image.driver,
+            width=image.width,
+            height=image.height,
+            count=image.count,
+            dtypes=tuple(image.dtypes),
+            crs=_crs_text(image.crs),
+            resolution=(float(image.res[0]), float(image.res[1])),
+            nodata=image.nodata,
+            bands=bands,
+            dtype=dtype.str,
+            grid=grid,
+            warp=warp,
+            fill=_image_fill(image.nodata, dtype),
+        )
+
+
+# --------------------------------------------------------------------------- mask
+
+
+def _mask_coverage(mask: Any, grid: Grid, image_path: str, mask_path: str) -> float:
+    """Fraction of the reference grid's bounding box that the mask's bounds cover."""
+    if mask.crs is None or grid.crs is None:
+        if mask.crs != grid.crs:
+            raise RasterError(
+                f"{mask_path if mask.crs is None else image_path} has no CRS, so the mask cannot be aligned "
+                "with the image; give both rasters a CRS."
+            )
+        mask_bounds = mask.bounds
+    else:
+        with np.errstate(all="ignore"):
+            mask_bounds = transform_bounds(mask.crs, grid.crs, *mask.bounds, densify_pts=21)
+    # A bound that does not project (NaN) is taken as open on that side: never a false "no overlap".
+    left, bottom, right, top = (np.nan_to_num(v, nan=-np.inf if i < 2 else np.inf) for i, v in enumerate(mask_bounds))
+    g_left, g_bottom, g_right, g_top = grid.bounds
+    width = min(right, g_right) - max(left, g_left)
+    height = min(top, g_top) - max(bottom, g_bottom)
+    if width <= 0 or height <= 0:
+        raise RasterError(
+            f"The mask {mask_path} does not overlap the image {image_path}: in the image CRS the image "
+            f"bounds are {tuple(round(v, 6) for v in grid.bounds)} and the mask bounds are "
+            f"{tuple(round(float(v), 6) for v in mask_bounds)} (left, bottom, right, top). "
+            "Check that both files carry the right CRS."
+        )
+    return float(width * height / ((g_right - g_left) * (g_top - g_bottom)))
+
+
+def inspect_mask(
+    path: Any,
+    image: ImageInfo,
+    *,
+    color_map: Any = None,
+    n_classes: int = 2,
+    mask_fill_value: int = 0,
+) -> tuple[MaskInfo, MaskDecoder]:
+    """Open the mask once: its bands and decoder, validity markers and how it meets the reference grid."""
+    path = _check_path(path, "mask_path")
+    grid = image.grid
+    with open_raster(path, "mask_path") as mask:
+        _check_parts(mask, path, "mask_path")
+        alpha = alpha_band(mask)
+        data_bands = tuple(b for b in range(1, mask.count + 1) if b != alpha)
+        decoder = make_decoder(color_map, n_classes, len(data_bands), path, fill_value=mask_fill_value)
+        if color_map is not None:
+            data_bands = data_bands[:3]
+        offset = pixel_offset(grid, Grid.of(mask))
+        # Only a warped mask without its own alpha band can skip the alpha band per window.
+        interior = mask_interior(mask, grid) if offset is None and alpha is None else None
+        coverage = _mask_coverage(mask, grid, image.path, path)
+        info = MaskInfo(
+            path=path,
+            driver=mask.driver,
+            width=mask.width,
+            height=mask.height,
+            count=mask.count,
+            dtypes=tuple(mask.dtypes),
+            crs=_crs_text(mask.crs),
+            resolution=(float(mask.res[0]), float(mask.res[1])),
+            nodata=mask.nodata,
+            alpha=alpha,
+            data_bands=data_bands,
+            offset=offset,
+            interior=interior,
+            coverage=min(coverage, 1.0),
+        )
+    return info, decoder
+
+
+# --------------------------------------------------------------------------- windows
+
+
+def _outside_share(index: winsrc.WindowIndex, size: int, grid: Grid) -> tuple[float, int]:
+    """Mean share of window pixels outside the grid, and how many windows reach past it."""
+    if len(index) == 0:
+        return 0.0, 0
+    rows = np.clip(index.row_off + size, 0, grid.height) - np.clip(index.row_off, 0, grid.height)
+    cols = np.clip(index.col_off + size, 0, grid.width) - np.clip(index.col_off, 0, grid.width)
+    inside = rows * cols / float(size * size)
+    return float(1.0 - inside.mean()), int(np.count_nonzero(inside < 1.0))
+
+
+def inspect_windows(
+    crops: Any,
+    image: ImageInfo,
+    patch_size: int,
+    *,
+    crops_layer: str | None = None,
+    row_off_key: str = "row_off",
+    col_off_key: str = "col_off",
+    cache: Path | None = None,
+) -> WindowsInfo:
+    """Plan the windows on the reference grid from a file (through the cache) or an in-memory table."""
+    grid = image.grid
+    if winsrc.is_window_table(crops):
+        if cache is not None:
+            raise ConfigError(
+                "window_index_cache keeps windows planned from a file; crops_path is an in-memory "
+                f"{type(crops).__name__}. Remove window_index_cache, or write the table to a file first."
+            )
+        source = winsrc.describe_windows(crops)
+        index = winsrc.windows_from_table(crops, row_off_key, col_off_key)
+        winsrc.check_inside(index, patch_size, grid, source)
+        from_cache = False
+    else:
+        source = _check_path(crops, "crops_path")
+        plan: dict[str, Any] = {
+            "grid": grid,
+            "patch_size": patch_size,
+            "crops_layer": crops_layer,
+            "row_off_key": row_off_key,
+            "col_off_key": col_off_key,
+        }
+        index, from_cache = winsrc.cached_window_index(
+            cache,
+            lambda: winsrc.source_fingerprint(source, **plan),
+            lambda: winsrc.build_window_index(source, **plan),
+        )
+    for offsets in (index.row_off, index.col_off):
+        offsets.setflags(write=False)  # shared by every worker: nobody edits the plan in place
+    share, partly = _outside_share(index, patch_size, grid)
+    return WindowsInfo(index=index, source=source, from_cache=from_cache, outside_share=share, partly_outside=partly)
+
+
+def window_warnings(
+    image: ImageInfo, mask: MaskInfo | None, windows: WindowsInfo | None, patch_size: int, fill_value: int = 0
+) -> list[str]:
+    """What works but is probably not meant: a patch larger than the image, mostly-filled windows, a small mask."""
+    found = []
+    grid = image.grid
+    if patch_size > grid.height or patch_size > grid.width:
+        found.append(
+            f"patch_size {patch_size} is larger than the image {image.path} ({grid.width} x {grid.height} pixels): "
+            "every patch is partly fill. Use a smaller patch_size."
+        )
+    if windows is not None and windows.outside_share > HIGH_FILL:
+        found.append(
+            f"on average {windows.outside_share:.0%} of each window's pixels lie outside the image "
+            f"{image.path} ({grid.width} x {grid.height} pixels, patch_size {patch_size}) and are fill; "
+            "check the window offsets or use a smaller patch_size."
+        )
+    if mask is not None and mask.coverage < LOW_COVERAGE:
+        found.append(
+            f"The mask {mask.path} covers only {mask.coverage:.1%} of the image {image.path}; uncovered pixels get "
+            f"class {fill_value} (mask_fill_value)."
+        )
+    return found
+
+
+# --------------------------------------------------------------------------- all steps
+
+
+def inspect_sources(
+    config: Mapping[str, Any],
+    *,
+    where: str = "PatchSampler",
+    collect: bool = False,
+    spelling: Mapping[str, str] | None = None,
+) -> Inspection:
+    """Run the option, image, mask and windows steps on a mapping of sampler options.
+
+    ``collect=False`` raises the first problem (construction); ``collect=True`` records
+    every problem and runs each later step whose inputs are still usable (validation).
+    ``spelling`` names options as the user's configuration does (e.g. ``image_path`` ->
+    ``image_mbtiles_path``) in messages about missing options.
+    """
+    problems: list[Problem] = []
+
+    def step(name: str, run: Callable[[], T]) -> T | None:
+        if not collect:
+            return run()
+        try:
+            return run()
+        except (CrossgeoError, OSError, ValueError, TypeError) as error:
+            problems.append(Problem(name, error))
+            return None
+
+    resolved = step("options", lambda: resolve_sampler_options(config, where, spelling=spelling))
+    if resolved is None:
+        return Inspection(options=dict(config), names={}, problems=tuple(problems))
+    raw, names = resolved
+    options = step("options", lambda: _check_scalar_options(raw, names))
+    if options is None:
+        return Inspection(options=raw, names=names, problems=tuple(problems))
+    image = step(
+        "image",
+        lambda: inspect_image(
+            options["image_path"],
+            option=names["image_path"],
+            selected_bands=options["selected_bands"],
+            image_dtype=options["image_dtype"],
+            target_crs=options["target_crs"],
+            target_resolution=options["target_resolution"],
+        ),
+    )
+    mask = decoder = windows = None
+    if image is not None:
+        found = step(
+            "mask",
+            lambda: inspect_mask(
+                options["mask_path"],
+                image,
+                color_map=options["color_map"],
+                n_classes=options["n_classes"],
+                mask_fill_value=options["mask_fill_value"],
+            ),
+        )
+        if found is not None:
+            mask, decoder = found
+        windows = step(
+            "windows",
+            lambda: inspect_windows(
+                options["crops_path"],
+                image,
+                options["patch_size"],
+                crops_layer=options["crops_layer"],
+                row_off_key=options["row_off_key"],
+                col_off_key=options["col_off_key"],
+                cache=options["window_index_cache"],
+            ),
+        )
+    warned = (
+        window_warnings(image, mask, windows, options["patch_size"], options["mask_fill_value"])
+        if image is not None
+        else []
+    )
+    return Inspection(
+        options=options,
+        names=names,
+        image=image,
+        mask=mask,
+        decoder=decoder,
+        windows=windows,
+        problems=tuple(problems),
+        warnings=tuple(warned),
+    )

@@ -1,0 +1,224 @@
+"""The one declared list of options: name, type, default and a one-line description.
+
+`PatchSampler`, the drop-in ``MBTilesCropsGeoTifMaskDataset``, configuration mappings and
+YAML files, ``crossgeo validate`` and the generated configuration reference all read
+`SAMPLER_OPTIONS` and `ADAPTER_OPTIONS`; nothing is derived from function signatures.
+Unknown names are a `TypeError` (`OptionError`) with a "did you mean" suggestion, in
+Python calls and in files alike.
+
+This module is pure Python: importing it loads neither rasterio nor a framework.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import attrs
+
+from crossgeo.errors import OptionError
+
+__all__ = [
+    "ADAPTER_OPTIONS",
+    "ALIASES",
+    "REQUIRED",
+    "SAMPLER_OPTIONS",
+    "Option",
+    "check_names",
+    "resolve_sampler_options",
+    "sampler_option_names",
+]
+
+
+class _Required:
+    """Marks an option without a default."""
+
+    def __repr__(self) -> str:
+        return "required"
+
+
+REQUIRED: Any = _Required()
+"""The default of an option that must be given."""
+
+
+@attrs.frozen
+class Option:
+    """One configuration option as users write it (in Python, mappings and YAML)."""
+
+    name: str
+    type: str
+    """The type as the reference page shows it (``int``, ``path``, ``list of int``...)."""
+    default: Any
+    doc: str
+    aliases: tuple[str, ...] = ()
+    """Other names accepted for it (the original's ``image_mbtiles_path``)."""
+    dataset_only: bool = False
+    """Set in code only where a dataset is built (``allowed_targets``)."""
+
+
+SAMPLER_OPTIONS: tuple[Option, ...] = (
+    Option(
+        "image_path",
+        "path",
+        REQUIRED,
+        "Image raster (GeoTIFF, MBTiles, VRT, remote `/vsi...` path, ...): its pixel grid is the reference grid. "
+        "`image_mbtiles_path` (the original's name) is accepted for it.",
+        aliases=("image_mbtiles_path",),
+    ),
+    Option(
+        "mask_path",
+        "path",
+        REQUIRED,
+        "Mask raster in any CRS/resolution; read with plain windows when its grid coincides with the image's, "
+        "else warped nearest-neighbour per window.",
+    ),
+    Option(
+        "crops_path",
+        "path or table",
+        REQUIRED,
+        "Windows: a CSV/Parquet table of pixel offsets or a vector file whose features' bounding-box centres "
+        "become centred windows; in Python also a `WindowIndex`, a pandas DataFrame, a pyarrow Table or a "
+        "numpy (N, 2) array of `row_off, col_off`.",
+    ),
+    Option("patch_size", "int", REQUIRED, "Window height and width in pixels; every patch has exactly this size."),
+    Option(
+        "color_map",
+        "list of `[R, G, B, class]`",
+        None,
+        "Colour-coded RGB(A) masks: exact RGB match on the first three bands; unknown colours are class 0. "
+        "Required for masks with more than one (non-alpha) band.",
+    ),
+    Option("n_classes", "int", 2, "Single-band masks: values are class indices; `2` binarises non-zero to 1."),
+    Option(
+        "selected_bands",
+        "list of int",
+        None,
+        "1-based image bands to read (`None`: all). `[1, 2, 3]` drops an MBTiles alpha band.",
+    ),
+    Option(
+        "image_dtype",
+        "str",
+        "uint8",
+        '`"uint8"`, `"uint16"`, `"float32"` or `"native"`; a cast that could lose values is refused.',
+    ),
+    Option(
+        "image_resampling",
+        "str",
+        "bilinear",
+        "rasterio resampling name used when the image itself is warped (`target_crs` / `target_resolution`). "
+        "Masks are always nearest-neighbour.",
+    ),
+    Option("crops_layer", "str", None, "Layer of a multi-layer vector file (GeoPackage)."),
+    Option("col_off_key", "str", "col_off", "Table column holding the column offset."),
+    Option("row_off_key", "str", "row_off", "Table column holding the row offset."),
+    Option(
+        "window_index_cache",
+        "path",
+        None,
+        "`.csv` / `.parquet` file keeping the planned windows; rebuilt when the source or the settings change.",
+    ),
+    Option(
+        "target_crs",
+        "CRS",
+        None,
+        'Warp the image onto this CRS (e.g. `"EPSG:3857"`); the reference grid becomes the image\'s footprint there.',
+    ),
+    Option("target_resolution", "number or `[x, y]`", None, "Pixel size of that warped grid, in target CRS units."),
+    Option(
+        "mask_fill_value",
+        "int",
+        0,
+        "Class of pixels the mask does not cover, mask nodata and alpha 0 (e.g. `255` for an ignore index).",
+    ),
+    Option(
+        "on_read_error",
+        "str",
+        "raise",
+        '`"raise"`: a failed read raises `ReadError` naming file and window. `"skip"`: the next readable window '
+        "is returned instead; unreadable windows are logged, replaced samples counted in `sampler.skipped`.",
+    ),
+)
+"""Options of `crossgeo.PatchSampler` (and of every configuration that builds one)."""
+
+ADAPTER_OPTIONS: tuple[Option, ...] = (
+    Option(
+        "augmentation_list",
+        "list",
+        None,
+        "albumentations transforms or `_target_` dicts, applied to image and mask together; `[]` and `None` mean "
+        "none; `ToTensorV2` is accepted and skipped.",
+    ),
+    Option(
+        "data_loader",
+        "mapping",
+        None,
+        "`torch.utils.data.DataLoader` options (`batch_size`, `shuffle`, `num_workers`, ...) used by "
+        "`make_dataloader`; tf.data and Keras use `batch_size`, `shuffle`, `drop_last`.",
+    ),
+    Option("return_metadata", "bool", False, 'Add `"metadata": {"row_off", "col_off"}` to each sample.'),
+    Option(
+        "seed",
+        "int",
+        None,
+        "Shuffling and augmentation depend only on `(seed, epoch, window)`, the same for any number of workers "
+        "and in every framework.",
+    ),
+    Option(
+        "allowed_targets",
+        "list of str",
+        (),
+        "Modules besides `albumentations` that `_target_` in `augmentation_list` may resolve to. A keyword "
+        "argument in code only: `make_dataset`, `PatchPyDataset` and the CLI refuse it inside a configuration "
+        "file (`crossgeo validate --allow-target MODULE`).",
+        dataset_only=True,
+    ),
+)
+"""Options the framework adapters consume (the drop-in dataset takes them with the sampler's)."""
+
+ALIASES: dict[str, str] = {alias: option.name for option in SAMPLER_OPTIONS for alias in option.aliases}
+"""Other accepted names -> the option's name (``image_mbtiles_path`` -> ``image_path``)."""
+
+
+def sampler_option_names() -> tuple[str, ...]:
+    """The names of `SAMPLER_OPTIONS`, in order."""
+    return tuple(option.name for option in SAMPLER_OPTIONS)
+
+
+def check_names(names: Iterable[str], known: Iterable[str], where: str) -> None:
+    """Raise `OptionError` (a ``TypeError``) for the first unknown name, suggesting the closest known one."""
+    known = list(known)
+    for name in names:
+        if name not in known:
+            close = difflib.get_close_matches(str(name), known, n=1)
+            hint = f" Did you mean {close[0]!r}?" if close else f" Known options: {', '.join(sorted(known))}."
+            raise OptionError(f"Unknown option {name!r} in {where}.{hint}")
+
+
+def resolve_sampler_options(
+    given: Mapping[str, Any], where: str, *, spelling: Mapping[str, str] | None = None
+) -> tuple[dict[str, Any], dict[str, str]]:
+    """All sampler options with defaults filled in, and the name the user gave each one.
+
+    ``given`` holds the options the caller passed (aliases allowed). Unknown names and
+    missing required options raise `OptionError`, naming the option as the user spells it.
+    Returns ``(values, names)``: ``names["image_path"]`` is ``"image_mbtiles_path"``
+    when that is what the user wrote, so messages can use the user's own key. ``spelling``
+    sets the name used for an option the user did not give (the drop-in class says
+    ``image_mbtiles_path`` when the image is missing).
+    """
+    check_names(given, (*sampler_option_names(), *ALIASES), where)
+    names = {option.name: (spelling or {}).get(option.name, option.name) for option in SAMPLER_OPTIONS}
+    values: dict[str, Any] = {}
+    for key, value in given.items():
+        name = ALIASES.get(key, key)
+        if name in values:
+            raise OptionError(f"{where} got both {names[name]!r} and {key!r}; they are the same option, give one.")
+        values[name] = value
+        names[name] = key
+    missing = [names[o.name] for o in SAMPLER_OPTIONS if o.default is REQUIRED and o.name not in values]
+    if missing:
+        raise OptionError(f"{where} is missing the required option(s) {', '.join(missing)}.")
+    for option in SAMPLER_OPTIONS:
+        values.setdefault(option.name, option.default)
+    return values, names
