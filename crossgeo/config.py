@@ -1,4 +1,4 @@
-"""Configuration mappings with the seed's keys (``image_mbtiles_path``, ``data_loader``, ...).
+"""Configuration mappings with the original ``MBTilesCropsGeoTifMaskDataset`` keys (``image_mbtiles_path``, ...).
 
 The same keys work for every entry point: ``crossgeo.torch.MBTilesCropsGeoTifMaskDataset``
 (Hydra), ``crossgeo.tensorflow.make_dataset(mapping)``, ``crossgeo.keras.PatchPyDataset``
@@ -18,7 +18,7 @@ from crossgeo.errors import OptionError
 from crossgeo.sampler import PatchSampler
 
 ALIASES = {"image_mbtiles_path": "image_path"}
-"""The seed spec's name for the image path."""
+"""The original ``MBTilesCropsGeoTifMaskDataset`` name for the image path."""
 ADAPTER_KEYS = ("augmentation_list", "data_loader", "return_metadata", "seed")
 """Keys consumed by the adapters rather than the sampler."""
 HYDRA_KEYS = ("_target_", "_recursive_", "_convert_", "_partial_", "_args_")
@@ -63,7 +63,8 @@ def check_keys(keys: Iterable[str], known: Iterable[str], where: str) -> None:
 
 
 def split_config(config: Any, *, where: str = "the configuration") -> tuple[dict[str, Any], dict[str, Any]]:
-    """Split a seed-style mapping into (PatchSampler keyword arguments, adapter options)."""
+    """Split a mapping of the original ``MBTilesCropsGeoTifMaskDataset`` keys into (PatchSampler
+    keyword arguments, adapter options)."""
     mapping = {k: v for k, v in plain_mapping(config).items() if k not in HYDRA_KEYS}
     mapping = {ALIASES.get(k, k): v for k, v in mapping.items()}
     if "allowed_targets" in mapping:
@@ -83,7 +84,8 @@ def split_config(config: Any, *, where: str = "the configuration") -> tuple[dict
 
 
 def sampler_from_config(config: Any, *, where: str = "the configuration") -> tuple[PatchSampler, dict[str, Any]]:
-    """A `PatchSampler` from a seed-style mapping, and the adapter options left over."""
+    """A `PatchSampler` from a mapping of the original ``MBTilesCropsGeoTifMaskDataset`` keys, and the
+    adapter options left over."""
     sampler_kwargs, rest = split_config(config, where=where)
     return PatchSampler(**sampler_kwargs), rest
 
@@ -107,7 +109,8 @@ DATA_LOADER_IGNORED = (
 
 
 def resolve_source(source: Any, where: str) -> tuple[PatchSampler, dict[str, Any]]:
-    """The sampler and adapter options of a `PatchSampler` or a seed-style mapping.
+    """The sampler and adapter options of a `PatchSampler` or a mapping of the original
+    ``MBTilesCropsGeoTifMaskDataset`` keys.
 
     For a mapping, the options are those it sets among ``augmentation_list``,
     ``seed``, ``return_metadata`` and, from its ``data_loader``,

@@ -115,10 +115,10 @@ def test_configuration_table_matches_dataset_signature() -> None:
 
 
 def test_configuration_table_covers_the_original_keys() -> None:
-    """Every key of the seed spec's configuration table is documented for the dataset."""
+    """Every key of the original's configuration table (its spec) is documented for the dataset."""
     spec = ROOT.parent / "shared" / "spec" / "mbtiles-crops-dataset.md"
     if not spec.exists():
-        pytest.skip("the seed spec is not beside the repository")
+        pytest.skip("the original's spec is not beside the repository")
     section = spec.read_text().split("## Configuration reference", 1)[1].split("\n## ", 1)[0]
     keys = re.findall(r"^\| (\w+) \|", section, flags=re.M)
     table = examples.config_table()
@@ -132,3 +132,24 @@ def test_cli_reference_matches_the_command() -> None:
     assert cli_reference.current() == cli_reference.generated(), (
         "docs/reference/cli.md is out of date: run python docs/scripts/cli_reference.py"
     )
+
+
+# --------------------------------------------------------------------------- wording
+
+#: "seed" for the original project (its spec, keys, format) rather than a random seed.
+_SEED_AS_ORIGINAL = re.compile(r"\bseed(?:'s|\s+spec|-style|\s+format|\s+library)\b", re.I)
+#: Written by the CLI's owners: docs/reference/cli.md is generated from crossgeo/cli.py's parser.
+_NOT_YET = {"docs/reference/cli.md", "crossgeo/cli.py", "crossgeo/demo.py"}
+
+
+def test_seed_means_a_random_seed_only() -> None:
+    """User-facing text calls the original project the original `MBTilesCropsGeoTifMaskDataset`."""
+    files = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md")), *sorted((ROOT / "crossgeo").glob("*.py"))]
+    found = [
+        f"{path.relative_to(ROOT)}:{n}: {line.strip()}"
+        for path in files
+        if path.relative_to(ROOT).as_posix() not in _NOT_YET
+        for n, line in enumerate(path.read_text().splitlines(), 1)
+        if _SEED_AS_ORIGINAL.search(line)
+    ]
+    assert not found, "say 'the original `MBTilesCropsGeoTifMaskDataset`' instead:\n" + "\n".join(found)
