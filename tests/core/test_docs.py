@@ -37,6 +37,25 @@ def test_page_examples_run(page: str, docs_scene: Path, tmp_path: Path) -> None:
     assert ran, f"{page}: no example ran"
 
 
+def test_readme_first_example_runs_on_the_demo_output(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The README's first example reads what ``crossgeo demo`` writes (``crossgeo-demo/``), with its colours."""
+    import numpy as np
+
+    from crossgeo import demo
+
+    demo.write_demo_scene(tmp_path / "crossgeo-demo", with_augmentation=False)
+    first = next(block for block in PAGES["README.md"] if block.lang == "python")
+    monkeypatch.chdir(tmp_path)
+    namespace: dict[str, Any] = {"__name__": "__main__"}
+    exec(compile(first.code, str(first), "exec"), namespace)
+    sampler = namespace["sampler"]
+    assert sampler.patch_size == demo.PATCH_SIZE and len(sampler) == (demo.TILES * 256 // demo.PATCH_SIZE) ** 2
+    assert sorted(map(list, sampler.color_map)) == sorted(demo.COLOR_MAP)
+    # Every class of the demo's landscape is decoded: a wrong colour would leave a class empty.
+    classes = set().union(*(np.unique(sampler[i].mask).tolist() for i in range(len(sampler))))
+    assert classes == {cls for cls, _, _ in demo.CLASSES}
+
+
 def test_every_block_is_tested_somewhere() -> None:
     """Each python block has valid markers and runs in the core, torch or tensorflow env."""
     python_blocks = [b for blocks in PAGES.values() for b in blocks if b.lang == "python"]
