@@ -90,3 +90,25 @@ def test_hydra_extra_matches_the_ci_pins() -> None:
     ]
     assert set(hydra) <= set(ci), f"ci/requirements-torch.txt {ci} should pin the hydra extra {hydra}"
     assert 'pip install ".[hydra]"' in (ROOT / "docs" / "howto" / "migrate.md").read_text()
+
+
+def _ignored(path: str) -> bool:
+    done = subprocess.run(["git", "check-ignore", "-q", "--no-index", path], cwd=ROOT, capture_output=True)
+    if done.returncode not in (0, 1):
+        pytest.skip(f"not a git checkout: {done.stderr.decode().strip()}")
+    return done.returncode == 0
+
+
+def test_suggested_commands_leave_the_clone_clean() -> None:
+    """What the demo and the documented commands write into the working folder is git-ignored."""
+    pages = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
+    written = {
+        match[1]
+        for page in pages
+        for match in re.finditer(r"--(?:out|json) ([\w./-]+)", page.read_text())
+        if not match[1].startswith("/") and not match[1].isupper()
+    }
+    assert {"preview.png", "stats.json"} <= written, written
+    outputs = [*written, "crossgeo-demo/image.tif", "crossgeo-demo/windows.index.csv", "crossgeo-demo/preview.png"]
+    assert [p for p in outputs if not _ignored(p)] == []
+    assert not _ignored("docs/images/preview.png") and not _ignored("README.md")
