@@ -47,9 +47,10 @@ class PatchPyDataset(keras.utils.PyDataset):
     """Batches ``(x (B, H, W, C) float32, y (B, H, W) int64)`` of patches for ``model.fit``.
 
     Args:
-        source: A `crossgeo.PatchSampler` or a mapping with the seed's keys (its
-            ``augmentation_list``, ``seed`` and ``data_loader.shuffle`` /
-            ``data_loader.drop_last`` apply where the keyword is left at its default).
+        source: A `crossgeo.PatchSampler` or a mapping with the original
+            ``MBTilesCropsGeoTifMaskDataset`` keys (its ``augmentation_list``, ``seed`` and
+            ``data_loader.shuffle`` / ``data_loader.drop_last`` apply where the keyword is
+            left at its default).
         batch_size: Patches per batch (None: the mapping's ``data_loader.batch_size``).
         shuffle: A new window order every epoch (``on_epoch_end`` moves to the next epoch).
         seed: Makes window order and augmentations depend only on (seed, epoch, window

@@ -107,11 +107,11 @@ def make_dataset(
     """A ``tf.data.Dataset`` of ``(image, mask)`` patches, ready for ``model.fit``.
 
     Args:
-        source: A `crossgeo.PatchSampler`, or a mapping with the seed's keys (a
-            YAML ``train_dataset`` block; ``_target_`` is ignored). The mapping's
-            ``augmentation_list``, ``seed``, ``return_metadata`` and ``data_loader``
-            (``batch_size``, ``shuffle``, ``drop_last``) are used where the matching
-            keyword argument is left at its default.
+        source: A `crossgeo.PatchSampler`, or a mapping with the original
+            ``MBTilesCropsGeoTifMaskDataset`` keys (a YAML ``train_dataset`` block;
+            ``_target_`` is ignored). The mapping's ``augmentation_list``, ``seed``,
+            ``return_metadata`` and ``data_loader`` (``batch_size``, ``shuffle``,
+            ``drop_last``) are used where the matching keyword argument is left at its default.
         batch_size: Batch the patches (the per-replica batch when ``input_context`` is
             given); None yields single patches.
         shuffle: Visit the windows in a new random order every epoch.

@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-import tempfile
+import secrets
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -385,12 +385,27 @@ def _report_to_dict(report: WindowReport) -> dict[str, int]:
     return attrs.asdict(report)
 
 
+def _temp_beside(path: Path) -> tuple[int, str]:
+    """A new, empty temporary file next to ``path`` (to be renamed onto it), opened for writing.
+
+    Created with mode 0666 so that the process umask applies as for any file the user writes
+    (0644 under umask 022): ``tempfile.mkstemp`` makes 0600, and the rename would keep it.
+    """
+    for _ in range(100):
+        tmp = path.parent / f".{path.name}.{secrets.token_hex(6)}.tmp"
+        try:
+            return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), str(tmp)
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"could not create a temporary file next to {path}")
+
+
 def write_cache(path: Path, index: WindowIndex, fingerprint: dict[str, Any]) -> None:
-    """Write the index with its fingerprint atomically (temp file in the same folder + rename)."""
+    """Write the index with its fingerprint atomically (temp file in the same folder + rename), mode per umask."""
     meta = json.dumps({"fingerprint": fingerprint, "report": _report_to_dict(index.report)}, sort_keys=True)
     table = pa.table({"row_off": pa.array(index.row_off, pa.int64()), "col_off": pa.array(index.col_off, pa.int64())})
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = _temp_beside(path)
     try:
         if path.suffix.lower() == ".parquet":
             os.close(fd)

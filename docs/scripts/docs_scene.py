@@ -3,7 +3,7 @@
     python docs/scripts/docs_scene.py DOCS_SCENE_DIR
 
 The examples on the documentation pages use plain relative paths (``imagery.mbtiles``,
-``masks/mask.vrt``, ``crops/windows.csv``, ...). The documentation tests
+``masks/mask.vrt``, ``crops/windows.csv``, ...; the README's, ``crossgeo-demo/...``). The documentation tests
 (``tests/*/test_*docs.py``) write this folder once, copy it for each page and run the page's
 code blocks inside it. The rasters come from :func:`crossgeo.demo.write_demo_scene` (the
 scene of ``crossgeo demo``: a synthetic landscape written by GDAL as GeoTIFF and MBTiles,
@@ -24,6 +24,9 @@ Files::
     crops/regions.gpkg     25 points (EPSG:4326) in the layer "training_windows"; one lies
                            outside the image, a few near its edges
     config.yaml            a Hydra config in the original's format, _target_ switched to crossgeo
+    crossgeo-demo/         what `crossgeo demo` writes (image.tif, image.mbtiles, mask.tif,
+                           windows.csv, windows.gpkg, config.yaml, ...): the README's example
+                           reads it, as a user's would after running the demo
     real/                  ../shared/data/real (RGB.byte.tif, world.byte.tif, box.shp, ...)
                            when it exists
 
@@ -75,7 +78,7 @@ def write_docs_scene(folder: str | os.PathLike[str]) -> Path:
     """Write the documentation's example folder (see the module docstring) and return it."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    demo = write_demo_scene(folder / ".demo", with_augmentation=False)
+    demo = write_demo_scene(folder / "crossgeo-demo", with_augmentation=False)
     (folder / "masks").mkdir(exist_ok=True)
     (folder / "crops").mkdir(exist_ok=True)
     shutil.copyfile(demo["image"], folder / "imagery.tif")
@@ -104,7 +107,6 @@ def write_docs_scene(folder: str | os.PathLike[str]) -> Path:
     rows, cols = np.meshgrid(GRID, GRID, indexing="ij")
     testing.write_windows_table(folder / "crops" / "windows.csv", rows.ravel().tolist(), cols.ravel().tolist())
     (folder / "config.yaml").write_text(CONFIG)
-    shutil.rmtree(folder / ".demo")
     if (REAL_DATA / "RGB.byte.tif").exists() and not (folder / "real").exists():
         (folder / "real").symlink_to(REAL_DATA.resolve(), target_is_directory=True)
     return folder

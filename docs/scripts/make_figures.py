@@ -7,7 +7,7 @@ folder given): ``RGB.byte.tif`` (Landsat RGB, EPSG:32618, 300 m pixels) as the i
 ``world.byte.tif`` (land = 1 / water = 0, EPSG:4326, 0.125 degree pixels) as the mask, and
 writes ``docs/images/mask-warp.png``. The warped mask is what crossgeo itself returns
 (:meth:`crossgeo.PatchSampler.read` of one window covering the image), not a re-drawing.
-Needs Pillow (``pip install "crossgeo[cli]"``).
+Needs Pillow (``pip install ".[cli]"`` in the clone).
 """
 
 from __future__ import annotations

@@ -37,6 +37,10 @@ def test_smoke_run_writes_table_and_json(tmp_path: Path, capsys: pytest.CaptureF
     assert "crossgeo core, aligned mask (DEFLATE GeoTIFF)" in table
     assert "raw bound, 4326 mask, small VRT per window" in table
     assert "open-per-item, 4326 mask (MBTiles)" in table
+    # Rows say what was measured (smoke: 10,000 index rows, 2 epochs) and where the scene is cached.
+    assert "10,000-row Parquet index: build seconds" in table and "1,000,000" not in table
+    assert "worker RSS after 2 epochs / after 1" in table and "10 epochs" not in table
+    assert f"scene cache: {tmp_path / 'cache' / 'scene-512-v1'}" in table
 
     results = json.loads(out_json.read_text())
     assert results["mode"] == "smoke"
@@ -54,6 +58,8 @@ def test_smoke_run_writes_table_and_json(tmp_path: Path, capsys: pytest.CaptureF
         assert results["throughput"][name]["patches_per_s"] > 0, name
     assert 0 < results["colour"]["ratio"]
     assert results["index"]["rows"] == 10_000
+    assert results["ratios"]["index_rss_mb"]["label"] == "10,000-row Parquet index: resident MB"
+    assert results["scene"]["folder"] == str(tmp_path / "cache" / "scene-512-v1")
 
     ratios = results["ratios"]
     assert set(ratios) == {key for key, *_ in TARGETS}

@@ -1,4 +1,4 @@
-"""Seed-style configuration mappings: aliases, unknown keys, required keys."""
+"""Mappings of the original `MBTilesCropsGeoTifMaskDataset` keys: aliases, unknown keys, required keys."""
 
 from __future__ import annotations
 

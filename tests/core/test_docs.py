@@ -36,6 +36,25 @@ def test_page_examples_run(page: str, docs_scene: Path, tmp_path: Path) -> None:
     assert ran, f"{page}: no example ran"
 
 
+def test_readme_first_example_runs_on_the_demo_output(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The README's first example reads what ``crossgeo demo`` writes (``crossgeo-demo/``), with its colours."""
+    import numpy as np
+
+    from crossgeo import demo
+
+    demo.write_demo_scene(tmp_path / "crossgeo-demo", with_augmentation=False)
+    first = next(block for block in PAGES["README.md"] if block.lang == "python")
+    monkeypatch.chdir(tmp_path)
+    namespace: dict[str, Any] = {"__name__": "__main__"}
+    exec(compile(first.code, str(first), "exec"), namespace)
+    sampler = namespace["sampler"]
+    assert sampler.patch_size == demo.PATCH_SIZE and len(sampler) == (demo.TILES * 256 // demo.PATCH_SIZE) ** 2
+    assert sorted(map(list, sampler.color_map)) == sorted(demo.COLOR_MAP)
+    # Every class of the demo's landscape is decoded: a wrong colour would leave a class empty.
+    classes = set().union(*(np.unique(sampler[i].mask).tolist() for i in range(len(sampler))))
+    assert classes == {cls for cls, _, _ in demo.CLASSES}
+
+
 def test_every_block_is_tested_somewhere() -> None:
     """Each python block has valid markers and runs in the core, torch or tensorflow env."""
     python_blocks = [b for blocks in PAGES.values() for b in blocks if b.lang == "python"]
@@ -92,3 +111,24 @@ def test_cli_reference_matches_the_command() -> None:
     assert cli_reference.current() == cli_reference.generated(), (
         "docs/reference/cli.md is out of date: run python docs/scripts/cli_reference.py"
     )
+
+
+# --------------------------------------------------------------------------- wording
+
+#: "seed" for the original project (its spec, keys, format) rather than a random seed.
+_SEED_AS_ORIGINAL = re.compile(r"\bseed(?:'s|\s+spec|-style|\s+format|\s+library)\b", re.I)
+#: Written by the CLI's owners: docs/reference/cli.md is generated from crossgeo/cli.py's parser.
+_NOT_YET = {"docs/reference/cli.md", "crossgeo/cli.py", "crossgeo/demo.py"}
+
+
+def test_seed_means_a_random_seed_only() -> None:
+    """User-facing text calls the original project the original `MBTilesCropsGeoTifMaskDataset`."""
+    files = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md")), *sorted((ROOT / "crossgeo").glob("*.py"))]
+    found = [
+        f"{path.relative_to(ROOT)}:{n}: {line.strip()}"
+        for path in files
+        if path.relative_to(ROOT).as_posix() not in _NOT_YET
+        for n, line in enumerate(path.read_text().splitlines(), 1)
+        if _SEED_AS_ORIGINAL.search(line)
+    ]
+    assert not found, "say 'the original `MBTilesCropsGeoTifMaskDataset`' instead:\n" + "\n".join(found)

@@ -280,6 +280,23 @@ def test_cache_write_is_atomic(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
     assert [p.name for p in tmp_path.iterdir()] == ["i.parquet"]
 
 
+@pytest.mark.parametrize("suffix", [".csv", ".parquet"])
+@pytest.mark.parametrize("umask", [0o022, 0o002, 0o077])
+def test_cache_file_mode_follows_the_umask(tmp_path: Path, suffix: str, umask: int) -> None:
+    """Like any file the user writes (not mkstemp's 0600), and still written atomically."""
+    path = tmp_path / f"i{suffix}"
+    previous = os.umask(umask)
+    try:
+        W.write_cache(path, W.WindowIndex(np.arange(3), np.arange(3)), {"v": 1})
+        W.write_cache(path, W.WindowIndex(np.arange(4), np.arange(4)), {"v": 2})  # replaces the file
+    finally:
+        os.umask(previous)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~umask
+    assert [p.name for p in tmp_path.iterdir()] == [path.name]
+    cached = W.read_cache(path)
+    assert cached is not None and cached[1] == {"v": 2} and len(cached[0]) == 4
+
+
 def test_damaged_cache_is_rebuilt(scene: Scene, caplog: pytest.LogCaptureFixture) -> None:
     cache = scene.path("i.parquet")
     cache.write_bytes(b"garbage")

@@ -74,7 +74,7 @@ class Scene:
         return path
 
     def config(self, **overrides: Any) -> dict[str, Any]:
-        """A seed-style ``train_dataset`` mapping for the GeoTIFF scene."""
+        """A ``train_dataset`` mapping of the original keys for the GeoTIFF scene."""
         config: dict[str, Any] = {
             "_target_": "crossgeo.torch.MBTilesCropsGeoTifMaskDataset",
             "image_mbtiles_path": str(self.tif),
