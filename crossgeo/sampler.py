@@ -300,6 +300,8 @@ class PatchSampler:
             warp = target_crs is not None or target_resolution is not None
             self.grid = _target_grid(image, target_crs, target_resolution, self.image_path) if warp else Grid.of(image)
             image_fill = _image_fill(image.nodata, dtype)
+            #: The image's nodata value (None when it declares none), e.g. to leave it out of a display stretch.
+            self.image_nodata: float | None = image.nodata
 
         with open_raster(self.mask_path, "mask_path") as mask:
             _check_parts(mask, self.mask_path, "mask_path")

@@ -25,16 +25,18 @@ pytest.importorskip("tqdm")
 import yaml
 from PIL import Image
 
-from crossgeo import PatchSampler, cli
+from crossgeo import PatchSampler
 from crossgeo import testing as T
-from crossgeo.demo import COLOR_MAP
+from crossgeo.cli import common, main, preview
+from crossgeo.cli import demo as demo_command
+from crossgeo.demo import CLASS_NAMES, COLOR_MAP
 
 
 def run(*argv: Any) -> tuple[int, str, str]:
     """``crossgeo ARGV`` in-process: (exit status, stdout, stderr)."""
     out, err = io.StringIO(), io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        code = cli.main([str(a) for a in argv])
+        code = main([str(a) for a in argv])
     return code, out.getvalue(), err.getvalue()
 
 
@@ -44,8 +46,7 @@ def write_config(path: Path, **options: Any) -> Path:
 
 
 def sampler_of(config: Path) -> PatchSampler:
-    kwargs, _ = cli.split_options(cli.load_config(config), str(config))
-    return PatchSampler(**kwargs)
+    return PatchSampler(**common.split_options(common.load_config(config), str(config)).sampler)
 
 
 @pytest.fixture(scope="module")
@@ -79,14 +80,14 @@ def test_python_m_crossgeo_help_and_lazy_imports() -> None:
 @pytest.mark.parametrize("command", ["demo", "preview", "stats", "index", "validate"])
 def test_every_subcommand_has_help_with_an_example(command: str, capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exit_info:
-        cli.main([command, "--help"])
+        main([command, "--help"])
     assert exit_info.value.code == 0
     text = capsys.readouterr().out
     assert "example:" in text and f"crossgeo {command}" in text
 
 
 def test_no_command_prints_help_and_fails(capsys: pytest.CaptureFixture[str]) -> None:
-    assert cli.main([]) == 2
+    assert main([]) == 2
     assert "validate" in capsys.readouterr().err
 
 
@@ -119,7 +120,7 @@ def test_flat_config_and_relative_paths_next_to_the_config(tmp_path: Path, demo:
             }
         )
     )
-    loaded = cli.load_config(config)
+    loaded = common.load_config(config)
     assert loaded["image_mbtiles_path"] == str(folder.resolve() / "image.tif")
     code, out, _ = run("validate", config)
     assert code == 0, out
@@ -171,18 +172,27 @@ def test_demo_falls_back_when_the_framework_is_missing(tmp_path: Path, monkeypat
     monkeypatch.setattr(
         importlib.util, "find_spec", lambda name, *a: None if name == "tensorflow" else real_find_spec(name, *a)
     )
-    assert cli._framework("tensorflow") == "none"
+    assert demo_command._framework("tensorflow") == "none"
 
 
 # --------------------------------------------------------------------------- preview
 
 
+def expected_layout(
+    sampler: PatchSampler, indices: list[int], tile: int, class_names: dict[int, str] | None = None
+) -> preview.Layout:
+    """The sheet's geometry with the legend of exactly these windows' patches."""
+    patches = [sampler[i] for i in indices]
+    key = preview.legend(sampler, [p.mask for p in patches], [~p.mask_valid for p in patches], class_names)
+    return preview.sheet_layout(len(indices), tile, key)
+
+
 def check_sheet(png: Path, sampler: PatchSampler, indices: list[int], tile: int, alpha: float) -> None:
     """Every tile shows its patch, tinted with its class colours exactly where the mask says."""
     sheet = np.asarray(Image.open(png).convert("RGB")).astype(np.int64)
-    classes = sorted(set(cli.declared_classes(sampler)))
-    colours = cli.class_colours(sampler, classes)
-    for (x, y), i in zip(cli.layout(len(indices), tile, 1).tiles, indices):
+    classes = sorted(set(common.declared_classes(sampler)))
+    colours = common.class_colours(sampler, classes)
+    for (x, y), i in zip(preview.layout(len(indices), tile, 1).tiles, indices):
         patch = sampler[i]
         shown = sheet[y : y + tile, x : x + tile]
         picture = np.repeat(patch.image[:1], 3, 0) if patch.image.shape[0] < 3 else patch.image[:3]
@@ -200,8 +210,8 @@ def test_preview_draws_the_palette_where_the_mask_says(tmp_path: Path, demo: dic
     code, out, _ = run("preview", demo["config"], "-n", 4, "--seed", 0, "--alpha", 1, "--tile", 128, "--out", png)
     assert code == 0 and "wrote" in out
     sampler = sampler_of(demo["config"])
-    indices = cli.choose_windows(len(sampler), 4, 0)
-    geometry = cli.layout(4, 128, 4)  # classes 1, 2, 3 and the background entry
+    indices = preview.choose_windows(len(sampler), 4, 0)
+    geometry = expected_layout(sampler, indices, 128, CLASS_NAMES)  # the demo config names its classes
     assert Image.open(png).size == (geometry.width, geometry.height)
     check_sheet(png, sampler, indices, 128, 1.0)
     masks = [sampler[i].mask for i in indices]
@@ -236,8 +246,9 @@ def test_preview_single_band_uint16_and_four_band_images(tmp_path: Path, bands: 
     code, _, err = run("preview", config, "--out", png, "--tile", 64)
     assert code == 0, err
     sheet = np.asarray(Image.open(png).convert("RGB"))
-    assert sheet.shape[:2] == (cli.layout(3, 64, 2).height, cli.layout(3, 64, 2).width)
-    tiles = np.stack([sheet[y : y + 64, x : x + 64] for x, y in cli.layout(3, 64, 2).tiles])
+    geometry = expected_layout(sampler_of(config), [0, 1, 2], 64)
+    assert sheet.shape[:2] == (geometry.height, geometry.width)
+    tiles = np.stack([sheet[y : y + 64, x : x + 64] for x, y in geometry.tiles])
     if bands == 1:
         assert tiles.min() < 10 and tiles.max() > 245  # uint16 (rows * 200) stretched to the full range
     else:
@@ -422,8 +433,9 @@ def test_real_rgb_every_subcommand(tmp_path: Path, real_rgb: Path) -> None:
     png = tmp_path / "rgb.png"
     code, _, _ = run("preview", real_rgb, "-n", 6, "--seed", 1, "--out", png)
     assert code == 0
-    indices = cli.choose_windows(len(sampler), 6, 1)
-    assert Image.open(png).size == (cli.layout(6, 128, 2).width, cli.layout(6, 128, 2).height)
+    indices = preview.choose_windows(len(sampler), 6, 1)
+    geometry = expected_layout(sampler, indices, 128)
+    assert Image.open(png).size == (geometry.width, geometry.height)
     check_sheet(png, sampler, indices, 128, 0.45)  # uint8 shown unstretched: exact blend
 
     code, _, _ = run("stats", real_rgb, "--json", tmp_path / "s.json")
@@ -461,10 +473,8 @@ def test_real_vectors_and_mbtiles(tmp_path: Path, real_data: Path) -> None:
     assert code == 0
     check_stats(json.loads((tmp_path / "e.json").read_text()), sampler_of(europe))
     code, _, _ = run("preview", europe, "-n", 4, "--out", tmp_path / "e.png")  # RGBA MBTiles, 4 bands
-    assert code == 0 and Image.open(tmp_path / "e.png").size == (
-        cli.layout(4, 96, 2).width,
-        cli.layout(4, 96, 2).height,
-    )
+    geometry = expected_layout(sampler_of(europe), preview.choose_windows(len(sampler_of(europe)), 4, 0), 96)
+    assert code == 0 and Image.open(tmp_path / "e.png").size == (geometry.width, geometry.height)
 
 
 def test_real_validate_reports_non_overlap_and_a_colour_map_on_a_class_mask(tmp_path: Path, real_data: Path) -> None:
