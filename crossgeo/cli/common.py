@@ -73,7 +73,8 @@ PALETTE = (
 )
 """Class colours for single-band masks (class 0, background, is never tinted)."""
 EXAMPLE_CONFIG = """\
-configuration (YAML; flat or under train_dataset:, _target_ is ignored; class_names is optional):
+configuration (YAML with the original MBTilesCropsGeoTifMaskDataset keys, flat or under
+train_dataset:; _target_ is ignored; class_names, optional, names the classes for display):
   train_dataset:
     image_mbtiles_path: imagery.mbtiles
     mask_path: masks/mask.vrt

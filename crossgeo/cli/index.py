@@ -51,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
         & (sampler.row_off + sampler.patch_size <= sampler.grid.height)
         & (sampler.col_off + sampler.patch_size <= sampler.grid.width)
     )
-    print(f"window index {cache_path.resolve()}: {state}")
+    print(f"window index {cache_path}: {state}")
     print(f"  source   {sampler.crops_path}")
     print(
         f"  kept {report.kept}   skipped (empty geometry) {report.empty_skipped}   "

@@ -43,8 +43,8 @@ __all__ = [
     "legend",
     "legend_entry_width",
     "render_preview",
-    "sheet_layout",
     "run",
+    "sheet_layout",
 ]
 
 MARGIN, TITLE_HEIGHT, CAPTION_HEIGHT, LEGEND_ROW, LEGEND_ENTRY = 8, 26, 16, 20, 190
@@ -105,7 +105,7 @@ def run(args: argparse.Namespace) -> int:
     if out.parent != Path():
         out.parent.mkdir(parents=True, exist_ok=True)
     sheet.save(out)
-    print(f"wrote {out.resolve()} ({sheet.width} x {sheet.height} px): {len(indices)} of {len(sampler)} windows")
+    print(f"wrote {out} ({sheet.width} x {sheet.height} px): {len(indices)} of {len(sampler)} windows")
     return 0
 
 

@@ -55,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
         if out.parent != Path():
             out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(stats, indent=2) + "\n")
-        print(f"wrote {out.resolve()}")
+        print(f"wrote {out}")
     return 0
 
 
