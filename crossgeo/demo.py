@@ -10,7 +10,11 @@
 * ``windows.csv`` (pixel offsets) and ``windows.gpkg`` (points in EPSG:4326, layer
   ``training_windows``; one outside the image, a few near the edges);
 * ``config.yaml`` (MBTiles + CSV windows) and ``config-vector.yaml`` (GeoTIFF + GeoPackage),
-  both in the seed's format under ``train_dataset:``.
+  both with the original ``MBTilesCropsGeoTifMaskDataset`` keys under ``train_dataset:``,
+  and the class names under a top-level ``class_names:`` (read by the ``crossgeo`` command).
+
+`train_tiny_model` trains a tiny segmentation network on a sampler for a few steps with
+torch or TensorFlow (imported only inside it), as ``crossgeo demo`` does.
 
 The landscape (a river, a lake, forest, a town with a street grid, a patchwork of fields)
 is a deterministic function of longitude/latitude. The image colours its pixels by the
@@ -23,9 +27,11 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import attrs
 import numpy as np
 import rasterio
 from affine import Affine
@@ -49,7 +55,7 @@ CLASSES = (
     (3, "building", (255, 0, 0)),
 )
 """``(class, name, mask colour)``; class 0 is left out of the colour map on purpose (black,
-"unknown colours are background"), as in the seed spec's examples."""
+"unknown colours are background"), as in the original ``MBTilesCropsGeoTifMaskDataset``'s examples."""
 COLOR_MAP = [[*colour, cls] for cls, _, colour in CLASSES if cls != 0]
 CLASS_NAMES = {cls: name for cls, name, _ in CLASSES}
 
@@ -188,7 +194,9 @@ def _apply(transform: Affine, col: np.ndarray, row: np.ndarray) -> tuple[np.ndar
 def _yaml_config(values: dict[str, Any]) -> str:
     import yaml
 
-    return yaml.safe_dump({"train_dataset": values}, sort_keys=False, default_flow_style=None)
+    return yaml.safe_dump(
+        {"train_dataset": values, "class_names": list(CLASS_NAMES.values())}, sort_keys=False, default_flow_style=None
+    )
 
 
 def write_demo_scene(
@@ -304,3 +312,141 @@ def write_demo_scene(
     files["config_vector"] = folder / "config-vector.yaml"
     files["config_vector"].write_text(header + _yaml_config(vector))
     return files
+
+
+# --------------------------------------------------------------------------- training
+
+FRAMEWORKS = ("torch", "tensorflow")
+"""Frameworks `train_tiny_model` can use."""
+
+StepCallback = Callable[[int, float, float, int], None]
+"""Called after each training step with (step, loss, pixel accuracy, patches in the batch)."""
+
+
+@attrs.frozen
+class TrainingResult:
+    """What `train_tiny_model` reports: the first and last batch loss and the last batch's pixel accuracy."""
+
+    framework: str
+    steps: int
+    first_loss: float
+    loss: float
+    pixel_accuracy: float
+
+
+def train_tiny_model(
+    framework: str,
+    sampler: Any,
+    *,
+    steps: int,
+    batch_size: int,
+    n_classes: int,
+    augmentation_list: Sequence[Any] | None = None,
+    on_step: StepCallback | None = None,
+) -> TrainingResult:
+    """Train a tiny fully convolutional network on ``sampler``'s patches for ``steps`` batches.
+
+    A smoke test of the whole path (sampler -> adapter -> model) rather than a model worth
+    keeping: two 3x3 convolutions and a 1x1 classifier, Adam at 0.01, cross-entropy,
+    seeded with 0. ``framework`` is "torch" (through `crossgeo.torch.make_dataloader`) or
+    "tensorflow" (through `crossgeo.tensorflow.make_dataset`); the framework is imported
+    here, so an ``ImportError`` means it is missing or broken.
+    """
+    if framework not in FRAMEWORKS:
+        raise ValueError(f"framework must be one of {', '.join(FRAMEWORKS)}, got {framework!r}.")
+    if steps < 1 or batch_size < 1:
+        raise ValueError(f"steps and batch_size must be >= 1, got {steps} and {batch_size}.")
+    train = _train_torch if framework == "torch" else _train_tensorflow
+    first, last, accuracy = train(sampler, augmentation_list, steps, batch_size, n_classes, on_step)
+    return TrainingResult(framework, steps, first, last, accuracy)
+
+
+def _train_torch(
+    sampler: Any,
+    augmentation_list: Sequence[Any] | None,
+    steps: int,
+    batch_size: int,
+    n_classes: int,
+    on_step: StepCallback | None,
+) -> tuple[float, float, float]:
+    import torch
+    from torch import nn
+
+    from crossgeo.torch import PatchDataset, make_dataloader
+
+    dataset = PatchDataset(sampler, augmentation_list=augmentation_list, seed=0)
+    torch.manual_seed(0)
+    loader = make_dataloader(dataset, batch_size=batch_size, shuffle=True, num_workers=0, drop_last=True)
+    channels = int(dataset[0]["image"].shape[0])
+    model = nn.Sequential(
+        nn.Conv2d(channels, 16, 3, padding=1),
+        nn.ReLU(),
+        nn.Conv2d(16, 16, 3, padding=1),
+        nn.ReLU(),
+        nn.Conv2d(16, n_classes, 1),
+    )
+    optimiser = torch.optim.Adam(model.parameters(), lr=0.01)
+    loss_fn = nn.CrossEntropyLoss()
+    first = last = accuracy = float("nan")
+    step = 0
+    while step < steps:
+        for batch in loader:
+            x, y = batch["image"], batch["mask"]
+            logits = model(x)
+            loss = loss_fn(logits, y)
+            optimiser.zero_grad()
+            loss.backward()
+            optimiser.step()
+            last = float(loss.item())
+            first = last if step == 0 else first
+            accuracy = float((logits.argmax(1) == y).float().mean())
+            step += 1
+            if on_step is not None:
+                on_step(step, last, accuracy, len(x))
+            if step >= steps:
+                break
+    return first, last, accuracy
+
+
+def _train_tensorflow(
+    sampler: Any,
+    augmentation_list: Sequence[Any] | None,
+    steps: int,
+    batch_size: int,
+    n_classes: int,
+    on_step: StepCallback | None,
+) -> tuple[float, float, float]:
+    import tensorflow as tf
+
+    from crossgeo.tensorflow import make_dataset
+
+    dataset = make_dataset(sampler, batch_size=batch_size, shuffle=True, seed=0, augmentation_list=augmentation_list)
+    tf.keras.utils.set_random_seed(0)
+    model = tf.keras.Sequential(
+        [
+            tf.keras.layers.Conv2D(16, 3, padding="same", activation="relu"),
+            tf.keras.layers.Conv2D(16, 3, padding="same", activation="relu"),
+            tf.keras.layers.Conv2D(n_classes, 1),
+        ]
+    )
+    optimiser = tf.keras.optimizers.Adam(0.01)
+    loss_fn = tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    first = last = accuracy = float("nan")
+    step = 0
+    while step < steps:
+        for batch in dataset:
+            x, y = batch[0], batch[1]
+            with tf.GradientTape() as tape:
+                logits = model(x, training=True)
+                loss = loss_fn(y, logits)
+            grads = tape.gradient(loss, model.trainable_variables)
+            optimiser.apply_gradients(zip(grads, model.trainable_variables))
+            last = float(loss.numpy())
+            first = last if step == 0 else first
+            accuracy = float(tf.reduce_mean(tf.cast(tf.argmax(logits, -1) == y, tf.float32)).numpy())
+            step += 1
+            if on_step is not None:
+                on_step(step, last, accuracy, int(x.shape[0]))
+            if step >= steps:
+                break
+    return first, last, accuracy

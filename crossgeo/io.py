@@ -17,13 +17,14 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
 import attrs
 import numpy as np
 import rasterio
+from affine import Affine
 from rasterio.enums import ColorInterp, Resampling
 from rasterio.errors import RasterioError
 from rasterio.vrt import WarpedVRT
@@ -323,6 +324,98 @@ def mask_interior(
     if not (np.all(np.isfinite(cols)) and np.all(np.isfinite(rows))):
         return None
     return tuple(zip(cols.tolist(), rows.tolist()))
+
+
+@attrs.frozen
+class RasterInfo:
+    """What a raster file declares, read once from its header (no pixels read).
+
+    Has the attributes `crossgeo.Grid.of` reads (``height``, ``width``, ``transform``, ``crs``).
+    """
+
+    path: str
+    driver: str
+    width: int
+    height: int
+    count: int
+    dtypes: tuple[str, ...]
+    crs: Any
+    transform: Any
+    res: tuple[float, float]
+    bounds: tuple[float, float, float, float]
+    nodata: float | None
+    alpha: int | None
+    """The 1-based index of the alpha band, if any."""
+
+    def describe(self) -> str:
+        """One line: driver, size, bands and dtypes, CRS and pixel size."""
+        crs = self.crs.to_string() if self.crs else "no CRS"
+        res = ", ".join(f"{v:.6g}" for v in self.res)
+        dtypes = "/".join(sorted(set(self.dtypes)))
+        return f"{self.driver} {self.width} x {self.height}, {self.count} band(s) {dtypes}, {crs}, pixel {res}"
+
+
+def raster_info(path: str, option: str) -> RasterInfo:
+    """The `RasterInfo` of ``path``; a file GDAL cannot open is a `ReadError` naming ``option``."""
+    with open_raster(path, option) as src:
+        return RasterInfo(
+            path=path,
+            driver=src.driver,
+            width=src.width,
+            height=src.height,
+            count=src.count,
+            dtypes=tuple(src.dtypes),
+            crs=src.crs,
+            transform=src.transform,
+            res=tuple(src.res),
+            bounds=tuple(src.bounds),
+            nodata=src.nodata,
+            alpha=alpha_band(src),
+        )
+
+
+def read_mask_overview(
+    mask: Any, grid: Grid, bands: Sequence[int], max_side: int = 512
+) -> tuple[np.ndarray, np.ndarray]:
+    """The mask's ``bands`` warped nearest-neighbour onto a coarsened copy of ``grid``.
+
+    A quick look at a whole mask as the sampler would see it (``crossgeo validate`` checks
+    its coverage and colours with it) without reading every window: the reference grid is
+    scaled down so its longer side has at most ``max_side`` pixels.
+
+    Args:
+        mask: A mask raster path (opened here and closed again) or an open rasterio dataset.
+        grid: The reference grid (the image's).
+        bands: 1-based mask bands to read (not its alpha band).
+        max_side: Longest side of the overview in pixels.
+
+    Returns:
+        ``(data (len(bands), h, w), valid (h, w))``; ``valid`` is False where the mask
+        has no data (outside it, nodata or alpha 0).
+    """
+    if isinstance(mask, (str, os.PathLike)):
+        with open_raster(os.fspath(mask), "mask_path") as dataset:
+            return read_mask_overview(dataset, grid, bands, max_side)
+    ensure_gdal_env()
+    scale = max(1.0, max(grid.width, grid.height) / max_side)
+    width, height = max(1, round(grid.width / scale)), max(1, round(grid.height / scale))
+    transform = grid.transform @ Affine.scale(grid.width / width, grid.height / height)
+    alpha = alpha_band(mask)
+    with WarpedVRT(
+        mask,
+        crs=grid.crs,
+        transform=transform,
+        width=width,
+        height=height,
+        resampling=Resampling.nearest,
+        add_alpha=alpha is None,
+    ) as vrt:
+        data = vrt.read([*bands, alpha if alpha is not None else vrt.count])
+    valid = data[-1] != 0
+    data = data[:-1]
+    if mask.nodata is not None:
+        valid &= ~np.all(data == mask.nodata, axis=0)
+    return data, valid
 
 
 class _MaskInterior:

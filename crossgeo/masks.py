@@ -17,6 +17,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, Protocol
 
+import attrs
 import numpy as np
 
 from crossgeo.errors import ConfigError, RasterError
@@ -52,25 +53,20 @@ class ColorMapDecoder:
             top = max(c for *_, c in self.entries) if self.entries else 0
             dtype = np.uint8 if top < 256 else np.uint16 if top < 65536 else np.int64
             lut = np.zeros(1 << 24, dtype=dtype)
-            for r, g, b, c in self.entries:
-                lut[(r << 16) | (g << 8) | b] = c
+            if self.entries:
+                table = np.array(self.entries, dtype=np.int64)
+                lut[rgb_keys(table[:, :3].T)] = table[:, 3]
             self._lut = lut
         return self._lut
 
     def __call__(self, bands: np.ndarray, invalid: np.ndarray | None) -> np.ndarray:
         rgb = bands[:3]
         if rgb.dtype == np.uint8:
-            key = rgb[0].astype(np.uint32)
-            key <<= 8
-            key |= rgb[1]
-            key <<= 8
-            key |= rgb[2]
-            classes = self.lut.take(key).astype(np.int64)
+            classes = self.lut.take(rgb_keys(rgb)).astype(np.int64)
         else:
             # Wider or float masks: values outside 0..255 match no colour.
-            in_range = np.all((rgb >= 0) & (rgb <= 255) & (rgb == np.floor(rgb)), axis=0)
-            safe = np.where(in_range, rgb, 0).astype(np.int32)
-            key = (safe[0] << 16) | (safe[1] << 8) | safe[2]
+            in_range = _in_rgb_range(rgb)
+            key = rgb_keys(np.where(in_range, rgb, 0))
             classes = np.where(in_range, self.lut[key], 0).astype(np.int64)
         return _apply_fill(classes, invalid, self.fill_value)
 
@@ -86,6 +82,63 @@ class ClassIndexDecoder:
         band = bands[0]
         classes = (band != 0).astype(np.int64) if self.binarise else band.astype(np.int64)
         return _apply_fill(classes, invalid, self.fill_value)
+
+
+def rgb_keys(rgb: np.ndarray) -> np.ndarray:
+    """One uint32 key ``R << 16 | G << 8 | B`` per pixel of ``(3, ...)`` RGB values in 0-255.
+
+    The key `ColorMapDecoder` looks classes up by; also used to count a mask's colours.
+    """
+    key = np.asarray(rgb[0]).astype(np.uint32)
+    for band in (np.asarray(rgb[1]), np.asarray(rgb[2])):
+        key <<= 8
+        key |= band if band.dtype == np.uint8 else band.astype(np.uint32)  # uint8: no temporary copy
+    return key
+
+
+def _in_rgb_range(rgb: np.ndarray) -> np.ndarray:
+    """Per pixel: all of R, G, B are whole numbers in 0-255 (so they can match a colour)."""
+    return np.all((rgb >= 0) & (rgb <= 255) & (rgb == np.floor(rgb)), axis=0)
+
+
+@attrs.frozen
+class ColourCounts:
+    """The colours of some mask pixels split by whether ``color_map`` knows them.
+
+    Each entry is ``((R, G, B), pixels)``, most frequent first. Pixels whose values are not
+    colours at all (outside 0-255 or fractional, in a wide or float mask) are counted in
+    `unmapped` under their own values; the decoder makes them class 0 too.
+    """
+
+    mapped: tuple[tuple[tuple[int, int, int], int], ...]
+    unmapped: tuple[tuple[tuple[int, int, int], int], ...]
+    pixels: int
+
+
+def colour_counts(rgb: np.ndarray, color_map: Any) -> ColourCounts:
+    """Count the colours of ``rgb`` (3, N) mask pixels against ``color_map`` ([[R, G, B, class], ...]).
+
+    Uses the decoder's own key (`rgb_keys`), so "unmapped" means exactly what
+    `ColorMapDecoder` turns into class 0. Raises `ConfigError` for a malformed colour map.
+    """
+    known = {(r, g, b) for r, g, b, _ in validate_color_map(color_map)}
+    pixels = np.asarray(rgb).reshape(3, -1)
+    in_range = _in_rgb_range(pixels)
+    counted: list[tuple[tuple[int, int, int], int]] = []
+    keys, counts = np.unique(rgb_keys(pixels[:, in_range].astype(np.int64)), return_counts=True)
+    for key, count in zip(keys.tolist(), counts.tolist()):
+        counted.append(((key >> 16, (key >> 8) & 255, key & 255), int(count)))
+    if not in_range.all():
+        odd, odd_counts = np.unique(pixels[:, ~in_range], axis=1, return_counts=True)
+        for column, count in zip(odd.T.tolist(), odd_counts.tolist()):
+            r, g, b = column
+            counted.append(((r, g, b), int(count)))
+    counted.sort(key=lambda item: -item[1])
+    return ColourCounts(
+        mapped=tuple(c for c in counted if c[0] in known),
+        unmapped=tuple(c for c in counted if c[0] not in known),
+        pixels=int(pixels.shape[1]),
+    )
 
 
 def validate_color_map(color_map: Any) -> list[tuple[int, int, int, int]]:

@@ -25,16 +25,18 @@ pytest.importorskip("tqdm")
 import yaml
 from PIL import Image
 
-from crossgeo import PatchSampler, cli
+from crossgeo import PatchSampler
 from crossgeo import testing as T
-from crossgeo.demo import COLOR_MAP
+from crossgeo.cli import common, main, preview
+from crossgeo.cli import demo as demo_command
+from crossgeo.demo import CLASS_NAMES, COLOR_MAP
 
 
 def run(*argv: Any) -> tuple[int, str, str]:
     """``crossgeo ARGV`` in-process: (exit status, stdout, stderr)."""
     out, err = io.StringIO(), io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        code = cli.main([str(a) for a in argv])
+        code = main([str(a) for a in argv])
     return code, out.getvalue(), err.getvalue()
 
 
@@ -44,8 +46,7 @@ def write_config(path: Path, **options: Any) -> Path:
 
 
 def sampler_of(config: Path) -> PatchSampler:
-    kwargs, _ = cli.split_options(cli.load_config(config), str(config))
-    return PatchSampler(**kwargs)
+    return PatchSampler(**common.split_options(common.load_config(config), str(config)).sampler)
 
 
 @pytest.fixture(scope="module")
@@ -79,14 +80,14 @@ def test_python_m_crossgeo_help_and_lazy_imports() -> None:
 @pytest.mark.parametrize("command", ["demo", "preview", "stats", "index", "validate"])
 def test_every_subcommand_has_help_with_an_example(command: str, capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exit_info:
-        cli.main([command, "--help"])
+        main([command, "--help"])
     assert exit_info.value.code == 0
     text = capsys.readouterr().out
     assert "example:" in text and f"crossgeo {command}" in text
 
 
 def test_no_command_prints_help_and_fails(capsys: pytest.CaptureFixture[str]) -> None:
-    assert cli.main([]) == 2
+    assert main([]) == 2
     assert "validate" in capsys.readouterr().err
 
 
@@ -119,7 +120,7 @@ def test_flat_config_and_relative_paths_next_to_the_config(tmp_path: Path, demo:
             }
         )
     )
-    loaded = cli.load_config(config)
+    loaded = common.load_config(config)
     assert loaded["image_mbtiles_path"] == str(folder.resolve() / "image.tif")
     code, out, _ = run("validate", config)
     assert code == 0, out
@@ -171,18 +172,27 @@ def test_demo_falls_back_when_the_framework_is_missing(tmp_path: Path, monkeypat
     monkeypatch.setattr(
         importlib.util, "find_spec", lambda name, *a: None if name == "tensorflow" else real_find_spec(name, *a)
     )
-    assert cli._framework("tensorflow") == "none"
+    assert demo_command._framework("tensorflow") == "none"
 
 
 # --------------------------------------------------------------------------- preview
 
 
+def expected_layout(
+    sampler: PatchSampler, indices: list[int], tile: int, class_names: dict[int, str] | None = None
+) -> preview.Layout:
+    """The sheet's geometry with the legend of exactly these windows' patches."""
+    patches = [sampler[i] for i in indices]
+    key = preview.legend(sampler, [p.mask for p in patches], [~p.mask_valid for p in patches], class_names)
+    return preview.sheet_layout(len(indices), tile, key)
+
+
 def check_sheet(png: Path, sampler: PatchSampler, indices: list[int], tile: int, alpha: float) -> None:
     """Every tile shows its patch, tinted with its class colours exactly where the mask says."""
     sheet = np.asarray(Image.open(png).convert("RGB")).astype(np.int64)
-    classes = sorted(set(cli.declared_classes(sampler)))
-    colours = cli.class_colours(sampler, classes)
-    for (x, y), i in zip(cli.layout(len(indices), tile, 1).tiles, indices):
+    classes = sorted(set(common.declared_classes(sampler)))
+    colours = common.class_colours(sampler, classes)
+    for (x, y), i in zip(preview.layout(len(indices), tile, 1).tiles, indices):
         patch = sampler[i]
         shown = sheet[y : y + tile, x : x + tile]
         picture = np.repeat(patch.image[:1], 3, 0) if patch.image.shape[0] < 3 else patch.image[:3]
@@ -200,8 +210,8 @@ def test_preview_draws_the_palette_where_the_mask_says(tmp_path: Path, demo: dic
     code, out, _ = run("preview", demo["config"], "-n", 4, "--seed", 0, "--alpha", 1, "--tile", 128, "--out", png)
     assert code == 0 and "wrote" in out
     sampler = sampler_of(demo["config"])
-    indices = cli.choose_windows(len(sampler), 4, 0)
-    geometry = cli.layout(4, 128, 4)  # classes 1, 2, 3 and the background entry
+    indices = preview.choose_windows(len(sampler), 4, 0)
+    geometry = expected_layout(sampler, indices, 128, CLASS_NAMES)  # the demo config names its classes
     assert Image.open(png).size == (geometry.width, geometry.height)
     check_sheet(png, sampler, indices, 128, 1.0)
     masks = [sampler[i].mask for i in indices]
@@ -236,8 +246,9 @@ def test_preview_single_band_uint16_and_four_band_images(tmp_path: Path, bands: 
     code, _, err = run("preview", config, "--out", png, "--tile", 64)
     assert code == 0, err
     sheet = np.asarray(Image.open(png).convert("RGB"))
-    assert sheet.shape[:2] == (cli.layout(3, 64, 2).height, cli.layout(3, 64, 2).width)
-    tiles = np.stack([sheet[y : y + 64, x : x + 64] for x, y in cli.layout(3, 64, 2).tiles])
+    geometry = expected_layout(sampler_of(config), [0, 1, 2], 64)
+    assert sheet.shape[:2] == (geometry.height, geometry.width)
+    tiles = np.stack([sheet[y : y + 64, x : x + 64] for x, y in geometry.tiles])
     if bands == 1:
         assert tiles.min() < 10 and tiles.max() > 245  # uint16 (rows * 200) stretched to the full range
     else:
@@ -422,8 +433,9 @@ def test_real_rgb_every_subcommand(tmp_path: Path, real_rgb: Path) -> None:
     png = tmp_path / "rgb.png"
     code, _, _ = run("preview", real_rgb, "-n", 6, "--seed", 1, "--out", png)
     assert code == 0
-    indices = cli.choose_windows(len(sampler), 6, 1)
-    assert Image.open(png).size == (cli.layout(6, 128, 2).width, cli.layout(6, 128, 2).height)
+    indices = preview.choose_windows(len(sampler), 6, 1)
+    geometry = expected_layout(sampler, indices, 128)
+    assert Image.open(png).size == (geometry.width, geometry.height)
     check_sheet(png, sampler, indices, 128, 0.45)  # uint8 shown unstretched: exact blend
 
     code, _, _ = run("stats", real_rgb, "--json", tmp_path / "s.json")
@@ -461,10 +473,8 @@ def test_real_vectors_and_mbtiles(tmp_path: Path, real_data: Path) -> None:
     assert code == 0
     check_stats(json.loads((tmp_path / "e.json").read_text()), sampler_of(europe))
     code, _, _ = run("preview", europe, "-n", 4, "--out", tmp_path / "e.png")  # RGBA MBTiles, 4 bands
-    assert code == 0 and Image.open(tmp_path / "e.png").size == (
-        cli.layout(4, 96, 2).width,
-        cli.layout(4, 96, 2).height,
-    )
+    geometry = expected_layout(sampler_of(europe), preview.choose_windows(len(sampler_of(europe)), 4, 0), 96)
+    assert code == 0 and Image.open(tmp_path / "e.png").size == (geometry.width, geometry.height)
 
 
 def test_real_validate_reports_non_overlap_and_a_colour_map_on_a_class_mask(tmp_path: Path, real_data: Path) -> None:
@@ -489,3 +499,206 @@ def test_real_validate_reports_non_overlap_and_a_colour_map_on_a_class_mask(tmp_
     )
     code, out, _ = run("validate", wrong)
     assert code == 1 and "needs an RGB(A) mask" in out
+
+
+# --------------------------------------------------------------------------- package, texts, class names
+
+
+@pytest.mark.parametrize("command", [None, "demo", "preview", "stats", "index", "validate"])
+def test_help_texts_have_no_literal_percent_and_name_the_original(
+    command: str | None, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit):
+        main([command, "--help"] if command else ["--help"])
+    text = capsys.readouterr().out
+    assert "%%" not in text and "%(" not in text
+    assert "seed spec" not in text.lower() and "seed's" not in text.lower()
+    if command not in (None, "demo"):
+        assert "original MBTilesCropsGeoTifMaskDataset keys" in " ".join(text.split())
+
+
+def test_cli_modules_say_the_original_not_seed() -> None:
+    import importlib
+    import pkgutil
+
+    import crossgeo.cli
+    import crossgeo.demo
+
+    names = [m.name for m in pkgutil.iter_modules(crossgeo.cli.__path__, "crossgeo.cli.")]
+    assert {"crossgeo.cli.main", "crossgeo.cli.common", "crossgeo.cli.validate"} <= set(names)
+    for name in [*names, "crossgeo.demo"]:
+        source = Path(importlib.import_module(name).__file__ or "").read_text().lower()
+        assert "seed spec" not in source and "seed's" not in source, name
+
+
+def test_no_command_module_opens_rasters_or_builds_a_warped_vrt() -> None:
+    import ast
+
+    folder = Path(common.__file__).parent
+    modules = sorted(folder.glob("*.py"))
+    assert len(modules) >= 7
+    for path in modules:
+        source = path.read_text()
+        for needle in ("rasterio.open", "WarpedVRT", "open_raster", "rasterio.vrt"):
+            assert needle not in source, f"{path.name} uses {needle}"
+        for node in ast.walk(ast.parse(source)):
+            if isinstance(node, ast.ImportFrom) and node.module == "rasterio":
+                assert all(alias.name not in ("open", "vrt") for alias in node.names), path.name
+
+
+def direct_shares(sampler: PatchSampler, indices: list[int]) -> tuple[dict[int, float], float]:
+    """Per class, its share of the valid pixels of these windows' patches, and the share without mask data."""
+    patches = [sampler[i] for i in indices]
+    total = sum(p.mask.size for p in patches)
+    shares = {c: sum(int(((p.mask == c) & p.mask_valid).sum()) for p in patches) / total for c in range(8)}
+    return shares, sum(int((~p.mask_valid).sum()) for p in patches) / total
+
+
+def test_preview_legend_is_over_the_tiles_shown_and_uses_class_names(demo: dict[str, Any]) -> None:
+    sampler = sampler_of(demo["config"])
+    indices = preview.choose_windows(len(sampler), 5, 3)
+    patches = [sampler[i] for i in indices]
+    masks, invalids = [p.mask for p in patches], [~p.mask_valid for p in patches]
+    shares, _ = direct_shares(sampler, indices)
+
+    named = preview.legend(sampler, masks, invalids, CLASS_NAMES)
+    assert named.heading == "legend: share of the pixels of the 5 tiles shown"
+    assert named.texts[1:] == (
+        f"class 0 background (not tinted)  {shares[0]:.1%}",
+        f"class 1 water [0, 0, 255]  {shares[1]:.1%}",
+        f"class 2 forest [0, 255, 0]  {shares[2]:.1%}",
+        f"class 3 building [255, 0, 0]  {shares[3]:.1%}",
+    )
+    assert [colour for colour, _ in named.entries] == [None, (0, 0, 255), (0, 255, 0), (255, 0, 0)]
+    plain = preview.legend(sampler, masks[:1], invalids[:1])
+    one, _ = direct_shares(sampler, indices[:1])
+    assert plain.heading.endswith("of the 1 tile shown")
+    assert plain.texts[2] == f"class 1 [0, 0, 255]  {one[1]:.1%}"
+
+
+def test_preview_legend_counts_pixels_without_mask_data(tmp_path: Path) -> None:
+    transform = T.web_mercator_transform(12, 2176, 1460)
+    image = T.write_raster(
+        tmp_path / "image.tif", T.coordinate_bands(256, 256, "uint8"), crs="EPSG:3857", transform=transform
+    )
+    mask = T.write_raster(
+        tmp_path / "left.tif", np.full((1, 256, 64), 2, np.uint8), crs="EPSG:3857", transform=transform
+    )
+    windows = T.write_windows_table(tmp_path / "w.csv", [0, 128], [0, 0])
+    config = write_config(
+        tmp_path / "c.yaml",
+        image_mbtiles_path=str(image),
+        mask_path=str(mask),
+        crops_path=str(windows),
+        patch_size=128,
+        n_classes=3,
+        class_names={1: "road", 2: "roof"},
+    )
+    with pytest.warns(UserWarning, match="covers only 25.0%"):
+        sampler = sampler_of(config)
+    patches = [sampler[i] for i in (0, 1)]
+    key = preview.legend(sampler, [p.mask for p in patches], [~p.mask_valid for p in patches], {1: "road", 2: "roof"})
+    assert key.texts[1:] == (
+        "class 0 background (not tinted)  0.0%",
+        "class 1 road  0.0%",
+        "class 2 roof  50.0%",  # the mask covers the left 64 of 128 columns
+        "no mask data (hatched)  50.0%",
+    )
+    png = tmp_path / "p.png"
+    code, _, err = run("preview", config, "--out", png, "--tile", 128)
+    assert code == 0 and "covers only 25.0%" in err, err
+    geometry = expected_layout(sampler, [0, 1], 128, {1: "road", 2: "roof"})
+    assert Image.open(png).size == (geometry.width, geometry.height)
+
+
+def test_class_names_are_a_display_key_as_list_mapping_or_top_level(tmp_path: Path, demo: dict[str, Any]) -> None:
+    options = demo_options(demo)
+    assert common.split_options(common.load_config(demo["config"]), "demo").class_names == CLASS_NAMES  # top level
+    mapping = write_config(tmp_path / "m.yaml", **options, class_names={"1": "lake", 3: "house"})
+    parts = common.split_options(common.load_config(mapping), "m.yaml")
+    assert parts.class_names == {1: "lake", 3: "house"} and "class_names" not in parts.sampler
+    code, out, err = run("stats", mapping, "--json", tmp_path / "s.json")
+    assert code == 0, err
+    labels = {r["class"]: r["label"] for r in json.loads((tmp_path / "s.json").read_text())["classes"]}
+    assert labels[1] == "1 lake [0, 0, 255]" and labels[3] == "3 house [255, 0, 0]" and labels[2] == "2 [0, 255, 0]"
+    assert "1 lake [0, 0, 255]" in out
+    code, out, _ = run("validate", mapping)
+    assert code == 0, out
+
+    listed = write_config(tmp_path / "l.yaml", **options, class_names=["other", "water"])
+    assert common.split_options(common.load_config(listed), "l.yaml").class_names == {0: "other", 1: "water"}
+    for bad, message in (("water", "must be a list or a mapping"), ({"x": "water"}, "not a class number")):
+        config = write_config(tmp_path / "bad.yaml", **options, class_names=bad)
+        code, _, err = run("preview", config, "--out", tmp_path / "p.png")
+        assert code == 1 and "class_names" in err and message in err
+
+
+def old_colour_check(rgb: np.ndarray, color_map: list[list[int]]) -> tuple[list[tuple[int, int]], int]:
+    """The bit-packing `crossgeo validate` used before it called masks.py: (unknown (key, count), found)."""
+    keys = (rgb[0].astype(np.int64) << 16) | (rgb[1].astype(np.int64) << 8) | rgb[2].astype(np.int64)
+    values, counts = np.unique(keys, return_counts=True)
+    known = {(r << 16) | (g << 8) | b for r, g, b, _ in color_map}
+    unknown = sorted(((int(v), int(c)) for v, c in zip(values, counts) if int(v) not in known), key=lambda i: -i[1])
+    return unknown, sum(1 for v in values if int(v) in known)
+
+
+def test_validate_counts_colours_with_masks_py_as_before(
+    tmp_path: Path, demo: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from crossgeo import masks
+    from crossgeo.cli import validate
+    from crossgeo.io import read_mask_overview
+
+    sampler = sampler_of(demo["config"])
+    data, valid = read_mask_overview(sampler.mask_path, sampler.grid, [1, 2, 3])
+    assert valid.all() and data.shape == (3, 512, 512)
+    color_map = [[0, 0, 255, 1], [0, 255, 0, 2], [250, 0, 0, 3]]
+    counted = masks.colour_counts(data[:, valid], color_map)
+    unknown, found = old_colour_check(data[:, valid], color_map)
+    assert [((k >> 16, (k >> 8) & 255, k & 255), c) for k, c in unknown] == list(counted.unmapped)
+    assert found == len(counted.mapped) == 2 and counted.pixels == 512 * 512
+    # "Unmapped" is exactly what the decoder makes class 0.
+    decoded = masks.ColorMapDecoder(color_map)(data, None)
+    assert int((decoded == 0).sum()) == sum(c for _, c in counted.unmapped)
+
+    calls: list[int] = []
+
+    def spy(rgb: np.ndarray, cmap: Any) -> masks.ColourCounts:
+        calls.append(rgb.shape[1])
+        return masks.colour_counts(rgb, cmap)
+
+    monkeypatch.setattr(validate, "colour_counts", spy)
+    options = demo_options(demo)
+    options["color_map"] = color_map
+    code, out, _ = run("validate", write_config(tmp_path / "off.yaml", **options))
+    assert code == 1 and calls == [512 * 512]
+    red = next(c for rgb, c in counted.unmapped if rgb == (255, 0, 0))
+    assert f"[255, 0, 0] {red / counted.pixels:.1%} ({red:,} px)" in out
+
+
+def test_colour_counts_keeps_values_that_are_not_colours_apart() -> None:
+    from crossgeo import masks
+
+    rgb = np.array([[255, 256, 255, 0.5], [0, 0, 0, 0], [0, 0, 0, 0]])
+    counted = masks.colour_counts(rgb, [[255, 0, 0, 1]])
+    assert counted.mapped == (((255, 0, 0), 2),)
+    assert sorted(counted.unmapped) == [((0.5, 0, 0), 1), ((256, 0, 0), 1)]
+    decoded = masks.ColorMapDecoder([[255, 0, 0, 1]])(rgb.reshape(3, 1, 4), None)
+    assert decoded.ravel().tolist() == [1, 0, 1, 0]
+
+
+def test_demo_prints_its_absolute_folder_and_follow_ups_that_run_there(
+    demo: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    folder = Path(demo["folder"]).resolve()
+    out = demo["out"]
+    assert f"writing the demo scene to {folder} ..." in out and f"Files in {folder}:" in out
+    lines = out.split("next, try")[1].splitlines()[1:]
+    assert lines[0].strip() == f"cd {folder}"
+    commands = [line.split() for line in lines[1:] if line.strip()]
+    assert len(commands) == 5 and all(c[0] == "crossgeo" for c in commands)
+    monkeypatch.chdir(folder)
+    for command in commands:
+        code, _, err = run(*command[1:])
+        assert code == 0, (command, err)
+    assert (folder / "preview-seed1.png").is_file() and (folder / "stats.json").is_file()

@@ -1,0 +1,310 @@
+"""``crossgeo preview``: a PNG contact sheet of patches with their masks blended on top.
+
+Each tile is one window's patch (bands 1-3, or band 1 as grey; non-uint8 data stretched),
+tinted by class where the mask says; pixels without mask data are hatched grey. The legend
+gives each class's share of the pixels of the tiles shown (not of the whole dataset: that is
+``crossgeo stats``), with the configuration's ``class_names`` when it has them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import attrs
+import numpy as np
+
+from crossgeo.cli.common import (
+    EXAMPLE_CONFIG,
+    PALETTE,
+    CliError,
+    add_config_arguments,
+    class_colours,
+    class_label,
+    declared_classes,
+    ignore_index,
+    make_sampler,
+    progress,
+    read_with_validity,
+    require,
+)
+
+__all__ = [
+    "Layout",
+    "Legend",
+    "add_parser",
+    "blend",
+    "choose_windows",
+    "display_rgb",
+    "layout",
+    "legend",
+    "legend_entry_width",
+    "render_preview",
+    "run",
+    "sheet_layout",
+]
+
+MARGIN, TITLE_HEIGHT, CAPTION_HEIGHT, LEGEND_ROW, LEGEND_ENTRY = 8, 26, 16, 20, 190
+"""Contact sheet geometry (pixels); a legend entry is at least LEGEND_ENTRY wide."""
+FONT_SIZE = 12
+NO_DATA_COLOUR = (128, 128, 128)
+
+
+def add_parser(subparsers: Any, parents: Sequence[argparse.ArgumentParser]) -> argparse.ArgumentParser:
+    parser = subparsers.add_parser(
+        "preview",
+        parents=parents,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        help="write a PNG contact sheet of patches with their masks",
+        description="Write a PNG contact sheet: each patch with its mask blended on top in a class palette (the "
+        "color_map's own colours for colour-coded masks), window offsets as captions, and a legend giving each "
+        "class's share of the pixels of the tiles shown (named by class_names when the configuration has it). "
+        "Pixels the mask does not cover are hatched grey. 1-band images are shown grey, 3/4-band images as RGB "
+        "(bands 1-3); non-uint8 data is stretched (2nd-98th percentile per band).",
+        epilog="example:\n  crossgeo preview config.yaml -n 16 --out preview.png --seed 1\n\n" + EXAMPLE_CONFIG,
+    )
+    add_config_arguments(parser)
+    parser.add_argument("-n", type=int, default=16, help="number of windows to show (default: %(default)s)")
+    parser.add_argument("--out", default="preview.png", help="output PNG (default: %(default)s)")
+    parser.add_argument("--seed", type=int, default=0, help="which windows are drawn (default: %(default)s)")
+    parser.add_argument("--tile", type=int, metavar="PX", help="tile size in pixels (default: patch size, 96-256)")
+    parser.add_argument("--alpha", type=float, default=0.45, help="mask opacity 0..1 (default: %(default)s)")
+    parser.add_argument(
+        "--stretch",
+        choices=("auto", "always", "never"),
+        default="auto",
+        help="contrast stretch (default: auto = for non-uint8 images)",
+    )
+    return parser
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.n < 1:
+        raise CliError("-n must be at least 1")
+    if not 0.0 <= args.alpha <= 1.0:
+        raise CliError("--alpha must be between 0 and 1")
+    sampler, options = make_sampler(args)
+    indices = choose_windows(len(sampler), args.n, args.seed)
+    title = (
+        f"{Path(args.config).name}: {Path(sampler.image_path).name} + mask {Path(sampler.mask_path).name}, "
+        f"{len(indices)} of {len(sampler)} windows, {sampler.patch_size} px"
+    )
+    sheet = render_preview(
+        sampler,
+        indices,
+        tile=args.tile,
+        alpha=args.alpha,
+        stretch=args.stretch,
+        title=title,
+        class_names=options.class_names,
+    )
+    out = Path(args.out)
+    if out.parent != Path():
+        out.parent.mkdir(parents=True, exist_ok=True)
+    sheet.save(out)
+    print(f"wrote {out} ({sheet.width} x {sheet.height} px): {len(indices)} of {len(sampler)} windows")
+    return 0
+
+
+@attrs.frozen
+class Layout:
+    """Where everything goes on the contact sheet."""
+
+    width: int
+    height: int
+    columns: int
+    tile: int
+    tiles: tuple[tuple[int, int], ...]
+    legend_top: int
+    legend_per_row: int
+    legend_entry: int
+
+
+def layout(count: int, tile: int, legend_entries: int, entry_width: int = LEGEND_ENTRY) -> Layout:
+    """The contact sheet's geometry: ``count`` tiles of ``tile`` px, captions, a legend heading and rows."""
+    columns = max(1, min(count, math.ceil(math.sqrt(count))))
+    rows = math.ceil(count / columns)
+    width = max(MARGIN + columns * (tile + MARGIN), 2 * entry_width + 2 * MARGIN)
+    tiles = tuple(
+        (MARGIN + (i % columns) * (tile + MARGIN), TITLE_HEIGHT + (i // columns) * (tile + CAPTION_HEIGHT + MARGIN))
+        for i in range(count)
+    )
+    legend_top = TITLE_HEIGHT + rows * (tile + CAPTION_HEIGHT + MARGIN) + LEGEND_ROW  # below the heading
+    per_row = max(1, (width - 2 * MARGIN) // entry_width)
+    legend_rows = max(1, math.ceil(legend_entries / per_row))
+    height = legend_top + legend_rows * LEGEND_ROW + MARGIN
+    return Layout(width, height, columns, tile, tiles, legend_top, per_row, entry_width)
+
+
+@attrs.frozen
+class Legend:
+    """The legend's heading and its entries: (swatch colour or None for an empty box, text)."""
+
+    heading: str
+    entries: tuple[tuple[tuple[int, int, int] | None, str], ...]
+
+    @property
+    def texts(self) -> tuple[str, ...]:
+        """The heading and every entry's text, as drawn."""
+        return (self.heading, *(text for _, text in self.entries))
+
+
+def legend(
+    sampler: Any,
+    masks: Sequence[np.ndarray],
+    invalids: Sequence[np.ndarray],
+    class_names: Mapping[int, str] | None = None,
+) -> Legend:
+    """The legend of a sheet showing ``masks``: each class's share of the pixels of those tiles.
+
+    Class 0 is listed first (it is never tinted), then every other class that is declared or
+    occurs (an ignore index only as "no mask data"), then the hatched pixels without mask data.
+    """
+    names = dict(class_names or {})
+    classes = sorted(set(declared_classes(sampler)) | {int(c) for m in masks for c in np.unique(m)})
+    colours = class_colours(sampler, classes)
+    ignore = ignore_index(sampler)
+    total = sum(m.size for m in masks) or 1
+
+    def share(cls: int) -> float:
+        return sum(int(np.count_nonzero((m == cls) & ~inv)) for m, inv in zip(masks, invalids)) / total
+
+    background = f"0 {names.get(0, 'background')}"
+    entries: list[tuple[tuple[int, int, int] | None, str]] = [
+        (None, f"class {background} (not tinted)  {share(0):.1%}")
+    ]
+    for c in classes:
+        if c != 0 and c != ignore:
+            entries.append((colours[c], f"class {class_label(sampler, c, names)}  {share(c):.1%}"))
+    invalid = sum(int(inv.sum()) for inv in invalids)
+    if invalid:
+        entries.append((NO_DATA_COLOUR, f"no mask data (hatched)  {invalid / total:.1%}"))
+    count = len(masks)
+    heading = f"legend: share of the pixels of the {count} tile{'s' if count != 1 else ''} shown"
+    return Legend(heading, tuple(entries))
+
+
+def sheet_layout(count: int, tile: int, key: Legend) -> Layout:
+    """The `layout` of a sheet of ``count`` tiles with the legend ``key`` (its columns fit the longest entry)."""
+    return layout(count, tile, len(key.entries), legend_entry_width([text for _, text in key.entries]))
+
+
+def legend_entry_width(texts: Sequence[str]) -> int:
+    """The width of one legend column: the swatch and the longest text (at least LEGEND_ENTRY)."""
+    font = require("PIL.ImageFont", "Pillow").load_default(size=FONT_SIZE)
+    widest = max((font.getlength(text) for text in texts), default=0.0)
+    return max(LEGEND_ENTRY, math.ceil(widest) + 30)
+
+
+def display_rgb(images: Sequence[np.ndarray], stretch: bool, nodata: float | None) -> list[np.ndarray]:
+    """(H, W, 3) uint8 pictures of (C, H, W) patches: bands 1-3 (or band 1 as grey), stretched.
+
+    The stretch maps each band's 2nd..98th percentile over all patches (nodata excluded) to
+    0..255, so tiles stay comparable.
+    """
+    picked = [img[:3] if img.shape[0] >= 3 else np.repeat(img[:1], 3, axis=0) for img in images]
+    if not picked:
+        return []
+    if not stretch:
+        return [np.clip(p, 0, 255).astype(np.uint8).transpose(1, 2, 0) for p in picked]
+    stack = np.stack(picked).astype(np.float64)  # (N, 3, H, W)
+    out = np.empty_like(stack)
+    for band in range(3):
+        values = stack[:, band]
+        finite = np.isfinite(values)
+        if nodata is not None and not math.isnan(nodata):
+            finite &= values != nodata
+        sample = values[finite]
+        lo, hi = np.percentile(sample, (2, 98)) if sample.size else (0.0, 1.0)
+        if hi <= lo:
+            hi = lo + 1.0
+        out[:, band] = (np.nan_to_num(values, nan=lo) - lo) / (hi - lo) * 255.0
+    pictures = np.clip(np.rint(out), 0, 255).astype(np.uint8)
+    return [p.transpose(1, 2, 0) for p in pictures]
+
+
+def blend(
+    picture: np.ndarray,
+    mask: np.ndarray,
+    invalid: np.ndarray,
+    colours: dict[int, tuple[int, int, int]],
+    alpha: float,
+    skip: set[int],
+) -> np.ndarray:
+    """Tint each pixel of class c (not in ``skip``) towards its colour; hatch pixels without mask data."""
+    out = picture.astype(np.float64)
+    for cls in np.unique(mask):
+        c = int(cls)
+        if c in skip:
+            continue
+        where = (mask == c) & ~invalid
+        colour = np.array(colours.get(c, PALETTE[c % len(PALETTE)]), dtype=np.float64)
+        out[where] = (1 - alpha) * out[where] + alpha * colour
+    if invalid.any():
+        rows, cols = np.indices(mask.shape)
+        hatch = invalid & ((rows + cols) % 6 < 2)
+        out[hatch] = (128, 128, 128)
+    return np.clip(np.rint(out), 0, 255).astype(np.uint8)
+
+
+def choose_windows(n_windows: int, count: int, seed: int) -> list[int]:
+    """``count`` window indices drawn with ``seed`` (all when there are fewer), in order."""
+    if count >= n_windows:
+        return list(range(n_windows))
+    rng = np.random.default_rng(seed)
+    return sorted(int(i) for i in rng.choice(n_windows, size=count, replace=False))
+
+
+def render_preview(
+    sampler: Any,
+    indices: Sequence[int],
+    *,
+    tile: int | None = None,
+    alpha: float = 0.45,
+    stretch: str = "auto",
+    title: str = "",
+    progress_bar: bool = True,
+    class_names: Mapping[int, str] | None = None,
+) -> Any:
+    """A Pillow image: each window's patch with its mask blended in, captions and a `legend`."""
+    Image = require("PIL.Image", "Pillow")
+    ImageDraw = require("PIL.ImageDraw", "Pillow")
+    ImageFont = require("PIL.ImageFont", "Pillow")
+
+    tile = tile or min(max(sampler.patch_size, 96), 256)
+    images, masks, invalids = [], [], []
+    for i in progress(indices, desc="reading", unit="patch", disable=None if progress_bar else True):
+        image, mask, invalid = read_with_validity(sampler, i)
+        images.append(image)
+        masks.append(mask)
+        invalids.append(invalid)
+    do_stretch = stretch == "always" or (stretch == "auto" and sampler.image_dtype != np.uint8)
+    pictures = display_rgb([im for im in images if im is not None], do_stretch, sampler.image_info.nodata)
+
+    key = legend(sampler, masks, invalids, class_names)
+    colours = class_colours(sampler, sorted({int(c) for m in masks for c in np.unique(m)}))
+    geometry = sheet_layout(len(indices), tile, key)
+
+    sheet = Image.new("RGB", (geometry.width, geometry.height), (255, 255, 255))
+    draw = ImageDraw.Draw(sheet)
+    font = ImageFont.load_default(size=FONT_SIZE)
+    draw.text((MARGIN, 6), title, fill=(0, 0, 0), font=font)
+    for (x, y), i, picture, mask, invalid in zip(geometry.tiles, indices, pictures, masks, invalids):
+        tinted = Image.fromarray(blend(picture, mask, invalid, colours, alpha, {0}))
+        if tinted.size != (tile, tile):
+            method = Image.Resampling.NEAREST if tile > sampler.patch_size else Image.Resampling.BOX
+            tinted = tinted.resize((tile, tile), method)
+        sheet.paste(tinted, (x, y))
+        caption = f"#{i}  row {int(sampler.row_off[i])}  col {int(sampler.col_off[i])}"
+        draw.text((x, y + tile + 2), caption, fill=(40, 40, 40), font=font)
+
+    draw.text((MARGIN, geometry.legend_top - LEGEND_ROW + 3), key.heading, fill=(0, 0, 0), font=font)
+    for k, (colour, text) in enumerate(key.entries):
+        x = MARGIN + (k % geometry.legend_per_row) * geometry.legend_entry
+        y = geometry.legend_top + (k // geometry.legend_per_row) * LEGEND_ROW + 2
+        draw.rectangle((x, y, x + 14, y + 14), fill=colour, outline=(0, 0, 0))
+        draw.text((x + 20, y + 1), text, fill=(0, 0, 0), font=font)
+    return sheet

@@ -1,0 +1,158 @@
+"""``crossgeo stats``: class pixel counts, frequencies and suggested class weights over every window.
+
+Reads only the masks (`crossgeo.PatchSampler.read_mask`), once per window; classes are
+labelled with the configuration's ``class_names`` when it has them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from crossgeo.cli.common import (
+    EXAMPLE_CONFIG,
+    add_config_arguments,
+    class_label,
+    declared_classes,
+    ignore_index,
+    make_sampler,
+    progress,
+    read_with_validity,
+)
+
+__all__ = ["add_parser", "compute_stats", "format_stats", "run"]
+
+
+def add_parser(subparsers: Any, parents: Sequence[argparse.ArgumentParser]) -> argparse.ArgumentParser:
+    parser = subparsers.add_parser(
+        "stats",
+        parents=parents,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        help="class pixel counts, frequencies and suggested class weights",
+        description="Read the mask of every window once and print per-class pixel counts and frequencies, the "
+        "pixels without mask data, windows with no foreground, and suggested class weights (median-frequency "
+        "balancing).",
+        epilog="example:\n  crossgeo stats config.yaml --json stats.json\n\n" + EXAMPLE_CONFIG,
+    )
+    add_config_arguments(parser)
+    parser.add_argument("--json", metavar="FILE", help="also write the numbers as JSON")
+    return parser
+
+
+def run(args: argparse.Namespace) -> int:
+    sampler, options = make_sampler(args)
+    stats = compute_stats(sampler, class_names=options.class_names)
+    stats["config"] = str(args.config)
+    print(format_stats(stats, sampler))
+    if args.json:
+        out = Path(args.json)
+        if out.parent != Path():
+            out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(stats, indent=2) + "\n")
+        print(f"wrote {out}")
+    return 0
+
+
+def compute_stats(
+    sampler: Any, *, progress_bar: bool = True, class_names: Mapping[int, str] | None = None
+) -> dict[str, Any]:
+    """One pass over every window: per-class pixels, fill, empty windows, class weights."""
+    declared = declared_classes(sampler)
+    ignore = ignore_index(sampler)
+    counts = np.zeros(max(declared) + 1, dtype=np.int64)
+    present = np.zeros_like(counts)  # pixels of the windows where the class occurs
+    windows_with = np.zeros_like(counts)
+    fill_pixels = 0
+    no_foreground: list[int] = []
+    n = len(sampler)
+    start = time.perf_counter()
+    bar = progress(range(n), desc="stats", unit="patch", disable=None if progress_bar else True)
+    for i in bar:
+        _, mask, invalid = read_with_validity(sampler, i, image=False)
+        found = np.bincount(mask.ravel())
+        if found.size > counts.size:
+            grow = found.size - counts.size
+            counts, present, windows_with = (np.pad(a, (0, grow)) for a in (counts, present, windows_with))
+        counts[: found.size] += found
+        occurs = np.flatnonzero(found)
+        present[occurs] += mask.size
+        windows_with[occurs] += 1
+        fill_pixels += int(invalid.sum())
+        foreground = [c for c in occurs if c != 0 and c != ignore]
+        if not foreground:
+            no_foreground.append(i)
+    seconds = time.perf_counter() - start
+    total = int(counts.sum())
+    classes = sorted(set(declared) | {int(c) for c in np.flatnonzero(counts)})
+    weighted = [c for c in classes if c != ignore and counts[c] > 0]
+    freq = {c: counts[c] / present[c] for c in weighted}
+    median = float(np.median(list(freq.values()))) if freq else 0.0
+    rows = []
+    for c in classes:
+        rows.append(
+            {
+                "class": c,
+                "label": class_label(sampler, c, class_names),
+                "pixels": int(counts[c]),
+                "frequency": float(counts[c] / total) if total else 0.0,
+                "windows": int(windows_with[c]),
+                "weight": round(median / freq[c], 6) if c in freq else None,
+                "declared": c in declared,
+                "ignore": c == ignore,
+            }
+        )
+    return {
+        "image": sampler.image_path,
+        "mask": sampler.mask_path,
+        "windows": n,
+        "patch_size": sampler.patch_size,
+        "pixels": total,
+        "classes": rows,
+        "fill_value": int(sampler.mask_fill_value),
+        "fill_pixels": fill_pixels,
+        "fill_fraction": fill_pixels / total if total else 0.0,
+        "windows_without_foreground": len(no_foreground),
+        "windows_without_foreground_index": no_foreground,
+        "class_weights": {str(r["class"]): r["weight"] for r in rows if r["weight"] is not None},
+        "weighting": "median-frequency balancing (Eigen & Fergus 2015): median(freq) / freq(c), "
+        "freq(c) = pixels of c / pixels of the windows where c occurs",
+        "seconds": round(seconds, 3),
+    }
+
+
+def format_stats(stats: dict[str, Any], sampler: Any) -> str:
+    """The printed report of `compute_stats`."""
+    lines = [
+        f"{stats['windows']} windows of {stats['patch_size']} x {stats['patch_size']} px "
+        f"({stats['pixels']:,} pixels) read in {stats['seconds']:.2f} s "
+        f"({stats['windows'] / max(stats['seconds'], 1e-9):.0f} patches/s)",
+        "",
+        f"{'class':<24} {'pixels':>14} {'frequency':>10} {'windows':>8} {'weight':>8}",
+    ]
+    for row in stats["classes"]:
+        label = row["label"] + (" (ignore)" if row["ignore"] else "") + ("" if row["declared"] else " (undeclared)")
+        weight = "-" if row["weight"] is None else f"{row['weight']:.3f}"
+        lines.append(f"{label:<24} {row['pixels']:>14,} {row['frequency']:>10.2%} {row['windows']:>8} {weight:>8}")
+    lines.append("")
+    lines.append(
+        f"no mask data (uncovered or nodata, decoded as class {stats['fill_value']}): "
+        f"{stats['fill_pixels']:,} pixels ({stats['fill_fraction']:.2%})"
+    )
+    empty = stats["windows_without_foreground_index"]
+    listed = ", ".join(f"#{i} (row {int(sampler.row_off[i])}, col {int(sampler.col_off[i])})" for i in empty[:5])
+    lines.append(
+        f"windows with no foreground: {len(empty)} of {stats['windows']}"
+        + (f": {listed}{' ...' if len(empty) > 5 else ''}" if empty else "")
+    )
+    weights = stats["class_weights"]
+    lines.append(
+        "suggested class weights (median-frequency balancing): "
+        + (", ".join(f"{k}: {v:.3f}" for k, v in weights.items()) if weights else "none (no pixels)")
+    )
+    return "\n".join(lines)
