@@ -5,7 +5,15 @@ and attrs, and imports neither torch nor tensorflow; the framework adapters live
 ``crossgeo.torch``, ``crossgeo.tensorflow`` and ``crossgeo.keras``.
 """
 
-from crossgeo.errors import ConfigError, CrossgeoError, OptionError, RasterError, ReadError, WindowError
+from crossgeo.errors import (
+    ClassRangeError,
+    ConfigError,
+    CrossgeoError,
+    OptionError,
+    RasterError,
+    ReadError,
+    WindowError,
+)
 from crossgeo.grid import Grid
 from crossgeo.sampler import Patch, PatchSampler
 from crossgeo.windows import WindowIndex, WindowReport
@@ -13,6 +21,7 @@ from crossgeo.windows import WindowIndex, WindowReport
 __version__ = "0.1.0"
 
 __all__ = [
+    "ClassRangeError",
     "ConfigError",
     "CrossgeoError",
     "Grid",

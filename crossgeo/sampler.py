@@ -23,12 +23,22 @@ from rasterio.crs import CRS
 from rasterio.enums import Resampling
 from rasterio.errors import CRSError
 from rasterio.warp import calculate_default_transform, transform_bounds
+from rasterio.warp import transform as warp_transform
 
 from crossgeo import windows as winsrc
-from crossgeo.errors import ConfigError, OptionError, RasterError, ReadError
+from crossgeo.errors import ClassRangeError, ConfigError, OptionError, RasterError, ReadError
 from crossgeo.grid import Grid, outside_pixels, pixel_offset
-from crossgeo.io import RasterReader, ReadPlan, alpha_band, is_remote, mask_interior, missing_parts, open_raster
-from crossgeo.masks import MaskDecoder, make_decoder
+from crossgeo.io import (
+    RasterReader,
+    ReadPlan,
+    alpha_band,
+    has_mask_band,
+    is_remote,
+    mask_interior,
+    missing_parts,
+    open_raster,
+)
+from crossgeo.masks import OUT_OF_RANGE, ClassIndexDecoder, MaskDecoder, make_decoder, out_of_range_pixels
 
 log = logging.getLogger("crossgeo")
 
@@ -46,7 +56,9 @@ class Patch:
     (H, W) int64 class indices; ``row_off`` / ``col_off`` locate the window's top-left
     pixel on the reference grid; ``index`` is the window's position in the sampler;
     ``mask_valid`` (H, W) bool is True where the mask has data (False where it does not
-    cover the window or marks nodata: those pixels hold the fill value).
+    cover the window or marks nodata: those pixels hold the fill value); ``image_valid``
+    (H, W) bool is True where the image has data (False outside the image, where its
+    alpha band is 0, every selected band is nodata or its per-dataset mask band is 0).
     """
 
     image: np.ndarray
@@ -55,6 +67,7 @@ class Patch:
     col_off: int
     index: int
     mask_valid: np.ndarray | None = None
+    image_valid: np.ndarray | None = None
 
 
 def _check_path(value: Any, option: str) -> str:
@@ -91,18 +104,30 @@ def parse_resampling(value: Any, option: str = "image_resampling") -> Resampling
 
 
 def resolve_image_dtype(requested: Any, source_dtypes: Sequence[str], image_path: str) -> np.dtype[Any]:
-    """The output dtype, refusing casts that can lose values (e.g. uint16 -> uint8)."""
+    """The output dtype, refusing casts that can lose values.
+
+    Integer and float targets alike: uint16 -> uint8 wraps, and float32 holds integers
+    exactly only up to 2**24 and neither float64's precision nor its range, so uint32,
+    int32, (u)int64 and float64 data are refused as float32 (16777217 -> 16777216,
+    1e-50 -> 0). The message names a dtype that holds the data ('native' always does).
+    """
     if requested not in IMAGE_DTYPES:
         raise ConfigError(f"image_dtype {requested!r} is not one of {', '.join(map(repr, IMAGE_DTYPES))}.")
     source = np.result_type(*[np.dtype(d) for d in source_dtypes])
     if requested == "native":
         return source
     target = np.dtype(requested)
-    if target.kind in "ui" and not np.can_cast(source, target, "safe"):
-        better = "uint16" if np.can_cast(source, np.uint16, "safe") else "float32"
+    if not np.can_cast(source, target, "safe"):
+        holding = [d for d in ("uint16", "float32") if np.can_cast(source, np.dtype(d), "safe")]
+        better = f"{holding[0]!r} or 'native'" if holding else "'native'"
+        why = (
+            "float32 holds integers exactly only up to 2**24 and neither float64's precision nor its range"
+            if target.kind == "f"
+            else f"{target} cannot hold every {source} value"
+        )
         raise ConfigError(
-            f"image_dtype {requested!r} would lose values of {image_path} (its data is {source}); "
-            f"use image_dtype: {better!r} or 'native'."
+            f"image_dtype {requested!r} would lose values of {image_path} (its data is {source}; {why}); "
+            f"use image_dtype: {better}."
         )
     return target
 
@@ -173,31 +198,66 @@ def _target_grid(source: Any, target_crs: Any, target_resolution: Any, image_pat
     return Grid(int(height), int(width), transform, dst_crs)
 
 
+COVERAGE_SAMPLES = 128
+"""Pixel centres per axis sampled on each grid to measure the mask's coverage."""
+
+
+def _pixel_centres(height: int, width: int, transform: Any, samples: int = COVERAGE_SAMPLES) -> tuple[Any, Any]:
+    """Map coordinates of up to ``samples`` x ``samples`` evenly spread pixel centres (edges included)."""
+    rows = np.unique(np.linspace(0, height - 1, min(height, samples)).round()) + 0.5
+    cols = np.unique(np.linspace(0, width - 1, min(width, samples)).round()) + 0.5
+    cc, rr = np.meshgrid(cols, rows)
+    return transform @ (cc.ravel(), rr.ravel())
+
+
+def _on_grid(xs: Any, ys: Any, height: int, width: int, transform: Any) -> np.ndarray:
+    """True for points inside the pixels of a ``height`` x ``width`` grid (any orientation)."""
+    cols, rows = ~transform @ (np.asarray(xs), np.asarray(ys))
+    with np.errstate(invalid="ignore"):
+        return (cols >= 0) & (cols < width) & (rows >= 0) & (rows < height)
+
+
+def _moved(xs: Any, ys: Any, src_crs: Any, dst_crs: Any) -> tuple[Any, Any]:
+    if src_crs is None or src_crs == dst_crs:
+        return xs, ys
+    with np.errstate(all="ignore"):
+        return warp_transform(src_crs, dst_crs, xs, ys)
+
+
 def _mask_coverage(mask: Any, grid: Grid, image_path: str, mask_path: str) -> float:
-    """Fraction of the reference grid's bounding box that the mask's bounds cover."""
+    """Fraction of the reference grid's pixels the mask covers, measured on the grids themselves.
+
+    A lattice of image pixel centres is transformed into the mask CRS and looked up on the
+    mask's pixel grid - the question the warp answers per pixel - so a south-up, rotated or
+    antimeridian-crossing mask is measured as it will be read (a bounding box in the image
+    CRS gets those wrong: bottom > top, or left > right once wrapped). A mask none of whose
+    sampled pixel centres lands on the image either is refused.
+    """
     if mask.crs is None or grid.crs is None:
         if mask.crs != grid.crs:
             raise RasterError(
                 f"{mask_path if mask.crs is None else image_path} has no CRS, so the mask cannot be aligned "
                 "with the image; give both rasters a CRS."
             )
-        mask_bounds = mask.bounds
-    else:
-        with np.errstate(all="ignore"):
-            mask_bounds = transform_bounds(mask.crs, grid.crs, *mask.bounds, densify_pts=21)
-    # A bound that does not project (NaN) is taken as open on that side: never a false "no overlap".
-    left, bottom, right, top = (np.nan_to_num(v, nan=-np.inf if i < 2 else np.inf) for i, v in enumerate(mask_bounds))
-    g_left, g_bottom, g_right, g_top = grid.bounds
-    width = min(right, g_right) - max(left, g_left)
-    height = min(top, g_top) - max(bottom, g_bottom)
-    if width <= 0 or height <= 0:
-        raise RasterError(
-            f"The mask {mask_path} does not overlap the image {image_path}: in the image CRS the image "
-            f"bounds are {tuple(round(v, 6) for v in grid.bounds)} and the mask bounds are "
-            f"{tuple(round(float(v), 6) for v in mask_bounds)} (left, bottom, right, top). "
-            "Check that both files carry the right CRS."
-        )
-    return float(width * height / ((g_right - g_left) * (g_top - g_bottom)))
+    xs, ys = _moved(*_pixel_centres(grid.height, grid.width, grid.transform), grid.crs, mask.crs)
+    covered = float(np.mean(_on_grid(xs, ys, mask.height, mask.width, mask.transform)))
+    if covered == 0:
+        # A mask smaller than the lattice spacing: do any of its own pixel centres land on the image?
+        mx, my = _moved(*_pixel_centres(mask.height, mask.width, mask.transform), mask.crs, grid.crs)
+        if not np.any(_on_grid(mx, my, grid.height, grid.width, grid.transform)):
+            with np.errstate(all="ignore"):
+                mask_bounds = (
+                    transform_bounds(mask.crs, grid.crs, *mask.bounds, densify_pts=21)
+                    if mask.crs is not None
+                    else mask.bounds
+                )
+            raise RasterError(
+                f"The mask {mask_path} does not overlap the image {image_path}: in the image CRS the image "
+                f"bounds are {tuple(round(v, 6) for v in grid.bounds)} and the mask bounds are "
+                f"{tuple(round(float(v), 6) for v in mask_bounds)} (left, bottom, right, top). "
+                "Check that both files carry the right CRS."
+            )
+    return covered
 
 
 def report_skipped(epoch: int, skipped: int) -> None:
@@ -245,6 +305,14 @@ class PatchSampler:
             the file, window and GDAL message. "skip": the next readable window is
             returned instead; each unreadable window is logged once and kept in
             `unreadable`, each replaced sample is counted in `skipped`.
+        out_of_range: Class-index masks with ``n_classes`` > 2, for mask values outside
+            ``0..n_classes-1``: "error" (default) raises `ClassRangeError` naming the
+            window and the values when such a window is read; "fill" gives those pixels
+            ``mask_fill_value`` and ``mask_valid`` False.
+        ignore_invalid_image: Where the image has no data (``Patch.image_valid`` False:
+            alpha 0, nodata, mask band, outside the image) set the mask to
+            ``mask_fill_value`` and ``mask_valid`` False, so an ignore index keeps the
+            holes (e.g. MBTiles' missing tiles) out of the loss. Default False.
     """
 
     def __init__(
@@ -267,6 +335,8 @@ class PatchSampler:
         target_resolution: float | Sequence[float] | None = None,
         mask_fill_value: int = 0,
         on_read_error: str = "raise",
+        out_of_range: str = "error",
+        ignore_invalid_image: bool = False,
     ) -> None:
         self.image_path = _check_path(image_path, "image_path")
         self.mask_path = _check_path(mask_path, "mask_path")
@@ -277,6 +347,15 @@ class PatchSampler:
         if on_read_error not in ON_READ_ERROR:
             raise ConfigError(f"on_read_error {on_read_error!r} is not one of {', '.join(map(repr, ON_READ_ERROR))}.")
         self.on_read_error = on_read_error
+        if out_of_range not in OUT_OF_RANGE:
+            raise ConfigError(
+                f"out_of_range {out_of_range!r} is not one of {', '.join(map(repr, OUT_OF_RANGE))}: "
+                "'error' stops at a mask value >= n_classes, 'fill' gives it mask_fill_value."
+            )
+        self.out_of_range = out_of_range
+        if not isinstance(ignore_invalid_image, (bool, np.bool_)):
+            raise OptionError(f"ignore_invalid_image must be true or false, got {ignore_invalid_image!r}.")
+        self.ignore_invalid_image = bool(ignore_invalid_image)
         #: Samples this process served from a replacement window (``on_read_error="skip"``).
         self.skipped = 0
         #: Positions of the windows this process found unreadable (never read again here).
@@ -300,6 +379,11 @@ class PatchSampler:
             warp = target_crs is not None or target_resolution is not None
             self.grid = _target_grid(image, target_crs, target_resolution, self.image_path) if warp else Grid.of(image)
             image_fill = _image_fill(image.nodata, dtype)
+            image_validity = {
+                "image_alpha": alpha_band(image),
+                "image_nodata": image.nodata,
+                "image_mask_band": has_mask_band(image),
+            }
 
         with open_raster(self.mask_path, "mask_path") as mask:
             _check_parts(mask, self.mask_path, "mask_path")
@@ -312,8 +396,10 @@ class PatchSampler:
                 data_bands = data_bands[:3]
             self.color_map = color_map
             offset = pixel_offset(self.grid, Grid.of(mask))
-            # Only a warped mask without its own alpha band can skip the alpha band per window.
-            interior = mask_interior(mask, self.grid) if offset is None and alpha is None else None
+            mask_band = has_mask_band(mask)
+            # Only a warped mask without its own alpha or mask band can skip the alpha band per window.
+            plain = offset is None and alpha is None and not mask_band
+            interior = mask_interior(mask, self.grid) if plain else None
             coverage = _mask_coverage(mask, self.grid, self.image_path, self.mask_path)
             mask_nodata = mask.nodata
         self.mask_coverage = min(coverage, 1.0)
@@ -339,6 +425,8 @@ class PatchSampler:
             mask_nodata=mask_nodata,
             mask_offset=offset,
             mask_interior=interior,
+            mask_band=mask_band,
+            **image_validity,
         )
         source: dict[str, Any] = {
             "grid": self.grid,
@@ -423,10 +511,26 @@ class PatchSampler:
 
     def read(self, row_off: int, col_off: int, *, index: int = -1) -> Patch:
         """The patch of any window on the reference grid (it may reach past the edges)."""
-        with self._dropping_reader_on_failure():
-            image = self._reader().read_image(row_off, col_off)
+        image, image_valid = self.read_image(row_off, col_off)
         mask, valid = self.read_mask(row_off, col_off)
-        return Patch(image=image, mask=mask, row_off=row_off, col_off=col_off, index=index, mask_valid=valid)
+        if self.ignore_invalid_image and not image_valid.all():
+            mask[~image_valid] = self.mask_fill_value
+            valid &= image_valid
+        return Patch(
+            image=image,
+            mask=mask,
+            row_off=row_off,
+            col_off=col_off,
+            index=index,
+            mask_valid=valid,
+            image_valid=image_valid,
+        )
+
+    def read_image(self, row_off: int, col_off: int) -> tuple[np.ndarray, np.ndarray]:
+        """Only the image of a window: (image (C, H, W), valid (H, W) bool), no mask read."""
+        with self._dropping_reader_on_failure():
+            image, invalid = self._reader().read_image(row_off, col_off)
+        return image, (np.ones(image.shape[1:], dtype=bool) if invalid is None else ~invalid)
 
     def read_mask(self, row_off: int, col_off: int) -> tuple[np.ndarray, np.ndarray]:
         """Only the mask of a window: (classes (H, W) int64, valid (H, W) bool), no image read.
@@ -434,15 +538,33 @@ class PatchSampler:
         Pixels outside the reference grid get the fill value even where the mask has data
         there: there is no image under them to learn from.
         """
+        bands, invalid = self.read_mask_bands(row_off, col_off)
+        if isinstance(self.decoder, ClassIndexDecoder) and not self.decoder.binarise:
+            bad = out_of_range_pixels(bands[0], self.n_classes, invalid)
+            if bad is not None:
+                if self.out_of_range == "error":
+                    found = np.unique(bands[0][bad])
+                    raise ClassRangeError(
+                        f"The mask {self.mask_path} holds class value(s) {', '.join(map(str, found[:10].tolist()))}"
+                        f"{' ...' if found.size > 10 else ''} outside 0..{self.n_classes - 1} (n_classes "
+                        f"{self.n_classes}) in the window row_off={row_off}, col_off={col_off} (patch_size "
+                        f"{self.patch_size}, {int(bad.sum())} pixel(s)). Raise n_classes, fix the mask, or set "
+                        "out_of_range: fill to give them mask_fill_value."
+                    )
+                invalid = bad if invalid is None else invalid | bad
+        classes = self.decoder(bands, invalid)
+        valid = np.ones(classes.shape, dtype=bool) if invalid is None else ~invalid
+        return classes, valid
+
+    def read_mask_bands(self, row_off: int, col_off: int) -> tuple[np.ndarray, np.ndarray | None]:
+        """The mask's raw data bands on a window and where they are invalid (None: nowhere), undecoded."""
         with self._dropping_reader_on_failure():
             bands, invalid = self._reader().read_mask(row_off, col_off)
         grid = self.grid
         outside = outside_pixels(row_off, col_off, self.patch_size, grid.height, grid.width)
         if outside is not None:
             invalid = outside if invalid is None else invalid | outside
-        classes = self.decoder(bands, invalid)
-        valid = np.ones(classes.shape, dtype=bool) if invalid is None else ~invalid
-        return classes, valid
+        return bands, invalid
 
     # ------------------------------------------------------------------ handles
 
