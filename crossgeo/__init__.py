@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 __version__ = "0.1.0"
 
 _EXPORTS = {
+    "ClassRangeError": "crossgeo.errors",
     "ConfigError": "crossgeo.errors",
     "CrossgeoError": "crossgeo.errors",
     "OptionError": "crossgeo.errors",
@@ -32,6 +33,7 @@ _EXPORTS = {
 __all__ = [*sorted(_EXPORTS), "__version__"]
 
 if TYPE_CHECKING:
+    from crossgeo.errors import ClassRangeError as ClassRangeError
     from crossgeo.errors import ConfigError as ConfigError
     from crossgeo.errors import CrossgeoError as CrossgeoError
     from crossgeo.errors import OptionError as OptionError

@@ -29,5 +29,9 @@ class RasterError(CrossgeoError, ValueError):
     """A raster cannot be used as configured (bands, dtype, CRS, overlap)."""
 
 
+class ClassRangeError(RasterError):
+    """A mask holds a class value outside ``0..n_classes-1`` (``out_of_range="error"``)."""
+
+
 class ReadError(CrossgeoError, OSError):
     """Opening or reading a raster failed; names the file and the window."""

@@ -25,12 +25,13 @@ from rasterio.crs import CRS
 from rasterio.enums import Resampling
 from rasterio.errors import CRSError
 from rasterio.warp import calculate_default_transform, transform_bounds
+from rasterio.warp import transform as warp_transform
 
 from crossgeo import windows as winsrc
 from crossgeo.errors import ConfigError, CrossgeoError, OptionError, RasterError
 from crossgeo.grid import Grid, pixel_offset
-from crossgeo.io import alpha_band, is_remote, mask_interior, missing_parts, open_raster
-from crossgeo.masks import MaskDecoder, make_decoder
+from crossgeo.io import alpha_band, has_mask_band, is_remote, mask_interior, missing_parts, open_raster
+from crossgeo.masks import OUT_OF_RANGE, MaskDecoder, make_decoder
 from crossgeo.options import resolve_sampler_options
 
 __all__ = [
@@ -88,6 +89,10 @@ class ImageInfo:
     warp: bool
     fill: float
     """Value of image pixels outside the raster."""
+    alpha: int | None = None
+    """1-based alpha band of the image (marks where it has data), if any."""
+    mask_band: bool = False
+    """True when the image has a GDAL per-dataset mask band (internal or ``.msk``)."""
 
     def describe(self) -> str:
         res = ", ".join(f"{v:.6g}" for v in self.resolution)
@@ -120,7 +125,9 @@ class MaskInfo:
     interior: tuple[tuple[float, float], ...] | None
     """The mask footprint shrunk by a margin, in reference-grid pixels (warped masks without alpha)."""
     coverage: float
-    """Share of the reference grid's bounding box that the mask's bounds cover (at most 1)."""
+    """Share of the reference grid's pixels the mask covers (sampled on the grids)."""
+    mask_band: bool = False
+    """True when missing mask data is marked by a GDAL per-dataset mask band (internal or ``.msk``)."""
 
     @property
     def aligned(self) -> bool:
@@ -229,6 +236,14 @@ def _check_scalar_options(options: dict[str, Any], names: dict[str, str]) -> dic
         raise ConfigError(
             f"on_read_error {options['on_read_error']!r} is not one of {', '.join(map(repr, ON_READ_ERROR))}."
         )
+    if options["out_of_range"] not in OUT_OF_RANGE:
+        raise ConfigError(
+            f"out_of_range {options['out_of_range']!r} is not one of {', '.join(map(repr, OUT_OF_RANGE))}: "
+            "'error' stops at a mask value >= n_classes, 'fill' gives it mask_fill_value."
+        )
+    if not isinstance(options["ignore_invalid_image"], (bool, np.bool_)):
+        raise OptionError(f"ignore_invalid_image must be true or false, got {options['ignore_invalid_image']!r}.")
+    out["ignore_invalid_image"] = bool(options["ignore_invalid_image"])
     out["crops_layer"] = _check_optional_str(options["crops_layer"], "crops_layer")
     for option in ("col_off_key", "row_off_key"):
         key = options[option]
@@ -244,18 +259,30 @@ def _check_scalar_options(options: dict[str, Any], names: dict[str, str]) -> dic
 
 
 def resolve_image_dtype(requested: Any, source_dtypes: Sequence[str], image_path: str) -> np.dtype[Any]:
-    """The output dtype, refusing casts that can lose values (e.g. uint16 -> uint8)."""
+    """The output dtype, refusing casts that can lose values.
+
+    Integer and float targets alike: uint16 -> uint8 wraps, and float32 holds integers
+    exactly only up to 2**24 and neither float64's precision nor its range, so uint32,
+    int32, (u)int64 and float64 data are refused as float32 (16777217 -> 16777216,
+    1e-50 -> 0). The message names a dtype that holds the data ('native' always does).
+    """
     if requested not in IMAGE_DTYPES:
         raise ConfigError(f"image_dtype {requested!r} is not one of {', '.join(map(repr, IMAGE_DTYPES))}.")
     source = np.result_type(*[np.dtype(d) for d in source_dtypes])
     if requested == "native":
         return source
     target = np.dtype(requested)
-    if target.kind in "ui" and not np.can_cast(source, target, "safe"):
-        better = "uint16" if np.can_cast(source, np.uint16, "safe") else "float32"
+    if not np.can_cast(source, target, "safe"):
+        holding = [d for d in ("uint16", "float32") if np.can_cast(source, np.dtype(d), "safe")]
+        better = f"{holding[0]!r} or 'native'" if holding else "'native'"
+        why = (
+            "float32 holds integers exactly only up to 2**24 and neither float64's precision nor its range"
+            if target.kind == "f"
+            else f"{target} cannot hold every {source} value"
+        )
         raise ConfigError(
-            f"image_dtype {requested!r} would lose values of {image_path} (its data is {source}); "
-            f"use image_dtype: {better!r} or 'native'."
+            f"image_dtype {requested!r} would lose values of {image_path} (its data is {source}; {why}); "
+            f"use image_dtype: {better}."
         )
     return target
 
@@ -363,37 +390,74 @@ def inspect_image(
             grid=grid,
             warp=warp,
             fill=_image_fill(image.nodata, dtype),
+            alpha=alpha_band(image),
+            mask_band=has_mask_band(image),
         )
 
 
 # --------------------------------------------------------------------------- mask
 
 
+COVERAGE_SAMPLES = 128
+"""Pixel centres per axis sampled on each grid to measure the mask's coverage."""
+
+
+def _pixel_centres(height: int, width: int, transform: Any, samples: int = COVERAGE_SAMPLES) -> tuple[Any, Any]:
+    """Map coordinates of up to ``samples`` x ``samples`` evenly spread pixel centres (edges included)."""
+    rows = np.unique(np.linspace(0, height - 1, min(height, samples)).round()) + 0.5
+    cols = np.unique(np.linspace(0, width - 1, min(width, samples)).round()) + 0.5
+    cc, rr = np.meshgrid(cols, rows)
+    return transform @ (cc.ravel(), rr.ravel())
+
+
+def _on_grid(xs: Any, ys: Any, height: int, width: int, transform: Any) -> np.ndarray:
+    """True for points inside the pixels of a ``height`` x ``width`` grid (any orientation)."""
+    cols, rows = ~transform @ (np.asarray(xs), np.asarray(ys))
+    with np.errstate(invalid="ignore"):
+        return (cols >= 0) & (cols < width) & (rows >= 0) & (rows < height)
+
+
+def _moved(xs: Any, ys: Any, src_crs: Any, dst_crs: Any) -> tuple[Any, Any]:
+    if src_crs is None or src_crs == dst_crs:
+        return xs, ys
+    with np.errstate(all="ignore"):
+        return warp_transform(src_crs, dst_crs, xs, ys)
+
+
 def _mask_coverage(mask: Any, grid: Grid, image_path: str, mask_path: str) -> float:
-    """Fraction of the reference grid's bounding box that the mask's bounds cover."""
+    """Fraction of the reference grid's pixels the mask covers, measured on the grids themselves.
+
+    A lattice of image pixel centres is transformed into the mask CRS and looked up on the
+    mask's pixel grid - the question the warp answers per pixel - so a south-up, rotated or
+    antimeridian-crossing mask is measured as it will be read (a bounding box in the image
+    CRS gets those wrong: bottom > top, or left > right once wrapped). A mask none of whose
+    sampled pixel centres lands on the image either is refused.
+    """
     if mask.crs is None or grid.crs is None:
         if mask.crs != grid.crs:
             raise RasterError(
                 f"{mask_path if mask.crs is None else image_path} has no CRS, so the mask cannot be aligned "
                 "with the image; give both rasters a CRS."
             )
-        mask_bounds = mask.bounds
-    else:
-        with np.errstate(all="ignore"):
-            mask_bounds = transform_bounds(mask.crs, grid.crs, *mask.bounds, densify_pts=21)
-    # A bound that does not project (NaN) is taken as open on that side: never a false "no overlap".
-    left, bottom, right, top = (np.nan_to_num(v, nan=-np.inf if i < 2 else np.inf) for i, v in enumerate(mask_bounds))
-    g_left, g_bottom, g_right, g_top = grid.bounds
-    width = min(right, g_right) - max(left, g_left)
-    height = min(top, g_top) - max(bottom, g_bottom)
-    if width <= 0 or height <= 0:
-        raise RasterError(
-            f"The mask {mask_path} does not overlap the image {image_path}: in the image CRS the image "
-            f"bounds are {tuple(round(v, 6) for v in grid.bounds)} and the mask bounds are "
-            f"{tuple(round(float(v), 6) for v in mask_bounds)} (left, bottom, right, top). "
-            "Check that both files carry the right CRS."
-        )
-    return float(width * height / ((g_right - g_left) * (g_top - g_bottom)))
+    xs, ys = _moved(*_pixel_centres(grid.height, grid.width, grid.transform), grid.crs, mask.crs)
+    covered = float(np.mean(_on_grid(xs, ys, mask.height, mask.width, mask.transform)))
+    if covered == 0:
+        # A mask smaller than the lattice spacing: do any of its own pixel centres land on the image?
+        mx, my = _moved(*_pixel_centres(mask.height, mask.width, mask.transform), mask.crs, grid.crs)
+        if not np.any(_on_grid(mx, my, grid.height, grid.width, grid.transform)):
+            with np.errstate(all="ignore"):
+                mask_bounds = (
+                    transform_bounds(mask.crs, grid.crs, *mask.bounds, densify_pts=21)
+                    if mask.crs is not None
+                    else mask.bounds
+                )
+            raise RasterError(
+                f"The mask {mask_path} does not overlap the image {image_path}: in the image CRS the image "
+                f"bounds are {tuple(round(v, 6) for v in grid.bounds)} and the mask bounds are "
+                f"{tuple(round(float(v), 6) for v in mask_bounds)} (left, bottom, right, top). "
+                "Check that both files carry the right CRS."
+            )
+    return covered
 
 
 def inspect_mask(
@@ -415,8 +479,9 @@ def inspect_mask(
         if color_map is not None:
             data_bands = data_bands[:3]
         offset = pixel_offset(grid, Grid.of(mask))
-        # Only a warped mask without its own alpha band can skip the alpha band per window.
-        interior = mask_interior(mask, grid) if offset is None and alpha is None else None
+        mask_band = has_mask_band(mask)
+        # Only a warped mask without its own alpha or mask band can skip the alpha band per window.
+        interior = mask_interior(mask, grid) if offset is None and alpha is None and not mask_band else None
         coverage = _mask_coverage(mask, grid, image.path, path)
         info = MaskInfo(
             path=path,
@@ -433,6 +498,7 @@ def inspect_mask(
             offset=offset,
             interior=interior,
             coverage=min(coverage, 1.0),
+            mask_band=mask_band,
         )
     return info, decoder
 

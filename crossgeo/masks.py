@@ -22,6 +22,24 @@ import numpy as np
 
 from crossgeo.errors import ConfigError, RasterError
 
+OUT_OF_RANGE = ("error", "fill")
+"""What a class-index mask value outside ``0..n_classes-1`` does (the ``out_of_range`` option)."""
+
+
+def out_of_range_pixels(band: np.ndarray, n_classes: int, invalid: np.ndarray | None = None) -> np.ndarray | None:
+    """(H, W) bool, True where a valid class-index pixel lies outside ``0..n_classes-1``; None if none does.
+
+    Negative and non-finite values count too. A band whose dtype cannot hold such a value
+    (uint8 with ``n_classes`` >= 256) costs no comparison.
+    """
+    if band.dtype.kind == "u" and np.iinfo(band.dtype).max < n_classes:
+        return None
+    with np.errstate(invalid="ignore"):
+        bad = ~((band >= 0) & (band < n_classes))
+    if invalid is not None:
+        bad &= ~invalid
+    return bad if bad.any() else None
+
 
 class MaskDecoder(Protocol):
     """Decodes ``(bands, H, W)`` mask data plus an ``invalid`` (H, W) bool array."""

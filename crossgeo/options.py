@@ -132,6 +132,21 @@ SAMPLER_OPTIONS: tuple[Option, ...] = (
         "Class of pixels the mask does not cover, mask nodata and alpha 0 (e.g. `255` for an ignore index).",
     ),
     Option(
+        "out_of_range",
+        "str",
+        "error",
+        'Class-index masks with `n_classes` > 2, for values outside `0..n_classes-1`: `"error"` raises '
+        '`ClassRangeError` naming the window and the values; `"fill"` gives them `mask_fill_value` and '
+        "`mask_valid` False.",
+    ),
+    Option(
+        "ignore_invalid_image",
+        "bool",
+        False,
+        "Where the image has no data (`Patch.image_valid` False: alpha 0, nodata, mask band, outside the image) set "
+        "the mask to `mask_fill_value`, so an ignore index keeps holes (e.g. MBTiles' missing tiles) out of the loss.",
+    ),
+    Option(
         "on_read_error",
         "str",
         "raise",

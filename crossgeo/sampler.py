@@ -19,10 +19,11 @@ from typing import Any
 import attrs
 import numpy as np
 
-from crossgeo.errors import ReadError
+from crossgeo.errors import ClassRangeError, ReadError
 from crossgeo.grid import outside_pixels
 from crossgeo.inspection import Inspection, inspect_sources
 from crossgeo.io import RasterReader, ReadPlan
+from crossgeo.masks import ClassIndexDecoder, out_of_range_pixels
 from crossgeo.options import REQUIRED, SAMPLER_OPTIONS
 
 __all__ = ["Patch", "PatchSampler", "report_skipped"]
@@ -38,7 +39,9 @@ class Patch:
     (H, W) int64 class indices; ``row_off`` / ``col_off`` locate the window's top-left
     pixel on the reference grid; ``index`` is the window's position in the sampler;
     ``mask_valid`` (H, W) bool is True where the mask has data (False where it does not
-    cover the window or marks nodata: those pixels hold the fill value).
+    cover the window or marks nodata: those pixels hold the fill value); ``image_valid``
+    (H, W) bool is True where the image has data (False outside the image, where its
+    alpha band is 0, every selected band is nodata or its per-dataset mask band is 0).
     """
 
     image: np.ndarray
@@ -47,6 +50,7 @@ class Patch:
     col_off: int
     index: int
     mask_valid: np.ndarray | None = None
+    image_valid: np.ndarray | None = None
 
 
 def report_skipped(epoch: int, skipped: int) -> None:
@@ -121,6 +125,8 @@ class PatchSampler:
         self.n_classes: int = options["n_classes"]
         self.mask_fill_value: int = options["mask_fill_value"]
         self.on_read_error: str = options["on_read_error"]
+        self.out_of_range: str = options["out_of_range"]
+        self.ignore_invalid_image: bool = options["ignore_invalid_image"]
         self.color_map = options["color_map"]
         self.crops_layer = options["crops_layer"]
         self.col_off_key, self.row_off_key = options["col_off_key"], options["row_off_key"]
@@ -153,6 +159,10 @@ class PatchSampler:
             mask_nodata=mask.nodata,
             mask_offset=mask.offset,
             mask_interior=mask.interior,
+            mask_band=mask.mask_band,
+            image_alpha=image.alpha,
+            image_nodata=image.nodata,
+            image_mask_band=image.mask_band,
         )
         self.index = windows.index
         log.info(
@@ -227,10 +237,26 @@ class PatchSampler:
 
     def read(self, row_off: int, col_off: int, *, index: int = -1) -> Patch:
         """The patch of any window on the reference grid (it may reach past the edges)."""
-        with self._dropping_reader_on_failure():
-            image = self._reader().read_image(row_off, col_off)
+        image, image_valid = self.read_image(row_off, col_off)
         mask, valid = self.read_mask(row_off, col_off)
-        return Patch(image=image, mask=mask, row_off=row_off, col_off=col_off, index=index, mask_valid=valid)
+        if self.ignore_invalid_image and not image_valid.all():
+            mask[~image_valid] = self.mask_fill_value
+            valid &= image_valid
+        return Patch(
+            image=image,
+            mask=mask,
+            row_off=row_off,
+            col_off=col_off,
+            index=index,
+            mask_valid=valid,
+            image_valid=image_valid,
+        )
+
+    def read_image(self, row_off: int, col_off: int) -> tuple[np.ndarray, np.ndarray]:
+        """Only the image of a window: (image (C, H, W), valid (H, W) bool), no mask read."""
+        with self._dropping_reader_on_failure():
+            image, invalid = self._reader().read_image(row_off, col_off)
+        return image, (np.ones(image.shape[1:], dtype=bool) if invalid is None else ~invalid)
 
     def read_mask(self, row_off: int, col_off: int) -> tuple[np.ndarray, np.ndarray]:
         """Only the mask of a window: (classes (H, W) int64, valid (H, W) bool), no image read.
@@ -238,15 +264,33 @@ class PatchSampler:
         Pixels outside the reference grid get the fill value even where the mask has data
         there: there is no image under them to learn from.
         """
+        bands, invalid = self.read_mask_bands(row_off, col_off)
+        if isinstance(self.decoder, ClassIndexDecoder) and not self.decoder.binarise:
+            bad = out_of_range_pixels(bands[0], self.n_classes, invalid)
+            if bad is not None:
+                if self.out_of_range == "error":
+                    found = np.unique(bands[0][bad])
+                    raise ClassRangeError(
+                        f"The mask {self.mask_path} holds class value(s) {', '.join(map(str, found[:10].tolist()))}"
+                        f"{' ...' if found.size > 10 else ''} outside 0..{self.n_classes - 1} (n_classes "
+                        f"{self.n_classes}) in the window row_off={row_off}, col_off={col_off} (patch_size "
+                        f"{self.patch_size}, {int(bad.sum())} pixel(s)). Raise n_classes, fix the mask, or set "
+                        "out_of_range: fill to give them mask_fill_value."
+                    )
+                invalid = bad if invalid is None else invalid | bad
+        classes = self.decoder(bands, invalid)
+        valid = np.ones(classes.shape, dtype=bool) if invalid is None else ~invalid
+        return classes, valid
+
+    def read_mask_bands(self, row_off: int, col_off: int) -> tuple[np.ndarray, np.ndarray | None]:
+        """The mask's raw data bands on a window and where they are invalid (None: nowhere), undecoded."""
         with self._dropping_reader_on_failure():
             bands, invalid = self._reader().read_mask(row_off, col_off)
         grid = self.grid
         outside = outside_pixels(row_off, col_off, self.patch_size, grid.height, grid.width)
         if outside is not None:
             invalid = outside if invalid is None else invalid | outside
-        classes = self.decoder(bands, invalid)
-        valid = np.ones(classes.shape, dtype=bool) if invalid is None else ~invalid
-        return classes, valid
+        return bands, invalid
 
     # ------------------------------------------------------------------ handles
 

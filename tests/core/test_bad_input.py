@@ -20,7 +20,7 @@ from affine import Affine
 from conftest import PALETTE, Scene
 from shapely.geometry import Point
 
-from crossgeo import ConfigError, OptionError, PatchSampler, RasterError, ReadError, WindowError
+from crossgeo import ClassRangeError, ConfigError, OptionError, PatchSampler, RasterError, ReadError, WindowError
 from crossgeo import testing as T
 from crossgeo.augment import build_augmentation
 from crossgeo.config import split_config
@@ -43,6 +43,15 @@ class Files:
         )
         self.float = T.write_raster(
             folder / "f32.tif", np.full((3, 64, 64), 0.5, np.float32), crs=s.crs, transform=s.transform
+        )
+        self.uint32 = T.write_raster(
+            folder / "u32.tif", np.full((3, 64, 64), 16777217, np.uint32), crs=s.crs, transform=s.transform
+        )
+        self.float64 = T.write_raster(
+            folder / "f64.tif", np.full((3, 64, 64), 1e-50, np.float64), crs=s.crs, transform=s.transform
+        )
+        self.class_400 = T.write_raster(
+            folder / "c400.tif", np.full((1, 512, 512), 400, np.uint16), crs=s.crs, transform=s.transform
         )
         self.text_tif = folder / "text.tif"
         self.text_tif.write_text("this is not a GeoTIFF")
@@ -397,6 +406,45 @@ CASES: list[tuple[str, Callable[[Files], Any], type[Exception], str]] = [
         lambda f: sampler(f, crops_path=f.path("nocrs.shp")),
         WindowError,
         r"nocrs.shp has no CRS; .*Write a .prj",
+    ),
+    # --- rasters users really have (issue 16)
+    (
+        "image_dtype float32 on uint32",
+        lambda f: sampler(f, image_path=f.uint32, image_dtype="float32"),
+        ConfigError,
+        r"image_dtype 'float32' would lose values of .*u32.tif \(its data is uint32; float32 holds integers exactly "
+        r"only up to 2\*\*24.*use image_dtype: 'native'",
+    ),
+    (
+        "image_dtype float32 on float64",
+        lambda f: sampler(f, image_path=f.float64, image_dtype="float32"),
+        ConfigError,
+        r"f64.tif \(its data is float64; .*use image_dtype: 'native'",
+    ),
+    (
+        "image_dtype uint16 on uint32",
+        lambda f: sampler(f, image_path=f.uint32, image_dtype="uint16"),
+        ConfigError,
+        r"image_dtype 'uint16' would lose values of .*u32.tif .*uint16 cannot hold every uint32 value.*'native'",
+    ),
+    (
+        "out_of_range unknown",
+        lambda f: sampler(f, out_of_range="clip"),
+        ConfigError,
+        r"out_of_range 'clip' is not one of 'error', 'fill'",
+    ),
+    (
+        "ignore_invalid_image string",
+        lambda f: sampler(f, ignore_invalid_image="yes"),
+        OptionError,
+        r"ignore_invalid_image must be true or false, got 'yes'",
+    ),
+    (
+        "mask class >= n_classes (read)",
+        lambda f: sampler(f, mask_path=f.class_400, n_classes=300)[0],
+        ClassRangeError,
+        r"c400.tif holds class value\(s\) 400 outside 0..299 \(n_classes 300\) in the window row_off=0, col_off=0 "
+        r"\(patch_size 64, 4096 pixel\(s\)\). Raise n_classes, fix the mask, or set out_of_range: fill",
     ),
     # --- augmentation lists from shared configs
     (
