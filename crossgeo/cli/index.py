@@ -37,20 +37,13 @@ def run(args: argparse.Namespace) -> int:
     cache_path = Path(cache)
     if args.rebuild and cache_path.exists():
         cache_path.unlink()
-    before = cache_path.stat().st_mtime_ns if cache_path.exists() else None
     from crossgeo.sampler import PatchSampler
 
     kwargs["window_index_cache"] = str(cache_path)
     sampler = PatchSampler(**kwargs)
-    after = cache_path.stat().st_mtime_ns if cache_path.exists() else None
-    state = "reused (up to date)" if before is not None and before == after else "built and written"
+    state = "reused (up to date)" if sampler.windows_info.from_cache else "built and written"
     report = sampler.index.report
-    partly = ~(
-        (sampler.row_off >= 0)
-        & (sampler.col_off >= 0)
-        & (sampler.row_off + sampler.patch_size <= sampler.grid.height)
-        & (sampler.col_off + sampler.patch_size <= sampler.grid.width)
-    )
+    partly = sampler.windows_info.partly_outside
     print(f"window index {cache_path}: {state}")
     print(f"  source   {sampler.crops_path}")
     print(
@@ -58,6 +51,6 @@ def run(args: argparse.Namespace) -> int:
         f"dropped (outside the image) {report.outside_dropped}   clamped {report.clamped}   "
         f"duplicates {report.duplicates}"
     )
-    if partly.any():
-        print(f"  {int(partly.sum())} window(s) reach past the image edge; their outside pixels are filled")
+    if partly:
+        print(f"  {partly} window(s) reach past the image edge; their outside pixels are filled")
     return 0

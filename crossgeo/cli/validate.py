@@ -1,7 +1,9 @@
 """``crossgeo validate``: check a configuration without a full pass over its windows.
 
 Prints one line per check (config, image, mask, overlap, windows, mask colours or values,
-augmentation) and lists the problems at the end; exits 1 when there are any. The mask is
+image data, augmentation) and lists the problems at the end; exits 1 when there are any
+(with ``--strict`` also on warnings). The checks are the sampler's own inspection
+(`crossgeo.inspection`), collecting every problem instead of stopping at the first. The mask is
 looked at through `crossgeo.io.read_mask_overview` (a coarse warp onto the image grid) and
 its colours are counted with `crossgeo.masks.colour_counts`, the decoder's own colour key.
 """
@@ -9,9 +11,8 @@ its colours are counted with `crossgeo.masks.colour_counts`, the decoder's own c
 from __future__ import annotations
 
 import argparse
-import warnings
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 import numpy as np
@@ -20,10 +21,10 @@ from crossgeo.cli.common import EXAMPLE_CONFIG, add_config_arguments, load_confi
 from crossgeo.errors import CrossgeoError
 from crossgeo.masks import colour_counts
 
-__all__ = ["Checks", "add_parser", "run", "run_validate"]
+if TYPE_CHECKING:
+    from crossgeo.inspection import Inspection
 
-UNKNOWN_COLOUR_PROBLEM = 0.001
-"""Unknown mask colours covering at least this fraction of the sample are a problem."""
+__all__ = ["Checks", "add_parser", "run", "run_validate"]
 
 
 def add_parser(subparsers: Any, parents: Sequence[argparse.ArgumentParser]) -> argparse.ArgumentParser:
@@ -46,14 +47,16 @@ def add_parser(subparsers: Any, parents: Sequence[argparse.ArgumentParser]) -> a
         help="also let augmentation_list _target_ entries resolve inside MODULE (besides albumentations); "
         "never read from the configuration file",
     )
+    parser.add_argument("--strict", action="store_true", help="exit 1 on warnings too (e.g. unmapped mask colours)")
     return parser
 
 
 @attrs.define
 class Checks:
-    """Collected results of ``validate``: printed as they come, problems listed at the end."""
+    """Collected results of ``validate``: printed as they come, problems and warnings counted."""
 
     problems: list[str] = attrs.field(factory=list)
+    warnings: list[str] = attrs.field(factory=list)
     failed: set[str] = attrs.field(factory=set)
 
     def ok(self, what: str, text: str) -> None:
@@ -61,6 +64,7 @@ class Checks:
 
     def warn(self, what: str, text: str) -> None:
         print(f"  warn  {what:<13} {text}")
+        self.warnings.append(f"{what}: {text}")
 
     def fail(self, what: str, text: str) -> None:
         print(f"  FAIL  {what:<13} {text}")
@@ -68,47 +72,43 @@ class Checks:
         self.failed.add(what)
 
 
-def _check_colours(checks: Checks, sampler_kwargs: dict[str, Any], data: np.ndarray, valid: np.ndarray) -> None:
-    color_map = sampler_kwargs.get("color_map")
+def _check_colours(checks: Checks, color_map: Any, data: np.ndarray, valid: np.ndarray) -> None:
+    """Colours of a mask sample against ``color_map``: none known fails, unknown ones warn.
+
+    Unknown colours become class 0 by the original's documented rule, so they are a
+    warning naming each colour and its share, not a failure.
+    """
+    n_valid = int(valid.sum())
+    if n_valid == 0 or data.shape[0] < 3:
+        return
+    counted = colour_counts(data[:3][:, valid], color_map)
+    known = len({tuple(int(v) for v in entry[:3]) for entry in color_map})
+    found, unknown = len(counted.mapped), counted.unmapped
+    listed = ", ".join(f"{list(rgb)} {c / n_valid:.1%} ({c:,} px)" for rgb, c in unknown[:6])
+    more = f" and {len(unknown) - 6} more" if len(unknown) > 6 else ""
+    if found == 0:
+        checks.fail(
+            "colours",
+            f"none of the {known} color_map colours occurs in a sample of {n_valid:,} mask pixels; "
+            f"the mask's colours are {listed}{more}. Fix color_map ([R, G, B, class], RGB order).",
+        )
+    elif unknown:
+        checks.warn(
+            "colours",
+            f"{len(unknown)} colour(s) in a sample of {n_valid:,} mask pixels are not in color_map and become "
+            f"class 0: {listed}{more}. Add them to color_map if they mean another class.",
+        )
+    else:
+        checks.ok("colours", f"all colours of {n_valid:,} sampled mask pixels are in color_map ({found} found)")
+
+
+def _check_values(checks: Checks, n_classes: int, data: np.ndarray, valid: np.ndarray) -> None:
+    """Values of a single-band mask sample: classes at or above ``n_classes`` are a problem."""
     n_valid = int(valid.sum())
     if n_valid == 0:
         return
-    if color_map is not None:
-        if data.shape[0] < 3:
-            return
-        try:
-            counted = colour_counts(data[:3][:, valid], color_map)
-        except (TypeError, ValueError):
-            return  # the sampler check reports a malformed colour map
-        known = len({tuple(int(v) for v in entry[:3]) for entry in color_map})
-        found, unknown = len(counted.mapped), counted.unmapped
-        listed = ", ".join(f"{list(rgb)} {c / n_valid:.1%} ({c:,} px)" for rgb, c in unknown[:6])
-        more = f" and {len(unknown) - 6} more" if len(unknown) > 6 else ""
-        serious = [(k, c) for k, c in unknown if k != (0, 0, 0) and c / n_valid >= UNKNOWN_COLOUR_PROBLEM]
-        if found == 0:
-            checks.fail(
-                "colours",
-                f"none of the {known} color_map colours occurs in a sample of {n_valid:,} mask pixels; "
-                f"the mask's colours are {listed}{more}. Fix color_map ([R, G, B, class], RGB order).",
-            )
-        elif serious:
-            checks.fail(
-                "colours",
-                f"{len(unknown)} colour(s) in a sample of {n_valid:,} mask pixels are not in color_map and "
-                f"would become class 0: {listed}{more}. Add them to color_map ([R, G, B, 0] if they are background).",
-            )
-        elif unknown:
-            checks.ok(
-                "colours",
-                f"{found} of {known} color_map colours found in {n_valid:,} sampled mask pixels; "
-                f"unmapped (class 0): {listed}{more}",
-            )
-        else:
-            checks.ok("colours", f"all colours of {n_valid:,} sampled mask pixels are in color_map ({found} found)")
-        return
     values, counts = np.unique(data[0][valid], return_counts=True)
     listed = ", ".join(f"{v:g}: {c / n_valid:.1%}" for v, c in list(zip(values.tolist(), counts.tolist()))[:10])
-    n_classes = int(sampler_kwargs.get("n_classes", 2))
     if n_classes == 2:
         checks.ok("values", f"mask values in {n_valid:,} sampled pixels ({listed}); n_classes 2: non-zero -> 1")
         return
@@ -117,18 +117,102 @@ def _check_colours(checks: Checks, sampler_kwargs: dict[str, Any], data: np.ndar
         checks.fail(
             "values",
             f"the mask holds values {bad[:10]} outside the classes 0..{n_classes - 1} (n_classes {n_classes}); "
-            f"sampled values: {listed}",
+            f"sampled values: {listed}. Raise n_classes, fix the mask, or set out_of_range: fill.",
         )
     else:
         checks.ok("values", f"mask values in {n_valid:,} sampled pixels: {listed}")
 
 
-def run_validate(args: argparse.Namespace) -> Checks:
-    """All checks of ``validate``, printed as they run; the problems are returned."""
-    from crossgeo import windows as winsrc
+def _check_overlap(checks: Checks, inspection: Inspection) -> None:
+    """How much of the image the mask has data for, and its colours/values, on a coarse overview."""
+    from crossgeo.inspection import LOW_COVERAGE
+    from crossgeo.io import read_mask_overview
+
+    image, mask = inspection.image, inspection.mask
+    if image is None or mask is None:
+        return
+    grid = image.grid
+    bands = list(mask.data_bands[:3] if inspection.options["color_map"] is not None else mask.data_bands[:1])
+    try:
+        data, valid = read_mask_overview(mask.path, grid, bands)
+    except CrossgeoError as error:
+        checks.fail("overlap", f"the mask cannot be warped onto the image grid: {one_line(error)}")
+        return
+    covered = float(valid.mean())
+    how = "same grid, plain windowed reads" if mask.aligned else "warped nearest-neighbour onto the image grid"
+    if covered == 0:
+        checks.fail("overlap", "the mask has no data over the image (0 % covered). Check both files' CRS and location.")
+        return
+    if covered < LOW_COVERAGE:
+        checks.warn("overlap", f"the mask has data over only {covered:.1%} of the image ({how})")
+    else:
+        checks.ok("overlap", f"the mask has data over {covered:.1%} of the image ({how})")
+    if inspection.options["color_map"] is not None:
+        _check_colours(checks, inspection.options["color_map"], data, valid)
+    else:
+        _check_values(checks, inspection.options["n_classes"], data, valid)
+
+
+def _check_windows(checks: Checks, inspection: Inspection) -> None:
+    windows, image = inspection.windows, inspection.image
+    if windows is None or image is None:
+        return
+    report, grid = windows.index.report, image.grid
+    if len(windows.index) == 0:
+        checks.fail(
+            "windows",
+            f"{windows.source}: no valid windows ({report.describe()}); check that the windows/features overlap "
+            "the image. The sampler would have length 0.",
+        )
+        return
+    text = f"{len(windows.index)} window(s) on the {grid.width} x {grid.height} image ({report.describe()})"
+    extra = []
+    if report.outside_dropped:
+        extra.append(f"{report.outside_dropped} feature(s) outside the image dropped")
+    if windows.partly_outside:
+        extra.append(f"{windows.partly_outside} window(s) reach past the edge (filled)")
+    if extra:
+        checks.warn("windows", f"{text}; {'; '.join(extra)}")
+    else:
+        checks.ok("windows", f"{text}, all inside")
+
+
+def _check_sampling(checks: Checks, sampler: Any, augmentation_list: Any, allowed_targets: Sequence[str]) -> None:
+    """Image pixels without data, and the augmentation run on window #0."""
     from crossgeo.augment import build_augmentation, to_model_inputs
-    from crossgeo.grid import Grid
-    from crossgeo.io import RasterInfo, raster_info, read_mask_overview
+    from crossgeo.survey import survey
+
+    found = survey(sampler)
+    if found.invalid_image_pixels:
+        checks.warn("image data", f"{found.describe()} (ignore_invalid_image keeps them out of the loss)")
+    else:
+        checks.ok("image data", found.describe())
+    if not augmentation_list:
+        checks.ok("augmentation", "none configured")
+        return
+    try:
+        augmentation = build_augmentation(augmentation_list, allowed_targets=allowed_targets)
+        x, y = to_model_inputs(sampler[0], augmentation, seed=0)
+    except ImportError as error:
+        checks.fail("augmentation", f'augmentation_list needs albumentations ({error}): pip install ".[augment]"')
+    except Exception as error:
+        checks.fail("augmentation", one_line(error))
+    else:
+        n = len(augmentation.transforms) if augmentation is not None else 0
+        checks.ok(
+            "augmentation",
+            f"{n} transform(s) ran on window #0: image {tuple(x.shape)} {x.dtype}, mask {tuple(y.shape)} {y.dtype}",
+        )
+
+
+def run_validate(args: argparse.Namespace) -> Checks:
+    """Every check of ``validate``, printed as it runs; problems and warnings are returned.
+
+    The checks are the sampler's own inspection (`crossgeo.inspection.inspect_sources` with
+    ``collect=True``): construction and validation share one code path and cannot disagree.
+    """
+    from crossgeo.config import ORIGINAL_SPELLING
+    from crossgeo.inspection import inspect_sources
     from crossgeo.sampler import PatchSampler
 
     checks = Checks()
@@ -139,134 +223,22 @@ def run_validate(args: argparse.Namespace) -> Checks:
     except CrossgeoError as error:
         checks.fail("config", one_line(error))
         return checks
-    kwargs, rest = options.sampler, options.adapter
     checks.ok("config", f"{len(config)} option(s): {', '.join(config)}")
-
-    sampler, sampler_error = None, None
-    with warnings.catch_warnings(record=True):
-        warnings.simplefilter("always")
-        try:
-            sampler = PatchSampler(**kwargs)
-        except Exception as error:
-            sampler_error = error
-
-    infos: dict[str, RasterInfo] = {}
-    for key, option in (("image_path", "image"), ("mask_path", "mask")):
-        try:
-            infos[option] = raster_info(str(kwargs[key]), key)
-        except Exception as error:
-            checks.fail(option, one_line(error))
-            continue
-        checks.ok(option, f"{kwargs[key]}: {infos[option].describe()}")
-    image, mask = infos.get("image"), infos.get("mask")
-    grid = sampler.grid if sampler is not None else Grid.of(image) if image is not None else None
-    data = valid = None
-    if image is not None and mask is not None and grid is not None:
-        if (mask.crs is None) != (grid.crs is None):
-            checks.fail("overlap", f"{'the mask' if mask.crs is None else 'the image'} has no CRS; both need one")
-        else:
-            bands = [b for b in range(1, mask.count + 1) if b != mask.alpha][: 3 if kwargs.get("color_map") else 1]
-            try:
-                data, valid = read_mask_overview(mask.path, grid, bands)
-            except Exception as error:
-                checks.fail("overlap", f"the mask cannot be warped onto the image grid: {one_line(error)}")
-            else:
-                covered = float(valid.mean())
-                bounds = f"image {_lonlat_bounds(grid.crs, grid.bounds)}, mask {_lonlat_bounds(mask.crs, mask.bounds)}"
-                if covered == 0:
-                    checks.fail(
-                        "overlap",
-                        f"the mask has no data over the image (0 % covered; lon/lat bounds: {bounds}). "
-                        "Check both files' CRS and location.",
-                    )
-                else:
-                    how = (
-                        "same grid, plain windowed reads"
-                        if sampler is not None and sampler.aligned
-                        else "warped nearest-neighbour onto the image grid"
-                    )
-                    if covered < 0.5:
-                        checks.warn("overlap", f"the mask has data over only {covered:.1%} of the image ({bounds})")
-                    else:
-                        checks.ok("overlap", f"the mask has data over {covered:.1%} of the image ({how})")
-    if grid is not None:
-        try:
-            index = winsrc.build_window_index(
-                kwargs["crops_path"],
-                grid=grid,
-                patch_size=int(kwargs["patch_size"]),
-                crops_layer=kwargs.get("crops_layer"),
-                row_off_key=kwargs.get("row_off_key", "row_off"),
-                col_off_key=kwargs.get("col_off_key", "col_off"),
-            )
-        except Exception as error:
-            checks.fail("windows", one_line(error))
-        else:
-            size = int(kwargs["patch_size"])
-            report = index.report
-            if len(index) == 0:
-                checks.fail("windows", f"{kwargs['crops_path']}: no valid windows ({report.describe()})")
-            else:
-                partly = ~(
-                    (index.row_off >= 0)
-                    & (index.col_off >= 0)
-                    & (index.row_off + size <= grid.height)
-                    & (index.col_off + size <= grid.width)
-                )
-                text = f"{len(index)} window(s) on the {grid.width} x {grid.height} image ({report.describe()})"
-                if report.outside_dropped or partly.any():
-                    extra = []
-                    if report.outside_dropped:
-                        extra.append(f"{report.outside_dropped} feature(s) outside the image dropped")
-                    if partly.any():
-                        extra.append(f"{int(partly.sum())} window(s) reach past the edge (filled)")
-                    checks.warn("windows", f"{text}; {'; '.join(extra)}")
-                else:
-                    checks.ok("windows", f"{text}, all inside")
-    if data is not None and valid is not None:
-        _check_colours(checks, kwargs, data, valid)
-
-    if sampler_error is not None:
-        text = one_line(sampler_error)
-        covered = ("windows" in checks.failed and "window" in text) or (
-            "overlap" in checks.failed and "overlap" in text
-        )
-        if not covered and not (checks.failed & {"image", "mask"}):
-            checks.fail("sampler", text)
-    elif sampler is not None:
-        augmentation_list = rest.get("augmentation_list")
-        if not augmentation_list:
-            checks.ok("augmentation", "none configured")
-        else:
-            try:
-                augmentation = build_augmentation(augmentation_list, allowed_targets=args.allow_target or ())
-                x, y = to_model_inputs(sampler[0], augmentation, seed=0)
-            except ImportError as error:
-                checks.fail(
-                    "augmentation", f"augmentation_list needs albumentations ({error}): pip install 'crossgeo[augment]'"
-                )
-            except Exception as error:
-                checks.fail("augmentation", one_line(error))
-            else:
-                n = len(augmentation.transforms) if augmentation is not None else 0
-                checks.ok(
-                    "augmentation",
-                    f"{n} transform(s) ran on window #0: image {tuple(x.shape)} {x.dtype}, "
-                    f"mask {tuple(y.shape)} {y.dtype}",
-                )
+    inspection = inspect_sources(options.sampler, where=str(args.config), collect=True, spelling=ORIGINAL_SPELLING)
+    for problem in inspection.problems:
+        checks.fail(problem.step, problem.message)
+    if inspection.image is not None:
+        checks.ok("image", f"{inspection.image.path}: {inspection.image.describe()}")
+    if inspection.mask is not None:
+        checks.ok("mask", f"{inspection.mask.path}: {inspection.mask.describe()}")
+    _check_overlap(checks, inspection)
+    _check_windows(checks, inspection)
+    for text in inspection.warnings:
+        checks.warn("warning", text)
+    if inspection.ok and len(inspection.windows.index) > 0:  # type: ignore[union-attr]
+        sampler = PatchSampler.from_inspection(inspection)
+        _check_sampling(checks, sampler, options.adapter.get("augmentation_list"), args.allow_target or ())
     return checks
-
-
-def _lonlat_bounds(crs: Any, bounds: Sequence[float]) -> str:
-    from rasterio.warp import transform_bounds
-
-    try:
-        if crs is not None:
-            with np.errstate(all="ignore"):
-                bounds = transform_bounds(crs, "EPSG:4326", *bounds, densify_pts=21)
-    except Exception:  # only used in a message
-        pass
-    return "(" + ", ".join(f"{v:.4f}" for v in bounds) + ")"
 
 
 def run(args: argparse.Namespace) -> int:
@@ -276,5 +248,11 @@ def run(args: argparse.Namespace) -> int:
         for k, problem in enumerate(checks.problems, 1):
             print(f"  {k}. {problem}")
         return 1
-    print(f"\n{args.config}: no problems found")
+    if not checks.warnings:
+        print(f"\n{args.config}: no problems found")
+        return 0
+    print(f"\n{args.config}: no problems ({len(checks.warnings)} warning(s))")
+    if args.strict:
+        print("--strict: warnings count as problems")
+        return 1
     return 0
