@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import contextlib
 import io
-import re
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
