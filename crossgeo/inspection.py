@@ -30,7 +30,7 @@ from rasterio.warp import transform as warp_transform
 from crossgeo import windows as winsrc
 from crossgeo.errors import ConfigError, CrossgeoError, OptionError, RasterError
 from crossgeo.grid import Grid, pixel_offset
-from crossgeo.io import alpha_band, has_mask_band, is_remote, mask_interior, missing_parts, open_raster
+from crossgeo.io import RasterInfo, is_remote, mask_interior, missing_parts, open_raster
 from crossgeo.masks import OUT_OF_RANGE, MaskDecoder, make_decoder
 from crossgeo.options import resolve_sampler_options
 
@@ -69,17 +69,10 @@ T = TypeVar("T")
 class ImageInfo:
     """What the image step found and decided: the reference grid and how to read the image."""
 
-    path: str
+    raster: RasterInfo
+    """The image file's header."""
     option: str
     """The name the user gave the image option (``image_path`` or ``image_mbtiles_path``)."""
-    driver: str
-    width: int
-    height: int
-    count: int
-    dtypes: tuple[str, ...]
-    crs: str | None
-    resolution: tuple[float, float]
-    nodata: float | None
     bands: tuple[int, ...]
     """1-based bands read (``selected_bands``)."""
     dtype: str
@@ -89,17 +82,14 @@ class ImageInfo:
     warp: bool
     fill: float
     """Value of image pixels outside the raster."""
-    alpha: int | None = None
-    """1-based alpha band of the image (marks where it has data), if any."""
-    mask_band: bool = False
-    """True when the image has a GDAL per-dataset mask band (internal or ``.msk``)."""
+
+    @property
+    def path(self) -> str:
+        return self.raster.path
 
     def describe(self) -> str:
-        res = ", ".join(f"{v:.6g}" for v in self.resolution)
-        return (
-            f"{self.driver} {self.width} x {self.height}, {self.count} band(s) {'/'.join(sorted(set(self.dtypes)))}, "
-            f"{self.crs or 'no CRS'}, pixel {res}; reading band(s) {list(self.bands)} as {self.dtype}"
-            + (f", warped to a {self.grid.width} x {self.grid.height} grid" if self.warp else "")
+        return f"{self.raster.describe()}; reading band(s) {list(self.bands)} as {self.dtype}" + (
+            f", warped to a {self.grid.width} x {self.grid.height} grid" if self.warp else ""
         )
 
 
@@ -107,17 +97,8 @@ class ImageInfo:
 class MaskInfo:
     """What the mask step found: its bands, validity markers and how it meets the reference grid."""
 
-    path: str
-    driver: str
-    width: int
-    height: int
-    count: int
-    dtypes: tuple[str, ...]
-    crs: str | None
-    resolution: tuple[float, float]
-    nodata: float | None
-    alpha: int | None
-    """1-based alpha band (marks coverage), if any."""
+    raster: RasterInfo
+    """The mask file's header (its nodata, alpha band and per-dataset mask band mark missing data)."""
     data_bands: tuple[int, ...]
     """Bands the decoder reads (the first three for a ``color_map``)."""
     offset: tuple[int, int] | None
@@ -126,8 +107,10 @@ class MaskInfo:
     """The mask footprint shrunk by a margin, in reference-grid pixels (warped masks without alpha)."""
     coverage: float
     """Share of the reference grid's pixels the mask covers (sampled on the grids)."""
-    mask_band: bool = False
-    """True when missing mask data is marked by a GDAL per-dataset mask band (internal or ``.msk``)."""
+
+    @property
+    def path(self) -> str:
+        return self.raster.path
 
     @property
     def aligned(self) -> bool:
@@ -135,12 +118,8 @@ class MaskInfo:
         return self.offset is not None
 
     def describe(self) -> str:
-        res = ", ".join(f"{v:.6g}" for v in self.resolution)
         how = "same grid, plain windowed reads" if self.aligned else "warped nearest-neighbour onto the image grid"
-        return (
-            f"{self.driver} {self.width} x {self.height}, {self.count} band(s) {'/'.join(sorted(set(self.dtypes)))}, "
-            f"{self.crs or 'no CRS'}, pixel {res}; {how}; covers {self.coverage:.1%} of the image's extent"
-        )
+        return f"{self.raster.describe()}; {how}; covers {self.coverage:.1%} of the image"
 
 
 @attrs.frozen
@@ -353,10 +332,6 @@ def _target_grid(source: Any, target_crs: Any, target_resolution: Any, image_pat
     return Grid(int(height), int(width), transform, dst_crs)
 
 
-def _crs_text(crs: Any) -> str | None:
-    return crs.to_string() if crs else None
-
-
 def inspect_image(
     path: Any,
     *,
@@ -375,23 +350,13 @@ def inspect_image(
         warp = target_crs is not None or target_resolution is not None
         grid = _target_grid(image, target_crs, target_resolution, path) if warp else Grid.of(image)
         return ImageInfo(
-            path=path,
+            raster=RasterInfo.of(image, path),
             option=option,
-            driver=image.driver,
-            width=image.width,
-            height=image.height,
-            count=image.count,
-            dtypes=tuple(image.dtypes),
-            crs=_crs_text(image.crs),
-            resolution=(float(image.res[0]), float(image.res[1])),
-            nodata=image.nodata,
             bands=bands,
             dtype=dtype.str,
             grid=grid,
             warp=warp,
             fill=_image_fill(image.nodata, dtype),
-            alpha=alpha_band(image),
-            mask_band=has_mask_band(image),
         )
 
 
@@ -473,32 +438,18 @@ def inspect_mask(
     grid = image.grid
     with open_raster(path, "mask_path") as mask:
         _check_parts(mask, path, "mask_path")
-        alpha = alpha_band(mask)
-        data_bands = tuple(b for b in range(1, mask.count + 1) if b != alpha)
+        header = RasterInfo.of(mask, path)
+        data_bands = tuple(b for b in range(1, mask.count + 1) if b != header.alpha)
         decoder = make_decoder(color_map, n_classes, len(data_bands), path, fill_value=mask_fill_value)
         if color_map is not None:
             data_bands = data_bands[:3]
         offset = pixel_offset(grid, Grid.of(mask))
-        mask_band = has_mask_band(mask)
         # Only a warped mask without its own alpha or mask band can skip the alpha band per window.
-        interior = mask_interior(mask, grid) if offset is None and alpha is None and not mask_band else None
+        plain = offset is None and header.alpha is None and not header.mask_band
+        interior = mask_interior(mask, grid) if plain else None
         coverage = _mask_coverage(mask, grid, image.path, path)
         info = MaskInfo(
-            path=path,
-            driver=mask.driver,
-            width=mask.width,
-            height=mask.height,
-            count=mask.count,
-            dtypes=tuple(mask.dtypes),
-            crs=_crs_text(mask.crs),
-            resolution=(float(mask.res[0]), float(mask.res[1])),
-            nodata=mask.nodata,
-            alpha=alpha,
-            data_bands=data_bands,
-            offset=offset,
-            interior=interior,
-            coverage=min(coverage, 1.0),
-            mask_band=mask_band,
+            raster=header, data_bands=data_bands, offset=offset, interior=interior, coverage=min(coverage, 1.0)
         )
     return info, decoder
 

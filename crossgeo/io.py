@@ -420,7 +420,7 @@ def _polygon(outline: tuple[tuple[float, float], ...]) -> Any:
 
 @attrs.frozen
 class RasterInfo:
-    """What a raster file declares, read once from its header (no pixels read).
+    """What a raster file declares in its header (no pixels read): the first thing every inspection step records.
 
     Has the attributes `crossgeo.Grid.of` reads (``height``, ``width``, ``transform``, ``crs``).
     """
@@ -438,6 +438,27 @@ class RasterInfo:
     nodata: float | None
     alpha: int | None
     """The 1-based index of the alpha band, if any."""
+    mask_band: bool
+    """True when missing data is marked by a GDAL per-dataset mask band (internal or ``.msk``)."""
+
+    @classmethod
+    def of(cls, dataset: Any, path: str | None = None) -> RasterInfo:
+        """The header of an open rasterio dataset (``path``: the name to report, default the dataset's)."""
+        return cls(
+            path=path if path is not None else dataset.name,
+            driver=dataset.driver,
+            width=dataset.width,
+            height=dataset.height,
+            count=dataset.count,
+            dtypes=tuple(dataset.dtypes),
+            crs=dataset.crs,
+            transform=dataset.transform,
+            res=(float(dataset.res[0]), float(dataset.res[1])),
+            bounds=tuple(dataset.bounds),
+            nodata=dataset.nodata,
+            alpha=alpha_band(dataset),
+            mask_band=has_mask_band(dataset),
+        )
 
     def describe(self) -> str:
         """One line: driver, size, bands and dtypes, CRS and pixel size."""
@@ -445,25 +466,6 @@ class RasterInfo:
         res = ", ".join(f"{v:.6g}" for v in self.res)
         dtypes = "/".join(sorted(set(self.dtypes)))
         return f"{self.driver} {self.width} x {self.height}, {self.count} band(s) {dtypes}, {crs}, pixel {res}"
-
-
-def raster_info(path: str, option: str) -> RasterInfo:
-    """The `RasterInfo` of ``path``; a file GDAL cannot open is a `ReadError` naming ``option``."""
-    with open_raster(path, option) as src:
-        return RasterInfo(
-            path=path,
-            driver=src.driver,
-            width=src.width,
-            height=src.height,
-            count=src.count,
-            dtypes=tuple(src.dtypes),
-            crs=src.crs,
-            transform=src.transform,
-            res=tuple(src.res),
-            bounds=tuple(src.bounds),
-            nodata=src.nodata,
-            alpha=alpha_band(src),
-        )
 
 
 def read_mask_overview(

@@ -155,14 +155,14 @@ class PatchSampler:
             image_warp=image.warp,
             image_resampling=self.image_resampling,
             mask_data_bands=mask.data_bands,
-            mask_alpha=mask.alpha,
-            mask_nodata=mask.nodata,
+            mask_alpha=mask.raster.alpha,
+            mask_nodata=mask.raster.nodata,
             mask_offset=mask.offset,
             mask_interior=mask.interior,
-            mask_band=mask.mask_band,
-            image_alpha=image.alpha,
-            image_nodata=image.nodata,
-            image_mask_band=image.mask_band,
+            mask_band=mask.raster.mask_band,
+            image_alpha=image.raster.alpha,
+            image_nodata=image.raster.nodata,
+            image_mask_band=image.raster.mask_band,
         )
         self.index = windows.index
         log.info(

@@ -282,7 +282,7 @@ def render_preview(
         masks.append(mask)
         invalids.append(invalid)
     do_stretch = stretch == "always" or (stretch == "auto" and sampler.image_dtype != np.uint8)
-    pictures = display_rgb([im for im in images if im is not None], do_stretch, sampler.image_info.nodata)
+    pictures = display_rgb([im for im in images if im is not None], do_stretch, sampler.image_info.raster.nodata)
 
     key = legend(sampler, masks, invalids, class_names)
     colours = class_colours(sampler, sorted({int(c) for m in masks for c in np.unique(m)}))

@@ -158,7 +158,7 @@ def test_the_sampler_keeps_its_inspection_records(scene: Scene) -> None:
     second = PatchSampler(scene.image, scene.lonlat_mask(), windows, SIZE, n_classes=4, window_index_cache=cache)
     assert (first.windows_info.from_cache, second.windows_info.from_cache) == (False, True)
     assert first.image_info.grid == first.grid and first.image_info.bands == (1, 2, 3)
-    assert first.mask_info.crs == "EPSG:4326" and not first.mask_info.aligned
+    assert first.mask_info.raster.crs == "EPSG:4326" and not first.mask_info.aligned
     assert "warped nearest-neighbour" in first.mask_info.describe()
 
 
