@@ -10,10 +10,10 @@ from __future__ import annotations
 import logging
 import math
 import os
-import threading
 import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -27,8 +27,18 @@ from rasterio.warp import calculate_default_transform, transform_bounds
 from crossgeo import windows as winsrc
 from crossgeo.errors import ConfigError, OptionError, RasterError, ReadError
 from crossgeo.grid import Grid, outside_pixels, pixel_offset
-from crossgeo.io import RasterReader, ReadPlan, alpha_band, is_remote, mask_interior, missing_parts, open_raster
+from crossgeo.io import (
+    RasterReader,
+    ReadPlan,
+    alpha_band,
+    ensure_gdal_env,
+    is_remote,
+    mask_interior,
+    missing_parts,
+    open_raster,
+)
 from crossgeo.masks import MaskDecoder, make_decoder
+from crossgeo.threads import PerThread
 
 log = logging.getLogger("crossgeo")
 
@@ -365,7 +375,7 @@ class PatchSampler:
                 f"{self.crops_path}: no valid windows ({self.index.report.describe()}). "
                 "Check that the windows/features overlap the image."
             )
-        self._readers: dict[tuple[int, int], RasterReader] = {}
+        self._readers: PerThread[RasterReader] = PerThread(partial(RasterReader, self._plan), close=RasterReader.close)
 
     # ------------------------------------------------------------------ sequence
 
@@ -447,14 +457,13 @@ class PatchSampler:
     # ------------------------------------------------------------------ handles
 
     def _reader(self) -> RasterReader:
-        """This process's and thread's reader, opened on first use and then reused."""
-        key = (os.getpid(), threading.get_ident())
-        reader = self._readers.get(key)
-        if reader is None:
-            self.release_inherited_handles()
-            reader = RasterReader(self._plan)
-            self._readers[key] = reader
-        return reader
+        """This thread's reader (see `crossgeo.threads.PerThread`), used under crossgeo's GDAL options.
+
+        Opened on first use and reused; a new thread adopts the reader of a thread that
+        ended, so short-lived threads (tf.data's) do not reopen the rasters per patch.
+        """
+        ensure_gdal_env()
+        return self._readers.get()
 
     @contextmanager
     def _dropping_reader_on_failure(self) -> Iterator[None]:
@@ -467,30 +476,19 @@ class PatchSampler:
         try:
             yield
         except ReadError:
-            reader = self._readers.pop((os.getpid(), threading.get_ident()), None)
-            if reader is not None:
-                reader.close()
+            self._readers.discard()
             raise
 
     def release_inherited_handles(self) -> None:
         """Forget the handles a forked process inherited from its parent; they are never used here.
 
-        Called on the first read in a new process; DataLoader workers call it at start-up.
+        Also done on the first read in a new process; DataLoader workers call it at start-up.
         """
-        pid = os.getpid()
-        if any(owner != pid for owner, _ in self._readers):
-            self._readers = {k: v for k, v in self._readers.items() if k[0] == pid}
+        self._readers.forget_inherited()
 
     def close(self) -> None:
-        """Close the handles this process opened (they reopen on the next read)."""
-        pid = os.getpid()
-        for key in [k for k in self._readers if k[0] == pid]:
-            self._readers.pop(key).close()
-
-    def __getstate__(self) -> dict[str, Any]:
-        state = self.__dict__.copy()
-        state["_readers"] = {}
-        return state
+        """Close the handles this process opened, in every thread (they reopen on the next read)."""
+        self._readers.clear()
 
     def __repr__(self) -> str:
         return (

@@ -132,7 +132,8 @@ class ProbeDataset:
         sampler = self.dataset.sampler
         augmentation = self.dataset.augmentation
         item["pid"] = os.getpid()
-        item["reader_pids"] = sorted({pid for pid, _ in sampler._readers})
+        item["readers_held"] = len(sampler._readers)  # this process's readers
+        item["readers_opened"] = sampler._readers.created  # of which it opened itself
         item["aug_seed"] = -1 if augmentation is None or augmentation.seed is None else int(augmentation.seed)
         return item
 
