@@ -174,4 +174,3 @@ class PatchPyDataset(keras.utils.PyDataset):
     def _order(self) -> np.ndarray:
         n = len(self.sampler)
         return epoch_order(n, self._base_seed, self.epoch) if self.shuffle else np.arange(n, dtype=np.int64)
-
