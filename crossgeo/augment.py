@@ -17,16 +17,16 @@ from __future__ import annotations
 import copy
 import importlib
 import logging
-import os
-import threading
 import warnings
 from collections.abc import Iterable, Mapping, Sequence
+from functools import partial
 from typing import Any
 
 import numpy as np
 
 from crossgeo.config import to_plain
 from crossgeo.errors import ConfigError
+from crossgeo.threads import PerThread
 
 log = logging.getLogger("crossgeo")
 
@@ -152,29 +152,23 @@ def epoch_order(n: int, seed: int, epoch: int) -> np.ndarray:
 
 
 class PerThreadAugmentation:
-    """One deep copy of an augmentation pipeline per (process, thread).
+    """One deep copy of an augmentation pipeline per thread (a `crossgeo.threads.PerThread`).
 
     A seeded call is "set the pipeline's RNG, then draw from it"; threads sharing one
     pipeline (tf.data's parallel map, Keras' worker threads) would interleave those steps
-    and get wrong numbers, so `get` hands each thread its own copy.
+    and get wrong numbers, so `get` hands each thread its own copy. A copy whose thread
+    ended is adopted by the next new thread (seeded calls reset its RNG anyway).
     """
 
     def __init__(self, augmentation: Any | None) -> None:
         self.augmentation = augmentation
-        self._copies: dict[tuple[int, int], Any] = {}
+        self._copies: PerThread[Any] = PerThread(partial(copy.deepcopy, augmentation))
 
     def get(self) -> Any | None:
         """This thread's copy (None when there is no augmentation)."""
         if self.augmentation is None:
             return None
-        key = (os.getpid(), threading.get_ident())
-        pipeline = self._copies.get(key)
-        if pipeline is None:
-            pipeline = self._copies[key] = copy.deepcopy(self.augmentation)
-        return pipeline
-
-    def __getstate__(self) -> dict[str, Any]:
-        return {"augmentation": self.augmentation, "_copies": {}}
+        return self._copies.get()
 
 
 def _mask_for_augmentation(mask: np.ndarray) -> np.ndarray:

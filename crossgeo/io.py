@@ -2,10 +2,14 @@
 
 * GDAL is configured once per process *and thread* with `GDAL_OPTIONS` through a
   ``rasterio.Env`` that stays entered for the life of that thread (an exited Env would
-  restore GDAL's defaults).
-* `RasterReader` owns the handles of one (process, thread): the image (or a
+  restore GDAL's defaults; rasterio sets options thread-locally outside the main thread).
+  `ensure_gdal_env` is cheap and is called before every read, so a thread that adopted
+  another thread's handles (see `crossgeo.threads`) still reads under these options.
+* `RasterReader` owns the handles of one thread at a time: the image (or a
   ``WarpedVRT`` of it onto a requested target grid) and the mask source, opened once
   and reused for every window.
+* GDAL failures that rasterio only logs are trapped on the ``rasterio._err`` logger; the
+  trap is installed when crossgeo first opens a raster, not at import.
 * The mask reaches the image grid exactly once per window: a plain windowed read when
   the grids coincide (the aligned fast path), else a small nearest-neighbour
   ``WarpedVRT`` whose target is the window itself, built on the cached mask handle
@@ -34,6 +38,7 @@ from rasterio.windows import Window
 
 from crossgeo.errors import ReadError
 from crossgeo.grid import Grid, outside_pixels, overlap
+from crossgeo.threads import PerThread
 
 GDAL_OPTIONS: dict[str, Any] = {
     # Do not list sibling files of every raster opened (slow on network file systems).
@@ -47,8 +52,6 @@ GDAL_OPTIONS: dict[str, Any] = {
 name overrides an entry (e.g. ``GDAL_HTTP_MAX_RETRY=10``); other GDAL options (cache
 size, AWS_* credentials and endpoints) come from the environment as usual."""
 
-_thread_envs: dict[tuple[int, int], rasterio.Env] = {}
-
 
 class _GdalFailureTrap(logging.Filter):
     """Collects the GDAL failures that rasterio only logs, per reading thread.
@@ -60,10 +63,30 @@ class _GdalFailureTrap(logging.Filter):
     training on blank data. It passes on only what the logger would have passed anyway.
     """
 
-    def __init__(self, logger: logging.Logger) -> None:
+    def __init__(self, logger_name: str = "rasterio._err") -> None:
         super().__init__()
-        self.logger = logger
+        self.logger = logging.getLogger(logger_name)
         self.failures: dict[int, list[str]] = {}
+        self.installed = False
+        self._lock = threading.Lock()
+
+    def install(self) -> None:
+        """Attach the filter and let INFO records reach it; done once, when crossgeo first opens a raster.
+
+        Not at import: importing a library must not reconfigure the application's loggers.
+        Lowering the level is unavoidable (a logger drops records below its level before any
+        filter sees them); `filter` then passes on only what the logger's parent would have
+        passed, so the user sees the same log as without crossgeo.
+        """
+        if self.installed:
+            return
+        with self._lock:
+            if self.installed:
+                return
+            self.logger.addFilter(self)
+            if self.logger.getEffectiveLevel() > logging.INFO:
+                self.logger.setLevel(logging.INFO)
+            self.installed = True
 
     def filter(self, record: logging.LogRecord) -> bool:
         caught = self.failures.get(threading.get_ident())
@@ -76,6 +99,7 @@ class _GdalFailureTrap(logging.Filter):
     @contextmanager
     def watch(self) -> Iterator[list[str]]:
         """Collect the failures GDAL signals in this thread inside the block."""
+        self.install()
         caught: list[str] = []
         self.failures[threading.get_ident()] = caught
         try:
@@ -84,16 +108,8 @@ class _GdalFailureTrap(logging.Filter):
             self.failures.pop(threading.get_ident(), None)
 
 
-def _install_failure_trap() -> _GdalFailureTrap:
-    logger = logging.getLogger("rasterio._err")
-    trap = _GdalFailureTrap(logger)
-    logger.addFilter(trap)
-    if logger.getEffectiveLevel() > logging.INFO:
-        logger.setLevel(logging.INFO)
-    return trap
-
-
-_failure_trap = _install_failure_trap()
+_failure_trap = _GdalFailureTrap()
+"""Installed by `open_raster` (and `watch`) on first use."""
 
 
 def gdal_options() -> dict[str, Any]:
@@ -101,13 +117,24 @@ def gdal_options() -> dict[str, Any]:
     return {key: value for key, value in GDAL_OPTIONS.items() if key not in os.environ}
 
 
+def _enter_gdal_env() -> rasterio.Env:
+    env = rasterio.Env(**gdal_options())
+    env.__enter__()
+    return env
+
+
+_gdal_envs: PerThread[rasterio.Env] = PerThread(_enter_gdal_env, adopt=False)
+"""The entered Env of each live thread; never handed to another thread (GDAL's options are per thread)."""
+
+
 def ensure_gdal_env() -> None:
-    """Enter crossgeo's ``rasterio.Env`` once in this process and thread, and keep it open."""
-    key = (os.getpid(), threading.get_ident())
-    if key not in _thread_envs:
-        env = rasterio.Env(**gdal_options())
-        env.__enter__()
-        _thread_envs[key] = env
+    """Enter crossgeo's ``rasterio.Env`` once in this thread (and process), and keep it entered.
+
+    Cheap after the first call in a thread (a thread-local check), so it is called before
+    every read. A new thread always enters its own Env, even when it reuses a dead thread's
+    ident or adopts that thread's handles.
+    """
+    _gdal_envs.get()
 
 
 def has_mask_sidecar(path: str) -> bool:
@@ -123,6 +150,7 @@ def open_raster(path: str, option: str) -> Any:
     sidecar is opened with single-file probing (``TRUE``) instead, which finds it. A remote
     raster's sidecar stays unseen (listing is what EMPTY_DIR avoids); use an internal mask there.
     """
+    _failure_trap.install()
     ensure_gdal_env()
     try:
         if has_mask_sidecar(path):

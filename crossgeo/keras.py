@@ -19,7 +19,6 @@ parallel; each thread reads through its own rasterio handles and augmentation co
 from __future__ import annotations
 
 import math
-import sys
 from collections.abc import Mapping
 from typing import Any
 
@@ -34,6 +33,12 @@ except ImportError as error:  # pragma: no cover - exercised only without keras
         "crossgeo.keras needs Keras 3; install it with: pip install 'crossgeo[tensorflow]' "
         "(or install keras with the JAX or torch backend)"
     ) from error
+
+if not hasattr(keras.utils.PyDataset, "on_epoch_begin"):  # pragma: no cover - Keras < 3.5
+    raise ImportError(
+        f"crossgeo.keras needs Keras >= 3.5 (PyDataset.on_epoch_begin marks where an epoch starts); "
+        f"Keras {keras.__version__} is installed. Upgrade it with: pip install 'keras>=3.5'"
+    )
 
 from crossgeo.augment import PerThreadAugmentation, build_augmentation, epoch_order, to_model_inputs
 from crossgeo.config import check_seed, resolve_source
@@ -112,6 +117,7 @@ class PatchPyDataset(keras.utils.PyDataset):
         self.epoch = int(epoch)
         self.order = self._order()
         self._skipped_before = sampler.skipped
+        self._epoch_begun = False  # between Keras' on_epoch_begin and on_epoch_end
 
     # ------------------------------------------------------------------ PyDataset
 
@@ -137,15 +143,22 @@ class PatchPyDataset(keras.utils.PyDataset):
             masks.append(mask)
         return np.stack(images), np.stack(masks)
 
-    def on_epoch_end(self) -> None:
-        """Move to the next epoch (a new window order when shuffling, new augmentations).
+    def on_epoch_begin(self) -> None:
+        """Keras calls this when an epoch starts: the next `on_epoch_end` then ends it."""
+        self._epoch_begun = True
 
-        Keras' ``fit``/``evaluate`` also call this once when they *start*
-        (``EpochIterator.reset``), before any epoch ran; that call is ignored, so the first
-        epoch ``fit`` trains on is ``epoch`` (0 by default), as in the other adapters.
+    def on_epoch_end(self) -> None:
+        """End the epoch `on_epoch_begin` began: move to the next (new window order and augmentations).
+
+        An ``on_epoch_end`` with no epoch begun changes nothing: Keras' ``fit``/``evaluate``
+        call one when they *start* (``EpochIterator.reset``), before any epoch ran, so the
+        first epoch ``fit`` trains on is ``epoch`` (0 by default), as in the other adapters.
+        A loop of your own calls ``on_epoch_begin()``/``on_epoch_end()`` around each epoch,
+        as Keras does, or `set_epoch`.
         """
-        if _called_by_keras_reset():
+        if not self._epoch_begun:
             return
+        self._epoch_begun = False
         skipped = self.sampler.skipped - self._skipped_before
         self._skipped_before = self.sampler.skipped
         # Threads share the sampler; worker processes (use_multiprocessing) keep their own count.
@@ -162,16 +175,3 @@ class PatchPyDataset(keras.utils.PyDataset):
     def _order(self) -> np.ndarray:
         n = len(self.sampler)
         return epoch_order(n, self._base_seed, self.epoch) if self.shuffle else np.arange(n, dtype=np.int64)
-
-
-def _called_by_keras_reset() -> bool:
-    """True when Keras' ``EpochIterator.reset`` (not the end of an epoch) is the caller."""
-    frame: Any = sys._getframe(2)
-    for _ in range(4):
-        if frame is None:
-            return False
-        caller = frame.f_locals.get("self")
-        if frame.f_code.co_name == "reset" and type(caller).__name__.endswith("EpochIterator"):
-            return True
-        frame = frame.f_back
-    return False

@@ -9,11 +9,10 @@ from __future__ import annotations
 
 import inspect
 import logging
-import os
-import threading
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
+from functools import partial
 from typing import Any
 
 import attrs
@@ -22,9 +21,10 @@ import numpy as np
 from crossgeo.errors import ClassRangeError, ReadError
 from crossgeo.grid import outside_pixels
 from crossgeo.inspection import Inspection, inspect_sources
-from crossgeo.io import RasterReader, ReadPlan
+from crossgeo.io import RasterReader, ReadPlan, ensure_gdal_env
 from crossgeo.masks import ClassIndexDecoder, out_of_range_pixels
 from crossgeo.options import REQUIRED, SAMPLER_OPTIONS
+from crossgeo.threads import PerThread
 
 __all__ = ["Patch", "PatchSampler", "report_skipped"]
 
@@ -179,7 +179,7 @@ class PatchSampler:
                 self.index.report.describe(),
                 image.path,
             )
-        self._readers: dict[tuple[int, int], RasterReader] = {}
+        self._readers: PerThread[RasterReader] = PerThread(partial(RasterReader, self._plan), close=RasterReader.close)
 
     # ------------------------------------------------------------------ sequence
 
@@ -295,14 +295,13 @@ class PatchSampler:
     # ------------------------------------------------------------------ handles
 
     def _reader(self) -> RasterReader:
-        """This process's and thread's reader, opened on first use and then reused."""
-        key = (os.getpid(), threading.get_ident())
-        reader = self._readers.get(key)
-        if reader is None:
-            self.release_inherited_handles()
-            reader = RasterReader(self._plan)
-            self._readers[key] = reader
-        return reader
+        """This thread's reader (see `crossgeo.threads.PerThread`), used under crossgeo's GDAL options.
+
+        Opened on first use and reused; a new thread adopts the reader of a thread that
+        ended, so short-lived threads (tf.data's) do not reopen the rasters per patch.
+        """
+        ensure_gdal_env()
+        return self._readers.get()
 
     @contextmanager
     def _dropping_reader_on_failure(self) -> Iterator[None]:
@@ -315,30 +314,19 @@ class PatchSampler:
         try:
             yield
         except ReadError:
-            reader = self._readers.pop((os.getpid(), threading.get_ident()), None)
-            if reader is not None:
-                reader.close()
+            self._readers.discard()
             raise
 
     def release_inherited_handles(self) -> None:
         """Forget the handles a forked process inherited from its parent; they are never used here.
 
-        Called on the first read in a new process; DataLoader workers call it at start-up.
+        Also done on the first read in a new process; DataLoader workers call it at start-up.
         """
-        pid = os.getpid()
-        if any(owner != pid for owner, _ in self._readers):
-            self._readers = {k: v for k, v in self._readers.items() if k[0] == pid}
+        self._readers.forget_inherited()
 
     def close(self) -> None:
-        """Close the handles this process opened (they reopen on the next read)."""
-        pid = os.getpid()
-        for key in [k for k in self._readers if k[0] == pid]:
-            self._readers.pop(key).close()
-
-    def __getstate__(self) -> dict[str, Any]:
-        state = self.__dict__.copy()
-        state["_readers"] = {}
-        return state
+        """Close the handles this process opened, in every thread (they reopen on the next read)."""
+        self._readers.clear()
 
     def __repr__(self) -> str:
         return (

@@ -117,6 +117,20 @@ class PatchDataset(Dataset[dict[str, Any]]):
         self._epoch.fill_(int(epoch))
         self._epoch_set = True
 
+    def start_pass(self, *, follow: int | None = None, advance: bool = False) -> int:
+        """Fix the epoch of a pass that is starting (loaders call it on each ``iter()``); returns it.
+
+        A `set_epoch` since the last pass wins; else the epoch becomes ``follow`` (e.g. a
+        ``DistributedSampler``'s epoch) when given; else it goes up by one when ``advance``.
+        """
+        if not self._epoch_set:
+            if follow is not None:
+                self._epoch.fill_(int(follow))
+            elif advance:
+                self._epoch.add_(1)
+        self._epoch_set = False
+        return self.epoch
+
     # ------------------------------------------------------------------ dataset
 
     def __len__(self) -> int:
@@ -275,13 +289,8 @@ class PatchDataLoader(DataLoader[Any]):
         if dataset is None:
             return
         sampler_epoch = _sampler_epoch(self)
-        if dataset._epoch_set:
-            pass
-        elif sampler_epoch is not None and (self._passes == 0 or sampler_epoch != self._sampler_epoch):
-            dataset._epoch.fill_(sampler_epoch)
-        elif self._passes > 0:
-            dataset._epoch.add_(1)
-        dataset._epoch_set = False
+        changed = sampler_epoch is not None and (self._passes == 0 or sampler_epoch != self._sampler_epoch)
+        dataset.start_pass(follow=sampler_epoch if changed else None, advance=self._passes > 0)
         self._sampler_epoch = sampler_epoch
         self._passes += 1
 

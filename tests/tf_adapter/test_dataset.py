@@ -3,17 +3,23 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
+import rasterio
 import tensorflow as tf
 from conftest import COLS, PATCH, ROWS, Scene, decode_window, window_mask
+from rasterio.env import get_gdal_config
 
 from crossgeo import PatchSampler
 from crossgeo import testing as T
 from crossgeo.augment import build_augmentation, epoch_order, to_model_inputs
 from crossgeo.errors import ConfigError, OptionError
 from crossgeo.tensorflow import make_dataset
+
+GDAL_CHECKED = ("GDAL_HTTP_MAX_RETRY", "GDAL_DISABLE_READDIR_ON_OPEN", "VSI_CACHE")
+"""GDAL options crossgeo sets (crossgeo.io.GDAL_OPTIONS) that rasterio reads back unchanged."""
 
 AUGMENTATIONS = [
     {"_target_": "albumentations.HorizontalFlip", "p": 0.5},
@@ -210,3 +216,50 @@ def test_augmentation_changing_the_shape_is_static(sampler: PatchSampler) -> Non
     x, y = next(dataset.as_numpy_iterator())
     assert x.shape == (3, 16, 24, 3) and y.shape == (3, 16, 24)
     np.testing.assert_array_equal(x[1], core(sampler, 1, crop)[0].transpose(1, 2, 0))
+
+
+class GdalProbeSampler(PatchSampler):
+    """Records, for every patch read, the GDAL options in force in the reading thread."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.seen: list[dict[str, Any]] = []
+
+    def __getitem__(self, index: int) -> Any:
+        patch = super().__getitem__(index)
+        self.seen.append({key: get_gdal_config(key) for key in GDAL_CHECKED})
+        return patch
+
+
+def test_numpy_function_threads_read_under_crossgeo_options_with_bounded_opens(
+    scene: Scene, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """tf.data's numpy_function runs on rotating threads: no reopen per patch, crossgeo's GDAL options in each."""
+    import crossgeo.io
+
+    for key in GDAL_CHECKED:
+        monkeypatch.delenv(key, raising=False)
+    opened: list[str] = []
+    real_open = crossgeo.io.open_raster
+    monkeypatch.setattr(crossgeo.io, "open_raster", lambda path, option: opened.append(path) or real_open(path, option))
+    rng = np.random.default_rng(1)
+    rows, cols = rng.integers(0, 224, 96), rng.integers(0, 224, 96)
+    windows = T.write_windows_table(tmp_path / "many.csv", rows, cols)
+    sampler = GdalProbeSampler(scene.tif, scene.mask, windows, PATCH, n_classes=3)
+    expected = {key: crossgeo.io.GDAL_OPTIONS[key] for key in GDAL_CHECKED}
+    # Process-wide values (rasterio's main-thread options are global) that a thread without
+    # crossgeo's own Env would read instead.
+    with rasterio.Env(GDAL_HTTP_MAX_RETRY=1, GDAL_DISABLE_READDIR_ON_OPEN="FALSE", VSI_CACHE=False):
+        assert get_gdal_config("GDAL_HTTP_MAX_RETRY") == 1
+        got = [elements(make_dataset(sampler, num_parallel_calls=4, with_metadata=True)) for _ in range(3)]
+    for epoch in got:
+        # Flattened metadata comes in key order: col_off, index, row_off.
+        assert [(int(e[4]), int(e[2])) for e in epoch] == list(zip(rows.tolist(), cols.tolist()))
+        for image, mask, col_off, _, row_off in epoch:
+            assert decode_window(image) == (int(row_off), int(col_off))
+            np.testing.assert_array_equal(mask, window_mask(int(row_off), int(col_off)))
+    assert len(sampler.seen) == 3 * 96 and all(options == expected for options in sampler.seen)
+    # Two rasters per reader; readers bounded by the threads reading at once, not by patches.
+    # (Each numpy_function call runs on a fresh Python thread state: a plain threading.local
+    # cache would open 2 * 3 * 96 rasters here.)
+    assert len(opened) == 2 * sampler._readers.created <= 2 * 8

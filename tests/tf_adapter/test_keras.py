@@ -66,9 +66,26 @@ def test_on_epoch_end_reshuffles_reproducibly(sampler: PatchSampler) -> None:
         expected = [(ROWS[i], COLS[i]) for i in epoch_order(len(ROWS), 9, epoch)]
         assert order(a) == order(b) == expected
         epochs.append(expected)
-        a.on_epoch_end()
-        b.on_epoch_end()
+        for dataset in (a, b):
+            dataset.on_epoch_begin()  # what Keras calls around each epoch
+            dataset.on_epoch_end()
     assert epochs[0] != epochs[1]
+
+
+def test_only_an_epoch_begun_is_ended(sampler: PatchSampler) -> None:
+    """The calls Keras makes (fit, then evaluate): an on_epoch_end without on_epoch_begin is no epoch."""
+    dataset = PatchPyDataset(sampler, 4, shuffle=True, seed=9)
+    dataset.on_epoch_end()  # fit starting (EpochIterator.reset)
+    seen = []
+    for _ in range(2):
+        dataset.on_epoch_begin()
+        seen.append(dataset.epoch)
+        dataset.on_epoch_end()
+    dataset.on_epoch_end()  # evaluate starting, from a function not named reset
+    assert seen == [0, 1] and dataset.epoch == 2
+    dataset.set_epoch(7)
+    dataset.on_epoch_end()
+    assert dataset.epoch == 7
 
 
 @pytest.mark.parametrize("augmentation_list", [None, AUGMENTATIONS], ids=["plain", "augmented"])
@@ -87,6 +104,7 @@ def test_same_numbers_as_make_dataset_and_core(sampler: PatchSampler, augmentati
                 chw, mask = to_model_inputs(sampler[int(index)], augmentation, seed=21, epoch=epoch)
                 np.testing.assert_array_equal(x[k], chw.transpose(1, 2, 0))
                 np.testing.assert_array_equal(y[k], mask)
+        keras_dataset.on_epoch_begin()
         keras_dataset.on_epoch_end()
 
 

@@ -46,6 +46,7 @@ def test_pydataset_reports_at_epoch_end(tmp_path: Path, caplog: pytest.LogCaptur
     sampler = PatchSampler(mbtiles, mask, windows, 64, selected_bands=[1, 2, 3], on_read_error="skip")
     dataset = PatchPyDataset(sampler, 8)
     with caplog.at_level(logging.WARNING, logger="crossgeo"):
+        dataset.on_epoch_begin()
         batches = [dataset[i] for i in range(len(dataset))]
         dataset.on_epoch_end()
     assert sum(x.shape[0] for x, _ in batches) == len(sampler)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 from torch.utils.data import RandomSampler, SequentialSampler
-from torch_scene import PATCH, WINDOWS, ProbeDataset, assert_window
+from torch_scene import GDAL_CHECKED, PATCH, WINDOWS, ProbeDataset, assert_window, gdal_options_now
 
 from crossgeo.augment import epoch_order, to_model_inputs
 from crossgeo.torch import PatchDataLoader, make_dataloader
@@ -127,6 +127,16 @@ def test_workers_match_single_process_and_epochs_differ(make_dataset):
         torch.testing.assert_close(replay_images[window], images[1], rtol=0, atol=0)
 
 
+def test_start_pass_keeps_an_explicit_epoch_else_follows_or_advances(make_dataset):
+    dataset = make_dataset()
+    assert dataset.start_pass() == 0  # a first pass stays at epoch 0
+    assert dataset.start_pass(advance=True) == 1
+    dataset.set_epoch(5)
+    assert dataset.start_pass(follow=2, advance=True) == 5  # set_epoch wins once ...
+    assert dataset.start_pass(follow=2, advance=True) == 2  # ... then a followed epoch ...
+    assert dataset.start_pass(advance=True) == 3  # ... or one more
+
+
 def test_set_epoch_reaches_persistent_workers(make_dataset):
     config = {"batch_size": 4, "num_workers": 2, "persistent_workers": True, "shuffle": False}
     dataset = make_dataset(augmentation_list=AUGMENT, seed=5, return_metadata=True, data_loader=config)
@@ -144,14 +154,14 @@ def test_workers_never_use_the_parents_handles_and_unseeded_workers_differ(make_
     probe = ProbeDataset(dataset)
     probe[0]  # the parent opens its handles before the workers fork
     parent = os.getpid()
-    assert parent in {pid for pid, _ in dataset.sampler._readers}
+    assert len(dataset.sampler._readers) == dataset.sampler._readers.created == 1
     loader = make_dataloader(probe, num_workers=2, batch_size=1, shuffle=False)
     worker_pids, aug_seeds = set(), {}
     for batch in loader:
         pid = int(batch["pid"])
         assert pid != parent
-        # The only handles a worker holds are its own.
-        assert [int(p) for p in batch["reader_pids"]] == [pid]
+        # The only handles a worker holds are those it opened itself.
+        assert int(batch["readers_held"]) == int(batch["readers_opened"]) == 1
         worker_pids.add(pid)
         aug_seeds.setdefault(pid, set()).add(int(batch["aug_seed"]))
     assert len(worker_pids) == 2
@@ -160,6 +170,33 @@ def test_workers_never_use_the_parents_handles_and_unseeded_workers_differ(make_
     assert -1 not in seeds and len(set(seeds)) == 2
     # The parent's own handles still work.
     assert_window(to_model_inputs(dataset.sampler[1])[0], *WINDOWS[1])
+
+
+def test_every_worker_reads_under_crossgeo_gdal_options(make_dataset, monkeypatch):
+    """Workers forked afresh every epoch each read under crossgeo's GDAL options, not the parent's."""
+    import rasterio
+
+    from crossgeo.io import GDAL_OPTIONS
+
+    for key in GDAL_CHECKED:
+        monkeypatch.delenv(key, raising=False)
+    dataset = make_dataset(return_metadata=True)
+    probe = ProbeDataset(dataset)
+    probe[0]  # the parent enters crossgeo's Env, then sets its own (process-wide) values over it
+    crossgeo_options = ",".join(f"{key}={GDAL_OPTIONS[key]}" for key in GDAL_CHECKED)
+    loader = make_dataloader(probe, num_workers=2, batch_size=2, shuffle=False, multiprocessing_context="fork")
+    worker_pids = set()
+    with rasterio.Env(GDAL_HTTP_MAX_RETRY=1, GDAL_DISABLE_READDIR_ON_OPEN="FALSE", VSI_CACHE=False):
+        foreign = gdal_options_now()
+        assert foreign != crossgeo_options
+        for _ in range(2):
+            for batch in loader:
+                assert batch["gdal"] == [crossgeo_options] * len(batch["gdal"])
+                for image, r, c in zip(batch["image"], batch["metadata"]["row_off"], batch["metadata"]["col_off"]):
+                    assert_window(image, int(r), int(c))
+                worker_pids.update(int(p) for p in batch["pid"])
+        assert gdal_options_now() == foreign
+    assert len(worker_pids) == 4  # two workers per epoch, each checked
 
 
 def test_spawned_persistent_worker_follows_set_epoch(make_dataset):

@@ -118,6 +118,17 @@ def build_scene(root: Path) -> types.SimpleNamespace:
     )
 
 
+GDAL_CHECKED = ("GDAL_HTTP_MAX_RETRY", "GDAL_DISABLE_READDIR_ON_OPEN", "VSI_CACHE")
+"""GDAL options crossgeo sets (crossgeo.io.GDAL_OPTIONS) that rasterio reads back unchanged."""
+
+
+def gdal_options_now() -> str:
+    """The GDAL options in force in this thread, as ``KEY=value,...``."""
+    from rasterio.env import get_gdal_config
+
+    return ",".join(f"{key}={get_gdal_config(key)}" for key in GDAL_CHECKED)
+
+
 class ProbeDataset:
     """Wraps a PatchDataset; each item also says which process read it with which handles."""
 
@@ -132,7 +143,9 @@ class ProbeDataset:
         sampler = self.dataset.sampler
         augmentation = self.dataset.augmentation
         item["pid"] = os.getpid()
-        item["reader_pids"] = sorted({pid for pid, _ in sampler._readers})
+        item["gdal"] = gdal_options_now()
+        item["readers_held"] = len(sampler._readers)  # this process's readers
+        item["readers_opened"] = sampler._readers.created  # of which it opened itself
         item["aug_seed"] = -1 if augmentation is None or augmentation.seed is None else int(augmentation.seed)
         return item
 
