@@ -7,6 +7,14 @@ and attrs, and imports neither torch nor tensorflow; the framework adapters live
 
 from crossgeo.errors import ConfigError, CrossgeoError, OptionError, RasterError, ReadError, WindowError
 from crossgeo.grid import Grid
+from crossgeo.planning import (
+    balanced_windows,
+    class_fractions,
+    grid_windows,
+    random_windows,
+    spatial_split,
+    window_weights,
+)
 from crossgeo.sampler import Patch, PatchSampler
 from crossgeo.windows import WindowIndex, WindowReport
 
@@ -25,4 +33,10 @@ __all__ = [
     "WindowIndex",
     "WindowReport",
     "__version__",
+    "balanced_windows",
+    "class_fractions",
+    "grid_windows",
+    "random_windows",
+    "spatial_split",
+    "window_weights",
 ]

@@ -497,3 +497,20 @@ class PatchSampler:
             f"PatchSampler(image_path={self.image_path!r}, mask_path={self.mask_path!r}, "
             f"crops_path={self.crops_path!r}, patch_size={self.patch_size}, windows={len(self)})"
         )
+
+    def read_mask_region(self, row_off: int, col_off: int, height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
+        """The mask of any ``height x width`` rectangle: (classes int64, valid bool), as `read_mask` gives.
+
+        Each pixel gets exactly the class and validity `read_mask` gives it in any window
+        holding it (fill value outside the grid and where the mask has no data), so
+        overlapping windows can share one read (`crossgeo.planning.class_fractions`).
+        """
+        with self._dropping_reader_on_failure():
+            bands, invalid = self._reader().read_mask(row_off, col_off, height, width)
+        grid = self.grid
+        outside = outside_pixels(row_off, col_off, height, grid.height, grid.width, width_size=width)
+        if outside is not None:
+            invalid = outside if invalid is None else invalid | outside
+        classes = self.decoder(bands, invalid)
+        valid = np.ones(classes.shape, dtype=bool) if invalid is None else ~invalid
+        return classes, valid
