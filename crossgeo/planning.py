@@ -226,7 +226,8 @@ def grid_windows(image: Any, patch_size: int, *, stride: int | None = None, aoi:
 
     Offsets are ``0, stride, 2 * stride, ...`` along each axis (``stride`` defaults to
     ``patch_size``) plus one last row/column flush with the bottom/right edge; an image
-    smaller than ``patch_size`` gives one window at (0, 0). Rows are in row-major order.
+    smaller than ``patch_size`` gives one window at (0, 0). With ``stride <= patch_size`` every
+    pixel lies in at least one window (a longer stride leaves gaps on purpose). Row-major order.
 
     Args:
         image: A raster path (its grid is read) or a `crossgeo.Grid`.
@@ -488,14 +489,13 @@ def balanced_windows(
 ) -> pd.DataFrame:
     """Choose ``n`` rows so each class is present in about as many chosen windows as the others.
 
-    A class is present in a window when its share exceeds ``min_fraction``. Classes are
-    served rarest first: each gets a quota of ``ceil(n / K)`` windows holding it (K = the
-    classes present in the table, or those listed in ``classes``), less those already
-    chosen for rarer classes that hold it too; then, until ``n`` rows are chosen, the class
-    present in the fewest chosen windows gets more. Rows are drawn at random among the
-    candidates holding the class, without replacement while such candidates remain, then
-    with replacement. A class in 2 % of the candidates thus ends up in about 1/K of the
-    chosen windows (common classes, present in most windows, in more). Reproducible for
+    A class is present in a window when its share exceeds ``min_fraction``. Each of the K
+    classes present in the table (or listed in ``classes``) gets an equal number of draws
+    (``n / K``, the first ``n % K`` rarest one more), served rarest first: a draw picks at
+    random among the not yet chosen windows holding the class, and, once none remain, among
+    all windows holding it (with replacement). A class in 2 % of the candidates is thus
+    present in about 1/K of the chosen windows (plus those it shares with windows drawn
+    for other classes); classes present almost everywhere stay in most. Reproducible for
     a ``seed``; the result keeps every column, in the table's order (repeats adjacent).
     Class presence before and after is logged and kept in ``result.attrs["presence"]``.
     """
@@ -519,12 +519,9 @@ def balanced_windows(
             ", ".join(absent),
         )
     taken = np.zeros(len(frame), dtype=bool)
-    have = np.zeros(len(columns), dtype=np.int64)
     picks: list[np.ndarray] = []
-    chosen = 0
 
     def draw(k: int, m: int) -> None:
-        nonlocal chosen
         holders = presence[:, k]
         pool = np.flatnonzero(holders & ~taken)
         if pool.size >= m:
@@ -532,19 +529,14 @@ def balanced_windows(
         else:
             pick = np.concatenate([pool, rng.choice(np.flatnonzero(holders), m - pool.size, replace=True)])
         taken[pick] = True
-        have[:] += presence[pick].sum(axis=0)
         picks.append(pick)
-        chosen += m
 
-    quota = math.ceil(n / len(present))
-    for k in present:
-        need = min(quota - int(have[k]), n - chosen)
-        if need > 0:
-            draw(int(k), need)
-    rank = {int(k): i for i, k in enumerate(present)}
-    while chosen < n:
-        k = min(present, key=lambda c: (have[c], rank[int(c)]))
-        draw(int(k), max(1, math.ceil((n - chosen) / len(present))))
+    # Equal draws per class, rarest first (so common classes do not use up the rare windows first).
+    quotas = np.full(len(present), n // len(present))
+    quotas[: n % len(present)] += 1
+    for k, quota in zip(present, quotas):
+        if quota:
+            draw(int(k), int(quota))
     rows = np.sort(np.concatenate(picks))
     result = frame.iloc[rows].reset_index(drop=True)
     before = _presence_shares(presence, columns)
