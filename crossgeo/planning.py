@@ -578,7 +578,7 @@ def spatial_split(
     """Add a ``split`` column, assigning square blocks of ``block`` pixels to splits at random.
 
     Block (i, j) holds pixels ``[i * block, (i + 1) * block) x [j * block, (j + 1) * block)``.
-    The blocks any window touches are put in a random order (seeded) and dealt out along
+    The blocks of the windows' extent are put in a random order (seeded) and dealt out along
     it in proportion to the windows whose top-left pixel they hold, so window counts
     follow ``fractions``. A window is kept when every block it touches has one split, so
     no two windows of different splits share a pixel; those straddling blocks of
@@ -602,21 +602,25 @@ def spatial_split(
     j0, j1 = col_off // block, (col_off + patch_size - 1) // block
     base_i, base_j = int(i0.min()), int(j0.min())
     span = int(j1.max()) - base_j + 1
-    corners = np.concatenate([(i - base_i) * span + (j - base_j) for i, j in ((i0, j0), (i0, j1), (i1, j0), (i1, j1))])
-    keys, inverse = np.unique(corners, return_inverse=True)
-    inverse = inverse.reshape(4, -1)
-    home = np.bincount(inverse[0], minlength=keys.size)
-    order = rng.permutation(keys.size)
+    corners = [(i - base_i) * span + (j - base_j) for i, j in ((i0, j0), (i0, j1), (i1, j0), (i1, j1))]
+    n_blocks = (int(i1.max()) - base_i + 1) * span
+    if n_blocks > 4 * row_off.size + (1 << 20):  # sparse windows over a huge block grid: number the touched blocks
+        keys, inverse = np.unique(np.concatenate(corners), return_inverse=True)
+        corners, n_blocks = list(inverse.reshape(4, -1)), keys.size
+    home = np.bincount(corners[0], minlength=n_blocks)
+    order = rng.permutation(n_blocks)
     ends = np.cumsum(home[order])
     middles = ends - home[order] / 2.0
     bounds = np.cumsum(shares)[:-1] * row_off.size
-    labels = np.empty(keys.size, dtype=np.int64)
+    labels = np.empty(n_blocks, dtype=np.int64)
     labels[order] = np.searchsorted(bounds, middles, side="right")
-    window_labels = labels[inverse]
-    keep = np.all(window_labels == window_labels[0], axis=0)
+    window_labels = labels[corners[0]]
+    keep = np.ones(row_off.size, dtype=bool)
+    for corner in corners[1:]:
+        keep &= labels[corner] == window_labels
     dropped = int(np.count_nonzero(~keep))
     result = frame.loc[keep].copy()
-    result["split"] = np.asarray(names, dtype=object)[window_labels[0][keep]]
+    result["split"] = np.asarray(names, dtype=object)[window_labels[keep]]
     counts = result["split"].value_counts()
     log.info(
         "crossgeo: spatial_split: %d windows straddling blocks of different splits were dropped; kept %s",
