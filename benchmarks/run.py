@@ -40,6 +40,12 @@ TARGETS: list[tuple[str, str, str, float]] = [
     ("index_build_s", "{index_rows:,}-row Parquet index: build seconds", "<", 3.0),
     ("index_rss_mb", "{index_rows:,}-row Parquet index: resident MB", "<", 40.0),
     ("worker_rss_ratio", "worker RSS after {rss_epochs} epochs / after 1", "<=", 1.05),
+    ("fractions_aligned_speedup", "class_fractions / per-window reads, aligned mask", ">=", 10.0),
+    ("fractions_warped_speedup", "class_fractions / per-window reads, EPSG:4326 mask", ">=", 3.0),
+    ("balanced_1m_s", "balanced_windows, {planning_rows:,} candidates: seconds", "<", 2.0),
+    ("balanced_1m_mb", "balanced_windows, {planning_rows:,} candidates: peak MB", "<", 200.0),
+    ("split_1m_s", "spatial_split, {planning_rows:,} windows: seconds", "<", 2.0),
+    ("split_1m_mb", "spatial_split, {planning_rows:,} windows: peak MB", "<", 200.0),
 ]
 
 
@@ -65,10 +71,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--rss-epochs", type=int, default=10)
     parser.add_argument("--rss-windows", type=int, default=500, help="windows per epoch of the worker-RSS run")
     parser.add_argument("--index-rows", type=int, default=1_000_000)
+    parser.add_argument("--planning-rows", type=int, default=1_000_000, help="candidate rows of the planning tables")
+    parser.add_argument(
+        "--planning-windows", type=int, default=10_000, help="overlapping windows of the class_fractions case"
+    )
     parser.add_argument(
         "--skip",
         default="",
-        help="comma-separated sections to skip: io, colour, index, torch, tf, torchgeo",
+        help="comma-separated sections to skip: io, colour, index, planning, torch, tf, torchgeo",
     )
     parser.add_argument(
         "--torchgeo-python",
@@ -80,6 +90,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if args.smoke:
         args.size, args.windows, args.repeat = 512, min(args.windows, 16), 1
         args.index_rows, args.rss_epochs, args.rss_windows = 10_000, 2, 16
+        args.planning_rows, args.planning_windows = 10_000, 100
     return args
 
 
@@ -140,7 +151,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "scene": scene.describe(),
         "gdal_cachemax_bytes": cache_bytes,
         "repeat": args.repeat,
-        "counts": {"index_rows": args.index_rows, "rss_epochs": args.rss_epochs},
+        "counts": {"index_rows": args.index_rows, "rss_epochs": args.rss_epochs, "planning_rows": args.planning_rows},
         "machine": {"python": platform.python_version(), "cpus": os.cpu_count(), "platform": platform.platform()},
         "throughput": {},
         "skipped": {},
@@ -173,6 +184,20 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         results["index"] = _subprocess_json([sys.executable, "-m", "benchmarks.index_probe", str(index_path)], 300)
     else:
         skipped["index"] = "--skip"
+
+    if "planning" not in skip:
+        from benchmarks import planning_bench
+
+        patch = 160 if scene.size >= 8192 else 64
+        _log(
+            f"Planning: class_fractions on {args.planning_windows} windows of {patch}; tables of {args.planning_rows:,}"
+        )
+        results["planning"] = {
+            "fractions": planning_bench.fractions(scene, patch, args.planning_windows, args.repeat, _log),
+            "tables": planning_bench.tables(args.planning_rows, args.repeat, _log),
+        }
+    else:
+        skipped["planning"] = "--skip"
 
     fw = _framework_args(args, scene)
     for name, module in (("torch", "torch"), ("tf", "tensorflow")):
@@ -216,6 +241,14 @@ def _pps(results: dict[str, Any], *path: str) -> float | None:
     return float(node) if node is not None else None
 
 
+def _identical_speedup(results: dict[str, Any], mask: str) -> float | None:
+    """class_fractions' speed-up over per-window reads; 0 (a miss) when the values differ."""
+    case = results.get("planning", {}).get("fractions", {}).get(mask)
+    if case is None:
+        return None
+    return float(case["speedup"]) if case["identical"] else 0.0
+
+
 def ratios(results: dict[str, Any]) -> dict[str, Any]:
     t = results.get("throughput", {})
 
@@ -245,6 +278,12 @@ def ratios(results: dict[str, Any]) -> dict[str, Any]:
         "index_build_s": _pps(results, "index", "build_s"),
         "index_rss_mb": _pps(results, "index", "rss_delta_mb"),
         "worker_rss_ratio": _pps(results, "torch", "worker_rss", "ratio"),
+        "fractions_aligned_speedup": _identical_speedup(results, "aligned"),
+        "fractions_warped_speedup": _identical_speedup(results, "warped"),
+        "balanced_1m_s": _pps(results, "planning", "tables", "balanced_windows", "seconds"),
+        "balanced_1m_mb": _pps(results, "planning", "tables", "balanced_windows", "peak_mb"),
+        "split_1m_s": _pps(results, "planning", "tables", "spatial_split", "seconds"),
+        "split_1m_mb": _pps(results, "planning", "tables", "spatial_split", "peak_mb"),
     }
     enforce = results.get("mode") == "full"
     counts = results["counts"]
@@ -334,6 +373,20 @@ def format_table(results: dict[str, Any]) -> str:
             f"{'worker RSS MB (2 workers) after epoch 1 / ' + str(w['epochs']):{width}s} "
             f"{w['after_first_mb']:.1f} / {w['after_last_mb']:.1f}"
         )
+    if "planning" in results:
+        p = results["planning"]
+        f = p["fractions"]
+        for mask in ("aligned", "warped"):
+            case = f[mask]
+            label = f"class_fractions {f['windows']} windows of {f['patch_size']}, {mask}: s / per-window s"
+            lines.append(
+                f"{label:{width}s} {case['class_fractions_s']:.2f} / {case['per_window_s']:.2f}"
+                f"{'' if case['identical'] else '  VALUES DIFFER'}"
+            )
+        for name in ("balanced_windows", "spatial_split"):
+            case = p["tables"][name]
+            label = f"{name} {p['tables']['rows']:,} rows: s / peak MB"
+            lines.append(f"{label:{width}s} {case['seconds']:.3f} / {case['peak_mb']:.1f}")
     lines.append("")
     lines.append(f"{'ratio':{width}s} {'value':>10s} {'target':>8s}  status")
     lines.append("-" * (width + 30))

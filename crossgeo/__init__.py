@@ -28,6 +28,12 @@ _EXPORTS = {
     "PatchSampler": "crossgeo.sampler",
     "WindowIndex": "crossgeo.windows",
     "WindowReport": "crossgeo.windows",
+    "balanced_windows": "crossgeo.planning",
+    "class_fractions": "crossgeo.planning",
+    "grid_windows": "crossgeo.planning",
+    "random_windows": "crossgeo.planning",
+    "spatial_split": "crossgeo.planning",
+    "window_weights": "crossgeo.planning",
 }
 
 __all__ = [*sorted(_EXPORTS), "__version__"]
@@ -41,6 +47,12 @@ if TYPE_CHECKING:
     from crossgeo.errors import ReadError as ReadError
     from crossgeo.errors import WindowError as WindowError
     from crossgeo.grid import Grid as Grid
+    from crossgeo.planning import balanced_windows as balanced_windows
+    from crossgeo.planning import class_fractions as class_fractions
+    from crossgeo.planning import grid_windows as grid_windows
+    from crossgeo.planning import random_windows as random_windows
+    from crossgeo.planning import spatial_split as spatial_split
+    from crossgeo.planning import window_weights as window_weights
     from crossgeo.sampler import Patch as Patch
     from crossgeo.sampler import PatchSampler as PatchSampler
     from crossgeo.windows import WindowIndex as WindowIndex

@@ -118,16 +118,20 @@ def overlap(off: int, size: int, extent: int) -> tuple[int, int]:
     return max(off, 0), min(off + size, extent)
 
 
-def outside_pixels(row_off: int, col_off: int, size: int, height: int, width: int) -> np.ndarray | None:
+def outside_pixels(
+    row_off: int, col_off: int, size: int, height: int, width: int, *, width_size: int | None = None
+) -> np.ndarray | None:
     """(size, size) bool, True where a window's pixels fall outside a ``height x width`` raster.
 
-    None when the window lies wholly inside (the common case costs no allocation).
+    ``width_size`` makes the window ``size`` rows by ``width_size`` columns. None when the
+    window lies wholly inside (the common case costs no allocation).
     """
+    cols = size if width_size is None else width_size
     r0, r1 = overlap(row_off, size, height)
-    c0, c1 = overlap(col_off, size, width)
-    if (r0, c0, r1, c1) == (row_off, col_off, row_off + size, col_off + size):
+    c0, c1 = overlap(col_off, cols, width)
+    if (r0, c0, r1, c1) == (row_off, col_off, row_off + size, col_off + cols):
         return None
-    result = np.ones((size, size), dtype=bool)
+    result = np.ones((size, cols), dtype=bool)
     if r0 < r1 and c0 < c1:
         result[r0 - row_off : r1 - row_off, c0 - col_off : c1 - col_off] = False
     return result

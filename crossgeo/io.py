@@ -236,22 +236,24 @@ def _read_filled(
     fill: float,
     dtype: Any,
     *,
+    width: int | None = None,
     masks: bool = False,
 ) -> tuple[np.ndarray, np.ndarray | None]:
-    """Read a ``size`` window that may reach past the raster, filling the outside.
+    """Read a ``size`` window (``size`` rows by ``width`` columns) that may reach past the raster, filling the outside.
 
     Returns the data and a bool (H, W) array that is True outside the raster (None when
     the window lies wholly inside). ``masks=True`` reads GDAL's mask bands (0 = no data)
     of ``indexes`` instead of their values.
     """
     read = dataset.read_masks if masks else dataset.read
-    outside = outside_pixels(row_off, col_off, size, dataset.height, dataset.width)
+    width = size if width is None else width
+    outside = outside_pixels(row_off, col_off, size, dataset.height, dataset.width, width_size=width)
     if outside is None:
-        data = read(indexes, window=Window(col_off, row_off, size, size))
+        data = read(indexes, window=Window(col_off, row_off, width, size))
         return data.astype(dtype, copy=False), None
-    out = np.full((len(indexes), size, size), fill, dtype=dtype)
+    out = np.full((len(indexes), size, width), fill, dtype=dtype)
     r0, r1 = overlap(row_off, size, dataset.height)
-    c0, c1 = overlap(col_off, size, dataset.width)
+    c0, c1 = overlap(col_off, width, dataset.width)
     if r0 < r1 and c0 < c1:
         part = read(indexes, window=Window(c0, r0, c1 - c0, r1 - r0))
         out[:, r0 - row_off : r1 - row_off, c0 - col_off : c1 - col_off] = part
@@ -340,31 +342,52 @@ class RasterReader:
             invalid = _union(invalid, no_data)
         return data, invalid
 
-    def read_mask(self, row_off: int, col_off: int) -> tuple[np.ndarray, np.ndarray | None]:
+    def read_mask(
+        self, row_off: int, col_off: int, height: int | None = None, width: int | None = None
+    ) -> tuple[np.ndarray, np.ndarray | None]:
         """The mask's data bands on the image window, and where they are invalid.
 
         Invalid pixels are those the mask does not cover, mask nodata and alpha == 0.
+        ``height`` and ``width`` (default: the patch size) read any rectangle instead.
         """
         with self._reading("mask", self.plan.mask_path, row_off, col_off):
-            return self._read_mask(row_off, col_off)
+            return self._read_mask(row_off, col_off, height, width)
 
-    def _read_mask(self, row_off: int, col_off: int) -> tuple[np.ndarray, np.ndarray | None]:
+    def _read_mask(
+        self, row_off: int, col_off: int, height: int | None = None, width: int | None = None
+    ) -> tuple[np.ndarray, np.ndarray | None]:
         plan = self.plan
-        size = plan.patch_size
+        height = plan.patch_size if height is None else height
+        width = plan.patch_size if width is None else width
         indexes = list(plan.mask_data_bands)
         if plan.mask_offset is not None:
             dr, dc = plan.mask_offset
             if plan.mask_alpha is not None:
                 indexes.append(plan.mask_alpha)
             data, invalid = _read_filled(
-                self.mask_source, indexes, row_off + dr, col_off + dc, size, 0, self.mask_source.dtypes[0]
+                self.mask_source,
+                indexes,
+                row_off + dr,
+                col_off + dc,
+                height,
+                0,
+                self.mask_source.dtypes[0],
+                width=width,
             )
             if plan.mask_alpha is not None:
                 invalid = _union(invalid, data[-1] == 0)
                 data = data[:-1]
             if plan.mask_band:
                 band, _ = _read_filled(
-                    self.mask_source, indexes[:1], row_off + dr, col_off + dc, size, 0, np.uint8, masks=True
+                    self.mask_source,
+                    indexes[:1],
+                    row_off + dr,
+                    col_off + dc,
+                    height,
+                    0,
+                    np.uint8,
+                    width=width,
+                    masks=True,
                 )
                 invalid = _union(invalid, band[0] == 0)
             no_data = nodata_pixels(data, plan.mask_nodata)
@@ -372,13 +395,13 @@ class RasterReader:
         # A window well inside the mask's footprint has no uncovered pixel, so its warp
         # needs no alpha band (which doubles the warp's cost); nodata is then its value.
         # (The plan has no interior when a mask band marks pixels: the alpha band carries it.)
-        inside = self.mask_interior is not None and self.mask_interior.covers(row_off, col_off)
+        inside = self.mask_interior is not None and self.mask_interior.covers(row_off, col_off, height, width)
         with WarpedVRT(
             self.mask_source,
             crs=plan.grid.crs,
             transform=plan.grid.window_transform(row_off, col_off),
-            width=size,
-            height=size,
+            width=width,
+            height=height,
             resampling=Resampling.nearest,
             add_alpha=plan.mask_alpha is None and not inside,
         ) as vrt:
@@ -550,10 +573,12 @@ class _MaskInterior:
         shapely.prepare(self.polygon)
         self.size = size
 
-    def covers(self, row_off: int, col_off: int) -> bool:
+    def covers(self, row_off: int, col_off: int, height: int | None = None, width: int | None = None) -> bool:
         import shapely
 
-        window = shapely.box(col_off, row_off, col_off + self.size, row_off + self.size)
+        height = self.size if height is None else height
+        width = self.size if width is None else width
+        window = shapely.box(col_off, row_off, col_off + width, row_off + height)
         return bool(self.polygon.contains(window))
 
 

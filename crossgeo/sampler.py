@@ -258,13 +258,15 @@ class PatchSampler:
             image, invalid = self._reader().read_image(row_off, col_off)
         return image, (np.ones(image.shape[1:], dtype=bool) if invalid is None else ~invalid)
 
-    def read_mask(self, row_off: int, col_off: int) -> tuple[np.ndarray, np.ndarray]:
+    def read_mask(
+        self, row_off: int, col_off: int, height: int | None = None, width: int | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Only the mask of a window: (classes (H, W) int64, valid (H, W) bool), no image read.
 
         Pixels outside the reference grid get the fill value even where the mask has data
         there: there is no image under them to learn from.
         """
-        bands, invalid = self.read_mask_bands(row_off, col_off)
+        bands, invalid = self.read_mask_bands(row_off, col_off, height, width)
         if isinstance(self.decoder, ClassIndexDecoder) and not self.decoder.binarise:
             bad = out_of_range_pixels(bands[0], self.n_classes, invalid)
             if bad is not None:
@@ -282,12 +284,19 @@ class PatchSampler:
         valid = np.ones(classes.shape, dtype=bool) if invalid is None else ~invalid
         return classes, valid
 
-    def read_mask_bands(self, row_off: int, col_off: int) -> tuple[np.ndarray, np.ndarray | None]:
-        """The mask's raw data bands on a window and where they are invalid (None: nowhere), undecoded."""
+    def read_mask_bands(
+        self, row_off: int, col_off: int, height: int | None = None, width: int | None = None
+    ) -> tuple[np.ndarray, np.ndarray | None]:
+        """The mask's raw data bands on a window and where they are invalid (None: nowhere), undecoded.
+
+        ``height``/``width`` (default: the patch size) read any rectangle of the reference grid.
+        """
+        height = self.patch_size if height is None else height
+        width = self.patch_size if width is None else width
         with self._dropping_reader_on_failure():
-            bands, invalid = self._reader().read_mask(row_off, col_off)
+            bands, invalid = self._reader().read_mask(row_off, col_off, height, width)
         grid = self.grid
-        outside = outside_pixels(row_off, col_off, self.patch_size, grid.height, grid.width)
+        outside = outside_pixels(row_off, col_off, height, grid.height, grid.width, width_size=width)
         if outside is not None:
             invalid = outside if invalid is None else invalid | outside
         return bands, invalid
@@ -333,6 +342,15 @@ class PatchSampler:
             f"PatchSampler(image_path={self.image_path!r}, mask_path={self.mask_path!r}, "
             f"crops_path={self.crops_path!r}, patch_size={self.patch_size}, windows={len(self)})"
         )
+
+    def read_mask_region(self, row_off: int, col_off: int, height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
+        """The mask of any ``height x width`` rectangle: (classes int64, valid bool), as `read_mask` gives.
+
+        Each pixel gets exactly the class and validity `read_mask` gives it in any window
+        holding it (fill value outside the grid and where the mask has no data), so
+        overlapping windows can share one read (`crossgeo.planning.class_fractions`).
+        """
+        return self.read_mask(row_off, col_off, height, width)
 
 
 def _signature() -> inspect.Signature:
