@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -24,13 +25,14 @@ from typing import Any
 import attrs
 import numpy as np
 import rasterio
-from rasterio.enums import ColorInterp, Resampling
+import rasterio.shutil
+from rasterio.enums import ColorInterp, MaskFlags, Resampling
 from rasterio.errors import RasterioError
 from rasterio.vrt import WarpedVRT
 from rasterio.warp import transform as warp_transform
 from rasterio.windows import Window
 
-from crossgeo.errors import ReadError
+from crossgeo.errors import ConfigError, ReadError
 from crossgeo.grid import Grid, outside_pixels, overlap
 
 GDAL_OPTIONS: dict[str, Any] = {
@@ -209,22 +211,8 @@ class RasterReader:
         self.image_source.close()
         self.mask_source.close()
 
-    @contextmanager
-    def _reading(self, what: str, path: str, row_off: int, col_off: int) -> Iterator[None]:
-        """Turn a failed read - raised, or only logged by GDAL - into a `ReadError` naming it."""
-        try:
-            with _failure_trap.watch() as failures:
-                yield
-        except RasterioError as error:
-            raise self._failed(what, path, row_off, col_off, error) from error
-        if failures:
-            raise self._failed(what, path, row_off, col_off, "; ".join(failures))
-
-    def _failed(self, what: str, path: str, row_off: int, col_off: int, error: object) -> ReadError:
-        return ReadError(
-            f"Reading the {what} {path} failed for the window row_off={row_off}, col_off={col_off} "
-            f"(patch_size {self.plan.patch_size}): {gdal_message(error)}"
-        )
+    def _reading(self, what: str, path: str, row_off: int, col_off: int) -> Any:
+        return reading(what, path, row_off, col_off, self.plan.patch_size)
 
     def read_image(self, row_off: int, col_off: int) -> np.ndarray:
         """The image window (C, H, W) in the planned dtype; outside pixels hold the image fill."""
@@ -362,3 +350,234 @@ def gdal_message(error: object) -> str:
 
 def _union(a: np.ndarray | None, b: np.ndarray) -> np.ndarray:
     return b if a is None else (a | b)
+
+
+@contextmanager
+def reading(what: str, path: str, row_off: int, col_off: int, size: int) -> Iterator[None]:
+    """Turn a failed read - raised, or only logged by GDAL - into a `ReadError` naming the window."""
+
+    def failed(error: object) -> ReadError:
+        return ReadError(
+            f"Reading the {what} {path} failed for the window row_off={row_off}, col_off={col_off} "
+            f"(patch_size {size}): {gdal_message(error)}"
+        )
+
+    try:
+        with _failure_trap.watch() as failures:
+            yield
+    except RasterioError as error:
+        raise failed(error) from error
+    if failures:
+        raise failed("; ".join(failures))
+
+
+# ---------------------------------------------------------------------- image-only reads (prediction)
+
+
+@attrs.frozen
+class ImageValidity:
+    """How an image marks pixels without data, decided once per dataset.
+
+    In GDAL's order of precedence: an alpha band (0 = no data), a per-dataset mask band
+    (internal mask or ``.msk`` sidecar, 0 = no data), else the bands' nodata values (a
+    pixel is invalid when every read band holds its nodata). ``kind`` is "alpha", "mask",
+    "nodata" or "none".
+    """
+
+    kind: str
+    alpha: int | None = None
+    nodata: tuple[float, ...] = ()
+
+    @classmethod
+    def of(cls, dataset: Any, bands: tuple[int, ...]) -> ImageValidity:
+        alpha = alpha_band(dataset)
+        if alpha is not None:
+            return cls("alpha", alpha=alpha)
+        if MaskFlags.per_dataset in dataset.mask_flag_enums[bands[0] - 1]:
+            return cls("mask")
+        values = [dataset.nodatavals[b - 1] for b in bands]
+        if values and all(v is not None for v in values):
+            return cls("nodata", nodata=tuple(float(v) for v in values))
+        return cls("none")
+
+
+class ImageReader:
+    """Windows of one image without a mask: the selected bands and where the image has data.
+
+    The image grid is the reference grid (no warp). Opened in the thread that creates it
+    (prediction reads in a background thread); windows may reach past the edges (filled
+    with ``fill`` and marked invalid).
+    """
+
+    def __init__(self, path: str, bands: tuple[int, ...], dtype: Any, fill: float, size: int) -> None:
+        self.path, self.bands, self.dtype, self.fill, self.size = path, bands, np.dtype(dtype), fill, size
+        self.dataset = open_raster(path, "image_path")
+        self.validity = ImageValidity.of(self.dataset, bands)
+
+    def close(self) -> None:
+        self.dataset.close()
+
+    def read(self, row_off: int, col_off: int) -> tuple[np.ndarray, np.ndarray]:
+        """(image (C, size, size) in the reader's dtype, valid (size, size) bool)."""
+        validity, size, alpha = self.validity, self.size, self.validity.alpha
+        indexes = list(self.bands)
+        extra = alpha is not None and alpha not in indexes
+        if alpha is not None and extra:
+            indexes.append(alpha)
+        with reading("image", self.path, row_off, col_off, size):
+            data, outside = _read_filled(self.dataset, indexes, row_off, col_off, size, self.fill, self.dtype)
+            if validity.kind == "mask":
+                valid = _read_mask_band(self.dataset, self.bands[0], row_off, col_off, size)
+            elif alpha is not None:
+                valid = data[indexes.index(alpha)] != 0
+            elif validity.kind == "nodata":
+                valid = ~np.all([_equal(data[i], v) for i, v in enumerate(validity.nodata)], axis=0)
+            else:
+                valid = np.ones((size, size), dtype=bool)
+        if extra:
+            data = data[:-1]
+        if outside is not None:
+            valid &= ~outside
+        return data, valid
+
+
+def _equal(band: np.ndarray, value: float) -> np.ndarray:
+    return np.isnan(band) if np.isnan(value) else band == value
+
+
+def _read_mask_band(dataset: Any, band: int, row_off: int, col_off: int, size: int) -> np.ndarray:
+    """GDAL's mask of ``band`` on a window (True = data); False outside the raster."""
+    valid = np.zeros((size, size), dtype=bool)
+    r0, r1 = overlap(row_off, size, dataset.height)
+    c0, c1 = overlap(col_off, size, dataset.width)
+    if r0 < r1 and c0 < c1:
+        part = dataset.read_masks(band, window=Window(c0, r0, c1 - c0, r1 - r0))
+        valid[r0 - row_off : r1 - row_off, c0 - col_off : c1 - col_off] = part != 0
+    return valid
+
+
+# ---------------------------------------------------------------------- writing (prediction output)
+
+OUTPUT_BLOCK = 256
+"""Tile size of written GeoTIFFs (and COG blocks)."""
+
+
+def check_output_path(path: str | os.PathLike[str], *, overwrite: bool, option: str = "out_path") -> str:
+    """The absolute output path, refused when it exists (unless ``overwrite``) or its folder is missing."""
+    if not isinstance(path, (str, os.PathLike)):
+        raise ConfigError(f"{option} must be a path (str or os.PathLike), got {type(path).__name__}: {path!r}.")
+    full = os.path.abspath(os.fspath(path))
+    folder = os.path.dirname(full)
+    if os.path.isdir(full):
+        raise ConfigError(f"{option} {full!r} is a folder; give a file name such as prediction.tif.")
+    if os.path.exists(full) and not overwrite:
+        raise ConfigError(f"{option} {full!r} already exists; pass overwrite=True to replace it.")
+    if not os.path.isdir(folder):
+        raise ConfigError(f"{option} {full!r}: the folder {folder!r} does not exist (or is a file); create it first.")
+    if not os.access(folder, os.W_OK):
+        raise ConfigError(
+            f"{option} {full!r}: the folder {folder!r} is not writable; choose a folder you can write to."
+        )
+    return full
+
+
+class StripWriter:
+    """A GeoTIFF on a grid, written window by window under a temporary name.
+
+    The file is created beside ``path`` as ``.NAME.partial-PID-XXXX.tif`` (tiled
+    256 x 256, DEFLATE, BigTIFF when needed) and only `finish` gives it its final name, so
+    a crash half-way never leaves a file that looks complete; `abort` (or leaving a
+    ``with`` block by an exception) deletes it. ``finish(cog=True)`` rewrites it with
+    GDAL's COG driver (overviews included) before the rename.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        grid: Grid,
+        *,
+        count: int,
+        dtype: Any,
+        nodata: float | None,
+        overwrite: bool = False,
+        option: str = "out_path",
+    ) -> None:
+        self.path = check_output_path(path, overwrite=overwrite, option=option)
+        folder, name = os.path.split(self.path)
+        self.partial = os.path.join(folder, f".{name}.partial-{os.getpid()}-{uuid.uuid4().hex[:8]}.tif")
+        self.grid = grid
+        ensure_gdal_env()
+        try:
+            self.dataset = rasterio.open(
+                self.partial,
+                "w",
+                driver="GTiff",
+                width=grid.width,
+                height=grid.height,
+                count=count,
+                dtype=dtype,
+                crs=grid.crs,
+                transform=grid.transform,
+                nodata=nodata,
+                tiled=True,
+                blockxsize=OUTPUT_BLOCK,
+                blockysize=OUTPUT_BLOCK,
+                compress="deflate",
+                bigtiff="IF_SAFER",
+            )
+        except (RasterioError, OSError) as error:
+            self._remove(self.partial)
+            raise ConfigError(
+                f"{option} {self.path!r} cannot be written ({gdal_message(error)}); choose a folder you can write to."
+            ) from error
+
+    def write(self, data: np.ndarray, row_off: int, col_off: int = 0) -> None:
+        """Write (bands, rows, cols) ``data`` with its top-left pixel at ``(row_off, col_off)``."""
+        _, rows, cols = data.shape
+        self.dataset.write(data, window=Window(col_off, row_off, cols, rows))
+
+    def finish(self, *, cog: bool = False, overview_resampling: str = "nearest") -> str:
+        """Close, optionally convert to a Cloud-Optimized GeoTIFF, and move to the final name."""
+        self.dataset.close()
+        try:
+            if cog:
+                converted = self.partial[: -len(".tif")] + ".cog.tif"
+                try:
+                    rasterio.shutil.copy(
+                        self.partial,
+                        converted,
+                        driver="COG",
+                        compress="DEFLATE",
+                        blocksize=OUTPUT_BLOCK,
+                        overview_resampling=overview_resampling,
+                        bigtiff="IF_SAFER",
+                    )
+                except BaseException:
+                    self._remove(converted)
+                    raise
+                self._remove(self.partial)
+                self.partial = converted
+            os.replace(self.partial, self.path)
+        except BaseException:
+            self._remove(self.partial)
+            raise
+        return self.path
+
+    def abort(self) -> None:
+        """Close and delete the partial file."""
+        if not self.dataset.closed:
+            self.dataset.close()
+        self._remove(self.partial)
+
+    @staticmethod
+    def _remove(path: str) -> None:
+        for candidate in (path, path + ".aux.xml"):
+            if os.path.exists(candidate):
+                os.remove(candidate)
+
+    def __enter__(self) -> StripWriter:
+        return self
+
+    def __exit__(self, kind: Any, *_: Any) -> None:
+        if kind is not None:
+            self.abort()
