@@ -7,6 +7,7 @@ and attrs, and imports neither torch nor tensorflow; the framework adapters live
 
 from crossgeo.errors import ConfigError, CrossgeoError, OptionError, RasterError, ReadError, WindowError
 from crossgeo.grid import Grid
+from crossgeo.predict import Prediction, evaluate, predict_raster
 from crossgeo.sampler import Patch, PatchSampler
 from crossgeo.windows import WindowIndex, WindowReport
 
@@ -19,10 +20,13 @@ __all__ = [
     "OptionError",
     "Patch",
     "PatchSampler",
+    "Prediction",
     "RasterError",
     "ReadError",
     "WindowError",
     "WindowIndex",
     "WindowReport",
     "__version__",
+    "evaluate",
+    "predict_raster",
 ]

@@ -142,6 +142,10 @@ def alpha_band(dataset: Any) -> int | None:
     return None
 
 
+EXACT_TOLERANCE = 1e-9
+"""A warp tolerance that makes GDAL transform every pixel centre exactly (rasterio refuses 0)."""
+
+
 @attrs.frozen
 class ReadPlan:
     """Everything a reader needs, decided and validated at construction (picklable)."""
@@ -160,6 +164,8 @@ class ReadPlan:
     mask_nodata: float | None
     mask_offset: tuple[int, int] | None
     mask_interior: tuple[tuple[float, float], ...] | None = None
+    mask_tolerance: float = 0.125
+    """GDAL's warp approximation error in mask pixels (its default); `EXACT_TOLERANCE` for per-pixel exactness."""
 
 
 def _read_filled(
@@ -259,6 +265,7 @@ class RasterReader:
             width=size,
             height=size,
             resampling=Resampling.nearest,
+            tolerance=plan.mask_tolerance,
             add_alpha=plan.mask_alpha is None and not inside,
         ) as vrt:
             if inside:

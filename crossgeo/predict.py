@@ -50,6 +50,7 @@ from crossgeo.augment import scale_image
 from crossgeo.errors import ConfigError, OptionError, RasterError
 from crossgeo.grid import Grid, outside_pixels, pixel_offset
 from crossgeo.io import (
+    EXACT_TOLERANCE,
     ImageReader,
     RasterReader,
     ReadPlan,
@@ -550,9 +551,11 @@ def evaluate(
 ) -> dict[str, Any]:
     """Compare a class prediction with a reference mask on the prediction's grid.
 
-    The mask is read exactly as training reads it (plain windows when the grids coincide,
-    else nearest-neighbour onto the prediction's grid) and decoded with ``color_map`` /
-    ``n_classes`` as the sampler does (``n_classes == 2`` binarises a class-index mask).
+    The mask is read through the sampler's read path (plain windows when the grids
+    coincide, else nearest-neighbour onto the prediction's grid, here with every pixel
+    centre transformed exactly rather than within GDAL's default 0.125-pixel
+    approximation) and decoded with ``color_map`` / ``n_classes`` as the sampler does
+    (``n_classes == 2`` binarises a class-index mask).
 
     Args:
         prediction_path: A single-band integer class raster (``predict_raster(output="class")``).
@@ -624,10 +627,11 @@ def evaluate(
                 mask_alpha=alpha,
                 mask_nodata=mask_nodata,
                 mask_offset=offset,
+                mask_tolerance=EXACT_TOLERANCE,
             ),
         )
     confusion = np.zeros(k * k, dtype=np.int64)
-    ignored = {"outside": 0, "no_mask_data": 0, "prediction_nodata": 0, "ignore_value": 0}
+    ignored = {"no_mask_data": 0, "prediction_nodata": 0, "ignore_value": 0}
     readers = {size: RasterReader(plan) for size, plan in plans.items()}
     try:
         for row_off, col_off, size in todo:
@@ -635,10 +639,9 @@ def evaluate(
             predicted = reader.read_image(row_off, col_off)[0].astype(np.int64)
             bands, invalid = reader.read_mask(row_off, col_off)
             reference = decoder(bands, None)
-            keep = np.ones((size, size), dtype=bool)
             outside = outside_pixels(row_off, col_off, size, grid.height, grid.width)
+            keep = np.ones((size, size), dtype=bool) if outside is None else ~outside
             for reason, drop in (
-                ("outside", outside),
                 ("no_mask_data", invalid),
                 ("prediction_nodata", predicted == nodata if nodata is not None else None),
                 ("ignore_value", reference == mask_fill_value if mask_fill_value is not None else None),
