@@ -80,7 +80,7 @@ log = logging.getLogger("crossgeo")
 BLENDS = ("linear", "none")
 OUTPUTS = ("class", "scores", "probabilities")
 TTAS = (None, "flips", "d4")
-_CHUNK = 1024
+_CHUNK = 512
 """Columns converted and written at a time when a strip is finished (bounds temporaries)."""
 _T = TypeVar("_T")
 
@@ -320,7 +320,14 @@ class _Strips:
         if self.output == "class":
             # The normalisation is a positive factor per pixel: argmax needs none.
             dtype, nodata = _class_dtype(self.k)
-            classes = block.argmax(axis=0).astype(dtype)
+            # argmax class by class (the first of equal scores wins, as numpy's argmax): no
+            # (K, rows, cols) temporary copy, and an index array in the output's dtype.
+            best = block[0].copy()
+            classes = np.zeros(best.shape, dtype=dtype)
+            for k in range(1, self.k):
+                better = block[k] > best
+                classes[better] = k
+                np.maximum(best, block[k], out=best)
             classes[invalid] = nodata
             return classes[None]
         n = block.shape[1]
@@ -387,14 +394,14 @@ def _model_scores(
     where: str,
 ) -> np.ndarray:
     """The batch's scores, averaged over the test-time transforms after undoing each."""
+    if len(transforms) == 1:
+        return _call(predict, x, n_classes, where)
     total: np.ndarray | None = None
     for k, flip in transforms:
-        scores = _call(predict, _forward(x, k, flip) if (k, flip) != (0, False) else x, n_classes, where)
-        scores = _inverse(scores, k, flip)
+        scores = _inverse(_call(predict, _forward(x, k, flip), n_classes, where), k, flip)
         total = scores.copy() if total is None else np.add(total, scores, out=total)
     assert total is not None
-    if len(transforms) > 1:
-        total /= np.float32(len(transforms))
+    total /= np.float32(len(transforms))
     return total
 
 
@@ -501,8 +508,9 @@ def predict_raster(
                 strips = _Strips(grid, rows, cols, size, blend, output, k, writer)
             elif scores.shape[1] != strips.k:
                 raise ConfigError(f"predict returned {scores.shape[1]} score bands, earlier {strips.k} ({where}).")
-            for (i, j), s, v in zip(windows, scores, valid):
-                strips.add(i, j, int(cols[j]), s, v)
+            for (i, j), window_scores, window_valid in zip(windows, scores, valid):
+                strips.add(i, j, int(cols[j]), window_scores, window_valid)
+            del x, scores, window_scores  # not kept alive while the next batch is read and scored
             if bar is not None:
                 bar.update(len(windows))
         assert strips is not None and writer is not None
