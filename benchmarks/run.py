@@ -38,6 +38,8 @@ TARGETS: list[tuple[str, str, str, float]] = [
     ("index_build_s", "1,000,000-row Parquet index: build seconds", "<", 3.0),
     ("index_rss_mb", "1,000,000-row Parquet index: resident MB", "<", 40.0),
     ("worker_rss_ratio", "worker RSS after 10 epochs / after 1", "<=", 1.05),
+    ("predict_vs_read", "predict_raster pixels/s / reading the windows (overlap 0)", ">=", 0.8),
+    ("predict_peak_vs_strip", "predict_raster peak memory / one strip of scores (K=5)", "<", 2.0),
 ]
 
 
@@ -66,7 +68,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--skip",
         default="",
-        help="comma-separated sections to skip: io, colour, index, torch, tf, torchgeo",
+        help="comma-separated sections to skip: io, colour, index, predict, torch, tf, torchgeo",
+    )
+    parser.add_argument(
+        "--predict-size", type=int, default=16384, help="side of the image of the prediction memory run"
     )
     parser.add_argument(
         "--torchgeo-python",
@@ -78,6 +83,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if args.smoke:
         args.size, args.windows, args.repeat = 512, min(args.windows, 16), 1
         args.index_rows, args.rss_epochs, args.rss_windows = 10_000, 2, 16
+        args.predict_size = 1024
     return args
 
 
@@ -171,6 +177,17 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     else:
         skipped["index"] = "--skip"
 
+    if "predict" not in skip:
+        from benchmarks import predict_bench
+
+        _log(f"predict_raster: throughput on the scene, peak memory on {args.predict_size}^2")
+        results["predict"] = {
+            "throughput": predict_bench.throughput(scene.image_deflate, scene.patch_size, args.repeat),
+            "memory": predict_bench.memory(predict_bench.memory_image(args.cache, args.predict_size, _log)),
+        }
+    else:
+        skipped["predict"] = "--skip"
+
     fw = _framework_args(args, scene)
     for name, module in (("torch", "torch"), ("tf", "tensorflow")):
         if name in skip:
@@ -242,6 +259,8 @@ def ratios(results: dict[str, Any]) -> dict[str, Any]:
         "index_build_s": _pps(results, "index", "build_s"),
         "index_rss_mb": _pps(results, "index", "rss_delta_mb"),
         "worker_rss_ratio": _pps(results, "torch", "worker_rss", "ratio"),
+        "predict_vs_read": _pps(results, "predict", "throughput", "ratio"),
+        "predict_peak_vs_strip": _pps(results, "predict", "memory", "ratio"),
     }
     enforce = results.get("mode") == "full"
     out: dict[str, Any] = {}
@@ -327,6 +346,16 @@ def format_table(results: dict[str, Any]) -> str:
         lines.append(
             f"{'worker RSS MB (2 workers) after epoch 1 / ' + str(w['epochs']):{width}s} "
             f"{w['after_first_mb']:.1f} / {w['after_last_mb']:.1f}"
+        )
+    if "predict" in results:
+        p, m = results["predict"]["throughput"], results["predict"]["memory"]
+        lines.append(
+            f"{'predict_raster / read alone, Mpixels/s (overlap 0)':{width}s} "
+            f"{p['predict_pixels_per_s'] / 1e6:.1f} / {p['read_pixels_per_s'] / 1e6:.1f}"
+        )
+        lines.append(
+            f"{'predict_raster ' + str(m['size'][0]) + '^2 K=5: peak / strip / full MiB':{width}s} "
+            f"{m['peak_mb']:.0f} / {m['strip_mb']:.0f} / {m['full_raster_mb']:.0f}"
         )
     lines.append("")
     lines.append(f"{'ratio':{width}s} {'value':>10s} {'target':>8s}  status")

@@ -467,6 +467,9 @@ def _read_mask_band(dataset: Any, band: int, row_off: int, col_off: int, size: i
 
 OUTPUT_BLOCK = 256
 """Tile size of written GeoTIFFs (and COG blocks)."""
+OUTPUT_ZLEVEL = 1
+"""DEFLATE level of written GeoTIFFs: level 1 compresses class maps about 2x faster than GDAL's
+default 6 (0.12 vs 0.23 s for a 4096^2 uint8 map here) for a few percent more bytes."""
 
 
 def check_output_path(path: str | os.PathLike[str], *, overwrite: bool, option: str = "out_path") -> str:
@@ -530,6 +533,7 @@ class StripWriter:
                 blockxsize=OUTPUT_BLOCK,
                 blockysize=OUTPUT_BLOCK,
                 compress="deflate",
+                zlevel=OUTPUT_ZLEVEL,
                 bigtiff="IF_SAFER",
             )
         except (RasterioError, OSError) as error:

@@ -18,13 +18,14 @@ inside the patch of size P) is weighted by ``w(i) * w(j)`` with::
 
     w(t) = min(t + 0.5, P - t - 0.5) / (P / 2)        t = 0 .. P - 1
 
-a tent that is ``1 / P`` at a window's outermost pixels and ~1 at its centre. It is never
-zero, so a pixel covered by one window keeps that window's score, and in an overlap the
-window whose centre is nearer counts more: scores fade from one window into the next
-without a seam. The blended score is ``sum(w * score) / sum(w)`` over the windows covering
-the pixel. ``blend="none"``: ``w`` is 1 for the window whose centre is nearest (ties go to
-the earlier window) and 0 for the others. The windows form a product grid, so ``sum(w)``
-is the product of a per-row and a per-column sum: no weight raster is kept.
+a tent that is ``1 / P`` at a window's outermost pixels and ``1 - 1 / P`` at its centre.
+It is never zero, so a pixel covered by one window keeps that window's score, and in an
+overlap the window whose centre is nearer counts more: scores fade from one window into
+the next without a seam. The blended score is ``sum(w * score) / sum(w)`` over the windows
+covering the pixel. ``blend="none"``: ``w`` is 1 for the window whose centre is nearest
+(ties go to the earlier window) and 0 for the others. The windows form a product grid, so
+``sum(w)`` is the product of a per-row and a per-column sum: the weights are divided by
+those sums per axis beforehand (`normalised_weights`), and no weight raster is kept.
 
 Memory. Scores are accumulated for one strip of windows (patch_size rows x image width x
 K float32); when the next strip starts, the rows no later window touches are converted and
@@ -70,6 +71,7 @@ __all__ = [
     "axis_offsets",
     "blend_weights",
     "evaluate",
+    "normalised_weights",
     "predict_raster",
     "prefetch",
     "tta_transforms",
@@ -118,13 +120,22 @@ def blend_weights(offsets: np.ndarray, patch_size: int, extent: int, blend: str)
     return weights
 
 
-def _inverse_totals(offsets: np.ndarray, weights: np.ndarray, extent: int) -> np.ndarray:
-    """1 / (sum of the weights of the windows covering each pixel), float32, length ``extent``."""
+def normalised_weights(offsets: np.ndarray, weights: np.ndarray, extent: int) -> np.ndarray:
+    """Each window's weights divided by the sum of the weights of all windows at that position.
+
+    Along an axis the normalised weights of the windows covering a position add up to 1,
+    and the 2-D weight of a window is the product of its row and column weights, so
+    blended scores need no division at the end; where one window covers a position its
+    weight there is exactly 1 (its score is kept as is).
+    """
     size = weights.shape[1]
     total = np.zeros(max(extent, size), dtype=np.float64)
     for off, w in zip(offsets, weights):
         total[off : off + size] += w
-    return (1.0 / total[:extent]).astype(np.float32)
+    result = np.empty(weights.shape, dtype=np.float32)
+    for j, (off, w) in enumerate(zip(offsets, weights)):
+        result[j] = w / total[off : off + size]
+    return result
 
 
 def tta_transforms(tta: str | None) -> list[tuple[int, bool]]:
@@ -271,14 +282,21 @@ class _Strips:
     ) -> None:
         self.height, self.width, self.size, self.output, self.k = grid.height, grid.width, size, output, k
         self.rows, self.writer = rows, writer
-        self.row_weights = blend_weights(rows, size, grid.height, blend)
-        self.col_weights = blend_weights(cols, size, grid.width, blend)
-        self.inv_rows = _inverse_totals(rows, self.row_weights, grid.height)
-        self.inv_cols = _inverse_totals(cols, self.col_weights, grid.width)
+        self.row_weights = normalised_weights(rows, blend_weights(rows, size, grid.height, blend), grid.height)
+        self.col_weights = normalised_weights(cols, blend_weights(cols, size, grid.width, blend), grid.width)
+        # A window alone on its rows and columns (overlap 0 away from a flush edge) is added as is.
+        self.alone_rows = (self.row_weights == 1).all(axis=1)
+        self.alone_cols = (self.col_weights == 1).all(axis=1)
         padded = max(grid.width, size)
         self.scores = np.zeros((k, size, padded), dtype=np.float32)
         self.valid = np.zeros((size, padded), dtype=bool)
         self.weighted = np.empty((k, size, size), dtype=np.float32)
+        self.dirty = False  # scores were accumulated in this strip
+        # output="class": a window alone on its pixels is decided at once (argmax of its own
+        # scores, no accumulation); `direct` marks its columns in the current strip.
+        self.class_dtype, _ = _class_dtype(k) if output == "class" else ("uint8", 0)
+        self.classes = np.zeros((size, padded), dtype=self.class_dtype) if output == "class" else None
+        self.direct = np.zeros(padded, dtype=bool)
         self.strip = 0
         self.invalid_pixels = 0
         self.nodata: float = _class_dtype(k)[1] if output == "class" else np.nan if output == "scores" else 255
@@ -287,10 +305,20 @@ class _Strips:
         """Add one window's (K, P, P) scores; windows arrive strip by strip."""
         while strip > self.strip:
             self._advance()
-        weight = self.row_weights[strip][:, None] * self.col_weights[col][None, :]
-        np.multiply(scores, weight, out=self.weighted)
-        self.scores[:, :, col_off : col_off + self.size] += self.weighted
-        self.valid[:, col_off : col_off + self.size] = valid
+        span = slice(col_off, col_off + self.size)
+        self.valid[:, span] = valid
+        alone = self.alone_rows[strip] and self.alone_cols[col]
+        if alone and self.classes is not None:
+            self.classes[:, span] = _argmax(scores, self.class_dtype)
+            self.direct[span] = True
+            return
+        self.dirty = True
+        if alone:
+            self.scores[:, :, span] += scores
+        else:
+            weight = self.row_weights[strip][:, None] * self.col_weights[col][None, :]
+            np.multiply(scores, weight, out=self.weighted)
+            self.scores[:, :, span] += self.weighted
 
     def finish(self) -> None:
         """Write the rows of the last strip."""
@@ -301,9 +329,12 @@ class _Strips:
         shift = int(self.rows[self.strip + 1]) - row_off
         self._write(row_off, shift)
         keep = self.size - shift
-        for t in range(keep):  # row by row: no temporary strip-sized copy
-            self.scores[:, t] = self.scores[:, t + shift]
-        self.scores[:, keep:] = 0
+        if self.dirty:
+            for t in range(keep):  # row by row: no temporary strip-sized copy
+                self.scores[:, t] = self.scores[:, t + shift]
+            self.scores[:, keep:] = 0
+            self.dirty = keep > 0
+        self.direct[:] = False  # a window decided at once is alone on its rows: nothing of it is kept
         self.valid[:keep] = self.valid[shift:]
         self.valid[keep:] = False
         self.strip += 1
@@ -314,25 +345,20 @@ class _Strips:
             block = self.scores[:, :n, c0:c1]
             invalid = ~self.valid[:n, c0:c1]
             self.invalid_pixels += int(invalid.sum())
-            self.writer.write(self._convert(block, row_off, c0, c1, invalid), row_off, c0)
+            self.writer.write(self._convert(block, invalid, row_off, n, c0, c1), row_off, c0)
 
-    def _convert(self, block: np.ndarray, row_off: int, c0: int, c1: int, invalid: np.ndarray) -> np.ndarray:
-        if self.output == "class":
-            # The normalisation is a positive factor per pixel: argmax needs none.
-            dtype, nodata = _class_dtype(self.k)
-            # argmax class by class (the first of equal scores wins, as numpy's argmax): no
-            # (K, rows, cols) temporary copy, and an index array in the output's dtype.
-            best = block[0].copy()
-            classes = np.zeros(best.shape, dtype=dtype)
-            for k in range(1, self.k):
-                better = block[k] > best
-                classes[better] = k
-                np.maximum(best, block[k], out=best)
-            classes[invalid] = nodata
+    def _convert(self, block: np.ndarray, invalid: np.ndarray, row_off: int, n: int, c0: int, c1: int) -> np.ndarray:
+        if self.classes is not None:
+            direct = self.direct[c0:c1]
+            decided = self.classes[:n, c0:c1]
+            if direct.all():
+                classes = decided.copy()
+            else:
+                classes = _argmax(block, self.class_dtype)
+                classes[:, direct] = decided[:, direct]
+            classes[invalid] = self.nodata
             return classes[None]
-        n = block.shape[1]
-        norm = self.inv_rows[row_off : row_off + n, None] * self.inv_cols[None, c0:c1]
-        scores = block * norm
+        scores = block.copy()
         if self.output == "scores":
             scores[:, invalid] = np.nan
             return scores
@@ -342,6 +368,21 @@ class _Strips:
         probabilities = np.rint(scores * 254).astype(np.uint8)
         probabilities[:, invalid] = 255
         return probabilities
+
+
+def _argmax(scores: np.ndarray, dtype: str) -> np.ndarray:
+    """The index of the largest of (K, H, W) scores (the first of equal ones, as ``numpy.argmax``).
+
+    Class by class: no (K, H, W) temporary copy, and the index array is in ``dtype``.
+    """
+    best = scores[0].copy()
+    classes = np.zeros(best.shape, dtype=dtype)
+    better = np.empty(best.shape, dtype=bool)
+    for k in range(1, len(scores)):
+        np.greater(scores[k], best, out=better)
+        np.copyto(classes, k, where=better, casting="unsafe")
+        np.maximum(best, scores[k], out=best)
+    return classes
 
 
 def _batches(
