@@ -345,9 +345,9 @@ class _Strips:
             block = self.scores[:, :n, c0:c1]
             invalid = ~self.valid[:n, c0:c1]
             self.invalid_pixels += int(invalid.sum())
-            self.writer.write(self._convert(block, invalid, row_off, n, c0, c1), row_off, c0)
+            self.writer.write(self._convert(block, invalid, n, c0, c1), row_off, c0)
 
-    def _convert(self, block: np.ndarray, invalid: np.ndarray, row_off: int, n: int, c0: int, c1: int) -> np.ndarray:
+    def _convert(self, block: np.ndarray, invalid: np.ndarray, n: int, c0: int, c1: int) -> np.ndarray:
         if self.classes is not None:
             direct = self.direct[c0:c1]
             decided = self.classes[:n, c0:c1]

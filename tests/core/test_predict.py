@@ -154,6 +154,18 @@ def test_alpha_band_marks_no_data(tmp_path: Path) -> None:
     np.testing.assert_array_equal(got[0][alpha[0] != 0], whole_raster(path, [1, 2, 3]).argmax(0)[alpha[0] != 0])
 
 
+def test_internal_mask_band_marks_no_data(tmp_path: Path) -> None:
+    path = image(tmp_path, 200, 260)
+    hole = np.full((200, 260), 255, np.uint8)
+    hole[30:90, 100:250] = 0
+    with rasterio.Env(GDAL_TIFF_INTERNAL_MASK=True), rasterio.open(path, "r+") as dst:
+        dst.write_mask(hole)
+    result = predict_raster(path, pointwise, tmp_path / "p.tif", patch_size=64, overlap=16)
+    got, _ = read(result.path)
+    assert result.invalid_pixels == 60 * 150 and (got[0][hole == 0] == 255).all()
+    np.testing.assert_array_equal(got[0][hole != 0], whole_raster(path).argmax(0)[hole != 0])
+
+
 def test_probabilities_and_many_classes(tmp_path: Path) -> None:
     path = image(tmp_path, 90, 110, nodata=None)
     result = predict_raster(path, pointwise, tmp_path / "prob.tif", patch_size=64, overlap=16, output="probabilities")
