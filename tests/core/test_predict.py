@@ -21,7 +21,7 @@ from rasterio.warp import transform as warp_transform
 
 import crossgeo
 from crossgeo import testing as T
-from crossgeo.errors import ConfigError, OptionError, RasterError
+from crossgeo.errors import ConfigError, OptionError, RasterError, ReadError
 from crossgeo.predict import axis_offsets, blend_weights, evaluate, predict_raster, prefetch
 
 CRS = "EPSG:3857"
@@ -404,6 +404,14 @@ def test_a_crash_half_way_leaves_no_complete_looking_file(tmp_path: Path) -> Non
 
     with pytest.raises(RuntimeError, match="GPU fell off"):
         predict_raster(path, _first_calls_then(crash, 3), tmp_path / "out" / "pred.tif", patch_size=64, batch_size=2)
+    assert list((tmp_path / "out").iterdir()) == []
+
+
+def test_a_damaged_image_tile_fails_naming_the_file_and_window(tmp_path: Path) -> None:
+    mbtiles, _, _ = T.write_damaged_mbtiles_scene(tmp_path)
+    (tmp_path / "out").mkdir()
+    with pytest.raises(ReadError, match=r"Reading the image .*damaged.mbtiles failed for the window row_off="):
+        predict_raster(mbtiles, pointwise, tmp_path / "out" / "p.tif", patch_size=128, selected_bands=[1, 2, 3])
     assert list((tmp_path / "out").iterdir()) == []
 
 
