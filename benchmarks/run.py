@@ -354,6 +354,10 @@ def format_table(results: dict[str, Any]) -> str:
             f"{p['predict_pixels_per_s'] / 1e6:.1f} / {p['read_pixels_per_s'] / 1e6:.1f}"
         )
         lines.append(
+            f"{'predict_raster model/blend/write thread CPU s / read alone s':{width}s} "
+            f"{p['main_thread_cpu_vs_read']:10.2f}"
+        )
+        lines.append(
             f"{'predict_raster ' + str(m['size'][0]) + '^2 K=5: peak / strip / full MiB':{width}s} "
             f"{m['peak_mb']:.0f} / {m['strip_mb']:.0f} / {m['full_raster_mb']:.0f}"
         )
