@@ -46,6 +46,8 @@ TARGETS: list[tuple[str, str, str, float]] = [
     ("balanced_1m_mb", "balanced_windows, {planning_rows:,} candidates: peak MB", "<", 200.0),
     ("split_1m_s", "spatial_split, {planning_rows:,} windows: seconds", "<", 2.0),
     ("split_1m_mb", "spatial_split, {planning_rows:,} windows: peak MB", "<", 200.0),
+    ("predict_vs_read", "predict_raster pixels/s / reading the windows (overlap 0)", ">=", 0.8),
+    ("predict_peak_vs_strip", "predict_raster peak memory / one strip of scores (K=5)", "<", 2.0),
 ]
 
 
@@ -78,7 +80,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--skip",
         default="",
-        help="comma-separated sections to skip: io, colour, index, planning, torch, tf, torchgeo",
+        help="comma-separated sections to skip: io, colour, index, planning, predict, torch, tf, torchgeo",
+    )
+    parser.add_argument(
+        "--predict-size", type=int, default=16384, help="side of the image of the prediction memory run"
     )
     parser.add_argument(
         "--torchgeo-python",
@@ -91,6 +96,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         args.size, args.windows, args.repeat = 512, min(args.windows, 16), 1
         args.index_rows, args.rss_epochs, args.rss_windows = 10_000, 2, 16
         args.planning_rows, args.planning_windows = 10_000, 100
+        args.predict_size = 1024
     return args
 
 
@@ -198,6 +204,16 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         }
     else:
         skipped["planning"] = "--skip"
+    if "predict" not in skip:
+        from benchmarks import predict_bench
+
+        _log(f"predict_raster: throughput on the scene, peak memory on {args.predict_size}^2")
+        results["predict"] = {
+            "throughput": predict_bench.throughput(scene.image_deflate, scene.patch_size, args.repeat),
+            "memory": predict_bench.memory(predict_bench.memory_image(args.cache, args.predict_size, _log)),
+        }
+    else:
+        skipped["predict"] = "--skip"
 
     fw = _framework_args(args, scene)
     for name, module in (("torch", "torch"), ("tf", "tensorflow")):
@@ -284,6 +300,8 @@ def ratios(results: dict[str, Any]) -> dict[str, Any]:
         "balanced_1m_mb": _pps(results, "planning", "tables", "balanced_windows", "peak_mb"),
         "split_1m_s": _pps(results, "planning", "tables", "spatial_split", "seconds"),
         "split_1m_mb": _pps(results, "planning", "tables", "spatial_split", "peak_mb"),
+        "predict_vs_read": _pps(results, "predict", "throughput", "ratio"),
+        "predict_peak_vs_strip": _pps(results, "predict", "memory", "ratio"),
     }
     enforce = results.get("mode") == "full"
     counts = results["counts"]
@@ -387,6 +405,20 @@ def format_table(results: dict[str, Any]) -> str:
             case = p["tables"][name]
             label = f"{name} {p['tables']['rows']:,} rows: s / peak MB"
             lines.append(f"{label:{width}s} {case['seconds']:.3f} / {case['peak_mb']:.1f}")
+    if "predict" in results:
+        p, m = results["predict"]["throughput"], results["predict"]["memory"]
+        lines.append(
+            f"{'predict_raster / read alone, Mpixels/s (overlap 0)':{width}s} "
+            f"{p['predict_pixels_per_s'] / 1e6:.1f} / {p['read_pixels_per_s'] / 1e6:.1f}"
+        )
+        lines.append(
+            f"{'predict_raster model/blend/write thread CPU s / read alone s':{width}s} "
+            f"{p['main_thread_cpu_vs_read']:10.2f}"
+        )
+        lines.append(
+            f"{'predict_raster ' + str(m['size'][0]) + '^2 K=5: peak / strip / full MiB':{width}s} "
+            f"{m['peak_mb']:.0f} / {m['strip_mb']:.0f} / {m['full_raster_mb']:.0f}"
+        )
     lines.append("")
     lines.append(f"{'ratio':{width}s} {'value':>10s} {'target':>8s}  status")
     lines.append("-" * (width + 30))

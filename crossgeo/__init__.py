@@ -28,6 +28,9 @@ _EXPORTS = {
     "PatchSampler": "crossgeo.sampler",
     "WindowIndex": "crossgeo.windows",
     "WindowReport": "crossgeo.windows",
+    "Prediction": "crossgeo.predict",
+    "evaluate": "crossgeo.predict",
+    "predict_raster": "crossgeo.predict",
     "balanced_windows": "crossgeo.planning",
     "class_fractions": "crossgeo.planning",
     "grid_windows": "crossgeo.planning",
@@ -53,6 +56,9 @@ if TYPE_CHECKING:
     from crossgeo.planning import random_windows as random_windows
     from crossgeo.planning import spatial_split as spatial_split
     from crossgeo.planning import window_weights as window_weights
+    from crossgeo.predict import Prediction as Prediction
+    from crossgeo.predict import evaluate as evaluate
+    from crossgeo.predict import predict_raster as predict_raster
     from crossgeo.sampler import Patch as Patch
     from crossgeo.sampler import PatchSampler as PatchSampler
     from crossgeo.windows import WindowIndex as WindowIndex

@@ -30,7 +30,7 @@ from rasterio.warp import transform as warp_transform
 from crossgeo import windows as winsrc
 from crossgeo.errors import ConfigError, CrossgeoError, OptionError, RasterError
 from crossgeo.grid import Grid, pixel_offset
-from crossgeo.io import RasterInfo, is_remote, mask_interior, missing_parts, open_raster
+from crossgeo.io import RasterInfo, ReadPlan, is_remote, mask_interior, missing_parts, open_raster
 from crossgeo.masks import OUT_OF_RANGE, MaskDecoder, make_decoder
 from crossgeo.options import resolve_sampler_options
 
@@ -43,11 +43,14 @@ __all__ = [
     "MaskInfo",
     "Problem",
     "WindowsInfo",
+    "check_int",
+    "check_path",
     "inspect_image",
     "inspect_mask",
     "inspect_sources",
     "inspect_windows",
     "parse_resampling",
+    "read_plan",
     "resolve_image_dtype",
     "window_warnings",
 ]
@@ -172,7 +175,7 @@ class Inspection:
 # --------------------------------------------------------------------------- option checks
 
 
-def _check_path(value: Any, option: str) -> str:
+def check_path(value: Any, option: str) -> str:
     if not isinstance(value, (str, os.PathLike)):
         raise OptionError(f"{option} must be a path (str or os.PathLike), got {type(value).__name__}: {value!r}.")
     path = os.fspath(value)
@@ -181,7 +184,7 @@ def _check_path(value: Any, option: str) -> str:
     return path
 
 
-def _check_int(value: Any, option: str, minimum: int) -> int:
+def check_int(value: Any, option: str, minimum: int) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
         raise OptionError(f"{option} must be an integer, got {type(value).__name__}: {value!r}.")
     if value < minimum:
@@ -208,9 +211,9 @@ def parse_resampling(value: Any, option: str = "image_resampling") -> Resampling
 def _check_scalar_options(options: dict[str, Any], names: dict[str, str]) -> dict[str, Any]:
     """Type/range checks of the options that need no file; returns the normalised values."""
     out = dict(options)
-    out["patch_size"] = _check_int(options["patch_size"], names["patch_size"], 1)
-    out["n_classes"] = _check_int(options["n_classes"], "n_classes", 1)
-    out["mask_fill_value"] = _check_int(options["mask_fill_value"], "mask_fill_value", 0)
+    out["patch_size"] = check_int(options["patch_size"], names["patch_size"], 1)
+    out["n_classes"] = check_int(options["n_classes"], "n_classes", 1)
+    out["mask_fill_value"] = check_int(options["mask_fill_value"], "mask_fill_value", 0)
     if options["on_read_error"] not in ON_READ_ERROR:
         raise ConfigError(
             f"on_read_error {options['on_read_error']!r} is not one of {', '.join(map(repr, ON_READ_ERROR))}."
@@ -342,7 +345,7 @@ def inspect_image(
     target_resolution: Any = None,
 ) -> ImageInfo:
     """Open the image once: bands, output dtype, the reference grid and the outside fill."""
-    path = _check_path(path, option)
+    path = check_path(path, option)
     with open_raster(path, option) as image:
         _check_parts(image, path, option)
         bands = _bands(selected_bands, image.count, path)
@@ -434,7 +437,7 @@ def inspect_mask(
     mask_fill_value: int = 0,
 ) -> tuple[MaskInfo, MaskDecoder]:
     """Open the mask once: its bands and decoder, validity markers and how it meets the reference grid."""
-    path = _check_path(path, "mask_path")
+    path = check_path(path, "mask_path")
     grid = image.grid
     with open_raster(path, "mask_path") as mask:
         _check_parts(mask, path, "mask_path")
@@ -452,6 +455,48 @@ def inspect_mask(
             raster=header, data_bands=data_bands, offset=offset, interior=interior, coverage=min(coverage, 1.0)
         )
     return info, decoder
+
+
+def read_plan(
+    image: ImageInfo,
+    mask: MaskInfo | None,
+    patch_size: int,
+    *,
+    resampling: Resampling = Resampling.nearest,
+    mask_tolerance: float | None = None,
+) -> ReadPlan:
+    """The reader's plan from the inspection records (``mask=None``: an image-only reader).
+
+    ``mask_tolerance`` overrides GDAL's warp approximation (`crossgeo.io.EXACT_TOLERANCE`
+    transforms every pixel centre exactly, as evaluation wants).
+    """
+    mask_fields: dict[str, Any] = {}
+    if mask is not None:
+        mask_fields = {
+            "mask_path": mask.path,
+            "mask_data_bands": mask.data_bands,
+            "mask_alpha": mask.raster.alpha,
+            "mask_nodata": mask.raster.nodata,
+            "mask_offset": mask.offset,
+            "mask_interior": mask.interior,
+            "mask_band": mask.raster.mask_band,
+        }
+        if mask_tolerance is not None:
+            mask_fields["mask_tolerance"] = mask_tolerance
+    return ReadPlan(
+        image_path=image.path,
+        grid=image.grid,
+        patch_size=patch_size,
+        image_bands=image.bands,
+        image_dtype=image.dtype,
+        image_fill=image.fill,
+        image_warp=image.warp,
+        image_resampling=resampling,
+        image_alpha=image.raster.alpha,
+        image_nodata=image.raster.nodata,
+        image_mask_band=image.raster.mask_band,
+        **mask_fields,
+    )
 
 
 # --------------------------------------------------------------------------- windows
@@ -490,7 +535,7 @@ def inspect_windows(
         winsrc.check_inside(index, patch_size, grid, source)
         from_cache = False
     else:
-        source = _check_path(crops, "crops_path")
+        source = check_path(crops, "crops_path")
         plan: dict[str, Any] = {
             "grid": grid,
             "patch_size": patch_size,

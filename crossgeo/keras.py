@@ -175,3 +175,33 @@ class PatchPyDataset(keras.utils.PyDataset):
     def _order(self) -> np.ndarray:
         n = len(self.sampler)
         return epoch_order(n, self._base_seed, self.epoch) if self.shuffle else np.arange(n, dtype=np.int64)
+
+
+# ---------------------------------------------------------------------- tiled prediction
+
+__all__ += ["predict_raster"]  # appended here: the top of this module belongs to the dataset code
+
+
+def predict_raster(model: Any, image_path: Any, out_path: Any, **kw: Any) -> Any:
+    """`crossgeo.predict.predict_raster` with a Keras model (channels last).
+
+    Keras models take (N, H, W, C) and return (N, H, W, K): each float32 batch is
+    transposed to channels last, run with ``model(x, training=False)`` (inference mode:
+    no dropout, frozen batch-norm statistics) and its scores transposed back. Reading runs
+    ahead of the model in a background thread. ``kw`` are `predict_raster`'s options
+    (``patch_size`` is required). Returns its `crossgeo.predict.Prediction`.
+    """
+    from crossgeo.predict import predict_raster as predict_tiles
+
+    if not callable(model):
+        raise OptionError(f"model must be a Keras model, got {type(model).__name__}.")
+
+    def run(batch: np.ndarray) -> np.ndarray:
+        scores = keras.ops.convert_to_numpy(model(np.ascontiguousarray(batch.transpose(0, 2, 3, 1)), training=False))
+        if scores.ndim != 4:
+            raise ConfigError(
+                f"model returned scores of shape {scores.shape}; a Keras segmentation model returns (N, H, W, K)."
+            )
+        return np.ascontiguousarray(scores.transpose(0, 3, 1, 2), dtype=np.float32)
+
+    return predict_tiles(image_path, run, out_path, **kw)

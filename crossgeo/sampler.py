@@ -20,8 +20,8 @@ import numpy as np
 
 from crossgeo.errors import ClassRangeError, ReadError
 from crossgeo.grid import outside_pixels
-from crossgeo.inspection import Inspection, inspect_sources
-from crossgeo.io import RasterReader, ReadPlan, ensure_gdal_env
+from crossgeo.inspection import Inspection, inspect_sources, read_plan
+from crossgeo.io import RasterReader, ensure_gdal_env
 from crossgeo.masks import ClassIndexDecoder, out_of_range_pixels
 from crossgeo.options import REQUIRED, SAMPLER_OPTIONS
 from crossgeo.threads import PerThread
@@ -144,26 +144,7 @@ class PatchSampler:
         if warn:
             for text in inspection.warnings:
                 warnings.warn(text, stacklevel=3)
-        self._plan = ReadPlan(
-            image_path=image.path,
-            mask_path=mask.path,
-            grid=image.grid,
-            patch_size=self.patch_size,
-            image_bands=image.bands,
-            image_dtype=image.dtype,
-            image_fill=image.fill,
-            image_warp=image.warp,
-            image_resampling=self.image_resampling,
-            mask_data_bands=mask.data_bands,
-            mask_alpha=mask.raster.alpha,
-            mask_nodata=mask.raster.nodata,
-            mask_offset=mask.offset,
-            mask_interior=mask.interior,
-            mask_band=mask.raster.mask_band,
-            image_alpha=image.raster.alpha,
-            image_nodata=image.raster.nodata,
-            image_mask_band=image.raster.mask_band,
-        )
+        self._plan = read_plan(image, mask, self.patch_size, resampling=self.image_resampling)
         self.index = windows.index
         log.info(
             "crossgeo: windows from %s%s: %s",

@@ -368,3 +368,43 @@ def make_dataloader(dataset: Dataset[Any], **overrides: Any) -> PatchDataLoader:
         options["generator"] = torch.Generator().manual_seed(seed)
     options["worker_init_fn"] = _chain(worker_init_fn, options.get("worker_init_fn"))
     return PatchDataLoader(dataset, **options)
+
+
+# ---------------------------------------------------------------------- tiled prediction
+
+__all__ += ["predict_raster"]  # appended here: the top of this module belongs to the dataset code
+
+
+def predict_raster(
+    model: torch.nn.Module, image_path: Any, out_path: Any, *, device: str | torch.device = "cpu", **kw: Any
+) -> Any:
+    """`crossgeo.predict.predict_raster` with a torch model (e.g. a ``torch.jit.load``-ed one).
+
+    The model is moved to ``device`` and put in eval mode (restored to train mode after
+    if it was training); each float32 (N, C, H, W) batch goes to ``device``, runs under
+    ``torch.no_grad()``, and its (N, K, H, W) output comes back as float32 numpy. Reading
+    runs ahead of the model in a background thread. ``kw`` are `predict_raster`'s options
+    (``patch_size`` is required). Returns its `crossgeo.predict.Prediction`.
+    """
+    from crossgeo.predict import predict_raster as predict_tiles
+
+    if not isinstance(model, torch.nn.Module):
+        raise OptionError(f"model must be a torch.nn.Module (or a TorchScript module), got {type(model).__name__}.")
+    target = torch.device(device)
+    training = model.training
+    model.to(target)
+    model.eval()
+
+    def run(batch: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            scores = model(torch.from_numpy(batch).to(target))
+        if not isinstance(scores, torch.Tensor):
+            raise OptionError(
+                f"model returned {type(scores).__name__}; predict_raster needs a tensor of scores (N, K, H, W)."
+            )
+        return scores.detach().to("cpu", torch.float32).numpy()
+
+    try:
+        return predict_tiles(image_path, run, out_path, **kw)
+    finally:
+        model.train(training)

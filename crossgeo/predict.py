@@ -1,0 +1,685 @@
+"""Tiled prediction over a whole image, and evaluation of a prediction against a mask.
+
+`predict_raster` is the reverse of the sampler: it cuts the image into windows, prepares
+them exactly as training prepares images (`crossgeo.augment.scale_image`, the scaling
+`to_model_inputs` applies when no augmentation runs), calls any ``predict`` callable on
+float32 batches (N, C, H, W), blends the scores of overlapping windows and writes a GeoTIFF
+on the image's own grid. `evaluate` brings a reference mask onto the prediction's grid
+through the sampler's read path and counts a confusion matrix.
+
+Window grid. Along each axis, window offsets are ``0, s, 2s, ...`` with stride
+``s = patch_size - overlap`` while the window stays inside the image, plus a last window
+flush with the far edge (offset ``extent - patch_size``) when the stride does not land
+there. Only an image smaller than a patch gets a window reaching past its edge (padded with
+the image's nodata or 0; those pixels are not written).
+
+Blend weights. ``blend="linear"``: the score a window gives its pixel ``(i, j)`` (position
+inside the patch of size P) is weighted by ``w(i) * w(j)`` with::
+
+    w(t) = min(t + 0.5, P - t - 0.5) / (P / 2)        t = 0 .. P - 1
+
+a tent that is ``1 / P`` at a window's outermost pixels and ``1 - 1 / P`` at its centre.
+It is never zero, so a pixel covered by one window keeps that window's score, and in an
+overlap the window whose centre is nearer counts more: scores fade from one window into
+the next without a seam. The blended score is ``sum(w * score) / sum(w)`` over the windows
+covering the pixel. ``blend="none"``: ``w`` is 1 for the window whose centre is nearest
+(ties go to the earlier window) and 0 for the others. The windows form a product grid, so
+``sum(w)`` is the product of a per-row and a per-column sum: the weights are divided by
+those sums per axis beforehand (`normalised_weights`), and no weight raster is kept.
+
+Memory. Scores are accumulated for one strip of windows (patch_size rows x image width x
+K float32); when the next strip starts, the rows no later window touches are converted and
+written, and the rest moves up. Batches are read ahead in one background thread
+(`prefetch`, ``read_ahead`` batches deep), so the model does not wait for I/O.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import threading
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+import attrs
+import numpy as np
+
+from crossgeo.augment import scale_image
+from crossgeo.errors import ConfigError, OptionError, RasterError
+from crossgeo.grid import Grid, outside_pixels
+from crossgeo.inspection import ImageInfo, check_int, inspect_image, inspect_mask, read_plan
+from crossgeo.io import EXACT_TOLERANCE, RasterReader, StripWriter, check_output_path
+
+__all__ = [
+    "BLENDS",
+    "OUTPUTS",
+    "TTAS",
+    "Prediction",
+    "axis_offsets",
+    "blend_weights",
+    "evaluate",
+    "normalised_weights",
+    "predict_raster",
+    "prefetch",
+    "tta_transforms",
+]
+
+log = logging.getLogger("crossgeo")
+
+BLENDS = ("linear", "none")
+OUTPUTS = ("class", "scores", "probabilities")
+TTAS = (None, "flips", "d4")
+_CHUNK = 512
+"""Columns converted and written at a time when a strip is finished (bounds temporaries)."""
+_T = TypeVar("_T")
+
+
+# ---------------------------------------------------------------------- window grid and weights
+
+
+def axis_offsets(extent: int, patch_size: int, overlap: int) -> np.ndarray:
+    """Window offsets along one axis: stride ``patch_size - overlap``, the last one flush with the edge."""
+    if extent <= patch_size:
+        return np.zeros(1, dtype=np.int64)
+    offsets = list(range(0, extent - patch_size + 1, patch_size - overlap))
+    if offsets[-1] != extent - patch_size:
+        offsets.append(extent - patch_size)
+    return np.asarray(offsets, dtype=np.int64)
+
+
+def blend_weights(offsets: np.ndarray, patch_size: int, extent: int, blend: str) -> np.ndarray:
+    """(windows, patch_size) float32 weights of each window's pixels along one axis (see the module doc)."""
+    size = patch_size
+    if blend == "linear":
+        t = np.arange(size, dtype=np.float64)
+        tent = (np.minimum(t + 0.5, size - t - 0.5) / (size / 2)).astype(np.float32)
+        return np.broadcast_to(tent, (len(offsets), size))
+    # Nearest centre: pixel centre p + 0.5 belongs to the first window whose centre is at
+    # least as close as the next one's (ties to the earlier window).
+    centres = offsets + size / 2
+    bounds = (centres[:-1] + centres[1:]) / 2
+    positions = np.arange(max(extent, size)) + 0.5
+    owner = np.searchsorted(bounds, positions, side="left")
+    weights = np.zeros((len(offsets), size), dtype=np.float32)
+    for j, off in enumerate(offsets):
+        span = owner[off : off + size]
+        weights[j, : len(span)] = span == j
+    return weights
+
+
+def normalised_weights(offsets: np.ndarray, weights: np.ndarray, extent: int) -> np.ndarray:
+    """Each window's weights divided by the sum of the weights of all windows at that position.
+
+    Along an axis the normalised weights of the windows covering a position add up to 1,
+    and the 2-D weight of a window is the product of its row and column weights, so
+    blended scores need no division at the end; where one window covers a position its
+    weight there is exactly 1 (its score is kept as is).
+    """
+    size = weights.shape[1]
+    total = np.zeros(max(extent, size), dtype=np.float64)
+    for off, w in zip(offsets, weights):
+        total[off : off + size] += w
+    result = np.empty(weights.shape, dtype=np.float32)
+    for j, (off, w) in enumerate(zip(offsets, weights)):
+        result[j] = w / total[off : off + size]
+    return result
+
+
+def tta_transforms(tta: str | None) -> list[tuple[int, bool]]:
+    """Test-time transforms as (quarter turns, flip left-right first); ``(0, False)`` is the identity.
+
+    ``"flips"``: identity, left-right, up-down, both (4); ``"d4"``: the 8 flips/rotations.
+    """
+    if tta is None:
+        return [(0, False)]
+    if tta == "flips":
+        return [(0, False), (0, True), (2, True), (2, False)]
+    return [(k, flip) for k in range(4) for flip in (False, True)]
+
+
+def _forward(x: np.ndarray, k: int, flip: bool) -> np.ndarray:
+    if flip:
+        x = x[..., ::-1]
+    return np.ascontiguousarray(np.rot90(x, k, axes=(-2, -1)))
+
+
+def _inverse(y: np.ndarray, k: int, flip: bool) -> np.ndarray:
+    y = np.rot90(y, -k, axes=(-2, -1))
+    return y[..., ::-1] if flip else y
+
+
+# ---------------------------------------------------------------------- read-ahead
+
+_END = object()
+
+
+def prefetch(items: Iterable[_T], depth: int = 2) -> Iterator[_T]:
+    """Iterate ``items`` in a background thread, at most ``depth`` items ahead of the consumer.
+
+    An exception raised while producing is re-raised here; when the consumer stops early
+    the thread stops too and closes ``items`` (a generator's ``finally`` runs in the
+    thread that ran it). ``depth < 1`` iterates in the calling thread.
+    """
+    if depth < 1:
+        yield from items
+        return
+    slots: queue.Queue[tuple[Any, BaseException | None]] = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def put(entry: tuple[Any, BaseException | None]) -> bool:
+        while not stop.is_set():
+            try:
+                slots.put(entry, timeout=0.05)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def work() -> None:
+        iterator = iter(items)
+        try:
+            for item in iterator:
+                if not put((item, None)):
+                    return
+            put((_END, None))
+        except BaseException as error:  # handed to the consumer
+            put((_END, error))
+        finally:
+            close = getattr(iterator, "close", None)
+            if close is not None:
+                close()
+
+    thread = threading.Thread(target=work, name="crossgeo-prefetch", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item, error = slots.get()
+            if item is _END:
+                if error is not None:
+                    raise error
+                return
+            yield item
+    finally:
+        stop.set()
+        thread.join()
+
+
+# ---------------------------------------------------------------------- prediction
+
+
+@attrs.frozen
+class Prediction:
+    """What `predict_raster` wrote: the file, its content and what it left as nodata."""
+
+    path: Path
+    output: str
+    n_classes: int
+    nodata: float
+    windows: int
+    invalid_pixels: int
+    """Pixels where the image has no data (nodata, alpha 0, mask band): written as ``nodata``."""
+
+
+def _choice(value: Any, choices: Sequence[Any], option: str) -> Any:
+    if value not in choices:
+        raise ConfigError(f"{option} {value!r} is not one of {', '.join(map(repr, choices))}.")
+    return value
+
+
+def _class_dtype(k: int) -> tuple[str, int]:
+    if k <= 255:
+        return "uint8", 255
+    if k <= 65535:
+        return "uint16", 65535
+    raise ConfigError(f"output='class' holds at most 65535 classes, the model gives {k}; use output='scores'.")
+
+
+class _Strips:
+    """Blends window scores one strip at a time and writes each finished run of rows."""
+
+    def __init__(
+        self,
+        grid: Grid,
+        rows: np.ndarray,
+        cols: np.ndarray,
+        size: int,
+        blend: str,
+        output: str,
+        k: int,
+        writer: StripWriter,
+    ) -> None:
+        self.height, self.width, self.size, self.output, self.k = grid.height, grid.width, size, output, k
+        self.rows, self.writer = rows, writer
+        self.row_weights = normalised_weights(rows, blend_weights(rows, size, grid.height, blend), grid.height)
+        self.col_weights = normalised_weights(cols, blend_weights(cols, size, grid.width, blend), grid.width)
+        # A window alone on its rows and columns (overlap 0 away from a flush edge) is added as is.
+        self.alone_rows = (self.row_weights == 1).all(axis=1)
+        self.alone_cols = (self.col_weights == 1).all(axis=1)
+        padded = max(grid.width, size)
+        self.scores = np.zeros((k, size, padded), dtype=np.float32)
+        self.valid = np.zeros((size, padded), dtype=bool)
+        self.weighted = np.empty((k, size, size), dtype=np.float32)
+        self.dirty = False  # scores were accumulated in this strip
+        # output="class": a window alone on its pixels is decided at once (argmax of its own
+        # scores, no accumulation); `direct` marks its columns in the current strip.
+        self.class_dtype, _ = _class_dtype(k) if output == "class" else ("uint8", 0)
+        self.classes = np.zeros((size, padded), dtype=self.class_dtype) if output == "class" else None
+        self.direct = np.zeros(padded, dtype=bool)
+        self.strip = 0
+        self.invalid_pixels = 0
+        self.nodata: float = _class_dtype(k)[1] if output == "class" else np.nan if output == "scores" else 255
+
+    def add(self, strip: int, col: int, col_off: int, scores: np.ndarray, valid: np.ndarray) -> None:
+        """Add one window's (K, P, P) scores; windows arrive strip by strip."""
+        while strip > self.strip:
+            self._advance()
+        span = slice(col_off, col_off + self.size)
+        self.valid[:, span] = valid
+        alone = self.alone_rows[strip] and self.alone_cols[col]
+        if alone and self.classes is not None:
+            self.classes[:, span] = _argmax(scores, self.class_dtype)
+            self.direct[span] = True
+            return
+        self.dirty = True
+        if alone:
+            self.scores[:, :, span] += scores
+        else:
+            weight = self.row_weights[strip][:, None] * self.col_weights[col][None, :]
+            np.multiply(scores, weight, out=self.weighted)
+            self.scores[:, :, span] += self.weighted
+
+    def finish(self) -> None:
+        """Write the rows of the last strip."""
+        self._write(int(self.rows[self.strip]), self.height - int(self.rows[self.strip]))
+
+    def _advance(self) -> None:
+        row_off = int(self.rows[self.strip])
+        shift = int(self.rows[self.strip + 1]) - row_off
+        self._write(row_off, shift)
+        keep = self.size - shift
+        if self.dirty:
+            for t in range(keep):  # row by row: no temporary strip-sized copy
+                self.scores[:, t] = self.scores[:, t + shift]
+            self.scores[:, keep:] = 0
+            self.dirty = keep > 0
+        self.direct[:] = False  # a window decided at once is alone on its rows: nothing of it is kept
+        self.valid[:keep] = self.valid[shift:]
+        self.valid[keep:] = False
+        self.strip += 1
+
+    def _write(self, row_off: int, n: int) -> None:
+        for c0 in range(0, self.width, _CHUNK):
+            c1 = min(c0 + _CHUNK, self.width)
+            block = self.scores[:, :n, c0:c1]
+            invalid = ~self.valid[:n, c0:c1]
+            self.invalid_pixels += int(invalid.sum())
+            self.writer.write(self._convert(block, invalid, n, c0, c1), row_off, c0)
+
+    def _convert(self, block: np.ndarray, invalid: np.ndarray, n: int, c0: int, c1: int) -> np.ndarray:
+        if self.classes is not None:
+            direct = self.direct[c0:c1]
+            decided = self.classes[:n, c0:c1]
+            if direct.all():
+                classes = decided.copy()
+            else:
+                classes = _argmax(block, self.class_dtype)
+                classes[:, direct] = decided[:, direct]
+            classes[invalid] = self.nodata
+            return classes[None]
+        scores = block.copy()
+        if self.output == "scores":
+            scores[:, invalid] = np.nan
+            return scores
+        scores -= scores.max(axis=0)
+        np.exp(scores, out=scores)
+        scores /= scores.sum(axis=0)
+        probabilities = np.rint(scores * 254).astype(np.uint8)
+        probabilities[:, invalid] = 255
+        return probabilities
+
+
+def _argmax(scores: np.ndarray, dtype: str) -> np.ndarray:
+    """The index of the largest of (K, H, W) scores (the first of equal ones, as ``numpy.argmax``).
+
+    Class by class: no (K, H, W) temporary copy, and the index array is in ``dtype``.
+    """
+    best = scores[0].copy()
+    classes = np.zeros(best.shape, dtype=dtype)
+    better = np.empty(best.shape, dtype=bool)
+    for k in range(1, len(scores)):
+        np.greater(scores[k], best, out=better)
+        np.copyto(classes, k, where=better, casting="unsafe")
+        np.maximum(best, scores[k], out=best)
+    return classes
+
+
+def _batches(
+    image: ImageInfo, rows: np.ndarray, cols: np.ndarray, size: int, batch_size: int
+) -> Iterator[tuple[list[tuple[int, int]], np.ndarray, np.ndarray]]:
+    """((strip, column) of each window, images (N, C, P, P) float32 prepared for the model, valid (N, P, P)).
+
+    Reads with the sampler's own reader (image only), so image validity (alpha, nodata,
+    mask band, outside the raster) means exactly what `Patch.image_valid` means.
+    """
+    reader = RasterReader(read_plan(image, None, size))
+    try:
+        windows = ((i, j) for i in range(len(rows)) for j in range(len(cols)))
+        while True:
+            chunk = [w for _, w in zip(range(batch_size), windows)]
+            if not chunk:
+                return
+            read = [reader.read_image(int(rows[i]), int(cols[j])) for i, j in chunk]
+            valid = np.stack([np.ones((size, size), bool) if bad is None else ~bad for _, bad in read])
+            yield chunk, scale_image(np.stack([data for data, _ in read])), valid
+    finally:
+        reader.close()
+
+
+def _call(predict: Callable[[np.ndarray], Any], x: np.ndarray, n_classes: int | None, where: str) -> np.ndarray:
+    """Run the model on one batch and check what it returned."""
+    n, _, height, width = x.shape
+    scores = np.asarray(predict(x))
+    if scores.ndim != 4 or scores.shape[0] != n or scores.shape[2:] != (height, width):
+        raise ConfigError(
+            f"predict returned scores of shape {scores.shape} for a batch of shape {x.shape} ({where}); it must "
+            f"return (N, K, H, W) = ({n}, K, {height}, {width}): one score per class and pixel, channels first."
+        )
+    if n_classes is not None and scores.shape[1] != n_classes:
+        raise ConfigError(
+            f"predict returned {scores.shape[1]} score bands but n_classes is {n_classes} ({where}); "
+            "set n_classes to the model's number of outputs (or leave it None)."
+        )
+    if scores.dtype.kind not in "fiub":
+        raise ConfigError(f"predict returned {scores.dtype} scores ({where}); return a float array.")
+    scores = scores.astype(np.float32, copy=False)
+    if not np.isfinite(scores).all():
+        raise ConfigError(
+            f"predict returned NaN or infinite scores ({where}); check the model and its inputs "
+            "(images are float32 scaled like training: uint8 / 255, uint16 / 65535)."
+        )
+    return scores
+
+
+def _model_scores(
+    predict: Callable[[np.ndarray], Any],
+    x: np.ndarray,
+    transforms: list[tuple[int, bool]],
+    n_classes: int | None,
+    where: str,
+) -> np.ndarray:
+    """The batch's scores, averaged over the test-time transforms after undoing each."""
+    if len(transforms) == 1:
+        return _call(predict, x, n_classes, where)
+    total: np.ndarray | None = None
+    for k, flip in transforms:
+        scores = _inverse(_call(predict, _forward(x, k, flip), n_classes, where), k, flip)
+        total = scores.copy() if total is None else np.add(total, scores, out=total)
+    assert total is not None
+    total /= np.float32(len(transforms))
+    return total
+
+
+def _progress(total: int, enabled: bool) -> Any:
+    if not enabled:
+        return None
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        return None
+    return tqdm(total=total, unit="window", desc="crossgeo predict")
+
+
+def predict_raster(
+    image_path: str | os.PathLike[str],
+    predict: Callable[[np.ndarray], Any],
+    out_path: str | os.PathLike[str],
+    *,
+    patch_size: int,
+    overlap: int = 0,
+    batch_size: int = 8,
+    selected_bands: Sequence[int] | None = None,
+    image_dtype: str = "uint8",
+    blend: str = "linear",
+    output: str = "class",
+    n_classes: int | None = None,
+    tta: str | None = None,
+    cog: bool = False,
+    progress: bool = True,
+    overwrite: bool = False,
+    read_ahead: int = 2,
+) -> Prediction:
+    """Run ``predict`` over the whole image in tiles and write the blended result as a GeoTIFF.
+
+    Args:
+        image_path: The image (GeoTIFF, MBTiles, VRT, ...); the output has its CRS,
+            transform, width and height exactly.
+        predict: Called with float32 batches (N, C, patch_size, patch_size), prepared as
+            training prepares images (``scale_image``: uint8 / 255, uint16 / 65535, float
+            unchanged; no augmentation); returns scores (N, K, patch_size, patch_size)
+            as anything ``numpy.asarray`` takes. See `crossgeo.torch.predict_raster` and
+            `crossgeo.keras.predict_raster` for models.
+        out_path: The GeoTIFF to write (tiled 256 x 256, DEFLATE). Written under a
+            temporary name and renamed at the end.
+        patch_size: Window height and width in pixels (the model's input size).
+        overlap: Pixels shared by neighbouring windows, ``0 <= overlap < patch_size``.
+        batch_size: Windows per call of ``predict``.
+        selected_bands: 1-based image bands (None: all), as in training.
+        image_dtype: "uint8" | "uint16" | "float32" | "native", as in training.
+        blend: "linear" (tent weights, see the module doc) or "none" (nearest window centre).
+        output: "class" - argmax, uint8 with nodata 255 (uint16 / 65535 when K > 255);
+            "scores" - K float32 bands, nodata NaN; "probabilities" - softmax as uint8
+            0-254, nodata 255. Pixels where the image has no data get the nodata value.
+        n_classes: Expected K; the model's output is checked against it (None: any K).
+        tta: None, "flips" (4) or "d4" (8 flips/rotations): scores averaged after undoing
+            each transform.
+        cog: Write a Cloud-Optimized GeoTIFF (GDAL's COG driver, with overviews:
+            nearest for classes, average for scores/probabilities).
+        progress: A tqdm progress bar (when tqdm is installed).
+        overwrite: Replace ``out_path`` if it exists (refused otherwise).
+        read_ahead: Batches read ahead in a background thread (0: read in this thread).
+
+    Returns:
+        A `Prediction` naming the file, K, the nodata value and how many pixels got it.
+    """
+    if not callable(predict):
+        raise OptionError(f"predict must be a callable taking (N, C, H, W) float32 batches, got {predict!r}.")
+    size = check_int(patch_size, "patch_size", 1)
+    overlap = check_int(overlap, "overlap", 0)
+    if overlap >= size:
+        raise ConfigError(f"overlap must be smaller than patch_size ({size}), got {overlap}; e.g. overlap={size // 4}.")
+    batch_size = check_int(batch_size, "batch_size", 1)
+    read_ahead = check_int(read_ahead, "read_ahead", 0)
+    if n_classes is not None:
+        n_classes = check_int(n_classes, "n_classes", 1)
+    blend = _choice(blend, BLENDS, "blend")
+    output = _choice(output, OUTPUTS, "output")
+    tta = _choice(tta, TTAS, "tta")
+    final = check_output_path(out_path, overwrite=overwrite)
+    image = inspect_image(image_path, selected_bands=selected_bands, image_dtype=image_dtype)
+    grid = image.grid
+    rows = axis_offsets(grid.height, size, overlap)
+    cols = axis_offsets(grid.width, size, overlap)
+    total = len(rows) * len(cols)
+    transforms = tta_transforms(tta)
+    bar = _progress(total, progress)
+    strips: _Strips | None = None
+    writer: StripWriter | None = None
+    try:
+        for windows, x, valid in prefetch(_batches(image, rows, cols, size, batch_size), read_ahead):
+            i, j = windows[0]
+            where = f"batch from window row_off={rows[i]}, col_off={cols[j]}"
+            scores = _model_scores(predict, x, transforms, n_classes, where)
+            if strips is None:
+                k = scores.shape[1]
+                count, dtype, nodata = (
+                    (1, *_class_dtype(k))
+                    if output == "class"
+                    else (k, "float32", np.nan)
+                    if output == "scores"
+                    else (k, "uint8", 255)
+                )
+                writer = StripWriter(final, grid, count=count, dtype=dtype, nodata=nodata, overwrite=overwrite)
+                strips = _Strips(grid, rows, cols, size, blend, output, k, writer)
+            elif scores.shape[1] != strips.k:
+                raise ConfigError(f"predict returned {scores.shape[1]} score bands, earlier {strips.k} ({where}).")
+            for (i, j), window_scores, window_valid in zip(windows, scores, valid):
+                strips.add(i, j, int(cols[j]), window_scores, window_valid)
+            del x, scores, window_scores  # not kept alive while the next batch is read and scored
+            if bar is not None:
+                bar.update(len(windows))
+        assert strips is not None and writer is not None
+        strips.finish()
+        path = writer.finish(cog=cog, overview_resampling="nearest" if output == "class" else "average")
+    except BaseException:
+        if writer is not None:
+            writer.abort()
+        raise
+    finally:
+        if bar is not None:
+            bar.close()
+    if strips.invalid_pixels:
+        log.info(
+            "crossgeo: %d pixel(s) of %s have no image data and were written as nodata %s",
+            strips.invalid_pixels,
+            image.path,
+            strips.nodata,
+        )
+    return Prediction(Path(path), output, strips.k, strips.nodata, total, strips.invalid_pixels)
+
+
+# ---------------------------------------------------------------------- evaluation
+
+
+def _windows_of(grid: Grid, windows: Any, tile: int) -> list[tuple[int, int, int]]:
+    if windows is None:
+        return [(r, c, tile) for r in range(0, grid.height, tile) for c in range(0, grid.width, tile)]
+    result = []
+    for pos, window in enumerate(windows):
+        if len(window) != 3 or not all(isinstance(v, (int, np.integer)) for v in window) or window[2] < 1:
+            raise ConfigError(f"windows entry {pos} is {window!r}; give (row_off, col_off, size) integer triples.")
+        result.append((int(window[0]), int(window[1]), int(window[2])))
+    return result
+
+
+def evaluate(
+    prediction_path: str | os.PathLike[str],
+    mask_path: str | os.PathLike[str],
+    *,
+    n_classes: int,
+    color_map: Sequence[Sequence[int]] | None = None,
+    windows: Iterable[tuple[int, int, int]] | None = None,
+    mask_fill_value: int | None = None,
+    tile: int = 512,
+) -> dict[str, Any]:
+    """Compare a class prediction with a reference mask on the prediction's grid.
+
+    The mask is read through the sampler's read path (plain windows when the grids
+    coincide, else nearest-neighbour onto the prediction's grid, here with every pixel
+    centre transformed exactly rather than within GDAL's default 0.125-pixel
+    approximation) and decoded with ``color_map`` / ``n_classes`` as the sampler does
+    (``n_classes == 2`` binarises a class-index mask).
+
+    Args:
+        prediction_path: A single-band integer class raster (``predict_raster(output="class")``).
+        mask_path: The reference mask, in any CRS/resolution that overlaps the prediction.
+        n_classes: Classes K; predicted or reference classes outside ``0..K-1`` are an error.
+        color_map: ``[[R, G, B, class], ...]`` for a colour-coded mask.
+        windows: ``(row_off, col_off, size)`` windows on the prediction grid to evaluate
+            (None: the whole prediction). A pixel inside several windows counts once per window.
+        mask_fill_value: A reference class to ignore (an ignore index painted into the
+            mask, e.g. 255); None ignores nothing beyond missing data.
+        tile: Size of the windows the whole prediction is read in.
+
+    Pixels are ignored where the mask has no data (outside it, nodata, alpha 0), where the
+    prediction holds its nodata, and where the reference is ``mask_fill_value``; the
+    counts are returned under ``ignored``.
+
+    Returns:
+        ``confusion`` (K x K int64; rows = reference class, columns = predicted class),
+        per-class ``iou``, ``f1``, ``precision``, ``recall`` (float64 arrays; NaN for a
+        class absent from both), ``accuracy``, ``mean_iou`` (over classes not NaN),
+        ``pixels`` (counted) and ``ignored`` (a dict of counts by reason).
+    """
+    k = check_int(n_classes, "n_classes", 1)
+    tile = check_int(tile, "tile", 1)
+    if mask_fill_value is not None:
+        mask_fill_value = check_int(mask_fill_value, "mask_fill_value", 0)
+    prediction = inspect_image(prediction_path, option="prediction_path", image_dtype="native")
+    if prediction.raster.count != 1 or np.dtype(prediction.dtype).kind not in "ui":
+        raise RasterError(
+            f"prediction_path {prediction.path} has {prediction.raster.count} band(s) of {np.dtype(prediction.dtype)}; "
+            "evaluate needs a single-band integer class raster, as predict_raster(output='class') writes."
+        )
+    grid, nodata = prediction.grid, prediction.raster.nodata
+    try:
+        mask, decoder = inspect_mask(mask_path, prediction, color_map=color_map, n_classes=k)
+    except RasterError as error:
+        if "does not overlap" not in str(error):
+            raise
+        raise RasterError(
+            f"prediction_path and mask_path do not overlap: {error} Evaluate a prediction against the "
+            "mask of the same scene."
+        ) from error
+    todo = _windows_of(grid, windows, tile)
+    plans = {
+        size: read_plan(prediction, mask, size, mask_tolerance=EXACT_TOLERANCE) for size in {s for _, _, s in todo}
+    }
+    confusion = np.zeros(k * k, dtype=np.int64)
+    ignored = {"no_mask_data": 0, "prediction_nodata": 0, "ignore_value": 0}
+    readers = {size: RasterReader(plan) for size, plan in plans.items()}
+    try:
+        for row_off, col_off, size in todo:
+            reader = readers[size]
+            predicted = reader.read_image(row_off, col_off)[0][0].astype(np.int64)
+            bands, invalid = reader.read_mask(row_off, col_off)
+            reference = decoder(bands, None)
+            outside = outside_pixels(row_off, col_off, size, grid.height, grid.width)
+            keep = np.ones((size, size), dtype=bool) if outside is None else ~outside
+            for reason, drop in (
+                ("no_mask_data", invalid),
+                ("prediction_nodata", predicted == nodata if nodata is not None else None),
+                ("ignore_value", reference == mask_fill_value if mask_fill_value is not None else None),
+            ):
+                if drop is not None:
+                    ignored[reason] += int((keep & drop).sum())
+                    keep &= ~drop
+            ref, pred = reference[keep], predicted[keep]
+            for name, values in (("reference", ref), ("predicted", pred)):
+                bad = (values < 0) | (values >= k)
+                if bad.any():
+                    raise ConfigError(
+                        f"The {name} class {int(values[bad][0])} in the window row_off={row_off}, col_off={col_off} "
+                        f"is outside 0..{k - 1} (n_classes={k}); set n_classes to the number of classes"
+                        + (" or mask_fill_value to the ignore value." if name == "reference" else ".")
+                    )
+            confusion += np.bincount(ref * k + pred, minlength=k * k)
+    finally:
+        for reader in readers.values():
+            reader.close()
+    return _metrics(confusion.reshape(k, k), ignored)
+
+
+def _metrics(confusion: np.ndarray, ignored: dict[str, int]) -> dict[str, Any]:
+    tp = np.diag(confusion).astype(np.float64)
+    reference = confusion.sum(axis=1)
+    predicted = confusion.sum(axis=0)
+    fp, fn = predicted - tp, reference - tp
+    total = int(confusion.sum())
+    with np.errstate(invalid="ignore", divide="ignore"):
+        iou = tp / (tp + fp + fn)
+        precision = tp / predicted
+        recall = tp / reference
+        f1 = 2 * tp / (2 * tp + fp + fn)
+    return {
+        "confusion": confusion,
+        "iou": iou,
+        "f1": f1,
+        "precision": precision,
+        "recall": recall,
+        "accuracy": float(tp.sum() / total) if total else float("nan"),
+        "mean_iou": float(np.nanmean(iou)) if np.isfinite(iou).any() else float("nan"),
+        "pixels": total,
+        "ignored": ignored,
+    }
