@@ -43,7 +43,7 @@ if not hasattr(keras.utils.PyDataset, "on_epoch_begin"):  # pragma: no cover - K
 from crossgeo.augment import PerThreadAugmentation, build_augmentation, epoch_order, to_model_inputs
 from crossgeo.config import check_seed, resolve_source
 from crossgeo.errors import ConfigError, OptionError
-from crossgeo.sampler import PatchSampler, report_skipped
+from crossgeo.sampler import PatchSampler, report_skipped, require_windows
 
 __all__ = ["PatchPyDataset"]
 
@@ -90,6 +90,7 @@ class PatchPyDataset(keras.utils.PyDataset):
     ) -> None:
         super().__init__(workers=workers, use_multiprocessing=use_multiprocessing, max_queue_size=max_queue_size)
         sampler, options = resolve_source(source, "PatchPyDataset")
+        require_windows(sampler, "PatchPyDataset")
         if batch_size is None:
             batch_size = options.get("batch_size")
         if batch_size is None or isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)):

@@ -18,7 +18,7 @@ from typing import Any
 import attrs
 import numpy as np
 
-from crossgeo.errors import ClassRangeError, ReadError
+from crossgeo.errors import ClassRangeError, ReadError, WindowError
 from crossgeo.grid import outside_pixels
 from crossgeo.inspection import Inspection, inspect_sources, read_plan
 from crossgeo.io import RasterReader, ensure_gdal_env
@@ -26,7 +26,7 @@ from crossgeo.masks import ClassIndexDecoder, out_of_range_pixels
 from crossgeo.options import REQUIRED, SAMPLER_OPTIONS
 from crossgeo.threads import PerThread
 
-__all__ = ["Patch", "PatchSampler", "report_skipped"]
+__all__ = ["Patch", "PatchSampler", "report_skipped", "require_windows"]
 
 log = logging.getLogger("crossgeo")
 
@@ -51,6 +51,21 @@ class Patch:
     index: int
     mask_valid: np.ndarray | None = None
     image_valid: np.ndarray | None = None
+
+
+def require_windows(dataset: Any, where: str) -> None:
+    """Refuse to iterate an empty window set, saying why (the adapters call it).
+
+    An empty sampler is allowed to exist (a WARNING "no valid windows", length 0, as in the
+    original), so a torch ``ConcatDataset`` over many scenes still builds; iterating one
+    that is empty as a whole is an error, not a silent epoch of nothing.
+    """
+    if len(dataset) == 0:
+        source = getattr(dataset, "crops_path", None) or getattr(getattr(dataset, "sampler", None), "crops_path", "")
+        raise WindowError(
+            f"{where}: there are no windows to iterate (no valid windows{f' in {source}' if source else ''}). "
+            "Check that the windows/features overlap the image (crossgeo validate CONFIG lists what was dropped)."
+        )
 
 
 def report_skipped(epoch: int, skipped: int) -> None:

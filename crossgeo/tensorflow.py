@@ -60,7 +60,7 @@ except ImportError as error:  # pragma: no cover - exercised only without tensor
 from crossgeo.augment import PerThreadAugmentation, build_augmentation, epoch_order, to_model_inputs
 from crossgeo.config import check_seed, resolve_source
 from crossgeo.errors import ConfigError, OptionError
-from crossgeo.sampler import PatchSampler, report_skipped
+from crossgeo.sampler import PatchSampler, report_skipped, require_windows
 
 __all__ = ["make_dataset"]
 
@@ -140,6 +140,7 @@ def make_dataset(
         batched when ``batch_size`` is set; all shapes are static except the batch.
     """
     sampler, options = resolve_source(source, "make_dataset")
+    require_windows(sampler, "make_dataset")
     if augmentation_list is None:
         augmentation_list = options.get("augmentation_list")
     if seed is None:

@@ -38,7 +38,7 @@ from crossgeo.augment import build_augmentation, epoch_order, to_model_inputs
 from crossgeo.config import check_keys, check_seed, split_config, to_plain
 from crossgeo.errors import OptionError
 from crossgeo.options import REQUIRED
-from crossgeo.sampler import PatchSampler, report_skipped
+from crossgeo.sampler import PatchSampler, report_skipped, require_windows
 
 __all__ = [
     "EpochOrderSampler",
@@ -279,6 +279,7 @@ class PatchDataLoader(DataLoader[Any]):
     _sampler_epoch: int | None = None
 
     def __iter__(self) -> Iterator[Any]:  # type: ignore[override]
+        require_windows(self.dataset, "make_dataloader")
         self._sync_epoch()
         iterator = super().__iter__()
         dataset = _find_patch_dataset(self.dataset)

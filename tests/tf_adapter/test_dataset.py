@@ -263,3 +263,16 @@ def test_numpy_function_threads_read_under_crossgeo_options_with_bounded_opens(
     # (Each numpy_function call runs on a fresh Python thread state: a plain threading.local
     # cache would open 2 * 3 * 96 rasters here.)
     assert len(opened) == 2 * sampler._readers.created <= 2 * 8
+
+
+def test_an_empty_window_set_is_refused_by_tf_data_and_keras(scene: Scene, tmp_path: Path) -> None:
+    from crossgeo.keras import PatchPyDataset
+
+    empty_csv = tmp_path / "empty.csv"
+    empty_csv.write_text("row_off,col_off\n")
+    empty = PatchSampler(scene.tif, scene.mask, empty_csv, PATCH, n_classes=3)
+    assert len(empty) == 0
+    with pytest.raises(ValueError, match=r"make_dataset: there are no windows to iterate .*empty.csv"):
+        make_dataset(empty, batch_size=2)
+    with pytest.raises(ValueError, match=r"PatchPyDataset: there are no windows to iterate .*empty.csv"):
+        PatchPyDataset(empty, batch_size=2)

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import os
+from typing import Any
 
 import numpy as np
 import pytest
 import torch
 from torch.utils.data import RandomSampler, SequentialSampler
-from torch_scene import GDAL_CHECKED, PATCH, WINDOWS, ProbeDataset, assert_window, gdal_options_now
+from torch_scene import COLOR_MAP, GDAL_CHECKED, PATCH, WINDOWS, ProbeDataset, assert_window, gdal_options_now
 
 from crossgeo.augment import epoch_order, to_model_inputs
 from crossgeo.torch import PatchDataLoader, make_dataloader
@@ -210,3 +211,22 @@ def test_spawned_persistent_worker_follows_set_epoch(make_dataset):
         for image, r, c in zip(batch["image"], batch["metadata"]["row_off"], batch["metadata"]["col_off"]):
             expected, _ = _expected(dataset, WINDOWS.index((int(r), int(c))), epoch)
             np.testing.assert_array_equal(image.numpy(), expected)
+
+
+def test_empty_window_sets_build_and_concatenate_but_refuse_to_iterate(scene: Any, tmp_path: Any) -> None:
+    """An empty scene is a length-0 dataset (ConcatDataset over many scenes still builds); iterating nothing fails."""
+    from torch.utils.data import ConcatDataset
+
+    from crossgeo import PatchSampler
+    from crossgeo.torch import PatchDataset
+
+    empty_csv = tmp_path / "empty.csv"
+    empty_csv.write_text("row_off,col_off\n")
+    empty = PatchDataset(PatchSampler(scene.image_tif, scene.mask_vrt, empty_csv, PATCH, color_map=COLOR_MAP))
+    full = PatchDataset(PatchSampler(scene.image_tif, scene.mask_vrt, scene.windows_csv, PATCH, color_map=COLOR_MAP))
+    assert len(empty) == 0
+    both = ConcatDataset([empty, full])
+    assert len(both) == len(WINDOWS)
+    assert len(list(make_dataloader(both, batch_size=2))) == (len(WINDOWS) + 1) // 2
+    with pytest.raises(ValueError, match=r"make_dataloader: there are no windows to iterate .*empty.csv"):
+        next(iter(make_dataloader(empty, batch_size=2)))
