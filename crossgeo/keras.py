@@ -30,7 +30,7 @@ except ImportError as error:  # pragma: no cover - exercised only without keras
     if error.name != "keras":
         raise  # Keras is installed but its backend (e.g. jax) is missing or broken: show the real error
     raise ImportError(
-        "crossgeo.keras needs Keras 3; install it with: pip install 'crossgeo[tensorflow]' "
+        "crossgeo.keras needs Keras 3; in a clone of crossgeo install it with: pip install '.[tensorflow]' "
         "(or install keras with the JAX or torch backend)"
     ) from error
 

@@ -54,7 +54,7 @@ except ImportError as error:  # pragma: no cover - exercised only without tensor
     if error.name != "tensorflow":
         raise  # TensorFlow is installed but failed to import: show the real error
     raise ImportError(
-        "crossgeo.tensorflow needs TensorFlow; install it with: pip install 'crossgeo[tensorflow]'"
+        "crossgeo.tensorflow needs TensorFlow; in a clone of crossgeo install it with: pip install '.[tensorflow]'"
     ) from error
 
 from crossgeo.augment import PerThreadAugmentation, build_augmentation, epoch_order, to_model_inputs

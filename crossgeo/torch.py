@@ -29,7 +29,8 @@ try:
     from torch.utils.data import DataLoader, Dataset, Sampler, get_worker_info
 except ImportError as _error:  # pragma: no cover - exercised in a subprocess test
     raise ImportError(
-        "crossgeo.torch needs PyTorch, which is not installed. Install it with: pip install 'crossgeo[torch]'"
+        "crossgeo.torch needs PyTorch, which is not installed. In a clone of crossgeo install it with: "
+        "pip install -c ci/requirements-torch.txt '.[torch]' (the constraint file pins the CPU build)"
     ) from _error
 
 import numpy as np

@@ -101,7 +101,7 @@ def require(module: str, package: str) -> Any:
     except ImportError as error:
         raise CliError(
             f"this command needs {package} ({error}); install the command's extras: "
-            "pip install 'crossgeo[cli]' (in a clone of the repository: pip install '.[cli]')"
+            "in a clone of crossgeo: pip install '.[cli]'"
         ) from error
 
 

@@ -59,7 +59,9 @@ def _framework(requested: str) -> str:
         if name == "none":
             return "none"
         if importlib.util.find_spec(name) is None:
-            print(f"{name} is not installed, so the demo skips training (pip install 'crossgeo[{name}]')")
+            print(
+                f"{name} is not installed, so the demo skips training (in a clone of crossgeo: pip install '.[{name}]')"
+            )
             continue
         return name
     return "none"

@@ -158,4 +158,4 @@ def test_import_hygiene() -> None:
         "import sys\nsys.modules['tensorflow'] = None\n"
         "try:\n    import crossgeo.tensorflow\nexcept ImportError as e:\n    print(e)"
     )
-    assert "pip install 'crossgeo[tensorflow]'" in done.stdout, done.stderr[-2000:]
+    assert "pip install '.[tensorflow]'" in done.stdout, done.stderr[-2000:]

@@ -119,4 +119,4 @@ def test_missing_torch_names_the_extra():
         "    print(e)\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    assert "crossgeo[torch]" in out and "pip install" in out
+    assert "pip install -c ci/requirements-torch.txt '.[torch]'" in out
