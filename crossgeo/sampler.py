@@ -18,7 +18,7 @@ from typing import Any
 import attrs
 import numpy as np
 
-from crossgeo.errors import ClassRangeError, ReadError, WindowError
+from crossgeo.errors import ClassRangeError, ConfigError, ReadError, WindowError
 from crossgeo.grid import outside_pixels
 from crossgeo.inspection import Inspection, inspect_sources, read_plan
 from crossgeo.io import RasterReader, ensure_gdal_env
@@ -124,7 +124,7 @@ class PatchSampler:
         """The sampler of an inspection without problems (``crossgeo validate`` samples through it)."""
         if not inspection.ok:
             first = inspection.problems[0].error if inspection.problems else None
-            raise ValueError(f"The inspection found problems; no sampler can be built: {first}")
+            raise ConfigError(f"The inspection found problems; no sampler can be built: {first}")
         sampler = cls.__new__(cls)
         sampler._setup(inspection, warn=False)
         return sampler
