@@ -1,7 +1,8 @@
 """``crossgeo stats``: class pixel counts, frequencies and suggested class weights over every window.
 
 Reads only the masks (`crossgeo.PatchSampler.read_mask`), once per window; classes are
-labelled with the configuration's ``class_names`` when it has them.
+labelled with the configuration's ``class_names`` when it has them. The share of image
+pixels without data is measured on an even sample of windows (`crossgeo.survey.survey`).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from crossgeo.cli.common import (
     progress,
     read_with_validity,
 )
+from crossgeo.survey import survey
 
 __all__ = ["add_parser", "compute_stats", "format_stats", "run"]
 
@@ -87,6 +89,7 @@ def compute_stats(
         foreground = [c for c in occurs if c != 0 and c != ignore]
         if not foreground:
             no_foreground.append(i)
+    looked = survey(sampler)  # image data: a sample of windows spread evenly (stats reads masks only)
     seconds = time.perf_counter() - start
     total = int(counts.sum())
     classes = sorted(set(declared) | {int(c) for c in np.flatnonzero(counts)})
@@ -117,6 +120,8 @@ def compute_stats(
         "fill_value": int(sampler.mask_fill_value),
         "fill_pixels": fill_pixels,
         "fill_fraction": fill_pixels / total if total else 0.0,
+        "image_invalid_fraction": looked.invalid_image_share,
+        "image_invalid_sampled_windows": looked.windows,
         "windows_without_foreground": len(no_foreground),
         "windows_without_foreground_index": no_foreground,
         "class_weights": {str(r["class"]): r["weight"] for r in rows if r["weight"] is not None},
@@ -143,6 +148,11 @@ def format_stats(stats: dict[str, Any], sampler: Any) -> str:
     lines.append(
         f"no mask data (uncovered or nodata, decoded as class {stats['fill_value']}): "
         f"{stats['fill_pixels']:,} pixels ({stats['fill_fraction']:.2%})"
+    )
+    lines.append(
+        f"image pixels without data (alpha 0, nodata, mask band or outside the image) in a sample of "
+        f"{stats['image_invalid_sampled_windows']} windows: {stats['image_invalid_fraction']:.2%}"
+        + (" (ignore_invalid_image: true keeps them out of the loss)" if stats["image_invalid_fraction"] else "")
     )
     empty = stats["windows_without_foreground_index"]
     listed = ", ".join(f"#{i} (row {int(sampler.row_off[i])}, col {int(sampler.col_off[i])})" for i in empty[:5])

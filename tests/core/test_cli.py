@@ -749,3 +749,31 @@ def test_index_reports_whether_the_cache_was_reused(tmp_path: Path, demo: dict[s
     config = write_config(tmp_path / "cached.yaml", **options)
     assert "built and written" in run("index", config)[1]
     assert "reused (up to date)" in run("index", config)[1]
+
+
+def test_stats_reports_the_share_of_image_pixels_without_data(tmp_path: Path) -> None:
+    """An MBTiles image with a deleted tile: stats names the share of image pixels without data."""
+    from test_real_rasters import mbtiles_with_missing_tile
+
+    mbtiles, tile_row, tile_col = mbtiles_with_missing_tile(tmp_path)
+    mask = T.write_raster(
+        tmp_path / "m.tif",
+        np.full((1, 512, 512), 1, np.uint8),
+        crs="EPSG:3857",
+        transform=T.web_mercator_transform(12, 2176, 1460),
+    )
+    offsets = [(0, 0), (0, 256), (256, 0), (256, 256)]  # one window of four is the missing tile
+    windows = T.write_windows_table(tmp_path / "w.csv", *zip(*offsets))
+    config = write_config(
+        tmp_path / "holes.yaml",
+        image_mbtiles_path=str(mbtiles),
+        mask_path=str(mask),
+        crops_path=str(windows),
+        patch_size=256,
+        selected_bands=[1, 2, 3],
+    )
+    code, out, _ = run("stats", config, "--json", tmp_path / "s.json")
+    stats = json.loads((tmp_path / "s.json").read_text())
+    assert code == 0 and (tile_row, tile_col) == (0, 256)
+    assert stats["image_invalid_fraction"] == 0.25 and stats["image_invalid_sampled_windows"] == 4
+    assert "image pixels without data" in out and "25.00%" in out and "ignore_invalid_image" in out
