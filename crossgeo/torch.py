@@ -44,6 +44,7 @@ from crossgeo.augment import (
 )
 from crossgeo.config import check_keys, check_seed, split_config, to_plain
 from crossgeo.errors import OptionError
+from crossgeo.memory import trim_heap
 from crossgeo.options import REQUIRED
 from crossgeo.sampler import PatchSampler, report_skipped, require_windows
 
@@ -64,6 +65,10 @@ DATA_LOADER_KEYS = tuple(k for k in inspect.signature(DataLoader.__init__).param
 """Keys of a ``data_loader`` mapping: every ``torch.utils.data.DataLoader`` keyword but the dataset."""
 _WORKER_ONLY_KEYS = ("prefetch_factor", "persistent_workers", "timeout", "multiprocessing_context")
 """DataLoader options that only exist with worker processes."""
+
+
+TRIM_EVERY = 256
+"""Items after which a process returns freed patch buffers to the OS (`crossgeo.memory.trim_heap`)."""
 
 
 class PatchDataset(Dataset[dict[str, Any]]):
@@ -106,6 +111,7 @@ class PatchDataset(Dataset[dict[str, Any]]):
         if not isinstance(compact, bool):
             raise OptionError(f"compact must be true or false, got {compact!r}.")
         self.compact = compact
+        self._served = 0
         fill = sampler.mask_fill_value
         self.mask_type = mask_dtype(min(0, fill), max(sampler.n_classes - 1, fill, 1))
         self.sampler = sampler
@@ -175,6 +181,9 @@ class PatchDataset(Dataset[dict[str, Any]]):
         item: dict[str, Any] = {"image": torch.from_numpy(image), "mask": torch.from_numpy(mask)}
         if self.return_metadata:
             item["metadata"] = {"row_off": int(patch.row_off), "col_off": int(patch.col_off)}
+        self._served += 1
+        if self._served % TRIM_EVERY == 0:
+            trim_heap()  # a worker's freed patch buffers would otherwise stay resident
         return item
 
     def close(self) -> None:
@@ -368,6 +377,7 @@ def _reporting_skips(batches: Iterator[Any], dataset: PatchDataset) -> Iterator[
     """Pass the batches through; at the end of the epoch, say how many windows were skipped."""
     start, epoch = dataset.skipped, dataset.epoch
     yield from batches
+    trim_heap()  # the epoch's freed patch buffers go back to the OS (workers forked next inherit less)
     skipped = dataset.skipped - start
     report_skipped(epoch, skipped)
 
