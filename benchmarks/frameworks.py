@@ -49,12 +49,15 @@ def bench_torch(args: argparse.Namespace) -> dict[str, Any]:
     dataset = PatchDataset(_sampler(args))
     n = len(dataset)
     out: dict[str, Any] = {"windows": n, "batch_size": args.batch_size}
+    compact = PatchDataset(dataset.sampler, compact=True)
+    # Alternating float and compact items, so a burst of load on the shared machine hits both alike.
     for workers in (0, 2):
-        loader = make_dataloader(dataset, batch_size=args.batch_size, num_workers=workers, shuffle=False)
-        start = time.perf_counter()
-        count = sum(int(batch["image"].shape[0]) for batch in loader)
-        elapsed = time.perf_counter() - start
-        out[f"workers_{workers}"] = {"patches_per_s": count / elapsed, "seconds": elapsed}
+        for suffix, data in (("", dataset), ("_compact", compact)):
+            loader = make_dataloader(data, batch_size=args.batch_size, num_workers=workers, shuffle=False)
+            start = time.perf_counter()
+            count = sum(int(batch["image"].shape[0]) for batch in loader)
+            elapsed = time.perf_counter() - start
+            out[f"workers_{workers}{suffix}"] = {"patches_per_s": count / elapsed, "seconds": elapsed}
     dataset.close()
 
     # Worker memory over epochs: persistent workers, RSS after the first and the last epoch.

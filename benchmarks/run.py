@@ -34,8 +34,20 @@ TARGETS: list[tuple[str, str, str, float]] = [
     ("core_vs_open_per_item", "core / open-per-item (warped, GeoTIFF)", ">=", 2.0),
     ("core_vs_open_per_item_mbtiles", "core / open-per-item (warped, MBTiles; report)", "report", 0.0),
     ("torch_vs_torchgeo", "torch DataLoader 2 workers, crossgeo / TorchGeo", ">=", 2.0),
-    ("torch_2_vs_0_workers", "torch DataLoader 2 workers / 0 workers", ">=", 1.7),
-    ("tf_autotune_vs_generator", "tf.data AUTOTUNE / from_generator", ">=", 1.6),
+    ("torch_2_vs_0_workers", "torch DataLoader 2 workers / 0 workers (cold)", ">=", 1.8),
+    ("torch_2_vs_0_workers_compact", "torch DataLoader 2 / 0 workers, compact=True (cold)", ">=", 1.8),
+    ("torch_compact_vs_float_2", "torch 2 workers, compact / float items", "report", 0.0),
+    ("torchgeo_aligned", "crossgeo / TorchGeo, direct, aligned", ">=", 3.0),
+    ("torchgeo_warped", "crossgeo / TorchGeo, direct, warped mask", ">=", 3.0),
+    ("torchgeo_loader_0", "crossgeo / TorchGeo, DataLoader 0 workers", ">=", 3.0),
+    ("torchgeo_loader_2", "crossgeo / TorchGeo, DataLoader 2 workers", ">=", 3.0),
+    ("torchgeo_worker_rss", "worker RSS, crossgeo / TorchGeo", "<=", 0.8),
+    ("torchgeo_peak_rss", "0-worker DataLoader peak RSS, crossgeo / TorchGeo", "<=", 0.8),
+    ("warm_warped_vs_raw", "warped, warm cache, crossgeo / best raw warped read", ">=", 0.85),
+    ("warm_warped_vs_torchgeo", "warped, 512 MB cache, crossgeo / TorchGeo", ">=", 10.0),
+    ("warm_aligned_vs_raw", "aligned, warm cache, crossgeo / raw", ">=", 0.9),
+    ("import_s", "import crossgeo (core), seconds", "<", 1.5),
+    ("tf_autotune_vs_generator", "tf.data AUTOTUNE / from_generator", ">=", 1.5),
     ("colour_decode_vs_read", "colour-map decode / read time per patch", "<=", 0.10),
     ("index_build_s", "{index_rows:,}-row Parquet index: build seconds", "<", 3.0),
     ("index_rss_mb", "{index_rows:,}-row Parquet index: resident MB", "<", 40.0),
@@ -80,7 +92,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--skip",
         default="",
-        help="comma-separated sections to skip: io, colour, index, planning, predict, torch, tf, torchgeo",
+        help="comma-separated sections to skip: io, colour, index, planning, predict, torch, tf, warm, memory, curves, torchgeo",
     )
     parser.add_argument(
         "--predict-size", type=int, default=16384, help="side of the image of the prediction memory run"
@@ -91,12 +103,20 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="python of a separate env with torchgeo (and crossgeo) installed; default: this one if it has torchgeo",
     )
     parser.add_argument("--strict", action="store_true", help="exit 1 when a target is missed")
+    parser.add_argument(
+        "--plot", type=Path, help="also measure throughput/memory against 0..--max-workers workers and draw PNGs here"
+    )
+    parser.add_argument("--max-workers", type=int, default=os.cpu_count() or 2, help="largest worker count plotted")
+    parser.add_argument("--curve-windows", type=int, default=400, help="windows per point of the --plot curves")
+    parser.add_argument("--warm-cachemax", type=int, default=512, help="GDAL block cache (MiB) of the warm rows")
+    parser.add_argument("--warm-windows", type=int, default=300, help="windows of the warm-cache rows")
     args = parser.parse_args(argv)
     if args.smoke:
         args.size, args.windows, args.repeat = 512, min(args.windows, 16), 1
         args.index_rows, args.rss_epochs, args.rss_windows = 10_000, 2, 16
         args.planning_rows, args.planning_windows = 10_000, 100
         args.predict_size = 1024
+        args.curve_windows, args.warm_windows, args.max_workers = 16, 16, min(args.max_workers, 1)
     return args
 
 
@@ -230,6 +250,42 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             except (RuntimeError, subprocess.TimeoutExpired) as error:
                 skipped[name] = f"failed: {error}"
 
+    if "warm" in skip:
+        skipped["warm"] = "--skip"
+    else:
+        _log(f"warm cache: subprocess with GDAL_CACHEMAX {args.warm_cachemax} MiB")
+        warm = [*fw, "--cachemax", str(args.warm_cachemax), "--warm-windows", str(args.warm_windows)]
+        try:
+            results["warm"] = _subprocess_json([sys.executable, "-m", "benchmarks.warm", *warm], 3600)
+        except (RuntimeError, subprocess.TimeoutExpired) as error:
+            skipped["warm"] = f"failed: {error}"
+
+    if "memory" in skip or not _has("torch"):
+        skipped["memory"] = "--skip" if "memory" in skip else "torch is not installed"
+    else:
+        _log("memory: what a fresh worker-like process holds (float and compact items)")
+        results["memory"] = {}
+        for kind, flag in (("float", []), ("compact", ["--compact"])):
+            try:
+                command = [sys.executable, "-m", "benchmarks.memory_probe", *fw, *flag]
+                results["memory"][kind] = _subprocess_json(command, 3600)
+            except (RuntimeError, subprocess.TimeoutExpired) as error:
+                skipped[f"memory_{kind}"] = f"failed: {error}"
+    started_import = time.perf_counter()
+    _subprocess_json([sys.executable, "-c", "import crossgeo; print('{}')"], 120)
+    results["import"] = {"python_c_import_crossgeo_s": time.perf_counter() - started_import}
+    probe = results.get("memory", {}).get("float", {})
+    if "import_crossgeo_s" in probe:
+        results["import"]["import_crossgeo_s"] = probe["import_crossgeo_s"]
+
+    if args.plot is not None and _has("torch") and "curves" not in skip:
+        _log(f"curves: 0..{args.max_workers} workers, {args.curve_windows} windows per point")
+        curve = [*fw, "--max-workers", str(args.max_workers), "--curve-windows", str(args.curve_windows)]
+        try:
+            results["curves"] = _subprocess_json([sys.executable, "-m", "benchmarks.curves", *curve], 3600)
+        except (RuntimeError, subprocess.TimeoutExpired) as error:
+            skipped["curves"] = f"failed: {error}"
+
     if "torchgeo" in skip:
         skipped["torchgeo"] = "--skip"
     else:
@@ -287,6 +343,60 @@ def ratios(results: dict[str, Any]) -> dict[str, Any]:
         "torch_2_vs_0_workers": div(
             _pps(results, "torch", "workers_2", "patches_per_s"), _pps(results, "torch", "workers_0", "patches_per_s")
         ),
+        "torch_2_vs_0_workers_compact": div(
+            _pps(results, "torch", "workers_2_compact", "patches_per_s"),
+            _pps(results, "torch", "workers_0_compact", "patches_per_s"),
+        ),
+        "torch_compact_vs_float_2": div(
+            _pps(results, "torch", "workers_2_compact", "patches_per_s"),
+            _pps(results, "torch", "workers_2", "patches_per_s"),
+        ),
+        "torchgeo_aligned": div(
+            _pps(results, "torchgeo", "crossgeo_direct_aligned", "patches_per_s"),
+            _pps(results, "torchgeo", "torchgeo_direct_aligned", "patches_per_s"),
+        ),
+        "torchgeo_warped": div(
+            _pps(results, "torchgeo", "crossgeo_direct_warped", "patches_per_s"),
+            _pps(results, "torchgeo", "torchgeo_direct_warped", "patches_per_s"),
+        ),
+        "torchgeo_loader_0": div(
+            _pps(results, "torchgeo", "crossgeo_workers_0", "patches_per_s"),
+            _pps(results, "torchgeo", "torchgeo_workers_0", "patches_per_s"),
+        ),
+        "torchgeo_loader_2": div(
+            _pps(results, "torchgeo", "crossgeo_workers_2", "patches_per_s"),
+            _pps(results, "torchgeo", "torchgeo_workers_2", "patches_per_s"),
+        ),
+        "torchgeo_worker_rss": div(
+            _pps(results, "torchgeo", "crossgeo_workers_2", "worker_rss_mb"),
+            _pps(results, "torchgeo", "torchgeo_workers_2", "worker_rss_mb"),
+        ),
+        "torchgeo_peak_rss": div(
+            _pps(results, "torchgeo", "crossgeo_workers_0", "peak_rss_mb"),
+            _pps(results, "torchgeo", "torchgeo_workers_0", "peak_rss_mb"),
+        ),
+        "warm_warped_vs_raw": div(
+            _pps(results, "warm", "core_warped", "patches_per_s"),
+            max(
+                filter(
+                    None,
+                    [
+                        _pps(results, "warm", "raw_warped_full_vrt", "patches_per_s"),
+                        _pps(results, "warm", "raw_warped_window_vrt", "patches_per_s"),
+                    ],
+                ),
+                default=None,
+            ),
+        ),
+        "warm_warped_vs_torchgeo": div(
+            _pps(results, "torchgeo", "crossgeo_direct_warped_warm", "patches_per_s"),
+            _pps(results, "torchgeo", "torchgeo_direct_warped_warm", "patches_per_s"),
+        ),
+        "warm_aligned_vs_raw": div(
+            _pps(results, "warm", "core_aligned", "patches_per_s"),
+            _pps(results, "warm", "raw_aligned", "patches_per_s"),
+        ),
+        "import_s": _pps(results, "import", "import_crossgeo_s"),
         "tf_autotune_vs_generator": div(
             _pps(results, "tf", "autotune", "patches_per_s"), _pps(results, "tf", "from_generator", "patches_per_s")
         ),
@@ -362,6 +472,13 @@ def format_table(results: dict[str, Any]) -> str:
     framework_rows = [
         ("torch", "workers_0", "torch DataLoader, 0 workers (4326 mask)"),
         ("torch", "workers_2", "torch DataLoader, 2 workers (4326 mask)"),
+        ("torch", "workers_0_compact", "torch DataLoader, 0 workers, compact=True"),
+        ("torch", "workers_2_compact", "torch DataLoader, 2 workers, compact=True"),
+        ("warm", "raw_aligned", "warm cache: raw bound, aligned"),
+        ("warm", "core_aligned", "warm cache: crossgeo core, aligned"),
+        ("warm", "raw_warped_full_vrt", "warm cache: raw, 4326 mask, one VRT over the grid"),
+        ("warm", "raw_warped_window_vrt", "warm cache: raw, 4326 mask, VRT per window"),
+        ("warm", "core_warped", "warm cache: crossgeo core, 4326 mask"),
         ("tf", "from_generator", "tf.data from_generator (4326 mask)"),
         ("tf", "autotune", "tf.data make_dataset AUTOTUNE (4326 mask)"),
         ("torchgeo", "crossgeo_workers_0", "[torchgeo env] crossgeo DataLoader, 0 workers"),
@@ -390,6 +507,20 @@ def format_table(results: dict[str, Any]) -> str:
         lines.append(
             f"{'worker RSS MB (2 workers) after epoch 1 / ' + str(w['epochs']):{width}s} "
             f"{w['after_first_mb']:.1f} / {w['after_last_mb']:.1f}"
+        )
+    for kind, probe in results.get("memory", {}).items():
+        steps = ", ".join(f"{k} {v:+.0f}" for k, v in probe["deltas_mb"].items())
+        lines.append(f"memory ({kind} items), MB: {steps}")
+        lines.append(
+            f"  GDAL cache used {probe['gdal_cache_used_mb']:.0f} MB; augmentation copy "
+            f"{probe['augmentation_copy_mb']:.2f} MB; 0-worker loader peak / after epoch "
+            f"{probe['loader0_peak_rss_mb']:.0f} / {probe['loader0_rss_after_epoch_mb']:.0f} MB"
+        )
+    if "import" in results:
+        i = results["import"]
+        lines.append(
+            f"{'import crossgeo: in-process s / python -c s':{width}s} "
+            f"{i.get('import_crossgeo_s', float('nan')):.3f} / {i['python_c_import_crossgeo_s']:.3f}"
         )
     if "planning" in results:
         p = results["planning"]
@@ -440,6 +571,16 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(results, indent=2, default=_json_default))
+    if args.plot is not None:
+        if "curves" not in results:
+            print(f"--plot: no curves measured ({results['skipped'].get('curves', 'torch missing')})", file=sys.stderr)
+        elif not _has("matplotlib"):
+            print("--plot: matplotlib is not installed (pip install matplotlib)", file=sys.stderr)
+        else:
+            from benchmarks.plot import plot
+
+            for path in plot(results, args.plot):
+                print(f"wrote {path}", file=sys.stderr)
     missed = [k for k, v in results["ratios"].items() if v["status"] == "MISSED"]
     return 1 if args.strict and missed else 0
 

@@ -190,6 +190,20 @@ def scale_image(image: np.ndarray) -> np.ndarray:
     return image.astype(np.float32, copy=False)
 
 
+def _augmented(patch: Any, augmentation: Any | None, seed: int | None, epoch: int) -> tuple[np.ndarray, np.ndarray]:
+    """(image HWC, mask) of a patch with ``augmentation`` applied (image dtype as the augmentation left it)."""
+    image = np.moveaxis(patch.image, 0, -1)
+    mask = patch.mask
+    if augmentation is not None:
+        if seed is not None:
+            augmentation.set_random_seed(sample_seed(seed, epoch, patch.index))
+        out = augmentation(image=np.ascontiguousarray(image), mask=_mask_for_augmentation(mask))
+        image, mask = np.asarray(out["image"]), np.asarray(out["mask"])
+        if image.ndim == 2:
+            image = image[..., None]
+    return image, mask
+
+
 def to_model_inputs(
     patch: Any,
     augmentation: Any | None = None,
@@ -204,16 +218,54 @@ def to_model_inputs(
     afterwards are scaled to 0..1 (uint8 / 255, uint16 / 65535). The image is returned CHW
     (torch) or HWC (``channels_last=True``, tf/Keras).
     """
-    image = np.moveaxis(patch.image, 0, -1)
-    mask = patch.mask
-    if augmentation is not None:
-        if seed is not None:
-            augmentation.set_random_seed(sample_seed(seed, epoch, patch.index))
-        out = augmentation(image=np.ascontiguousarray(image), mask=_mask_for_augmentation(mask))
-        image, mask = np.asarray(out["image"]), np.asarray(out["mask"])
-        if image.ndim == 2:
-            image = image[..., None]
+    image, mask = _augmented(patch, augmentation, seed, epoch)
     image = scale_image(image)
     if not channels_last:
         image = np.moveaxis(image, -1, 0)
     return np.ascontiguousarray(image), np.ascontiguousarray(mask, dtype=np.int64)
+
+
+def mask_dtype(low: int, high: int) -> np.dtype[Any]:
+    """The narrowest integer type holding every value of ``low..high`` (uint8 for classes 0..255)."""
+    return np.dtype(np.promote_types(np.min_scalar_type(int(low)), np.min_scalar_type(int(high))))
+
+
+def to_compact_inputs(
+    patch: Any,
+    augmentation: Any | None = None,
+    *,
+    seed: int | None = None,
+    epoch: int = 0,
+    channels_last: bool = False,
+    mask_type: Any = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """`to_model_inputs` without the conversion: cheap to send between processes, finished by `from_compact`.
+
+    The image keeps the dtype it has after augmentation (the stored uint8/uint16 unless an
+    augmentation such as ``Normalize`` made it float, which then stays float32); the mask
+    is ``mask_type`` (default: the narrowest integer type holding its values). ``from_compact``
+    of the result - per patch or on a whole batch, in any process or on a device - gives
+    exactly the numbers `to_model_inputs` gives: the conversion is elementwise.
+    """
+    image, mask = _augmented(patch, augmentation, seed, epoch)
+    if image.dtype.kind == "f":
+        image = image.astype(np.float32, copy=False)
+    if not channels_last:
+        image = np.moveaxis(image, -1, 0)
+    if mask.size:
+        low, high = int(mask.min()), int(mask.max())
+        wanted = mask_dtype(low, high) if mask_type is None else np.dtype(mask_type)
+        info = np.iinfo(wanted)
+        if low < info.min or high > info.max:
+            raise ConfigError(
+                f"mask values {low}..{high} of window {patch.index} do not fit the compact mask type {wanted}; "
+                "use compact=False (or a mask_fill_value / augmentation mask value inside 0..n_classes-1)."
+            )
+    else:
+        wanted = np.dtype(np.uint8) if mask_type is None else np.dtype(mask_type)
+    return np.ascontiguousarray(image), np.ascontiguousarray(mask, dtype=wanted)
+
+
+def from_compact(image: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(float32 image, int64 mask) from `to_compact_inputs`' arrays, one patch or a stacked batch."""
+    return scale_image(image), mask.astype(np.int64)

@@ -40,7 +40,16 @@ if not hasattr(keras.utils.PyDataset, "on_epoch_begin"):  # pragma: no cover - K
         f"Keras {keras.__version__} is installed. Upgrade it with: pip install 'keras>=3.5'"
     )
 
-from crossgeo.augment import PerThreadAugmentation, build_augmentation, epoch_order, to_model_inputs
+from crossgeo.augment import (
+    PerThreadAugmentation,
+    build_augmentation,
+    epoch_order,
+    from_compact,
+    mask_dtype,
+    scale_image,
+    to_compact_inputs,
+    to_model_inputs,
+)
 from crossgeo.config import check_seed, resolve_source
 from crossgeo.errors import ConfigError, OptionError
 from crossgeo.sampler import PatchSampler, report_skipped, require_windows
@@ -67,6 +76,9 @@ class PatchPyDataset(keras.utils.PyDataset):
         drop_remainder: Leave out a last batch smaller than ``batch_size``.
         epoch: The epoch the dataset starts at (e.g. when resuming training).
         allowed_targets: Extra module prefixes ``_target_`` may resolve to.
+        compact: Stack each batch in the stored image dtype and a narrow mask type and
+            convert the whole batch to float32 / int64 at once (fewer temporaries per
+            patch); bit-identical to ``compact=False``.
 
     Keras' own ``model.fit(shuffle=True)`` (its default) additionally permutes the order of
     the *batches* with Python's ``random``; pass ``shuffle=False`` to ``fit`` for an order
@@ -87,6 +99,7 @@ class PatchPyDataset(keras.utils.PyDataset):
         drop_remainder: bool = False,
         epoch: int = 0,
         allowed_targets: tuple[str, ...] = (),
+        compact: bool = False,
     ) -> None:
         super().__init__(workers=workers, use_multiprocessing=use_multiprocessing, max_queue_size=max_queue_size)
         sampler, options = resolve_source(source, "PatchPyDataset")
@@ -105,7 +118,12 @@ class PatchPyDataset(keras.utils.PyDataset):
         if isinstance(epoch, bool) or not isinstance(epoch, (int, np.integer)) or epoch < 0:
             raise OptionError(f"epoch must be a non-negative integer, got {epoch!r}.")
         allowed = tuple(allowed_targets)
+        if not isinstance(compact, bool):
+            raise OptionError(f"compact must be true or false, got {compact!r}.")
 
+        self.compact = compact
+        fill = sampler.mask_fill_value
+        self._mask_type = mask_dtype(min(0, fill), max(sampler.n_classes - 1, fill, 1))
         self.sampler = sampler
         self.batch_size = int(batch_size)
         self.shuffle = bool(shuffle or options.get("shuffle", False))
@@ -135,6 +153,8 @@ class PatchPyDataset(keras.utils.PyDataset):
             raise IndexError(f"batch {index} out of range for {batches} batches.")
         windows = self.order[position * self.batch_size : (position + 1) * self.batch_size]
         augmentation = self._augmentations.get()
+        if self.compact:
+            return self._compact_batch(windows, augmentation)
         images, masks = [], []
         for window in windows:
             image, mask = to_model_inputs(
@@ -143,6 +163,23 @@ class PatchPyDataset(keras.utils.PyDataset):
             images.append(image)
             masks.append(mask)
         return np.stack(images), np.stack(masks)
+
+    def _compact_batch(self, windows: np.ndarray, augmentation: Any) -> tuple[np.ndarray, np.ndarray]:
+        images, masks = [], []
+        for window in windows:
+            image, mask = to_compact_inputs(
+                self.sampler[int(window)],
+                augmentation,
+                seed=self._base_seed,
+                epoch=self.epoch,
+                channels_last=True,
+                mask_type=self._mask_type,
+            )
+            images.append(image)
+            masks.append(mask)
+        if len({image.dtype for image in images}) > 1:  # an augmentation made some float: scale the rest first
+            images = [scale_image(image) for image in images]
+        return from_compact(np.stack(images), np.stack(masks))
 
     def on_epoch_begin(self) -> None:
         """Keras calls this when an epoch starts: the next `on_epoch_end` then ends it."""

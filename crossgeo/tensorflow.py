@@ -57,7 +57,15 @@ except ImportError as error:  # pragma: no cover - exercised only without tensor
         "crossgeo.tensorflow needs TensorFlow; in a clone of crossgeo install it with: pip install '.[tensorflow]'"
     ) from error
 
-from crossgeo.augment import PerThreadAugmentation, build_augmentation, epoch_order, to_model_inputs
+from crossgeo.augment import (
+    PerThreadAugmentation,
+    build_augmentation,
+    epoch_order,
+    mask_dtype,
+    scale_image,
+    to_compact_inputs,
+    to_model_inputs,
+)
 from crossgeo.config import check_seed, resolve_source
 from crossgeo.errors import ConfigError, OptionError
 from crossgeo.sampler import PatchSampler, report_skipped, require_windows
@@ -103,6 +111,7 @@ def make_dataset(
     input_context: tf.distribute.InputContext | None = None,
     epoch: int | tf.Variable | None = None,
     allowed_targets: tuple[str, ...] = (),
+    compact: bool = False,
 ) -> tf.data.Dataset:
     """A ``tf.data.Dataset`` of ``(image, mask)`` patches, ready for ``model.fit``.
 
@@ -134,6 +143,10 @@ def make_dataset(
             iteration (each ``model.fit`` epoch) counts one up. An int: every pass is that
             epoch. A ``tf.Variable``: its value when a pass starts (set it from a callback).
         allowed_targets: Extra module prefixes ``_target_`` may resolve to.
+        compact: The parallel map hands over the image in its stored dtype (without an
+            augmentation) and the mask in the narrowest integer type holding
+            ``0..n_classes-1`` and ``mask_fill_value``; the conversion to float32 / int64
+            runs inside the graph after ``batch``, once per batch. Bit-identical output.
 
     Returns:
         Elements ``image`` float32 (H, W, C) (or (C, H, W)) and ``mask`` int64 (H, W),
@@ -167,8 +180,15 @@ def make_dataset(
             )
     base_seed = int(seed) if seed is not None else _random_seed()
 
+    if not isinstance(compact, bool):
+        raise OptionError(f"compact must be true or false, got {compact!r}.")
     augmentation = build_augmentation(augmentation_list, allowed_targets=allowed)
     augmentations = PerThreadAugmentation(augmentation)
+    # The map's output types are static: an augmentation may or may not make the image float,
+    # so with one the image is converted per patch (the mask stays compact).
+    image_type = sampler.image_dtype if compact and augmentation is None else np.dtype(np.float32)
+    fill = sampler.mask_fill_value
+    mask_type = mask_dtype(min(0, fill), max(sampler.n_classes - 1, fill, 1)) if compact else np.dtype(np.int64)
     image_shape, mask_shape = _output_shapes(sampler, augmentation, channels_last)
     n = len(sampler)
 
@@ -204,15 +224,30 @@ def make_dataset(
     def load(index: np.ndarray, epoch_value: np.ndarray) -> tuple[Any, ...]:
         tally.started(int(epoch_value))
         patch = sampler[int(index)]
-        image, mask = to_model_inputs(
-            patch, augmentations.get(), seed=base_seed, epoch=int(epoch_value), channels_last=channels_last
-        )
+        if compact:
+            image, mask = to_compact_inputs(
+                patch,
+                augmentations.get(),
+                seed=base_seed,
+                epoch=int(epoch_value),
+                channels_last=channels_last,
+                mask_type=mask_type,
+            )
+            if image_type.kind == "f":
+                image = scale_image(image)  # an augmentation ran: it may or may not have made it float
+        else:
+            image, mask = to_model_inputs(
+                patch, augmentations.get(), seed=base_seed, epoch=int(epoch_value), channels_last=channels_last
+            )
         tally.finished(int(epoch_value))
         return image, mask, np.int64(patch.row_off), np.int64(patch.col_off)
 
     def decode(index: tf.Tensor, epoch_value: tf.Tensor) -> Any:
         image, mask, row_off, col_off = tf.numpy_function(
-            load, [index, epoch_value], (tf.float32, tf.int64, tf.int64, tf.int64), stateful=False
+            load,
+            [index, epoch_value],
+            (tf.as_dtype(image_type), tf.as_dtype(mask_type), tf.int64, tf.int64),
+            stateful=False,
         )
         image = tf.ensure_shape(image, image_shape)
         mask = tf.ensure_shape(mask, mask_shape)
@@ -228,11 +263,29 @@ def make_dataset(
     dataset = dataset.map(decode, num_parallel_calls=num_parallel_calls, deterministic=True)
     if batch_size is not None:
         dataset = dataset.batch(int(batch_size), drop_remainder=drop_remainder)
+    if compact:
+        dataset = dataset.map(_from_compact, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     dataset = dataset.prefetch(tf.data.AUTOTUNE)
     count = math.ceil((n - pipeline_id) / pipelines) if n > pipeline_id else 0
     if batch_size is not None:
         count = count // batch_size if drop_remainder else math.ceil(count / batch_size)
     return dataset.apply(tf.data.experimental.assert_cardinality(count))
+
+
+_SCALE = {tf.uint8: 255.0, tf.uint16: 65535.0}
+
+
+def _from_compact(image: tf.Tensor, mask: tf.Tensor, *metadata: Any) -> tuple[Any, ...]:
+    """In the graph, once per batch: float32 image (uint8 / 255, uint16 / 65535) and int64 mask.
+
+    Elementwise in float32, as `crossgeo.augment.scale_image` computes it, so the numbers equal
+    the ``compact=False`` pipeline's bit for bit.
+    """
+    scale = _SCALE.get(image.dtype)
+    image = tf.cast(image, tf.float32)
+    if scale is not None:
+        image = image / tf.constant(scale, tf.float32)
+    return (image, tf.cast(mask, tf.int64), *metadata)
 
 
 class _SkipTally:

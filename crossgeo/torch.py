@@ -26,7 +26,7 @@ from typing import Any
 
 try:
     import torch
-    from torch.utils.data import DataLoader, Dataset, Sampler, get_worker_info
+    from torch.utils.data import DataLoader, Dataset, Sampler, default_collate, get_worker_info
 except ImportError as _error:  # pragma: no cover - exercised in a subprocess test
     raise ImportError(
         "crossgeo.torch needs PyTorch, which is not installed. In a clone of crossgeo install it with: "
@@ -35,9 +35,17 @@ except ImportError as _error:  # pragma: no cover - exercised in a subprocess te
 
 import numpy as np
 
-from crossgeo.augment import build_augmentation, epoch_order, to_model_inputs
+from crossgeo.augment import (
+    build_augmentation,
+    epoch_order,
+    mask_dtype,
+    scale_image,
+    to_compact_inputs,
+    to_model_inputs,
+)
 from crossgeo.config import check_keys, check_seed, split_config, to_plain
 from crossgeo.errors import OptionError
+from crossgeo.memory import trim_heap
 from crossgeo.options import REQUIRED
 from crossgeo.sampler import PatchSampler, report_skipped, require_windows
 
@@ -46,6 +54,8 @@ __all__ = [
     "MBTilesCropsGeoTifMaskDataset",
     "PatchDataLoader",
     "PatchDataset",
+    "collate_compact",
+    "finish_batch",
     "make_dataloader",
     "worker_init_fn",
 ]
@@ -56,6 +66,10 @@ DATA_LOADER_KEYS = tuple(k for k in inspect.signature(DataLoader.__init__).param
 """Keys of a ``data_loader`` mapping: every ``torch.utils.data.DataLoader`` keyword but the dataset."""
 _WORKER_ONLY_KEYS = ("prefetch_factor", "persistent_workers", "timeout", "multiprocessing_context")
 """DataLoader options that only exist with worker processes."""
+
+
+TRIM_EVERY = 256
+"""Items after which a process returns freed patch buffers to the OS (`crossgeo.memory.trim_heap`)."""
 
 
 class PatchDataset(Dataset[dict[str, Any]]):
@@ -72,6 +86,11 @@ class PatchDataset(Dataset[dict[str, Any]]):
             `set_epoch`. ``None``: each DataLoader worker draws from its own seed.
         allowed_targets: Extra modules/names ``_target_`` may resolve to (besides
             ``albumentations``).
+        compact: Items carry the image in its stored dtype (uint8/uint16; float32 when an
+            augmentation made it float) and the mask in the narrowest integer type holding
+            ``0..n_classes-1`` and ``mask_fill_value``: 4x-8x fewer bytes from DataLoader
+            workers. Loaders from `make_dataloader` convert each batch to float32 / int64
+            in the main process (or on its ``device``), bit-identical to ``compact=False``.
 
     Each item is ``{"image": float32 tensor (C, H, W), "mask": int64 tensor (H, W)}``;
     integer images are scaled to 0..1 (uint8 / 255, uint16 / 65535) unless an
@@ -86,9 +105,16 @@ class PatchDataset(Dataset[dict[str, Any]]):
         return_metadata: bool = False,
         seed: int | None = None,
         allowed_targets: Iterable[str] = (),
+        compact: bool = False,
     ) -> None:
         if not isinstance(return_metadata, bool):
             raise OptionError(f"return_metadata must be true or false, got {return_metadata!r}.")
+        if not isinstance(compact, bool):
+            raise OptionError(f"compact must be true or false, got {compact!r}.")
+        self.compact = compact
+        self._served = 0
+        fill = sampler.mask_fill_value
+        self.mask_type = mask_dtype(min(0, fill), max(sampler.n_classes - 1, fill, 1))
         self.sampler = sampler
         self.allowed_targets = tuple(allowed_targets)
         self.augmentation = build_augmentation(augmentation_list, allowed_targets=self.allowed_targets)
@@ -147,10 +173,18 @@ class PatchDataset(Dataset[dict[str, Any]]):
         patch = self.sampler[index]
         if self.sampler.skipped != before:
             self._skipped.add_(self.sampler.skipped - before)
-        image, mask = to_model_inputs(patch, self.augmentation, seed=self.seed, epoch=self.epoch)
+        if self.compact:
+            image, mask = to_compact_inputs(
+                patch, self.augmentation, seed=self.seed, epoch=self.epoch, mask_type=self.mask_type
+            )
+        else:
+            image, mask = to_model_inputs(patch, self.augmentation, seed=self.seed, epoch=self.epoch)
         item: dict[str, Any] = {"image": torch.from_numpy(image), "mask": torch.from_numpy(mask)}
         if self.return_metadata:
             item["metadata"] = {"row_off": int(patch.row_off), "col_off": int(patch.col_off)}
+        self._served += 1
+        if self._served % TRIM_EVERY == 0:
+            trim_heap()  # a worker's freed patch buffers would otherwise stay resident
         return item
 
     def close(self) -> None:
@@ -278,12 +312,16 @@ class PatchDataLoader(DataLoader[Any]):
 
     _passes = 0
     _sampler_epoch: int | None = None
+    device: torch.device | None = None
+    """Where `make_dataloader(device=...)` moves each batch (None: stays on the CPU)."""
 
     def __iter__(self) -> Iterator[Any]:  # type: ignore[override]
         require_windows(self.dataset, "make_dataloader")
         self._sync_epoch()
         iterator = super().__iter__()
         dataset = _find_patch_dataset(self.dataset)
+        if dataset is not None and (dataset.compact or self.device is not None):
+            iterator = (finish_batch(batch, self.device) for batch in iterator)
         return iterator if dataset is None else _reporting_skips(iterator, dataset)
 
     def _sync_epoch(self) -> None:
@@ -297,10 +335,50 @@ class PatchDataLoader(DataLoader[Any]):
         self._passes += 1
 
 
+def collate_compact(items: list[Any]) -> Any:
+    """``default_collate`` for compact items (``PatchDataset(compact=True)``), run in the workers.
+
+    Stacks the images in their stored dtype and the masks in their narrow type. When an
+    augmentation made some images of the batch float and left others integer, those are
+    scaled to float32 here first (the numbers `to_model_inputs` gives), so the stack is exact.
+    """
+    if items and isinstance(items[0], Mapping) and "image" in items[0]:
+        if len({item["image"].dtype for item in items}) > 1:
+            items = [{**item, "image": torch.from_numpy(scale_image(item["image"].numpy()))} for item in items]
+    return default_collate(items)
+
+
+_SCALE = {torch.uint8: 255, torch.uint16: 65535}
+
+
+def finish_batch(batch: Any, device: torch.device | str | None = None) -> Any:
+    """Move a batch to ``device`` (if given) and convert compact images/masks there: float32 and int64.
+
+    uint8 / 255 and uint16 / 65535 in float32, other types only cast: elementwise, so the
+    result equals `crossgeo.augment.to_model_inputs` bit for bit whether done per patch, per
+    batch, on the CPU or on the device (the compact batch crosses the bus, 4x-8x smaller).
+    Batches that are not ``{"image", "mask", ...}`` mappings pass through unchanged.
+    """
+    if not isinstance(batch, Mapping) or not isinstance(batch.get("image"), torch.Tensor):
+        return batch
+    out = dict(batch)
+    image, mask = batch["image"], batch["mask"]
+    if device is not None:
+        image = image.to(device, non_blocking=True)
+        mask = mask.to(device, non_blocking=True)
+    scale = _SCALE.get(image.dtype)
+    image = image.to(torch.float32)
+    if scale is not None:
+        image = image.div_(scale)
+    out["image"], out["mask"] = image, mask.to(torch.int64)
+    return out
+
+
 def _reporting_skips(batches: Iterator[Any], dataset: PatchDataset) -> Iterator[Any]:
     """Pass the batches through; at the end of the epoch, say how many windows were skipped."""
     start, epoch = dataset.skipped, dataset.epoch
     yield from batches
+    trim_heap()  # the epoch's freed patch buffers go back to the OS (workers forked next inherit less)
     skipped = dataset.skipped - start
     report_skipped(epoch, skipped)
 
@@ -334,7 +412,9 @@ class EpochOrderSampler(Sampler[int]):
         return len(self.dataset)
 
 
-def make_dataloader(dataset: Dataset[Any], **overrides: Any) -> PatchDataLoader:
+def make_dataloader(
+    dataset: Dataset[Any], *, device: torch.device | str | None = None, **overrides: Any
+) -> PatchDataLoader:
     """A DataLoader honouring ``dataset.data_loader`` (shuffle, num_workers, batch_size, ...).
 
     ``overrides`` are DataLoader keywords that win over the dataset's options (e.g.
@@ -344,6 +424,10 @@ def make_dataloader(dataset: Dataset[Any], **overrides: Any) -> PatchDataLoader:
     windows in `EpochOrderSampler`'s order (the tf.data/Keras order for that seed
     and epoch). `worker_init_fn` runs in every worker (before a
     ``worker_init_fn`` you pass).
+
+    ``device``: each batch is moved there as it leaves the loader. With a compact dataset
+    (``PatchDataset(compact=True)``) workers collate with `collate_compact` (unless you pass
+    a ``collate_fn``) and `finish_batch` converts each batch after the move, on the device.
     """
     check_keys(overrides, DATA_LOADER_KEYS, "make_dataloader()")
     patch_dataset = _find_patch_dataset(dataset)
@@ -369,7 +453,11 @@ def make_dataloader(dataset: Dataset[Any], **overrides: Any) -> PatchDataLoader:
     elif seed is not None and options.get("generator") is None:
         options["generator"] = torch.Generator().manual_seed(seed)
     options["worker_init_fn"] = _chain(worker_init_fn, options.get("worker_init_fn"))
-    return PatchDataLoader(dataset, **options)
+    if patch_dataset is not None and patch_dataset.compact and options.get("collate_fn") is None:
+        options["collate_fn"] = collate_compact
+    loader = PatchDataLoader(dataset, **options)
+    loader.device = torch.device(device) if device is not None else None
+    return loader
 
 
 # ---------------------------------------------------------------------- tiled prediction

@@ -58,6 +58,12 @@ def test_smoke_run_writes_table_and_json(tmp_path: Path, capsys: pytest.CaptureF
         assert results["throughput"][name]["patches_per_s"] > 0, name
     assert 0 < results["colour"]["ratio"]
     assert results["index"]["rows"] == 10_000
+    # Warm-cache rows (second pass on a large block cache) and the import time are always reported.
+    for name in ("raw_aligned", "core_aligned", "raw_warped_full_vrt", "raw_warped_window_vrt", "core_warped"):
+        assert results["warm"][name]["patches_per_s"] > 0, name
+    assert 0 < results["import"]["python_c_import_crossgeo_s"] < 60
+    assert "warped, warm cache, crossgeo / best raw warped read" in table
+    assert "aligned, warm cache, crossgeo / raw" in table
     assert results["ratios"]["index_rss_mb"]["label"] == "10,000-row Parquet index: resident MB"
     assert results["scene"]["folder"] == str(tmp_path / "cache" / "scene-512-v1")
 

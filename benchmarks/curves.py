@@ -1,0 +1,126 @@
+"""Throughput and worker memory against the DataLoader worker count (``python -m benchmarks --plot DIR``).
+
+``python -m benchmarks.curves --scene DIR ... --max-workers N`` prints JSON: for 0..N workers,
+patches/s and mean worker RSS of one epoch through a torch ``DataLoader`` (batch 16) for
+crossgeo (float and compact items), the plain-rasterio raw bound (handles opened once per
+worker, one small ``WarpedVRT`` per window) and open-per-item (the original's approach),
+all on the warped (EPSG:4326 mask) case and the same windows. Every loader starts its
+workers from this process, which opened nothing before (a fresh parent).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+
+class _Baseline:
+    """A torch map-style dataset over a `benchmarks.baselines` reader (opened lazily per process)."""
+
+    def __init__(self, factory: Any, rows: list[int], cols: list[int]) -> None:
+        self.factory, self.rows, self.cols = factory, rows, cols
+        self.reader: Any = None
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, i: int) -> Any:
+        import numpy as np
+        import torch
+
+        if self.reader is None:
+            self.reader = self.factory()[0]
+        image, mask = self.reader(self.rows[i], self.cols[i])
+        image = torch.from_numpy(image.astype(np.float32) / np.float32(255))
+        return {"image": image, "mask": torch.from_numpy(np.asarray(mask, dtype=np.int64))}
+
+
+def _rss_mb(pid: int) -> float:
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def measure(loader: Any) -> dict[str, Any]:
+    start = time.perf_counter()
+    count = 0
+    worker_rss: list[float] = []
+    iterator = iter(loader)
+    for batch in iterator:
+        count += int(batch["image"].shape[0])
+        workers = getattr(iterator, "_workers", [])
+        if workers:
+            worker_rss = [max(a, _rss_mb(w.pid)) for a, w in zip(worker_rss or [0.0] * len(workers), workers)]
+    elapsed = time.perf_counter() - start
+    rss = sum(worker_rss) / len(worker_rss) if worker_rss else _rss_mb(__import__("os").getpid())
+    return {"patches_per_s": count / elapsed, "worker_rss_mb": rss}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.curves")
+    parser.add_argument("--scene", required=True)
+    parser.add_argument("--size", type=int, required=True)
+    parser.add_argument("--patch-size", type=int, default=256)
+    parser.add_argument("--windows", type=int, required=True)
+    parser.add_argument("--cachemax", type=int, default=8)
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--max-workers", type=int, default=2)
+    parser.add_argument("--curve-windows", type=int, default=400)
+    args = parser.parse_args(argv)
+    from benchmarks.gdal import limit_block_cache
+
+    limit_block_cache(args.cachemax)
+    import pyarrow.parquet as pq
+    import torch
+    from torch.utils.data import DataLoader, Subset
+
+    from benchmarks import baselines
+    from benchmarks.scenes import N_CLASSES, Scene
+    from crossgeo import PatchSampler
+    from crossgeo.torch import PatchDataset, make_dataloader
+
+    torch.set_num_threads(1)
+    scene = Scene(Path(args.scene), args.size, args.patch_size, args.windows)
+    table = pq.read_table(scene.windows)
+    n = min(args.curve_windows, table.num_rows)
+    rows = table.column("row_off").to_numpy()[:n].tolist()
+    cols = table.column("col_off").to_numpy()[:n].tolist()
+    tif, m4326, size = scene.image_deflate, scene.mask_4326, scene.patch_size
+    rgb = (1, 2, 3)
+
+    def crossgeo_loader(workers: int, compact: bool) -> Any:
+        sampler = PatchSampler(tif, m4326, scene.windows, size, n_classes=N_CLASSES)
+        dataset = Subset(PatchDataset(sampler), range(n)) if not compact else None
+        if compact:
+            dataset = Subset(PatchDataset(sampler, compact=True), range(n))
+        return make_dataloader(dataset, batch_size=args.batch_size, num_workers=workers)
+
+    def baseline_loader(factory: Any, workers: int) -> Any:
+        return DataLoader(_Baseline(factory, rows, cols), batch_size=args.batch_size, num_workers=workers)
+
+    libraries = {
+        "crossgeo": lambda w: crossgeo_loader(w, False),
+        "crossgeo_compact": lambda w: crossgeo_loader(w, True),
+        "raw_bound": lambda w: baseline_loader(lambda: baselines.raw_warped_per_window(tif, m4326, size, rgb), w),
+        "open_per_item": lambda w: baseline_loader(lambda: baselines.open_per_item(tif, m4326, size, rgb), w),
+    }
+    out: dict[str, Any] = {"windows": n, "batch_size": args.batch_size, "workers": {}}
+    for workers in range(args.max_workers + 1):
+        row: dict[str, Any] = {}
+        for name, build in libraries.items():
+            # Compact items are only worth it across processes; with 0 workers it measures the same path.
+            row[name] = measure(build(workers))
+            print(f"curves: {name} workers={workers}: {row[name]['patches_per_s']:.1f} p/s", file=sys.stderr)
+        out["workers"][str(workers)] = row
+    sys.stdout.write("\n" + json.dumps(out) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

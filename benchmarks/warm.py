@@ -1,0 +1,63 @@
+"""Warm-cache I/O cases in their own process (``GDAL_CACHEMAX`` must be set before the first read).
+
+``python -m benchmarks.warm --scene DIR --size N --windows N --cachemax 512`` prints JSON: the
+aligned and warped cases of `benchmarks.io_bench` on the first ``--warm-windows`` windows,
+read twice in a row per case (the second pass, on a warm block cache, counts).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+WARM_CASES = ("raw_aligned", "core_aligned", "raw_warped_full_vrt", "raw_warped_window_vrt", "core_warped")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.warm")
+    parser.add_argument("--scene", required=True)
+    parser.add_argument("--size", type=int, required=True)
+    parser.add_argument("--patch-size", type=int, default=256)
+    parser.add_argument("--windows", type=int, required=True)
+    parser.add_argument("--cachemax", type=int, default=512)
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--warm-windows", type=int, default=300)
+    args = parser.parse_args(argv)
+    from benchmarks.gdal import limit_block_cache
+
+    cache = limit_block_cache(args.cachemax)
+    import pyarrow.parquet as pq
+
+    from benchmarks import io_bench
+    from benchmarks.scenes import Scene
+    from crossgeo.io import ensure_gdal_env
+
+    ensure_gdal_env()
+    scene = Scene(Path(args.scene), args.size, args.patch_size, args.windows)
+    table = pq.read_table(scene.windows)
+    n = min(args.warm_windows, table.num_rows)
+    pairs = list(zip(table.column("row_off").to_numpy()[:n].tolist(), table.column("col_off").to_numpy()[:n].tolist()))
+    out: dict[str, Any] = {"windows": n, "gdal_cachemax_bytes": cache}
+    for name, factory in io_bench.cases(scene):
+        if name not in WARM_CASES:
+            continue
+        read, close = factory()
+        passes = []
+        for _ in range(2):
+            start = time.perf_counter()
+            for r, c in pairs:
+                read(r, c)
+            passes.append(time.perf_counter() - start)
+        close()
+        out[name] = {"patches_per_s": n / passes[-1], "cold_patches_per_s": n / passes[0]}
+        print(f"warm {name}: {n / passes[-1]:.1f} p/s (first pass {n / passes[0]:.1f})", file=sys.stderr)
+    sys.stdout.write("\n" + json.dumps(out) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

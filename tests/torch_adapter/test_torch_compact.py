@@ -1,0 +1,98 @@
+"""Compact transfer (``PatchDataset(compact=True)``): narrow items from the workers, float32/int64 batches.
+
+Every batch of a compact loader must equal the float loader's bit for bit, for uint8 and
+uint16 images, with 0 and 2 workers, moved to a device, and with an augmentation that
+makes some images float (``Normalize`` with p=0.5) so a batch mixes float and integer items.
+"""
+
+from __future__ import annotations
+
+import types
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+
+from crossgeo import PatchSampler, testing
+from crossgeo.torch import PatchDataset, make_dataloader
+
+from torch_scene import PATCH, assert_window
+
+FLIP_AND_SOMETIMES_NORMALIZE = [
+    {"_target_": "albumentations.HorizontalFlip", "p": 0.5},
+    {"_target_": "albumentations.Normalize", "p": 0.5},
+]
+
+
+def _batches(dataset: PatchDataset, **options: Any) -> list[dict[str, Any]]:
+    loader = make_dataloader(dataset, batch_size=3, **options)
+    dataset.set_epoch(1)
+    return list(loader)
+
+
+def _assert_same(compact: list[dict[str, Any]], plain: list[dict[str, Any]]) -> None:
+    assert len(compact) == len(plain) > 0
+    for a, b in zip(compact, plain):
+        assert a["image"].dtype == torch.float32 and a["mask"].dtype == torch.int64
+        assert torch.equal(a["image"], b["image"])  # bit-identical floats (no NaN here)
+        assert torch.equal(a["mask"], b["mask"])
+        if "metadata" in b:
+            assert torch.equal(a["metadata"]["row_off"], b["metadata"]["row_off"])
+
+
+def test_items_are_compact_and_the_loader_restores_them(scene: types.SimpleNamespace) -> None:
+    sampler = PatchSampler(scene.image_tif, scene.mask_tif, scene.windows_csv, PATCH, n_classes=2)
+    dataset = PatchDataset(sampler, compact=True, return_metadata=True)
+    item = dataset[0]
+    assert item["image"].dtype == torch.uint8 and item["image"].shape == (3, PATCH, PATCH)
+    assert item["mask"].dtype == torch.uint8
+    plain = PatchDataset(sampler, return_metadata=True)
+    for workers in (0, 2):
+        compact_batches = _batches(dataset, num_workers=workers)
+        _assert_same(compact_batches, _batches(plain, num_workers=workers))
+        first = compact_batches[0]
+        assert_window(first["image"][0], int(first["metadata"]["row_off"][0]), int(first["metadata"]["col_off"][0]))
+        assert set(first["mask"].unique().tolist()) <= {0, 1}
+
+
+def test_device_move_converts_after_the_move(scene: types.SimpleNamespace) -> None:
+    sampler = PatchSampler(scene.image_tif, scene.mask_tif, scene.windows_csv, PATCH, n_classes=2)
+    compact = _batches(PatchDataset(sampler, compact=True), device="cpu")
+    _assert_same(compact, _batches(PatchDataset(sampler)))
+    assert compact[0]["image"].device == torch.device("cpu")
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_augmentation_that_makes_some_images_float(scene: types.SimpleNamespace, workers: int) -> None:
+    sampler = PatchSampler(scene.image_tif, scene.mask_tif, scene.windows_csv, PATCH, n_classes=2)
+    options = {"augmentation_list": FLIP_AND_SOMETIMES_NORMALIZE, "seed": 5}
+    compact = PatchDataset(sampler, compact=True, **options)
+    dtypes = {compact[i]["image"].dtype for i in range(len(compact))}
+    assert dtypes == {torch.uint8, torch.float32}  # the batches below mix both
+    _assert_same(_batches(compact, num_workers=workers), _batches(PatchDataset(sampler, **options), num_workers=workers))
+
+
+def test_uint16_image_and_ignore_index_fill(scene: types.SimpleNamespace, tmp_path: Any) -> None:
+    image16 = testing.write_raster(
+        tmp_path / "image16.tif",
+        testing.coordinate_bands(256, 256, "uint16"),
+        crs=scene.crs,
+        transform=scene.transform,
+    )
+    sampler = PatchSampler(
+        str(image16), scene.mask_tif, scene.windows_csv, PATCH, n_classes=2, image_dtype="uint16", mask_fill_value=255
+    )
+    item = PatchDataset(sampler, compact=True)[0]
+    assert item["image"].dtype == torch.uint16 and item["mask"].dtype == torch.uint8
+    compact = _batches(PatchDataset(sampler, compact=True))
+    plain = _batches(PatchDataset(sampler))
+    _assert_same(compact, plain)
+    rows = np.rint(compact[0]["image"][0, 0].numpy() * 65535).astype(np.int64)
+    np.testing.assert_array_equal(rows[:, 0], np.arange(PATCH) + int(sampler.row_off[0]))
+
+
+def test_compact_must_be_a_bool(scene: types.SimpleNamespace) -> None:
+    sampler = PatchSampler(scene.image_tif, scene.mask_tif, scene.windows_csv, PATCH, n_classes=2)
+    with pytest.raises(TypeError, match="compact must be true or false"):
+        PatchDataset(sampler, compact="yes")  # type: ignore[arg-type]
