@@ -271,6 +271,12 @@ class Case:
     section: str
 
     @property
+    def title(self) -> str:
+        """The heading: the id with spaces for underscores, so a search for an option name
+        (one word, ``patch_size``) ranks the configuration reference above these entries."""
+        return " ".join(self.id.replace("_", " ").split())
+
+    @property
     def anchor(self) -> str:
         return re.sub(r"[^a-z0-9_]+", "-", self.id.lower()).strip("-")
 
@@ -318,7 +324,7 @@ def entry(case: Case) -> str:
     kind = f"`{case.error}` (a `{base}`)" if base else f"`{case.error}`"
     return "\n".join(
         [
-            f"### {case.id} {{#{case.anchor}}}",
+            f"### {case.title} {{#{case.anchor}}}",
             "",
             f"{kind}; its message contains:",
             "",
