@@ -45,7 +45,8 @@ def generated() -> str:
     parts = [BEGIN]
     for args in COMMANDS:
         name = " ".join(("crossgeo", *args))
-        parts.append(f"## `{name}`\n\n```text\n$ {name} --help\n{help_text(args)}\n```")
+        # The command is named in the text, not as a "$ ..." line in the block: copying the block copies the help.
+        parts.append(f"## `{name}`\n\n`{name} --help` prints:\n\n```text\n{help_text(args)}\n```")
     parts.append(END)
     return "\n\n".join(parts)
 

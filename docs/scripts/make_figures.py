@@ -1,11 +1,13 @@
-"""Draw the documentation's figure of a mask warped onto an image grid.
+"""Draw the documentation's figures: a mask warped onto an image grid, and the home page's preview.
 
     python docs/scripts/make_figures.py [REAL_DATA_DIR]
 
 Reads two real third-party rasters (``../shared/data/real``, or CROSSGEO_REAL_DATA, or the
 folder given): ``RGB.byte.tif`` (Landsat RGB, EPSG:32618, 300 m pixels) as the image and
 ``world.byte.tif`` (land = 1 / water = 0, EPSG:4326, 0.125 degree pixels) as the mask, and
-writes ``docs/images/mask-warp.png``. The warped mask is what crossgeo itself returns
+writes ``docs/images/mask-warp.png`` and ``docs/images/preview.png`` (the contact sheet of
+``crossgeo preview``, drawn by its own function with a title for readers instead of the
+command's file names). The warped mask is what crossgeo itself returns
 (:meth:`crossgeo.PatchSampler.read` of one window covering the image), not a re-drawing.
 Needs Pillow (``pip install ".[cli]"`` in the clone).
 """
@@ -28,6 +30,8 @@ from crossgeo.testing import write_windows_table
 
 HERE = Path(__file__).resolve().parent
 OUT = HERE.parent / "images" / "mask-warp.png"
+PREVIEW = HERE.parent / "images" / "preview.png"
+PREVIEW_TITLE = "Landsat RGB (UTM 18N, 300 m) with a land mask (EPSG:4326, 0.125°) on each patch"
 REAL_DATA = Path(os.environ.get("CROSSGEO_REAL_DATA") or HERE.parents[2] / "shared" / "data" / "real")
 
 WATER, LAND = (30, 60, 150), (235, 170, 40)
@@ -145,8 +149,36 @@ def draw_figure(real: Path, out: Path = OUT) -> Path:
     return out
 
 
+def draw_preview(real: Path, out: Path = PREVIEW, size: int = 128, count: int = 12) -> Path:
+    """``crossgeo preview``'s contact sheet of ``count`` windows lying wholly on image data."""
+    from crossgeo.cli.preview import render_preview
+
+    with rasterio.open(real / "RGB.byte.tif") as src:
+        valid = src.read(1) > 0  # the scene's nodata frame is 0
+    step = size // 2
+    inside = [
+        (row, col)
+        for row in range(0, valid.shape[0] - size + 1, step)
+        for col in range(0, valid.shape[1] - size + 1, step)
+        if valid[row : row + size, col : col + size].all()
+    ]
+    chosen = [inside[round(i * (len(inside) - 1) / (count - 1))] for i in range(count)]
+    with tempfile.TemporaryDirectory() as tmp:
+        rows, cols = zip(*chosen)
+        crops = write_windows_table(Path(tmp) / "windows.csv", rows, cols)
+        sampler = PatchSampler(real / "RGB.byte.tif", real / "world.byte.tif", crops, size, n_classes=2)
+        sheet = render_preview(
+            sampler, range(len(sampler)), title=PREVIEW_TITLE, progress_bar=False, class_names={0: "water", 1: "land"}
+        )
+        sampler.close()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    sheet.save(out, optimize=True)
+    return out
+
+
 if __name__ == "__main__":
     folder = Path(sys.argv[1]) if len(sys.argv) > 1 else REAL_DATA
     if not (folder / "RGB.byte.tif").exists():
         sys.exit(f"the real rasters are not in {folder}; pass their folder or set CROSSGEO_REAL_DATA")
     print(draw_figure(folder))
+    print(draw_preview(folder))

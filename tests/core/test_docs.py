@@ -21,6 +21,7 @@ ROOT = Path(__file__).resolve().parents[2]
 import cli_reference  # noqa: E402 - docs/scripts, on sys.path via tests/conftest.py
 import config_reference  # noqa: E402
 import run_examples as examples  # noqa: E402
+import troubleshooting  # noqa: E402
 
 PAGES = examples.all_blocks()
 CORE_PAGES = [page for page, blocks in PAGES.items() if examples.page_uses(blocks, "core")]
@@ -133,3 +134,27 @@ def test_seed_means_a_random_seed_only() -> None:
         if _SEED_AS_ORIGINAL.search(line)
     ]
     assert not found, "say 'the original `MBTilesCropsGeoTifMaskDataset`' instead:\n" + "\n".join(found)
+
+
+# --------------------------------------------------------------------------- troubleshooting page
+
+
+def test_troubleshooting_page_is_generated_from_the_bad_input_catalogue() -> None:
+    assert troubleshooting.current() == troubleshooting.generated(), (
+        "docs/troubleshooting.md is out of date: run python docs/scripts/troubleshooting.py"
+    )
+
+
+def test_every_catalogue_case_has_a_linkable_entry_with_its_message() -> None:
+    """Each case of tests/core/test_bad_input.py's CASES is on the page: anchor, error type, message, fix."""
+    import test_bad_input
+
+    page = troubleshooting.PAGE.read_text()
+    table = troubleshooting.cases()
+    assert [c.id for c in table] == [c[0] for c in test_bad_input.CASES]
+    assert len({c.anchor for c in table}) == len(table), "two cases share an anchor"
+    for case, (_, _, error, pattern) in zip(table, test_bad_input.CASES):
+        assert case.error == error.__name__ and case.pattern == pattern
+        section = page.split(f"{{#{case.anchor}}}\n", 1)[1].split("\n### ", 1)[0]
+        assert f"`{error.__name__}`" in section and "**Fix:**" in section, case.id
+        assert " ".join(troubleshooting.readable(pattern).split()) in " ".join(section.split()), case.id
