@@ -205,6 +205,7 @@ def run(args: argparse.Namespace) -> int:
             bar.set_postfix(loss=f"{loss:.3f}", acc=f"{accuracy:.2f}")
             bar.update(patches)
 
+        result: Any = None
         try:
             result = train_tiny_model(
                 framework,
@@ -216,7 +217,6 @@ def run(args: argparse.Namespace) -> int:
                 on_step=on_step,
             )
         except ImportError as error:
-            result = None
             print(f"{framework} could not be used ({one_line(error)}); skipping training")
         else:
             print(

@@ -39,7 +39,7 @@ def add_parser(subparsers: Any, parents: Sequence[argparse.ArgumentParser]) -> a
         "mean IoU (over classes present in the reference or the prediction). Pixels without mask data, "
         "prediction nodata and the configuration's ignore value (a mask_fill_value that is not a class) are not "
         "counted; their numbers are printed. Class names come from class_names.",
-        epilog="examples:\n  crossgeo evaluate prediction.tif config.yaml --json metrics.json\n"
+        epilog="example:\n  crossgeo evaluate prediction.tif config.yaml --json metrics.json\n"
         "  crossgeo evaluate prediction.tif config.yaml --mask labels-2024.tif\n\n" + EXAMPLE_CONFIG,
     )
     parser.add_argument("prediction", help="the class GeoTIFF written by crossgeo predict")

@@ -12,6 +12,7 @@ command runs.
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 import time
 from collections.abc import Sequence
@@ -49,7 +50,7 @@ def add_parser(subparsers: Any, parents: Sequence[argparse.ArgumentParser]) -> a
         "file. Model files are code: they are loaded only through the frameworks' safe paths (torch.jit.load, "
         "keras.saving.load_model with safe_mode=True), never by unpickling arbitrary objects, so torch.save files "
         "and legacy .h5 files are refused with how to export a loadable one.",
-        epilog="examples:\n"
+        epilog="example:\n"
         "  crossgeo predict config.yaml --model model.pt --out prediction.tif\n"
         "  crossgeo predict config.yaml --model model.keras --out prediction.tif --overlap 64 --tta flips --cog\n"
         "  crossgeo evaluate prediction.tif config.yaml\n\n"
@@ -84,7 +85,7 @@ def add_parser(subparsers: Any, parents: Sequence[argparse.ArgumentParser]) -> a
     )
     parser.add_argument("--batch-size", type=int, default=8, metavar="N", help="windows per model call (default: 8)")
     parser.add_argument("--cog", action="store_true", help="write a Cloud-Optimized GeoTIFF with overviews")
-    parser.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
+    parser.add_argument("--overwrite", action="store_true", help="replace the output file (--out) if it exists")
     parser.add_argument(
         "--framework",
         choices=("auto", "torch", "keras"),
@@ -111,10 +112,7 @@ def load_predictor(path: str, framework: str = "auto", device: str = "cpu") -> t
             f"pass --framework {found} (or auto), or give a {FRAMEWORK_NAMES[framework]} file"
         )
     try:
-        if found == "torch":
-            import crossgeo.torch as adapter
-        else:
-            import crossgeo.keras as adapter
+        adapter: Any = importlib.import_module("crossgeo.torch" if found == "torch" else "crossgeo.keras")
     except ImportError as error:
         raise CliError(
             f"--model {path!r} is a {FRAMEWORK_NAMES[found]} model file, but "

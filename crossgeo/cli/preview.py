@@ -68,7 +68,7 @@ def add_parser(subparsers: Any, parents: Sequence[argparse.ArgumentParser]) -> a
         "class's share of the pixels of the tiles shown (named by class_names when the configuration has it). "
         "Pixels the mask does not cover are hatched grey. 1-band images are shown grey, 3/4-band images as RGB "
         "(bands 1-3); non-uint8 data is stretched (2nd-98th percentile per band).",
-        epilog="examples:\n  crossgeo preview config.yaml -n 16 --out preview.png --seed 1\n"
+        epilog="example:\n  crossgeo preview config.yaml -n 16 --out preview.png --seed 1\n"
         "  crossgeo preview config.yaml --prediction prediction.tif --out compare.png\n\n" + EXAMPLE_CONFIG,
     )
     add_config_arguments(parser)
