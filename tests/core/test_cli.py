@@ -167,8 +167,9 @@ def test_demo_trains_with_torch(tmp_path: Path) -> None:
     found = re.search(r"predicted the whole scene \(64 windows\) .*: pixel accuracy ([\d.]+), mean IoU ([\d.]+)", out)
     assert found, out
     assert 0 <= float(found.group(1)) <= 1 and 0 <= float(found.group(2)) <= 1
-    with rasterio.open(tmp_path / "d" / "prediction.tif") as pred, rasterio.open(tmp_path / "d" / "image.tif") as img:
-        assert (pred.crs, pred.transform, pred.shape) == (img.crs, img.transform, img.shape)
+    grid = sampler_of(tmp_path / "d" / "config.yaml").grid  # the configured image: image.mbtiles
+    with rasterio.open(tmp_path / "d" / "prediction.tif") as pred:
+        assert (pred.crs, pred.transform, pred.shape) == (grid.crs, grid.transform, (grid.height, grid.width))
     picture = Image.open(tmp_path / "d" / "prediction.png")
     assert picture.width == 8 + 3 * (demo_command.PANEL + 8)
     assert "crossgeo evaluate prediction.tif config.yaml" in out
