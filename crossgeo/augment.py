@@ -181,13 +181,22 @@ def _mask_for_augmentation(mask: np.ndarray) -> np.ndarray:
     return mask.astype(np.int32)
 
 
-def scale_image(image: np.ndarray) -> np.ndarray:
-    """float32 image: uint8 / 255, uint16 / 65535; float and other types unchanged in value."""
-    if image.dtype == np.uint8:
-        return image.astype(np.float32) / np.float32(255)
-    if image.dtype == np.uint16:
-        return image.astype(np.float32) / np.float32(65535)
-    return image.astype(np.float32, copy=False)
+def scale_image(image: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """float32 image: uint8 / 255, uint16 / 65535; float and other types unchanged in value.
+
+    ``out``: a float32 array of the image's shape to write into (one pass, no temporary).
+    """
+    divisor = np.float32(255) if image.dtype == np.uint8 else np.float32(65535) if image.dtype == np.uint16 else None
+    if divisor is None:
+        if out is None:
+            return image.astype(np.float32, copy=False)
+        np.copyto(out, image, casting="unsafe")
+        return out
+    if out is None:
+        out = np.empty(image.shape, dtype=np.float32)
+    # The integer converts to float32 exactly, then one float32 division: the same numbers as
+    # ``image.astype(np.float32) / np.float32(255)``.
+    return np.divide(image, divisor, out=out, dtype=np.float32)
 
 
 def _augmented(patch: Any, augmentation: Any | None, seed: int | None, epoch: int) -> tuple[np.ndarray, np.ndarray]:

@@ -14,7 +14,8 @@
   and the class names under a top-level ``class_names:`` (read by the ``crossgeo`` command).
 
 `train_tiny_model` trains a tiny segmentation network on a sampler for a few steps with
-torch or TensorFlow (imported only inside it), as ``crossgeo demo`` does.
+torch or TensorFlow (imported only inside it), and `predict_scene` predicts the whole scene
+with it and evaluates the prediction against the mask, as ``crossgeo demo`` does.
 
 The landscape (a river, a lake, forest, a town with a street grid, a patchwork of fields)
 is a deterministic function of longitude/latitude. The image colours its pixels by the
@@ -332,6 +333,8 @@ class TrainingResult:
     first_loss: float
     loss: float
     pixel_accuracy: float
+    model: Any = attrs.field(default=None, eq=False, repr=False)
+    """The trained model (a torch ``nn.Module`` or a Keras model), for `predict_scene`."""
 
 
 def train_tiny_model(
@@ -357,8 +360,41 @@ def train_tiny_model(
     if steps < 1 or batch_size < 1:
         raise ValueError(f"steps and batch_size must be >= 1, got {steps} and {batch_size}.")
     train = _train_torch if framework == "torch" else _train_tensorflow
-    first, last, accuracy = train(sampler, augmentation_list, steps, batch_size, n_classes, on_step)
-    return TrainingResult(framework, steps, first, last, accuracy)
+    first, last, accuracy, model = train(sampler, augmentation_list, steps, batch_size, n_classes, on_step)
+    return TrainingResult(framework, steps, first, last, accuracy, model)
+
+
+def predict_scene(
+    result: TrainingResult, sampler: Any, out_path: str | os.PathLike[str], *, n_classes: int
+) -> tuple[Any, dict[str, Any]]:
+    """Predict ``sampler``'s whole image with the trained model and evaluate it against the sampler's mask.
+
+    Through `crossgeo.torch.predict_raster` or `crossgeo.keras.predict_raster` (the framework
+    the model was trained with), with the sampler's patch size, bands and image dtype, so
+    the model sees images prepared as in training; then `crossgeo.evaluate` with the
+    sampler's colour map. Returns the `crossgeo.predict.Prediction` and the metrics.
+    """
+    from crossgeo.predict import evaluate
+
+    if result.model is None:
+        raise ValueError("the training result holds no model; train one with train_tiny_model first.")
+    if result.framework == "torch":
+        from crossgeo.torch import predict_raster
+    else:
+        from crossgeo.keras import predict_raster
+    prediction = predict_raster(
+        result.model,
+        sampler.image_path,
+        out_path,
+        patch_size=sampler.patch_size,
+        selected_bands=sampler.selected_bands,
+        image_dtype=str(sampler.image_dtype),
+        n_classes=n_classes,
+        progress=False,
+        overwrite=True,
+    )
+    metrics = evaluate(prediction.path, sampler.mask_path, n_classes=n_classes, color_map=sampler.color_map)
+    return prediction, metrics
 
 
 def _train_torch(
@@ -368,7 +404,7 @@ def _train_torch(
     batch_size: int,
     n_classes: int,
     on_step: StepCallback | None,
-) -> tuple[float, float, float]:
+) -> tuple[float, float, float, Any]:
     import torch
     from torch import nn
 
@@ -405,7 +441,7 @@ def _train_torch(
                 on_step(step, last, accuracy, len(x))
             if step >= steps:
                 break
-    return first, last, accuracy
+    return first, last, accuracy, model
 
 
 def _train_tensorflow(
@@ -415,7 +451,7 @@ def _train_tensorflow(
     batch_size: int,
     n_classes: int,
     on_step: StepCallback | None,
-) -> tuple[float, float, float]:
+) -> tuple[float, float, float, Any]:
     import tensorflow as tf
 
     from crossgeo.tensorflow import make_dataset
@@ -449,4 +485,4 @@ def _train_tensorflow(
                 on_step(step, last, accuracy, int(x.shape[0]))
             if step >= steps:
                 break
-    return first, last, accuracy
+    return first, last, accuracy, model

@@ -217,7 +217,33 @@ class PatchPyDataset(keras.utils.PyDataset):
 
 # ---------------------------------------------------------------------- tiled prediction
 
-__all__ += ["predict_raster"]  # appended here: the top of this module belongs to the dataset code
+__all__ += ["load_model", "predict_raster"]  # appended here: the top of this module belongs to the dataset code
+
+
+def load_model(path: Any, *, option: str = "model_path") -> Any:
+    """A Keras ``.keras`` model file loaded with ``keras.saving.load_model(path, safe_mode=True, compile=False)``.
+
+    Model files are code: safe mode refuses the file's lambda layers (arbitrary Python
+    code); custom layers load only when registered (``keras.saving.register_keras_serializable``).
+    A TorchScript file, a legacy HDF5 file or a pickle is refused by
+    `crossgeo.predict.model_file_framework` with the way to save a ``.keras`` file.
+    """
+    from crossgeo.predict import model_file_framework
+
+    framework = model_file_framework(path, option=option)
+    if framework != "keras":
+        raise ConfigError(
+            f"{option} {str(path)!r} is a {framework.capitalize()} model file (TorchScript), not a Keras file; "
+            "load it with crossgeo.torch.load_model, or save the Keras model with model.save('model.keras')."
+        )
+    try:
+        return keras.saving.load_model(str(path), safe_mode=True, compile=False)
+    except (ValueError, TypeError) as error:
+        raise ConfigError(
+            f"{option} {str(path)!r} could not be loaded safely by Keras ({' '.join(str(error).split())[:400]}); "
+            "lambda layers are refused in safe mode and custom layers must be registered "
+            "(keras.saving.register_keras_serializable) and imported first."
+        ) from error
 
 
 def predict_raster(model: Any, image_path: Any, out_path: Any, **kw: Any) -> Any:

@@ -39,6 +39,7 @@ import logging
 import os
 import queue
 import threading
+import zipfile
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
@@ -48,7 +49,7 @@ import numpy as np
 
 from crossgeo.augment import scale_image
 from crossgeo.errors import ConfigError, OptionError, RasterError
-from crossgeo.grid import Grid, outside_pixels
+from crossgeo.grid import Grid, outside_pixels, pixel_offset
 from crossgeo.inspection import ImageInfo, check_int, inspect_image, inspect_mask, read_plan
 from crossgeo.io import EXACT_TOLERANCE, RasterReader, StripWriter, check_output_path
 
@@ -60,9 +61,11 @@ __all__ = [
     "axis_offsets",
     "blend_weights",
     "evaluate",
+    "model_file_framework",
     "normalised_weights",
     "predict_raster",
     "prefetch",
+    "read_classes",
     "tta_transforms",
 ]
 
@@ -262,29 +265,37 @@ class _Strips:
         self.valid = np.zeros((size, padded), dtype=bool)
         self.weighted = np.empty((k, size, size), dtype=np.float32)
         self.dirty = False  # scores were accumulated in this strip
+        self.any_invalid = False  # a window of the strip's rows had pixels without image data
         # output="class": a window alone on its pixels is decided at once (argmax of its own
         # scores, no accumulation); `direct` marks its columns in the current strip.
         self.class_dtype, _ = _class_dtype(k) if output == "class" else ("uint8", 0)
         self.classes = np.zeros((size, padded), dtype=self.class_dtype) if output == "class" else None
         self.direct = np.zeros(padded, dtype=bool)
+        self.best = np.empty((size, size), dtype=np.float32)  # `_argmax` buffers
+        self.better = np.empty((size, size), dtype=bool)
         self.strip = 0
         self.invalid_pixels = 0
         self.nodata: float = _class_dtype(k)[1] if output == "class" else np.nan if output == "scores" else 255
 
-    def add(self, strip: int, col: int, col_off: int, scores: np.ndarray, valid: np.ndarray) -> None:
-        """Add one window's (K, P, P) scores; windows arrive strip by strip."""
+    def add(self, strip: int, col: int, col_off: int, scores: np.ndarray, valid: np.ndarray | None) -> None:
+        """Add one window's (K, P, P) scores and where it has image data (None: everywhere), strip by strip."""
         while strip > self.strip:
             self._advance()
         span = slice(col_off, col_off + self.size)
-        self.valid[:, span] = valid
+        if valid is None:
+            self.valid[:, span] = True
+        else:
+            self.valid[:, span] = valid
+            self.any_invalid = True
         alone = self.alone_rows[strip] and self.alone_cols[col]
         if alone and self.classes is not None:
-            self.classes[:, span] = _argmax(scores, self.class_dtype)
+            # Decided at once: the argmax goes straight into the strip's classes, no float copy.
+            _argmax(scores, self.classes[:, span], self.best, self.better)
             self.direct[span] = True
             return
         self.dirty = True
-        if alone:
-            self.scores[:, :, span] += scores
+        if alone:  # nothing else adds to these pixels: a copy, not a sum
+            self.scores[:, :, span] = scores
         else:
             weight = self.row_weights[strip][:, None] * self.col_weights[col][None, :]
             np.multiply(scores, weight, out=self.weighted)
@@ -307,47 +318,67 @@ class _Strips:
         self.direct[:] = False  # a window decided at once is alone on its rows: nothing of it is kept
         self.valid[:keep] = self.valid[shift:]
         self.valid[keep:] = False
+        self.any_invalid = self.any_invalid and keep > 0
         self.strip += 1
 
     def _write(self, row_off: int, n: int) -> None:
+        if self.classes is not None and not self.any_invalid and self.direct[: self.width].all():
+            # Every pixel decided at once and valid (overlap 0, no flush edge window): one write, no copy.
+            self.writer.write(self.classes[None, :n, : self.width], row_off, 0)
+            return
         for c0 in range(0, self.width, _CHUNK):
             c1 = min(c0 + _CHUNK, self.width)
             block = self.scores[:, :n, c0:c1]
-            invalid = ~self.valid[:n, c0:c1]
-            self.invalid_pixels += int(invalid.sum())
+            invalid = ~self.valid[:n, c0:c1] if self.any_invalid else None
+            if invalid is not None:
+                self.invalid_pixels += int(invalid.sum())
             self.writer.write(self._convert(block, invalid, n, c0, c1), row_off, c0)
 
-    def _convert(self, block: np.ndarray, invalid: np.ndarray, n: int, c0: int, c1: int) -> np.ndarray:
+    def _convert(self, block: np.ndarray, invalid: np.ndarray | None, n: int, c0: int, c1: int) -> np.ndarray:
         if self.classes is not None:
             direct = self.direct[c0:c1]
             decided = self.classes[:n, c0:c1]
             if direct.all():
                 classes = decided.copy()
             else:
-                classes = _argmax(block, self.class_dtype)
+                classes = _argmax(block)
                 classes[:, direct] = decided[:, direct]
-            classes[invalid] = self.nodata
+            if invalid is not None:
+                classes[invalid] = self.nodata
             return classes[None]
         scores = block.copy()
         if self.output == "scores":
-            scores[:, invalid] = np.nan
+            if invalid is not None:
+                scores[:, invalid] = np.nan
             return scores
         scores -= scores.max(axis=0)
         np.exp(scores, out=scores)
         scores /= scores.sum(axis=0)
         probabilities = np.rint(scores * 254).astype(np.uint8)
-        probabilities[:, invalid] = 255
+        if invalid is not None:
+            probabilities[:, invalid] = 255
         return probabilities
 
 
-def _argmax(scores: np.ndarray, dtype: str) -> np.ndarray:
+def _argmax(
+    scores: np.ndarray,
+    classes: np.ndarray | None = None,
+    best: np.ndarray | None = None,
+    better: np.ndarray | None = None,
+) -> np.ndarray:
     """The index of the largest of (K, H, W) scores (the first of equal ones, as ``numpy.argmax``).
 
-    Class by class: no (K, H, W) temporary copy, and the index array is in ``dtype``.
+    Class by class: no (K, H, W) temporary copy. Written into ``classes`` (H, W) when given
+    (else a new array of the smallest class dtype); ``best`` (float32) and ``better`` (bool)
+    are optional (H, W) work buffers.
     """
-    best = scores[0].copy()
-    classes = np.zeros(best.shape, dtype=dtype)
-    better = np.empty(best.shape, dtype=bool)
+    shape = scores.shape[1:]
+    if classes is None:
+        classes = np.empty(shape, dtype=_class_dtype(len(scores))[0])
+    best = np.empty(shape, dtype=np.float32) if best is None or best.shape != shape else best
+    better = np.empty(shape, dtype=bool) if better is None or better.shape != shape else better
+    np.copyto(best, scores[0])
+    classes[...] = 0
     for k in range(1, len(scores)):
         np.greater(scores[k], best, out=better)
         np.copyto(classes, k, where=better, casting="unsafe")
@@ -357,8 +388,9 @@ def _argmax(scores: np.ndarray, dtype: str) -> np.ndarray:
 
 def _batches(
     image: ImageInfo, rows: np.ndarray, cols: np.ndarray, size: int, batch_size: int
-) -> Iterator[tuple[list[tuple[int, int]], np.ndarray, np.ndarray]]:
-    """((strip, column) of each window, images (N, C, P, P) float32 prepared for the model, valid (N, P, P)).
+) -> Iterator[tuple[list[tuple[int, int]], np.ndarray, list[np.ndarray | None]]]:
+    """((strip, column) of each window, images (N, C, P, P) float32 prepared for the model, valid (P, P) or None
+    per window (None: every pixel has image data)).
 
     Reads with the sampler's own reader (image only), so image validity (alpha, nodata,
     mask band, outside the raster) means exactly what `Patch.image_valid` means.
@@ -370,9 +402,16 @@ def _batches(
             chunk = [w for _, w in zip(range(batch_size), windows)]
             if not chunk:
                 return
-            read = [reader.read_image(int(rows[i]), int(cols[j])) for i, j in chunk]
-            valid = np.stack([np.ones((size, size), bool) if bad is None else ~bad for _, bad in read])
-            yield chunk, scale_image(np.stack([data for data, _ in read])), valid
+            x: np.ndarray | None = None
+            valid: list[np.ndarray | None] = []
+            for n, (i, j) in enumerate(chunk):
+                data, bad = reader.read_image(int(rows[i]), int(cols[j]))
+                if x is None:
+                    x = np.empty((len(chunk), *data.shape), dtype=np.float32)
+                scale_image(data, out=x[n])  # straight into the batch: no stacked copy
+                valid.append(None if bad is None else ~bad)
+            assert x is not None
+            yield chunk, x, valid
     finally:
         reader.close()
 
@@ -547,6 +586,114 @@ def predict_raster(
             strips.nodata,
         )
     return Prediction(Path(path), output, strips.k, strips.nodata, total, strips.invalid_pixels)
+
+
+# ---------------------------------------------------------------------- model files
+
+_FIXES = {
+    "torch": "Export it as TorchScript: torch.jit.script(model).save('model.pt') (or torch.jit.trace)",
+    "keras": "Save it in the Keras format: model.save('model.keras')",
+}
+
+
+def model_file_framework(path: str | os.PathLike[str], *, option: str = "model_path") -> str:
+    """``"torch"`` for a TorchScript file, ``"keras"`` for a Keras ``.keras`` file; anything else is an error.
+
+    Decided from the file's content without loading it: both are zip files; a Keras file
+    holds ``config.json`` (and ``metadata.json``) at its root, a TorchScript file a folder
+    holding ``code/`` and ``constants.pkl``. A ``torch.save`` file (a pickled module or
+    state dict: zip without ``code/``, or the legacy pickle), a legacy Keras HDF5 file and
+    other formats are refused with the way to export a loadable file: model files are
+    code, and crossgeo loads them only through ``torch.jit.load`` and Keras'
+    ``safe_mode=True``, never by unpickling arbitrary objects.
+    """
+    file = Path(path)
+    if not file.is_file():
+        raise ConfigError(
+            f"{option} {str(file)!r} does not exist (or is not a file); give a TorchScript or a .keras file."
+        )
+    with file.open("rb") as handle:
+        head = handle.read(8)
+    if zipfile.is_zipfile(file):
+        with zipfile.ZipFile(file) as archive:
+            names = archive.namelist()
+        if "config.json" in names:
+            if file.suffix != ".keras":
+                raise ConfigError(
+                    f"{option} {str(file)!r} is a Keras model file without the .keras suffix Keras requires; "
+                    "rename it to end in .keras."
+                )
+            return "keras"
+        parts = [name.split("/") for name in names]
+        if any(len(p) > 2 and p[1] == "code" for p in parts) or any(p[1:] == ["constants.pkl"] for p in parts):
+            return "torch"
+        if any(p[1:] == ["data.pkl"] for p in parts):
+            raise ConfigError(
+                f"{option} {str(file)!r} is a torch.save file (a pickled module or state dict), not TorchScript; "
+                f"crossgeo does not unpickle model files. {_FIXES['torch']}."
+            )
+    elif head == b"\x89HDF\r\n\x1a\n":
+        raise ConfigError(
+            f"{option} {str(file)!r} is a legacy Keras HDF5 file, which Keras cannot load safely. {_FIXES['keras']}."
+        )
+    elif head[:1] == b"\x80":
+        raise ConfigError(
+            f"{option} {str(file)!r} is a pickle (e.g. a legacy torch.save file); crossgeo does not unpickle model "
+            f"files. {_FIXES['torch']}."
+        )
+    raise ConfigError(
+        f"{option} {str(file)!r} is neither a TorchScript file nor a Keras .keras file. torch: "
+        f"{_FIXES['torch']}; Keras: {_FIXES['keras']}."
+    )
+
+
+# ---------------------------------------------------------------------- reading a prediction
+
+
+def read_classes(
+    prediction_path: str | os.PathLike[str],
+    grid: Grid,
+    windows: Iterable[tuple[int, int]],
+    size: int,
+    *,
+    option: str = "prediction_path",
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """The ``size`` windows ``(row_off, col_off)`` of a class raster on ``grid``: (classes int64, valid bool) each.
+
+    The prediction must lie on ``grid`` exactly (as `predict_raster` writes it on its
+    image's grid; otherwise an error naming both grids). ``valid`` is False where the
+    prediction holds its nodata and outside the raster (there ``classes`` is 0).
+    """
+    prediction = inspect_image(prediction_path, option=option, image_dtype="native")
+    if prediction.raster.count != 1 or np.dtype(prediction.dtype).kind not in "ui":
+        raise RasterError(
+            f"{option} {prediction.path} has {prediction.raster.count} band(s) of {np.dtype(prediction.dtype)}; "
+            "a class raster (predict_raster(output='class')) has one integer band."
+        )
+    if pixel_offset(grid, prediction.grid) != (0, 0) or (prediction.grid.height, prediction.grid.width) != (
+        grid.height,
+        grid.width,
+    ):
+        raise RasterError(
+            f"{option} {prediction.path} is not on the image's grid ({prediction.grid.width} x "
+            f"{prediction.grid.height} px, {prediction.grid.crs}; the image: {grid.width} x {grid.height} px, "
+            f"{grid.crs}); predict this configuration's image (crossgeo predict CONFIG ...)."
+        )
+    nodata = prediction.raster.nodata
+    reader = RasterReader(read_plan(prediction, None, size))
+    result = []
+    try:
+        for row_off, col_off in windows:
+            data, outside = reader.read_image(int(row_off), int(col_off))
+            classes = data[0].astype(np.int64)
+            valid = np.ones(classes.shape, dtype=bool) if outside is None else ~outside
+            if nodata is not None:
+                valid &= classes != nodata
+            classes[~valid] = 0
+            result.append((classes, valid))
+    finally:
+        reader.close()
+    return result
 
 
 # ---------------------------------------------------------------------- evaluation

@@ -21,6 +21,7 @@ from __future__ import annotations
 import inspect
 import logging
 import random
+import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
@@ -44,7 +45,7 @@ from crossgeo.augment import (
     to_model_inputs,
 )
 from crossgeo.config import check_keys, check_seed, split_config, to_plain
-from crossgeo.errors import OptionError
+from crossgeo.errors import ConfigError, OptionError
 from crossgeo.memory import trim_heap
 from crossgeo.options import REQUIRED
 from crossgeo.sampler import PatchSampler, report_skipped, require_windows
@@ -462,7 +463,30 @@ def make_dataloader(
 
 # ---------------------------------------------------------------------- tiled prediction
 
-__all__ += ["predict_raster"]  # appended here: the top of this module belongs to the dataset code
+__all__ += ["load_model", "predict_raster"]  # appended here: the top of this module belongs to the dataset code
+
+
+def load_model(path: Any, *, device: str | torch.device = "cpu", option: str = "model_path") -> Any:
+    """A TorchScript model file (``torch.jit.save``) loaded with ``torch.jit.load`` onto ``device``.
+
+    Model files are code: only TorchScript is loaded (TorchScript's own loader runs no
+    arbitrary pickled objects); a ``torch.save`` file or a Keras file is refused by
+    `crossgeo.predict.model_file_framework` with the way to export TorchScript.
+    """
+    from crossgeo.predict import model_file_framework
+
+    framework = model_file_framework(path, option=option)
+    if framework != "torch":
+        raise ConfigError(
+            f"{option} {str(path)!r} is a {framework.capitalize()} model file, not TorchScript; load it with "
+            f"crossgeo.{framework}.load_model, or export the torch model with torch.jit.script(model).save(path)."
+        )
+    try:
+        with warnings.catch_warnings():  # torch 2.10+ deprecates TorchScript in favour of torch.export
+            warnings.filterwarnings("ignore", message=".*torch.jit.load.* is deprecated", category=Warning)
+            return torch.jit.load(str(path), map_location=torch.device(device))
+    except RuntimeError as error:
+        raise ConfigError(f"{option} {str(path)!r} could not be loaded by torch.jit.load: {error}") from error
 
 
 def predict_raster(

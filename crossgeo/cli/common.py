@@ -34,7 +34,9 @@ __all__ = [
     "Options",
     "add_config_arguments",
     "class_colours",
+    "class_count",
     "class_label",
+    "dataset_values",
     "declared_classes",
     "ignore_index",
     "load_config",
@@ -277,6 +279,22 @@ def make_sampler(args: argparse.Namespace, **overrides: Any) -> tuple[Any, Optio
     options = split_options(load_config(args.config, args.section), str(args.config))
     options.sampler.update(overrides)
     return PatchSampler(**options.sampler), options
+
+
+def dataset_values(options: Options, where: str) -> dict[str, Any]:
+    """Every sampler option of a configuration by its own name (``image_path`` for ``image_mbtiles_path``), defaults
+    filled in: for commands that use the configuration without building a sampler (``predict``, ``evaluate``)."""
+    from crossgeo.options import resolve_sampler_options
+
+    return resolve_sampler_options(options.sampler, where)[0]
+
+
+def class_count(values: Mapping[str, Any]) -> int:
+    """K, the number of model outputs a configuration trains: its colour map's largest class + 1, else n_classes."""
+    color_map = values.get("color_map")
+    if color_map:
+        return max(int(entry[3]) for entry in color_map) + 1
+    return int(values["n_classes"])
 
 
 # --------------------------------------------------------------------------- reading and classes

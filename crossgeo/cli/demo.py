@@ -1,7 +1,8 @@
-"""``crossgeo demo``: write a small realistic scene, sample it, preview it and train a tiny model.
+"""``crossgeo demo``: write a small realistic scene, sample it, preview it, train a tiny model and predict.
 
-The scene and the training loop live in `crossgeo.demo`; this command chooses the
-framework, prints what happened and where the files are (an absolute path), and the
+The scene, the training loop and the prediction live in `crossgeo.demo`; this command
+chooses the framework, prints what happened and where the files are (an absolute path),
+draws the scene next to its reference and the prediction (``prediction.png``), and the
 follow-up commands to run from that folder.
 """
 
@@ -14,10 +15,15 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from crossgeo.cli.common import CliError, declared_classes, make_sampler, one_line, progress
-from crossgeo.cli.preview import choose_windows, render_preview
+import numpy as np
 
-__all__ = ["DEFAULT_OUT", "add_parser", "follow_up_commands", "run"]
+from crossgeo.cli.common import CliError, class_colours, declared_classes, make_sampler, one_line, progress, require
+from crossgeo.cli.preview import FONT_SIZE, MARGIN, blend, choose_windows, display_rgb, render_preview
+
+__all__ = ["DEFAULT_OUT", "PANEL", "add_parser", "follow_up_commands", "run", "scene_picture"]
+
+PANEL = 512
+"""Width and height of each panel of ``prediction.png`` (image, reference, prediction)."""
 
 DEFAULT_OUT = "crossgeo-demo"
 """The demo's folder, relative to the working directory."""
@@ -32,7 +38,9 @@ def add_parser(subparsers: Any, parents: Sequence[argparse.ArgumentParser]) -> a
         description="Write a small realistic scene (GeoTIFF and MBTiles image, a colour-coded mask in EPSG:4326 at "
         "another resolution, windows as CSV and GeoPackage, YAML configs with the original "
         "MBTilesCropsGeoTifMaskDataset keys), sample it, write a preview and - when torch or tensorflow is "
-        "installed - train a tiny segmentation model for a few steps. Everything goes into one folder "
+        "installed - train a tiny segmentation model for a few steps, predict the whole scene with it, print its "
+        "pixel accuracy and mean IoU and draw image, reference and prediction side by side (prediction.png). "
+        "Everything goes into one folder "
         f"(default: ./{DEFAULT_OUT}); the command prints its absolute path and what to run next from there.",
         epilog="example:\n  crossgeo demo\n  crossgeo demo --framework none --out /tmp/crossgeo-demo",
     )
@@ -67,16 +75,93 @@ def _framework(requested: str) -> str:
     return "none"
 
 
+def scene_picture(sampler: Any, prediction_path: Path, title: str = "") -> Any:
+    """A Pillow image of the whole scene: the image, the reference mask and the prediction, side by side.
+
+    Everything is read through the library on the image's grid: the image window by window
+    (`PatchSampler.read_image`), the mask as one rectangle (`PatchSampler.read_mask`) and
+    the prediction by `crossgeo.predict.read_classes`; classes are tinted as in ``preview``
+    (class 0 untinted, no data hatched). Each panel is scaled to `PANEL` pixels.
+    """
+    from crossgeo.predict import axis_offsets, read_classes
+
+    Image = require("PIL.Image", "Pillow")
+    ImageDraw = require("PIL.ImageDraw", "Pillow")
+    ImageFont = require("PIL.ImageFont", "Pillow")
+    grid, size = sampler.grid, sampler.patch_size
+    windows = [(int(r), int(c)) for r in axis_offsets(grid.height, size, 0) for c in axis_offsets(grid.width, size, 0)]
+    image = np.zeros((len(sampler.selected_bands), max(grid.height, size), max(grid.width, size)), sampler.image_dtype)
+    predicted = np.zeros(image.shape[1:], dtype=np.int64)
+    predicted_valid = np.zeros(image.shape[1:], dtype=bool)
+    for (r, c), (classes, valid) in zip(windows, read_classes(prediction_path, grid, windows, size)):
+        image[:, r : r + size, c : c + size] = sampler.read_image(r, c)[0]
+        predicted[r : r + size, c : c + size] = classes
+        predicted_valid[r : r + size, c : c + size] = valid
+    h, w = grid.height, grid.width
+    reference, reference_valid = sampler.read_mask(0, 0, h, w)
+    picture = display_rgb([image[:, :h, :w]], sampler.image_dtype != np.uint8, sampler.image_info.raster.nodata)[0]
+    shown = sorted({int(v) for v in np.unique(reference)} | {int(v) for v in np.unique(predicted)})
+    colours = class_colours(sampler, shown)
+    panels = [
+        ("image", picture),
+        ("reference (mask)", blend(picture, reference, ~reference_valid, colours, 0.6, {0})),
+        ("prediction", blend(picture, predicted[:h, :w], ~predicted_valid[:h, :w], colours, 0.6, {0})),
+    ]
+    scale = PANEL / max(h, w)
+    pw, ph = max(1, round(w * scale)), max(1, round(h * scale))
+    top = 2 * (FONT_SIZE + 8)
+    sheet = Image.new("RGB", (MARGIN + 3 * (pw + MARGIN), top + ph + MARGIN), (255, 255, 255))
+    draw = ImageDraw.Draw(sheet)
+    font = ImageFont.load_default(size=FONT_SIZE)
+    draw.text((MARGIN, 4), title, fill=(0, 0, 0), font=font)
+    for k, (name, array) in enumerate(panels):
+        x = MARGIN + k * (pw + MARGIN)
+        sheet.paste(Image.fromarray(array).resize((pw, ph), Image.Resampling.BOX), (x, top))
+        draw.text((x, top - FONT_SIZE - 4), name, fill=(0, 0, 0), font=font)
+    return sheet
+
+
 def follow_up_commands(files: dict[str, Path]) -> list[str]:
-    """What to try next, to be run from the demo folder (their outputs stay in it)."""
+    """What to try next, to be run from the demo folder (their outputs stay in it).
+
+    With a ``prediction`` among ``files`` (after training), also evaluating it and previewing it.
+    """
     config, vector = files["config"].name, files["config_vector"].name
+    if "prediction" in files:
+        prediction = files["prediction"].name
+        after = [
+            f"crossgeo evaluate {prediction} {config} --json metrics.json",
+            f"crossgeo preview {config} --prediction {prediction} --out compare.png",
+        ]
+    else:
+        after = []
     return [
         f"crossgeo validate {config}",
         f"crossgeo preview {config} -n 16 --seed 1 --out preview-seed1.png",
         f"crossgeo stats {config} --json stats.json",
         f"crossgeo index {config}",
         f"crossgeo validate {vector}",
+        *after,
     ]
+
+
+def _predict(result: Any, sampler: Any, out: Path) -> dict[str, Path]:
+    """Predict the scene with the trained model, print its accuracy and draw ``prediction.png``."""
+    from crossgeo.demo import predict_scene
+
+    k = max(declared_classes(sampler)) + 1
+    t0 = time.perf_counter()
+    prediction, metrics = predict_scene(result, sampler, out / "prediction.tif", n_classes=k)
+    print(
+        f"predicted the whole scene ({prediction.windows} windows) in {time.perf_counter() - t0:.1f} s: "
+        f"pixel accuracy {metrics['accuracy']:.2f}, mean IoU {metrics['mean_iou']:.2f} against the mask"
+    )
+    picture = out / "prediction.png"
+    name = Path(sampler.image_path).name
+    title = f"crossgeo demo: {name}, its mask and the tiny {result.framework} model's prediction"
+    scene_picture(sampler, prediction.path, title).save(picture)
+    print(f"  wrote {picture} (image, reference, prediction)")
+    return {"prediction": prediction.path, "prediction_png": picture}
 
 
 def run(args: argparse.Namespace) -> int:
@@ -113,6 +198,7 @@ def run(args: argparse.Namespace) -> int:
     sheet.save(preview)
     print(f"  wrote {preview}")
 
+    written: dict[str, Path] = {}
     framework = _framework(args.framework)
     if framework != "none" and args.steps > 0:
         bar = progress(total=args.steps * args.batch_size, desc=f"training ({framework})", unit="patch", leave=True)
@@ -121,6 +207,7 @@ def run(args: argparse.Namespace) -> int:
             bar.set_postfix(loss=f"{loss:.3f}", acc=f"{accuracy:.2f}")
             bar.update(patches)
 
+        result: Any = None
         try:
             result = train_tiny_model(
                 framework,
@@ -140,11 +227,13 @@ def run(args: argparse.Namespace) -> int:
             )
         finally:
             bar.close()
+        if result is not None:
+            written.update(_predict(result, sampler, out))
     print(f"\ndone in {time.perf_counter() - start:.1f} s. Files in {out}:")
-    for key, path in {**files, "preview": preview}.items():
+    for key, path in {**files, "preview": preview, **written}.items():
         print(f"  {key:<14} {path.name}")
     print("\nnext, try (from that folder, so the outputs stay in it):")
     print(f"  cd {out}")
-    for line in follow_up_commands(files):
+    for line in follow_up_commands({**files, **written}):
         print(f"  {line}")
     return 0

@@ -20,7 +20,7 @@ from crossgeo.errors import CrossgeoError
 
 __all__ = ["COMMANDS", "build_parser", "main"]
 
-COMMANDS = ("demo", "preview", "stats", "index", "validate")
+COMMANDS = ("demo", "preview", "stats", "index", "validate", "predict", "evaluate")
 """The command modules under ``crossgeo/cli/``, in the order ``--help`` lists them."""
 
 log = logging.getLogger("crossgeo")
@@ -35,9 +35,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser = argparse.ArgumentParser(
         prog="crossgeo",
-        description="Look at, check and measure crossgeo patch datasets.",
+        description="Look at, check and measure crossgeo patch datasets; predict whole scenes and evaluate them.",
         epilog="Start with:  crossgeo demo\nThen:        crossgeo validate|preview|stats|index CONFIG.yaml "
-        "(each has --help)",
+        "(each has --help)\n"
+        "             crossgeo predict CONFIG.yaml --model FILE, then crossgeo evaluate PREDICTION CONFIG.yaml",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         parents=[common],
     )

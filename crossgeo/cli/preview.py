@@ -1,7 +1,9 @@
 """``crossgeo preview``: a PNG contact sheet of patches with their masks blended on top.
 
 Each tile is one window's patch (bands 1-3, or band 1 as grey; non-uint8 data stretched),
-tinted by class where the mask says; pixels without mask data are hatched grey. The legend
+tinted by class where the mask says; pixels without mask data are hatched grey. With
+``--prediction`` each tile is a pair: the patch tinted by the mask (left) and by the
+prediction's classes on the same window (right; read by `crossgeo.predict.read_classes`). The legend
 gives each class's share of the pixels of the tiles shown (not of the whole dataset: that is
 ``crossgeo stats``), with the configuration's ``class_names`` when it has them.
 """
@@ -49,6 +51,8 @@ __all__ = [
 
 MARGIN, TITLE_HEIGHT, CAPTION_HEIGHT, LEGEND_ROW, LEGEND_ENTRY = 8, 26, 16, 20, 190
 """Contact sheet geometry (pixels); a legend entry is at least LEGEND_ENTRY wide."""
+PANEL_GAP = 4
+"""Pixels between the mask and prediction panels of one tile."""
 FONT_SIZE = 12
 NO_DATA_COLOUR = (128, 128, 128)
 
@@ -64,7 +68,8 @@ def add_parser(subparsers: Any, parents: Sequence[argparse.ArgumentParser]) -> a
         "class's share of the pixels of the tiles shown (named by class_names when the configuration has it). "
         "Pixels the mask does not cover are hatched grey. 1-band images are shown grey, 3/4-band images as RGB "
         "(bands 1-3); non-uint8 data is stretched (2nd-98th percentile per band).",
-        epilog="example:\n  crossgeo preview config.yaml -n 16 --out preview.png --seed 1\n\n" + EXAMPLE_CONFIG,
+        epilog="example:\n  crossgeo preview config.yaml -n 16 --out preview.png --seed 1\n"
+        "  crossgeo preview config.yaml --prediction prediction.tif --out compare.png\n\n" + EXAMPLE_CONFIG,
     )
     add_config_arguments(parser)
     parser.add_argument("-n", type=int, default=16, help="number of windows to show (default: %(default)s)")
@@ -72,6 +77,11 @@ def add_parser(subparsers: Any, parents: Sequence[argparse.ArgumentParser]) -> a
     parser.add_argument("--seed", type=int, default=0, help="which windows are drawn (default: %(default)s)")
     parser.add_argument("--tile", type=int, metavar="PX", help="tile size in pixels (default: patch size, 96-256)")
     parser.add_argument("--alpha", type=float, default=0.45, help="mask opacity 0..1 (default: %(default)s)")
+    parser.add_argument(
+        "--prediction",
+        metavar="FILE",
+        help="a class GeoTIFF on the image's grid (crossgeo predict): drawn next to each mask",
+    )
     parser.add_argument(
         "--stretch",
         choices=("auto", "always", "never"),
@@ -92,6 +102,13 @@ def run(args: argparse.Namespace) -> int:
         f"{Path(args.config).name}: {Path(sampler.image_path).name} + mask {Path(sampler.mask_path).name}, "
         f"{len(indices)} of {len(sampler)} windows, {sampler.patch_size} px"
     )
+    predictions = None
+    if args.prediction:
+        from crossgeo.predict import read_classes
+
+        windows = [(int(sampler.row_off[i]), int(sampler.col_off[i])) for i in indices]
+        predictions = read_classes(args.prediction, sampler.grid, windows, sampler.patch_size, option="--prediction")
+        title += f"; left: mask, right: {Path(args.prediction).name}"
     sheet = render_preview(
         sampler,
         indices,
@@ -100,6 +117,7 @@ def run(args: argparse.Namespace) -> int:
         stretch=args.stretch,
         title=title,
         class_names=options.class_names,
+        predictions=predictions,
     )
     out = Path(args.out)
     if out.parent != Path():
@@ -121,22 +139,28 @@ class Layout:
     legend_top: int
     legend_per_row: int
     legend_entry: int
+    panels: int = 1
+    """Panels per tile, side by side ``PANEL_GAP`` apart (2: mask and prediction)."""
 
 
-def layout(count: int, tile: int, legend_entries: int, entry_width: int = LEGEND_ENTRY) -> Layout:
-    """The contact sheet's geometry: ``count`` tiles of ``tile`` px, captions, a legend heading and rows."""
+def layout(count: int, tile: int, legend_entries: int, entry_width: int = LEGEND_ENTRY, panels: int = 1) -> Layout:
+    """The sheet's geometry: ``count`` tiles of ``panels`` x ``tile`` px, captions, a legend heading and rows."""
     columns = max(1, min(count, math.ceil(math.sqrt(count))))
     rows = math.ceil(count / columns)
-    width = max(MARGIN + columns * (tile + MARGIN), 2 * entry_width + 2 * MARGIN)
+    tile_width = panels * tile + (panels - 1) * PANEL_GAP
+    width = max(MARGIN + columns * (tile_width + MARGIN), 2 * entry_width + 2 * MARGIN)
     tiles = tuple(
-        (MARGIN + (i % columns) * (tile + MARGIN), TITLE_HEIGHT + (i // columns) * (tile + CAPTION_HEIGHT + MARGIN))
+        (
+            MARGIN + (i % columns) * (tile_width + MARGIN),
+            TITLE_HEIGHT + (i // columns) * (tile + CAPTION_HEIGHT + MARGIN),
+        )
         for i in range(count)
     )
     legend_top = TITLE_HEIGHT + rows * (tile + CAPTION_HEIGHT + MARGIN) + LEGEND_ROW  # below the heading
     per_row = max(1, (width - 2 * MARGIN) // entry_width)
     legend_rows = max(1, math.ceil(legend_entries / per_row))
     height = legend_top + legend_rows * LEGEND_ROW + MARGIN
-    return Layout(width, height, columns, tile, tiles, legend_top, per_row, entry_width)
+    return Layout(width, height, columns, tile, tiles, legend_top, per_row, entry_width, panels)
 
 
 @attrs.frozen
@@ -187,9 +211,9 @@ def legend(
     return Legend(heading, tuple(entries))
 
 
-def sheet_layout(count: int, tile: int, key: Legend) -> Layout:
+def sheet_layout(count: int, tile: int, key: Legend, panels: int = 1) -> Layout:
     """The `layout` of a sheet of ``count`` tiles with the legend ``key`` (its columns fit the longest entry)."""
-    return layout(count, tile, len(key.entries), legend_entry_width([text for _, text in key.entries]))
+    return layout(count, tile, len(key.entries), legend_entry_width([text for _, text in key.entries]), panels)
 
 
 def legend_entry_width(texts: Sequence[str]) -> int:
@@ -268,8 +292,13 @@ def render_preview(
     title: str = "",
     progress_bar: bool = True,
     class_names: Mapping[int, str] | None = None,
+    predictions: Sequence[tuple[np.ndarray, np.ndarray]] | None = None,
 ) -> Any:
-    """A Pillow image: each window's patch with its mask blended in, captions and a `legend`."""
+    """A Pillow image: each window's patch with its mask blended in, captions and a `legend`.
+
+    ``predictions``: (classes, valid) per window of ``indices`` (`crossgeo.predict.read_classes`),
+    drawn as a second panel right of each tile, tinted in the same class colours.
+    """
     Image = require("PIL.Image", "Pillow")
     ImageDraw = require("PIL.ImageDraw", "Pillow")
     ImageFont = require("PIL.ImageFont", "Pillow")
@@ -285,19 +314,29 @@ def render_preview(
     pictures = display_rgb([im for im in images if im is not None], do_stretch, sampler.image_info.raster.nodata)
 
     key = legend(sampler, masks, invalids, class_names)
-    colours = class_colours(sampler, sorted({int(c) for m in masks for c in np.unique(m)}))
-    geometry = sheet_layout(len(indices), tile, key)
+    shown = {int(c) for m in masks for c in np.unique(m)}
+    if predictions is not None:
+        if len(predictions) != len(indices):
+            raise CliError(f"{len(predictions)} prediction windows for {len(indices)} windows to preview")
+        shown |= {int(c) for classes, _ in predictions for c in np.unique(classes)}
+    colours = class_colours(sampler, sorted(shown))
+    geometry = sheet_layout(len(indices), tile, key, panels=1 if predictions is None else 2)
 
     sheet = Image.new("RGB", (geometry.width, geometry.height), (255, 255, 255))
     draw = ImageDraw.Draw(sheet)
     font = ImageFont.load_default(size=FONT_SIZE)
     draw.text((MARGIN, 6), title, fill=(0, 0, 0), font=font)
-    for (x, y), i, picture, mask, invalid in zip(geometry.tiles, indices, pictures, masks, invalids):
-        tinted = Image.fromarray(blend(picture, mask, invalid, colours, alpha, {0}))
-        if tinted.size != (tile, tile):
-            method = Image.Resampling.NEAREST if tile > sampler.patch_size else Image.Resampling.BOX
-            tinted = tinted.resize((tile, tile), method)
-        sheet.paste(tinted, (x, y))
+    method = Image.Resampling.NEAREST if tile > sampler.patch_size else Image.Resampling.BOX
+    for n, ((x, y), i, picture, mask, invalid) in enumerate(zip(geometry.tiles, indices, pictures, masks, invalids)):
+        panels = [(mask, invalid)]
+        if predictions is not None:
+            classes, valid = predictions[n]
+            panels.append((classes, ~valid))
+        for p, (classes, missing) in enumerate(panels):
+            tinted = Image.fromarray(blend(picture, classes, missing, colours, alpha, {0}))
+            if tinted.size != (tile, tile):
+                tinted = tinted.resize((tile, tile), method)
+            sheet.paste(tinted, (x + p * (tile + PANEL_GAP), y))
         caption = f"#{i}  row {int(sampler.row_off[i])}  col {int(sampler.col_off[i])}"
         draw.text((x, y + tile + 2), caption, fill=(40, 40, 40), font=font)
 

@@ -67,7 +67,7 @@ def demo_options(demo: dict[str, Any]) -> dict[str, Any]:
 def test_python_m_crossgeo_help_and_lazy_imports() -> None:
     done = subprocess.run([sys.executable, "-m", "crossgeo", "--help"], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
-    for command in ("demo", "preview", "stats", "index", "validate"):
+    for command in ("demo", "preview", "stats", "index", "validate", "predict", "evaluate"):
         assert command in done.stdout
     probe = (
         "import sys, crossgeo, crossgeo.cli; "
@@ -78,7 +78,7 @@ def test_python_m_crossgeo_help_and_lazy_imports() -> None:
     assert done.stdout.strip() == "[]"
 
 
-@pytest.mark.parametrize("command", ["demo", "preview", "stats", "index", "validate"])
+@pytest.mark.parametrize("command", ["demo", "preview", "stats", "index", "validate", "predict", "evaluate"])
 def test_every_subcommand_has_help_with_an_example(command: str, capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exit_info:
         main([command, "--help"])
@@ -164,6 +164,15 @@ def test_demo_trains_with_torch(tmp_path: Path) -> None:
     code, out, err = run("demo", "--framework", "torch", "--steps", "3", "--out", tmp_path / "d")
     assert code == 0, err
     assert "trained a tiny torch model for 3 steps" in out
+    found = re.search(r"predicted the whole scene \(64 windows\) .*: pixel accuracy ([\d.]+), mean IoU ([\d.]+)", out)
+    assert found, out
+    assert 0 <= float(found.group(1)) <= 1 and 0 <= float(found.group(2)) <= 1
+    grid = sampler_of(tmp_path / "d" / "config.yaml").grid  # the configured image: image.mbtiles
+    with rasterio.open(tmp_path / "d" / "prediction.tif") as pred:
+        assert (pred.crs, pred.transform, pred.shape) == (grid.crs, grid.transform, (grid.height, grid.width))
+    picture = Image.open(tmp_path / "d" / "prediction.png")
+    assert picture.width == 8 + 3 * (demo_command.PANEL + 8)
+    assert "crossgeo evaluate prediction.tif config.yaml" in out
 
 
 def test_demo_falls_back_when_the_framework_is_missing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -508,7 +517,7 @@ def test_real_validate_reports_non_overlap_and_a_colour_map_on_a_class_mask(tmp_
 # --------------------------------------------------------------------------- package, texts, class names
 
 
-@pytest.mark.parametrize("command", [None, "demo", "preview", "stats", "index", "validate"])
+@pytest.mark.parametrize("command", [None, "demo", "preview", "stats", "index", "validate", "predict", "evaluate"])
 def test_help_texts_have_no_literal_percent_and_name_the_original(
     command: str | None, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -18,3 +18,7 @@ def test_demo_trains_with_tensorflow(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert found, out
     assert all(math.isfinite(float(v)) for v in found.groups())
     assert (tmp_path / "demo" / "config.yaml").exists() and (tmp_path / "demo" / "preview.png").exists()
+    found = re.search(r"predicted the whole scene \(64 windows\) .*: pixel accuracy ([\d.]+), mean IoU ([\d.]+)", out)
+    assert found, out
+    assert all(0 <= float(v) <= 1 for v in found.groups())
+    assert (tmp_path / "demo" / "prediction.tif").exists() and (tmp_path / "demo" / "prediction.png").exists()
