@@ -7,12 +7,11 @@ from typing import Any
 import numpy as np
 import pytest
 import tensorflow as tf
+from conftest import PATCH, Scene, decode_window
 
 from crossgeo import PatchSampler
 from crossgeo.keras import PatchPyDataset
 from crossgeo.tensorflow import make_dataset
-
-from conftest import PATCH, Scene, decode_window
 
 FLIP_AND_SOMETIMES_NORMALIZE = [
     {"_target_": "albumentations.HorizontalFlip", "p": 0.5},

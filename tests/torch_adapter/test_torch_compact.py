@@ -13,11 +13,10 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+from torch_scene import PATCH, assert_window
 
 from crossgeo import PatchSampler, testing
 from crossgeo.torch import PatchDataset, make_dataloader
-
-from torch_scene import PATCH, assert_window
 
 FLIP_AND_SOMETIMES_NORMALIZE = [
     {"_target_": "albumentations.HorizontalFlip", "p": 0.5},
@@ -70,7 +69,9 @@ def test_augmentation_that_makes_some_images_float(scene: types.SimpleNamespace,
     compact = PatchDataset(sampler, compact=True, **options)
     dtypes = {compact[i]["image"].dtype for i in range(len(compact))}
     assert dtypes == {torch.uint8, torch.float32}  # the batches below mix both
-    _assert_same(_batches(compact, num_workers=workers), _batches(PatchDataset(sampler, **options), num_workers=workers))
+    _assert_same(
+        _batches(compact, num_workers=workers), _batches(PatchDataset(sampler, **options), num_workers=workers)
+    )
 
 
 def test_uint16_image_and_ignore_index_fill(scene: types.SimpleNamespace, tmp_path: Any) -> None:
