@@ -92,7 +92,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--skip",
         default="",
-        help="comma-separated sections to skip: io, colour, index, planning, predict, torch, tf, warm, memory, curves, torchgeo",
+        help="comma-separated sections to skip: io, colour, index, planning, predict, torch, tf, warm, memory, "
+        "curves, torchgeo",
     )
     parser.add_argument(
         "--predict-size", type=int, default=16384, help="side of the image of the prediction memory run"
