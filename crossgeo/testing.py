@@ -255,3 +255,46 @@ def write_damaged_mbtiles_scene(folder: str | os.PathLike[str]) -> tuple[Path, P
     rows, cols = np.meshgrid(np.arange(0, 512 - 64 + 1, 64), np.arange(0, 512 - 64 + 1, 128))
     windows = write_windows_table(folder / "windows.csv", rows.ravel(), cols.ravel())
     return mbtiles, mask, windows
+
+
+def write_scene_cut(
+    source: str | os.PathLike[str],
+    path: str | os.PathLike[str],
+    row_off: int,
+    col_off: int,
+    height: int,
+    width: int,
+    *,
+    crs: Any = None,
+) -> Path:
+    """One scene cut from ``source``: its pixel block, or with ``crs`` that block warped there (nearest).
+
+    A block keeps the source's pixels on a shifted transform, so a window of the scene is
+    the source's window moved by (``row_off``, ``col_off``); a warped block holds the source
+    pixels nearest to each of its pixel centres in ``crs`` (for catalogues of scenes).
+    """
+    from rasterio.vrt import WarpedVRT
+    from rasterio.warp import Resampling, calculate_default_transform
+    from rasterio.windows import Window
+    from rasterio.windows import bounds as window_bounds
+
+    window = Window(col_off, row_off, width, height)
+    with rasterio.open(source) as src:
+        data = src.read(window=window)
+        transform = src.window_transform(window)
+        if crs is None:
+            return write_raster(path, data, crs=src.crs, transform=transform, nodata=src.nodata)
+        bounds = window_bounds(window, src.transform)
+        dst_transform, dst_width, dst_height = calculate_default_transform(src.crs, crs, width, height, *bounds)
+        with WarpedVRT(
+            src,
+            crs=crs,
+            transform=dst_transform,
+            width=dst_width,
+            height=dst_height,
+            resampling=Resampling.nearest,
+            src_nodata=src.nodata if src.nodata is not None else 0,
+            nodata=src.nodata if src.nodata is not None else 0,
+        ) as vrt:
+            data = vrt.read()
+        return write_raster(path, data, crs=crs, transform=dst_transform, nodata=src.nodata)
