@@ -237,7 +237,7 @@ def _assign_features(
     n = len(geometry)
     unassigned = np.ones(n, dtype=bool)
     out: dict[int, winsrc.WindowIndex] = {}
-    projected: dict[str, np.ndarray] = {}
+    projected: dict[str, np.ndarray | None] = {}
     for position, image in sorted(images.items()):
         grid = image.grid
         crs = grid.crs.to_wkt() if hasattr(grid.crs, "to_wkt") else str(grid.crs)
@@ -547,6 +547,11 @@ class SceneSampler:
         #: Positions of scenes without any window (reported and skipped).
         self.empty_scenes: tuple[int, ...] = tuple(empty)
         first = self.samplers[0]
+        #: Descriptions for reports: the catalogue, and the shared mask (or "per-scene masks").
+        self.image_path = f"{len(self.catalogue)} scenes of {self.source}"
+        self.mask_path = self.shared_mask_path or "per-scene masks"
+        #: The first scene's image record (the scenes agree on its bands and dtype).
+        self.image_info = first.image_info
         self.patch_size: int = size
         self.selected_bands = first.selected_bands
         self.image_dtype = first.image_dtype
@@ -651,19 +656,19 @@ class SceneSampler:
     def _read_window(self, position: int) -> Patch:
         scene = int(self.scene[position])
         row_off, col_off = int(self.row_off[position]), int(self.col_off[position])
-        with self._using(scene) as sampler:
+        with self.opened(scene) as sampler:
             patch = sampler.read(row_off, col_off, index=position)
         return attrs.evolve(patch, scene=scene)
 
     def read(self, scene: int, row_off: int, col_off: int, *, index: int = -1) -> Patch:
         """The patch of any window on scene ``scene``'s grid."""
-        with self._using(scene) as sampler:
+        with self.opened(scene) as sampler:
             patch = sampler.read(row_off, col_off, index=index)
         return attrs.evolve(patch, scene=scene)
 
     def read_mask(self, row_off: int, col_off: int, *, scene: int) -> tuple[np.ndarray, np.ndarray]:
         """Only the mask of a window of scene ``scene``: (classes (H, W) int64, valid (H, W) bool)."""
-        with self._using(scene) as sampler:
+        with self.opened(scene) as sampler:
             return sampler.read_mask(row_off, col_off)
 
     # ------------------------------------------------------------------ handles
@@ -675,8 +680,12 @@ class SceneSampler:
         return state
 
     @contextmanager
-    def _using(self, scene: int) -> Iterator[PatchSampler]:
-        """Scene ``scene``'s sampler, counted as in use; the least recently used idle scenes are closed."""
+    def opened(self, scene: int) -> Iterator[PatchSampler]:
+        """Scene ``scene``'s `PatchSampler` to read from, within the ``max_open`` bound.
+
+        While the block runs the scene counts as in use (never closed); entering it closes the
+        least recently used idle scenes beyond ``max_open``.
+        """
         if not 0 <= scene < len(self.samplers):
             raise IndexError(f"scene {scene} out of range for {len(self.samplers)} scenes.")
         state = self._state()

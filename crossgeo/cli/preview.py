@@ -298,7 +298,8 @@ def render_preview(
             method = Image.Resampling.NEAREST if tile > sampler.patch_size else Image.Resampling.BOX
             tinted = tinted.resize((tile, tile), method)
         sheet.paste(tinted, (x, y))
-        caption = f"#{i}  row {int(sampler.row_off[i])}  col {int(sampler.col_off[i])}"
+        scene = f"  scene {int(sampler.scene[i])}" if hasattr(sampler, "scene") else ""
+        caption = f"#{i}{scene}  row {int(sampler.row_off[i])}  col {int(sampler.col_off[i])}"
         draw.text((x, y + tile + 2), caption, fill=(40, 40, 40), font=font)
 
     draw.text((MARGIN, geometry.legend_top - LEGEND_ROW + 3), key.heading, fill=(0, 0, 0), font=font)

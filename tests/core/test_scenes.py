@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import pickle
+import re
 import threading
 from pathlib import Path
 
@@ -355,3 +356,66 @@ def test_real_mbtiles_as_two_scenes_over_world_mask(real_data: Path, tmp_path: P
             np.testing.assert_array_equal(patch.mask, truth.mask)
     land = np.mean([sampler[i].mask.mean() for i in range(0, len(sampler), max(1, len(sampler) // 20))])
     assert 0.05 < land < 1.0  # cities sit mostly on land; the world mask says so
+
+
+# --------------------------------------------------------------------------- the command line
+
+
+def test_cli_accepts_a_scenes_config(catalogue: Catalogue, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    pytest.importorskip("yaml")
+    pytest.importorskip("PIL")
+    import json
+
+    import yaml
+
+    from crossgeo.cli import main
+
+    T.write_windows_table(tmp_path / "w.csv", [0, 64, 128], [0, 64, 128])
+    config = tmp_path / "conf" / "scenes.yaml"
+    config.parent.mkdir()
+    scenes = [{"image_path": os.path.relpath(p, config.parent), "crops_path": "../w.csv"} for p in catalogue.cuts]
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "train_dataset": {
+                    "scenes": scenes,
+                    "mask_path": str(catalogue.mask),
+                    "patch_size": SIZE,
+                    "image_dtype": "uint16",
+                    "n_classes": N_CLASSES,
+                    "max_open": 2,
+                    "window_index_cache": str(tmp_path / "index.parquet"),
+                }
+            }
+        )
+    )
+    assert main(["validate", str(config)]) == 0
+    out = capsys.readouterr().out
+    assert "ok    scene 2" in out and "9 window(s) in 3 scene(s)" in out
+    assert main(["stats", str(config), "--json", str(tmp_path / "stats.json")]) == 0
+    stats = json.loads((tmp_path / "stats.json").read_text())
+    sampler = SceneSampler(
+        [{"image_path": str(p), "crops_path": str(tmp_path / "w.csv")} for p in catalogue.cuts],
+        SIZE,
+        mask_path=catalogue.mask,
+        image_dtype="uint16",
+        n_classes=N_CLASSES,
+    )
+    expected = np.zeros(N_CLASSES, np.int64)
+    for i in range(len(sampler)):
+        expected += np.bincount(sampler[i].mask.ravel(), minlength=N_CLASSES)
+    assert [row["pixels"] for row in stats["classes"]] == expected.tolist()
+    assert [row["windows"] for row in stats["scenes"]] == [3, 3, 3]
+    per_scene = sum(np.array([row["pixels"].get(str(c), 0) for c in range(N_CLASSES)]) for row in stats["scenes"])
+    assert per_scene.tolist() == expected.tolist()
+    assert main(["index", str(config)]) == 0
+    assert "reused" in capsys.readouterr().out  # stats built it; the catalogue's fingerprint still matches
+    assert main(["preview", str(config), "-n", "4", "--out", str(tmp_path / "p.png")]) == 0
+    assert (tmp_path / "p.png").stat().st_size > 0
+    # A bad scene: validate lists it by row and file.
+    scenes.append({"image_path": "missing.tif", "crops_path": "../w.csv"})
+    data = yaml.safe_load(config.read_text())
+    data["train_dataset"]["scenes"] = scenes
+    config.write_text(yaml.safe_dump(data))
+    assert main(["validate", str(config)]) == 1
+    assert re.search(r"FAIL  scenes .*scene 3, .*missing.tif", capsys.readouterr().out)
