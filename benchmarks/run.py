@@ -40,6 +40,9 @@ TARGETS: list[tuple[str, str, str, float]] = [
     ("index_build_s", "{index_rows:,}-row Parquet index: build seconds", "<", 3.0),
     ("index_rss_mb", "{index_rows:,}-row Parquet index: resident MB", "<", 40.0),
     ("worker_rss_ratio", "worker RSS after {rss_epochs} epochs / after 1", "<=", 1.05),
+    ("scenes_construction_s", "{scenes:,} scenes: SceneSampler construction seconds", "<", 15.0),
+    ("scenes_vs_open_per_item", "{scenes:,} scenes, max_open=32 / open-per-item (shuffled)", ">=", 1.5),
+    ("scenes_small_vs_single", "{tiles} scenes / one PatchSampler on the same windows", ">=", 0.9),
 ]
 
 
@@ -65,10 +68,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--rss-epochs", type=int, default=10)
     parser.add_argument("--rss-windows", type=int, default=500, help="windows per epoch of the worker-RSS run")
     parser.add_argument("--index-rows", type=int, default=1_000_000)
+    parser.add_argument("--scenes", type=int, default=1000, help="scenes of the catalogue case (default 1000)")
+    parser.add_argument("--scene-size", type=int, default=1024, help="catalogue scene width = height (default 1024)")
+    parser.add_argument("--scene-windows", type=int, default=10, help="windows per catalogue scene (default 10)")
+    parser.add_argument("--scene-reads", type=int, default=2000, help="shuffled catalogue reads timed (default 2000)")
+    parser.add_argument("--tiles", type=int, default=32, help="scenes of the <= 32 scenes case (default 32)")
     parser.add_argument(
         "--skip",
         default="",
-        help="comma-separated sections to skip: io, colour, index, torch, tf, torchgeo",
+        help="comma-separated sections to skip: io, colour, index, scenes, torch, tf, torchgeo",
     )
     parser.add_argument(
         "--torchgeo-python",
@@ -80,6 +88,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if args.smoke:
         args.size, args.windows, args.repeat = 512, min(args.windows, 16), 1
         args.index_rows, args.rss_epochs, args.rss_windows = 10_000, 2, 16
+        args.scenes, args.scene_size, args.scene_windows, args.scene_reads, args.tiles = 20, 256, 3, 60, 8
     return args
 
 
@@ -140,7 +149,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "scene": scene.describe(),
         "gdal_cachemax_bytes": cache_bytes,
         "repeat": args.repeat,
-        "counts": {"index_rows": args.index_rows, "rss_epochs": args.rss_epochs},
+        "counts": {
+            "index_rows": args.index_rows,
+            "rss_epochs": args.rss_epochs,
+            "scenes": args.scenes,
+            "tiles": args.tiles,
+        },
         "machine": {"python": platform.python_version(), "cpus": os.cpu_count(), "platform": platform.platform()},
         "throughput": {},
         "skipped": {},
@@ -173,6 +187,18 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         results["index"] = _subprocess_json([sys.executable, "-m", "benchmarks.index_probe", str(index_path)], 300)
     else:
         skipped["index"] = "--skip"
+
+    if "scenes" not in skip:
+        from benchmarks import catalogue
+
+        patch = min(args.patch_size, args.scene_size // 2)
+        folder = catalogue.ensure_catalogue(
+            args.cache, args.scenes, args.scene_size, args.scene_windows, patch, tiles=args.tiles, log=_log
+        )
+        _log(f"Catalogue: {args.scenes} scenes, {args.scene_reads} shuffled reads, best of {args.repeat}")
+        results["scenes"] = catalogue.run(folder, args.scene_reads, args.repeat, _log)
+    else:
+        skipped["scenes"] = "--skip"
 
     fw = _framework_args(args, scene)
     for name, module in (("torch", "torch"), ("tf", "tensorflow")):
@@ -245,6 +271,15 @@ def ratios(results: dict[str, Any]) -> dict[str, Any]:
         "index_build_s": _pps(results, "index", "build_s"),
         "index_rss_mb": _pps(results, "index", "rss_delta_mb"),
         "worker_rss_ratio": _pps(results, "torch", "worker_rss", "ratio"),
+        "scenes_construction_s": _pps(results, "scenes", "construction_s"),
+        "scenes_vs_open_per_item": div(
+            _pps(results, "scenes", "throughput", "scenes_max_open", "patches_per_s"),
+            _pps(results, "scenes", "throughput", "open_per_item", "patches_per_s"),
+        ),
+        "scenes_small_vs_single": div(
+            _pps(results, "scenes", "throughput", "scenes_small", "patches_per_s"),
+            _pps(results, "scenes", "throughput", "single", "patches_per_s"),
+        ),
     }
     enforce = results.get("mode") == "full"
     counts = results["counts"]
@@ -328,6 +363,15 @@ def format_table(results: dict[str, Any]) -> str:
             f"{'window index ' + format(i['rows'], ',') + ' rows: s / RSS MB / peak MB':{width}s} "
             f"{i['build_s']:.3f} / {i['rss_delta_mb']:.1f} / {i['peak_delta_mb']:.1f}"
         )
+    if "scenes" in results:
+        sc = results["scenes"]
+        for key, label in (
+            ("scenes_max_open", f"{sc['catalogue']['scenes']} scenes, max_open=32 (shuffled, 4326 mosaic)"),
+            ("open_per_item", f"{sc['catalogue']['scenes']} scenes, open-per-item (same windows)"),
+            ("scenes_small", f"{sc['catalogue']['tiles']} scenes cut from one raster (shuffled)"),
+            ("single", "one PatchSampler on that raster (same windows)"),
+        ):
+            lines.append(f"{label:{width}s} {sc['throughput'][key]['patches_per_s']:10.1f}")
     if "torch" in results and "worker_rss" in results["torch"]:
         w = results["torch"]["worker_rss"]
         lines.append(

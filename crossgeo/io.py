@@ -406,16 +406,16 @@ def mask_interior(
     # An outline that wraps (a mask across the antimeridian seen in geographic coordinates)
     # jumps by a world's width and folds onto itself: no interior then, every window gets alpha.
     steps_px = np.hypot(np.diff(cols, append=cols[:1]), np.diff(rows, append=rows[:1]))
-    outline = tuple(zip(cols.tolist(), rows.tolist()))
-    if steps_px.max() > 8 * np.median(steps_px) or not _polygon(outline).is_valid:
+    if steps_px.max() > 8 * np.median(steps_px) or not _polygon(np.column_stack([cols, rows])).is_valid:
         return None
-    return outline
+    return tuple(zip(cols.tolist(), rows.tolist()))
 
 
-def _polygon(outline: tuple[tuple[float, float], ...]) -> Any:
+def _polygon(outline: Any) -> Any:
+    """A shapely polygon from (N, 2) vertices (built in one vectorised call)."""
     import shapely
 
-    return shapely.Polygon(outline)
+    return shapely.polygons(np.asarray(outline, dtype=np.float64))
 
 
 @attrs.frozen

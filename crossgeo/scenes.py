@@ -39,23 +39,26 @@ from crossgeo.inspection import (
     Inspection,
     MaskInfo,
     WindowsInfo,
+    _check_path,
     _check_scalar_options,
     inspect_image,
     inspect_mask,
     inspect_windows,
     window_warnings,
 )
-from crossgeo.io import is_remote
+from crossgeo.io import is_remote, open_raster
 from crossgeo.masks import MaskDecoder
 from crossgeo.options import REQUIRED, SAMPLER_OPTIONS, check_names, resolve_sampler_options
 from crossgeo.sampler import Patch, PatchSampler
 
-__all__ = ["SCENE_COLUMNS", "Scene", "SceneSampler", "SceneWindows", "read_catalogue"]
+__all__ = ["COVERAGE_SAMPLES", "SCENE_COLUMNS", "Scene", "SceneSampler", "SceneWindows", "read_catalogue"]
 
 log = logging.getLogger("crossgeo")
 
 SCENE_COLUMNS = ("image_path", "mask_path", "crops_path")
 """What a scene of the catalogue may set (``image_path`` is required)."""
+COVERAGE_SAMPLES = 32
+"""Pixel centres per axis measuring each scene's mask coverage (the single-image default is 128)."""
 _PER_SCENE = ("image_path", "image_mbtiles_path", "mask_path", "crops_path", "patch_size")
 """Sampler options a SceneSampler takes elsewhere than ``**options``."""
 
@@ -247,16 +250,25 @@ def _assign_features(
         if bounds is None or not unassigned.any():
             out[position] = winsrc.WindowIndex(np.zeros(0, np.int64), np.zeros(0, np.int64))
             continue
-        row_off, col_off, _ = winsrc.feature_windows(bounds, grid, patch_size)
-        inside = (
+        # Only unassigned features whose box centre lies within the scene's bounds can fit in it.
+        left, bottom, right, top = grid.bounds
+        x, y = (bounds[:, 0] + bounds[:, 2]) / 2, (bounds[:, 1] + bounds[:, 3]) / 2
+        near = np.flatnonzero(
             unassigned
-            & (row_off >= 0)
+            & (x >= min(left, right))
+            & (x <= max(left, right))
+            & (y >= min(bottom, top))
+            & (y <= max(bottom, top))
+        )
+        row_off, col_off, _ = winsrc.feature_windows(bounds[near], grid, patch_size)
+        fits = (
+            (row_off >= 0)
             & (col_off >= 0)
             & (row_off + patch_size <= grid.height)
             & (col_off + patch_size <= grid.width)
         )
-        unassigned &= ~inside
-        rows, cols = row_off[inside], col_off[inside]
+        unassigned[near[fits]] = False
+        rows, cols = row_off[fits], col_off[fits]
         out[position] = winsrc.WindowIndex(rows, cols, winsrc.WindowReport(kept=int(rows.size)))
     return out, n, int(unassigned.sum())
 
@@ -390,32 +402,20 @@ class SceneSampler:
         # 2. masks.
         masks: dict[int, tuple[MaskInfo, MaskDecoder]] = {}
         no_overlap: list[Scene] = []
-        for scene in _progress(scenes, "inspecting scene masks"):
-            path = scene.mask_path or self.shared_mask_path
-            if path is None:
-                bad(
-                    scene,
-                    scene.image_path,
-                    "has no mask_path and no shared mask_path was given; add a mask_path "
-                    "column or pass mask_path=... for all scenes.",
-                )
-                continue
-            if scene.position not in images:
-                continue
-            try:
-                masks[scene.position] = inspect_mask(
-                    path,
-                    images[scene.position],
-                    color_map=options["color_map"],
-                    n_classes=options["n_classes"],
-                    mask_fill_value=options["mask_fill_value"],
-                )
+        shared, shared_error = None, None
+        if self.shared_mask_path is not None and any(s.mask_path is None for s in scenes):
+            try:  # opened once for all the scenes that use it
+                shared = open_raster(_check_path(self.shared_mask_path, "mask_path"), "mask_path")
             except (CrossgeoError, OSError, ValueError, TypeError) as error:
-                if scene.mask_path is None and "does not overlap" in str(error):
-                    no_overlap.append(scene)
-                bad(scene, path, error)
+                shared_error = " ".join(str(error).split())
+                problems.append(f"the shared {shared_error}")
+        try:
+            self._inspect_masks(images, masks, no_overlap, shared, shared_error is not None, bad)
+        finally:
+            if shared is not None:
+                shared.close()
         if no_overlap and len(no_overlap) == len(images) and self.shared_mask_path is not None:
-            problems = [p for p in problems if "does not overlap" not in p]
+            problems[:] = [p for p in problems if "does not overlap" not in p]
             problems.append(
                 f"The shared mask_path {self.shared_mask_path} overlaps none of the {len(images)} scene(s) "
                 f"(e.g. {no_overlap[0].where}, {no_overlap[0].image_path}). Check that the mask and the scenes "
@@ -440,6 +440,44 @@ class SceneSampler:
             )
         assert windows is not None
         self._setup(images, masks, windows)
+
+    def _inspect_masks(
+        self,
+        images: dict[int, ImageInfo],
+        masks: dict[int, tuple[MaskInfo, MaskDecoder]],
+        no_overlap: list[Scene],
+        shared: Any,
+        shared_failed: bool,
+        bad: Any,
+    ) -> None:
+        """Each scene's mask step (`crossgeo.inspection.inspect_mask`) on its own or the shared mask."""
+        options = self.options
+        for scene in _progress(self.catalogue, "inspecting scene masks"):
+            path = scene.mask_path or self.shared_mask_path
+            if path is None:
+                bad(
+                    scene,
+                    scene.image_path,
+                    "has no mask_path and no shared mask_path was given; add a mask_path "
+                    "column or pass mask_path=... for all scenes.",
+                )
+                continue
+            if scene.position not in images or (scene.mask_path is None and shared_failed):
+                continue
+            try:
+                masks[scene.position] = inspect_mask(
+                    path,
+                    images[scene.position],
+                    color_map=options["color_map"],
+                    n_classes=options["n_classes"],
+                    mask_fill_value=options["mask_fill_value"],
+                    coverage_samples=COVERAGE_SAMPLES,
+                    dataset=shared if scene.mask_path is None else None,
+                )
+            except (CrossgeoError, OSError, ValueError, TypeError) as error:
+                if scene.mask_path is None and "does not overlap" in str(error):
+                    no_overlap.append(scene)
+                bad(scene, path, error)
 
     def _plan_windows(self, images: dict[int, ImageInfo], problems: list[str]) -> SceneWindows | None:
         options = self.options
