@@ -156,6 +156,13 @@ def read_catalogue(scenes: Any) -> tuple[list[Scene], str]:
         )
     if not rows:
         raise ConfigError(f"{described} is empty: give at least one scene with an image_path.")
+    if all(isinstance(row, Mapping) and "image_path" not in row for row in rows):
+        keys = sorted({str(k) for row in rows if isinstance(row, Mapping) for k in row})
+        hint = next((_fix_hint(k, SCENE_COLUMNS) for k in keys if _fix_hint(k, SCENE_COLUMNS)), "")
+        raise ConfigError(
+            f"{described} has no image_path column/key (it has {keys}).{hint} Every scene needs an image_path; "
+            "mask_path and crops_path are optional."
+        )
     out: list[Scene] = []
     problems: list[str] = []
     seen: dict[str, int] = {}

@@ -281,7 +281,10 @@ def test_bad_catalogues_fail_at_construction_naming_row_file_and_fix(catalogue: 
         SceneSampler([], SIZE, mask_path=mask, crops_path=crops)
     table = tmp_path / "noimage.csv"
     table.write_text("image,mask_path\na.tif,b.tif\n")
-    with pytest.raises(ConfigError, match=r"scene 0 \(line 2 of .*noimage.csv\).*unknown key 'image'.*image_path"):
+    with pytest.raises(ConfigError, match=r"noimage.csv has no image_path column.*\['image', 'mask_path'\]"):
+        SceneSampler(table, SIZE, mask_path=mask)
+    table.write_text("image_path,mask\na.tif,b.tif\n")
+    with pytest.raises(ConfigError, match=r"scene 0 \(line 2 of .*noimage.csv\).*unknown key 'mask'.*'mask_path'"):
         SceneSampler(table, SIZE, mask_path=mask)
     scenes = catalogue.scenes(crops_path=crops)
     with pytest.raises(ConfigError, match="scene 2 repeats scene 0's image"):
