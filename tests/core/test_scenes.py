@@ -232,6 +232,17 @@ def test_file_descriptors_bounded_over_a_shuffled_epoch(tmp_path: Path) -> None:
         peak = max(peak, len(os.listdir(fd_dir)) - before)
     assert peak <= 3 * 2 + 16
     assert len(sampler.open_scenes) == 3
+    # The open scenes' images, and the shared mask once: the scenes of a thread share its handle.
+    targets = []
+    for name in os.listdir(fd_dir):
+        try:
+            targets.append(os.readlink(fd_dir / name))
+        except OSError:
+            continue
+    assert sorted(Path(t).name for t in targets if t.startswith(str(tmp_path))) == sorted(
+        [*(Path(sampler.catalogue[k].image_path).name for k in sampler.open_scenes), "mask.tif"]
+    )
+    sampler.close()
 
 
 def test_window_index_cache_covers_every_scene(catalogue: Catalogue, caplog: pytest.LogCaptureFixture) -> None:
