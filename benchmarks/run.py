@@ -372,6 +372,10 @@ def format_table(results: dict[str, Any]) -> str:
             ("single", "one PatchSampler on that raster (same windows)"),
         ):
             lines.append(f"{label:{width}s} {sc['throughput'][key]['patches_per_s']:10.1f}")
+        lines.append(
+            f"{str(sc['catalogue']['scenes']) + ' scenes: construction s, wall / CPU':{width}s} "
+            f"{sc['construction_s']:.2f} / {sc['construction_cpu_s']:.2f}"
+        )
     if "torch" in results and "worker_rss" in results["torch"]:
         w = results["torch"]["worker_rss"]
         lines.append(
