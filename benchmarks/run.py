@@ -60,6 +60,9 @@ TARGETS: list[tuple[str, str, str, float]] = [
     ("split_1m_mb", "spatial_split, {planning_rows:,} windows: peak MB", "<", 200.0),
     ("predict_vs_read", "predict_raster pixels/s / reading the windows (overlap 0)", ">=", 0.8),
     ("predict_peak_vs_strip", "predict_raster peak memory / one strip of scores (K=5)", "<", 2.0),
+    ("scenes_construction_s", "{scenes:,} scenes: SceneSampler construction seconds", "<", 15.0),
+    ("scenes_vs_open_per_item", "{scenes:,} scenes, max_open=32 / open-per-item (shuffled)", ">=", 1.5),
+    ("scenes_small_vs_single", "{tiles} scenes / one PatchSampler on the same windows", ">=", 0.9),
 ]
 
 
@@ -85,6 +88,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--rss-epochs", type=int, default=10)
     parser.add_argument("--rss-windows", type=int, default=500, help="windows per epoch of the worker-RSS run")
     parser.add_argument("--index-rows", type=int, default=1_000_000)
+    parser.add_argument("--scenes", type=int, default=1000, help="scenes of the catalogue case (default 1000)")
+    parser.add_argument("--scene-size", type=int, default=1024, help="catalogue scene width = height (default 1024)")
+    parser.add_argument("--scene-windows", type=int, default=10, help="windows per catalogue scene (default 10)")
+    parser.add_argument("--scene-reads", type=int, default=2000, help="shuffled catalogue reads timed (default 2000)")
+    parser.add_argument("--tiles", type=int, default=32, help="scenes of the <= 32 scenes case (default 32)")
     parser.add_argument("--planning-rows", type=int, default=1_000_000, help="candidate rows of the planning tables")
     parser.add_argument(
         "--planning-windows", type=int, default=10_000, help="overlapping windows of the class_fractions case"
@@ -92,8 +100,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--skip",
         default="",
-        help="comma-separated sections to skip: io, colour, index, planning, predict, torch, tf, warm, memory, "
-        "curves, torchgeo",
+        help="comma-separated sections to skip: io, colour, index, planning, predict, scenes, torch, tf, warm, "
+        "memory, curves, torchgeo",
     )
     parser.add_argument(
         "--predict-size", type=int, default=16384, help="side of the image of the prediction memory run"
@@ -118,6 +126,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         args.planning_rows, args.planning_windows = 10_000, 100
         args.predict_size = 1024
         args.curve_windows, args.warm_windows, args.max_workers = 16, 16, min(args.max_workers, 1)
+        args.scenes, args.scene_size, args.scene_windows, args.scene_reads, args.tiles = 20, 256, 3, 60, 8
     return args
 
 
@@ -178,7 +187,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "scene": scene.describe(),
         "gdal_cachemax_bytes": cache_bytes,
         "repeat": args.repeat,
-        "counts": {"index_rows": args.index_rows, "rss_epochs": args.rss_epochs, "planning_rows": args.planning_rows},
+        "counts": {
+            "index_rows": args.index_rows,
+            "rss_epochs": args.rss_epochs,
+            "planning_rows": args.planning_rows,
+            "scenes": args.scenes,
+            "tiles": args.tiles,
+        },
         "machine": {"python": platform.python_version(), "cpus": os.cpu_count(), "platform": platform.platform()},
         "throughput": {},
         "skipped": {},
@@ -235,6 +250,17 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         }
     else:
         skipped["predict"] = "--skip"
+    if "scenes" not in skip:
+        from benchmarks import catalogue
+
+        patch = min(args.patch_size, args.scene_size // 2)
+        folder = catalogue.ensure_catalogue(
+            args.cache, args.scenes, args.scene_size, args.scene_windows, patch, tiles=args.tiles, log=_log
+        )
+        _log(f"Catalogue: {args.scenes} scenes, {args.scene_reads} shuffled reads, best of {args.repeat}")
+        results["scenes"] = catalogue.run(folder, args.scene_reads, args.repeat, _log)
+    else:
+        skipped["scenes"] = "--skip"
 
     fw = _framework_args(args, scene)
     for name, module in (("torch", "torch"), ("tf", "tensorflow")):
@@ -413,6 +439,15 @@ def ratios(results: dict[str, Any]) -> dict[str, Any]:
         "split_1m_mb": _pps(results, "planning", "tables", "spatial_split", "peak_mb"),
         "predict_vs_read": _pps(results, "predict", "throughput", "ratio"),
         "predict_peak_vs_strip": _pps(results, "predict", "memory", "ratio"),
+        "scenes_construction_s": _pps(results, "scenes", "construction_s"),
+        "scenes_vs_open_per_item": div(
+            _pps(results, "scenes", "throughput", "scenes_max_open", "patches_per_s"),
+            _pps(results, "scenes", "throughput", "open_per_item", "patches_per_s"),
+        ),
+        "scenes_small_vs_single": div(
+            _pps(results, "scenes", "throughput", "scenes_small", "patches_per_s"),
+            _pps(results, "scenes", "throughput", "single", "patches_per_s"),
+        ),
     }
     enforce = results.get("mode") == "full"
     counts = results["counts"]
@@ -502,6 +537,19 @@ def format_table(results: dict[str, Any]) -> str:
         lines.append(
             f"{'window index ' + format(i['rows'], ',') + ' rows: s / RSS MB / peak MB':{width}s} "
             f"{i['build_s']:.3f} / {i['rss_delta_mb']:.1f} / {i['peak_delta_mb']:.1f}"
+        )
+    if "scenes" in results:
+        sc = results["scenes"]
+        for key, label in (
+            ("scenes_max_open", f"{sc['catalogue']['scenes']} scenes, max_open=32 (shuffled, 4326 mosaic)"),
+            ("open_per_item", f"{sc['catalogue']['scenes']} scenes, open-per-item (same windows)"),
+            ("scenes_small", f"{sc['catalogue']['tiles']} scenes cut from one raster (shuffled)"),
+            ("single", "one PatchSampler on that raster (same windows)"),
+        ):
+            lines.append(f"{label:{width}s} {sc['throughput'][key]['patches_per_s']:10.1f}")
+        lines.append(
+            f"{str(sc['catalogue']['scenes']) + ' scenes: construction s, wall / CPU':{width}s} "
+            f"{sc['construction_s']:.2f} / {sc['construction_cpu_s']:.2f}"
         )
     if "torch" in results and "worker_rss" in results["torch"]:
         w = results["torch"]["worker_rss"]

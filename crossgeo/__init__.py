@@ -26,6 +26,7 @@ _EXPORTS = {
     "Grid": "crossgeo.grid",
     "Patch": "crossgeo.sampler",
     "PatchSampler": "crossgeo.sampler",
+    "SceneSampler": "crossgeo.scenes",
     "WindowIndex": "crossgeo.windows",
     "WindowReport": "crossgeo.windows",
     "Prediction": "crossgeo.predict",
@@ -61,6 +62,7 @@ if TYPE_CHECKING:
     from crossgeo.predict import predict_raster as predict_raster
     from crossgeo.sampler import Patch as Patch
     from crossgeo.sampler import PatchSampler as PatchSampler
+    from crossgeo.scenes import SceneSampler as SceneSampler
     from crossgeo.windows import WindowIndex as WindowIndex
     from crossgeo.windows import WindowReport as WindowReport
 

@@ -13,10 +13,11 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from crossgeo.errors import OptionError
-from crossgeo.options import ADAPTER_OPTIONS, ALIASES, check_names, sampler_option_names
+from crossgeo.options import ADAPTER_OPTIONS, ALIASES, SCENE_OPTIONS, check_names, sampler_option_names
 
 if TYPE_CHECKING:
     from crossgeo.sampler import PatchSampler
+    from crossgeo.scenes import SceneSampler
 
 __all__ = [
     "ADAPTER_KEYS",
@@ -25,6 +26,8 @@ __all__ = [
     "DATA_LOADER_USED",
     "HYDRA_KEYS",
     "SAMPLER_KEYS",
+    "SCENE_KEYS",
+    "build_sampler",
     "check_keys",
     "check_seed",
     "plain_mapping",
@@ -40,6 +43,8 @@ HYDRA_KEYS = ("_target_", "_recursive_", "_convert_", "_partial_", "_args_")
 """Hydra's own keys, ignored."""
 SAMPLER_KEYS = sampler_option_names()
 """The sampler's options (from `crossgeo.options.SAMPLER_OPTIONS`)."""
+SCENE_KEYS = tuple(o.name for o in SCENE_OPTIONS)
+"""Options of a catalogue of scenes (``scenes``, ``max_open``; `crossgeo.options.SCENE_OPTIONS`)."""
 ORIGINAL_SPELLING = {"image_path": "image_mbtiles_path"}
 """How the original's configurations name options (used in messages about missing keys)."""
 
@@ -88,24 +93,48 @@ def split_config(config: Any, *, where: str = "the configuration") -> tuple[dict
             "crossgeo may instantiate. Pass allowed_targets=[...] in code (PatchDataset, make_dataset, "
             "PatchPyDataset) or use crossgeo validate --allow-target MODULE."
         )
-    check_keys(mapping, (*SAMPLER_KEYS, *ADAPTER_KEYS, *ALIASES), where)
-    sampler = {k: v for k, v in mapping.items() if k in SAMPLER_KEYS or k in ALIASES}
+    check_keys(mapping, (*SAMPLER_KEYS, *SCENE_KEYS, *ADAPTER_KEYS, *ALIASES), where)
+    sampler = {k: v for k, v in mapping.items() if k in SAMPLER_KEYS or k in SCENE_KEYS or k in ALIASES}
     rest = {k: v for k, v in mapping.items() if k in ADAPTER_KEYS}
     given = {ALIASES.get(k, k) for k in sampler}
-    missing = [
-        ORIGINAL_SPELLING.get(k, k) for k in ("image_path", "mask_path", "crops_path", "patch_size") if k not in given
-    ]
+    if sampler.get("scenes") is not None:
+        image = [k for k in sampler if ALIASES.get(k, k) == "image_path"]
+        if image:
+            raise OptionError(
+                f"{where} sets both scenes and {image[0]}: with scenes, every scene names its own image_path "
+                f"(in the scenes list or table); remove {image[0]}."
+            )
+        required: tuple[str, ...] = ("patch_size",)
+    else:
+        if "max_open" in sampler:
+            raise OptionError(f"{where} sets max_open without scenes; max_open bounds the open scenes of a catalogue.")
+        sampler.pop("scenes", None)
+        required = ("image_path", "mask_path", "crops_path", "patch_size")
+    missing = [ORIGINAL_SPELLING.get(k, k) for k in required if k not in given]
     if missing:
         raise OptionError(f"{where} is missing the required option(s) {', '.join(missing)}.")
     return sampler, rest
 
 
-def sampler_from_config(config: Any, *, where: str = "the configuration") -> tuple[PatchSampler, dict[str, Any]]:
-    """A `PatchSampler` from a mapping of the original's keys, and the adapter options left over."""
+def build_sampler(kwargs: Mapping[str, Any]) -> PatchSampler | SceneSampler:
+    """A `SceneSampler` when ``kwargs`` (from `split_config`) has ``scenes``, else a `PatchSampler`."""
+    kwargs = {k: to_plain(v) for k, v in kwargs.items()}
+    if kwargs.get("scenes") is not None:
+        from crossgeo.scenes import SceneSampler
+
+        return SceneSampler(**kwargs)
     from crossgeo.sampler import PatchSampler
 
+    return PatchSampler(**kwargs)
+
+
+def sampler_from_config(
+    config: Any, *, where: str = "the configuration"
+) -> tuple[PatchSampler | SceneSampler, dict[str, Any]]:
+    """A `PatchSampler` (or `SceneSampler`, with ``scenes``) from a mapping of the original's keys, and the
+    adapter options left over."""
     sampler_kwargs, rest = split_config(config, where=where)
-    return PatchSampler(**sampler_kwargs), rest
+    return build_sampler(sampler_kwargs), rest
 
 
 DATA_LOADER_USED = ("batch_size", "shuffle", "drop_last")
@@ -126,7 +155,7 @@ DATA_LOADER_IGNORED = (
 """... and torch DataLoader keys that have no meaning there (accepted, ignored)."""
 
 
-def resolve_source(source: Any, where: str) -> tuple[PatchSampler, dict[str, Any]]:
+def resolve_source(source: Any, where: str) -> tuple[PatchSampler | SceneSampler, dict[str, Any]]:
     """The sampler and adapter options of a `PatchSampler` or a mapping of the original's keys.
 
     For a mapping, the options are those it sets among ``augmentation_list``,
@@ -134,13 +163,14 @@ def resolve_source(source: Any, where: str) -> tuple[PatchSampler, dict[str, Any
     ``batch_size``, ``shuffle``, ``drop_last`` (the tf.data and Keras adapters' view).
     """
     from crossgeo.sampler import PatchSampler
+    from crossgeo.scenes import SceneSampler
 
-    if isinstance(source, PatchSampler):
+    if isinstance(source, (PatchSampler, SceneSampler)):
         return source, {}
     if not isinstance(source, Mapping) and type(source).__name__ != "DictConfig":
         raise OptionError(
-            f"{where}: source must be a crossgeo.PatchSampler or a mapping of configuration keys "
-            f"(image_mbtiles_path, mask_path, crops_path, patch_size, ...), got {type(source).__name__}."
+            f"{where}: source must be a crossgeo.PatchSampler, a crossgeo.SceneSampler or a mapping of configuration "
+            f"keys (image_mbtiles_path, mask_path, crops_path, patch_size... or scenes), got {type(source).__name__}."
         )
     sampler, rest = sampler_from_config(source, where=where)
     loader = dict(rest.pop("data_loader", None) or {})

@@ -16,6 +16,7 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Callable, Mapping, Sequence
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -392,7 +393,7 @@ def _moved(xs: Any, ys: Any, src_crs: Any, dst_crs: Any) -> tuple[Any, Any]:
         return warp_transform(src_crs, dst_crs, xs, ys)
 
 
-def _mask_coverage(mask: Any, grid: Grid, image_path: str, mask_path: str) -> float:
+def _mask_coverage(mask: Any, grid: Grid, image_path: str, mask_path: str, samples: int = COVERAGE_SAMPLES) -> float:
     """Fraction of the reference grid's pixels the mask covers, measured on the grids themselves.
 
     A lattice of image pixel centres is transformed into the mask CRS and looked up on the
@@ -407,7 +408,7 @@ def _mask_coverage(mask: Any, grid: Grid, image_path: str, mask_path: str) -> fl
                 f"{mask_path if mask.crs is None else image_path} has no CRS, so the mask cannot be aligned "
                 "with the image; give both rasters a CRS."
             )
-    xs, ys = _moved(*_pixel_centres(grid.height, grid.width, grid.transform), grid.crs, mask.crs)
+    xs, ys = _moved(*_pixel_centres(grid.height, grid.width, grid.transform, samples), grid.crs, mask.crs)
     covered = float(np.mean(_on_grid(xs, ys, mask.height, mask.width, mask.transform)))
     if covered == 0:
         # A mask smaller than the lattice spacing: do any of its own pixel centres land on the image?
@@ -435,11 +436,18 @@ def inspect_mask(
     color_map: Any = None,
     n_classes: int = 2,
     mask_fill_value: int = 0,
+    coverage_samples: int = COVERAGE_SAMPLES,
+    dataset: Any = None,
 ) -> tuple[MaskInfo, MaskDecoder]:
-    """Open the mask once: its bands and decoder, validity markers and how it meets the reference grid."""
+    """Open the mask once: its bands and decoder, validity markers and how it meets the reference grid.
+
+    ``coverage_samples`` pixel centres per axis measure the coverage (a catalogue of many
+    scenes uses fewer: it inspects the shared mask once per scene). ``dataset``: the mask
+    already open (a catalogue opens its shared mask once); it is left open.
+    """
     path = check_path(path, "mask_path")
     grid = image.grid
-    with open_raster(path, "mask_path") as mask:
+    with nullcontext(dataset) if dataset is not None else open_raster(path, "mask_path") as mask:
         _check_parts(mask, path, "mask_path")
         header = RasterInfo.of(mask, path)
         data_bands = tuple(b for b in range(1, mask.count + 1) if b != header.alpha)
@@ -450,7 +458,7 @@ def inspect_mask(
         # Only a warped mask without its own alpha or mask band can skip the alpha band per window.
         plain = offset is None and header.alpha is None and not header.mask_band
         interior = mask_interior(mask, grid) if plain else None
-        coverage = _mask_coverage(mask, grid, image.path, path)
+        coverage = _mask_coverage(mask, grid, image.path, path, coverage_samples)
         info = MaskInfo(
             raster=header, data_bands=data_bands, offset=offset, interior=interior, coverage=min(coverage, 1.0)
         )

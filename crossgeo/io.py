@@ -147,8 +147,12 @@ def has_mask_sidecar(path: str) -> bool:
     return not is_remote(path) and any(os.path.exists(path + suffix) for suffix in (".msk", ".MSK"))
 
 
-def open_raster(path: str, option: str) -> Any:
+def open_raster(path: str, option: str, *, shared: bool = False) -> Any:
     """Open ``path`` for reading, turning GDAL's failure into a `ReadError` naming the option.
+
+    ``shared=True`` opens it GDAL-shared: readers in the same thread that open the same file get
+    one handle (one file descriptor, one block cache), closed when the last of them closes - the
+    shared mask of a catalogue of scenes is opened once per thread, not once per scene.
 
     GDAL_DISABLE_READDIR_ON_OPEN=EMPTY_DIR (`GDAL_OPTIONS`) hides sibling files, so GDAL
     would ignore a ``.msk`` sidecar and read masked pixels as valid: a local raster with a
@@ -160,8 +164,8 @@ def open_raster(path: str, option: str) -> Any:
     try:
         if has_mask_sidecar(path):
             with rasterio.Env(GDAL_DISABLE_READDIR_ON_OPEN="TRUE"):
-                return rasterio.open(path)
-        return rasterio.open(path)
+                return rasterio.open(path, sharing=shared)
+        return rasterio.open(path, sharing=shared)
     except RasterioError as error:
         raise ReadError(
             f"{option} {path!r} cannot be opened as a raster: {error}. Check the path and that the "
@@ -281,7 +285,7 @@ class RasterReader:
     def __init__(self, plan: ReadPlan) -> None:
         self.plan = plan
         self.image_source = open_raster(plan.image_path, "image_path")
-        self.mask_source = open_raster(plan.mask_path, "mask_path") if plan.mask_path is not None else None
+        self.mask_source = open_raster(plan.mask_path, "mask_path", shared=True) if plan.mask_path is not None else None
         # Where the image has no data: its alpha band, nodata, or per-dataset mask band.
         self.image_alpha = plan.image_alpha
         self.image_mask_band = plan.image_mask_band
@@ -462,16 +466,16 @@ def mask_interior(
     # An outline that wraps (a mask across the antimeridian seen in geographic coordinates)
     # jumps by a world's width and folds onto itself: no interior then, every window gets alpha.
     steps_px = np.hypot(np.diff(cols, append=cols[:1]), np.diff(rows, append=rows[:1]))
-    outline = tuple(zip(cols.tolist(), rows.tolist()))
-    if steps_px.max() > 8 * np.median(steps_px) or not _polygon(outline).is_valid:
+    if steps_px.max() > 8 * np.median(steps_px) or not _polygon(np.column_stack([cols, rows])).is_valid:
         return None
-    return outline
+    return tuple(zip(cols.tolist(), rows.tolist()))
 
 
-def _polygon(outline: tuple[tuple[float, float], ...]) -> Any:
+def _polygon(outline: Any) -> Any:
+    """A shapely polygon from (N, 2) vertices (built in one vectorised call)."""
     import shapely
 
-    return shapely.Polygon(outline)
+    return shapely.polygons(np.asarray(outline, dtype=np.float64))
 
 
 @attrs.frozen

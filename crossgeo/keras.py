@@ -53,6 +53,7 @@ from crossgeo.augment import (
 from crossgeo.config import check_seed, resolve_source
 from crossgeo.errors import ConfigError, OptionError
 from crossgeo.sampler import PatchSampler, report_skipped, require_windows
+from crossgeo.scenes import SceneSampler
 
 __all__ = ["PatchPyDataset"]
 
@@ -61,7 +62,7 @@ class PatchPyDataset(keras.utils.PyDataset):
     """Batches ``(x (B, H, W, C) float32, y (B, H, W) int64)`` of patches for ``model.fit``.
 
     Args:
-        source: A `crossgeo.PatchSampler` or a mapping with the original
+        source: A `crossgeo.PatchSampler` or `crossgeo.SceneSampler`, or a mapping with the original
             ``MBTilesCropsGeoTifMaskDataset`` keys (its ``augmentation_list``, ``seed`` and
             ``data_loader.shuffle`` / ``data_loader.drop_last`` apply where the keyword is
             left at its default).
@@ -87,7 +88,7 @@ class PatchPyDataset(keras.utils.PyDataset):
 
     def __init__(
         self,
-        source: PatchSampler | Mapping[str, Any],
+        source: PatchSampler | SceneSampler | Mapping[str, Any],
         batch_size: int | None = None,
         *,
         shuffle: bool = False,

@@ -24,6 +24,7 @@ __all__ = [
     "ALIASES",
     "REQUIRED",
     "SAMPLER_OPTIONS",
+    "SCENE_OPTIONS",
     "Option",
     "check_names",
     "resolve_sampler_options",
@@ -155,6 +156,26 @@ SAMPLER_OPTIONS: tuple[Option, ...] = (
     ),
 )
 """Options of `crossgeo.PatchSampler` (and of every configuration that builds one)."""
+
+SCENE_OPTIONS: tuple[Option, ...] = (
+    Option(
+        "scenes",
+        "list of mappings or path",
+        None,
+        "A catalogue of scenes (`crossgeo.SceneSampler`) instead of one `image_path`: a list of mappings or a "
+        "CSV/Parquet table with `image_path` and optional per-scene `mask_path` / `crops_path` (relative paths "
+        "start at the table's folder). `mask_path` and `crops_path` are then shared by the scenes without their "
+        "own; shared vector features go to the first scene holding their whole window.",
+    ),
+    Option(
+        "max_open",
+        "int",
+        32,
+        "With `scenes`: at most this many scenes keep open file handles per process (least recently used "
+        "closed first), so thousands of scenes never exhaust file descriptors.",
+    ),
+)
+"""Options of `crossgeo.SceneSampler` besides the sampler's (a configuration with ``scenes`` builds one)."""
 
 ADAPTER_OPTIONS: tuple[Option, ...] = (
     Option(

@@ -41,7 +41,8 @@ class Patch:
     ``mask_valid`` (H, W) bool is True where the mask has data (False where it does not
     cover the window or marks nodata: those pixels hold the fill value); ``image_valid``
     (H, W) bool is True where the image has data (False outside the image, where its
-    alpha band is 0, every selected band is nodata or its per-dataset mask band is 0).
+    alpha band is 0, every selected band is nodata or its per-dataset mask band is 0); ``scene``
+    is the position of the window's scene in a `crossgeo.SceneSampler` catalogue (None otherwise).
     """
 
     image: np.ndarray
@@ -51,6 +52,7 @@ class Patch:
     index: int
     mask_valid: np.ndarray | None = None
     image_valid: np.ndarray | None = None
+    scene: int | None = None
 
 
 def require_windows(dataset: Any, where: str) -> None:

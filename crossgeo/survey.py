@@ -14,6 +14,7 @@ before training:
 from __future__ import annotations
 
 from collections.abc import Iterable
+from contextlib import nullcontext
 from typing import Any
 
 import attrs
@@ -68,17 +69,19 @@ def survey(sampler: Any, positions: Iterable[int] | None = None, *, max_windows:
     check_classes = isinstance(sampler.decoder, ClassIndexDecoder) and not sampler.decoder.binarise
     invalid_image = 0
     found: dict[float, int] = {}
+    scenes = getattr(sampler, "opened", None)  # a SceneSampler: read through the window's scene
     for position in chosen:
         row_off, col_off = int(sampler.row_off[position]), int(sampler.col_off[position])
-        _, image_valid = sampler.read_image(row_off, col_off)
-        invalid_image += int(image_valid.size - np.count_nonzero(image_valid))
-        if check_classes:
-            bands, invalid = sampler.read_mask_bands(row_off, col_off)
-            bad = out_of_range_pixels(bands[0], sampler.n_classes, invalid)
-            if bad is not None:
-                values, counts = np.unique(bands[0][bad], return_counts=True)
-                for value, count in zip(values.tolist(), counts.tolist()):
-                    found[value] = found.get(value, 0) + int(count)
+        with scenes(int(sampler.scene[position])) if scenes is not None else nullcontext(sampler) as source:
+            _, image_valid = source.read_image(row_off, col_off)
+            invalid_image += int(image_valid.size - np.count_nonzero(image_valid))
+            if check_classes:
+                bands, invalid = source.read_mask_bands(row_off, col_off)
+                bad = out_of_range_pixels(bands[0], sampler.n_classes, invalid)
+                if bad is not None:
+                    values, counts = np.unique(bands[0][bad], return_counts=True)
+                    for value, count in zip(values.tolist(), counts.tolist()):
+                        found[value] = found.get(value, 0) + int(count)
     windows = len(chosen)
     return ValueSurvey(
         windows=windows,

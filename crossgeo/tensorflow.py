@@ -69,6 +69,7 @@ from crossgeo.augment import (
 from crossgeo.config import check_seed, resolve_source
 from crossgeo.errors import ConfigError, OptionError
 from crossgeo.sampler import PatchSampler, report_skipped, require_windows
+from crossgeo.scenes import SceneSampler
 
 __all__ = ["make_dataset"]
 
@@ -77,7 +78,9 @@ def _random_seed() -> int:
     return int(np.random.default_rng().integers(2**32))
 
 
-def _output_shapes(sampler: PatchSampler, augmentation: Any | None, channels_last: bool) -> tuple[tuple[int, ...], ...]:
+def _output_shapes(
+    sampler: PatchSampler | SceneSampler, augmentation: Any | None, channels_last: bool
+) -> tuple[tuple[int, ...], ...]:
     """(image shape, mask shape) of one element, found on a blank patch (no read)."""
     size = sampler.patch_size
     bands = len(sampler.selected_bands)
@@ -98,7 +101,7 @@ def _output_shapes(sampler: PatchSampler, augmentation: Any | None, channels_las
 
 
 def make_dataset(
-    source: PatchSampler | Mapping[str, Any],
+    source: PatchSampler | SceneSampler | Mapping[str, Any],
     *,
     batch_size: int | None = None,
     shuffle: bool = False,
@@ -116,7 +119,7 @@ def make_dataset(
     """A ``tf.data.Dataset`` of ``(image, mask)`` patches, ready for ``model.fit``.
 
     Args:
-        source: A `crossgeo.PatchSampler`, or a mapping with the original
+        source: A `crossgeo.PatchSampler` or `crossgeo.SceneSampler`, or a mapping with the original
             ``MBTilesCropsGeoTifMaskDataset`` keys (a YAML ``train_dataset`` block;
             ``_target_`` is ignored). The mapping's ``augmentation_list``, ``seed``,
             ``return_metadata`` and ``data_loader`` (``batch_size``, ``shuffle``,
@@ -295,7 +298,7 @@ class _SkipTally:
     the thread that decodes an epoch's last window also logs the epoch's total.
     """
 
-    def __init__(self, sampler: PatchSampler, per_epoch: int) -> None:
+    def __init__(self, sampler: PatchSampler | SceneSampler, per_epoch: int) -> None:
         self.sampler = sampler
         self.per_epoch = per_epoch
         self._lock = threading.Lock()

@@ -255,3 +255,89 @@ def write_damaged_mbtiles_scene(folder: str | os.PathLike[str]) -> tuple[Path, P
     rows, cols = np.meshgrid(np.arange(0, 512 - 64 + 1, 64), np.arange(0, 512 - 64 + 1, 128))
     windows = write_windows_table(folder / "windows.csv", rows.ravel(), cols.ravel())
     return mbtiles, mask, windows
+
+
+def write_scene_cut(
+    source: str | os.PathLike[str],
+    path: str | os.PathLike[str],
+    row_off: int,
+    col_off: int,
+    height: int,
+    width: int,
+    *,
+    crs: Any = None,
+) -> Path:
+    """One scene cut from ``source``: its pixel block, or with ``crs`` that block warped there (nearest).
+
+    A block keeps the source's pixels on a shifted transform, so a window of the scene is
+    the source's window moved by (``row_off``, ``col_off``); a warped block holds the source
+    pixels nearest to each of its pixel centres in ``crs`` (for catalogues of scenes).
+    """
+    from rasterio.vrt import WarpedVRT
+    from rasterio.warp import Resampling, calculate_default_transform
+    from rasterio.windows import Window
+    from rasterio.windows import bounds as window_bounds
+
+    window = Window(col_off, row_off, width, height)
+    with rasterio.open(source) as src:
+        data = src.read(window=window)
+        transform = src.window_transform(window)
+        if crs is None:
+            return write_raster(path, data, crs=src.crs, transform=transform, nodata=src.nodata)
+        bounds = window_bounds(window, src.transform)
+        dst_transform, dst_width, dst_height = calculate_default_transform(src.crs, crs, width, height, *bounds)
+        with WarpedVRT(
+            src,
+            crs=crs,
+            transform=dst_transform,
+            width=dst_width,
+            height=dst_height,
+            resampling=Resampling.nearest,
+            src_nodata=src.nodata if src.nodata is not None else 0,
+            nodata=src.nodata if src.nodata is not None else 0,
+        ) as vrt:
+            data = vrt.read()
+        return write_raster(path, data, crs=crs, transform=dst_transform, nodata=src.nodata)
+
+
+def write_scene_catalogue(
+    folder: str | os.PathLike[str],
+    n_scenes: int,
+    *,
+    size: int = 128,
+    windows: Sequence[tuple[int, int]] = ((0, 0),),
+    cell: float = 0.01,
+    n_classes: int = 4,
+) -> tuple[list[dict[str, str]], Path]:
+    """``n_scenes`` scenes side by side, cut from one uint8 coordinate raster (Web Mercator), and a mask.
+
+    Returns the scenes (``image_path`` and a ``crops_path`` table of ``windows`` per scene) and
+    a lon/lat class mask in EPSG:4326 over all of them (as one warped mosaic would be).
+    """
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    transform = web_mercator_transform(12, 2176, 1460)
+    full = write_raster(
+        folder / "full.tif", coordinate_bands(size, size * n_scenes, "uint8"), crs="EPSG:3857", transform=transform
+    )
+    crops = write_windows_table(folder / "windows.csv", [r for r, _ in windows], [c for _, c in windows])
+    scenes = [
+        {
+            "image_path": str(write_scene_cut(full, folder / f"scene{i:04d}.tif", 0, size * i, size, size)),
+            "crops_path": str(crops),
+        }
+        for i in range(n_scenes)
+    ]
+    with rasterio.open(full) as src:
+        from rasterio.warp import transform_bounds
+
+        left, bottom, right, top = transform_bounds(src.crs, "EPSG:4326", *src.bounds)
+    pad = 0.01
+    mask = write_lonlat_mask(
+        folder / "mask4326.tif",
+        (left - pad, bottom - pad, right + pad, top + pad),
+        (top - bottom) / size / 2,
+        cell=cell,
+        n_classes=n_classes,
+    )
+    return scenes, mask

@@ -44,11 +44,12 @@ from crossgeo.augment import (
     to_compact_inputs,
     to_model_inputs,
 )
-from crossgeo.config import check_keys, check_seed, split_config, to_plain
+from crossgeo.config import build_sampler, check_keys, check_seed, split_config, to_plain
 from crossgeo.errors import ConfigError, OptionError
 from crossgeo.memory import trim_heap
 from crossgeo.options import REQUIRED
 from crossgeo.sampler import PatchSampler, report_skipped, require_windows
+from crossgeo.scenes import SceneSampler
 
 __all__ = [
     "EpochOrderSampler",
@@ -100,7 +101,7 @@ class PatchDataset(Dataset[dict[str, Any]]):
 
     def __init__(
         self,
-        sampler: PatchSampler,
+        sampler: PatchSampler | SceneSampler,
         *,
         augmentation_list: Any = None,
         return_metadata: bool = False,
@@ -205,7 +206,8 @@ class MBTilesCropsGeoTifMaskDataset(PatchDataset):
     Takes the original's configuration keys unchanged, so a Hydra config only needs its
     ``_target_`` changed to ``crossgeo.torch.MBTilesCropsGeoTifMaskDataset``. Options are
     those of `crossgeo.PatchSampler` (``image_mbtiles_path`` is its ``image_path``)
-    and `PatchDataset`; ``data_loader`` is kept for `make_dataloader`. Unknown
+    and `PatchDataset`; a ``scenes`` key (with ``max_open``) builds a `crossgeo.SceneSampler`
+    over a catalogue instead of one image; ``data_loader`` is kept for `make_dataloader`. Unknown
     options raise ``TypeError`` with a "did you mean" suggestion.
     """
 
@@ -230,7 +232,7 @@ class MBTilesCropsGeoTifMaskDataset(PatchDataset):
         config = {k: v for k, v in given.items() if v is not REQUIRED} | options
         sampler_options, rest = split_config(config, where=type(self).__name__)
         self.data_loader = _check_data_loader(rest.get("data_loader"))
-        sampler = PatchSampler(**{k: to_plain(v) for k, v in sampler_options.items()})
+        sampler = build_sampler(sampler_options)
         super().__init__(
             sampler,
             augmentation_list=rest.get("augmentation_list"),

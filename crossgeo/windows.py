@@ -79,6 +79,8 @@ class WindowIndex:
     row_off: np.ndarray
     col_off: np.ndarray
     report: WindowReport = WindowReport()
+    scene: np.ndarray | None = None
+    """Position of each window's scene in a catalogue (`crossgeo.SceneSampler`); None for one image."""
 
     def __len__(self) -> int:
         return int(self.row_off.shape[0])
@@ -260,21 +262,8 @@ def read_vector_windows(path: str | os.PathLike[str], layer: str | None, grid: G
     if len(geometry):
         geometry = geometry.to_crs(crs)
     bounds = geometry.bounds.to_numpy(dtype=np.float64).reshape(-1, 4)
-    left, bottom, right, top = bounds.T
-    inverse = ~grid.transform
-    with np.errstate(invalid="ignore", over="ignore"):  # features far outside project to inf/NaN: dropped below
-        corner_cols, corner_rows = inverse @ (
-            np.stack([left, right, left, right]),
-            np.stack([bottom, bottom, top, top]),
-        )
-    min_col, max_col = corner_cols.min(axis=0), corner_cols.max(axis=0)
-    min_row, max_row = corner_rows.min(axis=0), corner_rows.max(axis=0)
-    finite = np.isfinite(min_col) & np.isfinite(max_col) & np.isfinite(min_row) & np.isfinite(max_row)
-    inside = finite & (max_col >= 0) & (min_col <= grid.width) & (max_row >= 0) & (min_row <= grid.height)
-    row_c = ((min_row + max_row) / 2.0)[inside]
-    col_c = ((min_col + max_col) / 2.0)[inside]
-    row_off = gridmath.centred_offsets(row_c, patch_size)
-    col_off = gridmath.centred_offsets(col_c, patch_size)
+    row_off, col_off, inside = feature_windows(bounds, grid, patch_size)
+    row_off, col_off = row_off[inside], col_off[inside]
     row_clamped = gridmath.clamp_offsets(row_off, patch_size, grid.height)
     col_clamped = gridmath.clamp_offsets(col_off, patch_size, grid.width)
     clamped = int(np.count_nonzero((row_clamped != row_off) | (col_clamped != col_off)))
@@ -286,6 +275,28 @@ def read_vector_windows(path: str | os.PathLike[str], layer: str | None, grid: G
         duplicates=_count_duplicates(row_clamped, col_clamped),
     )
     return WindowIndex(row_clamped, col_clamped, report)
+
+
+def feature_windows(bounds: np.ndarray, grid: Grid, patch_size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Windows centred on bounding boxes (N, 4) in the grid's CRS: (row_off, col_off, touches), unclamped.
+
+    ``touches`` is True for boxes that reach the grid (others are dropped by the caller);
+    offsets of the others are 0.
+    """
+    left, bottom, right, top = bounds.T
+    inverse = ~grid.transform
+    with np.errstate(invalid="ignore", over="ignore"):  # features far outside project to inf/NaN: dropped
+        corner_cols, corner_rows = inverse @ (
+            np.stack([left, right, left, right]),
+            np.stack([bottom, bottom, top, top]),
+        )
+    min_col, max_col = corner_cols.min(axis=0), corner_cols.max(axis=0)
+    min_row, max_row = corner_rows.min(axis=0), corner_rows.max(axis=0)
+    finite = np.isfinite(min_col) & np.isfinite(max_col) & np.isfinite(min_row) & np.isfinite(max_row)
+    touches = finite & (max_col >= 0) & (min_col <= grid.width) & (max_row >= 0) & (min_row <= grid.height)
+    row_c = np.where(finite, (min_row + max_row) / 2.0, 0.0)
+    col_c = np.where(finite, (min_col + max_col) / 2.0, 0.0)
+    return gridmath.centred_offsets(row_c, patch_size), gridmath.centred_offsets(col_c, patch_size), touches
 
 
 # --------------------------------------------------------------------------- dispatch
@@ -403,7 +414,10 @@ def _temp_beside(path: Path) -> tuple[int, str]:
 def write_cache(path: Path, index: WindowIndex, fingerprint: dict[str, Any]) -> None:
     """Write the index with its fingerprint atomically (temp file in the same folder + rename), mode per umask."""
     meta = json.dumps({"fingerprint": fingerprint, "report": _report_to_dict(index.report)}, sort_keys=True)
-    table = pa.table({"row_off": pa.array(index.row_off, pa.int64()), "col_off": pa.array(index.col_off, pa.int64())})
+    columns = {"row_off": pa.array(index.row_off, pa.int64()), "col_off": pa.array(index.col_off, pa.int64())}
+    if index.scene is not None:
+        columns["scene"] = pa.array(index.scene, pa.int64())
+    table = pa.table(columns)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = _temp_beside(path)
     try:
@@ -413,10 +427,9 @@ def write_cache(path: Path, index: WindowIndex, fingerprint: dict[str, Any]) -> 
         else:
             with os.fdopen(fd, "w", newline="") as out:
                 out.write(_CSV_HEADER + meta + "\n")
-                out.write("row_off,col_off\n")
-                np.savetxt(
-                    out, np.stack([index.row_off, index.col_off], axis=1).reshape(-1, 2), fmt="%d", delimiter=","
-                )
+                arrays = [index.row_off, index.col_off] + ([index.scene] if index.scene is not None else [])
+                out.write(",".join(table.column_names) + "\n")
+                np.savetxt(out, np.stack(arrays, axis=1).reshape(-1, len(arrays)), fmt="%d", delimiter=",")
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
@@ -441,12 +454,15 @@ def read_cache(path: Path) -> tuple[WindowIndex, dict[str, Any]] | None:
             table = pacsv.read_csv(
                 path,
                 read_options=pacsv.ReadOptions(skip_rows=1),
-                convert_options=pacsv.ConvertOptions(column_types={"row_off": pa.int64(), "col_off": pa.int64()}),
+                convert_options=pacsv.ConvertOptions(
+                    column_types={"row_off": pa.int64(), "col_off": pa.int64(), "scene": pa.int64()}
+                ),
             )
         row_off = table.column("row_off").to_numpy().astype(np.int64)
         col_off = table.column("col_off").to_numpy().astype(np.int64)
+        scene = table.column("scene").to_numpy().astype(np.int64) if "scene" in table.column_names else None
         report = WindowReport(**meta["report"])
-        return WindowIndex(row_off, col_off, report), meta["fingerprint"]
+        return WindowIndex(row_off, col_off, report, scene), meta["fingerprint"]
     except Exception as error:
         log.warning("crossgeo: window index cache %s is unreadable (%s); rebuilding it.", path, error)
         return None

@@ -51,7 +51,8 @@ __all__ = [
 ]
 
 PATH_KEYS = ("image_mbtiles_path", "image_path", "mask_path", "crops_path")
-"""Keys holding input paths (resolved against the config's folder when not found in the cwd)."""
+"""Keys holding input paths (resolved against the config's folder when not found in the cwd), also inside
+each mapping of a ``scenes`` list; ``scenes`` itself may be a path."""
 DISPLAY_KEYS = ("class_names",)
 """Keys only the command reads (how classes are shown); never passed to the sampler."""
 PALETTE = (
@@ -165,6 +166,12 @@ def _resolve_paths(mapping: dict[str, Any], config_dir: Path) -> dict[str, Any]:
             out[key] = str(config_dir / value)
             if key == "crops_path":
                 base = config_dir
+    scenes = out.get("scenes")
+    if isinstance(scenes, str) and scenes and not Path(scenes).is_absolute():
+        if not Path(scenes).exists() and (config_dir / scenes).exists():
+            out["scenes"] = str(config_dir / scenes)
+    elif isinstance(scenes, list):
+        out["scenes"] = [_resolve_paths(s, config_dir) if isinstance(s, dict) else s for s in scenes]
     cache = out.get("window_index_cache")
     if isinstance(cache, str) and cache and not Path(cache).is_absolute() and base is not None:
         out["window_index_cache"] = str(base / cache)
@@ -197,12 +204,14 @@ def load_config(path: str | os.PathLike[str], section: str | None = None) -> dic
             blocks = [k for k, v in data.items() if isinstance(v, dict)]
             raise CliError(f"{file} has no {section!r} block; its blocks are {blocks or 'none'}")
         data = block
-    elif not any(k in data for k in ("image_mbtiles_path", "image_path")):
+    elif not any(k in data for k in ("image_mbtiles_path", "image_path", "scenes")):
         if isinstance(data.get("train_dataset"), dict):
             data = data["train_dataset"]
         else:
             blocks = [
-                k for k, v in data.items() if isinstance(v, dict) and ("image_mbtiles_path" in v or "image_path" in v)
+                k
+                for k, v in data.items()
+                if isinstance(v, dict) and any(key in v for key in ("image_mbtiles_path", "image_path", "scenes"))
             ]
             if len(blocks) == 1:
                 data = data[blocks[0]]
@@ -212,7 +221,7 @@ def load_config(path: str | os.PathLike[str], section: str | None = None) -> dic
                 )
             else:
                 raise CliError(
-                    f"{file} has no image_mbtiles_path, neither at the top level nor under train_dataset: "
+                    f"{file} has no image_mbtiles_path (or scenes), neither at the top level nor under train_dataset: "
                     "see the example in 'crossgeo validate --help'"
                 )
     options = {str(k): v for k, v in data.items()}
@@ -273,12 +282,15 @@ def split_options(config: dict[str, Any], where: str) -> Options:
 
 
 def make_sampler(args: argparse.Namespace, **overrides: Any) -> tuple[Any, Options]:
-    """The `crossgeo.PatchSampler` of the command's CONFIG (``args.config``, ``args.section``) and its options."""
-    from crossgeo.sampler import PatchSampler
+    """The sampler of the command's CONFIG (``args.config``, ``args.section``) and its options.
+
+    A `crossgeo.PatchSampler`, or a `crossgeo.SceneSampler` when the configuration has ``scenes``.
+    """
+    from crossgeo.config import build_sampler
 
     options = split_options(load_config(args.config, args.section), str(args.config))
     options.sampler.update(overrides)
-    return PatchSampler(**options.sampler), options
+    return build_sampler(options.sampler), options
 
 
 def dataset_values(options: Options, where: str) -> dict[str, Any]:
@@ -312,7 +324,10 @@ def read_with_validity(
     if image:
         patch = sampler[index]
         return patch.image, patch.mask, ~patch.mask_valid
-    mask, valid = sampler.read_mask(int(sampler.row_off[index]), int(sampler.col_off[index]))
+    from crossgeo.scenes import SceneSampler
+
+    where = {"scene": int(sampler.scene[index])} if isinstance(sampler, SceneSampler) else {}
+    mask, valid = sampler.read_mask(int(sampler.row_off[index]), int(sampler.col_off[index]), **where)
     return None, mask, ~valid
 
 

@@ -37,11 +37,24 @@ def run(args: argparse.Namespace) -> int:
     cache_path = Path(cache)
     if args.rebuild and cache_path.exists():
         cache_path.unlink()
-    from crossgeo.sampler import PatchSampler
+    from crossgeo.config import build_sampler
+    from crossgeo.scenes import SceneSampler
 
     kwargs["window_index_cache"] = str(cache_path)
-    sampler = PatchSampler(**kwargs)
+    sampler = build_sampler(kwargs)
     state = "reused (up to date)" if sampler.windows_info.from_cache else "built and written"
+    if isinstance(sampler, SceneSampler):
+        info = sampler.windows_info
+        print(f"window index {cache_path}: {state}")
+        print(f"  {len(sampler)} window(s) in {sampler.scenes} scene(s) of {sampler.source}")
+        for scene, count in zip(sampler.catalogue, sampler.windows_per_scene().tolist()):
+            print(f"  scene {scene.position:<5} {count:>8} window(s)  {scene.image_path}")
+        if info.shared_features:
+            print(
+                f"  shared crops {sampler.shared_crops_path}: {info.shared_features} feature(s), "
+                f"{info.unassigned} inside no scene (unused)"
+            )
+        return 0
     report = sampler.index.report
     partly = sampler.windows_info.partly_outside
     print(f"window index {cache_path}: {state}")

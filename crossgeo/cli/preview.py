@@ -337,7 +337,8 @@ def render_preview(
             if tinted.size != (tile, tile):
                 tinted = tinted.resize((tile, tile), method)
             sheet.paste(tinted, (x + p * (tile + PANEL_GAP), y))
-        caption = f"#{i}  row {int(sampler.row_off[i])}  col {int(sampler.col_off[i])}"
+        scene = f"  scene {int(sampler.scene[i])}" if hasattr(sampler, "scene") else ""
+        caption = f"#{i}{scene}  row {int(sampler.row_off[i])}  col {int(sampler.col_off[i])}"
         draw.text((x, y + tile + 2), caption, fill=(40, 40, 40), font=font)
 
     draw.text((MARGIN, geometry.legend_top - LEGEND_ROW + 3), key.heading, fill=(0, 0, 0), font=font)

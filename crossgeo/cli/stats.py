@@ -30,6 +30,9 @@ from crossgeo.survey import survey
 
 __all__ = ["add_parser", "compute_stats", "format_stats", "run"]
 
+SCENE_LINES = 50
+"""Scenes of a catalogue listed in the printed report (all of them go to ``--json``)."""
+
 
 def add_parser(subparsers: Any, parents: Sequence[argparse.ArgumentParser]) -> argparse.ArgumentParser:
     parser = subparsers.add_parser(
@@ -73,6 +76,8 @@ def compute_stats(
     fill_pixels = 0
     no_foreground: list[int] = []
     n = len(sampler)
+    scene_of = getattr(sampler, "scene", None)  # a SceneSampler: also count per scene
+    per_scene: dict[int, np.ndarray] = {}
     start = time.perf_counter()
     bar = progress(range(n), desc="stats", unit="patch", disable=None if progress_bar else True)
     for i in bar:
@@ -82,6 +87,12 @@ def compute_stats(
             grow = found.size - counts.size
             counts, present, windows_with = (np.pad(a, (0, grow)) for a in (counts, present, windows_with))
         counts[: found.size] += found
+        if scene_of is not None:
+            scene = int(scene_of[i])
+            tally = per_scene.setdefault(scene, np.zeros(0, dtype=np.int64))
+            if tally.size < found.size:
+                tally = per_scene[scene] = np.pad(tally, (0, found.size - tally.size))
+            tally[: found.size] += found
         occurs = np.flatnonzero(found)
         present[occurs] += mask.size
         windows_with[occurs] += 1
@@ -128,7 +139,22 @@ def compute_stats(
         "weighting": "median-frequency balancing (Eigen & Fergus 2015): median(freq) / freq(c), "
         "freq(c) = pixels of c / pixels of the windows where c occurs",
         "seconds": round(seconds, 3),
+        **({"scenes": _scene_rows(sampler, per_scene)} if scene_of is not None else {}),
     }
+
+
+def _scene_rows(sampler: Any, per_scene: Mapping[int, np.ndarray]) -> list[dict[str, Any]]:
+    """Per scene of a `crossgeo.SceneSampler`: its image, windows and pixels per class."""
+    windows = sampler.windows_per_scene()
+    return [
+        {
+            "scene": scene.position,
+            "image": scene.image_path,
+            "windows": int(windows[scene.position]),
+            "pixels": {str(c): int(v) for c, v in enumerate(per_scene.get(scene.position, np.zeros(0)).tolist()) if v},
+        }
+        for scene in sampler.catalogue
+    ]
 
 
 def format_stats(stats: dict[str, Any], sampler: Any) -> str:
@@ -165,4 +191,14 @@ def format_stats(stats: dict[str, Any], sampler: Any) -> str:
         "suggested class weights (median-frequency balancing): "
         + (", ".join(f"{k}: {v:.3f}" for k, v in weights.items()) if weights else "none (no pixels)")
     )
+    if "scenes" in stats:
+        classes = [row["class"] for row in stats["classes"]]
+        lines.append("")
+        lines.append(f"per scene ({len(stats['scenes'])}): windows, then pixel share of each class " + str(classes))
+        for row in stats["scenes"][:SCENE_LINES]:
+            total = sum(row["pixels"].values())
+            shares = " ".join(f"{row['pixels'].get(str(c), 0) / total:7.2%}" if total else "      -" for c in classes)
+            lines.append(f"  scene {row['scene']:<5} {row['windows']:>7}  {shares}  {row['image']}")
+        if len(stats["scenes"]) > SCENE_LINES:
+            lines.append(f"  ... {len(stats['scenes']) - SCENE_LINES} more scene(s) in --json")
     return "\n".join(lines)

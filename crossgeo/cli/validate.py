@@ -205,6 +205,47 @@ def _check_sampling(checks: Checks, sampler: Any, augmentation_list: Any, allowe
         )
 
 
+def _validate_scenes(
+    checks: Checks, kwargs: dict[str, Any], augmentation_list: Any, allowed_targets: Sequence[str]
+) -> None:
+    """A catalogue (``scenes``): every scene inspected by `crossgeo.SceneSampler`, then one line per scene."""
+    import warnings
+
+    from crossgeo.scenes import SceneSampler
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            sampler = SceneSampler(**kwargs)
+        except (CrossgeoError, OSError, ValueError, TypeError) as error:
+            lines = str(error).splitlines()
+            listed = [line.strip()[2:] for line in lines if line.strip().startswith("- ")]
+            for line in listed or [one_line(error)]:
+                checks.fail("scenes", line)
+            return
+    counts = sampler.windows_per_scene()
+    for scene, one in zip(sampler.catalogue, sampler.samplers):
+        text = (
+            f"{scene.image_path}: {one.image_info.describe()}; mask {one.mask_path} covers "
+            f"{one.mask_info.coverage:.1%}; {counts[scene.position]} window(s)"
+        )
+        if counts[scene.position]:
+            checks.ok(f"scene {scene.position}", text)
+        else:
+            checks.warn(f"scene {scene.position}", f"{text}: no valid windows, skipped")
+    info = sampler.windows_info
+    total = f"{len(sampler)} window(s) in {sampler.scenes} scene(s) ({len(sampler.empty_scenes)} without windows)"
+    if info.shared_features:
+        total += f"; {info.shared_features} shared feature(s), {info.unassigned} inside no scene (unused)"
+    if len(sampler) == 0:
+        checks.fail("windows", f"{total}: no valid windows in any scene; the sampler would have length 0.")
+        return
+    (checks.warn if info.unassigned else checks.ok)("windows", total)
+    for warning in caught:
+        checks.warn("warning", one_line(warning.message))  # type: ignore[arg-type]
+    _check_sampling(checks, sampler, augmentation_list, allowed_targets)
+
+
 def run_validate(args: argparse.Namespace) -> Checks:
     """Every check of ``validate``, printed as it runs; problems and warnings are returned.
 
@@ -224,6 +265,9 @@ def run_validate(args: argparse.Namespace) -> Checks:
         checks.fail("config", one_line(error))
         return checks
     checks.ok("config", f"{len(config)} option(s): {', '.join(config)}")
+    if options.sampler.get("scenes") is not None:
+        _validate_scenes(checks, options.sampler, options.adapter.get("augmentation_list"), args.allow_target or ())
+        return checks
     inspection = inspect_sources(options.sampler, where=str(args.config), collect=True, spelling=ORIGINAL_SPELLING)
     for problem in inspection.problems:
         checks.fail(problem.step, problem.message)

@@ -3,7 +3,7 @@
     python docs/scripts/config_reference.py          # rewrite the table
     python docs/scripts/config_reference.py --check  # exit 1 when the page is out of date
 
-The table is the one declared option list (``SAMPLER_OPTIONS``, ``ADAPTER_OPTIONS``) that
+The table is the one declared option list (``SAMPLER_OPTIONS``, ``SCENE_OPTIONS``, ``ADAPTER_OPTIONS``) that
 `PatchSampler`, the drop-in dataset, configuration files and ``crossgeo validate`` read.
 ``tests/core/test_docs.py`` fails when the page and the list disagree.
 """
@@ -27,7 +27,7 @@ def _default(option: object) -> str:
 
 def generated() -> str:
     """The options table as Markdown, between the markers."""
-    from crossgeo.options import ADAPTER_OPTIONS, SAMPLER_OPTIONS
+    from crossgeo.options import ADAPTER_OPTIONS, SAMPLER_OPTIONS, SCENE_OPTIONS
 
     lines = [
         BEGIN,
@@ -41,6 +41,8 @@ def generated() -> str:
             lines.append(
                 f"| `{alias}` | {option.type} | {_default(option)} | ✓ | ✓ | The original's name for `{option.name}`. |"
             )
+    for option in SCENE_OPTIONS:
+        lines.append(f"| `{option.name}` | {option.type} | {_default(option)} | — | ✓ | {option.doc} |")
     for option in ADAPTER_OPTIONS:
         lines.append(f"| `{option.name}` | {option.type} | {_default(option)} | — | ✓ | {option.doc} |")
     lines += ["", END]

@@ -57,6 +57,10 @@ def test_smoke_run_writes_table_and_json(tmp_path: Path, capsys: pytest.CaptureF
     ):
         assert results["throughput"][name]["patches_per_s"] > 0, name
     assert 0 < results["colour"]["ratio"]
+    assert "20 scenes: SceneSampler construction seconds" in table
+    for name in ("scenes_max_open", "open_per_item", "scenes_small", "single"):
+        assert results["scenes"]["throughput"][name]["patches_per_s"] > 0, name
+    assert results["scenes"]["open_scenes_after"] <= 32 and results["scenes"]["windows"] > 0
     assert results["index"]["rows"] == 10_000
     # Warm-cache rows (second pass on a large block cache) and the import time are always reported.
     for name in ("raw_aligned", "core_aligned", "raw_warped_full_vrt", "raw_warped_window_vrt", "core_warped"):

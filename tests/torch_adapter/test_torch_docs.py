@@ -37,11 +37,11 @@ def test_torch_page_examples_run(page: str, docs_scene: Path, tmp_path: Path) ->
 
 def test_the_dataset_takes_every_documented_option_and_suggests_for_typos(docs_scene: Path) -> None:
     """The drop-in reads the one option list: every documented name is known, a typo gets a suggestion."""
-    from crossgeo.options import ADAPTER_OPTIONS, ALIASES, SAMPLER_OPTIONS
+    from crossgeo.options import ADAPTER_OPTIONS, ALIASES, SAMPLER_OPTIONS, SCENE_OPTIONS
     from crossgeo.torch import MBTilesCropsGeoTifMaskDataset
 
     documented = set(examples.config_table())
-    assert documented == {o.name for o in (*SAMPLER_OPTIONS, *ADAPTER_OPTIONS)} | set(ALIASES)
+    assert documented == {o.name for o in (*SAMPLER_OPTIONS, *SCENE_OPTIONS, *ADAPTER_OPTIONS)} | set(ALIASES)
     with pytest.raises(
         TypeError, match=r"Unknown option 'pach_size' in MBTilesCropsGeoTifMaskDataset. Did you mean 'patch_size'"
     ):
