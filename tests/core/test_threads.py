@@ -71,9 +71,9 @@ def count_opens(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     opened: list[str] = []
     real = crossgeo.io.open_raster
 
-    def counting(path: str, option: str) -> Any:
+    def counting(path: str, option: str, **kwargs: Any) -> Any:
         opened.append(path)
-        return real(path, option)
+        return real(path, option, **kwargs)
 
     monkeypatch.setattr(crossgeo.io, "open_raster", counting)
     return opened
