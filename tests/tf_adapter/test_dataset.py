@@ -241,7 +241,11 @@ def test_numpy_function_threads_read_under_crossgeo_options_with_bounded_opens(
         monkeypatch.delenv(key, raising=False)
     opened: list[str] = []
     real_open = crossgeo.io.open_raster
-    monkeypatch.setattr(crossgeo.io, "open_raster", lambda path, option: opened.append(path) or real_open(path, option))
+    monkeypatch.setattr(
+        crossgeo.io,
+        "open_raster",
+        lambda path, option, **kwargs: opened.append(path) or real_open(path, option, **kwargs),
+    )
     rng = np.random.default_rng(1)
     rows, cols = rng.integers(0, 224, 96), rng.integers(0, 224, 96)
     windows = T.write_windows_table(tmp_path / "many.csv", rows, cols)
