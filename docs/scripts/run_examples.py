@@ -15,7 +15,8 @@ How examples are found and run:
   ``tests/tf_adapter/test_tf_docs.py`` run the pages that use their framework (with the
   page's core blocks before them).
 * In ``console`` blocks, each ``$ crossgeo ...`` line is run through ``crossgeo.cli.main``
-  and must exit 0 (core test).
+  and must exit 0 (core test; a console block whose first line is ``# requires: torch`` runs
+  in the torch test instead, e.g. ``crossgeo predict`` with a TorchScript model).
 * ``yaml`` blocks whose ``_target_`` is a ``crossgeo.`` class are instantiated with Hydra
   (torch test), the way a training script would.
 
@@ -108,7 +109,10 @@ def runnable(block: Block, framework: str) -> bool:
     if block.lang == "python":
         return block.frameworks <= FRAMEWORKS[framework]
     if block.lang == "console":
-        return framework == "core" and any(line.startswith("$ crossgeo") for line in block.code.splitlines())
+        commands = any(line.startswith("$ crossgeo") for line in block.code.splitlines())
+        if not block.frameworks:
+            return commands and framework == "core"
+        return commands and framework != "core" and block.frameworks <= FRAMEWORKS[framework]
     if block.lang == "yaml":
         return framework == "torch" and "_target_: crossgeo." in block.code
     return False
