@@ -285,12 +285,13 @@ class PatchSampler:
         return image, (np.ones(image.shape[1:], dtype=bool) if invalid is None else ~invalid)
 
     def read_mask(
-        self, row_off: int, col_off: int, height: int | None = None, width: int | None = None
+        self, row_off: int, col_off: int, height: int | None = None, width: int | None = None, *, dtype: Any = np.int64
     ) -> tuple[np.ndarray, np.ndarray]:
         """Only the mask of a window: (classes (H, W) int64, valid (H, W) bool), no image read.
 
         Pixels outside the reference grid get the fill value even where the mask has data
-        there: there is no image under them to learn from.
+        there: there is no image under them to learn from. ``dtype`` narrows the classes for
+        counting (`class_fractions`); the caller makes sure it holds every class and the fill value.
         """
         bands, invalid = self.read_mask_bands(row_off, col_off, height, width)
         if isinstance(self.decoder, ClassIndexDecoder) and not self.decoder.binarise:
@@ -306,7 +307,7 @@ class PatchSampler:
                         "out_of_range: fill to give them mask_fill_value."
                     )
                 invalid = bad if invalid is None else invalid | bad
-        classes = self.decoder(bands, invalid)
+        classes = self.decoder(bands, invalid, dtype)
         valid = np.ones(classes.shape, dtype=bool) if invalid is None else ~invalid
         return classes, valid
 
@@ -369,14 +370,17 @@ class PatchSampler:
             f"crops_path={self.crops_path!r}, patch_size={self.patch_size}, windows={len(self)})"
         )
 
-    def read_mask_region(self, row_off: int, col_off: int, height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
-        """The mask of any ``height x width`` rectangle: (classes int64, valid bool), as `read_mask` gives.
+    def read_mask_region(
+        self, row_off: int, col_off: int, height: int, width: int, *, dtype: Any = np.int64
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The mask of any ``height x width`` rectangle: (classes, valid bool), as `read_mask` gives.
 
         Each pixel gets exactly the class and validity `read_mask` gives it in any window
         holding it (fill value outside the grid and where the mask has no data), so
         overlapping windows can share one read (`crossgeo.planning.class_fractions`).
+        ``dtype`` (default int64) narrows the classes when it holds every one of them.
         """
-        return self.read_mask(row_off, col_off, height, width)
+        return self.read_mask(row_off, col_off, height, width, dtype=dtype)
 
 
 def _signature() -> inspect.Signature:
