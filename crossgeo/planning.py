@@ -21,7 +21,7 @@ import logging
 import math
 import os
 import re
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
@@ -39,6 +39,7 @@ __all__ = [
     "balanced_windows",
     "class_fractions",
     "grid_windows",
+    "plan_windows",
     "random_windows",
     "spatial_split",
     "window_weights",
@@ -476,7 +477,7 @@ def _packed_counts(
     return counts
 
 
-def class_fractions(sampler: PatchSampler) -> pd.DataFrame:
+def class_fractions(sampler: PatchSampler, *, progress: Callable[[int], None] | None = None) -> pd.DataFrame:
     """Per window of ``sampler``: the share of valid mask pixels and of each class.
 
     One row per window, in the sampler's order: ``row_off``, ``col_off``, ``valid`` (pixels
@@ -491,6 +492,7 @@ def class_fractions(sampler: PatchSampler) -> pd.DataFrame:
     a band of at least `MIN_CELL_ROWS` rows, as grid windows with a stride dividing the patch
     are), the classes are read as uint8/uint16 and counted once per band and column
     (`_lattice_counts`); otherwise through bit-packed summed-area tables (`_packed_counts`).
+    ``progress`` is called with the number of windows counted after each read (a progress bar).
     """
     size = sampler.patch_size
     row_off = np.asarray(sampler.row_off, dtype=np.int64)
@@ -519,6 +521,8 @@ def class_fractions(sampler: PatchSampler) -> pd.DataFrame:
             if count.any():
                 counts.setdefault(k, np.zeros(n_windows, dtype=np.int64))[members] = count
                 n_classes = max(n_classes, k + 1)
+        if progress is not None:
+            progress(int(members.size))
     area = float(size * size)
     columns: dict[str, np.ndarray] = {"row_off": row_off.copy(), "col_off": col_off.copy()}
     total = np.zeros(n_windows, dtype=np.int64)
@@ -737,4 +741,126 @@ def window_weights(fractions: pd.DataFrame, *, power: float = 1.0) -> pd.DataFra
     weights = shares @ factor
     result = frame.copy()
     result["weight"] = weights / weights.mean()
+    return result
+
+
+# --------------------------------------------------------------------------- the whole plan
+
+
+def _presence(frame: pd.DataFrame, columns: list[str]) -> dict[str, float]:
+    """Share of the rows in which each class is present (share > 0)."""
+    values = frame[columns].to_numpy(dtype=np.float64) > 0
+    return _presence_shares(values, columns)
+
+
+def _quotas(total: int, names: list[str], shares: np.ndarray) -> dict[str, int]:
+    """``total`` split in proportion to ``shares`` (largest remainders), summing to ``total``."""
+    exact = shares / shares.sum() * total
+    quotas = np.floor(exact).astype(np.int64)
+    for i in np.argsort(-(exact - quotas), kind="stable")[: total - int(quotas.sum())]:
+        quotas[i] += 1
+    return {name: int(q) for name, q in zip(names, quotas)}
+
+
+def plan_windows(
+    config: Mapping[str, Any],
+    *,
+    stride: int | None = None,
+    random: int | None = None,
+    balanced: int | None = None,
+    splits: Mapping[str, float] | None = None,
+    block: int | None = None,
+    min_valid: float = 0.0,
+    aoi: Any = None,
+    seed: int = 0,
+    weights: bool = False,
+    progress: Callable[[int], None] | None = None,
+) -> pd.DataFrame:
+    """From a sampler configuration to a windows table: generate, measure, filter, split, balance, weight.
+
+    The steps ``crossgeo windows`` runs, in order:
+
+    1. candidates: `grid_windows` at ``stride`` (default: the patch size), or ``random``
+       `random_windows`, on the image of ``config`` (inside ``aoi`` when given);
+    2. `class_fractions` of the candidates, through a `PatchSampler` built from ``config``
+       (its ``crops_path``, ``window_index_cache`` and ``split`` are replaced by the candidates);
+    3. windows whose ``valid`` share is below ``min_valid`` are dropped (counted);
+    4. with ``splits`` (e.g. ``{"train": 0.8, "val": 0.1, "test": 0.1}``): `spatial_split` by
+       ``block``-pixel blocks (required then), so no two splits share a pixel;
+    5. with ``balanced``: `balanced_windows` chooses that many windows in total, shared among
+       the splits in proportion to their shares and balanced within each split;
+    6. with ``weights``: a ``weight`` column (`window_weights`, power 1).
+
+    The table has ``row_off``, ``col_off``, ``valid``, ``class_0 ...`` (plus ``split`` and
+    ``weight``); ``attrs["counts"]`` holds what each step kept and dropped and
+    ``attrs["presence"]`` per split (``"all"`` without splits): the windows before and after
+    balancing and each class's presence share among them.
+    """
+    from crossgeo.sampler import PatchSampler
+
+    seed = _seed(seed)
+    if not isinstance(config, Mapping):
+        raise OptionError(f"config must be a mapping of PatchSampler options, got {type(config).__name__}.")
+    options = {k: v for k, v in config.items() if k not in ("crops_path", "window_index_cache", "split")}
+    patch_size = _int_option(options.get("patch_size"), "patch_size")
+    image = options.get("image_path", options.get("image_mbtiles_path"))
+    if image is None:
+        raise ConfigError("config names no image (image_path or image_mbtiles_path).")
+    min_valid = _number(min_valid, "min_valid", 0.0, 1.0)
+    if random is not None and stride is not None:
+        raise OptionError("give either stride (grid windows) or random (a number of random windows), not both.")
+    if splits is not None:
+        if block is None:
+            raise ConfigError("splits need block: the side in pixels of the square blocks assigned to splits.")
+        names, shares = _split_shares(splits)
+    if balanced is not None:
+        balanced = _int_option(balanced, "balanced")
+    grid: Grid | None = None
+    if options.get("target_crs") is not None or options.get("target_resolution") is not None:
+        probe = PatchSampler(**options, crops_path=np.zeros((0, 2), dtype=np.int64))
+        grid = probe.grid
+    where = grid if grid is not None else image
+    if random is not None:
+        candidates = random_windows(where, patch_size, random, seed=seed, aoi=aoi)
+    else:
+        candidates = grid_windows(where, patch_size, stride=stride, aoi=aoi)
+    counts: dict[str, int] = {"candidates": len(candidates), "aoi_dropped": int(candidates.attrs.get("aoi_dropped", 0))}
+    sampler = PatchSampler(**options, crops_path=candidates)
+    fractions = class_fractions(sampler, progress=progress)
+    keep = fractions["valid"].to_numpy() >= min_valid
+    counts["low_valid_dropped"] = int(np.count_nonzero(~keep))
+    fractions = fractions.loc[keep].reset_index(drop=True)
+    if fractions.empty:
+        raise ConfigError(
+            f"No candidate window has at least {min_valid:.0%} of its pixels with mask data (min_valid); "
+            "lower min_valid or check that the mask covers the image."
+        )
+    columns = _class_columns(fractions, "fractions")
+    if splits is not None:
+        assert block is not None  # checked above
+        fractions = spatial_split(fractions, dict(zip(names, shares)), patch_size=patch_size, block=block, seed=seed)
+        counts["straddling_dropped"] = int(fractions.attrs.get("straddling_dropped", 0))
+        groups = {name: fractions[fractions["split"] == name] for name in names}
+    else:
+        names, shares = ["all"], np.ones(1)
+        groups = {"all": fractions}
+    quotas = _quotas(balanced, names, shares) if balanced is not None else {}
+    presence: dict[str, dict[str, Any]] = {}
+    chosen: list[pd.DataFrame] = []
+    for name, group in groups.items():
+        entry: dict[str, Any] = {"candidates": len(group), "before": _presence(group, columns)}
+        if balanced is not None and quotas[name] > 0 and len(group):
+            group = balanced_windows(group, quotas[name], seed=seed)
+        elif balanced is not None and quotas[name] > 0:
+            log.warning("crossgeo: plan_windows: split %s has no candidate window; it stays empty", name)
+        entry.update(chosen=len(group), after=_presence(group, columns))
+        presence[name] = entry
+        chosen.append(group)
+    result = pd.concat(chosen, ignore_index=True) if len(chosen) > 1 else chosen[0].reset_index(drop=True)
+    result.attrs.clear()
+    if weights:
+        result = window_weights(result)
+    counts["windows"] = len(result)
+    result.attrs["counts"] = counts
+    result.attrs["presence"] = presence
     return result
