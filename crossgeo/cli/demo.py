@@ -67,6 +67,8 @@ def _framework(requested: str) -> str:
 
 def follow_up_commands(files: dict[str, Path]) -> list[str]:
     """What to try next, to be run from the demo folder (their outputs stay in it)."""
+    from crossgeo.demo import SPLIT_WINDOWS_COMMAND
+
     config, vector = files["config"].name, files["config_vector"].name
     return [
         f"crossgeo validate {config}",
@@ -74,6 +76,8 @@ def follow_up_commands(files: dict[str, Path]) -> list[str]:
         f"crossgeo stats {config} --json stats.json",
         f"crossgeo index {config}",
         f"crossgeo validate {vector}",
+        SPLIT_WINDOWS_COMMAND,
+        f"crossgeo validate {files['config_split'].name} --section val_dataset",
     ]
 
 

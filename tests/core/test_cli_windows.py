@@ -131,3 +131,33 @@ def test_windows_bad_input(scene: Scene, config: Path) -> None:
     code, _, err = run("windows", config, "--grid", 0, "--out", scene.path("x.csv"))
     assert code == 1 and "stride must be >= 1" in err
     assert parse_splits("train=0.8, val=0.2") == {"train": 0.8, "val": 0.2}
+
+
+def test_demo_writes_a_balanced_split_windows_file(tmp_path: Path) -> None:
+    from crossgeo import demo
+    from crossgeo.cli.common import load_config, split_options
+
+    files = demo.write_demo_scene(tmp_path / "demo", with_augmentation=False)
+    table = pd.read_parquet(files["windows_split"])
+    assert len(table) == demo.SPLIT_WINDOWS and {"split", "weight", "valid"} <= set(table.columns)
+    counts = table.split.value_counts().to_dict()
+    assert counts == {"train": 96, "val": 12, "test": 12}
+    size = demo.PATCH_SIZE
+    owner = np.full((demo.TILES * 256, demo.TILES * 256), "", dtype=object)
+    for r, c, split in zip(table.row_off, table.col_off, table.split):
+        assert set(np.unique(owner[r : r + size, c : c + size])) <= {"", split}
+        owner[r : r + size, c : c + size] = split
+    for section, split in (("train_dataset", "train"), ("val_dataset", "val")):
+        options = split_options(load_config(files["config_split"], section), section).sampler
+        sampler = PatchSampler(**options)
+        expected = table[table.split == split]
+        assert sampler.row_off.tolist() == expected.row_off.tolist()
+        assert sampler.index.report.split_left_out == len(table) - len(expected)
+    # The follow-up command writes the same table again.
+    again = tmp_path / "demo" / "again.parquet"
+    argv = demo.SPLIT_WINDOWS_COMMAND.split()[1:]
+    argv[argv.index("windows-split.parquet")] = str(again)
+    argv[argv.index("config.yaml")] = str(files["config"])
+    argv = argv[: argv.index("--map")]
+    assert run(*argv)[0] == 0
+    assert pd.read_parquet(again).equals(table)
