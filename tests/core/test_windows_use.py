@@ -170,3 +170,11 @@ def test_resolve_weights_reads_the_weight_column(scene: Scene) -> None:
         resolve_weights("weight", plain, "make_dataset")
     with pytest.raises(ConfigError, match="weights has 2 values but there are 9 windows"):
         resolve_weights([1, 2], plain, "make_dataset")
+
+
+def test_split_on_a_vector_file_is_refused(scene: Scene) -> None:
+    x, y = scene.transform * (100, 100)
+    points = T.write_points(scene.path("points.gpkg"), [x], [y], crs=scene.crs)
+    assert len(_sampler(scene, points)) == 1
+    with pytest.raises(WindowError, match=r"points\.gpkg is a vector file, but split \('train'\)"):
+        _sampler(scene, points, split="train")
