@@ -35,6 +35,7 @@ _EXPORTS = {
     "balanced_windows": "crossgeo.planning",
     "class_fractions": "crossgeo.planning",
     "grid_windows": "crossgeo.planning",
+    "plan_windows": "crossgeo.planning",
     "random_windows": "crossgeo.planning",
     "spatial_split": "crossgeo.planning",
     "window_weights": "crossgeo.planning",
@@ -54,6 +55,7 @@ if TYPE_CHECKING:
     from crossgeo.planning import balanced_windows as balanced_windows
     from crossgeo.planning import class_fractions as class_fractions
     from crossgeo.planning import grid_windows as grid_windows
+    from crossgeo.planning import plan_windows as plan_windows
     from crossgeo.planning import random_windows as random_windows
     from crossgeo.planning import spatial_split as spatial_split
     from crossgeo.planning import window_weights as window_weights

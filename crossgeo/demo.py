@@ -11,7 +11,11 @@
   ``training_windows``; one outside the image, a few near the edges);
 * ``config.yaml`` (MBTiles + CSV windows) and ``config-vector.yaml`` (GeoTIFF + GeoPackage),
   both with the original ``MBTilesCropsGeoTifMaskDataset`` keys under ``train_dataset:``,
-  and the class names under a top-level ``class_names:`` (read by the ``crossgeo`` command).
+  and the class names under a top-level ``class_names:`` (read by the ``crossgeo`` command);
+* ``windows-split.parquet`` - windows planned with `crossgeo.planning.plan_windows` (grid
+  candidates at half the patch size, leak-free train/val/test blocks, a class-balanced
+  choice in each split, a ``weight`` column) and ``config-split.yaml``, whose
+  ``train_dataset`` and ``val_dataset`` read it with ``split: train`` / ``split: val``.
 
 `train_tiny_model` trains a tiny segmentation network on a sampler for a few steps with
 torch or TensorFlow (imported only inside it), and `predict_scene` predicts the whole scene
@@ -26,6 +30,7 @@ the classes and a misaligned mask would show.
 
 from __future__ import annotations
 
+import copy
 import math
 import os
 from collections.abc import Callable, Sequence
@@ -59,6 +64,15 @@ CLASSES = (
 "unknown colours are background"), as in the original ``MBTilesCropsGeoTifMaskDataset``'s examples."""
 COLOR_MAP = [[*colour, cls] for cls, _, colour in CLASSES if cls != 0]
 CLASS_NAMES = {cls: name for cls, name, _ in CLASSES}
+SPLIT_WINDOWS = 120
+"""Windows of ``windows-split.parquet`` (train 96, val 12, test 12)."""
+SPLIT_PLAN_KEYS = ("image_mbtiles_path", "mask_path", "patch_size", "selected_bands", "color_map")
+SPLIT_WINDOWS_COMMAND = (
+    f"crossgeo windows config.yaml --grid {PATCH_SIZE // 2} --balanced {SPLIT_WINDOWS} "
+    f"--split train=0.8,val=0.1,test=0.1 --block {2 * PATCH_SIZE} --weights --out windows-split.parquet "
+    "--map windows-split.png"
+)
+"""The command that writes the demo's ``windows-split.parquet`` again (and its map)."""
 
 
 def tile_of(lon: float, lat: float, zoom: int) -> tuple[int, int]:
@@ -192,11 +206,14 @@ def _apply(transform: Affine, col: np.ndarray, row: np.ndarray) -> tuple[np.ndar
     return a * col + b * row + c, d * col + e * row + f
 
 
-def _yaml_config(values: dict[str, Any]) -> str:
+def _yaml_config(values: dict[str, Any], **blocks: dict[str, Any]) -> str:
+    """A YAML file with ``values`` under ``train_dataset:``, any other ``blocks``, and the class names."""
     import yaml
 
     return yaml.safe_dump(
-        {"train_dataset": values, "class_names": list(CLASS_NAMES.values())}, sort_keys=False, default_flow_style=None
+        {"train_dataset": values, **blocks, "class_names": list(CLASS_NAMES.values())},
+        sort_keys=False,
+        default_flow_style=None,
     )
 
 
@@ -312,6 +329,39 @@ def write_demo_scene(
     }
     files["config_vector"] = folder / "config-vector.yaml"
     files["config_vector"].write_text(header + _yaml_config(vector))
+
+    # Windows as data: grid candidates, leak-free splits and a class-balanced choice in each,
+    # with sampling weights - what `crossgeo windows` writes with SPLIT_WINDOWS_COMMAND's options.
+    from crossgeo.planning import DEFAULT_SPLITS, plan_windows
+
+    planned = plan_windows(
+        {k: v for k, v in config.items() if k in SPLIT_PLAN_KEYS},
+        stride=PATCH_SIZE // 2,
+        balanced=SPLIT_WINDOWS,
+        splits=DEFAULT_SPLITS,
+        block=2 * PATCH_SIZE,
+        seed=0,
+        weights=True,
+    )
+    planned.attrs.clear()
+    files["windows_split"] = folder / "windows-split.parquet"
+    planned.to_parquet(files["windows_split"], index=False)
+    split_config = {k: v for k, v in config.items() if k != "window_index_cache"}
+    split_config["crops_path"] = str(files["windows_split"].resolve())
+    files["config_split"] = folder / "config-split.yaml"
+    files["config_split"].write_text(
+        header
+        + "# One windows table (windows-split.parquet) serves both datasets through its split column.\n"
+        + _yaml_config(
+            {**copy.deepcopy(split_config), "split": "train"},
+            val_dataset={
+                **copy.deepcopy(split_config),
+                "augmentation_list": [],
+                "data_loader": {"shuffle": False, "num_workers": 0},
+                "split": "val",
+            },
+        )
+    )
     return files
 
 

@@ -228,6 +228,9 @@ def _check_scalar_options(options: dict[str, Any], names: dict[str, str]) -> dic
         raise OptionError(f"ignore_invalid_image must be true or false, got {options['ignore_invalid_image']!r}.")
     out["ignore_invalid_image"] = bool(options["ignore_invalid_image"])
     out["crops_layer"] = _check_optional_str(options["crops_layer"], "crops_layer")
+    out["split"] = _check_optional_str(options["split"], "split")
+    if out["split"] == "":
+        raise ConfigError("split must name a split (e.g. 'train'), got an empty string; remove it to keep every row.")
     for option in ("col_off_key", "row_off_key"):
         key = options[option]
         if not isinstance(key, str) or not key:
@@ -529,8 +532,12 @@ def inspect_windows(
     row_off_key: str = "row_off",
     col_off_key: str = "col_off",
     cache: Path | None = None,
+    split: str | None = None,
 ) -> WindowsInfo:
-    """Plan the windows on the reference grid from a file (through the cache) or an in-memory table."""
+    """Plan the windows on the reference grid from a file (through the cache) or an in-memory table.
+
+    ``split`` keeps only the table rows of that split (see `crossgeo.windows.SPLIT_COLUMN`).
+    """
     grid = image.grid
     if winsrc.is_window_table(crops):
         if cache is not None:
@@ -539,7 +546,7 @@ def inspect_windows(
                 f"{type(crops).__name__}. Remove window_index_cache, or write the table to a file first."
             )
         source = winsrc.describe_windows(crops)
-        index = winsrc.windows_from_table(crops, row_off_key, col_off_key)
+        index = winsrc.windows_from_table(crops, row_off_key, col_off_key, split=split)
         winsrc.check_inside(index, patch_size, grid, source)
         from_cache = False
     else:
@@ -550,14 +557,16 @@ def inspect_windows(
             "crops_layer": crops_layer,
             "row_off_key": row_off_key,
             "col_off_key": col_off_key,
+            "split": split,
         }
         index, from_cache = winsrc.cached_window_index(
             cache,
             lambda: winsrc.source_fingerprint(source, **plan),
             lambda: winsrc.build_window_index(source, **plan),
         )
-    for offsets in (index.row_off, index.col_off):
-        offsets.setflags(write=False)  # shared by every worker: nobody edits the plan in place
+    for offsets in (index.row_off, index.col_off, index.weight):
+        if offsets is not None:
+            offsets.setflags(write=False)  # shared by every worker: nobody edits the plan in place
     share, partly = _outside_share(index, patch_size, grid)
     return WindowsInfo(index=index, source=source, from_cache=from_cache, outside_share=share, partly_outside=partly)
 
@@ -657,6 +666,7 @@ def inspect_sources(
                 row_off_key=options["row_off_key"],
                 col_off_key=options["col_off_key"],
                 cache=options["window_index_cache"],
+                split=options["split"],
             ),
         )
     warned = (

@@ -572,6 +572,38 @@ def read_mask_overview(
     return data, valid
 
 
+def read_overview(image: Any, bands: Sequence[int], max_side: int = 1024, *, grid: Grid | None = None) -> np.ndarray:
+    """The image's ``bands`` on a coarsened copy of the reference grid: a thumbnail to draw on.
+
+    The reference grid (``grid``, by default the image's own) is scaled down so its longer
+    side has at most ``max_side`` pixels; thumbnail pixel (i, j) covers reference pixels
+    ``[i * height / h, (i + 1) * height / h)`` x ``[j * width / w, (j + 1) * width / w)``.
+    When the image is on that grid GDAL reads its overviews where it has them (nearest);
+    otherwise (a ``target_crs``/``target_resolution`` grid) it is warped nearest-neighbour.
+
+    Args:
+        image: An image raster path (opened here and closed again).
+        bands: 1-based bands to read.
+        max_side: Longest side of the thumbnail in pixels.
+        grid: The reference grid (default: the image's).
+
+    Returns:
+        ``(len(bands), h, w)`` in the image's dtype.
+    """
+    with open_raster(os.fspath(image), "image") as dataset:
+        own = Grid.of(dataset)
+        grid = own if grid is None else grid
+        scale = max(1.0, max(grid.width, grid.height) / max(1, max_side))
+        width, height = max(1, round(grid.width / scale)), max(1, round(grid.height / scale))
+        if grid == own:
+            return dataset.read(list(bands), out_shape=(len(bands), height, width), resampling=Resampling.nearest)
+        transform = grid.transform @ Affine.scale(grid.width / width, grid.height / height)
+        with WarpedVRT(
+            dataset, crs=grid.crs, transform=transform, width=width, height=height, resampling=Resampling.nearest
+        ) as vrt:
+            return vrt.read(list(bands))
+
+
 class _MaskInterior:
     """Whether a window lies inside `mask_interior`'s polygon (per reader thread)."""
 

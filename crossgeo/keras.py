@@ -52,7 +52,7 @@ from crossgeo.augment import (
 )
 from crossgeo.config import check_seed, resolve_source
 from crossgeo.errors import ConfigError, OptionError
-from crossgeo.sampler import PatchSampler, report_skipped, require_windows
+from crossgeo.sampler import PatchSampler, report_skipped, require_windows, resolve_weights
 from crossgeo.scenes import SceneSampler
 
 __all__ = ["PatchPyDataset"]
@@ -80,6 +80,11 @@ class PatchPyDataset(keras.utils.PyDataset):
         compact: Stack each batch in the stored image dtype and a narrow mask type and
             convert the whole batch to float32 / int64 at once (fewer temporaries per
             patch); bit-identical to ``compact=False``.
+        weights: Weighted sampling: each epoch draws ``len(sampler)`` windows with
+            replacement in proportion to them (shuffling is implied) - the same indices in
+            the same order as the torch and tf.data adapters for a seed and epoch. One
+            non-negative number per window, or ``"weight"`` for the windows table's
+            ``weight`` column (`crossgeo.window_weights`).
 
     Keras' own ``model.fit(shuffle=True)`` (its default) additionally permutes the order of
     the *batches* with Python's ``random``; pass ``shuffle=False`` to ``fit`` for an order
@@ -101,10 +106,12 @@ class PatchPyDataset(keras.utils.PyDataset):
         epoch: int = 0,
         allowed_targets: tuple[str, ...] = (),
         compact: bool = False,
+        weights: Any = None,
     ) -> None:
         super().__init__(workers=workers, use_multiprocessing=use_multiprocessing, max_queue_size=max_queue_size)
         sampler, options = resolve_source(source, "PatchPyDataset")
         require_windows(sampler, "PatchPyDataset")
+        self.weights = resolve_weights(weights, sampler, "PatchPyDataset")
         if batch_size is None:
             batch_size = options.get("batch_size")
         if batch_size is None or isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)):
@@ -213,6 +220,8 @@ class PatchPyDataset(keras.utils.PyDataset):
 
     def _order(self) -> np.ndarray:
         n = len(self.sampler)
+        if self.weights is not None:
+            return epoch_order(n, self._base_seed, self.epoch, weights=self.weights)
         return epoch_order(n, self._base_seed, self.epoch) if self.shuffle else np.arange(n, dtype=np.int64)
 
 

@@ -34,8 +34,11 @@ def out_of_range_pixels(band: np.ndarray, n_classes: int, invalid: np.ndarray | 
     """
     if band.dtype.kind == "u" and np.iinfo(band.dtype).max < n_classes:
         return None
-    with np.errstate(invalid="ignore"):
-        bad = ~((band >= 0) & (band < n_classes))
+    if band.dtype.kind == "u":
+        bad = band >= n_classes  # unsigned: never negative, one comparison
+    else:
+        with np.errstate(invalid="ignore"):
+            bad = ~((band >= 0) & (band < n_classes))
     if invalid is not None:
         bad &= ~invalid
     return bad if bad.any() else None
@@ -44,7 +47,7 @@ def out_of_range_pixels(band: np.ndarray, n_classes: int, invalid: np.ndarray | 
 class MaskDecoder(Protocol):
     """Decodes ``(bands, H, W)`` mask data plus an ``invalid`` (H, W) bool array."""
 
-    def __call__(self, bands: np.ndarray, invalid: np.ndarray | None) -> np.ndarray: ...
+    def __call__(self, bands: np.ndarray, invalid: np.ndarray | None, dtype: Any = np.int64) -> np.ndarray: ...
 
 
 def _apply_fill(classes: np.ndarray, invalid: np.ndarray | None, fill_value: int) -> np.ndarray:
@@ -77,15 +80,16 @@ class ColorMapDecoder:
             self._lut = lut
         return self._lut
 
-    def __call__(self, bands: np.ndarray, invalid: np.ndarray | None) -> np.ndarray:
+    def __call__(self, bands: np.ndarray, invalid: np.ndarray | None, dtype: Any = np.int64) -> np.ndarray:
+        """Classes (H, W) as ``dtype`` (int64; a narrower type for counting when it holds every class)."""
         rgb = bands[:3]
         if rgb.dtype == np.uint8:
-            classes = self.lut.take(rgb_keys(rgb)).astype(np.int64)
+            classes = self.lut.take(rgb_keys(rgb)).astype(dtype)
         else:
             # Wider or float masks: values outside 0..255 match no colour.
             in_range = _in_rgb_range(rgb)
             key = rgb_keys(np.where(in_range, rgb, 0))
-            classes = np.where(in_range, self.lut[key], 0).astype(np.int64)
+            classes = np.where(in_range, self.lut[key], 0).astype(dtype)
         return _apply_fill(classes, invalid, self.fill_value)
 
 
@@ -96,9 +100,10 @@ class ClassIndexDecoder:
         self.binarise = n_classes == 2
         self.fill_value = fill_value
 
-    def __call__(self, bands: np.ndarray, invalid: np.ndarray | None) -> np.ndarray:
+    def __call__(self, bands: np.ndarray, invalid: np.ndarray | None, dtype: Any = np.int64) -> np.ndarray:
+        """Classes (H, W) as ``dtype`` (int64; a narrower type for counting when it holds every class)."""
         band = bands[0]
-        classes = (band != 0).astype(np.int64) if self.binarise else band.astype(np.int64)
+        classes = (band != 0).astype(dtype) if self.binarise else band.astype(dtype)
         return _apply_fill(classes, invalid, self.fill_value)
 
 

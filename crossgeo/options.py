@@ -114,6 +114,14 @@ SAMPLER_OPTIONS: tuple[Option, ...] = (
     Option("col_off_key", "str", "col_off", "Table column holding the column offset."),
     Option("row_off_key", "str", "row_off", "Table column holding the row offset."),
     Option(
+        "split",
+        "str",
+        None,
+        "Keep only the table rows whose `split` column equals this (e.g. `train`), so one windows file from "
+        "`spatial_split` / `crossgeo windows --split` serves the train and validation configs; the rows left out "
+        "are counted in the window report. Tables only (CSV/Parquet or in memory).",
+    ),
+    Option(
         "window_index_cache",
         "path",
         None,

@@ -21,7 +21,7 @@ import logging
 import math
 import os
 import re
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
@@ -39,6 +39,7 @@ __all__ = [
     "balanced_windows",
     "class_fractions",
     "grid_windows",
+    "plan_windows",
     "random_windows",
     "spatial_split",
     "window_weights",
@@ -50,6 +51,8 @@ DEFAULT_SPLITS: Mapping[str, float] = MappingProxyType({"train": 0.8, "val": 0.1
 """The default shares of `spatial_split`."""
 REGION_TILE = 2048
 """Windows of an aligned mask are grouped into tiles of this many pixels (plus the patch) per read."""
+MIN_CELL_ROWS = 8
+"""`class_fractions` counts per band of rows when the windows' rows lie on a lattice at least this fine."""
 STRIP_PIXELS = 1 << 22
 """Largest strip (pixels) read at once for a warped mask."""
 AOI_MAX_FRUITLESS_DRAWS = 1_000_000
@@ -397,7 +400,84 @@ def _declared_classes(sampler: PatchSampler) -> int:
     return declared
 
 
-def class_fractions(sampler: PatchSampler) -> pd.DataFrame:
+def _row_cell(rows: np.ndarray, size: int) -> int:
+    """The tallest band height (<= 255) dividing ``size`` and every row offset: 0 when under `MIN_CELL_ROWS`."""
+    step = int(np.gcd.reduce(np.append(rows, size)))
+    for height in range(min(step, 255), MIN_CELL_ROWS - 1, -1):
+        if step % height == 0:
+            return height
+    return 0
+
+
+def _lattice_counts(
+    codes: np.ndarray, high: int, rows: np.ndarray, cols: np.ndarray, size: int, band: int, *, all_valid: bool
+) -> dict[int, np.ndarray]:
+    """Per-class pixel counts of each window (rows/cols relative to ``codes``) for classes 0..high.
+
+    ``all_valid``: every pixel of ``codes`` has mask data (else such pixels hold a value above ``high``).
+
+    The windows' rows lie on a lattice of ``band``-row bands (``band`` divides ``size`` and
+    every row offset), so each class is counted once per band and column with uint8 sums
+    of a boolean (no wide full-size temporary); the per-band counts are summed over
+    each window's bands and columns through small prefix-sum tables.
+    """
+    height, width = codes.shape
+    bands = height // band
+    cuts, where = np.unique(np.concatenate([cols, cols + size]), return_inverse=True)
+    j0, j1 = where[: cols.size], where[cols.size :]
+    i0, i1 = rows // band, (rows + size) // band
+    equal = np.empty(codes.shape, dtype=bool)
+    stacked = equal.view(np.uint8).reshape(bands, band, width)
+    across = np.zeros((bands, width + 1), dtype=np.int64)
+    table = np.zeros((bands + 1, cuts.size), dtype=np.int64)
+    counts: dict[int, np.ndarray] = {}
+    # Without pixels lacking mask data, the last class is what the others leave of each window.
+    last = high if all_valid else high + 1
+    for k in range(last):
+        np.equal(codes, k, out=equal)
+        per_band = stacked.sum(axis=1, dtype=np.uint8)  # band <= 255 rows: no overflow
+        np.cumsum(per_band, axis=1, dtype=np.int64, out=across[:, 1:])
+        np.cumsum(across[:, cuts], axis=0, out=table[1:])
+        counts[k] = table[i1, j1] - table[i0, j1] - table[i1, j0] + table[i0, j0]
+    if all_valid:
+        counts[high] = size * size - sum(counts.values(), np.zeros(rows.size, dtype=np.int64))
+    return counts
+
+
+def _packed_counts(
+    classes: np.ndarray, valid: np.ndarray, rows: np.ndarray, cols: np.ndarray, size: int, where: str
+) -> dict[int, np.ndarray]:
+    """Per-class pixel counts of each window from bit-packed summed-area tables (any window layout).
+
+    The classes are packed into uint64 fields wide enough for a window's count
+    (``size**2 + 1`` values), several per table; the tables wrap modulo 2**64, which the
+    four-corner difference undoes exactly.
+    """
+    present = classes[valid]
+    if present.size == 0:
+        return {}
+    low, high = int(present.min()), int(present.max())
+    if low < 0:
+        raise ConfigError(
+            f"The mask {where} holds negative class {low}; class_fractions counts classes 0, 1, ...: remap the "
+            "mask or use color_map."
+        )
+    bits = (size * size).bit_length()
+    per_pass = max(1, 64 // bits)
+    field = np.uint64((1 << bits) - 1)
+    codes = np.where(valid, classes, high + 1)
+    counts: dict[int, np.ndarray] = {}
+    for first in range(0, high + 1, per_pass):
+        lookup = np.zeros(high + 2, dtype=np.uint64)
+        last = min(first + per_pass, high + 1)
+        lookup[first:last] = np.left_shift(np.uint64(1), (np.arange(last - first) * bits).astype(np.uint64))
+        sums = _window_sums(lookup[codes], rows, cols, size)
+        for k in range(first, last):
+            counts[k] = ((sums >> np.uint64((k - first) * bits)) & field).astype(np.int64)
+    return counts
+
+
+def class_fractions(sampler: PatchSampler, *, progress: Callable[[int], None] | None = None) -> pd.DataFrame:
     """Per window of ``sampler``: the share of valid mask pixels and of each class.
 
     One row per window, in the sampler's order: ``row_off``, ``col_off``, ``valid`` (pixels
@@ -407,43 +487,42 @@ def class_fractions(sampler: PatchSampler) -> pd.DataFrame:
     equal counting ``sampler[i].mask`` where ``sampler[i].mask_valid``, exactly.
 
     Overlapping windows share reads: the mask is read over rectangles holding many windows
-    (`PatchSampler.read_mask_region`, the same pixels `read_mask` gives) and each window's
-    per-class counts come from summed-area tables. The classes are bit-packed into uint64
-    fields wide enough for a window's count (``patch_size**2 + 1`` values), several per
-    table; the tables wrap modulo 2**64, which the four-corner difference undoes exactly.
+    (`PatchSampler.read_mask_region`, the same pixels `read_mask` gives). When the windows
+    of a rectangle lie on a row lattice (every row offset and the patch size multiples of
+    a band of at least `MIN_CELL_ROWS` rows, as grid windows with a stride dividing the patch
+    are), the classes are read as uint8/uint16 and counted once per band and column
+    (`_lattice_counts`); otherwise through bit-packed summed-area tables (`_packed_counts`).
+    ``progress`` is called with the number of windows counted after each read (a progress bar).
     """
     size = sampler.patch_size
     row_off = np.asarray(sampler.row_off, dtype=np.int64)
     col_off = np.asarray(sampler.col_off, dtype=np.int64)
     n_windows = row_off.size
-    bits = (size * size).bit_length()
-    per_pass = max(1, 64 // bits)
-    field = np.uint64((1 << bits) - 1)
     counts: dict[int, np.ndarray] = {}
     n_classes = _declared_classes(sampler)
+    # The largest value a decoded class can take (declared classes, the fill value): a narrow
+    # dtype holding it and one more (the marker of pixels without mask data) reads exactly.
+    top = max(n_classes - 1, int(sampler.mask_fill_value))
+    small = np.uint8 if top < 255 else np.uint16 if top < 65535 else None
     for r0, c0, height, width, members in _regions(row_off, col_off, size, sampler.aligned):
-        classes, valid = sampler.read_mask_region(r0, c0, height, width)
         rows, cols = row_off[members] - r0, col_off[members] - c0
-        present = classes[valid]
-        if present.size == 0:
-            continue
-        low, high = int(present.min()), int(present.max())
-        if low < 0:
-            raise ConfigError(
-                f"The mask {sampler.mask_path} holds negative class {low} near row {r0}, col {c0}; "
-                "class_fractions counts classes 0, 1, ...: remap the mask or use color_map."
-            )
-        n_classes = max(n_classes, high + 1)
-        codes = np.where(valid, classes, high + 1)
-        for first in range(0, high + 1, per_pass):
-            lookup = np.zeros(high + 2, dtype=np.uint64)
-            last = min(first + per_pass, high + 1)
-            lookup[first:last] = np.left_shift(np.uint64(1), (np.arange(last - first) * bits).astype(np.uint64))
-            sums = _window_sums(lookup[codes], rows, cols, size)
-            for k in range(first, last):
-                count = (sums >> np.uint64((k - first) * bits)) & field
-                if count.any():
-                    counts.setdefault(k, np.zeros(n_windows, dtype=np.int64))[members] = count
+        band = _row_cell(rows, size) if small is not None else 0
+        if band:
+            classes, valid = sampler.read_mask_region(r0, c0, height, width, dtype=small)
+            high = int(classes.max())
+            all_valid = bool(valid.all())
+            if not all_valid:
+                classes[~valid] = np.iinfo(classes.dtype).max  # counted by no class
+            found = _lattice_counts(classes, high, rows, cols, size, band, all_valid=all_valid)
+        else:
+            classes, valid = sampler.read_mask_region(r0, c0, height, width)
+            found = _packed_counts(classes, valid, rows, cols, size, f"{sampler.mask_path} near row {r0}, col {c0}")
+        for k, count in found.items():
+            if count.any():
+                counts.setdefault(k, np.zeros(n_windows, dtype=np.int64))[members] = count
+                n_classes = max(n_classes, k + 1)
+        if progress is not None:
+            progress(int(members.size))
     area = float(size * size)
     columns: dict[str, np.ndarray] = {"row_off": row_off.copy(), "col_off": col_off.copy()}
     total = np.zeros(n_windows, dtype=np.int64)
@@ -662,4 +741,126 @@ def window_weights(fractions: pd.DataFrame, *, power: float = 1.0) -> pd.DataFra
     weights = shares @ factor
     result = frame.copy()
     result["weight"] = weights / weights.mean()
+    return result
+
+
+# --------------------------------------------------------------------------- the whole plan
+
+
+def _presence(frame: pd.DataFrame, columns: list[str]) -> dict[str, float]:
+    """Share of the rows in which each class is present (share > 0)."""
+    values = frame[columns].to_numpy(dtype=np.float64) > 0
+    return _presence_shares(values, columns)
+
+
+def _quotas(total: int, names: list[str], shares: np.ndarray) -> dict[str, int]:
+    """``total`` split in proportion to ``shares`` (largest remainders), summing to ``total``."""
+    exact = shares / shares.sum() * total
+    quotas = np.floor(exact).astype(np.int64)
+    for i in np.argsort(-(exact - quotas), kind="stable")[: total - int(quotas.sum())]:
+        quotas[i] += 1
+    return {name: int(q) for name, q in zip(names, quotas)}
+
+
+def plan_windows(
+    config: Mapping[str, Any],
+    *,
+    stride: int | None = None,
+    random: int | None = None,
+    balanced: int | None = None,
+    splits: Mapping[str, float] | None = None,
+    block: int | None = None,
+    min_valid: float = 0.0,
+    aoi: Any = None,
+    seed: int = 0,
+    weights: bool = False,
+    progress: Callable[[int], None] | None = None,
+) -> pd.DataFrame:
+    """From a sampler configuration to a windows table: generate, measure, filter, split, balance, weight.
+
+    The steps ``crossgeo windows`` runs, in order:
+
+    1. candidates: `grid_windows` at ``stride`` (default: the patch size), or ``random``
+       `random_windows`, on the image of ``config`` (inside ``aoi`` when given);
+    2. `class_fractions` of the candidates, through a `PatchSampler` built from ``config``
+       (its ``crops_path``, ``window_index_cache`` and ``split`` are replaced by the candidates);
+    3. windows whose ``valid`` share is below ``min_valid`` are dropped (counted);
+    4. with ``splits`` (e.g. ``{"train": 0.8, "val": 0.1, "test": 0.1}``): `spatial_split` by
+       ``block``-pixel blocks (required then), so no two splits share a pixel;
+    5. with ``balanced``: `balanced_windows` chooses that many windows in total, shared among
+       the splits in proportion to their shares and balanced within each split;
+    6. with ``weights``: a ``weight`` column (`window_weights`, power 1).
+
+    The table has ``row_off``, ``col_off``, ``valid``, ``class_0 ...`` (plus ``split`` and
+    ``weight``); ``attrs["counts"]`` holds what each step kept and dropped and
+    ``attrs["presence"]`` per split (``"all"`` without splits): the windows before and after
+    balancing and each class's presence share among them.
+    """
+    from crossgeo.sampler import PatchSampler
+
+    seed = _seed(seed)
+    if not isinstance(config, Mapping):
+        raise OptionError(f"config must be a mapping of PatchSampler options, got {type(config).__name__}.")
+    options = {k: v for k, v in config.items() if k not in ("crops_path", "window_index_cache", "split")}
+    patch_size = _int_option(options.get("patch_size"), "patch_size")
+    image = options.get("image_path", options.get("image_mbtiles_path"))
+    if image is None:
+        raise ConfigError("config names no image (image_path or image_mbtiles_path).")
+    min_valid = _number(min_valid, "min_valid", 0.0, 1.0)
+    if random is not None and stride is not None:
+        raise OptionError("give either stride (grid windows) or random (a number of random windows), not both.")
+    if splits is not None:
+        if block is None:
+            raise ConfigError("splits need block: the side in pixels of the square blocks assigned to splits.")
+        names, shares = _split_shares(splits)
+    if balanced is not None:
+        balanced = _int_option(balanced, "balanced")
+    grid: Grid | None = None
+    if options.get("target_crs") is not None or options.get("target_resolution") is not None:
+        probe = PatchSampler(**options, crops_path=np.zeros((0, 2), dtype=np.int64))
+        grid = probe.grid
+    where = grid if grid is not None else image
+    if random is not None:
+        candidates = random_windows(where, patch_size, random, seed=seed, aoi=aoi)
+    else:
+        candidates = grid_windows(where, patch_size, stride=stride, aoi=aoi)
+    counts: dict[str, int] = {"candidates": len(candidates), "aoi_dropped": int(candidates.attrs.get("aoi_dropped", 0))}
+    sampler = PatchSampler(**options, crops_path=candidates)
+    fractions = class_fractions(sampler, progress=progress)
+    keep = fractions["valid"].to_numpy() >= min_valid
+    counts["low_valid_dropped"] = int(np.count_nonzero(~keep))
+    fractions = fractions.loc[keep].reset_index(drop=True)
+    if fractions.empty:
+        raise ConfigError(
+            f"No candidate window has at least {min_valid:.0%} of its pixels with mask data (min_valid); "
+            "lower min_valid or check that the mask covers the image."
+        )
+    columns = _class_columns(fractions, "fractions")
+    if splits is not None:
+        assert block is not None  # checked above
+        fractions = spatial_split(fractions, dict(zip(names, shares)), patch_size=patch_size, block=block, seed=seed)
+        counts["straddling_dropped"] = int(fractions.attrs.get("straddling_dropped", 0))
+        groups = {name: fractions[fractions["split"] == name] for name in names}
+    else:
+        names, shares = ["all"], np.ones(1)
+        groups = {"all": fractions}
+    quotas = _quotas(balanced, names, shares) if balanced is not None else {}
+    presence: dict[str, dict[str, Any]] = {}
+    chosen: list[pd.DataFrame] = []
+    for name, group in groups.items():
+        entry: dict[str, Any] = {"candidates": len(group), "before": _presence(group, columns)}
+        if balanced is not None and quotas[name] > 0 and len(group):
+            group = balanced_windows(group, quotas[name], seed=seed)
+        elif balanced is not None and quotas[name] > 0:
+            log.warning("crossgeo: plan_windows: split %s has no candidate window; it stays empty", name)
+        entry.update(chosen=len(group), after=_presence(group, columns))
+        presence[name] = entry
+        chosen.append(group)
+    result = pd.concat(chosen, ignore_index=True) if len(chosen) > 1 else chosen[0].reset_index(drop=True)
+    result.attrs.clear()
+    if weights:
+        result = window_weights(result)
+    counts["windows"] = len(result)
+    result.attrs["counts"] = counts
+    result.attrs["presence"] = presence
     return result

@@ -18,7 +18,8 @@ from typing import Any
 import attrs
 import numpy as np
 
-from crossgeo.errors import ClassRangeError, ConfigError, ReadError, WindowError
+from crossgeo.augment import check_weights
+from crossgeo.errors import ClassRangeError, ConfigError, OptionError, ReadError, WindowError
 from crossgeo.grid import outside_pixels
 from crossgeo.inspection import Inspection, inspect_sources, read_plan
 from crossgeo.io import RasterReader, ensure_gdal_env
@@ -26,7 +27,7 @@ from crossgeo.masks import ClassIndexDecoder, out_of_range_pixels
 from crossgeo.options import REQUIRED, SAMPLER_OPTIONS
 from crossgeo.threads import PerThread
 
-__all__ = ["Patch", "PatchSampler", "report_skipped", "require_windows"]
+__all__ = ["Patch", "PatchSampler", "report_skipped", "require_windows", "resolve_weights"]
 
 log = logging.getLogger("crossgeo")
 
@@ -68,6 +69,34 @@ def require_windows(dataset: Any, where: str) -> None:
             f"{where}: there are no windows to iterate (no valid windows{f' in {source}' if source else ''}). "
             "Check that the windows/features overlap the image (crossgeo validate CONFIG lists what was dropped)."
         )
+
+
+def resolve_weights(weights: Any, dataset: Any, where: str) -> np.ndarray | None:
+    """The per-window sampling weights the adapters' ``weights=`` names, checked (None: no weighting).
+
+    ``weights`` is a sequence/array with one non-negative number per window of ``dataset``, or
+    the string ``"weight"``: the `crossgeo.windows.WEIGHT_COLUMN` of the sampler's windows
+    table. Checked by `crossgeo.augment.check_weights` (length, NaN, negative, all zero).
+    """
+    if weights is None:
+        return None
+    from crossgeo.windows import WEIGHT_COLUMN
+
+    n = len(dataset)
+    if isinstance(weights, str):
+        sampler = dataset if isinstance(dataset, PatchSampler) else getattr(dataset, "sampler", None)
+        if weights != WEIGHT_COLUMN or not isinstance(sampler, PatchSampler):
+            raise OptionError(
+                f"{where}: weights={weights!r}: a string names the windows table's {WEIGHT_COLUMN!r} column "
+                f"(weights={WEIGHT_COLUMN!r}); otherwise pass one number per window."
+            )
+        if sampler.index.weight is None:
+            raise ConfigError(
+                f"{where}: weights={WEIGHT_COLUMN!r} but the windows {sampler.crops_path} have no {WEIGHT_COLUMN!r} "
+                "column; add one with crossgeo.window_weights (or crossgeo windows --weights), or pass the weights."
+            )
+        weights = sampler.index.weight
+    return check_weights(weights, n)
 
 
 def report_skipped(epoch: int, skipped: int) -> None:
@@ -146,6 +175,7 @@ class PatchSampler:
         self.ignore_invalid_image: bool = options["ignore_invalid_image"]
         self.color_map = options["color_map"]
         self.crops_layer = options["crops_layer"]
+        self.split: str | None = options["split"]
         self.col_off_key, self.row_off_key = options["col_off_key"], options["row_off_key"]
         self.image_resampling = options["image_resampling"]
         self.window_index_cache = options["window_index_cache"]
@@ -257,12 +287,13 @@ class PatchSampler:
         return image, (np.ones(image.shape[1:], dtype=bool) if invalid is None else ~invalid)
 
     def read_mask(
-        self, row_off: int, col_off: int, height: int | None = None, width: int | None = None
+        self, row_off: int, col_off: int, height: int | None = None, width: int | None = None, *, dtype: Any = np.int64
     ) -> tuple[np.ndarray, np.ndarray]:
         """Only the mask of a window: (classes (H, W) int64, valid (H, W) bool), no image read.
 
         Pixels outside the reference grid get the fill value even where the mask has data
-        there: there is no image under them to learn from.
+        there: there is no image under them to learn from. ``dtype`` narrows the classes for
+        counting (`class_fractions`); the caller makes sure it holds every class and the fill value.
         """
         bands, invalid = self.read_mask_bands(row_off, col_off, height, width)
         if isinstance(self.decoder, ClassIndexDecoder) and not self.decoder.binarise:
@@ -278,7 +309,7 @@ class PatchSampler:
                         "out_of_range: fill to give them mask_fill_value."
                     )
                 invalid = bad if invalid is None else invalid | bad
-        classes = self.decoder(bands, invalid)
+        classes = self.decoder(bands, invalid, dtype)
         valid = np.ones(classes.shape, dtype=bool) if invalid is None else ~invalid
         return classes, valid
 
@@ -341,14 +372,17 @@ class PatchSampler:
             f"crops_path={self.crops_path!r}, patch_size={self.patch_size}, windows={len(self)})"
         )
 
-    def read_mask_region(self, row_off: int, col_off: int, height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
-        """The mask of any ``height x width`` rectangle: (classes int64, valid bool), as `read_mask` gives.
+    def read_mask_region(
+        self, row_off: int, col_off: int, height: int, width: int, *, dtype: Any = np.int64
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The mask of any ``height x width`` rectangle: (classes, valid bool), as `read_mask` gives.
 
         Each pixel gets exactly the class and validity `read_mask` gives it in any window
         holding it (fill value outside the grid and where the mask has no data), so
         overlapping windows can share one read (`crossgeo.planning.class_fractions`).
+        ``dtype`` (default int64) narrows the classes when it holds every one of them.
         """
-        return self.read_mask(row_off, col_off, height, width)
+        return self.read_mask(row_off, col_off, height, width, dtype=dtype)
 
 
 def _signature() -> inspect.Signature:

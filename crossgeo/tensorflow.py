@@ -68,7 +68,7 @@ from crossgeo.augment import (
 )
 from crossgeo.config import check_seed, resolve_source
 from crossgeo.errors import ConfigError, OptionError
-from crossgeo.sampler import PatchSampler, report_skipped, require_windows
+from crossgeo.sampler import PatchSampler, report_skipped, require_windows, resolve_weights
 from crossgeo.scenes import SceneSampler
 
 __all__ = ["make_dataset"]
@@ -115,6 +115,7 @@ def make_dataset(
     epoch: int | tf.Variable | None = None,
     allowed_targets: tuple[str, ...] = (),
     compact: bool = False,
+    weights: Any = None,
 ) -> tf.data.Dataset:
     """A ``tf.data.Dataset`` of ``(image, mask)`` patches, ready for ``model.fit``.
 
@@ -150,6 +151,11 @@ def make_dataset(
             augmentation) and the mask in the narrowest integer type holding
             ``0..n_classes-1`` and ``mask_fill_value``; the conversion to float32 / int64
             runs inside the graph after ``batch``, once per batch. Bit-identical output.
+        weights: Weighted sampling: each epoch draws ``len(sampler)`` windows with
+            replacement in proportion to them (shuffling is implied) - the same indices in
+            the same order as the torch and Keras adapters for a seed and epoch. One
+            non-negative number per window, or ``"weight"`` for the windows table's
+            ``weight`` column (`crossgeo.window_weights`).
 
     Returns:
         Elements ``image`` float32 (H, W, C) (or (C, H, W)) and ``mask`` int64 (H, W),
@@ -157,6 +163,7 @@ def make_dataset(
     """
     sampler, options = resolve_source(source, "make_dataset")
     require_windows(sampler, "make_dataset")
+    draw_weights = resolve_weights(weights, sampler, "make_dataset")
     if augmentation_list is None:
         augmentation_list = options.get("augmentation_list")
     if seed is None:
@@ -176,7 +183,7 @@ def make_dataset(
     pipelines, pipeline_id = 1, 0
     if input_context is not None:
         pipelines, pipeline_id = input_context.num_input_pipelines, input_context.input_pipeline_id
-        if shuffle and seed is None and pipelines > 1:
+        if (shuffle or draw_weights is not None) and seed is None and pipelines > 1:
             raise ConfigError(
                 "make_dataset(shuffle=True, input_context=...) needs a seed: every input pipeline must "
                 "compute the same window order, or their shards would overlap. Pass seed=<int>."
@@ -197,7 +204,10 @@ def make_dataset(
 
     # --- epoch -> this pipeline's window order, as (index, epoch) pairs -------------
     def order(epoch_value: np.ndarray) -> np.ndarray:
-        indices = epoch_order(n, base_seed, int(epoch_value)) if shuffle else np.arange(n, dtype=np.int64)
+        if draw_weights is not None:
+            indices = epoch_order(n, base_seed, int(epoch_value), weights=draw_weights)
+        else:
+            indices = epoch_order(n, base_seed, int(epoch_value)) if shuffle else np.arange(n, dtype=np.int64)
         return indices[pipeline_id::pipelines]
 
     if epoch is None:

@@ -38,6 +38,7 @@ import numpy as np
 
 from crossgeo.augment import (
     build_augmentation,
+    check_weights,
     epoch_order,
     mask_dtype,
     scale_image,
@@ -48,7 +49,7 @@ from crossgeo.config import build_sampler, check_keys, check_seed, split_config,
 from crossgeo.errors import ConfigError, OptionError
 from crossgeo.memory import trim_heap
 from crossgeo.options import REQUIRED
-from crossgeo.sampler import PatchSampler, report_skipped, require_windows
+from crossgeo.sampler import PatchSampler, report_skipped, require_windows, resolve_weights
 from crossgeo.scenes import SceneSampler
 
 __all__ = [
@@ -395,28 +396,33 @@ def _sampler_epoch(loader: DataLoader[Any]) -> int | None:
 
 
 class EpochOrderSampler(Sampler[int]):
-    """Shuffles a seeded `PatchDataset` with `crossgeo.augment.epoch_order`.
+    """Orders a `PatchDataset`'s windows with `crossgeo.augment.epoch_order`.
 
-    The order depends only on ``(dataset.seed, dataset.epoch)``, so it equals the tf.data and
-    Keras adapters' order for the same seed and epoch. `make_dataloader` uses it for
-    ``shuffle: true`` with a seed.
+    The order depends only on ``(seed, dataset.epoch)`` (and ``weights``), so it equals the
+    tf.data and Keras adapters' order for the same seed, epoch and weights. Without
+    ``weights``: a permutation per epoch (`make_dataloader` uses it for ``shuffle: true``
+    with a seed). With ``weights`` (one per window, checked): ``len(dataset)`` windows drawn
+    with replacement in proportion to them. ``seed`` defaults to the dataset's.
     """
 
-    def __init__(self, dataset: PatchDataset) -> None:
-        if dataset.seed is None:
-            raise OptionError("EpochOrderSampler needs a PatchDataset with a seed.")
+    def __init__(self, dataset: PatchDataset, *, weights: Any = None, seed: int | None = None) -> None:
+        seed = dataset.seed if seed is None else check_seed(seed)
+        if seed is None:
+            raise OptionError("EpochOrderSampler needs a seed: a PatchDataset with a seed, or seed=<int>.")
         self.dataset = dataset
+        self.seed: int = seed
+        self.weights = None if weights is None else check_weights(weights, len(dataset))
 
     def __iter__(self) -> Iterator[int]:
-        assert self.dataset.seed is not None
-        return iter(epoch_order(len(self.dataset), self.dataset.seed, self.dataset.epoch).tolist())
+        order = epoch_order(len(self.dataset), self.seed, self.dataset.epoch, weights=self.weights)
+        return iter(order.tolist())
 
     def __len__(self) -> int:
         return len(self.dataset)
 
 
 def make_dataloader(
-    dataset: Dataset[Any], *, device: torch.device | str | None = None, **overrides: Any
+    dataset: Dataset[Any], *, weights: Any = None, device: torch.device | str | None = None, **overrides: Any
 ) -> PatchDataLoader:
     """A DataLoader honouring ``dataset.data_loader`` (shuffle, num_workers, batch_size, ...).
 
@@ -427,6 +433,13 @@ def make_dataloader(
     windows in `EpochOrderSampler`'s order (the tf.data/Keras order for that seed
     and epoch). `worker_init_fn` runs in every worker (before a
     ``worker_init_fn`` you pass).
+
+    ``weights``: weighted sampling - each epoch draws ``len(dataset)`` windows with
+    replacement in proportion to them (shuffling is implied), the same indices in the same
+    order as ``crossgeo.tensorflow.make_dataset(weights=...)`` and
+    ``crossgeo.keras.PatchPyDataset(weights=...)`` for the dataset's seed and epoch (a
+    dataset without a seed gets one drawn once). One non-negative number per window, or
+    ``"weight"`` for the windows table's ``weight`` column (`crossgeo.window_weights`).
 
     ``device``: each batch is moved there as it leaves the loader. With a compact dataset
     (``PatchDataset(compact=True)``) workers collate with `collate_compact` (unless you pass
@@ -449,7 +462,21 @@ def make_dataloader(
         if dropped:
             log.debug("crossgeo: num_workers is 0, so %s do not apply and were dropped", ", ".join(dropped))
     seed = patch_dataset.seed if patch_dataset is not None else None
-    if seed is not None and options.get("shuffle") and dataset is patch_dataset and "sampler" not in options:
+    if weights is not None:
+        if patch_dataset is None or dataset is not patch_dataset:
+            raise OptionError(
+                "make_dataloader(weights=...) needs a crossgeo PatchDataset itself (not wrapped), whose epoch "
+                "and seed fix the draw; weight a Subset by passing its own weights to a WeightedRandomSampler."
+            )
+        if "sampler" in overrides or "batch_sampler" in overrides:
+            raise OptionError(
+                "make_dataloader(weights=...) draws the windows itself; do not pass sampler/batch_sampler."
+            )
+        options.pop("shuffle", None)  # implied: the draw is random
+        checked = resolve_weights(weights, patch_dataset, "make_dataloader")
+        draw_seed = seed if seed is not None else int(np.random.default_rng().integers(2**32))
+        options["sampler"] = EpochOrderSampler(patch_dataset, weights=checked, seed=draw_seed)
+    elif seed is not None and options.get("shuffle") and dataset is patch_dataset and "sampler" not in options:
         # The same window order as the tf.data and Keras adapters for this (seed, epoch).
         del options["shuffle"]
         options["sampler"] = EpochOrderSampler(patch_dataset)

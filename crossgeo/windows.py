@@ -15,6 +15,7 @@ objects in every DataLoader worker.
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import os
@@ -26,6 +27,7 @@ from typing import Any
 import attrs
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
@@ -50,9 +52,13 @@ VECTOR_SUFFIXES = {
     ".geojsonl",
 }
 CACHE_SUFFIXES = (".csv", ".parquet")
-CACHE_VERSION = 1
+CACHE_VERSION = 2
 """Bumped when the cache layout or the window planning rules change."""
 _CSV_HEADER = "# crossgeo-window-index "
+SPLIT_COLUMN = "split"
+"""The table column the ``split`` option selects rows by (written by `crossgeo.planning.spatial_split`)."""
+WEIGHT_COLUMN = "weight"
+"""The table column kept with the windows for weighted sampling (``weights="weight"`` in the adapters)."""
 
 
 @attrs.frozen
@@ -64,23 +70,28 @@ class WindowReport:
     outside_dropped: int = 0
     clamped: int = 0
     duplicates: int = 0
+    split_left_out: int = 0
+    """Rows of other splits than the ``split`` option asked for (0 without ``split``)."""
 
     def describe(self) -> str:
-        return (
+        text = (
             f"kept {self.kept}, empty skipped {self.empty_skipped}, outside dropped "
             f"{self.outside_dropped}, clamped {self.clamped}, duplicates {self.duplicates}"
         )
+        return text + (f", other splits left out {self.split_left_out}" if self.split_left_out else "")
 
 
 @attrs.frozen(eq=False)
 class WindowIndex:
-    """Window offsets on the reference grid, as two aligned int64 arrays."""
+    """Window offsets on the reference grid, as two aligned int64 arrays (plus an optional weight)."""
 
     row_off: np.ndarray
     col_off: np.ndarray
     report: WindowReport = WindowReport()
     scene: np.ndarray | None = None
     """Position of each window's scene in a catalogue (`crossgeo.SceneSampler`); None for one image."""
+    weight: np.ndarray | None = None
+    """The table's `WEIGHT_COLUMN` (float64, one per window) when it has one, for weighted sampling."""
 
     def __len__(self) -> int:
         return int(self.row_off.shape[0])
@@ -151,29 +162,71 @@ def _offset_column(table: pa.Table, key: str, option: str, path: Path | str) -> 
 
 
 def read_table_windows(
-    path: str | os.PathLike[str], row_off_key: str, col_off_key: str, *, kind: str = "csv"
+    path: str | os.PathLike[str], row_off_key: str, col_off_key: str, *, kind: str = "csv", split: str | None = None
 ) -> WindowIndex:
-    """Read pixel offsets from a CSV or Parquet table.
+    """Read pixel offsets (and the `WEIGHT_COLUMN` when present) from a CSV or Parquet table.
 
-    Raises `WindowError` naming the file, the column and the first bad row when a
-    column is missing or holds NaN, text or fractional values.
+    With ``split``, only the rows whose `SPLIT_COLUMN` equals it are kept; the others are
+    counted in ``report.split_left_out``. Raises `WindowError` naming the file, the column
+    and the first bad row when a column is missing or holds NaN, text or fractional values.
     """
     path = Path(path)
     table = _read_table(path, kind)
-    missing = [k for k in (row_off_key, col_off_key) if k not in table.column_names]
-    if missing:
-        raise WindowError(
-            f"{path}: missing required columns {missing} (found {table.column_names}). "
-            "Name the columns with row_off_key / col_off_key."
-        )
-    row_off = _offset_column(table, row_off_key, "row_off_key", path)
-    col_off = _offset_column(table, col_off_key, "col_off_key", path)
+    index = _table_index(table, row_off_key, col_off_key, str(path), split)
     del table
     # Hand pyarrow's freed read buffers back to the OS: a 1M-row index otherwise keeps
     # ~25 MB of them resident in every process that built it.
     pa.default_memory_pool().release_unused()
+    return index
+
+
+def _select_split(table: pa.Table, split: str | None, source: str) -> tuple[pa.Table, int]:
+    """The rows of ``split`` (all rows without it) and how many were left out."""
+    if split is None:
+        return table, 0
+    if SPLIT_COLUMN not in table.column_names:
+        raise WindowError(
+            f"{source}: split is {split!r} but the table has no {SPLIT_COLUMN!r} column (found "
+            f"{table.column_names}). Add one with crossgeo.spatial_split (or crossgeo windows --split), "
+            "or remove the split option."
+        )
+    column = table.column(SPLIT_COLUMN)
+    keep = pa.compute.fill_null(pa.compute.equal(column.cast(pa.string()), split), False)
+    kept = table.filter(keep)
+    if kept.num_rows == 0 and table.num_rows:
+        found = sorted(str(v) for v in pa.compute.unique(column).to_pylist() if v is not None)
+        log.warning("crossgeo: %s: no row has split %r; the splits are %s", source, split, found)
+    return kept, table.num_rows - kept.num_rows
+
+
+def _weight_column(table: pa.Table, source: str) -> np.ndarray | None:
+    """The `WEIGHT_COLUMN` as float64 (None when the table has none); NaN/negative are refused later."""
+    if WEIGHT_COLUMN not in table.column_names:
+        return None
+    column = table.column(WEIGHT_COLUMN)
+    if not (pa.types.is_integer(column.type) or pa.types.is_floating(column.type)):
+        raise WindowError(
+            f"{source}: column {WEIGHT_COLUMN!r} must hold numbers (sampling weights), got {column.type}."
+        )
+    return np.asarray(column.to_numpy(zero_copy_only=False), dtype=np.float64)
+
+
+def _table_index(table: pa.Table, row_off_key: str, col_off_key: str, source: str, split: str | None) -> WindowIndex:
+    missing = [k for k in (row_off_key, col_off_key) if k not in table.column_names]
+    if missing:
+        raise WindowError(
+            f"{source}: missing required columns {missing} (found {table.column_names}). "
+            "Name the columns with row_off_key / col_off_key."
+        )
+    table, left_out = _select_split(table, split, source)
+    row_off = _offset_column(table, row_off_key, "row_off_key", source)
+    col_off = _offset_column(table, col_off_key, "col_off_key", source)
+    weight = _weight_column(table, source)
     n = int(row_off.size)
-    return WindowIndex(row_off, col_off, WindowReport(kept=n, duplicates=_count_duplicates(row_off, col_off)))
+    report = WindowReport(kept=n, duplicates=_count_duplicates(row_off, col_off), split_left_out=left_out)
+    if split is not None:
+        log.info("crossgeo: %s: split %r: kept %d rows, left out %d of other splits", source, split, n, left_out)
+    return WindowIndex(row_off, col_off, report, weight=weight)
 
 
 def describe_windows(windows: Any) -> str:
@@ -186,16 +239,24 @@ def is_window_table(windows: Any) -> bool:
     return isinstance(windows, (WindowIndex, pa.Table, np.ndarray)) or type(windows).__name__ == "DataFrame"
 
 
-def windows_from_table(windows: Any, row_off_key: str = "row_off", col_off_key: str = "col_off") -> WindowIndex:
+def windows_from_table(
+    windows: Any, row_off_key: str = "row_off", col_off_key: str = "col_off", *, split: str | None = None
+) -> WindowIndex:
     """A `WindowIndex` from windows held in memory.
 
     Takes a `WindowIndex` (returned as is), a pandas DataFrame or pyarrow Table with the
-    offset columns ``row_off_key`` / ``col_off_key``, or a numpy (N, 2) array of
+    offset columns ``row_off_key`` / ``col_off_key`` (a `WEIGHT_COLUMN` is kept; ``split``
+    keeps only the rows whose `SPLIT_COLUMN` equals it), or a numpy (N, 2) array of
     ``row_off, col_off``. Offsets are checked as for a CSV file (whole numbers, no gaps).
     """
-    if isinstance(windows, WindowIndex):
-        return windows
     name = describe_windows(windows)
+    if isinstance(windows, WindowIndex):
+        if split is not None:
+            raise WindowError(
+                f"crops_path {name}: split is {split!r} but a WindowIndex has no {SPLIT_COLUMN!r} column; "
+                "pass the table (DataFrame, pyarrow Table or file) instead, or remove the split option."
+            )
+        return windows
     if isinstance(windows, np.ndarray):
         if windows.ndim != 2 or windows.shape[1] != 2:
             raise WindowError(
@@ -207,16 +268,7 @@ def windows_from_table(windows: Any, row_off_key: str = "row_off", col_off_key: 
         table = windows
     else:
         table = pa.Table.from_pandas(windows, preserve_index=False)
-    missing = [k for k in (row_off_key, col_off_key) if k not in table.column_names]
-    if missing:
-        raise WindowError(
-            f"crops_path {name}: missing required columns {missing} (found {table.column_names}). "
-            "Name the columns with row_off_key / col_off_key."
-        )
-    row_off = _offset_column(table, row_off_key, "row_off_key", name)
-    col_off = _offset_column(table, col_off_key, "col_off_key", name)
-    n = int(row_off.size)
-    return WindowIndex(row_off, col_off, WindowReport(kept=n, duplicates=_count_duplicates(row_off, col_off)))
+    return _table_index(table, row_off_key, col_off_key, f"crops_path {name}", split)
 
 
 def check_inside(index: WindowIndex, patch_size: int, grid: Grid, source: str) -> None:
@@ -310,11 +362,13 @@ def build_window_index(
     crops_layer: str | None = None,
     row_off_key: str = "row_off",
     col_off_key: str = "col_off",
+    split: str | None = None,
 ) -> WindowIndex:
     """Plan the windows of ``crops_path`` on ``grid`` (table or vector, by suffix).
 
     A suffix that is neither tabular nor a known vector format is tried as CSV, then
-    as a vector file (the original's behaviour).
+    as a vector file (the original's behaviour). ``split`` selects table rows by their
+    `SPLIT_COLUMN`; it is refused for vector files.
     """
     path = Path(crops_path)
     if not path.exists():
@@ -322,10 +376,17 @@ def build_window_index(
             f"crops_path {str(path)!r} does not exist; point crops_path at a CSV, Parquet or vector file."
         )
     kind = _source_kind(path)
+    if kind == "vector" and split is not None:
+        raise WindowError(
+            f"crops_path {path} is a vector file, but split ({split!r}) selects rows of a table's "
+            f"{SPLIT_COLUMN!r} column; write the windows as CSV/Parquet (crossgeo windows) or remove split."
+        )
     if kind == "unknown":
         try:
-            index = read_table_windows(path, row_off_key, col_off_key, kind="csv")
+            index = read_table_windows(path, row_off_key, col_off_key, kind="csv", split=split)
         except Exception as csv_error:
+            if split is not None:
+                raise
             try:
                 return read_vector_windows(path, crops_layer, grid, patch_size)
             except WindowError:
@@ -346,7 +407,7 @@ def build_window_index(
             raise WindowError(f"crops_path {path} could not be read as a vector file: {error}") from error
     else:
         try:
-            index = read_table_windows(path, row_off_key, col_off_key, kind=kind)
+            index = read_table_windows(path, row_off_key, col_off_key, kind=kind, split=split)
         except WindowError:
             raise
         except Exception as error:
@@ -366,6 +427,7 @@ def source_fingerprint(
     crops_layer: str | None,
     row_off_key: str,
     col_off_key: str,
+    split: str | None = None,
 ) -> dict[str, Any]:
     """What an index was built from; a cached index is reused only when all of it matches."""
     path = Path(crops_path)
@@ -379,6 +441,7 @@ def source_fingerprint(
         "row_off_key": row_off_key,
         "col_off_key": col_off_key,
         "patch_size": patch_size,
+        "split": split,
         "grid": grid.fingerprint(),
     }
 
@@ -417,6 +480,8 @@ def write_cache(path: Path, index: WindowIndex, fingerprint: dict[str, Any]) -> 
     columns = {"row_off": pa.array(index.row_off, pa.int64()), "col_off": pa.array(index.col_off, pa.int64())}
     if index.scene is not None:
         columns["scene"] = pa.array(index.scene, pa.int64())
+    if index.weight is not None:
+        columns[WEIGHT_COLUMN] = pa.array(index.weight, pa.float64())
     table = pa.table(columns)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = _temp_beside(path)
@@ -427,9 +492,9 @@ def write_cache(path: Path, index: WindowIndex, fingerprint: dict[str, Any]) -> 
         else:
             with os.fdopen(fd, "w", newline="") as out:
                 out.write(_CSV_HEADER + meta + "\n")
-                arrays = [index.row_off, index.col_off] + ([index.scene] if index.scene is not None else [])
-                out.write(",".join(table.column_names) + "\n")
-                np.savetxt(out, np.stack(arrays, axis=1).reshape(-1, len(arrays)), fmt="%d", delimiter=",")
+                text = io.BytesIO()
+                pacsv.write_csv(table, text)
+                out.write(text.getvalue().decode())
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
@@ -461,8 +526,9 @@ def read_cache(path: Path) -> tuple[WindowIndex, dict[str, Any]] | None:
         row_off = table.column("row_off").to_numpy().astype(np.int64)
         col_off = table.column("col_off").to_numpy().astype(np.int64)
         scene = table.column("scene").to_numpy().astype(np.int64) if "scene" in table.column_names else None
+        weight = _weight_column(table, str(path))
         report = WindowReport(**meta["report"])
-        return WindowIndex(row_off, col_off, report, scene), meta["fingerprint"]
+        return WindowIndex(row_off, col_off, report, scene=scene, weight=weight), meta["fingerprint"]
     except Exception as error:
         log.warning("crossgeo: window index cache %s is unreadable (%s); rebuilding it.", path, error)
         return None

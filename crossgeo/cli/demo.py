@@ -126,6 +126,8 @@ def follow_up_commands(files: dict[str, Path]) -> list[str]:
 
     With a ``prediction`` among ``files`` (after training), also evaluating it and previewing it.
     """
+    from crossgeo.demo import SPLIT_WINDOWS_COMMAND
+
     config, vector = files["config"].name, files["config_vector"].name
     if "prediction" in files:
         prediction = files["prediction"].name
@@ -141,6 +143,8 @@ def follow_up_commands(files: dict[str, Path]) -> list[str]:
         f"crossgeo stats {config} --json stats.json",
         f"crossgeo index {config}",
         f"crossgeo validate {vector}",
+        SPLIT_WINDOWS_COMMAND,
+        f"crossgeo validate {files['config_split'].name} --section val_dataset",
         *after,
     ]
 

@@ -64,6 +64,8 @@ def run(args: argparse.Namespace) -> int:
         f"dropped (outside the image) {report.outside_dropped}   clamped {report.clamped}   "
         f"duplicates {report.duplicates}"
     )
+    if report.split_left_out:
+        print(f"  split {sampler.split!r}: {report.split_left_out} row(s) of other splits left out")
     if partly:
         print(f"  {partly} window(s) reach past the image edge; their outside pixels are filled")
     return 0

@@ -20,7 +20,7 @@ from crossgeo.errors import CrossgeoError
 
 __all__ = ["COMMANDS", "build_parser", "main"]
 
-COMMANDS = ("demo", "preview", "stats", "index", "validate", "predict", "evaluate")
+COMMANDS = ("demo", "preview", "stats", "index", "validate", "windows", "predict", "evaluate")
 """The command modules under ``crossgeo/cli/``, in the order ``--help`` lists them."""
 
 log = logging.getLogger("crossgeo")
@@ -36,7 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="crossgeo",
         description="Look at, check and measure crossgeo patch datasets; predict whole scenes and evaluate them.",
-        epilog="Start with:  crossgeo demo\nThen:        crossgeo validate|preview|stats|index CONFIG.yaml "
+        epilog="Start with:  crossgeo demo\nThen:        crossgeo validate|preview|stats|index|windows CONFIG.yaml "
         "(each has --help)\n"
         "             crossgeo predict CONFIG.yaml --model FILE, then crossgeo evaluate PREDICTION CONFIG.yaml",
         formatter_class=argparse.RawDescriptionHelpFormatter,

@@ -709,12 +709,13 @@ def test_demo_prints_its_absolute_folder_and_follow_ups_that_run_there(
     lines = out.split("next, try")[1].splitlines()[1:]
     assert lines[0].strip() == f"cd {folder}"
     commands = [line.split() for line in lines[1:] if line.strip()]
-    assert len(commands) == 5 and all(c[0] == "crossgeo" for c in commands)
+    assert len(commands) == 7 and all(c[0] == "crossgeo" for c in commands)
     monkeypatch.chdir(folder)
     for command in commands:
         code, _, err = run(*command[1:])
         assert code == 0, (command, err)
     assert (folder / "preview-seed1.png").is_file() and (folder / "stats.json").is_file()
+    assert (folder / "windows-split.png").is_file() and (folder / "windows-split.parquet").is_file()
 
 
 def test_validate_collects_every_problem_and_names_the_original_keys(tmp_path: Path, demo: dict[str, Any]) -> None:

@@ -486,3 +486,40 @@ FRACTIONS = pd.DataFrame(
 def test_bad_input_names_the_argument(call: Any, error: type[Exception], match: str) -> None:
     with pytest.raises(error, match=match):
         call()
+
+
+@pytest.mark.parametrize(
+    ("layout", "n_classes", "fill", "band"),
+    [
+        ("grid", 5, 0, 32),  # every pixel valid: the last class is derived from the others
+        ("grid", 5, 255, 32),  # ignore fill 255: classes read as uint16
+        ("grid", 300, 0, 32),  # uint16 class mask with classes above 255
+        ("random", 5, 0, 0),  # no row lattice: the bit-packed summed-area tables
+        ("flush", 5, 0, 16),  # stride 48: the last row (416) flush with the edge makes the lattice finer
+    ],
+)
+def test_class_fractions_exact_on_each_counting_path(
+    scene: Scene, monkeypatch: pytest.MonkeyPatch, layout: str, n_classes: int, fill: int, band: int
+) -> None:
+    from crossgeo import planning
+
+    rng = np.random.default_rng(1)
+    dtype = np.uint16 if n_classes > 255 else np.uint8
+    data = rng.integers(0, n_classes, (1, scene.size, scene.size)).astype(dtype)
+    data[0, :, :7] = n_classes - 1  # the largest class occurs
+    mask = scene.aligned_mask(data)
+    if layout == "random":
+        frame = random_windows(scene.image, 96, 40, seed=2)
+    else:
+        frame = grid_windows(scene.image, 96, stride=48 if layout == "flush" else 32)
+    sampler = PatchSampler(scene.image, mask, frame, 96, n_classes=n_classes, mask_fill_value=fill)
+    bands: list[int] = []
+    original = planning._lattice_counts
+    monkeypatch.setattr(
+        planning,
+        "_lattice_counts",
+        lambda *a, **k: bands.append(a[5]) or original(*a, **k),  # type: ignore[func-returns-value]
+    )
+    result = assert_exact(sampler)
+    assert set(bands) == ({band} if band else set())
+    assert result[f"class_{n_classes - 1}"].gt(0).any()
