@@ -9,6 +9,7 @@ deep-learning framework; ``tests/torch_adapter/test_torch_docs.py`` and
 from __future__ import annotations
 
 import inspect
+import json
 import re
 from pathlib import Path
 from typing import Any
@@ -158,3 +159,15 @@ def test_every_catalogue_case_has_a_linkable_entry_with_its_message() -> None:
         section = page.split(f"{{#{case.anchor}}}\n", 1)[1].split("\n### ", 1)[0]
         assert f"`{error.__name__}`" in section and "**Fix:**" in section, case.id
         assert " ".join(troubleshooting.readable(pattern).split()) in " ".join(section.split()), case.id
+
+
+def test_getting_started_notebook_is_generated_from_its_page() -> None:
+    import notebook
+
+    assert notebook.NOTEBOOK.read_text() == notebook.generated(), (
+        "docs/getting-started.ipynb is out of date: run python docs/scripts/notebook.py"
+    )
+    cells = json.loads(notebook.generated())["cells"]
+    code = [("".join(c["source"])) for c in cells if c["cell_type"] == "code"]
+    assert any("-m crossgeo windows" in c for c in code) and any("keras.Sequential" in c for c in code)
+    assert not any("# requires:" in c for c in code)
