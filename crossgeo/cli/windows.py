@@ -181,7 +181,7 @@ def format_presence(
             _cell(f"{presence[n]['before'][column]:.1%}", f"{presence[n]['after'][column]:.1%}") for n in names
         )
         lines.append(f"{labels[column]:<{width}}{cells}")
-    lines.append("(before -> after balancing; a class is present in a window when its share is above 0)")
+    lines.append("before -> after balancing; a class is present in a window when its share is above 0")
     return "\n".join(lines)
 
 
