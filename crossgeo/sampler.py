@@ -27,7 +27,7 @@ from crossgeo.masks import ClassIndexDecoder, out_of_range_pixels
 from crossgeo.options import REQUIRED, SAMPLER_OPTIONS
 from crossgeo.threads import PerThread
 
-__all__ = ["Patch", "PatchSampler", "report_skipped", "require_windows", "resolve_weights"]
+__all__ = ["Patch", "PatchSampler", "WindowSequence", "report_skipped", "require_windows", "resolve_weights"]
 
 log = logging.getLogger("crossgeo")
 
@@ -113,7 +113,55 @@ def report_skipped(epoch: int, skipped: int) -> None:
         )
 
 
-class PatchSampler:
+class WindowSequence:
+    """``sampler[i]`` for a sequence of windows, with ``on_read_error="skip"`` replacement.
+
+    Shared by `PatchSampler` and `crossgeo.SceneSampler`: a subclass provides ``__len__``,
+    ``_read_window(position)`` and the attributes ``on_read_error``, ``unreadable`` and
+    ``skipped``.
+    """
+
+    on_read_error: str
+    unreadable: set[int]
+    skipped: int
+
+    def __len__(self) -> int:
+        raise NotImplementedError
+
+    def _read_window(self, position: int) -> Patch:
+        raise NotImplementedError
+
+    def __getitem__(self, index: int) -> Patch:
+        if isinstance(index, bool) or not isinstance(index, (int, np.integer)):
+            raise TypeError(f"{type(self).__name__} indices must be integers, not {type(index).__name__}.")
+        n = len(self)
+        position = int(index) + n if index < 0 else int(index)
+        if not 0 <= position < n:
+            raise IndexError(f"window index {index} out of range for {n} windows.")
+        if self.on_read_error == "raise":
+            return self._read_window(position)
+        for attempt in range(n):
+            candidate = (position + attempt) % n
+            if candidate in self.unreadable:
+                continue
+            try:
+                patch = self._read_window(candidate)
+            except ReadError as error:
+                self.unreadable.add(candidate)
+                log.warning(
+                    "crossgeo: window %d is unreadable and is replaced by the next readable one from now on "
+                    "(on_read_error='skip'): %s",
+                    candidate,
+                    error,
+                )
+                continue
+            if candidate != position:
+                self.skipped += 1
+            return patch
+        raise ReadError(f"Every one of the {n} windows failed to read (on_read_error='skip'); see the log for why.")
+
+
+class PatchSampler(WindowSequence):
     """Fixed-size image/mask patches from an image (the reference grid), a mask and windows.
 
     Args:
@@ -228,35 +276,6 @@ class PatchSampler:
     def aligned(self) -> bool:
         """True when the mask is read with plain windows (its grid coincides with the image's)."""
         return self._plan.mask_offset is not None
-
-    def __getitem__(self, index: int) -> Patch:
-        if isinstance(index, bool) or not isinstance(index, (int, np.integer)):
-            raise TypeError(f"PatchSampler indices must be integers, not {type(index).__name__}.")
-        n = len(self)
-        position = int(index) + n if index < 0 else int(index)
-        if not 0 <= position < n:
-            raise IndexError(f"window index {index} out of range for {n} windows.")
-        if self.on_read_error == "raise":
-            return self._read_window(position)
-        for attempt in range(n):
-            candidate = (position + attempt) % n
-            if candidate in self.unreadable:
-                continue
-            try:
-                patch = self._read_window(candidate)
-            except ReadError as error:
-                self.unreadable.add(candidate)
-                log.warning(
-                    "crossgeo: window %d is unreadable and is replaced by the next readable one from now on "
-                    "(on_read_error='skip'): %s",
-                    candidate,
-                    error,
-                )
-                continue
-            if candidate != position:
-                self.skipped += 1
-            return patch
-        raise ReadError(f"Every one of the {n} windows failed to read (on_read_error='skip'); see the log for why.")
 
     def _read_window(self, position: int) -> Patch:
         row_off = int(self.index.row_off[position])

@@ -49,7 +49,7 @@ from crossgeo.inspection import (
 from crossgeo.io import is_remote, open_raster
 from crossgeo.masks import MaskDecoder
 from crossgeo.options import REQUIRED, SAMPLER_OPTIONS, check_names, resolve_sampler_options
-from crossgeo.sampler import Patch, PatchSampler
+from crossgeo.sampler import Patch, PatchSampler, WindowSequence
 
 __all__ = ["COVERAGE_SAMPLES", "SCENE_COLUMNS", "Scene", "SceneSampler", "SceneWindows", "read_catalogue"]
 
@@ -293,7 +293,7 @@ class _OpenScenes:
         self.busy: dict[int, int] = {}
 
 
-class SceneSampler:
+class SceneSampler(WindowSequence):
     """Fixed-size patches from a catalogue of scenes, each scene's image its own reference grid.
 
     Args:
@@ -668,35 +668,6 @@ class SceneSampler:
     def windows_per_scene(self) -> np.ndarray:
         """Window count of every scene (int64, catalogue order)."""
         return np.diff(self._starts)
-
-    def __getitem__(self, index: int) -> Patch:
-        if isinstance(index, bool) or not isinstance(index, (int, np.integer)):
-            raise TypeError(f"SceneSampler indices must be integers, not {type(index).__name__}.")
-        n = len(self)
-        position = int(index) + n if index < 0 else int(index)
-        if not 0 <= position < n:
-            raise IndexError(f"window index {index} out of range for {n} windows.")
-        if self.on_read_error == "raise":
-            return self._read_window(position)
-        for attempt in range(n):
-            candidate = (position + attempt) % n
-            if candidate in self.unreadable:
-                continue
-            try:
-                patch = self._read_window(candidate)
-            except ReadError as error:
-                self.unreadable.add(candidate)
-                log.warning(
-                    "crossgeo: window %d is unreadable and is replaced by the next readable one from now on "
-                    "(on_read_error='skip'): %s",
-                    candidate,
-                    error,
-                )
-                continue
-            if candidate != position:
-                self.skipped += 1
-            return patch
-        raise ReadError(f"Every one of the {n} windows failed to read (on_read_error='skip'); see the log for why.")
 
     def _read_window(self, position: int) -> Patch:
         scene = int(self.scene[position])
