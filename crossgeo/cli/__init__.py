@@ -1,4 +1,4 @@
-"""The ``crossgeo`` command: demo, preview, stats, index, validate, predict and evaluate.
+"""The ``crossgeo`` command: demo, validate, preview, stats, index, windows, predict and evaluate.
 
 Every command except ``demo`` takes a YAML configuration with the original
 ``MBTilesCropsGeoTifMaskDataset`` keys, either flat or under ``train_dataset:`` (see
