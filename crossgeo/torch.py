@@ -1,4 +1,4 @@
-"""PyTorch adapter: a map-style ``Dataset``, the drop-in for the original ``MBTilesCropsGeoTifMaskDataset`` and a DataLoader helper.
+"""PyTorch adapter: a map-style ``Dataset``, the drop-in class and a DataLoader helper.
 
 * `PatchDataset` wraps a `crossgeo.PatchSampler` and returns
   ``{"image": float32 (C, H, W), "mask": int64 (H, W)}`` (plus ``"metadata"``), made by
