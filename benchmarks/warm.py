@@ -2,7 +2,8 @@
 
 ``python -m benchmarks.warm --scene DIR --size N --windows N --cachemax 512`` prints JSON: the
 aligned and warped cases of `benchmarks.io_bench` on the first ``--warm-windows`` windows,
-read twice in a row per case (the second pass, on a warm block cache, counts).
+read ``1 + --warm-passes`` times in a row per case: the first pass fills the block cache, the
+fastest later pass counts (several, so a burst of load from a neighbour hits one pass, not a case).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cachemax", type=int, default=512)
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--warm-windows", type=int, default=300)
+    parser.add_argument("--warm-passes", type=int, default=3, help="warm passes after the cold one; the best counts")
     args = parser.parse_args(argv)
     from benchmarks.gdal import limit_block_cache
 
@@ -47,14 +49,15 @@ def main(argv: list[str] | None = None) -> int:
             continue
         read, close = factory()
         passes = []
-        for _ in range(2):
+        for _ in range(1 + max(1, args.warm_passes)):
             start = time.perf_counter()
             for r, c in pairs:
                 read(r, c)
             passes.append(time.perf_counter() - start)
         close()
-        out[name] = {"patches_per_s": n / passes[-1], "cold_patches_per_s": n / passes[0]}
-        print(f"warm {name}: {n / passes[-1]:.1f} p/s (first pass {n / passes[0]:.1f})", file=sys.stderr)
+        warm = min(passes[1:])
+        out[name] = {"patches_per_s": n / warm, "cold_patches_per_s": n / passes[0]}
+        print(f"warm {name}: {n / warm:.1f} p/s (first pass {n / passes[0]:.1f})", file=sys.stderr)
     sys.stdout.write("\n" + json.dumps(out) + "\n")
     return 0
 
