@@ -197,6 +197,13 @@ class PatchSampler:
         """True when the mask is read with plain windows (its grid coincides with the image's)."""
         return self._plan.mask_offset is not None
 
+    @property
+    def mask_view(self) -> str:
+        """How the mask reaches the reference grid: ``"aligned"`` (plain windowed reads), ``"grid"`` (one
+        warped view of the whole grid per reader, its blocks cached) or ``"window"`` (a warp per read);
+        see `crossgeo.io.mask_view_for`."""
+        return "aligned" if self.aligned else self._plan.mask_view
+
     def __getitem__(self, index: int) -> Patch:
         if isinstance(index, bool) or not isinstance(index, (int, np.integer)):
             raise TypeError(f"PatchSampler indices must be integers, not {type(index).__name__}.")
