@@ -110,7 +110,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--max-workers", type=int, default=os.cpu_count() or 2, help="largest worker count plotted")
     parser.add_argument("--curve-windows", type=int, default=400, help="windows per point of the --plot curves")
     parser.add_argument("--warm-cachemax", type=int, default=512, help="GDAL block cache (MiB) of the warm rows")
-    parser.add_argument("--warm-windows", type=int, default=300, help="windows of the warm-cache rows")
+    parser.add_argument("--warm-windows", type=int, default=150, help="windows of the warm-cache rows")
     args = parser.parse_args(argv)
     if args.smoke:
         args.size, args.windows, args.repeat = 512, min(args.windows, 16), 1

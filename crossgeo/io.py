@@ -457,18 +457,23 @@ class RasterReader:
                 invalid = _union(invalid, band[0] == 0)
             no_data = nodata_pixels(data, plan.mask_nodata)
             return data, (invalid if no_data is None else _union(invalid, no_data))
+        # A window well inside the mask's footprint has no uncovered pixel, so it needs no alpha
+        # band (in a per-window warp, it doubles the cost); nodata is then its value.
+        # (The plan has no interior when a mask band marks pixels: the alpha band carries it.)
+        inside = self.mask_interior is not None and self.mask_interior.covers(row_off, col_off, height, width)
         if self.mask_grid is not None:
             view = self.mask_grid
+            # The view carries nodata in its alpha band only (its data there is 0), so only a mask
+            # without nodata may skip it inside the footprint.
+            if inside and plan.mask_nodata is None:
+                data, outside = _read_filled(view, indexes, row_off, col_off, height, 0, view.dtypes[0], width=width)
+                return data, outside  # the window may still reach past the reference grid
             alpha = plan.mask_alpha if plan.mask_alpha is not None else view.count
             data, outside = _read_filled(
                 view, [*indexes, alpha], row_off, col_off, height, 0, view.dtypes[0], width=width
             )
             invalid = data[-1] == 0
             return data[:-1], (invalid if outside is None else invalid | outside)
-        # A window well inside the mask's footprint has no uncovered pixel, so its warp
-        # needs no alpha band (which doubles the warp's cost); nodata is then its value.
-        # (The plan has no interior when a mask band marks pixels: the alpha band carries it.)
-        inside = self.mask_interior is not None and self.mask_interior.covers(row_off, col_off, height, width)
         with WarpedVRT(
             source,
             crs=plan.grid.crs,

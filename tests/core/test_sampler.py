@@ -643,13 +643,18 @@ def test_on_read_error_skip_substitutes_the_next_window_and_counts(
         PatchSampler(mbtiles, scene.lonlat_mask(), windows, 256, on_read_error="ignore")
 
 
-def test_interior_windows_warp_without_alpha_and_match_the_alpha_path(scene: Scene) -> None:
-    """Windows well inside the mask skip the alpha band; nodata still becomes the fill value."""
+@pytest.mark.parametrize("view", ["grid", "window"])
+def test_interior_windows_warp_without_alpha_and_match_the_alpha_path(
+    scene: Scene, view: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Windows well inside the mask skip the alpha band (where they can); nodata still becomes the fill value."""
+    monkeypatch.setattr(crossgeo.io, "GRID_VIEW_CACHE_SHARE", 1e6 if view == "grid" else 0.0)
     left, bottom, right, top = scene.lonlat_bounds
     bounds = (left - 0.02, bottom - 0.02, right + 0.02, top + 0.02)
     path = T.write_lonlat_mask(scene.path("nd.tif"), bounds, 0.0002, cell=0.01, n_classes=4, nodata=3)
     rows, cols = random_windows(25, -SIZE // 2, scene.size - SIZE // 2, seed=9)
     sampler = PatchSampler(scene.image, path, scene.windows(rows, cols), SIZE, n_classes=4, mask_fill_value=9)
+    assert sampler.mask_view == view
     fast = [sampler[i] for i in range(len(sampler))]
     reader = next(iter(sampler._readers.values()))
     assert reader.mask_interior is not None
