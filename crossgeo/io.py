@@ -10,10 +10,12 @@
   and reused for every window.
 * GDAL failures that rasterio only logs are trapped on the ``rasterio._err`` logger; the
   trap is installed when crossgeo first opens a raster, not at import.
-* The mask reaches the image grid exactly once per window: a plain windowed read when
-  the grids coincide (the aligned fast path), else a small nearest-neighbour
-  ``WarpedVRT`` whose target is the window itself, built on the cached mask handle
-  (measured faster here than one VRT over the whole grid or reopening per sample).
+* The mask reaches the image grid by a plain windowed read when the grids coincide (the
+  aligned fast path), else nearest neighbour through one of two views (`mask_view_for`):
+  one ``WarpedVRT`` over the whole reference grid per reader when its warped blocks fit
+  GDAL's block cache (they are then reused across windows and epochs), or a small
+  ``WarpedVRT`` per read whose target is the window itself, built on the cached mask
+  handle (faster when the cache cannot keep warped blocks; both beat reopening per sample).
 """
 
 from __future__ import annotations
