@@ -105,6 +105,7 @@ def bench_tf(args: argparse.Namespace) -> dict[str, Any]:
             .prefetch(tf.data.AUTOTUNE)
         ),
         "autotune": lambda: make_dataset(sampler, batch_size=args.batch_size),
+        "autotune_compact": lambda: make_dataset(sampler, batch_size=args.batch_size, compact=True),
     }
     out: dict[str, Any] = {"windows": n, "batch_size": args.batch_size}
     out["warm"] = bool(args.warm)
