@@ -256,6 +256,22 @@ def _augmented(patch: Any, augmentation: Any | None, seed: int | None, epoch: in
     return image, mask
 
 
+def _contiguous(image: np.ndarray) -> np.ndarray:
+    """``np.ascontiguousarray(image)``, fast for an HWC view of a CHW array (the usual channels-last case).
+
+    numpy's general strided copy of such a view is ~4x slower (0.66 vs 0.15 ms for a float32
+    3 x 256 x 256 image) than writing the channels one by one into an HWC array.
+    """
+    if image.flags.c_contiguous:
+        return image
+    if image.ndim == 3 and np.moveaxis(image, -1, 0).flags.c_contiguous:
+        out = np.empty(image.shape, dtype=image.dtype)
+        for channel in range(image.shape[-1]):
+            out[..., channel] = image[..., channel]
+        return out
+    return np.ascontiguousarray(image)
+
+
 def to_model_inputs(
     patch: Any,
     augmentation: Any | None = None,
@@ -274,7 +290,7 @@ def to_model_inputs(
     image = scale_image(image)
     if not channels_last:
         image = np.moveaxis(image, -1, 0)
-    return np.ascontiguousarray(image), np.ascontiguousarray(mask, dtype=np.int64)
+    return _contiguous(image), np.ascontiguousarray(mask, dtype=np.int64)
 
 
 def mask_dtype(low: int, high: int) -> np.dtype[Any]:
@@ -315,7 +331,7 @@ def to_compact_inputs(
             )
     else:
         wanted = np.dtype(np.uint8) if mask_type is None else np.dtype(mask_type)
-    return np.ascontiguousarray(image), np.ascontiguousarray(mask, dtype=wanted)
+    return _contiguous(image), np.ascontiguousarray(mask, dtype=wanted)
 
 
 def from_compact(image: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

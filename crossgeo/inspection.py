@@ -31,7 +31,7 @@ from rasterio.warp import transform as warp_transform
 from crossgeo import windows as winsrc
 from crossgeo.errors import ConfigError, CrossgeoError, OptionError, RasterError
 from crossgeo.grid import Grid, pixel_offset
-from crossgeo.io import RasterInfo, ReadPlan, is_remote, mask_interior, missing_parts, open_raster
+from crossgeo.io import RasterInfo, ReadPlan, is_remote, mask_interior, mask_view_for, missing_parts, open_raster
 from crossgeo.masks import OUT_OF_RANGE, MaskDecoder, make_decoder
 from crossgeo.options import resolve_sampler_options
 
@@ -494,6 +494,9 @@ def read_plan(
         }
         if mask_tolerance is not None:
             mask_fields["mask_tolerance"] = mask_tolerance
+        if mask.offset is None:
+            bands = len(mask.data_bands) + 1  # the data bands and the alpha band (the mask's own or an added one)
+            mask_fields["mask_view"] = mask_view_for(image.grid, bands, mask.raster.dtypes[0])
     return ReadPlan(
         image_path=image.path,
         grid=image.grid,

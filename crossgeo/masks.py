@@ -32,9 +32,12 @@ def out_of_range_pixels(band: np.ndarray, n_classes: int, invalid: np.ndarray | 
     Negative and non-finite values count too. A band whose dtype cannot hold such a value
     (uint8 with ``n_classes`` >= 256) costs no comparison.
     """
-    if band.dtype.kind == "u" and np.iinfo(band.dtype).max < n_classes:
+    kind = band.dtype.kind
+    if kind == "u" and np.iinfo(band.dtype).max < n_classes:
         return None
-    if band.dtype.kind == "u":
+    if kind in "ui" and band.size and band.max() < n_classes and (kind == "u" or band.min() >= 0):
+        return None  # the common case: two reductions instead of whole-band temporaries
+    if kind == "u":
         bad = band >= n_classes  # unsigned: never negative, one comparison
     else:
         with np.errstate(invalid="ignore"):

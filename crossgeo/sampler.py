@@ -10,8 +10,6 @@ from __future__ import annotations
 import inspect
 import logging
 import warnings
-from collections.abc import Iterator
-from contextlib import contextmanager
 from functools import partial
 from typing import Any
 
@@ -277,6 +275,13 @@ class PatchSampler(WindowSequence):
         """True when the mask is read with plain windows (its grid coincides with the image's)."""
         return self._plan.mask_offset is not None
 
+    @property
+    def mask_view(self) -> str:
+        """How the mask reaches the reference grid: ``"aligned"`` (plain windowed reads), ``"grid"`` (one
+        warped view of the whole grid per reader, its blocks cached) or ``"window"`` (a warp per read);
+        see `crossgeo.io.mask_view_for`."""
+        return "aligned" if self.aligned else self._plan.mask_view
+
     def _read_window(self, position: int) -> Patch:
         row_off = int(self.index.row_off[position])
         col_off = int(self.index.col_off[position])
@@ -301,8 +306,11 @@ class PatchSampler(WindowSequence):
 
     def read_image(self, row_off: int, col_off: int) -> tuple[np.ndarray, np.ndarray]:
         """Only the image of a window: (image (C, H, W), valid (H, W) bool), no mask read."""
-        with self._dropping_reader_on_failure():
+        try:
             image, invalid = self._reader().read_image(row_off, col_off)
+        except ReadError:
+            self._discard_reader()
+            raise
         return image, (np.ones(image.shape[1:], dtype=bool) if invalid is None else ~invalid)
 
     def read_mask(
@@ -341,8 +349,11 @@ class PatchSampler(WindowSequence):
         """
         height = self.patch_size if height is None else height
         width = self.patch_size if width is None else width
-        with self._dropping_reader_on_failure():
+        try:
             bands, invalid = self._reader().read_mask(row_off, col_off, height, width)
+        except ReadError:
+            self._discard_reader()
+            raise
         grid = self.grid
         outside = outside_pixels(row_off, col_off, height, grid.height, grid.width, width_size=width)
         if outside is not None:
@@ -360,19 +371,15 @@ class PatchSampler(WindowSequence):
         ensure_gdal_env()
         return self._readers.get()
 
-    @contextmanager
-    def _dropping_reader_on_failure(self) -> Iterator[None]:
+    def _discard_reader(self) -> None:
         """After a failed read, reopen this thread's handles on the next read.
 
         GDAL caches a block that failed to decode (e.g. a corrupt MBTiles tile) as blank
         data; with the handles kept, the next window on that block would read the blank
-        silently instead of failing again.
+        silently instead of failing again. (Called from an ``except`` in each read rather than
+        a ``@contextmanager``, which costs microseconds on every read.)
         """
-        try:
-            yield
-        except ReadError:
-            self._readers.discard()
-            raise
+        self._readers.discard()
 
     def release_inherited_handles(self) -> None:
         """Forget the handles a forked process inherited from its parent; they are never used here.

@@ -105,3 +105,17 @@ def test_normalize_turns_image_float_and_is_not_rescaled() -> None:
     aug = build_augmentation([{"_target_": "albumentations.Normalize", "mean": [0, 0, 0], "std": [1, 1, 1]}])
     image, _ = to_model_inputs(patch(), aug)
     np.testing.assert_allclose(image, patch().image / np.float32(255), rtol=1e-6)
+
+
+@pytest.mark.parametrize(("bands", "dtype"), [(1, np.uint8), (3, np.uint8), (5, np.uint16), (4, np.float32)])
+def test_channels_last_inputs_are_the_transposed_channels_first_ones(bands: int, dtype: type) -> None:
+    """tf/Keras (H, W, C) inputs hold exactly the torch (C, H, W) numbers, C-contiguous (copied channel by channel)."""
+    rng = np.random.default_rng(bands)
+    image = (rng.random((bands, 12, 10)) * 60000).astype(dtype)
+    patch = Patch(image=image, mask=np.arange(120).reshape(12, 10) % 3, row_off=0, col_off=0, index=0)
+    chw, mask = to_model_inputs(patch)
+    hwc, mask_last = to_model_inputs(patch, channels_last=True)
+    assert hwc.shape == (12, 10, bands) and hwc.dtype == np.float32 and hwc.flags.c_contiguous
+    np.testing.assert_array_equal(hwc, np.moveaxis(chw, 0, -1))
+    np.testing.assert_array_equal(hwc[..., 0], scale_image(image[0]))
+    np.testing.assert_array_equal(mask, mask_last)

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from crossgeo import ConfigError
-from crossgeo.masks import ClassIndexDecoder, ColorMapDecoder, validate_color_map
+from crossgeo.io import nodata_pixels
+from crossgeo.masks import ClassIndexDecoder, ColorMapDecoder, out_of_range_pixels, validate_color_map
 
 
 @pytest.mark.parametrize(
@@ -79,3 +80,35 @@ def test_class_index_decoder() -> None:
     invalid = np.array([[False, False, True, False]])
     np.testing.assert_array_equal(ClassIndexDecoder(2)(band, invalid), [[0, 1, 0, 1]])
     np.testing.assert_array_equal(ClassIndexDecoder(400, fill_value=255)(band, invalid), [[0, 1, 255, 300]])
+
+
+def test_out_of_range_pixels_fast_path_agrees_with_the_full_comparison() -> None:
+    """The max/min shortcut answers None exactly when no valid pixel is out of range."""
+    rng = np.random.default_rng(3)
+    for dtype in (np.uint8, np.uint16, np.int16, np.int32):
+        band = rng.integers(0, 5, (32, 32)).astype(dtype)
+        assert out_of_range_pixels(band, 5) is None
+        band[3, 4] = 7
+        bad = out_of_range_pixels(band, 5)
+        assert bad is not None and np.argwhere(bad).tolist() == [[3, 4]]
+        invalid = np.zeros(band.shape, bool)
+        invalid[3, 4] = True
+        assert out_of_range_pixels(band, 5, invalid) is None
+    signed = np.zeros((4, 4), np.int16)
+    signed[1, 2] = -1
+    assert np.argwhere(out_of_range_pixels(signed, 5)).tolist() == [[1, 2]]
+
+
+def test_nodata_pixels_in_the_data_dtype() -> None:
+    """Every band must equal nodata; a nodata the integer dtype cannot hold marks nothing."""
+    data = np.zeros((3, 2, 2), np.uint8)
+    data[:, 0, 0] = 255
+    data[0, 1, 1] = 255  # one band only: not nodata
+    assert nodata_pixels(data, 255.0).tolist() == [[True, False], [False, False]]
+    assert nodata_pixels(data, -9999.0) is None
+    assert nodata_pixels(data, 0.5) is None
+    assert nodata_pixels(data, None) is None
+    floats = np.ones((2, 2, 2), np.float32)
+    floats[:, 1, 0] = np.nan
+    assert nodata_pixels(floats, float("nan")).tolist() == [[False, False], [True, False]]
+    assert nodata_pixels(floats, 1.0).tolist() == [[True, True], [False, True]]

@@ -20,6 +20,7 @@ import rasterio
 from affine import Affine
 from rasterio.warp import transform as warp_transform
 
+import crossgeo.io
 from crossgeo import ClassRangeError, ConfigError, PatchSampler
 from crossgeo import testing as T
 from crossgeo.grid import Grid
@@ -31,6 +32,13 @@ UTM = "EPSG:32632"
 UTM_TRANSFORM = Affine(10, 0, 500000, 0, -10, 5000000)
 #: Windows well inside, on the edge and partly outside a 128-pixel image.
 WINDOWS = [(0, 0), (30, 30), (48, 64), (96, 96), (110, -10), (-12, 100)]
+
+
+@pytest.fixture(params=["grid", "window"], autouse=True)
+def mask_view(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Every case under both warp views: the whole-grid view and the per-window warp."""
+    monkeypatch.setattr(crossgeo.io, "GRID_VIEW_CACHE_SHARE", 1e6 if request.param == "grid" else 0.0)
+    return str(request.param)
 
 
 def write_mask(path: Path, data: np.ndarray, missing: np.ndarray, *, crs: Any, transform: Affine, how: str) -> Path:
@@ -95,6 +103,7 @@ def blocks(shape: tuple[int, int], block: int, seed: int) -> np.ndarray:
 
 
 def check_windows(sampler: PatchSampler, grid: Grid, mask: Path, data: np.ndarray, missing: np.ndarray) -> None:
+    assert sampler.mask_view in ("aligned", crossgeo.io.mask_view_for(grid, 2, "uint8"))
     for position, (row_off, col_off) in enumerate(WINDOWS):
         patch = sampler[position]
         classes, valid = truth(grid, mask, data, missing, row_off, col_off)
@@ -187,6 +196,7 @@ def test_a_mask_across_the_antimeridian_is_accepted_and_exact(
     box: tuple[float, float, float, float] | None,
     resolution: float,
     coverage: float,
+    mask_view: str,
 ) -> None:
     img = T.write_raster(
         tmp_path / "img.tif", T.coordinate_bands(150, 200, "uint16"), crs="EPSG:4326", transform=DATELINE_IMAGE
@@ -204,6 +214,7 @@ def test_a_mask_across_the_antimeridian_is_accepted_and_exact(
     mask = write_mask(tmp_path / "mask.tif", data, missing, crs=crs, transform=transform, how="none")
     windows = T.write_windows_table(tmp_path / "w.csv", *zip(*DATELINE_WINDOWS))
     sampler = PatchSampler(img, mask, windows, SIZE, n_classes=5, mask_fill_value=FILL, image_dtype="native")
+    assert sampler.mask_view == mask_view
     assert sampler.mask_coverage == pytest.approx(coverage, abs=0.01)
     for position, (row_off, col_off) in enumerate(DATELINE_WINDOWS):
         patch = sampler[position]

@@ -16,6 +16,7 @@ from rasterio.enums import Resampling
 from rasterio.vrt import WarpedVRT
 from rasterio.warp import reproject
 
+import crossgeo.io
 from crossgeo import ConfigError, OptionError, PatchSampler, RasterError
 from crossgeo import testing as T
 
@@ -70,6 +71,45 @@ def test_warped_mask_agrees_with_whole_raster_reproject(scene: Scene) -> None:
         agree += int(np.count_nonzero(patch.mask[inside] == truth[inside]))
         total += int(np.count_nonzero(inside))
     assert agree / total >= 0.995, agree / total
+
+
+def test_mask_view_follows_the_gdal_block_cache(scene: Scene) -> None:
+    """The whole-grid view is chosen when the warped grid takes at most half of GDAL's block cache."""
+    grid = PatchSampler(scene.image, scene.lonlat_mask(), scene.windows([0], [0]), SIZE).grid
+    warped = scene.size * scene.size * 2  # one uint8 band and its alpha band
+    assert crossgeo.io.mask_view_for(grid, 2, "uint8", cache_bytes=2 * warped) == "grid"
+    assert crossgeo.io.mask_view_for(grid, 2, "uint8", cache_bytes=2 * warped - 1) == "window"
+    assert crossgeo.io.mask_view_for(grid, 2, "uint16", cache_bytes=2 * warped) == "window"
+
+
+@pytest.mark.parametrize("view", ["grid", "window"])
+def test_warped_views_read_windows_and_regions_alike(scene: Scene, view: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Whole-grid view: a region read is exactly the windows read inside it, and both views match the oracle."""
+    monkeypatch.setattr(crossgeo.io, "GRID_VIEW_CACHE_SHARE", 1e6 if view == "grid" else 0.0)
+    mask = scene.lonlat_mask()
+    rows, cols = random_windows(25, -SIZE // 2, scene.size - SIZE // 2, seed=5)
+    sampler = PatchSampler(scene.image, mask, scene.windows(rows, cols), SIZE, n_classes=4)
+    assert sampler.mask_view == view
+    reference = reproject_onto_image(mask, scene.image)
+    pad = SIZE // 2
+    region, region_valid = sampler.read_mask_region(-pad, -pad, scene.size + 2 * pad, scene.size + 2 * pad)
+    agree = total = 0
+    for row_off, col_off in zip(rows.tolist(), cols.tolist()):
+        classes, valid = sampler.read_mask(row_off, col_off)
+        r, c = row_off + pad, col_off + pad
+        same = classes == region[r : r + SIZE, c : c + SIZE]
+        if view == "grid":  # slices of one warped view agree by construction
+            assert same.all() and (valid == region_valid[r : r + SIZE, c : c + SIZE]).all()
+        else:
+            agree += int(np.count_nonzero(same))
+            total += same.size
+        rr, cc = coordinate_truth(row_off, col_off, SIZE)
+        inside = (rr >= 0) & (rr < scene.size) & (cc >= 0) & (cc < scene.size)
+        truth = reference[np.clip(rr, 0, scene.size - 1), np.clip(cc, 0, scene.size - 1)]
+        assert np.count_nonzero(classes[inside] == truth[inside]) >= 0.995 * np.count_nonzero(inside)
+        assert not valid[~inside].any()
+    if view == "window":  # separate warps may split ties differently, rarely
+        assert agree >= 0.999 * total
 
 
 def test_warped_mask_matches_the_geography(scene: Scene) -> None:
@@ -603,13 +643,18 @@ def test_on_read_error_skip_substitutes_the_next_window_and_counts(
         PatchSampler(mbtiles, scene.lonlat_mask(), windows, 256, on_read_error="ignore")
 
 
-def test_interior_windows_warp_without_alpha_and_match_the_alpha_path(scene: Scene) -> None:
-    """Windows well inside the mask skip the alpha band; nodata still becomes the fill value."""
+@pytest.mark.parametrize("view", ["grid", "window"])
+def test_interior_windows_warp_without_alpha_and_match_the_alpha_path(
+    scene: Scene, view: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Windows well inside the mask skip the alpha band (where they can); nodata still becomes the fill value."""
+    monkeypatch.setattr(crossgeo.io, "GRID_VIEW_CACHE_SHARE", 1e6 if view == "grid" else 0.0)
     left, bottom, right, top = scene.lonlat_bounds
     bounds = (left - 0.02, bottom - 0.02, right + 0.02, top + 0.02)
     path = T.write_lonlat_mask(scene.path("nd.tif"), bounds, 0.0002, cell=0.01, n_classes=4, nodata=3)
     rows, cols = random_windows(25, -SIZE // 2, scene.size - SIZE // 2, seed=9)
     sampler = PatchSampler(scene.image, path, scene.windows(rows, cols), SIZE, n_classes=4, mask_fill_value=9)
+    assert sampler.mask_view == view
     fast = [sampler[i] for i in range(len(sampler))]
     reader = next(iter(sampler._readers.values()))
     assert reader.mask_interior is not None
