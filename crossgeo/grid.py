@@ -50,6 +50,17 @@ class Grid:
         """The affine transform of a window whose top-left pixel is ``(row_off, col_off)``."""
         return self.transform @ Affine.translation(col_off, row_off)
 
+    def coarsened(self, max_side: int) -> Grid:
+        """The same footprint with at most ``max_side`` pixels along its longer side (itself if already smaller).
+
+        Coarse pixel (i, j) covers this grid's pixels ``[i * height / h, (i + 1) * height / h)`` x
+        ``[j * width / w, (j + 1) * width / w)``: the grid of an overview or thumbnail.
+        """
+        scale = max(1.0, max(self.width, self.height) / max(1, max_side))
+        width, height = max(1, round(self.width / scale)), max(1, round(self.height / scale))
+        transform = self.transform @ Affine.scale(self.width / width, self.height / height)
+        return Grid(height, width, transform, self.crs)
+
     def fingerprint(self) -> dict[str, Any]:
         """A JSON-able description, used to tell whether a cached index still fits."""
         crs = self.crs.to_wkt() if hasattr(self.crs, "to_wkt") else str(self.crs)

@@ -37,7 +37,6 @@ import numpy as np
 import rasterio
 import rasterio.env
 import rasterio.shutil
-from affine import Affine
 from rasterio.enums import ColorInterp, MaskFlags, Resampling
 from rasterio.errors import NotGeoreferencedWarning, RasterioError
 from rasterio.vrt import WarpedVRT
@@ -630,25 +629,22 @@ def read_mask_overview(
         with open_raster(os.fspath(mask), "mask_path") as dataset:
             return read_mask_overview(dataset, grid, bands, max_side)
     ensure_gdal_env()
-    scale = max(1.0, max(grid.width, grid.height) / max_side)
-    width, height = max(1, round(grid.width / scale)), max(1, round(grid.height / scale))
-    transform = grid.transform @ Affine.scale(grid.width / width, grid.height / height)
+    coarse = grid.coarsened(max_side)
     alpha = alpha_band(mask)
     with WarpedVRT(
         mask,
-        crs=grid.crs,
-        transform=transform,
-        width=width,
-        height=height,
+        crs=coarse.crs,
+        transform=coarse.transform,
+        width=coarse.width,
+        height=coarse.height,
         resampling=Resampling.nearest,
         add_alpha=alpha is None,
     ) as vrt:
         data = vrt.read([*bands, alpha if alpha is not None else vrt.count])
     valid = data[-1] != 0
     data = data[:-1]
-    if mask.nodata is not None:
-        valid &= ~np.all(data == mask.nodata, axis=0)
-    return data, valid
+    no_data = nodata_pixels(data, mask.nodata)
+    return data, (valid if no_data is None else valid & ~no_data)
 
 
 def read_overview(image: Any, bands: Sequence[int], max_side: int = 1024, *, grid: Grid | None = None) -> np.ndarray:
@@ -672,13 +668,17 @@ def read_overview(image: Any, bands: Sequence[int], max_side: int = 1024, *, gri
     with open_raster(os.fspath(image), "image") as dataset:
         own = Grid.of(dataset)
         grid = own if grid is None else grid
-        scale = max(1.0, max(grid.width, grid.height) / max(1, max_side))
-        width, height = max(1, round(grid.width / scale)), max(1, round(grid.height / scale))
+        coarse = grid.coarsened(max_side)
         if grid == own:
-            return dataset.read(list(bands), out_shape=(len(bands), height, width), resampling=Resampling.nearest)
-        transform = grid.transform @ Affine.scale(grid.width / width, grid.height / height)
+            shape = (len(bands), coarse.height, coarse.width)
+            return dataset.read(list(bands), out_shape=shape, resampling=Resampling.nearest)
         with WarpedVRT(
-            dataset, crs=grid.crs, transform=transform, width=width, height=height, resampling=Resampling.nearest
+            dataset,
+            crs=coarse.crs,
+            transform=coarse.transform,
+            width=coarse.width,
+            height=coarse.height,
+            resampling=Resampling.nearest,
         ) as vrt:
             return vrt.read(list(bands))
 

@@ -171,3 +171,11 @@ def test_random_grids_and_crss_give_full_patches_of_declared_classes(
         got_rows, got_cols = T.decode_coordinates(p.image)
         assert (got_rows[inside] == rows[inside]).all() and (got_cols[inside] == cols[inside]).all()
         assert not p.mask_valid[~inside].any()
+
+
+def test_coarsened_keeps_the_footprint_with_at_most_max_side_pixels() -> None:
+    grid = Grid(600, 1000, Affine(2.0, 0.0, 100.0, 0.0, -3.0, 50.0), "EPSG:32632")
+    coarse = grid.coarsened(512)
+    assert (coarse.height, coarse.width) == (307, 512) and coarse.crs == grid.crs
+    assert coarse.bounds == pytest.approx(grid.bounds)
+    assert grid.coarsened(2000) == grid  # already small enough: the same grid
