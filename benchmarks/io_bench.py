@@ -19,14 +19,18 @@ from benchmarks.scenes import COLOR_MAP, N_CLASSES, Scene
 Case = tuple[str, Callable[[], baselines.Reader]]
 
 
-def _core(image: str, mask: str, scene: Scene, **options: Any) -> Callable[[], baselines.Reader]:
+def _core(
+    image: str, mask: str, scene: Scene, mask_dtype: Any = np.int64, **options: Any
+) -> Callable[[], baselines.Reader]:
+    """crossgeo's per-patch read; ``mask_dtype=np.uint8`` is the read of the compact loaders (no int64 mask)."""
+
     def factory() -> baselines.Reader:
         from crossgeo import PatchSampler
 
         sampler = PatchSampler(image, mask, scene.windows, scene.patch_size, **options)
 
         def read(row_off: int, col_off: int) -> Any:
-            patch = sampler.read(row_off, col_off)
+            patch = sampler.read(row_off, col_off, mask_dtype=mask_dtype)
             return patch.image, patch.mask
 
         return read, sampler.close
@@ -45,11 +49,13 @@ def cases(scene: Scene) -> list[Case]:
     return [
         ("raw_aligned", lambda: B.raw_aligned(tif, m, size, rgb)),
         ("core_aligned", _core(tif, m, scene, **n)),
+        ("core_aligned_compact", _core(tif, m, scene, np.uint8, **n)),
         ("raw_aligned_jpeg", lambda: B.raw_aligned(jpeg, m, size, rgb)),
         ("core_aligned_jpeg", _core(jpeg, m, scene, **n)),
         ("raw_warped_full_vrt", lambda: B.raw_warped_full_grid(tif, m4326, size, rgb)),
         ("raw_warped_window_vrt", lambda: B.raw_warped_per_window(tif, m4326, size, rgb)),
         ("core_warped", _core(tif, m4326, scene, **n)),
+        ("core_warped_compact", _core(tif, m4326, scene, np.uint8, **n)),
         ("open_per_item", lambda: B.open_per_item(tif, m4326, size, rgb)),
         ("raw_warped_full_vrt_mbtiles", lambda: B.raw_warped_full_grid(mbt, m4326, size, rgb)),
         ("raw_warped_window_vrt_mbtiles", lambda: B.raw_warped_per_window(mbt, m4326, size, rgb)),

@@ -320,7 +320,9 @@ def to_compact_inputs(
         image = image.astype(np.float32, copy=False)
     if not channels_last:
         image = np.moveaxis(image, -1, 0)
-    if mask.size:
+    if mask_type is not None and mask.dtype == mask_type:
+        wanted = mask.dtype  # decoded straight into it (`PatchSampler.get`): every value fits
+    elif mask.size:
         low, high = int(mask.min()), int(mask.max())
         wanted = mask_dtype(low, high) if mask_type is None else np.dtype(mask_type)
         info = np.iinfo(wanted)

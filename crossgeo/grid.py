@@ -138,6 +138,8 @@ def outside_pixels(
     window lies wholly inside (the common case costs no allocation).
     """
     cols = size if width_size is None else width_size
+    if row_off >= 0 and col_off >= 0 and row_off + size <= height and col_off + cols <= width:
+        return None  # checked first: it is the case of nearly every patch
     r0, r1 = overlap(row_off, size, height)
     c0, c1 = overlap(col_off, cols, width)
     if (r0, c0, r1, c1) == (row_off, col_off, row_off + size, col_off + cols):

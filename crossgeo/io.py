@@ -334,6 +334,9 @@ class RasterReader:
         self.plan = plan
         self.image_source = open_raster(plan.image_path, "image_path")
         self.mask_source = open_raster(plan.mask_path, "mask_path", shared=True) if plan.mask_path is not None else None
+        # As dtype objects once: a dtype name or ``dataset.dtypes`` costs microseconds on every read.
+        self.image_dtype = np.dtype(plan.image_dtype)
+        self.mask_dtype = np.dtype(self.mask_source.dtypes[0]) if self.mask_source is not None else None
         # Where the image has no data: its alpha band, nodata, or per-dataset mask band.
         self.image_alpha = plan.image_alpha
         self.image_mask_band = plan.image_mask_band
@@ -354,6 +357,12 @@ class RasterReader:
                 self.image_alpha, self.image_mask_band = self.image.count, False
         else:
             self.image = self.image_source
+        # The bands read per image window: the selected ones, then the alpha band when it is not one of them.
+        self.image_indexes = list(plan.image_bands)
+        alpha = self.image_alpha
+        if alpha is not None and alpha not in self.image_indexes:
+            self.image_indexes.append(alpha)
+        self.image_alpha_at = self.image_indexes.index(alpha) if alpha is not None else None
         interior = plan.mask_interior
         self.mask_interior = _MaskInterior(interior, plan.patch_size) if interior is not None else None
         self.mask_grid: Any = None
@@ -371,6 +380,7 @@ class RasterReader:
                 tolerance=EXACT_TOLERANCE,
                 add_alpha=plan.mask_alpha is None,
             )
+            self.mask_grid_dtype = np.dtype(self.mask_grid.dtypes[0])
 
     def close(self) -> None:
         if self.mask_grid is not None:
@@ -393,20 +403,19 @@ class RasterReader:
         pixel is invalid and the image marks none (no extra read then).
         """
         plan = self.plan
-        size = plan.patch_size
-        alpha = self.image_alpha
+        indexes, alpha_at = self.image_indexes, self.image_alpha_at
         with self._reading("image", plan.image_path, row_off, col_off):
-            indexes = list(plan.image_bands)
-            extra_alpha = alpha is not None and alpha not in indexes
-            if alpha is not None and extra_alpha:
-                indexes.append(alpha)
-            data, invalid = _read_filled(self.image, indexes, row_off, col_off, size, plan.image_fill, plan.image_dtype)
-            if alpha is not None:
-                invalid = _union(invalid, data[indexes.index(alpha)] == 0)
-            if extra_alpha:
-                data = data[:-1]
+            data, invalid = _read_filled(
+                self.image, indexes, row_off, col_off, plan.patch_size, plan.image_fill, self.image_dtype
+            )
+            if alpha_at is not None:
+                invalid = _union(invalid, data[alpha_at] == 0)
+                if alpha_at == len(plan.image_bands):  # read along only for its validity
+                    data = data[:-1]
             if self.image_mask_band:
-                mask, _ = _read_filled(self.image, indexes[:1], row_off, col_off, size, 0, np.uint8, masks=True)
+                mask, _ = _read_filled(
+                    self.image, indexes[:1], row_off, col_off, plan.patch_size, 0, np.uint8, masks=True
+                )
                 invalid = _union(invalid, mask[0] == 0)
         no_data = nodata_pixels(data, plan.image_nodata)
         if no_data is not None:
@@ -444,7 +453,7 @@ class RasterReader:
                 col_off + dc,
                 height,
                 0,
-                source.dtypes[0],
+                self.mask_dtype,
                 width=width,
             )
             if plan.mask_alpha is not None:
@@ -474,11 +483,13 @@ class RasterReader:
             # The view carries nodata in its alpha band only (its data there is 0), so only a mask
             # without nodata may skip it inside the footprint.
             if inside and plan.mask_nodata is None:
-                data, outside = _read_filled(view, indexes, row_off, col_off, height, 0, view.dtypes[0], width=width)
+                data, outside = _read_filled(
+                    view, indexes, row_off, col_off, height, 0, self.mask_grid_dtype, width=width
+                )
                 return data, outside  # the window may still reach past the reference grid
             alpha = plan.mask_alpha if plan.mask_alpha is not None else view.count
             data, outside = _read_filled(
-                view, [*indexes, alpha], row_off, col_off, height, 0, view.dtypes[0], width=width
+                view, [*indexes, alpha], row_off, col_off, height, 0, self.mask_grid_dtype, width=width
             )
             invalid = data[-1] == 0
             return data[:-1], (invalid if outside is None else invalid | outside)

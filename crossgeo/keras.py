@@ -139,6 +139,8 @@ class PatchPyDataset(keras.utils.PyDataset):
         self.seed = seed
         self.augmentation = build_augmentation(augmentation_list, allowed_targets=allowed)
         self._augmentations = PerThreadAugmentation(self.augmentation)
+        # Compact without an augmentation: the sampler decodes the mask straight into the compact type.
+        self._read_mask_type = self._mask_type if compact and self.augmentation is None else np.dtype(np.int64)
         # Unseeded: a seed drawn once, so threads/processes still agree on an epoch's order.
         self._base_seed = int(seed) if seed is not None else int(np.random.default_rng().integers(2**32))
         self.epoch = int(epoch)
@@ -176,7 +178,7 @@ class PatchPyDataset(keras.utils.PyDataset):
         images, masks = [], []
         for window in windows:
             image, mask = to_compact_inputs(
-                self.sampler[int(window)],
+                self.sampler.get(int(window), mask_dtype=self._read_mask_type),
                 augmentation,
                 seed=self._base_seed,
                 epoch=self.epoch,

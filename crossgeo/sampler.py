@@ -126,10 +126,18 @@ class WindowSequence:
     def __len__(self) -> int:
         raise NotImplementedError
 
-    def _read_window(self, position: int) -> Patch:
+    def _read_window(self, position: int, mask_dtype: Any = np.int64) -> Patch:
         raise NotImplementedError
 
     def __getitem__(self, index: int) -> Patch:
+        return self.get(index)
+
+    def get(self, index: int, *, mask_dtype: Any = np.int64) -> Patch:
+        """``sampler[index]`` with the mask's classes as ``mask_dtype``.
+
+        The compact loaders ask for the narrowest integer type holding every class and the
+        fill value, so no int64 copy of the mask is made per patch only to be narrowed again.
+        """
         if isinstance(index, bool) or not isinstance(index, (int, np.integer)):
             raise TypeError(f"{type(self).__name__} indices must be integers, not {type(index).__name__}.")
         n = len(self)
@@ -137,13 +145,13 @@ class WindowSequence:
         if not 0 <= position < n:
             raise IndexError(f"window index {index} out of range for {n} windows.")
         if self.on_read_error == "raise":
-            return self._read_window(position)
+            return self._read_window(position, mask_dtype)
         for attempt in range(n):
             candidate = (position + attempt) % n
             if candidate in self.unreadable:
                 continue
             try:
-                patch = self._read_window(candidate)
+                patch = self._read_window(candidate, mask_dtype)
             except ReadError as error:
                 self.unreadable.add(candidate)
                 log.warning(
@@ -282,18 +290,36 @@ class PatchSampler(WindowSequence):
         see `crossgeo.io.mask_view_for`."""
         return "aligned" if self.aligned else self._plan.mask_view
 
-    def _read_window(self, position: int) -> Patch:
+    def _read_window(self, position: int, mask_dtype: Any = np.int64) -> Patch:
         row_off = int(self.index.row_off[position])
         col_off = int(self.index.col_off[position])
-        return self.read(row_off, col_off, index=position)
+        return self.read(row_off, col_off, index=position, mask_dtype=mask_dtype)
 
-    def read(self, row_off: int, col_off: int, *, index: int = -1) -> Patch:
-        """The patch of any window on the reference grid (it may reach past the edges)."""
-        image, image_valid = self.read_image(row_off, col_off)
-        mask, valid = self.read_mask(row_off, col_off)
-        if self.ignore_invalid_image and not image_valid.all():
-            mask[~image_valid] = self.mask_fill_value
-            valid &= image_valid
+    def read(self, row_off: int, col_off: int, *, index: int = -1, mask_dtype: Any = np.int64) -> Patch:
+        """The patch of any window on the reference grid (it may reach past the edges).
+
+        ``mask_dtype`` narrows the classes (it must hold every class and the fill value).
+        The per-patch path of every loader: one reader lookup, no work for a window wholly
+        inside the grid beyond the two reads and the mask's range check and decode.
+        """
+        reader = self._reader()
+        try:
+            image, image_invalid = reader.read_image(row_off, col_off)
+            bands, invalid = reader.read_mask(row_off, col_off)
+        except ReadError:
+            self._discard_reader()
+            raise
+        size = self.patch_size
+        mask, valid = self._decode_mask(
+            bands, self._with_outside(invalid, row_off, col_off, size, size), row_off, col_off, mask_dtype
+        )
+        if image_invalid is None or not image_invalid.any():
+            image_valid = np.ones((size, size), dtype=bool)
+        else:
+            image_valid = ~image_invalid
+            if self.ignore_invalid_image:
+                mask[image_invalid] = self.mask_fill_value
+                valid &= image_valid
         return Patch(
             image=image,
             mask=mask,
@@ -323,6 +349,12 @@ class PatchSampler(WindowSequence):
         counting (`class_fractions`); the caller makes sure it holds every class and the fill value.
         """
         bands, invalid = self.read_mask_bands(row_off, col_off, height, width)
+        return self._decode_mask(bands, invalid, row_off, col_off, dtype)
+
+    def _decode_mask(
+        self, bands: np.ndarray, invalid: np.ndarray | None, row_off: int, col_off: int, dtype: Any
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Classes and validity of a window's raw mask bands (``out_of_range`` applied)."""
         if isinstance(self.decoder, ClassIndexDecoder) and not self.decoder.binarise:
             bad = out_of_range_pixels(bands[0], self.n_classes, invalid)
             if bad is not None:
@@ -354,11 +386,17 @@ class PatchSampler(WindowSequence):
         except ReadError:
             self._discard_reader()
             raise
+        return bands, self._with_outside(invalid, row_off, col_off, height, width)
+
+    def _with_outside(
+        self, invalid: np.ndarray | None, row_off: int, col_off: int, height: int, width: int
+    ) -> np.ndarray | None:
+        """``invalid`` plus the pixels outside the reference grid (no data to learn from there)."""
         grid = self.grid
         outside = outside_pixels(row_off, col_off, height, grid.height, grid.width, width_size=width)
-        if outside is not None:
-            invalid = outside if invalid is None else invalid | outside
-        return bands, invalid
+        if outside is None:
+            return invalid
+        return outside if invalid is None else invalid | outside
 
     # ------------------------------------------------------------------ handles
 

@@ -669,12 +669,12 @@ class SceneSampler(WindowSequence):
         """Window count of every scene (int64, catalogue order)."""
         return np.diff(self._starts)
 
-    def _read_window(self, position: int) -> Patch:
+    def _read_window(self, position: int, mask_dtype: Any = np.int64) -> Patch:
         scene = int(self.scene[position])
         row_off, col_off = int(self.row_off[position]), int(self.col_off[position])
         try:
             with self.opened(scene) as sampler:
-                patch = sampler.read(row_off, col_off, index=position)
+                patch = sampler.read(row_off, col_off, index=position, mask_dtype=mask_dtype)
         except ReadError:
             # Scenes share the mask's handle in a thread (`crossgeo.io.open_raster`); GDAL keeps a
             # block that failed to decode as blank data, so every handle is reopened after a failure.

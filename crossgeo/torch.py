@@ -121,6 +121,9 @@ class PatchDataset(Dataset[dict[str, Any]]):
         self.sampler = sampler
         self.allowed_targets = tuple(allowed_targets)
         self.augmentation = build_augmentation(augmentation_list, allowed_targets=self.allowed_targets)
+        # Compact without an augmentation: the sampler decodes the mask straight into the compact
+        # type (an augmentation gets the int64 mask the float path gives it, so results stay equal).
+        self._read_mask_type = self.mask_type if compact and self.augmentation is None else np.dtype(np.int64)
         self.return_metadata = return_metadata
         self.seed = check_seed(seed)
         # Shared memory: DataLoader workers (persistent or not, fork or spawn) see set_epoch.
@@ -173,7 +176,7 @@ class PatchDataset(Dataset[dict[str, Any]]):
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         before = self.sampler.skipped
-        patch = self.sampler[index]
+        patch = self.sampler.get(index, mask_dtype=self._read_mask_type)
         if self.sampler.skipped != before:
             self._skipped.add_(self.sampler.skipped - before)
         if self.compact:

@@ -210,6 +210,28 @@ def test_mask_nodata_and_uncovered_area_never_become_foreground(tmp_path: Path, 
     assert (ignore[:24, 32:] == 255).all() and (ignore[24:, :] == 255).all() and (ignore[:16, :16] == 1).all()
 
 
+@pytest.mark.parametrize("mask_kind", ["aligned", "grid", "window"])
+def test_narrow_mask_dtype_reads_the_same_classes(
+    scene: Scene, mask_kind: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``get(i, mask_dtype=...)`` (the compact loaders' read) equals ``sampler[i]`` in the narrow type, fill too."""
+    monkeypatch.setattr(crossgeo.io, "GRID_VIEW_CACHE_SHARE", 1e6 if mask_kind == "grid" else 0.0)
+    rows, cols = random_windows(12, -SIZE // 2, scene.size - SIZE // 2, seed=4)
+    classes = (np.arange(scene.size)[None, :, None] // 7 + np.arange(scene.size)[None, None, :] // 5) % 4
+    mask = scene.aligned_mask(classes.astype(np.uint8)) if mask_kind == "aligned" else scene.lonlat_mask()
+    sampler = PatchSampler(scene.image, mask, scene.windows(rows, cols), SIZE, n_classes=4, mask_fill_value=9)
+    assert sampler.mask_view == mask_kind
+    seen: set[int] = set()
+    for i in range(len(sampler)):
+        wide, narrow = sampler[i], sampler.get(i, mask_dtype=np.uint8)
+        assert wide.mask.dtype == np.int64 and narrow.mask.dtype == np.uint8
+        np.testing.assert_array_equal(narrow.mask, wide.mask)
+        np.testing.assert_array_equal(narrow.mask_valid, wide.mask_valid)
+        np.testing.assert_array_equal(narrow.image, wide.image)
+        seen.update(np.unique(narrow.mask).tolist())
+    assert seen == {0, 1, 2, 3, 9}  # every class, and the fill of windows reaching past the image
+
+
 def test_class_indices_are_int64_without_wrap(scene: Scene) -> None:
     classes = np.full((1, scene.size, scene.size), 300, np.uint16)
     classes[0, ::2] = 2
