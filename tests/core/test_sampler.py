@@ -688,3 +688,26 @@ def test_interior_windows_warp_without_alpha_and_match_the_alpha_path(
         np.testing.assert_array_equal(patch.mask_valid, slow.mask_valid)
     masks = np.concatenate([p.mask.ravel() for p in fast])
     assert 3 not in masks and 9 in masks  # class 3 is the mask's nodata: filled, never a class
+
+
+def test_interior_box_test_agrees_with_the_polygon(scene: Scene) -> None:
+    """The inscribed-box shortcut of the interior test never says "inside" where the polygon does not."""
+    import shapely
+
+    left, bottom, right, top = scene.lonlat_bounds
+    # A mask covering only part of the image, so windows fall inside, across and outside its edge.
+    bounds = (left - 0.02, bottom + (top - bottom) / 3, (left + right) / 2, top + 0.02)
+    path = T.write_lonlat_mask(scene.path("part.tif"), bounds, 0.0002, cell=0.01, n_classes=4)
+    rows, cols = random_windows(400, -SIZE // 2, scene.size - SIZE // 2, seed=11)
+    with pytest.warns(UserWarning):
+        sampler = PatchSampler(scene.image, path, scene.windows(rows, cols), SIZE, n_classes=4)
+    sampler[0]
+    interior = next(iter(sampler._readers.values())).mask_interior
+    top_, left_, bottom_, right_ = interior.box
+    assert bottom_ - top_ > SIZE and right_ - left_ > SIZE  # a box that windows fit in
+    verdicts = []
+    for r, c in zip(rows.tolist(), cols.tolist()):
+        exact = bool(interior.polygon.contains(shapely.box(c, r, c + SIZE, r + SIZE)))
+        assert interior.covers(r, c) == exact, (r, c)
+        verdicts.append(exact)
+    assert 0 < sum(verdicts) < len(verdicts)
