@@ -406,22 +406,53 @@ class EpochOrderSampler(Sampler[int]):
     ``weights``: a permutation per epoch (`make_dataloader` uses it for ``shuffle: true``
     with a seed). With ``weights`` (one per window, checked): ``len(dataset)`` windows drawn
     with replacement in proportion to them. ``seed`` defaults to the dataset's.
+
+    Under DDP every rank computes the same order and takes every ``num_replicas``-th entry
+    from ``rank`` on (as tf.data's ``input_context`` shards), so the ranks' shares are
+    disjoint and together are the single-process order. ``num_replicas`` and ``rank`` default
+    to the initialised ``torch.distributed`` group's (1 and 0 without one).
     """
 
-    def __init__(self, dataset: PatchDataset, *, weights: Any = None, seed: int | None = None) -> None:
+    def __init__(
+        self,
+        dataset: PatchDataset,
+        *,
+        weights: Any = None,
+        seed: int | None = None,
+        num_replicas: int | None = None,
+        rank: int | None = None,
+    ) -> None:
         seed = dataset.seed if seed is None else check_seed(seed)
         if seed is None:
             raise OptionError("EpochOrderSampler needs a seed: a PatchDataset with a seed, or seed=<int>.")
         self.dataset = dataset
         self.seed: int = seed
         self.weights = None if weights is None else check_weights(weights, len(dataset))
+        self.num_replicas, self.rank = _replicas(num_replicas, rank)
 
     def __iter__(self) -> Iterator[int]:
         order = epoch_order(len(self.dataset), self.seed, self.dataset.epoch, weights=self.weights)
-        return iter(order.tolist())
+        return iter(order[self.rank :: self.num_replicas].tolist())
 
     def __len__(self) -> int:
-        return len(self.dataset)
+        return len(range(self.rank, len(self.dataset), self.num_replicas))
+
+
+def _replicas(num_replicas: int | None, rank: int | None) -> tuple[int, int]:
+    """``(num_replicas, rank)``, the unset ones from the initialised process group (else 1 and 0), checked."""
+    distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
+    if num_replicas is None:
+        num_replicas = torch.distributed.get_world_size() if distributed else 1
+    if rank is None:
+        rank = torch.distributed.get_rank() if distributed else 0
+    for name, value in (("num_replicas", num_replicas), ("rank", rank)):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+            raise OptionError(f"{name} must be an integer, got {value!r}.")
+    if num_replicas < 1 or not 0 <= rank < num_replicas:
+        raise OptionError(
+            f"rank must be in 0..num_replicas-1 and num_replicas >= 1, got rank={rank}, num_replicas={num_replicas}."
+        )
+    return int(num_replicas), int(rank)
 
 
 def make_dataloader(
@@ -443,6 +474,8 @@ def make_dataloader(
     ``crossgeo.keras.PatchPyDataset(weights=...)`` for the dataset's seed and epoch (a
     dataset without a seed gets one drawn once). One non-negative number per window, or
     ``"weight"`` for the windows table's ``weight`` column (`crossgeo.window_weights`).
+    Under DDP (an initialised ``torch.distributed`` group) each rank takes its share of the
+    draw (`EpochOrderSampler`); the dataset then needs a seed.
 
     ``device``: each batch is moved there as it leaves the loader. With a compact dataset
     (``PatchDataset(compact=True)``) workers collate with `collate_compact` (unless you pass
@@ -477,8 +510,16 @@ def make_dataloader(
             )
         options.pop("shuffle", None)  # implied: the draw is random
         checked = resolve_weights(weights, patch_dataset, "make_dataloader")
+        replicas, rank = _replicas(None, None)
+        if seed is None and replicas > 1:
+            raise ConfigError(
+                "make_dataloader(weights=...) under DDP needs a dataset seed: every rank must draw the same "
+                "windows to take its share of them. Build the dataset with seed=<int>."
+            )
         draw_seed = seed if seed is not None else int(np.random.default_rng().integers(2**32))
-        options["sampler"] = EpochOrderSampler(patch_dataset, weights=checked, seed=draw_seed)
+        options["sampler"] = EpochOrderSampler(
+            patch_dataset, weights=checked, seed=draw_seed, rank=rank, num_replicas=replicas
+        )
     elif seed is not None and options.get("shuffle") and dataset is patch_dataset and "sampler" not in options:
         # The same window order as the tf.data and Keras adapters for this (seed, epoch).
         del options["shuffle"]

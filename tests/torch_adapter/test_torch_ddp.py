@@ -7,9 +7,9 @@ import socket
 
 import torch
 import torch.multiprocessing as mp
-from torch_scene import WINDOWS, ddp_worker, torch_weights
+from torch_scene import DDP_WEIGHTS, WINDOWS, ddp_worker, torch_weights
 
-from crossgeo.augment import to_model_inputs
+from crossgeo.augment import epoch_order, to_model_inputs
 
 
 def _free_port() -> int:
@@ -45,3 +45,7 @@ def test_each_window_once_per_epoch_across_ranks(scene, make_dataset, tmp_path):
                 assert abs(total - expected) <= 1e-3 * abs(expected)
     # set_epoch changed the order.
     assert orders[0] != orders[1]
+    # make_dataloader(weights=...) under DDP: rank r takes every second window of the shared draw.
+    draw = [WINDOWS[i] for i in epoch_order(len(WINDOWS), 3, 5, weights=DDP_WEIGHTS)]
+    for rank in (0, 1):
+        assert [tuple(w) for w in ranks[rank]["weighted"]] == draw[rank::2]

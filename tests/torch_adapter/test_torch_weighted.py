@@ -68,3 +68,24 @@ def test_weighted_loader_bad_input(make_dataset: Any) -> None:
         make_dataloader(dataset, weights="weight")
     with pytest.raises(OptionError, match="do not pass sampler"):
         make_dataloader(dataset, weights=WEIGHTS, sampler=range(len(WINDOWS)))
+
+
+@pytest.mark.parametrize("replicas", [2, 3])
+def test_epoch_order_sampler_shards_for_ranks(make_dataset: Any, replicas: int) -> None:
+    """Explicit ranks: disjoint shares of the shared draw that interleave back into it, sizes as DDP expects."""
+    from crossgeo.torch import EpochOrderSampler
+
+    dataset = make_dataset(seed=SEED)
+    dataset.set_epoch(2)
+    shares = [list(EpochOrderSampler(dataset, weights=WEIGHTS, num_replicas=replicas, rank=r)) for r in range(replicas)]
+    draw = epoch_order(len(WINDOWS), SEED, 2, weights=WEIGHTS).tolist()
+    assert [len(s) for s in shares] == [len(range(r, len(WINDOWS), replicas)) for r in range(replicas)]
+    assert [len(EpochOrderSampler(dataset, num_replicas=replicas, rank=r)) for r in range(replicas)] == [
+        len(s) for s in shares
+    ]
+    merged = [shares[i % replicas][i // replicas] for i in range(len(draw))]
+    assert merged == draw
+    with pytest.raises(OptionError, match="rank must be in 0..num_replicas-1"):
+        EpochOrderSampler(dataset, num_replicas=replicas, rank=replicas)
+    with pytest.raises(OptionError, match="num_replicas must be an integer"):
+        EpochOrderSampler(dataset, num_replicas="2", rank=0)

@@ -150,6 +150,10 @@ class ProbeDataset:
         return item
 
 
+#: Weights of `ddp_worker`'s weighted epoch (window 0 never drawn).
+DDP_WEIGHTS = [float(i % 3) for i in range(len(WINDOWS))]
+
+
 def ddp_worker(rank: int, world_size: int, port: int, paths: dict[str, str], out_dir: str) -> None:
     """One DDP rank: two epochs through a DistributedSampler; rank 0 writes what every rank saw."""
     import json
@@ -184,6 +188,14 @@ def ddp_worker(rank: int, world_size: int, port: int, paths: dict[str, str], out
                 ]
                 sums += [float(s) for s in (batch["image"] * torch_weights()).sum(dim=(1, 2, 3))]
             seen["epochs"].append({"windows": windows, "sums": sums, "dataset_epoch": dataset.epoch})
+        # Weighted sampling under DDP: each rank takes its share of the shared seeded draw.
+        dataset.set_epoch(5)
+        weighted = make_dataloader(dataset, weights=DDP_WEIGHTS, batch_size=2, num_workers=0)
+        seen["weighted"] = [
+            [int(r), int(c)]
+            for batch in weighted
+            for r, c in zip(batch["metadata"]["row_off"], batch["metadata"]["col_off"])
+        ]
         gathered: list[Any] = [None] * world_size
         dist.all_gather_object(gathered, seen)
         if rank == 0:
