@@ -27,6 +27,7 @@ def _gdal() -> Any:
         lib = ctypes.CDLL(paths[0])
         lib.GDALGetCacheMax64.restype = ctypes.c_int64
         lib.GDALSetCacheMax64.argtypes = [ctypes.c_int64]
+        lib.GDALGetCacheUsed64.restype = ctypes.c_int64
         _lib = lib
     return _lib
 
@@ -41,3 +42,8 @@ def limit_block_cache(megabytes: int) -> int:
 
 def block_cache_bytes() -> int:
     return int(_gdal().GDALGetCacheMax64())
+
+
+def block_cache_used_bytes() -> int:
+    """Bytes GDAL's block cache holds now (in this process)."""
+    return int(_gdal().GDALGetCacheUsed64())

@@ -37,14 +37,14 @@ TARGETS: list[tuple[str, str, str, float]] = [
     ("torch_2_vs_0_workers", "torch DataLoader 2 workers / 0 workers (cold)", ">=", 1.8),
     ("torch_2_vs_0_workers_compact", "torch DataLoader 2 / 0 workers, compact=True (cold)", ">=", 1.8),
     ("torch_compact_vs_float_2", "torch 2 workers, compact / float items", "report", 0.0),
-    ("torchgeo_aligned", "crossgeo / TorchGeo, direct, aligned", ">=", 3.0),
-    ("torchgeo_warped", "crossgeo / TorchGeo, direct, warped mask", ">=", 3.0),
-    ("torchgeo_loader_0", "crossgeo / TorchGeo, DataLoader 0 workers", ">=", 3.0),
-    ("torchgeo_loader_2", "crossgeo / TorchGeo, DataLoader 2 workers", ">=", 3.0),
-    ("torchgeo_worker_rss", "worker RSS, crossgeo / TorchGeo", "<=", 0.8),
+    ("torchgeo_aligned", "crossgeo / TorchGeo, direct (no DataLoader), aligned mask", ">=", 3.0),
+    ("torchgeo_warped", "crossgeo / TorchGeo, direct, mask in EPSG:4326", ">=", 3.0),
+    ("torchgeo_loader_0", "crossgeo / TorchGeo, DataLoader bs {batch_size}, 0 workers", ">=", 3.0),
+    ("torchgeo_loader_2", "crossgeo / TorchGeo, DataLoader bs {batch_size}, 2 workers", ">=", 3.0),
+    ("torchgeo_worker_rss", "worker RSS (2 workers, fresh parents), crossgeo / TorchGeo", "<=", 0.8),
     ("torchgeo_peak_rss", "0-worker DataLoader peak RSS, crossgeo / TorchGeo", "<=", 0.8),
     ("warm_warped_vs_raw", "warped, warm cache, crossgeo / best raw warped read", ">=", 0.85),
-    ("warm_warped_vs_torchgeo", "warped, 512 MB cache, crossgeo / TorchGeo", ">=", 10.0),
+    ("warm_warped_vs_torchgeo", "warped, {warm_cachemax} MiB cache (2nd pass), crossgeo / TorchGeo", ">=", 10.0),
     ("warm_aligned_vs_raw", "aligned, warm cache, crossgeo / raw", ">=", 0.9),
     ("import_s", "import crossgeo (core), seconds", "<", 1.5),
     ("tf_autotune_vs_generator", "tf.data AUTOTUNE / from_generator", ">=", 1.5),
@@ -121,6 +121,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--curve-windows", type=int, default=400, help="windows per point of the --plot curves")
     parser.add_argument("--warm-cachemax", type=int, default=512, help="GDAL block cache (MiB) of the warm rows")
     parser.add_argument("--warm-windows", type=int, default=150, help="windows of the warm-cache rows")
+    parser.add_argument(
+        "--torchgeo-windows",
+        type=int,
+        default=500,
+        help="first windows both libraries read in each TorchGeo comparison case (default 500; 0: all --windows)",
+    )
+    parser.add_argument(
+        "--torchgeo-rounds", type=int, default=3, help="alternating rounds per TorchGeo case; the median counts"
+    )
+    parser.add_argument(
+        "--torchgeo-warm-windows", type=int, default=300, help="windows of the warm TorchGeo case (default 300)"
+    )
     args = parser.parse_args(argv)
     if args.smoke:
         args.size, args.windows, args.repeat = 512, min(args.windows, 16), 1
@@ -128,14 +140,24 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         args.planning_rows, args.planning_windows = 10_000, 100
         args.predict_size = 1024
         args.curve_windows, args.warm_windows, args.max_workers = 16, 16, min(args.max_workers, 1)
+        args.torchgeo_windows, args.torchgeo_rounds, args.torchgeo_warm_windows = 16, 1, 16
         args.scenes, args.scene_size, args.scene_windows, args.scene_reads, args.tiles = 20, 256, 3, 60, 8
     return args
 
 
-def _subprocess_json(command: list[str], timeout: float, env: dict[str, str] | None = None) -> dict[str, Any]:
+def _subprocess_json(
+    command: list[str], timeout: float, env: dict[str, str] | None = None, *, show_progress: bool = False
+) -> dict[str, Any]:
+    """Run ``command`` and parse the last line of its stdout as JSON.
+
+    ``show_progress``: its stderr goes straight to ours (progress lines) instead of into the error.
+    """
     environment = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
     environment.update(env or {})
-    done = subprocess.run(command, capture_output=True, text=True, timeout=timeout, cwd=REPO, env=environment)
+    stderr = None if show_progress else subprocess.PIPE
+    done = subprocess.run(
+        command, stdout=subprocess.PIPE, stderr=stderr, text=True, timeout=timeout, cwd=REPO, env=environment
+    )
     if done.returncode != 0:
         tail = "\n".join((done.stderr or done.stdout).strip().splitlines()[-15:])
         raise RuntimeError(f"{' '.join(command[:4])} ... exited {done.returncode}:\n{tail}")
@@ -195,6 +217,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "planning_rows": args.planning_rows,
             "scenes": args.scenes,
             "tiles": args.tiles,
+            "batch_size": args.batch_size,
+            "warm_cachemax": args.warm_cachemax,
         },
         "machine": {"python": platform.python_version(), "cpus": os.cpu_count(), "platform": platform.platform()},
         "throughput": {},
@@ -336,9 +360,26 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         if python is None:
             skipped["torchgeo"] = "torchgeo is not installed (pass --torchgeo-python of an env that has it)"
         else:
-            _log(f"torchgeo: subprocess ({python})")
+            windows = min(args.torchgeo_windows or scene.n_windows, scene.n_windows)
+            _log(
+                f"torchgeo: {python}, {windows} windows, {args.torchgeo_rounds} alternating rounds per case, "
+                f"each in a fresh process (GDAL_CACHEMAX {args.gdal_cachemax} MiB; warm {args.warm_cachemax} MiB)"
+            )
+            tg = [
+                *fw,
+                "--torchgeo-windows",
+                str(windows),
+                "--rounds",
+                str(args.torchgeo_rounds),
+                "--warm-cachemax",
+                str(args.warm_cachemax),
+                "--warm-windows",
+                str(args.torchgeo_warm_windows),
+            ]
             try:
-                results["torchgeo"] = _subprocess_json([python, "-m", "benchmarks.torchgeo_bench", *fw], 3600)
+                results["torchgeo"] = _subprocess_json(
+                    [python, "-m", "benchmarks.torchgeo_bench", *tg], 3600, show_progress=True
+                )
             except (RuntimeError, subprocess.TimeoutExpired) as error:
                 skipped["torchgeo"] = f"failed: {error}"
 
@@ -512,6 +553,43 @@ def _fmt(value: float | None, digits: int = 1) -> str:
     return "-" if value is None else f"{value:.{digits}f}"
 
 
+def _torchgeo_rows(tg: dict[str, Any], width: int) -> list[str]:
+    """The TorchGeo peer block: both libraries side by side (medians of the alternating rounds)."""
+    bs = tg.get("batch_size", 16)
+    lines = [
+        "",
+        f"TorchGeo {tg.get('torchgeo')} peer (torch {tg.get('torch')}): {tg.get('windows')} windows, median of "
+        f"{tg.get('rounds')} alternating rounds, each case in a fresh process; GDAL_CACHEMAX "
+        f"{tg.get('gdal_cachemax_mb')} MiB (warm row: {tg.get('warm_gdal_cachemax_mb')} MiB, "
+        f"{tg.get('warm_windows')} windows)",
+        f"{'':{width}s} {'crossgeo':>10s} {'TorchGeo':>10s}",
+    ]
+    rows = [
+        ("direct_aligned", "patches_per_s", "direct dataset[i], aligned mask, patches/s"),
+        ("direct_warped", "patches_per_s", "direct dataset[i], EPSG:4326 mask, patches/s"),
+        ("workers_0", "patches_per_s", f"DataLoader bs {bs}, 0 workers (4326 mask), patches/s"),
+        ("workers_2", "patches_per_s", f"DataLoader bs {bs}, 2 workers (4326 mask), patches/s"),
+        ("direct_warped_warm", "patches_per_s", "direct, 4326 mask, warm cache (2nd pass), patches/s"),
+        ("workers_0", "peak_rss_mb", "0-worker DataLoader process: peak RSS MB"),
+        ("workers_2", "worker_rss_mb", "2-worker DataLoader: worker RSS MB (mean of maxima)"),
+        ("workers_2", "worker_rss_anon_mb", "2-worker DataLoader: worker RssAnon MB (mean of maxima)"),
+    ]
+    for case, field, label in rows:
+        ours, theirs = _pps(tg, f"crossgeo_{case}", field), _pps(tg, f"torchgeo_{case}", field)
+        if ours is not None or theirs is not None:
+            lines.append(f"{label:{width}s} {_fmt(ours):>10s} {_fmt(theirs):>10s}")
+    for kind in ("aligned", "warped"):
+        a = tg.get("agreement", {}).get(kind)
+        if a:
+            label = f"same window, {kind} mask: image identical / mask agreement"
+            lines.append(
+                f"{label:{width}s} {'yes' if a['image_identical_first_window'] else 'NO':>10s} "
+                f"{a['mask_agreement_first_window']:10.4f}  (first window; mean of {a['windows_checked']}: "
+                f"{a['mask_agreement_mean']:.4f})"
+            )
+    return lines
+
+
 def format_table(results: dict[str, Any]) -> str:
     lines: list[str] = []
     scene = results["scene"]
@@ -545,15 +623,13 @@ def format_table(results: dict[str, Any]) -> str:
         ("tf_warm", "autotune", "tf.data make_dataset AUTOTUNE, warm cache"),
         ("tf_warm", "autotune_compact", "tf.data make_dataset AUTOTUNE compact=True, warm cache"),
         ("tf", "autotune_compact", "tf.data make_dataset AUTOTUNE compact=True (4326 mask)"),
-        ("torchgeo", "crossgeo_workers_0", "[torchgeo env] crossgeo DataLoader, 0 workers"),
-        ("torchgeo", "crossgeo_workers_2", "[torchgeo env] crossgeo DataLoader, 2 workers"),
-        ("torchgeo", "torchgeo_workers_0", "[torchgeo env] TorchGeo IntersectionDataset, 0 workers"),
-        ("torchgeo", "torchgeo_workers_2", "[torchgeo env] TorchGeo IntersectionDataset, 2 workers"),
     ]
     for section, key, label in framework_rows:
         value = _pps(results, section, key, "patches_per_s")
         if value is not None:
             lines.append(f"{label:{width}s} {value:10.1f}")
+    if "torchgeo" in results:
+        lines.extend(_torchgeo_rows(results["torchgeo"], width))
     if "colour" in results:
         c = results["colour"]
         lines.append(
