@@ -286,6 +286,10 @@ def to_model_inputs(
     afterwards are scaled to 0..1 (uint8 / 255, uint16 / 65535). The image is returned CHW
     (torch) or HWC (``channels_last=True``, tf/Keras).
     """
+    if augmentation is None and not channels_last:
+        # Scaled where it lies (CHW): one contiguous pass. Through the HWC view it took a strided
+        # pass there and a general strided copy back (0.9 ms vs 0.05 ms per 3 x 256 x 256 patch).
+        return _contiguous(scale_image(patch.image)), np.ascontiguousarray(patch.mask, dtype=np.int64)
     image, mask = _augmented(patch, augmentation, seed, epoch)
     image = scale_image(image)
     if not channels_last:

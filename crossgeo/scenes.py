@@ -131,7 +131,7 @@ def read_catalogue(scenes: Any) -> tuple[list[Scene], str]:
         if suffix == ".parquet":
             import pyarrow.parquet as pq
 
-            rows = pq.read_table(path).to_pylist()
+            rows = pq.ParquetFile(path).read().to_pylist()
         elif suffix in (".csv", ".txt"):
             import pyarrow.csv as pacsv
 

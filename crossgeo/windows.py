@@ -120,7 +120,9 @@ def _source_kind(path: Path) -> str:
 
 def _read_table(path: Path, kind: str) -> pa.Table:
     if kind == "parquet":
-        return pq.read_table(path)
+        # ParquetFile, not pq.read_table: that one imports pandas (~45 MB in every worker) for the
+        # pandas metadata of a file pandas wrote, which an offsets table does not need.
+        return pq.ParquetFile(path).read()
     return pacsv.read_csv(path)
 
 
@@ -508,7 +510,7 @@ def read_cache(path: Path) -> tuple[WindowIndex, dict[str, Any]] | None:
         return None
     try:
         if path.suffix.lower() == ".parquet":
-            table = pq.read_table(path)
+            table = pq.ParquetFile(path).read()
             meta = json.loads((table.schema.metadata or {})[b"crossgeo"])
         else:
             with open(path) as handle:
