@@ -121,9 +121,6 @@ class PatchDataset(Dataset[dict[str, Any]]):
         self.sampler = sampler
         self.allowed_targets = tuple(allowed_targets)
         self.augmentation = build_augmentation(augmentation_list, allowed_targets=self.allowed_targets)
-        # Compact without an augmentation: the sampler decodes the mask straight into the compact
-        # type (an augmentation gets the int64 mask the float path gives it, so results stay equal).
-        self._read_mask_type = self.mask_type if compact and self.augmentation is None else np.dtype(np.int64)
         self.return_metadata = return_metadata
         self.seed = check_seed(seed)
         # Shared memory: DataLoader workers (persistent or not, fork or spawn) see set_epoch.
@@ -175,11 +172,18 @@ class PatchDataset(Dataset[dict[str, Any]]):
         return int(self._skipped.item())
 
     def __getitem__(self, index: int) -> dict[str, Any]:
+        return self.item(index, compact=self.compact)
+
+    def item(self, index: int, *, compact: bool) -> dict[str, Any]:
+        """Item ``index`` as ``compact=`` asks, whatever the dataset's own setting (`make_dataloader` uses it)."""
         before = self.sampler.skipped
-        patch = self.sampler.get(index, mask_dtype=self._read_mask_type)
+        # Compact without an augmentation: the sampler decodes the mask straight into the compact
+        # type (an augmentation gets the int64 mask the float path gives it, so results stay equal).
+        read_mask_type = self.mask_type if compact and self.augmentation is None else np.int64
+        patch = self.sampler.get(index, mask_dtype=read_mask_type)
         if self.sampler.skipped != before:
             self._skipped.add_(self.sampler.skipped - before)
-        if self.compact:
+        if compact:
             image, mask = to_compact_inputs(
                 patch, self.augmentation, seed=self.seed, epoch=self.epoch, mask_type=self.mask_type
             )
@@ -259,6 +263,27 @@ def _check_data_loader(data_loader: Any) -> dict[str, Any]:
 # ---------------------------------------------------------------------- DataLoader
 
 
+class _CompactItems(Dataset[dict[str, Any]]):
+    """A `PatchDataset` seen by a loader that converts batches: its items, compact (see `make_dataloader`).
+
+    Only the items differ; every other attribute is the dataset's own (epoch, seed, skips ...).
+    """
+
+    def __init__(self, dataset: PatchDataset) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        return self.dataset.item(index, compact=True)
+
+    def __getattr__(self, name: str) -> Any:
+        if name == "dataset" or name.startswith("__"):  # not set yet while unpickling in a worker
+            raise AttributeError(name)
+        return getattr(self.dataset, name)
+
+
 def _find_patch_dataset(dataset: Any) -> PatchDataset | None:
     """The PatchDataset inside ``dataset`` (itself, or under ``Subset``-style ``.dataset`` wrappers)."""
     for _ in range(8):
@@ -321,13 +346,15 @@ class PatchDataLoader(DataLoader[Any]):
     _sampler_epoch: int | None = None
     device: torch.device | None = None
     """Where `make_dataloader(device=...)` moves each batch (None: stays on the CPU)."""
+    converts: bool = False
+    """Whether batches arrive compact and are converted to float32 / int64 as they leave (`finish_batch`)."""
 
     def __iter__(self) -> Iterator[Any]:  # type: ignore[override]
         require_windows(self.dataset, "make_dataloader")
         self._sync_epoch()
         iterator = super().__iter__()
         dataset = _find_patch_dataset(self.dataset)
-        if dataset is not None and (dataset.compact or self.device is not None):
+        if self.converts or self.device is not None:
             iterator = (finish_batch(batch, self.device) for batch in iterator)
         return iterator if dataset is None else _reporting_skips(iterator, dataset)
 
@@ -456,7 +483,12 @@ def _replicas(num_replicas: int | None, rank: int | None) -> tuple[int, int]:
 
 
 def make_dataloader(
-    dataset: Dataset[Any], *, weights: Any = None, device: torch.device | str | None = None, **overrides: Any
+    dataset: Dataset[Any],
+    *,
+    weights: Any = None,
+    device: torch.device | str | None = None,
+    compact_transfer: bool | None = None,
+    **overrides: Any,
 ) -> PatchDataLoader:
     """A DataLoader honouring ``dataset.data_loader`` (shuffle, num_workers, batch_size, ...).
 
@@ -480,6 +512,17 @@ def make_dataloader(
     ``device``: each batch is moved there as it leaves the loader. With a compact dataset
     (``PatchDataset(compact=True)``) workers collate with `collate_compact` (unless you pass
     a ``collate_fn``) and `finish_batch` converts each batch after the move, on the device.
+
+    ``compact_transfer``: when the loader batches a `PatchDataset` itself (not wrapped, no
+    ``collate_fn`` of yours, no ``__getitem__`` of a subclass), its items can travel compact,
+    as with ``compact=True``, each batch converted once as it leaves (on ``device`` if
+    given); the batches are bit-identical to the float items stacked and ``dataset[i]`` is
+    unchanged. None (default) does so where it wins on speed and memory alike: without
+    workers (no per-item float32 copy; a steadier heap) and with a ``device`` (the compact
+    batch crosses the bus). With CPU workers the float batches arrive in shared memory,
+    while converted ones are new heap memory in the main process, which glibc fragments
+    (+700 MB measured; docs/performance.md), so None keeps float items there; True asks
+    for compact transfer anyway, False never.
     """
     check_keys(overrides, DATA_LOADER_KEYS, "make_dataloader()")
     patch_dataset = _find_patch_dataset(dataset)
@@ -527,10 +570,21 @@ def make_dataloader(
     elif seed is not None and options.get("generator") is None:
         options["generator"] = torch.Generator().manual_seed(seed)
     options["worker_init_fn"] = _chain(worker_init_fn, options.get("worker_init_fn"))
-    if patch_dataset is not None and patch_dataset.compact and options.get("collate_fn") is None:
+    if compact_transfer is not None and not isinstance(compact_transfer, bool):
+        raise OptionError(f"compact_transfer must be None, true or false, got {compact_transfer!r}.")
+    if compact_transfer is None:
+        compact_transfer = not options.get("num_workers") or device is not None
+    own_collate = options.get("collate_fn") is None
+    converts = patch_dataset is not None and own_collate and patch_dataset.compact
+    # Only for the items PatchDataset itself makes: a subclass's own __getitem__ is never bypassed.
+    plain_items = type(dataset).__getitem__ is PatchDataset.__getitem__
+    if own_collate and compact_transfer and not converts and dataset is patch_dataset and plain_items:
+        dataset, converts = _CompactItems(patch_dataset), True
+    if converts:
         options["collate_fn"] = collate_compact
     loader = PatchDataLoader(dataset, **options)
     loader.device = torch.device(device) if device is not None else None
+    loader.converts = converts
     return loader
 
 

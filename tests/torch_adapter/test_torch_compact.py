@@ -1,8 +1,9 @@
-"""Compact transfer (``PatchDataset(compact=True)``): narrow items from the workers, float32/int64 batches.
+"""Compact transfer (``PatchDataset(compact=True)``, and `make_dataloader`'s default): narrow items, float batches.
 
-Every batch of a compact loader must equal the float loader's bit for bit, for uint8 and
-uint16 images, with 0 and 2 workers, moved to a device, and with an augmentation that
-makes some images float (``Normalize`` with p=0.5) so a batch mixes float and integer items.
+Every batch of a compact loader must equal the float loader's (``compact_transfer=False``:
+the float items stacked) bit for bit, for uint8 and uint16 images, with 0 and 2 workers,
+moved to a device, and with an augmentation that makes some images float (``Normalize``
+with p=0.5) so a batch mixes float and integer items.
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ FLIP_AND_SOMETIMES_NORMALIZE = [
 
 def _batches(dataset: PatchDataset, **options: Any) -> list[dict[str, Any]]:
     loader = make_dataloader(dataset, batch_size=3, **options)
+    auto = not options.get("num_workers") or "device" in options
+    assert loader.converts is (dataset.compact or options.get("compact_transfer", auto))
     dataset.set_epoch(1)
     return list(loader)
 
@@ -49,7 +52,7 @@ def test_items_are_compact_and_the_loader_restores_them(scene: types.SimpleNames
     plain = PatchDataset(sampler, return_metadata=True)
     for workers in (0, 2):
         compact_batches = _batches(dataset, num_workers=workers)
-        _assert_same(compact_batches, _batches(plain, num_workers=workers))
+        _assert_same(compact_batches, _batches(plain, num_workers=workers, compact_transfer=False))
         first = compact_batches[0]
         assert_window(first["image"][0], int(first["metadata"]["row_off"][0]), int(first["metadata"]["col_off"][0]))
         assert set(first["mask"].unique().tolist()) <= {0, 1}
@@ -58,7 +61,7 @@ def test_items_are_compact_and_the_loader_restores_them(scene: types.SimpleNames
 def test_device_move_converts_after_the_move(scene: types.SimpleNamespace) -> None:
     sampler = PatchSampler(scene.image_tif, scene.mask_tif, scene.windows_csv, PATCH, n_classes=2)
     compact = _batches(PatchDataset(sampler, compact=True), device="cpu")
-    _assert_same(compact, _batches(PatchDataset(sampler)))
+    _assert_same(compact, _batches(PatchDataset(sampler), compact_transfer=False))
     assert compact[0]["image"].device == torch.device("cpu")
 
 
@@ -70,7 +73,8 @@ def test_augmentation_that_makes_some_images_float(scene: types.SimpleNamespace,
     dtypes = {compact[i]["image"].dtype for i in range(len(compact))}
     assert dtypes == {torch.uint8, torch.float32}  # the batches below mix both
     _assert_same(
-        _batches(compact, num_workers=workers), _batches(PatchDataset(sampler, **options), num_workers=workers)
+        _batches(compact, num_workers=workers),
+        _batches(PatchDataset(sampler, **options), num_workers=workers, compact_transfer=False),
     )
 
 
@@ -87,7 +91,7 @@ def test_uint16_image_and_ignore_index_fill(scene: types.SimpleNamespace, tmp_pa
     item = PatchDataset(sampler, compact=True)[0]
     assert item["image"].dtype == torch.uint16 and item["mask"].dtype == torch.uint8
     compact = _batches(PatchDataset(sampler, compact=True))
-    plain = _batches(PatchDataset(sampler))
+    plain = _batches(PatchDataset(sampler), compact_transfer=False)
     _assert_same(compact, plain)
     rows = np.rint(compact[0]["image"][0, 0].numpy() * 65535).astype(np.int64)
     np.testing.assert_array_equal(rows[:, 0], np.arange(PATCH) + int(sampler.row_off[0]))
@@ -97,3 +101,45 @@ def test_compact_must_be_a_bool(scene: types.SimpleNamespace) -> None:
     sampler = PatchSampler(scene.image_tif, scene.mask_tif, scene.windows_csv, PATCH, n_classes=2)
     with pytest.raises(TypeError, match="compact must be true or false"):
         PatchDataset(sampler, compact="yes")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("context", ["fork", "spawn"])
+def test_loader_transfers_compact_when_asked_or_without_workers(scene: types.SimpleNamespace, context: str) -> None:
+    """Compact transfer of a float PatchDataset's items, converted per batch: the float items, stacked."""
+    sampler = PatchSampler(scene.image_tif, scene.mask_tif, scene.windows_csv, PATCH, n_classes=2)
+    options = {"augmentation_list": FLIP_AND_SOMETIMES_NORMALIZE, "seed": 5, "return_metadata": True}
+    dataset = PatchDataset(sampler, **options)
+    assert make_dataloader(dataset, batch_size=3).converts  # no workers: compact by default
+    assert not make_dataloader(dataset, batch_size=3, num_workers=2).converts  # CPU workers: float by default
+    loader = make_dataloader(
+        dataset, batch_size=3, num_workers=2, multiprocessing_context=context, compact_transfer=True
+    )
+    assert loader.converts and loader.dataset.epoch == dataset.epoch and len(loader.dataset) == len(dataset)
+    dataset.set_epoch(2)
+    batches = list(loader)
+    assert dataset[0]["image"].dtype == torch.float32  # the dataset itself is unchanged
+    expected = [dataset[i] for i in range(len(dataset))]  # epoch 2, as the loader saw
+    stacked = [
+        {key: torch.stack([item[key] for item in expected[i : i + 3]]) for key in ("image", "mask")}
+        for i in range(0, len(expected), 3)
+    ]
+    _assert_same(batches, stacked)
+
+
+def test_compact_transfer_leaves_custom_items_alone(scene: types.SimpleNamespace) -> None:
+    """A subclass with its own __getitem__, a collate_fn of yours or compact_transfer=False keep float items."""
+
+    class Tagged(PatchDataset):
+        def __getitem__(self, index: int) -> dict[str, Any]:
+            item = super().__getitem__(index)
+            item["tag"] = index
+            return item
+
+    sampler = PatchSampler(scene.image_tif, scene.mask_tif, scene.windows_csv, PATCH, n_classes=2)
+    tagged = make_dataloader(Tagged(sampler), batch_size=3)
+    assert not tagged.converts and next(iter(tagged))["tag"].tolist() == [0, 1, 2]
+    assert not make_dataloader(PatchDataset(sampler), batch_size=3, compact_transfer=False).converts
+    collate = make_dataloader(PatchDataset(sampler), batch_size=3, collate_fn=lambda items: items)
+    assert not collate.converts and next(iter(collate))[0]["image"].dtype == torch.float32
+    with pytest.raises(TypeError, match="compact_transfer must be None, true or false"):
+        make_dataloader(PatchDataset(sampler), compact_transfer="yes")
