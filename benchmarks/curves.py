@@ -3,14 +3,16 @@
 ``python -m benchmarks.curves --scene DIR ... --max-workers N`` prints JSON: for 0..N workers,
 patches/s and mean worker RSS of one epoch through a torch ``DataLoader`` (batch 16) for
 crossgeo (float and compact items), the plain-rasterio raw bound (handles opened once per
-worker, one small ``WarpedVRT`` per window) and open-per-item (the original's approach),
-all on the warped (EPSG:4326 mask) case and the same windows. Every loader starts its
-workers from this process, which opened nothing before (a fresh parent).
+worker, one small ``WarpedVRT`` per window), open-per-item (the original's approach) and,
+when it is installed, TorchGeo (`benchmarks.torchgeo_bench`'s ``IntersectionDataset``
+queried at the same windows), all on the warped (EPSG:4326 mask) case and the same windows.
+Every loader starts its workers from this process, which opened nothing before (a fresh parent).
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import sys
 import time
@@ -76,6 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     from benchmarks.gdal import limit_block_cache
 
     limit_block_cache(args.cachemax)
+    import numpy as np
     import pyarrow.parquet as pq
     import torch
     from torch.utils.data import DataLoader, Subset
@@ -96,10 +99,22 @@ def main(argv: list[str] | None = None) -> int:
 
     def crossgeo_loader(workers: int, compact: bool) -> Any:
         sampler = PatchSampler(tif, m4326, scene.windows, size, n_classes=N_CLASSES)
-        dataset = Subset(PatchDataset(sampler), range(n)) if not compact else None
-        if compact:
-            dataset = Subset(PatchDataset(sampler, compact=True), range(n))
+        dataset = Subset(PatchDataset(sampler, compact=compact), range(n))
         return make_dataloader(dataset, batch_size=args.batch_size, num_workers=workers)
+
+    def torchgeo_loader(workers: int) -> Any:
+        from torchgeo.datasets import stack_samples
+
+        from benchmarks.torchgeo_bench import _torchgeo_dataset, _window_slices
+
+        queries = _window_slices(tif, size, np.asarray(rows), np.asarray(cols))
+        return DataLoader(
+            _torchgeo_dataset(tif, m4326),
+            sampler=queries,
+            batch_size=args.batch_size,
+            num_workers=workers,
+            collate_fn=stack_samples,
+        )
 
     def baseline_loader(factory: Any, workers: int) -> Any:
         return DataLoader(_Baseline(factory, rows, cols), batch_size=args.batch_size, num_workers=workers)
@@ -110,6 +125,8 @@ def main(argv: list[str] | None = None) -> int:
         "raw_bound": lambda w: baseline_loader(lambda: baselines.raw_warped_per_window(tif, m4326, size, rgb), w),
         "open_per_item": lambda w: baseline_loader(lambda: baselines.open_per_item(tif, m4326, size, rgb), w),
     }
+    if importlib.util.find_spec("torchgeo") is not None:
+        libraries["torchgeo"] = torchgeo_loader
     out: dict[str, Any] = {"windows": n, "batch_size": args.batch_size, "workers": {}}
     for workers in range(args.max_workers + 1):
         row: dict[str, Any] = {}
