@@ -475,11 +475,13 @@ def read_plan(
     *,
     resampling: Resampling = Resampling.nearest,
     mask_tolerance: float | None = None,
+    grid_views: int = 1,
 ) -> ReadPlan:
     """The reader's plan from the inspection records (``mask=None``: an image-only reader).
 
     ``mask_tolerance`` overrides GDAL's warp approximation (`crossgeo.io.EXACT_TOLERANCE`
-    transforms every pixel centre exactly, as evaluation wants).
+    transforms every pixel centre exactly, as evaluation wants). ``grid_views``: how many
+    readers of this size share GDAL's cache (`crossgeo.io.mask_view_for`).
     """
     mask_fields: dict[str, Any] = {}
     if mask is not None:
@@ -496,7 +498,7 @@ def read_plan(
             mask_fields["mask_tolerance"] = mask_tolerance
         if mask.offset is None:
             bands = len(mask.data_bands) + 1  # the data bands and the alpha band (the mask's own or an added one)
-            mask_fields["mask_view"] = mask_view_for(image.grid, bands, mask.raster.dtypes[0])
+            mask_fields["mask_view"] = mask_view_for(image.grid, bands, mask.raster.dtypes[0], views=grid_views)
     return ReadPlan(
         image_path=image.path,
         grid=image.grid,

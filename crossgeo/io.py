@@ -272,7 +272,7 @@ GRID_VIEW_CACHE_SHARE = 0.5
 this share of GDAL's block cache (the rest stays for the image's blocks)."""
 
 
-def mask_view_for(grid: Grid, bands: int, dtype: Any, cache_bytes: int | None = None) -> str:
+def mask_view_for(grid: Grid, bands: int, dtype: Any, cache_bytes: int | None = None, *, views: int = 1) -> str:
     """``"grid"`` when the mask warped over the whole reference grid fits GDAL's block cache, else ``"window"``.
 
     Measured on an 8192^2 scene with an EPSG:4326 mask (docs/performance.md): with a 512 MiB cache,
@@ -287,10 +287,15 @@ def mask_view_for(grid: Grid, bands: int, dtype: Any, cache_bytes: int | None = 
         bands: Bands the view holds (the mask's data bands plus its alpha band).
         dtype: The mask's data type.
         cache_bytes: GDAL's block cache size; default: this process's ``GDAL_CACHEMAX``.
+        views: How many such views share the cache: a `crossgeo.SceneSampler` passes its scene
+            count, since an epoch visits every scene. A catalogue whose warped scenes do not fit
+            together gets the per-window warp: whole-grid blocks evicted before their reuse cost
+            ~10x more than a window's warp each time (1,000 scenes of 1024^2 with a 10 m
+            EPSG:4326 mask mosaic: 14 vs 126 patches/s against opening per sample).
     """
     if cache_bytes is None:
         cache_bytes = int(rasterio.env.get_gdal_config("GDAL_CACHEMAX") or 0)
-    warped = grid.height * grid.width * bands * np.dtype(dtype).itemsize
+    warped = views * grid.height * grid.width * bands * np.dtype(dtype).itemsize
     return "grid" if warped <= GRID_VIEW_CACHE_SHARE * cache_bytes else "window"
 
 

@@ -205,16 +205,19 @@ class PatchSampler(WindowSequence):
         self._setup(inspect_sources(config, where="PatchSampler"))
 
     @classmethod
-    def from_inspection(cls, inspection: Inspection) -> PatchSampler:
-        """The sampler of an inspection without problems (``crossgeo validate`` samples through it)."""
+    def from_inspection(cls, inspection: Inspection, *, grid_views: int = 1) -> PatchSampler:
+        """The sampler of an inspection without problems (``crossgeo validate`` samples through it).
+
+        ``grid_views``: samplers sharing GDAL's block cache (a catalogue's scenes; `crossgeo.io.mask_view_for`).
+        """
         if not inspection.ok:
             first = inspection.problems[0].error if inspection.problems else None
             raise ConfigError(f"The inspection found problems; no sampler can be built: {first}")
         sampler = cls.__new__(cls)
-        sampler._setup(inspection, warn=False)
+        sampler._setup(inspection, warn=False, grid_views=grid_views)
         return sampler
 
-    def _setup(self, inspection: Inspection, *, warn: bool = True) -> None:
+    def _setup(self, inspection: Inspection, *, warn: bool = True, grid_views: int = 1) -> None:
         image, mask, windows, decoder = inspection.image, inspection.mask, inspection.windows, inspection.decoder
         assert image is not None and mask is not None and windows is not None and decoder is not None
         options = inspection.options
@@ -245,7 +248,7 @@ class PatchSampler(WindowSequence):
         if warn:
             for text in inspection.warnings:
                 warnings.warn(text, stacklevel=3)
-        self._plan = read_plan(image, mask, self.patch_size, resampling=self.image_resampling)
+        self._plan = read_plan(image, mask, self.patch_size, resampling=self.image_resampling, grid_views=grid_views)
         self.index = windows.index
         log.info(
             "crossgeo: windows from %s%s: %s",

@@ -577,7 +577,8 @@ class SceneSampler(WindowSequence):
                 decoder=decoder,
                 windows=info,
             )
-            sampler = PatchSampler.from_inspection(inspection)
+            # An epoch visits every scene: their warped masks share GDAL's block cache.
+            sampler = PatchSampler.from_inspection(inspection, grid_views=len(self.catalogue))
             self.samplers.append(sampler)
             if not len(local):
                 empty.append(p)

@@ -433,3 +433,26 @@ def test_cli_accepts_a_scenes_config(catalogue: Catalogue, tmp_path: Path, capsy
     config.write_text(yaml.safe_dump(data))
     assert main(["validate", str(config)]) == 1
     assert re.search(r"FAIL  scenes .*scene 3, .*missing.tif", capsys.readouterr().out)
+
+
+def test_whole_grid_mask_views_only_when_every_scene_fits_the_cache(
+    catalogue: Catalogue, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An epoch visits every scene: whole-grid views (`mask_view_for`) must fit GDAL's cache together."""
+    import crossgeo.io
+
+    budget = 2**19  # 512 KiB of warped mask (one uint8 band and its alpha band: 2 bytes a pixel)
+    monkeypatch.setattr(
+        crossgeo.io, "GRID_VIEW_CACHE_SHARE", budget / int(rasterio.env.get_gdal_config("GDAL_CACHEMAX"))
+    )
+    scenes = catalogue.scenes(crops_path=str(T.write_windows_table(catalogue.folder / "w.csv", [0, 8], [0, 8])))
+    alone = [
+        PatchSampler(s["image_path"], catalogue.mask, np.zeros((1, 2), np.int64), SIZE, image_dtype="uint16").mask_view
+        for s in scenes
+    ]
+    assert alone == ["grid"] * 4  # each scene's warped grid fits by itself (256 x 512 x 2 bytes at most)
+    sampler = SceneSampler(scenes, SIZE, mask_path=catalogue.mask, n_classes=N_CLASSES, image_dtype="uint16")
+    sizes = [s.grid.height * s.grid.width * 2 for s in sampler.samplers]
+    expected = ["grid" if 4 * size <= budget else "window" for size in sizes]
+    assert [s.mask_view for s in sampler.samplers] == expected
+    assert expected.count("grid") == 1  # the 200 x 200 UTM scene: four of it fit, four of the others do not
