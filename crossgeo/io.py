@@ -149,12 +149,14 @@ def has_mask_sidecar(path: str) -> bool:
     return not is_remote(path) and any(os.path.exists(path + suffix) for suffix in (".msk", ".MSK"))
 
 
-def open_raster(path: str, option: str, *, shared: bool = False) -> Any:
+def open_raster(path: str, option: str) -> Any:
     """Open ``path`` for reading, turning GDAL's failure into a `ReadError` naming the option.
 
-    ``shared=True`` opens it GDAL-shared: readers in the same thread that open the same file get
-    one handle (one file descriptor, one block cache), closed when the last of them closes - the
-    shared mask of a catalogue of scenes is opened once per thread, not once per scene.
+    Never GDAL-shared: GDAL hands a shared handle to every opener on the same OS thread, but
+    crossgeo's readers move between threads (`crossgeo.threads.PerThread`: tf.data runs each
+    call on a fresh Python thread state, which adopts an idle reader), so a reader opened later
+    on that OS thread would read through the handle of one in use on another thread - a data
+    race that surfaced as decoding errors in a parallel tf.data map.
 
     GDAL_DISABLE_READDIR_ON_OPEN=EMPTY_DIR (`GDAL_OPTIONS`) hides sibling files, so GDAL
     would ignore a ``.msk`` sidecar and read masked pixels as valid: a local raster with a
@@ -166,8 +168,8 @@ def open_raster(path: str, option: str, *, shared: bool = False) -> Any:
     try:
         if has_mask_sidecar(path):
             with rasterio.Env(GDAL_DISABLE_READDIR_ON_OPEN="TRUE"):
-                return rasterio.open(path, sharing=shared)
-        return rasterio.open(path, sharing=shared)
+                return rasterio.open(path)
+        return rasterio.open(path)
     except RasterioError as error:
         raise ReadError(
             f"{option} {path!r} cannot be opened as a raster: {error}. Check the path and that the "
@@ -338,7 +340,7 @@ class RasterReader:
     def __init__(self, plan: ReadPlan) -> None:
         self.plan = plan
         self.image_source = open_raster(plan.image_path, "image_path")
-        self.mask_source = open_raster(plan.mask_path, "mask_path", shared=True) if plan.mask_path is not None else None
+        self.mask_source = open_raster(plan.mask_path, "mask_path") if plan.mask_path is not None else None
         # As dtype objects once: a dtype name or ``dataset.dtypes`` costs microseconds on every read.
         self.image_dtype = np.dtype(plan.image_dtype)
         self.mask_dtype = np.dtype(self.mask_source.dtypes[0]) if self.mask_source is not None else None

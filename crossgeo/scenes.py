@@ -33,7 +33,7 @@ import attrs
 import numpy as np
 
 from crossgeo import windows as winsrc
-from crossgeo.errors import ConfigError, CrossgeoError, OptionError, ReadError
+from crossgeo.errors import ConfigError, CrossgeoError, OptionError
 from crossgeo.inspection import (
     ImageInfo,
     Inspection,
@@ -673,14 +673,8 @@ class SceneSampler(WindowSequence):
     def _read_window(self, position: int, mask_dtype: Any = np.int64) -> Patch:
         scene = int(self.scene[position])
         row_off, col_off = int(self.row_off[position]), int(self.col_off[position])
-        try:
-            with self.opened(scene) as sampler:
-                patch = sampler.read(row_off, col_off, index=position, mask_dtype=mask_dtype)
-        except ReadError:
-            # Scenes share the mask's handle in a thread (`crossgeo.io.open_raster`); GDAL keeps a
-            # block that failed to decode as blank data, so every handle is reopened after a failure.
-            self.close()
-            raise
+        with self.opened(scene) as sampler:
+            patch = sampler.read(row_off, col_off, index=position, mask_dtype=mask_dtype)
         return attrs.evolve(patch, scene=scene)
 
     def read(self, scene: int, row_off: int, col_off: int, *, index: int = -1) -> Patch:

@@ -2,14 +2,19 @@
 
 `make_dataset` builds::
 
-    epoch -> window order (seeded permutation) -> shard (tf.distribute) -> map (parallel,
-    tf.numpy_function) -> batch -> prefetch
+    epoch -> window order (seeded permutation) -> shard (tf.distribute) -> batch (window
+    indices) -> map (parallel, one tf.numpy_function reads and stacks a batch) -> convert
+    to float32 / int64 (in the graph) -> prefetch
 
-The map calls `crossgeo.augment.to_model_inputs` - the function the torch and Keras
-adapters call - so for the same window, seed and epoch every framework gets the same
-numbers. The map runs on tf.data's thread pool; rasterio releases the GIL while GDAL
-reads and decompresses, so parallel calls overlap, and every thread reads through its own
-rasterio handles (the sampler opens them per process and thread).
+Each patch goes through `crossgeo.augment.to_compact_inputs` - the function behind the
+torch and Keras adapters' ``to_model_inputs`` - so for the same window, seed and epoch every
+framework gets the same numbers. The map runs on tf.data's thread pool, a whole batch per
+call: per-element tf.data work (a Python call, shape checks, the copy into the batch) is
+paid once per batch, and the arrays handed over become the batch without a copy. rasterio
+releases the GIL while GDAL reads and decompresses, so parallel calls overlap; every thread
+reads through its own rasterio handles (the sampler opens them per process and thread), each
+with its own share of GDAL's block cache - a cache meant to hold a scene's blocks (a warm
+second epoch) must hold them once per concurrent call.
 
 Example - a tiny segmentation model::
 
@@ -114,7 +119,7 @@ def make_dataset(
     input_context: tf.distribute.InputContext | None = None,
     epoch: int | tf.Variable | None = None,
     allowed_targets: tuple[str, ...] = (),
-    compact: bool = False,
+    compact: bool = True,
     weights: Any = None,
 ) -> tf.data.Dataset:
     """A ``tf.data.Dataset`` of ``(image, mask)`` patches, ready for ``model.fit``.
@@ -136,8 +141,8 @@ def make_dataset(
         drop_remainder: Drop a last batch smaller than ``batch_size``.
         with_metadata: Yield ``(image, mask, {"row_off", "col_off", "index"})`` (int64
             scalars/vectors) instead of ``(image, mask)``.
-        num_parallel_calls: Patches decoded concurrently (``tf.data.AUTOTUNE`` or an
-            int). Output order never depends on it.
+        num_parallel_calls: Batches (single patches when ``batch_size`` is None) decoded
+            concurrently (``tf.data.AUTOTUNE`` or an int). Output order never depends on it.
         input_context: From ``strategy.distribute_datasets_from_function``: this input
             pipeline takes every ``num_input_pipelines``-th window of the epoch's order,
             starting at ``input_pipeline_id``, before anything is read. All pipelines
@@ -147,10 +152,15 @@ def make_dataset(
             iteration (each ``model.fit`` epoch) counts one up. An int: every pass is that
             epoch. A ``tf.Variable``: its value when a pass starts (set it from a callback).
         allowed_targets: Extra module prefixes ``_target_`` may resolve to.
-        compact: The parallel map hands over the image in its stored dtype (without an
+        compact: True (default): the map hands over the image in its stored dtype (without an
             augmentation) and the mask in the narrowest integer type holding
-            ``0..n_classes-1`` and ``mask_fill_value``; the conversion to float32 / int64
-            runs inside the graph after ``batch``, once per batch. Bit-identical output.
+            ``0..n_classes-1`` and ``mask_fill_value``, converted to float32 / int64 inside
+            the graph once per batch. False: the map converts with numpy and hands over
+            float32 / int64. The output is the same bit for bit either way; compact costs
+            less CPU per patch. Unlike the torch adapter's ``compact`` (which changes what
+            ``dataset[i]`` returns), it changes nothing visible, hence the default. Its one
+            failure: an augmentation writing mask values the narrow type cannot hold raises
+            a ``ConfigError``; pass ``compact=False`` there.
         weights: Weighted sampling: each epoch draws ``len(sampler)`` windows with
             replacement in proportion to them (shuffling is implied) - the same indices in
             the same order as the torch and Keras adapters for a seed and epoch. One
@@ -195,10 +205,13 @@ def make_dataset(
     augmentation = build_augmentation(augmentation_list, allowed_targets=allowed)
     augmentations = PerThreadAugmentation(augmentation)
     # The map's output types are static: an augmentation may or may not make the image float,
-    # so with one the image is converted per patch (the mask stays compact).
-    image_type = sampler.image_dtype if compact and augmentation is None else np.dtype(np.float32)
+    # so with one each patch is scaled to float32 as it is stacked (the mask stays compact).
+    stack_type = sampler.image_dtype if augmentation is None else np.dtype(np.float32)
+    image_type = stack_type if compact else np.dtype(np.float32)
     fill = sampler.mask_fill_value
     mask_type = mask_dtype(min(0, fill), max(sampler.n_classes - 1, fill, 1)) if compact else np.dtype(np.int64)
+    # Without an augmentation the sampler decodes the mask straight into the handed-over type.
+    read_mask_type = mask_type if augmentation is None else np.dtype(np.int64)
     image_shape, mask_shape = _output_shapes(sampler, augmentation, channels_last)
     n = len(sampler)
 
@@ -231,29 +244,38 @@ def make_dataset(
 
     dataset = epochs.flat_map(windows_of)
 
-    # --- decode: the shared core function, on tf.data's threads ------------------------
+    # --- decode a batch of windows: the shared core function, on tf.data's threads ------
     tally = _SkipTally(sampler, len(range(pipeline_id, n, pipelines)))
 
-    def load(index: np.ndarray, epoch_value: np.ndarray) -> tuple[Any, ...]:
-        tally.started(int(epoch_value))
-        patch = sampler[int(index)]
-        if compact:
+    def load(indices: np.ndarray, epoch_values: np.ndarray) -> tuple[np.ndarray, ...]:
+        """Read the patches of ``indices`` (a vector: one batch; a scalar: one patch) into fresh arrays."""
+        single = indices.ndim == 0
+        indices, epoch_values = np.atleast_1d(indices), np.atleast_1d(epoch_values)
+        count = len(indices)
+        images = _aligned_empty((count, *image_shape), stack_type)
+        masks = _aligned_empty((count, *mask_shape), mask_type)
+        offsets = np.empty((2, count), dtype=np.int64)
+        augmentation = augmentations.get()
+        for k, (index, epoch_value) in enumerate(zip(indices.tolist(), epoch_values.tolist())):
+            tally.started(epoch_value)
+            patch = sampler.get(index, mask_dtype=read_mask_type)
             image, mask = to_compact_inputs(
-                patch,
-                augmentations.get(),
-                seed=base_seed,
-                epoch=int(epoch_value),
-                channels_last=channels_last,
-                mask_type=mask_type,
+                patch, augmentation, seed=base_seed, epoch=epoch_value, channels_last=channels_last, mask_type=mask_type
             )
-            if image_type.kind == "f":
-                image = scale_image(image)  # an augmentation ran: it may or may not have made it float
-        else:
-            image, mask = to_model_inputs(
-                patch, augmentations.get(), seed=base_seed, epoch=int(epoch_value), channels_last=channels_last
-            )
-        tally.finished(int(epoch_value))
-        return image, mask, np.int64(patch.row_off), np.int64(patch.col_off)
+            if stack_type.kind == "f":
+                scale_image(image, out=images[k])  # an augmentation ran: it may or may not have made it float
+            else:
+                images[k] = image
+            masks[k] = mask
+            offsets[:, k] = patch.row_off, patch.col_off
+            tally.finished(epoch_value)
+        if image_type != stack_type:
+            images = scale_image(images, out=_aligned_empty(images.shape, image_type))
+        if single:
+            return images[0], masks[0], offsets[0, 0], offsets[1, 0]
+        return images, masks, offsets[0], offsets[1]
+
+    batch_shape: list[int | None] = [] if batch_size is None else [batch_size if drop_remainder else None]
 
     def decode(index: tf.Tensor, epoch_value: tf.Tensor) -> Any:
         image, mask, row_off, col_off = tf.numpy_function(
@@ -262,20 +284,20 @@ def make_dataset(
             (tf.as_dtype(image_type), tf.as_dtype(mask_type), tf.int64, tf.int64),
             stateful=False,
         )
-        image = tf.ensure_shape(image, image_shape)
-        mask = tf.ensure_shape(mask, mask_shape)
+        image = tf.ensure_shape(image, [*batch_shape, *image_shape])
+        mask = tf.ensure_shape(mask, [*batch_shape, *mask_shape])
         if with_metadata:
             metadata = {
-                "row_off": tf.ensure_shape(row_off, []),
-                "col_off": tf.ensure_shape(col_off, []),
+                "row_off": tf.ensure_shape(row_off, batch_shape),
+                "col_off": tf.ensure_shape(col_off, batch_shape),
                 "index": index,
             }
             return image, mask, metadata
         return image, mask
 
-    dataset = dataset.map(decode, num_parallel_calls=num_parallel_calls, deterministic=True)
     if batch_size is not None:
         dataset = dataset.batch(int(batch_size), drop_remainder=drop_remainder)
+    dataset = dataset.map(decode, num_parallel_calls=num_parallel_calls, deterministic=True)
     if compact:
         dataset = dataset.map(_from_compact, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     dataset = dataset.prefetch(tf.data.AUTOTUNE)
@@ -285,6 +307,19 @@ def make_dataset(
     return dataset.apply(tf.data.experimental.assert_cardinality(count))
 
 
+def _aligned_empty(shape: tuple[int, ...], dtype: np.dtype[Any]) -> np.ndarray:
+    """``np.empty`` on a 64-byte boundary: tf.numpy_function then wraps the array instead of copying it.
+
+    (numpy's large allocations sit 16 bytes past a page boundary; TensorFlow copies arrays that
+    are not aligned for its kernels - 13 MB per float32 batch of 16 RGB 256 x 256 patches.)
+    """
+    nbytes = math.prod(shape) * dtype.itemsize
+    raw = np.empty(nbytes + _ALIGN, dtype=np.uint8)
+    start = -raw.ctypes.data % _ALIGN
+    return raw[start : start + nbytes].view(dtype).reshape(shape)
+
+
+_ALIGN = 64
 _SCALE = {tf.uint8: 255.0, tf.uint16: 65535.0}
 
 

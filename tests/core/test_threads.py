@@ -8,6 +8,7 @@ that the rasters are opened a bounded number of times (not once per patch or per
 from __future__ import annotations
 
 import multiprocessing
+import os
 import pickle
 import subprocess
 import sys
@@ -231,6 +232,57 @@ def test_gdal_options_hold_in_a_thread_that_adopted_handles(scene: Scene, no_gda
         (second,) = run_in_threads(1, lambda: (sampler[1], gdal_now(), sampler._readers.created)[1:])
     assert second[1] == 1  # the second thread read through the first one's handles ...
     assert first == second[0] == crossgeo_options()  # ... and still under crossgeo's options
+
+
+def _open_files(path: Path) -> int:
+    """How many of this process's file descriptors are open on ``path``."""
+    target = os.path.realpath(path)
+    count = 0
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            count += os.path.realpath(os.readlink(f"/proc/self/fd/{fd}")) == target
+        except OSError:  # closed meanwhile
+            pass
+    return count
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="counts open files through /proc/self/fd")
+def test_a_reader_made_where_an_adopted_one_was_made_has_its_own_handles(scene: Scene) -> None:
+    """tf.data's pattern: a reader moves to another thread, then a new one is made on its first OS thread.
+
+    A tf.data call runs on a fresh Python thread state of a pooled OS thread: when it ends its
+    reader goes idle and a call on another OS thread adopts it. GDAL hands a shared-opened file
+    to every opener on one OS thread, so a GDAL-shared mask made the next reader opened on the
+    first OS thread read through the handle the adopted reader was using on the other thread
+    at the same time (a data race: ZIPDecode errors in a parallel tf.data map).
+    """
+    sampler = make_sampler(scene, 4)
+    reference = make_sampler(scene, 4)
+    mask = scene.lonlat_mask()
+    first = sampler._reader()
+    del sampler._readers._local.lease  # this thread state "ends" (the OS thread lives on): the reader goes idle
+    adopted: list[Any] = []
+    holding, release = threading.Event(), threading.Event()
+
+    def other_thread() -> None:
+        adopted.append(sampler._reader())
+        holding.set()
+        release.wait(60)
+        adopted.append(sampler[1])
+
+    thread = threading.Thread(target=other_thread)
+    thread.start()
+    try:
+        assert holding.wait(60)
+        second = sampler._reader()  # made on the first OS thread while the other thread holds the first reader
+        assert adopted == [first] and second is not first and len(sampler._readers) == 2
+        assert _open_files(mask) == 2  # one mask handle per reader (a GDAL-shared open gave 1)
+        patch = sampler[2]
+    finally:
+        release.set()
+        thread.join(60)
+    check_patch(sampler, reference, 2, patch.image, patch.mask)
+    check_patch(sampler, reference, 1, adopted[1].image, adopted[1].mask)
 
 
 def _read_in_child(sampler: PatchSampler, opened: list[str], out: Any) -> None:
