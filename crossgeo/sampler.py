@@ -137,6 +137,8 @@ class WindowSequence:
 
         The compact loaders ask for the narrowest integer type holding every class and the
         fill value, so no int64 copy of the mask is made per patch only to be narrowed again.
+        Every adapter reads through this method (``sampler[i]`` too): a subclass that wraps
+        reads overrides it.
         """
         if isinstance(index, bool) or not isinstance(index, (int, np.integer)):
             raise TypeError(f"{type(self).__name__} indices must be integers, not {type(index).__name__}.")

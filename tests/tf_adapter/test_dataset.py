@@ -225,8 +225,8 @@ class GdalProbeSampler(PatchSampler):
         super().__init__(*args, **kwargs)
         self.seen: list[dict[str, Any]] = []
 
-    def __getitem__(self, index: int) -> Any:
-        patch = super().__getitem__(index)
+    def get(self, index: int, **kwargs: Any) -> Any:  # the loaders read through get (sampler[i] too)
+        patch = super().get(index, **kwargs)
         self.seen.append({key: get_gdal_config(key) for key in GDAL_CHECKED})
         return patch
 
