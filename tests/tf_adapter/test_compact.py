@@ -90,8 +90,9 @@ def test_tf_compact_unbatched_and_with_metadata(scene: Scene, sampler: PatchSamp
 @pytest.mark.parametrize("augmentation_list", [None, FLIP_AND_SOMETIMES_NORMALIZE])
 def test_keras_compact_equals_float(scene: Scene, sampler: PatchSampler, augmentation_list: Any) -> None:
     options: dict[str, Any] = {"shuffle": True, "seed": 9, "augmentation_list": augmentation_list}
-    compact = PatchPyDataset(sampler, 3, compact=True, **options)
-    plain = PatchPyDataset(sampler, 3, **options)
+    compact = PatchPyDataset(sampler, 3, **options)
+    assert compact.compact  # the default
+    plain = PatchPyDataset(sampler, 3, compact=False, **options)
     _assert_same([compact[i] for i in range(len(compact))], [plain[i] for i in range(len(plain))])
 
 
