@@ -302,6 +302,16 @@ def mask_dtype(low: int, high: int) -> np.dtype[Any]:
     return np.dtype(np.promote_types(np.min_scalar_type(int(low)), np.min_scalar_type(int(high))))
 
 
+def decode_type(mask_type: Any, augmentation: Any | None, *, compact: bool = True) -> np.dtype[Any]:
+    """The type the sampler decodes a compact loader's mask into (`crossgeo.PatchSampler.get`).
+
+    ``mask_type`` itself without an augmentation (no int64 copy only to be narrowed again);
+    int64 with one, so the augmentation sees the mask the float path gives it and the results
+    stay equal; int64 when the items are not compact.
+    """
+    return np.dtype(mask_type) if compact and augmentation is None else np.dtype(np.int64)
+
+
 def to_compact_inputs(
     patch: Any,
     augmentation: Any | None = None,

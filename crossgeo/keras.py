@@ -43,6 +43,7 @@ if not hasattr(keras.utils.PyDataset, "on_epoch_begin"):  # pragma: no cover - K
 from crossgeo.augment import (
     PerThreadAugmentation,
     build_augmentation,
+    decode_type,
     epoch_order,
     from_compact,
     mask_dtype,
@@ -142,8 +143,7 @@ class PatchPyDataset(keras.utils.PyDataset):
         self.seed = seed
         self.augmentation = build_augmentation(augmentation_list, allowed_targets=allowed)
         self._augmentations = PerThreadAugmentation(self.augmentation)
-        # Compact without an augmentation: the sampler decodes the mask straight into the compact type.
-        self._read_mask_type = self._mask_type if compact and self.augmentation is None else np.dtype(np.int64)
+        self._read_mask_type = decode_type(self._mask_type, self.augmentation, compact=compact)
         # Unseeded: a seed drawn once, so threads/processes still agree on an epoch's order.
         self._base_seed = int(seed) if seed is not None else int(np.random.default_rng().integers(2**32))
         self.epoch = int(epoch)

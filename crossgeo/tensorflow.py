@@ -65,6 +65,7 @@ except ImportError as error:  # pragma: no cover - exercised only without tensor
 from crossgeo.augment import (
     PerThreadAugmentation,
     build_augmentation,
+    decode_type,
     epoch_order,
     mask_dtype,
     scale_image,
@@ -210,8 +211,7 @@ def make_dataset(
     image_type = stack_type if compact else np.dtype(np.float32)
     fill = sampler.mask_fill_value
     mask_type = mask_dtype(min(0, fill), max(sampler.n_classes - 1, fill, 1)) if compact else np.dtype(np.int64)
-    # Without an augmentation the sampler decodes the mask straight into the handed-over type.
-    read_mask_type = mask_type if augmentation is None else np.dtype(np.int64)
+    read_mask_type = decode_type(mask_type, augmentation)
     image_shape, mask_shape = _output_shapes(sampler, augmentation, channels_last)
     n = len(sampler)
 

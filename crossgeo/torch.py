@@ -39,6 +39,7 @@ import numpy as np
 from crossgeo.augment import (
     build_augmentation,
     check_weights,
+    decode_type,
     epoch_order,
     mask_dtype,
     scale_image,
@@ -177,10 +178,7 @@ class PatchDataset(Dataset[dict[str, Any]]):
     def item(self, index: int, *, compact: bool) -> dict[str, Any]:
         """Item ``index`` as ``compact=`` asks, whatever the dataset's own setting (`make_dataloader` uses it)."""
         before = self.sampler.skipped
-        # Compact without an augmentation: the sampler decodes the mask straight into the compact
-        # type (an augmentation gets the int64 mask the float path gives it, so results stay equal).
-        read_mask_type = self.mask_type if compact and self.augmentation is None else np.int64
-        patch = self.sampler.get(index, mask_dtype=read_mask_type)
+        patch = self.sampler.get(index, mask_dtype=decode_type(self.mask_type, self.augmentation, compact=compact))
         if self.sampler.skipped != before:
             self._skipped.add_(self.sampler.skipped - before)
         if compact:
