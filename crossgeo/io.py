@@ -8,8 +8,10 @@
 * `RasterReader` owns the handles of one thread at a time: the image (or a
   ``WarpedVRT`` of it onto a requested target grid) and the mask source, opened once
   and reused for every window.
-* GDAL failures that rasterio only logs are trapped on the ``rasterio._err`` logger; the
-  trap is installed when crossgeo first opens a raster, not at import.
+* GDAL failures that rasterio only logs are trapped where rasterio hands them to its
+  loggers, before Python logging sees them (`_GdalFailureTrap`), so no logging
+  configuration can silence them; the trap is installed when crossgeo first opens a
+  raster, not at import, and leaves every logger as the application configured it.
 * The mask reaches the image grid by a plain windowed read when the grids coincide (the
   aligned fast path), else nearest neighbour through one of two views (`mask_view_for`):
   one ``WarpedVRT`` over the whole reference grid per reader when its warped blocks fit
@@ -60,48 +62,81 @@ name overrides an entry (e.g. ``GDAL_HTTP_MAX_RETRY=10``); other GDAL options (c
 size, AWS_* credentials and endpoints) come from the environment as usual."""
 
 
-class _GdalFailureTrap(logging.Filter):
-    """Collects the GDAL failures that rasterio only logs, per reading thread.
+class _FailureRecorder:
+    """Stands in for one of rasterio's module loggers: notes GDAL failures, then logs exactly as before.
+
+    rasterio reports each error GDAL signals by calling its module logger (CE_Failure as
+    ``log.info("GDAL signalled an error: err_no=%r, msg=%r", err_no, msg)``). The recorder
+    takes that call first - before any level, ``logging.disable``, ``disabled`` flag or
+    filter is consulted - and then hands every call on to the real logger unchanged.
+    """
+
+    __slots__ = ("logger", "trap")
+
+    def __init__(self, logger: logging.Logger, trap: _GdalFailureTrap) -> None:
+        self.logger = logger
+        self.trap = trap
+
+    def info(self, msg: object, *args: Any, **kwargs: Any) -> None:
+        if len(args) == 2 and isinstance(msg, str) and msg.startswith("GDAL signalled an error"):
+            caught = self.trap.failures.get(threading.get_ident())
+            if caught is not None:
+                caught.append(str(args[1]))
+        self.logger.info(msg, *args, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.logger, name)
+
+
+class _GdalFailureTrap:
+    """Collects the GDAL failures that rasterio does not raise, per reading thread.
 
     Some drivers report a failure yet hand back blank pixels (GDAL's MBTiles driver with
     a corrupt PNG tile: "libpng: Read Error", "Cannot parse tile data", and the read
-    "succeeds"). rasterio logs such CE_Failure messages at INFO on ``rasterio._err``;
-    this filter records them while a read is watched so crossgeo can raise instead of
-    training on blank data. It passes on only what the logger would have passed anyway.
+    "succeeds"); rasterio raises only when GDAL's return code says so, and otherwise only
+    logs the CE_Failure. Whether a read failed must not depend on how the application
+    configures Python logging (``logging.disable``, ``dictConfig`` with
+    ``disable_existing_loggers``, a raised level), so the trap does not listen to logging:
+    it puts a `_FailureRecorder` in front of the loggers rasterio's GDAL error handlers call
+    (``rasterio._err.log``, used while rasterio reads, and ``rasterio._env.log``). Log
+    records, levels and handlers stay as the application set them.
+
+    Installed when crossgeo first opens a raster, not at import.
     """
 
-    def __init__(self, logger_name: str = "rasterio._err") -> None:
-        super().__init__()
-        self.logger = logging.getLogger(logger_name)
+    MODULES = ("rasterio._err", "rasterio._env")
+    """rasterio's modules whose GDAL error handlers report through a module-level ``log``."""
+
+    def __init__(self) -> None:
         self.failures: dict[int, list[str]] = {}
         self.installed = False
         self._lock = threading.Lock()
 
     def install(self) -> None:
-        """Attach the filter and let INFO records reach it; done once, when crossgeo first opens a raster.
-
-        Not at import: importing a library must not reconfigure the application's loggers.
-        Lowering the level is unavoidable (a logger drops records below its level before any
-        filter sees them); `filter` then passes on only what the logger's parent would have
-        passed, so the user sees the same log as without crossgeo.
-        """
+        """Put the recorder in front of rasterio's error loggers (once per process)."""
         if self.installed:
             return
         with self._lock:
             if self.installed:
                 return
-            self.logger.addFilter(self)
-            if self.logger.getEffectiveLevel() > logging.INFO:
-                self.logger.setLevel(logging.INFO)
-            self.installed = True
+            import importlib
 
-    def filter(self, record: logging.LogRecord) -> bool:
-        caught = self.failures.get(threading.get_ident())
-        message = record.getMessage()
-        if caught is not None and message.startswith("GDAL signalled an error"):
-            caught.append(message.partition("msg=")[2] or message)
-        parent = self.logger.parent
-        return record.levelno >= (parent.getEffectiveLevel() if parent is not None else logging.WARNING)
+            for name in self.MODULES:
+                module = importlib.import_module(name)
+                logger = getattr(module, "log", None)
+                if isinstance(logger, _FailureRecorder):
+                    continue
+                if not isinstance(logger, logging.Logger):
+                    warnings.warn(
+                        f"crossgeo cannot watch GDAL failures reported through {name} (this rasterio "
+                        f"{rasterio.__version__} has no module logger there): a damaged tile that GDAL "
+                        "decodes as blank pixels may then read without an error.",
+                        RuntimeWarning,
+                        stacklevel=2,
+                    )
+                    continue
+                module.log = _FailureRecorder(logger, self)  # type: ignore[attr-defined]
+            self.installed = True
 
     @contextmanager
     def watch(self) -> Iterator[list[str]]:
