@@ -28,6 +28,7 @@ import logging
 import math
 import os
 import threading
+import time
 import uuid
 import warnings
 from collections.abc import Iterator, Sequence
@@ -47,19 +48,15 @@ from rasterio.windows import Window
 
 from crossgeo.errors import ConfigError, ReadError
 from crossgeo.grid import Grid, outside_pixels, overlap
+from crossgeo.options import GDAL_DEFAULTS
 from crossgeo.threads import PerThread
 
-GDAL_OPTIONS: dict[str, Any] = {
-    # Do not list sibling files of every raster opened (slow on network file systems).
-    "GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR",
-    # Retries for /vsicurl/, /vsis3/ ... on transient HTTP errors.
-    "GDAL_HTTP_MAX_RETRY": 5,
-    "GDAL_HTTP_RETRY_DELAY": 0.5,
-    "VSI_CACHE": True,
-}
-"""GDAL configuration every reader thread runs under. An environment variable of the same
-name overrides an entry (e.g. ``GDAL_HTTP_MAX_RETRY=10``); other GDAL options (cache
-size, AWS_* credentials and endpoints) come from the environment as usual."""
+GDAL_OPTIONS: dict[str, Any] = {option.name: option.default for option in GDAL_DEFAULTS}
+"""GDAL configuration every reader thread runs under (declared in `crossgeo.options.GDAL_DEFAULTS`).
+
+An environment variable of the same name overrides an entry (e.g. ``GDAL_HTTP_MAX_RETRY=10``);
+so does editing this dictionary before the first read of a process. Other GDAL options (cache
+size, ``GDAL_HTTP_TIMEOUT``, AWS_* credentials and endpoints) come from the environment as usual."""
 
 
 class _FailureRecorder:
@@ -155,8 +152,12 @@ _failure_trap = _GdalFailureTrap()
 
 
 def gdal_options() -> dict[str, Any]:
-    """`GDAL_OPTIONS`, less those the user set as environment variables (theirs win)."""
-    return {key: value for key, value in GDAL_OPTIONS.items() if key not in os.environ}
+    """`GDAL_OPTIONS`, with the value of an environment variable of the same name where the user set one.
+
+    The user's value is set explicitly (not left for GDAL to find in the environment): a thread's
+    options would otherwise fall back to the values the main thread's Env set process-wide.
+    """
+    return {key: os.environ.get(key, value) for key, value in GDAL_OPTIONS.items()}
 
 
 def _enter_gdal_env() -> rasterio.Env:
@@ -177,6 +178,81 @@ def ensure_gdal_env() -> None:
     ident or adopts that thread's handles.
     """
     _gdal_envs.get()
+
+
+STALLED_READ_REQUESTS = 4
+"""Requests one windowed read makes to a server that stopped answering, before GDAL gives up.
+
+GDAL 3.10 reading a COG: a multi-range prefetch, then up to three ever smaller reads of the
+first missing block (then the read fails). `remote_wait_bound` multiplies one request's
+bound by it; ``tests/core/test_remote.py`` checks the product against the clock."""
+
+
+def effective_gdal_config() -> dict[str, Any]:
+    """This thread's values of `GDAL_OPTIONS`' names and ``GDAL_HTTP_TIMEOUT``, as GDAL reads them.
+
+    That is crossgeo's entry, or the user's environment variable of the same name (which wins),
+    or nothing (GDAL's own default).
+    """
+    ensure_gdal_env()
+    return {name: rasterio.env.get_gdal_config(name) for name in (*GDAL_OPTIONS, "GDAL_HTTP_TIMEOUT")}
+
+
+def _number(value: Any, default: float = 0.0) -> float:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return default
+
+
+def request_wait_bound(config: dict[str, Any]) -> float:
+    """Worst-case seconds one HTTP request waits on a server that accepted it and sends nothing.
+
+    ``GDAL_HTTP_LOW_SPEED_TIME`` ends such a request once (GDAL does not retry a transfer that
+    is too slow); ``GDAL_HTTP_TIMEOUT`` ends each attempt, but GDAL retries a timed-out request
+    ``GDAL_HTTP_MAX_RETRY`` times, sleeping ``GDAL_HTTP_RETRY_DELAY`` seconds multiplied by up to
+    2.5 after each attempt. ``inf`` when neither is set (curl's default: wait for ever).
+    """
+    limits = []
+    stall = _number(config.get("GDAL_HTTP_LOW_SPEED_TIME"))
+    if stall > 0:
+        limits.append(stall)
+    timeout = _number(config.get("GDAL_HTTP_TIMEOUT"))
+    if timeout > 0:
+        retries = max(0, int(_number(config.get("GDAL_HTTP_MAX_RETRY"))))
+        delay = _number(config.get("GDAL_HTTP_RETRY_DELAY"), 30.0)  # GDAL's default delay: 30 s
+        limits.append((retries + 1) * timeout + sum(delay * 2.5**k for k in range(retries)))
+    return min(limits) if limits else math.inf
+
+
+def remote_wait_bound(config: dict[str, Any] | None = None) -> float:
+    """Worst-case seconds a windowed read waits on a remote server that stopped answering.
+
+    With crossgeo's defaults (`GDAL_OPTIONS`) 40 s: after it the read raises `ReadError`
+    (a DataLoader worker never hangs for ever). ``config``: GDAL option values; default this
+    thread's (`effective_gdal_config`).
+    """
+    return STALLED_READ_REQUESTS * request_wait_bound(effective_gdal_config() if config is None else config)
+
+
+def forget_remote_bytes(paths: Sequence[str]) -> None:
+    """Drop what GDAL's ``/vsicurl/`` family caches for each remote file: its size, header and byte ranges.
+
+    GDAL keeps the bytes it downloaded for the life of the process, shared by every handle;
+    bytes damaged in transit would fail every later read of their block. A handle opened under
+    ``CPL_VSIL_CURL_NON_CACHED`` purges the cache of its file when it closes (GDAL's documented
+    way to re-read a file that changed); a file that cannot be opened any more is skipped.
+    """
+    ensure_gdal_env()
+    for path in paths:
+        if not is_remote(path):
+            continue
+        with contextlib.suppress(RasterioError), rasterio.Env(CPL_VSIL_CURL_NON_CACHED=path):
+            rasterio.open(path).close()
+
+
+REMOTE_PARTS_FORGOTTEN = 32
+"""At most this many remote files of a dataset (a VRT's sources) are purged before a read is retried."""
 
 
 def has_mask_sidecar(path: str) -> bool:
@@ -374,6 +450,10 @@ class RasterReader:
 
     def __init__(self, plan: ReadPlan) -> None:
         self.plan = plan
+        self._open()
+
+    def _open(self) -> None:
+        plan = self.plan
         self.image_source = open_raster(plan.image_path, "image_path")
         self.mask_source = open_raster(plan.mask_path, "mask_path") if plan.mask_path is not None else None
         # As dtype objects once: a dtype name or ``dataset.dtypes`` costs microseconds on every read.
@@ -436,14 +516,41 @@ class RasterReader:
     def _reading(self, what: str, path: str, row_off: int, col_off: int) -> Any:
         return reading(what, path, row_off, col_off, self.plan.patch_size)
 
+    def _retry_remote(self, dataset: Any, path: str, started: float) -> bool:
+        """After a failed read of a remote raster: forget its downloaded bytes and reopen; False: do not retry.
+
+        A read that failed quickly got its bytes and could not decode them (damaged in transit,
+        or a file replaced on the server): GDAL would serve the same bytes from its cache for the
+        rest of the process, so they are dropped and the read is tried once more. A read that
+        failed after a request's whole wait bound (`request_wait_bound`) met a stalled server:
+        it is not retried, so a read stays within `remote_wait_bound`.
+        """
+        if not is_remote(path) or time.monotonic() - started >= request_wait_bound(effective_gdal_config()):
+            return False
+        parts = [f for f in (dataset.files if dataset is not None else [path]) if is_remote(f)]
+        self.close()
+        forget_remote_bytes(parts[:REMOTE_PARTS_FORGOTTEN])
+        self._open()
+        return True
+
     def read_image(self, row_off: int, col_off: int) -> tuple[np.ndarray, np.ndarray | None]:
         """The image window (C, H, W) in the planned dtype, and where the image has no data.
 
         Outside pixels hold the image fill. The second array (H, W) is True outside the
         raster, where the alpha band is 0 (read along even when not selected), where every
         selected band is nodata and where the per-dataset mask band is 0; None when no
-        pixel is invalid and the image marks none (no extra read then).
+        pixel is invalid and the image marks none (no extra read then). A failed read of a
+        remote image is retried once with fresh bytes (`_retry_remote`).
         """
+        started = time.monotonic()
+        try:
+            return self._read_image(row_off, col_off)
+        except ReadError:
+            if not self._retry_remote(self.image_source, self.plan.image_path, started):
+                raise
+        return self._read_image(row_off, col_off)
+
+    def _read_image(self, row_off: int, col_off: int) -> tuple[np.ndarray, np.ndarray | None]:
         plan = self.plan
         indexes, alpha_at = self.image_indexes, self.image_alpha_at
         with self._reading("image", plan.image_path, row_off, col_off):
@@ -471,8 +578,17 @@ class RasterReader:
 
         Invalid pixels are those the mask does not cover, mask nodata and alpha == 0.
         ``height`` and ``width`` (default: the patch size) read any rectangle instead.
+        A failed read of a remote mask is retried once with fresh bytes (`_retry_remote`).
         """
-        with self._reading("mask", str(self.plan.mask_path), row_off, col_off):
+        path = str(self.plan.mask_path)
+        started = time.monotonic()
+        try:
+            with self._reading("mask", path, row_off, col_off):
+                return self._read_mask(row_off, col_off, height, width)
+        except ReadError:
+            if not self._retry_remote(self.mask_source, path, started):
+                raise
+        with self._reading("mask", path, row_off, col_off):
             return self._read_mask(row_off, col_off, height, width)
 
     def _read_mask(
