@@ -516,22 +516,29 @@ class RasterReader:
     def _reading(self, what: str, path: str, row_off: int, col_off: int) -> Any:
         return reading(what, path, row_off, col_off, self.plan.patch_size)
 
-    def _retry_remote(self, dataset: Any, path: str, started: float) -> bool:
-        """After a failed read of a remote raster: forget its downloaded bytes and reopen; False: do not retry.
+    def _retry_remote(self, error: ReadError, dataset: Any, path: str, started: float) -> None:
+        """After a failed read of a remote raster: forget its downloaded bytes and reopen, for one more try.
 
         A read that failed quickly got its bytes and could not decode them (damaged in transit,
         or a file replaced on the server): GDAL would serve the same bytes from its cache for the
         rest of the process, so they are dropped and the read is tried once more. A read that
-        failed after a request's whole wait bound (`request_wait_bound`) met a stalled server:
-        it is not retried, so a read stays within `remote_wait_bound`.
+        failed after a request's whole wait bound (`request_wait_bound`) met a stalled server: it
+        is not retried (a read stays within `remote_wait_bound`) and its error says so. Raises
+        ``error`` (or that stall error) when the read is not to be retried.
         """
-        if not is_remote(path) or time.monotonic() - started >= request_wait_bound(effective_gdal_config()):
-            return False
+        if not is_remote(path):
+            raise error
+        bound = request_wait_bound(effective_gdal_config())
+        if time.monotonic() - started >= bound:
+            raise ReadError(
+                f"{error} The server sent nothing for {bound:g} s (GDAL_HTTP_LOW_SPEED_TIME / GDAL_HTTP_TIMEOUT): "
+                "check that it is up and reachable; on a slow link raise GDAL_HTTP_LOW_SPEED_TIME (an environment "
+                "variable), or set on_read_error: skip to train on without such windows."
+            ) from error
         parts = [f for f in (dataset.files if dataset is not None else [path]) if is_remote(f)]
         self.close()
         forget_remote_bytes(parts[:REMOTE_PARTS_FORGOTTEN])
         self._open()
-        return True
 
     def read_image(self, row_off: int, col_off: int) -> tuple[np.ndarray, np.ndarray | None]:
         """The image window (C, H, W) in the planned dtype, and where the image has no data.
@@ -545,9 +552,8 @@ class RasterReader:
         started = time.monotonic()
         try:
             return self._read_image(row_off, col_off)
-        except ReadError:
-            if not self._retry_remote(self.image_source, self.plan.image_path, started):
-                raise
+        except ReadError as error:
+            self._retry_remote(error, self.image_source, self.plan.image_path, started)
         return self._read_image(row_off, col_off)
 
     def _read_image(self, row_off: int, col_off: int) -> tuple[np.ndarray, np.ndarray | None]:
@@ -585,9 +591,8 @@ class RasterReader:
         try:
             with self._reading("mask", path, row_off, col_off):
                 return self._read_mask(row_off, col_off, height, width)
-        except ReadError:
-            if not self._retry_remote(self.mask_source, path, started):
-                raise
+        except ReadError as error:
+            self._retry_remote(error, self.mask_source, path, started)
         with self._reading("mask", path, row_off, col_off):
             return self._read_mask(row_off, col_off, height, width)
 

@@ -176,7 +176,7 @@ def test_a_server_that_stops_answering_fails_the_read_within_the_bound(
         hung = server.hung
     error = result["error"]
     assert isinstance(error, ReadError), error
-    assert url in str(error)
+    assert url in str(error) and "The server sent nothing for 1 s (GDAL_HTTP_LOW_SPEED_TIME" in str(error)
     assert hung >= 1  # the read really met the silent server
     # The reading thread's effective configuration gives the bound: 4 requests of at most 1 s ...
     assert seen["config"]["GDAL_HTTP_LOW_SPEED_TIME"] == 1 and seen["bound"] == 4.0
