@@ -235,3 +235,13 @@ def test_bytes_damaged_in_transit_are_fetched_again_once(scene: Scene) -> None:
         assert server.damaged == 1 + 2  # the read and its one retry
         np.testing.assert_array_equal(remote[0].image, local[0].image)  # the rest still reads
         remote.close()
+
+
+def test_a_users_gdal_variable_wins_in_a_new_thread_after_crossgeo_configured_the_main_one(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    crossgeo.io.ensure_gdal_env()  # the main thread's Env sets crossgeo's values process-wide
+    monkeypatch.setenv("GDAL_HTTP_LOW_SPEED_TIME", "7")
+    monkeypatch.setenv("GDAL_HTTP_MAX_RETRY", "1")
+    result = in_new_thread(crossgeo.io.effective_gdal_config, limit=30)
+    assert result["value"]["GDAL_HTTP_LOW_SPEED_TIME"] == 7 and result["value"]["GDAL_HTTP_MAX_RETRY"] == 1
