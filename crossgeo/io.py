@@ -8,8 +8,10 @@
 * `RasterReader` owns the handles of one thread at a time: the image (or a
   ``WarpedVRT`` of it onto a requested target grid) and the mask source, opened once
   and reused for every window.
-* GDAL failures that rasterio only logs are trapped on the ``rasterio._err`` logger; the
-  trap is installed when crossgeo first opens a raster, not at import.
+* GDAL failures that rasterio only logs are trapped where rasterio hands them to its
+  loggers, before Python logging sees them (`_GdalFailureTrap`), so no logging
+  configuration can silence them; the trap is installed when crossgeo first opens a
+  raster, not at import, and leaves every logger as the application configured it.
 * The mask reaches the image grid by a plain windowed read when the grids coincide (the
   aligned fast path), else nearest neighbour through one of two views (`mask_view_for`):
   one ``WarpedVRT`` over the whole reference grid per reader when its warped blocks fit
@@ -26,6 +28,7 @@ import logging
 import math
 import os
 import threading
+import time
 import uuid
 import warnings
 from collections.abc import Iterator, Sequence
@@ -45,63 +48,92 @@ from rasterio.windows import Window
 
 from crossgeo.errors import ConfigError, ReadError
 from crossgeo.grid import Grid, outside_pixels, overlap
+from crossgeo.options import GDAL_DEFAULTS
 from crossgeo.threads import PerThread
 
-GDAL_OPTIONS: dict[str, Any] = {
-    # Do not list sibling files of every raster opened (slow on network file systems).
-    "GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR",
-    # Retries for /vsicurl/, /vsis3/ ... on transient HTTP errors.
-    "GDAL_HTTP_MAX_RETRY": 5,
-    "GDAL_HTTP_RETRY_DELAY": 0.5,
-    "VSI_CACHE": True,
-}
-"""GDAL configuration every reader thread runs under. An environment variable of the same
-name overrides an entry (e.g. ``GDAL_HTTP_MAX_RETRY=10``); other GDAL options (cache
-size, AWS_* credentials and endpoints) come from the environment as usual."""
+GDAL_OPTIONS: dict[str, Any] = {option.name: option.default for option in GDAL_DEFAULTS}
+"""GDAL configuration every reader thread runs under (declared in `crossgeo.options.GDAL_DEFAULTS`).
+
+An environment variable of the same name overrides an entry (e.g. ``GDAL_HTTP_MAX_RETRY=10``);
+so does editing this dictionary before the first read of a process. Other GDAL options (cache
+size, ``GDAL_HTTP_TIMEOUT``, AWS_* credentials and endpoints) come from the environment as usual."""
 
 
-class _GdalFailureTrap(logging.Filter):
-    """Collects the GDAL failures that rasterio only logs, per reading thread.
+class _FailureRecorder:
+    """Stands in for one of rasterio's module loggers: notes GDAL failures, then logs exactly as before.
+
+    rasterio reports each error GDAL signals by calling its module logger (CE_Failure as
+    ``log.info("GDAL signalled an error: err_no=%r, msg=%r", err_no, msg)``). The recorder
+    takes that call first - before any level, ``logging.disable``, ``disabled`` flag or
+    filter is consulted - and then hands every call on to the real logger unchanged.
+    """
+
+    __slots__ = ("logger", "trap")
+
+    def __init__(self, logger: logging.Logger, trap: _GdalFailureTrap) -> None:
+        self.logger = logger
+        self.trap = trap
+
+    def info(self, msg: object, *args: Any, **kwargs: Any) -> None:
+        if len(args) == 2 and isinstance(msg, str) and msg.startswith("GDAL signalled an error"):
+            caught = self.trap.failures.get(threading.get_ident())
+            if caught is not None:
+                caught.append(str(args[1]))
+        self.logger.info(msg, *args, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.logger, name)
+
+
+class _GdalFailureTrap:
+    """Collects the GDAL failures that rasterio does not raise, per reading thread.
 
     Some drivers report a failure yet hand back blank pixels (GDAL's MBTiles driver with
     a corrupt PNG tile: "libpng: Read Error", "Cannot parse tile data", and the read
-    "succeeds"). rasterio logs such CE_Failure messages at INFO on ``rasterio._err``;
-    this filter records them while a read is watched so crossgeo can raise instead of
-    training on blank data. It passes on only what the logger would have passed anyway.
+    "succeeds"); rasterio raises only when GDAL's return code says so, and otherwise only
+    logs the CE_Failure. Whether a read failed must not depend on how the application
+    configures Python logging (``logging.disable``, ``dictConfig`` with
+    ``disable_existing_loggers``, a raised level), so the trap does not listen to logging:
+    it puts a `_FailureRecorder` in front of the loggers rasterio's GDAL error handlers call
+    (``rasterio._err.log``, used while rasterio reads, and ``rasterio._env.log``). Log
+    records, levels and handlers stay as the application set them.
+
+    Installed when crossgeo first opens a raster, not at import.
     """
 
-    def __init__(self, logger_name: str = "rasterio._err") -> None:
-        super().__init__()
-        self.logger = logging.getLogger(logger_name)
+    MODULES = ("rasterio._err", "rasterio._env")
+    """rasterio's modules whose GDAL error handlers report through a module-level ``log``."""
+
+    def __init__(self) -> None:
         self.failures: dict[int, list[str]] = {}
         self.installed = False
         self._lock = threading.Lock()
 
     def install(self) -> None:
-        """Attach the filter and let INFO records reach it; done once, when crossgeo first opens a raster.
-
-        Not at import: importing a library must not reconfigure the application's loggers.
-        Lowering the level is unavoidable (a logger drops records below its level before any
-        filter sees them); `filter` then passes on only what the logger's parent would have
-        passed, so the user sees the same log as without crossgeo.
-        """
+        """Put the recorder in front of rasterio's error loggers (once per process)."""
         if self.installed:
             return
         with self._lock:
             if self.installed:
                 return
-            self.logger.addFilter(self)
-            if self.logger.getEffectiveLevel() > logging.INFO:
-                self.logger.setLevel(logging.INFO)
-            self.installed = True
+            import importlib
 
-    def filter(self, record: logging.LogRecord) -> bool:
-        caught = self.failures.get(threading.get_ident())
-        message = record.getMessage()
-        if caught is not None and message.startswith("GDAL signalled an error"):
-            caught.append(message.partition("msg=")[2] or message)
-        parent = self.logger.parent
-        return record.levelno >= (parent.getEffectiveLevel() if parent is not None else logging.WARNING)
+            for name in self.MODULES:
+                module = importlib.import_module(name)
+                logger = getattr(module, "log", None)
+                if isinstance(logger, _FailureRecorder):
+                    continue
+                if not isinstance(logger, logging.Logger):
+                    warnings.warn(
+                        f"crossgeo cannot watch GDAL failures reported through {name} (this rasterio "
+                        f"{rasterio.__version__} has no module logger there): a damaged tile that GDAL "
+                        "decodes as blank pixels may then read without an error.",
+                        RuntimeWarning,
+                        stacklevel=2,
+                    )
+                    continue
+                module.log = _FailureRecorder(logger, self)  # type: ignore[attr-defined]
+            self.installed = True
 
     @contextmanager
     def watch(self) -> Iterator[list[str]]:
@@ -120,8 +152,12 @@ _failure_trap = _GdalFailureTrap()
 
 
 def gdal_options() -> dict[str, Any]:
-    """`GDAL_OPTIONS`, less those the user set as environment variables (theirs win)."""
-    return {key: value for key, value in GDAL_OPTIONS.items() if key not in os.environ}
+    """`GDAL_OPTIONS`, with the value of an environment variable of the same name where the user set one.
+
+    The user's value is set explicitly (not left for GDAL to find in the environment): a thread's
+    options would otherwise fall back to the values the main thread's Env set process-wide.
+    """
+    return {key: os.environ.get(key, value) for key, value in GDAL_OPTIONS.items()}
 
 
 def _enter_gdal_env() -> rasterio.Env:
@@ -142,6 +178,81 @@ def ensure_gdal_env() -> None:
     ident or adopts that thread's handles.
     """
     _gdal_envs.get()
+
+
+STALLED_READ_REQUESTS = 4
+"""Requests one windowed read makes to a server that stopped answering, before GDAL gives up.
+
+GDAL 3.10 reading a COG: a multi-range prefetch, then up to three ever smaller reads of the
+first missing block (then the read fails). `remote_wait_bound` multiplies one request's
+bound by it; ``tests/core/test_remote.py`` checks the product against the clock."""
+
+
+def effective_gdal_config() -> dict[str, Any]:
+    """This thread's values of `GDAL_OPTIONS`' names and ``GDAL_HTTP_TIMEOUT``, as GDAL reads them.
+
+    That is crossgeo's entry, or the user's environment variable of the same name (which wins),
+    or nothing (GDAL's own default).
+    """
+    ensure_gdal_env()
+    return {name: rasterio.env.get_gdal_config(name) for name in (*GDAL_OPTIONS, "GDAL_HTTP_TIMEOUT")}
+
+
+def _number(value: Any, default: float = 0.0) -> float:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return default
+
+
+def request_wait_bound(config: dict[str, Any]) -> float:
+    """Worst-case seconds one HTTP request waits on a server that accepted it and sends nothing.
+
+    ``GDAL_HTTP_LOW_SPEED_TIME`` ends such a request once (GDAL does not retry a transfer that
+    is too slow); ``GDAL_HTTP_TIMEOUT`` ends each attempt, but GDAL retries a timed-out request
+    ``GDAL_HTTP_MAX_RETRY`` times, sleeping ``GDAL_HTTP_RETRY_DELAY`` seconds multiplied by up to
+    2.5 after each attempt. ``inf`` when neither is set (curl's default: wait for ever).
+    """
+    limits = []
+    stall = _number(config.get("GDAL_HTTP_LOW_SPEED_TIME"))
+    if stall > 0:
+        limits.append(stall)
+    timeout = _number(config.get("GDAL_HTTP_TIMEOUT"))
+    if timeout > 0:
+        retries = max(0, int(_number(config.get("GDAL_HTTP_MAX_RETRY"))))
+        delay = _number(config.get("GDAL_HTTP_RETRY_DELAY"), 30.0)  # GDAL's default delay: 30 s
+        limits.append((retries + 1) * timeout + sum(delay * 2.5**k for k in range(retries)))
+    return min(limits) if limits else math.inf
+
+
+def remote_wait_bound(config: dict[str, Any] | None = None) -> float:
+    """Worst-case seconds a windowed read waits on a remote server that stopped answering.
+
+    With crossgeo's defaults (`GDAL_OPTIONS`) 40 s: after it the read raises `ReadError`
+    (a DataLoader worker never hangs for ever). ``config``: GDAL option values; default this
+    thread's (`effective_gdal_config`).
+    """
+    return STALLED_READ_REQUESTS * request_wait_bound(effective_gdal_config() if config is None else config)
+
+
+def forget_remote_bytes(paths: Sequence[str]) -> None:
+    """Drop what GDAL's ``/vsicurl/`` family caches for each remote file: its size, header and byte ranges.
+
+    GDAL keeps the bytes it downloaded for the life of the process, shared by every handle;
+    bytes damaged in transit would fail every later read of their block. A handle opened under
+    ``CPL_VSIL_CURL_NON_CACHED`` purges the cache of its file when it closes (GDAL's documented
+    way to re-read a file that changed); a file that cannot be opened any more is skipped.
+    """
+    ensure_gdal_env()
+    for path in paths:
+        if not is_remote(path):
+            continue
+        with contextlib.suppress(RasterioError), rasterio.Env(CPL_VSIL_CURL_NON_CACHED=path):
+            rasterio.open(path).close()
+
+
+REMOTE_PARTS_FORGOTTEN = 32
+"""At most this many remote files of a dataset (a VRT's sources) are purged before a read is retried."""
 
 
 def has_mask_sidecar(path: str) -> bool:
@@ -339,6 +450,10 @@ class RasterReader:
 
     def __init__(self, plan: ReadPlan) -> None:
         self.plan = plan
+        self._open()
+
+    def _open(self) -> None:
+        plan = self.plan
         self.image_source = open_raster(plan.image_path, "image_path")
         self.mask_source = open_raster(plan.mask_path, "mask_path") if plan.mask_path is not None else None
         # As dtype objects once: a dtype name or ``dataset.dtypes`` costs microseconds on every read.
@@ -401,14 +516,47 @@ class RasterReader:
     def _reading(self, what: str, path: str, row_off: int, col_off: int) -> Any:
         return reading(what, path, row_off, col_off, self.plan.patch_size)
 
+    def _retry_remote(self, error: ReadError, dataset: Any, path: str, started: float) -> None:
+        """After a failed read of a remote raster: forget its downloaded bytes and reopen, for one more try.
+
+        A read that failed quickly got its bytes and could not decode them (damaged in transit,
+        or a file replaced on the server): GDAL would serve the same bytes from its cache for the
+        rest of the process, so they are dropped and the read is tried once more. A read that
+        failed after a request's whole wait bound (`request_wait_bound`) met a stalled server: it
+        is not retried (a read stays within `remote_wait_bound`) and its error says so. Raises
+        ``error`` (or that stall error) when the read is not to be retried.
+        """
+        if not is_remote(path):
+            raise error
+        bound = request_wait_bound(effective_gdal_config())
+        if time.monotonic() - started >= bound:
+            raise ReadError(
+                f"{error} The server sent nothing for {bound:g} s (GDAL_HTTP_LOW_SPEED_TIME / GDAL_HTTP_TIMEOUT): "
+                "check that it is up and reachable; on a slow link raise GDAL_HTTP_LOW_SPEED_TIME (an environment "
+                "variable), or set on_read_error: skip to train on without such windows."
+            ) from error
+        parts = [f for f in (dataset.files if dataset is not None else [path]) if is_remote(f)]
+        self.close()
+        forget_remote_bytes(parts[:REMOTE_PARTS_FORGOTTEN])
+        self._open()
+
     def read_image(self, row_off: int, col_off: int) -> tuple[np.ndarray, np.ndarray | None]:
         """The image window (C, H, W) in the planned dtype, and where the image has no data.
 
         Outside pixels hold the image fill. The second array (H, W) is True outside the
         raster, where the alpha band is 0 (read along even when not selected), where every
         selected band is nodata and where the per-dataset mask band is 0; None when no
-        pixel is invalid and the image marks none (no extra read then).
+        pixel is invalid and the image marks none (no extra read then). A failed read of a
+        remote image is retried once with fresh bytes (`_retry_remote`).
         """
+        started = time.monotonic()
+        try:
+            return self._read_image(row_off, col_off)
+        except ReadError as error:
+            self._retry_remote(error, self.image_source, self.plan.image_path, started)
+        return self._read_image(row_off, col_off)
+
+    def _read_image(self, row_off: int, col_off: int) -> tuple[np.ndarray, np.ndarray | None]:
         plan = self.plan
         indexes, alpha_at = self.image_indexes, self.image_alpha_at
         with self._reading("image", plan.image_path, row_off, col_off):
@@ -436,8 +584,16 @@ class RasterReader:
 
         Invalid pixels are those the mask does not cover, mask nodata and alpha == 0.
         ``height`` and ``width`` (default: the patch size) read any rectangle instead.
+        A failed read of a remote mask is retried once with fresh bytes (`_retry_remote`).
         """
-        with self._reading("mask", str(self.plan.mask_path), row_off, col_off):
+        path = str(self.plan.mask_path)
+        started = time.monotonic()
+        try:
+            with self._reading("mask", path, row_off, col_off):
+                return self._read_mask(row_off, col_off, height, width)
+        except ReadError as error:
+            self._retry_remote(error, self.mask_source, path, started)
+        with self._reading("mask", path, row_off, col_off):
             return self._read_mask(row_off, col_off, height, width)
 
     def _read_mask(

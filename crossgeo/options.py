@@ -22,6 +22,7 @@ from crossgeo.errors import OptionError
 __all__ = [
     "ADAPTER_OPTIONS",
     "ALIASES",
+    "GDAL_DEFAULTS",
     "REQUIRED",
     "SAMPLER_OPTIONS",
     "SCENE_OPTIONS",
@@ -219,6 +220,48 @@ ADAPTER_OPTIONS: tuple[Option, ...] = (
     ),
 )
 """Options the framework adapters consume (the drop-in dataset takes them with the sampler's)."""
+
+GDAL_DEFAULTS: tuple[Option, ...] = (
+    # ---- reads: GDAL configuration (crossgeo.io.GDAL_OPTIONS is built from these rows) ----
+    Option(
+        "GDAL_DISABLE_READDIR_ON_OPEN",
+        "str",
+        "EMPTY_DIR",
+        "Do not list the folder of every file opened (slow on network file systems and object stores).",
+    ),
+    Option(
+        "GDAL_HTTP_MAX_RETRY",
+        "int",
+        3,
+        "Retries of an HTTP request after a transient error (429, 5xx, reset or timed-out connection).",
+    ),
+    Option(
+        "GDAL_HTTP_RETRY_DELAY",
+        "float",
+        0.5,
+        "Seconds before the first retry; GDAL multiplies the delay by 2 to 2.5 for each further one.",
+    ),
+    Option(
+        "GDAL_HTTP_CONNECTTIMEOUT",
+        "float",
+        5,
+        "Seconds a connection may take to open; a timed-out connection counts as a transient error (retried).",
+    ),
+    Option(
+        "GDAL_HTTP_LOW_SPEED_TIME",
+        "int",
+        10,
+        "Seconds a request may receive less than `GDAL_HTTP_LOW_SPEED_LIMIT` bytes/s before it fails "
+        "(a server that accepts and never answers); GDAL does not retry it, so a stalled read ends with "
+        "`ReadError` in bounded time (`crossgeo.io.remote_wait_bound`, 40 s with these values).",
+    ),
+    Option("GDAL_HTTP_LOW_SPEED_LIMIT", "int", 1, "The bytes/s below which `GDAL_HTTP_LOW_SPEED_TIME` counts."),
+    Option("VSI_CACHE", "bool", True, "Cache recently read blocks of `/vsi...` files in memory."),
+)
+"""GDAL configuration options crossgeo sets in every thread that reads (`crossgeo.io.GDAL_OPTIONS`).
+
+Not sampler options: GDAL's configuration is per thread and shared by every sampler. An
+environment variable of the same name wins over an entry (``GDAL_HTTP_LOW_SPEED_TIME=30``)."""
 
 ALIASES: dict[str, str] = {alias: option.name for option in SAMPLER_OPTIONS for alias in option.aliases}
 """Other accepted names -> the option's name (``image_mbtiles_path`` -> ``image_path``)."""

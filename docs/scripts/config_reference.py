@@ -4,7 +4,8 @@
     python docs/scripts/config_reference.py --check  # exit 1 when the page is out of date
 
 The table is the one declared option list (``SAMPLER_OPTIONS``, ``SCENE_OPTIONS``, ``ADAPTER_OPTIONS``) that
-`PatchSampler`, the drop-in dataset, configuration files and ``crossgeo validate`` read.
+`PatchSampler`, the drop-in dataset, configuration files and ``crossgeo validate`` read; a second table
+lists the GDAL configuration crossgeo reads under (``GDAL_DEFAULTS``, `crossgeo.io.GDAL_OPTIONS`).
 ``tests/core/test_docs.py`` fails when the page and the list disagree.
 """
 
@@ -47,8 +48,29 @@ def generated() -> str:
         lines.append(f"| `{option.name}` | {option.type} | {_default(option)} | — | ✓ | {option.doc} |")
     for option in ADAPTER_OPTIONS:
         lines.append(f"| `{option.name}` | {option.type} | {_default(option)} | — | ✓ | {option.doc} |")
+    lines += _gdal_table()
     lines += ["", END]
     return "\n".join(lines)
+
+
+def _gdal_table() -> list[str]:
+    """The GDAL configuration crossgeo reads under (``crossgeo.options.GDAL_DEFAULTS``), as Markdown lines."""
+    from crossgeo.options import GDAL_DEFAULTS
+
+    lines = [
+        "",
+        "### GDAL options for reads",
+        "",
+        "Not keys of a configuration: GDAL's configuration is per thread and shared by every sampler. crossgeo",
+        "sets these in each thread that reads; an environment variable of the same name wins",
+        "(`GDAL_HTTP_LOW_SPEED_TIME=30 python train.py`). See [remote rasters](../howto/remote.md).",
+        "",
+        "| GDAL option | Type | crossgeo's value | Description |",
+        "|---|---|---|---|",
+    ]
+    for option in GDAL_DEFAULTS:
+        lines.append(f"| `{option.name}` | {option.type} | {_default(option)} | {option.doc} |")
+    return lines
 
 
 def current(page: Path = PAGE) -> str:

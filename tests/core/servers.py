@@ -3,6 +3,8 @@
 Both bind 127.0.0.1 on a free port, run in a daemon thread and stop when the test ends.
 Faults are deterministic: every ``fail_every``-th request either answers 503 or drops the
 connection without a reply (alternately), so a test knows how many faults it injected.
+A `FileServer` can also hang (accept requests and never answer, until it stops) and serve
+damaged bytes for a byte range a given number of times.
 """
 
 from __future__ import annotations
@@ -41,12 +43,23 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             self.end_headers()
         return True
 
+    def _hang(self) -> bool:
+        """Accept the request and never answer while the server hangs (bounded: until it stops)."""
+        server = self.server
+        if not server.hang.is_set():
+            return False
+        with server.lock:
+            server.hung += 1
+        server.stopping.wait(server.max_hang)
+        self.close_connection = True
+        return True
+
     def do_HEAD(self) -> None:
-        if not self._inject_fault():
+        if not self._hang() and not self._inject_fault():
             self.server.respond(self, body=False)
 
     def do_GET(self) -> None:
-        if not self._inject_fault():
+        if not self._hang() and not self._inject_fault():
             self.server.respond(self, body=True)
 
     def do_PUT(self) -> None:
@@ -66,6 +79,11 @@ class _Server(http.server.ThreadingHTTPServer):
         self.counter = itertools.count()
         self.lock = threading.Lock()
         self.faults = 0
+        self.hang = threading.Event()
+        """Set: every new request is accepted and never answered (until the server stops or `max_hang`)."""
+        self.stopping = threading.Event()
+        self.max_hang = 120.0
+        self.hung = 0
 
     @property
     def url(self) -> str:
@@ -76,11 +94,35 @@ class _Server(http.server.ThreadingHTTPServer):
 
 
 class FileServer(_Server):
-    """Serves files below ``root`` with HTTP byte ranges (what GDAL's /vsicurl/ needs)."""
+    """Serves files below ``root`` with HTTP byte ranges (what GDAL's /vsicurl/ needs).
+
+    ``damage(name, start, stop, times)`` makes the next ``times`` responses that carry any of
+    the bytes ``[start, stop)`` of file ``name`` carry them inverted instead (`damaged` counts them).
+    """
 
     def __init__(self, root: Path, fail_every: int = 0) -> None:
         super().__init__(fail_every)
         self.root = root
+        self.damages: dict[str, tuple[int, int, int]] = {}
+        self.damaged = 0
+
+    def damage(self, name: str, start: int, stop: int, times: int) -> None:
+        with self.lock:
+            self.damages[name] = (start, stop, times)
+
+    def _damaged(self, name: str, start: int, data: bytes) -> bytes:
+        with self.lock:
+            if name not in self.damages:
+                return data
+            first, stop, times = self.damages[name]
+            lo, hi = max(first, start), min(stop, start + len(data))
+            if times <= 0 or lo >= hi:
+                return data
+            self.damages[name] = (first, stop, times - 1)
+            self.damaged += 1
+        out = bytearray(data)
+        out[lo - start : hi - start] = bytes(255 - b for b in out[lo - start : hi - start])
+        return bytes(out)
 
     def respond(self, handler: _Handler, body: bool) -> None:
         path = self.root / handler.path.lstrip("/").split("?")[0]
@@ -104,7 +146,7 @@ class FileServer(_Server):
         if body:
             with open(path, "rb") as stream:
                 stream.seek(start)
-                handler.wfile.write(stream.read(end - start + 1))
+                handler.wfile.write(self._damaged(path.name, start, stream.read(end - start + 1)))
 
 
 class FaultProxy(_Server):
@@ -140,5 +182,6 @@ def running(server: _Server) -> Iterator[_Server]:
     try:
         yield server
     finally:
+        server.stopping.set()  # hung requests end (without an answer)
         server.shutdown()
         server.server_close()
