@@ -141,10 +141,10 @@ def _text_problem(text: Any) -> str:
         except (TypeError, ValueError):
             return f"is {text!r}, not a number"
         if not np.isfinite(value) or value != int(value):
-            return f"is {text!r}, not a whole number"
+            return f"is {text}, not a whole number"
         number = int(value)
     if not -_INT64_LIMIT <= number < _INT64_LIMIT:
-        return f"is {text!r}, beyond the int64 range of pixel offsets (+-2**63)"
+        return f"is {text}, beyond the int64 range of pixel offsets (+-2**63)"
     return ""
 
 
@@ -726,7 +726,7 @@ def _temp_beside(path: Path) -> tuple[int, str]:
     raise FileExistsError(f"could not create a temporary file next to {path}")
 
 
-def _write_atomic(path: Path, write: Callable[[str], None]) -> None:
+def _write_atomic(path: Path, write: Callable[[str], object]) -> None:
     """``write(temporary path)`` next to ``path``, then rename it onto ``path``; on failure nothing changes."""
     fd, tmp = _temp_beside(path)
     os.close(fd)

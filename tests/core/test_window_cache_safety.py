@@ -144,6 +144,7 @@ def test_index_rebuild_deletes_only_its_own_cache(scene: Scene) -> None:
     config = write_config(scene.path("c.yaml"), **options)
     code, out, err = run_cli("index", config, "--cache", foreign, "--rebuild")
     assert code != 0 and foreign.read_text() == "row_off,col_off,comment\n9,9,keep me\n"
+    assert "not a window-index cache crossgeo wrote" in out + err
     own = scene.path("own.parquet")
     assert run_cli("index", config, "--cache", own)[0] == 0
     code, out, _ = run_cli("index", config, "--cache", own, "--rebuild")
@@ -229,7 +230,9 @@ def test_a_cut_csv_cache_is_rebuilt(scene: Scene, caplog: pytest.LogCaptureFixtu
 
 def test_parquet_uint64_offsets_above_2_63_are_refused(scene: Scene) -> None:
     path = scene.path("u.parquet")
-    pq.write_table(pa.table({"row_off": pa.array([1, 2**63 + 5], pa.uint64()), "col_off": pa.array([1, 2], pa.uint64())}), path)
+    pq.write_table(
+        pa.table({"row_off": pa.array([1, 2**63 + 5], pa.uint64()), "col_off": pa.array([1, 2], pa.uint64())}), path
+    )
     with pytest.raises(WindowError, match=r"u.parquet.*'row_off'.*9223372036854775813.*data row 2"):
         sampler(scene, path, None)
 
@@ -238,7 +241,9 @@ def test_parquet_uint64_offsets_above_2_63_are_refused(scene: Scene) -> None:
 def test_csv_int64_overflow_names_the_real_text(scene: Scene, text: str) -> None:
     path = scene.path("o.csv")
     path.write_text(f"row_off,col_off\n1,2\n3,{text}\n")
-    with pytest.raises(WindowError, match=rf"'col_off'.*'{text}'.*data row 2") as caught:
+    with pytest.raises(
+        WindowError, match=rf"'col_off' \(col_off_key\) is {text}, beyond the int64 range.* data row 2"
+    ) as caught:
         sampler(scene, path, None)
     assert "-9223372036854775808" not in str(caught.value)
 
