@@ -182,6 +182,14 @@ def _offset_column(table: pa.Table, key: str, option: str, path: Path | str) -> 
             return np.asarray(pa.compute.cast(texts, pa.int64()).to_numpy(zero_copy_only=False), dtype=np.int64)
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
             pass
+        try:  # whole numbers written as floats ("10.0"), vectorised
+            floats = pa.compute.cast(texts, pa.float64()).to_numpy(zero_copy_only=False)
+            with np.errstate(invalid="ignore"):
+                whole = np.isfinite(floats) & (floats == np.floor(floats)) & (np.abs(floats) < _INT64_LIMIT)
+            if whole.all():
+                return floats.astype(np.int64)
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            pass
         for pos, text in enumerate(texts.to_pylist()):
             problem = _text_problem(text)
             if problem:
@@ -653,6 +661,9 @@ def inspect_cache(cache_path: str | os.PathLike[str]) -> CacheFile:
     """Classify the file at a cache path (see `CacheFile`); reads it, never writes."""
     path = Path(cache_path)
     if not path.exists():
+        sidecar = sidecar_path(path)
+        if path.suffix.lower() == ".csv" and sidecar.exists() and _read_sidecar(sidecar) is None:
+            return CacheFile(path, "other", problem=f"{sidecar.name} beside it exists and is not crossgeo's record")
         return CacheFile(path, "none")
     if path.suffix.lower() == ".parquet":
         try:
@@ -786,13 +797,13 @@ def remove_cache(cache_path: str | os.PathLike[str], inputs: Mapping[str, Any] |
     path = check_cache_path(cache_path)
     check_cache_not_input(path, inputs or {})
     found = inspect_cache(path)
-    if found.owner == "none":
-        return False
-    if found.owner != "crossgeo":
+    if found.owner not in ("none", "crossgeo"):
         raise _not_ours(found)
     path.unlink(missing_ok=True)
-    sidecar_path(path).unlink(missing_ok=True)
-    return True
+    sidecar = sidecar_path(path)
+    if path.suffix.lower() == ".csv" and _read_sidecar(sidecar) is not None:
+        sidecar.unlink()
+    return found.owner == "crossgeo"
 
 
 def cached_window_index(

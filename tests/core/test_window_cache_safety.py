@@ -158,6 +158,24 @@ def test_cache_under_a_regular_file_is_a_warning(scene: Scene, caplog: pytest.Lo
         found = sampler(scene, scene.windows([1, 2], [3, 4]), blocker / "cache.parquet")
     assert found.row_off.tolist() == [1, 2] and len(found) == 2
     assert "window_index_cache" in caplog.text and "not written" in caplog.text
+    options = {
+        "image_mbtiles_path": str(scene.image),
+        "mask_path": str(scene.lonlat_mask()),
+        "crops_path": str(scene.windows([1, 2], [3, 4])),
+        "patch_size": SIZE,
+        "n_classes": 4,
+    }
+    code, out, _ = run_cli("index", write_config(scene.path("c.yaml"), **options), "--cache", blocker / "i.csv")
+    assert code == 0 and "built, NOT written" in out
+
+
+def test_a_stray_file_at_the_sidecar_path_is_not_overwritten(scene: Scene) -> None:
+    cache = scene.path("cache.csv")
+    stray = W.sidecar_path(cache)
+    stray.write_text("someone else's notes")
+    with pytest.raises(ConfigError, match=r"window_index_cache .*cache.csv is not a window-index cache crossgeo"):
+        sampler(scene, scene.windows([1], [2]), cache)
+    assert stray.read_text() == "someone else's notes" and not cache.exists()
 
 
 @pytest.fixture
