@@ -834,16 +834,17 @@ def cached_window_index(
         log.info("crossgeo: window index cache %s is stale (%s); rebuilding.", cache_path, why)
     index = build()
     if found.owner == "original":
-        agrees = found.index is not None and np.array_equal(found.index.row_off, index.row_off)
-        agrees = agrees and found.index is not None and np.array_equal(found.index.col_off, index.col_off)
+        theirs = found.index
+        agrees = theirs is not None and np.array_equal(theirs.row_off, index.row_off)
+        agrees = agrees and theirs is not None and np.array_equal(theirs.col_off, index.col_off)
         log.warning(
             "crossgeo: window_index_cache %s was written by the original MBTilesCropsGeoTifMaskDataset (plain "
             "row_off,col_off columns, no crossgeo record), so crossgeo cannot tell what it was built from: the "
-            "windows were planned from crops_path (%d; the file's %s) and the file was left untouched. "
-            "Point window_index_cache at another file for crossgeo's own cache.",
+            "windows were planned from crops_path (%d window(s); the file's windows %s) and the file was left "
+            "untouched. Point window_index_cache at another file for crossgeo's own cache.",
             cache_path,
             len(index),
-            "agree" if agrees else "differ",
+            "agree with them" if agrees else "differ from them: the original would train on stale windows",
         )
         return index, "left alone"
     try:
