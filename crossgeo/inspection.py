@@ -138,6 +138,8 @@ class WindowsInfo:
     """Mean share of a window's pixels outside the image (filled)."""
     partly_outside: int
     """Windows reaching past the image edge."""
+    cache_state: str = "none"
+    """What happened to ``window_index_cache`` (one of `crossgeo.windows.CACHE_STATES`)."""
 
     def describe(self) -> str:
         return f"{len(self.index)} window(s) from {self.source}: {self.index.report.describe()}"
@@ -538,10 +540,12 @@ def inspect_windows(
     col_off_key: str = "col_off",
     cache: Path | None = None,
     split: str | None = None,
+    inputs: Mapping[str, Any] | None = None,
 ) -> WindowsInfo:
     """Plan the windows on the reference grid from a file (through the cache) or an in-memory table.
 
     ``split`` keeps only the table rows of that split (see `crossgeo.windows.SPLIT_COLUMN`).
+    ``inputs`` (option name -> path(s)) are the configuration's input files, which the cache may not be.
     """
     grid = image.grid
     if winsrc.is_window_table(crops):
@@ -553,7 +557,7 @@ def inspect_windows(
         source = winsrc.describe_windows(crops)
         index = winsrc.windows_from_table(crops, row_off_key, col_off_key, split=split)
         winsrc.check_inside(index, patch_size, grid, source)
-        from_cache = False
+        state = "none"
     else:
         source = check_path(crops, "crops_path")
         plan: dict[str, Any] = {
@@ -564,16 +568,24 @@ def inspect_windows(
             "col_off_key": col_off_key,
             "split": split,
         }
-        index, from_cache = winsrc.cached_window_index(
+        index, state = winsrc.cached_window_index(
             cache,
             lambda: winsrc.source_fingerprint(source, **plan),
             lambda: winsrc.build_window_index(source, **plan),
+            {"crops_path": source, **(inputs or {})},
         )
     for offsets in (index.row_off, index.col_off, index.weight):
         if offsets is not None:
             offsets.setflags(write=False)  # shared by every worker: nobody edits the plan in place
     share, partly = _outside_share(index, patch_size, grid)
-    return WindowsInfo(index=index, source=source, from_cache=from_cache, outside_share=share, partly_outside=partly)
+    return WindowsInfo(
+        index=index,
+        source=source,
+        from_cache=state == "reused",
+        outside_share=share,
+        partly_outside=partly,
+        cache_state=state,
+    )
 
 
 def window_warnings(
@@ -672,6 +684,7 @@ def inspect_sources(
                 col_off_key=options["col_off_key"],
                 cache=options["window_index_cache"],
                 split=options["split"],
+                inputs={names["image_path"]: options["image_path"], "mask_path": options["mask_path"]},
             ),
         )
     warned = (

@@ -126,7 +126,9 @@ SAMPLER_OPTIONS: tuple[Option, ...] = (
         "window_index_cache",
         "path",
         None,
-        "`.csv` / `.parquet` file keeping the planned windows; rebuilt when the source or the settings change.",
+        "`.csv` / `.parquet` file keeping the planned windows (a plain `row_off`,`col_off` table the original "
+        "reads too); rebuilt when the source or the settings change. Never an input; crossgeo only overwrites "
+        "a cache it wrote.",
     ),
     Option(
         "target_crs",

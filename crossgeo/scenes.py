@@ -89,6 +89,8 @@ class SceneWindows:
     """Features of the shared crops file (0 when there is none)."""
     unassigned: int
     """Shared features whose window lies wholly inside no scene (not used)."""
+    cache_state: str = "none"
+    """What happened to ``window_index_cache`` (one of `crossgeo.windows.CACHE_STATES`)."""
 
 
 # --------------------------------------------------------------------------- the catalogue
@@ -541,11 +543,17 @@ class SceneSampler(WindowSequence):
                 **keys,
             }
 
+        inputs = {
+            "scenes": self.source,
+            "image_path": [s.image_path for s in self.catalogue],
+            "mask_path": [self.shared_mask_path, *(s.mask_path for s in self.catalogue)],
+            "crops_path": [self.shared_crops_path, *(s.crops_path for s in self.catalogue)],
+        }
         try:
-            index, from_cache = winsrc.cached_window_index(cache, fingerprint, build)
+            index, state = winsrc.cached_window_index(cache, fingerprint, build, inputs)
         except _Abandon:
             return None
-        return SceneWindows(index, from_cache, counts["features"], counts["unassigned"])
+        return SceneWindows(index, state == "reused", counts["features"], counts["unassigned"], state)
 
     def _setup(
         self, images: dict[int, ImageInfo], masks: dict[int, tuple[MaskInfo, MaskDecoder]], windows: SceneWindows
@@ -767,13 +775,12 @@ class _Abandon(Exception):
 
 
 def _identity(path: str | None) -> Any:
-    """A file's identity for the cache fingerprint: resolved path, size, mtime (remote: the path)."""
+    """A file's identity for the cache fingerprint: resolved path, size, mtime, ``-wal`` (remote: the path)."""
     if path is None:
         return None
     if is_remote(path):
         return path
-    stat = Path(path).stat()
-    return [str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns]
+    return winsrc.file_identity(path)
 
 
 def _concatenate(positions: Sequence[int], parts: Sequence[winsrc.WindowIndex]) -> winsrc.WindowIndex:

@@ -15,12 +15,12 @@ objects in every DataLoader worker.
 
 from __future__ import annotations
 
-import io
+import hashlib
 import json
 import logging
 import os
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -52,9 +52,8 @@ VECTOR_SUFFIXES = {
     ".geojsonl",
 }
 CACHE_SUFFIXES = (".csv", ".parquet")
-CACHE_VERSION = 2
+CACHE_VERSION = 3
 """Bumped when the cache layout or the window planning rules change."""
-_CSV_HEADER = "# crossgeo-window-index "
 SPLIT_COLUMN = "split"
 """The table column the ``split`` option selects rows by (written by `crossgeo.planning.spatial_split`)."""
 WEIGHT_COLUMN = "weight"
@@ -118,16 +117,39 @@ def _source_kind(path: Path) -> str:
 # --------------------------------------------------------------------------- tables
 
 
-def _read_table(path: Path, kind: str) -> pa.Table:
+def _read_table(path: Path, kind: str, keys: tuple[str, ...] = ()) -> pa.Table:
+    """The table; a CSV's offset columns ``keys`` are read as text, so a bad value is quoted as written."""
     if kind == "parquet":
         # ParquetFile, not pq.read_table: that one imports pandas (~45 MB in every worker) for the
         # pandas metadata of a file pandas wrote, which an offsets table does not need.
         return pq.ParquetFile(path).read()
-    return pacsv.read_csv(path)
+    types = {key: pa.string() for key in keys}
+    return pacsv.read_csv(path, convert_options=pacsv.ConvertOptions(column_types=types, strings_can_be_null=True))
+
+
+_INT64_LIMIT = 2**63
+"""Offsets must lie in ``[-2**63, 2**63)`` (int64); beyond, numpy would wrap them silently."""
+
+
+def _text_problem(text: Any) -> str:
+    """Why one written offset is not a usable whole number ("" when it is)."""
+    try:
+        number = int(str(text).strip())
+    except ValueError:
+        try:
+            value = float(text)
+        except (TypeError, ValueError):
+            return f"is {text!r}, not a number"
+        if not np.isfinite(value) or value != int(value):
+            return f"is {text}, not a whole number"
+        number = int(value)
+    if not -_INT64_LIMIT <= number < _INT64_LIMIT:
+        return f"is {text}, beyond the int64 range of pixel offsets (+-2**63)"
+    return ""
 
 
 def _offset_column(table: pa.Table, key: str, option: str, path: Path | str) -> np.ndarray:
-    """One offset column as int64, refusing nulls, NaN, strings and fractions."""
+    """One offset column as int64, refusing nulls, NaN, strings, fractions and values beyond int64."""
     column = table.column(key)
     first_bad: int | None = None
     problem = ""
@@ -135,32 +157,58 @@ def _offset_column(table: pa.Table, key: str, option: str, path: Path | str) -> 
         first_bad = int(np.flatnonzero(column.is_null().to_numpy(zero_copy_only=False))[0])
         problem = "is empty/NaN"
     elif pa.types.is_integer(column.type):
-        return column.to_numpy().astype(np.int64, copy=False)
+        values = column.to_numpy()
+        if values.dtype != np.uint64 or not values.size or values.max() < _INT64_LIMIT:
+            return values.astype(np.int64, copy=False)
+        first_bad = int(np.flatnonzero(values >= _INT64_LIMIT)[0])
+        problem = f"is {int(values[first_bad])}, beyond the int64 range of pixel offsets (+-2**63)"
     elif pa.types.is_floating(column.type):
         values = column.to_numpy()
-        bad = ~np.isfinite(values) | (values != np.floor(np.where(np.isfinite(values), values, 0)))
+        finite = np.isfinite(values)
+        with np.errstate(invalid="ignore"):
+            bad = ~finite | (values != np.floor(np.where(finite, values, 0))) | (np.abs(values) >= _INT64_LIMIT)
         if not bad.any():
             return values.astype(np.int64)
         first_bad = int(np.flatnonzero(bad)[0])
-        problem = f"is {float(values[first_bad])!r}, not a whole number"
+        value = float(values[first_bad])
+        problem = (
+            f"is {value!r}, beyond the int64 range of pixel offsets (+-2**63)"
+            if np.isfinite(value) and value == int(value)
+            else f"is {value!r}, not a whole number"
+        )
     else:
         texts = column.cast(pa.string())
-        values_list = texts.to_pylist()
-        for pos, text in enumerate(values_list):
-            try:
-                number = float(text)
-            except (TypeError, ValueError):
-                first_bad, problem = pos, f"is {text!r}, not a number"
-                break
-            if not np.isfinite(number) or number != int(number):
-                first_bad, problem = pos, f"is {text!r}, not a whole number"
+        try:  # the common case, vectorised: every text is an int64
+            return np.asarray(pa.compute.cast(texts, pa.int64()).to_numpy(zero_copy_only=False), dtype=np.int64)
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            pass
+        try:  # whole numbers written as floats ("10.0"), vectorised
+            floats = pa.compute.cast(texts, pa.float64()).to_numpy(zero_copy_only=False)
+            with np.errstate(invalid="ignore"):
+                whole = np.isfinite(floats) & (floats == np.floor(floats)) & (np.abs(floats) < _INT64_LIMIT)
+            if whole.all():
+                return floats.astype(np.int64)
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            pass
+        for pos, text in enumerate(texts.to_pylist()):
+            problem = _text_problem(text)
+            if problem:
+                first_bad = pos
                 break
         else:
-            return np.array([int(float(t)) for t in values_list], dtype=np.int64)
+            return np.array([int(t) if _is_int_text(t) else int(float(t)) for t in texts.to_pylist()], dtype=np.int64)
     raise WindowError(
         f"{path}: column {key!r} ({option}) {problem} in data row {first_bad + 1 if first_bad is not None else '?'}; "
         "pixel offsets must be whole numbers. Fix or remove that row."
     )
+
+
+def _is_int_text(text: str) -> bool:
+    try:
+        int(text.strip())
+    except ValueError:
+        return False
+    return True
 
 
 def read_table_windows(
@@ -173,7 +221,7 @@ def read_table_windows(
     and the first bad row when a column is missing or holds NaN, text or fractional values.
     """
     path = Path(path)
-    table = _read_table(path, kind)
+    table = _read_table(path, kind, (row_off_key, col_off_key))
     index = _table_index(table, row_off_key, col_off_key, str(path), split)
     del table
     # Hand pyarrow's freed read buffers back to the OS: a 1M-row index otherwise keeps
@@ -419,6 +467,50 @@ def build_window_index(
 
 
 # --------------------------------------------------------------------------- cache
+#
+# A cache is a plain table the original `MBTilesCropsGeoTifMaskDataset` reads too (``row_off``,
+# ``col_off`` columns, nothing before the header), plus crossgeo's record of what it was built
+# from: in a Parquet file's key-value metadata, next to a CSV in a sidecar (``<cache>.crossgeo.json``).
+# That record is also the proof that crossgeo wrote the file: crossgeo overwrites or deletes only
+# such files, never an input of the same configuration, and verifies the row count and a checksum
+# before it trusts the rows (an interrupted copy cuts a CSV at a line boundary).
+
+CACHE_FORMAT = "crossgeo-window-index"
+"""The ``format`` of crossgeo's cache record (Parquet metadata key ``crossgeo`` / the CSV sidecar)."""
+SIDECAR_SUFFIX = ".crossgeo.json"
+"""Appended to a CSV cache's name for the file holding its record (the original ignores it)."""
+CACHE_STATES = ("none", "reused", "written", "not written", "left alone")
+"""What `cached_window_index` did: no cache asked for; reused; built and written; built, but the
+location was not writable (a warning); built, the file at the cache path being the original's (untouched)."""
+_OLD_CSV_HEADER = "# crossgeo-window-index "
+"""The first line of crossgeo's earlier CSV caches (the original cannot parse them; they are rebuilt)."""
+_ORIGINAL_COLUMNS = {"row_off", "col_off"}
+
+
+def sidecar_path(cache_path: str | os.PathLike[str]) -> Path:
+    """Where a CSV cache's record lives: ``index.csv`` -> ``index.csv.crossgeo.json``."""
+    path = Path(cache_path)
+    return path.with_name(path.name + SIDECAR_SUFFIX)
+
+
+def _wal_identity(path: Path) -> list[int] | None:
+    """Size and mtime of a SQLite write-ahead log next to ``path`` (``path-wal``), None without one."""
+    try:
+        stat = path.with_name(path.name + "-wal").stat()
+    except OSError:
+        return None
+    return [stat.st_size, stat.st_mtime_ns]
+
+
+def file_identity(path: str | os.PathLike[str]) -> list[Any]:
+    """A local file's identity for a cache fingerprint: resolved path, size, mtime, and its ``-wal``.
+
+    A GeoPackage edited in WAL mode (as QGIS does) keeps its size and mtime until a checkpoint;
+    the edits are in ``<file>-wal``, so its size and mtime are part of the identity.
+    """
+    path = Path(path)
+    stat = path.stat()
+    return [str(path.resolve()), stat.st_size, stat.st_mtime_ns, _wal_identity(path)]
 
 
 def source_fingerprint(
@@ -439,6 +531,7 @@ def source_fingerprint(
         "source": str(path.resolve()),
         "size": stat.st_size,
         "mtime_ns": stat.st_mtime_ns,
+        "wal": _wal_identity(path),
         "layer": crops_layer,
         "row_off_key": row_off_key,
         "col_off_key": col_off_key,
@@ -457,8 +550,176 @@ def check_cache_path(cache_path: str | os.PathLike[str]) -> Path:
     return path
 
 
-def _report_to_dict(report: WindowReport) -> dict[str, int]:
-    return attrs.asdict(report)
+def _suggest(path: Path) -> Path:
+    return path.with_name(f"{path.stem}.crossgeo-index{path.suffix}")
+
+
+def _local_paths(value: Any) -> list[Path]:
+    """The local file paths in an input option (a path, a list or mapping of sources); URLs are skipped."""
+    if isinstance(value, (str, os.PathLike)):
+        text = os.fspath(value)
+        return [] if not text or "://" in text or text.startswith("/vsi") else [Path(text)]
+    if isinstance(value, dict):
+        return [p for item in value.values() for p in _local_paths(item)]
+    if isinstance(value, (list, tuple)):
+        return [p for item in value for p in _local_paths(item)]
+    return []
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    """Same resolved path, or the same file by identity (a hard link, a bind mount)."""
+    try:
+        if a.resolve() == b.resolve():
+            return True
+        return os.path.samefile(a, b)
+    except (OSError, RuntimeError):
+        return False
+
+
+def check_cache_not_input(cache_path: str | os.PathLike[str], inputs: Mapping[str, Any]) -> None:
+    """Refuse a cache path (or its CSV sidecar) that is one of the inputs (option name -> path(s)).
+
+    Compares resolved paths and file identity, so a symlink or a hard link to an input is caught.
+    """
+    cache = Path(cache_path)
+    targets = [cache, sidecar_path(cache)] if cache.suffix.lower() == ".csv" else [cache]
+    for option, value in inputs.items():
+        for source in _local_paths(value):
+            if any(_same_file(target, source) for target in targets):
+                raise ConfigError(
+                    f"window_index_cache {cache} is the {option} {source}: crossgeo writes over and deletes its "
+                    "cache, so the cache must never be an input of the same configuration. Point "
+                    f"window_index_cache at a new file (e.g. {_suggest(cache)}), or remove it."
+                )
+
+
+@attrs.frozen(eq=False)
+class CacheFile:
+    """What lies at a ``window_index_cache`` path, and whose it is.
+
+    ``owner``: ``"none"`` (no file), ``"crossgeo"`` (crossgeo's record is there: it may be reused,
+    overwritten or deleted), ``"original"`` (a plain ``row_off``,``col_off`` table without a record,
+    as the original writes: read, never written) or ``"other"`` (anything else: never touched).
+    """
+
+    path: Path
+    owner: str
+    index: WindowIndex | None = None
+    """The rows, when readable (and, for crossgeo's, matching the recorded row count and checksum)."""
+    fingerprint: dict[str, Any] | None = None
+    problem: str = ""
+    """Why crossgeo's cache cannot be reused, or why the file is not crossgeo's."""
+
+
+def content_digest(index: WindowIndex) -> str:
+    """A checksum of the index's arrays (little-endian int64 / float64), recorded with the cache."""
+    digest = hashlib.blake2b(digest_size=16)
+    for values, dtype in ((index.row_off, "<i8"), (index.col_off, "<i8"), (index.scene, "<i8"), (index.weight, "<f8")):
+        digest.update(b"-" if values is None else np.ascontiguousarray(values, dtype=dtype).tobytes())
+    return digest.hexdigest()
+
+
+def _index_of(table: pa.Table, source: str) -> WindowIndex:
+    def ints(name: str) -> np.ndarray:
+        return np.asarray(table.column(name).to_numpy(zero_copy_only=False), dtype=np.int64)
+
+    scene = ints("scene") if "scene" in table.column_names else None
+    return WindowIndex(ints("row_off"), ints("col_off"), scene=scene, weight=_weight_column(table, source))
+
+
+def _checked(path: Path, read: Callable[[], pa.Table], meta: dict[str, Any]) -> CacheFile:
+    """crossgeo's cache, its rows verified against the recorded count and checksum."""
+    if meta.get("format") != CACHE_FORMAT or "digest" not in meta:
+        return CacheFile(path, "crossgeo", problem="it was written by an earlier crossgeo version")
+    try:
+        index = _index_of(read(), str(path))
+        index = attrs.evolve(index, report=WindowReport(**meta["report"]))
+    except Exception as error:
+        return CacheFile(path, "crossgeo", problem=f"it is unreadable ({error})")
+    if len(index) != meta.get("rows") or content_digest(index) != meta["digest"]:
+        return CacheFile(
+            path,
+            "crossgeo",
+            problem=f"it holds {len(index)} window(s) where crossgeo wrote {meta.get('rows')}, or their checksum "
+            "differs (cut by an interrupted copy, or edited)",
+        )
+    return CacheFile(path, "crossgeo", index=index, fingerprint=meta["fingerprint"])
+
+
+def _plain(path: Path, names: list[str], read: Callable[[], pa.Table], why: str) -> CacheFile:
+    """A file without crossgeo's record: the original's cache when it has exactly its columns."""
+    if set(names) != _ORIGINAL_COLUMNS or len(names) != 2:
+        return CacheFile(path, "other", problem=f"{why}; its columns are {names}")
+    try:
+        index: WindowIndex | None = _index_of(read(), str(path))
+    except Exception:
+        index = None
+    return CacheFile(path, "original", index=index, problem=why)
+
+
+def inspect_cache(cache_path: str | os.PathLike[str]) -> CacheFile:
+    """Classify the file at a cache path (see `CacheFile`); reads it, never writes."""
+    path = Path(cache_path)
+    if not path.exists():
+        sidecar = sidecar_path(path)
+        if path.suffix.lower() == ".csv" and sidecar.exists() and _read_sidecar(sidecar) is None:
+            return CacheFile(path, "other", problem=f"{sidecar.name} beside it exists and is not crossgeo's record")
+        return CacheFile(path, "none")
+    if path.suffix.lower() == ".parquet":
+        try:
+            parquet = pq.ParquetFile(path)
+            metadata = parquet.schema_arrow.metadata or {}
+        except Exception as error:
+            return CacheFile(path, "other", problem=f"it is not a Parquet file crossgeo can read ({error})")
+        if b"crossgeo" not in metadata:
+            return _plain(path, parquet.schema_arrow.names, parquet.read, "it has no crossgeo record in its metadata")
+        try:
+            meta = json.loads(metadata[b"crossgeo"])
+        except ValueError as error:
+            return CacheFile(path, "crossgeo", problem=f"its crossgeo record is unreadable ({error})")
+        return _checked(path, parquet.read, meta)
+    try:
+        with open(path, "rb") as handle:
+            first = handle.readline(65536).decode("utf-8", errors="replace")
+    except OSError as error:
+        return CacheFile(path, "other", problem=f"it cannot be read ({error})")
+    if first.startswith(_OLD_CSV_HEADER):
+        return CacheFile(path, "crossgeo", problem="it is in an earlier crossgeo format the original cannot read")
+    meta = _read_sidecar(sidecar_path(path))
+
+    def read() -> pa.Table:
+        types = {"row_off": pa.int64(), "col_off": pa.int64(), "scene": pa.int64(), WEIGHT_COLUMN: pa.float64()}
+        return pacsv.read_csv(path, convert_options=pacsv.ConvertOptions(column_types=types))
+
+    if meta is None:
+        names = [name.strip().strip('"') for name in first.strip().split(",")] if first.strip() else []
+        return _plain(path, names, read, f"it has no crossgeo record ({sidecar_path(path).name})")
+    return _checked(path, read, meta)
+
+
+def _read_sidecar(path: Path) -> dict[str, Any] | None:
+    """A CSV cache's record, or None when absent or not crossgeo's."""
+    try:
+        meta = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return meta if isinstance(meta, dict) and meta.get("format") == CACHE_FORMAT else None
+
+
+def read_cache(path: Path) -> tuple[WindowIndex, dict[str, Any]] | None:
+    """crossgeo's cached index and its fingerprint; None when absent, not crossgeo's, cut or unreadable."""
+    found = inspect_cache(path)
+    if found.owner != "crossgeo" or found.index is None or found.fingerprint is None:
+        return None
+    return found.index, found.fingerprint
+
+
+def _not_ours(found: CacheFile) -> ConfigError:
+    return ConfigError(
+        f"window_index_cache {found.path} is not a window-index cache crossgeo wrote ({found.problem}); crossgeo "
+        f"only overwrites or deletes its own caches. Point window_index_cache at a new file (e.g. "
+        f"{_suggest(found.path)}), or delete {found.path} yourself if you no longer need it."
+    )
 
 
 def _temp_beside(path: Path) -> tuple[int, str]:
@@ -476,27 +737,12 @@ def _temp_beside(path: Path) -> tuple[int, str]:
     raise FileExistsError(f"could not create a temporary file next to {path}")
 
 
-def write_cache(path: Path, index: WindowIndex, fingerprint: dict[str, Any]) -> None:
-    """Write the index with its fingerprint atomically (temp file in the same folder + rename), mode per umask."""
-    meta = json.dumps({"fingerprint": fingerprint, "report": _report_to_dict(index.report)}, sort_keys=True)
-    columns = {"row_off": pa.array(index.row_off, pa.int64()), "col_off": pa.array(index.col_off, pa.int64())}
-    if index.scene is not None:
-        columns["scene"] = pa.array(index.scene, pa.int64())
-    if index.weight is not None:
-        columns[WEIGHT_COLUMN] = pa.array(index.weight, pa.float64())
-    table = pa.table(columns)
-    path.parent.mkdir(parents=True, exist_ok=True)
+def _write_atomic(path: Path, write: Callable[[str], object]) -> None:
+    """``write(temporary path)`` next to ``path``, then rename it onto ``path``; on failure nothing changes."""
     fd, tmp = _temp_beside(path)
+    os.close(fd)
     try:
-        if path.suffix.lower() == ".parquet":
-            os.close(fd)
-            pq.write_table(table.replace_schema_metadata({"crossgeo": meta}), tmp)
-        else:
-            with os.fdopen(fd, "w", newline="") as out:
-                out.write(_CSV_HEADER + meta + "\n")
-                text = io.BytesIO()
-                pacsv.write_csv(table, text)
-                out.write(text.getvalue().decode())
+        write(tmp)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
@@ -504,54 +750,111 @@ def write_cache(path: Path, index: WindowIndex, fingerprint: dict[str, Any]) -> 
         raise
 
 
-def read_cache(path: Path) -> tuple[WindowIndex, dict[str, Any]] | None:
-    """The cached index and its fingerprint, or None when the file is absent or unreadable."""
-    if not path.exists():
-        return None
-    try:
-        if path.suffix.lower() == ".parquet":
-            table = pq.ParquetFile(path).read()
-            meta = json.loads((table.schema.metadata or {})[b"crossgeo"])
-        else:
-            with open(path) as handle:
-                first = handle.readline()
-            if not first.startswith(_CSV_HEADER):
-                return None
-            meta = json.loads(first[len(_CSV_HEADER) :])
-            table = pacsv.read_csv(
-                path,
-                read_options=pacsv.ReadOptions(skip_rows=1),
-                convert_options=pacsv.ConvertOptions(
-                    column_types={"row_off": pa.int64(), "col_off": pa.int64(), "scene": pa.int64()}
-                ),
-            )
-        row_off = table.column("row_off").to_numpy().astype(np.int64)
-        col_off = table.column("col_off").to_numpy().astype(np.int64)
-        scene = table.column("scene").to_numpy().astype(np.int64) if "scene" in table.column_names else None
-        weight = _weight_column(table, str(path))
-        report = WindowReport(**meta["report"])
-        return WindowIndex(row_off, col_off, report, scene=scene, weight=weight), meta["fingerprint"]
-    except Exception as error:
-        log.warning("crossgeo: window index cache %s is unreadable (%s); rebuilding it.", path, error)
-        return None
+def write_cache(path: Path, index: WindowIndex, fingerprint: dict[str, Any]) -> None:
+    """Write the index as a plain table the original reads, with crossgeo's record; atomically, mode per umask.
+
+    Parquet keeps the record in its key-value metadata; a CSV gets it in `sidecar_path`, written
+    first, so a reader that sees the new CSV also sees its record (two processes building the same
+    plan write the same record). The caller decides whether the file may be overwritten.
+    """
+    meta = json.dumps(
+        {
+            "format": CACHE_FORMAT,
+            "fingerprint": fingerprint,
+            "report": attrs.asdict(index.report),
+            "rows": len(index),
+            "digest": content_digest(index),
+        },
+        sort_keys=True,
+    )
+    columns = {"row_off": pa.array(index.row_off, pa.int64()), "col_off": pa.array(index.col_off, pa.int64())}
+    if index.scene is not None:
+        columns["scene"] = pa.array(index.scene, pa.int64())
+    if index.weight is not None:
+        columns[WEIGHT_COLUMN] = pa.array(index.weight, pa.float64())
+    table = pa.table(columns)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.suffix.lower() == ".parquet":
+        _write_atomic(path, lambda tmp: pq.write_table(table.replace_schema_metadata({"crossgeo": meta}), tmp))
+        return
+    _write_atomic(sidecar_path(path), lambda tmp: Path(tmp).write_text(meta))
+    _write_atomic(path, lambda tmp: _write_plain_csv(table, tmp))
+
+
+def _write_plain_csv(table: pa.Table, path: str) -> None:
+    """``row_off,col_off,...`` with an unquoted header, as pandas writes it (numbers are never quoted)."""
+    with open(path, "wb") as out:
+        out.write((",".join(table.column_names) + "\n").encode())
+        pacsv.write_csv(table, out, write_options=pacsv.WriteOptions(include_header=False))
+
+
+def remove_cache(cache_path: str | os.PathLike[str], inputs: Mapping[str, Any] | None = None) -> bool:
+    """Delete crossgeo's cache at ``cache_path`` (and its sidecar); True when there was one.
+
+    Raises `ConfigError` for an input of the configuration or a file crossgeo did not write
+    (including the original's caches), which are never deleted.
+    """
+    path = check_cache_path(cache_path)
+    check_cache_not_input(path, inputs or {})
+    found = inspect_cache(path)
+    if found.owner not in ("none", "crossgeo"):
+        raise _not_ours(found)
+    path.unlink(missing_ok=True)
+    sidecar = sidecar_path(path)
+    if path.suffix.lower() == ".csv" and _read_sidecar(sidecar) is not None:
+        sidecar.unlink()
+    return found.owner == "crossgeo"
 
 
 def cached_window_index(
-    cache_path: Path | None, fingerprint: Callable[[], dict[str, Any]], build: Callable[[], WindowIndex]
-) -> tuple[WindowIndex, bool]:
-    """Reuse the cache at ``cache_path`` when its fingerprint matches, else build and write it.
+    cache_path: Path | None,
+    fingerprint: Callable[[], dict[str, Any]],
+    build: Callable[[], WindowIndex],
+    inputs: Mapping[str, Any] | None = None,
+) -> tuple[WindowIndex, str]:
+    """Reuse the cache at ``cache_path`` when it is crossgeo's and its fingerprint matches, else build.
 
-    Returns the index and whether it came from the cache.
+    ``inputs`` (option name -> path or paths) are the configuration's input files; the cache may be
+    none of them (`ConfigError`). A file crossgeo did not write is refused (`ConfigError`), except
+    the original's plain cache, which is left untouched (a warning). A location that cannot be
+    written is a warning: the index is built and used without a cache. Returns the index and what
+    happened to the cache (one of `CACHE_STATES`).
     """
     if cache_path is None:
-        return build(), False
+        return build(), "none"
+    check_cache_not_input(cache_path, inputs or {})
     expected = json.loads(json.dumps(fingerprint()))
-    cached = read_cache(cache_path)
-    if cached is not None:
-        index, found = cached
-        if found == expected:
-            return index, True
-        log.info("crossgeo: window index cache %s is stale (its source or settings changed); rebuilding.", cache_path)
+    found = inspect_cache(cache_path)
+    if found.owner == "other":
+        raise _not_ours(found)
+    if found.owner == "crossgeo":
+        if found.index is not None and found.fingerprint == expected:
+            return found.index, "reused"
+        why = found.problem or "its source or settings changed"
+        log.info("crossgeo: window index cache %s is stale (%s); rebuilding.", cache_path, why)
     index = build()
-    write_cache(cache_path, index, expected)
-    return index, False
+    if found.owner == "original":
+        theirs = found.index
+        agrees = theirs is not None and np.array_equal(theirs.row_off, index.row_off)
+        agrees = agrees and theirs is not None and np.array_equal(theirs.col_off, index.col_off)
+        log.warning(
+            "crossgeo: window_index_cache %s was written by the original MBTilesCropsGeoTifMaskDataset (plain "
+            "row_off,col_off columns, no crossgeo record), so crossgeo cannot tell what it was built from: the "
+            "windows were planned from crops_path (%d window(s); the file's windows %s) and the file was left "
+            "untouched. Point window_index_cache at another file for crossgeo's own cache.",
+            cache_path,
+            len(index),
+            "agree with them" if agrees else "differ from them: the original would train on stale windows",
+        )
+        return index, "left alone"
+    try:
+        write_cache(cache_path, index, expected)
+    except OSError as error:
+        log.warning(
+            "crossgeo: window_index_cache %s was not written (%s); the windows were planned without a cache. "
+            "Point window_index_cache at a writable folder, or remove it.",
+            cache_path,
+            error,
+        )
+        return index, "not written"
+    return index, "written"

@@ -11,6 +11,14 @@ from crossgeo.cli.common import EXAMPLE_CONFIG, CliError, add_config_arguments, 
 
 __all__ = ["add_parser", "run"]
 
+_INPUTS = ("image_path", "image_mbtiles_path", "mask_path", "crops_path", "scenes")
+_STATES = {
+    "reused": "reused (up to date)",
+    "written": "built and written",
+    "not written": "built, NOT written (the location is not writable; see the warning)",
+    "left alone": "built; the file was left untouched (the original's cache; see the warning)",
+}
+
 
 def add_parser(subparsers: Any, parents: Sequence[argparse.ArgumentParser]) -> argparse.ArgumentParser:
     parser = subparsers.add_parser(
@@ -25,7 +33,9 @@ def add_parser(subparsers: Any, parents: Sequence[argparse.ArgumentParser]) -> a
     )
     add_config_arguments(parser)
     parser.add_argument("--cache", metavar="FILE", help="cache file (.csv or .parquet); default: window_index_cache")
-    parser.add_argument("--rebuild", action="store_true", help="delete the cache first")
+    parser.add_argument(
+        "--rebuild", action="store_true", help="delete the cache first (only a cache crossgeo wrote; never an input)"
+    )
     return parser
 
 
@@ -35,14 +45,16 @@ def run(args: argparse.Namespace) -> int:
     if not cache:
         raise CliError(f"{args.config} sets no window_index_cache; name the file with --cache FILE.csv|.parquet")
     cache_path = Path(cache)
-    if args.rebuild and cache_path.exists():
-        cache_path.unlink()
+    from crossgeo import windows as winsrc
     from crossgeo.config import build_sampler
     from crossgeo.scenes import SceneSampler
 
+    if args.rebuild:
+        inputs = {key: kwargs[key] for key in _INPUTS if key in kwargs}
+        winsrc.remove_cache(cache_path, inputs)  # refuses an input or a file crossgeo did not write
     kwargs["window_index_cache"] = str(cache_path)
     sampler = build_sampler(kwargs)
-    state = "reused (up to date)" if sampler.windows_info.from_cache else "built and written"
+    state = _STATES.get(sampler.windows_info.cache_state, sampler.windows_info.cache_state)
     if isinstance(sampler, SceneSampler):
         info = sampler.windows_info
         print(f"window index {cache_path}: {state}")

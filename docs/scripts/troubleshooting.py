@@ -114,6 +114,30 @@ FIXES: dict[str, tuple[str, str]] = {
         "The cache path has a suffix crossgeo cannot write.",
         "End the path in `.csv` or `.parquet`.",
     ),
+    "window_index_cache is crops_path": (
+        "The cache path is one of the configuration's inputs (the image, the mask or the crops file), "
+        "also through a symlink or a hard link. crossgeo rewrites and `crossgeo index --rebuild` deletes its "
+        "cache, so the input would be lost.",
+        "Point `window_index_cache` at a new file of its own, e.g. `windows.crossgeo-index.parquet`.",
+    ),
+    "window_index_cache not crossgeo's": (
+        "A file already exists at the cache path and crossgeo did not write it: it has no crossgeo record "
+        "(Parquet metadata, or the `<cache>.csv.crossgeo.json` sidecar of a CSV). crossgeo only overwrites or "
+        "deletes its own caches. A plain `row_off,col_off` table, as the original "
+        "`MBTilesCropsGeoTifMaskDataset` writes its cache, is not refused: it is left untouched, with a warning.",
+        "Point `window_index_cache` at a new file, or delete the file yourself if it is an old cache you no "
+        "longer need.",
+    ),
+    "Parquet uint64 offset beyond int64": (
+        "An offset column is stored as unsigned 64-bit integers and holds a value of 2**63 or more, which "
+        "does not fit a signed pixel offset (it would wrap to a negative window).",
+        "Fix the value named in the message (a real offset is at most the image size), or write the table "
+        "with signed integers.",
+    ),
+    "CSV offset overflowing int64": (
+        "An offset in the table is beyond the int64 range (+-2**63); the message quotes it as written.",
+        "Fix or remove that row (a real offset is at most the image size).",
+    ),
     "target_crs unknown": (
         "`target_crs` is not a CRS rasterio knows.",
         "Use an EPSG code such as `EPSG:3857`, a WKT string or a PROJ string.",

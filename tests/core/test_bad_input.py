@@ -112,6 +112,31 @@ def sampler(files: Files, **kwargs: Any) -> PatchSampler:
     return PatchSampler(**args)
 
 
+def foreign_csv(files: Files) -> Path:
+    """A user's table that is not a window-index cache (no crossgeo record, other columns)."""
+    path = files.path("labels.csv")
+    path.write_text("name,value\na,1\n")
+    return path
+
+
+def uint64_parquet(files: Files) -> Path:
+    """Offsets stored as uint64, one above 2**63 (numpy's int64 cast would wrap it negative)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path = files.path("u64.parquet")
+    pq.write_table(
+        pa.table({"row_off": pa.array([0, 2**63 + 5], pa.uint64()), "col_off": pa.array([0, 0], pa.uint64())}), path
+    )
+    return path
+
+
+def overflow_csv(files: Files) -> Path:
+    path = files.path("overflow.csv")
+    path.write_text("row_off,col_off\n0,0\n0,9223372036854775808\n")
+    return path
+
+
 # (id, build(files), exception, message pattern): the pattern names the option/file and the fix.
 CASES: list[tuple[str, Callable[[Files], Any], type[Exception], str]] = [
     # --- options: types and ranges
@@ -198,6 +223,32 @@ CASES: list[tuple[str, Callable[[Files], Any], type[Exception], str]] = [
         lambda f: sampler(f, window_index_cache=f.path("cache.json")),
         ConfigError,
         r"window_index_cache '.*cache.json' must end in .csv or .parquet",
+    ),
+    (
+        "window_index_cache is crops_path",
+        lambda f: sampler(f, window_index_cache=f.windows),
+        ConfigError,
+        r"window_index_cache .*windows.csv is the crops_path .*windows.csv: .*must never be an input.*Point "
+        r"window_index_cache at a new file",
+    ),
+    (
+        "window_index_cache not crossgeo's",
+        lambda f: sampler(f, window_index_cache=foreign_csv(f)),
+        ConfigError,
+        r"window_index_cache .*labels.csv is not a window-index cache crossgeo wrote \(it has no crossgeo record.*"
+        r"only overwrites or deletes its own caches\. Point window_index_cache at a new file",
+    ),
+    (
+        "Parquet uint64 offset beyond int64",
+        lambda f: sampler(f, crops_path=uint64_parquet(f)),
+        WindowError,
+        r"u64.parquet: column 'row_off' \(row_off_key\) is 9223372036854775813, beyond the int64 range .* data row 2",
+    ),
+    (
+        "CSV offset overflowing int64",
+        lambda f: sampler(f, crops_path=overflow_csv(f)),
+        WindowError,
+        r"overflow.csv: column 'col_off' \(col_off_key\) is 9223372036854775808, beyond the int64 range .* data row 2",
     ),
     (
         "target_crs unknown",

@@ -457,3 +457,19 @@ def test_whole_grid_mask_views_only_when_every_scene_fits_the_cache(
     expected = ["grid" if 4 * size <= budget else "window" for size in sizes]
     assert [s.mask_view for s in sampler.samplers] == expected
     assert expected.count("grid") == 1  # the 200 x 200 UTM scene: four of it fit, four of the others do not
+
+
+def test_window_index_cache_may_be_no_input_of_the_catalogue(catalogue: Catalogue) -> None:
+    """A scene's own crops file or the catalogue file as the cache is refused, and left as it was (#21.2)."""
+    crops = T.write_windows_table(catalogue.folder / "w.csv", [0, 60], [0, 60])
+    before = crops.read_bytes()
+    scenes = catalogue.scenes(crops_path=str(crops))
+    with pytest.raises(ConfigError, match=r"window_index_cache .*w.csv is the crops_path"):
+        SceneSampler(scenes, SIZE, mask_path=catalogue.mask, image_dtype="uint16", window_index_cache=crops)
+    assert crops.read_bytes() == before
+    listing = catalogue.folder / "scenes.csv"
+    pacsv.write_csv(pa.Table.from_pylist(scenes), listing)
+    listed = listing.read_bytes()
+    with pytest.raises(ConfigError, match=r"window_index_cache .*scenes.csv is the scenes"):
+        SceneSampler(listing, SIZE, mask_path=catalogue.mask, image_dtype="uint16", window_index_cache=listing)
+    assert listing.read_bytes() == listed

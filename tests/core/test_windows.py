@@ -291,19 +291,22 @@ def test_cache_file_mode_follows_the_umask(tmp_path: Path, suffix: str, umask: i
         W.write_cache(path, W.WindowIndex(np.arange(4), np.arange(4)), {"v": 2})  # replaces the file
     finally:
         os.umask(previous)
-    assert path.stat().st_mode & 0o777 == 0o666 & ~umask
-    assert [p.name for p in tmp_path.iterdir()] == [path.name]
+    written = [path, W.sidecar_path(path)] if suffix == ".csv" else [path]  # a CSV's record is beside it
+    assert all(p.stat().st_mode & 0o777 == 0o666 & ~umask for p in written)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(p.name for p in written)
     cached = W.read_cache(path)
     assert cached is not None and cached[1] == {"v": 2} and len(cached[0]) == 4
 
 
 def test_damaged_cache_is_rebuilt(scene: Scene, caplog: pytest.LogCaptureFixture) -> None:
-    cache = scene.path("i.parquet")
+    """crossgeo's own cache (its record beside it) with damaged rows is rebuilt; a file without a record is
+    never touched (tests/core/test_window_cache_safety.py)."""
+    cache = scene.path("i.csv")
+    windows = scene.windows([2], [3])
+    PatchSampler(scene.image, scene.lonlat_mask(), windows, SIZE, window_index_cache=cache, n_classes=4)
     cache.write_bytes(b"garbage")
-    with caplog.at_level(logging.WARNING, logger="crossgeo"):
-        sampler = PatchSampler(
-            scene.image, scene.lonlat_mask(), scene.windows([2], [3]), SIZE, window_index_cache=cache, n_classes=4
-        )
+    with caplog.at_level(logging.INFO, logger="crossgeo"):
+        sampler = PatchSampler(scene.image, scene.lonlat_mask(), windows, SIZE, window_index_cache=cache, n_classes=4)
     assert sampler.row_off.tolist() == [2] and "unreadable" in caplog.text
     assert W.read_cache(cache) is not None
 
