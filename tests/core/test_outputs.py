@@ -113,20 +113,23 @@ def test_windows_out_on_a_full_disk_keeps_the_previous_table(config: Path, full_
     fill(full_disk)
     code, _, err = run("windows", config, "--grid", "8", "--out", out)  # 3600 windows: a bigger table
     assert code == 1
-    assert f"--out '{out}': disk full (no space left on device" in err
     assert out.read_bytes() == previous
     assert partials(full_disk) == []
+    assert f"--out '{out}': disk full (no space left on device" in err
 
 
 def test_stats_json_on_a_full_disk_keeps_the_previous_file(config: Path, full_disk: Path) -> None:
+    document = yaml.safe_load(config.read_text())
+    document["train_dataset"]["n_classes"] = 40  # a row per declared class: more JSON than the old file's page
+    config.write_text(yaml.safe_dump(document))
     out = full_disk / "stats.json"
     out.write_text('{"previous": true}\n')
     fill(full_disk)
     code, _, err = run("stats", config, "--json", out)
-    assert code == 1
-    assert f"--json '{out}': disk full" in err and "the previous file, if any, is unchanged" in err
     assert out.read_text() == '{"previous": true}\n'
     assert partials(full_disk) == []
+    assert code == 1
+    assert f"--json '{out}': disk full" in err and "the previous file, if any, is unchanged" in err
 
 
 def test_preview_png_on_a_full_disk_keeps_the_previous_picture(config: Path, full_disk: Path) -> None:
@@ -134,10 +137,10 @@ def test_preview_png_on_a_full_disk_keeps_the_previous_picture(config: Path, ful
     out.write_bytes(b"previous picture")
     fill(full_disk)
     code, _, err = run("preview", config, "-n", "4", "--out", out)
-    assert code == 1
-    assert f"--out '{out}': disk full" in err
     assert out.read_bytes() == b"previous picture"
     assert partials(full_disk) == []
+    assert code == 1
+    assert f"--out '{out}': disk full" in err
 
 
 def test_prediction_on_a_full_disk_says_disk_full_and_keeps_the_previous_file(tmp_path: Path, full_disk: Path) -> None:
@@ -217,12 +220,13 @@ def test_kill_9_mid_prediction_never_leaves_a_partial_file_under_the_final_name(
         "predict_raster(sys.argv[1], model, sys.argv[2], patch_size=128, batch_size=4, output='scores',\n"
         "               overwrite=True, progress=False)\n"
     )
-    writer = subprocess.Popen([sys.executable, "-c", script, str(image), str(out), "0.05"], cwd=ROOT)
+    env = {**os.environ, "GDAL_CACHEMAX": "1"}  # 1 MB of block cache: tiles reach the file as strips finish
+    writer = subprocess.Popen([sys.executable, "-c", script, str(image), str(out), "0.1"], cwd=ROOT, env=env)
     deadline = time.time() + 120
     try:
-        while True:  # until the temporary holds more than its header: strips are being written
+        while True:  # until the temporary holds tiles beyond its header: strips are being written
             names = partials(out.parent)
-            if names and (out.parent / names[0]).stat().st_size > 100_000:
+            if names and (out.parent / names[0]).stat().st_size > 20_000:
                 break
             assert writer.poll() is None and time.time() < deadline, "the prediction ended before it was killed"
             time.sleep(0.02)
