@@ -143,6 +143,28 @@ def test_preview_png_on_a_full_disk_keeps_the_previous_picture(config: Path, ful
     assert f"--out '{out}': disk full" in err
 
 
+def test_evaluate_json_on_a_full_disk_keeps_the_previous_metrics(config: Path, tmp_path: Path, full_disk: Path) -> None:
+    document = yaml.safe_load(config.read_text())
+    document["train_dataset"]["n_classes"] = 40  # a record per class: more JSON than the old file's page
+    config.write_text(yaml.safe_dump(document))
+    image = document["train_dataset"]["image_path"]
+    prediction = predict_raster(
+        image,
+        lambda x: np.repeat(x[:, :1], 4, axis=1) * np.arange(4, dtype=np.float32)[:, None, None],
+        tmp_path / "prediction.tif",
+        patch_size=128,
+        progress=False,
+    )
+    out = full_disk / "metrics.json"
+    out.write_text('{"previous": true}\n')
+    fill(full_disk)
+    code, _, err = run("evaluate", prediction.path, config, "--json", out)
+    assert out.read_text() == '{"previous": true}\n'
+    assert partials(full_disk) == []
+    assert code == 1
+    assert f"--json '{out}': disk full" in err
+
+
 def test_prediction_on_a_full_disk_says_disk_full_and_keeps_the_previous_file(tmp_path: Path, full_disk: Path) -> None:
     image = T.write_raster(
         tmp_path / "image.tif", T.coordinate_bands(512, 512, "uint8"), crs="EPSG:3857", transform=TRANSFORM
