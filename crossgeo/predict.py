@@ -496,6 +496,7 @@ def predict_raster(
     overwrite: bool = False,
     read_ahead: int = 2,
     compress: str = "deflate",
+    option: str = "out_path",
 ) -> Prediction:
     """Run ``predict`` over the whole image in tiles and write the blended result as a GeoTIFF.
 
@@ -530,6 +531,7 @@ def predict_raster(
         read_ahead: Batches read ahead in a background thread (0: read in this thread).
         compress: "deflate" (level 1; every TIFF reader decodes it) or "zstd" (level 1;
             faster to write and smaller, needs a reader built with zstd); also the COG's.
+        option: The name errors give ``out_path`` (the CLI passes ``--out``).
 
     Raises:
         crossgeo.errors.WriteError: Writing ``out_path`` failed; a full disk says "disk full"
@@ -553,8 +555,8 @@ def predict_raster(
     tta = _choice(tta, TTAS, "tta")
     compress = _choice(compress, COMPRESSIONS, "compress")
     if isinstance(out_path, (str, os.PathLike)):
-        check_not_input(out_path, {"image_path": image_path}, option="out_path")
-    final = check_output_path(out_path, overwrite=overwrite)
+        check_not_input(out_path, {"image_path": image_path}, option=option)
+    final = check_output_path(out_path, overwrite=overwrite, option=option)
     image = inspect_image(image_path, selected_bands=selected_bands, image_dtype=image_dtype)
     grid = image.grid
     rows = axis_offsets(grid.height, size, overlap)
@@ -579,7 +581,14 @@ def predict_raster(
                     else (k, "uint8", 255)
                 )
                 writer = StripWriter(
-                    final, grid, count=count, dtype=dtype, nodata=nodata, overwrite=overwrite, compress=compress
+                    final,
+                    grid,
+                    count=count,
+                    dtype=dtype,
+                    nodata=nodata,
+                    overwrite=overwrite,
+                    compress=compress,
+                    option=option,
                 )
                 strips = _Strips(grid, rows, cols, size, blend, output, k, writer)
             elif scores.shape[1] != strips.k:

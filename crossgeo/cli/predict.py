@@ -175,6 +175,7 @@ def run(args: argparse.Namespace) -> int:
         cog=args.cog,
         compress=args.compress,
         overwrite=args.overwrite,
+        option="--out",
         progress=sys.stderr.isatty(),
         **kw,
     )
