@@ -23,6 +23,7 @@ _EXPORTS = {
     "RasterError": "crossgeo.errors",
     "ReadError": "crossgeo.errors",
     "WindowError": "crossgeo.errors",
+    "WriteError": "crossgeo.errors",
     "Grid": "crossgeo.grid",
     "Patch": "crossgeo.sampler",
     "PatchSampler": "crossgeo.sampler",
@@ -51,6 +52,7 @@ if TYPE_CHECKING:
     from crossgeo.errors import RasterError as RasterError
     from crossgeo.errors import ReadError as ReadError
     from crossgeo.errors import WindowError as WindowError
+    from crossgeo.errors import WriteError as WriteError
     from crossgeo.grid import Grid as Grid
     from crossgeo.planning import balanced_windows as balanced_windows
     from crossgeo.planning import class_fractions as class_fractions

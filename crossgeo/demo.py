@@ -44,6 +44,7 @@ from affine import Affine
 from rasterio.warp import transform_bounds
 
 from crossgeo import testing as T
+from crossgeo.files import atomic_output
 
 CENTRE = (8.5417, 47.3769)
 """The scene's centre (longitude, latitude) in degrees; the landscape itself is synthetic."""
@@ -217,6 +218,18 @@ def _yaml_config(values: dict[str, Any], **blocks: dict[str, Any]) -> str:
     )
 
 
+def _written(path: Path, write: Callable[[Path], Any], *, new_file: bool = False) -> Path:
+    """``path``, written whole or not at all (`crossgeo.files.atomic_output`) by ``write(temporary)``.
+
+    ``new_file``: the writer wants to create the file itself (GeoPackage, MBTiles: SQLite).
+    """
+    with atomic_output(path, option="demo file") as temp:
+        if new_file:
+            temp.unlink()
+        write(temp)
+    return path
+
+
 def write_demo_scene(
     folder: str | os.PathLike[str], *, seed: int = 0, with_augmentation: bool | None = None
 ) -> dict[str, Path]:
@@ -236,13 +249,13 @@ def write_demo_scene(
     xs, ys = _apply(transform, cols + 0.5, rows + 0.5)
     lon, lat = _mercator_to_lonlat(np.asarray(xs), np.asarray(ys))
     files: dict[str, Path] = {}
-    files["image"] = T.write_raster(
-        folder / "image.tif", render_image(lon, lat, seed), crs="EPSG:3857", transform=transform
+    files["image"] = _written(
+        folder / "image.tif",
+        lambda temp: T.write_raster(temp, render_image(lon, lat, seed), crs="EPSG:3857", transform=transform),
     )
-    mbtiles = folder / "image.mbtiles"
-    if mbtiles.exists():
-        mbtiles.unlink()
-    files["mbtiles"] = T.write_mbtiles(files["image"], mbtiles)
+    files["mbtiles"] = _written(
+        folder / "image.mbtiles", lambda temp: T.write_mbtiles(files["image"], temp), new_file=True
+    )
 
     # The mask: the same landscape on its own EPSG:4326 grid, 2 % larger than the image.
     with rasterio.open(files["image"]) as src:
@@ -256,26 +269,29 @@ def write_demo_scene(
     mlon, mlat = _apply(mask_transform, mcols + 0.5, mrows + 0.5)
     classes = landscape(np.asarray(mlon), np.asarray(mlat))["classes"]
     palette = np.array([colour for _, _, colour in CLASSES], dtype=np.uint8)
-    files["mask"] = T.write_raster(
-        folder / "mask.tif", palette[classes].transpose(2, 0, 1), crs="EPSG:4326", transform=mask_transform
+    files["mask"] = _written(
+        folder / "mask.tif",
+        lambda temp: T.write_raster(
+            temp, palette[classes].transpose(2, 0, 1), crs="EPSG:4326", transform=mask_transform
+        ),
     )
 
     # Windows: an 8 x 8 grid of offsets (CSV) and points of interest (GeoPackage).
     grid = np.arange(0, size - PATCH_SIZE + 1, PATCH_SIZE)
     row_off, col_off = np.meshgrid(grid, grid, indexing="ij")
-    files["windows_csv"] = T.write_windows_table(
-        folder / "windows.csv", row_off.ravel().tolist(), col_off.ravel().tolist()
+    files["windows_csv"] = _written(
+        folder / "windows.csv",
+        lambda temp: T.write_windows_table(temp, row_off.ravel().tolist(), col_off.ravel().tolist()),
     )
     rng = np.random.default_rng(seed + 1)
     pr = np.concatenate([rng.uniform(0, size, 21), [10, size - 5, size / 2, -3 * size]])
     pc = np.concatenate([rng.uniform(0, size, 21), [12, size / 3, size - 8, size / 2]])
     pxs, pys = _apply(transform, pc, pr)
     plon, plat = _mercator_to_lonlat(np.asarray(pxs), np.asarray(pys))
-    gpkg = folder / "windows.gpkg"
-    if gpkg.exists():
-        gpkg.unlink()
-    files["windows_gpkg"] = T.write_points(
-        gpkg, plon.tolist(), plat.tolist(), crs="EPSG:4326", layer="training_windows"
+    files["windows_gpkg"] = _written(
+        folder / "windows.gpkg",
+        lambda temp: T.write_points(temp, plon.tolist(), plat.tolist(), crs="EPSG:4326", layer="training_windows"),
+        new_file=True,
     )
 
     if with_augmentation is None:
@@ -314,8 +330,7 @@ def write_demo_scene(
         + ", ".join(f"{c} {n}" for c, n, _ in CLASSES)
         + ").\n# Pixels whose mask colour is not in color_map (black) are class 0.\n"
     )
-    files["config"] = folder / "config.yaml"
-    files["config"].write_text(header + _yaml_config(config))
+    files["config"] = _written(folder / "config.yaml", lambda temp: temp.write_text(header + _yaml_config(config)))
     vector = {
         "_target_": common["_target_"],
         "image_mbtiles_path": str(files["image"].resolve()),
@@ -327,8 +342,9 @@ def write_demo_scene(
         "augmentation_list": augmentation,
         "data_loader": common["data_loader"],
     }
-    files["config_vector"] = folder / "config-vector.yaml"
-    files["config_vector"].write_text(header + _yaml_config(vector))
+    files["config_vector"] = _written(
+        folder / "config-vector.yaml", lambda temp: temp.write_text(header + _yaml_config(vector))
+    )
 
     # Windows as data: grid candidates, leak-free splits and a class-balanced choice in each,
     # with sampling weights - what `crossgeo windows` writes with SPLIT_WINDOWS_COMMAND's options.
@@ -344,12 +360,13 @@ def write_demo_scene(
         weights=True,
     )
     planned.attrs.clear()
-    files["windows_split"] = folder / "windows-split.parquet"
-    planned.to_parquet(files["windows_split"], index=False)
+    files["windows_split"] = _written(
+        folder / "windows-split.parquet", lambda temp: planned.to_parquet(temp, index=False)
+    )
     split_config = {k: v for k, v in config.items() if k != "window_index_cache"}
     split_config["crops_path"] = str(files["windows_split"].resolve())
     files["config_split"] = folder / "config-split.yaml"
-    files["config_split"].write_text(
+    split_text = (
         header
         + "# One windows table (windows-split.parquet) serves both datasets through its split column.\n"
         + _yaml_config(
@@ -362,6 +379,7 @@ def write_demo_scene(
             },
         )
     )
+    _written(files["config_split"], lambda temp: temp.write_text(split_text))
     return files
 
 

@@ -35,3 +35,19 @@ class ClassRangeError(RasterError):
 
 class ReadError(CrossgeoError, OSError):
     """Opening or reading a raster failed; names the file and the window."""
+
+
+class WriteError(CrossgeoError, OSError):
+    """Writing an output file failed (a full disk says so, with ``errno.ENOSPC``); names the file and option.
+
+    The previous file of that name, if any, is unchanged (`crossgeo.files.atomic_output`).
+    ``errno`` and ``filename`` are set as for any `OSError`; the message is crossgeo's own.
+    """
+
+    def __init__(self, message: str, *, errno: int | None = None, filename: str | None = None) -> None:
+        super().__init__(message)
+        self.errno = errno
+        self.filename = filename
+
+    def __str__(self) -> str:
+        return str(self.args[0])

@@ -23,6 +23,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import functools
 import logging
 import math
@@ -33,6 +34,7 @@ import uuid
 import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import attrs
@@ -41,12 +43,13 @@ import rasterio
 import rasterio.env
 import rasterio.shutil
 from rasterio.enums import ColorInterp, MaskFlags, Resampling
-from rasterio.errors import NotGeoreferencedWarning, RasterioError
+from rasterio.errors import NotGeoreferencedWarning, RasterioError, RasterioIOError
 from rasterio.vrt import WarpedVRT
 from rasterio.warp import transform as warp_transform
 from rasterio.windows import Window
 
-from crossgeo.errors import ConfigError, ReadError
+from crossgeo.errors import ConfigError, ReadError, WriteError
+from crossgeo.files import AtomicOutput
 from crossgeo.grid import Grid, outside_pixels, overlap
 from crossgeo.options import GDAL_DEFAULTS
 from crossgeo.threads import PerThread
@@ -149,6 +152,8 @@ class _GdalFailureTrap:
 
 _failure_trap = _GdalFailureTrap()
 """Installed by `open_raster` (and `watch`) on first use."""
+_env_failure_trap = _GdalFailureTrap("rasterio._env")
+"""The same for failures rasterio logs on ``rasterio._env`` (e.g. GDAL flushing a written file at close)."""
 
 
 def gdal_options() -> dict[str, Any]:
@@ -982,18 +987,29 @@ class reading:
 OUTPUT_BLOCK = 256
 """Tile size of written GeoTIFFs (and COG blocks)."""
 OUTPUT_ZLEVEL = 1
-"""DEFLATE level of written GeoTIFFs when GDAL has no ZSTD: level 1 compresses class maps about
-2x faster than GDAL's default 6 (0.12 vs 0.23 s for a 4096^2 uint8 map here)."""
+"""DEFLATE level of written GeoTIFFs: level 1 compresses class maps about 2x faster than GDAL's
+default 6 (0.12 vs 0.23 s for a 4096^2 uint8 map here)."""
+COMPRESSIONS = ("deflate", "zstd")
+"""``compress`` values of `StripWriter` (and ``predict_raster``); the first is the default."""
 
 
-def output_compression() -> dict[str, Any]:
-    """Creation options of the GeoTIFFs `StripWriter` writes: ZSTD level 1 when GDAL has it, else DEFLATE 1.
+def output_compression(compress: str = "deflate") -> dict[str, Any]:
+    """Creation options of the GeoTIFFs `StripWriter` writes: DEFLATE level 1, or ZSTD level 1 on request.
 
-    ZSTD level 1 writes an 8192^2 class map in a tenth (all one class) to a half (smooth
-    regions) of DEFLATE 1's time, and smaller; every GDAL since 2.3 built with zstd (rasterio's
-    wheels, conda) reads it. Readers without ZSTD: ask for ``cog=True`` (DEFLATE).
+    DEFLATE is the default because every TIFF reader decodes it (GDAL of any age, libtiff,
+    Pillow, tifffile, GIS desktops). ZSTD level 1 writes an 8192^2 class map in a tenth (all
+    one class) to a half (smooth regions) of DEFLATE 1's time, and smaller, but needs a
+    reader built with zstd (GDAL >= 2.3 with zstd, as in rasterio's wheels and conda). Neither
+    lets GDAL detect a damaged tile reliably (libtiff stops inflating before the checksum);
+    keep outputs on healthy storage. A GDAL without ZSTD makes ``"zstd"`` a `ConfigError`.
     """
-    return dict(_OUTPUT_COMPRESSION) if _has_zstd() else {"compress": "deflate", "zlevel": OUTPUT_ZLEVEL}
+    if compress not in COMPRESSIONS:
+        raise ConfigError(f"compress {compress!r} is not one of {', '.join(map(repr, COMPRESSIONS))}.")
+    if compress == "deflate":
+        return {"compress": "deflate", "zlevel": OUTPUT_ZLEVEL}
+    if not _has_zstd():
+        raise ConfigError("compress 'zstd': this GDAL cannot write ZSTD GeoTIFFs; use compress='deflate'.")
+    return dict(_OUTPUT_COMPRESSION)
 
 
 _OUTPUT_COMPRESSION = {"compress": "zstd", "zstd_level": 1}
@@ -1041,11 +1057,13 @@ def check_output_path(path: str | os.PathLike[str], *, overwrite: bool, option: 
 class StripWriter:
     """A GeoTIFF on a grid, written window by window under a temporary name.
 
-    The file is created beside ``path`` as ``.NAME.partial-PID-XXXX.tif`` (tiled
-    256 x 256, `output_compression`, BigTIFF when needed) and only `finish` gives it its final name, so
-    a crash half-way never leaves a file that looks complete; `abort` (or leaving a
-    ``with`` block by an exception) deletes it. ``finish(cog=True)`` rewrites it with
-    GDAL's COG driver (overviews included) before the rename.
+    The file is created beside ``path`` under a temporary name of `crossgeo.files`'s pattern
+    (``.NAME.partial-PID-RANDOM.tif``; tiled 256 x 256, `output_compression`, BigTIFF when
+    needed) and only `finish` gives it its final name, so a crash half-way never leaves a
+    file that looks complete and an existing ``path`` keeps its content until then; `abort`
+    (or leaving a ``with`` block by an exception) deletes it. ``finish(cog=True)`` rewrites
+    it with GDAL's COG driver (overviews included) before the rename. A failed write (a full
+    disk says so) is a `crossgeo.errors.WriteError` naming the file and ``option``.
     """
 
     def __init__(
@@ -1058,79 +1076,94 @@ class StripWriter:
         nodata: float | None,
         overwrite: bool = False,
         option: str = "out_path",
+        compress: str = "deflate",
     ) -> None:
         self.path = check_output_path(path, overwrite=overwrite, option=option)
-        folder, name = os.path.split(self.path)
-        self.partial = os.path.join(folder, f".{name}.partial-{os.getpid()}-{uuid.uuid4().hex[:8]}.tif")
+        self.compress = compress
+        creation = output_compression(compress)
+        self.output = AtomicOutput(self.path, option=option)
         self.grid = grid
+        # A failure with less than two tiles of free space left is a full disk (GDAL gives no errno).
+        self.tile_bytes = 2 * OUTPUT_BLOCK * OUTPUT_BLOCK * count * np.dtype(dtype).itemsize
+        self.dataset: Any = None
         ensure_gdal_env()
         try:
-            self.dataset = rasterio.open(
-                self.partial,
-                "w",
-                driver="GTiff",
-                width=grid.width,
-                height=grid.height,
-                count=count,
-                dtype=dtype,
-                crs=grid.crs,
-                transform=grid.transform,
-                nodata=nodata,
-                tiled=True,
-                blockxsize=OUTPUT_BLOCK,
-                blockysize=OUTPUT_BLOCK,
-                bigtiff="IF_SAFER",
-                **output_compression(),
-            )
-        except (RasterioError, OSError) as error:
-            self._remove(self.partial)
+            self.partial = str(self.output.temporary())
+            with self._checked():
+                self.dataset = rasterio.open(
+                    self.partial,
+                    "w",
+                    driver="GTiff",
+                    width=grid.width,
+                    height=grid.height,
+                    count=count,
+                    dtype=dtype,
+                    crs=grid.crs,
+                    transform=grid.transform,
+                    nodata=nodata,
+                    tiled=True,
+                    blockxsize=OUTPUT_BLOCK,
+                    blockysize=OUTPUT_BLOCK,
+                    bigtiff="IF_SAFER",
+                    **creation,
+                )
+        except WriteError as error:
+            self.abort()
+            if error.errno == errno.ENOSPC:
+                raise
             raise ConfigError(
-                f"{option} {self.path!r} cannot be written ({gdal_message(error)}); choose a folder you can write to."
+                f"{option} {self.path!r} cannot be written ({gdal_message(error.__cause__ or error)}); "
+                "choose a folder you can write to."
             ) from error
+
+    @contextmanager
+    def _checked(self) -> Iterator[None]:
+        """Raise a `WriteError` for a failed GDAL write, also one GDAL only logs (a full disk while
+        flushing tiles at close: rasterio logs "No space left on device" and closes "successfully")."""
+        with _failure_trap.watch() as caught, _env_failure_trap.watch() as caught_at_close:
+            try:
+                yield
+            except (RasterioError, OSError) as error:
+                raise self.output.failed(error, self.tile_bytes) from error
+            caught += caught_at_close
+        if caught:
+            raise self.output.failed(RasterioIOError("; ".join(caught)), self.tile_bytes)
 
     def write(self, data: np.ndarray, row_off: int, col_off: int = 0) -> None:
         """Write (bands, rows, cols) ``data`` with its top-left pixel at ``(row_off, col_off)``."""
         _, rows, cols = data.shape
-        self.dataset.write(data, window=Window(col_off, row_off, cols, rows))
+        with self._checked():
+            self.dataset.write(data, window=Window(col_off, row_off, cols, rows))
 
     def finish(self, *, cog: bool = False, overview_resampling: str = "nearest") -> str:
         """Close, optionally convert to a Cloud-Optimized GeoTIFF, and move to the final name."""
-        self.dataset.close()
         try:
+            with self._checked():
+                self.dataset.close()
             if cog:
-                converted = self.partial[: -len(".tif")] + ".cog.tif"
-                try:
+                converted = str(self.output.temporary(cog=True))
+                with self._checked():
                     rasterio.shutil.copy(
                         self.partial,
                         converted,
                         driver="COG",
-                        compress="DEFLATE",
+                        compress=self.compress.upper(),
                         blocksize=OUTPUT_BLOCK,
                         overview_resampling=overview_resampling,
                         bigtiff="IF_SAFER",
                     )
-                except BaseException:
-                    self._remove(converted)
-                    raise
-                self._remove(self.partial)
                 self.partial = converted
-            os.replace(self.partial, self.path)
         except BaseException:
-            self._remove(self.partial)
+            self.output.abort()
             raise
-        return self.path
+        return str(self.output.commit(Path(self.partial)))
 
     def abort(self) -> None:
         """Close and delete the partial file."""
-        if not self.dataset.closed:
-            self.dataset.close()
-        self._remove(self.partial)
-
-    @staticmethod
-    def _remove(path: str) -> None:
-        for candidate in (path, path + ".aux.xml"):
-            if os.path.exists(candidate):
-                os.remove(candidate)
+        if self.dataset is not None and not self.dataset.closed:
+            with contextlib.suppress(RasterioError, OSError):  # closing flushes: a full disk fails again
+                self.dataset.close()
+        self.output.abort()
 
     def __enter__(self) -> StripWriter:
         return self

@@ -49,9 +49,10 @@ import numpy as np
 
 from crossgeo.augment import scale_image
 from crossgeo.errors import ConfigError, OptionError, RasterError
+from crossgeo.files import check_not_input
 from crossgeo.grid import Grid, outside_pixels, pixel_offset
 from crossgeo.inspection import ImageInfo, check_int, inspect_image, inspect_mask, read_plan
-from crossgeo.io import EXACT_TOLERANCE, RasterReader, StripWriter, check_output_path
+from crossgeo.io import COMPRESSIONS, EXACT_TOLERANCE, RasterReader, StripWriter, check_output_path
 
 __all__ = [
     "BLENDS",
@@ -143,9 +144,10 @@ def tta_transforms(tta: str | None) -> list[tuple[int, bool]]:
 
 
 def _forward(x: np.ndarray, k: int, flip: bool) -> np.ndarray:
+    """The transformed batch, always a new array: a model that writes into its input cannot reach ``x``."""
     if flip:
         x = x[..., ::-1]
-    return np.ascontiguousarray(np.rot90(x, k, axes=(-2, -1)))
+    return np.array(np.rot90(x, k, axes=(-2, -1)), order="C")
 
 
 def _inverse(y: np.ndarray, k: int, flip: bool) -> np.ndarray:
@@ -448,7 +450,12 @@ def _model_scores(
     n_classes: int | None,
     where: str,
 ) -> np.ndarray:
-    """The batch's scores, averaged over the test-time transforms after undoing each."""
+    """The batch's scores, averaged over the test-time transforms after undoing each.
+
+    Each pass gets its own copy of the batch (`_forward`), so a model that modifies its
+    input in place (``torch.from_numpy`` shares memory; ``ReLU(inplace=True)``) does not
+    change what the later passes see.
+    """
     if len(transforms) == 1:
         return _call(predict, x, n_classes, where)
     total: np.ndarray | None = None
@@ -488,6 +495,8 @@ def predict_raster(
     progress: bool = True,
     overwrite: bool = False,
     read_ahead: int = 2,
+    compress: str = "deflate",
+    option: str = "out_path",
 ) -> Prediction:
     """Run ``predict`` over the whole image in tiles and write the blended result as a GeoTIFF.
 
@@ -499,8 +508,10 @@ def predict_raster(
             unchanged; no augmentation); returns scores (N, K, patch_size, patch_size)
             as anything ``numpy.asarray`` takes. See `crossgeo.torch.predict_raster` and
             `crossgeo.keras.predict_raster` for models.
-        out_path: The GeoTIFF to write (tiled 256 x 256, DEFLATE). Written under a
-            temporary name and renamed at the end.
+        out_path: The GeoTIFF to write (tiled 256 x 256, ``compress``). Written under a
+            temporary name in its folder and renamed at the end (`crossgeo.files`): an
+            existing file keeps its content until then, and a failed run leaves none. It
+            may not be ``image_path`` itself (refused even with ``overwrite``).
         patch_size: Window height and width in pixels (the model's input size).
         overlap: Pixels shared by neighbouring windows, ``0 <= overlap < patch_size``.
         batch_size: Windows per call of ``predict``.
@@ -518,6 +529,13 @@ def predict_raster(
         progress: A tqdm progress bar (when tqdm is installed).
         overwrite: Replace ``out_path`` if it exists (refused otherwise).
         read_ahead: Batches read ahead in a background thread (0: read in this thread).
+        compress: "deflate" (level 1; every TIFF reader decodes it) or "zstd" (level 1;
+            faster to write and smaller, needs a reader built with zstd); also the COG's.
+        option: The name errors give ``out_path`` (the CLI passes ``--out``).
+
+    Raises:
+        crossgeo.errors.WriteError: Writing ``out_path`` failed; a full disk says "disk full"
+            (``errno.ENOSPC``). The previous ``out_path``, if any, is unchanged.
 
     Returns:
         A `Prediction` naming the file, K, the nodata value and how many pixels got it.
@@ -535,7 +553,10 @@ def predict_raster(
     blend = _choice(blend, BLENDS, "blend")
     output = _choice(output, OUTPUTS, "output")
     tta = _choice(tta, TTAS, "tta")
-    final = check_output_path(out_path, overwrite=overwrite)
+    compress = _choice(compress, COMPRESSIONS, "compress")
+    if isinstance(out_path, (str, os.PathLike)):
+        check_not_input(out_path, {"image_path": image_path}, option=option)
+    final = check_output_path(out_path, overwrite=overwrite, option=option)
     image = inspect_image(image_path, selected_bands=selected_bands, image_dtype=image_dtype)
     grid = image.grid
     rows = axis_offsets(grid.height, size, overlap)
@@ -559,7 +580,16 @@ def predict_raster(
                     if output == "scores"
                     else (k, "uint8", 255)
                 )
-                writer = StripWriter(final, grid, count=count, dtype=dtype, nodata=nodata, overwrite=overwrite)
+                writer = StripWriter(
+                    final,
+                    grid,
+                    count=count,
+                    dtype=dtype,
+                    nodata=nodata,
+                    overwrite=overwrite,
+                    compress=compress,
+                    option=option,
+                )
                 strips = _Strips(grid, rows, cols, size, blend, output, k, writer)
             elif scores.shape[1] != strips.k:
                 raise ConfigError(f"predict returned {scores.shape[1]} score bands, earlier {strips.k} ({where}).")

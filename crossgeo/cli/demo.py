@@ -19,6 +19,7 @@ import numpy as np
 
 from crossgeo.cli.common import CliError, class_colours, declared_classes, make_sampler, one_line, progress, require
 from crossgeo.cli.preview import FONT_SIZE, MARGIN, blend, choose_windows, display_rgb, render_preview
+from crossgeo.files import atomic_output
 
 __all__ = ["DEFAULT_OUT", "PANEL", "add_parser", "follow_up_commands", "run", "scene_picture"]
 
@@ -163,7 +164,8 @@ def _predict(result: Any, sampler: Any, out: Path) -> dict[str, Path]:
     picture = out / "prediction.png"
     name = Path(sampler.image_path).name
     title = f"crossgeo demo: {name}, its mask and the tiny {result.framework} model's prediction"
-    scene_picture(sampler, prediction.path, title).save(picture)
+    with atomic_output(picture, option="demo file") as temp:
+        scene_picture(sampler, prediction.path, title).save(temp)
     print(f"  wrote {picture} (image, reference, prediction)")
     return {"prediction": prediction.path, "prediction_png": picture}
 
@@ -199,7 +201,8 @@ def run(args: argparse.Namespace) -> int:
         progress_bar=False,
         class_names=options.class_names,
     )
-    sheet.save(preview)
+    with atomic_output(preview, option="demo file") as temp:
+        sheet.save(temp)
     print(f"  wrote {preview}")
 
     written: dict[str, Path] = {}

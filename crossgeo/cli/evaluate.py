@@ -23,6 +23,7 @@ from crossgeo.cli.common import (
     load_config,
     split_options,
 )
+from crossgeo.files import atomic_output, check_not_input, input_paths
 
 __all__ = ["add_parser", "format_metrics", "metrics_json", "run"]
 
@@ -60,6 +61,9 @@ def run(args: argparse.Namespace) -> int:
     color_map = values["color_map"]
     classes = {int(e[3]) for e in color_map} | {0} if color_map else set(range(k))
     mask = args.mask or values["mask_path"]
+    if args.json:  # before the pixels are counted
+        inputs = {"prediction": args.prediction, "--mask": args.mask, **input_paths(args.config, options.sampler)}
+        check_not_input(args.json, inputs, option="--json")
     metrics = evaluate(
         args.prediction,
         mask,
@@ -74,7 +78,8 @@ def run(args: argparse.Namespace) -> int:
         if out.parent != Path():
             out.parent.mkdir(parents=True, exist_ok=True)
         document = {"prediction": str(args.prediction), "mask": str(mask), **metrics_json(metrics, options.class_names)}
-        out.write_text(json.dumps(document, indent=2) + "\n")
+        with atomic_output(out, option="--json") as temp:
+            temp.write_text(json.dumps(document, indent=2) + "\n")
         print(f"wrote {out}")
     return 0
 

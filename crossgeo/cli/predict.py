@@ -30,6 +30,7 @@ from crossgeo.cli.common import (
     split_options,
 )
 from crossgeo.errors import ConfigError
+from crossgeo.files import check_not_input, input_paths
 
 __all__ = ["add_parser", "load_predictor", "run"]
 
@@ -85,7 +86,18 @@ def add_parser(subparsers: Any, parents: Sequence[argparse.ArgumentParser]) -> a
     )
     parser.add_argument("--batch-size", type=int, default=8, metavar="N", help="windows per model call (default: 8)")
     parser.add_argument("--cog", action="store_true", help="write a Cloud-Optimized GeoTIFF with overviews")
-    parser.add_argument("--overwrite", action="store_true", help="replace the output file (--out) if it exists")
+    parser.add_argument(
+        "--compress",
+        choices=("deflate", "zstd"),
+        default="deflate",
+        help="GeoTIFF compression: deflate = readable everywhere, zstd = faster to write, needs a reader with zstd "
+        "(default: %(default)s)",
+    )
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace the output file (--out) if it exists; never an input (the image, the mask, the config)",
+    )
     parser.add_argument(
         "--framework",
         choices=("auto", "torch", "keras"),
@@ -134,6 +146,8 @@ def run(args: argparse.Namespace) -> int:
     options = split_options(load_config(args.config, args.section), where)
     values = dataset_values(options, where)
     try:  # before the model is loaded: a refused output should not wait for it
+        inputs = {"--model": args.model, **input_paths(args.config, {**options.sampler, **values})}
+        check_not_input(args.out, inputs, option="--out", advice="e.g. prediction.tif")
         check_output_path(args.out, overwrite=args.overwrite, option="--out")
     except ConfigError as error:
         raise CliError(str(error).replace("pass overwrite=True", "pass --overwrite")) from error
@@ -159,7 +173,9 @@ def run(args: argparse.Namespace) -> int:
         n_classes=k,
         tta=None if args.tta == "none" else args.tta,
         cog=args.cog,
+        compress=args.compress,
         overwrite=args.overwrite,
+        option="--out",
         progress=sys.stderr.isatty(),
         **kw,
     )

@@ -33,6 +33,7 @@ from crossgeo.cli.common import (
     read_with_validity,
     require,
 )
+from crossgeo.files import atomic_output, check_not_input, input_paths
 
 __all__ = [
     "Layout",
@@ -97,6 +98,8 @@ def run(args: argparse.Namespace) -> int:
     if not 0.0 <= args.alpha <= 1.0:
         raise CliError("--alpha must be between 0 and 1")
     sampler, options = make_sampler(args)
+    inputs = {"--prediction": args.prediction, **input_paths(args.config, options.sampler)}
+    check_not_input(args.out, inputs, option="--out")
     indices = choose_windows(len(sampler), args.n, args.seed)
     title = (
         f"{Path(args.config).name}: {Path(sampler.image_path).name} + mask {Path(sampler.mask_path).name}, "
@@ -122,7 +125,8 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if out.parent != Path():
         out.parent.mkdir(parents=True, exist_ok=True)
-    sheet.save(out)
+    with atomic_output(out, option="--out") as temp:
+        sheet.save(temp)
     print(f"wrote {out} ({sheet.width} x {sheet.height} px): {len(indices)} of {len(sampler)} windows")
     return 0
 

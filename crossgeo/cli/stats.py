@@ -26,6 +26,7 @@ from crossgeo.cli.common import (
     progress,
     read_with_validity,
 )
+from crossgeo.files import atomic_output, check_not_input, input_paths
 from crossgeo.survey import survey
 
 __all__ = ["add_parser", "compute_stats", "format_stats", "run"]
@@ -52,6 +53,8 @@ def add_parser(subparsers: Any, parents: Sequence[argparse.ArgumentParser]) -> a
 
 def run(args: argparse.Namespace) -> int:
     sampler, options = make_sampler(args)
+    if args.json:  # before the masks are read: a refused output should not wait for them
+        check_not_input(args.json, input_paths(args.config, options.sampler), option="--json")
     stats = compute_stats(sampler, class_names=options.class_names)
     stats["config"] = str(args.config)
     print(format_stats(stats, sampler))
@@ -59,7 +62,8 @@ def run(args: argparse.Namespace) -> int:
         out = Path(args.json)
         if out.parent != Path():
             out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(stats, indent=2) + "\n")
+        with atomic_output(out, option="--json") as temp:
+            temp.write_text(json.dumps(stats, indent=2) + "\n")
         print(f"wrote {out}")
     return 0
 

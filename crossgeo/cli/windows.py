@@ -26,6 +26,7 @@ from crossgeo.cli.common import (
     require,
     split_options,
 )
+from crossgeo.files import atomic_output, check_not_input, input_paths
 
 __all__ = ["SPLIT_COLOURS", "add_parser", "draw_map", "format_presence", "parse_splits", "run"]
 
@@ -110,6 +111,12 @@ def run(args: argparse.Namespace) -> int:
     config = load_config(args.config, args.section)
     config.setdefault("crops_path", "(generated)")  # the windows are what this command makes
     options = split_options(config, str(args.config))
+    # crops_path is not read here, so --out may name it (that is how a configuration's table is remade).
+    inputs = {k: v for k, v in input_paths(args.config, options.sampler).items() if k != "crops_path"}
+    inputs["--aoi"] = args.aoi
+    check_not_input(out, inputs, option="--out")
+    if args.map:
+        check_not_input(args.map, {**inputs, "--out": out}, option="--map")
     sampler_options = {
         k: v for k, v in options.sampler.items() if k not in ("crops_path", "split", "window_index_cache")
     }
@@ -147,10 +154,11 @@ def run(args: argparse.Namespace) -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     plain = table.copy()
     plain.attrs.clear()  # pandas would write the attrs as Parquet metadata
-    if out.suffix.lower() == ".parquet":
-        plain.to_parquet(out, index=False)
-    else:
-        plain.to_csv(out, index=False)
+    with atomic_output(out, option="--out") as temp:
+        if out.suffix.lower() == ".parquet":
+            plain.to_parquet(temp, index=False)
+        else:
+            plain.to_csv(temp, index=False)
     print(f"wrote {out} ({len(table)} windows)")
     if args.map:
         from crossgeo.io import read_overview
@@ -160,7 +168,8 @@ def run(args: argparse.Namespace) -> int:
         bands = list(sampler.selected_bands[:3])
         thumbnail = read_overview(sampler.image_path, bands, MAP_SIDE, grid=sampler.grid)
         picture = draw_map(thumbnail, table, sampler.patch_size, (sampler.grid.height, sampler.grid.width))
-        picture.save(args.map)
+        with atomic_output(args.map, option="--map") as temp:
+            picture.save(temp)
         print(f"wrote {args.map} ({picture.width} x {picture.height} px)")
     return 0
 

@@ -38,6 +38,7 @@ BASES = {
     "RasterError": "ValueError",
     "ClassRangeError": "RasterError, ValueError",
     "ReadError": "OSError",
+    "WriteError": "OSError",
 }
 
 #: Headings for the catalogue's ``# --- ...`` sections (the comment text is used otherwise).
@@ -49,6 +50,7 @@ SECTIONS = {
     "vector windows": "Vector windows (GeoPackage, Shapefile, ...)",
     "rasters users really have (issue 16)": "Data types, class ranges and image no-data",
     "augmentation lists from shared configs": "Augmentation lists",
+    "outputs (issue 21)": "Predictions and other outputs",
 }
 
 #: case id -> (cause, fix). Markdown; links are relative to docs/troubleshooting.md.
@@ -283,6 +285,16 @@ FIXES: dict[str, tuple[str, str]] = {
     "transform argument typo": (
         "A transform got an argument it does not take.",
         "Check the argument names of that transform (e.g. `p`, not `prob`).",
+    ),
+    "prediction over its own image": (
+        "The output path is one of the run's inputs (the image; for `crossgeo predict` also the mask, the "
+        "configuration or the model), by name, through a symbolic link or as a hard link. Writing there would "
+        "replace the input, so it is refused even with `overwrite=True` / `--overwrite`.",
+        "Give `out_path` (`--out`) another file name, e.g. `prediction.tif`.",
+    ),
+    "prediction compress unknown": (
+        "`compress` names a compression crossgeo does not write.",
+        "Use `deflate` (the default, readable everywhere) or `zstd` (faster, needs a reader with zstd).",
     ),
 }
 

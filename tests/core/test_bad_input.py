@@ -24,6 +24,7 @@ from crossgeo import ClassRangeError, ConfigError, OptionError, PatchSampler, Ra
 from crossgeo import testing as T
 from crossgeo.augment import build_augmentation
 from crossgeo.config import split_config
+from crossgeo.predict import predict_raster
 
 SIZE = 64
 
@@ -104,6 +105,11 @@ class Files:
 @pytest.fixture(scope="module")
 def files(tmp_path_factory: pytest.TempPathFactory) -> Files:
     return Files(tmp_path_factory.mktemp("bad"))
+
+
+def _scores(x: np.ndarray) -> np.ndarray:
+    """A numpy model for the prediction cases: two score bands from the first image band."""
+    return np.stack([x[:, 0], 1 - x[:, 0]], axis=1)
 
 
 def sampler(files: Files, **kwargs: Any) -> PatchSampler:
@@ -523,6 +529,20 @@ CASES: list[tuple[str, Callable[[Files], Any], type[Exception], str]] = [
         lambda f: build_augmentation([{"_target_": "albumentations.HorizontalFlip", "prob": 0.5}]),
         ConfigError,
         r"entry 0 \(albumentations.HorizontalFlip\).*prob.*check the argument names",
+    ),
+    # --- outputs (issue 21)
+    (
+        "prediction over its own image",
+        lambda f: predict_raster(f.scene.image, _scores, f.scene.image, patch_size=SIZE, overwrite=True),
+        ConfigError,
+        r"out_path '.*image.tif' is the image_path '.*image.tif', an input of this run: writing there would "
+        r"replace it, so it is refused \(with or without overwrite\). Give out_path another file",
+    ),
+    (
+        "prediction compress unknown",
+        lambda f: predict_raster(f.scene.image, _scores, f.path("p.tif"), patch_size=SIZE, compress="lzw"),
+        ConfigError,
+        r"compress 'lzw' is not one of 'deflate', 'zstd'",
     ),
 ]
 

@@ -105,3 +105,35 @@ def test_torch_save_files_are_refused_without_unpickling(scene: dict[str, Path])
             load_model(path)
         code, _, err = run("predict", scene["config"], "--model", path, "--out", scene["folder"] / "p.tif")
         assert code == 1 and "--model" in err and "torch.jit.script(model).save" in err
+
+
+def test_a_full_disk_says_so_naming_out_and_keeps_the_previous_prediction(
+    scene: dict[str, Path], tmp_path: Path
+) -> None:
+    """Issue 21.9: on a real full file system (a 256 KiB tmpfs; root only), not GDAL's bare "Write failed"."""
+    import os
+    import shutil
+    import subprocess
+
+    folder = tmp_path / "small"
+    folder.mkdir()
+    if os.geteuid() != 0 or shutil.which("mount") is None:
+        pytest.skip("a real full disk needs root to mount a 256 KiB tmpfs (not root here)")
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(folder)], capture_output=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a 256 KiB tmpfs here: {done.stderr.decode().strip()}")
+    try:
+        out = folder / "prediction.tif"
+        out.write_bytes(b"previous prediction")
+        with open(folder / "filler", "wb", buffering=0) as handle, contextlib.suppress(OSError):
+            while True:
+                handle.write(b"\0" * 4096)
+        code, _, err = run(
+            "predict", scene["config"], "--model", scene["model"], "--out", out, "--overwrite", "--output", "scores"
+        )
+        assert out.read_bytes() == b"previous prediction"
+        assert [p.name for p in folder.iterdir() if ".partial-" in p.name] == []
+        assert code == 1
+        assert f"crossgeo predict: error: --out '{out}': disk full (no space left on device" in err
+    finally:
+        subprocess.run(["umount", "-l", str(folder)], capture_output=True)

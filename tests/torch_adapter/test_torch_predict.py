@@ -89,3 +89,24 @@ def test_torch_wrapper_errors_name_the_model(tmp_path: Path, image: Path) -> Non
     with pytest.raises(ConfigError, match=r"predict returned scores of shape \(8, 64, 64, 3\)"):
         torch_predict_raster(ChannelsLast(), image, tmp_path / "p.tif", patch_size=64, progress=False)
     assert not (tmp_path / "p.tif").exists()
+
+
+class ScalesItsInputInPlace(torch.nn.Module):
+    """Pointwise scores, then ``x.mul_`` on its input (as an in-place first layer does to ``torch.from_numpy``)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        scores = torch.stack([x[:, 0], x[:, 1], x[:, 2], torch.tensor(0.9, dtype=torch.float32) - x[:, 0]], dim=1)
+        x.mul_(0.25)
+        return scores
+
+
+@pytest.mark.parametrize("tta", ["flips", "d4"])
+def test_a_model_that_writes_into_its_input_does_not_change_the_tta_result(
+    image: Path, tmp_path: Path, tta: str
+) -> None:
+    """Issue 21.7: the batch reaches torch without a copy, so each TTA pass must get its own."""
+    kw = {"patch_size": 128, "overlap": 32, "output": "scores", "tta": tta, "progress": False}
+    truth = predict_raster(image, numpy_pointwise, tmp_path / "numpy.tif", **kw)
+    got = torch_predict_raster(ScalesItsInputInPlace(), image, tmp_path / "torch.tif", **kw)
+    with rasterio.open(truth.path) as a, rasterio.open(got.path) as b:
+        np.testing.assert_array_equal(b.read(), a.read())
