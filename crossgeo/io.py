@@ -152,8 +152,6 @@ class _GdalFailureTrap:
 
 _failure_trap = _GdalFailureTrap()
 """Installed by `open_raster` (and `watch`) on first use."""
-_env_failure_trap = _GdalFailureTrap("rasterio._env")
-"""The same for failures rasterio logs on ``rasterio._env`` (e.g. GDAL flushing a written file at close)."""
 
 
 def gdal_options() -> dict[str, Any]:
@@ -1120,12 +1118,11 @@ class StripWriter:
     def _checked(self) -> Iterator[None]:
         """Raise a `WriteError` for a failed GDAL write, also one GDAL only logs (a full disk while
         flushing tiles at close: rasterio logs "No space left on device" and closes "successfully")."""
-        with _failure_trap.watch() as caught, _env_failure_trap.watch() as caught_at_close:
+        with _failure_trap.watch() as caught:  # both rasterio._err and rasterio._env (close-time flushes)
             try:
                 yield
             except (RasterioError, OSError) as error:
                 raise self.output.failed(error, self.tile_bytes) from error
-            caught += caught_at_close
         if caught:
             raise self.output.failed(RasterioIOError("; ".join(caught)), self.tile_bytes)
 
