@@ -345,9 +345,9 @@ def scale_image(image: np.ndarray, out: np.ndarray | None = None, *, scale: bool
     ``scale``: `scales_image` of the sampler's ``image_dtype`` (False for ``"native"``).
     ``out``: a float32 array of the image's shape to write into (one pass, no temporary).
     """
-    divisor = None
-    if scale:
-        divisor = np.float32(255) if image.dtype == np.uint8 else np.float32(65535) if image.dtype == np.uint16 else None
+    divisor = {np.dtype(np.uint8): np.float32(255), np.dtype(np.uint16): np.float32(65535)}.get(image.dtype)
+    if not scale:
+        divisor = None
     if divisor is None:
         if out is None:
             return image.astype(np.float32, copy=False)

@@ -496,7 +496,8 @@ def predict_raster(
             transform, width and height exactly.
         predict: Called with float32 batches (N, C, patch_size, patch_size), prepared as
             training prepares images (``scale_image``: uint8 / 255, uint16 / 65535 for
-            ``image_dtype`` "uint8" / "uint16"; "float32" and "native" values unchanged; no augmentation); returns scores (N, K, patch_size, patch_size)
+            ``image_dtype`` "uint8" / "uint16"; "float32" and "native" values unchanged; no
+            augmentation); returns scores (N, K, patch_size, patch_size)
             as anything ``numpy.asarray`` takes. See `crossgeo.torch.predict_raster` and
             `crossgeo.keras.predict_raster` for models.
         out_path: The GeoTIFF to write (tiled 256 x 256, DEFLATE). Written under a

@@ -67,7 +67,10 @@ def test_os_remove_nested_in_one_of_is_refused_and_the_file_survives(tmp_path: P
     [
         ("albumentations.core.serialization.from_dict", r"it is the callable .*from_dict, not an albumentations"),
         ("albumentations.Lambda", "Lambda runs arbitrary callables"),
-        ("albumentations.core.composition.np.random.default_rng", "albumentations.core.composition.np is the module 'numpy'"),
+        (
+            "albumentations.core.composition.np.random.default_rng",
+            "albumentations.core.composition.np is the module 'numpy'",
+        ),
         ("albumentations.HorizontalFlip.__init__", "albumentations.HorizontalFlip is not a module"),
         ("albumentations.core", "it is the module 'albumentations.core', not"),
         ("albumentations.__version__", "it is a str value"),
@@ -350,4 +353,3 @@ def _crossgeo(*argv: Any) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "crossgeo", *map(str, argv)], capture_output=True, text=True, timeout=300, check=False
     )
-

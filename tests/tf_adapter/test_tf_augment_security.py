@@ -28,22 +28,22 @@ def _remove_in_one_of(victim: Path) -> dict[str, Any]:
 
 def test_make_dataset_refuses_albumentations_os(scene: Scene, tmp_path: Path) -> None:
     marker = tmp_path / "pwned"
-    with pytest.raises(ConfigError, match="_target_ 'albumentations.os.system' is not allowed"):
+    with pytest.raises(ConfigError, match=r"_target_ 'albumentations\.os\.system' is not allowed"):
         make_dataset(scene.config(augmentation_list=[_system(marker)]))
     victim = tmp_path / "precious.txt"
     victim.write_text("keep me")
-    with pytest.raises(ConfigError, match="_target_ 'albumentations.os.remove' is not allowed"):
+    with pytest.raises(ConfigError, match=r"_target_ 'albumentations\.os\.remove' is not allowed"):
         make_dataset(scene.config(augmentation_list=[_remove_in_one_of(victim)]))
     assert not marker.exists() and victim.read_text() == "keep me"
 
 
 def test_patch_py_dataset_refuses_albumentations_os(scene: Scene, tmp_path: Path) -> None:
     marker = tmp_path / "pwned"
-    with pytest.raises(ConfigError, match="_target_ 'albumentations.os.system' is not allowed"):
+    with pytest.raises(ConfigError, match=r"_target_ 'albumentations\.os\.system' is not allowed"):
         PatchPyDataset(scene.config(augmentation_list=[_system(marker)]), batch_size=2)
     victim = tmp_path / "precious.txt"
     victim.write_text("keep me")
-    with pytest.raises(ConfigError, match="_target_ 'albumentations.os.remove' is not allowed"):
+    with pytest.raises(ConfigError, match=r"_target_ 'albumentations\.os\.remove' is not allowed"):
         PatchPyDataset(scene.config(augmentation_list=[_remove_in_one_of(victim)]), batch_size=2)
     assert not marker.exists() and victim.read_text() == "keep me"
 

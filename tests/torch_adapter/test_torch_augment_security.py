@@ -41,7 +41,7 @@ def test_drop_in_refuses_os_system(scene: types.SimpleNamespace, tmp_path: Path)
     marker = tmp_path / "pwned"
     config = _config(scene, augmentation_list=[{"_target_": "albumentations.os.system", "command": f"touch {marker}"}])
     config.pop("_target_")
-    with pytest.raises(ConfigError, match="_target_ 'albumentations.os.system' is not allowed"):
+    with pytest.raises(ConfigError, match=r"_target_ 'albumentations\.os\.system' is not allowed"):
         MBTilesCropsGeoTifMaskDataset(**config)
     assert not marker.exists()
 
