@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 from omegaconf import OmegaConf
-from torch_scene import COLOR_MAP, PATCH
+from torch_scene import COLOR_MAP, PATCH, decode_window
 
 from crossgeo import ConfigError, PatchSampler
 from crossgeo.augment import ALLOWED_TRANSFORMS_ENV, to_model_inputs
@@ -126,3 +126,27 @@ def test_native_uint8_images_reach_the_model_as_read(
         np.testing.assert_array_equal(batch["mask"][k].numpy(), mask)
     if augmentation is None:
         np.testing.assert_array_equal(batch["image"][0].numpy(), sampler[0].image.astype(np.float32))
+
+
+def test_unseeded_workers_draw_each_transform_independently(scene: types.SimpleNamespace) -> None:
+    """worker_init_fn reseeds an unseeded pipeline per worker: its flips must still be independent."""
+    sampler = PatchSampler(scene.image_tif, scene.mask_vrt, scene.windows_csv, PATCH, color_map=COLOR_MAP)
+    dataset = PatchDataset(
+        sampler,
+        augmentation_list=[{"_target_": "albumentations.HorizontalFlip"}, {"_target_": "albumentations.VerticalFlip"}],
+        return_metadata=True,
+    )
+    loader = make_dataloader(dataset, batch_size=len(sampler), num_workers=1, persistent_workers=False)
+    counts = [0, 0, 0, 0]
+    for _ in range(25):  # a new worker, so a new worker seed, every pass
+        batch = next(iter(loader))
+        for image, row_off, col_off in zip(batch["image"], batch["metadata"]["row_off"], batch["metadata"]["col_off"]):
+            rows, cols = decode_window(image)
+            horizontal, vertical = (
+                int(cols[0, 0]) == int(col_off) + PATCH - 1,
+                int(rows[0, 0]) == int(row_off) + PATCH - 1,
+            )
+            counts[horizontal + 2 * vertical] += 1
+    expected = sum(counts) / 4
+    chi_square = sum((c - expected) ** 2 / expected for c in counts)
+    assert sum(counts) == 200 and chi_square < 16.27, counts  # 3 degrees of freedom, p = 0.001
