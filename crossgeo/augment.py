@@ -62,8 +62,8 @@ ALLOWED_TRANSFORMS_ENV = "CROSSGEO_ALLOWED_TRANSFORMS"
 """Environment variable: comma-separated module prefixes of users' own transform classes."""
 REFUSED_TRANSFORMS = ("Lambda",)
 """albumentations transforms a configuration may not name: they run arbitrary callables."""
-SCALED_IMAGE_DTYPES = {"uint8": 255, "uint16": 65535}
-"""``image_dtype`` options whose images the adapters scale to 0..1 (the original's rule), and the divisor."""
+SCALED_IMAGE_DTYPES = ("uint8", "uint16")
+"""``image_dtype`` options whose images the adapters scale to 0..1 (the original's rule: / 255, / 65535)."""
 _TENSOR_CONVERTERS = {"ToTensorV2", "ToTensor"}
 """Transforms that only convert layout/type: crossgeo's adapters already return CHW float32
 tensors, so these are dropped (and need no torch in a TensorFlow env)."""
@@ -99,6 +99,8 @@ def _resolve(target: Any, allowed: Sequence[str], where: str) -> type:
         raise _refuse(target, where, f"crossgeo only instantiates transform classes of {', '.join(allowed)}")
     parts = target.split(".")
     obj: Any = None
+    if not all(part.isidentifier() for part in parts):
+        parts = []  # not a dotted name: "cannot be imported" below
     for cut in range(len(parts) - 1, 0, -1):
         module_name = ".".join(parts[:cut])
         if not _within(module_name, allowed):
