@@ -122,7 +122,7 @@ class PatchDataset(Dataset[dict[str, Any]]):
         fill = sampler.mask_fill_value
         self.mask_type = mask_dtype(min(0, fill), max(sampler.n_classes - 1, fill, 1))
         self.sampler = sampler
-        self.allowed_targets = tuple(allowed_targets)
+        self.allowed_targets = (allowed_targets,) if isinstance(allowed_targets, str) else tuple(allowed_targets)
         self.augmentation = build_augmentation(augmentation_list, allowed_targets=self.allowed_targets)
         self.return_metadata = return_metadata
         self.seed = check_seed(seed)
