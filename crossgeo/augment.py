@@ -245,6 +245,7 @@ def seed_augmentation(augmentation: Any, seed: int) -> None:
     """
     # BaseCompose.set_random_state hands the same two objects down to every nested transform.
     augmentation.set_random_state(np.random.default_rng(seed), random.Random(seed))
+    augmentation.seed = seed  # recorded as albumentations' set_random_seed records it
 
 
 def check_weights(weights: Any, n: int) -> np.ndarray:
