@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from crossgeo.errors import OptionError
+from crossgeo.errors import ConfigError, OptionError
 from crossgeo.options import ADAPTER_OPTIONS, ALIASES, SCENE_OPTIONS, check_names, sampler_option_names
 
 if TYPE_CHECKING:
@@ -88,10 +88,11 @@ def split_config(config: Any, *, where: str = "the configuration") -> tuple[dict
     """
     mapping = {k: v for k, v in plain_mapping(config).items() if k not in HYDRA_KEYS}
     if "allowed_targets" in mapping:
-        raise OptionError(
+        raise ConfigError(
             f"allowed_targets cannot be set in {where}: a shared configuration file must not widen what "
-            "crossgeo may instantiate. Pass allowed_targets=[...] in code (PatchDataset, make_dataset, "
-            "PatchPyDataset) or use crossgeo validate --allow-target MODULE."
+            "crossgeo may instantiate. Remove the key; allow your own transform modules with the environment "
+            "variable CROSSGEO_ALLOWED_TRANSFORMS=mypkg.transforms (Hydra runs, the CLI) or allowed_targets=[...] "
+            "in code (PatchDataset, make_dataset, PatchPyDataset; crossgeo validate --allow-target MODULE)."
         )
     check_keys(mapping, (*SAMPLER_KEYS, *SCENE_KEYS, *ADAPTER_KEYS, *ALIASES), where)
     sampler = {k: v for k, v in mapping.items() if k in SAMPLER_KEYS or k in SCENE_KEYS or k in ALIASES}

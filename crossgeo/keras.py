@@ -77,7 +77,8 @@ class PatchPyDataset(keras.utils.PyDataset):
         max_queue_size: Batches prepared ahead (Keras option).
         drop_remainder: Leave out a last batch smaller than ``batch_size``.
         epoch: The epoch the dataset starts at (e.g. when resuming training).
-        allowed_targets: Extra module prefixes ``_target_`` may resolve to.
+        allowed_targets: Module prefixes of your own transform classes (albumentations
+            subclasses) ``_target_`` may name; code only (see `crossgeo.augment`).
         compact: True (default): stack each batch in the stored image dtype and a narrow
             mask type and convert the whole batch to float32 / int64 at once (fewer
             temporaries per patch: 1.6x the batches/s of ``compact=False`` on a warm cache
@@ -129,7 +130,6 @@ class PatchPyDataset(keras.utils.PyDataset):
             augmentation_list = options.get("augmentation_list")
         if isinstance(epoch, bool) or not isinstance(epoch, (int, np.integer)) or epoch < 0:
             raise OptionError(f"epoch must be a non-negative integer, got {epoch!r}.")
-        allowed = tuple(allowed_targets)
         if not isinstance(compact, bool):
             raise OptionError(f"compact must be true or false, got {compact!r}.")
 
@@ -141,7 +141,7 @@ class PatchPyDataset(keras.utils.PyDataset):
         self.shuffle = bool(shuffle or options.get("shuffle", False))
         self.drop_remainder = bool(drop_remainder or options.get("drop_last", False))
         self.seed = seed
-        self.augmentation = build_augmentation(augmentation_list, allowed_targets=allowed)
+        self.augmentation = build_augmentation(augmentation_list, allowed_targets=allowed_targets)
         self._augmentations = PerThreadAugmentation(self.augmentation)
         self._read_mask_type = decode_type(self._mask_type, self.augmentation, compact=compact)
         # Unseeded: a seed drawn once, so threads/processes still agree on an epoch's order.

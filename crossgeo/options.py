@@ -215,9 +215,11 @@ ADAPTER_OPTIONS: tuple[Option, ...] = (
         "allowed_targets",
         "list of str",
         (),
-        "Modules besides `albumentations` that `_target_` in `augmentation_list` may resolve to. A keyword "
-        "argument in code only: `make_dataset`, `PatchPyDataset` and the CLI refuse it inside a configuration "
-        "file (`crossgeo validate --allow-target MODULE`).",
+        "Module prefixes of your own transform classes (albumentations `BasicTransform` subclasses) that "
+        "`_target_` in `augmentation_list` may name besides albumentations' own. A keyword argument in code only "
+        "(`PatchDataset`, `make_dataset`, `PatchPyDataset`; `crossgeo validate --allow-target MODULE`) or the "
+        "environment variable `CROSSGEO_ALLOWED_TRANSFORMS=mypkg.transforms,other.mod` (Hydra runs, the CLI); "
+        "every configuration mapping (YAML, Hydra, the drop-in class) refuses it.",
         dataset_only=True,
     ),
 )

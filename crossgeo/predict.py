@@ -47,7 +47,7 @@ from typing import Any, TypeVar
 import attrs
 import numpy as np
 
-from crossgeo.augment import scale_image
+from crossgeo.augment import scale_image, scales_image
 from crossgeo.errors import ConfigError, OptionError, RasterError
 from crossgeo.files import check_not_input
 from crossgeo.grid import Grid, outside_pixels, pixel_offset
@@ -389,7 +389,7 @@ def _argmax(
 
 
 def _batches(
-    image: ImageInfo, rows: np.ndarray, cols: np.ndarray, size: int, batch_size: int
+    image: ImageInfo, rows: np.ndarray, cols: np.ndarray, size: int, batch_size: int, scale: bool
 ) -> Iterator[tuple[list[tuple[int, int]], np.ndarray, list[np.ndarray | None]]]:
     """((strip, column) of each window, images (N, C, P, P) float32 prepared for the model, valid (P, P) or None
     per window (None: every pixel has image data)).
@@ -410,7 +410,7 @@ def _batches(
                 data, bad = reader.read_image(int(rows[i]), int(cols[j]))
                 if x is None:
                     x = np.empty((len(chunk), *data.shape), dtype=np.float32)
-                scale_image(data, out=x[n])  # straight into the batch: no stacked copy
+                scale_image(data, out=x[n], scale=scale)  # straight into the batch: no stacked copy
                 valid.append(None if bad is None else ~bad)
             assert x is not None
             yield chunk, x, valid
@@ -504,8 +504,9 @@ def predict_raster(
         image_path: The image (GeoTIFF, MBTiles, VRT, ...); the output has its CRS,
             transform, width and height exactly.
         predict: Called with float32 batches (N, C, patch_size, patch_size), prepared as
-            training prepares images (``scale_image``: uint8 / 255, uint16 / 65535, float
-            unchanged; no augmentation); returns scores (N, K, patch_size, patch_size)
+            training prepares images (``scale_image``: uint8 / 255, uint16 / 65535 for
+            ``image_dtype`` "uint8" / "uint16"; "float32" and "native" values unchanged; no
+            augmentation); returns scores (N, K, patch_size, patch_size)
             as anything ``numpy.asarray`` takes. See `crossgeo.torch.predict_raster` and
             `crossgeo.keras.predict_raster` for models.
         out_path: The GeoTIFF to write (tiled 256 x 256, ``compress``). Written under a
@@ -567,7 +568,8 @@ def predict_raster(
     strips: _Strips | None = None
     writer: StripWriter | None = None
     try:
-        for windows, x, valid in prefetch(_batches(image, rows, cols, size, batch_size), read_ahead):
+        batches = _batches(image, rows, cols, size, batch_size, scales_image(image_dtype))
+        for windows, x, valid in prefetch(batches, read_ahead):
             i, j = windows[0]
             where = f"batch from window row_off={rows[i]}, col_off={cols[j]}"
             scores = _model_scores(predict, x, transforms, n_classes, where)

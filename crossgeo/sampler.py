@@ -16,7 +16,7 @@ from typing import Any
 import attrs
 import numpy as np
 
-from crossgeo.augment import check_weights
+from crossgeo.augment import check_weights, scales_image
 from crossgeo.errors import ClassRangeError, ConfigError, OptionError, ReadError, WindowError
 from crossgeo.grid import outside_pixels
 from crossgeo.inspection import Inspection, inspect_sources, read_plan
@@ -41,7 +41,10 @@ class Patch:
     cover the window or marks nodata: those pixels hold the fill value); ``image_valid``
     (H, W) bool is True where the image has data (False outside the image, where its
     alpha band is 0, every selected band is nodata or its per-dataset mask band is 0); ``scene``
-    is the position of the window's scene in a `crossgeo.SceneSampler` catalogue (None otherwise).
+    is the position of the window's scene in a `crossgeo.SceneSampler` catalogue (None otherwise);
+    ``unit_scale`` says whether model inputs divide the integer image by its type's maximum
+    (the sampler's ``image_dtype`` "uint8" / "uint16"; False for "float32" and "native", whose
+    values reach the model as read - the original's rule, `crossgeo.augment.scales_image`).
     """
 
     image: np.ndarray
@@ -52,6 +55,7 @@ class Patch:
     mask_valid: np.ndarray | None = None
     image_valid: np.ndarray | None = None
     scene: int | None = None
+    unit_scale: bool = True
 
 
 def require_windows(dataset: Any, where: str) -> None:
@@ -240,6 +244,8 @@ class PatchSampler(WindowSequence):
         self.window_index_cache = options["window_index_cache"]
         self.selected_bands = image.bands
         self.image_dtype = np.dtype(image.dtype)
+        #: Model inputs scale the image to 0..1 (image_dtype "uint8"/"uint16"; not "native"/"float32").
+        self.unit_scale = scales_image(options["image_dtype"])
         self.grid = image.grid
         self.mask_coverage = mask.coverage
         self.decoder = decoder
@@ -333,6 +339,7 @@ class PatchSampler(WindowSequence):
             index=index,
             mask_valid=valid,
             image_valid=image_valid,
+            unit_scale=self.unit_scale,
         )
 
     def read_image(self, row_off: int, col_off: int) -> tuple[np.ndarray, np.ndarray]:

@@ -609,6 +609,7 @@ class SceneSampler(WindowSequence):
         self.patch_size: int = size
         self.selected_bands = first.selected_bands
         self.image_dtype = first.image_dtype
+        self.unit_scale = first.unit_scale
         self.n_classes: int = options["n_classes"]
         self.mask_fill_value: int = options["mask_fill_value"]
         self.color_map = options["color_map"]

@@ -152,7 +152,8 @@ def make_dataset(
         epoch: None (default): the first pass over the dataset is epoch 0 and every new
             iteration (each ``model.fit`` epoch) counts one up. An int: every pass is that
             epoch. A ``tf.Variable``: its value when a pass starts (set it from a callback).
-        allowed_targets: Extra module prefixes ``_target_`` may resolve to.
+        allowed_targets: Module prefixes of your own transform classes (albumentations
+            subclasses) ``_target_`` may name; code only (see `crossgeo.augment`).
         compact: True (default): the map hands over the image in its stored dtype (without an
             augmentation) and the mask in the narrowest integer type holding
             ``0..n_classes-1`` and ``mask_fill_value``, converted to float32 / int64 inside
@@ -184,7 +185,6 @@ def make_dataset(
     shuffle = bool(shuffle or options.get("shuffle", False))
     drop_remainder = bool(drop_remainder or options.get("drop_last", False))
     with_metadata = bool(with_metadata or options.get("return_metadata", False))
-    allowed = tuple(allowed_targets)
 
     seed = check_seed(seed)
     if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer))):
@@ -203,11 +203,13 @@ def make_dataset(
 
     if not isinstance(compact, bool):
         raise OptionError(f"compact must be true or false, got {compact!r}.")
-    augmentation = build_augmentation(augmentation_list, allowed_targets=allowed)
+    augmentation = build_augmentation(augmentation_list, allowed_targets=allowed_targets)
     augmentations = PerThreadAugmentation(augmentation)
     # The map's output types are static: an augmentation may or may not make the image float,
-    # so with one each patch is scaled to float32 as it is stacked (the mask stays compact).
-    stack_type = sampler.image_dtype if augmentation is None else np.dtype(np.float32)
+    # so with one each patch is scaled to float32 as it is stacked (the mask stays compact);
+    # an image that is not scaled (image_dtype native) comes float32 from to_compact_inputs.
+    compact_image = augmentation is None and sampler.unit_scale
+    stack_type = sampler.image_dtype if compact_image else np.dtype(np.float32)
     image_type = stack_type if compact else np.dtype(np.float32)
     fill = sampler.mask_fill_value
     mask_type = mask_dtype(min(0, fill), max(sampler.n_classes - 1, fill, 1)) if compact else np.dtype(np.int64)
@@ -263,7 +265,7 @@ def make_dataset(
                 patch, augmentation, seed=base_seed, epoch=epoch_value, channels_last=channels_last, mask_type=mask_type
             )
             if stack_type.kind == "f":
-                scale_image(image, out=images[k])  # an augmentation ran: it may or may not have made it float
+                scale_image(image, out=images[k])  # float already, or an augmentation left it integer: scale it
             else:
                 images[k] = image
             masks[k] = mask

@@ -43,6 +43,7 @@ from crossgeo.augment import (
     epoch_order,
     mask_dtype,
     scale_image,
+    seed_augmentation,
     to_compact_inputs,
     to_model_inputs,
 )
@@ -88,8 +89,9 @@ class PatchDataset(Dataset[dict[str, Any]]):
         return_metadata: Add ``"metadata": {"row_off": int, "col_off": int}`` to each sample.
         seed: Make augmentation depend only on ``(seed, epoch, index)``; see
             `set_epoch`. ``None``: each DataLoader worker draws from its own seed.
-        allowed_targets: Extra modules/names ``_target_`` may resolve to (besides
-            ``albumentations``).
+        allowed_targets: Module prefixes of your own transform classes (albumentations
+            subclasses) that ``_target_`` may name besides ``albumentations``'s; code only (see
+            `crossgeo.augment`; ``CROSSGEO_ALLOWED_TRANSFORMS`` adds more).
         compact: Items carry the image in its stored dtype (uint8/uint16; float32 when an
             augmentation made it float) and the mask in the narrowest integer type holding
             ``0..n_classes-1`` and ``mask_fill_value``: 4x-8x fewer bytes from DataLoader
@@ -120,7 +122,7 @@ class PatchDataset(Dataset[dict[str, Any]]):
         fill = sampler.mask_fill_value
         self.mask_type = mask_dtype(min(0, fill), max(sampler.n_classes - 1, fill, 1))
         self.sampler = sampler
-        self.allowed_targets = tuple(allowed_targets)
+        self.allowed_targets = (allowed_targets,) if isinstance(allowed_targets, str) else tuple(allowed_targets)
         self.augmentation = build_augmentation(augmentation_list, allowed_targets=self.allowed_targets)
         self.return_metadata = return_metadata
         self.seed = check_seed(seed)
@@ -215,6 +217,13 @@ class MBTilesCropsGeoTifMaskDataset(PatchDataset):
     and `PatchDataset`; a ``scenes`` key (with ``max_open``) builds a `crossgeo.SceneSampler`
     over a catalogue instead of one image; ``data_loader`` is kept for `make_dataloader`. Unknown
     options raise ``TypeError`` with a "did you mean" suggestion.
+
+    Hydra hands every YAML key to this class as a keyword argument, so it takes no
+    ``allowed_targets`` (a configuration must not widen what ``_target_`` may name: a
+    `crossgeo.ConfigError`); allow your own transform modules with the environment variable
+    ``CROSSGEO_ALLOWED_TRANSFORMS`` (see `crossgeo.augment`). Hydra's default ``_recursive_: true``
+    instantiates nested ``_target_`` entries itself, before crossgeo sees them: set
+    ``_recursive_: false`` so crossgeo's checks apply to ``augmentation_list``.
     """
 
     def __init__(
@@ -223,8 +232,6 @@ class MBTilesCropsGeoTifMaskDataset(PatchDataset):
         mask_path: Any = REQUIRED,
         crops_path: Any = REQUIRED,
         patch_size: Any = REQUIRED,
-        *,
-        allowed_targets: Iterable[str] = (),
         **options: Any,
     ) -> None:
         # ``options``: the sampler's and the adapter's options of crossgeo.options (one list);
@@ -244,7 +251,6 @@ class MBTilesCropsGeoTifMaskDataset(PatchDataset):
             augmentation_list=rest.get("augmentation_list"),
             return_metadata=rest.get("return_metadata", False),
             seed=rest.get("seed"),
-            allowed_targets=to_plain(allowed_targets),
         )
 
 
@@ -312,7 +318,7 @@ def worker_init_fn(worker_id: int) -> None:
         return
     dataset.sampler.release_inherited_handles()
     if dataset.seed is None and dataset.augmentation is not None:
-        dataset.augmentation.set_random_seed(worker_seed)
+        seed_augmentation(dataset.augmentation, worker_seed)
 
 
 def _chain(first: Callable[[int], None], second: Callable[[int], None] | None) -> Callable[[int], None]:

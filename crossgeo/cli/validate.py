@@ -44,8 +44,8 @@ def add_parser(subparsers: Any, parents: Sequence[argparse.ArgumentParser]) -> a
         "--allow-target",
         action="append",
         metavar="MODULE",
-        help="also let augmentation_list _target_ entries resolve inside MODULE (besides albumentations); "
-        "never read from the configuration file",
+        help="also let augmentation_list _target_ entries name transform classes (albumentations subclasses) of "
+        "MODULE; never read from the configuration file (CROSSGEO_ALLOWED_TRANSFORMS=MODULE,... does the same)",
     )
     parser.add_argument("--strict", action="store_true", help="exit 1 on warnings too (e.g. unmapped mask colours)")
     return parser

@@ -166,9 +166,11 @@ FIXES: dict[str, tuple[str, str]] = {
         f"Rename it as suggested; see the [configuration reference]({CONFIG}).",
     ),
     "allow-list in a config file": (
-        "`allowed_targets` widens what an `augmentation_list` may instantiate; a "
-        "shared configuration file must not be able to do that.",
-        "Pass `allowed_targets=[...]` in your code (or `--allow-target` to `crossgeo validate`).",
+        "`allowed_targets` widens what an `augmentation_list` may instantiate; a shared configuration file "
+        "(YAML, a Hydra config, the drop-in class's keyword arguments) must not be able to do that.",
+        "Remove the key. Allow your own transform modules with the environment variable "
+        "`CROSSGEO_ALLOWED_TRANSFORMS=mypkg.transforms` (Hydra runs, the CLI) or `allowed_targets=[...]` in your "
+        "code (`PatchDataset`, `make_dataset`, `PatchPyDataset`; `--allow-target` to `crossgeo validate`).",
     ),
     "missing config key": (
         "A required key is absent.",
@@ -272,11 +274,29 @@ FIXES: dict[str, tuple[str, str]] = {
     "_target_ os.system": (
         "An `augmentation_list` entry names something outside albumentations; crossgeo "
         "does not instantiate arbitrary callables from a configuration.",
-        "Use albumentations transforms, or add your module with `allowed_targets=[...]` in code.",
+        "Use albumentations transforms. For your own transform classes (subclasses of albumentations' "
+        "`DualTransform`, `ImageOnlyTransform`, ...) set `CROSSGEO_ALLOWED_TRANSFORMS=mypkg.transforms` or pass "
+        "`allowed_targets=[...]` in code.",
     ),
     "_target_ builtins.eval": (
-        "A nested entry names a callable outside albumentations.",
-        "As above: albumentations names only, or `allowed_targets` in code.",
+        "A nested entry (inside `OneOf`, or any argument at any depth) names a callable outside albumentations.",
+        "As above: albumentations transform classes only, or your own allowed from code or the environment.",
+    ),
+    "_target_ albumentations.os.system": (
+        "The name starts with `albumentations.` but reaches another module (`os`) through albumentations' own "
+        "imports; crossgeo walks only through albumentations' modules and resolves only to transform classes.",
+        "Name albumentations transform classes (`albumentations.HorizontalFlip`). A configuration cannot run "
+        "functions.",
+    ),
+    "_target_ a function": (
+        "`_target_` names a function or other non-transform object; configurations may only name transform or "
+        "compose classes (subclasses of albumentations' `BasicTransform` / `BaseCompose`).",
+        "Use a transform class; build anything else in code and pass the transform object in `augmentation_list`.",
+    ),
+    "_target_ albumentations.Lambda": (
+        "`Lambda` runs arbitrary callables, so a configuration may not name it.",
+        "Build `A.Lambda(...)` in code and pass the object in `augmentation_list`, or write a transform class "
+        "and allow its module (`CROSSGEO_ALLOWED_TRANSFORMS`).",
     ),
     "_target_ typo": (
         "The transform's name cannot be imported (often a typo).",

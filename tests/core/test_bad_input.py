@@ -305,9 +305,9 @@ CASES: list[tuple[str, Callable[[Files], Any], type[Exception], str]] = [
         lambda f: split_config(
             {"image_mbtiles_path": "a", "mask_path": "b", "crops_path": "c", "patch_size": 1, "allowed_targets": ["os"]}
         ),
-        OptionError,
+        ConfigError,
         r"allowed_targets cannot be set in the configuration: a shared configuration file must not widen .*"
-        r"Pass allowed_targets=\[...\] in code",
+        r"CROSSGEO_ALLOWED_TRANSFORMS=mypkg.transforms .*or allowed_targets=\[...\] in code",
     ),
     (
         "missing config key",
@@ -508,7 +508,8 @@ CASES: list[tuple[str, Callable[[Files], Any], type[Exception], str]] = [
         "_target_ os.system",
         lambda f: build_augmentation([{"_target_": "os.system", "command": "echo pwned"}]),
         ConfigError,
-        r"augmentation_list entry 0 \(os.system\): _target_ 'os.system' is not allowed; crossgeo only instantiates names inside albumentations. Add the module to allowed_targets",
+        r"augmentation_list entry 0 \(os.system\): _target_ 'os.system' is not allowed: crossgeo only instantiates "
+        r"transform classes of albumentations. .*allowed_targets=\[...\] in code or set CROSSGEO_ALLOWED_TRANSFORMS",
     ),
     (
         "_target_ builtins.eval",
@@ -517,6 +518,26 @@ CASES: list[tuple[str, Callable[[Files], Any], type[Exception], str]] = [
         ),
         ConfigError,
         r"_target_ 'builtins.eval' is not allowed",
+    ),
+    (
+        "_target_ albumentations.os.system",
+        lambda f: build_augmentation([{"_target_": "albumentations.os.system", "command": "echo pwned"}]),
+        ConfigError,
+        r"augmentation_list entry 0 \(albumentations.os.system\): _target_ 'albumentations.os.system' is not "
+        r"allowed: albumentations.os is the module 'os'. A configuration may only name albumentations transform classes",
+    ),
+    (
+        "_target_ a function",
+        lambda f: build_augmentation([{"_target_": "albumentations.core.serialization.from_dict"}]),
+        ConfigError,
+        r"_target_ 'albumentations.core.serialization.from_dict' is not allowed: it is the callable "
+        r"albumentations.core.serialization.from_dict, not an albumentations transform class",
+    ),
+    (
+        "_target_ albumentations.Lambda",
+        lambda f: build_augmentation([{"_target_": "albumentations.Lambda"}]),
+        ConfigError,
+        r"_target_ 'albumentations.Lambda' is not allowed: Lambda runs arbitrary callables",
     ),
     (
         "_target_ typo",
