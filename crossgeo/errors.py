@@ -8,6 +8,7 @@ Messages say what is wrong, where (file, option, row) and how to fix it.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 
@@ -58,6 +59,6 @@ class CatalogueError(ConfigError):
     caller lists or filters them without parsing this error's message.
     """
 
-    def __init__(self, message: str, problems: tuple[Any, ...] = ()) -> None:
+    def __init__(self, message: str, problems: Sequence[Any] = ()) -> None:
         super().__init__(message)
         self.problems = tuple(problems)
