@@ -136,8 +136,8 @@ class CatalogueInspection:
 
     ``inspections`` has one `Inspection` per scene (catalogue order); a step that could not
     run for a scene leaves its record None and the scene's own problems in it. ``windows``
-    is None when the windows were not planned: they are planned (and cached) only for a
-    catalogue whose images and masks are all usable.
+    holds the windows of every scene whose image is usable (None when they could not be
+    planned); a record is `ok` - a sampler can be built from it - without any problem.
     """
 
     source: str
@@ -364,10 +364,12 @@ def inspect_catalogue(
     """Inspect every scene of a catalogue (`crossgeo.SceneSampler`'s arguments, without ``max_open``).
 
     The options and the catalogue table are checked first; ``collect=False`` raises their
-    first problem (construction), ``collect=True`` records it and returns (``crossgeo
-    validate``). Then every scene's image and mask are inspected and, when all are usable,
-    the windows of the whole catalogue planned (through ``window_index_cache``); problems of
-    these steps are always recorded, never raised, so every bad scene is reported at once.
+    first problem (construction; bad rows raise one `CatalogueError`), ``collect=True``
+    records it and returns (``crossgeo validate``). Then every scene's image and mask are
+    inspected and the windows of every usable image planned; problems of these steps are
+    always recorded, never raised, so every bad scene is reported at once. The windows go
+    through ``window_index_cache`` only when nothing else is wrong (the cache covers the
+    whole catalogue, so a catalogue with problems neither reads nor writes it).
     """
     problems: list[SceneProblem] = []
 
@@ -396,20 +398,16 @@ def inspect_catalogue(
     masks = _inspect_masks(catalogue, images, shared, problems)
     windows: SceneWindows | None = None
     if not any(s.crops_path for s in catalogue) and shared_crops is None:
-        problems.append(
-            SceneProblem(
-                "windows",
-                ConfigError(
-                    f"{source}: no scene has a crops_path and no shared crops_path was given; add a crops_path "
-                    "column (offset tables or vector files) or pass crops_path=<vector file> for all scenes."
-                ),
-            )
+        nowhere = ConfigError(
+            f"{source}: no scene has a crops_path and no shared crops_path was given; add a crops_path column "
+            "(offset tables or vector files) or pass crops_path=<vector file> for all scenes."
         )
-    elif not problems:
-        planned = step("windows", lambda: _plan_windows(catalogue, images, shared))
-        if planned is not None:
-            windows, found = planned
-            problems += found
+        problems.append(SceneProblem("windows", nowhere))
+    elif images:
+        # Planned for every usable image, so a scene's bad crops show up next to the other scenes'
+        # problems; cached only for a catalogue without problems (the cache is the whole catalogue's).
+        windows, found = _plan_windows(catalogue, images, shared, use_cache=not problems)
+        problems += found
     inspections, warned = _scene_inspections(catalogue, shared, images, masks, windows, problems)
     return CatalogueInspection(
         source=source,
@@ -534,9 +532,9 @@ def _inspect_masks(
 
 
 def _plan_windows(
-    catalogue: Sequence[Scene], images: Mapping[int, ImageInfo], options: Mapping[str, Any]
+    catalogue: Sequence[Scene], images: Mapping[int, ImageInfo], options: Mapping[str, Any], *, use_cache: bool
 ) -> tuple[SceneWindows | None, list[SceneProblem]]:
-    """The windows of every scene, through ``window_index_cache``, or the problems of the scenes' crops.
+    """The windows of the scenes in ``images`` (through ``window_index_cache`` with ``use_cache``), or their problems.
 
     A scene without its own ``crops_path`` takes its share of the shared vector features
     (`_assign_features`). The cache is written only for windows without problems.
@@ -554,10 +552,16 @@ def _plan_windows(
 
     def build() -> winsrc.WindowIndex:
         shared: dict[int, winsrc.WindowIndex] = {}
-        if needs_shared:
-            shared, counts["features"], counts["unassigned"] = _assign_features(shared_crops, layer, needs_shared, size)
-        parts: list[winsrc.WindowIndex] = []
         problems: list[SceneProblem] = []
+        if needs_shared:
+            try:
+                shared, counts["features"], counts["unassigned"] = _assign_features(
+                    shared_crops, layer, needs_shared, size
+                )
+            except _CAUGHT as error:
+                problems.append(SceneProblem("windows", error))
+                raise CatalogueError(problems[0].message, problems) from error
+        parts: list[winsrc.WindowIndex] = []
         for position in sorted(images):
             scene = catalogue[position]
             if scene.crops_path is None:
@@ -588,10 +592,13 @@ def _plan_windows(
             **keys,
         }
 
+    cache = options["window_index_cache"] if use_cache else None
     try:
-        index, from_cache = winsrc.cached_window_index(options["window_index_cache"], fingerprint, build)
-    except CatalogueError as error:
+        index, from_cache = winsrc.cached_window_index(cache, fingerprint, build)
+    except CatalogueError as error:  # from build: the scenes' own problems
         return None, list(error.problems)
+    except _CAUGHT as error:  # the cache file itself
+        return None, [SceneProblem("windows", error)]
     return SceneWindows(index, from_cache, counts["features"], counts["unassigned"]), []
 
 
