@@ -1,4 +1,4 @@
-"""The bounded cache of open scenes (crossgeo.lru.LRUCache) on real GeoTIFF handles: eviction closes, forks and pickles forget."""
+"""crossgeo.lru.LRUCache on real GeoTIFF handles: eviction closes, forks and pickles forget what is open."""
 
 from __future__ import annotations
 
