@@ -3,7 +3,8 @@
 Prints one line per check (config, image, mask, overlap, windows, mask colours or values,
 image data, augmentation) and lists the problems at the end; exits 1 when there are any
 (with ``--strict`` also on warnings). The checks are the sampler's own inspection
-(`crossgeo.inspection`), collecting every problem instead of stopping at the first. The mask is
+(`crossgeo.inspection`; for a catalogue of ``scenes``, `crossgeo.catalogue.inspect_catalogue`),
+collecting every problem as a record instead of stopping at the first. The mask is
 looked at through `crossgeo.io.read_mask_overview` (a coarse warp onto the image grid) and
 its colours are counted with `crossgeo.masks.colour_counts`, the decoder's own colour key.
 """
