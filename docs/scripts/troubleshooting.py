@@ -38,6 +38,9 @@ BASES = {
     "RasterError": "ValueError",
     "ClassRangeError": "RasterError, ValueError",
     "ReadError": "OSError",
+    "NoOverlapError": "RasterError, ValueError",
+    "LayerNotFoundError": "WindowError, ValueError",
+    "CatalogueError": "ConfigError, ValueError",
 }
 
 #: Headings for the catalogue's ``# --- ...`` sections (the comment text is used otherwise).
