@@ -74,7 +74,7 @@ SCENE_COLUMNS = ("image_path", "mask_path", "crops_path")
 """What a scene of the catalogue may set (``image_path`` is required)."""
 COVERAGE_SAMPLES = 32
 """Pixel centres per axis measuring each scene's mask coverage (the single-image default is 128)."""
-PER_SCENE = ("image_path", "image_mbtiles_path", "mask_path", "crops_path", "patch_size")
+_PER_SCENE = ("image_path", "image_mbtiles_path", "mask_path", "crops_path", "patch_size")
 """Sampler options a catalogue takes elsewhere than ``**options`` (from its scenes, or as its own arguments)."""
 
 T = TypeVar("T")
@@ -329,9 +329,9 @@ def _listing(title: str, problems: Sequence[str], limit: int = 50) -> str:
 
 def _shared_options(patch_size: Any, mask_path: Any, crops_path: Any, options: Mapping[str, Any]) -> dict[str, Any]:
     """The sampler options every scene shares, checked (`OptionError` / `ConfigError` for the first bad one)."""
-    known = [o.name for o in SAMPLER_OPTIONS if o.name not in PER_SCENE]
-    check_names(options, (*known, *PER_SCENE), "SceneSampler")
-    given = [name for name in options if name in PER_SCENE]
+    known = [o.name for o in SAMPLER_OPTIONS if o.name not in _PER_SCENE]
+    check_names(options, (*known, *_PER_SCENE), "SceneSampler")
+    given = [name for name in options if name in _PER_SCENE]
     if given:
         raise OptionError(
             f"SceneSampler takes {given[0]} from each scene (the scenes' {given[0]} column) or as its own "

@@ -216,6 +216,37 @@ def test_open_scenes_stay_bounded_and_reads_survive_eviction(catalogue: Catalogu
     np.testing.assert_array_equal(clone[5].image, reference[5])
 
 
+def _read_in_child(sampler: SceneSampler, out: object) -> None:
+    inherited = sampler.open_scenes
+    images = [sampler[i].image for i in range(len(sampler))]
+    made = [s._readers.created for s in sampler.samplers]
+    out.put((inherited, sampler.open_scenes, made, images))  # type: ignore[attr-defined]
+
+
+def test_a_forked_child_opens_its_own_scenes_and_leaves_the_parents_open(catalogue: Catalogue) -> None:
+    import multiprocessing
+
+    crops = T.write_windows_table(catalogue.folder / "w.csv", [0, 60], [0, 60])
+    scenes = catalogue.scenes(crops_path=str(crops))
+    sampler = SceneSampler(scenes, SIZE, mask_path=catalogue.mask, image_dtype="uint16", max_open=2)
+    reference = [sampler[i].image.copy() for i in range(len(sampler))]
+    parents = sampler.open_scenes
+    readers = [len(s._readers) for s in sampler.samplers]
+    context = multiprocessing.get_context("fork")
+    out = context.Queue()
+    child = context.Process(target=_read_in_child, args=(sampler, out))
+    child.start()
+    inherited, child_open, made, images = out.get(timeout=60)
+    child.join(timeout=60)
+    assert child.exitcode == 0
+    assert inherited == () and len(child_open) == 2  # the child starts with no scene open, and keeps its bound
+    assert made == [1, 1, 1, 1]  # it opened every scene itself (once each: 2 windows per scene, in order)
+    for image, expected in zip(images, reference):
+        np.testing.assert_array_equal(image, expected)
+    assert sampler.open_scenes == parents and [len(s._readers) for s in sampler.samplers] == readers
+    np.testing.assert_array_equal(sampler[len(sampler) - 1].image, reference[-1])  # the parent's handles still work
+
+
 def test_file_descriptors_bounded_over_a_shuffled_epoch(tmp_path: Path) -> None:
     fd_dir = Path("/proc/self/fd")
     if not fd_dir.exists():
