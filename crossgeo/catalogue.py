@@ -343,9 +343,11 @@ def _shared_options(patch_size: Any, mask_path: Any, crops_path: Any, options: M
         {"image_path": "", "mask_path": mask_path, "crops_path": crops_path, "patch_size": patch_size, **options},
         "SceneSampler",
     )
-    for option in ("mask_path", "crops_path"):
-        if resolved[option] is not None:
-            resolved[option] = os.fspath(resolved[option])
+    for option in ("mask_path", "crops_path"):  # the shared files: paths (whether they exist is a scene step)
+        value = resolved[option]
+        if value is not None and not isinstance(value, (str, os.PathLike)):
+            raise OptionError(f"{option} must be a path (str or os.PathLike), got {type(value).__name__}: {value!r}.")
+        resolved[option] = None if value is None else os.fspath(value)
     return _check_scalar_options(resolved, names)
 
 

@@ -383,6 +383,8 @@ def test_bad_catalogues_fail_at_construction_naming_row_file_and_fix(catalogue: 
         SceneSampler(scenes, SIZE, mask_path=mask, image_dtyp="uint16")
     with pytest.raises(OptionError, match="takes image_path from each scene"):
         SceneSampler(scenes, SIZE, mask_path=mask, image_path="x.tif")
+    with pytest.raises(OptionError, match=r"mask_path must be a path \(str or os.PathLike\), got int: 3"):
+        SceneSampler(scenes, SIZE, mask_path=3)
 
 
 def _broken_catalogue(catalogue: Catalogue, folder: Path) -> list[dict[str, object]]:
