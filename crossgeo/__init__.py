@@ -16,9 +16,12 @@ from typing import TYPE_CHECKING, Any
 __version__ = "0.1.0"
 
 _EXPORTS = {
+    "CatalogueError": "crossgeo.errors",
     "ClassRangeError": "crossgeo.errors",
     "ConfigError": "crossgeo.errors",
     "CrossgeoError": "crossgeo.errors",
+    "LayerNotFoundError": "crossgeo.errors",
+    "NoOverlapError": "crossgeo.errors",
     "OptionError": "crossgeo.errors",
     "RasterError": "crossgeo.errors",
     "ReadError": "crossgeo.errors",
@@ -45,9 +48,12 @@ _EXPORTS = {
 __all__ = [*sorted(_EXPORTS), "__version__"]
 
 if TYPE_CHECKING:
+    from crossgeo.errors import CatalogueError as CatalogueError
     from crossgeo.errors import ClassRangeError as ClassRangeError
     from crossgeo.errors import ConfigError as ConfigError
     from crossgeo.errors import CrossgeoError as CrossgeoError
+    from crossgeo.errors import LayerNotFoundError as LayerNotFoundError
+    from crossgeo.errors import NoOverlapError as NoOverlapError
     from crossgeo.errors import OptionError as OptionError
     from crossgeo.errors import RasterError as RasterError
     from crossgeo.errors import ReadError as ReadError

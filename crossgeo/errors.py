@@ -8,6 +8,9 @@ Messages say what is wrong, where (file, option, row) and how to fix it.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Any
+
 
 class CrossgeoError(Exception):
     """Root of every error crossgeo raises deliberately."""
@@ -51,3 +54,27 @@ class WriteError(CrossgeoError, OSError):
 
     def __str__(self) -> str:
         return str(self.args[0])
+
+
+# Conditions code decides on (``except NoOverlapError``), each a leaf of the class it refines,
+# so ``except RasterError`` / ``except ValueError`` keep working. Never match an error's text.
+
+
+class NoOverlapError(RasterError):
+    """The mask does not overlap the image (or a shared mask none of a catalogue's scenes)."""
+
+
+class LayerNotFoundError(WindowError):
+    """A vector file has no layer of the name ``crops_layer`` gives."""
+
+
+class CatalogueError(ConfigError):
+    """Scenes of a catalogue cannot be used; ``problems`` holds one record per problem.
+
+    The records are `crossgeo.catalogue.SceneProblem` values (step, scene, file, error), so a
+    caller lists or filters them without parsing this error's message.
+    """
+
+    def __init__(self, message: str, problems: Sequence[Any] = ()) -> None:
+        super().__init__(message)
+        self.problems = tuple(problems)

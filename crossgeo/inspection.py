@@ -29,7 +29,7 @@ from rasterio.warp import calculate_default_transform, transform_bounds
 from rasterio.warp import transform as warp_transform
 
 from crossgeo import windows as winsrc
-from crossgeo.errors import ConfigError, CrossgeoError, OptionError, RasterError
+from crossgeo.errors import ConfigError, CrossgeoError, NoOverlapError, OptionError, RasterError
 from crossgeo.grid import Grid, pixel_offset
 from crossgeo.io import RasterInfo, ReadPlan, is_remote, mask_interior, mask_view_for, missing_parts, open_raster
 from crossgeo.masks import OUT_OF_RANGE, MaskDecoder, make_decoder
@@ -425,7 +425,7 @@ def _mask_coverage(mask: Any, grid: Grid, image_path: str, mask_path: str, sampl
                     if mask.crs is not None
                     else mask.bounds
                 )
-            raise RasterError(
+            raise NoOverlapError(
                 f"The mask {mask_path} does not overlap the image {image_path}: in the image CRS the image "
                 f"bounds are {tuple(round(v, 6) for v in grid.bounds)} and the mask bounds are "
                 f"{tuple(round(float(v), 6) for v in mask_bounds)} (left, bottom, right, top). "

@@ -48,7 +48,7 @@ import attrs
 import numpy as np
 
 from crossgeo.augment import scale_image, scales_image
-from crossgeo.errors import ConfigError, OptionError, RasterError
+from crossgeo.errors import ConfigError, NoOverlapError, OptionError, RasterError
 from crossgeo.files import check_not_input
 from crossgeo.grid import Grid, outside_pixels, pixel_offset
 from crossgeo.inspection import ImageInfo, check_int, inspect_image, inspect_mask, read_plan
@@ -794,10 +794,8 @@ def evaluate(
     grid, nodata = prediction.grid, prediction.raster.nodata
     try:
         mask, decoder = inspect_mask(mask_path, prediction, color_map=color_map, n_classes=k)
-    except RasterError as error:
-        if "does not overlap" not in str(error):
-            raise
-        raise RasterError(
+    except NoOverlapError as error:
+        raise NoOverlapError(
             f"prediction_path and mask_path do not overlap: {error} Evaluate a prediction against the "
             "mask of the same scene."
         ) from error

@@ -32,7 +32,7 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from crossgeo import grid as gridmath
-from crossgeo.errors import ConfigError, WindowError
+from crossgeo.errors import ConfigError, LayerNotFoundError, WindowError
 from crossgeo.grid import Grid
 
 log = logging.getLogger("crossgeo")
@@ -350,7 +350,7 @@ def read_vector_windows(path: str | os.PathLike[str], layer: str | None, grid: G
     if layer is not None:
         layers = [str(name) for name, _ in pyogrio.list_layers(path)]
         if layer not in layers:
-            raise WindowError(f"{path}: no layer {layer!r} (crops_layer); the layers are {layers}.")
+            raise LayerNotFoundError(f"{path}: no layer {layer!r} (crops_layer); the layers are {layers}.")
     frame = pyogrio.read_dataframe(path, layer=layer)
     if frame.crs is None:
         raise WindowError(

@@ -3,7 +3,8 @@
 Prints one line per check (config, image, mask, overlap, windows, mask colours or values,
 image data, augmentation) and lists the problems at the end; exits 1 when there are any
 (with ``--strict`` also on warnings). The checks are the sampler's own inspection
-(`crossgeo.inspection`), collecting every problem instead of stopping at the first. The mask is
+(`crossgeo.inspection`; for a catalogue of ``scenes``, `crossgeo.catalogue.inspect_catalogue`),
+collecting every problem as a record instead of stopping at the first. The mask is
 looked at through `crossgeo.io.read_mask_overview` (a coarse warp onto the image grid) and
 its colours are counted with `crossgeo.masks.colour_counts`, the decoder's own colour key.
 """
@@ -208,21 +209,31 @@ def _check_sampling(checks: Checks, sampler: Any, augmentation_list: Any, allowe
 def _validate_scenes(
     checks: Checks, kwargs: dict[str, Any], augmentation_list: Any, allowed_targets: Sequence[str]
 ) -> None:
-    """A catalogue (``scenes``): every scene inspected by `crossgeo.SceneSampler`, then one line per scene."""
+    """A catalogue (``scenes``): its inspection's problems (records), then one line per scene.
+
+    `crossgeo.catalogue.inspect_catalogue` with ``collect=True`` is `crossgeo.SceneSampler`'s
+    own inspection, so construction and validation cannot disagree; each problem is printed
+    from its record (`crossgeo.catalogue.SceneProblem`).
+    """
     import warnings
 
-    from crossgeo.scenes import SceneSampler
+    from crossgeo.catalogue import inspect_catalogue
+    from crossgeo.scenes import SceneSampler, check_max_open
 
+    options = dict(kwargs)
+    try:
+        max_open = check_max_open(options.pop("max_open", 32))
+    except CrossgeoError as error:
+        checks.fail("scenes", one_line(error))
+        return
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        try:
-            sampler = SceneSampler(**kwargs)
-        except (CrossgeoError, OSError, ValueError, TypeError) as error:
-            lines = str(error).splitlines()
-            listed = [line.strip()[2:] for line in lines if line.strip().startswith("- ")]
-            for line in listed or [one_line(error)]:
-                checks.fail("scenes", line)
-            return
+        inspection = inspect_catalogue(**options, collect=True)
+    for problem in inspection.problems:
+        checks.fail("scenes", problem.message)
+    if not inspection.ok:
+        return
+    sampler = SceneSampler.from_inspection(inspection, max_open=max_open)
     counts = sampler.windows_per_scene()
     for scene, one in zip(sampler.catalogue, sampler.samplers):
         text = (
@@ -241,8 +252,9 @@ def _validate_scenes(
         checks.fail("windows", f"{total}: no valid windows in any scene; the sampler would have length 0.")
         return
     (checks.warn if info.unassigned else checks.ok)("windows", total)
-    for warning in caught:
-        checks.warn("warning", one_line(warning.message))  # type: ignore[arg-type]
+    found = [*inspection.warnings, *(str(w.message) for w in caught)]
+    for text in dict.fromkeys(" ".join(t.split()) for t in found):
+        checks.warn("warning", text)
     _check_sampling(checks, sampler, augmentation_list, allowed_targets)
 
 

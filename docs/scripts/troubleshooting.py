@@ -39,6 +39,9 @@ BASES = {
     "ClassRangeError": "RasterError, ValueError",
     "ReadError": "OSError",
     "WriteError": "OSError",
+    "NoOverlapError": "RasterError, ValueError",
+    "LayerNotFoundError": "WindowError, ValueError",
+    "CatalogueError": "ConfigError, ValueError",
 }
 
 #: Headings for the catalogue's ``# --- ...`` sections (the comment text is used otherwise).

@@ -24,6 +24,7 @@ from crossgeo import ClassRangeError, ConfigError, OptionError, PatchSampler, Ra
 from crossgeo import testing as T
 from crossgeo.augment import build_augmentation
 from crossgeo.config import split_config
+from crossgeo.errors import LayerNotFoundError, NoOverlapError
 from crossgeo.predict import predict_raster
 
 SIZE = 64
@@ -361,7 +362,7 @@ CASES: list[tuple[str, Callable[[Files], Any], type[Exception], str]] = [
     (
         "mask does not overlap",
         lambda f: sampler(f, mask_path=f.far_mask),
-        RasterError,
+        NoOverlapError,
         r"The mask .*far.tif does not overlap the image .*image.tif: in the image CRS the image bounds are \(.*\) and the mask bounds are \(.*\).*Check that both files carry the right CRS",
     ),
     (
@@ -455,7 +456,7 @@ CASES: list[tuple[str, Callable[[Files], Any], type[Exception], str]] = [
     (
         "unknown layer",
         lambda f: sampler(f, crops_path=f.path("layers.gpkg"), crops_layer="b"),
-        WindowError,
+        LayerNotFoundError,
         r"layers.gpkg: no layer 'b' \(crops_layer\); the layers are \['a'\]",
     ),
     (

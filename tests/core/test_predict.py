@@ -21,7 +21,7 @@ from rasterio.warp import transform as warp_transform
 
 import crossgeo
 from crossgeo import testing as T
-from crossgeo.errors import ConfigError, OptionError, RasterError, ReadError
+from crossgeo.errors import ConfigError, NoOverlapError, OptionError, RasterError, ReadError
 from crossgeo.io import output_compression
 from crossgeo.predict import axis_offsets, blend_weights, evaluate, predict_raster, prefetch
 
@@ -486,7 +486,7 @@ def test_evaluate_bad_input(tmp_path: Path, real_data: Path) -> None:
     far = T.write_raster(
         tmp_path / "far.tif", np.zeros((1, 64, 64), np.uint8), crs=CRS, transform=Affine(10, 0, 0, 0, -10, 0)
     )
-    with pytest.raises(RasterError, match=r"prediction_path and mask_path do not overlap"):
+    with pytest.raises(NoOverlapError, match=r"prediction_path and mask_path do not overlap"):
         evaluate(pred, far, n_classes=4)
     near = T.write_raster(tmp_path / "near.tif", np.zeros((1, 64, 64), np.uint8), crs=CRS, transform=TRANSFORM)
     with pytest.raises(ConfigError, match=r"predicted class 3 .* outside 0..2 \(n_classes=3\)"):

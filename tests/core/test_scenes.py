@@ -19,7 +19,16 @@ from rasterio.warp import transform_bounds
 
 from crossgeo import PatchSampler, SceneSampler
 from crossgeo import testing as T
-from crossgeo.errors import ConfigError, OptionError
+from crossgeo.catalogue import inspect_catalogue
+from crossgeo.errors import (
+    CatalogueError,
+    ConfigError,
+    LayerNotFoundError,
+    NoOverlapError,
+    OptionError,
+    RasterError,
+    WindowError,
+)
 
 ZOOM, TILE_COL, TILE_ROW = 12, 2176, 1460
 CELL, N_CLASSES = 0.01, 4
@@ -207,6 +216,37 @@ def test_open_scenes_stay_bounded_and_reads_survive_eviction(catalogue: Catalogu
     np.testing.assert_array_equal(clone[5].image, reference[5])
 
 
+def _read_in_child(sampler: SceneSampler, out: object) -> None:
+    inherited = sampler.open_scenes
+    images = [sampler[i].image for i in range(len(sampler))]
+    made = [s._readers.created for s in sampler.samplers]
+    out.put((inherited, sampler.open_scenes, made, images))  # type: ignore[attr-defined]
+
+
+def test_a_forked_child_opens_its_own_scenes_and_leaves_the_parents_open(catalogue: Catalogue) -> None:
+    import multiprocessing
+
+    crops = T.write_windows_table(catalogue.folder / "w.csv", [0, 60], [0, 60])
+    scenes = catalogue.scenes(crops_path=str(crops))
+    sampler = SceneSampler(scenes, SIZE, mask_path=catalogue.mask, image_dtype="uint16", max_open=2)
+    reference = [sampler[i].image.copy() for i in range(len(sampler))]
+    parents = sampler.open_scenes
+    readers = [len(s._readers) for s in sampler.samplers]
+    context = multiprocessing.get_context("fork")
+    out = context.Queue()
+    child = context.Process(target=_read_in_child, args=(sampler, out))
+    child.start()
+    inherited, child_open, made, images = out.get(timeout=60)
+    child.join(timeout=60)
+    assert child.exitcode == 0
+    assert inherited == () and len(child_open) == 2  # the child starts with no scene open, and keeps its bound
+    assert made == [1, 1, 1, 1]  # it opened every scene itself (once each: 2 windows per scene, in order)
+    for image, expected in zip(images, reference):
+        np.testing.assert_array_equal(image, expected)
+    assert sampler.open_scenes == parents and [len(s._readers) for s in sampler.samplers] == readers
+    np.testing.assert_array_equal(sampler[len(sampler) - 1].image, reference[-1])  # the parent's handles still work
+
+
 def test_file_descriptors_bounded_over_a_shuffled_epoch(tmp_path: Path) -> None:
     fd_dir = Path("/proc/self/fd")
     if not fd_dir.exists():
@@ -343,6 +383,99 @@ def test_bad_catalogues_fail_at_construction_naming_row_file_and_fix(catalogue: 
         SceneSampler(scenes, SIZE, mask_path=mask, image_dtyp="uint16")
     with pytest.raises(OptionError, match="takes image_path from each scene"):
         SceneSampler(scenes, SIZE, mask_path=mask, image_path="x.tif")
+    with pytest.raises(OptionError, match=r"mask_path must be a path \(str or os.PathLike\), got int: 3"):
+        SceneSampler(scenes, SIZE, mask_path=3)
+
+
+def _broken_catalogue(catalogue: Catalogue, folder: Path) -> list[dict[str, object]]:
+    """A good scene, then a missing file, a scene whose own mask lies far away and a crops table without offsets."""
+    crops = str(T.write_windows_table(folder / "w.csv", [0, 60], [0, 60]))
+    far = T.write_lonlat_mask(folder / "far.tif", (100.0, 10.0, 101.0, 11.0), 0.01, cell=CELL, n_classes=2)
+    (folder / "bad.csv").write_text("x,y\n1,2\n")
+    return [
+        {"image_path": str(catalogue.cuts[0]), "crops_path": crops},
+        {"image_path": str(folder / "gone.tif"), "crops_path": crops},
+        {"image_path": str(catalogue.cuts[1]), "mask_path": str(far), "crops_path": crops},
+        {"image_path": str(catalogue.cuts[2]), "crops_path": str(folder / "bad.csv")},
+    ]
+
+
+def test_inspect_catalogue_records_every_scenes_problem_without_raising(catalogue: Catalogue, tmp_path: Path) -> None:
+    scenes = _broken_catalogue(catalogue, tmp_path)
+    cache = tmp_path / "index.parquet"
+    record = inspect_catalogue(scenes, SIZE, mask_path=catalogue.mask, image_dtype="uint16", window_index_cache=cache)
+    assert not record.ok
+    found = [(p.step, p.scene, type(p.error)) for p in record.problems]
+    assert found == [("image", 1, ConfigError), ("mask", 2, NoOverlapError), ("windows", 3, WindowError)]
+    messages = [p.message for p in record.problems]
+    assert re.fullmatch(r"scene 1, .*gone.tif: image_path .*gone.tif' does not exist\..*", messages[0])
+    assert re.fullmatch(
+        r"scene 2, .*far.tif: The mask .*far.tif does not overlap the image .*scene1.tif.*", messages[1]
+    )
+    assert re.fullmatch(r"scene 3, .*bad.csv: .*missing required columns.*", messages[2])
+    # Each scene's own record: what its steps found, and its own problems.
+    good, gone, far, bad = record.inspections
+    assert good.image is not None and good.mask is not None and not good.problems
+    assert gone.image is None and [p.error for p in gone.problems] == [record.problems[0].error]
+    assert far.image is not None and far.mask is None and far.problems[0].step == "mask"
+    assert bad.mask is not None and bad.problems[0].step == "windows"
+    assert record.windows is None and not cache.exists()  # a catalogue with problems writes no cache
+    # Construction raises them all at once, as one CatalogueError (a ConfigError) carrying the same records.
+    with pytest.raises(CatalogueError) as raised:
+        SceneSampler(scenes, SIZE, mask_path=catalogue.mask, image_dtype="uint16")
+    assert [p.message for p in raised.value.problems] == messages
+    assert str(raised.value).splitlines()[1:] == [f"  - {m}" for m in messages]
+    with pytest.raises(CatalogueError):
+        SceneSampler.from_inspection(record)
+    # Without the broken scenes the record is a sampler's.
+    fine = inspect_catalogue(scenes[:1], SIZE, mask_path=catalogue.mask, image_dtype="uint16")
+    assert fine.ok and fine.windows_per_scene().tolist() == [2]
+    sampler = SceneSampler.from_inspection(fine, max_open=1)
+    again = SceneSampler(scenes[:1], SIZE, mask_path=catalogue.mask, image_dtype="uint16")
+    np.testing.assert_array_equal(sampler[1].image, again[1].image)
+
+
+def test_inspect_catalogue_options_and_shared_files_are_records_too(catalogue: Catalogue, tmp_path: Path) -> None:
+    crops = str(T.write_windows_table(tmp_path / "w.csv", [0], [0]))
+    scenes = catalogue.scenes(crops_path=crops)
+    record = inspect_catalogue(scenes, SIZE, mask_path=catalogue.mask, image_dtyp="uint16", collect=True)
+    assert [(p.step, type(p.error)) for p in record.problems] == [("options", OptionError)]
+    assert "Did you mean 'image_dtype'" in record.problems[0].message
+    with pytest.raises(OptionError, match="Did you mean 'image_dtype'"):  # construction raises the first one
+        inspect_catalogue(scenes, SIZE, mask_path=catalogue.mask, image_dtyp="uint16")
+    rows = inspect_catalogue([scenes[0], scenes[0]], SIZE, mask_path=catalogue.mask, collect=True)
+    assert [(p.step, p.scene) for p in rows.problems] == [("catalogue", 1)]
+    # The shared mask overlapping no scene is one problem of the catalogue, not one per scene.
+    far = T.write_lonlat_mask(tmp_path / "far.tif", (100.0, 10.0, 101.0, 11.0), 0.01, cell=CELL, n_classes=2)
+    nowhere = inspect_catalogue(scenes, SIZE, mask_path=far, image_dtype="uint16")
+    assert [(p.step, p.scene, type(p.error)) for p in nowhere.problems] == [("mask", None, NoOverlapError)]
+    # A shared crops file without the layer asked for.
+    points = T.write_points(tmp_path / "points.gpkg", [1.0], [2.0], crs="EPSG:3857")
+    layered = inspect_catalogue(
+        catalogue.scenes()[:2],
+        SIZE,
+        mask_path=catalogue.mask,
+        crops_path=points,
+        crops_layer="nope",
+        image_dtype="uint16",
+    )
+    assert [(p.step, p.scene, type(p.error)) for p in layered.problems] == [("windows", None, LayerNotFoundError)]
+    with pytest.raises(CatalogueError, match=r"points.gpkg: no layer 'nope' \(crops_layer\)"):
+        SceneSampler(
+            catalogue.scenes()[:2],
+            SIZE,
+            mask_path=catalogue.mask,
+            crops_path=points,
+            crops_layer="nope",
+            image_dtype="uint16",
+        )
+
+
+def test_errors_by_condition_keep_their_builtin_and_parent_classes() -> None:
+    assert issubclass(NoOverlapError, RasterError) and issubclass(NoOverlapError, ValueError)
+    assert issubclass(LayerNotFoundError, WindowError) and issubclass(CatalogueError, ConfigError)
+    error = pickle.loads(pickle.dumps(CatalogueError("two problems", ("a", "b"))))
+    assert error.problems == ("a", "b") and str(error) == "two problems"
 
 
 # --------------------------------------------------------------------------- real data
@@ -473,3 +606,29 @@ def test_window_index_cache_may_be_no_input_of_the_catalogue(catalogue: Catalogu
     with pytest.raises(ConfigError, match=r"window_index_cache .*scenes.csv is the scenes"):
         SceneSampler(listing, SIZE, mask_path=catalogue.mask, image_dtype="uint16", window_index_cache=listing)
     assert listing.read_bytes() == listed
+
+
+def test_validate_prints_every_problem_of_a_broken_catalogue(
+    catalogue: Catalogue, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``crossgeo validate`` prints the inspection's problem records: one FAIL line each, the bad crops included."""
+    yaml = pytest.importorskip("yaml")
+    from crossgeo.cli import main
+
+    config = tmp_path / "scenes.yaml"
+    settings = {"scenes": _broken_catalogue(catalogue, tmp_path), "mask_path": str(catalogue.mask)}
+    config.write_text(yaml.safe_dump({"train_dataset": {**settings, "patch_size": SIZE, "image_dtype": "uint16"}}))
+    assert main(["validate", str(config)]) == 1
+    out = capsys.readouterr().out
+    failed = [line.split("FAIL  scenes", 1)[1].strip() for line in out.splitlines() if "FAIL  scenes" in line]
+    assert len(failed) == 3, out
+    assert re.fullmatch(r"scene 1, .*gone.tif: image_path .* does not exist\..*", failed[0])
+    assert re.fullmatch(r"scene 2, .*far.tif: The mask .*far.tif does not overlap the image .*", failed[1])
+    assert re.fullmatch(r"scene 3, .*bad.csv: .*missing required columns.*", failed[2])
+    assert "3 problem(s) in" in out
+    # A bad max_open is reported too, without inspecting anything.
+    config.write_text(
+        yaml.safe_dump({"train_dataset": {**settings, "patch_size": SIZE, "image_dtype": "uint16", "max_open": 0}})
+    )
+    assert main(["validate", str(config)]) == 1
+    assert "FAIL  scenes        max_open must be an integer >= 1" in capsys.readouterr().out
