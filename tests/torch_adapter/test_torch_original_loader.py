@@ -28,10 +28,9 @@ from crossgeo.options import IgnoredOptionWarning
 from crossgeo.sampler import PatchSampler
 from crossgeo.torch import MBTilesCropsGeoTifMaskDataset, make_dataloader
 
-FLIPS = [
-    {"_target_": "albumentations.HorizontalFlip", "p": 0.5},
-    {"_target_": "albumentations.VerticalFlip", "p": 0.5},
-]
+#: One flip: a window's patch repeats between two epochs with probability 1/2 by chance. (Two flips give
+#: 1/4 once the transforms of a seeded pipeline draw independently: tests/original checks that end to end.)
+FLIPS = [{"_target_": "albumentations.HorizontalFlip", "p": 0.5}]
 #: An 8 x 8 grid of windows over the 256 x 256 scene: 64 windows.
 GRID = [(r, c) for r in range(0, 256, PATCH) for c in range(0, 256, PATCH)]
 SEED = 2024
@@ -106,10 +105,10 @@ def _assert_same(a: list[dict], b: list[dict]) -> None:
 
 
 def test_augmentation_changes_per_epoch_without_set_epoch(scene, grid_csv):
-    """Issue #22 item 1: with two flips a window repeats its patch between epochs ~1 time in 4, not always."""
+    """Issue #22 item 1: with a flip a window repeats its patch between epochs about 1 time in 2, not always."""
     passes = _epochs(_dataset(scene, grid_csv))
     rate = _repeat_rate(passes)
-    assert 0.12 <= rate <= 0.40, rate  # 64 windows x 3 epoch pairs; chance is 0.25
+    assert 0.35 <= rate <= 0.65, rate  # 64 windows x 3 epoch pairs (sd 0.036); chance is 0.5
     for seen in passes:  # every patch is still its window's pixels, flipped or not
         for (r, c), image in seen.items():
             flips = [image, image.flip(-1), image.flip(-2), image.flip(-1).flip(-2)]
@@ -155,7 +154,8 @@ def test_samples_per_epoch_is_the_epoch_length_and_walks_through_the_windows(sce
     assert len(short) == 24 and short.n_windows == 64
     served = []
     for _ in range(3):
-        served += [(short[j]["metadata"]["row_off"], short[j]["metadata"]["col_off"]) for j in range(24)]
+        items = [short[j]["metadata"] for j in range(24)]  # each read is a visit: one per item per pass
+        served += [(meta["row_off"], meta["col_off"]) for meta in items]
     assert served[:64] == GRID  # three short epochs: every window once, in order, then around again
     assert served[64:] == GRID[:8]
     long = _dataset(scene, grid_csv, samples_per_epoch=128)
@@ -208,7 +208,7 @@ def test_the_original_pipeline_keys_are_accepted(scene, grid_csv):
 
 def test_unknown_keys_warn_with_the_closest_known_key_and_samplers_stay_strict(scene, grid_csv):
     """#23 parity: the original takes ``**kwargs``; the drop-in warns, PatchSampler still raises."""
-    with pytest.warns(IgnoredOptionWarning, match="'colour_map'.*Did you mean 'color_map'"):
+    with pytest.warns(IgnoredOptionWarning, match="colour_map=.*Did you mean 'color_map'"):
         dataset = _dataset(scene, grid_csv, colour_map=[[255, 0, 0, 1]])
     assert len(dataset) == 64
     with pytest.warns(IgnoredOptionWarning, match="data_loader.num_worker=2.*Did you mean 'num_workers'"):
