@@ -22,10 +22,14 @@ from crossgeo.errors import OptionError
 __all__ = [
     "ADAPTER_OPTIONS",
     "ALIASES",
+    "DROPIN_DATA_LOADER_OPTIONS",
+    "DROPIN_OPTIONS",
     "GDAL_DEFAULTS",
+    "IGNORED_DROPIN_OPTIONS",
     "REQUIRED",
     "SAMPLER_OPTIONS",
     "SCENE_OPTIONS",
+    "IgnoredOptionWarning",
     "Option",
     "check_names",
     "resolve_sampler_options",
@@ -313,3 +317,76 @@ def resolve_sampler_options(
     for option in SAMPLER_OPTIONS:
         values.setdefault(option.name, option.default)
     return values, names
+
+
+# ---------------------------------------------------------------------- the original pipeline's keys
+# Keys the original `MBTilesCropsGeoTifMaskDataset`'s configuration dataclass and its Lightning model
+# (pytorch_segmentation_models_trainer 1.4.0) put into a dataset config, which the drop-in accepts.
+
+DROPIN_OPTIONS: tuple[Option, ...] = (
+    Option(
+        "samples_per_epoch",
+        "int",
+        None,
+        "The epoch length (`len(dataset)`), as the original's model reads it for OneCycleLR's steps per epoch. "
+        "Item `j` of pass `k` serves window `(j + k * samples_per_epoch) % n_windows`, so a shorter epoch walks "
+        "through all windows over successive epochs and a longer one visits each window several times, each "
+        "visit augmented differently. `None` or `<= 0`: the number of windows. Drop-in dataset only.",
+    ),
+    Option(
+        "gpu_augmentation_list",
+        "list",
+        None,
+        "Kornia transforms the original's Lightning model applies to whole batches on the GPU; the model reads "
+        "them from the config, so they keep working. The dataset keeps them in `.gpu_augmentation_list` and "
+        "does not apply them. Drop-in dataset only.",
+    ),
+    Option(
+        "grid_mode",
+        "bool",
+        None,
+        "The original's random-crop datasets' switch to grid tiles; crossgeo's windows always come from "
+        "`crops_path`, so it is accepted and ignored with a warning. Drop-in dataset only.",
+    ),
+    Option(
+        "input_csv_path",
+        "path",
+        None,
+        "The original's CSV-backed datasets' image list; not used by `MBTilesCropsGeoTifMaskDataset` "
+        "(windows come from `crops_path`): accepted and ignored with a warning. Drop-in dataset only.",
+    ),
+)
+"""Keys of the original pipeline's dataset configs beyond the sampler's and adapters' options (torch drop-in)."""
+
+DROPIN_DATA_LOADER_OPTIONS: tuple[Option, ...] = (
+    Option(
+        "weighted_sampler",
+        "bool",
+        False,
+        "Draw each epoch's windows with replacement in proportion to the windows table's `weight` column "
+        "(`crossgeo.window_weights`); the dataset also exposes it as `df['sampler_weight']`, which the original's "
+        "Lightning model reads for its `WeightedRandomSampler`.",
+    ),
+    Option(
+        "weighted_sampler_num_samples",
+        "int",
+        None,
+        "Windows drawn per epoch by the original's model's `WeightedRandomSampler`; `make_dataloader` draws "
+        "`len(dataset)` (set `samples_per_epoch` for another count) and warns when it differs.",
+    ),
+    Option(
+        "weighted_sampler_replacement",
+        "bool",
+        True,
+        "Draw with replacement (the original's model's `WeightedRandomSampler`); `make_dataloader` always does "
+        "and warns for `false`.",
+    ),
+)
+"""``data_loader`` keys of the original's Lightning model beyond ``torch.utils.data.DataLoader``'s (torch drop-in)."""
+
+IGNORED_DROPIN_OPTIONS = ("grid_mode", "input_csv_path")
+"""Drop-in keys that have no meaning for crossgeo: accepted with a warning."""
+
+
+class IgnoredOptionWarning(UserWarning):
+    """The drop-in dataset accepted an option it does not use (unknown, or without meaning for crossgeo)."""

@@ -13,11 +13,15 @@
 Reproducible augmentation: with ``seed`` set, sample ``i`` in epoch ``e`` is augmented with
 a generator seeded from ``(seed, e, i)`` only, so ``num_workers=0`` and ``num_workers=2`` (or
 two DDP ranks) give the same numbers. The epoch lives in shared memory, so
-`PatchDataset.set_epoch` reaches persistent workers too.
+`PatchDataset.set_epoch` reaches persistent workers too. Where nothing sets the epoch (a plain
+``DataLoader``, as the original's Lightning model builds), the ``k``-th visit of sample ``i`` is
+augmented as epoch ``k``: the visits are counted in shared memory, so augmentation still changes
+every epoch, identically with 0 workers, worker processes and persistent workers.
 """
 
 from __future__ import annotations
 
+import difflib
 import inspect
 import logging
 import random
@@ -47,12 +51,30 @@ from crossgeo.augment import (
     to_compact_inputs,
     to_model_inputs,
 )
-from crossgeo.config import build_sampler, check_keys, check_seed, split_config, to_plain
+from crossgeo.config import (
+    ADAPTER_KEYS,
+    ALIASES,
+    HYDRA_KEYS,
+    SAMPLER_KEYS,
+    SCENE_KEYS,
+    build_sampler,
+    check_keys,
+    check_seed,
+    split_config,
+    to_plain,
+)
 from crossgeo.errors import ConfigError, OptionError
 from crossgeo.memory import trim_heap
-from crossgeo.options import REQUIRED
+from crossgeo.options import (
+    DROPIN_DATA_LOADER_OPTIONS,
+    DROPIN_OPTIONS,
+    IGNORED_DROPIN_OPTIONS,
+    REQUIRED,
+    IgnoredOptionWarning,
+)
 from crossgeo.sampler import PatchSampler, report_skipped, require_windows, resolve_weights
 from crossgeo.scenes import SceneSampler
+from crossgeo.windows import WEIGHT_COLUMN
 
 __all__ = [
     "EpochOrderSampler",
@@ -92,6 +114,10 @@ class PatchDataset(Dataset[dict[str, Any]]):
         allowed_targets: Module prefixes of your own transform classes (albumentations
             subclasses) that ``_target_`` may name besides ``albumentations``'s; code only (see
             `crossgeo.augment`; ``CROSSGEO_ALLOWED_TRANSFORMS`` adds more).
+        samples_per_epoch: The epoch length (``len(dataset)``); item ``j`` of pass ``k`` serves
+            window ``(j + k * samples_per_epoch) % n_windows``, augmented as the draw
+            ``(j + k * samples_per_epoch) // n_windows`` of that window. ``None`` (or ``<= 0``, as in
+            the original): one item per window.
         compact: Items carry the image in its stored dtype (uint8/uint16; float32 when an
             augmentation made it float) and the mask in the narrowest integer type holding
             ``0..n_classes-1`` and ``mask_fill_value``: 4x-8x fewer bytes from DataLoader
@@ -101,6 +127,12 @@ class PatchDataset(Dataset[dict[str, Any]]):
     Each item is ``{"image": float32 tensor (C, H, W), "mask": int64 tensor (H, W)}``;
     integer images are scaled to 0..1 (uint8 / 255, uint16 / 65535) unless an
     augmentation (e.g. ``Normalize``) already made them float.
+
+    Passes: once `set_epoch` or a loader from `make_dataloader` has set the epoch, pass ``k``
+    is that epoch. Until then (a plain ``DataLoader`` that never calls ``set_epoch``), each
+    item counts its own visits in shared memory and visit ``k`` is pass ``k``, so a seeded
+    augmentation differs per epoch and is the same for any number of workers, persistent or
+    not. Reading ``dataset[i]`` yourself counts as a visit too.
     """
 
     def __init__(
@@ -112,6 +144,7 @@ class PatchDataset(Dataset[dict[str, Any]]):
         seed: int | None = None,
         allowed_targets: Iterable[str] = (),
         compact: bool = False,
+        samples_per_epoch: int | None = None,
     ) -> None:
         if not isinstance(return_metadata, bool):
             raise OptionError(f"return_metadata must be true or false, got {return_metadata!r}.")
@@ -131,6 +164,13 @@ class PatchDataset(Dataset[dict[str, Any]]):
         self._epoch_set = False
         # Windows skipped by on_read_error="skip", summed over all worker processes.
         self._skipped = torch.zeros((), dtype=torch.int64).share_memory_()
+        self.n_windows = len(sampler)
+        self.samples_per_epoch = _check_samples_per_epoch(samples_per_epoch, self.n_windows)
+        # Whether anything set the epoch (set_epoch, start_pass): then it fixes the pass; else the visits do.
+        self._epoch_driven = torch.zeros((), dtype=torch.bool).share_memory_()
+        # Visits per item, shared by all worker processes; only needed where the pass changes an item.
+        counts = self.samples_per_epoch != self.n_windows or (self.seed is not None and self.augmentation is not None)
+        self._visits = torch.zeros(self.samples_per_epoch if counts else 0, dtype=torch.int64).share_memory_()
 
     # ------------------------------------------------------------------ epochs
 
@@ -149,6 +189,7 @@ class PatchDataset(Dataset[dict[str, Any]]):
             raise OptionError(f"epoch must be a non-negative integer, got {epoch!r}.")
         self._epoch.fill_(int(epoch))
         self._epoch_set = True
+        self._epoch_driven.fill_(True)
 
     def start_pass(self, *, follow: int | None = None, advance: bool = False) -> int:
         """Fix the epoch of a pass that is starting (loaders call it on each ``iter()``); returns it.
@@ -162,12 +203,24 @@ class PatchDataset(Dataset[dict[str, Any]]):
             elif advance:
                 self._epoch.add_(1)
         self._epoch_set = False
+        self._epoch_driven.fill_(True)
         return self.epoch
+
+    def _pass_of(self, index: int) -> int:
+        """The pass item ``index`` is served in: the epoch once one was set, else its own visit count."""
+        if not 0 <= index < self.samples_per_epoch:
+            raise IndexError(f"index {index} is out of range for a dataset of {self.samples_per_epoch} items.")
+        if self._visits.numel() == 0 or bool(self._epoch_driven):
+            return self.epoch
+        visit = int(self._visits[index])
+        # One worker serves a given item per pass (without replacement), so this read-then-add is not raced.
+        self._visits[index] += 1
+        return visit
 
     # ------------------------------------------------------------------ dataset
 
     def __len__(self) -> int:
-        return len(self.sampler)
+        return self.samples_per_epoch
 
     @property
     def skipped(self) -> int:
@@ -179,16 +232,20 @@ class PatchDataset(Dataset[dict[str, Any]]):
 
     def item(self, index: int, *, compact: bool) -> dict[str, Any]:
         """Item ``index`` as ``compact=`` asks, whatever the dataset's own setting (`make_dataloader` uses it)."""
+        index = int(index)
+        # Draw number `drawn` of the epoch stream: which window, and which of its draws (the augmentation epoch).
+        drawn = index + self._pass_of(index) * self.samples_per_epoch
+        window, epoch = drawn % self.n_windows, drawn // self.n_windows
         before = self.sampler.skipped
-        patch = self.sampler.get(index, mask_dtype=decode_type(self.mask_type, self.augmentation, compact=compact))
+        patch = self.sampler.get(window, mask_dtype=decode_type(self.mask_type, self.augmentation, compact=compact))
         if self.sampler.skipped != before:
             self._skipped.add_(self.sampler.skipped - before)
         if compact:
             image, mask = to_compact_inputs(
-                patch, self.augmentation, seed=self.seed, epoch=self.epoch, mask_type=self.mask_type
+                patch, self.augmentation, seed=self.seed, epoch=epoch, mask_type=self.mask_type
             )
         else:
-            image, mask = to_model_inputs(patch, self.augmentation, seed=self.seed, epoch=self.epoch)
+            image, mask = to_model_inputs(patch, self.augmentation, seed=self.seed, epoch=epoch)
         item: dict[str, Any] = {"image": torch.from_numpy(image), "mask": torch.from_numpy(mask)}
         if self.return_metadata:
             item["metadata"] = {"row_off": int(patch.row_off), "col_off": int(patch.col_off)}
@@ -215,8 +272,15 @@ class MBTilesCropsGeoTifMaskDataset(PatchDataset):
     ``_target_`` changed to ``crossgeo.torch.MBTilesCropsGeoTifMaskDataset``. Options are
     those of `crossgeo.PatchSampler` (``image_mbtiles_path`` is its ``image_path``)
     and `PatchDataset`; a ``scenes`` key (with ``max_open``) builds a `crossgeo.SceneSampler`
-    over a catalogue instead of one image; ``data_loader`` is kept for `make_dataloader`. Unknown
-    options raise ``TypeError`` with a "did you mean" suggestion.
+    over a catalogue instead of one image; ``data_loader`` is kept for `make_dataloader`.
+
+    The keys the original's Lightning model adds or reads are accepted too
+    (`crossgeo.options.DROPIN_OPTIONS`): ``samples_per_epoch`` sets the epoch length,
+    ``gpu_augmentation_list`` is kept for the model, ``data_loader.weighted_sampler`` draws
+    by the windows' ``weight`` column (`df` exposes it as ``sampler_weight`` for the original's
+    model). Like the original (``**kwargs``), unknown keys are accepted, with an
+    `crossgeo.options.IgnoredOptionWarning` naming the closest known key; `crossgeo.PatchSampler`
+    and the CLI stay strict. Bad values of known keys still raise.
 
     Hydra hands every YAML key to this class as a keyword argument, so it takes no
     ``allowed_targets`` (a configuration must not widen what ``_target_`` may name: a
@@ -234,8 +298,8 @@ class MBTilesCropsGeoTifMaskDataset(PatchDataset):
         patch_size: Any = REQUIRED,
         **options: Any,
     ) -> None:
-        # ``options``: the sampler's and the adapter's options of crossgeo.options (one list);
-        # anything else is an error with a suggestion - never swallowed.
+        # ``options``: the sampler's and the adapter's options of crossgeo.options (one list) and the original
+        # pipeline's extra keys (DROPIN_OPTIONS); anything else is dropped with a warning naming the closest key.
         given = {
             "image_mbtiles_path": image_mbtiles_path,
             "mask_path": mask_path,
@@ -243,25 +307,93 @@ class MBTilesCropsGeoTifMaskDataset(PatchDataset):
             "patch_size": patch_size,
         }
         config = {k: v for k, v in given.items() if v is not REQUIRED} | options
+        dropin = {o.name: to_plain(config.pop(o.name)) for o in DROPIN_OPTIONS if o.name in config}
+        # allowed_targets is known so that split_config refuses it: a configuration must not widen _target_.
+        known = (*SAMPLER_KEYS, *SCENE_KEYS, *ADAPTER_KEYS, *ALIASES, *HYDRA_KEYS, "allowed_targets")
+        for name in [k for k in config if k not in known]:
+            _warn_ignored(name, config.pop(name), (*known, *dropin, *(o.name for o in DROPIN_OPTIONS)), "")
+        for name in IGNORED_DROPIN_OPTIONS:
+            if name in dropin:
+                warnings.warn(
+                    f"MBTilesCropsGeoTifMaskDataset ignores {name}={dropin[name]!r}: crossgeo's windows come "
+                    "from crops_path.",
+                    IgnoredOptionWarning,
+                    stacklevel=2,
+                )
         sampler_options, rest = split_config(config, where=type(self).__name__)
-        self.data_loader = _check_data_loader(rest.get("data_loader"))
+        self.data_loader = _check_data_loader(rest.get("data_loader"), lenient=True)
+        self.gpu_augmentation_list = dropin.get("gpu_augmentation_list")
+        """The original's GPU (kornia) augmentations: its Lightning model applies them, not the dataset."""
         sampler = build_sampler(sampler_options)
         super().__init__(
             sampler,
             augmentation_list=rest.get("augmentation_list"),
             return_metadata=rest.get("return_metadata", False),
             seed=rest.get("seed"),
+            samples_per_epoch=dropin.get("samples_per_epoch"),
         )
+        if self.data_loader.get("weighted_sampler"):
+            if self.samples_per_epoch != self.n_windows:
+                raise ConfigError(
+                    "MBTilesCropsGeoTifMaskDataset: data_loader.weighted_sampler draws windows by weight, one item "
+                    "per window, and cannot be combined with samples_per_epoch; remove samples_per_epoch (the "
+                    "original's model draws data_loader.weighted_sampler_num_samples windows per epoch)."
+                )
+            resolve_weights(WEIGHT_COLUMN, self, "data_loader.weighted_sampler")  # no weight column: an error now
+
+    @property
+    def df(self) -> Any:
+        """The windows as a pandas DataFrame: ``row_off``, ``col_off`` and, when the windows table has
+        weights, ``sampler_weight`` (what the original's model reads for ``data_loader.weighted_sampler``)."""
+        import pandas as pd
+
+        index = getattr(self.sampler, "index", None)
+        if index is None:
+            raise AttributeError("df: a catalogue of scenes has no single windows table")
+        frame = pd.DataFrame({"row_off": np.asarray(index.row_off), "col_off": np.asarray(index.col_off)})
+        if index.weight is not None:
+            frame["sampler_weight"] = np.asarray(index.weight, dtype=np.float64)
+        return frame
 
 
-def _check_data_loader(data_loader: Any) -> dict[str, Any]:
+def _warn_ignored(name: str, value: Any, known: Iterable[str], where: str) -> bool:
+    """Warn that the drop-in drops an unknown option, naming the closest known one; returns False (keep it out)."""
+    close = difflib.get_close_matches(str(name), list(known), n=1)
+    hint = f" Did you mean {close[0]!r}?" if close else ""
+    warnings.warn(
+        f"MBTilesCropsGeoTifMaskDataset ignores the unknown option {where}{name}={value!r}.{hint}",
+        IgnoredOptionWarning,
+        stacklevel=4,
+    )
+    return False
+
+
+DROPIN_DATA_LOADER_KEYS = tuple(o.name for o in DROPIN_DATA_LOADER_OPTIONS)
+"""``data_loader`` keys the original's Lightning model reads beyond the DataLoader's (``weighted_sampler``, ...)."""
+
+
+def _check_samples_per_epoch(samples_per_epoch: Any, n_windows: int) -> int:
+    """The epoch length: ``samples_per_epoch`` when positive, else (None, ``<= 0`` as in the original) the windows."""
+    if samples_per_epoch is not None and (
+        isinstance(samples_per_epoch, bool) or not isinstance(samples_per_epoch, (int, np.integer))
+    ):
+        raise OptionError(f"samples_per_epoch must be an integer or None, got {samples_per_epoch!r}.")
+    if samples_per_epoch is None or samples_per_epoch <= 0 or n_windows == 0:
+        return n_windows
+    return int(samples_per_epoch)
+
+
+def _check_data_loader(data_loader: Any, *, lenient: bool = False) -> dict[str, Any]:
+    """A ``data_loader`` mapping, checked; ``lenient`` (the drop-in) warns about unknown keys and drops them."""
     data_loader = to_plain(data_loader)
     if data_loader is None:
         return {}
     if not isinstance(data_loader, Mapping):
         raise OptionError(f"data_loader must be a mapping of DataLoader options, got {data_loader!r}.")
-    check_keys(data_loader, DATA_LOADER_KEYS, "data_loader")
-    return dict(data_loader)
+    known = (*DATA_LOADER_KEYS, *DROPIN_DATA_LOADER_KEYS)
+    if not lenient:
+        check_keys(data_loader, known, "data_loader")
+    return {k: v for k, v in data_loader.items() if k in known or _warn_ignored(k, v, known, "data_loader.")}
 
 
 # ---------------------------------------------------------------------- DataLoader
@@ -486,6 +618,27 @@ def _replicas(num_replicas: int | None, rank: int | None) -> tuple[int, int]:
     return int(num_replicas), int(rank)
 
 
+def _configured_weights(weighted: Mapping[str, Any], dataset: PatchDataset) -> str:
+    """``data_loader.weighted_sampler: true`` -> ``weights="weight"``; its sampler's other keys, where they differ
+    from crossgeo's draw (``len(dataset)`` windows with replacement), are ignored with a warning."""
+    count = weighted.get("weighted_sampler_num_samples")
+    if count is not None and count != len(dataset):
+        warnings.warn(
+            f"make_dataloader draws len(dataset) = {len(dataset)} windows per epoch; "
+            f"data_loader.weighted_sampler_num_samples={count!r} is ignored.",
+            IgnoredOptionWarning,
+            stacklevel=3,
+        )
+    if weighted.get("weighted_sampler_replacement", True) is not True:
+        warnings.warn(
+            "make_dataloader draws weighted windows with replacement; data_loader.weighted_sampler_replacement="
+            f"{weighted['weighted_sampler_replacement']!r} is ignored.",
+            IgnoredOptionWarning,
+            stacklevel=3,
+        )
+    return WEIGHT_COLUMN
+
+
 def make_dataloader(
     dataset: Dataset[Any],
     *,
@@ -511,7 +664,8 @@ def make_dataloader(
     dataset without a seed gets one drawn once). One non-negative number per window, or
     ``"weight"`` for the windows table's ``weight`` column (`crossgeo.window_weights`).
     Under DDP (an initialised ``torch.distributed`` group) each rank takes its share of the
-    draw (`EpochOrderSampler`); the dataset then needs a seed.
+    draw (`EpochOrderSampler`); the dataset then needs a seed. The original's
+    ``data_loader.weighted_sampler: true`` means ``weights="weight"``.
 
     ``device``: each batch is moved there as it leaves the loader. With a compact dataset
     (``PatchDataset(compact=True)``) workers collate with `collate_compact` (unless you pass
@@ -538,6 +692,9 @@ def make_dataloader(
             if key not in overrides:
                 configured.pop(key, None)
     options = {**configured, **overrides}
+    weighted = {k: options.pop(k) for k in DROPIN_DATA_LOADER_KEYS if k in options}
+    if weighted.get("weighted_sampler") and weights is None and patch_dataset is not None:
+        weights = _configured_weights(weighted, patch_dataset)
     if not options.get("num_workers"):
         dropped = [k for k in _WORKER_ONLY_KEYS if k in options and k not in overrides]
         for key in dropped:

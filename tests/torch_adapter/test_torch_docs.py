@@ -42,8 +42,11 @@ def test_the_dataset_takes_every_documented_option_and_suggests_for_typos(docs_s
 
     documented = set(examples.config_table())
     assert documented == {o.name for o in (*SAMPLER_OPTIONS, *SCENE_OPTIONS, *ADAPTER_OPTIONS)} | set(ALIASES)
-    with pytest.raises(
-        TypeError, match=r"Unknown option 'pach_size' in MBTilesCropsGeoTifMaskDataset. Did you mean 'patch_size'"
+    from crossgeo.options import IgnoredOptionWarning
+
+    with (
+        pytest.raises(TypeError, match=r"missing the required option.s. patch_size"),
+        pytest.warns(IgnoredOptionWarning, match=r"unknown option pach_size=64. Did you mean 'patch_size'"),
     ):
         MBTilesCropsGeoTifMaskDataset(
             image_mbtiles_path=docs_scene / "imagery.mbtiles",
