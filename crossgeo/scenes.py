@@ -40,6 +40,7 @@ from crossgeo.inspection import (
     MaskInfo,
     WindowsInfo,
     _check_scalar_options,
+    check_patch_size,
     check_path,
     inspect_image,
     inspect_mask,
@@ -378,6 +379,7 @@ class SceneSampler(WindowSequence):
                     target_crs=options["target_crs"],
                     target_resolution=options["target_resolution"],
                 )
+                check_patch_size(options["patch_size"], image)
             except (CrossgeoError, OSError, ValueError, TypeError) as error:
                 bad(scene, scene.image_path, error)
                 continue
