@@ -279,18 +279,6 @@ def load_yaml(file: Path) -> Any:
         loader.dispose()
 
 
-def _strings(value: Any, path: tuple[Any, ...] = ()) -> Iterator[tuple[tuple[Any, ...], str]]:
-    """Every string value of a loaded document with its path of keys."""
-    if isinstance(value, dict):
-        for key, item in value.items():
-            yield from _strings(item, (*path, key))
-    elif isinstance(value, list):
-        for pos, item in enumerate(value):
-            yield from _strings(item, (*path, pos))
-    elif isinstance(value, str):
-        yield path, value
-
-
 def _dotted(path: tuple[Any, ...]) -> str:
     return ".".join(str(p) for p in path) or "(top level)"
 
@@ -306,18 +294,24 @@ def _step(container: Any, part: str) -> tuple[bool, Any, Any]:
     return False, None, None
 
 
-def _check_references(data: Any, file: Path) -> None:
-    """Refuse plain ``${key}`` references that refer to themselves or would expand beyond `MAX_REFERENCE_VALUES`.
+def _check_interpolations(data: Any, start: tuple[Any, ...], file: Path, allow_env: bool) -> bool:
+    """Check the ``${...}`` interpolations the value at ``start`` uses; True when it uses any.
 
-    The same "billion laughs" as with YAML aliases can be written with references
-    (``b: ["${a}", "${a}", ...]``, ``c: ["${b}", "${b}", ...]``): the size each value would have
-    once resolved is counted (memoised per key) before OmegaConf resolves anything. A reference
-    this count cannot follow is left to OmegaConf, which reports it.
+    Only that value and what its references reach are looked at, so a resolver in a part of
+    the file the command does not use (a Hydra ``${now:...}`` elsewhere) does not matter.
+    Without ``allow_env``, any resolver (``${oc.env:VAR}``, ``${oc.decode:...}``,
+    ``${name:...}``) or anything that is not a plain reference is an error naming the key and
+    ``--allow-env``. Plain references must not refer to themselves, nor expand beyond
+    `MAX_REFERENCE_VALUES`: the "billion laughs" of YAML aliases can be written with them too
+    (``b: ["${a}", "${a}", ...]``, ``c: ["${b}", ...]``), so the size each value would have once
+    resolved is counted (memoised per key) before OmegaConf resolves anything. A reference the
+    count cannot follow is left to OmegaConf, which reports it.
     """
     from crossgeo.errors import ConfigError
 
     sizes: dict[tuple[Any, ...], tuple[int, int]] = {}
     active: set[tuple[Any, ...]] = set()
+    used = False
 
     def target(path: tuple[Any, ...], reference: str) -> tuple[tuple[Any, ...], Any] | None:
         dots = len(reference) - len(reference.lstrip("."))
@@ -334,6 +328,7 @@ def _check_references(data: Any, file: Path) -> None:
         return tuple(keys), node
 
     def size(path: tuple[Any, ...], value: Any) -> tuple[int, int]:
+        nonlocal used
         if path in sizes:
             return sizes[path]
         if path in active:
@@ -348,13 +343,23 @@ def _check_references(data: Any, file: Path) -> None:
             for pos, item in enumerate(value):
                 v, c = size((*path, pos), item)
                 values, chars = values + v, chars + c
-        elif isinstance(value, str):
+        elif isinstance(value, str) and _INTERPOLATION.search(value):
+            used = True
+            if not allow_env and _INTERPOLATION.search(_PLAIN_REFERENCE.sub("", value)):
+                raise ConfigError(
+                    f"{file}: {_dotted(path)} is {value!r}, a resolver interpolation (such as ${{oc.env:VAR}}, "
+                    "which reads an environment variable); crossgeo resolves these only when you pass --allow-env, "
+                    "so a shared configuration cannot read your environment. Write the value out, or pass "
+                    "--allow-env if you trust this file."
+                )
             chars = len(value)
             for reference in _PLAIN_REFERENCE.findall(value):
                 found = target(path, reference)
                 if found is not None:
                     v, c = size(*found)
                     values, chars = values + v, chars + c
+        elif isinstance(value, str):
+            chars = len(value)
         active.discard(path)
         sizes[path] = (values, chars)
         if values > MAX_REFERENCE_VALUES or chars > 1000 * MAX_REFERENCE_VALUES:
@@ -365,42 +370,41 @@ def _check_references(data: Any, file: Path) -> None:
             )
         return values, chars
 
-    size((), data)
+    node: Any = data
+    for key in start:
+        node = node[key]
+    size(start, node)
+    return used
 
 
-def _interpolate(data: Any, file: Path, allow_env: bool) -> Any:
-    """Resolve the ``${...}`` interpolations of a loaded configuration (OmegaConf, when installed).
+def _resolved(data: Any, path: tuple[Any, ...], file: Path, allow_env: bool) -> Any:
+    """The value at ``path`` of a loaded document with its ``${...}`` interpolations resolved (OmegaConf).
 
-    Without ``allow_env`` only plain references to other keys are allowed; any resolver
-    (``${oc.env:VAR}``, ``${oc.decode:...}``, ``${name:...}``) or anything this check cannot read
-    as a plain reference is an error naming the key and ``--allow-env``.
+    References may point anywhere in the file; see `_check_interpolations` for what is refused.
     """
     from crossgeo.errors import ConfigError
 
-    found = [(path, text) for path, text in _strings(data) if _INTERPOLATION.search(text)]
-    if not found:
-        return data
-    if not allow_env:
-        for path, text in found:
-            if _INTERPOLATION.search(_PLAIN_REFERENCE.sub("", text)):
-                raise ConfigError(
-                    f"{file}: {_dotted(path)} is {text!r}, a resolver interpolation (such as ${{oc.env:VAR}}, which "
-                    "reads an environment variable); crossgeo resolves these only when you pass --allow-env, so a "
-                    "shared configuration cannot read your environment. Write the value out, or pass --allow-env if "
-                    "you trust this file."
-                )
-    _check_references(data, file)
+    value: Any = data
+    for key in path:
+        value = value[key]
+    if not _check_interpolations(data, path, file, allow_env):
+        return value
     try:
-        from omegaconf import OmegaConf
+        from omegaconf import DictConfig, ListConfig, OmegaConf
     except ImportError as error:
         raise CliError(
-            f"{file} uses ${{...}} interpolations ({_dotted(found[0][0])}: {found[0][1]!r}); resolving them needs "
-            "omegaconf: pip install omegaconf, or write the values out"
+            f"{file} uses ${{...}} interpolations in {_dotted(path)}; resolving them needs omegaconf: "
+            "pip install omegaconf, or write the values out"
         ) from error
     try:
-        return OmegaConf.to_container(OmegaConf.create(data), resolve=True)
+        node: Any = OmegaConf.create(data)
+        for key in path:
+            node = node[key]
+        return OmegaConf.to_container(node, resolve=True) if isinstance(node, (DictConfig, ListConfig)) else node
     except Exception as error:  # omegaconf's errors have no common public base
-        raise ConfigError(f"{file}: resolving its ${{...}} interpolations failed: {one_line(error)}") from error
+        raise ConfigError(
+            f"{file}: resolving the ${{...}} interpolations of {_dotted(path)} failed: {one_line(error)}"
+        ) from error
 
 
 def load_config(path: str | os.PathLike[str], section: str | None = None, *, allow_env: bool = False) -> dict[str, Any]:
@@ -408,24 +412,24 @@ def load_config(path: str | os.PathLike[str], section: str | None = None, *, all
 
     A top-level ``class_names`` applies to whichever block is chosen (the block's own wins).
     The file is read within bounds (duplicate keys, alias and reference expansion; see the
-    module docstring); resolver interpolations such as ``${oc.env:VAR}`` need ``allow_env``.
+    module docstring); ``${...}`` interpolations of the chosen block are resolved, resolvers
+    such as ``${oc.env:VAR}`` only with ``allow_env``.
     """
     file = Path(path)
     if not file.is_file():
         raise CliError(f"configuration file {str(file)!r} does not exist")
-    data = _interpolate(load_yaml(file), file, allow_env)
+    data = load_yaml(file)
     if not isinstance(data, dict):
         raise CliError(f"{file} must hold a mapping of options, not {type(data).__name__}")
-    top = data
+    block: tuple[str, ...] = ()
     if section is not None:
-        block = data.get(section)
-        if not isinstance(block, dict):
+        if not isinstance(data.get(section), dict):
             blocks = [k for k, v in data.items() if isinstance(v, dict)]
             raise CliError(f"{file} has no {section!r} block; its blocks are {blocks or 'none'}")
-        data = block
+        block = (section,)
     elif not any(k in data for k in ("image_mbtiles_path", "image_path", "scenes")):
         if isinstance(data.get("train_dataset"), dict):
-            data = data["train_dataset"]
+            block = ("train_dataset",)
         else:
             blocks = [
                 k
@@ -433,7 +437,7 @@ def load_config(path: str | os.PathLike[str], section: str | None = None, *, all
                 if isinstance(v, dict) and any(key in v for key in ("image_mbtiles_path", "image_path", "scenes"))
             ]
             if len(blocks) == 1:
-                data = data[blocks[0]]
+                block = (blocks[0],)
             elif len(blocks) > 1:
                 raise CliError(
                     f"{file} has several dataset blocks ({', '.join(blocks)}); choose one with --section NAME"
@@ -443,9 +447,12 @@ def load_config(path: str | os.PathLike[str], section: str | None = None, *, all
                     f"{file} has no image_mbtiles_path (or scenes), neither at the top level nor under train_dataset: "
                     "see the example in 'crossgeo validate --help'"
                 )
-    options = {str(k): v for k, v in data.items()}
-    if data is not top and "class_names" in top and "class_names" not in options:
-        options["class_names"] = top["class_names"]
+    resolved = _resolved(data, block, file, allow_env)
+    if not isinstance(resolved, dict):
+        raise CliError(f"{file}: {_dotted(block)} must hold a mapping of options, not {type(resolved).__name__}")
+    options = {str(k): v for k, v in resolved.items()}
+    if block and "class_names" in data and "class_names" not in options:
+        options["class_names"] = _resolved(data, ("class_names",), file, allow_env)
     return _resolve_paths(options, file.resolve().parent)
 
 

@@ -111,6 +111,18 @@ def test_any_resolver_is_refused_naming_the_key(tmp_path: Path, value: str) -> N
         common.load_config(config)
 
 
+def test_only_what_the_chosen_block_uses_is_checked(tmp_path: Path, demo: dict[str, Any]) -> None:
+    """A resolver elsewhere in the file (a Hydra ``${now:...}``) does not matter; one reached by a reference does."""
+    options = {k: v for k, v in demo.items() if k != "class_names"}
+    text = {"hydra": {"run": {"dir": "${now:%Y-%m-%d}"}}, "secrets": {"token": "${oc.env:HOME}"}}
+    config = write(tmp_path / "full.yaml", yaml.safe_dump({**text, "train_dataset": options}))
+    assert common.load_config(config)["patch_size"] == demo["patch_size"]
+    options["crops_path"] = "${secrets.token}"
+    config = write(tmp_path / "via.yaml", yaml.safe_dump({**text, "train_dataset": options}))
+    with pytest.raises(ConfigError, match=r"secrets\.token is '\$\{oc.env:HOME\}', a resolver interpolation"):
+        common.load_config(config)
+
+
 def test_plain_references_to_other_keys_are_resolved(tmp_path: Path, demo: dict[str, Any]) -> None:
     """Plain ``${key}`` references (absolute, relative, list items) need no flag: they read only the file."""
     options = {k: v for k, v in demo.items() if k != "class_names"}
