@@ -250,3 +250,11 @@ def test_a_patch_larger_than_the_image_but_small_is_still_a_warning(tmp_path: Pa
     code, out, _ = run("validate", write(tmp_path / "big.yaml", yaml.safe_dump({"train_dataset": options})))
     assert code == 0, out
     assert "patch_size 2048 is larger than the image" in out
+
+
+def test_a_catalogue_refuses_a_huge_patch_per_scene(demo: dict[str, Any]) -> None:
+    from crossgeo import SceneSampler
+
+    scene = {"image_path": demo["image_mbtiles_path"], "mask_path": demo["mask_path"], "crops_path": demo["crops_path"]}
+    with pytest.raises(ConfigError, match=r"scene 0, .*patch_size 100000 is larger than the image .*111.8 GiB"):
+        SceneSampler(scenes=[scene], patch_size=100_000, color_map=demo["color_map"], selected_bands=[1, 2, 3])
