@@ -47,6 +47,7 @@ from crossgeo.inspection import (
     WindowsInfo,
     _check_scalar_options,
     _outside_share,
+    check_patch_size,
     check_path,
     inspect_image,
     inspect_mask,
@@ -446,6 +447,7 @@ def _inspect_images(
                 target_crs=options["target_crs"],
                 target_resolution=options["target_resolution"],
             )
+            check_patch_size(options["patch_size"], image)
         except _CAUGHT as error:
             problems.append(_bad(scene, scene.image_path, "image", error))
             continue

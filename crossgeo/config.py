@@ -50,7 +50,14 @@ ORIGINAL_SPELLING = {"image_path": "image_mbtiles_path"}
 
 
 def to_plain(value: Any) -> Any:
-    """OmegaConf containers (what Hydra passes) -> plain dicts/lists; anything else unchanged."""
+    """OmegaConf containers (what Hydra passes) -> plain dicts/lists; anything else unchanged.
+
+    Interpolations are resolved (``resolve=True``), resolvers such as ``${oc.env:...}`` included:
+    a ``DictConfig`` comes from the user's own Hydra application, which has decided what it
+    resolves. Configuration files read by the ``crossgeo`` commands never get here unresolved:
+    `crossgeo.cli.common.load_config` resolves them itself (resolvers only with ``--allow-env``)
+    and hands on plain dicts, which this returns unchanged.
+    """
     try:
         from omegaconf import DictConfig, ListConfig, OmegaConf
     except ImportError:

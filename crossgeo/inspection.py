@@ -32,12 +32,14 @@ from crossgeo import windows as winsrc
 from crossgeo.errors import ConfigError, CrossgeoError, NoOverlapError, OptionError, RasterError
 from crossgeo.grid import Grid, pixel_offset
 from crossgeo.io import RasterInfo, ReadPlan, is_remote, mask_interior, mask_view_for, missing_parts, open_raster
-from crossgeo.masks import OUT_OF_RANGE, MaskDecoder, make_decoder
+from crossgeo.masks import OUT_OF_RANGE, MaskDecoder, make_decoder, validate_color_map
 from crossgeo.options import resolve_sampler_options
 
 __all__ = [
     "IMAGE_DTYPES",
     "LOW_COVERAGE",
+    "MAX_OVERSIZED_PATCH_BYTES",
+    "MAX_PATCH_BYTES",
     "ON_READ_ERROR",
     "ImageInfo",
     "Inspection",
@@ -45,6 +47,7 @@ __all__ = [
     "Problem",
     "WindowsInfo",
     "check_int",
+    "check_patch_size",
     "check_path",
     "inspect_image",
     "inspect_mask",
@@ -62,6 +65,10 @@ LOW_COVERAGE = 0.5
 """A mask covering less than this fraction of the image gets a warning."""
 HIGH_FILL = 0.5
 """Windows whose pixels lie outside the image more than this on average get a warning."""
+MAX_PATCH_BYTES = 2 * 1024**3
+"""The most one patch (image, int64 mask and validity mask, as read) may take: 2 GiB."""
+MAX_OVERSIZED_PATCH_BYTES = 256 * 1024**2
+"""The most a patch larger than the image (so mostly fill) may take: 256 MiB; below it, only a warning."""
 
 T = TypeVar("T")
 
@@ -215,6 +222,8 @@ def _check_scalar_options(options: dict[str, Any], names: dict[str, str]) -> dic
     """Type/range checks of the options that need no file; returns the normalised values."""
     out = dict(options)
     out["patch_size"] = check_int(options["patch_size"], names["patch_size"], 1)
+    if options.get("color_map") is not None:
+        validate_color_map(options["color_map"])  # its type before the mask's band count is compared with it
     out["n_classes"] = check_int(options["n_classes"], "n_classes", 1)
     out["mask_fill_value"] = check_int(options["mask_fill_value"], "mask_fill_value", 0)
     if options["on_read_error"] not in ON_READ_ERROR:
@@ -588,6 +597,44 @@ def inspect_windows(
     )
 
 
+def _size(nbytes: float) -> str:
+    return f"{nbytes / 1024**3:.1f} GiB" if nbytes >= 1024**3 else f"{nbytes / 1024**2:.0f} MiB"
+
+
+def check_patch_size(patch_size: int, image: ImageInfo, option: str = "patch_size") -> int:
+    """Refuse a ``patch_size`` whose patches could not be held in memory, before any is allocated.
+
+    One patch takes ``patch_size**2`` pixels times the image bands' bytes, plus 8 bytes (the
+    int64 mask) and 1 byte (its validity) per pixel. It is refused above `MAX_PATCH_BYTES`
+    (2 GiB), or above `MAX_OVERSIZED_PATCH_BYTES` (256 MiB) when the patch is larger than the
+    image, since such a patch is mostly fill. A patch larger than the image but small in bytes
+    is only a warning (`window_warnings`).
+    """
+    grid = image.grid
+    per_pixel = len(image.bands) * np.dtype(image.dtype).itemsize + 8 + 1
+    nbytes = float(patch_size) ** 2 * per_pixel
+    oversized = patch_size > grid.height or patch_size > grid.width
+    limit = MAX_OVERSIZED_PATCH_BYTES if oversized else MAX_PATCH_BYTES
+    if nbytes <= limit:
+        return patch_size
+    took = (
+        f"one patch would take {_size(nbytes)} ({patch_size} x {patch_size} pixels x {per_pixel} bytes: image bands, "
+    )
+    took += "int64 mask, validity)"
+    if oversized:
+        fits = min(grid.width, grid.height, int(math.sqrt(MAX_PATCH_BYTES / per_pixel)))
+        raise ConfigError(
+            f"{option} {patch_size} is larger than the image {image.path} ({grid.width} x {grid.height} pixels), so "
+            f"its patches are mostly fill, and {took}; crossgeo refuses such a patch over {_size(limit)} before "
+            f"allocating it. Use a smaller {option} (at most the image's {fits} pixels)."
+        )
+    raise ConfigError(
+        f"{option} {patch_size} on the image {image.path} ({grid.width} x {grid.height} pixels, {len(image.bands)} "
+        f"band(s) of {np.dtype(image.dtype).name}): {took}; crossgeo refuses patches over {_size(limit)} before "
+        f"allocating them. Use a smaller {option} (at most {int(math.sqrt(limit / per_pixel))})."
+    )
+
+
 def window_warnings(
     image: ImageInfo, mask: MaskInfo | None, windows: WindowsInfo | None, patch_size: int, fill_value: int = 0
 ) -> list[str]:
@@ -659,7 +706,7 @@ def inspect_sources(
             target_resolution=options["target_resolution"],
         ),
     )
-    mask = decoder = windows = None
+    mask = decoder = windows = size = None
     if image is not None:
         found = step(
             "mask",
@@ -673,6 +720,8 @@ def inspect_sources(
         )
         if found is not None:
             mask, decoder = found
+        size = step("patch_size", lambda: check_patch_size(options["patch_size"], image, names["patch_size"]))
+    if image is not None and size is not None:
         windows = step(
             "windows",
             lambda: inspect_windows(
@@ -689,7 +738,7 @@ def inspect_sources(
         )
     warned = (
         window_warnings(image, mask, windows, options["patch_size"], options["mask_fill_value"])
-        if image is not None
+        if image is not None and size is not None
         else []
     )
     return Inspection(

@@ -176,7 +176,8 @@ def validate_color_map(color_map: Any) -> list[tuple[int, int, int, int]]:
     """
     if isinstance(color_map, (str, bytes)) or not isinstance(color_map, Sequence) or not color_map:
         raise ConfigError(
-            f"color_map must be a non-empty list of [R, G, B, class] entries, got {color_map!r}. "
+            f"color_map must be a non-empty list of [R, G, B, class] entries, got {type(color_map).__name__}: "
+            f"{color_map!r}. "
             "Example: color_map: [[255, 0, 0, 1], [0, 255, 0, 2]]."
         )
     entries: list[tuple[int, int, int, int]] = []

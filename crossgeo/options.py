@@ -87,7 +87,14 @@ SAMPLER_OPTIONS: tuple[Option, ...] = (
         "become centred windows; in Python also a `WindowIndex`, a pandas DataFrame, a pyarrow Table or a "
         "numpy (N, 2) array of `row_off, col_off`.",
     ),
-    Option("patch_size", "int", REQUIRED, "Window height and width in pixels; every patch has exactly this size."),
+    Option(
+        "patch_size",
+        "int",
+        REQUIRED,
+        "Window height and width in pixels; every patch has exactly this size. Refused before anything is "
+        "allocated when one patch (image bands, int64 mask, validity) would take more than 2 GiB, or more than "
+        "256 MiB while larger than the image.",
+    ),
     Option(
         "color_map",
         "list of `[R, G, B, class]`",

@@ -7,6 +7,14 @@ configuration file. One key is the command's own: ``class_names`` (a list, or a 
 class to name, inside the block or at the file's top level) labels classes in ``preview`` and
 ``stats``; it is taken out before the sampler is built.
 
+A configuration may come from someone else, so loading it is bounded (`load_config`):
+duplicate keys are an error naming the key and its line; YAML aliases may add at most
+`MAX_ALIAS_VALUES` values (a kilobyte "billion laughs" file fails at once instead of
+expanding for minutes); plain references to other keys of the file (``${train.patch_size}``,
+``${.sibling}``) are resolved, within the same bound; resolver interpolations
+(``${oc.env:HOME}``, ``${oc.decode:...}``, any ``${name:...}``) run only with ``--allow-env``,
+so a shared file cannot put an environment secret into a URL that a command fetches or prints.
+
 The command's own dependencies (PyYAML, tqdm, Pillow) are imported by `require` when a
 command needs them, so ``crossgeo --help`` always works.
 """
@@ -17,6 +25,7 @@ import argparse
 import contextlib
 import importlib
 import os
+import re
 import sys
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
@@ -28,6 +37,8 @@ import numpy as np
 
 __all__ = [
     "DISPLAY_KEYS",
+    "MAX_ALIAS_VALUES",
+    "MAX_REFERENCE_VALUES",
     "PALETTE",
     "PATH_KEYS",
     "CliError",
@@ -36,10 +47,12 @@ __all__ = [
     "class_colours",
     "class_count",
     "class_label",
+    "config_of",
     "dataset_values",
     "declared_classes",
     "ignore_index",
     "load_config",
+    "load_yaml",
     "make_sampler",
     "one_line",
     "parse_class_names",
@@ -142,10 +155,16 @@ def readable_warnings() -> Iterator[None]:
 
 
 def add_config_arguments(parser: argparse.ArgumentParser) -> None:
-    """The ``CONFIG`` and ``--section`` arguments of the commands that read a configuration."""
+    """The ``CONFIG``, ``--section`` and ``--allow-env`` arguments of the commands that read a configuration."""
     parser.add_argument("config", help="YAML configuration with the original MBTilesCropsGeoTifMaskDataset keys")
     parser.add_argument(
         "--section", metavar="NAME", help="the block of the YAML file to use (default: the top level or train_dataset)"
+    )
+    parser.add_argument(
+        "--allow-env",
+        action="store_true",
+        help="resolve OmegaConf resolver interpolations of the configuration, such as ${oc.env:VAR} (environment "
+        "variables) and ${oc.decode:...}; without it they are an error (plain ${key} references always work)",
     )
 
 
@@ -178,35 +197,239 @@ def _resolve_paths(mapping: dict[str, Any], config_dir: Path) -> dict[str, Any]:
     return out
 
 
-def load_config(path: str | os.PathLike[str], section: str | None = None) -> dict[str, Any]:
+MAX_ALIAS_VALUES = 100_000
+"""How many values YAML aliases (``*name``) may add to a configuration, counted as if expanded."""
+MAX_REFERENCE_VALUES = 100_000
+"""How many values, or kilobytes of text, plain ``${key}`` references may produce when resolved."""
+_INTERPOLATION = re.compile(r"\$\{")
+_PLAIN_REFERENCE = re.compile(r"\$\{(\.*[A-Za-z0-9_\-]+(?:\.[A-Za-z0-9_\-]+|\[\d+\])*)\}")
+"""A reference to another key of the file (``${a.b}``, ``${.sibling}``, ``${a[0]}``): no resolver, no nesting."""
+
+
+def _line(node: Any) -> int:
+    return int(node.start_mark.line) + 1
+
+
+def _yaml_loader(yaml: Any, file: Path) -> type:
+    """A ``yaml.SafeLoader`` that refuses duplicate keys and alias expansion beyond `MAX_ALIAS_VALUES`.
+
+    PyYAML shares an aliased node instead of copying it, so a "billion laughs" file loads in
+    microseconds and explodes later, in whatever walks or copies it (OmegaConf, the option
+    checks, a printout). The loader counts the values the document would have with every
+    alias expanded (memoised per node, so counting is as cheap as the file) before any
+    Python object is built.
+    """
+    from crossgeo.errors import ConfigError
+
+    class BoundedLoader(yaml.SafeLoader):
+        def construct_document(self, node: Any) -> Any:
+            sizes: dict[int, int] = {}
+            active: set[int] = set()
+
+            def expanded(node: Any) -> int:
+                key = id(node)
+                if key in sizes:
+                    return sizes[key]
+                if key in active:
+                    raise ConfigError(
+                        f"{file} line {_line(node)}: a YAML alias refers to a block that contains it (a recursive "
+                        "structure); a configuration must be a tree. Remove the alias."
+                    )
+                active.add(key)
+                total = 1
+                if isinstance(node, yaml.MappingNode):
+                    seen: dict[tuple[str, str], int] = {}
+                    for key_node, value_node in node.value:
+                        if isinstance(key_node, yaml.ScalarNode) and key_node.tag != "tag:yaml.org,2002:merge":
+                            name = (key_node.tag, key_node.value)
+                            if name in seen:
+                                raise ConfigError(
+                                    f"{file} line {_line(key_node)}: the key {key_node.value!r} is given twice (first "
+                                    f"on line {seen[name]}); YAML would silently keep the last one. Keep one of them."
+                                )
+                            seen[name] = _line(key_node)
+                        total += expanded(key_node) + expanded(value_node)
+                elif isinstance(node, yaml.SequenceNode):
+                    total += sum(expanded(item) for item in node.value)
+                active.discard(key)
+                sizes[key] = total
+                if total - len(sizes) > MAX_ALIAS_VALUES:
+                    raise ConfigError(
+                        f"{file}: YAML aliases (*name) expand this configuration to more than "
+                        f"{MAX_ALIAS_VALUES:,} extra values (a 'billion laughs' file?); crossgeo refuses it before "
+                        "expanding it. Write the values out, or use fewer nested aliases."
+                    )
+                return total
+
+            expanded(node)
+            return super().construct_document(node)
+
+    return BoundedLoader
+
+
+def load_yaml(file: Path) -> Any:
+    """The YAML document of ``file``, loaded safely and within bounds (see `_yaml_loader`)."""
+    yaml = require("yaml", "PyYAML")
+    loader = _yaml_loader(yaml, file)(file.read_text())
+    try:
+        return loader.get_single_data()
+    except yaml.YAMLError as error:
+        raise CliError(f"{file} is not valid YAML: {one_line(error)}") from error
+    finally:
+        loader.dispose()
+
+
+def _dotted(path: tuple[Any, ...]) -> str:
+    return ".".join(str(p) for p in path) or "(top level)"
+
+
+def _step(container: Any, part: str) -> tuple[bool, Any, Any]:
+    """``container[part]`` for a reference part (text): (found, key, value)."""
+    if isinstance(container, dict):
+        for key in (part, int(part) if part.isdigit() else None):
+            if key is not None and key in container:
+                return True, key, container[key]
+    elif isinstance(container, list) and part.isdigit() and int(part) < len(container):
+        return True, int(part), container[int(part)]
+    return False, None, None
+
+
+def _check_interpolations(data: Any, start: tuple[Any, ...], file: Path, allow_env: bool) -> bool:
+    """Check the ``${...}`` interpolations the value at ``start`` uses; True when it uses any.
+
+    Only that value and what its references reach are looked at, so a resolver in a part of
+    the file the command does not use (a Hydra ``${now:...}`` elsewhere) does not matter.
+    Without ``allow_env``, any resolver (``${oc.env:VAR}``, ``${oc.decode:...}``,
+    ``${name:...}``) or anything that is not a plain reference is an error naming the key and
+    ``--allow-env``. Plain references must not refer to themselves, nor expand beyond
+    `MAX_REFERENCE_VALUES`: the "billion laughs" of YAML aliases can be written with them too
+    (``b: ["${a}", "${a}", ...]``, ``c: ["${b}", ...]``), so the size each value would have once
+    resolved is counted (memoised per key) before OmegaConf resolves anything. A reference the
+    count cannot follow is left to OmegaConf, which reports it.
+    """
+    from crossgeo.errors import ConfigError
+
+    sizes: dict[tuple[Any, ...], tuple[int, int]] = {}
+    active: set[tuple[Any, ...]] = set()
+    used = False
+
+    def target(path: tuple[Any, ...], reference: str) -> tuple[tuple[Any, ...], Any] | None:
+        dots = len(reference) - len(reference.lstrip("."))
+        base = path[: len(path) - dots] if dots else ()
+        node: Any = data
+        for part in base:
+            node = node[part]
+        keys = list(base)
+        for part in re.findall(r"[^.\[\]]+", reference[dots:]):
+            found, key, node = _step(node, part)
+            if not found:
+                return None
+            keys.append(key)
+        return tuple(keys), node
+
+    def size(path: tuple[Any, ...], value: Any) -> tuple[int, int]:
+        nonlocal used
+        if path in sizes:
+            return sizes[path]
+        if path in active:
+            raise ConfigError(f"{file}: the reference chain through {_dotted(path)} refers to itself; break the loop.")
+        active.add(path)
+        values, chars = 1, 0
+        if isinstance(value, dict):
+            for key, item in value.items():
+                v, c = size((*path, key), item)
+                values, chars = values + v, chars + c
+        elif isinstance(value, list):
+            for pos, item in enumerate(value):
+                v, c = size((*path, pos), item)
+                values, chars = values + v, chars + c
+        elif isinstance(value, str) and _INTERPOLATION.search(value):
+            used = True
+            if not allow_env and _INTERPOLATION.search(_PLAIN_REFERENCE.sub("", value)):
+                raise ConfigError(
+                    f"{file}: {_dotted(path)} is {value!r}, a resolver interpolation (such as ${{oc.env:VAR}}, "
+                    "which reads an environment variable); crossgeo resolves these only when you pass --allow-env, "
+                    "so a shared configuration cannot read your environment. Write the value out, or pass "
+                    "--allow-env if you trust this file."
+                )
+            chars = len(value)
+            for reference in _PLAIN_REFERENCE.findall(value):
+                found = target(path, reference)
+                if found is not None:
+                    v, c = size(*found)
+                    values, chars = values + v, chars + c
+        elif isinstance(value, str):
+            chars = len(value)
+        active.discard(path)
+        sizes[path] = (values, chars)
+        if values > MAX_REFERENCE_VALUES or chars > 1000 * MAX_REFERENCE_VALUES:
+            raise ConfigError(
+                f"{file}: resolving the ${{...}} references of {_dotted(path)} would produce more than "
+                f"{MAX_REFERENCE_VALUES:,} values or {MAX_REFERENCE_VALUES // 1000:,} MB of text; crossgeo refuses "
+                "it before resolving. Write the values out, or use fewer nested references."
+            )
+        return values, chars
+
+    node: Any = data
+    for key in start:
+        node = node[key]
+    size(start, node)
+    return used
+
+
+def _resolved(data: Any, path: tuple[Any, ...], file: Path, allow_env: bool) -> Any:
+    """The value at ``path`` of a loaded document with its ``${...}`` interpolations resolved (OmegaConf).
+
+    References may point anywhere in the file; see `_check_interpolations` for what is refused.
+    """
+    from crossgeo.errors import ConfigError
+
+    value: Any = data
+    for key in path:
+        value = value[key]
+    if not _check_interpolations(data, path, file, allow_env):
+        return value
+    try:
+        from omegaconf import DictConfig, ListConfig, OmegaConf
+    except ImportError as error:
+        raise CliError(
+            f"{file} uses ${{...}} interpolations in {_dotted(path)}; resolving them needs omegaconf: "
+            "pip install omegaconf, or write the values out"
+        ) from error
+    try:
+        node: Any = OmegaConf.create(data)
+        for key in path:
+            node = node[key]
+        return OmegaConf.to_container(node, resolve=True) if isinstance(node, (DictConfig, ListConfig)) else node
+    except Exception as error:  # omegaconf's errors have no common public base
+        raise ConfigError(
+            f"{file}: resolving the ${{...}} interpolations of {_dotted(path)} failed: {one_line(error)}"
+        ) from error
+
+
+def load_config(path: str | os.PathLike[str], section: str | None = None, *, allow_env: bool = False) -> dict[str, Any]:
     """The dataset options of a YAML file: flat, under ``train_dataset:`` or ``section``.
 
     A top-level ``class_names`` applies to whichever block is chosen (the block's own wins).
+    The file is read within bounds (duplicate keys, alias and reference expansion; see the
+    module docstring); ``${...}`` interpolations of the chosen block are resolved, resolvers
+    such as ``${oc.env:VAR}`` only with ``allow_env``.
     """
-    yaml = require("yaml", "PyYAML")
     file = Path(path)
     if not file.is_file():
         raise CliError(f"configuration file {str(file)!r} does not exist")
-    try:
-        data = yaml.safe_load(file.read_text())
-    except yaml.YAMLError as error:
-        raise CliError(f"{file} is not valid YAML: {one_line(error)}") from error
-    with contextlib.suppress(ImportError, Exception):
-        from omegaconf import OmegaConf  # resolve ${...} interpolations when OmegaConf is around
-
-        data = OmegaConf.to_container(OmegaConf.create(data), resolve=True)
+    data = load_yaml(file)
     if not isinstance(data, dict):
         raise CliError(f"{file} must hold a mapping of options, not {type(data).__name__}")
-    top = data
+    block: tuple[str, ...] = ()
     if section is not None:
-        block = data.get(section)
-        if not isinstance(block, dict):
+        if not isinstance(data.get(section), dict):
             blocks = [k for k, v in data.items() if isinstance(v, dict)]
             raise CliError(f"{file} has no {section!r} block; its blocks are {blocks or 'none'}")
-        data = block
+        block = (section,)
     elif not any(k in data for k in ("image_mbtiles_path", "image_path", "scenes")):
         if isinstance(data.get("train_dataset"), dict):
-            data = data["train_dataset"]
+            block = ("train_dataset",)
         else:
             blocks = [
                 k
@@ -214,7 +437,7 @@ def load_config(path: str | os.PathLike[str], section: str | None = None) -> dic
                 if isinstance(v, dict) and any(key in v for key in ("image_mbtiles_path", "image_path", "scenes"))
             ]
             if len(blocks) == 1:
-                data = data[blocks[0]]
+                block = (blocks[0],)
             elif len(blocks) > 1:
                 raise CliError(
                     f"{file} has several dataset blocks ({', '.join(blocks)}); choose one with --section NAME"
@@ -224,9 +447,12 @@ def load_config(path: str | os.PathLike[str], section: str | None = None) -> dic
                     f"{file} has no image_mbtiles_path (or scenes), neither at the top level nor under train_dataset: "
                     "see the example in 'crossgeo validate --help'"
                 )
-    options = {str(k): v for k, v in data.items()}
-    if data is not top and "class_names" in top and "class_names" not in options:
-        options["class_names"] = top["class_names"]
+    resolved = _resolved(data, block, file, allow_env)
+    if not isinstance(resolved, dict):
+        raise CliError(f"{file}: {_dotted(block)} must hold a mapping of options, not {type(resolved).__name__}")
+    options = {str(k): v for k, v in resolved.items()}
+    if block and "class_names" in data and "class_names" not in options:
+        options["class_names"] = _resolved(data, ("class_names",), file, allow_env)
     return _resolve_paths(options, file.resolve().parent)
 
 
@@ -281,6 +507,11 @@ def split_options(config: dict[str, Any], where: str) -> Options:
     return Options(sampler, adapter, parse_class_names(display.get("class_names"), where))
 
 
+def config_of(args: argparse.Namespace) -> dict[str, Any]:
+    """`load_config` of a command's arguments (``config``, ``section`` and ``allow_env``)."""
+    return load_config(args.config, args.section, allow_env=bool(getattr(args, "allow_env", False)))
+
+
 def make_sampler(args: argparse.Namespace, **overrides: Any) -> tuple[Any, Options]:
     """The sampler of the command's CONFIG (``args.config``, ``args.section``) and its options.
 
@@ -288,7 +519,7 @@ def make_sampler(args: argparse.Namespace, **overrides: Any) -> tuple[Any, Optio
     """
     from crossgeo.config import build_sampler
 
-    options = split_options(load_config(args.config, args.section), str(args.config))
+    options = split_options(config_of(args), str(args.config))
     options.sampler.update(overrides)
     return build_sampler(options.sampler), options
 

@@ -19,8 +19,8 @@ from crossgeo.cli.common import (
     EXAMPLE_CONFIG,
     add_config_arguments,
     class_count,
+    config_of,
     dataset_values,
-    load_config,
     split_options,
 )
 from crossgeo.files import atomic_output, check_not_input, input_paths
@@ -54,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
     from crossgeo.predict import evaluate
 
     where = str(args.config)
-    options = split_options(load_config(args.config, args.section), where)
+    options = split_options(config_of(args), where)
     values = dataset_values(options, where)
     k = class_count(values)
     fill = int(values["mask_fill_value"])

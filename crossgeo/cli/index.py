@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from crossgeo.cli.common import EXAMPLE_CONFIG, CliError, add_config_arguments, load_config, split_options
+from crossgeo.cli.common import EXAMPLE_CONFIG, CliError, add_config_arguments, config_of, split_options
 
 __all__ = ["add_parser", "run"]
 
@@ -40,7 +40,7 @@ def add_parser(subparsers: Any, parents: Sequence[argparse.ArgumentParser]) -> a
 
 
 def run(args: argparse.Namespace) -> int:
-    kwargs = split_options(load_config(args.config, args.section), str(args.config)).sampler
+    kwargs = split_options(config_of(args), str(args.config)).sampler
     cache = args.cache or kwargs.get("window_index_cache")
     if not cache:
         raise CliError(f"{args.config} sets no window_index_cache; name the file with --cache FILE.csv|.parquet")

@@ -24,8 +24,8 @@ from crossgeo.cli.common import (
     CliError,
     add_config_arguments,
     class_count,
+    config_of,
     dataset_values,
-    load_config,
     one_line,
     split_options,
 )
@@ -143,7 +143,7 @@ def run(args: argparse.Namespace) -> int:
     from crossgeo.io import check_output_path
 
     where = str(args.config)
-    options = split_options(load_config(args.config, args.section), where)
+    options = split_options(config_of(args), where)
     values = dataset_values(options, where)
     try:  # before the model is loaded: a refused output should not wait for it
         inputs = {"--model": args.model, **input_paths(args.config, {**options.sampler, **values})}

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 import attrs
 import numpy as np
 
-from crossgeo.cli.common import EXAMPLE_CONFIG, add_config_arguments, load_config, one_line, split_options
+from crossgeo.cli.common import EXAMPLE_CONFIG, add_config_arguments, config_of, one_line, split_options
 from crossgeo.errors import CrossgeoError
 from crossgeo.masks import colour_counts
 
@@ -269,7 +269,7 @@ def run_validate(args: argparse.Namespace) -> Checks:
     from crossgeo.sampler import PatchSampler
 
     checks = Checks()
-    config = load_config(args.config, args.section)
+    config = config_of(args)
     print(f"validating {args.config}")
     try:
         options = split_options(config, str(args.config))

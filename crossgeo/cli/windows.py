@@ -21,7 +21,7 @@ from crossgeo.cli.common import (
     CliError,
     add_config_arguments,
     class_label,
-    load_config,
+    config_of,
     progress,
     require,
     split_options,
@@ -108,7 +108,7 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if out.suffix.lower() not in (".parquet", ".csv"):
         raise CliError(f"--out {args.out!r} must end in .parquet or .csv")
-    config = load_config(args.config, args.section)
+    config = config_of(args)
     config.setdefault("crops_path", "(generated)")  # the windows are what this command makes
     options = split_options(config, str(args.config))
     # crops_path is not read here, so --out may name it (that is how a configuration's table is remade).

@@ -54,6 +54,7 @@ SECTIONS = {
     "rasters users really have (issue 16)": "Data types, class ranges and image no-data",
     "augmentation lists from shared configs": "Augmentation lists",
     "outputs (issue 21)": "Predictions and other outputs",
+    "configuration files and limits (issue 21)": "Configuration files and limits",
 }
 
 #: case id -> (cause, fix). Markdown; links are relative to docs/troubleshooting.md.
@@ -273,6 +274,43 @@ FIXES: dict[str, tuple[str, str]] = {
         "would fail on the GPU far from the cause.",
         "Raise `n_classes`, fix the mask, or set `out_of_range: fill`; "
         "`crossgeo validate` reports such values in a sample.",
+    ),
+    "config oc.env without --allow-env": (
+        "A value of the configuration is a resolver interpolation such as `${oc.env:TOKEN}` (an "
+        "environment variable) or `${oc.decode:...}`. The `crossgeo` commands do not resolve these by "
+        "default: a shared configuration could put a secret from your environment into a URL that "
+        "`validate` fetches and prints. Plain references to other keys of the file (`${train.patch_size}`, "
+        "`${.sibling}`) always work.",
+        "Write the value out, or pass `--allow-env` (every command that reads a configuration has it) "
+        "when you trust the file.",
+    ),
+    "config billion laughs": (
+        "YAML aliases (`&name` ... `*name`) nested inside each other: a file of under 1 KB that "
+        "expands to a billion values (a 'billion laughs' file), by accident or on purpose. "
+        "crossgeo counts what the aliases (and `${key}` references) would add before expanding "
+        "anything and refuses more than 100,000 extra values.",
+        "Write the repeated values out, or use fewer nested aliases.",
+    ),
+    "config duplicate key": (
+        "The same key twice in one block; YAML would silently keep the last value, so the "
+        "configuration does not say what it seems to.",
+        "Keep one of the two lines (the message names both line numbers).",
+    ),
+    "color_map string": (
+        "`color_map` is a text (e.g. a colour name), not a list of `[R, G, B, class]` entries.",
+        "Give the entries: `color_map: [[255, 0, 0, 1], [0, 255, 0, 2]]`.",
+    ),
+    "patch_size far larger than the image": (
+        "A patch larger than the image is mostly fill; this one would also take more than 256 MiB "
+        "(image bands, the int64 mask and its validity, per pixel), so crossgeo refuses it before "
+        "allocating it instead of running out of memory. A patch larger than the image but smaller "
+        "than that is only a warning.",
+        "Use a `patch_size` no larger than the image (the message names its size).",
+    ),
+    "patch_size over 2 GiB": (
+        "One patch (image bands, the int64 mask and its validity) would take more than 2 GiB; "
+        "a batch of them could not be held in memory.",
+        "Use the smaller `patch_size` the message names, fewer `selected_bands` or a narrower `image_dtype`.",
     ),
     "_target_ os.system": (
         "An `augmentation_list` entry names something outside albumentations; crossgeo "

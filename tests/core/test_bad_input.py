@@ -23,6 +23,7 @@ from shapely.geometry import Point
 from crossgeo import ClassRangeError, ConfigError, OptionError, PatchSampler, RasterError, ReadError, WindowError
 from crossgeo import testing as T
 from crossgeo.augment import build_augmentation
+from crossgeo.cli.common import load_config
 from crossgeo.config import split_config
 from crossgeo.errors import LayerNotFoundError, NoOverlapError
 from crossgeo.predict import predict_raster
@@ -65,6 +66,16 @@ class Files:
             f"<GeoTransform>{', '.join(map(str, s.transform.to_gdal()))}</GeoTransform>"
             '<VRTRasterBand dataType="Byte" band="1"><SimpleSource><SourceFilename relativeToVRT="1">gone.tif'
             "</SourceFilename><SourceBand>1</SourceBand></SimpleSource></VRTRasterBand></VRTDataset>"
+        )
+        bands = "".join(
+            f'<VRTRasterBand dataType="Byte" band="{b}"><SimpleSource><SourceFilename relativeToVRT="0">{s.image}'
+            f"</SourceFilename><SourceBand>{b}</SourceBand></SimpleSource></VRTRasterBand>"
+            for b in (1, 2, 3)
+        )
+        self.huge_vrt = folder / "huge.vrt"  # 16000 x 16000 pixels, the scene in its top-left corner
+        self.huge_vrt.write_text(
+            f'<VRTDataset rasterXSize="16000" rasterYSize="16000"><SRS>EPSG:3857</SRS>'
+            f"<GeoTransform>{', '.join(map(str, s.transform.to_gdal()))}</GeoTransform>{bands}</VRTDataset>"
         )
         self.far_mask = T.write_lonlat_mask(folder / "far.tif", (-80, 10, -79, 11), 0.01, cell=0.1, n_classes=2)
         left, bottom, right, top = s.lonlat_bounds
@@ -111,6 +122,21 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> Files:
 def _scores(x: np.ndarray) -> np.ndarray:
     """A numpy model for the prediction cases: two score bands from the first image band."""
     return np.stack([x[:, 0], 1 - x[:, 0]], axis=1)
+
+
+def config_file(files: Files, name: str, text: str) -> Path:
+    """A YAML configuration file next to the gallery."""
+    path = files.path(name)
+    path.write_text(text)
+    return path
+
+
+LAUGHS = "\n".join(
+    ['a0: &a0 ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]']
+    + [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 10)}]" for i in range(1, 10)]
+    + ["image_path: *a9", ""]
+)
+"""A 'billion laughs' YAML file (10**9 strings once expanded) of under 1 KB."""
 
 
 def sampler(files: Files, **kwargs: Any) -> PatchSampler:
@@ -503,6 +529,46 @@ CASES: list[tuple[str, Callable[[Files], Any], type[Exception], str]] = [
         ClassRangeError,
         r"c400.tif holds class value\(s\) 400 outside 0..299 \(n_classes 300\) in the window row_off=0, col_off=0 "
         r"\(patch_size 64, 4096 pixel\(s\)\). Raise n_classes, fix the mask, or set out_of_range: fill",
+    ),
+    # --- configuration files and limits (issue 21)
+    (
+        "config oc.env without --allow-env",
+        lambda f: load_config(config_file(f, "env.yaml", "image_path: 'https://example.com/${oc.env:TOKEN}/a.tif'")),
+        ConfigError,
+        r"env.yaml: image_path is 'https://example.com/\$\{oc.env:TOKEN\}/a.tif', a resolver interpolation .* "
+        r"only when you pass --allow-env",
+    ),
+    (
+        "config billion laughs",
+        lambda f: load_config(config_file(f, "laughs.yaml", LAUGHS)),
+        ConfigError,
+        r"laughs.yaml: YAML aliases \(\*name\) expand this configuration to more than 100,000 extra values",
+    ),
+    (
+        "config duplicate key",
+        lambda f: load_config(config_file(f, "dup.yaml", "image_path: a.tif\npatch_size: 64\npatch_size: 128\n")),
+        ConfigError,
+        r"dup.yaml line 3: the key 'patch_size' is given twice \(first on line 2\); .* Keep one of them",
+    ),
+    (
+        "color_map string",
+        lambda f: sampler(f, color_map="red"),
+        ConfigError,
+        r"color_map must be a non-empty list of \[R, G, B, class\] entries, got str: 'red'",
+    ),
+    (
+        "patch_size far larger than the image",
+        lambda f: sampler(f, patch_size=100_000),
+        ConfigError,
+        r"patch_size 100000 is larger than the image .*image.tif \(512 x 512 pixels\), .* one patch would take "
+        r"111.8 GiB .* Use a smaller patch_size \(at most the image's 512 pixels\)",
+    ),
+    (
+        "patch_size over 2 GiB",
+        lambda f: sampler(f, image_path=f.huge_vrt, patch_size=15_000),
+        ConfigError,
+        r"patch_size 15000 on the image .*huge.vrt \(16000 x 16000 pixels, 3 band\(s\) of uint8\): one patch would "
+        r"take 2.5 GiB .* Use a smaller patch_size \(at most 13377\)",
     ),
     # --- augmentation lists from shared configs
     (
