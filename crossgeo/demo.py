@@ -35,7 +35,7 @@ import math
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 import numpy as np
@@ -45,6 +45,10 @@ from rasterio.warp import transform_bounds
 
 from crossgeo import testing as T
 from crossgeo.files import atomic_output
+
+if TYPE_CHECKING:
+    from crossgeo.evaluation import Evaluation
+    from crossgeo.predict import Prediction
 
 CENTRE = (8.5417, 47.3769)
 """The scene's centre (longitude, latitude) in degrees; the landscape itself is synthetic."""
@@ -350,7 +354,7 @@ def write_demo_scene(
     # with sampling weights - what `crossgeo windows` writes with SPLIT_WINDOWS_COMMAND's options.
     from crossgeo.planning import DEFAULT_SPLITS, plan_windows
 
-    planned = plan_windows(
+    plan = plan_windows(
         {k: v for k, v in config.items() if k in SPLIT_PLAN_KEYS},
         stride=PATCH_SIZE // 2,
         balanced=SPLIT_WINDOWS,
@@ -359,9 +363,8 @@ def write_demo_scene(
         seed=0,
         weights=True,
     )
-    planned.attrs.clear()
     files["windows_split"] = _written(
-        folder / "windows-split.parquet", lambda temp: planned.to_parquet(temp, index=False)
+        folder / "windows-split.parquet", lambda temp: plan.windows.to_parquet(temp, index=False)
     )
     split_config = {k: v for k, v in config.items() if k != "window_index_cache"}
     split_config["crops_path"] = str(files["windows_split"].resolve())
@@ -434,15 +437,15 @@ def train_tiny_model(
 
 def predict_scene(
     result: TrainingResult, sampler: Any, out_path: str | os.PathLike[str], *, n_classes: int
-) -> tuple[Any, dict[str, Any]]:
+) -> tuple[Prediction, Evaluation]:
     """Predict ``sampler``'s whole image with the trained model and evaluate it against the sampler's mask.
 
     Through `crossgeo.torch.predict_raster` or `crossgeo.keras.predict_raster` (the framework
     the model was trained with), with the sampler's patch size, bands and image dtype, so
     the model sees images prepared as in training; then `crossgeo.evaluate` with the
-    sampler's colour map. Returns the `crossgeo.predict.Prediction` and the metrics.
+    sampler's colour map. Returns the `crossgeo.predict.Prediction` and its `crossgeo.evaluation.Evaluation`.
     """
-    from crossgeo.predict import evaluate
+    from crossgeo.evaluation import evaluate
 
     if result.model is None:
         raise ValueError("the training result holds no model; train one with train_tiny_model first.")

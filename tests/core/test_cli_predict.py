@@ -31,7 +31,9 @@ from crossgeo import testing as T
 from crossgeo.cli import common, main, preview
 from crossgeo.cli.evaluate import format_metrics
 from crossgeo.errors import ConfigError, RasterError
-from crossgeo.predict import evaluate, model_file_framework, predict_raster, read_classes
+from crossgeo.evaluation import evaluate, read_classes
+from crossgeo.models import model_file_framework
+from crossgeo.predict import predict_raster
 
 CLASS_NAMES = ["background", "water", "forest", "building"]
 
@@ -183,15 +185,15 @@ def test_evaluate_prints_the_table_and_writes_the_library_numbers(tmp_path: Path
     for c, name in names.items():
         assert f"  {c} {name} " in out
     data = json.loads(out_json.read_text())
-    assert data["confusion"] == expected["confusion"].tolist()
-    assert data["pixels"] == expected["pixels"] == 300 * 420
-    assert data["accuracy"] == pytest.approx(expected["accuracy"], abs=1e-6)
-    assert data["mean_iou"] == pytest.approx(expected["mean_iou"], abs=1e-6)
+    assert data["confusion"] == expected.confusion.tolist()
+    assert data["pixels"] == expected.pixels == 300 * 420
+    assert data["accuracy"] == pytest.approx(expected.accuracy, abs=1e-6)
+    assert data["mean_iou"] == pytest.approx(expected.mean_iou, abs=1e-6)
     for c, record in enumerate(data["classes"]):
         assert record["name"] == CLASS_NAMES[c]
-        assert record["reference_pixels"] == int(expected["confusion"][c].sum())
+        assert record["reference_pixels"] == int(expected.confusion[c].sum())
         for key in ("iou", "f1", "precision", "recall"):
-            value = expected[key][c]
+            value = getattr(expected, key)[c]
             assert (record[key] is None) if np.isnan(value) else record[key] == pytest.approx(value, abs=1e-6)
     # A direct count: the reference is the mask file itself (same grid), the prediction the file written.
     with rasterio.open(prediction) as p, rasterio.open(scene["mask"]) as m:

@@ -20,8 +20,10 @@ from crossgeo import (
     OptionError,
     PatchSampler,
     balanced_windows,
+    WindowPlan,
     class_fractions,
     grid_windows,
+    plan_windows,
     random_windows,
     spatial_split,
     window_weights,
@@ -322,6 +324,26 @@ def test_balanced_windows_serve_a_rare_class(scene: Scene, caplog: pytest.LogCap
     assert chosen[chosen.class_2 > 0].drop_duplicates().shape[0] == rare_candidates
     pd.testing.assert_frame_equal(chosen, balanced_windows(fractions, n, seed=0))
     assert not chosen.equals(balanced_windows(fractions, n, seed=1))
+
+
+def test_plan_windows_returns_a_window_plan_record(scene: Scene) -> None:
+    sampler = rare_class_scene(scene)
+    config = {"image_path": scene.image, "mask_path": sampler.mask_path, "patch_size": 32, "n_classes": 3}
+    splits = {"train": 0.75, "val": 0.25}
+    plan = plan_windows(config, stride=16, balanced=120, splits=splits, block=128, seed=0, weights=True)
+    assert isinstance(plan, WindowPlan) and len(plan) == len(plan.windows) == plan.counts["windows"]
+    assert plan.windows.attrs == {}  # counts live on the record, not in pandas attrs (no Parquet metadata)
+    assert set(plan.windows.columns) >= {"row_off", "col_off", "valid", "class_2", "split", "weight"}
+    candidates = len(grid_windows(scene.image, 32, stride=16))
+    assert plan.counts["candidates"] == candidates and plan.counts["aoi_dropped"] == 0
+    kept = candidates - plan.counts["low_valid_dropped"] - plan.counts["straddling_dropped"]
+    assert sum(plan.presence[name]["candidates"] for name in splits) == kept
+    assert {name: plan.presence[name]["chosen"] for name in splits} == {"train": 90, "val": 30}
+    assert plan.windows["split"].value_counts().to_dict() == {"train": 90, "val": 30}
+    for name in splits:
+        group = plan.windows[plan.windows["split"] == name]
+        assert plan.presence[name]["after"]["class_2"] == pytest.approx((group.class_2 > 0).mean())
+        assert plan.presence[name]["after"]["class_2"] > plan.presence[name]["before"]["class_2"]
 
 
 def test_balanced_windows_min_fraction_and_classes(scene: Scene) -> None:
