@@ -7,8 +7,6 @@ pyarrow and pandas, a read-only tmpfs mount where the machine allows one.
 
 from __future__ import annotations
 
-import contextlib
-import io
 import logging
 import os
 import sqlite3
@@ -22,6 +20,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from conftest import Scene
+from testkit import CliRun
 
 from crossgeo import ConfigError, PatchSampler, WindowError
 from crossgeo import testing as T
@@ -95,15 +94,6 @@ def test_a_file_crossgeo_did_not_write_is_never_overwritten(scene: Scene) -> Non
     assert garbage.read_bytes() == b"not parquet at all"
 
 
-def run_cli(*argv: Any) -> tuple[int, str, str]:
-    from crossgeo.cli import main
-
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        code = main([str(a) for a in argv])
-    return code, out.getvalue(), err.getvalue()
-
-
 def write_config(path: Path, **options: Any) -> Path:
     yaml = pytest.importorskip("yaml")
     path.write_text(yaml.safe_dump({"train_dataset": {"_target_": "anything.Dataset", **options}}))
@@ -111,7 +101,7 @@ def write_config(path: Path, **options: Any) -> Path:
 
 
 @pytest.mark.parametrize("command", [["validate"], ["index"], ["index", "--rebuild"]])
-def test_cli_never_overwrites_or_deletes_the_windows_table(scene: Scene, command: list[str]) -> None:
+def test_cli_never_overwrites_or_deletes_the_windows_table(scene: Scene, command: list[str], cli: CliRun) -> None:
     crops = split_table(scene)
     before = crops.read_bytes()
     options = {
@@ -124,13 +114,13 @@ def test_cli_never_overwrites_or_deletes_the_windows_table(scene: Scene, command
         "window_index_cache": str(crops),
     }
     config = write_config(scene.path("c.yaml"), **options)
-    code, out, err = run_cli(command[0], config, *command[1:])
+    code, out, err = cli(command[0], config, *command[1:])
     assert code != 0, out
     assert "window_index_cache" in out + err
     assert crops.exists() and crops.read_bytes() == before
 
 
-def test_index_rebuild_deletes_only_its_own_cache(scene: Scene) -> None:
+def test_index_rebuild_deletes_only_its_own_cache(scene: Scene, cli: CliRun) -> None:
     crops = scene.windows([1, 2], [3, 4])
     foreign = scene.path("mine.csv")
     foreign.write_text("row_off,col_off,comment\n9,9,keep me\n")
@@ -142,16 +132,16 @@ def test_index_rebuild_deletes_only_its_own_cache(scene: Scene) -> None:
         "n_classes": 4,
     }
     config = write_config(scene.path("c.yaml"), **options)
-    code, out, err = run_cli("index", config, "--cache", foreign, "--rebuild")
+    code, out, err = cli("index", config, "--cache", foreign, "--rebuild")
     assert code != 0 and foreign.read_text() == "row_off,col_off,comment\n9,9,keep me\n"
     assert "not a window-index cache crossgeo wrote" in out + err
     own = scene.path("own.parquet")
-    assert run_cli("index", config, "--cache", own)[0] == 0
-    code, out, _ = run_cli("index", config, "--cache", own, "--rebuild")
+    assert cli("index", config, "--cache", own)[0] == 0
+    code, out, _ = cli("index", config, "--cache", own, "--rebuild")
     assert code == 0 and "built and written" in out
 
 
-def test_cache_under_a_regular_file_is_a_warning(scene: Scene, caplog: pytest.LogCaptureFixture) -> None:
+def test_cache_under_a_regular_file_is_a_warning(scene: Scene, caplog: pytest.LogCaptureFixture, cli: CliRun) -> None:
     blocker = scene.path("plain-file")
     blocker.write_text("x")
     with caplog.at_level(logging.WARNING, logger="crossgeo"):
@@ -165,7 +155,7 @@ def test_cache_under_a_regular_file_is_a_warning(scene: Scene, caplog: pytest.Lo
         "patch_size": SIZE,
         "n_classes": 4,
     }
-    code, out, _ = run_cli("index", write_config(scene.path("c.yaml"), **options), "--cache", blocker / "i.csv")
+    code, out, _ = cli("index", write_config(scene.path("c.yaml"), **options), "--cache", blocker / "i.csv")
     assert code == 0 and "built, NOT written" in out
 
 
