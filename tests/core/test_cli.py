@@ -150,22 +150,6 @@ def test_demo_without_framework_writes_the_scene(demo: dict[str, Any]) -> None:
     assert water.any() and patch.image[2][water].mean() > patch.image[0][water].mean() + 30
 
 
-def test_demo_trains_with_torch(tmp_path: Path, cli: CliRun) -> None:
-    pytest.importorskip("torch")
-    code, out, err = cli("demo", "--framework", "torch", "--steps", "3", "--out", tmp_path / "d")
-    assert code == 0, err
-    assert "trained a tiny torch model for 3 steps" in out
-    found = re.search(r"predicted the whole scene \(64 windows\) .*: pixel accuracy ([\d.]+), mean IoU ([\d.]+)", out)
-    assert found, out
-    assert 0 <= float(found.group(1)) <= 1 and 0 <= float(found.group(2)) <= 1
-    grid = sampler_of(tmp_path / "d" / "config.yaml").grid  # the configured image: image.mbtiles
-    with rasterio.open(tmp_path / "d" / "prediction.tif") as pred:
-        assert (pred.crs, pred.transform, pred.shape) == (grid.crs, grid.transform, (grid.height, grid.width))
-    picture = Image.open(tmp_path / "d" / "prediction.png")
-    assert picture.width == 8 + 3 * (demo_command.PANEL + 8)
-    assert "crossgeo evaluate prediction.tif config.yaml" in out
-
-
 def test_demo_falls_back_when_the_framework_is_missing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import importlib.util
 

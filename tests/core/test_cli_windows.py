@@ -13,18 +13,18 @@ pytest.importorskip("PIL")
 pytest.importorskip("tqdm")
 
 import yaml
-from conftest import Scene
 from PIL import Image
 from testkit import CliRun
 
 from crossgeo import PatchSampler, class_fractions
 from crossgeo.cli.windows import SPLIT_COLOURS, parse_splits
+from crossgeo.testing import CoordinateScene
 
 PATCH = 64
 
 
 @pytest.fixture
-def config(scene: Scene) -> Path:
+def config(scene: CoordinateScene) -> Path:
     """A 512 x 512 coordinate image and an aligned 3-class mask; class 2 only in its top-left 96 x 96 pixels."""
     rows, cols = np.mgrid[0 : scene.size, 0 : scene.size]
     classes = ((rows // 40 + cols // 40) % 2).astype(np.uint8)
@@ -36,7 +36,7 @@ def config(scene: Scene) -> Path:
     return path
 
 
-def test_split_balanced_table_and_map(scene: Scene, config: Path, cli: CliRun) -> None:
+def test_split_balanced_table_and_map(scene: CoordinateScene, config: Path, cli: CliRun) -> None:
     out, picture = scene.path("w.parquet"), scene.path("w.png")
     code, stdout, stderr = cli(
         "windows", config, "--grid", 32, "--split", "train=0.5,val=0.25,test=0.25", "--block", 128,
@@ -93,7 +93,7 @@ def _covering(table: pd.DataFrame, y: int, x: int) -> set[str]:
     return found
 
 
-def test_balance_lifts_the_rare_class_and_min_valid(scene: Scene, config: Path, cli: CliRun) -> None:
+def test_balance_lifts_the_rare_class_and_min_valid(scene: CoordinateScene, config: Path, cli: CliRun) -> None:
     plain = scene.path("plain.csv")
     assert cli("windows", config, "--grid", 32, "--out", plain)[0] == 0
     candidates = pd.read_csv(plain)
@@ -111,7 +111,7 @@ def test_balance_lifts_the_rare_class_and_min_valid(scene: Scene, config: Path, 
     assert len(table) == 50 and (table.valid >= 0.5).all()
 
 
-def test_windows_bad_input(scene: Scene, config: Path, cli: CliRun) -> None:
+def test_windows_bad_input(scene: CoordinateScene, config: Path, cli: CliRun) -> None:
     code, _, err = cli("windows", config, "--split", "train:0.8", "--out", scene.path("x.csv"))
     assert code == 1 and "NAME=SHARE" in err
     code, _, err = cli("windows", config, "--split", "train=0.8,val=0.1", "--out", scene.path("x.csv"))

@@ -28,7 +28,6 @@ pytest.importorskip("yaml")
 pytest.importorskip("PIL")
 
 import yaml
-from conftest import Scene
 
 from crossgeo import testing as T
 from crossgeo.cli import main
@@ -36,6 +35,7 @@ from crossgeo.errors import ConfigError, CrossgeoError, WriteError
 from crossgeo.files import atomic_output, partial_pattern, remove_stale
 from crossgeo.io import _has_zstd
 from crossgeo.predict import predict_raster
+from crossgeo.testing import CoordinateScene
 
 ROOT = Path(__file__).resolve().parents[2]
 TRANSFORM = T.web_mercator_transform(12, 2176, 1460)
@@ -61,7 +61,7 @@ def partials(folder: Path) -> list[str]:
 @pytest.fixture
 def config(tmp_path: Path) -> Path:
     """A configuration over a 512 x 512 coordinate image, a lon/lat class mask and a 4 x 4 window grid."""
-    scene = Scene(tmp_path)
+    scene = CoordinateScene(tmp_path, 512)
     rows, cols = np.meshgrid(np.arange(0, 512, 128), np.arange(0, 512, 128), indexing="ij")
     options = {
         "_target_": "anything.Dataset",
