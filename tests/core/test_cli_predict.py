@@ -23,7 +23,7 @@ pytest.importorskip("tqdm")
 
 import yaml
 from PIL import Image
-from testkit import CliRun
+from testkit import CliRun, write_predict_scene
 
 from crossgeo import PatchSampler
 from crossgeo import testing as T
@@ -45,23 +45,11 @@ def pointwise(x: np.ndarray) -> np.ndarray:
 @pytest.fixture
 def scene(tmp_path: Path) -> dict[str, Path]:
     """A 300 x 420 RGB image (not a multiple of the patch), a 4-class mask on its grid, windows, a config."""
-    transform = T.web_mercator_transform(12, 2176, 1460)
-    image = T.write_raster(tmp_path / "image.tif", T.coordinate_bands(300, 420, "uint8"), crs="EPSG:3857",
-                           transform=transform)  # fmt: skip
     rows, cols = np.indices((300, 420))
-    classes = ((rows // 37 + cols // 53) % 4).astype(np.uint8)
-    mask = T.write_raster(tmp_path / "mask.tif", classes[None], crs="EPSG:3857", transform=transform)
-    windows = T.write_windows_table(tmp_path / "windows.csv", [0, 64, 172], [0, 200, 292])
-    options = {
-        "image_mbtiles_path": str(image),
-        "mask_path": str(mask),
-        "crops_path": str(windows),
-        "patch_size": 128,
-        "n_classes": 4,
-    }
-    config = tmp_path / "config.yaml"
-    config.write_text(yaml.safe_dump({"train_dataset": options, "class_names": CLASS_NAMES}))
-    return {"image": image, "mask": mask, "config": config, "folder": tmp_path}
+    classes = (rows // 37 + cols // 53) % 4
+    return write_predict_scene(
+        tmp_path, classes=classes, windows=([0, 64, 172], [0, 200, 292]), class_names=CLASS_NAMES
+    )
 
 
 def numpy_prediction(scene: dict[str, Path], name: str = "pred.tif", **kw: Any) -> Path:

@@ -11,10 +11,8 @@ import pytest
 import rasterio
 
 pytest.importorskip("yaml")
-import yaml
-from testkit import CliRun
+from testkit import CliRun, write_predict_scene
 
-from crossgeo import testing as T
 from crossgeo.errors import ConfigError
 from crossgeo.keras import load_model
 from crossgeo.keras import predict_raster as keras_predict_raster
@@ -32,21 +30,10 @@ def conv_model() -> keras.Model:
 
 @pytest.fixture
 def scene(tmp_path: Path) -> dict[str, Path]:
-    transform = T.web_mercator_transform(12, 2176, 1460)
-    image = T.write_raster(tmp_path / "image.tif", T.coordinate_bands(300, 420, "uint8"), crs="EPSG:3857",
-                           transform=transform)  # fmt: skip
-    mask = T.write_raster(
-        tmp_path / "mask.tif", (np.indices((300, 420)).sum(0) % 4).astype(np.uint8)[None], crs="EPSG:3857",
-        transform=transform,
-    )  # fmt: skip
-    windows = T.write_windows_table(tmp_path / "windows.csv", [0, 100], [0, 200])
-    config = tmp_path / "config.yaml"
-    options = {"image_mbtiles_path": str(image), "mask_path": str(mask), "crops_path": str(windows),
-               "patch_size": 128, "n_classes": 4}  # fmt: skip
-    config.write_text(yaml.safe_dump({"train_dataset": options}))
+    scene = write_predict_scene(tmp_path)
     model = tmp_path / "model.keras"
     conv_model().save(model)
-    return {"image": image, "config": config, "model": model, "folder": tmp_path}
+    return {**scene, "model": model}
 
 
 def _read(path: Path) -> np.ndarray:
