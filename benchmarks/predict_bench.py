@@ -30,12 +30,12 @@ def trivial_model(x: np.ndarray) -> np.ndarray:
 
 
 def _read_windows(image: str, patch: int) -> float:
-    from crossgeo.predict import axis_offsets
+    from crossgeo.grid import axis_offsets
 
     started = time.perf_counter()
     with rasterio.open(image) as src:
-        rows = axis_offsets(src.height, patch, 0)
-        cols = axis_offsets(src.width, patch, 0)
+        rows = axis_offsets(src.height, patch, patch)
+        cols = axis_offsets(src.width, patch, patch)
         for row in rows:
             for col in cols:
                 src.read(window=Window(int(col), int(row), patch, patch))

@@ -34,7 +34,8 @@ _EXPORTS = {
     "WindowIndex": "crossgeo.windows",
     "WindowReport": "crossgeo.windows",
     "Prediction": "crossgeo.predict",
-    "evaluate": "crossgeo.predict",
+    "Evaluation": "crossgeo.evaluation",
+    "evaluate": "crossgeo.evaluation",
     "predict_raster": "crossgeo.predict",
     "balanced_windows": "crossgeo.planning",
     "class_fractions": "crossgeo.planning",
@@ -43,6 +44,7 @@ _EXPORTS = {
     "random_windows": "crossgeo.planning",
     "spatial_split": "crossgeo.planning",
     "window_weights": "crossgeo.planning",
+    "WindowPlan": "crossgeo.planning",
 }
 
 __all__ = [*sorted(_EXPORTS), "__version__"]
@@ -59,7 +61,10 @@ if TYPE_CHECKING:
     from crossgeo.errors import ReadError as ReadError
     from crossgeo.errors import WindowError as WindowError
     from crossgeo.errors import WriteError as WriteError
+    from crossgeo.evaluation import Evaluation as Evaluation
+    from crossgeo.evaluation import evaluate as evaluate
     from crossgeo.grid import Grid as Grid
+    from crossgeo.planning import WindowPlan as WindowPlan
     from crossgeo.planning import balanced_windows as balanced_windows
     from crossgeo.planning import class_fractions as class_fractions
     from crossgeo.planning import grid_windows as grid_windows
@@ -68,7 +73,6 @@ if TYPE_CHECKING:
     from crossgeo.planning import spatial_split as spatial_split
     from crossgeo.planning import window_weights as window_weights
     from crossgeo.predict import Prediction as Prediction
-    from crossgeo.predict import evaluate as evaluate
     from crossgeo.predict import predict_raster as predict_raster
     from crossgeo.sampler import Patch as Patch
     from crossgeo.sampler import PatchSampler as PatchSampler

@@ -50,8 +50,8 @@ from typing import Any
 
 import numpy as np
 
-from crossgeo.config import to_plain
 from crossgeo.errors import ConfigError
+from crossgeo.options import to_plain
 from crossgeo.threads import PerThread
 
 log = logging.getLogger("crossgeo")

@@ -14,6 +14,7 @@ import numpy as np
 
 from crossgeo.errors import ConfigError, OptionError
 from crossgeo.options import ADAPTER_OPTIONS, ALIASES, SCENE_OPTIONS, check_names, sampler_option_names
+from crossgeo.options import to_plain as to_plain  # moved to the leaf `crossgeo.options`; kept importable here
 
 if TYPE_CHECKING:
     from crossgeo.sampler import PatchSampler
@@ -47,24 +48,6 @@ SCENE_KEYS = tuple(o.name for o in SCENE_OPTIONS)
 """Options of a catalogue of scenes (``scenes``, ``max_open``; `crossgeo.options.SCENE_OPTIONS`)."""
 ORIGINAL_SPELLING = {"image_path": "image_mbtiles_path"}
 """How the original's configurations name options (used in messages about missing keys)."""
-
-
-def to_plain(value: Any) -> Any:
-    """OmegaConf containers (what Hydra passes) -> plain dicts/lists; anything else unchanged.
-
-    Interpolations are resolved (``resolve=True``), resolvers such as ``${oc.env:...}`` included:
-    a ``DictConfig`` comes from the user's own Hydra application, which has decided what it
-    resolves. Configuration files read by the ``crossgeo`` commands never get here unresolved:
-    `crossgeo.cli.common.load_config` resolves them itself (resolvers only with ``--allow-env``)
-    and hands on plain dicts, which this returns unchanged.
-    """
-    try:
-        from omegaconf import DictConfig, ListConfig, OmegaConf
-    except ImportError:
-        return value
-    if isinstance(value, (DictConfig, ListConfig)):
-        return OmegaConf.to_container(value, resolve=True)
-    return value
 
 
 def check_seed(seed: Any) -> int | None:

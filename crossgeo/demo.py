@@ -33,9 +33,9 @@ from __future__ import annotations
 import copy
 import math
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 import numpy as np
@@ -45,6 +45,10 @@ from rasterio.warp import transform_bounds
 
 from crossgeo import testing as T
 from crossgeo.files import atomic_output
+
+if TYPE_CHECKING:
+    from crossgeo.evaluation import Evaluation
+    from crossgeo.predict import Prediction
 
 CENTRE = (8.5417, 47.3769)
 """The scene's centre (longitude, latitude) in degrees; the landscape itself is synthetic."""
@@ -240,11 +244,34 @@ def write_demo_scene(
     """
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    size = TILES * T.TILE
-    col0, row0 = tile_of(*CENTRE, ZOOM)
-    col0, row0 = col0 - TILES // 2, row0 - TILES // 2
-    transform = T.web_mercator_transform(ZOOM, col0, row0)
+    files = _write_rasters(folder, seed)
+    files.update(_write_windows(folder, seed))
+    if with_augmentation is None:
+        try:
+            import albumentations  # noqa: F401
+        except ImportError:
+            with_augmentation = False
+        else:
+            with_augmentation = True
+    augmentation = (
+        [{"_target_": "albumentations.HorizontalFlip", "p": 0.5}, {"_target_": "albumentations.VerticalFlip", "p": 0.5}]
+        if with_augmentation
+        else []
+    )
+    files.update(_write_configs(folder, files, augmentation))
+    return files
 
+
+def _scene_transform() -> Affine:
+    """The image grid: `TILES` x `TILES` Web Mercator tiles at `ZOOM` around `CENTRE`."""
+    col0, row0 = tile_of(*CENTRE, ZOOM)
+    return T.web_mercator_transform(ZOOM, col0 - TILES // 2, row0 - TILES // 2)
+
+
+def _write_rasters(folder: Path, seed: int) -> dict[str, Path]:
+    """The image (GeoTIFF and MBTiles) and the colour mask on its own EPSG:4326 grid."""
+    size = TILES * T.TILE
+    transform = _scene_transform()
     rows, cols = np.mgrid[0:size, 0:size]
     xs, ys = _apply(transform, cols + 0.5, rows + 0.5)
     lon, lat = _mercator_to_lonlat(np.asarray(xs), np.asarray(ys))
@@ -275,10 +302,15 @@ def write_demo_scene(
             temp, palette[classes].transpose(2, 0, 1), crs="EPSG:4326", transform=mask_transform
         ),
     )
+    return files
 
-    # Windows: an 8 x 8 grid of offsets (CSV) and points of interest (GeoPackage).
+
+def _write_windows(folder: Path, seed: int) -> dict[str, Path]:
+    """Windows: an 8 x 8 grid of offsets (CSV) and points of interest (GeoPackage; four of them outside)."""
+    size = TILES * T.TILE
     grid = np.arange(0, size - PATCH_SIZE + 1, PATCH_SIZE)
     row_off, col_off = np.meshgrid(grid, grid, indexing="ij")
+    files: dict[str, Path] = {}
     files["windows_csv"] = _written(
         folder / "windows.csv",
         lambda temp: T.write_windows_table(temp, row_off.ravel().tolist(), col_off.ravel().tolist()),
@@ -286,35 +318,23 @@ def write_demo_scene(
     rng = np.random.default_rng(seed + 1)
     pr = np.concatenate([rng.uniform(0, size, 21), [10, size - 5, size / 2, -3 * size]])
     pc = np.concatenate([rng.uniform(0, size, 21), [12, size / 3, size - 8, size / 2]])
-    pxs, pys = _apply(transform, pc, pr)
+    pxs, pys = _apply(_scene_transform(), pc, pr)
     plon, plat = _mercator_to_lonlat(np.asarray(pxs), np.asarray(pys))
     files["windows_gpkg"] = _written(
         folder / "windows.gpkg",
         lambda temp: T.write_points(temp, plon.tolist(), plat.tolist(), crs="EPSG:4326", layer="training_windows"),
         new_file=True,
     )
+    return files
 
-    if with_augmentation is None:
-        try:
-            import albumentations  # noqa: F401
-        except ImportError:
-            with_augmentation = False
-        else:
-            with_augmentation = True
-    augmentation = (
-        [{"_target_": "albumentations.HorizontalFlip", "p": 0.5}, {"_target_": "albumentations.VerticalFlip", "p": 0.5}]
-        if with_augmentation
-        else []
-    )
-    common = {
-        "_target_": "crossgeo.torch.MBTilesCropsGeoTifMaskDataset",
-        "patch_size": PATCH_SIZE,
-        "color_map": COLOR_MAP,
-        "augmentation_list": augmentation,
-        "data_loader": {"shuffle": True, "num_workers": 0},
-    }
+
+def _write_configs(folder: Path, files: Mapping[str, Path], augmentation: list[dict[str, Any]]) -> dict[str, Path]:
+    """``config.yaml`` (MBTiles, CSV windows), ``config-vector.yaml`` (GeoTIFF, GeoPackage points) and the
+    planned windows with ``config-split.yaml`` (train and val from one table)."""
+    target = "crossgeo.torch.MBTilesCropsGeoTifMaskDataset"
+    data_loader = {"shuffle": True, "num_workers": 0}
     config = {
-        "_target_": common["_target_"],
+        "_target_": target,
         "image_mbtiles_path": str(files["mbtiles"].resolve()),
         "mask_path": str(files["mask"].resolve()),
         "crops_path": str(files["windows_csv"].resolve()),
@@ -323,16 +343,16 @@ def write_demo_scene(
         "color_map": COLOR_MAP,
         "window_index_cache": str((folder / "windows.index.csv").resolve()),
         "augmentation_list": augmentation,
-        "data_loader": common["data_loader"],
+        "data_loader": data_loader,
     }
     header = (
         "# crossgeo demo scene (synthetic landscape; classes: "
         + ", ".join(f"{c} {n}" for c, n, _ in CLASSES)
         + ").\n# Pixels whose mask colour is not in color_map (black) are class 0.\n"
     )
-    files["config"] = _written(folder / "config.yaml", lambda temp: temp.write_text(header + _yaml_config(config)))
+    written = {"config": _written(folder / "config.yaml", lambda temp: temp.write_text(header + _yaml_config(config)))}
     vector = {
-        "_target_": common["_target_"],
+        "_target_": target,
         "image_mbtiles_path": str(files["image"].resolve()),
         "mask_path": str(files["mask"].resolve()),
         "crops_path": str(files["windows_gpkg"].resolve()),
@@ -340,17 +360,20 @@ def write_demo_scene(
         "patch_size": PATCH_SIZE,
         "color_map": COLOR_MAP,
         "augmentation_list": augmentation,
-        "data_loader": common["data_loader"],
+        "data_loader": data_loader,
     }
-    files["config_vector"] = _written(
+    written["config_vector"] = _written(
         folder / "config-vector.yaml", lambda temp: temp.write_text(header + _yaml_config(vector))
     )
+    return {**written, **_write_split(folder, config, header)}
 
-    # Windows as data: grid candidates, leak-free splits and a class-balanced choice in each,
-    # with sampling weights - what `crossgeo windows` writes with SPLIT_WINDOWS_COMMAND's options.
+
+def _write_split(folder: Path, config: Mapping[str, Any], header: str) -> dict[str, Path]:
+    """Windows as data: grid candidates, leak-free splits and a class-balanced choice in each, with
+    sampling weights - what `crossgeo windows` writes with SPLIT_WINDOWS_COMMAND's options."""
     from crossgeo.planning import DEFAULT_SPLITS, plan_windows
 
-    planned = plan_windows(
+    plan = plan_windows(
         {k: v for k, v in config.items() if k in SPLIT_PLAN_KEYS},
         stride=PATCH_SIZE // 2,
         balanced=SPLIT_WINDOWS,
@@ -359,13 +382,9 @@ def write_demo_scene(
         seed=0,
         weights=True,
     )
-    planned.attrs.clear()
-    files["windows_split"] = _written(
-        folder / "windows-split.parquet", lambda temp: planned.to_parquet(temp, index=False)
-    )
+    windows = _written(folder / "windows-split.parquet", lambda temp: plan.windows.to_parquet(temp, index=False))
     split_config = {k: v for k, v in config.items() if k != "window_index_cache"}
-    split_config["crops_path"] = str(files["windows_split"].resolve())
-    files["config_split"] = folder / "config-split.yaml"
+    split_config["crops_path"] = str(windows.resolve())
     split_text = (
         header
         + "# One windows table (windows-split.parquet) serves both datasets through its split column.\n"
@@ -379,8 +398,8 @@ def write_demo_scene(
             },
         )
     )
-    _written(files["config_split"], lambda temp: temp.write_text(split_text))
-    return files
+    config_split = _written(folder / "config-split.yaml", lambda temp: temp.write_text(split_text))
+    return {"windows_split": windows, "config_split": config_split}
 
 
 # --------------------------------------------------------------------------- training
@@ -434,15 +453,15 @@ def train_tiny_model(
 
 def predict_scene(
     result: TrainingResult, sampler: Any, out_path: str | os.PathLike[str], *, n_classes: int
-) -> tuple[Any, dict[str, Any]]:
+) -> tuple[Prediction, Evaluation]:
     """Predict ``sampler``'s whole image with the trained model and evaluate it against the sampler's mask.
 
     Through `crossgeo.torch.predict_raster` or `crossgeo.keras.predict_raster` (the framework
     the model was trained with), with the sampler's patch size, bands and image dtype, so
     the model sees images prepared as in training; then `crossgeo.evaluate` with the
-    sampler's colour map. Returns the `crossgeo.predict.Prediction` and the metrics.
+    sampler's colour map. Returns the `crossgeo.predict.Prediction` and its `crossgeo.evaluation.Evaluation`.
     """
-    from crossgeo.predict import evaluate
+    from crossgeo.evaluation import evaluate
 
     if result.model is None:
         raise ValueError("the training result holds no model; train one with train_tiny_model first.")

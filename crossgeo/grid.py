@@ -114,6 +114,22 @@ def clamp_offsets(offsets: np.ndarray, size: int, extent: int) -> np.ndarray:
     return np.clip(np.asarray(offsets, dtype=np.int64), 0, upper)
 
 
+def axis_offsets(extent: int, patch_size: int, stride: int) -> np.ndarray:
+    """Window offsets along one axis: ``0, stride, 2 * stride, ...`` plus one flush with the far edge.
+
+    Offsets stay inside ``[0, extent - patch_size]``; when the stride does not land on
+    ``extent - patch_size`` a last window is added there. An extent no larger than a patch
+    gives the single offset 0 (the window is padded). Both `crossgeo.planning.grid_windows`
+    and `crossgeo.predict.predict_raster` (stride ``patch_size - overlap``) lay windows so.
+    """
+    if extent <= patch_size:
+        return np.zeros(1, dtype=np.int64)
+    offsets = np.arange(0, extent - patch_size + 1, stride, dtype=np.int64)
+    if offsets[-1] != extent - patch_size:
+        offsets = np.append(offsets, extent - patch_size)
+    return offsets
+
+
 def outside(row_off: np.ndarray, col_off: np.ndarray, size: int, height: int, width: int) -> np.ndarray:
     """True for windows that share no pixel with a ``height x width`` raster."""
     row_off = np.asarray(row_off)

@@ -241,9 +241,9 @@ def load_model(path: Any, *, option: str = "model_path") -> Any:
     Model files are code: safe mode refuses the file's lambda layers (arbitrary Python
     code); custom layers load only when registered (``keras.saving.register_keras_serializable``).
     A TorchScript file, a legacy HDF5 file or a pickle is refused by
-    `crossgeo.predict.model_file_framework` with the way to save a ``.keras`` file.
+    `crossgeo.models.model_file_framework` with the way to save a ``.keras`` file.
     """
-    from crossgeo.predict import model_file_framework
+    from crossgeo.models import model_file_framework
 
     framework = model_file_framework(path, option=option)
     if framework != "keras":

@@ -34,6 +34,7 @@ __all__ = [
     "check_names",
     "resolve_sampler_options",
     "sampler_option_names",
+    "to_plain",
 ]
 
 
@@ -295,6 +296,27 @@ def check_names(names: Iterable[str], known: Iterable[str], where: str) -> None:
             close = difflib.get_close_matches(str(name), known, n=1)
             hint = f" Did you mean {close[0]!r}?" if close else f" Known options: {', '.join(sorted(known))}."
             raise OptionError(f"Unknown option {name!r} in {where}.{hint}")
+
+
+def to_plain(value: Any) -> Any:
+    """OmegaConf containers (what Hydra passes) -> plain dicts/lists; anything else unchanged.
+
+    Interpolations are resolved (``resolve=True``), resolvers such as ``${oc.env:...}`` included:
+    a ``DictConfig`` comes from the user's own Hydra application, which has decided what it
+    resolves. Configuration files read by the ``crossgeo`` commands never get here unresolved:
+    `crossgeo.cli.common.load_config` resolves them itself (resolvers only with ``--allow-env``)
+    and hands on plain dicts, which this returns unchanged.
+
+    A leaf (omegaconf is imported only when installed): `crossgeo.augment` and
+    `crossgeo.config` both use it without importing each other.
+    """
+    try:
+        from omegaconf import DictConfig, ListConfig, OmegaConf
+    except ImportError:
+        return value
+    if isinstance(value, (DictConfig, ListConfig)):
+        return OmegaConf.to_container(value, resolve=True)
+    return value
 
 
 def resolve_sampler_options(

@@ -25,17 +25,19 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
+import attrs
 import numpy as np
 import pandas as pd
 
 from crossgeo.errors import ConfigError, OptionError
-from crossgeo.grid import Grid
+from crossgeo.grid import Grid, axis_offsets
 
 if TYPE_CHECKING:
     from crossgeo.sampler import PatchSampler
 
 __all__ = [
     "DEFAULT_SPLITS",
+    "WindowPlan",
     "balanced_windows",
     "class_fractions",
     "grid_windows",
@@ -215,15 +217,6 @@ def _inside(aoi_pixels: Any, row_off: np.ndarray, col_off: np.ndarray, patch_siz
 # --------------------------------------------------------------------------- generation
 
 
-def _axis_offsets(extent: int, patch_size: int, stride: int) -> np.ndarray:
-    if extent <= patch_size:
-        return np.zeros(1, dtype=np.int64)
-    offsets = np.arange(0, extent - patch_size + 1, stride, dtype=np.int64)
-    if offsets[-1] != extent - patch_size:
-        offsets = np.append(offsets, extent - patch_size)
-    return offsets
-
-
 def grid_windows(image: Any, patch_size: int, *, stride: int | None = None, aoi: Any = None) -> pd.DataFrame:
     """Windows on a regular grid covering every pixel of ``image``, none reaching past its edge.
 
@@ -243,8 +236,8 @@ def grid_windows(image: Any, patch_size: int, *, stride: int | None = None, aoi:
     patch_size = _int_option(patch_size, "patch_size")
     stride = patch_size if stride is None else _int_option(stride, "stride")
     grid = _image_grid(image)
-    rows = _axis_offsets(grid.height, patch_size, stride)
-    cols = _axis_offsets(grid.width, patch_size, stride)
+    rows = axis_offsets(grid.height, patch_size, stride)
+    cols = axis_offsets(grid.width, patch_size, stride)
     row_off, col_off = (a.ravel() for a in np.meshgrid(rows, cols, indexing="ij"))
     if aoi is None:
         return _frame(row_off, col_off)
@@ -762,6 +755,22 @@ def _quotas(total: int, names: list[str], shares: np.ndarray) -> dict[str, int]:
     return {name: int(q) for name, q in zip(names, quotas)}
 
 
+@attrs.frozen(eq=False)
+class WindowPlan:
+    """What `plan_windows` chose, and what each of its steps kept and dropped."""
+
+    windows: pd.DataFrame
+    """``row_off``, ``col_off``, ``valid``, ``class_0 ...`` (plus ``split`` and ``weight``); no ``attrs``."""
+    counts: Mapping[str, int]
+    """``candidates``, ``aoi_dropped``, ``low_valid_dropped`` (``straddling_dropped`` with splits), ``windows``."""
+    presence: Mapping[str, Mapping[str, Any]]
+    """Per split (``"all"`` without splits): ``candidates`` and ``chosen`` (window counts) and
+    ``before`` / ``after`` (each class's presence share among them, before and after balancing)."""
+
+    def __len__(self) -> int:
+        return len(self.windows)
+
+
 def plan_windows(
     config: Mapping[str, Any],
     *,
@@ -775,7 +784,7 @@ def plan_windows(
     seed: int = 0,
     weights: bool = False,
     progress: Callable[[int], None] | None = None,
-) -> pd.DataFrame:
+) -> WindowPlan:
     """From a sampler configuration to a windows table: generate, measure, filter, split, balance, weight.
 
     The steps ``crossgeo windows`` runs, in order:
@@ -791,40 +800,71 @@ def plan_windows(
        the splits in proportion to their shares and balanced within each split;
     6. with ``weights``: a ``weight`` column (`window_weights`, power 1).
 
-    The table has ``row_off``, ``col_off``, ``valid``, ``class_0 ...`` (plus ``split`` and
-    ``weight``); ``attrs["counts"]`` holds what each step kept and dropped and
-    ``attrs["presence"]`` per split (``"all"`` without splits): the windows before and after
-    balancing and each class's presence share among them.
+    Returns:
+        A `WindowPlan`: the table (``row_off``, ``col_off``, ``valid``, ``class_0 ...``, plus
+        ``split`` and ``weight``), what each step kept and dropped (``counts``) and, per
+        split, the windows before and after balancing and each class's presence share among
+        them (``presence``).
     """
-    from crossgeo.sampler import PatchSampler
-
     seed = _seed(seed)
     if not isinstance(config, Mapping):
         raise OptionError(f"config must be a mapping of PatchSampler options, got {type(config).__name__}.")
     options = {k: v for k, v in config.items() if k not in ("crops_path", "window_index_cache", "split")}
+    min_valid = _number(min_valid, "min_valid", 0.0, 1.0)
+    if random is not None and stride is not None:
+        raise OptionError("give either stride (grid windows) or random (a number of random windows), not both.")
+    if splits is not None and block is None:
+        raise ConfigError("splits need block: the side in pixels of the square blocks assigned to splits.")
+    names, shares = _split_shares(splits) if splits is not None else (["all"], np.ones(1))
+    if balanced is not None:
+        balanced = _int_option(balanced, "balanced")
+    candidates = _candidates(options, stride=stride, random=random, aoi=aoi, seed=seed)
+    counts = {"candidates": len(candidates), "aoi_dropped": int(candidates.attrs.get("aoi_dropped", 0))}
+    fractions = _measured(options, candidates, min_valid, counts, progress)
+    if splits is not None:
+        assert block is not None  # checked above
+        patch_size = int(options["patch_size"])  # checked by _candidates
+        fractions = spatial_split(fractions, dict(zip(names, shares)), patch_size=patch_size, block=block, seed=seed)
+        counts["straddling_dropped"] = int(fractions.attrs.get("straddling_dropped", 0))
+        groups = {name: fractions[fractions["split"] == name] for name in names}
+    else:
+        groups = {"all": fractions}
+    result, presence = _balanced_groups(groups, _class_columns(fractions, "fractions"), balanced, names, shares, seed)
+    if weights:
+        result = window_weights(result)
+    result.attrs.clear()
+    counts["windows"] = len(result)
+    return WindowPlan(result, counts, presence)
+
+
+def _candidates(
+    options: Mapping[str, Any], *, stride: int | None, random: int | None, aoi: Any, seed: int
+) -> pd.DataFrame:
+    """Step 1 of `plan_windows`: grid or random windows on the configuration's image (or target grid)."""
+    from crossgeo.sampler import PatchSampler
+
     patch_size = _int_option(options.get("patch_size"), "patch_size")
     image = options.get("image_path", options.get("image_mbtiles_path"))
     if image is None:
         raise ConfigError("config names no image (image_path or image_mbtiles_path).")
-    min_valid = _number(min_valid, "min_valid", 0.0, 1.0)
-    if random is not None and stride is not None:
-        raise OptionError("give either stride (grid windows) or random (a number of random windows), not both.")
-    if splits is not None:
-        if block is None:
-            raise ConfigError("splits need block: the side in pixels of the square blocks assigned to splits.")
-        names, shares = _split_shares(splits)
-    if balanced is not None:
-        balanced = _int_option(balanced, "balanced")
-    grid: Grid | None = None
+    where: Any = image
     if options.get("target_crs") is not None or options.get("target_resolution") is not None:
-        probe = PatchSampler(**options, crops_path=np.zeros((0, 2), dtype=np.int64))
-        grid = probe.grid
-    where = grid if grid is not None else image
+        where = PatchSampler(**options, crops_path=np.zeros((0, 2), dtype=np.int64)).grid
     if random is not None:
-        candidates = random_windows(where, patch_size, random, seed=seed, aoi=aoi)
-    else:
-        candidates = grid_windows(where, patch_size, stride=stride, aoi=aoi)
-    counts: dict[str, int] = {"candidates": len(candidates), "aoi_dropped": int(candidates.attrs.get("aoi_dropped", 0))}
+        return random_windows(where, patch_size, random, seed=seed, aoi=aoi)
+    return grid_windows(where, patch_size, stride=stride, aoi=aoi)
+
+
+def _measured(
+    options: Mapping[str, Any],
+    candidates: pd.DataFrame,
+    min_valid: float,
+    counts: dict[str, int],
+    progress: Callable[[int], None] | None,
+) -> pd.DataFrame:
+    """Steps 2 and 3 of `plan_windows`: the candidates' class fractions, without those below ``min_valid``."""
+    from crossgeo.sampler import PatchSampler
+
     sampler = PatchSampler(**options, crops_path=candidates)
     fractions = class_fractions(sampler, progress=progress)
     keep = fractions["valid"].to_numpy() >= min_valid
@@ -835,15 +875,19 @@ def plan_windows(
             f"No candidate window has at least {min_valid:.0%} of its pixels with mask data (min_valid); "
             "lower min_valid or check that the mask covers the image."
         )
-    columns = _class_columns(fractions, "fractions")
-    if splits is not None:
-        assert block is not None  # checked above
-        fractions = spatial_split(fractions, dict(zip(names, shares)), patch_size=patch_size, block=block, seed=seed)
-        counts["straddling_dropped"] = int(fractions.attrs.get("straddling_dropped", 0))
-        groups = {name: fractions[fractions["split"] == name] for name in names}
-    else:
-        names, shares = ["all"], np.ones(1)
-        groups = {"all": fractions}
+    return fractions
+
+
+def _balanced_groups(
+    groups: Mapping[str, pd.DataFrame],
+    columns: list[str],
+    balanced: int | None,
+    names: list[str],
+    shares: np.ndarray,
+    seed: int,
+) -> tuple[pd.DataFrame, dict[str, dict[str, Any]]]:
+    """Step 5 of `plan_windows`: each split's balanced choice (all its windows without ``balanced``) and
+    the class presence before and after, per split."""
     quotas = _quotas(balanced, names, shares) if balanced is not None else {}
     presence: dict[str, dict[str, Any]] = {}
     chosen: list[pd.DataFrame] = []
@@ -858,9 +902,4 @@ def plan_windows(
         chosen.append(group)
     result = pd.concat(chosen, ignore_index=True) if len(chosen) > 1 else chosen[0].reset_index(drop=True)
     result.attrs.clear()
-    if weights:
-        result = window_weights(result)
-    counts["windows"] = len(result)
-    result.attrs["counts"] = counts
-    result.attrs["presence"] = presence
-    return result
+    return result, presence

@@ -1,16 +1,17 @@
-"""Tiled prediction over a whole image, and evaluation of a prediction against a mask.
+"""Tiled prediction over a whole image.
 
 `predict_raster` is the reverse of the sampler: it cuts the image into windows, prepares
 them exactly as training prepares images (`crossgeo.augment.scale_image`, the scaling
 `to_model_inputs` applies when no augmentation runs), calls any ``predict`` callable on
 float32 batches (N, C, H, W), blends the scores of overlapping windows and writes a GeoTIFF
-on the image's own grid. `evaluate` brings a reference mask onto the prediction's grid
-through the sampler's read path and counts a confusion matrix.
+on the image's own grid. Comparing a prediction with a mask is `crossgeo.evaluation`'s;
+which framework loads a model file is `crossgeo.models`'.
 
 Window grid. Along each axis, window offsets are ``0, s, 2s, ...`` with stride
 ``s = patch_size - overlap`` while the window stays inside the image, plus a last window
 flush with the far edge (offset ``extent - patch_size``) when the stride does not land
-there. Only an image smaller than a patch gets a window reaching past its edge (padded with
+there (`crossgeo.grid.axis_offsets`, as `crossgeo.planning.grid_windows` lays them).
+Only an image smaller than a patch gets a window reaching past its edge (padded with
 the image's nodata or 0; those pixels are not written).
 
 Blend weights. ``blend="linear"``: the score a window gives its pixel ``(i, j)`` (position
@@ -39,7 +40,6 @@ import logging
 import os
 import queue
 import threading
-import zipfile
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
@@ -48,25 +48,24 @@ import attrs
 import numpy as np
 
 from crossgeo.augment import scale_image, scales_image
-from crossgeo.errors import ConfigError, NoOverlapError, OptionError, RasterError
+from crossgeo.errors import ConfigError, OptionError
+from crossgeo.evaluation import evaluate as evaluate  # moved to crossgeo.evaluation; importable here as before
+from crossgeo.evaluation import read_classes as read_classes
 from crossgeo.files import check_not_input
-from crossgeo.grid import Grid, outside_pixels, pixel_offset
-from crossgeo.inspection import ImageInfo, check_int, inspect_image, inspect_mask, read_plan
-from crossgeo.io import COMPRESSIONS, EXACT_TOLERANCE, RasterReader, StripWriter, check_output_path
+from crossgeo.grid import Grid, axis_offsets
+from crossgeo.inspection import ImageInfo, check_int, inspect_image, read_plan
+from crossgeo.io import COMPRESSIONS, RasterReader, StripWriter, check_output_path
+from crossgeo.models import model_file_framework as model_file_framework  # moved to crossgeo.models
 
 __all__ = [
     "BLENDS",
     "OUTPUTS",
     "TTAS",
     "Prediction",
-    "axis_offsets",
     "blend_weights",
-    "evaluate",
-    "model_file_framework",
     "normalised_weights",
     "predict_raster",
     "prefetch",
-    "read_classes",
     "tta_transforms",
 ]
 
@@ -81,16 +80,6 @@ _T = TypeVar("_T")
 
 
 # ---------------------------------------------------------------------- window grid and weights
-
-
-def axis_offsets(extent: int, patch_size: int, overlap: int) -> np.ndarray:
-    """Window offsets along one axis: stride ``patch_size - overlap``, the last one flush with the edge."""
-    if extent <= patch_size:
-        return np.zeros(1, dtype=np.int64)
-    offsets = list(range(0, extent - patch_size + 1, patch_size - overlap))
-    if offsets[-1] != extent - patch_size:
-        offsets.append(extent - patch_size)
-    return np.asarray(offsets, dtype=np.int64)
 
 
 def blend_weights(offsets: np.ndarray, patch_size: int, extent: int, blend: str) -> np.ndarray:
@@ -560,8 +549,8 @@ def predict_raster(
     final = check_output_path(out_path, overwrite=overwrite, option=option)
     image = inspect_image(image_path, selected_bands=selected_bands, image_dtype=image_dtype)
     grid = image.grid
-    rows = axis_offsets(grid.height, size, overlap)
-    cols = axis_offsets(grid.width, size, overlap)
+    rows = axis_offsets(grid.height, size, size - overlap)
+    cols = axis_offsets(grid.width, size, size - overlap)
     total = len(rows) * len(cols)
     transforms = tta_transforms(tta)
     bar = _progress(total, progress)
@@ -618,245 +607,3 @@ def predict_raster(
             strips.nodata,
         )
     return Prediction(Path(path), output, strips.k, strips.nodata, total, strips.invalid_pixels)
-
-
-# ---------------------------------------------------------------------- model files
-
-_FIXES = {
-    "torch": "Export it as TorchScript: torch.jit.script(model).save('model.pt') (or torch.jit.trace)",
-    "keras": "Save it in the Keras format: model.save('model.keras')",
-}
-
-
-def model_file_framework(path: str | os.PathLike[str], *, option: str = "model_path") -> str:
-    """``"torch"`` for a TorchScript file, ``"keras"`` for a Keras ``.keras`` file; anything else is an error.
-
-    Decided from the file's content without loading it: both are zip files; a Keras file
-    holds ``config.json`` (and ``metadata.json``) at its root, a TorchScript file a folder
-    holding ``code/`` and ``constants.pkl``. A ``torch.save`` file (a pickled module or
-    state dict: zip without ``code/``, or the legacy pickle), a legacy Keras HDF5 file and
-    other formats are refused with the way to export a loadable file: model files are
-    code, and crossgeo loads them only through ``torch.jit.load`` and Keras'
-    ``safe_mode=True``, never by unpickling arbitrary objects.
-    """
-    file = Path(path)
-    if not file.is_file():
-        raise ConfigError(
-            f"{option} {str(file)!r} does not exist (or is not a file); give a TorchScript or a .keras file."
-        )
-    with file.open("rb") as handle:
-        head = handle.read(8)
-    if zipfile.is_zipfile(file):
-        with zipfile.ZipFile(file) as archive:
-            names = archive.namelist()
-        if "config.json" in names:
-            if file.suffix != ".keras":
-                raise ConfigError(
-                    f"{option} {str(file)!r} is a Keras model file without the .keras suffix Keras requires; "
-                    "rename it to end in .keras."
-                )
-            return "keras"
-        parts = [name.split("/") for name in names]
-        if any(len(p) > 2 and p[1] == "code" for p in parts) or any(p[1:] == ["constants.pkl"] for p in parts):
-            return "torch"
-        if any(p[1:] == ["data.pkl"] for p in parts):
-            raise ConfigError(
-                f"{option} {str(file)!r} is a torch.save file (a pickled module or state dict), not TorchScript; "
-                f"crossgeo does not unpickle model files. {_FIXES['torch']}."
-            )
-    elif head == b"\x89HDF\r\n\x1a\n":
-        raise ConfigError(
-            f"{option} {str(file)!r} is a legacy Keras HDF5 file, which Keras cannot load safely. {_FIXES['keras']}."
-        )
-    elif head[:1] == b"\x80":
-        raise ConfigError(
-            f"{option} {str(file)!r} is a pickle (e.g. a legacy torch.save file); crossgeo does not unpickle model "
-            f"files. {_FIXES['torch']}."
-        )
-    raise ConfigError(
-        f"{option} {str(file)!r} is neither a TorchScript file nor a Keras .keras file. torch: "
-        f"{_FIXES['torch']}; Keras: {_FIXES['keras']}."
-    )
-
-
-# ---------------------------------------------------------------------- reading a prediction
-
-
-def read_classes(
-    prediction_path: str | os.PathLike[str],
-    grid: Grid,
-    windows: Iterable[tuple[int, int]],
-    size: int,
-    *,
-    option: str = "prediction_path",
-) -> list[tuple[np.ndarray, np.ndarray]]:
-    """The ``size`` windows ``(row_off, col_off)`` of a class raster on ``grid``: (classes int64, valid bool) each.
-
-    The prediction must lie on ``grid`` exactly (as `predict_raster` writes it on its
-    image's grid; otherwise an error naming both grids). ``valid`` is False where the
-    prediction holds its nodata and outside the raster (there ``classes`` is 0).
-    """
-    prediction = inspect_image(prediction_path, option=option, image_dtype="native")
-    if prediction.raster.count != 1 or np.dtype(prediction.dtype).kind not in "ui":
-        raise RasterError(
-            f"{option} {prediction.path} has {prediction.raster.count} band(s) of {np.dtype(prediction.dtype)}; "
-            "a class raster (predict_raster(output='class')) has one integer band."
-        )
-    if pixel_offset(grid, prediction.grid) != (0, 0) or (prediction.grid.height, prediction.grid.width) != (
-        grid.height,
-        grid.width,
-    ):
-        raise RasterError(
-            f"{option} {prediction.path} is not on the image's grid ({prediction.grid.width} x "
-            f"{prediction.grid.height} px, {prediction.grid.crs}; the image: {grid.width} x {grid.height} px, "
-            f"{grid.crs}); predict this configuration's image (crossgeo predict CONFIG ...)."
-        )
-    nodata = prediction.raster.nodata
-    reader = RasterReader(read_plan(prediction, None, size))
-    result = []
-    try:
-        for row_off, col_off in windows:
-            data, outside = reader.read_image(int(row_off), int(col_off))
-            classes = data[0].astype(np.int64)
-            valid = np.ones(classes.shape, dtype=bool) if outside is None else ~outside
-            if nodata is not None:
-                valid &= classes != nodata
-            classes[~valid] = 0
-            result.append((classes, valid))
-    finally:
-        reader.close()
-    return result
-
-
-# ---------------------------------------------------------------------- evaluation
-
-
-def _windows_of(grid: Grid, windows: Any, tile: int) -> list[tuple[int, int, int]]:
-    if windows is None:
-        return [(r, c, tile) for r in range(0, grid.height, tile) for c in range(0, grid.width, tile)]
-    result = []
-    for pos, window in enumerate(windows):
-        if len(window) != 3 or not all(isinstance(v, (int, np.integer)) for v in window) or window[2] < 1:
-            raise ConfigError(f"windows entry {pos} is {window!r}; give (row_off, col_off, size) integer triples.")
-        result.append((int(window[0]), int(window[1]), int(window[2])))
-    return result
-
-
-def evaluate(
-    prediction_path: str | os.PathLike[str],
-    mask_path: str | os.PathLike[str],
-    *,
-    n_classes: int,
-    color_map: Sequence[Sequence[int]] | None = None,
-    windows: Iterable[tuple[int, int, int]] | None = None,
-    mask_fill_value: int | None = None,
-    tile: int = 512,
-) -> dict[str, Any]:
-    """Compare a class prediction with a reference mask on the prediction's grid.
-
-    The mask is read through the sampler's read path (plain windows when the grids
-    coincide, else nearest-neighbour onto the prediction's grid, here with every pixel
-    centre transformed exactly rather than within GDAL's default 0.125-pixel
-    approximation) and decoded with ``color_map`` / ``n_classes`` as the sampler does
-    (``n_classes == 2`` binarises a class-index mask).
-
-    Args:
-        prediction_path: A single-band integer class raster (``predict_raster(output="class")``).
-        mask_path: The reference mask, in any CRS/resolution that overlaps the prediction.
-        n_classes: Classes K; predicted or reference classes outside ``0..K-1`` are an error.
-        color_map: ``[[R, G, B, class], ...]`` for a colour-coded mask.
-        windows: ``(row_off, col_off, size)`` windows on the prediction grid to evaluate
-            (None: the whole prediction). A pixel inside several windows counts once per window.
-        mask_fill_value: A reference class to ignore (an ignore index painted into the
-            mask, e.g. 255); None ignores nothing beyond missing data.
-        tile: Size of the windows the whole prediction is read in.
-
-    Pixels are ignored where the mask has no data (outside it, nodata, alpha 0), where the
-    prediction holds its nodata, and where the reference is ``mask_fill_value``; the
-    counts are returned under ``ignored``.
-
-    Returns:
-        ``confusion`` (K x K int64; rows = reference class, columns = predicted class),
-        per-class ``iou``, ``f1``, ``precision``, ``recall`` (float64 arrays; NaN for a
-        class absent from both), ``accuracy``, ``mean_iou`` (over classes not NaN),
-        ``pixels`` (counted) and ``ignored`` (a dict of counts by reason).
-    """
-    k = check_int(n_classes, "n_classes", 1)
-    tile = check_int(tile, "tile", 1)
-    if mask_fill_value is not None:
-        mask_fill_value = check_int(mask_fill_value, "mask_fill_value", 0)
-    prediction = inspect_image(prediction_path, option="prediction_path", image_dtype="native")
-    if prediction.raster.count != 1 or np.dtype(prediction.dtype).kind not in "ui":
-        raise RasterError(
-            f"prediction_path {prediction.path} has {prediction.raster.count} band(s) of {np.dtype(prediction.dtype)}; "
-            "evaluate needs a single-band integer class raster, as predict_raster(output='class') writes."
-        )
-    grid, nodata = prediction.grid, prediction.raster.nodata
-    try:
-        mask, decoder = inspect_mask(mask_path, prediction, color_map=color_map, n_classes=k)
-    except NoOverlapError as error:
-        raise NoOverlapError(
-            f"prediction_path and mask_path do not overlap: {error} Evaluate a prediction against the "
-            "mask of the same scene."
-        ) from error
-    todo = _windows_of(grid, windows, tile)
-    plans = {
-        size: read_plan(prediction, mask, size, mask_tolerance=EXACT_TOLERANCE) for size in {s for _, _, s in todo}
-    }
-    confusion = np.zeros(k * k, dtype=np.int64)
-    ignored = {"no_mask_data": 0, "prediction_nodata": 0, "ignore_value": 0}
-    readers = {size: RasterReader(plan) for size, plan in plans.items()}
-    try:
-        for row_off, col_off, size in todo:
-            reader = readers[size]
-            predicted = reader.read_image(row_off, col_off)[0][0].astype(np.int64)
-            bands, invalid = reader.read_mask(row_off, col_off)
-            reference = decoder(bands, None)
-            outside = outside_pixels(row_off, col_off, size, grid.height, grid.width)
-            keep = np.ones((size, size), dtype=bool) if outside is None else ~outside
-            for reason, drop in (
-                ("no_mask_data", invalid),
-                ("prediction_nodata", predicted == nodata if nodata is not None else None),
-                ("ignore_value", reference == mask_fill_value if mask_fill_value is not None else None),
-            ):
-                if drop is not None:
-                    ignored[reason] += int((keep & drop).sum())
-                    keep &= ~drop
-            ref, pred = reference[keep], predicted[keep]
-            for name, values in (("reference", ref), ("predicted", pred)):
-                bad = (values < 0) | (values >= k)
-                if bad.any():
-                    raise ConfigError(
-                        f"The {name} class {int(values[bad][0])} in the window row_off={row_off}, col_off={col_off} "
-                        f"is outside 0..{k - 1} (n_classes={k}); set n_classes to the number of classes"
-                        + (" or mask_fill_value to the ignore value." if name == "reference" else ".")
-                    )
-            confusion += np.bincount(ref * k + pred, minlength=k * k)
-    finally:
-        for reader in readers.values():
-            reader.close()
-    return _metrics(confusion.reshape(k, k), ignored)
-
-
-def _metrics(confusion: np.ndarray, ignored: dict[str, int]) -> dict[str, Any]:
-    tp = np.diag(confusion).astype(np.float64)
-    reference = confusion.sum(axis=1)
-    predicted = confusion.sum(axis=0)
-    fp, fn = predicted - tp, reference - tp
-    total = int(confusion.sum())
-    with np.errstate(invalid="ignore", divide="ignore"):
-        iou = tp / (tp + fp + fn)
-        precision = tp / predicted
-        recall = tp / reference
-        f1 = 2 * tp / (2 * tp + fp + fn)
-    return {
-        "confusion": confusion,
-        "iou": iou,
-        "f1": f1,
-        "precision": precision,
-        "recall": recall,
-        "accuracy": float(tp.sum() / total) if total else float("nan"),
-        "mean_iou": float(np.nanmean(iou)) if np.isfinite(iou).any() else float("nan"),
-        "pixels": total,
-        "ignored": ignored,
-    }

@@ -341,3 +341,87 @@ def write_scene_catalogue(
         n_classes=n_classes,
     )
     return scenes, mask
+
+
+PALETTE = ((0, 0, 0), (255, 0, 0), (0, 255, 0), (0, 0, 255))
+"""Colours of classes 0-3 for an RGB colour-coded `write_lonlat_mask` (``palette=PALETTE``)."""
+
+
+def window_coordinates(row_off: int, col_off: int, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """(rows, cols) of every pixel of the ``size`` window at ``(row_off, col_off)``: what a patch of a
+    `coordinate_bands` image decodes to (`decode_coordinates`)."""
+    rows, cols = np.mgrid[row_off : row_off + size, col_off : col_off + size]
+    return rows, cols
+
+
+class CoordinateScene:
+    """A coordinate-encoding image on a Web Mercator tile's pixel grid, and masks and windows beside it.
+
+    ``image.tif`` (in ``folder``) holds `coordinate_bands` (``dtype``), so every patch proves
+    where it was read from; masks are written on demand: `lonlat_mask` (a known function of
+    longitude/latitude, in EPSG:4326 by default, so reading it warps) and `aligned_mask` (on
+    the image grid itself); `windows` writes a windows table; `mbtiles` the image as MBTiles.
+    The core, torch and tf test suites all build their scenes with it.
+    """
+
+    def __init__(
+        self,
+        folder: str | os.PathLike[str],
+        size: int = 256,
+        *,
+        dtype: str = "uint8",
+        zoom: int = 12,
+        tile: tuple[int, int] = (2176, 1460),
+    ) -> None:
+        self.folder = Path(folder)
+        self.size = size
+        self.crs = "EPSG:3857"
+        self.transform = web_mercator_transform(zoom, *tile)
+        """The image grid: zoom ``zoom``'s pixels from tile ``(col, row)``'s top-left corner (near lon 11.25, lat
+        45.8 by default)."""
+        self.image = write_raster(
+            self.folder / "image.tif", coordinate_bands(size, size, dtype), crs=self.crs, transform=self.transform
+        )
+        from rasterio.transform import array_bounds
+        from rasterio.warp import transform_bounds
+
+        bounds = array_bounds(size, size, self.transform)  # left, bottom, right, top
+        self.lonlat_bounds: tuple[float, float, float, float] = transform_bounds(self.crs, "EPSG:4326", *bounds)
+        self._mbtiles: Path | None = None
+
+    def path(self, name: str) -> Path:
+        """A file name in the scene's folder."""
+        return self.folder / name
+
+    @property
+    def mbtiles(self) -> Path:
+        """The image as MBTiles (``image.mbtiles``, GDAL's driver; written on first use)."""
+        if self._mbtiles is None:
+            self._mbtiles = write_mbtiles(self.image, self.folder / "image.mbtiles")
+        return self._mbtiles
+
+    def lonlat_mask(
+        self,
+        name: str = "mask4326.tif",
+        *,
+        margin: float = 0.05,
+        resolution: float = 0.0003,
+        cell: float = 0.01,
+        n_classes: int = 4,
+        **options: Any,
+    ) -> Path:
+        """`write_lonlat_mask` over the scene's lon/lat bounds plus ``margin`` degrees (``options``: ``crs``,
+        ``nodata``, ``palette``); its classes are `lonlat_classes` of each pixel centre."""
+        left, bottom, right, top = self.lonlat_bounds
+        bounds = (left - margin, bottom - margin, right + margin, top + margin)
+        return write_lonlat_mask(self.folder / name, bounds, resolution, cell=cell, n_classes=n_classes, **options)
+
+    def aligned_mask(self, data: np.ndarray, name: str = "aligned.tif", *, pad: int = 0, **options: Any) -> Path:
+        """``data`` (bands, H, W) written on the image grid, ``pad`` pixels larger on every side (``options``: as
+        `write_raster`)."""
+        transform = self.transform @ Affine.translation(-pad, -pad)
+        return write_raster(self.folder / name, data, crs=self.crs, transform=transform, **options)
+
+    def windows(self, rows: Iterable[int], cols: Iterable[int], name: str = "windows.csv", **extra: Any) -> Path:
+        """A windows table (`write_windows_table`; CSV or Parquet by suffix) in the scene's folder."""
+        return write_windows_table(self.folder / name, rows, cols, **extra)

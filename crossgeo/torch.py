@@ -761,7 +761,7 @@ def load_model(path: Any, *, device: str | torch.device = "cpu", option: str = "
     arbitrary pickled objects); a ``torch.save`` file or a Keras file is refused by
     `crossgeo.predict.model_file_framework` with the way to export TorchScript.
     """
-    from crossgeo.predict import model_file_framework
+    from crossgeo.models import model_file_framework
 
     framework = model_file_framework(path, option=option)
     if framework != "torch":

@@ -25,6 +25,7 @@ for folder, module in (("torch_adapter", "torch"), ("tf_adapter", "tensorflow"))
 from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
+from testkit import CliRun, run_cli  # noqa: E402
 
 #: The documentation's example runner and generators (docs/scripts) import as plain modules.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "docs" / "scripts"))
@@ -41,3 +42,9 @@ def real_data() -> Path:
     if not (REAL_DATA / "world.byte.tif").exists():
         pytest.skip(f"real data not found at {REAL_DATA}")
     return REAL_DATA
+
+
+@pytest.fixture(scope="session")
+def cli() -> CliRun:
+    """Runs ``crossgeo ARGV`` in-process: ``code, out, err = cli("validate", config)``."""
+    return run_cli

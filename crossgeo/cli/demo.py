@@ -81,16 +81,18 @@ def scene_picture(sampler: Any, prediction_path: Path, title: str = "") -> Any:
 
     Everything is read through the library on the image's grid: the image window by window
     (`PatchSampler.read_image`), the mask as one rectangle (`PatchSampler.read_mask`) and
-    the prediction by `crossgeo.predict.read_classes`; classes are tinted as in ``preview``
+    the prediction by `crossgeo.evaluation.read_classes`; classes are tinted as in ``preview``
     (class 0 untinted, no data hatched). Each panel is scaled to `PANEL` pixels.
     """
-    from crossgeo.predict import axis_offsets, read_classes
+    from crossgeo.evaluation import read_classes
+    from crossgeo.grid import axis_offsets
 
     Image = require("PIL.Image", "Pillow")
     ImageDraw = require("PIL.ImageDraw", "Pillow")
     ImageFont = require("PIL.ImageFont", "Pillow")
     grid, size = sampler.grid, sampler.patch_size
-    windows = [(int(r), int(c)) for r in axis_offsets(grid.height, size, 0) for c in axis_offsets(grid.width, size, 0)]
+    rows, cols = axis_offsets(grid.height, size, size), axis_offsets(grid.width, size, size)
+    windows = [(int(r), int(c)) for r in rows for c in cols]
     image = np.zeros((len(sampler.selected_bands), max(grid.height, size), max(grid.width, size)), sampler.image_dtype)
     predicted = np.zeros(image.shape[1:], dtype=np.int64)
     predicted_valid = np.zeros(image.shape[1:], dtype=bool)
@@ -159,7 +161,7 @@ def _predict(result: Any, sampler: Any, out: Path) -> dict[str, Path]:
     prediction, metrics = predict_scene(result, sampler, out / "prediction.tif", n_classes=k)
     print(
         f"predicted the whole scene ({prediction.windows} windows) in {time.perf_counter() - t0:.1f} s: "
-        f"pixel accuracy {metrics['accuracy']:.2f}, mean IoU {metrics['mean_iou']:.2f} against the mask"
+        f"pixel accuracy {metrics.accuracy:.2f}, mean IoU {metrics.mean_iou:.2f} against the mask"
     )
     picture = out / "prediction.png"
     name = Path(sampler.image_path).name

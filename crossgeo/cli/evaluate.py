@@ -3,7 +3,7 @@
 The reference mask, its ``color_map`` / ``n_classes`` decoding and the class names come from
 the configuration, so a prediction is measured against the labels the model was trained on;
 ``--mask`` replaces the configuration's mask (e.g. a held-out scene's labels, decoded the same
-way). The numbers are `crossgeo.predict.evaluate`'s, over the whole prediction.
+way). The numbers are `crossgeo.evaluation.evaluate`'s, over the whole prediction.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import json
 import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from crossgeo.cli.common import (
     EXAMPLE_CONFIG,
@@ -24,6 +24,9 @@ from crossgeo.cli.common import (
     split_options,
 )
 from crossgeo.files import atomic_output, check_not_input, input_paths
+
+if TYPE_CHECKING:
+    from crossgeo.evaluation import Evaluation
 
 __all__ = ["add_parser", "format_metrics", "metrics_json", "run"]
 
@@ -51,7 +54,7 @@ def add_parser(subparsers: Any, parents: Sequence[argparse.ArgumentParser]) -> a
 
 
 def run(args: argparse.Namespace) -> int:
-    from crossgeo.predict import evaluate
+    from crossgeo.evaluation import evaluate
 
     where = str(args.config)
     options = split_options(config_of(args), where)
@@ -88,38 +91,38 @@ def _number(value: float) -> float | None:
     return None if math.isnan(value) else round(float(value), 6)
 
 
-def metrics_json(metrics: Mapping[str, Any], class_names: Mapping[int, str] | None = None) -> dict[str, Any]:
-    """`crossgeo.predict.evaluate`'s numbers as JSON-ready values (NaN as null), with a record per class."""
+def metrics_json(metrics: Evaluation, class_names: Mapping[int, str] | None = None) -> dict[str, Any]:
+    """An `crossgeo.evaluation.Evaluation`'s numbers as JSON-ready values (NaN as null), with a record per class."""
     names = dict(class_names or {})
-    confusion = metrics["confusion"]
+    confusion = metrics.confusion
     per_class = [
         {
             "class": c,
             "name": names.get(c),
-            "iou": _number(metrics["iou"][c]),
-            "f1": _number(metrics["f1"][c]),
-            "precision": _number(metrics["precision"][c]),
-            "recall": _number(metrics["recall"][c]),
+            "iou": _number(metrics.iou[c]),
+            "f1": _number(metrics.f1[c]),
+            "precision": _number(metrics.precision[c]),
+            "recall": _number(metrics.recall[c]),
             "reference_pixels": int(confusion[c].sum()),
             "predicted_pixels": int(confusion[:, c].sum()),
         }
         for c in range(len(confusion))
     ]
     return {
-        "accuracy": _number(metrics["accuracy"]),
-        "mean_iou": _number(metrics["mean_iou"]),
-        "pixels": int(metrics["pixels"]),
-        "ignored": {key: int(value) for key, value in metrics["ignored"].items()},
+        "accuracy": _number(metrics.accuracy),
+        "mean_iou": _number(metrics.mean_iou),
+        "pixels": int(metrics.pixels),
+        "ignored": {key: int(value) for key, value in metrics.ignored.items()},
         "classes": per_class,
         "confusion": confusion.tolist(),
         "confusion_axes": "rows = reference class, columns = predicted class",
     }
 
 
-def format_metrics(metrics: Mapping[str, Any], class_names: Mapping[int, str] | None = None) -> str:
+def format_metrics(metrics: Evaluation, class_names: Mapping[int, str] | None = None) -> str:
     """The per-class table, accuracy, mean IoU and the ignored pixels, as printed."""
     names = dict(class_names or {})
-    confusion = metrics["confusion"]
+    confusion = metrics.confusion
     labels = [f"{c} {names[c]}" if c in names else str(c) for c in range(len(confusion))]
     width = max(8, *(len(label) for label in labels))
 
@@ -128,13 +131,12 @@ def format_metrics(metrics: Mapping[str, Any], class_names: Mapping[int, str] | 
 
     lines = [f"  {'class':<{width}} {'IoU':>9} {'F1':>9} {'precision':>9} {'recall':>9} {'pixels':>12}"]
     for c, label in enumerate(labels):
-        row = [cell(metrics[key][c]) for key in ("iou", "f1", "precision", "recall")]
+        row = [cell(values[c]) for values in (metrics.iou, metrics.f1, metrics.precision, metrics.recall)]
         lines.append(f"  {label:<{width}} {' '.join(row)} {int(confusion[c].sum()):>12,}")
     lines.append(
-        f"  pixel accuracy {metrics['accuracy']:.4f}, mean IoU {metrics['mean_iou']:.4f} "
-        f"over {metrics['pixels']:,} pixels"
+        f"  pixel accuracy {metrics.accuracy:.4f}, mean IoU {metrics.mean_iou:.4f} over {metrics.pixels:,} pixels"
     )
-    ignored = {key: value for key, value in metrics["ignored"].items() if value}
+    ignored = {key: value for key, value in metrics.ignored.items() if value}
     if ignored:
         counts = ", ".join(f"{key.replace('_', ' ')} {value:,}" for key, value in ignored.items())
         lines.append(f"  not counted: {counts}")

@@ -3,7 +3,7 @@
 The image, ``patch_size``, ``selected_bands`` and ``image_dtype`` come from the configuration
 (so the model sees images prepared as in training); the number of classes it names is checked
 against the model's outputs. The model file's framework is read from the file
-(`crossgeo.predict.model_file_framework`) and loaded by that framework's adapter through its
+(`crossgeo.models.model_file_framework`) and loaded by that framework's adapter through its
 safe path only: ``crossgeo.torch.load_model`` (``torch.jit.load``) or
 ``crossgeo.keras.load_model`` (``safe_mode=True``). Frameworks are imported only here, when the
 command runs.
@@ -115,7 +115,7 @@ def load_predictor(path: str, framework: str = "auto", device: str = "cpu") -> t
     saves safely, and a framework that is not installed are each a `CliError` naming
     ``--model`` and the fix.
     """
-    from crossgeo.predict import model_file_framework
+    from crossgeo.models import model_file_framework
 
     found = model_file_framework(path, option="--model")
     if framework not in ("auto", found):

@@ -3,7 +3,7 @@
 Each tile is one window's patch (bands 1-3, or band 1 as grey; non-uint8 data stretched),
 tinted by class where the mask says; pixels without mask data are hatched grey. With
 ``--prediction`` each tile is a pair: the patch tinted by the mask (left) and by the
-prediction's classes on the same window (right; read by `crossgeo.predict.read_classes`). The legend
+prediction's classes on the same window (right; read by `crossgeo.evaluation.read_classes`). The legend
 gives each class's share of the pixels of the tiles shown (not of the whole dataset: that is
 ``crossgeo stats``), with the configuration's ``class_names`` when it has them.
 """
@@ -107,7 +107,7 @@ def run(args: argparse.Namespace) -> int:
     )
     predictions = None
     if args.prediction:
-        from crossgeo.predict import read_classes
+        from crossgeo.evaluation import read_classes
 
         windows = [(int(sampler.row_off[i]), int(sampler.col_off[i])) for i in indices]
         predictions = read_classes(args.prediction, sampler.grid, windows, sampler.patch_size, option="--prediction")
@@ -300,7 +300,7 @@ def render_preview(
 ) -> Any:
     """A Pillow image: each window's patch with its mask blended in, captions and a `legend`.
 
-    ``predictions``: (classes, valid) per window of ``indices`` (`crossgeo.predict.read_classes`),
+    ``predictions``: (classes, valid) per window of ``indices`` (`crossgeo.evaluation.read_classes`),
     drawn as a second panel right of each tile, tinted in the same class colours.
     """
     Image = require("PIL.Image", "Pillow")

@@ -128,7 +128,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"--block not given: blocks of {block} pixels (4 x patch_size)")
     bar = progress(total=None, desc="class fractions", unit="window")
     try:
-        table = plan_windows(
+        plan = plan_windows(
             sampler_options,
             stride=args.grid,
             random=args.random,
@@ -143,28 +143,26 @@ def run(args: argparse.Namespace) -> int:
         )
     finally:
         bar.close()
-    counts = table.attrs["counts"]
+    counts, table = plan.counts, plan.windows
     print(
         f"{counts['candidates']} candidate windows of {patch_size} px"
         + (f" ({counts['aoi_dropped']} outside the AOI not kept)" if counts["aoi_dropped"] else "")
         + f"; {counts['low_valid_dropped']} below --min-valid {args.min_valid:g}"
         + (f"; {counts['straddling_dropped']} straddling blocks of two splits dropped" if splits else "")
     )
-    print(format_presence(table.attrs["presence"], options.class_names, options.sampler))
+    print(format_presence(plan.presence, options.class_names, options.sampler))
     out.parent.mkdir(parents=True, exist_ok=True)
-    plain = table.copy()
-    plain.attrs.clear()  # pandas would write the attrs as Parquet metadata
     with atomic_output(out, option="--out") as temp:
         if out.suffix.lower() == ".parquet":
-            plain.to_parquet(temp, index=False)
+            table.to_parquet(temp, index=False)
         else:
-            plain.to_csv(temp, index=False)
+            table.to_csv(temp, index=False)
     print(f"wrote {out} ({len(table)} windows)")
     if args.map:
         from crossgeo.io import read_overview
         from crossgeo.sampler import PatchSampler
 
-        sampler = PatchSampler(**{**sampler_options, "crops_path": plain[["row_off", "col_off"]]})
+        sampler = PatchSampler(**{**sampler_options, "crops_path": table[["row_off", "col_off"]]})
         bands = list(sampler.selected_bands[:3])
         thumbnail = read_overview(sampler.image_path, bands, MAP_SIDE, grid=sampler.grid)
         picture = draw_map(thumbnail, table, sampler.patch_size, (sampler.grid.height, sampler.grid.width))

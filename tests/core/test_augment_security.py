@@ -18,7 +18,6 @@ import albumentations as A
 import numpy as np
 import pytest
 import yaml
-from conftest import Scene
 from omegaconf import OmegaConf
 
 from crossgeo import ConfigError, Patch, PatchSampler
@@ -31,6 +30,7 @@ from crossgeo.augment import (
     to_model_inputs,
 )
 from crossgeo.config import sampler_from_config, split_config
+from crossgeo.testing import CoordinateScene as Scene
 
 # --------------------------------------------------------------------------- A: _target_ only to transform classes
 

@@ -17,7 +17,6 @@ import geopandas as gpd
 import numpy as np
 import pytest
 from affine import Affine
-from conftest import PALETTE, Scene
 from shapely.geometry import Point
 
 from crossgeo import ClassRangeError, ConfigError, OptionError, PatchSampler, RasterError, ReadError, WindowError
@@ -27,6 +26,7 @@ from crossgeo.cli.common import load_config
 from crossgeo.config import split_config
 from crossgeo.errors import LayerNotFoundError, NoOverlapError
 from crossgeo.predict import predict_raster
+from crossgeo.testing import PALETTE, CoordinateScene
 
 SIZE = 64
 
@@ -35,7 +35,7 @@ class Files:
     """One scene plus a gallery of broken inputs next to it (built once for the module)."""
 
     def __init__(self, folder: Path) -> None:
-        self.scene = Scene(folder)
+        self.scene = CoordinateScene(folder, 512)
         s = self.scene
         self.folder = folder
         self.mask = s.lonlat_mask()

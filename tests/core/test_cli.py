@@ -6,8 +6,6 @@ once as a subprocess. Pictures and numbers are checked against the sampler's own
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import re
 import subprocess
@@ -25,20 +23,13 @@ pytest.importorskip("tqdm")
 
 import yaml
 from PIL import Image
+from testkit import CliRun
 
 from crossgeo import PatchSampler
 from crossgeo import testing as T
 from crossgeo.cli import common, main, preview
 from crossgeo.cli import demo as demo_command
 from crossgeo.demo import CLASS_NAMES, COLOR_MAP
-
-
-def run(*argv: Any) -> tuple[int, str, str]:
-    """``crossgeo ARGV`` in-process: (exit status, stdout, stderr)."""
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        code = main([str(a) for a in argv])
-    return code, out.getvalue(), err.getvalue()
 
 
 def write_config(path: Path, **options: Any) -> Path:
@@ -51,9 +42,9 @@ def sampler_of(config: Path) -> PatchSampler:
 
 
 @pytest.fixture(scope="module")
-def demo(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+def demo(tmp_path_factory: pytest.TempPathFactory, cli: CliRun) -> dict[str, Any]:
     folder = tmp_path_factory.mktemp("demo")
-    code, out, err = run("demo", "--framework", "none", "--out", folder)
+    code, out, err = cli("demo", "--framework", "none", "--out", folder)
     return {"code": code, "out": out, "err": err, "folder": folder, "config": folder / "config.yaml"}
 
 
@@ -92,22 +83,22 @@ def test_no_command_prints_help_and_fails(capsys: pytest.CaptureFixture[str]) ->
     assert "validate" in capsys.readouterr().err
 
 
-def test_errors_are_one_readable_line(tmp_path: Path, demo: dict[str, Any]) -> None:
-    code, out, err = run("stats", tmp_path / "missing.yaml")
+def test_errors_are_one_readable_line(tmp_path: Path, demo: dict[str, Any], cli: CliRun) -> None:
+    code, out, err = cli("stats", tmp_path / "missing.yaml")
     assert code == 1 and out == ""
     assert err.count("\n") == 1 and err.startswith("crossgeo stats: error:") and "does not exist" in err
 
     options = demo_options(demo)
     options["patch_szie"] = options.pop("patch_size")
     config = write_config(tmp_path / "typo.yaml", **options)
-    code, _, err = run("preview", config, "--out", tmp_path / "p.png")
+    code, _, err = cli("preview", config, "--out", tmp_path / "p.png")
     assert code == 1 and err.count("\n") == 1 and "Did you mean 'patch_size'" in err
     assert "Traceback" not in err
     with pytest.raises(Exception, match="patch_size"):
-        run("preview", config, "--debug")
+        cli("preview", config, "--debug")
 
 
-def test_flat_config_and_relative_paths_next_to_the_config(tmp_path: Path, demo: dict[str, Any]) -> None:
+def test_flat_config_and_relative_paths_next_to_the_config(tmp_path: Path, demo: dict[str, Any], cli: CliRun) -> None:
     folder = demo["folder"]
     config = folder / "flat-relative.yaml"
     config.write_text(
@@ -123,7 +114,7 @@ def test_flat_config_and_relative_paths_next_to_the_config(tmp_path: Path, demo:
     )
     loaded = common.load_config(config)
     assert loaded["image_mbtiles_path"] == str(folder.resolve() / "image.tif")
-    code, out, _ = run("validate", config)
+    code, out, _ = cli("validate", config)
     assert code == 0, out
 
 
@@ -157,22 +148,6 @@ def test_demo_without_framework_writes_the_scene(demo: dict[str, Any]) -> None:
     patch = max((sampler[i] for i in range(len(sampler))), key=lambda p: int((p.mask == 1).sum()))
     water = patch.mask == 1
     assert water.any() and patch.image[2][water].mean() > patch.image[0][water].mean() + 30
-
-
-def test_demo_trains_with_torch(tmp_path: Path) -> None:
-    pytest.importorskip("torch")
-    code, out, err = run("demo", "--framework", "torch", "--steps", "3", "--out", tmp_path / "d")
-    assert code == 0, err
-    assert "trained a tiny torch model for 3 steps" in out
-    found = re.search(r"predicted the whole scene \(64 windows\) .*: pixel accuracy ([\d.]+), mean IoU ([\d.]+)", out)
-    assert found, out
-    assert 0 <= float(found.group(1)) <= 1 and 0 <= float(found.group(2)) <= 1
-    grid = sampler_of(tmp_path / "d" / "config.yaml").grid  # the configured image: image.mbtiles
-    with rasterio.open(tmp_path / "d" / "prediction.tif") as pred:
-        assert (pred.crs, pred.transform, pred.shape) == (grid.crs, grid.transform, (grid.height, grid.width))
-    picture = Image.open(tmp_path / "d" / "prediction.png")
-    assert picture.width == 8 + 3 * (demo_command.PANEL + 8)
-    assert "crossgeo evaluate prediction.tif config.yaml" in out
 
 
 def test_demo_falls_back_when_the_framework_is_missing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -215,9 +190,9 @@ def check_sheet(png: Path, sampler: PatchSampler, indices: list[int], tile: int,
             np.testing.assert_array_equal(shown[where], expected)
 
 
-def test_preview_draws_the_palette_where_the_mask_says(tmp_path: Path, demo: dict[str, Any]) -> None:
+def test_preview_draws_the_palette_where_the_mask_says(tmp_path: Path, demo: dict[str, Any], cli: CliRun) -> None:
     png = tmp_path / "sheet.png"
-    code, out, _ = run("preview", demo["config"], "-n", 4, "--seed", 0, "--alpha", 1, "--tile", 128, "--out", png)
+    code, out, _ = cli("preview", demo["config"], "-n", 4, "--seed", 0, "--alpha", 1, "--tile", 128, "--out", png)
     assert code == 0 and "wrote" in out
     sampler = sampler_of(demo["config"])
     indices = preview.choose_windows(len(sampler), 4, 0)
@@ -229,7 +204,7 @@ def test_preview_draws_the_palette_where_the_mask_says(tmp_path: Path, demo: dic
 
 
 @pytest.mark.parametrize("bands", [1, 4])
-def test_preview_single_band_uint16_and_four_band_images(tmp_path: Path, bands: int) -> None:
+def test_preview_single_band_uint16_and_four_band_images(tmp_path: Path, bands: int, cli: CliRun) -> None:
     transform = T.web_mercator_transform(12, 2176, 1460)
     data = (
         T.coordinate_bands(256, 256, "uint16")[:1] * 200
@@ -253,7 +228,7 @@ def test_preview_single_band_uint16_and_four_band_images(tmp_path: Path, bands: 
         image_dtype="native",
     )
     png = tmp_path / "p.png"
-    code, _, err = run("preview", config, "--out", png, "--tile", 64)
+    code, _, err = cli("preview", config, "--out", png, "--tile", 64)
     assert code == 0, err
     sheet = np.asarray(Image.open(png).convert("RGB"))
     geometry = expected_layout(sampler_of(config), [0, 1, 2], 64)
@@ -288,9 +263,9 @@ def check_stats(stats: dict[str, Any], sampler: PatchSampler) -> None:
         assert row["frequency"] == pytest.approx(counts[row["class"]] / counts.sum())
 
 
-def test_stats_counts_equal_a_direct_count(tmp_path: Path, demo: dict[str, Any]) -> None:
+def test_stats_counts_equal_a_direct_count(tmp_path: Path, demo: dict[str, Any], cli: CliRun) -> None:
     out_json = tmp_path / "stats.json"
-    code, out, _ = run("stats", demo["config"], "--json", out_json)
+    code, out, _ = cli("stats", demo["config"], "--json", out_json)
     assert code == 0 and "median-frequency" in out
     stats = json.loads(out_json.read_text())
     sampler = sampler_of(demo["config"])
@@ -307,7 +282,7 @@ def test_stats_counts_equal_a_direct_count(tmp_path: Path, demo: dict[str, Any])
         assert stats["class_weights"][str(c)] == pytest.approx(median / freq[c], rel=1e-5)
 
 
-def test_stats_counts_pixels_without_mask_data(tmp_path: Path) -> None:
+def test_stats_counts_pixels_without_mask_data(tmp_path: Path, cli: CliRun) -> None:
     transform = T.web_mercator_transform(12, 2176, 1460)
     image = T.write_raster(
         tmp_path / "image.tif", T.coordinate_bands(256, 256, "uint8"), crs="EPSG:3857", transform=transform
@@ -324,7 +299,7 @@ def test_stats_counts_pixels_without_mask_data(tmp_path: Path) -> None:
         patch_size=128,
         n_classes=4,
     )
-    code, out, err = run("stats", config, "--json", tmp_path / "s.json")
+    code, out, err = cli("stats", config, "--json", tmp_path / "s.json")
     assert code == 0 and "no mask data" in out, err
     assert err.startswith("warning: ") and "covers only 25.0%" in err  # the sampler's warning, as one line
     stats = json.loads((tmp_path / "s.json").read_text())
@@ -335,15 +310,15 @@ def test_stats_counts_pixels_without_mask_data(tmp_path: Path) -> None:
 # --------------------------------------------------------------------------- index
 
 
-def test_index_builds_then_reuses_the_cache(tmp_path: Path, demo: dict[str, Any]) -> None:
+def test_index_builds_then_reuses_the_cache(tmp_path: Path, demo: dict[str, Any], cli: CliRun) -> None:
     cache = tmp_path / "index.parquet"
-    code, out, _ = run("index", demo["config"], "--cache", cache)
+    code, out, _ = cli("index", demo["config"], "--cache", cache)
     assert code == 0 and cache.is_file() and "built" in out and "kept 64" in out
-    code, out, _ = run("index", demo["config"], "--cache", cache)
+    code, out, _ = cli("index", demo["config"], "--cache", cache)
     assert code == 0 and "reused" in out
 
     vector = demo["folder"] / "config-vector.yaml"
-    code, out, _ = run("index", vector, "--cache", tmp_path / "v.csv")
+    code, out, _ = cli("index", vector, "--cache", tmp_path / "v.csv")
     report = sampler_of(vector).index.report
     assert code == 0 and report.outside_dropped == 1
     assert (
@@ -352,28 +327,28 @@ def test_index_builds_then_reuses_the_cache(tmp_path: Path, demo: dict[str, Any]
     ) in out
 
 
-def test_index_needs_a_cache_path(tmp_path: Path, demo: dict[str, Any]) -> None:
+def test_index_needs_a_cache_path(tmp_path: Path, demo: dict[str, Any], cli: CliRun) -> None:
     options = demo_options(demo)
     del options["window_index_cache"]
-    code, _, err = run("index", write_config(tmp_path / "c.yaml", **options))
+    code, _, err = cli("index", write_config(tmp_path / "c.yaml", **options))
     assert code == 1 and "--cache" in err
 
 
 # --------------------------------------------------------------------------- validate
 
 
-def test_validate_accepts_the_demo_configs(demo: dict[str, Any]) -> None:
-    code, out, _ = run("validate", demo["config"])
+def test_validate_accepts_the_demo_configs(demo: dict[str, Any], cli: CliRun) -> None:
+    code, out, _ = cli("validate", demo["config"])
     assert code == 0, out
     assert "no problems" in out and "100.0% of the image" in out
-    code, out, _ = run("validate", demo["folder"] / "config-vector.yaml")
+    code, out, _ = cli("validate", demo["folder"] / "config-vector.yaml")
     assert code == 0 and "1 feature(s) outside the image dropped" in out
 
 
-def test_validate_reports_a_wrong_colour_map_with_counts(tmp_path: Path, demo: dict[str, Any]) -> None:
+def test_validate_reports_a_wrong_colour_map_with_counts(tmp_path: Path, demo: dict[str, Any], cli: CliRun) -> None:
     options = demo_options(demo)
     options["color_map"] = [[31, 119, 180, 1], [44, 160, 44, 2], [214, 39, 40, 3]]  # another tool's palette
-    code, out, _ = run("validate", write_config(tmp_path / "palette.yaml", **options))
+    code, out, _ = cli("validate", write_config(tmp_path / "palette.yaml", **options))
     assert code == 1
     problems = out.split("problem(s)")[1]
     assert "colours: none of the 3 color_map colours occurs" in problems
@@ -382,16 +357,16 @@ def test_validate_reports_a_wrong_colour_map_with_counts(tmp_path: Path, demo: d
     # original's rule - a warning naming the colour and its share (exit 0), a failure with --strict.
     options["color_map"] = [[0, 0, 255, 1], [0, 255, 0, 2], [250, 0, 0, 3]]
     config = write_config(tmp_path / "off.yaml", **options)
-    code, out, _ = run("validate", config)
+    code, out, _ = cli("validate", config)
     assert code == 0, out
     warning = next(line for line in out.splitlines() if "not in color_map" in line)
     assert warning.startswith("  warn  colours") and "[255, 0, 0]" in warning and "px)" in warning and "%" in warning
     assert re.search(r"no problems \(\d+ warning\(s\)\)", out) and "no problems found" not in out
-    code, out, _ = run("validate", config, "--strict")
+    code, out, _ = cli("validate", config, "--strict")
     assert code == 1 and "--strict: warnings count as problems" in out
 
 
-def test_validate_reports_a_mask_that_does_not_overlap(tmp_path: Path, demo: dict[str, Any]) -> None:
+def test_validate_reports_a_mask_that_does_not_overlap(tmp_path: Path, demo: dict[str, Any], cli: CliRun) -> None:
     far = T.write_lonlat_mask(
         tmp_path / "far.tif",
         (100.0, 0.0, 100.05, 0.05),
@@ -402,20 +377,22 @@ def test_validate_reports_a_mask_that_does_not_overlap(tmp_path: Path, demo: dic
     )
     options = demo_options(demo)
     options["mask_path"] = str(far)
-    code, out, _ = run("validate", write_config(tmp_path / "far.yaml", **options))
+    code, out, _ = cli("validate", write_config(tmp_path / "far.yaml", **options))
     assert code == 1
     assert re.search(r"mask: The mask .*far.tif does not overlap the image", out.split("problem(s)")[1])
 
 
-def test_validate_reports_windows_outside_and_a_broken_augmentation(tmp_path: Path, demo: dict[str, Any]) -> None:
+def test_validate_reports_windows_outside_and_a_broken_augmentation(
+    tmp_path: Path, demo: dict[str, Any], cli: CliRun
+) -> None:
     options = demo_options(demo)
     options["crops_path"] = str(T.write_windows_table(tmp_path / "w.csv", [0, 5000], [0, 0]))
-    code, out, _ = run("validate", write_config(tmp_path / "outside.yaml", **options))
+    code, out, _ = cli("validate", write_config(tmp_path / "outside.yaml", **options))
     assert code == 1 and "windows: " in out and "row_off=5000" in out
 
     options = demo_options(demo)
     options["augmentation_list"] = [{"_target_": "albumentations.NoSuchFlip"}]
-    code, out, _ = run("validate", write_config(tmp_path / "aug.yaml", **options))
+    code, out, _ = cli("validate", write_config(tmp_path / "aug.yaml", **options))
     assert code == 1 and "augmentation:" in out.split("problem(s)")[1]
 
 
@@ -438,31 +415,31 @@ def real_rgb(tmp_path_factory: pytest.TempPathFactory, real_data: Path) -> Path:
     )
 
 
-def test_real_rgb_every_subcommand(tmp_path: Path, real_rgb: Path) -> None:
+def test_real_rgb_every_subcommand(tmp_path: Path, real_rgb: Path, cli: CliRun) -> None:
     sampler = sampler_of(real_rgb)
-    code, out, _ = run("validate", real_rgb)
+    code, out, _ = cli("validate", real_rgb)
     assert code == 0 and "values" in out, out
 
     png = tmp_path / "rgb.png"
-    code, _, _ = run("preview", real_rgb, "-n", 6, "--seed", 1, "--out", png)
+    code, _, _ = cli("preview", real_rgb, "-n", 6, "--seed", 1, "--out", png)
     assert code == 0
     indices = preview.choose_windows(len(sampler), 6, 1)
     geometry = expected_layout(sampler, indices, 128)
     assert Image.open(png).size == (geometry.width, geometry.height)
     check_sheet(png, sampler, indices, 128, 0.45)  # uint8 shown unstretched: exact blend
 
-    code, _, _ = run("stats", real_rgb, "--json", tmp_path / "s.json")
+    code, _, _ = cli("stats", real_rgb, "--json", tmp_path / "s.json")
     assert code == 0
     stats = json.loads((tmp_path / "s.json").read_text())
     check_stats(stats, sampler)
     land = {r["class"]: r["frequency"] for r in stats["classes"]}[1]
     assert 0.05 < land < 0.4  # the Bahamas: mostly water
 
-    code, out, _ = run("index", real_rgb, "--cache", tmp_path / "i.csv")
+    code, out, _ = cli("index", real_rgb, "--cache", tmp_path / "i.csv")
     assert code == 0 and f"kept {len(sampler)}" in out
 
 
-def test_real_vectors_and_mbtiles(tmp_path: Path, real_data: Path) -> None:
+def test_real_vectors_and_mbtiles(tmp_path: Path, real_data: Path, cli: CliRun) -> None:
     box = write_config(
         tmp_path / "box.yaml",
         image_mbtiles_path=str(real_data / "RGB.byte.tif"),
@@ -470,7 +447,7 @@ def test_real_vectors_and_mbtiles(tmp_path: Path, real_data: Path) -> None:
         crops_path=str(real_data / "box.shp"),
         patch_size=64,
     )
-    code, out, _ = run("index", box, "--cache", tmp_path / "box.parquet")
+    code, out, _ = cli("index", box, "--cache", tmp_path / "box.parquet")
     assert code == 0 and "kept 1 " in out
 
     europe = write_config(
@@ -480,17 +457,19 @@ def test_real_vectors_and_mbtiles(tmp_path: Path, real_data: Path) -> None:
         crops_path=str(real_data / "naturalearth_cities.shp"),
         patch_size=64,
     )
-    code, out, _ = run("validate", europe)
+    code, out, _ = cli("validate", europe)
     assert code == 0 and "192 feature(s) outside the image dropped" in out
-    code, _, _ = run("stats", europe, "--json", tmp_path / "e.json")
+    code, _, _ = cli("stats", europe, "--json", tmp_path / "e.json")
     assert code == 0
     check_stats(json.loads((tmp_path / "e.json").read_text()), sampler_of(europe))
-    code, _, _ = run("preview", europe, "-n", 4, "--out", tmp_path / "e.png")  # RGBA MBTiles, 4 bands
+    code, _, _ = cli("preview", europe, "-n", 4, "--out", tmp_path / "e.png")  # RGBA MBTiles, 4 bands
     geometry = expected_layout(sampler_of(europe), preview.choose_windows(len(sampler_of(europe)), 4, 0), 96)
     assert code == 0 and Image.open(tmp_path / "e.png").size == (geometry.width, geometry.height)
 
 
-def test_real_validate_reports_non_overlap_and_a_colour_map_on_a_class_mask(tmp_path: Path, real_data: Path) -> None:
+def test_real_validate_reports_non_overlap_and_a_colour_map_on_a_class_mask(
+    tmp_path: Path, real_data: Path, cli: CliRun
+) -> None:
     # plain_3 covers Europe, RGB.byte.tif the Bahamas.
     apart = write_config(
         tmp_path / "apart.yaml",
@@ -500,7 +479,7 @@ def test_real_validate_reports_non_overlap_and_a_colour_map_on_a_class_mask(tmp_
         patch_size=64,
         color_map=[[237, 237, 237, 1]],
     )
-    code, out, _ = run("validate", apart)
+    code, out, _ = cli("validate", apart)
     assert code == 1 and "does not overlap the image" in out
     wrong = write_config(
         tmp_path / "wrong.yaml",
@@ -510,7 +489,7 @@ def test_real_validate_reports_non_overlap_and_a_colour_map_on_a_class_mask(tmp_
         patch_size=64,
         color_map=[[255, 0, 0, 1]],
     )
-    code, out, _ = run("validate", wrong)
+    code, out, _ = cli("validate", wrong)
     assert code == 1 and "needs an RGB(A) mask" in out
 
 
@@ -589,7 +568,7 @@ def test_preview_legend_is_over_the_tiles_shown_and_uses_class_names(demo: dict[
     assert plain.texts[2] == f"class 1 [0, 0, 255]  {one[1]:.1%}"
 
 
-def test_preview_legend_counts_pixels_without_mask_data(tmp_path: Path) -> None:
+def test_preview_legend_counts_pixels_without_mask_data(tmp_path: Path, cli: CliRun) -> None:
     transform = T.web_mercator_transform(12, 2176, 1460)
     image = T.write_raster(
         tmp_path / "image.tif", T.coordinate_bands(256, 256, "uint8"), crs="EPSG:3857", transform=transform
@@ -618,31 +597,33 @@ def test_preview_legend_counts_pixels_without_mask_data(tmp_path: Path) -> None:
         "no mask data (hatched)  50.0%",
     )
     png = tmp_path / "p.png"
-    code, _, err = run("preview", config, "--out", png, "--tile", 128)
+    code, _, err = cli("preview", config, "--out", png, "--tile", 128)
     assert code == 0 and "covers only 25.0%" in err, err
     geometry = expected_layout(sampler, [0, 1], 128, {1: "road", 2: "roof"})
     assert Image.open(png).size == (geometry.width, geometry.height)
 
 
-def test_class_names_are_a_display_key_as_list_mapping_or_top_level(tmp_path: Path, demo: dict[str, Any]) -> None:
+def test_class_names_are_a_display_key_as_list_mapping_or_top_level(
+    tmp_path: Path, demo: dict[str, Any], cli: CliRun
+) -> None:
     options = demo_options(demo)
     assert common.split_options(common.load_config(demo["config"]), "demo").class_names == CLASS_NAMES  # top level
     mapping = write_config(tmp_path / "m.yaml", **options, class_names={"1": "lake", 3: "house"})
     parts = common.split_options(common.load_config(mapping), "m.yaml")
     assert parts.class_names == {1: "lake", 3: "house"} and "class_names" not in parts.sampler
-    code, out, err = run("stats", mapping, "--json", tmp_path / "s.json")
+    code, out, err = cli("stats", mapping, "--json", tmp_path / "s.json")
     assert code == 0, err
     labels = {r["class"]: r["label"] for r in json.loads((tmp_path / "s.json").read_text())["classes"]}
     assert labels[1] == "1 lake [0, 0, 255]" and labels[3] == "3 house [255, 0, 0]" and labels[2] == "2 [0, 255, 0]"
     assert "1 lake [0, 0, 255]" in out
-    code, out, _ = run("validate", mapping)
+    code, out, _ = cli("validate", mapping)
     assert code == 0, out
 
     listed = write_config(tmp_path / "l.yaml", **options, class_names=["other", "water"])
     assert common.split_options(common.load_config(listed), "l.yaml").class_names == {0: "other", 1: "water"}
     for bad, message in (("water", "must be a list or a mapping"), ({"x": "water"}, "not a class number")):
         config = write_config(tmp_path / "bad.yaml", **options, class_names=bad)
-        code, _, err = run("preview", config, "--out", tmp_path / "p.png")
+        code, _, err = cli("preview", config, "--out", tmp_path / "p.png")
         assert code == 1 and "class_names" in err and message in err
 
 
@@ -656,7 +637,7 @@ def old_colour_check(rgb: np.ndarray, color_map: list[list[int]]) -> tuple[list[
 
 
 def test_validate_counts_colours_with_masks_py_as_before(
-    tmp_path: Path, demo: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, demo: dict[str, Any], monkeypatch: pytest.MonkeyPatch, cli: CliRun
 ) -> None:
     from crossgeo import masks
     from crossgeo.cli import validate
@@ -683,7 +664,7 @@ def test_validate_counts_colours_with_masks_py_as_before(
     monkeypatch.setattr(validate, "colour_counts", spy)
     options = demo_options(demo)
     options["color_map"] = color_map
-    code, out, _ = run("validate", write_config(tmp_path / "off.yaml", **options))
+    code, out, _ = cli("validate", write_config(tmp_path / "off.yaml", **options))
     assert code == 0 and calls == [512 * 512]
     red = next(c for rgb, c in counted.unmapped if rgb == (255, 0, 0))
     assert f"[255, 0, 0] {red / counted.pixels:.1%} ({red:,} px)" in out
@@ -701,7 +682,7 @@ def test_colour_counts_keeps_values_that_are_not_colours_apart() -> None:
 
 
 def test_demo_prints_its_absolute_folder_and_follow_ups_that_run_there(
-    demo: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+    demo: dict[str, Any], monkeypatch: pytest.MonkeyPatch, cli: CliRun
 ) -> None:
     folder = Path(demo["folder"]).resolve()
     out = demo["out"]
@@ -712,56 +693,58 @@ def test_demo_prints_its_absolute_folder_and_follow_ups_that_run_there(
     assert len(commands) == 7 and all(c[0] == "crossgeo" for c in commands)
     monkeypatch.chdir(folder)
     for command in commands:
-        code, _, err = run(*command[1:])
+        code, _, err = cli(*command[1:])
         assert code == 0, (command, err)
     assert (folder / "preview-seed1.png").is_file() and (folder / "stats.json").is_file()
     assert (folder / "windows-split.png").is_file() and (folder / "windows-split.parquet").is_file()
 
 
-def test_validate_collects_every_problem_and_names_the_original_keys(tmp_path: Path, demo: dict[str, Any]) -> None:
+def test_validate_collects_every_problem_and_names_the_original_keys(
+    tmp_path: Path, demo: dict[str, Any], cli: CliRun
+) -> None:
     """validate reports the sampler's own inspection: every problem at once, in the user's key names."""
     options = demo_options(demo)
     options["image_mbtiles_path"] = str(tmp_path / "missing.mbtiles")
     options["crops_path"] = str(tmp_path / "missing.csv")
     options["n_classes"] = 0
-    code, out, _ = run("validate", write_config(tmp_path / "many.yaml", **options))
+    code, out, _ = cli("validate", write_config(tmp_path / "many.yaml", **options))
     problems = out.split("problem(s)")[1]
     assert code == 1 and "n_classes must be >= 1" in problems
     options["n_classes"] = 4
-    code, out, _ = run("validate", write_config(tmp_path / "two.yaml", **options))
+    code, out, _ = cli("validate", write_config(tmp_path / "two.yaml", **options))
     problems = out.split("problem(s)")[1]
     assert code == 1
     assert re.search(r"image: image_mbtiles_path .*missing.mbtiles' does not exist", problems)
 
 
 def test_validate_fails_an_empty_window_set_that_construction_only_warns_about(
-    tmp_path: Path, demo: dict[str, Any]
+    tmp_path: Path, demo: dict[str, Any], cli: CliRun
 ) -> None:
     empty = tmp_path / "empty.csv"
     empty.write_text("row_off,col_off\n")
     options = demo_options(demo)
     options["crops_path"] = str(empty)
-    code, out, _ = run("validate", write_config(tmp_path / "empty.yaml", **options))
+    code, out, _ = cli("validate", write_config(tmp_path / "empty.yaml", **options))
     assert code == 1 and "windows: " in out.split("problem(s)")[1] and "no valid windows" in out
 
 
-def test_validate_warns_for_a_patch_larger_than_the_image(tmp_path: Path, demo: dict[str, Any]) -> None:
+def test_validate_warns_for_a_patch_larger_than_the_image(tmp_path: Path, demo: dict[str, Any], cli: CliRun) -> None:
     options = demo_options(demo)
     options["patch_size"] = 2048
     options["crops_path"] = str(T.write_windows_table(tmp_path / "w.csv", [0], [0]))
-    code, out, _ = run("validate", write_config(tmp_path / "big.yaml", **options))
+    code, out, _ = cli("validate", write_config(tmp_path / "big.yaml", **options))
     assert code == 0, out
     assert re.search(r"warn  warning .*patch_size 2048 is larger than the image", out)
 
 
-def test_index_reports_whether_the_cache_was_reused(tmp_path: Path, demo: dict[str, Any]) -> None:
+def test_index_reports_whether_the_cache_was_reused(tmp_path: Path, demo: dict[str, Any], cli: CliRun) -> None:
     options = demo_options(demo) | {"window_index_cache": str(tmp_path / "cache.parquet")}
     config = write_config(tmp_path / "cached.yaml", **options)
-    assert "built and written" in run("index", config)[1]
-    assert "reused (up to date)" in run("index", config)[1]
+    assert "built and written" in cli("index", config)[1]
+    assert "reused (up to date)" in cli("index", config)[1]
 
 
-def test_stats_reports_the_share_of_image_pixels_without_data(tmp_path: Path) -> None:
+def test_stats_reports_the_share_of_image_pixels_without_data(tmp_path: Path, cli: CliRun) -> None:
     """An MBTiles image with a deleted tile: stats names the share of image pixels without data."""
     from test_real_rasters import mbtiles_with_missing_tile
 
@@ -782,7 +765,7 @@ def test_stats_reports_the_share_of_image_pixels_without_data(tmp_path: Path) ->
         patch_size=256,
         selected_bands=[1, 2, 3],
     )
-    code, out, _ = run("stats", config, "--json", tmp_path / "s.json")
+    code, out, _ = cli("stats", config, "--json", tmp_path / "s.json")
     stats = json.loads((tmp_path / "s.json").read_text())
     assert code == 0 and (tile_row, tile_col) == (0, 256)
     assert stats["image_invalid_fraction"] == 0.25 and stats["image_invalid_sampled_windows"] == 4

@@ -7,9 +7,7 @@ tests/tf_adapter. Predictions for evaluate/preview are written by the numpy core
 
 from __future__ import annotations
 
-import contextlib
 import importlib.util
-import io
 import json
 import zipfile
 from pathlib import Path
@@ -25,22 +23,18 @@ pytest.importorskip("tqdm")
 
 import yaml
 from PIL import Image
+from testkit import CliRun, write_predict_scene
 
 from crossgeo import PatchSampler
 from crossgeo import testing as T
 from crossgeo.cli import common, main, preview
 from crossgeo.cli.evaluate import format_metrics
 from crossgeo.errors import ConfigError, RasterError
-from crossgeo.predict import evaluate, model_file_framework, predict_raster, read_classes
+from crossgeo.evaluation import evaluate, read_classes
+from crossgeo.models import model_file_framework
+from crossgeo.predict import predict_raster
 
 CLASS_NAMES = ["background", "water", "forest", "building"]
-
-
-def run(*argv: Any) -> tuple[int, str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        code = main([str(a) for a in argv])
-    return code, out.getvalue(), err.getvalue()
 
 
 def pointwise(x: np.ndarray) -> np.ndarray:
@@ -51,23 +45,11 @@ def pointwise(x: np.ndarray) -> np.ndarray:
 @pytest.fixture
 def scene(tmp_path: Path) -> dict[str, Path]:
     """A 300 x 420 RGB image (not a multiple of the patch), a 4-class mask on its grid, windows, a config."""
-    transform = T.web_mercator_transform(12, 2176, 1460)
-    image = T.write_raster(tmp_path / "image.tif", T.coordinate_bands(300, 420, "uint8"), crs="EPSG:3857",
-                           transform=transform)  # fmt: skip
     rows, cols = np.indices((300, 420))
-    classes = ((rows // 37 + cols // 53) % 4).astype(np.uint8)
-    mask = T.write_raster(tmp_path / "mask.tif", classes[None], crs="EPSG:3857", transform=transform)
-    windows = T.write_windows_table(tmp_path / "windows.csv", [0, 64, 172], [0, 200, 292])
-    options = {
-        "image_mbtiles_path": str(image),
-        "mask_path": str(mask),
-        "crops_path": str(windows),
-        "patch_size": 128,
-        "n_classes": 4,
-    }
-    config = tmp_path / "config.yaml"
-    config.write_text(yaml.safe_dump({"train_dataset": options, "class_names": CLASS_NAMES}))
-    return {"image": image, "mask": mask, "config": config, "folder": tmp_path}
+    classes = (rows // 37 + cols // 53) % 4
+    return write_predict_scene(
+        tmp_path, classes=classes, windows=([0, 64, 172], [0, 200, 292]), class_names=CLASS_NAMES
+    )
 
 
 def numpy_prediction(scene: dict[str, Path], name: str = "pred.tif", **kw: Any) -> Path:
@@ -132,7 +114,9 @@ def test_model_file_framework_reads_the_file(tmp_path: Path) -> None:
         model_file_framework(tmp_path / "missing.pt", option="--model")
 
 
-def test_predict_refuses_bad_model_files_with_one_line_naming_model(tmp_path: Path, scene: dict[str, Path]) -> None:
+def test_predict_refuses_bad_model_files_with_one_line_naming_model(
+    tmp_path: Path, scene: dict[str, Path], cli: CliRun
+) -> None:
     pickled = _zip(tmp_path / "pickled.pt", ["p/data.pkl", "p/version", "p/data/0"])
     torchscript = _zip(tmp_path / "script.pt", ["m/code/__torch__/m.py", "m/constants.pkl", "m/data.pkl"])
     cases = [
@@ -144,15 +128,17 @@ def test_predict_refuses_bad_model_files_with_one_line_naming_model(tmp_path: Pa
         ),
     ]
     for extra, words in cases:
-        code, out, err = run("predict", scene["config"], "--out", tmp_path / "p.tif", *extra)
+        code, out, err = cli("predict", scene["config"], "--out", tmp_path / "p.tif", *extra)
         assert code == 1 and out == "", err
         assert err.startswith("crossgeo predict: error: --model") and words in err and err.count("\n") == 1, err
     assert not (tmp_path / "p.tif").exists()
 
 
-def test_predict_names_the_missing_framework_or_the_broken_file(tmp_path: Path, scene: dict[str, Path]) -> None:
+def test_predict_names_the_missing_framework_or_the_broken_file(
+    tmp_path: Path, scene: dict[str, Path], cli: CliRun
+) -> None:
     torchscript = _zip(tmp_path / "script.pt", ["m/code/__torch__/m.py", "m/constants.pkl", "m/data.pkl"])
-    code, _, err = run("predict", scene["config"], "--model", torchscript, "--out", tmp_path / "p.tif")
+    code, _, err = cli("predict", scene["config"], "--model", torchscript, "--out", tmp_path / "p.tif")
     assert code == 1
     if importlib.util.find_spec("torch") is None:
         assert "torch cannot be imported here; install it: pip install 'crossgeo[torch]'" in err
@@ -161,10 +147,12 @@ def test_predict_names_the_missing_framework_or_the_broken_file(tmp_path: Path, 
     assert not (tmp_path / "p.tif").exists()
 
 
-def test_predict_refuses_an_existing_output_before_loading_the_model(tmp_path: Path, scene: dict[str, Path]) -> None:
+def test_predict_refuses_an_existing_output_before_loading_the_model(
+    tmp_path: Path, scene: dict[str, Path], cli: CliRun
+) -> None:
     out = tmp_path / "exists.tif"
     out.write_bytes(b"keep me")
-    code, _, err = run("predict", scene["config"], "--model", tmp_path / "missing.pt", "--out", out)
+    code, _, err = cli("predict", scene["config"], "--model", tmp_path / "missing.pt", "--out", out)
     assert code == 1 and "--out" in err and "already exists; pass --overwrite to replace it" in err
     assert out.read_bytes() == b"keep me"
 
@@ -172,10 +160,12 @@ def test_predict_refuses_an_existing_output_before_loading_the_model(tmp_path: P
 # --------------------------------------------------------------------------- evaluate
 
 
-def test_evaluate_prints_the_table_and_writes_the_library_numbers(tmp_path: Path, scene: dict[str, Path]) -> None:
+def test_evaluate_prints_the_table_and_writes_the_library_numbers(
+    tmp_path: Path, scene: dict[str, Path], cli: CliRun
+) -> None:
     prediction = numpy_prediction(scene, overlap=32)
     out_json = tmp_path / "metrics.json"
-    code, out, err = run("evaluate", prediction, scene["config"], "--json", out_json)
+    code, out, err = cli("evaluate", prediction, scene["config"], "--json", out_json)
     assert code == 0, err
     expected = evaluate(prediction, scene["mask"], n_classes=4)
     names = dict(enumerate(CLASS_NAMES))
@@ -183,15 +173,15 @@ def test_evaluate_prints_the_table_and_writes_the_library_numbers(tmp_path: Path
     for c, name in names.items():
         assert f"  {c} {name} " in out
     data = json.loads(out_json.read_text())
-    assert data["confusion"] == expected["confusion"].tolist()
-    assert data["pixels"] == expected["pixels"] == 300 * 420
-    assert data["accuracy"] == pytest.approx(expected["accuracy"], abs=1e-6)
-    assert data["mean_iou"] == pytest.approx(expected["mean_iou"], abs=1e-6)
+    assert data["confusion"] == expected.confusion.tolist()
+    assert data["pixels"] == expected.pixels == 300 * 420
+    assert data["accuracy"] == pytest.approx(expected.accuracy, abs=1e-6)
+    assert data["mean_iou"] == pytest.approx(expected.mean_iou, abs=1e-6)
     for c, record in enumerate(data["classes"]):
         assert record["name"] == CLASS_NAMES[c]
-        assert record["reference_pixels"] == int(expected["confusion"][c].sum())
+        assert record["reference_pixels"] == int(expected.confusion[c].sum())
         for key in ("iou", "f1", "precision", "recall"):
-            value = expected[key][c]
+            value = getattr(expected, key)[c]
             assert (record[key] is None) if np.isnan(value) else record[key] == pytest.approx(value, abs=1e-6)
     # A direct count: the reference is the mask file itself (same grid), the prediction the file written.
     with rasterio.open(prediction) as p, rasterio.open(scene["mask"]) as m:
@@ -199,17 +189,19 @@ def test_evaluate_prints_the_table_and_writes_the_library_numbers(tmp_path: Path
     assert data["confusion"] == direct.reshape(4, 4).tolist()
 
 
-def test_evaluate_mask_option_and_a_mask_that_does_not_overlap(tmp_path: Path, scene: dict[str, Path]) -> None:
+def test_evaluate_mask_option_and_a_mask_that_does_not_overlap(
+    tmp_path: Path, scene: dict[str, Path], cli: CliRun
+) -> None:
     prediction = numpy_prediction(scene)
-    code, out, _ = run("evaluate", prediction, scene["config"], "--mask", scene["mask"])
+    code, out, _ = cli("evaluate", prediction, scene["config"], "--mask", scene["mask"])
     assert code == 0 and f"against {scene['mask'].name}" in out
     far_transform = T.web_mercator_transform(12, 100, 100)
     far = T.write_raster(tmp_path / "far.tif", np.ones((1, 50, 50), np.uint8), crs="EPSG:3857", transform=far_transform)
-    code, _, err = run("evaluate", prediction, scene["config"], "--mask", far)
+    code, _, err = cli("evaluate", prediction, scene["config"], "--mask", far)
     assert code == 1 and "do not overlap" in err
 
 
-def test_evaluate_ignores_the_configured_ignore_value(tmp_path: Path, scene: dict[str, Path]) -> None:
+def test_evaluate_ignores_the_configured_ignore_value(tmp_path: Path, scene: dict[str, Path], cli: CliRun) -> None:
     """A mask_fill_value that is not a class (an ignore index painted into the mask) is not counted."""
     with rasterio.open(scene["mask"]) as src:
         classes, profile = src.read(), src.profile
@@ -221,7 +213,7 @@ def test_evaluate_ignores_the_configured_ignore_value(tmp_path: Path, scene: dic
     config = tmp_path / "ignore.yaml"
     config.write_text(yaml.safe_dump(options))
     out_json = tmp_path / "m.json"
-    code, out, err = run("evaluate", numpy_prediction(scene), config, "--json", out_json)
+    code, out, err = cli("evaluate", numpy_prediction(scene), config, "--json", out_json)
     assert code == 0, err
     data = json.loads(out_json.read_text())
     assert data["ignored"]["ignore_value"] == 10 * 420 and data["pixels"] == 290 * 420
@@ -231,10 +223,10 @@ def test_evaluate_ignores_the_configured_ignore_value(tmp_path: Path, scene: dic
 # --------------------------------------------------------------------------- preview --prediction
 
 
-def test_preview_draws_the_prediction_next_to_the_mask(tmp_path: Path, scene: dict[str, Path]) -> None:
+def test_preview_draws_the_prediction_next_to_the_mask(tmp_path: Path, scene: dict[str, Path], cli: CliRun) -> None:
     prediction = numpy_prediction(scene, overlap=16)
     png = tmp_path / "compare.png"
-    code, out, err = run("preview", scene["config"], "--prediction", prediction, "--alpha", 1, "--out", png)
+    code, out, err = cli("preview", scene["config"], "--prediction", prediction, "--alpha", 1, "--out", png)
     assert code == 0, err
     sampler = PatchSampler(**common.split_options(common.load_config(scene["config"]), "c").sampler)
     indices = preview.choose_windows(len(sampler), 16, 0)
@@ -260,7 +252,7 @@ def test_preview_draws_the_prediction_next_to_the_mask(tmp_path: Path, scene: di
     assert "wrote" in out
 
 
-def test_read_classes_refuses_a_prediction_on_another_grid(tmp_path: Path, scene: dict[str, Path]) -> None:
+def test_read_classes_refuses_a_prediction_on_another_grid(tmp_path: Path, scene: dict[str, Path], cli: CliRun) -> None:
     other = T.write_raster(
         tmp_path / "other.tif", T.coordinate_bands(300, 420, "uint8"), crs="EPSG:3857",
         transform=T.web_mercator_transform(12, 2177, 1460),
@@ -269,7 +261,7 @@ def test_read_classes_refuses_a_prediction_on_another_grid(tmp_path: Path, scene
     sampler = PatchSampler(**common.split_options(common.load_config(scene["config"]), "c").sampler)
     with pytest.raises(RasterError, match="not on the image's grid"):
         read_classes(prediction, sampler.grid, [(0, 0)], 128)
-    code, _, err = run("preview", scene["config"], "--prediction", prediction, "--out", tmp_path / "x.png")
+    code, _, err = cli("preview", scene["config"], "--prediction", prediction, "--out", tmp_path / "x.png")
     assert code == 1 and "--prediction" in err and "not on the image's grid" in err
 
 

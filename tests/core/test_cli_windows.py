@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import contextlib
-import io
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -16,25 +13,18 @@ pytest.importorskip("PIL")
 pytest.importorskip("tqdm")
 
 import yaml
-from conftest import Scene
 from PIL import Image
+from testkit import CliRun
 
 from crossgeo import PatchSampler, class_fractions
-from crossgeo.cli import main
 from crossgeo.cli.windows import SPLIT_COLOURS, parse_splits
+from crossgeo.testing import CoordinateScene
 
 PATCH = 64
 
 
-def run(*argv: Any) -> tuple[int, str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        code = main([str(a) for a in argv])
-    return code, out.getvalue(), err.getvalue()
-
-
 @pytest.fixture
-def config(scene: Scene) -> Path:
+def config(scene: CoordinateScene) -> Path:
     """A 512 x 512 coordinate image and an aligned 3-class mask; class 2 only in its top-left 96 x 96 pixels."""
     rows, cols = np.mgrid[0 : scene.size, 0 : scene.size]
     classes = ((rows // 40 + cols // 40) % 2).astype(np.uint8)
@@ -46,9 +36,9 @@ def config(scene: Scene) -> Path:
     return path
 
 
-def test_split_balanced_table_and_map(scene: Scene, config: Path) -> None:
+def test_split_balanced_table_and_map(scene: CoordinateScene, config: Path, cli: CliRun) -> None:
     out, picture = scene.path("w.parquet"), scene.path("w.png")
-    code, stdout, stderr = run(
+    code, stdout, stderr = cli(
         "windows", config, "--grid", 32, "--split", "train=0.5,val=0.25,test=0.25", "--block", 128,
         "--balanced", 24, "--weights", "--seed", 3, "--out", out, "--map", picture,
     )  # fmt: skip
@@ -103,37 +93,37 @@ def _covering(table: pd.DataFrame, y: int, x: int) -> set[str]:
     return found
 
 
-def test_balance_lifts_the_rare_class_and_min_valid(scene: Scene, config: Path) -> None:
+def test_balance_lifts_the_rare_class_and_min_valid(scene: CoordinateScene, config: Path, cli: CliRun) -> None:
     plain = scene.path("plain.csv")
-    assert run("windows", config, "--grid", 32, "--out", plain)[0] == 0
+    assert cli("windows", config, "--grid", 32, "--out", plain)[0] == 0
     candidates = pd.read_csv(plain)
     assert "split" not in candidates and len(candidates) == 15 * 15
     balanced = scene.path("balanced.csv")
-    code, stdout, _ = run("windows", config, "--grid", 32, "--balanced", 30, "--seed", 1, "--out", balanced)
+    code, stdout, _ = cli("windows", config, "--grid", 32, "--balanced", 30, "--seed", 1, "--out", balanced)
     assert code == 0
     chosen = pd.read_csv(balanced)
     before, after = (candidates.class_2 > 0).mean(), (chosen.class_2 > 0).mean()
     assert before < 0.05 and after >= 1 / 3 - 0.01
     assert f"{before:.1%}->{after:.1%}" in stdout.replace(" ", "")
     random = scene.path("random.csv")
-    assert run("windows", config, "--random", 50, "--seed", 2, "--min-valid", 0.5, "--out", random)[0] == 0
+    assert cli("windows", config, "--random", 50, "--seed", 2, "--min-valid", 0.5, "--out", random)[0] == 0
     table = pd.read_csv(random)
     assert len(table) == 50 and (table.valid >= 0.5).all()
 
 
-def test_windows_bad_input(scene: Scene, config: Path) -> None:
-    code, _, err = run("windows", config, "--split", "train:0.8", "--out", scene.path("x.csv"))
+def test_windows_bad_input(scene: CoordinateScene, config: Path, cli: CliRun) -> None:
+    code, _, err = cli("windows", config, "--split", "train:0.8", "--out", scene.path("x.csv"))
     assert code == 1 and "NAME=SHARE" in err
-    code, _, err = run("windows", config, "--split", "train=0.8,val=0.1", "--out", scene.path("x.csv"))
+    code, _, err = cli("windows", config, "--split", "train=0.8,val=0.1", "--out", scene.path("x.csv"))
     assert code == 1 and "sum to 0.9" in err
-    code, _, err = run("windows", config, "--out", scene.path("x.txt"))
+    code, _, err = cli("windows", config, "--out", scene.path("x.txt"))
     assert code == 1 and ".parquet or .csv" in err
-    code, _, err = run("windows", config, "--grid", 0, "--out", scene.path("x.csv"))
+    code, _, err = cli("windows", config, "--grid", 0, "--out", scene.path("x.csv"))
     assert code == 1 and "stride must be >= 1" in err
     assert parse_splits("train=0.8, val=0.2") == {"train": 0.8, "val": 0.2}
 
 
-def test_demo_writes_a_balanced_split_windows_file(tmp_path: Path) -> None:
+def test_demo_writes_a_balanced_split_windows_file(tmp_path: Path, cli: CliRun) -> None:
     from crossgeo import demo
     from crossgeo.cli.common import load_config, split_options
 
@@ -159,5 +149,5 @@ def test_demo_writes_a_balanced_split_windows_file(tmp_path: Path) -> None:
     argv[argv.index("windows-split.parquet")] = str(again)
     argv[argv.index("config.yaml")] = str(files["config"])
     argv = argv[: argv.index("--map")]
-    assert run(*argv)[0] == 0
+    assert cli(*argv)[0] == 0
     assert pd.read_parquet(again).equals(table)

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import pytest
-from conftest import Scene
 from omegaconf import OmegaConf
 
 from crossgeo import OptionError
 from crossgeo.config import sampler_from_config, split_config
+from crossgeo.testing import CoordinateScene
 
 
-def test_seed_keys_build_a_sampler(scene: Scene) -> None:
+def test_seed_keys_build_a_sampler(scene: CoordinateScene) -> None:
     cfg = OmegaConf.create(
         {
             "_target_": "somewhere.MBTilesCropsGeoTifMaskDataset",

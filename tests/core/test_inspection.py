@@ -17,12 +17,12 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pytest
-from conftest import Scene, coordinate_truth
 
 from crossgeo import PatchSampler, WindowIndex
 from crossgeo import testing as T
 from crossgeo.config import sampler_from_config
 from crossgeo.inspection import inspect_sources
+from crossgeo.testing import CoordinateScene, window_coordinates
 
 SIZE = 32
 GRID = {"crs": "EPSG:3857", "transform": T.web_mercator_transform(12, 1, 1)}
@@ -33,7 +33,7 @@ def assert_windows(sampler: PatchSampler, rows: list[int], cols: list[int]) -> N
     assert len(sampler) == len(rows)
     for i, (r, c) in enumerate(zip(rows, cols)):
         got_rows, got_cols = T.decode_coordinates(sampler[i].image)
-        want_rows, want_cols = coordinate_truth(r, c, SIZE)
+        want_rows, want_cols = window_coordinates(r, c, SIZE)
         np.testing.assert_array_equal(got_rows, want_rows)
         np.testing.assert_array_equal(got_cols, want_cols)
 
@@ -48,13 +48,13 @@ def assert_windows(sampler: PatchSampler, rows: list[int], cols: list[int]) -> N
     ],
     ids=["DataFrame", "pyarrow", "numpy", "WindowIndex"],
 )
-def test_windows_in_memory(scene: Scene, table: object) -> None:
+def test_windows_in_memory(scene: CoordinateScene, table: object) -> None:
     sampler = PatchSampler(scene.image, scene.lonlat_mask(), table, SIZE, n_classes=4)
     assert_windows(sampler, ROWS, COLS)
     assert sampler.crops_path.startswith(f"<{type(table).__name__} of 3 rows>")
 
 
-def test_in_memory_windows_use_the_offset_keys_and_check_values(scene: Scene) -> None:
+def test_in_memory_windows_use_the_offset_keys_and_check_values(scene: CoordinateScene) -> None:
     frame = pd.DataFrame({"y": ROWS, "x": COLS})
     sampler = PatchSampler(scene.image, scene.lonlat_mask(), frame, SIZE, n_classes=4, row_off_key="y", col_off_key="x")
     assert_windows(sampler, ROWS, COLS)
@@ -70,7 +70,7 @@ def test_in_memory_windows_use_the_offset_keys_and_check_values(scene: Scene) ->
         PatchSampler(scene.image, scene.lonlat_mask(), frame, SIZE, window_index_cache=scene.path("c.csv"))
 
 
-def test_a_typo_in_python_gets_a_suggestion(scene: Scene) -> None:
+def test_a_typo_in_python_gets_a_suggestion(scene: CoordinateScene) -> None:
     windows = scene.windows(ROWS, COLS)
     with pytest.raises(TypeError, match=r"Unknown option 'pach_size' in PatchSampler. Did you mean 'patch_size'"):
         PatchSampler(scene.image, scene.lonlat_mask(), windows, pach_size=SIZE)
@@ -78,7 +78,7 @@ def test_a_typo_in_python_gets_a_suggestion(scene: Scene) -> None:
         PatchSampler(scene.image, scene.lonlat_mask(), windows)
 
 
-def test_the_original_key_names_appear_in_messages(scene: Scene) -> None:
+def test_the_original_key_names_appear_in_messages(scene: CoordinateScene) -> None:
     missing = scene.path("nope.mbtiles")
     windows = scene.windows(ROWS, COLS)
     config = {"image_mbtiles_path": missing, "mask_path": scene.lonlat_mask(), "crops_path": windows, "patch_size": 8}
@@ -110,7 +110,7 @@ def test_patch_larger_than_the_image_warns(tmp_path: Path) -> None:
     assert sampler[0].image.shape == (3, 64, 64)
 
 
-def test_mostly_outside_windows_warn_with_the_share(scene: Scene) -> None:
+def test_mostly_outside_windows_warn_with_the_share(scene: CoordinateScene) -> None:
     rows, cols = [scene.size - 8, -24], [scene.size - 8, 0]  # 1/16 and 1/4 inside: 1 - (1/16 + 1/4) / 2 = 84 %
     with pytest.warns(UserWarning, match=r"on average 84% of each window's pixels lie outside the image"):
         PatchSampler(scene.image, scene.lonlat_mask(), np.array(list(zip(rows, cols))), SIZE, n_classes=4)
@@ -119,7 +119,9 @@ def test_mostly_outside_windows_warn_with_the_share(scene: Scene) -> None:
         PatchSampler(scene.image, scene.lonlat_mask(), np.array(list(zip(ROWS, COLS))), SIZE, n_classes=4)
 
 
-def test_an_empty_window_set_is_a_warning_and_length_zero(scene: Scene, caplog: pytest.LogCaptureFixture) -> None:
+def test_an_empty_window_set_is_a_warning_and_length_zero(
+    scene: CoordinateScene, caplog: pytest.LogCaptureFixture
+) -> None:
     empty = scene.path("empty.csv")
     empty.write_text("row_off,col_off\n")
     with caplog.at_level(logging.WARNING, logger="crossgeo"):
@@ -130,7 +132,7 @@ def test_an_empty_window_set_is_a_warning_and_length_zero(scene: Scene, caplog: 
         sampler[0]
 
 
-def test_inspection_collects_every_problem(scene: Scene, tmp_path: Path) -> None:
+def test_inspection_collects_every_problem(scene: CoordinateScene, tmp_path: Path) -> None:
     """validate's view: a bad mask and bad windows are both reported, with the image record kept."""
     rgb_mask = T.write_raster(
         tmp_path / "rgb.tif", np.zeros((3, 10, 10), np.uint8), crs="EPSG:3857", transform=scene.transform
@@ -151,7 +153,7 @@ def test_inspection_collects_every_problem(scene: Scene, tmp_path: Path) -> None
         inspect_sources(config)  # construction stops at the first problem
 
 
-def test_the_sampler_keeps_its_inspection_records(scene: Scene) -> None:
+def test_the_sampler_keeps_its_inspection_records(scene: CoordinateScene) -> None:
     cache = scene.path("cache.parquet")
     windows = scene.windows(ROWS, COLS)
     first = PatchSampler(scene.image, scene.lonlat_mask(), windows, SIZE, n_classes=4, window_index_cache=cache)

@@ -18,7 +18,6 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pytest
@@ -28,7 +27,7 @@ pytest.importorskip("yaml")
 pytest.importorskip("PIL")
 
 import yaml
-from conftest import Scene
+from testkit import CliRun
 
 from crossgeo import testing as T
 from crossgeo.cli import main
@@ -36,17 +35,10 @@ from crossgeo.errors import ConfigError, CrossgeoError, WriteError
 from crossgeo.files import atomic_output, partial_pattern, remove_stale
 from crossgeo.io import _has_zstd
 from crossgeo.predict import predict_raster
+from crossgeo.testing import CoordinateScene
 
 ROOT = Path(__file__).resolve().parents[2]
 TRANSFORM = T.web_mercator_transform(12, 2176, 1460)
-
-
-def run(*argv: Any) -> tuple[int, str, str]:
-    """``crossgeo ARGV`` in-process: (exit status, stdout, stderr)."""
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        code = main([str(a) for a in argv])
-    return code, out.getvalue(), err.getvalue()
 
 
 def two_scores(x: np.ndarray) -> np.ndarray:
@@ -61,7 +53,7 @@ def partials(folder: Path) -> list[str]:
 @pytest.fixture
 def config(tmp_path: Path) -> Path:
     """A configuration over a 512 x 512 coordinate image, a lon/lat class mask and a 4 x 4 window grid."""
-    scene = Scene(tmp_path)
+    scene = CoordinateScene(tmp_path, 512)
     rows, cols = np.meshgrid(np.arange(0, 512, 128), np.arange(0, 512, 128), indexing="ij")
     options = {
         "_target_": "anything.Dataset",
@@ -105,45 +97,47 @@ def fill(folder: Path) -> None:
 # ---------------------------------------------------------------------- full disks (issue 21.5, 21.9)
 
 
-def test_windows_out_on_a_full_disk_keeps_the_previous_table(config: Path, full_disk: Path) -> None:
+def test_windows_out_on_a_full_disk_keeps_the_previous_table(config: Path, full_disk: Path, cli: CliRun) -> None:
     out = full_disk / "windows.parquet"
-    code, _, err = run("windows", config, "--grid", "128", "--out", out)
+    code, _, err = cli("windows", config, "--grid", "128", "--out", out)
     assert code == 0, err
     previous = out.read_bytes()
     fill(full_disk)
-    code, _, err = run("windows", config, "--grid", "8", "--out", out)  # 3600 windows: a bigger table
+    code, _, err = cli("windows", config, "--grid", "8", "--out", out)  # 3600 windows: a bigger table
     assert code == 1
     assert out.read_bytes() == previous
     assert partials(full_disk) == []
     assert f"--out '{out}': disk full (no space left on device" in err
 
 
-def test_stats_json_on_a_full_disk_keeps_the_previous_file(config: Path, full_disk: Path) -> None:
+def test_stats_json_on_a_full_disk_keeps_the_previous_file(config: Path, full_disk: Path, cli: CliRun) -> None:
     document = yaml.safe_load(config.read_text())
     document["train_dataset"]["n_classes"] = 40  # a row per declared class: more JSON than the old file's page
     config.write_text(yaml.safe_dump(document))
     out = full_disk / "stats.json"
     out.write_text('{"previous": true}\n')
     fill(full_disk)
-    code, _, err = run("stats", config, "--json", out)
+    code, _, err = cli("stats", config, "--json", out)
     assert out.read_text() == '{"previous": true}\n'
     assert partials(full_disk) == []
     assert code == 1
     assert f"--json '{out}': disk full" in err and "the previous file, if any, is unchanged" in err
 
 
-def test_preview_png_on_a_full_disk_keeps_the_previous_picture(config: Path, full_disk: Path) -> None:
+def test_preview_png_on_a_full_disk_keeps_the_previous_picture(config: Path, full_disk: Path, cli: CliRun) -> None:
     out = full_disk / "preview.png"
     out.write_bytes(b"previous picture")
     fill(full_disk)
-    code, _, err = run("preview", config, "-n", "4", "--out", out)
+    code, _, err = cli("preview", config, "-n", "4", "--out", out)
     assert out.read_bytes() == b"previous picture"
     assert partials(full_disk) == []
     assert code == 1
     assert f"--out '{out}': disk full" in err
 
 
-def test_evaluate_json_on_a_full_disk_keeps_the_previous_metrics(config: Path, tmp_path: Path, full_disk: Path) -> None:
+def test_evaluate_json_on_a_full_disk_keeps_the_previous_metrics(
+    config: Path, tmp_path: Path, full_disk: Path, cli: CliRun
+) -> None:
     document = yaml.safe_load(config.read_text())
     document["train_dataset"]["n_classes"] = 40  # a record per class: more JSON than the old file's page
     config.write_text(yaml.safe_dump(document))
@@ -158,7 +152,7 @@ def test_evaluate_json_on_a_full_disk_keeps_the_previous_metrics(config: Path, t
     out = full_disk / "metrics.json"
     out.write_text('{"previous": true}\n')
     fill(full_disk)
-    code, _, err = run("evaluate", prediction.path, config, "--json", out)
+    code, _, err = cli("evaluate", prediction.path, config, "--json", out)
     assert out.read_text() == '{"previous": true}\n'
     assert partials(full_disk) == []
     assert code == 1
@@ -181,12 +175,12 @@ def test_prediction_on_a_full_disk_says_disk_full_and_keeps_the_previous_file(tm
     assert partials(full_disk) == []
 
 
-def test_a_failed_rename_names_the_file_and_leaves_no_temporary(config: Path, tmp_path: Path) -> None:
+def test_a_failed_rename_names_the_file_and_leaves_no_temporary(config: Path, tmp_path: Path, cli: CliRun) -> None:
     """Without a full disk: the output name is a folder, so the write succeeds and the rename fails."""
     out = tmp_path / "stats.json"
     out.mkdir()
     (out / "keep.txt").write_text("kept")
-    code, _, err = run("stats", config, "--json", out)
+    code, _, err = cli("stats", config, "--json", out)
     assert code == 1
     assert f"--json '{out}' could not be written" in err
     assert (out / "keep.txt").read_text() == "kept"
@@ -202,7 +196,9 @@ def _dead_pid() -> int:
     return done.pid
 
 
-def test_the_next_write_removes_only_stale_temporaries_of_its_own_target(config: Path, tmp_path: Path) -> None:
+def test_the_next_write_removes_only_stale_temporaries_of_its_own_target(
+    config: Path, tmp_path: Path, cli: CliRun
+) -> None:
     out = tmp_path / "stats.json"
     dead, old = _dead_pid(), time.time() - 3600
     stale = tmp_path / f".stats.json.partial-{dead}-0123abcd.json"
@@ -217,7 +213,7 @@ def test_the_next_write_removes_only_stale_temporaries_of_its_own_target(config:
         path.write_text("{}")
         if path != kept["after this process started"]:
             os.utime(path, (old, old))
-    code, _, err = run("stats", config, "--json", out)
+    code, _, err = cli("stats", config, "--json", out)
     assert code == 0, err
     assert not stale.exists()
     assert [name for name, path in kept.items() if not path.exists()] == []
@@ -303,21 +299,21 @@ def test_predict_refuses_to_write_over_its_own_image(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("target", ["image_path", "mask_path", "configuration"])
-def test_predict_command_refuses_an_out_that_is_an_input(config: Path, target: str) -> None:
+def test_predict_command_refuses_an_out_that_is_an_input(config: Path, target: str, cli: CliRun) -> None:
     options = yaml.safe_load(config.read_text())["train_dataset"]
     path = config if target == "configuration" else Path(options[target])
     before = path.read_bytes()
-    code, _, err = run("predict", config, "--model", config.parent / "model.pt", "--out", path, "--overwrite")
+    code, _, err = cli("predict", config, "--model", config.parent / "model.pt", "--out", path, "--overwrite")
     assert code == 1
     assert f"--out '{path}' is the {target} '{path}', an input of this run" in err
     assert "refused (with or without overwrite)" in err
     assert path.read_bytes() == before
 
 
-def test_stats_and_preview_refuse_to_write_over_the_configuration(config: Path) -> None:
+def test_stats_and_preview_refuse_to_write_over_the_configuration(config: Path, cli: CliRun) -> None:
     before = config.read_bytes()
-    assert "--json" in run("stats", config, "--json", config)[2]
-    assert "--out" in run("preview", config, "--out", config)[2]
+    assert "--json" in cli("stats", config, "--json", config)[2]
+    assert "--out" in cli("preview", config, "--out", config)[2]
     assert config.read_bytes() == before
 
 

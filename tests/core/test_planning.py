@@ -12,21 +12,23 @@ import pytest
 import rasterio
 import shapely
 from affine import Affine
-from conftest import PALETTE, Scene
 
 from crossgeo import (
     ConfigError,
     Grid,
     OptionError,
     PatchSampler,
+    WindowPlan,
     balanced_windows,
     class_fractions,
     grid_windows,
+    plan_windows,
     random_windows,
     spatial_split,
     window_weights,
 )
 from crossgeo import testing as T
+from crossgeo.testing import PALETTE, CoordinateScene
 
 GRID = Grid(300, 200, Affine(10, 0, 500000, 0, -10, 4000000), "EPSG:32632")
 
@@ -66,7 +68,7 @@ def test_grid_windows_cover_every_pixel_and_stay_inside(height: int, width: int,
     assert rows[-1] == height - size  # flush with the bottom edge
 
 
-def test_grid_windows_from_a_raster_path(scene: Scene) -> None:
+def test_grid_windows_from_a_raster_path(scene: CoordinateScene) -> None:
     frame = grid_windows(scene.image, 128, stride=100)
     with rasterio.open(scene.image) as src:
         assert (src.height, src.width) == (512, 512)
@@ -106,7 +108,7 @@ def _aoi_file(path: Path, polygon: Any, crs: str) -> Path:
     return path
 
 
-def test_aoi_vector_file_in_another_crs(scene: Scene, caplog: pytest.LogCaptureFixture) -> None:
+def test_aoi_vector_file_in_another_crs(scene: CoordinateScene, caplog: pytest.LogCaptureFixture) -> None:
     import geopandas as gpd
 
     left, bottom, right, top = scene.lonlat_bounds
@@ -204,14 +206,14 @@ def assert_exact(sampler: PatchSampler) -> pd.DataFrame:
     return frame
 
 
-def _overlapping_windows(scene: Scene, size: int, stride: int, name: str = "windows.csv") -> Path:
+def _overlapping_windows(scene: CoordinateScene, size: int, stride: int, name: str = "windows.csv") -> Path:
     """Overlapping windows, the first row and column starting outside the image, the last reaching past it."""
     offsets = np.arange(-size // 2, scene.size - size // 4, stride)
     rows, cols = np.meshgrid(offsets, offsets, indexing="ij")
     return scene.windows(rows.ravel(), cols.ravel(), name)
 
 
-def test_class_fractions_exact_on_an_aligned_class_mask_with_nodata(scene: Scene) -> None:
+def test_class_fractions_exact_on_an_aligned_class_mask_with_nodata(scene: CoordinateScene) -> None:
     rng = np.random.default_rng(0)
     classes = rng.integers(0, 5, (1, 512 + 40, 512 + 40)).astype(np.uint8)
     classes[:, 100:160, 200:300] = 255  # nodata
@@ -222,7 +224,7 @@ def test_class_fractions_exact_on_an_aligned_class_mask_with_nodata(scene: Scene
     assert (frame.valid < 1).sum() > 10 and (frame.valid == 1).sum() > 10  # outside and nodata pixels occur
 
 
-def test_class_fractions_exact_on_a_mask_smaller_than_the_image(scene: Scene) -> None:
+def test_class_fractions_exact_on_a_mask_smaller_than_the_image(scene: CoordinateScene) -> None:
     classes = (T.coordinate_bands(400, 400, "uint16")[1] // 50 % 3).astype(np.uint8)[None]
     mask = T.write_raster(scene.path("small.tif"), classes, crs=scene.crs, transform=scene.transform)
     sampler = PatchSampler(scene.image, mask, _overlapping_windows(scene, 64, 48), 64, n_classes=3, mask_fill_value=2)
@@ -231,7 +233,7 @@ def test_class_fractions_exact_on_a_mask_smaller_than_the_image(scene: Scene) ->
 
 
 @pytest.mark.parametrize("palette", [None, PALETTE])
-def test_class_fractions_exact_on_a_warped_lonlat_mask(scene: Scene, palette: Any) -> None:
+def test_class_fractions_exact_on_a_warped_lonlat_mask(scene: CoordinateScene, palette: Any) -> None:
     # The mask (EPSG:4326) stops short of the image on every side: windows hold uncovered pixels too.
     mask = scene.lonlat_mask("m.tif", margin=-0.003, resolution=0.00011, palette=palette)
     options: dict[str, Any] = {"n_classes": 4}
@@ -244,7 +246,7 @@ def test_class_fractions_exact_on_a_warped_lonlat_mask(scene: Scene, palette: An
     assert all((frame[f"class_{k}"] > 0).any() for k in range(4))
 
 
-def test_class_fractions_exact_on_a_mask_in_a_projected_crs(scene: Scene) -> None:
+def test_class_fractions_exact_on_a_mask_in_a_projected_crs(scene: CoordinateScene) -> None:
     """A UTM mask under a Web Mercator image: the warp's scanlines are curved, so region reads must match windows."""
     from rasterio.warp import transform_bounds
 
@@ -274,7 +276,7 @@ def test_class_fractions_exact_on_real_data(real_data: Path, tmp_path: Path) -> 
     assert len(frame) == len(windows) and (frame.class_1 > 0).any() and (frame.class_0 > 0).any()
 
 
-def test_read_mask_region_equals_read_mask(scene: Scene) -> None:
+def test_read_mask_region_equals_read_mask(scene: CoordinateScene) -> None:
     mask = scene.lonlat_mask("m.tif", margin=-0.003, resolution=0.00011)
     sampler = PatchSampler(scene.image, mask, scene.windows([0], [0]), 64, n_classes=4)
     classes, valid = sampler.read_mask_region(-10, 100, 300, 64)
@@ -288,7 +290,7 @@ def test_read_mask_region_equals_read_mask(scene: Scene) -> None:
 # --------------------------------------------------------------------------- balance
 
 
-def rare_class_scene(scene: Scene) -> PatchSampler:
+def rare_class_scene(scene: CoordinateScene) -> PatchSampler:
     """Classes 0 (background) and 1 (common stripes) everywhere, class 2 in 4 small squares (rare)."""
     data = np.zeros((512, 512), dtype=np.uint8)
     data[:, ::7] = 1
@@ -301,7 +303,7 @@ def rare_class_scene(scene: Scene) -> PatchSampler:
     return PatchSampler(scene.image, mask, crops, 32, n_classes=3)
 
 
-def test_balanced_windows_serve_a_rare_class(scene: Scene, caplog: pytest.LogCaptureFixture) -> None:
+def test_balanced_windows_serve_a_rare_class(scene: CoordinateScene, caplog: pytest.LogCaptureFixture) -> None:
     fractions = class_fractions(rare_class_scene(scene))
     before = (fractions.class_2 > 0).mean()
     assert 0.005 < before < 0.05  # rare among the candidates
@@ -324,7 +326,27 @@ def test_balanced_windows_serve_a_rare_class(scene: Scene, caplog: pytest.LogCap
     assert not chosen.equals(balanced_windows(fractions, n, seed=1))
 
 
-def test_balanced_windows_min_fraction_and_classes(scene: Scene) -> None:
+def test_plan_windows_returns_a_window_plan_record(scene: CoordinateScene) -> None:
+    sampler = rare_class_scene(scene)
+    config = {"image_path": scene.image, "mask_path": sampler.mask_path, "patch_size": 32, "n_classes": 3}
+    splits = {"train": 0.75, "val": 0.25}
+    plan = plan_windows(config, stride=16, balanced=120, splits=splits, block=128, seed=0, weights=True)
+    assert isinstance(plan, WindowPlan) and len(plan) == len(plan.windows) == plan.counts["windows"]
+    assert plan.windows.attrs == {}  # counts live on the record, not in pandas attrs (no Parquet metadata)
+    assert set(plan.windows.columns) >= {"row_off", "col_off", "valid", "class_2", "split", "weight"}
+    candidates = len(grid_windows(scene.image, 32, stride=16))
+    assert plan.counts["candidates"] == candidates and plan.counts["aoi_dropped"] == 0
+    kept = candidates - plan.counts["low_valid_dropped"] - plan.counts["straddling_dropped"]
+    assert sum(plan.presence[name]["candidates"] for name in splits) == kept
+    assert {name: plan.presence[name]["chosen"] for name in splits} == {"train": 90, "val": 30}
+    assert plan.windows["split"].value_counts().to_dict() == {"train": 90, "val": 30}
+    for name in splits:
+        group = plan.windows[plan.windows["split"] == name]
+        assert plan.presence[name]["after"]["class_2"] == pytest.approx((group.class_2 > 0).mean())
+        assert plan.presence[name]["after"]["class_2"] > plan.presence[name]["before"]["class_2"]
+
+
+def test_balanced_windows_min_fraction_and_classes(scene: CoordinateScene) -> None:
     fractions = class_fractions(rare_class_scene(scene))
     chosen = balanced_windows(fractions, 200, seed=0, classes=[2])
     assert (chosen.class_2 > 0).all()
@@ -499,7 +521,7 @@ def test_bad_input_names_the_argument(call: Any, error: type[Exception], match: 
     ],
 )
 def test_class_fractions_exact_on_each_counting_path(
-    scene: Scene, monkeypatch: pytest.MonkeyPatch, layout: str, n_classes: int, fill: int, band: int
+    scene: CoordinateScene, monkeypatch: pytest.MonkeyPatch, layout: str, n_classes: int, fill: int, band: int
 ) -> None:
     from crossgeo import planning
 

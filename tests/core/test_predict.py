@@ -22,8 +22,10 @@ from rasterio.warp import transform as warp_transform
 import crossgeo
 from crossgeo import testing as T
 from crossgeo.errors import ConfigError, NoOverlapError, OptionError, RasterError, ReadError
+from crossgeo.evaluation import Evaluation, evaluate
+from crossgeo.grid import axis_offsets
 from crossgeo.io import output_compression
-from crossgeo.predict import axis_offsets, blend_weights, evaluate, predict_raster, prefetch
+from crossgeo.predict import blend_weights, predict_raster, prefetch
 
 CRS = "EPSG:3857"
 TRANSFORM = T.web_mercator_transform(12, 2176, 1460)
@@ -56,10 +58,11 @@ def image(tmp_path: Path, height: int, width: int, name: str = "image.tif", **kw
 
 
 def test_axis_offsets_stride_and_flush_last_window() -> None:
-    assert axis_offsets(700, 256, 0).tolist() == [0, 256, 444]
-    assert axis_offsets(700, 256, 64).tolist() == [0, 192, 384, 444]
-    assert axis_offsets(512, 256, 0).tolist() == [0, 256]
-    assert axis_offsets(100, 256, 64).tolist() == [0]  # smaller than a patch: one padded window
+    assert axis_offsets(700, 256, 256).tolist() == [0, 256, 444]  # arguments: extent, patch size, stride
+    assert axis_offsets(700, 256, 192).tolist() == [0, 192, 384, 444]  # overlap 64
+    assert axis_offsets(512, 256, 256).tolist() == [0, 256]
+    assert axis_offsets(100, 256, 192).tolist() == [0]  # smaller than a patch: one padded window
+    assert axis_offsets(700, 256, 300).tolist() == [0, 300, 444]  # a stride longer than a patch leaves gaps
 
 
 def test_linear_weights_are_a_positive_tent_and_none_picks_the_nearest_centre() -> None:
@@ -88,7 +91,7 @@ def test_class_output_equals_the_model_on_the_whole_geotiff(tmp_path: Path, over
     got, profile = read(result.path)
     np.testing.assert_array_equal(got[0], truth.argmax(axis=0))
     assert (profile["dtype"], profile["nodata"], result.n_classes, result.invalid_pixels) == ("uint8", 255, 4, 0)
-    assert result.windows == len(axis_offsets(700, 256, overlap)) * len(axis_offsets(900, 256, overlap))
+    assert result.windows == len(axis_offsets(700, 256, 256 - overlap)) * len(axis_offsets(900, 256, 256 - overlap))
     scores = predict_raster(
         path, pointwise, tmp_path / "scores.tif", patch_size=256, overlap=overlap, blend=blend, output="scores"
     )
@@ -438,18 +441,19 @@ def test_evaluate_matches_a_direct_confusion_matrix_on_real_data(real_data: Path
 
     result = predict_raster(real_data / "RGB.byte.tif", bright, tmp_path / "pred.tif", patch_size=256, overlap=32)
     metrics = crossgeo.evaluate(result.path, real_data / "world.byte.tif", n_classes=2)
+    assert isinstance(metrics, Evaluation) and metrics.n_classes == 2
     predicted = read(result.path)[0][0].astype(np.int64)
     reference = _pixel_centre_truth(result.path, real_data / "world.byte.tif")
     keep = predicted != 255
     confusion = np.bincount(reference[keep] * 2 + predicted[keep], minlength=4).reshape(2, 2)
-    np.testing.assert_array_equal(metrics["confusion"], confusion)
+    np.testing.assert_array_equal(metrics.confusion, confusion)
     tp = np.diag(confusion)
-    np.testing.assert_allclose(metrics["iou"], tp / (confusion.sum(0) + confusion.sum(1) - tp))
-    np.testing.assert_allclose(metrics["precision"], tp / confusion.sum(0))
-    np.testing.assert_allclose(metrics["recall"], tp / confusion.sum(1))
-    np.testing.assert_allclose(metrics["f1"], 2 * tp / (confusion.sum(0) + confusion.sum(1)))
-    assert metrics["accuracy"] == pytest.approx(tp.sum() / confusion.sum())
-    assert metrics["pixels"] == keep.sum() and metrics["ignored"]["prediction_nodata"] == (~keep).sum()
+    np.testing.assert_allclose(metrics.iou, tp / (confusion.sum(0) + confusion.sum(1) - tp))
+    np.testing.assert_allclose(metrics.precision, tp / confusion.sum(0))
+    np.testing.assert_allclose(metrics.recall, tp / confusion.sum(1))
+    np.testing.assert_allclose(metrics.f1, 2 * tp / (confusion.sum(0) + confusion.sum(1)))
+    assert metrics.accuracy == pytest.approx(tp.sum() / confusion.sum())
+    assert metrics.pixels == keep.sum() and metrics.ignored["prediction_nodata"] == (~keep).sum()
     assert confusion.min() > 10_000  # both classes present in both maps: a real test of the counting
 
 
@@ -469,8 +473,8 @@ def test_evaluate_on_an_aligned_colour_mask_with_gaps_and_windows(tmp_path: Path
     reference[20:] = classes[: height - 20]
     keep = (reference >= 0) & (predicted != 255) & (reference != 2)
     confusion = np.bincount(reference[keep] * 3 + predicted[keep], minlength=9).reshape(3, 3)
-    np.testing.assert_array_equal(metrics["confusion"], confusion)
-    assert metrics["ignored"] == {
+    np.testing.assert_array_equal(metrics.confusion, confusion)
+    assert metrics.ignored == {
         "no_mask_data": 20 * width,
         "prediction_nodata": 0,
         "ignore_value": int(((reference == 2) & (predicted != 255)).sum()),
@@ -478,7 +482,7 @@ def test_evaluate_on_an_aligned_colour_mask_with_gaps_and_windows(tmp_path: Path
     windowed = evaluate(pred, mask, n_classes=3, color_map=color_map, windows=[(100, 0, 64), (100, 0, 64)])
     part = reference[100:164, :64], predicted[100:164, :64]
     once = np.bincount(part[0].ravel() * 3 + part[1].ravel(), minlength=9).reshape(3, 3)
-    np.testing.assert_array_equal(windowed["confusion"], 2 * once)  # a pixel counts once per window
+    np.testing.assert_array_equal(windowed.confusion, 2 * once)  # a pixel counts once per window
 
 
 def test_evaluate_bad_input(tmp_path: Path, real_data: Path) -> None:
@@ -496,3 +500,14 @@ def test_evaluate_bad_input(tmp_path: Path, real_data: Path) -> None:
         evaluate(scores, near, n_classes=4)
     with pytest.raises(ConfigError, match="windows entry 0"):
         evaluate(pred, near, n_classes=4, windows=[(0, 0)])  # type: ignore[list-item]
+
+
+def test_moved_names_stay_importable_from_crossgeo_predict() -> None:
+    """evaluate / read_classes moved to crossgeo.evaluation and model_file_framework to crossgeo.models."""
+    from crossgeo import evaluation, models
+    from crossgeo import predict as module
+
+    assert module.evaluate is evaluation.evaluate is crossgeo.evaluate
+    assert module.read_classes is evaluation.read_classes
+    assert module.model_file_framework is models.model_file_framework
+    assert crossgeo.Evaluation is evaluation.Evaluation

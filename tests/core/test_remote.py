@@ -21,17 +21,17 @@ from typing import Any
 import numpy as np
 import pytest
 import rasterio.shutil
-from conftest import Scene
 from servers import FaultProxy, FileServer, running
 
 import crossgeo.io
 from crossgeo import PatchSampler, ReadError
 from crossgeo import testing as T
+from crossgeo.testing import CoordinateScene
 
 SIZE = 64
 
 
-def noisy_scene(scene: Scene) -> tuple[Path, Path, Path]:
+def noisy_scene(scene: CoordinateScene) -> tuple[Path, Path, Path]:
     """A COG whose pixels do not compress (many range requests), a 4326 mask and windows."""
     rng = np.random.default_rng(0)
     cog = scene.path("noise.tif")
@@ -58,7 +58,7 @@ def quick_retries(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("CPL_VSIL_CURL_CHUNK_SIZE", "16384")
 
 
-def test_http_cog_with_faults_gives_the_local_epoch(scene: Scene) -> None:
+def test_http_cog_with_faults_gives_the_local_epoch(scene: CoordinateScene) -> None:
     cog, mask, windows = noisy_scene(scene)
     local = PatchSampler(cog, mask, windows, SIZE, n_classes=4)
     with running(FileServer(scene.folder, fail_every=5)) as server:
@@ -68,14 +68,14 @@ def test_http_cog_with_faults_gives_the_local_epoch(scene: Scene) -> None:
     assert server.faults >= 3, server.faults  # 503s and dropped connections were really injected
 
 
-def test_missing_remote_file_names_the_url(scene: Scene) -> None:
+def test_missing_remote_file_names_the_url(scene: CoordinateScene) -> None:
     with running(FileServer(scene.folder)) as server:
         url = f"{server.url}/nope.tif"
         with pytest.raises(OSError, match=rf"image_path '{url}' cannot be opened as a raster"):
             PatchSampler(url, scene.lonlat_mask(), scene.windows([0], [0]), SIZE)
 
 
-def test_s3_through_moto_with_faults(scene: Scene, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_s3_through_moto_with_faults(scene: CoordinateScene, monkeypatch: pytest.MonkeyPatch) -> None:
     import boto3
     from moto.server import ThreadedMotoServer
 
@@ -118,7 +118,7 @@ def test_s3_through_moto_with_faults(scene: Scene, monkeypatch: pytest.MonkeyPat
 # ---------------------------------------------------------------------- stalled servers, damaged bytes
 
 
-def deflate_cog(scene: Scene) -> Path:
+def deflate_cog(scene: CoordinateScene) -> Path:
     """A pixel-interleaved DEFLATE COG of noise in 128-pixel blocks (damaged bytes fail to decode)."""
     rng = np.random.default_rng(1)
     data = rng.integers(0, 256, (3, scene.size, scene.size), dtype=np.uint8)
@@ -155,7 +155,7 @@ def in_new_thread(work: Any, limit: float) -> dict[str, Any]:
 
 
 def test_a_server_that_stops_answering_fails_the_read_within_the_bound(
-    scene: Scene, monkeypatch: pytest.MonkeyPatch
+    scene: CoordinateScene, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("GDAL_HTTP_LOW_SPEED_TIME", "1")  # the user's setting wins over crossgeo's 10 s
     cog = deflate_cog(scene)
@@ -217,7 +217,7 @@ def test_by_default_a_stalled_remote_read_ends_within_60_seconds() -> None:
     assert capped["bound"] == pytest.approx(4 * (4 * 2 + 0.5 + 1.25 + 3.125))
 
 
-def test_bytes_damaged_in_transit_are_fetched_again_once(scene: Scene) -> None:
+def test_bytes_damaged_in_transit_are_fetched_again_once(scene: CoordinateScene) -> None:
     cog = deflate_cog(scene)
     mask = scene.lonlat_mask()
     windows = scene.windows([128, 384], [128, 384])  # block (1, 1), then block (3, 3)

@@ -11,7 +11,6 @@ import numpy as np
 import pytest
 import rasterio
 from affine import Affine
-from conftest import PALETTE, Scene, coordinate_truth
 from rasterio.enums import Resampling
 from rasterio.vrt import WarpedVRT
 from rasterio.warp import reproject
@@ -19,6 +18,7 @@ from rasterio.warp import reproject
 import crossgeo.io
 from crossgeo import ConfigError, OptionError, PatchSampler, RasterError
 from crossgeo import testing as T
+from crossgeo.testing import PALETTE, CoordinateScene, window_coordinates
 
 SIZE = 64
 
@@ -42,7 +42,7 @@ def random_windows(n: int, lo: int, hi: int, seed: int = 0) -> tuple[np.ndarray,
     return rng.integers(lo, hi, n), rng.integers(lo, hi, n)
 
 
-def test_image_patches_come_from_their_window(scene: Scene) -> None:
+def test_image_patches_come_from_their_window(scene: CoordinateScene) -> None:
     rows, cols = random_windows(30, 0, scene.size - SIZE)
     sampler = PatchSampler(scene.image, scene.lonlat_mask(), scene.windows(rows, cols), SIZE, n_classes=4)
     assert len(sampler) == 30
@@ -52,12 +52,12 @@ def test_image_patches_come_from_their_window(scene: Scene) -> None:
         assert patch.mask.shape == (SIZE, SIZE) and patch.mask.dtype == np.int64
         assert (patch.row_off, patch.col_off, patch.index) == (rows[i], cols[i], i)
         got_rows, got_cols = T.decode_coordinates(patch.image)
-        want_rows, want_cols = coordinate_truth(rows[i], cols[i], SIZE)
+        want_rows, want_cols = window_coordinates(rows[i], cols[i], SIZE)
         np.testing.assert_array_equal(got_rows, want_rows)
         np.testing.assert_array_equal(got_cols, want_cols)
 
 
-def test_warped_mask_agrees_with_whole_raster_reproject(scene: Scene) -> None:
+def test_warped_mask_agrees_with_whole_raster_reproject(scene: CoordinateScene) -> None:
     mask = scene.lonlat_mask()
     reference = reproject_onto_image(mask, scene.image)
     rows, cols = random_windows(40, -SIZE // 2, scene.size - SIZE // 2, seed=1)
@@ -65,7 +65,7 @@ def test_warped_mask_agrees_with_whole_raster_reproject(scene: Scene) -> None:
     assert not sampler.aligned
     agree = total = 0
     for patch in (sampler[i] for i in range(len(sampler))):
-        r, c = coordinate_truth(patch.row_off, patch.col_off, SIZE)
+        r, c = window_coordinates(patch.row_off, patch.col_off, SIZE)
         inside = (r >= 0) & (r < scene.size) & (c >= 0) & (c < scene.size)
         truth = reference[np.clip(r, 0, scene.size - 1), np.clip(c, 0, scene.size - 1)]
         agree += int(np.count_nonzero(patch.mask[inside] == truth[inside]))
@@ -73,7 +73,7 @@ def test_warped_mask_agrees_with_whole_raster_reproject(scene: Scene) -> None:
     assert agree / total >= 0.995, agree / total
 
 
-def test_mask_view_follows_the_gdal_block_cache(scene: Scene) -> None:
+def test_mask_view_follows_the_gdal_block_cache(scene: CoordinateScene) -> None:
     """The whole-grid view is chosen when the warped grid takes at most half of GDAL's block cache."""
     grid = PatchSampler(scene.image, scene.lonlat_mask(), scene.windows([0], [0]), SIZE).grid
     warped = scene.size * scene.size * 2  # one uint8 band and its alpha band
@@ -83,7 +83,9 @@ def test_mask_view_follows_the_gdal_block_cache(scene: Scene) -> None:
 
 
 @pytest.mark.parametrize("view", ["grid", "window"])
-def test_warped_views_read_windows_and_regions_alike(scene: Scene, view: str, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_warped_views_read_windows_and_regions_alike(
+    scene: CoordinateScene, view: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Whole-grid view: a region read is exactly the windows read inside it, and both views match the oracle."""
     monkeypatch.setattr(crossgeo.io, "GRID_VIEW_CACHE_SHARE", 1e6 if view == "grid" else 0.0)
     mask = scene.lonlat_mask()
@@ -103,7 +105,7 @@ def test_warped_views_read_windows_and_regions_alike(scene: Scene, view: str, mo
         else:
             agree += int(np.count_nonzero(same))
             total += same.size
-        rr, cc = coordinate_truth(row_off, col_off, SIZE)
+        rr, cc = window_coordinates(row_off, col_off, SIZE)
         inside = (rr >= 0) & (rr < scene.size) & (cc >= 0) & (cc < scene.size)
         truth = reference[np.clip(rr, 0, scene.size - 1), np.clip(cc, 0, scene.size - 1)]
         assert np.count_nonzero(classes[inside] == truth[inside]) >= 0.995 * np.count_nonzero(inside)
@@ -112,14 +114,14 @@ def test_warped_views_read_windows_and_regions_alike(scene: Scene, view: str, mo
         assert agree >= 0.999 * total
 
 
-def test_warped_mask_matches_the_geography(scene: Scene) -> None:
+def test_warped_mask_matches_the_geography(scene: CoordinateScene) -> None:
     """Classes are a known function of lon/lat: check against that, not against GDAL."""
     sampler = PatchSampler(
         scene.image, scene.lonlat_mask(resolution=0.0001), scene.windows([0, 200], [0, 300]), SIZE, n_classes=4
     )
     agree = total = 0
     for patch in (sampler[0], sampler[1]):
-        r, c = coordinate_truth(patch.row_off, patch.col_off, SIZE)
+        r, c = window_coordinates(patch.row_off, patch.col_off, SIZE)
         xs, ys = scene.transform @ (c + 0.5, r + 0.5)
         lon, lat = rasterio.warp.transform("EPSG:3857", "EPSG:4326", xs.ravel(), ys.ravel())
         truth = T.lonlat_classes(np.array(lon), np.array(lat), 0.01, 4).reshape(SIZE, SIZE)
@@ -128,7 +130,7 @@ def test_warped_mask_matches_the_geography(scene: Scene) -> None:
     assert agree / total >= 0.97, agree / total
 
 
-def test_aligned_mask_is_read_without_warp_and_equals_the_mask(scene: Scene) -> None:
+def test_aligned_mask_is_read_without_warp_and_equals_the_mask(scene: CoordinateScene) -> None:
     classes = (np.arange(scene.size * scene.size).reshape(1, scene.size, scene.size) % 7).astype(np.uint8)
     mask = scene.aligned_mask(classes)
     rows, cols = random_windows(20, 0, scene.size - SIZE)
@@ -138,7 +140,7 @@ def test_aligned_mask_is_read_without_warp_and_equals_the_mask(scene: Scene) -> 
         np.testing.assert_array_equal(sampler[i].mask, classes[0, rows[i] : rows[i] + SIZE, cols[i] : cols[i] + SIZE])
 
 
-def test_aligned_mask_with_offset_origin_and_fast_path_equals_warp(scene: Scene) -> None:
+def test_aligned_mask_with_offset_origin_and_fast_path_equals_warp(scene: CoordinateScene) -> None:
     """A mask on the same pixel grid but a larger extent: plain reads at an integer offset."""
     pad = 10
     n = scene.size + 2 * pad
@@ -156,14 +158,14 @@ def test_aligned_mask_with_offset_origin_and_fast_path_equals_warp(scene: Scene)
         np.testing.assert_array_equal(p.mask, reference[p.row_off : p.row_off + SIZE, p.col_off : p.col_off + SIZE])
 
 
-def test_partly_outside_window_is_full_size_and_filled(scene: Scene) -> None:
+def test_partly_outside_window_is_full_size_and_filled(scene: CoordinateScene) -> None:
     mask = scene.aligned_mask(np.full((1, scene.size, scene.size), 3, np.uint8))
     windows = scene.windows([-10, scene.size - 20], [-5, scene.size - 30])
     sampler = PatchSampler(scene.image, mask, windows, SIZE, n_classes=4)
     for i, (r0, c0) in enumerate([(-10, -5), (scene.size - 20, scene.size - 30)]):
         patch = sampler[i]
         assert patch.image.shape == (3, SIZE, SIZE) and patch.mask.shape == (SIZE, SIZE)
-        r, c = coordinate_truth(r0, c0, SIZE)
+        r, c = window_coordinates(r0, c0, SIZE)
         inside = (r >= 0) & (r < scene.size) & (c >= 0) & (c < scene.size)
         got_r, got_c = T.decode_coordinates(patch.image)
         np.testing.assert_array_equal(got_r[inside], r[inside])
@@ -212,7 +214,7 @@ def test_mask_nodata_and_uncovered_area_never_become_foreground(tmp_path: Path, 
 
 @pytest.mark.parametrize("mask_kind", ["aligned", "grid", "window"])
 def test_narrow_mask_dtype_reads_the_same_classes(
-    scene: Scene, mask_kind: str, monkeypatch: pytest.MonkeyPatch
+    scene: CoordinateScene, mask_kind: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """``get(i, mask_dtype=...)`` (the compact loaders' read) equals ``sampler[i]`` in the narrow type, fill too."""
     monkeypatch.setattr(crossgeo.io, "GRID_VIEW_CACHE_SHARE", 1e6 if mask_kind == "grid" else 0.0)
@@ -232,7 +234,7 @@ def test_narrow_mask_dtype_reads_the_same_classes(
     assert seen == {0, 1, 2, 3, 9}  # every class, and the fill of windows reaching past the image
 
 
-def test_class_indices_are_int64_without_wrap(scene: Scene) -> None:
+def test_class_indices_are_int64_without_wrap(scene: CoordinateScene) -> None:
     classes = np.full((1, scene.size, scene.size), 300, np.uint16)
     classes[0, ::2] = 2
     sampler = PatchSampler(scene.image, scene.aligned_mask(classes), scene.windows([0], [0]), SIZE, n_classes=301)
@@ -242,7 +244,7 @@ def test_class_indices_are_int64_without_wrap(scene: Scene) -> None:
     assert set(np.unique(binary)) == {1}
 
 
-def test_colour_coded_mask_in_another_crs(scene: Scene) -> None:
+def test_colour_coded_mask_in_another_crs(scene: CoordinateScene) -> None:
     mask = scene.lonlat_mask("rgb.tif", palette=PALETTE)
     index_mask = scene.lonlat_mask("idx.tif")
     color_map = [[*rgb, cls] for cls, rgb in enumerate(PALETTE) if cls]
@@ -255,7 +257,7 @@ def test_colour_coded_mask_in_another_crs(scene: Scene) -> None:
     assert set(np.unique(np.concatenate([rgb[i].mask.ravel() for i in range(len(rgb))]))) == {0, 1, 2, 3}
 
 
-def test_unknown_colours_become_background(scene: Scene) -> None:
+def test_unknown_colours_become_background(scene: CoordinateScene) -> None:
     mask = scene.lonlat_mask("rgb.tif", palette=PALETTE)
     sampler = PatchSampler(scene.image, mask, scene.windows([0], [0]), SIZE, color_map=[[255, 0, 0, 5]])
     idx = PatchSampler(scene.image, scene.lonlat_mask("idx.tif"), scene.windows([0], [0], "w2.csv"), SIZE, n_classes=4)
@@ -263,7 +265,7 @@ def test_unknown_colours_become_background(scene: Scene) -> None:
     np.testing.assert_array_equal(sampler[0].mask, expected)
 
 
-def test_mbtiles_image_reads_rgba_and_selected_bands_drop_alpha(scene: Scene) -> None:
+def test_mbtiles_image_reads_rgba_and_selected_bands_drop_alpha(scene: CoordinateScene) -> None:
     mbtiles = T.write_mbtiles(scene.image, scene.path("image.mbtiles"))
     windows = scene.windows([5, 300], [17, 200])
     mask = scene.lonlat_mask()
@@ -276,7 +278,7 @@ def test_mbtiles_image_reads_rgba_and_selected_bands_drop_alpha(scene: Scene) ->
         np.testing.assert_array_equal(rgb[i].mask, tif[i].mask)
 
 
-def test_mbtiles_rgba_mask_uses_its_alpha(scene: Scene) -> None:
+def test_mbtiles_rgba_mask_uses_its_alpha(scene: CoordinateScene) -> None:
     """An RGBA MBTiles mask: colour map on RGB, alpha marks uncovered pixels."""
     rgb = T.coordinate_bands(scene.size, scene.size, "uint8")
     colours = np.zeros_like(rgb)
@@ -293,7 +295,7 @@ def test_mbtiles_rgba_mask_uses_its_alpha(scene: Scene) -> None:
     assert (sampler[1].mask == 1).all()
 
 
-def test_vrt_mosaic_mask(scene: Scene) -> None:
+def test_vrt_mosaic_mask(scene: CoordinateScene) -> None:
     """A VRT mosaicking two GeoTIFF halves (as gdalbuildvrt writes) is just another mask path."""
     full = scene.lonlat_mask("full.tif")
     with rasterio.open(full) as src:
@@ -311,7 +313,7 @@ def test_vrt_mosaic_mask(scene: Scene) -> None:
         np.testing.assert_array_equal(from_vrt[i].mask, from_tif[i].mask)
 
 
-def test_striped_and_tiled_images_give_the_same_patches(scene: Scene) -> None:
+def test_striped_and_tiled_images_give_the_same_patches(scene: CoordinateScene) -> None:
     striped = T.write_raster(
         scene.path("striped.tif"),
         T.coordinate_bands(scene.size, scene.size),
@@ -324,8 +326,8 @@ def test_striped_and_tiled_images_give_the_same_patches(scene: Scene) -> None:
     a = PatchSampler(striped, mask, windows, SIZE, image_dtype="uint16", n_classes=4)
     for i in range(2):
         r, c = T.decode_coordinates(a[i].image)
-        np.testing.assert_array_equal(r, coordinate_truth(a[i].row_off, a[i].col_off, SIZE)[0])
-        np.testing.assert_array_equal(c, coordinate_truth(a[i].row_off, a[i].col_off, SIZE)[1])
+        np.testing.assert_array_equal(r, window_coordinates(a[i].row_off, a[i].col_off, SIZE)[0])
+        np.testing.assert_array_equal(c, window_coordinates(a[i].row_off, a[i].col_off, SIZE)[1])
 
 
 @pytest.mark.parametrize(
@@ -369,18 +371,18 @@ def test_lossy_image_dtype_is_refused(tmp_path: Path, source: str, requested: st
         PatchSampler(image, mask, T.write_windows_table(tmp_path / "w.csv", [0], [0]), 16, image_dtype=requested)
 
 
-def test_unknown_image_dtype(scene: Scene) -> None:
+def test_unknown_image_dtype(scene: CoordinateScene) -> None:
     with pytest.raises(ConfigError, match="image_dtype 'int8' is not one of"):
         PatchSampler(scene.image, scene.lonlat_mask(), scene.windows([0], [0]), SIZE, image_dtype="int8")
 
 
-def test_selected_bands(scene: Scene) -> None:
+def test_selected_bands(scene: CoordinateScene) -> None:
     sampler = PatchSampler(
         scene.image, scene.lonlat_mask(), scene.windows([7], [9]), SIZE, selected_bands=[2, 1], n_classes=4
     )
     image = sampler[0].image
     assert image.shape == (2, SIZE, SIZE)
-    np.testing.assert_array_equal(image[0], coordinate_truth(7, 9, SIZE)[0] % 256)
+    np.testing.assert_array_equal(image[0], window_coordinates(7, 9, SIZE)[0] % 256)
     with pytest.raises(ConfigError, match=r"selected_bands \[1, 4\] asks for band 4 but .*image.tif has 3 band"):
         PatchSampler(scene.image, scene.lonlat_mask(), scene.windows([0], [0]), SIZE, selected_bands=[1, 4])
     with pytest.raises(ConfigError, match="asks for band 0"):
@@ -389,7 +391,7 @@ def test_selected_bands(scene: Scene) -> None:
         PatchSampler(scene.image, scene.lonlat_mask(), scene.windows([0], [0]), SIZE, selected_bands=["1"])
 
 
-def test_sequence_indexing(scene: Scene) -> None:
+def test_sequence_indexing(scene: CoordinateScene) -> None:
     sampler = PatchSampler(scene.image, scene.lonlat_mask(), scene.windows([0, 10, 20], [1, 11, 21]), SIZE, n_classes=4)
     assert sampler[-1].row_off == 20 and sampler[-3].row_off == 0 and sampler[-1].index == 2
     assert sampler[np.int64(1)].col_off == 11
@@ -401,7 +403,7 @@ def test_sequence_indexing(scene: Scene) -> None:
         sampler["0"]  # type: ignore[index]
 
 
-def test_pickle_holds_no_handle_and_reopens(scene: Scene) -> None:
+def test_pickle_holds_no_handle_and_reopens(scene: CoordinateScene) -> None:
     sampler = PatchSampler(scene.image, scene.lonlat_mask(), scene.windows([0, 64], [0, 64]), SIZE, n_classes=4)
     first = sampler[1]
     assert len(sampler._readers) == 1
@@ -412,7 +414,7 @@ def test_pickle_holds_no_handle_and_reopens(scene: Scene) -> None:
     np.testing.assert_array_equal(first.mask, again.mask)
 
 
-def test_handles_are_reused_per_thread(scene: Scene) -> None:
+def test_handles_are_reused_per_thread(scene: CoordinateScene) -> None:
     rows, cols = random_windows(24, 0, scene.size - SIZE, seed=7)
     sampler = PatchSampler(scene.image, scene.lonlat_mask(), scene.windows(rows, cols), SIZE, n_classes=4)
     serial = [sampler[i] for i in range(len(sampler))]
@@ -439,7 +441,7 @@ def test_handles_are_reused_per_thread(scene: Scene) -> None:
 
 
 @pytest.mark.parametrize("method", ["bilinear", "nearest", "cubic"])
-def test_target_resolution_warps_the_image_like_reproject(scene: Scene, method: str) -> None:
+def test_target_resolution_warps_the_image_like_reproject(scene: CoordinateScene, method: str) -> None:
     """With target_crs/target_resolution the image goes through a WarpedVRT with image_resampling."""
     target_crs, res = "EPSG:32632", 60.0
     mask = scene.lonlat_mask()
@@ -482,7 +484,7 @@ def test_target_resolution_warps_the_image_like_reproject(scene: Scene, method: 
     assert agree / total >= 0.995, agree / total
 
 
-def test_image_resampling_is_validated(scene: Scene) -> None:
+def test_image_resampling_is_validated(scene: CoordinateScene) -> None:
     with pytest.raises(
         ConfigError, match=r"image_resampling 'bilinar' is not a rasterio resampling method; choose one of .*bilinear"
     ):
@@ -490,17 +492,17 @@ def test_image_resampling_is_validated(scene: Scene) -> None:
 
 
 @pytest.mark.parametrize("bad", [0, -3, [1, 2, 3], "x"])
-def test_target_resolution_is_validated(scene: Scene, bad: object) -> None:
+def test_target_resolution_is_validated(scene: CoordinateScene, bad: object) -> None:
     with pytest.raises(ConfigError, match="target_resolution"):
         PatchSampler(scene.image, scene.lonlat_mask(), scene.windows([0], [0]), SIZE, target_resolution=bad)  # type: ignore[arg-type]
 
 
-def test_bad_target_crs(scene: Scene) -> None:
+def test_bad_target_crs(scene: CoordinateScene) -> None:
     with pytest.raises(ConfigError, match="target_crs 'EPSG:999999'"):
         PatchSampler(scene.image, scene.lonlat_mask(), scene.windows([0], [0]), SIZE, target_crs="EPSG:999999")
 
 
-def test_mask_band_and_colour_map_errors_at_construction(scene: Scene) -> None:
+def test_mask_band_and_colour_map_errors_at_construction(scene: CoordinateScene) -> None:
     rgb = scene.lonlat_mask("rgb.tif", palette=PALETTE)
     one = scene.lonlat_mask("one.tif")
     two = T.write_raster(
@@ -520,7 +522,7 @@ def test_mask_band_and_colour_map_errors_at_construction(scene: Scene) -> None:
         PatchSampler(scene.image, two, windows, SIZE)
 
 
-def test_non_overlapping_mask_is_refused_with_both_bounds(scene: Scene) -> None:
+def test_non_overlapping_mask_is_refused_with_both_bounds(scene: CoordinateScene) -> None:
     far = T.write_lonlat_mask(scene.path("far.tif"), (-80, 10, -79, 11), 0.01, cell=0.1, n_classes=2)
     with pytest.raises(
         RasterError, match=r"far.tif does not overlap the image .*image.tif: .*image bounds are \(.*mask bounds are"
@@ -528,7 +530,7 @@ def test_non_overlapping_mask_is_refused_with_both_bounds(scene: Scene) -> None:
         PatchSampler(scene.image, far, scene.windows([0], [0]), SIZE)
 
 
-def test_low_coverage_warns_with_percentage(scene: Scene) -> None:
+def test_low_coverage_warns_with_percentage(scene: CoordinateScene) -> None:
     left, bottom, right, top = scene.lonlat_bounds
     part = T.write_lonlat_mask(
         scene.path("part.tif"), (left, bottom, left + (right - left) / 4, top), 0.0003, cell=0.01, n_classes=2
@@ -553,13 +555,15 @@ def test_low_coverage_warns_with_percentage(scene: Scene) -> None:
         ("mask_fill_value", -1, ConfigError, "mask_fill_value must be >= 0"),
     ],
 )
-def test_option_values_are_validated(scene: Scene, option: str, value: object, error: type, message: str) -> None:
+def test_option_values_are_validated(
+    scene: CoordinateScene, option: str, value: object, error: type, message: str
+) -> None:
     kwargs: dict[str, object] = {"patch_size": SIZE, option: value}
     with pytest.raises(error, match=message):
         PatchSampler(scene.image, scene.lonlat_mask(), scene.windows([0], [0]), **kwargs)  # type: ignore[arg-type]
 
 
-def test_missing_and_unreadable_files(scene: Scene, tmp_path: Path) -> None:
+def test_missing_and_unreadable_files(scene: CoordinateScene, tmp_path: Path) -> None:
     mask, windows = scene.lonlat_mask(), scene.windows([0], [0])
     with pytest.raises(ConfigError, match=r"image_path '.*nope.tif' does not exist"):
         PatchSampler(tmp_path / "nope.tif", mask, windows, SIZE)
@@ -573,12 +577,12 @@ def test_missing_and_unreadable_files(scene: Scene, tmp_path: Path) -> None:
         PatchSampler(3, mask, windows, SIZE)  # type: ignore[arg-type]
 
 
-def test_unknown_keyword_is_a_type_error(scene: Scene) -> None:
+def test_unknown_keyword_is_a_type_error(scene: CoordinateScene) -> None:
     with pytest.raises(TypeError):
         PatchSampler(scene.image, scene.lonlat_mask(), scene.windows([0], [0]), SIZE, n_clases=2)  # type: ignore[call-arg]
 
 
-def test_read_errors_name_file_and_window(scene: Scene) -> None:
+def test_read_errors_name_file_and_window(scene: CoordinateScene) -> None:
     last = scene.size - SIZE
     sampler = PatchSampler(scene.image, scene.lonlat_mask(), scene.windows([0, last], [0, last]), SIZE, n_classes=4)
     data = scene.image.read_bytes()
@@ -588,7 +592,7 @@ def test_read_errors_name_file_and_window(scene: Scene) -> None:
             sampler[i]
 
 
-def test_image_without_warp_keeps_reference_grid(scene: Scene) -> None:
+def test_image_without_warp_keeps_reference_grid(scene: CoordinateScene) -> None:
     sampler = PatchSampler(scene.image, scene.lonlat_mask(), scene.windows([0], [0]), SIZE, n_classes=4)
     with rasterio.open(scene.image) as src:
         assert sampler.grid.transform == src.transform and (sampler.grid.height, sampler.grid.width) == src.shape
@@ -596,7 +600,7 @@ def test_image_without_warp_keeps_reference_grid(scene: Scene) -> None:
         assert vrt.crs == sampler.grid.crs
 
 
-def test_gdal_options_hold_in_every_reader_thread(scene: Scene) -> None:
+def test_gdal_options_hold_in_every_reader_thread(scene: CoordinateScene) -> None:
     """crossgeo's rasterio.Env stays entered in each thread that reads (not restored to defaults)."""
     from rasterio.env import get_gdal_config
 
@@ -617,7 +621,7 @@ def test_gdal_options_hold_in_every_reader_thread(scene: Scene) -> None:
     assert seen == [GDAL_OPTIONS["GDAL_DISABLE_READDIR_ON_OPEN"], GDAL_OPTIONS["GDAL_HTTP_MAX_RETRY"]]
 
 
-def test_corrupt_mbtiles_tile_raises_naming_file_window_and_gdal(scene: Scene) -> None:
+def test_corrupt_mbtiles_tile_raises_naming_file_window_and_gdal(scene: CoordinateScene) -> None:
     mbtiles = T.write_mbtiles(scene.image, scene.path("image.mbtiles"))
     T.corrupt_mbtiles_tile(mbtiles, 12)
     corners = [0, 256]
@@ -637,7 +641,7 @@ def test_corrupt_mbtiles_tile_raises_naming_file_window_and_gdal(scene: Scene) -
 
 
 def test_on_read_error_skip_substitutes_the_next_window_and_counts(
-    scene: Scene, caplog: pytest.LogCaptureFixture
+    scene: CoordinateScene, caplog: pytest.LogCaptureFixture
 ) -> None:
     mbtiles = T.write_mbtiles(scene.image, scene.path("image.mbtiles"))
     T.corrupt_mbtiles_tile(mbtiles, 12)
@@ -667,7 +671,7 @@ def test_on_read_error_skip_substitutes_the_next_window_and_counts(
 
 @pytest.mark.parametrize("view", ["grid", "window"])
 def test_interior_windows_warp_without_alpha_and_match_the_alpha_path(
-    scene: Scene, view: str, monkeypatch: pytest.MonkeyPatch
+    scene: CoordinateScene, view: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Windows well inside the mask skip the alpha band (where they can); nodata still becomes the fill value."""
     monkeypatch.setattr(crossgeo.io, "GRID_VIEW_CACHE_SHARE", 1e6 if view == "grid" else 0.0)
@@ -690,7 +694,7 @@ def test_interior_windows_warp_without_alpha_and_match_the_alpha_path(
     assert 3 not in masks and 9 in masks  # class 3 is the mask's nodata: filled, never a class
 
 
-def test_interior_box_test_agrees_with_the_polygon(scene: Scene) -> None:
+def test_interior_box_test_agrees_with_the_polygon(scene: CoordinateScene) -> None:
     """The inscribed-box shortcut of the interior test never says "inside" where the polygon does not."""
     import shapely
 

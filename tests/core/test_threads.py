@@ -23,12 +23,12 @@ from typing import Any
 import numpy as np
 import pytest
 import rasterio
-from conftest import Scene, coordinate_truth
 from rasterio.env import get_gdal_config
 
 import crossgeo.io
 from crossgeo import PatchSampler
 from crossgeo import testing as T
+from crossgeo.testing import CoordinateScene, window_coordinates
 from crossgeo.threads import PerThread
 
 SIZE = 32
@@ -83,13 +83,13 @@ def count_opens(monkeypatch: pytest.MonkeyPatch) -> list[str]:
 def check_patch(sampler: PatchSampler, reference: PatchSampler, position: int, image: Any, mask: Any) -> None:
     """The patch shows its own window (coordinate-encoding image) and the mask a fresh sampler reads."""
     rows, cols = T.decode_coordinates(image)
-    want_rows, want_cols = coordinate_truth(int(sampler.row_off[position]), int(sampler.col_off[position]), SIZE)
+    want_rows, want_cols = window_coordinates(int(sampler.row_off[position]), int(sampler.col_off[position]), SIZE)
     np.testing.assert_array_equal(rows, want_rows)
     np.testing.assert_array_equal(cols, want_cols)
     np.testing.assert_array_equal(mask, reference[position].mask)
 
 
-def make_sampler(scene: Scene, n: int = 24) -> PatchSampler:
+def make_sampler(scene: CoordinateScene, n: int = 24) -> PatchSampler:
     rng = np.random.default_rng(4)
     rows, cols = rng.integers(0, scene.size - SIZE, n), rng.integers(0, scene.size - SIZE, n)
     return PatchSampler(scene.image, scene.lonlat_mask(), scene.windows(rows, cols), SIZE, n_classes=4)
@@ -191,7 +191,7 @@ def test_pickling_keeps_no_value() -> None:
 
 
 def test_churned_threads_read_under_crossgeo_options_with_bounded_opens(
-    scene: Scene, no_gdal_env_vars: None, count_opens: list[str]
+    scene: CoordinateScene, no_gdal_env_vars: None, count_opens: list[str]
 ) -> None:
     sampler = make_sampler(scene)
     reference = make_sampler(scene)
@@ -225,7 +225,7 @@ def test_churned_threads_read_under_crossgeo_options_with_bounded_opens(
         check_patch(sampler, reference, position, patch.image, patch.mask)
 
 
-def test_gdal_options_hold_in_a_thread_that_adopted_handles(scene: Scene, no_gdal_env_vars: None) -> None:
+def test_gdal_options_hold_in_a_thread_that_adopted_handles(scene: CoordinateScene, no_gdal_env_vars: None) -> None:
     sampler = make_sampler(scene, 4)
     with foreign_gdal_defaults():
         (first,) = run_in_threads(1, lambda: (sampler[0], gdal_now())[1])
@@ -247,7 +247,7 @@ def _open_files(path: Path) -> int:
 
 
 @pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="counts open files through /proc/self/fd")
-def test_a_reader_made_where_an_adopted_one_was_made_has_its_own_handles(scene: Scene) -> None:
+def test_a_reader_made_where_an_adopted_one_was_made_has_its_own_handles(scene: CoordinateScene) -> None:
     """tf.data's pattern: a reader moves to another thread, then a new one is made on its first OS thread.
 
     A tf.data call runs on a fresh Python thread state of a pooled OS thread: when it ends its
@@ -291,7 +291,9 @@ def _read_in_child(sampler: PatchSampler, opened: list[str], out: Any) -> None:
     out.put((inherited, len(opened), sampler._readers.created, patch.image, patch.mask, gdal_now()))
 
 
-def test_a_forked_child_opens_its_own_handles(scene: Scene, no_gdal_env_vars: None, count_opens: list[str]) -> None:
+def test_a_forked_child_opens_its_own_handles(
+    scene: CoordinateScene, no_gdal_env_vars: None, count_opens: list[str]
+) -> None:
     sampler = make_sampler(scene, 4)
     reference = make_sampler(scene, 4)
     sampler[0]
@@ -332,7 +334,9 @@ print(before == after_import, before == after_open, type(rasterio._err.log).__na
 """
 
 
-def test_rasterio_loggers_keep_their_configuration_and_the_trap_comes_with_the_first_open(scene: Scene) -> None:
+def test_rasterio_loggers_keep_their_configuration_and_the_trap_comes_with_the_first_open(
+    scene: CoordinateScene,
+) -> None:
     root = Path(__file__).resolve().parents[2]
     done = subprocess.run(
         [sys.executable, "-c", _LOGGERS, str(scene.image)],

@@ -7,8 +7,6 @@ pyarrow and pandas, a read-only tmpfs mount where the machine allows one.
 
 from __future__ import annotations
 
-import contextlib
-import io
 import logging
 import os
 import sqlite3
@@ -21,16 +19,17 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from conftest import Scene
+from testkit import CliRun
 
 from crossgeo import ConfigError, PatchSampler, WindowError
 from crossgeo import testing as T
 from crossgeo import windows as W
+from crossgeo.testing import CoordinateScene
 
 SIZE = 64
 
 
-def sampler(scene: Scene, crops: Path, cache: Path | None, **kw: Any) -> PatchSampler:
+def sampler(scene: CoordinateScene, crops: Path, cache: Path | None, **kw: Any) -> PatchSampler:
     return PatchSampler(scene.image, scene.lonlat_mask(), crops, SIZE, window_index_cache=cache, n_classes=4, **kw)
 
 
@@ -59,14 +58,14 @@ def original_save(path: Path, records: list[dict[str, Any]]) -> None:
 # ---------------------------------------------------------------- A: the cache is never an input
 
 
-def split_table(scene: Scene, name: str = "w.csv") -> Path:
+def split_table(scene: CoordinateScene, name: str = "w.csv") -> Path:
     path = scene.path(name)
     path.write_text("row_off,col_off,split,note\n1,2,train,a\n3,4,val,b\n5,6,train,c\n")
     return path
 
 
 @pytest.mark.parametrize("link", ["same", "symlink", "hardlink"])
-def test_cache_equal_to_crops_path_is_refused_and_the_table_kept(scene: Scene, link: str) -> None:
+def test_cache_equal_to_crops_path_is_refused_and_the_table_kept(scene: CoordinateScene, link: str) -> None:
     crops = split_table(scene)
     before = crops.read_bytes()
     cache = {"same": crops, "symlink": scene.path("link.csv"), "hardlink": scene.path("hard.csv")}[link]
@@ -80,7 +79,7 @@ def test_cache_equal_to_crops_path_is_refused_and_the_table_kept(scene: Scene, l
     assert crops.read_bytes() == before
 
 
-def test_a_file_crossgeo_did_not_write_is_never_overwritten(scene: Scene) -> None:
+def test_a_file_crossgeo_did_not_write_is_never_overwritten(scene: CoordinateScene) -> None:
     crops = scene.windows([1, 2], [3, 4])
     other = scene.path("labels.csv")
     other.write_text("name,value\na,1\nb,2\n")
@@ -95,15 +94,6 @@ def test_a_file_crossgeo_did_not_write_is_never_overwritten(scene: Scene) -> Non
     assert garbage.read_bytes() == b"not parquet at all"
 
 
-def run_cli(*argv: Any) -> tuple[int, str, str]:
-    from crossgeo.cli import main
-
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        code = main([str(a) for a in argv])
-    return code, out.getvalue(), err.getvalue()
-
-
 def write_config(path: Path, **options: Any) -> Path:
     yaml = pytest.importorskip("yaml")
     path.write_text(yaml.safe_dump({"train_dataset": {"_target_": "anything.Dataset", **options}}))
@@ -111,7 +101,9 @@ def write_config(path: Path, **options: Any) -> Path:
 
 
 @pytest.mark.parametrize("command", [["validate"], ["index"], ["index", "--rebuild"]])
-def test_cli_never_overwrites_or_deletes_the_windows_table(scene: Scene, command: list[str]) -> None:
+def test_cli_never_overwrites_or_deletes_the_windows_table(
+    scene: CoordinateScene, command: list[str], cli: CliRun
+) -> None:
     crops = split_table(scene)
     before = crops.read_bytes()
     options = {
@@ -124,13 +116,13 @@ def test_cli_never_overwrites_or_deletes_the_windows_table(scene: Scene, command
         "window_index_cache": str(crops),
     }
     config = write_config(scene.path("c.yaml"), **options)
-    code, out, err = run_cli(command[0], config, *command[1:])
+    code, out, err = cli(command[0], config, *command[1:])
     assert code != 0, out
     assert "window_index_cache" in out + err
     assert crops.exists() and crops.read_bytes() == before
 
 
-def test_index_rebuild_deletes_only_its_own_cache(scene: Scene) -> None:
+def test_index_rebuild_deletes_only_its_own_cache(scene: CoordinateScene, cli: CliRun) -> None:
     crops = scene.windows([1, 2], [3, 4])
     foreign = scene.path("mine.csv")
     foreign.write_text("row_off,col_off,comment\n9,9,keep me\n")
@@ -142,16 +134,18 @@ def test_index_rebuild_deletes_only_its_own_cache(scene: Scene) -> None:
         "n_classes": 4,
     }
     config = write_config(scene.path("c.yaml"), **options)
-    code, out, err = run_cli("index", config, "--cache", foreign, "--rebuild")
+    code, out, err = cli("index", config, "--cache", foreign, "--rebuild")
     assert code != 0 and foreign.read_text() == "row_off,col_off,comment\n9,9,keep me\n"
     assert "not a window-index cache crossgeo wrote" in out + err
     own = scene.path("own.parquet")
-    assert run_cli("index", config, "--cache", own)[0] == 0
-    code, out, _ = run_cli("index", config, "--cache", own, "--rebuild")
+    assert cli("index", config, "--cache", own)[0] == 0
+    code, out, _ = cli("index", config, "--cache", own, "--rebuild")
     assert code == 0 and "built and written" in out
 
 
-def test_cache_under_a_regular_file_is_a_warning(scene: Scene, caplog: pytest.LogCaptureFixture) -> None:
+def test_cache_under_a_regular_file_is_a_warning(
+    scene: CoordinateScene, caplog: pytest.LogCaptureFixture, cli: CliRun
+) -> None:
     blocker = scene.path("plain-file")
     blocker.write_text("x")
     with caplog.at_level(logging.WARNING, logger="crossgeo"):
@@ -165,11 +159,11 @@ def test_cache_under_a_regular_file_is_a_warning(scene: Scene, caplog: pytest.Lo
         "patch_size": SIZE,
         "n_classes": 4,
     }
-    code, out, _ = run_cli("index", write_config(scene.path("c.yaml"), **options), "--cache", blocker / "i.csv")
+    code, out, _ = cli("index", write_config(scene.path("c.yaml"), **options), "--cache", blocker / "i.csv")
     assert code == 0 and "built, NOT written" in out
 
 
-def test_a_stray_file_at_the_sidecar_path_is_not_overwritten(scene: Scene) -> None:
+def test_a_stray_file_at_the_sidecar_path_is_not_overwritten(scene: CoordinateScene) -> None:
     cache = scene.path("cache.csv")
     stray = W.sidecar_path(cache)
     stray.write_text("someone else's notes")
@@ -194,7 +188,7 @@ def read_only_folder(tmp_path: Path) -> Any:
 
 
 def test_cache_on_a_read_only_mount_is_a_warning(
-    scene: Scene, read_only_folder: Path, caplog: pytest.LogCaptureFixture
+    scene: CoordinateScene, read_only_folder: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     with caplog.at_level(logging.WARNING, logger="crossgeo"):
         found = sampler(scene, scene.windows([1, 2], [3, 4]), read_only_folder / "cache.csv")
@@ -205,7 +199,7 @@ def test_cache_on_a_read_only_mount_is_a_warning(
 # ---------------------------------------------------------------- B: wrong results
 
 
-def test_geopackage_edited_in_wal_mode_invalidates_the_cache(scene: Scene) -> None:
+def test_geopackage_edited_in_wal_mode_invalidates_the_cache(scene: CoordinateScene) -> None:
     """QGIS edits a GeoPackage in WAL mode: the main file keeps its size and mtime until a checkpoint."""
     import rasterio
 
@@ -230,7 +224,7 @@ def test_geopackage_edited_in_wal_mode_invalidates_the_cache(scene: Scene) -> No
         editor.close()
 
 
-def test_a_cut_csv_cache_is_rebuilt(scene: Scene, caplog: pytest.LogCaptureFixture) -> None:
+def test_a_cut_csv_cache_is_rebuilt(scene: CoordinateScene, caplog: pytest.LogCaptureFixture) -> None:
     rng = np.random.default_rng(5)
     rows, cols = rng.integers(0, 400, 5000), rng.integers(0, 400, 5000)
     crops = scene.windows(rows, cols, "many.parquet")
@@ -246,7 +240,7 @@ def test_a_cut_csv_cache_is_rebuilt(scene: Scene, caplog: pytest.LogCaptureFixtu
     assert len(original_load(cache)) == 5000
 
 
-def test_parquet_uint64_offsets_above_2_63_are_refused(scene: Scene) -> None:
+def test_parquet_uint64_offsets_above_2_63_are_refused(scene: CoordinateScene) -> None:
     path = scene.path("u.parquet")
     pq.write_table(
         pa.table({"row_off": pa.array([1, 2**63 + 5], pa.uint64()), "col_off": pa.array([1, 2], pa.uint64())}), path
@@ -256,7 +250,7 @@ def test_parquet_uint64_offsets_above_2_63_are_refused(scene: Scene) -> None:
 
 
 @pytest.mark.parametrize("text", ["9223372036854775808", "99999999999999999999999", "-9223372036854775809"])
-def test_csv_int64_overflow_names_the_real_text(scene: Scene, text: str) -> None:
+def test_csv_int64_overflow_names_the_real_text(scene: CoordinateScene, text: str) -> None:
     path = scene.path("o.csv")
     path.write_text(f"row_off,col_off\n1,2\n3,{text}\n")
     with pytest.raises(
@@ -270,7 +264,7 @@ def test_csv_int64_overflow_names_the_real_text(scene: Scene, text: str) -> None
 
 
 @pytest.mark.parametrize("suffix", [".csv", ".parquet"])
-def test_the_original_reads_crossgeo_caches(scene: Scene, suffix: str) -> None:
+def test_the_original_reads_crossgeo_caches(scene: CoordinateScene, suffix: str) -> None:
     crops = scene.windows([1, 2, 3], [4, 5, 6])
     cache = scene.path(f"cache{suffix}")
     sampler(scene, crops, cache)
@@ -283,7 +277,9 @@ def test_the_original_reads_crossgeo_caches(scene: Scene, suffix: str) -> None:
 
 
 @pytest.mark.parametrize("suffix", [".csv", ".parquet"])
-def test_an_original_cache_is_left_untouched(scene: Scene, suffix: str, caplog: pytest.LogCaptureFixture) -> None:
+def test_an_original_cache_is_left_untouched(
+    scene: CoordinateScene, suffix: str, caplog: pytest.LogCaptureFixture
+) -> None:
     crops = scene.windows([1, 2], [3, 4])
     cache = scene.path(f"cache{suffix}")
     original_save(cache, [{"row_off": 1, "col_off": 3}, {"row_off": 2, "col_off": 4}])
@@ -296,7 +292,7 @@ def test_an_original_cache_is_left_untouched(scene: Scene, suffix: str, caplog: 
     assert len(original_load(cache)) == 2
 
 
-def test_an_old_format_crossgeo_cache_is_rebuilt_readable(scene: Scene) -> None:
+def test_an_old_format_crossgeo_cache_is_rebuilt_readable(scene: CoordinateScene) -> None:
     crops = scene.windows([1, 2], [3, 4])
     cache = scene.path("cache.csv")
     cache.write_text('# crossgeo-window-index {"fingerprint": {}, "report": {}}\n"row_off","col_off"\n9,9\n')

@@ -13,17 +13,17 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import rasterio
-from conftest import Scene
 from shapely.geometry import Point, Polygon, box
 
 from crossgeo import PatchSampler, WindowError
 from crossgeo import testing as T
 from crossgeo import windows as W
+from crossgeo.testing import CoordinateScene
 
 SIZE = 64
 
 
-def test_csv_and_parquet_give_the_same_index(scene: Scene) -> None:
+def test_csv_and_parquet_give_the_same_index(scene: CoordinateScene) -> None:
     rows, cols = [0, 5, 448, 100], [3, 0, 448, 250]
     mask = scene.lonlat_mask()
     csv = PatchSampler(scene.image, mask, scene.windows(rows, cols), SIZE, n_classes=4)
@@ -33,7 +33,7 @@ def test_csv_and_parquet_give_the_same_index(scene: Scene) -> None:
         assert sampler.col_off.tolist() == cols
 
 
-def test_custom_column_names_and_extra_columns(scene: Scene) -> None:
+def test_custom_column_names_and_extra_columns(scene: CoordinateScene) -> None:
     path = scene.path("w.csv")
     path.write_text("y,x,label\n10,20,a\n30,40,b\n")
     sampler = PatchSampler(scene.image, scene.lonlat_mask(), path, SIZE, row_off_key="y", col_off_key="x", n_classes=4)
@@ -41,7 +41,7 @@ def test_custom_column_names_and_extra_columns(scene: Scene) -> None:
     assert sampler[1].row_off == 30
 
 
-def test_float_columns_with_whole_numbers_are_accepted(scene: Scene) -> None:
+def test_float_columns_with_whole_numbers_are_accepted(scene: CoordinateScene) -> None:
     path = scene.path("w.csv")
     path.write_text("row_off,col_off\n10.0,20.0\n")
     assert PatchSampler(scene.image, scene.lonlat_mask(), path, SIZE, n_classes=4).col_off.tolist() == [20]
@@ -57,21 +57,21 @@ def test_float_columns_with_whole_numbers_are_accepted(scene: Scene) -> None:
         ("row_off,col_off\n1,2\nabc,4\n", r"column 'row_off' \(row_off_key\) is 'abc', not a number in data row 2"),
     ],
 )
-def test_bad_tables_name_file_column_and_row(scene: Scene, content: str, message: str) -> None:
+def test_bad_tables_name_file_column_and_row(scene: CoordinateScene, content: str, message: str) -> None:
     path = scene.path("bad.csv")
     path.write_text(content)
     with pytest.raises(WindowError, match=rf"bad.csv: {message}"):
         PatchSampler(scene.image, scene.lonlat_mask(), path, SIZE)
 
 
-def test_parquet_with_nulls_is_refused(scene: Scene) -> None:
+def test_parquet_with_nulls_is_refused(scene: CoordinateScene) -> None:
     path = scene.path("bad.parquet")
     pq.write_table(pa.table({"row_off": [1, None], "col_off": [1, 2]}), path)
     with pytest.raises(ValueError, match=r"bad.parquet: column 'row_off' .* empty/NaN in data row 2"):
         PatchSampler(scene.image, scene.lonlat_mask(), path, SIZE)
 
 
-def test_windows_entirely_outside_are_refused_naming_rows(scene: Scene) -> None:
+def test_windows_entirely_outside_are_refused_naming_rows(scene: CoordinateScene) -> None:
     rows = [0, -SIZE, 10, scene.size, 5, 600, 700, 800, 900]
     cols = [0, 0, scene.size, 0, 5, 0, 0, 0, 0]
     with pytest.raises(
@@ -81,14 +81,14 @@ def test_windows_entirely_outside_are_refused_naming_rows(scene: Scene) -> None:
         PatchSampler(scene.image, scene.lonlat_mask(), scene.windows(rows, cols), SIZE)
 
 
-def test_duplicate_windows_are_kept_and_counted(scene: Scene, caplog: pytest.LogCaptureFixture) -> None:
+def test_duplicate_windows_are_kept_and_counted(scene: CoordinateScene, caplog: pytest.LogCaptureFixture) -> None:
     with caplog.at_level(logging.INFO, logger="crossgeo"):
         sampler = PatchSampler(scene.image, scene.lonlat_mask(), scene.windows([1, 1, 2], [1, 1, 2]), SIZE, n_classes=4)
     assert len(sampler) == 3 and sampler.index.report.duplicates == 1
     assert "duplicates 1" in caplog.text
 
 
-def test_empty_table_has_no_valid_windows(scene: Scene, caplog: pytest.LogCaptureFixture) -> None:
+def test_empty_table_has_no_valid_windows(scene: CoordinateScene, caplog: pytest.LogCaptureFixture) -> None:
     path = scene.path("empty.csv")
     path.write_text("row_off,col_off\n")
     with caplog.at_level(logging.WARNING, logger="crossgeo"):
@@ -100,14 +100,14 @@ def test_empty_table_has_no_valid_windows(scene: Scene, caplog: pytest.LogCaptur
 # ---------------------------------------------------------------- vectors
 
 
-def pixel_centre_to_lonlat(scene: Scene, row: float, col: float) -> tuple[float, float]:
+def pixel_centre_to_lonlat(scene: CoordinateScene, row: float, col: float) -> tuple[float, float]:
     x, y = scene.transform @ (col, row)
     lon, lat = rasterio.warp.transform(scene.crs, "EPSG:4326", [x], [y])
     return lon[0], lat[0]
 
 
 @pytest.mark.parametrize("suffix", [".gpkg", ".shp", ".geojson"])
-def test_vector_points_become_centred_windows(scene: Scene, suffix: str) -> None:
+def test_vector_points_become_centred_windows(scene: CoordinateScene, suffix: str) -> None:
     centres = [(100.0, 200.0), (300.5, 300.5), (256.0, 128.0)]
     lonlat = [pixel_centre_to_lonlat(scene, r, c) for r, c in centres]
     path = T.write_points(
@@ -121,7 +121,7 @@ def test_vector_points_become_centred_windows(scene: Scene, suffix: str) -> None
     assert rows[SIZE // 2, SIZE // 2] == 100 and cols[SIZE // 2, SIZE // 2] == 200
 
 
-def test_polygon_bbox_centre_and_layers(scene: Scene, caplog: pytest.LogCaptureFixture) -> None:
+def test_polygon_bbox_centre_and_layers(scene: CoordinateScene, caplog: pytest.LogCaptureFixture) -> None:
     """bbox-snap on polygons; outside features dropped, edge features clamped, empty skipped."""
 
     def square(r0: float, c0: float, r1: float, c1: float) -> Polygon:
@@ -155,7 +155,7 @@ def test_polygon_bbox_centre_and_layers(scene: Scene, caplog: pytest.LogCaptureF
         PatchSampler(scene.image, scene.lonlat_mask(), path, SIZE, crops_layer="nope")
 
 
-def test_vector_crs_without_epsg_code(scene: Scene) -> None:
+def test_vector_crs_without_epsg_code(scene: CoordinateScene) -> None:
     proj = "+proj=lcc +lat_1=44 +lat_2=47 +lat_0=45 +lon_0=11 +x_0=0 +y_0=0 +ellps=GRS80 +units=m +no_defs"
     lon, lat = pixel_centre_to_lonlat(scene, 200.0, 300.0)
     x, y = rasterio.warp.transform("EPSG:4326", proj, [lon], [lat])
@@ -167,7 +167,7 @@ def test_vector_crs_without_epsg_code(scene: Scene) -> None:
     assert (sampler.row_off[0], sampler.col_off[0]) == (168, 268)
 
 
-def test_vector_without_crs_is_refused(scene: Scene) -> None:
+def test_vector_without_crs_is_refused(scene: CoordinateScene) -> None:
     shp = scene.path("nocrs.shp")
     with pytest.warns(UserWarning, match="'crs' was not provided"):
         gpd.GeoDataFrame({"id": [0]}, geometry=[Point(0, 0)]).to_file(shp)
@@ -175,7 +175,7 @@ def test_vector_without_crs_is_refused(scene: Scene) -> None:
         PatchSampler(scene.image, scene.lonlat_mask(), shp, SIZE)
 
 
-def test_empty_vector_layer_has_no_valid_windows(scene: Scene, caplog: pytest.LogCaptureFixture) -> None:
+def test_empty_vector_layer_has_no_valid_windows(scene: CoordinateScene, caplog: pytest.LogCaptureFixture) -> None:
     path = scene.path("empty.gpkg")
     gpd.GeoDataFrame({"id": []}, geometry=[], crs="EPSG:4326").to_file(path)
     with caplog.at_level(logging.WARNING, logger="crossgeo"):
@@ -184,7 +184,7 @@ def test_empty_vector_layer_has_no_valid_windows(scene: Scene, caplog: pytest.Lo
     assert re.search(r"no valid windows \(kept 0", caplog.text)
 
 
-def test_unknown_suffix_is_tried_as_csv_then_vector(scene: Scene) -> None:
+def test_unknown_suffix_is_tried_as_csv_then_vector(scene: CoordinateScene) -> None:
     table = scene.path("windows.txt")
     table.write_text("row_off,col_off\n4,5\n")
     assert PatchSampler(scene.image, scene.lonlat_mask(), table, SIZE, n_classes=4).row_off.tolist() == [4]
@@ -195,7 +195,7 @@ def test_unknown_suffix_is_tried_as_csv_then_vector(scene: Scene) -> None:
     assert PatchSampler(scene.image, scene.lonlat_mask(), renamed, SIZE, n_classes=4).row_off.tolist() == [68]
 
 
-def test_missing_crops_file(scene: Scene) -> None:
+def test_missing_crops_file(scene: CoordinateScene) -> None:
     with pytest.raises(ValueError, match=r"crops_path '.*nope.csv' does not exist"):
         PatchSampler(scene.image, scene.lonlat_mask(), scene.path("nope.csv"), SIZE)
 
@@ -205,7 +205,7 @@ def test_missing_crops_file(scene: Scene) -> None:
 
 @pytest.mark.parametrize("suffix", [".csv", ".parquet"])
 def test_cache_is_written_reused_and_rebuilt_when_stale(
-    scene: Scene, suffix: str, caplog: pytest.LogCaptureFixture
+    scene: CoordinateScene, suffix: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     mask = scene.lonlat_mask()
     windows = scene.windows([1, 2], [3, 4])
@@ -228,7 +228,7 @@ def test_cache_is_written_reused_and_rebuilt_when_stale(
     assert fp is not None and fp[1]["patch_size"] == 32 and fp[1]["source"] == str(windows.resolve())
 
 
-def test_cache_records_grid_and_layer(scene: Scene) -> None:
+def test_cache_records_grid_and_layer(scene: CoordinateScene) -> None:
     lon, lat = pixel_centre_to_lonlat(scene, 100, 100)
     path = T.write_points(scene.path("p.gpkg"), [lon], [lat], crs="EPSG:4326", layer="a")
     cache = scene.path("i.parquet")
@@ -240,7 +240,7 @@ def test_cache_records_grid_and_layer(scene: Scene) -> None:
     assert index.row_off.tolist() == [68]
 
 
-def test_a_cached_index_is_the_one_used(scene: Scene) -> None:
+def test_a_cached_index_is_the_one_used(scene: CoordinateScene) -> None:
     """Prove reuse: a cache whose fingerprint matches is used even if its rows differ."""
     windows = scene.windows([1], [1])
     cache = scene.path("i.csv")
@@ -298,7 +298,7 @@ def test_cache_file_mode_follows_the_umask(tmp_path: Path, suffix: str, umask: i
     assert cached is not None and cached[1] == {"v": 2} and len(cached[0]) == 4
 
 
-def test_damaged_cache_is_rebuilt(scene: Scene, caplog: pytest.LogCaptureFixture) -> None:
+def test_damaged_cache_is_rebuilt(scene: CoordinateScene, caplog: pytest.LogCaptureFixture) -> None:
     """crossgeo's own cache (its record beside it) with damaged rows is rebuilt; a file without a record is
     never touched (tests/core/test_window_cache_safety.py)."""
     cache = scene.path("i.csv")
@@ -317,7 +317,7 @@ def _build_with_cache(args: tuple[str, str, str, str]) -> list[int]:
     return sampler.row_off.tolist()
 
 
-def test_two_processes_building_one_cache_at_once(scene: Scene) -> None:
+def test_two_processes_building_one_cache_at_once(scene: CoordinateScene) -> None:
     """Both get the right index; a reader never sees a half-written cache file."""
     import multiprocessing
 

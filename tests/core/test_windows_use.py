@@ -7,17 +7,17 @@ import logging
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import Scene
 
 from crossgeo import ConfigError, OptionError, PatchSampler, WindowError
 from crossgeo import testing as T
 from crossgeo.augment import check_weights, epoch_order
 from crossgeo.sampler import resolve_weights
+from crossgeo.testing import CoordinateScene
 
 SIZE = 64
 
 
-def _table(scene: Scene) -> pd.DataFrame:
+def _table(scene: CoordinateScene) -> pd.DataFrame:
     """Nine windows on a 3 x 3 grid: splits train/val/test by column, weights 1..9."""
     rows, cols = np.meshgrid([0, 128, 256], [0, 128, 256], indexing="ij")
     return pd.DataFrame(
@@ -30,13 +30,13 @@ def _table(scene: Scene) -> pd.DataFrame:
     )
 
 
-def _sampler(scene: Scene, crops: object, **options: object) -> PatchSampler:
+def _sampler(scene: CoordinateScene, crops: object, **options: object) -> PatchSampler:
     mask = scene.aligned_mask(np.zeros((1, scene.size, scene.size), np.uint8), n_classes=2)
     return PatchSampler(scene.image, mask, crops, SIZE, **options)
 
 
 @pytest.mark.parametrize("form", ["csv", "parquet", "dataframe", "arrow"])
-def test_split_keeps_only_its_rows(scene: Scene, form: str, caplog: pytest.LogCaptureFixture) -> None:
+def test_split_keeps_only_its_rows(scene: CoordinateScene, form: str, caplog: pytest.LogCaptureFixture) -> None:
     table = _table(scene)
     crops: object = table
     if form == "csv":
@@ -64,7 +64,7 @@ def test_split_keeps_only_its_rows(scene: Scene, form: str, caplog: pytest.LogCa
         assert (int(rows[0, 0]), int(cols[0, 0])) == (expected.row_off.iloc[i], expected.col_off.iloc[i])
 
 
-def test_without_split_every_row_and_the_weight_column(scene: Scene) -> None:
+def test_without_split_every_row_and_the_weight_column(scene: CoordinateScene) -> None:
     sampler = _sampler(scene, _table(scene))
     assert len(sampler) == 9 and sampler.split is None
     assert sampler.index.weight is not None and sampler.index.weight.tolist() == list(range(1, 10))
@@ -72,7 +72,7 @@ def test_without_split_every_row_and_the_weight_column(scene: Scene) -> None:
     assert plain.index.weight is None
 
 
-def test_missing_split_column_is_a_clear_error(scene: Scene) -> None:
+def test_missing_split_column_is_a_clear_error(scene: CoordinateScene) -> None:
     path = scene.path("plain.csv")
     _table(scene)[["row_off", "col_off"]].to_csv(path, index=False)
     with pytest.raises(WindowError, match=r"plain\.csv: split is 'train' but the table has no 'split' column.*spatial"):
@@ -85,7 +85,7 @@ def test_missing_split_column_is_a_clear_error(scene: Scene) -> None:
         _sampler(scene, _table(scene), split="")
 
 
-def test_split_is_part_of_the_cache_fingerprint(scene: Scene) -> None:
+def test_split_is_part_of_the_cache_fingerprint(scene: CoordinateScene) -> None:
     path = scene.path("w.parquet")
     _table(scene).to_parquet(path, index=False)
     cache = scene.path("index.csv")
@@ -99,7 +99,7 @@ def test_split_is_part_of_the_cache_fingerprint(scene: Scene) -> None:
     assert val.col_off.tolist() == [128, 128, 128] and val.index.report.split_left_out == 6
 
 
-def test_split_in_a_configuration_mapping(scene: Scene) -> None:
+def test_split_in_a_configuration_mapping(scene: CoordinateScene) -> None:
     from crossgeo.config import sampler_from_config
 
     path = scene.path("w.csv")
@@ -158,7 +158,7 @@ def test_bad_weights_are_named(weights: object, match: str) -> None:
         epoch_order(3, 0, 0, weights=weights)
 
 
-def test_resolve_weights_reads_the_weight_column(scene: Scene) -> None:
+def test_resolve_weights_reads_the_weight_column(scene: CoordinateScene) -> None:
     sampler = _sampler(scene, _table(scene), split="train")
     assert resolve_weights("weight", sampler, "here").tolist() == [1.0, 4.0, 7.0]
     assert resolve_weights(None, sampler, "here") is None
@@ -172,7 +172,7 @@ def test_resolve_weights_reads_the_weight_column(scene: Scene) -> None:
         resolve_weights([1, 2], plain, "make_dataset")
 
 
-def test_split_on_a_vector_file_is_refused(scene: Scene) -> None:
+def test_split_on_a_vector_file_is_refused(scene: CoordinateScene) -> None:
     x, y = scene.transform * (100, 100)
     points = T.write_points(scene.path("points.gpkg"), [x], [y], crs=scene.crs)
     assert len(_sampler(scene, points)) == 1

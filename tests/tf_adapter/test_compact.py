@@ -15,7 +15,7 @@ import albumentations as A
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import COLS, PATCH, ROWS, Scene, decode_window, window_mask
+from tf_scene import COLS, PATCH, ROWS, Scene, decode_window, window_mask
 
 from crossgeo import PatchSampler
 from crossgeo import testing as T
@@ -66,7 +66,7 @@ def _assert_same(compact: list[tuple[np.ndarray, ...]], plain: list[tuple[np.nda
 
 @pytest.mark.parametrize("augmentation_list", [None, FLIP_AND_SOMETIMES_NORMALIZE])
 def test_tf_compact_equals_float(scene: Scene, augmentation_list: Any) -> None:
-    sampler = PatchSampler(scene.tif, scene.lonlat_mask(), scene.windows, PATCH, n_classes=4)
+    sampler = PatchSampler(scene.image, scene.lonlat_mask(), scene.windows_csv, PATCH, n_classes=4)
     options: dict[str, Any] = {"batch_size": 3, "seed": 3, "shuffle": True, "epoch": 1}
     options["augmentation_list"] = augmentation_list
     compact = _numpy(make_dataset(sampler, compact=True, **options))

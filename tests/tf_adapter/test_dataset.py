@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import rasterio
 import tensorflow as tf
-from conftest import COLS, PATCH, ROWS, Scene, decode_window, window_mask
 from rasterio.env import get_gdal_config
+from tf_scene import COLS, PATCH, ROWS, Scene, decode_window, window_mask
 
 from crossgeo import PatchSampler
 from crossgeo import testing as T
@@ -181,7 +181,7 @@ def test_parallel_calls_equal_serial(scene: Scene, tmp_path: Path) -> None:
     rng = np.random.default_rng(0)
     rows, cols = rng.integers(0, 240, 64), rng.integers(0, 240, 64)
     windows = T.write_windows_table(tmp_path / "many.csv", rows, cols)
-    sampler = PatchSampler(scene.tif, scene.lonlat_mask(), windows, PATCH)
+    sampler = PatchSampler(scene.image, scene.lonlat_mask(), windows, PATCH)
     kwargs = {"shuffle": True, "seed": 3, "augmentation_list": AUGMENTATIONS, "batch_size": 8, "with_metadata": True}
     serial = elements(make_dataset(sampler, num_parallel_calls=1, **kwargs))
     parallel = elements(make_dataset(sampler, num_parallel_calls=4, **kwargs))
@@ -198,7 +198,7 @@ def test_parallel_calls_equal_serial(scene: Scene, tmp_path: Path) -> None:
 def test_warped_mask_and_mbtiles_image(scene: Scene) -> None:
     """A 4326 mask warped onto an MBTiles (RGBA, PNG tiles) image: tf == core, windows decode."""
     sampler = PatchSampler(
-        scene.mbtiles, scene.lonlat_mask(), scene.windows, PATCH, selected_bands=[1, 2, 3], n_classes=4
+        scene.mbtiles, scene.lonlat_mask(), scene.windows_csv, PATCH, selected_bands=[1, 2, 3], n_classes=4
     )
     assert not sampler.aligned
     for i, (image, mask) in enumerate(make_dataset(sampler).as_numpy_iterator()):
@@ -249,7 +249,7 @@ def test_numpy_function_threads_read_under_crossgeo_options_with_bounded_opens(
     rng = np.random.default_rng(1)
     rows, cols = rng.integers(0, 224, 96), rng.integers(0, 224, 96)
     windows = T.write_windows_table(tmp_path / "many.csv", rows, cols)
-    sampler = GdalProbeSampler(scene.tif, scene.mask, windows, PATCH, n_classes=3)
+    sampler = GdalProbeSampler(scene.image, scene.mask, windows, PATCH, n_classes=3)
     expected = {key: crossgeo.io.GDAL_OPTIONS[key] for key in GDAL_CHECKED}
     # Process-wide values (rasterio's main-thread options are global) that a thread without
     # crossgeo's own Env would read instead.
@@ -274,7 +274,7 @@ def test_an_empty_window_set_is_refused_by_tf_data_and_keras(scene: Scene, tmp_p
 
     empty_csv = tmp_path / "empty.csv"
     empty_csv.write_text("row_off,col_off\n")
-    empty = PatchSampler(scene.tif, scene.mask, empty_csv, PATCH, n_classes=3)
+    empty = PatchSampler(scene.image, scene.mask, empty_csv, PATCH, n_classes=3)
     assert len(empty) == 0
     with pytest.raises(ValueError, match=r"make_dataset: there are no windows to iterate .*empty.csv"):
         make_dataset(empty, batch_size=2)

@@ -13,8 +13,8 @@ import keras
 import numpy as np
 import pytest
 import rasterio
-from conftest import COLS, PATCH, ROWS, Scene
 from test_keras import tiny_model
+from tf_scene import COLS, PATCH, ROWS, Scene, decode_window
 
 from crossgeo import PatchSampler
 from crossgeo import testing as T
@@ -42,11 +42,12 @@ def test_mirrored_strategy_shards_windows_disjointly_and_completely(scene: Scene
         import tensorflow as tf
         cpu = tf.config.list_physical_devices("CPU")[0]
         tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
-        from conftest import decode_window
+        from tf_scene import decode_window
         from crossgeo import PatchSampler
         from crossgeo.tensorflow import make_dataset
 
-        sampler = PatchSampler({str(scene.tif)!r}, {str(scene.mask)!r}, {str(scene.windows)!r}, {PATCH}, n_classes=3)
+        image, mask, windows = {str(scene.image)!r}, {str(scene.mask)!r}, {str(scene.windows_csv)!r}
+        sampler = PatchSampler(image, mask, windows, {PATCH}, n_classes=3)
         strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
         contexts = []
 
@@ -108,15 +109,15 @@ def test_fit_one_epoch_on_synthetic_scene(scene: Scene, image: str) -> None:
     if image == "tif":
         sampler = scene.sampler()
     else:
-        sampler = PatchSampler(scene.mbtiles, scene.mask, scene.windows, PATCH, selected_bands=[1, 2, 3], n_classes=3)
+        sampler = PatchSampler(
+            scene.mbtiles, scene.mask, scene.windows_csv, PATCH, selected_bands=[1, 2, 3], n_classes=3
+        )
     flips = [{"_target_": "albumentations.HorizontalFlip", "p": 0.5}]
     fit_one_epoch(sampler, 3, augmentation_list=flips)
 
 
 def test_fit_counts_epochs(scene: Scene) -> None:
     """Each fit epoch is one pass: after 2 epochs the next pass is epoch 2's order."""
-    from conftest import decode_window
-
     sampler = scene.sampler()
     dataset = make_dataset(sampler, batch_size=4, shuffle=True, seed=8)
     model = tiny_model(3)

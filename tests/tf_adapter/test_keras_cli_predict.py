@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
-import io
 from pathlib import Path
 from typing import Any
 
@@ -13,20 +11,11 @@ import pytest
 import rasterio
 
 pytest.importorskip("yaml")
-import yaml
+from testkit import CliRun, write_predict_scene
 
-from crossgeo import testing as T
-from crossgeo.cli import main
 from crossgeo.errors import ConfigError
 from crossgeo.keras import load_model
 from crossgeo.keras import predict_raster as keras_predict_raster
-
-
-def run(*argv: Any) -> tuple[int, str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        code = main([str(a) for a in argv])
-    return code, out.getvalue(), err.getvalue()
 
 
 def conv_model() -> keras.Model:
@@ -41,21 +30,10 @@ def conv_model() -> keras.Model:
 
 @pytest.fixture
 def scene(tmp_path: Path) -> dict[str, Path]:
-    transform = T.web_mercator_transform(12, 2176, 1460)
-    image = T.write_raster(tmp_path / "image.tif", T.coordinate_bands(300, 420, "uint8"), crs="EPSG:3857",
-                           transform=transform)  # fmt: skip
-    mask = T.write_raster(
-        tmp_path / "mask.tif", (np.indices((300, 420)).sum(0) % 4).astype(np.uint8)[None], crs="EPSG:3857",
-        transform=transform,
-    )  # fmt: skip
-    windows = T.write_windows_table(tmp_path / "windows.csv", [0, 100], [0, 200])
-    config = tmp_path / "config.yaml"
-    options = {"image_mbtiles_path": str(image), "mask_path": str(mask), "crops_path": str(windows),
-               "patch_size": 128, "n_classes": 4}  # fmt: skip
-    config.write_text(yaml.safe_dump({"train_dataset": options}))
+    scene = write_predict_scene(tmp_path)
     model = tmp_path / "model.keras"
     conv_model().save(model)
-    return {"image": image, "config": config, "model": model, "folder": tmp_path}
+    return {**scene, "model": model}
 
 
 def _read(path: Path) -> np.ndarray:
@@ -64,9 +42,9 @@ def _read(path: Path) -> np.ndarray:
 
 
 @pytest.mark.parametrize("extra", [[], ["--overlap", "32", "--tta", "flips"]])
-def test_cli_equals_the_keras_wrapper(scene: dict[str, Path], extra: list[str]) -> None:
+def test_cli_equals_the_keras_wrapper(scene: dict[str, Path], extra: list[str], cli: CliRun) -> None:
     out = scene["folder"] / "cli.tif"
-    code, stdout, err = run("predict", scene["config"], "--model", scene["model"], "--out", out, *extra)
+    code, stdout, err = cli("predict", scene["config"], "--model", scene["model"], "--out", out, *extra)
     assert code == 0, err
     assert "Keras model model.keras" in stdout
     options: dict[str, Any] = {"patch_size": 128, "progress": False, "n_classes": 4}
@@ -76,7 +54,7 @@ def test_cli_equals_the_keras_wrapper(scene: dict[str, Path], extra: list[str]) 
     assert len(np.unique(_read(out))) > 1
 
 
-def test_lambda_layers_legacy_h5_and_torchscript_are_refused(scene: dict[str, Path]) -> None:
+def test_lambda_layers_legacy_h5_and_torchscript_are_refused(scene: dict[str, Path], cli: CliRun) -> None:
     inputs = keras.Input((None, None, 3))
     unsafe = keras.Model(inputs, keras.layers.Lambda(lambda x: x * 2)(inputs))
     unsafe.save(scene["folder"] / "lambda.keras")
@@ -88,9 +66,9 @@ def test_lambda_layers_legacy_h5_and_torchscript_are_refused(scene: dict[str, Pa
         scene["folder"] / "legacy.h5": "legacy Keras HDF5",
     }
     for path, words in cases.items():
-        code, _, err = run("predict", scene["config"], "--model", path, "--out", scene["folder"] / "p.tif")
+        code, _, err = cli("predict", scene["config"], "--model", path, "--out", scene["folder"] / "p.tif")
         assert code == 1 and "--model" in err and words in err, err
     out = scene["folder"] / "p.tif"
-    code, _, err = run("predict", scene["config"], "--model", scene["model"], "--framework", "torch", "--out", out)
+    code, _, err = cli("predict", scene["config"], "--model", scene["model"], "--framework", "torch", "--out", out)
     assert code == 1 and "is a Keras model file, but --framework torch" in err
     assert not (scene["folder"] / "p.tif").exists()

@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from conftest import Scene
+from tf_scene import Scene
 
 from crossgeo import ConfigError
 from crossgeo.augment import ALLOWED_TRANSFORMS_ENV, to_model_inputs

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import COLS, PATCH, ROWS, Scene, decode_window
+from tf_scene import COLS, PATCH, ROWS, Scene, decode_window
 
 from crossgeo import ConfigError, PatchSampler
 from crossgeo.augment import epoch_order
@@ -44,7 +44,7 @@ def test_tf_data_and_keras_follow_the_shared_draw(scene: Scene) -> None:
 def test_weight_column_and_bad_weights(scene: Scene) -> None:
     path = scene.folder / "weighted.csv"
     pd.DataFrame({"row_off": ROWS, "col_off": COLS, "weight": WEIGHTS}).to_csv(path, index=False)
-    sampler = PatchSampler(scene.tif, scene.mask, path, PATCH, n_classes=3)
+    sampler = PatchSampler(scene.image, scene.mask, path, PATCH, n_classes=3)
     expected = epoch_order(len(ROWS), SEED, 0, weights=WEIGHTS).tolist()
     dataset = make_dataset(sampler, seed=SEED, weights="weight", with_metadata=True)
     assert [int(m["index"]) for _, _, m in dataset.as_numpy_iterator()] == expected

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import io
 from pathlib import Path
 from typing import Any
 
@@ -14,10 +13,9 @@ import torch
 
 pytest.importorskip("yaml")
 import yaml
+from testkit import CliRun, write_predict_scene
 
 from crossgeo import predict_raster
-from crossgeo import testing as T
-from crossgeo.cli import main
 from crossgeo.errors import ConfigError
 from crossgeo.torch import load_model
 from crossgeo.torch import predict_raster as torch_predict_raster
@@ -32,30 +30,12 @@ def numpy_pointwise(x: np.ndarray) -> np.ndarray:
     return np.stack([x[:, 0], x[:, 1], x[:, 2], np.float32(0.9) - x[:, 0]], axis=1)
 
 
-def run(*argv: Any) -> tuple[int, str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        code = main([str(a) for a in argv])
-    return code, out.getvalue(), err.getvalue()
-
-
 @pytest.fixture
 def scene(tmp_path: Path) -> dict[str, Path]:
-    transform = T.web_mercator_transform(12, 2176, 1460)
-    image = T.write_raster(tmp_path / "image.tif", T.coordinate_bands(300, 420, "uint8"), crs="EPSG:3857",
-                           transform=transform)  # fmt: skip
-    mask = T.write_raster(
-        tmp_path / "mask.tif", (np.indices((300, 420)).sum(0) % 4).astype(np.uint8)[None], crs="EPSG:3857",
-        transform=transform,
-    )  # fmt: skip
-    windows = T.write_windows_table(tmp_path / "windows.csv", [0, 100], [0, 200])
-    config = tmp_path / "config.yaml"
-    options = {"image_mbtiles_path": str(image), "mask_path": str(mask), "crops_path": str(windows),
-               "patch_size": 128, "n_classes": 4}  # fmt: skip
-    config.write_text(yaml.safe_dump({"train_dataset": options}))
+    scene = write_predict_scene(tmp_path)
     model = tmp_path / "model.pt"
     torch.jit.script(Pointwise()).save(str(model))
-    return {"image": image, "config": config, "model": model, "folder": tmp_path}
+    return {**scene, "model": model}
 
 
 def _read(path: Path) -> np.ndarray:
@@ -64,9 +44,9 @@ def _read(path: Path) -> np.ndarray:
 
 
 @pytest.mark.parametrize("extra", [[], ["--overlap", "32", "--tta", "flips"], ["--output", "scores", "--cog"]])
-def test_cli_equals_the_torch_wrapper_and_the_numpy_core(scene: dict[str, Path], extra: list[str]) -> None:
+def test_cli_equals_the_torch_wrapper_and_the_numpy_core(scene: dict[str, Path], extra: list[str], cli: CliRun) -> None:
     out = scene["folder"] / "cli.tif"
-    code, stdout, err = run("predict", scene["config"], "--model", scene["model"], "--out", out, *extra)
+    code, stdout, err = cli("predict", scene["config"], "--model", scene["model"], "--out", out, *extra)
     assert code == 0, err
     assert "wrote" in stdout and "torch (TorchScript)" in stdout
     options: dict[str, Any] = {"patch_size": 128, "progress": False, "n_classes": 4}
@@ -80,35 +60,35 @@ def test_cli_equals_the_torch_wrapper_and_the_numpy_core(scene: dict[str, Path],
     core = predict_raster(scene["image"], numpy_pointwise, scene["folder"] / "n.tif", **options)
     np.testing.assert_array_equal(_read(out), _read(wrapper.path))
     np.testing.assert_array_equal(_read(out), _read(core.path))
-    code, _, err = run("predict", scene["config"], "--model", scene["model"], "--out", out, *extra)
+    code, _, err = cli("predict", scene["config"], "--model", scene["model"], "--out", out, *extra)
     assert code == 1 and "already exists; pass --overwrite" in err
-    code, _, err = run("predict", scene["config"], "--model", scene["model"], "--out", out, "--overwrite", *extra)
+    code, _, err = cli("predict", scene["config"], "--model", scene["model"], "--out", out, "--overwrite", *extra)
     assert code == 0, err
 
 
-def test_a_model_with_the_wrong_number_of_classes_is_named(scene: dict[str, Path]) -> None:
+def test_a_model_with_the_wrong_number_of_classes_is_named(scene: dict[str, Path], cli: CliRun) -> None:
     options = yaml.safe_load(scene["config"].read_text())
     options["train_dataset"]["n_classes"] = 6
     config = scene["folder"] / "six.yaml"
     config.write_text(yaml.safe_dump(options))
-    code, _, err = run("predict", config, "--model", scene["model"], "--out", scene["folder"] / "p.tif")
+    code, _, err = cli("predict", config, "--model", scene["model"], "--out", scene["folder"] / "p.tif")
     assert code == 1 and "4 score bands but n_classes is 6" in err
     assert not (scene["folder"] / "p.tif").exists()
 
 
-def test_torch_save_files_are_refused_without_unpickling(scene: dict[str, Path]) -> None:
+def test_torch_save_files_are_refused_without_unpickling(scene: dict[str, Path], cli: CliRun) -> None:
     whole, weights = scene["folder"] / "whole.pt", scene["folder"] / "weights.pt"
     torch.save(Pointwise(), whole)
     torch.save(torch.nn.Conv2d(3, 4, 1).state_dict(), weights)
     for path in (whole, weights):
         with pytest.raises(ConfigError, match=r"torch\.save file"):
             load_model(path)
-        code, _, err = run("predict", scene["config"], "--model", path, "--out", scene["folder"] / "p.tif")
+        code, _, err = cli("predict", scene["config"], "--model", path, "--out", scene["folder"] / "p.tif")
         assert code == 1 and "--model" in err and "torch.jit.script(model).save" in err
 
 
 def test_a_full_disk_says_so_naming_out_and_keeps_the_previous_prediction(
-    scene: dict[str, Path], tmp_path: Path
+    scene: dict[str, Path], tmp_path: Path, cli: CliRun
 ) -> None:
     """Issue 21.9: on a real full file system (a 256 KiB tmpfs; root only), not GDAL's bare "Write failed"."""
     import os
@@ -128,7 +108,7 @@ def test_a_full_disk_says_so_naming_out_and_keeps_the_previous_prediction(
         with open(folder / "filler", "wb", buffering=0) as handle, contextlib.suppress(OSError):
             while True:
                 handle.write(b"\0" * 4096)
-        code, _, err = run(
+        code, _, err = cli(
             "predict", scene["config"], "--model", scene["model"], "--out", out, "--overwrite", "--output", "scores"
         )
         assert out.read_bytes() == b"previous prediction"

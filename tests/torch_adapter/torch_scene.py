@@ -16,11 +16,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import rasterio
 from affine import Affine
 from rasterio.crs import CRS
 from rasterio.warp import transform as warp_transform
-from rasterio.warp import transform_bounds
 
 from crossgeo import testing
 
@@ -58,14 +56,10 @@ def assert_window(image: Any, row_off: int, col_off: int, *, flipped: bool = Fal
 
 
 def build_scene(root: Path) -> types.SimpleNamespace:
-    """Write the scene's files into ``root``."""
-    crs = CRS.from_epsg(3857)
-    transform = testing.web_mercator_transform(ZOOM, TILE_COL, TILE_ROW)
-
-    image_tif = testing.write_raster(
-        root / "image.tif", testing.coordinate_bands(SIZE, SIZE, "uint8"), crs=crs, transform=transform
-    )
-    image_mbtiles = testing.write_mbtiles(image_tif, root / "imagery.mbtiles")
+    """Write the scene's files into ``root`` (the image by `crossgeo.testing.CoordinateScene`)."""
+    scene = testing.CoordinateScene(root, SIZE, zoom=ZOOM, tile=(TILE_COL, TILE_ROW))
+    crs, transform = CRS.from_epsg(3857), scene.transform
+    image_mbtiles = testing.write_mbtiles(scene.image, root / "imagery.mbtiles")
 
     rows, cols = np.mgrid[0:SIZE, 0:SIZE]
     palette = np.zeros((4, 3), dtype=np.uint8)
@@ -73,9 +67,7 @@ def build_scene(root: Path) -> types.SimpleNamespace:
         palette[cls] = (r, g, b)
     rgb = palette[expected_classes(rows, cols)].transpose(2, 0, 1)
     half = SIZE // 2
-    left = testing.write_raster(
-        root / "mask_left.tif", np.ascontiguousarray(rgb[:, :, :half]), crs=crs, transform=transform
-    )
+    left = scene.aligned_mask(np.ascontiguousarray(rgb[:, :, :half]), "mask_left.tif")
     right = testing.write_raster(
         root / "mask_right.tif",
         np.ascontiguousarray(rgb[:, :, half:]),
@@ -83,19 +75,8 @@ def build_scene(root: Path) -> types.SimpleNamespace:
         transform=transform @ Affine.translation(half, 0),
     )
     mask_vrt = testing.write_vrt_mosaic(root / "mask.vrt", [left, right])
-
-    with rasterio.open(image_tif) as src:
-        lonlat_bounds = transform_bounds(src.crs, "EPSG:4326", *src.bounds)
-    margin = 0.05
-    padded = (
-        lonlat_bounds[0] - margin,
-        lonlat_bounds[1] - margin,
-        lonlat_bounds[2] + margin,
-        lonlat_bounds[3] + margin,
-    )
-    mask_tif = testing.write_lonlat_mask(root / "mask.tif", padded, 0.0025, cell=CELL, n_classes=2)
-
-    windows_csv = testing.write_windows_table(root / "windows.csv", *zip(*WINDOWS))
+    mask_tif = scene.lonlat_mask("mask.tif", margin=0.05, resolution=0.0025, cell=CELL, n_classes=2)
+    windows_csv = scene.windows(*zip(*WINDOWS))
     # GeoPackage points at the centres of the CSV windows, in EPSG:4326.
     xs, ys = [], []
     for row_off, col_off in WINDOWS:
@@ -107,7 +88,7 @@ def build_scene(root: Path) -> types.SimpleNamespace:
 
     return types.SimpleNamespace(
         root=root,
-        image_tif=str(image_tif),
+        image_tif=str(scene.image),
         image_mbtiles=str(image_mbtiles),
         mask_vrt=str(mask_vrt),
         mask_tif=str(mask_tif),
