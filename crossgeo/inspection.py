@@ -31,7 +31,18 @@ from rasterio.warp import transform as warp_transform
 from crossgeo import windows as winsrc
 from crossgeo.errors import ConfigError, CrossgeoError, OptionError, RasterError
 from crossgeo.grid import Grid, pixel_offset
-from crossgeo.io import RasterInfo, ReadPlan, is_remote, mask_interior, mask_view_for, missing_parts, open_raster
+from crossgeo.io import (
+    DEFAULT_TOLERANCE,
+    EXACT_TOLERANCE,
+    RasterInfo,
+    ReadPlan,
+    SourcePlan,
+    is_remote,
+    mask_interior,
+    mask_view_for,
+    missing_parts,
+    open_raster,
+)
 from crossgeo.masks import OUT_OF_RANGE, MaskDecoder, make_decoder
 from crossgeo.options import resolve_sampler_options
 
@@ -479,39 +490,65 @@ def read_plan(
 ) -> ReadPlan:
     """The reader's plan from the inspection records (``mask=None``: an image-only reader).
 
-    ``mask_tolerance`` overrides GDAL's warp approximation (`crossgeo.io.EXACT_TOLERANCE`
-    transforms every pixel centre exactly, as evaluation wants). ``grid_views``: how many
-    readers of this size share GDAL's cache (`crossgeo.io.mask_view_for`).
+    One `crossgeo.io.SourcePlan` per source; each source's view (aligned, whole-grid, per-window
+    warp) is chosen here, once. ``mask_tolerance`` overrides GDAL's warp approximation for a
+    per-window mask warp (`crossgeo.io.EXACT_TOLERANCE` transforms every pixel centre exactly,
+    as evaluation wants). ``grid_views``: how many readers of this size share GDAL's cache
+    (`crossgeo.io.mask_view_for`).
     """
-    mask_fields: dict[str, Any] = {}
-    if mask is not None:
-        mask_fields = {
-            "mask_path": mask.path,
-            "mask_data_bands": mask.data_bands,
-            "mask_alpha": mask.raster.alpha,
-            "mask_nodata": mask.raster.nodata,
-            "mask_offset": mask.offset,
-            "mask_interior": mask.interior,
-            "mask_band": mask.raster.mask_band,
-        }
-        if mask_tolerance is not None:
-            mask_fields["mask_tolerance"] = mask_tolerance
-        if mask.offset is None:
-            bands = len(mask.data_bands) + 1  # the data bands and the alpha band (the mask's own or an added one)
-            mask_fields["mask_view"] = mask_view_for(image.grid, bands, mask.raster.dtypes[0], views=grid_views)
     return ReadPlan(
-        image_path=image.path,
         grid=image.grid,
         patch_size=patch_size,
-        image_bands=image.bands,
+        image=(_image_source_plan(image, resampling),),
         image_dtype=image.dtype,
-        image_fill=image.fill,
-        image_warp=image.warp,
-        image_resampling=resampling,
-        image_alpha=image.raster.alpha,
-        image_nodata=image.raster.nodata,
-        image_mask_band=image.raster.mask_band,
-        **mask_fields,
+        mask=_mask_source_plan(mask, image.grid, mask_tolerance, grid_views) if mask is not None else None,
+    )
+
+
+def _image_source_plan(image: ImageInfo, resampling: Resampling) -> SourcePlan:
+    """The image read plainly, or warped over the whole target grid (``target_crs``/``target_resolution``)."""
+    raster = image.raster
+    return SourcePlan(
+        path=image.path,
+        option=image.option,
+        what="image",
+        bands=image.bands,
+        dtype=image.dtype,
+        view="grid" if image.warp else "aligned",
+        fill=image.fill,
+        alpha=raster.alpha,
+        nodata=raster.nodata,
+        mask_band=raster.mask_band,
+        resampling=resampling,
+        warp_alpha=raster.mask_band,  # the warper honours the mask band; an added alpha band carries it
+    )
+
+
+def _mask_source_plan(mask: MaskInfo, grid: Grid, tolerance: float | None, grid_views: int) -> SourcePlan:
+    """The mask read plainly when the grids coincide, else warped nearest-neighbour (`mask_view_for`)."""
+    raster = mask.raster
+    view = "aligned"
+    if mask.offset is None:
+        bands = len(mask.data_bands) + 1  # the data bands and the alpha band (the mask's own or an added one)
+        view = mask_view_for(grid, bands, raster.dtypes[0], views=grid_views)
+    if view == "grid":
+        # Exact per-pixel transforms: the warp runs once per block, and each pixel then gets
+        # the same value whichever window or region reads it.
+        tolerance = EXACT_TOLERANCE
+    return SourcePlan(
+        path=mask.path,
+        option="mask_path",
+        what="mask",
+        bands=mask.data_bands,
+        dtype=raster.dtypes[0],
+        view=view,
+        shift=mask.offset if mask.offset is not None else (0, 0),
+        alpha=raster.alpha,
+        nodata=raster.nodata,
+        mask_band=raster.mask_band,
+        tolerance=DEFAULT_TOLERANCE if tolerance is None else tolerance,
+        nodata_in_alpha=True,
+        interior=mask.interior,
     )
 
 

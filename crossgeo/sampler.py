@@ -286,14 +286,16 @@ class PatchSampler(WindowSequence):
     @property
     def aligned(self) -> bool:
         """True when the mask is read with plain windows (its grid coincides with the image's)."""
-        return self._plan.mask_offset is not None
+        return self.mask_view == "aligned"
 
     @property
     def mask_view(self) -> str:
         """How the mask reaches the reference grid: ``"aligned"`` (plain windowed reads), ``"grid"`` (one
         warped view of the whole grid per reader, its blocks cached) or ``"window"`` (a warp per read);
         see `crossgeo.io.mask_view_for`."""
-        return "aligned" if self.aligned else self._plan.mask_view
+        mask = self._plan.mask
+        assert mask is not None
+        return mask.view
 
     def _read_window(self, position: int, mask_dtype: Any = np.int64) -> Patch:
         row_off = int(self.index.row_off[position])
