@@ -360,6 +360,7 @@ def warped_vrt(
     *,
     tolerance: float = DEFAULT_TOLERANCE,
     add_alpha: bool = False,
+    src_nodata: float | None = None,
 ) -> WarpedVRT:
     """``dataset`` seen on ``grid`` through a ``WarpedVRT``: the one place crossgeo builds one.
 
@@ -371,7 +372,9 @@ def warped_vrt(
             every pixel centre is transformed exactly).
         add_alpha: Add an alpha band that is 0 where the source has no data (outside it,
             nodata, its per-dataset mask band 0); it is the VRT's last band.
+        src_nodata: The source's nodata when it is not the file's own (given in the configuration).
     """
+    extra = {"src_nodata": src_nodata} if src_nodata is not None else {}
     return WarpedVRT(
         dataset,
         crs=grid.crs,
@@ -381,6 +384,7 @@ def warped_vrt(
         resampling=resampling,
         tolerance=tolerance,
         add_alpha=add_alpha,
+        **extra,
     )
 
 
@@ -419,9 +423,11 @@ class SourcePlan:
     """GDAL's warp approximation error in source pixels (`EXACT_TOLERANCE` for per-pixel exactness)."""
     warp_alpha: bool = True
     """A warped view adds an alpha band marking where the source has no data (when it has no alpha band)."""
+    warp_nodata: bool = False
+    """The warper is told `nodata` (a nodata given in the configuration, not the file's own)."""
     nodata_in_alpha: bool = False
     """In a warped view, the alpha band read already marks nodata, so values are not compared with it."""
-    interior: tuple[tuple[float, float], ...] | None = None
+    interior: tuple[tuple[float, float], ...] | None = attrs.field(default=None, repr=False)
     """The source's footprint shrunk by a margin, in reference-grid pixels: a warped window inside
     it needs no alpha band (`mask_interior`)."""
     name: str = ""
@@ -540,7 +546,12 @@ class SourceReader:
             # The warper honours the source's mask band and nodata; an added alpha band carries them.
             self.added_alpha = plan.warp_alpha and plan.alpha is None
             self.view = warped_vrt(
-                self.dataset, grid, plan.resampling, tolerance=plan.tolerance, add_alpha=self.added_alpha
+                self.dataset,
+                grid,
+                plan.resampling,
+                tolerance=plan.tolerance,
+                add_alpha=self.added_alpha,
+                src_nodata=plan.nodata if plan.warp_nodata else None,
             )
             if self.added_alpha:
                 self.alpha, self.mask_band = self.view.count, False
@@ -611,7 +622,10 @@ class SourceReader:
         inside = self.interior is not None and self.interior.covers(row_off, col_off, height, width)
         add_alpha = plan.warp_alpha and plan.alpha is None and not inside
         window = Grid(height, width, grid.window_transform(row_off, col_off), grid.crs)
-        with warped_vrt(self.dataset, window, plan.resampling, tolerance=plan.tolerance, add_alpha=add_alpha) as vrt:
+        nodata = plan.nodata if plan.warp_nodata else None
+        with warped_vrt(
+            self.dataset, window, plan.resampling, tolerance=plan.tolerance, add_alpha=add_alpha, src_nodata=nodata
+        ) as vrt:
             if inside or (plan.alpha is None and not add_alpha):
                 data = vrt.read(list(plan.bands)).astype(self.dtype, copy=False)
                 return data, nodata_pixels(data, plan.nodata)
