@@ -653,6 +653,8 @@ class RasterReader:
         self.mask = SourceReader(plan.mask, plan.grid, plan.patch_size) if plan.mask is not None else None
         self.image_dtype = np.dtype(plan.image_dtype)
         self.channels = sum(len(source.bands) for source in plan.image)
+        # One unscaled source: its read is the image (no stacking copy).
+        self.single = len(plan.image) == 1 and not plan.image[0].scaled
 
     @property
     def mask_interior(self) -> _MaskInterior | None:
@@ -719,7 +721,7 @@ class RasterReader:
         per-dataset mask band is 0; None when no pixel is invalid and no source marks any (no
         extra read then). A failed read of a remote source is retried once with fresh bytes.
         """
-        if len(self.images) == 1 and not self.plan.image[0].scaled:
+        if self.single:
             return self._read_source(0, row_off, col_off)
         size = self.plan.patch_size
         out = np.empty((self.channels, size, size), dtype=self.image_dtype)
