@@ -280,3 +280,15 @@ def test_reference_names_the_grid_source(tmp_path: Path) -> None:
     assert [p.view for p in sampler._plan.image][1] == "aligned"
     image = sampler[0].image
     np.testing.assert_array_equal(image[1:], T.coordinate_bands(32, 32, "uint16")[:2])
+
+
+def test_the_original_option_name_takes_a_list_and_same_stems_are_told_apart(tmp_path: Path) -> None:
+    """``image_mbtiles_path`` (the original's name) accepts sources; a file listed twice gets ``stem``, ``stem_2``."""
+    b10 = band_file(tmp_path, "B10", 10, count=1)
+    mask, windows = mask_and_windows(tmp_path, [0], [0])
+    sampler = PatchSampler(
+        image_mbtiles_path=[b10, b10], mask_path=mask, crops_path=windows, patch_size=32, image_dtype="uint16"
+    )
+    assert sampler.channels == (("B10", 1), ("B10_2", 1))
+    image = sampler[0].image
+    np.testing.assert_array_equal(image[0], image[1])
