@@ -67,8 +67,8 @@ SAMPLER_OPTIONS: tuple[Option, ...] = (
         REQUIRED,
         "Image raster (GeoTIFF, MBTiles, VRT, remote `/vsi...` path, ...): its pixel grid is the reference grid. "
         "`image_mbtiles_path` (the original's name) is accepted for it. Also a list of paths or a mapping "
-        "`name -> path | {path, bands, resampling, nodata, scale, offset}`: the sources are stacked into one image "
-        "(docs/howto/sources.md).",
+        "`name -> path` or `name -> {path, bands, resampling, nodata, scale, offset}`: the sources are stacked into one "
+        "image (docs/howto/sources.md).",
         aliases=("image_mbtiles_path",),
     ),
     Option(
