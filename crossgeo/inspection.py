@@ -31,7 +31,18 @@ from rasterio.warp import transform as warp_transform
 from crossgeo import windows as winsrc
 from crossgeo.errors import ConfigError, CrossgeoError, NoOverlapError, OptionError, RasterError
 from crossgeo.grid import Grid, pixel_offset
-from crossgeo.io import RasterInfo, ReadPlan, is_remote, mask_interior, mask_view_for, missing_parts, open_raster
+from crossgeo.io import (
+    DEFAULT_TOLERANCE,
+    EXACT_TOLERANCE,
+    RasterInfo,
+    ReadPlan,
+    SourcePlan,
+    is_remote,
+    mask_interior,
+    mask_view_for,
+    missing_parts,
+    open_raster,
+)
 from crossgeo.masks import OUT_OF_RANGE, MaskDecoder, make_decoder, validate_color_map
 from crossgeo.options import resolve_sampler_options
 
@@ -42,6 +53,7 @@ __all__ = [
     "MAX_PATCH_BYTES",
     "ON_READ_ERROR",
     "ImageInfo",
+    "ImageSource",
     "Inspection",
     "MaskInfo",
     "Problem",
@@ -50,12 +62,15 @@ __all__ = [
     "check_patch_size",
     "check_path",
     "inspect_image",
+    "inspect_image_sources",
     "inspect_mask",
     "inspect_sources",
     "inspect_windows",
+    "is_multi_source",
     "parse_resampling",
     "read_plan",
     "resolve_image_dtype",
+    "source_coverage",
     "window_warnings",
 ]
 
@@ -93,12 +108,34 @@ class ImageInfo:
     warp: bool
     fill: float
     """Value of image pixels outside the raster."""
+    sources: tuple[ImageSource, ...] = ()
+    """The sources of a stacked image, in channel order (empty: one ``image_path``, described above).
+    With sources, ``raster`` is the reference source's header and ``bands`` the band of each channel."""
+    reference: int = 0
+    """Position of the reference source in `sources`."""
 
     @property
     def path(self) -> str:
         return self.raster.path
 
+    @property
+    def channels(self) -> tuple[tuple[str, int], ...]:
+        """``(source name, 1-based band)`` per channel of `Patch.image`."""
+        if not self.sources:
+            name = Path(self.path).name.split(".")[0]
+            return tuple((name, b) for b in self.bands)
+        return tuple((s.name, b) for s in self.sources for b in s.bands)
+
     def describe(self) -> str:
+        if self.sources:
+            parts = [
+                f"{s.name}: {s.raster.describe()}, band(s) {list(s.bands)}"
+                + (" (reference)" if i == self.reference else ", plain reads" if s.shift is not None else ", warped")
+                for i, s in enumerate(self.sources)
+            ]
+            return f"{len(self.sources)} sources stacked as {len(self.bands)} channel(s) of {self.dtype}: " + "; ".join(
+                parts
+            )
         return f"{self.raster.describe()}; reading band(s) {list(self.bands)} as {self.dtype}" + (
             f", warped to a {self.grid.width} x {self.grid.height} grid" if self.warp else ""
         )
@@ -247,6 +284,13 @@ def _check_scalar_options(options: dict[str, Any], names: dict[str, str]) -> dic
         if not isinstance(key, str) or not key:
             raise OptionError(f"{option} must be a non-empty column name, got {key!r}.")
     out["image_resampling"] = parse_resampling(options["image_resampling"])
+    out["reference"] = _check_optional_str(options["reference"], "reference")
+    if options["missing"] not in MISSING:
+        raise ConfigError(
+            f"missing {options['missing']!r} is not one of {', '.join(map(repr, MISSING))}: 'error' refuses a window "
+            "that an image source has no pixel in, 'fill' fills that source's channels and flags it in "
+            "Patch.source_valid."
+        )
     cache = options["window_index_cache"]
     out["window_index_cache"] = winsrc.check_cache_path(cache) if cache is not None else None
     return out
@@ -378,6 +422,274 @@ def inspect_image(
         )
 
 
+# --------------------------------------------------------------------------- several image sources
+
+SOURCE_KEYS = ("path", "bands", "resampling", "nodata", "scale", "offset")
+"""What a source's mapping may hold (a list entry may also give its ``name``)."""
+MISSING = ("error", "fill")
+
+
+@attrs.frozen
+class ImageSource:
+    """One source of a stacked image: its header, the bands it adds and how it reaches the reference grid."""
+
+    name: str
+    raster: RasterInfo
+    bands: tuple[int, ...]
+    """1-based bands of this source, in channel order."""
+    resampling: Resampling
+    nodata: float | None
+    """Its nodata: the given one, else the file's."""
+    scale: float | None
+    offset: float | None
+    shift: tuple[int, int] | None
+    """(rows, cols) of reference pixel (0, 0) on this source's grid when they coincide (plain reads), else None."""
+    footprint: tuple[tuple[float, float], ...] | None = attrs.field(repr=False)
+    """Its outline in reference-grid pixels (None for the reference and aligned sources: a rectangle)."""
+    interior: tuple[tuple[float, float], ...] | None = attrs.field(repr=False)
+    """The outline shrunk by two source pixels (a warped window inside it needs no alpha band)."""
+
+    @property
+    def path(self) -> str:
+        return self.raster.path
+
+
+def _number_or_none(value: Any, what: str, key: str) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise OptionError(f"{what}: {key} must be a number, got {type(value).__name__}: {value!r}.")
+    return float(value)
+
+
+def _source_entries(value: Any, option: str) -> list[tuple[str, dict[str, Any]]]:
+    """``(name, spec)`` per source from a list of paths/mappings or a mapping ``name -> path | mapping``."""
+    entries: list[tuple[str | None, Any]] = []
+    if isinstance(value, Mapping):
+        for key, spec in value.items():
+            if not isinstance(key, str) or not key:
+                raise OptionError(f"{option}: source names must be non-empty strings, got {key!r}.")
+            entries.append((key, spec))
+    else:
+        entries = [(None, spec) for spec in value]
+    if not entries:
+        raise ConfigError(f"{option} lists no image source; give one path, a list of paths or a mapping name -> path.")
+    out: list[tuple[str, dict[str, Any]]] = []
+    used: set[str] = set()
+    for name, spec in entries:
+        if isinstance(spec, (str, os.PathLike)):
+            spec = {"path": spec}
+        if not isinstance(spec, Mapping):
+            raise OptionError(
+                f"{option}: each source is a path or a mapping with 'path' (and optional "
+                f"{', '.join(SOURCE_KEYS[1:])}), got {type(spec).__name__}: {spec!r}."
+            )
+        spec = dict(spec)
+        allowed = SOURCE_KEYS if name is not None else (*SOURCE_KEYS, "name")
+        unknown = sorted(set(spec) - set(allowed))
+        if unknown:
+            raise OptionError(
+                f"{option}: source {name or spec.get('path')!r} has unknown key(s) {unknown}; a source takes "
+                f"{', '.join(allowed)}."
+            )
+        if "path" not in spec:
+            raise ConfigError(f"{option}: source {name or spec!r} has no 'path'; give the raster file of that source.")
+        given = spec.pop("name", None) if name is None else name
+        if given is not None:
+            if not isinstance(given, str) or not given:
+                raise OptionError(f"{option}: a source name must be a non-empty string, got {given!r}.")
+            if given in used:
+                raise ConfigError(
+                    f"{option}: the source name {given!r} is given twice; give every source its own name "
+                    "(channels are listed as (source, band))."
+                )
+            name = given
+        else:
+            stem = Path(os.fspath(spec["path"])).name.split(".")[0] or "source"
+            name, k = stem, 2
+            while name in used:  # the same file twice, or two files of one stem: stem, stem_2, ...
+                name, k = f"{stem}_{k}", k + 1
+        used.add(name)
+        out.append((name, spec))
+    return out
+
+
+def is_multi_source(value: Any) -> bool:
+    """True when an ``image_path`` value lists several sources (a list or a mapping), not one path."""
+    return isinstance(value, (Mapping, list, tuple))
+
+
+def _source_bands(given: Any, count: int, what: str) -> tuple[int, ...]:
+    if given is None:
+        return tuple(range(1, count + 1))
+    if isinstance(given, (int, np.integer)) and not isinstance(given, bool):
+        given = [given]
+    if isinstance(given, (str, bytes)) or not isinstance(given, Sequence) or not given:
+        raise OptionError(f"{what}: bands must be a non-empty list of 1-based band numbers, got {given!r}.")
+    for band in given:
+        if isinstance(band, bool) or not isinstance(band, (int, np.integer)):
+            raise OptionError(f"{what}: bands entries must be integers (1-based), got {band!r}.")
+        if not 1 <= band <= count:
+            raise ConfigError(
+                f"{what}: bands {list(given)} asks for band {band} but the file has {count} band(s); "
+                f"bands are numbered 1..{count}."
+            )
+    return tuple(int(b) for b in given)
+
+
+def _stack_dtype(requested: Any, dtypes: Sequence[tuple[str, str]], scaled: bool, option: str) -> np.dtype[Any]:
+    """The stack's dtype: the narrowest holding every source's (``native``), or the requested one, never lossy."""
+    kinds = [np.dtype(d) for _, d in dtypes]
+    source = np.result_type(*kinds)
+    if source.kind == "f" and any(d.kind in "ui" and d.itemsize >= 8 for d in kinds):
+        names = ", ".join(f"{name} ({d})" for name, d in dtypes)
+        raise RasterError(
+            f"{option}: no dtype holds every source's values ({names}): 64-bit integers do not fit a float. "
+            "Give those sources scale/offset, or convert them to a narrower type."
+        )
+    if scaled:
+        if requested not in ("float32", "native"):
+            raise ConfigError(
+                f"{option}: a source with scale/offset makes the image float32, but image_dtype is {requested!r}; "
+                "use image_dtype: float32 (or native)."
+            )
+        requested = "float32"
+    names = ", ".join(f"{name} ({d})" for name, d in dtypes)
+    return resolve_image_dtype(requested, [d for _, d in dtypes], f"the sources {names}")
+
+
+def inspect_image_sources(
+    value: Any,
+    *,
+    option: str = "image_path",
+    image_dtype: Any = "uint8",
+    resampling: Any = "bilinear",
+    reference: Any = None,
+    target_crs: Any = None,
+    target_resolution: Any = None,
+) -> ImageInfo:
+    """Open each source of a stacked image once: bands, dtypes, the reference grid and how each meets it."""
+    entries = _source_entries(value, option)
+    names = [name for name, _ in entries]
+    if reference is not None and reference not in names:
+        raise ConfigError(f"reference {reference!r} names no source of {option}; the sources are {names}.")
+    ref_at = names.index(reference) if reference is not None else 0
+    default_resampling = parse_resampling(resampling)
+    headers: list[RasterInfo] = []
+    specs: list[dict[str, Any]] = []
+    for name, spec in entries:
+        what = f"{option} source {name!r}"
+        path = check_path(spec["path"], what)
+        with open_raster(path, what) as dataset:
+            _check_parts(dataset, path, what)
+            header = RasterInfo.of(dataset, path)
+        if header.crs is None:
+            raise RasterError(
+                f"{what} {path} has no CRS, so it cannot be placed on the reference grid; give the file a CRS "
+                "(e.g. gdal_edit.py -a_srs EPSG:32632 FILE)."
+            )
+        headers.append(header)
+        specs.append(
+            {
+                "what": what,
+                "bands": _source_bands(spec.get("bands"), header.count, f"{what} ({path})"),
+                "resampling": parse_resampling(spec.get("resampling", default_resampling), f"{what}: resampling"),
+                "nodata": _number_or_none(spec.get("nodata", header.nodata), what, "nodata"),
+                "scale": _number_or_none(spec.get("scale"), what, "scale"),
+                "offset": _number_or_none(spec.get("offset"), what, "offset"),
+            }
+        )
+    ref = headers[ref_at]
+    warp = target_crs is not None or target_resolution is not None
+    grid = _target_grid(ref, target_crs, target_resolution, ref.path) if warp else Grid.of(ref)
+    dtypes = [(name, headers[i].dtypes[b - 1]) for i, name in enumerate(names) for b in specs[i]["bands"]]
+    scaled = any(s["scale"] is not None or s["offset"] is not None for s in specs)
+    dtype = _stack_dtype(image_dtype, dtypes, scaled, option)
+    sources = []
+    for i, (name, header) in enumerate(zip(names, headers)):
+        spec = specs[i]
+        shift = pixel_offset(grid, Grid.of(header))
+        footprint = interior = None
+        if shift is None:
+            footprint = mask_interior(header, grid, margin=0)
+            interior = mask_interior(header, grid) if header.alpha is None and not header.mask_band else None
+        _source_coverage(header, grid, ref.path, spec["what"])
+        sources.append(
+            ImageSource(
+                name=name,
+                raster=header,
+                bands=spec["bands"],
+                resampling=spec["resampling"],
+                nodata=spec["nodata"],
+                scale=spec["scale"],
+                offset=spec["offset"],
+                shift=shift,
+                footprint=footprint,
+                interior=interior,
+            )
+        )
+    return ImageInfo(
+        raster=ref,
+        option=option,
+        bands=tuple(b for s in sources for b in s.bands),
+        dtype=dtype.str,
+        grid=grid,
+        warp=warp,
+        fill=_image_fill(sources[ref_at].nodata, dtype),
+        sources=tuple(sources),
+        reference=ref_at,
+    )
+
+
+def _source_coverage(header: RasterInfo, grid: Grid, reference_path: str, what: str) -> None:
+    """Refuse a source none of whose sampled pixels lands on the reference grid."""
+    xs, ys = _moved(*_pixel_centres(grid.height, grid.width, grid.transform), grid.crs, header.crs)
+    if np.any(_on_grid(xs, ys, header.height, header.width, header.transform)):
+        return
+    mx, my = _moved(*_pixel_centres(header.height, header.width, header.transform), header.crs, grid.crs)
+    if not np.any(_on_grid(mx, my, grid.height, grid.width, grid.transform)):
+        raise RasterError(
+            f"{what} {header.path} does not overlap the reference grid ({reference_path}, bounds "
+            f"{tuple(round(v, 6) for v in grid.bounds)} in {grid.crs}). Check that the file carries the right CRS "
+            "and belongs to this scene."
+        )
+
+
+def source_coverage(image: ImageInfo, index: winsrc.WindowIndex, patch_size: int) -> np.ndarray | None:
+    """(N, S) bool: whether source s has any pixel in window n (None: a single-path image).
+
+    A source's footprint is a rectangle of whole pixels when it is aligned with the reference
+    grid, else its outline projected into reference pixels; only the part of a window on the
+    reference grid counts.
+    """
+    if not image.sources:
+        return None
+    import shapely
+
+    grid = image.grid
+    n = len(index)
+    rows = np.clip(index.row_off, 0, grid.height)
+    cols = np.clip(index.col_off, 0, grid.width)
+    rows_end = np.clip(index.row_off + patch_size, 0, grid.height)
+    cols_end = np.clip(index.col_off + patch_size, 0, grid.width)
+    out = np.ones((n, len(image.sources)), dtype=bool)
+    for s, source in enumerate(image.sources):
+        if source.shift is not None:
+            dr, dc = source.shift
+            top, left = -dr, -dc
+            bottom, right = top + source.raster.height, left + source.raster.width
+            out[:, s] = (np.maximum(rows, top) < np.minimum(rows_end, bottom)) & (
+                np.maximum(cols, left) < np.minimum(cols_end, right)
+            )
+        elif source.footprint is not None and n:
+            polygon = shapely.polygons(np.asarray(source.footprint, dtype=np.float64))
+            if polygon.contains(shapely.box(0, 0, grid.width, grid.height)):
+                continue
+            boxes = shapely.box(cols, rows, cols_end, rows_end)
+            out[:, s] = shapely.intersects(polygon, boxes) & (rows < rows_end) & (cols < cols_end)
+    return out
+
+
 # --------------------------------------------------------------------------- mask
 
 
@@ -490,39 +802,102 @@ def read_plan(
 ) -> ReadPlan:
     """The reader's plan from the inspection records (``mask=None``: an image-only reader).
 
-    ``mask_tolerance`` overrides GDAL's warp approximation (`crossgeo.io.EXACT_TOLERANCE`
-    transforms every pixel centre exactly, as evaluation wants). ``grid_views``: how many
-    readers of this size share GDAL's cache (`crossgeo.io.mask_view_for`).
+    One `crossgeo.io.SourcePlan` per source; each source's view (aligned, whole-grid, per-window
+    warp) is chosen here, once. ``mask_tolerance`` overrides GDAL's warp approximation for a
+    per-window mask warp (`crossgeo.io.EXACT_TOLERANCE` transforms every pixel centre exactly,
+    as evaluation wants). ``grid_views``: how many readers of this size share GDAL's cache
+    (`crossgeo.io.mask_view_for`).
     """
-    mask_fields: dict[str, Any] = {}
-    if mask is not None:
-        mask_fields = {
-            "mask_path": mask.path,
-            "mask_data_bands": mask.data_bands,
-            "mask_alpha": mask.raster.alpha,
-            "mask_nodata": mask.raster.nodata,
-            "mask_offset": mask.offset,
-            "mask_interior": mask.interior,
-            "mask_band": mask.raster.mask_band,
-        }
-        if mask_tolerance is not None:
-            mask_fields["mask_tolerance"] = mask_tolerance
-        if mask.offset is None:
-            bands = len(mask.data_bands) + 1  # the data bands and the alpha band (the mask's own or an added one)
-            mask_fields["mask_view"] = mask_view_for(image.grid, bands, mask.raster.dtypes[0], views=grid_views)
+    sources = (
+        tuple(_stacked_source_plan(image, at, grid_views) for at in range(len(image.sources)))
+        if image.sources
+        else (_image_source_plan(image, resampling),)
+    )
     return ReadPlan(
-        image_path=image.path,
         grid=image.grid,
         patch_size=patch_size,
-        image_bands=image.bands,
+        image=sources,
         image_dtype=image.dtype,
-        image_fill=image.fill,
-        image_warp=image.warp,
-        image_resampling=resampling,
-        image_alpha=image.raster.alpha,
-        image_nodata=image.raster.nodata,
-        image_mask_band=image.raster.mask_band,
-        **mask_fields,
+        mask=_mask_source_plan(mask, image.grid, mask_tolerance, grid_views) if mask is not None else None,
+    )
+
+
+def _image_source_plan(image: ImageInfo, resampling: Resampling) -> SourcePlan:
+    """The image read plainly, or warped over the whole target grid (``target_crs``/``target_resolution``)."""
+    raster = image.raster
+    return SourcePlan(
+        path=image.path,
+        option=image.option,
+        what="image",
+        bands=image.bands,
+        dtype=image.dtype,
+        view="grid" if image.warp else "aligned",
+        fill=image.fill,
+        alpha=raster.alpha,
+        nodata=raster.nodata,
+        mask_band=raster.mask_band,
+        resampling=resampling,
+        warp_alpha=raster.mask_band,  # the warper honours the mask band; an added alpha band carries it
+    )
+
+
+def _stacked_source_plan(image: ImageInfo, at: int, grid_views: int) -> SourcePlan:
+    """Source ``at`` of a stacked image: plain reads when on the reference grid, else warped with its resampling."""
+    source = image.sources[at]
+    raster = source.raster
+    scaled = source.scale is not None or source.offset is not None
+    dtype = np.dtype("float32") if scaled else np.dtype(image.dtype)
+    common: dict[str, Any] = {
+        "path": source.path,
+        "option": f"{image.option} source {source.name!r}",
+        "what": f"image source {source.name!r}",
+        "bands": source.bands,
+        "dtype": dtype.str,
+        "fill": _image_fill(source.nodata, dtype),
+        "alpha": raster.alpha,
+        "nodata": source.nodata,
+        "mask_band": raster.mask_band,
+        "resampling": source.resampling,
+        "name": source.name,
+        "scale": source.scale,
+        "offset": source.offset,
+        "warp_nodata": source.nodata != raster.nodata,
+    }
+    if at == image.reference:
+        # As a single image: plain reads, or one view of the whole target grid.
+        return SourcePlan(view="grid" if image.warp else "aligned", warp_alpha=raster.mask_band, **common)
+    if source.shift is not None:
+        return SourcePlan(view="aligned", shift=source.shift, **common)
+    view = mask_view_for(image.grid, len(source.bands) + 1, dtype, views=grid_views)
+    tolerance = EXACT_TOLERANCE if view == "grid" else DEFAULT_TOLERANCE
+    return SourcePlan(view=view, tolerance=tolerance, interior=source.interior, **common)
+
+
+def _mask_source_plan(mask: MaskInfo, grid: Grid, tolerance: float | None, grid_views: int) -> SourcePlan:
+    """The mask read plainly when the grids coincide, else warped nearest-neighbour (`mask_view_for`)."""
+    raster = mask.raster
+    view = "aligned"
+    if mask.offset is None:
+        bands = len(mask.data_bands) + 1  # the data bands and the alpha band (the mask's own or an added one)
+        view = mask_view_for(grid, bands, raster.dtypes[0], views=grid_views)
+    if view == "grid":
+        # Exact per-pixel transforms: the warp runs once per block, and each pixel then gets
+        # the same value whichever window or region reads it.
+        tolerance = EXACT_TOLERANCE
+    return SourcePlan(
+        path=mask.path,
+        option="mask_path",
+        what="mask",
+        bands=mask.data_bands,
+        dtype=raster.dtypes[0],
+        view=view,
+        shift=mask.offset if mask.offset is not None else (0, 0),
+        alpha=raster.alpha,
+        nodata=raster.nodata,
+        mask_band=raster.mask_band,
+        tolerance=DEFAULT_TOLERANCE if tolerance is None else tolerance,
+        nodata_in_alpha=True,
+        interior=mask.interior,
     )
 
 
@@ -663,6 +1038,39 @@ def window_warnings(
 # --------------------------------------------------------------------------- all steps
 
 
+def _inspect_any_image(options: Mapping[str, Any], names: Mapping[str, str]) -> ImageInfo:
+    """The image step: one path (`inspect_image`), or several sources stacked (`inspect_image_sources`)."""
+    value, option = options["image_path"], names["image_path"]
+    if not is_multi_source(value):
+        if options["reference"] is not None:
+            raise ConfigError(
+                f"reference {options['reference']!r} names a source, but {option} is one path; remove reference, "
+                f"or give {option} a list or mapping of sources."
+            )
+        return inspect_image(
+            value,
+            option=option,
+            selected_bands=options["selected_bands"],
+            image_dtype=options["image_dtype"],
+            target_crs=options["target_crs"],
+            target_resolution=options["target_resolution"],
+        )
+    if options["selected_bands"] is not None:
+        raise ConfigError(
+            f"selected_bands applies to one image; {option} lists several sources: give each source its bands "
+            "(e.g. {B11: {path: B11.tif, bands: [1]}}) and remove selected_bands."
+        )
+    return inspect_image_sources(
+        value,
+        option=option,
+        image_dtype=options["image_dtype"],
+        resampling=options["image_resampling"],
+        reference=options["reference"],
+        target_crs=options["target_crs"],
+        target_resolution=options["target_resolution"],
+    )
+
+
 def inspect_sources(
     config: Mapping[str, Any],
     *,
@@ -695,17 +1103,7 @@ def inspect_sources(
     options = step("options", lambda: _check_scalar_options(raw, names))
     if options is None:
         return Inspection(options=raw, names=names, problems=tuple(problems))
-    image = step(
-        "image",
-        lambda: inspect_image(
-            options["image_path"],
-            option=names["image_path"],
-            selected_bands=options["selected_bands"],
-            image_dtype=options["image_dtype"],
-            target_crs=options["target_crs"],
-            target_resolution=options["target_resolution"],
-        ),
-    )
+    image = step("image", lambda: _inspect_any_image(options, names))
     mask = decoder = windows = size = None
     if image is not None:
         found = step(

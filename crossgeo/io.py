@@ -5,15 +5,16 @@
   restore GDAL's defaults; rasterio sets options thread-locally outside the main thread).
   `ensure_gdal_env` is cheap and is called before every read, so a thread that adopted
   another thread's handles (see `crossgeo.threads`) still reads under these options.
-* `RasterReader` owns the handles of one thread at a time: the image (or a
-  ``WarpedVRT`` of it onto a requested target grid) and the mask source, opened once
-  and reused for every window.
+* A `ReadPlan` holds one `SourcePlan` per source (each image source, the mask): what to
+  read and how it reaches the reference grid, decided once at construction. `RasterReader`
+  owns the handles of one thread at a time, a `SourceReader` per source, opened once and
+  reused for every window; `warped_vrt` is the one place a ``WarpedVRT`` is built.
 * GDAL failures that rasterio only logs are trapped where rasterio hands them to its
   loggers, before Python logging sees them (`_GdalFailureTrap`), so no logging
   configuration can silence them; the trap is installed when crossgeo first opens a
   raster, not at import, and leaves every logger as the application configured it.
-* The mask reaches the image grid by a plain windowed read when the grids coincide (the
-  aligned fast path), else nearest neighbour through one of two views (`mask_view_for`):
+* A source reaches the reference grid by a plain windowed read when the grids coincide (the
+  aligned fast path), else through one of two views (`mask_view_for`):
   one ``WarpedVRT`` over the whole reference grid per reader when its warped blocks fit
   GDAL's block cache (they are then reused across windows and epochs), or a small
   ``WarpedVRT`` per read whose target is the window itself, built on the cached mask
@@ -347,40 +348,126 @@ def nodata_pixels(data: np.ndarray, nodata: float | None) -> np.ndarray | None:
 
 EXACT_TOLERANCE = 1e-9
 """A warp tolerance that makes GDAL transform every pixel centre exactly (rasterio refuses 0)."""
+DEFAULT_TOLERANCE = 0.125
+"""GDAL's (and rasterio's) default warp approximation error, in source pixels."""
+
+
+VIEWS = ("aligned", "grid", "window")
+"""How a source reaches the reference grid (`SourcePlan.view`)."""
+
+
+def warped_vrt(
+    dataset: Any,
+    grid: Grid,
+    resampling: Resampling = Resampling.nearest,
+    *,
+    tolerance: float = DEFAULT_TOLERANCE,
+    add_alpha: bool = False,
+    src_nodata: float | None = None,
+) -> WarpedVRT:
+    """``dataset`` seen on ``grid`` through a ``WarpedVRT``: the one place crossgeo builds one.
+
+    Args:
+        dataset: An open rasterio dataset (left open; close the VRT before it).
+        grid: The target grid: the reference grid, one window of it, or a coarsened copy.
+        resampling: How source pixels become target pixels.
+        tolerance: GDAL's warp approximation error in source pixels (`EXACT_TOLERANCE`:
+            every pixel centre is transformed exactly).
+        add_alpha: Add an alpha band that is 0 where the source has no data (outside it,
+            nodata, its per-dataset mask band 0); it is the VRT's last band.
+        src_nodata: The source's nodata when it is not the file's own (given in the configuration).
+    """
+    extra = {"src_nodata": src_nodata} if src_nodata is not None else {}
+    return WarpedVRT(
+        dataset,
+        crs=grid.crs,
+        transform=grid.transform,
+        width=grid.width,
+        height=grid.height,
+        resampling=resampling,
+        tolerance=tolerance,
+        add_alpha=add_alpha,
+        **extra,
+    )
+
+
+@attrs.frozen
+class SourcePlan:
+    """How one raster (an image source or the mask) is read onto the reference grid (picklable).
+
+    The view is chosen once, at planning: ``"aligned"`` - the source's grid coincides with the
+    reference grid up to whole pixels (`shift`), every read a plain window; ``"grid"`` - one
+    ``WarpedVRT`` of the source over the whole reference grid per reader, every read a slice of
+    it (GDAL's block cache keeps warped blocks between reads, `mask_view_for`); ``"window"`` - a
+    small ``WarpedVRT`` per read whose target is the window itself.
+    """
+
+    path: str
+    option: str
+    """The option that named the file (``image_path``, ``mask_path``), for error messages."""
+    what: str
+    """What the source is in read errors (``image``, ``mask``, ``image source 'B11'``)."""
+    bands: tuple[int, ...]
+    """1-based data bands read (never the alpha band)."""
+    dtype: str
+    """The dtype the data are returned in (an image's output dtype, a mask's own dtype)."""
+    view: str = "aligned"
+    shift: tuple[int, int] = (0, 0)
+    """Aligned view: ``(rows, cols)`` of reference pixel (0, 0) on the source's grid."""
+    fill: float = 0.0
+    """Value of pixels outside the source in an aligned read."""
+    alpha: int | None = None
+    """The source's own alpha band (1-based), if any."""
+    nodata: float | None = None
+    mask_band: bool = False
+    """True when the source marks missing pixels with a GDAL per-dataset mask band."""
+    resampling: Resampling = Resampling.nearest
+    tolerance: float = DEFAULT_TOLERANCE
+    """GDAL's warp approximation error in source pixels (`EXACT_TOLERANCE` for per-pixel exactness)."""
+    warp_alpha: bool = True
+    """A warped view adds an alpha band marking where the source has no data (when it has no alpha band)."""
+    warp_nodata: bool = False
+    """The warper is told `nodata` (a nodata given in the configuration, not the file's own)."""
+    nodata_in_alpha: bool = False
+    """In a warped view, the alpha band read already marks nodata, so values are not compared with it."""
+    interior: tuple[tuple[float, float], ...] | None = attrs.field(default=None, repr=False)
+    """The source's footprint shrunk by a margin, in reference-grid pixels: a warped window inside
+    it needs no alpha band (`mask_interior`)."""
+    name: str = ""
+    """The source's name (an image source's key, or its file stem)."""
+    scale: float | None = None
+    offset: float | None = None
+    """``value * scale + offset`` (float32) when either is given."""
+
+    @property
+    def scaled(self) -> bool:
+        return self.scale is not None or self.offset is not None
 
 
 @attrs.frozen
 class ReadPlan:
     """Everything a reader needs, decided and validated at construction (picklable).
 
-    Made by `crossgeo.inspection.read_plan` from the inspection records. Without a
-    ``mask_path`` the reader reads images only (tiled prediction).
+    Made by `crossgeo.inspection.read_plan` from the inspection records: one `SourcePlan`
+    per image source, stacked in order into the image's channels, and one for the mask.
+    Without a mask the reader reads images only (tiled prediction).
     """
 
-    image_path: str
     grid: Grid
     patch_size: int
-    image_bands: tuple[int, ...]
+    image: tuple[SourcePlan, ...]
     image_dtype: str
-    image_fill: float
-    image_warp: bool = False
-    image_resampling: Resampling = Resampling.nearest
-    image_alpha: int | None = None
-    image_nodata: float | None = None
-    image_mask_band: bool = False
-    mask_path: str | None = None
-    mask_data_bands: tuple[int, ...] = ()
-    mask_alpha: int | None = None
-    mask_nodata: float | None = None
-    mask_offset: tuple[int, int] | None = None
-    mask_interior: tuple[tuple[float, float], ...] | None = None
-    mask_band: bool = False
-    mask_tolerance: float = 0.125
-    """GDAL's warp approximation error in mask pixels (its default); `EXACT_TOLERANCE` for per-pixel exactness."""
-    mask_view: str = "window"
-    """How a mask on another grid is warped: ``"window"`` - a small ``WarpedVRT`` per read whose target
-    is the window; ``"grid"`` - one ``WarpedVRT`` over the whole reference grid per reader, every read
-    a slice of it, so GDAL's block cache keeps warped blocks between reads (`mask_view_for`)."""
+    """Output dtype of the stacked image."""
+    mask: SourcePlan | None = None
+
+    @property
+    def image_path(self) -> str:
+        """The reference image source's path (the first source's, for messages)."""
+        return self.image[0].path
+
+    @property
+    def mask_path(self) -> str | None:
+        return self.mask.path if self.mask is not None else None
 
 
 GRID_VIEW_CACHE_SHARE = 0.5
@@ -448,8 +535,116 @@ def _read_filled(
     return out, outside
 
 
+class SourceReader:
+    """One source's handles in one thread and its windowed read on the reference grid (see `SourcePlan`)."""
+
+    def __init__(self, plan: SourcePlan, grid: Grid, patch_size: int) -> None:
+        self.plan, self.grid, self.size = plan, grid, patch_size
+        self.dataset = open_raster(plan.path, plan.option)
+        # As a dtype object once: a dtype name or ``dataset.dtypes`` costs microseconds on every read.
+        self.dtype = np.dtype(plan.dtype)
+        self.alpha, self.mask_band, self.added_alpha = plan.alpha, plan.mask_band, False
+        self.view = self.dataset
+        if plan.view == "grid":
+            # The warper honours the source's mask band and nodata; an added alpha band carries them.
+            self.added_alpha = plan.warp_alpha and plan.alpha is None
+            self.view = warped_vrt(
+                self.dataset,
+                grid,
+                plan.resampling,
+                tolerance=plan.tolerance,
+                add_alpha=self.added_alpha,
+                src_nodata=plan.nodata if plan.warp_nodata else None,
+            )
+            if self.added_alpha:
+                self.alpha, self.mask_band = self.view.count, False
+        # The bands read per window: the data bands, then the alpha band when it is not one of them.
+        self.indexes = list(plan.bands)
+        if self.alpha is not None and self.alpha not in self.indexes:
+            self.indexes.append(self.alpha)
+        self.alpha_at = self.indexes.index(self.alpha) if self.alpha is not None else None
+        self.check_nodata = not (self.added_alpha and plan.nodata_in_alpha)
+        self.interior = _MaskInterior(plan.interior, patch_size) if plan.interior is not None else None
+
+    def close(self) -> None:
+        if self.view is not self.dataset:
+            self.view.close()
+        self.dataset.close()
+
+    def read(
+        self, row_off: int, col_off: int, height: int | None = None, width: int | None = None
+    ) -> tuple[np.ndarray, np.ndarray | None]:
+        """The source's data bands on a window of the reference grid (H, W default: the patch size), and where invalid.
+
+        Invalid (True) pixels are those the source does not cover, its nodata, alpha 0 and
+        mask band 0; None when there are none and the source marks none.
+        """
+        height = self.size if height is None else height
+        width = self.size if width is None else width
+        with reading(self.plan.what, self.plan.path, row_off, col_off, self.size):
+            if self.plan.view == "window":
+                return self._read_warped(row_off, col_off, height, width)
+            return self._read(row_off, col_off, height, width)
+
+    def _read(self, row_off: int, col_off: int, height: int, width: int) -> tuple[np.ndarray, np.ndarray | None]:
+        plan, view = self.plan, self.view
+        dr, dc = plan.shift
+        # A window well inside the footprint of a whole-grid view has no uncovered pixel, so it needs
+        # no alpha band; only a source without nodata may skip it (the view's data there is 0).
+        if (
+            self.added_alpha
+            and plan.nodata is None
+            and self.interior is not None
+            and self.interior.covers(row_off, col_off, height, width)
+        ):
+            return _read_filled(view, list(plan.bands), row_off, col_off, height, plan.fill, self.dtype, width=width)
+        data, invalid = _read_filled(
+            view, self.indexes, row_off + dr, col_off + dc, height, plan.fill, self.dtype, width=width
+        )
+        alpha_at = self.alpha_at
+        if alpha_at is not None:
+            invalid = _union(invalid, data[alpha_at] == 0)
+            if alpha_at == len(plan.bands):  # read along only for its validity
+                data = data[:-1]
+        if self.mask_band:
+            band, _ = _read_filled(
+                view, self.indexes[:1], row_off + dr, col_off + dc, height, 0, np.uint8, width=width, masks=True
+            )
+            invalid = _union(invalid, band[0] == 0)
+        if self.check_nodata:
+            no_data = nodata_pixels(data, plan.nodata)
+            if no_data is not None:
+                invalid = _union(invalid, no_data)
+        return data, invalid
+
+    def _read_warped(self, row_off: int, col_off: int, height: int, width: int) -> tuple[np.ndarray, np.ndarray | None]:
+        """A ``WarpedVRT`` per read whose target is the window, on the cached handle."""
+        plan, grid = self.plan, self.grid
+        # A window well inside the footprint needs no alpha band (in a per-window warp, it doubles
+        # the cost); nodata is then its value. (No interior is planned when a mask band marks pixels.)
+        inside = self.interior is not None and self.interior.covers(row_off, col_off, height, width)
+        add_alpha = plan.warp_alpha and plan.alpha is None and not inside
+        window = Grid(height, width, grid.window_transform(row_off, col_off), grid.crs)
+        nodata = plan.nodata if plan.warp_nodata else None
+        with warped_vrt(
+            self.dataset, window, plan.resampling, tolerance=plan.tolerance, add_alpha=add_alpha, src_nodata=nodata
+        ) as vrt:
+            if inside or (plan.alpha is None and not add_alpha):
+                data = vrt.read(list(plan.bands)).astype(self.dtype, copy=False)
+                return data, nodata_pixels(data, plan.nodata)
+            alpha = plan.alpha if plan.alpha is not None else vrt.count
+            data = vrt.read([*plan.bands, alpha])
+        invalid = data[-1] == 0
+        data = data[:-1].astype(self.dtype, copy=False)
+        if not plan.nodata_in_alpha:
+            no_data = nodata_pixels(data, plan.nodata)
+            if no_data is not None:
+                invalid |= no_data
+        return data, invalid
+
+
 class RasterReader:
-    """The open handles of one process/thread and the two windowed reads of a patch."""
+    """The open handles of one process/thread: a `SourceReader` per image source and one for the mask."""
 
     def __init__(self, plan: ReadPlan) -> None:
         self.plan = plan
@@ -457,69 +652,29 @@ class RasterReader:
 
     def _open(self) -> None:
         plan = self.plan
-        self.image_source = open_raster(plan.image_path, "image_path")
-        self.mask_source = open_raster(plan.mask_path, "mask_path") if plan.mask_path is not None else None
-        # As dtype objects once: a dtype name or ``dataset.dtypes`` costs microseconds on every read.
+        self.images = [SourceReader(source, plan.grid, plan.patch_size) for source in plan.image]
+        self.mask = SourceReader(plan.mask, plan.grid, plan.patch_size) if plan.mask is not None else None
         self.image_dtype = np.dtype(plan.image_dtype)
-        self.mask_dtype = np.dtype(self.mask_source.dtypes[0]) if self.mask_source is not None else None
-        # Where the image has no data: its alpha band, nodata, or per-dataset mask band.
-        self.image_alpha = plan.image_alpha
-        self.image_mask_band = plan.image_mask_band
-        if plan.image_warp:
-            grid = plan.grid
-            # The warper honours the source's mask band; an added alpha band carries it.
-            add_alpha = plan.image_mask_band and plan.image_alpha is None
-            self.image = WarpedVRT(
-                self.image_source,
-                crs=grid.crs,
-                transform=grid.transform,
-                width=grid.width,
-                height=grid.height,
-                resampling=plan.image_resampling,
-                add_alpha=add_alpha,
-            )
-            if add_alpha:
-                self.image_alpha, self.image_mask_band = self.image.count, False
-        else:
-            self.image = self.image_source
-        # The bands read per image window: the selected ones, then the alpha band when it is not one of them.
-        self.image_indexes = list(plan.image_bands)
-        alpha = self.image_alpha
-        if alpha is not None and alpha not in self.image_indexes:
-            self.image_indexes.append(alpha)
-        self.image_alpha_at = self.image_indexes.index(alpha) if alpha is not None else None
-        interior = plan.mask_interior
-        self.mask_interior = _MaskInterior(interior, plan.patch_size) if interior is not None else None
-        self.mask_grid: Any = None
-        if self.mask_source is not None and plan.mask_offset is None and plan.mask_view == "grid":
-            grid = plan.grid
-            # Exact per-pixel transforms: the warp runs once per block, and each pixel then gets
-            # the same value whichever window or region reads it.
-            self.mask_grid = WarpedVRT(
-                self.mask_source,
-                crs=grid.crs,
-                transform=grid.transform,
-                width=grid.width,
-                height=grid.height,
-                resampling=Resampling.nearest,
-                tolerance=EXACT_TOLERANCE,
-                add_alpha=plan.mask_alpha is None,
-            )
-            self.mask_grid_dtype = np.dtype(self.mask_grid.dtypes[0])
+        self.channels = sum(len(source.bands) for source in plan.image)
+        # One unscaled source: its read is the image (no stacking copy).
+        self.single = len(plan.image) == 1 and not plan.image[0].scaled
+
+    @property
+    def mask_interior(self) -> _MaskInterior | None:
+        """The mask's interior test (None: every warped mask read carries the alpha band)."""
+        return self.mask.interior if self.mask is not None else None
+
+    @mask_interior.setter
+    def mask_interior(self, value: _MaskInterior | None) -> None:
+        if self.mask is not None:
+            self.mask.interior = value
 
     def close(self) -> None:
-        if self.mask_grid is not None:
-            self.mask_grid.close()
-        if self.image is not self.image_source:
-            self.image.close()
-        self.image_source.close()
-        if self.mask_source is not None:
-            self.mask_source.close()
+        for source in [*self.images, self.mask]:
+            if source is not None:
+                source.close()
 
-    def _reading(self, what: str, path: str, row_off: int, col_off: int) -> Any:
-        return reading(what, path, row_off, col_off, self.plan.patch_size)
-
-    def _retry_remote(self, error: ReadError, dataset: Any, path: str, started: float) -> None:
+    def _retry_remote(self, error: ReadError, source: SourceReader, started: float) -> None:
         """After a failed read of a remote raster: forget its downloaded bytes and reopen, for one more try.
 
         A read that failed quickly got its bytes and could not decode them (damaged in transit,
@@ -529,6 +684,7 @@ class RasterReader:
         is not retried (a read stays within `remote_wait_bound`) and its error says so. Raises
         ``error`` (or that stall error) when the read is not to be retried.
         """
+        path = source.plan.path
         if not is_remote(path):
             raise error
         bound = request_wait_bound(effective_gdal_config())
@@ -538,47 +694,58 @@ class RasterReader:
                 "check that it is up and reachable; on a slow link raise GDAL_HTTP_LOW_SPEED_TIME (an environment "
                 "variable), or set on_read_error: skip to train on without such windows."
             ) from error
-        parts = [f for f in (dataset.files if dataset is not None else [path]) if is_remote(f)]
+        parts = [f for f in source.dataset.files if is_remote(f)] or [path]
         self.close()
         forget_remote_bytes(parts[:REMOTE_PARTS_FORGOTTEN])
         self._open()
 
+    def _read_source(
+        self, at: int | None, row_off: int, col_off: int, height: int | None = None, width: int | None = None
+    ) -> tuple[np.ndarray, np.ndarray | None]:
+        """Image source ``at`` (None: the mask) on a window, retried once with fresh bytes when remote."""
+        source = self.mask if at is None else self.images[at]
+        if source is None:
+            raise ValueError("this reader was planned without a mask (ReadPlan.mask is None)")
+        started = time.monotonic()
+        try:
+            return source.read(row_off, col_off, height, width)
+        except ReadError as error:
+            self._retry_remote(error, source, started)
+        source = self.mask if at is None else self.images[at]
+        assert source is not None
+        return source.read(row_off, col_off, height, width)
+
     def read_image(self, row_off: int, col_off: int) -> tuple[np.ndarray, np.ndarray | None]:
         """The image window (C, H, W) in the planned dtype, and where the image has no data.
 
-        Outside pixels hold the image fill. The second array (H, W) is True outside the
-        raster, where the alpha band is 0 (read along even when not selected), where every
-        selected band is nodata and where the per-dataset mask band is 0; None when no
-        pixel is invalid and the image marks none (no extra read then). A failed read of a
-        remote image is retried once with fresh bytes (`_retry_remote`).
+        The sources' bands are stacked in the plan's order. Outside pixels hold the image fill.
+        The second array (H, W) is True outside the raster, where an alpha band is 0 (read along
+        even when not selected), where every selected band of a source is nodata and where a
+        per-dataset mask band is 0; None when no pixel is invalid and no source marks any (no
+        extra read then). A failed read of a remote source is retried once with fresh bytes.
         """
-        started = time.monotonic()
-        try:
-            return self._read_image(row_off, col_off)
-        except ReadError as error:
-            self._retry_remote(error, self.image_source, self.plan.image_path, started)
-        return self._read_image(row_off, col_off)
-
-    def _read_image(self, row_off: int, col_off: int) -> tuple[np.ndarray, np.ndarray | None]:
-        plan = self.plan
-        indexes, alpha_at = self.image_indexes, self.image_alpha_at
-        with self._reading("image", plan.image_path, row_off, col_off):
-            data, invalid = _read_filled(
-                self.image, indexes, row_off, col_off, plan.patch_size, plan.image_fill, self.image_dtype
-            )
-            if alpha_at is not None:
-                invalid = _union(invalid, data[alpha_at] == 0)
-                if alpha_at == len(plan.image_bands):  # read along only for its validity
-                    data = data[:-1]
-            if self.image_mask_band:
-                mask, _ = _read_filled(
-                    self.image, indexes[:1], row_off, col_off, plan.patch_size, 0, np.uint8, masks=True
-                )
-                invalid = _union(invalid, mask[0] == 0)
-        no_data = nodata_pixels(data, plan.image_nodata)
-        if no_data is not None:
-            invalid = _union(invalid, no_data)
-        return data, invalid
+        if self.single:
+            return self._read_source(0, row_off, col_off)
+        size = self.plan.patch_size
+        out = np.empty((self.channels, size, size), dtype=self.image_dtype)
+        invalid: np.ndarray | None = None
+        channel = 0
+        for at, source in enumerate(self.plan.image):
+            data, bad = self._read_source(at, row_off, col_off)
+            n = len(source.bands)
+            if source.scaled:
+                values = data.astype(np.float32)
+                if source.scale is not None:
+                    values *= np.float32(source.scale)
+                if source.offset is not None:
+                    values += np.float32(source.offset)
+                out[channel : channel + n] = values
+            else:
+                out[channel : channel + n] = data
+            channel += n
+            if bad is not None:
+                invalid = _union(invalid, bad)
+        return out, invalid
 
     def read_mask(
         self, row_off: int, col_off: int, height: int | None = None, width: int | None = None
@@ -587,94 +754,9 @@ class RasterReader:
 
         Invalid pixels are those the mask does not cover, mask nodata and alpha == 0.
         ``height`` and ``width`` (default: the patch size) read any rectangle instead.
-        A failed read of a remote mask is retried once with fresh bytes (`_retry_remote`).
+        A failed read of a remote mask is retried once with fresh bytes.
         """
-        path = str(self.plan.mask_path)
-        started = time.monotonic()
-        try:
-            with self._reading("mask", path, row_off, col_off):
-                return self._read_mask(row_off, col_off, height, width)
-        except ReadError as error:
-            self._retry_remote(error, self.mask_source, path, started)
-        with self._reading("mask", path, row_off, col_off):
-            return self._read_mask(row_off, col_off, height, width)
-
-    def _read_mask(
-        self, row_off: int, col_off: int, height: int | None = None, width: int | None = None
-    ) -> tuple[np.ndarray, np.ndarray | None]:
-        plan, source = self.plan, self.mask_source
-        if source is None:
-            raise ValueError("this reader was planned without a mask (ReadPlan.mask_path is None)")
-        height = plan.patch_size if height is None else height
-        width = plan.patch_size if width is None else width
-        indexes = list(plan.mask_data_bands)
-        if plan.mask_offset is not None:
-            dr, dc = plan.mask_offset
-            if plan.mask_alpha is not None:
-                indexes.append(plan.mask_alpha)
-            data, invalid = _read_filled(
-                source,
-                indexes,
-                row_off + dr,
-                col_off + dc,
-                height,
-                0,
-                self.mask_dtype,
-                width=width,
-            )
-            if plan.mask_alpha is not None:
-                invalid = _union(invalid, data[-1] == 0)
-                data = data[:-1]
-            if plan.mask_band:
-                band, _ = _read_filled(
-                    source,
-                    indexes[:1],
-                    row_off + dr,
-                    col_off + dc,
-                    height,
-                    0,
-                    np.uint8,
-                    width=width,
-                    masks=True,
-                )
-                invalid = _union(invalid, band[0] == 0)
-            no_data = nodata_pixels(data, plan.mask_nodata)
-            return data, (invalid if no_data is None else _union(invalid, no_data))
-        # A window well inside the mask's footprint has no uncovered pixel, so it needs no alpha
-        # band (in a per-window warp, it doubles the cost); nodata is then its value.
-        # (The plan has no interior when a mask band marks pixels: the alpha band carries it.)
-        inside = self.mask_interior is not None and self.mask_interior.covers(row_off, col_off, height, width)
-        if self.mask_grid is not None:
-            view = self.mask_grid
-            # The view carries nodata in its alpha band only (its data there is 0), so only a mask
-            # without nodata may skip it inside the footprint.
-            if inside and plan.mask_nodata is None:
-                data, outside = _read_filled(
-                    view, indexes, row_off, col_off, height, 0, self.mask_grid_dtype, width=width
-                )
-                return data, outside  # the window may still reach past the reference grid
-            alpha = plan.mask_alpha if plan.mask_alpha is not None else view.count
-            data, outside = _read_filled(
-                view, [*indexes, alpha], row_off, col_off, height, 0, self.mask_grid_dtype, width=width
-            )
-            invalid = data[-1] == 0
-            return data[:-1], (invalid if outside is None else invalid | outside)
-        with WarpedVRT(
-            source,
-            crs=plan.grid.crs,
-            transform=plan.grid.window_transform(row_off, col_off),
-            width=width,
-            height=height,
-            resampling=Resampling.nearest,
-            tolerance=plan.mask_tolerance,
-            add_alpha=plan.mask_alpha is None and not inside,
-        ) as vrt:
-            if inside:
-                data = vrt.read(indexes)
-                return data, nodata_pixels(data, plan.mask_nodata)
-            alpha = plan.mask_alpha if plan.mask_alpha is not None else vrt.count
-            data = vrt.read([*indexes, alpha])
-        return data[:-1], data[-1] == 0
+        return self._read_source(None, row_off, col_off, height, width)
 
 
 def mask_interior(
@@ -808,15 +890,7 @@ def read_mask_overview(
     ensure_gdal_env()
     coarse = grid.coarsened(max_side)
     alpha = alpha_band(mask)
-    with WarpedVRT(
-        mask,
-        crs=coarse.crs,
-        transform=coarse.transform,
-        width=coarse.width,
-        height=coarse.height,
-        resampling=Resampling.nearest,
-        add_alpha=alpha is None,
-    ) as vrt:
+    with warped_vrt(mask, coarse, add_alpha=alpha is None) as vrt:
         data = vrt.read([*bands, alpha if alpha is not None else vrt.count])
     valid = data[-1] != 0
     data = data[:-1]
@@ -849,14 +923,7 @@ def read_overview(image: Any, bands: Sequence[int], max_side: int = 1024, *, gri
         if grid == own:
             shape = (len(bands), coarse.height, coarse.width)
             return dataset.read(list(bands), out_shape=shape, resampling=Resampling.nearest)
-        with WarpedVRT(
-            dataset,
-            crs=coarse.crs,
-            transform=coarse.transform,
-            width=coarse.width,
-            height=coarse.height,
-            resampling=Resampling.nearest,
-        ) as vrt:
+        with warped_vrt(dataset, coarse) as vrt:
             return vrt.read(list(bands))
 
 

@@ -26,6 +26,7 @@ __all__ = [
     "DROPIN_OPTIONS",
     "GDAL_DEFAULTS",
     "IGNORED_DROPIN_OPTIONS",
+    "IMAGE_SOURCE_OPTIONS",
     "REQUIRED",
     "SAMPLER_OPTIONS",
     "SCENE_OPTIONS",
@@ -70,7 +71,9 @@ SAMPLER_OPTIONS: tuple[Option, ...] = (
         "path",
         REQUIRED,
         "Image raster (GeoTIFF, MBTiles, VRT, remote `/vsi...` path, ...): its pixel grid is the reference grid. "
-        "`image_mbtiles_path` (the original's name) is accepted for it.",
+        "`image_mbtiles_path` (the original's name) is accepted for it. Also a list of paths or a mapping "
+        "`name -> path` or `name -> {path, bands, resampling, nodata, scale, offset}`: the sources are stacked "
+        "into one image (docs/howto/sources.md).",
         aliases=("image_mbtiles_path",),
     ),
     Option(
@@ -179,6 +182,26 @@ SAMPLER_OPTIONS: tuple[Option, ...] = (
     ),
 )
 """Options of `crossgeo.PatchSampler` (and of every configuration that builds one)."""
+
+# Several sources per image (issue #24.1): `image_path` may list sources; these options go with it.
+IMAGE_SOURCE_OPTIONS: tuple[Option, ...] = (
+    Option(
+        "reference",
+        "str",
+        None,
+        "With several image sources (`image_path` a list or a mapping): the name of the source whose grid is the "
+        "reference grid (default: the first). Names are the mapping's keys, else the files' stems.",
+    ),
+    Option(
+        "missing",
+        "str",
+        "error",
+        'With several image sources, a source with no pixel in a window: `"error"` refuses it at construction; '
+        '`"fill"` fills its channels and flags it False in `Patch.source_valid`.',
+    ),
+)
+"""Options of a stacked image (several sources); part of `SAMPLER_OPTIONS`."""
+SAMPLER_OPTIONS = SAMPLER_OPTIONS + IMAGE_SOURCE_OPTIONS
 
 SCENE_OPTIONS: tuple[Option, ...] = (
     Option(

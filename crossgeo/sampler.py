@@ -17,9 +17,9 @@ import attrs
 import numpy as np
 
 from crossgeo.augment import check_weights, scales_image
-from crossgeo.errors import ClassRangeError, ConfigError, OptionError, ReadError, WindowError
+from crossgeo.errors import ClassRangeError, ConfigError, OptionError, RasterError, ReadError, WindowError
 from crossgeo.grid import outside_pixels
-from crossgeo.inspection import Inspection, inspect_sources, read_plan
+from crossgeo.inspection import Inspection, inspect_sources, read_plan, source_coverage
 from crossgeo.io import RasterReader, ensure_gdal_env
 from crossgeo.masks import ClassIndexDecoder, out_of_range_pixels
 from crossgeo.options import REQUIRED, SAMPLER_OPTIONS
@@ -40,11 +40,12 @@ class Patch:
     ``mask_valid`` (H, W) bool is True where the mask has data (False where it does not
     cover the window or marks nodata: those pixels hold the fill value); ``image_valid``
     (H, W) bool is True where the image has data (False outside the image, where its
-    alpha band is 0, every selected band is nodata or its per-dataset mask band is 0); ``scene``
-    is the position of the window's scene in a `crossgeo.SceneSampler` catalogue (None otherwise);
-    ``unit_scale`` says whether model inputs divide the integer image by its type's maximum
-    (the sampler's ``image_dtype`` "uint8" / "uint16"; False for "float32" and "native", whose
-    values reach the model as read - the original's rule, `crossgeo.augment.scales_image`).
+    alpha band is 0, every selected band is nodata or its per-dataset mask band is 0; with several
+    image sources, where any source has no data); ``scene`` is the position of the window's scene in a
+    `crossgeo.SceneSampler` catalogue (None otherwise); ``unit_scale`` says whether model inputs divide
+    the integer image by its type's maximum (the sampler's ``image_dtype`` "uint8" / "uint16"; False for
+    "float32" and "native", whose values reach the model as read - the original's rule,
+    `crossgeo.augment.scales_image`).
     """
 
     image: np.ndarray
@@ -56,6 +57,9 @@ class Patch:
     image_valid: np.ndarray | None = None
     scene: int | None = None
     unit_scale: bool = True
+    source_valid: np.ndarray | None = None
+    """(S,) bool per image source of a stacked image: False where the source has no pixel in the window
+    (``missing="fill"``: its channels hold its fill); None for a single-path image."""
 
 
 def require_windows(dataset: Any, where: str) -> None:
@@ -258,6 +262,13 @@ class PatchSampler(WindowSequence):
                 warnings.warn(text, stacklevel=3)
         self._plan = read_plan(image, mask, self.patch_size, resampling=self.image_resampling, grid_views=grid_views)
         self.index = windows.index
+        #: ``(source name, 1-based band)`` per channel of `Patch.image`.
+        self.channels: tuple[tuple[str, int], ...] = image.channels
+        self.missing: str = options["missing"]
+        self.reference: str | None = image.sources[image.reference].name if image.sources else None
+        #: (N, S) bool: whether image source s has a pixel in window n (None: a single-path image).
+        self.source_coverage = source_coverage(image, self.index, self.patch_size)
+        self._check_source_coverage()
         log.info(
             "crossgeo: windows from %s%s: %s",
             windows.source,
@@ -273,6 +284,23 @@ class PatchSampler(WindowSequence):
                 image.path,
             )
         self._readers: PerThread[RasterReader] = PerThread(partial(RasterReader, self._plan), close=RasterReader.close)
+
+    def _check_source_coverage(self) -> None:
+        """``missing="error"``: refuse windows an image source has no pixel in, naming the source and the windows."""
+        coverage = self.source_coverage
+        if coverage is None or self.missing != "error" or coverage.all():
+            return
+        sources = self.image_info.sources
+        for s in range(coverage.shape[1]):
+            bad = np.flatnonzero(~coverage[:, s])
+            if bad.size:
+                first = ", ".join(f"({int(self.row_off[i])}, {int(self.col_off[i])})" for i in bad[:5])
+                raise RasterError(
+                    f"The image source {sources[s].name!r} ({sources[s].path}) has no pixel in {bad.size} of "
+                    f"{len(self.index)} window(s) of {self.crops_path} (row_off, col_off: {first}"
+                    f"{' ...' if bad.size > 5 else ''}). Set missing: fill to fill that source there (flagged in "
+                    "Patch.source_valid), or drop those windows."
+                )
 
     # ------------------------------------------------------------------ sequence
 
@@ -292,14 +320,16 @@ class PatchSampler(WindowSequence):
     @property
     def aligned(self) -> bool:
         """True when the mask is read with plain windows (its grid coincides with the image's)."""
-        return self._plan.mask_offset is not None
+        return self.mask_view == "aligned"
 
     @property
     def mask_view(self) -> str:
         """How the mask reaches the reference grid: ``"aligned"`` (plain windowed reads), ``"grid"`` (one
         warped view of the whole grid per reader, its blocks cached) or ``"window"`` (a warp per read);
         see `crossgeo.io.mask_view_for`."""
-        return "aligned" if self.aligned else self._plan.mask_view
+        mask = self._plan.mask
+        assert mask is not None
+        return mask.view
 
     def _read_window(self, position: int, mask_dtype: Any = np.int64) -> Patch:
         row_off = int(self.index.row_off[position])
@@ -340,6 +370,7 @@ class PatchSampler(WindowSequence):
             mask_valid=valid,
             image_valid=image_valid,
             unit_scale=self.unit_scale,
+            source_valid=None if self.source_coverage is None or index < 0 else self.source_coverage[index],
         )
 
     def read_image(self, row_off: int, col_off: int) -> tuple[np.ndarray, np.ndarray]:

@@ -357,6 +357,50 @@ FIXES: dict[str, tuple[str, str]] = {
         "`compress` names a compression crossgeo does not write.",
         "Use `deflate` (the default, readable everywhere) or `zstd` (faster, needs a reader with zstd).",
     ),
+    "image sources none": (
+        "`image_path` is an empty list or mapping: there is no image to read.",
+        "Give one path, a list of paths or a mapping `name: path` (docs/howto/sources.md).",
+    ),
+    "image source name twice": (
+        "Two sources of a list carry the same `name`; channels are listed as (source, band), so names must differ.",
+        "Give every source its own `name` (or leave names out: they then come from the file stems).",
+    ),
+    "image source unknown key": (
+        "A source's mapping holds a key crossgeo does not know (often a typo such as `band`).",
+        "Use `path`, `bands`, `resampling`, `nodata`, `scale` and `offset` (and `name` in a list).",
+    ),
+    "reference names no source": (
+        "`reference` must be the name of one of the sources (a mapping key, or a file stem for a list).",
+        "Use one of the names the message lists, or remove `reference` to take the first source's grid.",
+    ),
+    "image source band too high": (
+        "A source's `bands` asks for a band the file does not have.",
+        "Check the count with `rasterio.open(path).count` and pick 1-based bands within it.",
+    ),
+    "image source without CRS": (
+        "Sources are placed on the reference grid by their coordinates; a file without a CRS has none.",
+        "Give the file its CRS (`gdal_edit.py -a_srs EPSG:32632 FILE`), or leave it out of the sources.",
+    ),
+    "image source outside the reference grid": (
+        "A source lies entirely elsewhere than the reference source (another scene, or a wrong CRS).",
+        "Check that every source belongs to the same place and carries the right CRS.",
+    ),
+    "image sources lossy dtype": (
+        "The stacked image takes one dtype; a source with wider values would be cut down to `image_dtype`.",
+        "Use `image_dtype: native` (the narrowest type holding every source) or the type the message names.",
+    ),
+    "image sources with selected_bands": (
+        "`selected_bands` numbers the bands of one image; with several sources each source has its own bands.",
+        "Remove `selected_bands` and give each source `bands: [...]`.",
+    ),
+    "missing unknown": (
+        "`missing` says what to do when an image source has no pixel in a window.",
+        "Use `error` (refuse such windows) or `fill` (fill that source, flagged in `Patch.source_valid`).",
+    ),
+    "image source missing from windows": (
+        "An image source covers less than the reference grid and some windows have none of its pixels.",
+        "Set `missing: fill` to fill that source there (flagged in `Patch.source_valid`), or drop those windows.",
+    ),
 }
 
 

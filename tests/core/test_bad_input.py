@@ -632,6 +632,63 @@ CASES: list[tuple[str, Callable[[Files], Any], type[Exception], str]] = [
         ConfigError,
         r"compress 'lzw' is not one of 'deflate', 'zstd'",
     ),
+    # --- several image sources (image_path a list or a mapping)
+    ("image sources none", lambda f: sampler(f, image_path={}), ConfigError, r"image_path lists no image source"),
+    (
+        "image source name twice",
+        lambda f: sampler(f, image_path=[{"path": f.scene.image, "name": "a"}, {"path": f.uint16, "name": "a"}]),
+        ConfigError,
+        r"image_path: the source name 'a' is given twice; give every source its own name",
+    ),
+    (
+        "image source unknown key",
+        lambda f: sampler(f, image_path={"rgb": {"path": f.scene.image, "band": [1]}}),
+        OptionError,
+        r"source 'rgb' has unknown key\(s\) \['band'\]; a source takes path, bands",
+    ),
+    (
+        "reference names no source",
+        lambda f: sampler(f, image_path=[f.scene.image, f.uint16], reference="B99"),
+        ConfigError,
+        r"reference 'B99' names no source of image_path; the sources are \['image', 'u16'\]",
+    ),
+    (
+        "image source band too high",
+        lambda f: sampler(f, image_path={"rgb": {"path": f.scene.image, "bands": [4]}}),
+        ConfigError,
+        r"image_path source 'rgb' \(.*image.tif\): bands \[4\] asks for band 4 .*numbered 1..3",
+    ),
+    (
+        "image source without CRS",
+        lambda f: sampler(f, image_path=[f.scene.image, f.no_crs_mask]),
+        RasterError,
+        r"image_path source 'nocrs' .*nocrs.tif has no CRS.*give the file a CRS",
+    ),
+    (
+        "image source outside the reference grid",
+        lambda f: sampler(f, image_path=[f.scene.image, f.far_mask]),
+        RasterError,
+        r"image_path source 'far' .*far.tif does not overlap the reference grid",
+    ),
+    (
+        "image sources lossy dtype",
+        lambda f: sampler(f, image_path=[f.scene.image, f.uint16]),
+        ConfigError,
+        r"image_dtype 'uint8' would lose values of the sources image \(uint8\).*u16 \(uint16\).*'uint16' or 'native'",
+    ),
+    (
+        "image sources with selected_bands",
+        lambda f: sampler(f, image_path=[f.scene.image, f.uint16], selected_bands=[1]),
+        ConfigError,
+        r"selected_bands applies to one image; image_path lists several sources: give each source its bands",
+    ),
+    ("missing unknown", lambda f: sampler(f, missing="drop"), ConfigError, r"missing 'drop' is not one of 'error'"),
+    (
+        "image source missing from windows",
+        lambda f: sampler(f, image_path=[f.scene.image, f.uint16], image_dtype="uint16"),
+        RasterError,
+        r"image source 'u16' \(.*u16.tif\) has no pixel in 1 of 2 window\(s\).*Set missing: fill",
+    ),
 ]
 
 

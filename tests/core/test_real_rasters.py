@@ -396,8 +396,8 @@ def test_image_without_nodata_marks_nothing_and_reads_nothing_extra(tmp_path: Pa
     img, _ = image(tmp_path)
     mask = T.write_raster(tmp_path / "m.tif", np.ones((1, 128, 128), np.uint8), crs=UTM, transform=UTM_TRANSFORM)
     sampler = PatchSampler(img, mask, T.write_windows_table(tmp_path / "w.csv", [10], [10]), SIZE)
-    plan = sampler._plan
-    assert (plan.image_alpha, plan.image_nodata, plan.image_mask_band) == (None, None, False)
+    (plan,) = sampler._plan.image
+    assert (plan.alpha, plan.nodata, plan.mask_band) == (None, None, False)
     assert sampler[0].image_valid.all() and survey(sampler).invalid_image_pixels == 0
 
 
