@@ -9,6 +9,10 @@ before training:
   would stop at or fill;
 * image pixels without data (``Patch.image_valid`` False: alpha 0, nodata, mask band,
   outside the image), which ``ignore_invalid_image`` keeps out of the loss.
+
+`block_decoding` reads nothing: from the windows' offsets and the files' internal blocks
+(`crossgeo.io.RasterInfo.blocks`) it counts the blocks GDAL decodes per patch against the
+fewest a window of that size can touch, and names the fix when they differ.
 """
 
 from __future__ import annotations
@@ -20,9 +24,10 @@ from typing import Any
 import attrs
 import numpy as np
 
+from crossgeo.grid import DecodeAmplification, align_step, decode_amplification
 from crossgeo.masks import ClassIndexDecoder, out_of_range_pixels
 
-__all__ = ["SURVEY_WINDOWS", "ValueSurvey", "survey"]
+__all__ = ["DECODED_PIXELS_LIMIT", "SURVEY_WINDOWS", "BlockDecoding", "ValueSurvey", "block_decoding", "survey"]
 
 SURVEY_WINDOWS = 64
 """Windows `survey` reads by default, spread evenly over the sampler's positions."""
@@ -54,6 +59,122 @@ class ValueSurvey:
             values = ", ".join(f"{_plain(v)} ({n} px)" for v, n in sorted(self.out_of_range.items())[:10])
             text += f"; mask values outside 0..{self.n_classes - 1}: {values}"
         return text
+
+
+DECODED_PIXELS_LIMIT = 4.0
+"""Above this many decoded pixels per patch pixel (big tiles, whole-width strips), retiling is suggested."""
+RETILE = "gdal_translate -co TILED=YES -co BLOCKXSIZE=256 -co BLOCKYSIZE=256 -co COMPRESS=DEFLATE in.tif out.tif"
+
+
+@attrs.frozen
+class BlockDecoding:
+    """Blocks decoded per patch by a sampler's windows (`block_decoding`): image, and the mask when read plainly."""
+
+    image: DecodeAmplification | None
+    """None when not measured (``reason`` says why)."""
+    mask: DecodeAmplification | None
+    reason: str
+    """Why the image was not measured ("" when it was)."""
+    patch_size: int
+    image_width: int
+    alignable: bool
+    """True when ``patch_size`` fits the image's blocks (``align="blocks"`` is possible)."""
+
+    @property
+    def amplification(self) -> float:
+        """The image's amplification (1.0 when not measured)."""
+        return self.image.amplification if self.image is not None else 1.0
+
+    def describe(self) -> str:
+        """One line: block shape, blocks per patch against the minimum, share above it (or why not measured)."""
+        if self.image is None:
+            return f"not measured: {self.reason}"
+        text = _amplification_line(self.image, self.image_width)
+        if self.mask is not None:
+            text += f"; mask: {self.mask.mean_blocks * self.mask.planes:.2f} block(s) (x{self.mask.amplification:.2f})"
+        return text
+
+    def fix(self) -> str | None:
+        """What to do when patches decode more than they must, or None when they are at the minimum."""
+        found = self.image
+        if found is None:
+            return None
+        strips = found.layout.width >= self.image_width and found.layout.height < self.patch_size
+        fixes: list[str] = []
+        if found.decoded_pixels > DECODED_PIXELS_LIMIT:
+            what = "whole-width strips" if strips else f"{found.layout.height} x {found.layout.width} blocks"
+            fixes.append(
+                f"each patch decodes {found.decoded_pixels:.1f} pixels per patch pixel ({what}): retile the image "
+                f"to tiles near the patch size ({RETILE})"
+            )
+        if found.above_minimum:
+            if self.alignable:
+                fixes.append(
+                    "snap the windows to the blocks: crossgeo windows --align blocks, or "
+                    'grid_windows / random_windows(..., align="blocks")'
+                )
+            else:
+                fixes.append(
+                    f"patch_size {self.patch_size} is neither a multiple nor a divisor of the "
+                    f"{found.layout.height} x {found.layout.width} blocks: use a patch size that is, or retile the "
+                    'image, then snap the windows (align="blocks")'
+                )
+        return "; ".join(fixes) or None
+
+
+def _amplification_line(found: DecodeAmplification, width: int) -> str:
+    return (
+        f"{found.layout.describe(width)}: {found.mean_blocks * found.planes:.2f} block(s) decoded per patch, "
+        f"minimum {found.minimum * found.planes} (amplification x{found.amplification:.2f}); "
+        f"{found.share_above:.0%} of {found.windows} window(s) above the minimum"
+    )
+
+
+def block_decoding(sampler: Any) -> BlockDecoding:
+    """Blocks a `crossgeo.PatchSampler`'s windows decode: every window, from offsets and block sizes (no reads).
+
+    Amplification = mean blocks touched per window / ``ceil(size / block_height) *
+    ceil(size / block_width)`` (`crossgeo.grid.decode_amplification`). Band-interleaved files
+    decode one block plane per band read, so the counts are multiplied by the bands read (the
+    ratio is not). Not measured for a warped image (``target_crs`` / ``target_resolution``:
+    a window maps onto source blocks through the warp), a VRT (its blocks are virtual; its
+    sources' tiles are decoded) or a catalogue of scenes (measure one scene's configuration).
+    """
+    patch_size = int(sampler.patch_size)
+    info = getattr(sampler, "image_info", None)
+    if info is None:
+        return BlockDecoding(
+            None, None, "a catalogue of scenes (measure one scene's configuration)", patch_size, 0, False
+        )
+    raster, grid = info.raster, info.grid
+    reason = ""
+    if info.warp:
+        reason = (
+            "the image is warped (target_crs / target_resolution), so a window maps onto source blocks through the "
+            "warp; there are no blocks on its grid to align to"
+        )
+    elif raster.driver == "VRT":
+        reason = "the image is a VRT, whose blocks are virtual (its sources' tiles are what GDAL decodes)"
+    elif raster.blocks is None:
+        reason = f"{raster.driver} declares no internal blocks"
+    if reason:
+        return BlockDecoding(None, None, reason, patch_size, grid.width, False)
+    layout = raster.blocks
+    row_off, col_off = np.asarray(sampler.row_off), np.asarray(sampler.col_off)
+    image = decode_amplification(row_off, col_off, patch_size, layout, grid.height, grid.width, len(info.bands))
+    mask = None
+    mask_info = getattr(sampler, "mask_info", None)
+    if mask_info is not None and mask_info.offset is not None and mask_info.raster.blocks is not None:
+        dr, dc = mask_info.offset
+        m = mask_info.raster
+        mask = decode_amplification(
+            row_off + dr, col_off + dc, patch_size, m.blocks, m.height, m.width, len(mask_info.data_bands)
+        )
+    alignable = (
+        align_step(patch_size, layout.height, grid.height) is not None
+        and align_step(patch_size, layout.width, grid.width) is not None
+    )
+    return BlockDecoding(image, mask, "", patch_size, grid.width, alignable)
 
 
 def survey(sampler: Any, positions: Iterable[int] | None = None, *, max_windows: int = SURVEY_WINDOWS) -> ValueSurvey:
