@@ -257,10 +257,11 @@ def _align_steps(image: Any, patch_size: int, align: Any, where: str) -> tuple[G
 
 
 def _aligned_sizes(patch_size: int, block: int) -> list[int]:
-    """The two patch sizes nearest ``patch_size`` that are multiples or divisors of ``block`` (for a suggestion)."""
-    sizes = {block * k for k in (patch_size // block, patch_size // block + 1) if k > 0}
-    sizes |= {d for d in range(1, block + 1) if block % d == 0}
-    return sorted(sorted(sizes, key=lambda v: (abs(v - patch_size), -v))[:2])
+    """The patch sizes nearest ``patch_size`` below and above it that are multiples or divisors of ``block``."""
+    sizes = {block * (patch_size // block + 1)} | {d for d in range(1, block + 1) if block % d == 0}
+    if patch_size >= block:
+        sizes.add(block * (patch_size // block))
+    return [max(v for v in sizes if v < patch_size), min(v for v in sizes if v > patch_size)]
 
 
 def _axis_offsets(extent: int, patch_size: int, stride: int, step: int = 1) -> np.ndarray:
