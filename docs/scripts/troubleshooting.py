@@ -319,6 +319,18 @@ FIXES: dict[str, tuple[str, str]] = {
         "`compress` names a compression crossgeo does not write.",
         "Use `deflate` (the default, readable everywhere) or `zstd` (faster, needs a reader with zstd).",
     ),
+    "align patch_size misfits the blocks": (
+        '`align="blocks"` puts windows on the image file\'s internal tiles, which only makes every window decode '
+        "the fewest tiles when `patch_size` is a multiple of the tile size (windows start on tile origins) or a "
+        "divisor of it (windows start on multiples of the patch, inside one tile).",
+        "Use one of the sizes the message names, retile the image (`gdal_translate -co TILED=YES -co BLOCKXSIZE=256 "
+        "-co BLOCKYSIZE=256`), or leave `align` unset.",
+    ),
+    "align on a Grid": (
+        'A `crossgeo.Grid` (or the grid of a warped image) has no internal blocks for `align="blocks"` to use.',
+        "Pass the image path; for a warped image (`target_crs` / `target_resolution`) leave `align` unset.",
+    ),
+    "align unknown": ('`align` takes None or `"blocks"`.', 'Use `align="blocks"` or leave it unset.'),
 }
 
 

@@ -20,7 +20,18 @@ from affine import Affine
 from conftest import PALETTE, Scene
 from shapely.geometry import Point
 
-from crossgeo import ClassRangeError, ConfigError, OptionError, PatchSampler, RasterError, ReadError, WindowError
+from crossgeo import (
+    ClassRangeError,
+    ConfigError,
+    Grid,
+    OptionError,
+    PatchSampler,
+    RasterError,
+    ReadError,
+    WindowError,
+    grid_windows,
+    random_windows,
+)
 from crossgeo import testing as T
 from crossgeo.augment import build_augmentation
 from crossgeo.config import split_config
@@ -565,6 +576,26 @@ CASES: list[tuple[str, Callable[[Files], Any], type[Exception], str]] = [
         lambda f: predict_raster(f.scene.image, _scores, f.path("p.tif"), patch_size=SIZE, compress="lzw"),
         ConfigError,
         r"compress 'lzw' is not one of 'deflate', 'zstd'",
+    ),
+    # --- windows on the image's blocks (issue 26)
+    (
+        "align patch_size misfits the blocks",
+        lambda f: grid_windows(f.scene.image, 300, align="blocks"),
+        ConfigError,
+        r"grid_windows: align=\"blocks\" but patch_size 300 is neither a multiple nor a divisor of the image's "
+        r"256 x 256 blocks \(.*image.tif\).*Use patch_size 256 or 512, retile the image",
+    ),
+    (
+        "align on a Grid",
+        lambda f: random_windows(Grid(512, 512, f.scene.transform, f.scene.crs), 64, 4, seed=0, align="blocks"),
+        ConfigError,
+        r"random_windows: align=\"blocks\" needs the image path .* a crossgeo.Grid has no blocks",
+    ),
+    (
+        "align unknown",
+        lambda f: grid_windows(f.scene.image, 256, align="tiles"),
+        OptionError,
+        r"grid_windows: align must be None or 'blocks', got 'tiles'",
     ),
 ]
 
