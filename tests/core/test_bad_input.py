@@ -20,22 +20,13 @@ from affine import Affine
 from conftest import PALETTE, Scene
 from shapely.geometry import Point
 
-from crossgeo import (
-    ClassRangeError,
-    ConfigError,
-    Grid,
-    OptionError,
-    PatchSampler,
-    RasterError,
-    ReadError,
-    WindowError,
-    grid_windows,
-    random_windows,
-)
+from crossgeo import ClassRangeError, ConfigError, OptionError, PatchSampler, RasterError, ReadError, WindowError
 from crossgeo import testing as T
 from crossgeo.augment import build_augmentation
 from crossgeo.config import split_config
 from crossgeo.errors import LayerNotFoundError, NoOverlapError
+from crossgeo.grid import Grid
+from crossgeo.planning import grid_windows, random_windows
 from crossgeo.predict import predict_raster
 
 SIZE = 64
