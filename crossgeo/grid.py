@@ -205,6 +205,19 @@ def align_step(size: int, block: int, extent: int) -> int | None:
     return None
 
 
+def aligned_offsets(extent: int, size: int, stride: int, step: int) -> np.ndarray:
+    """Along one axis: grid offsets on multiples of ``step`` (`align_step`), all windows inside ``[0, extent)``.
+
+    ``0, s, 2 * s, ...`` with ``s`` = ``stride`` rounded down to a multiple of ``step`` (at
+    least ``step``), so a stride up to the window size still leaves no gap between windows.
+    Unlike the unaligned grid there is no last offset flush with the far edge: the remainder
+    past the last window (narrower than ``s``) is in no window. 0 when ``extent <= size``.
+    """
+    if extent <= size:
+        return np.zeros(1, dtype=np.int64)
+    return np.arange(0, extent - size + 1, max(step, stride // step * step), dtype=np.int64)
+
+
 def blocks_touched(offsets: np.ndarray, size: int, block: int, extent: int) -> np.ndarray:
     """Along one axis: blocks of ``block`` pixels a window ``[off, off + size)`` touches inside ``[0, extent)``."""
     offsets = np.asarray(offsets, dtype=np.int64)

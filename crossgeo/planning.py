@@ -29,7 +29,7 @@ import numpy as np
 import pandas as pd
 
 from crossgeo.errors import ConfigError, OptionError
-from crossgeo.grid import BlockLayout, Grid, align_step
+from crossgeo.grid import BlockLayout, Grid, align_step, aligned_offsets
 
 if TYPE_CHECKING:
     from crossgeo.sampler import PatchSampler
@@ -264,12 +264,9 @@ def _aligned_sizes(patch_size: int, block: int) -> list[int]:
     return [max(v for v in sizes if v < patch_size), min(v for v in sizes if v > patch_size)]
 
 
-def _axis_offsets(extent: int, patch_size: int, stride: int, step: int = 1) -> np.ndarray:
-    """Offsets ``0, stride, ...`` (+ one flush with the far edge); with ``step`` > 1, multiples of it (no flush)."""
+def _axis_offsets(extent: int, patch_size: int, stride: int) -> np.ndarray:
     if extent <= patch_size:
         return np.zeros(1, dtype=np.int64)
-    if step > 1:
-        return np.arange(0, extent - patch_size + 1, max(step, stride // step * step), dtype=np.int64)
     offsets = np.arange(0, extent - patch_size + 1, stride, dtype=np.int64)
     if offsets[-1] != extent - patch_size:
         offsets = np.append(offsets, extent - patch_size)
@@ -307,8 +304,16 @@ def grid_windows(
     patch_size = _int_option(patch_size, "patch_size")
     stride = patch_size if stride is None else _int_option(stride, "stride")
     grid, row_step, col_step = _align_steps(image, patch_size, align, "grid_windows")
-    rows = _axis_offsets(grid.height, patch_size, stride, row_step)
-    cols = _axis_offsets(grid.width, patch_size, stride, col_step)
+    rows = (
+        _axis_offsets(grid.height, patch_size, stride)
+        if row_step == 1
+        else aligned_offsets(grid.height, patch_size, stride, row_step)
+    )
+    cols = (
+        _axis_offsets(grid.width, patch_size, stride)
+        if col_step == 1
+        else aligned_offsets(grid.width, patch_size, stride, col_step)
+    )
     row_off, col_off = (a.ravel() for a in np.meshgrid(rows, cols, indexing="ij"))
     edge = (max(grid.height - int(rows[-1]) - patch_size, 0), max(grid.width - int(cols[-1]) - patch_size, 0))
     if align is not None and any(edge):
@@ -861,13 +866,15 @@ def plan_windows(
     seed: int = 0,
     weights: bool = False,
     progress: Callable[[int], None] | None = None,
+    align: str | None = None,
 ) -> pd.DataFrame:
     """From a sampler configuration to a windows table: generate, measure, filter, split, balance, weight.
 
     The steps ``crossgeo windows`` runs, in order:
 
     1. candidates: `grid_windows` at ``stride`` (default: the patch size), or ``random``
-       `random_windows`, on the image of ``config`` (inside ``aoi`` when given);
+       `random_windows`, on the image of ``config`` (inside ``aoi`` when given; with
+       ``align="blocks"`` on the image file's blocks, see `grid_windows`);
     2. `class_fractions` of the candidates, through a `PatchSampler` built from ``config``
        (its ``crops_path``, ``window_index_cache`` and ``split`` are replaced by the candidates);
     3. windows whose ``valid`` share is below ``min_valid`` are dropped (counted);
@@ -907,9 +914,9 @@ def plan_windows(
         grid = probe.grid
     where = grid if grid is not None else image
     if random is not None:
-        candidates = random_windows(where, patch_size, random, seed=seed, aoi=aoi)
+        candidates = random_windows(where, patch_size, random, seed=seed, aoi=aoi, align=align)
     else:
-        candidates = grid_windows(where, patch_size, stride=stride, aoi=aoi)
+        candidates = grid_windows(where, patch_size, stride=stride, aoi=aoi, align=align)
     counts: dict[str, int] = {"candidates": len(candidates), "aoi_dropped": int(candidates.attrs.get("aoi_dropped", 0))}
     sampler = PatchSampler(**options, crops_path=candidates)
     fractions = class_fractions(sampler, progress=progress)

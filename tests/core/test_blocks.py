@@ -340,3 +340,23 @@ def test_blocks_bench_runs_and_checks_its_patches(tmp_path: Path, monkeypatch: p
         assert entry["aligned"]["amplification"] == 1.0 and entry["unaligned"]["blocks_per_patch"] > 1
         assert entry["ratio"] > 0
     assert "aligned / unaligned" in blocks_bench.format_result(result)
+
+
+def test_windows_command_align_blocks(tmp_path: Path) -> None:
+    pytest.importorskip("tqdm")
+    path = config(tmp_path, "cli", [0], [0])
+    out = tmp_path / "aligned.csv"
+    code, _ = run("windows", path, "--random", 40, "--align", "blocks", "--seed", 3, "--out", out)
+    assert code == 0
+    table = pd.read_csv(out)
+    assert len(table) == 40 and (table.row_off % 256 == 0).all() and (table.col_off % 256 == 0).all()
+    code, _ = run("windows", path, "--grid", 128, "--align", "blocks", "--out", out)  # stride 128 -> one tile
+    table = pd.read_csv(out)
+    assert code == 0 and sorted(set(table.row_off)) == [0, 256, 512, 768] and len(table) == 16
+    warped = config(tmp_path, "warped", [0], [0], target_crs="EPSG:3857")
+    from crossgeo.cli import main
+
+    err = io.StringIO()
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(err):
+        code = main(["windows", str(warped), "--align", "blocks", "--out", str(out)])
+    assert code == 1 and 'align="blocks"' in err.getvalue() and "warped image" in err.getvalue()
