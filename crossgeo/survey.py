@@ -79,6 +79,8 @@ class BlockDecoding:
     image_width: int
     alignable: bool
     """True when ``patch_size`` fits the image's blocks (``align="blocks"`` is possible)."""
+    scope: str = ""
+    """For a catalogue: which scenes the numbers cover (``"12 scenes"``, ``"scene 3, the worst of 12"``)."""
 
     @property
     def amplification(self) -> float:
@@ -89,7 +91,7 @@ class BlockDecoding:
         """One line: block shape, blocks per patch against the minimum, share above it (or why not measured)."""
         if self.image is None:
             return f"not measured: {self.reason}"
-        text = _amplification_line(self.image, self.image_width)
+        text = (f"{self.scope}: " if self.scope else "") + _amplification_line(self.image, self.image_width)
         if self.mask is not None:
             text += f"; mask: {self.mask.mean_blocks * self.mask.planes:.2f} block(s) (x{self.mask.amplification:.2f})"
         return text
@@ -138,14 +140,15 @@ def block_decoding(sampler: Any) -> BlockDecoding:
     decode one block plane per band read, so the counts are multiplied by the bands read (the
     ratio is not). Not measured for a warped image (``target_crs`` / ``target_resolution``:
     a window maps onto source blocks through the warp), a VRT (its blocks are virtual; its
-    sources' tiles are decoded) or a catalogue of scenes (measure one scene's configuration).
+    sources' tiles are decoded). For a `crossgeo.SceneSampler` each scene is measured on its own
+    image: when the scenes share block shape and width the counts are summed over them,
+    otherwise the scene with the highest amplification is reported (``scope`` says which).
     """
     patch_size = int(sampler.patch_size)
-    info = getattr(sampler, "image_info", None)
-    if info is None:
-        return BlockDecoding(
-            None, None, "a catalogue of scenes (measure one scene's configuration)", patch_size, 0, False
-        )
+    scenes = getattr(sampler, "samplers", None)
+    if scenes is not None:
+        return _scenes_decoding([(k, block_decoding(one)) for k, one in enumerate(scenes) if len(one)], patch_size)
+    info = sampler.image_info
     raster, grid = info.raster, info.grid
     reason = ""
     if info.warp:
@@ -175,6 +178,31 @@ def block_decoding(sampler: Any) -> BlockDecoding:
         and align_step(patch_size, layout.width, grid.width) is not None
     )
     return BlockDecoding(image, mask, "", patch_size, grid.width, alignable)
+
+
+def _scenes_decoding(parts: list[tuple[int, BlockDecoding]], patch_size: int) -> BlockDecoding:
+    """One `BlockDecoding` for a catalogue's scenes (see `block_decoding`)."""
+    measured = [(k, p) for k, p in parts if p.image is not None]
+    if not measured:
+        reason = parts[0][1].reason if parts else "no scene has windows"
+        return BlockDecoding(None, None, f"{reason} (every scene)" if parts else reason, patch_size, 0, False)
+    found = [p.image for _, p in measured if p.image is not None]
+    first = measured[0][1]
+    note = f" ({len(parts) - len(measured)} scene(s) not measured)" if len(measured) < len(parts) else ""
+    same = {(f.layout, f.minimum, f.planes) for f in found} == {(found[0].layout, found[0].minimum, found[0].planes)}
+    if same and len({p.image_width for _, p in measured}) == 1:
+        windows = sum(f.windows for f in found)
+        image = attrs.evolve(
+            found[0],
+            windows=windows,
+            mean_blocks=sum(f.mean_blocks * f.windows for f in found) / windows,
+            above_minimum=sum(f.above_minimum for f in found),
+            decoded_pixels=sum(f.decoded_pixels * f.windows for f in found) / windows,
+        )
+        alignable = all(p.alignable for _, p in measured)
+        return BlockDecoding(image, None, "", patch_size, first.image_width, alignable, f"{len(measured)} scenes{note}")
+    k, worst = max(measured, key=lambda item: item[1].amplification)
+    return attrs.evolve(worst, mask=None, scope=f"scene {k}, the worst of {len(measured)}{note}")
 
 
 def survey(sampler: Any, positions: Iterable[int] | None = None, *, max_windows: int = SURVEY_WINDOWS) -> ValueSurvey:

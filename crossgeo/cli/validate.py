@@ -270,6 +270,7 @@ def _validate_scenes(
     found = [*inspection.warnings, *(str(w.message) for w in caught)]
     for text in dict.fromkeys(" ".join(t.split()) for t in found):
         checks.warn("warning", text)
+    _check_blocks(checks, sampler)
     _check_sampling(checks, sampler, augmentation_list, allowed_targets)
 
 

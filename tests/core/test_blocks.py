@@ -360,3 +360,17 @@ def test_windows_command_align_blocks(tmp_path: Path) -> None:
     with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(err):
         code = main(["windows", str(warped), "--align", "blocks", "--out", str(out)])
     assert code == 1 and 'align="blocks"' in err.getvalue() and "warped image" in err.getvalue()
+
+
+def test_block_decoding_of_a_catalogue_sums_its_scenes(tmp_path: Path) -> None:
+    from crossgeo import SceneSampler
+
+    # Three 512 x 512 scenes of 256 x 256 tiles, windows (0, 0) -> 1 tile and (100, 100) -> 4 in each.
+    scenes, mask = T.write_scene_catalogue(tmp_path, 3, size=512, windows=((0, 0), (100, 100)))
+    sampler = SceneSampler(scenes, 256, mask_path=mask, n_classes=4)
+    found = block_decoding(sampler)
+    assert found.image is not None and found.scope == "3 scenes"
+    assert found.image.windows == 6 and found.image.mean_blocks == 2.5 and found.image.above_minimum == 3
+    assert found.describe().startswith("3 scenes: 256 x 256 tiles: 2.50 block(s) decoded per patch, minimum 1")
+    fix = found.fix()
+    assert fix is not None and 'align="blocks"' in fix
