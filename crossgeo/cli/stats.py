@@ -218,7 +218,7 @@ def format_stats(stats: dict[str, Any], sampler: Any) -> str:
         + (", ".join(f"{k}: {v:.3f}" for k, v in weights.items()) if weights else "none (no pixels)")
     )
     blocks = stats["blocks"]
-    lines.append(f"image blocks decoded per patch: {blocks['text']}")
+    lines.append(f"image blocks: {blocks['text']}")
     if blocks.get("fix"):
         lines.append(f"  fix: {blocks['fix']}")
     if "scenes" in stats:
