@@ -189,16 +189,17 @@ class BlockLayout:
 def align_step(size: int, block: int, extent: int) -> int | None:
     """Along one axis: the offset step that makes every ``size``-pixel window touch the fewest blocks.
 
-    A window starting at a multiple of ``block`` touches ``ceil(size / block)`` blocks, the
-    minimum, when ``size`` is a multiple of ``block``; when ``block`` is a multiple of
-    ``size`` a window starting at a multiple of ``size`` lies inside one block. So the step
-    is ``block`` or ``size``; 1 (no constraint) when one block spans the axis (a strip's
-    width) or blocks are one pixel; None when neither divides the other (no step helps
-    every window).
+    A window starting on a block origin touches ``ceil(size / block)`` blocks, the minimum,
+    whatever its size; so for ``size >= block`` the step is ``block`` (a size that is not a
+    multiple of it makes aligned grid windows overlap rather than leave gaps). A smaller
+    window inside one block needs ``offset % block <= block - size``: when ``size`` divides
+    ``block`` the step is ``size``, otherwise no step keeps windows both minimal and free of
+    gaps, and the answer is None. 1 (no constraint) when one block spans the axis (a strip's
+    width) or blocks are one pixel.
     """
     if block >= extent or block == 1:
         return 1
-    if size % block == 0:
+    if size >= block:
         return block
     if block % size == 0:
         return size
@@ -209,7 +210,8 @@ def aligned_offsets(extent: int, size: int, stride: int, step: int) -> np.ndarra
     """Along one axis: grid offsets on multiples of ``step`` (`align_step`), all windows inside ``[0, extent)``.
 
     ``0, s, 2 * s, ...`` with ``s`` = ``stride`` rounded down to a multiple of ``step`` (at
-    least ``step``), so a stride up to the window size still leaves no gap between windows.
+    least ``step``), so a stride up to the window size still leaves no gap between windows
+    (``step <= size``, `align_step`).
     Unlike the unaligned grid there is no last offset flush with the far edge: the remainder
     past the last window (narrower than ``s``) is in no window. 0 when ``extent <= size``.
     """

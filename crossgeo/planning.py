@@ -248,20 +248,19 @@ def _align_steps(image: Any, patch_size: int, align: Any, where: str) -> tuple[G
         block = layout.height if row_step is None else layout.width
         sizes = " or ".join(str(v) for v in _aligned_sizes(patch_size, block))
         raise ConfigError(
-            f'{where}: align="blocks" but patch_size {patch_size} is neither a multiple nor a divisor of the '
-            f"image's {layout.height} x {layout.width} blocks ({os.fspath(image)}), so no offset step makes every "
-            f"window decode the fewest blocks. Use patch_size {sizes}, retile the image to blocks dividing "
-            f"{patch_size} (gdal_translate -co TILED=YES -co BLOCKXSIZE=... -co BLOCKYSIZE=...), or leave align unset."
+            f'{where}: align="blocks" but patch_size {patch_size} is smaller than the image\'s {layout.height} x '
+            f"{layout.width} blocks ({os.fspath(image)}) and does not divide them, so windows on the tiling would "
+            f"leave gaps between them. Use patch_size {sizes} (a divisor of the block, or the block), retile the "
+            "image to smaller blocks (gdal_translate -co TILED=YES -co BLOCKXSIZE=... -co BLOCKYSIZE=...), or "
+            "leave align unset."
         )
     return grid, row_step, col_step
 
 
 def _aligned_sizes(patch_size: int, block: int) -> list[int]:
-    """The patch sizes nearest ``patch_size`` below and above it that are multiples or divisors of ``block``."""
-    sizes = {block * (patch_size // block + 1)} | {d for d in range(1, block + 1) if block % d == 0}
-    if patch_size >= block:
-        sizes.add(block * (patch_size // block))
-    return [max(v for v in sizes if v < patch_size), min(v for v in sizes if v > patch_size)]
+    """The divisors of ``block`` nearest ``patch_size`` below and above it (``patch_size < block``)."""
+    divisors = [d for d in range(1, block + 1) if block % d == 0]
+    return [max(d for d in divisors if d < patch_size), min(d for d in divisors if d > patch_size)]
 
 
 def _axis_offsets(extent: int, patch_size: int, stride: int) -> np.ndarray:
@@ -285,9 +284,10 @@ def grid_windows(
 
     With ``align="blocks"`` every offset is a multiple of the image file's block size (tile
     or strip height), so each window decodes the fewest blocks a window of its size can
-    (``patch_size`` must be a multiple or a divisor of the block size, else `ConfigError`;
-    when it divides the block, offsets are multiples of ``patch_size``). ``stride`` is
-    rounded down to a multiple of that step (at least one step), and there is no flush last
+    (`crossgeo.grid.align_step`): a ``patch_size`` smaller than the block must divide it
+    (offsets are then multiples of ``patch_size``), else `ConfigError`. ``stride`` is
+    rounded down to a multiple of that step (at least one step; a patch that is not a
+    multiple of the block thus overlaps its neighbours), and there is no flush last
     row/column: the edge remainder narrower than a step is in no window. Its size is logged
     and kept in ``result.attrs["edge_uncovered"]`` as (rows, cols). Along an axis one block
     spans (a strip's width) offsets are as without ``align``.

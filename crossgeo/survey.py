@@ -117,9 +117,9 @@ class BlockDecoding:
                 )
             else:
                 fixes.append(
-                    f"patch_size {self.patch_size} is neither a multiple nor a divisor of the "
-                    f"{found.layout.height} x {found.layout.width} blocks: use a patch size that is, or retile the "
-                    'image, then snap the windows (align="blocks")'
+                    f"patch_size {self.patch_size} is smaller than the {found.layout.height} x {found.layout.width} "
+                    "blocks and does not divide them: use a divisor of the block as patch size, or retile the image "
+                    'to smaller blocks, then snap the windows (align="blocks")'
                 )
         return "; ".join(fixes) or None
 

@@ -79,7 +79,7 @@ def add_parser(subparsers: Any, parents: Sequence[argparse.ArgumentParser]) -> a
         "--align",
         choices=["blocks"],
         help="start windows on the image file's internal tiles/strips, so each patch decodes the fewest blocks "
-        "(patch_size must be a multiple or a divisor of the tile size; crossgeo.grid_windows align)",
+        "(a patch_size smaller than a tile must divide it; crossgeo.grid_windows align)",
     )
     parser.add_argument("--weights", action="store_true", help="add a weight column (crossgeo.window_weights)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")

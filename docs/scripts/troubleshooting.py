@@ -320,11 +320,11 @@ FIXES: dict[str, tuple[str, str]] = {
         "Use `deflate` (the default, readable everywhere) or `zstd` (faster, needs a reader with zstd).",
     ),
     "align patch_size misfits the blocks": (
-        '`align="blocks"` puts windows on the image file\'s internal tiles, which only makes every window decode '
-        "the fewest tiles when `patch_size` is a multiple of the tile size (windows start on tile origins) or a "
-        "divisor of it (windows start on multiples of the patch, inside one tile).",
-        "Use one of the sizes the message names, retile the image (`gdal_translate -co TILED=YES -co BLOCKXSIZE=256 "
-        "-co BLOCKYSIZE=256`), or leave `align` unset.",
+        '`align="blocks"` starts windows on the image file\'s internal tiles. A window smaller than a tile '
+        "decodes one tile only when it starts on a multiple of its own size inside the tile, which works for "
+        "every window only when `patch_size` divides the tile size; otherwise aligned windows would leave gaps.",
+        "Use one of the sizes the message names (divisors of the tile), retile the image to smaller tiles "
+        "(`gdal_translate -co TILED=YES -co BLOCKXSIZE=128 -co BLOCKYSIZE=128`), or leave `align` unset.",
     ),
     "align on a Grid": (
         'A `crossgeo.Grid` (or the grid of a warped image) has no internal blocks for `align="blocks"` to use.',

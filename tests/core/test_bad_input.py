@@ -571,10 +571,10 @@ CASES: list[tuple[str, Callable[[Files], Any], type[Exception], str]] = [
     # --- windows on the image's blocks (issue 26)
     (
         "align patch_size misfits the blocks",
-        lambda f: grid_windows(f.scene.image, 300, align="blocks"),
+        lambda f: grid_windows(f.scene.image, 100, align="blocks"),
         ConfigError,
-        r"grid_windows: align=\"blocks\" but patch_size 300 is neither a multiple nor a divisor of the image's "
-        r"256 x 256 blocks \(.*image.tif\).*Use patch_size 256 or 512, retile the image",
+        r"grid_windows: align=\"blocks\" but patch_size 100 is smaller than the image's 256 x 256 blocks "
+        r"\(.*image.tif\) and does not divide them.*Use patch_size 64 or 128 .*retile the image",
     ),
     (
         "align on a Grid",

@@ -78,7 +78,8 @@ def test_blocks_touched_hand_computed() -> None:
 def test_align_step_hand_computed() -> None:
     assert align_step(512, 256, 4096) == 256  # a multiple of the block: block origins
     assert align_step(128, 256, 4096) == 128  # a divisor: multiples of the patch stay inside one block
-    assert align_step(300, 256, 4096) is None  # neither
+    assert align_step(300, 256, 4096) == 256  # larger, not a multiple: block origins still give the minimum
+    assert align_step(100, 256, 4096) is None  # smaller and not a divisor: no step without gaps
     assert align_step(300, 4096, 4096) == 1 and align_step(300, 1, 4096) == 1  # a strip's width; scanlines
 
 
@@ -162,6 +163,19 @@ def test_aligned_grid_windows_start_on_blocks_and_stay_inside(
     assert_patches_come_from_their_offsets(image, mask, aligned, size)
 
 
+def test_aligned_windows_larger_than_a_block_but_not_a_multiple_overlap(tmp_path: Path) -> None:
+    image, mask = write(tmp_path / "i.tif", 1024, 1024), write_mask(tmp_path / "m.tif", 1024, 1024)
+    aligned = grid_windows(image, 300, align="blocks")  # stride 300 -> 256: windows overlap by 44 pixels
+    assert sorted(set(aligned.row_off)) == [0, 256, 512] and aligned.attrs["edge_uncovered"] == (212, 212)
+    found = decode_amplification(aligned.row_off, aligned.col_off, 300, BlockLayout(256, 256), 1024, 1024)
+    assert found.minimum == 4 and found.above_minimum == 0  # 2 x 2 blocks each, the fewest for 300 pixels
+    free = random_windows(image, 300, 50, seed=0)  # free offsets: up to 3 x 3 blocks
+    assert decode_amplification(free.row_off, free.col_off, 300, BlockLayout(256, 256), 1024, 1024).amplification > 1
+    drawn = random_windows(image, 300, 50, seed=0, align="blocks")
+    assert decode_amplification(drawn.row_off, drawn.col_off, 300, BlockLayout(256, 256), 1024, 1024).above_minimum == 0
+    assert_patches_come_from_their_offsets(image, mask, aligned, 300)
+
+
 def test_aligned_grid_windows_round_the_stride_down_to_the_block(tmp_path: Path) -> None:
     image = write(tmp_path / "i.tif", 1024, 1024)
     aligned = grid_windows(image, 512, stride=300, align="blocks")  # 300 -> 256: still every pixel covered
@@ -232,14 +246,14 @@ def test_aligned_windows_on_strips_align_rows_only(tmp_path: Path) -> None:
 def test_align_refuses_a_patch_size_that_does_not_fit_the_blocks(tmp_path: Path) -> None:
     image = write(tmp_path / "i.tif", 1024, 1024)
     for make in (
-        lambda: grid_windows(image, 300, align="blocks"),
-        lambda: random_windows(image, 300, 4, seed=0, align="blocks"),
+        lambda: grid_windows(image, 100, align="blocks"),
+        lambda: random_windows(image, 100, 4, seed=0, align="blocks"),
     ):
         with pytest.raises(ConfigError) as caught:
             make()
         text = str(caught.value)
-        assert "patch_size 300" in text and "256 x 256 blocks" in text and str(image) in text
-        assert "Use patch_size 256 or 512" in text and "leave align unset" in text
+        assert "patch_size 100 is smaller than the image's 256 x 256 blocks" in text and str(image) in text
+        assert "Use patch_size 64 or 128" in text and "leave align unset" in text
     with pytest.raises(ConfigError, match="needs the image path"):  # a Grid has no blocks (nor has a warped image)
         grid_windows(Grid(100, 100, TRANSFORM, CRS), 64, align="blocks")
     with pytest.raises(OptionError, match="align must be None or 'blocks'"):
@@ -302,9 +316,12 @@ def test_stats_and_validate_report_the_amplification_and_the_fix(tmp_path: Path)
 
 
 def test_validate_names_retiling_for_a_patch_that_does_not_fit_and_for_strips(tmp_path: Path) -> None:
-    odd = config(tmp_path, "odd", [250], [250], size=300)  # 3 x 3 blocks against 2 x 2
-    _, out = run("validate", odd)
-    assert "warn  blocks" in out and "patch_size 300 is neither a multiple nor a divisor" in out
+    large = config(tmp_path, "large", [250], [250], size=300)  # 3 x 3 blocks against 2 x 2: snapping helps
+    _, out = run("validate", large)
+    assert "warn  blocks" in out and "amplification x2.25" in out and "snap the windows" in out
+    small = config(tmp_path, "small", [200], [200], size=100)  # 2 x 2 blocks against 1; 100 does not divide 256
+    _, out = run("validate", small)
+    assert "warn  blocks" in out and "patch_size 100 is smaller than the 256 x 256 blocks" in out
     image = write(tmp_path / "strips.tif", 1024, 1024, tiled=False, blockysize=8)
     mask = write_mask(tmp_path / "m.tif", 1024, 1024)
     sampler = PatchSampler(
