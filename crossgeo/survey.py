@@ -27,7 +27,15 @@ import numpy as np
 from crossgeo.grid import DecodeAmplification, align_step, decode_amplification
 from crossgeo.masks import ClassIndexDecoder, out_of_range_pixels
 
-__all__ = ["DECODED_PIXELS_LIMIT", "SURVEY_WINDOWS", "BlockDecoding", "ValueSurvey", "block_decoding", "survey"]
+__all__ = [
+    "DECODED_PIXELS_LIMIT",
+    "SNAP_ABOVE",
+    "SURVEY_WINDOWS",
+    "BlockDecoding",
+    "ValueSurvey",
+    "block_decoding",
+    "survey",
+]
 
 SURVEY_WINDOWS = 64
 """Windows `survey` reads by default, spread evenly over the sampler's positions."""
@@ -63,6 +71,8 @@ class ValueSurvey:
 
 DECODED_PIXELS_LIMIT = 4.0
 """Above this many decoded pixels per patch pixel (big tiles, whole-width strips), retiling is suggested."""
+SNAP_ABOVE = 1.05
+"""Snapping the windows is suggested when they decode more than this many times the minimum blocks."""
 RETILE = "gdal_translate -co TILED=YES -co BLOCKXSIZE=256 -co BLOCKYSIZE=256 -co COMPRESS=DEFLATE in.tif out.tif"
 
 
@@ -97,7 +107,7 @@ class BlockDecoding:
         return text
 
     def fix(self) -> str | None:
-        """What to do when patches decode more than they must, or None when they are at the minimum."""
+        """What to do when patches decode much more than they must (`SNAP_ABOVE`, `DECODED_PIXELS_LIMIT`), or None."""
         found = self.image
         if found is None:
             return None
@@ -109,7 +119,7 @@ class BlockDecoding:
                 f"each patch decodes {found.decoded_pixels:.1f} pixels per patch pixel ({what}): retile the image "
                 f"to tiles near the patch size ({RETILE})"
             )
-        if found.above_minimum:
+        if found.amplification > SNAP_ABOVE:
             if self.alignable:
                 fixes.append(
                     "snap the windows to the blocks: crossgeo windows --align blocks, or "

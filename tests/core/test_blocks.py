@@ -332,6 +332,12 @@ def test_validate_names_retiling_for_a_patch_that_does_not_fit_and_for_strips(tm
     assert found.image.amplification == 1.0 and found.image.decoded_pixels == pytest.approx(8.0)
     fix = found.fix()
     assert fix is not None and "whole-width strips" in fix and "TILED=YES" in fix
+    # One row off the 8-row strips: 17 strips against 16 (x1.06) is worth snapping; x1.03 is not.
+    off = PatchSampler(str(image), str(mask), pd.DataFrame({"row_off": [1], "col_off": [0]}), 128, image_dtype="native")
+    assert "snap the windows" in (block_decoding(off).fix() or "")
+    mixed = pd.DataFrame({"row_off": [0, 1], "col_off": [0, 0]})
+    half = block_decoding(PatchSampler(str(image), str(mask), mixed, 128, image_dtype="native"))
+    assert half.image is not None and half.image.share_above == 0.5 and "snap" not in (half.fix() or "")
 
 
 def test_block_decoding_is_not_measured_for_a_warped_image(tmp_path: Path) -> None:
