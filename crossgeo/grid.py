@@ -164,3 +164,143 @@ def outside_pixels(
     if r0 < r1 and c0 < c1:
         result[r0 - row_off : r1 - row_off, c0 - col_off : c1 - col_off] = False
     return result
+
+
+# --------------------------------------------------------------------------- internal blocks (tiles, strips)
+
+
+@attrs.frozen
+class BlockLayout:
+    """How a raster file is cut into blocks (GeoTIFF tiles or strips, MBTiles tiles): the unit GDAL decodes.
+
+    ``height`` x ``width`` pixels per block (a strip is as wide as the raster); ``interleave``
+    is ``"pixel"`` (one block holds every band) or ``"band"`` (one block plane per band, so
+    reading k bands decodes k blocks per block position).
+    """
+
+    height: int
+    width: int
+    interleave: str = "pixel"
+
+    @classmethod
+    def of(cls, dataset: Any) -> BlockLayout | None:
+        """The layout of an open rasterio dataset (its first band's block shape), None if it declares none."""
+        shapes = getattr(dataset, "block_shapes", None)
+        if not shapes:
+            return None
+        height, width = (int(v) for v in shapes[0])
+        interleave = getattr(getattr(dataset, "interleaving", None), "value", None)
+        return cls(height, width, "band" if str(interleave).lower() == "band" else "pixel")
+
+    def planes(self, bands: int) -> int:
+        """Block planes decoded per block position when ``bands`` bands are read."""
+        return max(1, bands) if self.interleave == "band" else 1
+
+    def describe(self, width: int) -> str:
+        """``256 x 256 tiles`` or ``16-row strips`` (``width``: the raster's, to tell strips from tiles)."""
+        shape = f"{self.height}-row strips" if self.width >= width else f"{self.height} x {self.width} tiles"
+        return shape + (", band-interleaved" if self.interleave == "band" else "")
+
+
+def align_step(size: int, block: int, extent: int) -> int | None:
+    """Along one axis: the offset step that makes every ``size``-pixel window touch the fewest blocks.
+
+    A window starting on a block origin touches ``ceil(size / block)`` blocks, the minimum,
+    whatever its size; so for ``size >= block`` the step is ``block`` (a size that is not a
+    multiple of it makes aligned grid windows overlap rather than leave gaps). A smaller
+    window inside one block needs ``offset % block <= block - size``: when ``size`` divides
+    ``block`` the step is ``size``, otherwise no step keeps windows both minimal and free of
+    gaps, and the answer is None. 1 (no constraint) when one block spans the axis (a strip's
+    width) or blocks are one pixel.
+    """
+    if block >= extent or block == 1:
+        return 1
+    if size >= block:
+        return block
+    if block % size == 0:
+        return size
+    return None
+
+
+def aligned_offsets(extent: int, size: int, stride: int, step: int) -> np.ndarray:
+    """Along one axis: grid offsets on multiples of ``step`` (`align_step`), all windows inside ``[0, extent)``.
+
+    ``0, s, 2 * s, ...`` with ``s`` = ``stride`` rounded down to a multiple of ``step`` (at
+    least ``step``), so a stride up to the window size still leaves no gap between windows
+    (``step <= size``, `align_step`).
+    Unlike the unaligned grid there is no last offset flush with the far edge: the remainder
+    past the last window (narrower than ``s``) is in no window. 0 when ``extent <= size``.
+    """
+    if extent <= size:
+        return np.zeros(1, dtype=np.int64)
+    return np.arange(0, extent - size + 1, max(step, stride // step * step), dtype=np.int64)
+
+
+def blocks_touched(offsets: np.ndarray, size: int, block: int, extent: int) -> np.ndarray:
+    """Along one axis: blocks of ``block`` pixels a window ``[off, off + size)`` touches inside ``[0, extent)``."""
+    offsets = np.asarray(offsets, dtype=np.int64)
+    start = np.clip(offsets, 0, extent)
+    stop = np.clip(offsets + size, 0, extent)
+    first = start // block
+    last = (stop - 1) // block
+    return np.where(stop > start, last - first + 1, 0)
+
+
+def min_blocks(size: int, block: int, extent: int) -> int:
+    """Along one axis: the fewest blocks a ``size``-pixel window inside ``[0, extent)`` can touch."""
+    return -(-min(size, extent) // block)
+
+
+@attrs.frozen
+class DecodeAmplification:
+    """Blocks a set of windows decodes against the fewest a window of their size can (`decode_amplification`)."""
+
+    layout: BlockLayout
+    windows: int
+    mean_blocks: float
+    """Mean block positions touched per window (x ``planes`` = blocks decoded)."""
+    minimum: int
+    """``ceil(size / block_height) * ceil(size / block_width)`` (sizes clipped to the raster)."""
+    above_minimum: int
+    """Windows touching more blocks than ``minimum``."""
+    planes: int
+    """Block planes per block position (bands read when band-interleaved, else 1)."""
+    decoded_pixels: float
+    """Mean pixels decoded per window pixel (blocks touched x block area / window area)."""
+
+    @property
+    def amplification(self) -> float:
+        """Mean blocks per window / minimum (1.0: every window decodes the fewest blocks possible)."""
+        return self.mean_blocks / self.minimum if self.minimum else 1.0
+
+    @property
+    def share_above(self) -> float:
+        """Share of the windows touching more blocks than the minimum."""
+        return self.above_minimum / self.windows if self.windows else 0.0
+
+
+def decode_amplification(
+    row_off: np.ndarray, col_off: np.ndarray, size: int, layout: BlockLayout, height: int, width: int, bands: int = 1
+) -> DecodeAmplification:
+    """Blocks decoded by windows of ``size`` on a ``height`` x ``width`` raster cut into ``layout`` blocks.
+
+    Windows are clipped to the raster (pixels outside it decode nothing). The amplification
+    is per block shape: for strips (blocks as wide as the raster) a window always touches one
+    strip across, and ``decoded_pixels`` shows what a strip costs instead.
+    """
+    rows = blocks_touched(row_off, size, layout.height, height)
+    cols = blocks_touched(col_off, size, layout.width, width)
+    touched = rows * cols
+    minimum = min_blocks(size, layout.height, height) * min_blocks(size, layout.width, width)
+    n = int(touched.size)
+    mean = float(touched.mean()) if n else 0.0
+    area = size * size
+    return DecodeAmplification(
+        layout=layout,
+        windows=n,
+        mean_blocks=mean,
+        minimum=minimum,
+        above_minimum=int(np.count_nonzero(touched > minimum)),
+        planes=layout.planes(bands),
+        decoded_pixels=mean * layout.height * min(layout.width, width) / area if area else 0.0,
+    )

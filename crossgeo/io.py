@@ -51,7 +51,7 @@ from rasterio.windows import Window
 
 from crossgeo.errors import ConfigError, ReadError, WriteError
 from crossgeo.files import AtomicOutput
-from crossgeo.grid import Grid, outside_pixels, overlap
+from crossgeo.grid import BlockLayout, Grid, outside_pixels, overlap
 from crossgeo.options import GDAL_DEFAULTS
 from crossgeo.threads import PerThread
 
@@ -837,6 +837,8 @@ class RasterInfo:
     """The 1-based index of the alpha band, if any."""
     mask_band: bool
     """True when missing data is marked by a GDAL per-dataset mask band (internal or ``.msk``)."""
+    blocks: BlockLayout | None = None
+    """The file's internal blocks (tiles or strips; ``decode_amplification`` counts them), None if undeclared."""
 
     @classmethod
     def of(cls, dataset: Any, path: str | None = None) -> RasterInfo:
@@ -855,6 +857,7 @@ class RasterInfo:
             nodata=dataset.nodata,
             alpha=alpha_band(dataset),
             mask_band=has_mask_band(dataset),
+            blocks=BlockLayout.of(dataset),
         )
 
     def describe(self) -> str:

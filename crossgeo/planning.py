@@ -30,7 +30,7 @@ import numpy as np
 import pandas as pd
 
 from crossgeo.errors import ConfigError, OptionError
-from crossgeo.grid import Grid, axis_offsets
+from crossgeo.grid import BlockLayout, Grid, align_step, aligned_offsets, axis_offsets
 
 if TYPE_CHECKING:
     from crossgeo.sampler import PatchSampler
@@ -57,6 +57,8 @@ MIN_CELL_ROWS = 8
 """`class_fractions` counts per band of rows when the windows' rows lie on a lattice at least this fine."""
 STRIP_PIXELS = 1 << 22
 """Largest strip (pixels) read at once for a warped mask."""
+ALIGNS = (None, "blocks")
+"""Values of ``align`` in `grid_windows` / `random_windows`: free offsets, or offsets on the image's blocks."""
 AOI_MAX_FRUITLESS_DRAWS = 1_000_000
 """`random_windows` gives up when this many draws in a row found no window inside the AOI."""
 _CLASS_COLUMN = re.compile(r"^class_(\d+)$")
@@ -217,13 +219,71 @@ def _inside(aoi_pixels: Any, row_off: np.ndarray, col_off: np.ndarray, patch_siz
 # --------------------------------------------------------------------------- generation
 
 
-def grid_windows(image: Any, patch_size: int, *, stride: int | None = None, aoi: Any = None) -> pd.DataFrame:
+def _image_blocks(image: Any, where: str) -> tuple[Grid, BlockLayout]:
+    """The grid and internal block layout of a raster path (read through crossgeo.io), for ``align="blocks"``."""
+    if isinstance(image, Grid):
+        raise ConfigError(
+            f'{where}: align="blocks" needs the image path (its internal tiles are read from the file); a '
+            "crossgeo.Grid has no blocks. A warped image (target_crs / target_resolution) has no source blocks "
+            "on its grid either: leave align unset there."
+        )
+    _image_grid(image)  # checks the path
+    from crossgeo.io import RasterInfo, open_raster
+
+    with open_raster(os.fspath(image), "image") as dataset:
+        grid, layout = Grid.of(dataset), RasterInfo.of(dataset).blocks
+    if layout is None:  # GDAL always declares blocks; a driver that does not gets one pixel (no constraint)
+        layout = BlockLayout(1, 1)
+    return grid, layout
+
+
+def _align_steps(image: Any, patch_size: int, align: Any, where: str) -> tuple[Grid, int, int]:
+    """The grid and the (row, col) offset steps for ``align``: (1, 1) unaligned, else `crossgeo.grid.align_step`."""
+    if align not in ALIGNS:
+        raise OptionError(f"{where}: align must be None or 'blocks', got {align!r}.")
+    if align is None:
+        return _image_grid(image), 1, 1
+    grid, layout = _image_blocks(image, where)
+    row_step = align_step(patch_size, layout.height, grid.height)
+    col_step = align_step(patch_size, layout.width, grid.width)
+    if row_step is None or col_step is None:
+        block = layout.height if row_step is None else layout.width
+        sizes = " or ".join(str(v) for v in _aligned_sizes(patch_size, block))
+        raise ConfigError(
+            f'{where}: align="blocks" but patch_size {patch_size} is smaller than the image\'s {layout.height} x '
+            f"{layout.width} blocks ({os.fspath(image)}) and does not divide them, so windows on the tiling would "
+            f"leave gaps between them. Use patch_size {sizes} (a divisor of the block, or the block), retile the "
+            "image to smaller blocks (gdal_translate -co TILED=YES -co BLOCKXSIZE=... -co BLOCKYSIZE=...), or "
+            "leave align unset."
+        )
+    return grid, row_step, col_step
+
+
+def _aligned_sizes(patch_size: int, block: int) -> list[int]:
+    """The divisors of ``block`` nearest ``patch_size`` below and above it (``patch_size < block``)."""
+    divisors = [d for d in range(1, block + 1) if block % d == 0]
+    return [max(d for d in divisors if d < patch_size), min(d for d in divisors if d > patch_size)]
+
+
+def grid_windows(
+    image: Any, patch_size: int, *, stride: int | None = None, aoi: Any = None, align: str | None = None
+) -> pd.DataFrame:
     """Windows on a regular grid covering every pixel of ``image``, none reaching past its edge.
 
     Offsets are ``0, stride, 2 * stride, ...`` along each axis (``stride`` defaults to
     ``patch_size``) plus one last row/column flush with the bottom/right edge; an image
     smaller than ``patch_size`` gives one window at (0, 0). With ``stride <= patch_size`` every
     pixel lies in at least one window (a longer stride leaves gaps on purpose). Row-major order.
+
+    With ``align="blocks"`` every offset is a multiple of the image file's block size (tile
+    or strip height), so each window decodes the fewest blocks a window of its size can
+    (`crossgeo.grid.align_step`): a ``patch_size`` smaller than the block must divide it
+    (offsets are then multiples of ``patch_size``), else `ConfigError`. ``stride`` is
+    rounded down to a multiple of that step (at least one step; a patch that is not a
+    multiple of the block thus overlaps its neighbours), and there is no flush last
+    row/column: the edge remainder narrower than a step is in no window. Its size is logged
+    and kept in ``result.attrs["edge_uncovered"]`` as (rows, cols). Along an axis one block
+    spans (a strip's width) offsets are as without ``align``.
 
     Args:
         image: A raster path (its grid is read) or a `crossgeo.Grid`.
@@ -232,33 +292,54 @@ def grid_windows(image: Any, patch_size: int, *, stride: int | None = None, aoi:
         aoi: A vector file (any CRS; reprojected) or a shapely geometry in the image CRS:
             only windows lying entirely inside it are kept; the count dropped is logged and
             kept in ``result.attrs["aoi_dropped"]``.
+        align: None, or ``"blocks"`` (needs a raster path): offsets on the file's internal blocks.
     """
     patch_size = _int_option(patch_size, "patch_size")
     stride = patch_size if stride is None else _int_option(stride, "stride")
-    grid = _image_grid(image)
-    rows = axis_offsets(grid.height, patch_size, stride)
-    cols = axis_offsets(grid.width, patch_size, stride)
-    row_off, col_off = (a.ravel() for a in np.meshgrid(rows, cols, indexing="ij"))
-    if aoi is None:
-        return _frame(row_off, col_off)
-    inside = _inside(_aoi_in_pixels(aoi, grid), row_off, col_off, patch_size)
-    dropped = int(np.count_nonzero(~inside))
-    log.info(
-        "crossgeo: grid_windows: %d of %d windows are not entirely inside the AOI and were dropped",
-        dropped,
-        row_off.size,
+    grid, row_step, col_step = _align_steps(image, patch_size, align, "grid_windows")
+    rows = (
+        axis_offsets(grid.height, patch_size, stride)
+        if row_step == 1
+        else aligned_offsets(grid.height, patch_size, stride, row_step)
     )
-    if not inside.any():
-        raise ConfigError(
-            f"aoi admits no {patch_size}-pixel grid window (all {row_off.size} lie partly outside it); "
-            "use a larger AOI, a smaller patch_size or a smaller stride."
+    cols = (
+        axis_offsets(grid.width, patch_size, stride)
+        if col_step == 1
+        else aligned_offsets(grid.width, patch_size, stride, col_step)
+    )
+    row_off, col_off = (a.ravel() for a in np.meshgrid(rows, cols, indexing="ij"))
+    edge = (max(grid.height - int(rows[-1]) - patch_size, 0), max(grid.width - int(cols[-1]) - patch_size, 0))
+    if align is not None and any(edge):
+        log.info(
+            "crossgeo: grid_windows: align='blocks' leaves the last %d row(s) and %d column(s) in no window "
+            "(the edge remainder narrower than a block step)",
+            *edge,
         )
-    result = _frame(row_off[inside], col_off[inside])
-    result.attrs["aoi_dropped"] = dropped
+    if aoi is None:
+        result = _frame(row_off, col_off)
+    else:
+        inside = _inside(_aoi_in_pixels(aoi, grid), row_off, col_off, patch_size)
+        dropped = int(np.count_nonzero(~inside))
+        log.info(
+            "crossgeo: grid_windows: %d of %d windows are not entirely inside the AOI and were dropped",
+            dropped,
+            row_off.size,
+        )
+        if not inside.any():
+            raise ConfigError(
+                f"aoi admits no {patch_size}-pixel grid window (all {row_off.size} lie partly outside it); "
+                "use a larger AOI, a smaller patch_size or a smaller stride."
+            )
+        result = _frame(row_off[inside], col_off[inside])
+        result.attrs["aoi_dropped"] = dropped
+    if align is not None:
+        result.attrs["edge_uncovered"] = edge
     return result
 
 
-def random_windows(image: Any, patch_size: int, n: int, *, seed: int, aoi: Any = None) -> pd.DataFrame:
+def random_windows(
+    image: Any, patch_size: int, n: int, *, seed: int, aoi: Any = None, align: str | None = None
+) -> pd.DataFrame:
     """``n`` windows with offsets drawn uniformly (with replacement) from the valid range.
 
     Offsets are uniform integers in ``[0, height - patch_size]`` x ``[0, width - patch_size]``
@@ -267,31 +348,41 @@ def random_windows(image: Any, patch_size: int, n: int, *, seed: int, aoi: Any =
     until exactly ``n`` lie entirely inside it, which keeps them uniform over the
     admissible offsets; the number of draws rejected is logged and kept in
     ``result.attrs["aoi_dropped"]``. An AOI admitting no window is an error.
+
+    With ``align="blocks"`` (as in `grid_windows`) offsets are uniform over the multiples of
+    the block step in the same range: still ``n`` windows, all inside, each decoding the
+    fewest blocks; the same seed draws other offsets than without ``align``.
     """
     patch_size = _int_option(patch_size, "patch_size")
     n = _int_option(n, "n")
     rng = np.random.default_rng(_seed(seed))
-    grid = _image_grid(image)
+    grid, row_step, col_step = _align_steps(image, patch_size, align, "random_windows")
     row_hi, col_hi = max(grid.height - patch_size, 0), max(grid.width - patch_size, 0)
     if aoi is None:
-        return _frame(rng.integers(0, row_hi + 1, n), rng.integers(0, col_hi + 1, n))
+        return _frame(
+            rng.integers(0, row_hi // row_step + 1, n) * row_step, rng.integers(0, col_hi // col_step + 1, n) * col_step
+        )
     pixels = _aoi_in_pixels(aoi, grid)
     # Only offsets whose window can lie inside the AOI's bounding box are drawn (same law, fewer misses).
     min_col, min_row, max_col, max_row = pixels.bounds
     row_lo, col_lo = max(0, math.floor(min_row)), max(0, math.floor(min_col))
     row_hi, col_hi = min(row_hi, math.ceil(max_row) - patch_size), min(col_hi, math.ceil(max_col) - patch_size)
+    # In units of the step: k in [ceil(lo / step), floor(hi / step)] gives offset k * step.
+    row_lo, col_lo = -(-row_lo // row_step), -(-col_lo // col_step)
+    row_hi, col_hi = row_hi // row_step, col_hi // col_step
     if row_lo > row_hi or col_lo > col_hi:
         raise ConfigError(
-            f"aoi admits no {patch_size}-pixel window inside the image (it is narrower than the patch); "
-            "use a larger AOI or a smaller patch_size."
+            f"aoi admits no {patch_size}-pixel window inside the image (it is narrower than the patch"
+            + (" or holds no block-aligned window" if align is not None else "")
+            + "); use a larger AOI or a smaller patch_size."
         )
     rows: list[np.ndarray] = []
     cols: list[np.ndarray] = []
     have = drawn = fruitless = 0
     while have < n:
         batch = max(2 * (n - have), 1024)
-        r = rng.integers(row_lo, row_hi + 1, batch)
-        c = rng.integers(col_lo, col_hi + 1, batch)
+        r = rng.integers(row_lo, row_hi + 1, batch) * row_step
+        c = rng.integers(col_lo, col_hi + 1, batch) * col_step
         inside = _inside(pixels, r, c, patch_size)
         keep = np.flatnonzero(inside)[: n - have]
         # Draws after the n-th hit are not part of the result and not counted as dropped.
@@ -784,13 +875,15 @@ def plan_windows(
     seed: int = 0,
     weights: bool = False,
     progress: Callable[[int], None] | None = None,
+    align: str | None = None,
 ) -> WindowPlan:
     """From a sampler configuration to a windows table: generate, measure, filter, split, balance, weight.
 
     The steps ``crossgeo windows`` runs, in order:
 
     1. candidates: `grid_windows` at ``stride`` (default: the patch size), or ``random``
-       `random_windows`, on the image of ``config`` (inside ``aoi`` when given);
+       `random_windows`, on the image of ``config`` (inside ``aoi`` when given; with
+       ``align="blocks"`` on the image file's blocks, see `grid_windows`);
     2. `class_fractions` of the candidates, through a `PatchSampler` built from ``config``
        (its ``crops_path``, ``window_index_cache`` and ``split`` are replaced by the candidates);
     3. windows whose ``valid`` share is below ``min_valid`` are dropped (counted);
@@ -818,7 +911,7 @@ def plan_windows(
     names, shares = _split_shares(splits) if splits is not None else (["all"], np.ones(1))
     if balanced is not None:
         balanced = _int_option(balanced, "balanced")
-    candidates = _candidates(options, stride=stride, random=random, aoi=aoi, seed=seed)
+    candidates = _candidates(options, stride=stride, random=random, aoi=aoi, seed=seed, align=align)
     counts = {"candidates": len(candidates), "aoi_dropped": int(candidates.attrs.get("aoi_dropped", 0))}
     fractions = _measured(options, candidates, min_valid, counts, progress)
     if splits is not None:
@@ -838,7 +931,7 @@ def plan_windows(
 
 
 def _candidates(
-    options: Mapping[str, Any], *, stride: int | None, random: int | None, aoi: Any, seed: int
+    options: Mapping[str, Any], *, stride: int | None, random: int | None, aoi: Any, seed: int, align: str | None
 ) -> pd.DataFrame:
     """Step 1 of `plan_windows`: grid or random windows on the configuration's image (or target grid)."""
     from crossgeo.sampler import PatchSampler
@@ -851,8 +944,8 @@ def _candidates(
     if options.get("target_crs") is not None or options.get("target_resolution") is not None:
         where = PatchSampler(**options, crops_path=np.zeros((0, 2), dtype=np.int64)).grid
     if random is not None:
-        return random_windows(where, patch_size, random, seed=seed, aoi=aoi)
-    return grid_windows(where, patch_size, stride=stride, aoi=aoi)
+        return random_windows(where, patch_size, random, seed=seed, aoi=aoi, align=align)
+    return grid_windows(where, patch_size, stride=stride, aoi=aoi, align=align)
 
 
 def _measured(

@@ -9,6 +9,10 @@ before training:
   would stop at or fill;
 * image pixels without data (``Patch.image_valid`` False: alpha 0, nodata, mask band,
   outside the image), which ``ignore_invalid_image`` keeps out of the loss.
+
+`block_decoding` reads nothing: from the windows' offsets and the files' internal blocks
+(`crossgeo.io.RasterInfo.blocks`) it counts the blocks GDAL decodes per patch against the
+fewest a window of that size can touch, and names the fix when they differ.
 """
 
 from __future__ import annotations
@@ -20,9 +24,18 @@ from typing import Any
 import attrs
 import numpy as np
 
+from crossgeo.grid import DecodeAmplification, align_step, decode_amplification
 from crossgeo.masks import ClassIndexDecoder, out_of_range_pixels
 
-__all__ = ["SURVEY_WINDOWS", "ValueSurvey", "survey"]
+__all__ = [
+    "DECODED_PIXELS_LIMIT",
+    "SNAP_ABOVE",
+    "SURVEY_WINDOWS",
+    "BlockDecoding",
+    "ValueSurvey",
+    "block_decoding",
+    "survey",
+]
 
 SURVEY_WINDOWS = 64
 """Windows `survey` reads by default, spread evenly over the sampler's positions."""
@@ -54,6 +67,152 @@ class ValueSurvey:
             values = ", ".join(f"{_plain(v)} ({n} px)" for v, n in sorted(self.out_of_range.items())[:10])
             text += f"; mask values outside 0..{self.n_classes - 1}: {values}"
         return text
+
+
+DECODED_PIXELS_LIMIT = 4.0
+"""Above this many decoded pixels per patch pixel (big tiles, whole-width strips), retiling is suggested."""
+SNAP_ABOVE = 1.05
+"""Snapping the windows is suggested when they decode more than this many times the minimum blocks."""
+RETILE = "gdal_translate -co TILED=YES -co BLOCKXSIZE=256 -co BLOCKYSIZE=256 -co COMPRESS=DEFLATE in.tif out.tif"
+
+
+@attrs.frozen
+class BlockDecoding:
+    """Blocks decoded per patch by a sampler's windows (`block_decoding`): image, and the mask when read plainly."""
+
+    image: DecodeAmplification | None
+    """None when not measured (``reason`` says why)."""
+    mask: DecodeAmplification | None
+    reason: str
+    """Why the image was not measured ("" when it was)."""
+    patch_size: int
+    image_width: int
+    alignable: bool
+    """True when ``patch_size`` fits the image's blocks (``align="blocks"`` is possible)."""
+    scope: str = ""
+    """For a catalogue: which scenes the numbers cover (``"12 scenes"``, ``"scene 3, the worst of 12"``)."""
+
+    @property
+    def amplification(self) -> float:
+        """The image's amplification (1.0 when not measured)."""
+        return self.image.amplification if self.image is not None else 1.0
+
+    def describe(self) -> str:
+        """One line: block shape, blocks per patch against the minimum, share above it (or why not measured)."""
+        if self.image is None:
+            return f"not measured: {self.reason}"
+        text = (f"{self.scope}: " if self.scope else "") + _amplification_line(self.image, self.image_width)
+        if self.mask is not None:
+            text += f"; mask: {self.mask.mean_blocks * self.mask.planes:.2f} block(s) (x{self.mask.amplification:.2f})"
+        return text
+
+    def fix(self) -> str | None:
+        """What to do when patches decode much more than they must (`SNAP_ABOVE`, `DECODED_PIXELS_LIMIT`), or None."""
+        found = self.image
+        if found is None:
+            return None
+        strips = found.layout.width >= self.image_width and found.layout.height < self.patch_size
+        fixes: list[str] = []
+        if found.decoded_pixels > DECODED_PIXELS_LIMIT:
+            what = "whole-width strips" if strips else f"{found.layout.height} x {found.layout.width} blocks"
+            fixes.append(
+                f"each patch decodes {found.decoded_pixels:.1f} pixels per patch pixel ({what}): retile the image "
+                f"to tiles near the patch size ({RETILE})"
+            )
+        if found.amplification > SNAP_ABOVE:
+            if self.alignable:
+                fixes.append(
+                    "snap the windows to the blocks: crossgeo windows --align blocks, or "
+                    'grid_windows / random_windows(..., align="blocks")'
+                )
+            else:
+                fixes.append(
+                    f"patch_size {self.patch_size} is smaller than the {found.layout.height} x {found.layout.width} "
+                    "blocks and does not divide them: use a divisor of the block as patch size, or retile the image "
+                    'to smaller blocks, then snap the windows (align="blocks")'
+                )
+        return "; ".join(fixes) or None
+
+
+def _amplification_line(found: DecodeAmplification, width: int) -> str:
+    return (
+        f"{found.layout.describe(width)}: {found.mean_blocks * found.planes:.2f} block(s) decoded per patch, "
+        f"minimum {found.minimum * found.planes} (amplification x{found.amplification:.2f}); "
+        f"{found.share_above:.0%} of {found.windows} window(s) above the minimum"
+    )
+
+
+def block_decoding(sampler: Any) -> BlockDecoding:
+    """Blocks a `crossgeo.PatchSampler`'s windows decode: every window, from offsets and block sizes (no reads).
+
+    Amplification = mean blocks touched per window / ``ceil(size / block_height) *
+    ceil(size / block_width)`` (`crossgeo.grid.decode_amplification`). Band-interleaved files
+    decode one block plane per band read, so the counts are multiplied by the bands read (the
+    ratio is not). Not measured for a warped image (``target_crs`` / ``target_resolution``:
+    a window maps onto source blocks through the warp), a VRT (its blocks are virtual; its
+    sources' tiles are decoded). For a `crossgeo.SceneSampler` each scene is measured on its own
+    image: when the scenes share block shape and width the counts are summed over them,
+    otherwise the scene with the highest amplification is reported (``scope`` says which).
+    """
+    patch_size = int(sampler.patch_size)
+    scenes = getattr(sampler, "samplers", None)
+    if scenes is not None:
+        return _scenes_decoding([(k, block_decoding(one)) for k, one in enumerate(scenes) if len(one)], patch_size)
+    info = sampler.image_info
+    raster, grid = info.raster, info.grid
+    reason = ""
+    if info.warp:
+        reason = (
+            "the image is warped (target_crs / target_resolution), so a window maps onto source blocks through the "
+            "warp; there are no blocks on its grid to align to"
+        )
+    elif raster.driver == "VRT":
+        reason = "the image is a VRT, whose blocks are virtual (its sources' tiles are what GDAL decodes)"
+    elif raster.blocks is None:
+        reason = f"{raster.driver} declares no internal blocks"
+    if reason:
+        return BlockDecoding(None, None, reason, patch_size, grid.width, False)
+    layout = raster.blocks
+    row_off, col_off = np.asarray(sampler.row_off), np.asarray(sampler.col_off)
+    image = decode_amplification(row_off, col_off, patch_size, layout, grid.height, grid.width, len(info.bands))
+    mask = None
+    mask_info = getattr(sampler, "mask_info", None)
+    if mask_info is not None and mask_info.offset is not None and mask_info.raster.blocks is not None:
+        dr, dc = mask_info.offset
+        m = mask_info.raster
+        mask = decode_amplification(
+            row_off + dr, col_off + dc, patch_size, m.blocks, m.height, m.width, len(mask_info.data_bands)
+        )
+    alignable = (
+        align_step(patch_size, layout.height, grid.height) is not None
+        and align_step(patch_size, layout.width, grid.width) is not None
+    )
+    return BlockDecoding(image, mask, "", patch_size, grid.width, alignable)
+
+
+def _scenes_decoding(parts: list[tuple[int, BlockDecoding]], patch_size: int) -> BlockDecoding:
+    """One `BlockDecoding` for a catalogue's scenes (see `block_decoding`)."""
+    measured = [(k, p) for k, p in parts if p.image is not None]
+    if not measured:
+        reason = parts[0][1].reason if parts else "no scene has windows"
+        return BlockDecoding(None, None, f"{reason} (every scene)" if parts else reason, patch_size, 0, False)
+    found = [p.image for _, p in measured if p.image is not None]
+    first = measured[0][1]
+    note = f" ({len(parts) - len(measured)} scene(s) not measured)" if len(measured) < len(parts) else ""
+    same = {(f.layout, f.minimum, f.planes) for f in found} == {(found[0].layout, found[0].minimum, found[0].planes)}
+    if same and len({p.image_width for _, p in measured}) == 1:
+        windows = sum(f.windows for f in found)
+        image = attrs.evolve(
+            found[0],
+            windows=windows,
+            mean_blocks=sum(f.mean_blocks * f.windows for f in found) / windows,
+            above_minimum=sum(f.above_minimum for f in found),
+            decoded_pixels=sum(f.decoded_pixels * f.windows for f in found) / windows,
+        )
+        alignable = all(p.alignable for _, p in measured)
+        return BlockDecoding(image, None, "", patch_size, first.image_width, alignable, f"{len(measured)} scenes{note}")
+    k, worst = max(measured, key=lambda item: item[1].amplification)
+    return attrs.evolve(worst, mask=None, scope=f"scene {k}, the worst of {len(measured)}{note}")
 
 
 def survey(sampler: Any, positions: Iterable[int] | None = None, *, max_windows: int = SURVEY_WINDOWS) -> ValueSurvey:

@@ -27,7 +27,7 @@ from crossgeo.cli.common import (
     read_with_validity,
 )
 from crossgeo.files import atomic_output, check_not_input, input_paths
-from crossgeo.survey import survey
+from crossgeo.survey import block_decoding, survey
 
 __all__ = ["add_parser", "compute_stats", "format_stats", "run"]
 
@@ -105,6 +105,7 @@ def compute_stats(
         if not foreground:
             no_foreground.append(i)
     looked = survey(sampler)  # image data: a sample of windows spread evenly (stats reads masks only)
+    blocks = block_decoding(sampler)
     seconds = time.perf_counter() - start
     total = int(counts.sum())
     classes = sorted(set(declared) | {int(c) for c in np.flatnonzero(counts)})
@@ -143,7 +144,28 @@ def compute_stats(
         "weighting": "median-frequency balancing (Eigen & Fergus 2015): median(freq) / freq(c), "
         "freq(c) = pixels of c / pixels of the windows where c occurs",
         "seconds": round(seconds, 3),
+        "blocks": _blocks_entry(blocks),
         **({"scenes": _scene_rows(sampler, per_scene)} if scene_of is not None else {}),
+    }
+
+
+def _blocks_entry(blocks: Any) -> dict[str, Any]:
+    """`crossgeo.survey.BlockDecoding` as JSON: block shape, blocks per patch, minimum, amplification, fix."""
+    found = blocks.image
+    if found is None:
+        return {"measured": False, "reason": blocks.reason, "text": blocks.describe()}
+    return {
+        "measured": True,
+        "block_shape": [found.layout.height, found.layout.width],
+        "interleave": found.layout.interleave,
+        "blocks_per_patch": round(found.mean_blocks * found.planes, 4),
+        "minimum": found.minimum * found.planes,
+        "amplification": round(found.amplification, 4),
+        "share_above_minimum": round(found.share_above, 4),
+        "decoded_pixels_per_patch_pixel": round(found.decoded_pixels, 4),
+        "mask_amplification": None if blocks.mask is None else round(blocks.mask.amplification, 4),
+        "text": blocks.describe(),
+        "fix": blocks.fix(),
     }
 
 
@@ -195,6 +217,10 @@ def format_stats(stats: dict[str, Any], sampler: Any) -> str:
         "suggested class weights (median-frequency balancing): "
         + (", ".join(f"{k}: {v:.3f}" for k, v in weights.items()) if weights else "none (no pixels)")
     )
+    blocks = stats["blocks"]
+    lines.append(f"image blocks: {blocks['text']}")
+    if blocks.get("fix"):
+        lines.append(f"  fix: {blocks['fix']}")
     if "scenes" in stats:
         classes = [row["class"] for row in stats["classes"]]
         lines.append("")

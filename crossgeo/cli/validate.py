@@ -1,7 +1,7 @@
 """``crossgeo validate``: check a configuration without a full pass over its windows.
 
 Prints one line per check (config, image, mask, overlap, windows, mask colours or values,
-image data, augmentation) and lists the problems at the end; exits 1 when there are any
+blocks decoded per patch, image data, augmentation) and lists the problems at the end; exits 1 when there are any
 (with ``--strict`` also on warnings). The checks are the sampler's own inspection
 (`crossgeo.inspection`; for a catalogue of ``scenes``, `crossgeo.catalogue.inspect_catalogue`),
 collecting every problem as a record instead of stopping at the first. The mask is
@@ -178,6 +178,21 @@ def _check_windows(checks: Checks, inspection: Inspection) -> None:
         checks.ok("windows", f"{text}, all inside")
 
 
+def _check_blocks(checks: Checks, sampler: Any) -> None:
+    """Blocks each window decodes against the minimum (`crossgeo.survey.block_decoding`; no pixels read).
+
+    A performance note, never a problem: above the minimum it is a warning naming the fix.
+    """
+    from crossgeo.survey import block_decoding
+
+    found = block_decoding(sampler)
+    fix = found.fix()
+    if fix:
+        checks.warn("blocks", f"{found.describe()}. Fix: {fix}.")
+    else:
+        checks.ok("blocks", found.describe())
+
+
 def _check_sampling(checks: Checks, sampler: Any, augmentation_list: Any, allowed_targets: Sequence[str]) -> None:
     """Image pixels without data, and the augmentation run on window #0."""
     from crossgeo.augment import build_augmentation, to_model_inputs
@@ -255,6 +270,7 @@ def _validate_scenes(
     found = [*inspection.warnings, *(str(w.message) for w in caught)]
     for text in dict.fromkeys(" ".join(t.split()) for t in found):
         checks.warn("warning", text)
+    _check_blocks(checks, sampler)
     _check_sampling(checks, sampler, augmentation_list, allowed_targets)
 
 
@@ -293,6 +309,7 @@ def run_validate(args: argparse.Namespace) -> Checks:
         checks.warn("warning", text)
     if inspection.ok and len(inspection.windows.index) > 0:  # type: ignore[union-attr]
         sampler = PatchSampler.from_inspection(inspection)
+        _check_blocks(checks, sampler)
         _check_sampling(checks, sampler, options.adapter.get("augmentation_list"), args.allow_target or ())
     return checks
 

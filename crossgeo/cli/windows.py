@@ -75,6 +75,12 @@ def add_parser(subparsers: Any, parents: Sequence[argparse.ArgumentParser]) -> a
         "--min-valid", type=float, default=0.0, metavar="SHARE", help="drop windows with less mask data (0..1)"
     )
     parser.add_argument("--aoi", metavar="FILE", help="vector file: keep only windows entirely inside it")
+    parser.add_argument(
+        "--align",
+        choices=["blocks"],
+        help="start windows on the image file's internal tiles/strips, so each patch decodes the fewest blocks "
+        "(a patch_size smaller than a tile must divide it; crossgeo.grid_windows align)",
+    )
     parser.add_argument("--weights", action="store_true", help="add a weight column (crossgeo.window_weights)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
     parser.add_argument(
@@ -140,6 +146,7 @@ def run(args: argparse.Namespace) -> int:
             seed=args.seed,
             weights=args.weights,
             progress=bar.update,
+            align=args.align,
         )
     finally:
         bar.close()

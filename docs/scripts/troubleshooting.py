@@ -401,6 +401,18 @@ FIXES: dict[str, tuple[str, str]] = {
         "An image source covers less than the reference grid and some windows have none of its pixels.",
         "Set `missing: fill` to fill that source there (flagged in `Patch.source_valid`), or drop those windows.",
     ),
+    "align patch_size misfits the blocks": (
+        '`align="blocks"` starts windows on the image file\'s internal tiles. A window smaller than a tile '
+        "decodes one tile only when it starts on a multiple of its own size inside the tile, which works for "
+        "every window only when `patch_size` divides the tile size; otherwise aligned windows would leave gaps.",
+        "Use one of the sizes the message names (divisors of the tile), retile the image to smaller tiles "
+        "(`gdal_translate -co TILED=YES -co BLOCKXSIZE=128 -co BLOCKYSIZE=128`), or leave `align` unset.",
+    ),
+    "align on a Grid": (
+        'A `crossgeo.Grid` (or the grid of a warped image) has no internal blocks for `align="blocks"` to use.',
+        "Pass the image path; for a warped image (`target_crs` / `target_resolution`) leave `align` unset.",
+    ),
+    "align unknown": ('`align` takes None or `"blocks"`.', 'Use `align="blocks"` or leave it unset.'),
 }
 
 

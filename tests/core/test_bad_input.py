@@ -25,6 +25,8 @@ from crossgeo.augment import build_augmentation
 from crossgeo.cli.common import load_config
 from crossgeo.config import split_config
 from crossgeo.errors import LayerNotFoundError, NoOverlapError
+from crossgeo.grid import Grid
+from crossgeo.planning import grid_windows, random_windows
 from crossgeo.predict import predict_raster
 from crossgeo.testing import PALETTE, CoordinateScene
 
@@ -688,6 +690,26 @@ CASES: list[tuple[str, Callable[[Files], Any], type[Exception], str]] = [
         lambda f: sampler(f, image_path=[f.scene.image, f.uint16], image_dtype="uint16"),
         RasterError,
         r"image source 'u16' \(.*u16.tif\) has no pixel in 1 of 2 window\(s\).*Set missing: fill",
+    ),
+    # --- windows on the image's blocks (issue 26)
+    (
+        "align patch_size misfits the blocks",
+        lambda f: grid_windows(f.scene.image, 100, align="blocks"),
+        ConfigError,
+        r"grid_windows: align=\"blocks\" but patch_size 100 is smaller than the image's 256 x 256 blocks "
+        r"\(.*image.tif\) and does not divide them.*Use patch_size 64 or 128 .*retile the image",
+    ),
+    (
+        "align on a Grid",
+        lambda f: random_windows(Grid(512, 512, f.scene.transform, f.scene.crs), 64, 4, seed=0, align="blocks"),
+        ConfigError,
+        r"random_windows: align=\"blocks\" needs the image path .* a crossgeo.Grid has no blocks",
+    ),
+    (
+        "align unknown",
+        lambda f: grid_windows(f.scene.image, 256, align="tiles"),
+        OptionError,
+        r"grid_windows: align must be None or 'blocks', got 'tiles'",
     ),
 ]
 
