@@ -268,13 +268,17 @@ def agreement(library: str, args: argparse.Namespace) -> dict[str, Any]:
 
 
 def versions(library: str) -> dict[str, str]:
-    """The version of ``library`` and of torch in this process (imports them)."""
+    """The version of ``library`` and of torch in this process (imports them, as a measurement would)."""
+    import importlib
     import importlib.metadata
 
     import torch
 
-    distribution = {"original": "pytorch-segmentation-models-trainer"}.get(library, library)
-    return {"version": importlib.metadata.version(distribution), "torch": torch.__version__}
+    module = importlib.import_module(ORIGINAL_MODULE if library == "original" else MODULES[library])
+    version = getattr(module, "__version__", None)
+    if version is None:  # the original has no __version__; its distribution's metadata has it
+        version = importlib.metadata.version("pytorch-segmentation-models-trainer")
+    return {"version": str(version), "torch": torch.__version__}
 
 
 # ---------------------------------------------------------------------- orchestration (parent)
