@@ -407,7 +407,7 @@ def _peer_rows(peers: dict[str, Any], width: int) -> list[str]:
         for kind in ("aligned", "warped"):
             a = peers.get("agreement", {}).get(lib, {}).get(kind)
             if a:
-                label = f"{names[lib]} vs crossgeo, {kind} mask: images identical, mask agreement"
+                label = f"same pixels as {names[lib]}, {kind}: images equal / mask agreement"
                 lines.append(
                     f"{label:{width}s} {a['images_identical']:>4d}/{a['windows_checked']:<5d} "
                     f"{a['mask_agreement_mean']:10.4f}  (first window: {a['mask_agreement_first_window']:.4f})"

@@ -193,7 +193,7 @@ def test_peer_ratios_and_table(original: bool) -> None:
     assert row.split()[-5:] == (
         ["200.0", "40.0", "80.0", "5.00", "2.50"] if original else ["200.0", "40.0", "-", "5.00", "-"]
     )
-    assert "TorchGeo vs crossgeo, warped mask: images identical, mask agreement" in table
+    assert "same pixels as TorchGeo, warped: images equal / mask agreement" in table
     if not original:
         assert "skipped original: pytorch_segmentation_models_trainer is not installed" in table
 
