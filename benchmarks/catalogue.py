@@ -31,6 +31,8 @@ import rasterio
 from affine import Affine
 from rasterio.warp import transform_bounds
 
+from benchmarks.scenes import _profile
+
 CATALOGUE_VERSION = 2
 CRS = "EPSG:32632"
 PIXEL = 2.0
@@ -48,22 +50,6 @@ def _image(size: int, seed: int) -> np.ndarray:
     for band, shift in enumerate((0.0, 17.0, -23.0)):
         out[band] = np.clip(base + shift + rng.normal(0.0, 5.0, size=(size, size)), 0, 255).astype(np.uint8)
     return out
-
-
-def _profile(width: int, height: int, count: int, transform: Affine, crs: str) -> dict[str, Any]:
-    return {
-        "driver": "GTiff",
-        "width": width,
-        "height": height,
-        "count": count,
-        "dtype": "uint8",
-        "crs": crs,
-        "transform": transform,
-        "tiled": True,
-        "blockxsize": 256,
-        "blockysize": 256,
-        "compress": "deflate",
-    }
 
 
 def _scene_transform(k: int, columns: int, size: int) -> Affine:

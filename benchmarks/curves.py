@@ -4,20 +4,19 @@
 patches/s and mean worker RSS of one epoch through a torch ``DataLoader`` (batch 16) for
 crossgeo (float and compact items), the plain-rasterio raw bound (handles opened once per
 worker, one small ``WarpedVRT`` per window), open-per-item (the original's approach) and,
-when it is installed, TorchGeo (`benchmarks.torchgeo_bench`'s ``IntersectionDataset``
+when it is installed, TorchGeo (`benchmarks.peers`'s ``IntersectionDataset``
 queried at the same windows), all on the warped (EPSG:4326 mask) case and the same windows.
 Every loader starts its workers from this process, which opened nothing before (a fresh parent).
 """
 
 from __future__ import annotations
 
-import argparse
 import importlib.util
-import json
-import sys
+import os
 import time
-from pathlib import Path
 from typing import Any
+
+from benchmarks import harness
 
 
 class _Baseline:
@@ -41,14 +40,6 @@ class _Baseline:
         return {"image": image, "mask": torch.from_numpy(np.asarray(mask, dtype=np.int64))}
 
 
-def _rss_mb(pid: int) -> float:
-    with open(f"/proc/{pid}/status") as status:
-        for line in status:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return 0.0
-
-
 def measure(loader: Any) -> dict[str, Any]:
     start = time.perf_counter()
     count = 0
@@ -58,20 +49,14 @@ def measure(loader: Any) -> dict[str, Any]:
         count += int(batch["image"].shape[0])
         workers = getattr(iterator, "_workers", [])
         if workers:
-            worker_rss = [max(a, _rss_mb(w.pid)) for a, w in zip(worker_rss or [0.0] * len(workers), workers)]
+            worker_rss = [max(a, harness.rss_mb(w.pid)) for a, w in zip(worker_rss or [0.0] * len(workers), workers)]
     elapsed = time.perf_counter() - start
-    rss = sum(worker_rss) / len(worker_rss) if worker_rss else _rss_mb(__import__("os").getpid())
+    rss = sum(worker_rss) / len(worker_rss) if worker_rss else harness.rss_mb(os.getpid())
     return {"patches_per_s": count / elapsed, "worker_rss_mb": rss}
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.curves")
-    parser.add_argument("--scene", required=True)
-    parser.add_argument("--size", type=int, required=True)
-    parser.add_argument("--patch-size", type=int, default=256)
-    parser.add_argument("--windows", type=int, required=True)
-    parser.add_argument("--cachemax", type=int, default=8)
-    parser.add_argument("--batch-size", type=int, default=16)
+    parser = harness.scene_parser("python -m benchmarks.curves")
     parser.add_argument("--max-workers", type=int, default=2)
     parser.add_argument("--curve-windows", type=int, default=400)
     args = parser.parse_args(argv)
@@ -79,21 +64,18 @@ def main(argv: list[str] | None = None) -> int:
 
     limit_block_cache(args.cachemax)
     import numpy as np
-    import pyarrow.parquet as pq
     import torch
     from torch.utils.data import DataLoader, Subset
 
     from benchmarks import baselines
-    from benchmarks.scenes import N_CLASSES, Scene
+    from benchmarks.scenes import N_CLASSES
     from crossgeo import PatchSampler
     from crossgeo.torch import PatchDataset, make_dataloader
 
     torch.set_num_threads(1)
-    scene = Scene(Path(args.scene), args.size, args.patch_size, args.windows)
-    table = pq.read_table(scene.windows)
-    n = min(args.curve_windows, table.num_rows)
-    rows = table.column("row_off").to_numpy()[:n].tolist()
-    cols = table.column("col_off").to_numpy()[:n].tolist()
+    scene = harness.scene(args)
+    row_offs, col_offs = harness.window_offsets(scene.windows, args.curve_windows)
+    rows, cols, n = row_offs.tolist(), col_offs.tolist(), len(row_offs)
     tif, m4326, size = scene.image_deflate, scene.mask_4326, scene.patch_size
     rgb = (1, 2, 3)
 
@@ -105,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     def torchgeo_loader(workers: int) -> Any:
         from torchgeo.datasets import stack_samples
 
-        from benchmarks.torchgeo_bench import _torchgeo_dataset, _window_slices
+        from benchmarks.peers import _torchgeo_dataset, _window_slices
 
         queries = _window_slices(tif, size, np.asarray(rows), np.asarray(cols))
         return DataLoader(
@@ -133,10 +115,9 @@ def main(argv: list[str] | None = None) -> int:
         for name, build in libraries.items():
             # Compact items are only worth it across processes; with 0 workers it measures the same path.
             row[name] = measure(build(workers))
-            print(f"curves: {name} workers={workers}: {row[name]['patches_per_s']:.1f} p/s", file=sys.stderr)
+            harness.log(f"curves: {name} workers={workers}: {row[name]['patches_per_s']:.1f} p/s")
         out["workers"][str(workers)] = row
-    sys.stdout.write("\n" + json.dumps(out) + "\n")
-    return 0
+    return harness.emit(out)
 
 
 if __name__ == "__main__":

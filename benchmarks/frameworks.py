@@ -15,28 +15,19 @@ image, EPSG:4326 mask), so they can be set beside the single-process core figure
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import sys
 import time
-from pathlib import Path
 from typing import Any
+
+from benchmarks import harness
 
 
 def _sampler(args: argparse.Namespace) -> Any:
-    from benchmarks.scenes import N_CLASSES, Scene
+    from benchmarks.scenes import N_CLASSES
     from crossgeo import PatchSampler
 
-    scene = Scene(Path(args.scene), args.size, args.patch_size, args.windows)
+    scene = harness.scene(args)
     return PatchSampler(scene.image_deflate, scene.mask_4326, scene.windows, args.patch_size, n_classes=N_CLASSES)
-
-
-def _rss_kib(pid: int) -> int:
-    with open(f"/proc/{pid}/status") as status:
-        for line in status:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    return 0
 
 
 def bench_torch(args: argparse.Namespace) -> dict[str, Any]:
@@ -63,21 +54,21 @@ def bench_torch(args: argparse.Namespace) -> dict[str, Any]:
     # Worker memory over epochs: persistent workers, RSS after the first and the last epoch.
     subset = Subset(dataset, range(min(n, args.rss_windows)))
     loader = make_dataloader(subset, batch_size=args.batch_size, num_workers=2, persistent_workers=True)
-    rss: list[int] = []
+    rss: list[float] = []
     for epoch in range(args.rss_epochs):
         for _ in loader:
             pass
         pids = [w.pid for w in loader._iterator._workers]  # type: ignore[union-attr]
-        rss.append(sum(_rss_kib(pid) for pid in pids))
+        rss.append(sum(harness.rss_mb(pid) for pid in pids))
         if epoch == 0:
             first = rss[-1]
     del loader
     out["worker_rss"] = {
         "epochs": args.rss_epochs,
         "windows_per_epoch": len(subset),
-        "after_first_mb": first / 1024,
-        "after_last_mb": rss[-1] / 1024,
-        "per_epoch_mb": [v / 1024 for v in rss],
+        "after_first_mb": first,
+        "after_last_mb": rss[-1],
+        "per_epoch_mb": rss,
         "ratio": rss[-1] / first,
     }
     return out
@@ -122,14 +113,8 @@ def bench_tf(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.frameworks")
+    parser = harness.scene_parser("python -m benchmarks.frameworks")
     parser.add_argument("framework", choices=("torch", "tf"))
-    parser.add_argument("--scene", required=True)
-    parser.add_argument("--size", type=int, required=True)
-    parser.add_argument("--patch-size", type=int, default=256)
-    parser.add_argument("--windows", type=int, required=True)
-    parser.add_argument("--cachemax", type=int, default=8)
-    parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--rss-epochs", type=int, default=10)
     parser.add_argument("--rss-windows", type=int, default=500)
     parser.add_argument("--warm", action="store_true", help="tf: time a second pass over each pipeline (warm cache)")
@@ -137,9 +122,7 @@ def main(argv: list[str] | None = None) -> int:
     from benchmarks.gdal import limit_block_cache
 
     limit_block_cache(args.cachemax)
-    result = bench_torch(args) if args.framework == "torch" else bench_tf(args)
-    sys.stdout.write("\n" + json.dumps(result) + "\n")
-    return 0
+    return harness.emit(bench_torch(args) if args.framework == "torch" else bench_tf(args))
 
 
 if __name__ == "__main__":

@@ -10,17 +10,14 @@ reported beside them (``cold_*``).
 
 from __future__ import annotations
 
-import json
 import sys
 import time
 
+from benchmarks import harness
+
 
 def _status_kib(field: str) -> int:
-    with open("/proc/self/status") as status:
-        for line in status:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    raise KeyError(field)
+    return harness.status_kib("self", (field,))[field]
 
 
 def probe(path: str) -> dict[str, float]:
@@ -58,4 +55,4 @@ def probe(path: str) -> dict[str, float]:
 
 
 if __name__ == "__main__":
-    print(json.dumps(probe(sys.argv[1])))
+    raise SystemExit(harness.emit(probe(sys.argv[1])))

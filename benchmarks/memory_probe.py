@@ -9,78 +9,61 @@ retention), ``crossgeo.memory.trim_heap`` and one augmentation copy; then peak R
 
 from __future__ import annotations
 
-import argparse
 import copy
 import gc
-import json
-import resource
-import sys
 import time
-from pathlib import Path
 from typing import Any
 
-
-def _rss_mb() -> float:
-    with open("/proc/self/status") as status:
-        for line in status:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return 0.0
+from benchmarks import harness
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.memory_probe")
-    parser.add_argument("--scene", required=True)
-    parser.add_argument("--size", type=int, required=True)
-    parser.add_argument("--patch-size", type=int, default=256)
-    parser.add_argument("--windows", type=int, required=True)
-    parser.add_argument("--cachemax", type=int, default=8)
-    parser.add_argument("--batch-size", type=int, default=16)
+    parser = harness.scene_parser("python -m benchmarks.memory_probe")
     parser.add_argument("--compact", action="store_true", help="the loader epoch uses compact items")
     args = parser.parse_args(argv)
-    steps: dict[str, float] = {"interpreter": _rss_mb()}
+    steps: dict[str, float] = {"interpreter": harness.rss_mb()}
     t0 = time.perf_counter()
     import crossgeo  # noqa: F401
 
-    steps["import crossgeo"] = _rss_mb()
+    steps["import crossgeo"] = harness.rss_mb()
     import_s = time.perf_counter() - t0
     from benchmarks.gdal import _gdal, limit_block_cache
 
     limit_block_cache(args.cachemax)
-    steps["rasterio + GDAL loaded"] = _rss_mb()
+    steps["rasterio + GDAL loaded"] = harness.rss_mb()
     import torch
 
     torch.set_num_threads(1)
-    steps["import torch"] = _rss_mb()
-    from benchmarks.scenes import N_CLASSES, Scene
+    steps["import torch"] = harness.rss_mb()
+    from benchmarks.scenes import N_CLASSES
     from crossgeo import PatchSampler
     from crossgeo.memory import trim_heap
     from crossgeo.torch import PatchDataset, make_dataloader
 
-    scene = Scene(Path(args.scene), args.size, args.patch_size, args.windows)
+    scene = harness.scene(args)
     sampler = PatchSampler(scene.image_deflate, scene.mask_4326, scene.windows, args.patch_size, n_classes=N_CLASSES)
-    steps["sampler (window index)"] = _rss_mb()
+    steps["sampler (window index)"] = harness.rss_mb()
     sampler[0]
-    steps["first read (handles)"] = _rss_mb()
+    steps["first read (handles)"] = harness.rss_mb()
     dataset = PatchDataset(sampler)
     for i in range(len(sampler)):
         dataset[i]
     gdal = _gdal()
     gdal.GDALGetCacheUsed64.restype = __import__("ctypes").c_int64
     cache_used = gdal.GDALGetCacheUsed64() / 2**20
-    steps["epoch of items (GDAL cache + heap)"] = _rss_mb()
+    steps["epoch of items (GDAL cache + heap)"] = harness.rss_mb()
     gc.collect()
     trim_heap()
-    steps["after trim_heap"] = _rss_mb()
+    steps["after trim_heap"] = harness.rss_mb()
     augmentation = PatchDataset(sampler, augmentation_list=[{"_target_": "albumentations.HorizontalFlip"}]).augmentation
-    before = _rss_mb()
+    before = harness.rss_mb()
     copies = [copy.deepcopy(augmentation) for _ in range(8)]
-    augmentation_mb = (_rss_mb() - before) / len(copies)
-    peak_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    augmentation_mb = (harness.rss_mb() - before) / len(copies)
+    peak_before = harness.peakharness.rss_mb()
     loader = make_dataloader(PatchDataset(sampler, compact=args.compact), batch_size=args.batch_size)
     for _ in loader:
         pass
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    peak = harness.peakharness.rss_mb()
     out: dict[str, Any] = {
         "steps_mb": steps,
         "deltas_mb": {k: v - p for (k, v), p in zip(list(steps.items())[1:], list(steps.values())[:-1])},
@@ -88,11 +71,10 @@ def main(argv: list[str] | None = None) -> int:
         "augmentation_copy_mb": augmentation_mb,
         "import_crossgeo_s": import_s,
         "loader0_peak_rss_mb": max(peak, peak_before),
-        "loader0_rss_after_epoch_mb": _rss_mb(),
+        "loader0_rss_after_epoch_mb": harness.rss_mb(),
         "compact": args.compact,
     }
-    sys.stdout.write("\n" + json.dumps(out) + "\n")
-    return 0
+    return harness.emit(out)
 
 
 if __name__ == "__main__":

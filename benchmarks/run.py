@@ -22,54 +22,14 @@ from typing import Any
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parent.parent
+from benchmarks import harness
+from benchmarks.peers import MODULES
+from benchmarks.targets import TARGETS, judge, lookup, value
+
+__all__ = ["TARGETS", "counts", "format_table", "main", "parse_args", "ratios", "run"]
+
 DEFAULT_CACHE = Path(os.environ.get("CROSSGEO_BENCH_CACHE", Path.home() / ".cache" / "crossgeo-bench"))
-
-#: (key, description, operator, target). Ratios are crossgeo over the baseline unless noted.
-#: Descriptions name what the run measured: ``{index_rows}`` and ``{rss_epochs}`` are filled
-#: from the run's settings (the targets are for the full run's 1,000,000 rows and 10 epochs).
-TARGETS: list[tuple[str, str, str, float]] = [
-    ("core_aligned_vs_raw", "core, aligned grids / raw bound", ">=", 0.90),
-    ("core_warped_vs_raw", "core, mask in EPSG:4326 / raw warped bound", ">=", 0.85),
-    ("core_vs_open_per_item", "core / open-per-item (warped, GeoTIFF)", ">=", 2.0),
-    ("core_vs_open_per_item_mbtiles", "core / open-per-item (warped, MBTiles; report)", "report", 0.0),
-    ("torch_vs_torchgeo", "torch DataLoader 2 workers, crossgeo / TorchGeo", ">=", 2.0),
-    ("torch_2_vs_0_workers", "torch DataLoader 2 workers / 0 workers (cold)", ">=", 1.8),
-    ("torch_2_vs_0_workers_compact", "torch DataLoader 2 / 0 workers, compact=True (cold)", ">=", 1.8),
-    ("torch_compact_vs_float_2", "torch 2 workers, compact / float items", "report", 0.0),
-    ("torchgeo_aligned", "crossgeo / TorchGeo, direct (no DataLoader), aligned mask", ">=", 3.0),
-    ("torchgeo_warped", "crossgeo / TorchGeo, direct, mask in EPSG:4326", ">=", 3.0),
-    ("torchgeo_loader_0", "crossgeo / TorchGeo, DataLoader bs {batch_size}, 0 workers", ">=", 3.0),
-    ("torchgeo_loader_2", "crossgeo / TorchGeo, DataLoader bs {batch_size}, 2 workers", ">=", 3.0),
-    ("torchgeo_worker_rss", "worker RSS (2 workers, fresh parents), crossgeo / TorchGeo", "<=", 0.8),
-    ("torchgeo_peak_rss", "0-worker DataLoader peak RSS, crossgeo / TorchGeo", "<=", 0.8),
-    ("warm_warped_vs_raw", "warped, warm cache, crossgeo / best raw warped read", ">=", 0.85),
-    ("warm_warped_vs_torchgeo", "warped, {warm_cachemax} MiB cache (2nd pass), crossgeo / TorchGeo", ">=", 10.0),
-    ("warm_aligned_vs_raw", "aligned, warm cache, crossgeo / raw", ">=", 0.9),
-    ("import_s", "import crossgeo (core), seconds", "<", 1.5),
-    ("tf_autotune_vs_generator", "tf.data AUTOTUNE / from_generator", ">=", 1.5),
-    ("tf_autotune_vs_generator_warm", "tf.data AUTOTUNE / from_generator, warm cache", ">=", 1.5),
-    ("tf_float_vs_generator_warm", "tf.data AUTOTUNE compact=False / from_generator, warm cache", "report", 0.0),
-    ("colour_decode_vs_read", "colour-map decode / read time per patch", "<=", 0.10),
-    ("index_build_s", "{index_rows:,}-row Parquet index: build seconds", "<", 3.0),
-    ("index_rss_mb", "{index_rows:,}-row Parquet index: resident MB", "<", 40.0),
-    ("worker_rss_ratio", "worker RSS after {rss_epochs} epochs / after 1", "<=", 1.05),
-    ("fractions_aligned_speedup", "class_fractions / per-window reads, aligned mask", ">=", 10.0),
-    ("fractions_warped_speedup", "class_fractions / per-window reads, EPSG:4326 mask", ">=", 3.0),
-    ("balanced_1m_s", "balanced_windows, {planning_rows:,} candidates: seconds", "<", 2.0),
-    ("balanced_1m_mb", "balanced_windows, {planning_rows:,} candidates: peak MB", "<", 200.0),
-    ("split_1m_s", "spatial_split, {planning_rows:,} windows: seconds", "<", 2.0),
-    ("split_1m_mb", "spatial_split, {planning_rows:,} windows: peak MB", "<", 200.0),
-    ("predict_vs_read", "predict_raster pixels/s / reading the windows (overlap 0)", ">=", 0.8),
-    ("predict_peak_vs_strip", "predict_raster peak memory / one strip of scores (K=5)", "<", 2.0),
-    ("scenes_construction_s", "{scenes:,} scenes: SceneSampler construction seconds", "<", 15.0),
-    ("scenes_vs_open_per_item", "{scenes:,} scenes, max_open=32 / open-per-item (shuffled)", ">=", 1.5),
-    ("scenes_small_vs_single", "{tiles} scenes / one PatchSampler on the same windows", ">=", 0.9),
-]
-
-
-def _log(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
+ORIGINAL = MODULES["original"]
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -103,15 +63,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--skip",
         default="",
         help="comma-separated sections to skip: io, colour, index, planning, predict, scenes, torch, tf, warm, "
-        "memory, curves, torchgeo",
+        "memory, curves, peers",
     )
     parser.add_argument(
         "--predict-size", type=int, default=16384, help="side of the image of the prediction memory run"
     )
     parser.add_argument(
+        "--peer-python",
         "--torchgeo-python",
-        default=os.environ.get("CROSSGEO_BENCH_TORCHGEO_PYTHON"),
-        help="python of a separate env with torchgeo (and crossgeo) installed; default: this one if it has torchgeo",
+        dest="peer_python",
+        default=os.environ.get("CROSSGEO_BENCH_PEER_PYTHON") or os.environ.get("CROSSGEO_BENCH_TORCHGEO_PYTHON"),
+        help="python of a separate env with the peers (TorchGeo, the original MBTilesCropsGeoTifMaskDataset) and "
+        "crossgeo installed; default: this one if it has either peer",
     )
     parser.add_argument("--strict", action="store_true", help="exit 1 when a target is missed")
     parser.add_argument(
@@ -122,16 +85,19 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--warm-cachemax", type=int, default=512, help="GDAL block cache (MiB) of the warm rows")
     parser.add_argument("--warm-windows", type=int, default=150, help="windows of the warm-cache rows")
     parser.add_argument(
-        "--torchgeo-windows",
+        "--peer-windows",
         type=int,
-        default=500,
-        help="first windows both libraries read in each TorchGeo comparison case (default 500; 0: all --windows)",
+        default=0,
+        help="first windows all libraries read in each peer comparison case (default 0: all --windows)",
     )
     parser.add_argument(
-        "--torchgeo-rounds", type=int, default=3, help="alternating rounds per TorchGeo case; the median counts"
+        "--peer-rounds", type=int, default=3, help="rounds per peer case, the libraries' order changing; median counts"
     )
     parser.add_argument(
-        "--torchgeo-warm-windows", type=int, default=300, help="windows of the warm TorchGeo case (default 300)"
+        "--peer-cachemax", type=int, default=64, help="GDAL block cache (MiB) of the cold peer cases (default 64)"
+    )
+    parser.add_argument(
+        "--peer-warm-windows", type=int, default=300, help="windows of the warm TorchGeo case (default 300)"
     )
     args = parser.parse_args(argv)
     if args.smoke:
@@ -140,45 +106,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         args.planning_rows, args.planning_windows = 10_000, 100
         args.predict_size = 1024
         args.curve_windows, args.warm_windows, args.max_workers = 16, 16, min(args.max_workers, 1)
-        args.torchgeo_windows, args.torchgeo_rounds, args.torchgeo_warm_windows = 16, 1, 16
+        args.peer_windows, args.peer_rounds, args.peer_warm_windows = 16, 1, 16
         args.scenes, args.scene_size, args.scene_windows, args.scene_reads, args.tiles = 20, 256, 3, 60, 8
     return args
 
 
-def _subprocess_json(
-    command: list[str], timeout: float, env: dict[str, str] | None = None, *, show_progress: bool = False
-) -> dict[str, Any]:
-    """Run ``command`` and parse the last line of its stdout as JSON.
-
-    ``show_progress``: its stderr goes straight to ours (progress lines) instead of into the error.
-    """
-    environment = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
-    environment.update(env or {})
-    stderr = None if show_progress else subprocess.PIPE
-    done = subprocess.run(
-        command, stdout=subprocess.PIPE, stderr=stderr, text=True, timeout=timeout, cwd=REPO, env=environment
-    )
-    if done.returncode != 0:
-        tail = "\n".join((done.stderr or done.stdout).strip().splitlines()[-15:])
-        raise RuntimeError(f"{' '.join(command[:4])} ... exited {done.returncode}:\n{tail}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
-
-
-def _framework_args(args: argparse.Namespace, scene: Any) -> list[str]:
-    return [
-        "--scene",
-        str(scene.folder),
-        "--size",
-        str(scene.size),
-        "--patch-size",
-        str(scene.patch_size),
-        "--windows",
-        str(scene.n_windows),
-        "--cachemax",
-        str(args.gdal_cachemax),
-        "--batch-size",
-        str(args.batch_size),
-    ]
+def counts(args: argparse.Namespace) -> dict[str, int]:
+    """The run's settings that the ratio descriptions name (`benchmarks.targets`)."""
+    names = ("index_rows", "rss_epochs", "planning_rows", "scenes", "tiles", "batch_size", "warm_cachemax")
+    return {name: getattr(args, name) for name in names}
 
 
 def _has(module: str) -> bool:
@@ -193,8 +129,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     from benchmarks.scenes import ensure_scene
 
     skip = {s.strip() for s in args.skip.split(",") if s.strip()}
+    skip |= {"peers"} if "torchgeo" in skip else set()  # its name before the original joined
     started = time.perf_counter()
-    scene = ensure_scene(args.cache, args.size, args.windows, args.patch_size, log=_log)
+    scene = ensure_scene(args.cache, args.size, args.windows, args.patch_size, log=harness.log)
     cache_bytes = limit_block_cache(args.gdal_cachemax)
 
     import pyarrow.parquet as pq
@@ -211,15 +148,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "scene": scene.describe(),
         "gdal_cachemax_bytes": cache_bytes,
         "repeat": args.repeat,
-        "counts": {
-            "index_rows": args.index_rows,
-            "rss_epochs": args.rss_epochs,
-            "planning_rows": args.planning_rows,
-            "scenes": args.scenes,
-            "tiles": args.tiles,
-            "batch_size": args.batch_size,
-            "warm_cachemax": args.warm_cachemax,
-        },
+        "counts": counts(args),
         "machine": {"python": platform.python_version(), "cpus": os.cpu_count(), "platform": platform.platform()},
         "throughput": {},
         "skipped": {},
@@ -230,8 +159,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     if "io" not in skip:
         from benchmarks import io_bench
 
-        _log(f"I/O cases: {len(rows)} windows, best of {args.repeat} interleaved rounds")
-        throughput.update(io_bench.run_cases(scene, rows, cols, args.repeat, _log))
+        harness.log(f"I/O cases: {len(rows)} windows, best of {args.repeat} interleaved rounds")
+        throughput.update(io_bench.run_cases(scene, rows, cols, args.repeat, harness.log))
     else:
         skipped["io"] = "--skip"
 
@@ -243,13 +172,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         skipped["colour"] = "--skip"
 
     if "index" not in skip:
-        _log(f"Window index: {args.index_rows:,} rows in a fresh process")
+        harness.log(f"Window index: {args.index_rows:,} rows in a fresh process")
         index_path = scene.folder / f"index-{args.index_rows}.parquet"
         if not index_path.exists():
             from benchmarks.scenes import write_windows
 
             write_windows(index_path, args.index_rows, scene.size, scene.patch_size, seed=7)
-        results["index"] = _subprocess_json([sys.executable, "-m", "benchmarks.index_probe", str(index_path)], 300)
+        results["index"] = harness.run_json([sys.executable, "-m", "benchmarks.index_probe", str(index_path)], 300)
     else:
         skipped["index"] = "--skip"
 
@@ -257,22 +186,22 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         from benchmarks import planning_bench
 
         patch = 160 if scene.size >= 8192 else 64
-        _log(
+        harness.log(
             f"Planning: class_fractions on {args.planning_windows} windows of {patch}; tables of {args.planning_rows:,}"
         )
         results["planning"] = {
-            "fractions": planning_bench.fractions(scene, patch, args.planning_windows, args.repeat, _log),
-            "tables": planning_bench.tables(args.planning_rows, args.repeat, _log),
+            "fractions": planning_bench.fractions(scene, patch, args.planning_windows, args.repeat, harness.log),
+            "tables": planning_bench.tables(args.planning_rows, args.repeat, harness.log),
         }
     else:
         skipped["planning"] = "--skip"
     if "predict" not in skip:
         from benchmarks import predict_bench
 
-        _log(f"predict_raster: throughput on the scene, peak memory on {args.predict_size}^2")
+        harness.log(f"predict_raster: throughput on the scene, peak memory on {args.predict_size}^2")
         results["predict"] = {
             "throughput": predict_bench.throughput(scene.image_deflate, scene.patch_size, args.repeat),
-            "memory": predict_bench.memory(predict_bench.memory_image(args.cache, args.predict_size, _log)),
+            "memory": predict_bench.memory(predict_bench.memory_image(args.cache, args.predict_size, harness.log)),
         }
     else:
         skipped["predict"] = "--skip"
@@ -281,30 +210,30 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
         patch = min(args.patch_size, args.scene_size // 2)
         folder = catalogue.ensure_catalogue(
-            args.cache, args.scenes, args.scene_size, args.scene_windows, patch, tiles=args.tiles, log=_log
+            args.cache, args.scenes, args.scene_size, args.scene_windows, patch, tiles=args.tiles, log=harness.log
         )
-        _log(f"Catalogue: {args.scenes} scenes, {args.scene_reads} shuffled reads, best of {args.repeat}")
-        results["scenes"] = catalogue.run(folder, args.scene_reads, args.repeat, _log)
+        harness.log(f"Catalogue: {args.scenes} scenes, {args.scene_reads} shuffled reads, best of {args.repeat}")
+        results["scenes"] = catalogue.run(folder, args.scene_reads, args.repeat, harness.log)
     else:
         skipped["scenes"] = "--skip"
 
-    fw = _framework_args(args, scene)
+    fw = harness.scene_args(scene, args.gdal_cachemax, args.batch_size)
     for name, module in (("torch", "torch"), ("tf", "tensorflow")):
         if name in skip:
             skipped[name] = "--skip"
         elif not _has(module):
             skipped[name] = f"{module} is not installed"
         else:
-            _log(f"{name}: subprocess")
+            harness.log(f"{name}: subprocess")
             extra = ["--rss-epochs", str(args.rss_epochs), "--rss-windows", str(args.rss_windows)]
             command = [sys.executable, "-m", "benchmarks.frameworks", name, *fw, *(extra if name == "torch" else [])]
             try:
-                results[name] = _subprocess_json(command, 3600)
+                results[name] = harness.run_json(command, 3600)
             except (RuntimeError, subprocess.TimeoutExpired) as error:
                 skipped[name] = f"failed: {error}"
 
     if "tf" not in skip and "warm" not in skip and _has("tensorflow"):
-        _log(f"tf, warm cache: subprocess with GDAL_CACHEMAX {args.warm_cachemax} MiB")
+        harness.log(f"tf, warm cache: subprocess with GDAL_CACHEMAX {args.warm_cachemax} MiB")
         warm_fw = [
             *fw[: fw.index("--cachemax")],
             "--cachemax",
@@ -313,75 +242,73 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         ]
         try:
             command = [sys.executable, "-m", "benchmarks.frameworks", "tf", *warm_fw, "--warm"]
-            results["tf_warm"] = _subprocess_json(command, 3600)
+            results["tf_warm"] = harness.run_json(command, 3600)
         except (RuntimeError, subprocess.TimeoutExpired) as error:
             skipped["tf_warm"] = f"failed: {error}"
 
     if "warm" in skip:
         skipped["warm"] = "--skip"
     else:
-        _log(f"warm cache: subprocess with GDAL_CACHEMAX {args.warm_cachemax} MiB")
+        harness.log(f"warm cache: subprocess with GDAL_CACHEMAX {args.warm_cachemax} MiB")
         warm = [*fw, "--cachemax", str(args.warm_cachemax), "--warm-windows", str(args.warm_windows)]
         try:
-            results["warm"] = _subprocess_json([sys.executable, "-m", "benchmarks.warm", *warm], 3600)
+            results["warm"] = harness.run_json([sys.executable, "-m", "benchmarks.warm", *warm], 3600)
         except (RuntimeError, subprocess.TimeoutExpired) as error:
             skipped["warm"] = f"failed: {error}"
 
     if "memory" in skip or not _has("torch"):
         skipped["memory"] = "--skip" if "memory" in skip else "torch is not installed"
     else:
-        _log("memory: what a fresh worker-like process holds (float and compact items)")
+        harness.log("memory: what a fresh worker-like process holds (float and compact items)")
         results["memory"] = {}
         for kind, flag in (("float", []), ("compact", ["--compact"])):
             try:
                 command = [sys.executable, "-m", "benchmarks.memory_probe", *fw, *flag]
-                results["memory"][kind] = _subprocess_json(command, 3600)
+                results["memory"][kind] = harness.run_json(command, 3600)
             except (RuntimeError, subprocess.TimeoutExpired) as error:
                 skipped[f"memory_{kind}"] = f"failed: {error}"
     started_import = time.perf_counter()
-    _subprocess_json([sys.executable, "-c", "import crossgeo; print('{}')"], 120)
+    harness.run_json([sys.executable, "-c", "import crossgeo; print('{}')"], 120)
     results["import"] = {"python_c_import_crossgeo_s": time.perf_counter() - started_import}
     probe = results.get("memory", {}).get("float", {})
     if "import_crossgeo_s" in probe:
         results["import"]["import_crossgeo_s"] = probe["import_crossgeo_s"]
 
     if args.plot is not None and _has("torch") and "curves" not in skip:
-        _log(f"curves: 0..{args.max_workers} workers, {args.curve_windows} windows per point")
+        harness.log(f"curves: 0..{args.max_workers} workers, {args.curve_windows} windows per point")
         curve = [*fw, "--max-workers", str(args.max_workers), "--curve-windows", str(args.curve_windows)]
         try:
-            results["curves"] = _subprocess_json([sys.executable, "-m", "benchmarks.curves", *curve], 3600)
+            results["curves"] = harness.run_json([sys.executable, "-m", "benchmarks.curves", *curve], 3600)
         except (RuntimeError, subprocess.TimeoutExpired) as error:
             skipped["curves"] = f"failed: {error}"
 
-    if "torchgeo" in skip:
-        skipped["torchgeo"] = "--skip"
+    if "peers" in skip:
+        skipped["peers"] = "--skip"
     else:
-        python = args.torchgeo_python or (sys.executable if _has("torchgeo") else None)
+        python = args.peer_python or (sys.executable if _has("torchgeo") or _has(ORIGINAL) else None)
         if python is None:
-            skipped["torchgeo"] = "torchgeo is not installed (pass --torchgeo-python of an env that has it)"
-        else:
-            windows = min(args.torchgeo_windows or scene.n_windows, scene.n_windows)
-            _log(
-                f"torchgeo: {python}, {windows} windows, {args.torchgeo_rounds} alternating rounds per case, "
-                f"each in a fresh process (GDAL_CACHEMAX {args.gdal_cachemax} MiB; warm {args.warm_cachemax} MiB)"
+            skipped["peers"] = (
+                f"neither torchgeo nor {ORIGINAL} is installed (tox -e bench, or --peer-python of an env that has them)"
             )
-            tg = [
-                *fw,
-                "--torchgeo-windows",
-                str(windows),
-                "--rounds",
-                str(args.torchgeo_rounds),
-                "--warm-cachemax",
-                str(args.warm_cachemax),
-                "--warm-windows",
-                str(args.torchgeo_warm_windows),
+        else:
+            windows = min(args.peer_windows or scene.n_windows, scene.n_windows)
+            harness.log(
+                f"peers: {python}, {windows} windows, {args.peer_rounds} rounds per case, each in a fresh process "
+                f"(GDAL_CACHEMAX {args.peer_cachemax} MiB; warm {args.warm_cachemax} MiB)"
+            )
+            command = [
+                *(python, "-m", "benchmarks.peers"),
+                *harness.scene_args(scene, args.peer_cachemax, args.batch_size),
+                *("--peer-windows", str(windows), "--rounds", str(args.peer_rounds)),
+                *("--warm-cachemax", str(args.warm_cachemax), "--warm-windows", str(args.peer_warm_windows)),
             ]
             try:
-                results["torchgeo"] = _subprocess_json(
-                    [python, "-m", "benchmarks.torchgeo_bench", *tg], 3600, show_progress=True
-                )
+                results["peers"] = harness.run_json(command, 7200, show_progress=True)
             except (RuntimeError, subprocess.TimeoutExpired) as error:
-                skipped["torchgeo"] = f"failed: {error}"
+                skipped["peers"] = f"failed: {error}"
+            else:
+                for library, why in results["peers"]["missing"].items():
+                    skipped[library] = why
 
     results["ratios"] = ratios(results)
     results["seconds"] = time.perf_counter() - started
@@ -389,147 +316,25 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _pps(results: dict[str, Any], *path: str) -> float | None:
-    node: Any = results
-    for key in path:
-        if not isinstance(node, dict) or key not in node:
-            return None
-        node = node[key]
+    """The number at ``path`` in ``results`` (None when not measured)."""
+    node = lookup(results, path)
     return float(node) if node is not None else None
 
 
-def _identical_speedup(results: dict[str, Any], mask: str) -> float | None:
-    """class_fractions' speed-up over per-window reads; 0 (a miss) when the values differ."""
-    case = results.get("planning", {}).get("fractions", {}).get(mask)
-    if case is None:
-        return None
-    return float(case["speedup"]) if case["identical"] else 0.0
-
-
 def ratios(results: dict[str, Any]) -> dict[str, Any]:
-    t = results.get("throughput", {})
-
-    def pps(name: str) -> float | None:
-        return t[name]["patches_per_s"] if name in t else None
-
-    def div(a: float | None, b: float | None) -> float | None:
-        return a / b if a is not None and b else None
-
-    raw_warped = max(filter(None, [pps("raw_warped_full_vrt"), pps("raw_warped_window_vrt")]), default=None)
-    values: dict[str, float | None] = {
-        "core_aligned_vs_raw": div(pps("core_aligned"), pps("raw_aligned")),
-        "core_warped_vs_raw": div(pps("core_warped"), raw_warped),
-        "core_vs_open_per_item": div(pps("core_warped"), pps("open_per_item")),
-        "core_vs_open_per_item_mbtiles": div(pps("core_warped_mbtiles"), pps("open_per_item_mbtiles")),
-        "torch_vs_torchgeo": div(
-            _pps(results, "torchgeo", "crossgeo_workers_2", "patches_per_s"),
-            _pps(results, "torchgeo", "torchgeo_workers_2", "patches_per_s"),
-        ),
-        "torch_2_vs_0_workers": div(
-            _pps(results, "torch", "workers_2", "patches_per_s"), _pps(results, "torch", "workers_0", "patches_per_s")
-        ),
-        "torch_2_vs_0_workers_compact": div(
-            _pps(results, "torch", "workers_2_compact", "patches_per_s"),
-            _pps(results, "torch", "workers_0_compact", "patches_per_s"),
-        ),
-        "torch_compact_vs_float_2": div(
-            _pps(results, "torch", "workers_2_compact", "patches_per_s"),
-            _pps(results, "torch", "workers_2", "patches_per_s"),
-        ),
-        "torchgeo_aligned": div(
-            _pps(results, "torchgeo", "crossgeo_direct_aligned", "patches_per_s"),
-            _pps(results, "torchgeo", "torchgeo_direct_aligned", "patches_per_s"),
-        ),
-        "torchgeo_warped": div(
-            _pps(results, "torchgeo", "crossgeo_direct_warped", "patches_per_s"),
-            _pps(results, "torchgeo", "torchgeo_direct_warped", "patches_per_s"),
-        ),
-        "torchgeo_loader_0": div(
-            _pps(results, "torchgeo", "crossgeo_workers_0", "patches_per_s"),
-            _pps(results, "torchgeo", "torchgeo_workers_0", "patches_per_s"),
-        ),
-        "torchgeo_loader_2": div(
-            _pps(results, "torchgeo", "crossgeo_workers_2", "patches_per_s"),
-            _pps(results, "torchgeo", "torchgeo_workers_2", "patches_per_s"),
-        ),
-        "torchgeo_worker_rss": div(
-            _pps(results, "torchgeo", "crossgeo_workers_2", "worker_rss_mb"),
-            _pps(results, "torchgeo", "torchgeo_workers_2", "worker_rss_mb"),
-        ),
-        "torchgeo_peak_rss": div(
-            _pps(results, "torchgeo", "crossgeo_workers_0", "peak_rss_mb"),
-            _pps(results, "torchgeo", "torchgeo_workers_0", "peak_rss_mb"),
-        ),
-        "warm_warped_vs_raw": div(
-            _pps(results, "warm", "core_warped", "patches_per_s"),
-            max(
-                filter(
-                    None,
-                    [
-                        _pps(results, "warm", "raw_warped_full_vrt", "patches_per_s"),
-                        _pps(results, "warm", "raw_warped_window_vrt", "patches_per_s"),
-                    ],
-                ),
-                default=None,
-            ),
-        ),
-        "warm_warped_vs_torchgeo": div(
-            _pps(results, "torchgeo", "crossgeo_direct_warped_warm", "patches_per_s"),
-            _pps(results, "torchgeo", "torchgeo_direct_warped_warm", "patches_per_s"),
-        ),
-        "warm_aligned_vs_raw": div(
-            _pps(results, "warm", "core_aligned", "patches_per_s"),
-            _pps(results, "warm", "raw_aligned", "patches_per_s"),
-        ),
-        "import_s": _pps(results, "import", "import_crossgeo_s"),
-        "tf_autotune_vs_generator": div(
-            _pps(results, "tf", "autotune", "patches_per_s"), _pps(results, "tf", "from_generator", "patches_per_s")
-        ),
-        "tf_autotune_vs_generator_warm": div(
-            _pps(results, "tf_warm", "autotune", "patches_per_s"),
-            _pps(results, "tf_warm", "from_generator", "patches_per_s"),
-        ),
-        "tf_float_vs_generator_warm": div(
-            _pps(results, "tf_warm", "autotune_float", "patches_per_s"),
-            _pps(results, "tf_warm", "from_generator", "patches_per_s"),
-        ),
-        "colour_decode_vs_read": _pps(results, "colour", "ratio"),
-        "index_build_s": _pps(results, "index", "build_s"),
-        "index_rss_mb": _pps(results, "index", "rss_delta_mb"),
-        "worker_rss_ratio": _pps(results, "torch", "worker_rss", "ratio"),
-        "fractions_aligned_speedup": _identical_speedup(results, "aligned"),
-        "fractions_warped_speedup": _identical_speedup(results, "warped"),
-        "balanced_1m_s": _pps(results, "planning", "tables", "balanced_windows", "seconds"),
-        "balanced_1m_mb": _pps(results, "planning", "tables", "balanced_windows", "peak_mb"),
-        "split_1m_s": _pps(results, "planning", "tables", "spatial_split", "seconds"),
-        "split_1m_mb": _pps(results, "planning", "tables", "spatial_split", "peak_mb"),
-        "predict_vs_read": _pps(results, "predict", "throughput", "ratio"),
-        "predict_peak_vs_strip": _pps(results, "predict", "memory", "ratio"),
-        "scenes_construction_s": _pps(results, "scenes", "construction_s"),
-        "scenes_vs_open_per_item": div(
-            _pps(results, "scenes", "throughput", "scenes_max_open", "patches_per_s"),
-            _pps(results, "scenes", "throughput", "open_per_item", "patches_per_s"),
-        ),
-        "scenes_small_vs_single": div(
-            _pps(results, "scenes", "throughput", "scenes_small", "patches_per_s"),
-            _pps(results, "scenes", "throughput", "single", "patches_per_s"),
-        ),
-    }
+    """Every row of `benchmarks.targets.TARGETS`: label, value, target and status in this run."""
     enforce = results.get("mode") == "full"
     counts = results["counts"]
     out: dict[str, Any] = {}
-    for key, template, op, target in TARGETS:
-        label = template.format(**counts)
-        value = values[key]
-        if value is None:
-            status = "skipped"
-        elif op == "report":
-            status = "reported"
-        elif not enforce:
-            status = "not enforced (smoke)"
-        else:
-            ok = {">=": value >= target, "<=": value <= target, "<": value < target}[op]
-            status = "met" if ok else "MISSED"
-        out[key] = {"label": label, "value": value, "op": op, "target": target, "status": status}
+    for target in TARGETS:
+        result = value(target, results)
+        out[target.key] = {
+            "label": target.description.format(**counts),
+            "value": result,
+            "op": target.op,
+            "target": target.target,
+            "status": judge(target, result, enforce),
+        }
     return out
 
 
@@ -553,20 +358,29 @@ def _fmt(value: float | None, digits: int = 1) -> str:
     return "-" if value is None else f"{value:.{digits}f}"
 
 
-def _torchgeo_rows(tg: dict[str, Any], width: int) -> list[str]:
-    """The TorchGeo peer block: both libraries side by side (medians of the alternating rounds)."""
-    bs = tg.get("batch_size", 16)
+def _ratio_text(ours: float | None, theirs: float | None) -> str:
+    return "-" if ours is None or not theirs else f"{ours / theirs:.2f}"
+
+
+def _peer_rows(peers: dict[str, Any], width: int) -> list[str]:
+    """The peer block (issue #26): crossgeo, TorchGeo and the original side by side, medians of the rounds."""
+    names = {"torchgeo": "TorchGeo", "original": "original"}
+    versions = peers.get("versions", {})
+    present = [lib for lib in names if lib in versions]
+    title = ", ".join(f"{names[lib]} {versions[lib]['version']}" for lib in present) or "no peer installed"
+    torch = next((v["torch"] for v in versions.values()), "?")
+    bs = peers.get("batch_size", 16)
     lines = [
         "",
-        f"TorchGeo {tg.get('torchgeo')} peer (torch {tg.get('torch')}): {tg.get('windows')} windows, median of "
-        f"{tg.get('rounds')} alternating rounds, each case in a fresh process; GDAL_CACHEMAX "
-        f"{tg.get('gdal_cachemax_mb')} MiB (warm row: {tg.get('warm_gdal_cachemax_mb')} MiB, "
-        f"{tg.get('warm_windows')} windows)",
-        f"{'':{width}s} {'crossgeo':>10s} {'TorchGeo':>10s}",
+        f"peers: crossgeo {versions.get('crossgeo', {}).get('version', '?')} against {title} (torch {torch}): "
+        f"{peers.get('windows')} windows, median of {peers.get('rounds')} rounds (order changing), each case in a "
+        f"fresh process; GDAL_CACHEMAX {peers.get('gdal_cachemax_mb')} MiB (warm row: "
+        f"{peers.get('warm_gdal_cachemax_mb')} MiB, {peers.get('warm_windows')} windows)",
+        f"{'':{width}s} {'crossgeo':>10s} {'TorchGeo':>10s} {'original':>10s} {'/TorchGeo':>10s} {'/original':>10s}",
     ]
     rows = [
         ("direct_aligned", "patches_per_s", "direct dataset[i], aligned mask, patches/s"),
-        ("direct_warped", "patches_per_s", "direct dataset[i], EPSG:4326 mask, patches/s"),
+        ("direct_warped", "patches_per_s", "direct dataset[i], mask in EPSG:4326, patches/s"),
         ("workers_0", "patches_per_s", f"DataLoader bs {bs}, 0 workers (4326 mask), patches/s"),
         ("workers_2", "patches_per_s", f"DataLoader bs {bs}, 2 workers (4326 mask), patches/s"),
         ("direct_warped_warm", "patches_per_s", "direct, 4326 mask, warm cache (2nd pass), patches/s"),
@@ -575,18 +389,29 @@ def _torchgeo_rows(tg: dict[str, Any], width: int) -> list[str]:
         ("workers_2", "worker_rss_anon_mb", "2-worker DataLoader: worker RssAnon MB (mean of maxima)"),
     ]
     for case, field, label in rows:
-        ours, theirs = _pps(tg, f"crossgeo_{case}", field), _pps(tg, f"torchgeo_{case}", field)
-        if ours is not None or theirs is not None:
-            lines.append(f"{label:{width}s} {_fmt(ours):>10s} {_fmt(theirs):>10s}")
-    for kind in ("aligned", "warped"):
-        a = tg.get("agreement", {}).get(kind)
-        if a:
-            label = f"same window, {kind} mask: image identical / mask agreement"
+        ours, tg, orig = (_pps(peers, f"{lib}_{case}", field) for lib in ("crossgeo", "torchgeo", "original"))
+        if ours is not None:
             lines.append(
-                f"{label:{width}s} {'yes' if a['image_identical_first_window'] else 'NO':>10s} "
-                f"{a['mask_agreement_first_window']:10.4f}  (first window; mean of {a['windows_checked']}: "
-                f"{a['mask_agreement_mean']:.4f})"
+                f"{label:{width}s} {_fmt(ours):>10s} {_fmt(tg):>10s} {_fmt(orig):>10s} "
+                f"{_ratio_text(ours, tg):>10s} {_ratio_text(ours, orig):>10s}"
             )
+    each = [
+        "/".join(f"{v:.0f}" for v in lookup(peers, (f"{lib}_workers_2", "rounds"))[0]["worker_rss_mb_per_worker"])
+        if lookup(peers, (f"{lib}_workers_2", "rounds"))
+        else "-"
+        for lib in ("crossgeo", "torchgeo", "original")
+    ]
+    label = "2-worker DataLoader: RSS MB of each worker (round 1)"
+    lines.append(f"{label:{width}s} {each[0]:>10s} {each[1]:>10s} {each[2]:>10s}")
+    for lib in present:
+        for kind in ("aligned", "warped"):
+            a = peers.get("agreement", {}).get(lib, {}).get(kind)
+            if a:
+                label = f"same pixels as {names[lib]}, {kind}: images equal / mask agreement"
+                lines.append(
+                    f"{label:{width}s} {a['images_identical']:>4d}/{a['windows_checked']:<5d} "
+                    f"{a['mask_agreement_mean']:10.4f}  (first window: {a['mask_agreement_first_window']:.4f})"
+                )
     return lines
 
 
@@ -628,8 +453,8 @@ def format_table(results: dict[str, Any]) -> str:
         value = _pps(results, section, key, "patches_per_s")
         if value is not None:
             lines.append(f"{label:{width}s} {value:10.1f}")
-    if "torchgeo" in results:
-        lines.extend(_torchgeo_rows(results["torchgeo"], width))
+    if "peers" in results:
+        lines.extend(_peer_rows(results["peers"], width))
     if "colour" in results:
         c = results["colour"]
         lines.append(

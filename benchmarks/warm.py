@@ -11,41 +11,29 @@ within ``--cachemax`` (150 windows of 256 on the 8192^2 scene: about 350 MiB of 
 
 from __future__ import annotations
 
-import argparse
-import json
-import sys
 import time
-from pathlib import Path
 from typing import Any
+
+from benchmarks import harness
 
 WARM_GROUPS = (("raw_aligned", "core_aligned"), ("raw_warped_full_vrt", "core_warped"), ("raw_warped_window_vrt",))
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.warm")
-    parser.add_argument("--scene", required=True)
-    parser.add_argument("--size", type=int, required=True)
-    parser.add_argument("--patch-size", type=int, default=256)
-    parser.add_argument("--windows", type=int, required=True)
-    parser.add_argument("--cachemax", type=int, default=512)
-    parser.add_argument("--batch-size", type=int, default=16)
+    parser = harness.scene_parser("python -m benchmarks.warm", cachemax=512)
     parser.add_argument("--warm-windows", type=int, default=150)
     parser.add_argument("--warm-passes", type=int, default=5, help="warm passes after the cold one; the best counts")
     args = parser.parse_args(argv)
     from benchmarks.gdal import limit_block_cache
 
     cache = limit_block_cache(args.cachemax)
-    import pyarrow.parquet as pq
-
     from benchmarks import io_bench
-    from benchmarks.scenes import Scene
     from crossgeo.io import ensure_gdal_env
 
     ensure_gdal_env()
-    scene = Scene(Path(args.scene), args.size, args.patch_size, args.windows)
-    table = pq.read_table(scene.windows)
-    n = min(args.warm_windows, table.num_rows)
-    pairs = list(zip(table.column("row_off").to_numpy()[:n].tolist(), table.column("col_off").to_numpy()[:n].tolist()))
+    scene = harness.scene(args)
+    rows, cols = harness.window_offsets(scene.windows, args.warm_windows)
+    pairs, n = list(zip(rows.tolist(), cols.tolist())), len(rows)
     out: dict[str, Any] = {"windows": n, "gdal_cachemax_bytes": cache}
     factories = dict(io_bench.cases(scene))
     for group in WARM_GROUPS:
@@ -61,9 +49,8 @@ def main(argv: list[str] | None = None) -> int:
             close()
             warm = min(passes[name][1:])
             out[name] = {"patches_per_s": n / warm, "cold_patches_per_s": n / passes[name][0]}
-            print(f"warm {name}: {n / warm:.1f} p/s (first pass {n / passes[name][0]:.1f})", file=sys.stderr)
-    sys.stdout.write("\n" + json.dumps(out) + "\n")
-    return 0
+            harness.log(f"warm {name}: {n / warm:.1f} p/s (first pass {n / passes[name][0]:.1f})")
+    return harness.emit(out)
 
 
 if __name__ == "__main__":

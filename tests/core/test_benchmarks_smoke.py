@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -31,7 +32,7 @@ def test_smoke_run_writes_table_and_json(tmp_path: Path, capsys: pytest.CaptureF
     from benchmarks.run import TARGETS, main
 
     out_json = tmp_path / "bench.json"
-    code = main(["--smoke", "--cache", str(tmp_path / "cache"), "--json", str(out_json), "--skip", "torchgeo"])
+    code = main(["--smoke", "--cache", str(tmp_path / "cache"), "--json", str(out_json), "--skip", "peers"])
     assert code == 0
     table = capsys.readouterr().out
     assert "crossgeo core, aligned mask (DEFLATE GeoTIFF)" in table
@@ -72,9 +73,10 @@ def test_smoke_run_writes_table_and_json(tmp_path: Path, capsys: pytest.CaptureF
     assert results["scene"]["folder"] == str(tmp_path / "cache" / "scene-512-v1")
 
     ratios = results["ratios"]
-    assert set(ratios) == {key for key, *_ in TARGETS}
-    assert ratios["torch_vs_torchgeo"]["status"] == "skipped"
-    assert "torchgeo" in results["skipped"]
+    assert set(ratios) == {target.key for target in TARGETS}
+    for key in ("torchgeo_loader_2", "original_loader_2", "original_peak_rss", "warm_warped_vs_torchgeo"):
+        assert ratios[key]["status"] == "skipped", key
+    assert results["skipped"]["peers"] == "--skip"
     for key in ("core_aligned_vs_raw", "core_warped_vs_raw", "colour_decode_vs_read", "index_rss_mb"):
         assert ratios[key]["status"] == "not enforced (smoke)"
     for section, module, key in (
@@ -92,12 +94,16 @@ def test_smoke_run_writes_table_and_json(tmp_path: Path, capsys: pytest.CaptureF
     assert (tmp_path / "cache" / "scene-512-v1" / "manifest.json").exists()
 
 
-def test_frameworks_listed_as_skipped_without_them(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    """Without torch/tensorflow (simulated here) the framework rows are skipped, not failed."""
+def test_frameworks_listed_as_skipped_without_them(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without torch/tensorflow and the peers (simulated here) their rows are skipped, not failed."""
     import benchmarks.run as run
 
+    for name in ("CROSSGEO_BENCH_PEER_PYTHON", "CROSSGEO_BENCH_TORCHGEO_PYTHON"):
+        monkeypatch.delenv(name, raising=False)
     real = run._has
-    hidden = {"torch", "tensorflow", "torchgeo"}
+    hidden = {"torch", "tensorflow", "torchgeo", "pytorch_segmentation_models_trainer"}
     run_has = lambda module: module not in hidden and real(module)  # noqa: E731
     try:
         run._has = run_has
@@ -108,7 +114,131 @@ def test_frameworks_listed_as_skipped_without_them(tmp_path: Path, capsys: pytes
     table = capsys.readouterr().out
     assert "skipped torch: torch is not installed" in table
     assert "skipped tf: tensorflow is not installed" in table
-    assert "skipped torchgeo: torchgeo is not installed" in table
+    assert "skipped peers: neither torchgeo nor pytorch_segmentation_models_trainer is installed" in table
+    assert "original_loader_2" not in table and "crossgeo / the original, DataLoader bs 16, 2 workers" in table
+
+
+def _peer_results(original: bool) -> dict[str, object]:
+    """What a run with the peers section returns (the shape of `benchmarks.peers.orchestrate`)."""
+    from benchmarks.run import counts, parse_args
+
+    def case(pps: float, **more: float) -> dict[str, object]:
+        return {"patches_per_s": pps, **more, "rounds": [{"patches_per_s": pps, **more}]}
+
+    libraries = {"crossgeo": 1.0, "torchgeo": 0.2, **({"original": 0.4} if original else {})}
+    peers: dict[str, object] = {
+        "versions": {lib: {"version": "9.9", "torch": "2.x"} for lib in libraries},
+        "missing": {} if original else {"original": "pytorch_segmentation_models_trainer is not installed"},
+        "windows": 2000,
+        "rounds": 3,
+        "batch_size": 16,
+        "agreement": {
+            lib: {
+                kind: {
+                    "images_identical": 16,
+                    "windows_checked": 16,
+                    "mask_agreement_mean": 1.0,
+                    "mask_agreement_first_window": 1.0,
+                }
+                for kind in ("aligned", "warped")
+            }
+            for lib in libraries
+            if lib != "crossgeo"
+        },
+    }
+    for lib, speed in libraries.items():
+        for name in ("direct_aligned", "direct_warped", "workers_0"):
+            peers[f"{lib}_{name}"] = case(100 * speed, peak_rss_mb=500 / speed)
+        peers[f"{lib}_workers_2"] = case(
+            200 * speed, peak_rss_mb=500, worker_rss_mb=300 / speed, worker_rss_mb_per_worker=[300 / speed] * 2
+        )
+    return {
+        "mode": "full",
+        "scene": {"folder": "/tmp/scene", "size": 8192, "windows": 2000, "patch_size": 256},
+        "gdal_cachemax_bytes": 64 << 20,
+        "repeat": 2,
+        "machine": {"cpus": 2},
+        "counts": counts(parse_args([])),
+        "skipped": {} if original else dict(peers["missing"]),  # type: ignore[call-overload]
+        "seconds": 1.0,
+        "peers": peers,
+    }
+
+
+@pytest.mark.parametrize("original", [True, False], ids=["three libraries", "original missing"])
+def test_peer_ratios_and_table(original: bool) -> None:
+    """The peer rows are computed from the peers section: crossgeo over each peer, RSS the other way round."""
+    from benchmarks.run import format_table, ratios
+
+    results = _peer_results(original)
+    results["ratios"] = got = ratios(results)
+    assert got["torchgeo_aligned"]["value"] == pytest.approx(5.0)
+    assert got["torchgeo_loader_2"] == {
+        "label": "crossgeo / TorchGeo, DataLoader bs 16, 2 workers",
+        "value": pytest.approx(5.0),
+        "op": ">=",
+        "target": 4.0,
+        "status": "met",
+    }
+    assert got["torchgeo_worker_rss"]["value"] == pytest.approx(0.2)
+    assert got["torchgeo_worker_rss"]["status"] == "met"
+    if original:
+        assert got["original_warped"]["value"] == pytest.approx(2.5)
+        assert got["original_warped"]["status"] == "met"
+        assert got["original_peak_rss"]["status"] == "reported"
+    else:
+        assert all(got[key]["status"] == "skipped" for key in got if key.startswith("original_"))
+    table = format_table(results)
+    row = next(line for line in table.splitlines() if line.startswith("DataLoader bs 16, 2 workers"))
+    assert row.split()[-5:] == (
+        ["200.0", "40.0", "80.0", "5.00", "2.50"] if original else ["200.0", "40.0", "-", "5.00", "-"]
+    )
+    assert "same pixels as TorchGeo, warped: images equal / mask agreement" in table
+    if not original:
+        assert "skipped original: pytorch_segmentation_models_trainer is not installed" in table
+
+
+def test_targets_are_data_and_documented() -> None:
+    """One row per key, a known comparison each, and the performance page lists exactly these rows."""
+    import performance_targets  # docs/scripts
+
+    from benchmarks.targets import OPERATORS, TARGETS, Target
+
+    keys = [target.key for target in TARGETS]
+    assert len(keys) == len(set(keys))
+    assert all(target.op in OPERATORS for target in TARGETS)
+    with pytest.raises(ValueError, match="op"):
+        Target("x", "x", "==", 1.0, ("a",))
+    assert performance_targets.current() == performance_targets.generated(), (
+        "docs/performance.md is out of date: run python docs/scripts/performance_targets.py"
+    )
+
+
+@pytest.mark.skipif(
+    not os.environ.get("CROSSGEO_BENCH_PEER_PYTHON"), reason="set CROSSGEO_BENCH_PEER_PYTHON to the bench env's python"
+)
+def test_peers_in_the_bench_env(tmp_path: Path) -> None:
+    """The peer comparison end to end in the bench env (tox -e bench): every library measured, same pixels."""
+    from benchmarks import harness
+    from benchmarks.scenes import ensure_scene
+
+    scene = ensure_scene(tmp_path, 512, 8, 256, log=lambda _message: None)
+    command = [
+        *(os.environ["CROSSGEO_BENCH_PEER_PYTHON"], "-m", "benchmarks.peers"),
+        *harness.scene_args(scene, 64, 4),
+        *("--peer-windows", "8", "--rounds", "1", "--warm-windows", "4"),
+    ]
+    out = harness.run_json(command, 1800)
+    assert out["missing"] == {}
+    assert set(out["versions"]) == {"crossgeo", "torchgeo", "original"}
+    for lib in ("crossgeo", "torchgeo", "original"):
+        for case in ("direct_aligned", "direct_warped", "workers_0", "workers_2"):
+            assert out[f"{lib}_{case}"]["patches"] == 8, (lib, case)
+        assert len(out[f"{lib}_workers_2"]["rounds"][0]["worker_rss_mb_per_worker"]) == 2
+    for lib in ("torchgeo", "original"):
+        assert out["agreement"][lib]["aligned"]["images_identical"] == 8
+        assert out["agreement"][lib]["aligned"]["mask_agreement_mean"] == 1.0
+        assert out["agreement"][lib]["warped"]["mask_agreement_mean"] > 0.98
 
 
 def test_module_entry_point_help() -> None:
