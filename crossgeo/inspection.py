@@ -260,7 +260,7 @@ def _bands(selected: Any, count: int, image_path: str) -> tuple[int, ...]:
     if selected is None:
         return tuple(range(1, count + 1))
     for band in selected:
-        if band > count:
+        if not 1 <= band <= count:
             raise ConfigError(
                 f"selected_bands {list(selected)} asks for band {band} but {image_path} has {count} band(s); "
                 f"bands are numbered 1..{count}."

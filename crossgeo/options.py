@@ -139,7 +139,7 @@ def check_number(value: Any, name: str, low: float, high: float, *, high_open: b
 def check_bool(value: Any, name: str) -> bool:
     """A flag: ``True`` or ``False`` (numpy booleans too; never ``0``/``1`` or a string)."""
     if not isinstance(value, (bool, np.bool_)):
-        raise _wrong_type(name, "true or false", value)
+        raise OptionTypeError(f"{name} must be true or false, got {value!r}.")
     return bool(value)
 
 
@@ -150,12 +150,12 @@ def check_choice(value: Any, name: str, choices: Sequence[str], hint: str = "") 
     return value
 
 
-def check_str(value: Any, name: str, *, empty: bool = False) -> str:
-    """A string; an empty one only with ``empty``."""
+def check_str(value: Any, name: str, *, empty: bool = False, what: str = "a string") -> str:
+    """A string; an empty one only with ``empty``. ``what`` says what the string is, for messages."""
     if not isinstance(value, str):
-        raise _wrong_type(name, "a string", value)
+        raise _wrong_type(name, what, value)
     if not value and not empty:
-        raise ConfigError(f"{name} must be a non-empty string, got ''.")
+        raise ConfigError(f"{name} must be {what}, not empty.")
     return value
 
 
@@ -174,18 +174,16 @@ def check_mapping(value: Any, name: str) -> dict[str, Any]:
 
 
 def check_bands(value: Any, name: str = "selected_bands") -> tuple[int, ...] | None:
-    """``None`` or a non-empty list of 1-based band numbers (whether the image has them is the image step's)."""
+    """``None`` or a non-empty list of integers; whether the image has those (1-based) bands is the image step's."""
     if value is None:
         return None
     if isinstance(value, (str, bytes)) or not isinstance(value, Sequence):
-        raise _wrong_type(name, "a list of 1-based band numbers or null", value)
+        raise _wrong_type(name, "a non-empty list of 1-based band numbers or null", value)
     if not value:
-        raise ConfigError(f"{name} must list at least one band (1-based) or be null for all, got {list(value)}.")
+        raise ConfigError(f"{name} must be a non-empty list of 1-based band numbers or null (all bands), got [].")
     for band in value:
         if not _is_int(band):
             raise OptionTypeError(f"{name} entries must be integers (1-based), got {band!r} in {list(value)}.")
-        if band < 1:
-            raise ConfigError(f"{name} entries are 1-based band numbers, got {band} in {list(value)}.")
     return tuple(int(b) for b in value)
 
 
@@ -217,9 +215,17 @@ def _split_name(value: Any, name: str) -> str | None:
 positive_int = at_least(1)
 non_negative_int = at_least(0)
 optional_seed = optional(check_seed)
-optional_str = optional(check_str)
+
+
+def optional_str(value: Any, name: str) -> str | None:
+    return None if value is None else check_str(value, name, what="a string or null")
+
+
+def column_name(value: Any, name: str) -> str:
+    return check_str(value, name, what="a non-empty column name")
+
+
 optional_mapping = optional(check_mapping)
-column_name = check_str
 
 
 def option(
