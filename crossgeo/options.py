@@ -90,8 +90,10 @@ OUT_OF_RANGE = ("error", "fill")
 SEED_MAX = 2**64 - 1
 """The largest seed: every framework takes seeds up to 64 bits (``torch.Generator.manual_seed``)."""
 
-PathLike: TypeAlias = "str | os.PathLike[str]"
-ImageSource: TypeAlias = "str | os.PathLike[str] | Sequence[Any] | Mapping[str, Any]"
+PathLike: TypeAlias = str | os.PathLike[str]
+"""A file path: a string (local, or a remote ``/vsi...`` path) or a ``pathlib.Path``."""
+ImageSource: TypeAlias = str | os.PathLike[str] | Sequence[Any] | Mapping[str, Any]
+"""The image option: one path, or several sources (a list, or a mapping of names to sources)."""
 
 
 # --------------------------------------------------------------------------- the checks
@@ -336,7 +338,7 @@ class SamplerOptions:
         "Single-band masks: values are class indices; `2` binarises non-zero to 1.",
         check=positive_int,
     )
-    selected_bands: tuple[int, ...] | None = option(
+    selected_bands: Sequence[int] | None = option(
         None,
         "list of int",
         "1-based image bands to read (`None`: all). `[1, 2, 3]` drops an MBTiles alpha band.",
