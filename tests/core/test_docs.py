@@ -100,10 +100,9 @@ def test_the_sampler_signature_is_the_option_list() -> None:
     assert [p.name for p in parameters[1:-1]] == [f.name for f in fields]
     for parameter, field in zip(parameters[1:-1], fields):
         required = field.default is attrs.NOTHING
-        assert parameter.default is (REQUIRED if required else field.default), field.name
-        assert parameter.kind is (
-            inspect.Parameter.POSITIONAL_OR_KEYWORD if required else inspect.Parameter.KEYWORD_ONLY
-        )
+        assert parameter.default is REQUIRED if required else parameter.default == field.default, field.name
+        kind = inspect.Parameter.POSITIONAL_OR_KEYWORD if required else inspect.Parameter.KEYWORD_ONLY
+        assert parameter.kind is kind, field.name
         assert parameter.annotation == field.type, field.name
 
 
