@@ -37,7 +37,7 @@ from crossgeo.catalogue import (
 )
 from crossgeo.errors import CatalogueError
 from crossgeo.lru import LRUCache
-from crossgeo.options import REQUIRED, SceneOptions
+from crossgeo.options import REQUIRED, PathLike, SceneOptions
 from crossgeo.sampler import Patch, PatchSampler, WindowSequence
 
 __all__ = ["COVERAGE_SAMPLES", "SCENE_COLUMNS", "Scene", "SceneSampler", "SceneWindows", "read_catalogue"]
@@ -86,11 +86,11 @@ class SceneSampler(WindowSequence):
     def __init__(
         self,
         scenes: Any,
-        patch_size: Any = REQUIRED,
+        patch_size: int = REQUIRED,
         *,
-        mask_path: Any = None,
+        mask_path: PathLike | None = None,
         crops_path: Any = None,
-        max_open: Any = 32,
+        max_open: int = 32,
         **options: Any,
     ) -> None:
         max_open = check_max_open(max_open)
