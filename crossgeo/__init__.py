@@ -23,6 +23,7 @@ _EXPORTS = {
     "LayerNotFoundError": "crossgeo.errors",
     "NoOverlapError": "crossgeo.errors",
     "OptionError": "crossgeo.errors",
+    "OptionTypeError": "crossgeo.errors",
     "RasterError": "crossgeo.errors",
     "ReadError": "crossgeo.errors",
     "WindowError": "crossgeo.errors",
@@ -57,6 +58,7 @@ if TYPE_CHECKING:
     from crossgeo.errors import LayerNotFoundError as LayerNotFoundError
     from crossgeo.errors import NoOverlapError as NoOverlapError
     from crossgeo.errors import OptionError as OptionError
+    from crossgeo.errors import OptionTypeError as OptionTypeError
     from crossgeo.errors import RasterError as RasterError
     from crossgeo.errors import ReadError as ReadError
     from crossgeo.errors import WindowError as WindowError

@@ -56,7 +56,7 @@ from crossgeo.inspection import (
 )
 from crossgeo.io import is_remote, open_raster
 from crossgeo.masks import MaskDecoder
-from crossgeo.options import REQUIRED, SAMPLER_OPTIONS, check_names, resolve_sampler_options
+from crossgeo.options import REQUIRED, SAMPLER_OPTIONS, check_names, check_pathlike, resolve_sampler_options
 
 __all__ = [
     "COVERAGE_SAMPLES",
@@ -348,9 +348,7 @@ def _shared_options(patch_size: Any, mask_path: Any, crops_path: Any, options: M
     )
     for option in ("mask_path", "crops_path"):  # the shared files: paths (whether they exist is a scene step)
         value = resolved[option]
-        if value is not None and not isinstance(value, (str, os.PathLike)):
-            raise OptionError(f"{option} must be a path (str or os.PathLike), got {type(value).__name__}: {value!r}.")
-        resolved[option] = None if value is None else os.fspath(value)
+        resolved[option] = None if value is None else check_pathlike(value, option)
     return _check_scalar_options(resolved, names)
 
 

@@ -10,10 +10,9 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
-from crossgeo.errors import ConfigError, OptionError
-from crossgeo.options import ADAPTER_OPTIONS, ALIASES, SCENE_OPTIONS, check_names, sampler_option_names
+from crossgeo.errors import ConfigError, OptionError, OptionTypeError
+from crossgeo.options import ADAPTER_OPTIONS, ALIASES, SCENE_OPTIONS, AdapterOptions, check_names, sampler_option_names
+from crossgeo.options import check_seed as _check_seed
 from crossgeo.options import to_plain as to_plain  # moved to the leaf `crossgeo.options`; kept importable here
 
 if TYPE_CHECKING:
@@ -51,17 +50,15 @@ ORIGINAL_SPELLING = {"image_path": "image_mbtiles_path"}
 
 
 def check_seed(seed: Any) -> int | None:
-    """A seed option as an int (or None), refusing other types with a clear error."""
-    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer))):
-        raise OptionError(f"seed must be an integer or None, got {type(seed).__name__}: {seed!r}.")
-    return None if seed is None else int(seed)
+    """The ``seed`` option: None or an integer in ``0..2**64-1`` (`crossgeo.options.check_seed`, as planning's)."""
+    return None if seed is None else _check_seed(seed)
 
 
 def plain_mapping(config: Any) -> dict[str, Any]:
     """A plain dict from a dict or an OmegaConf ``DictConfig``."""
     config = to_plain(config)
     if not isinstance(config, Mapping):
-        raise OptionError(f"A configuration must be a mapping of options, got {type(config).__name__}.")
+        raise OptionTypeError(f"A configuration must be a mapping of options, got {type(config).__name__}.")
     return dict(config)
 
 
@@ -104,6 +101,7 @@ def split_config(config: Any, *, where: str = "the configuration") -> tuple[dict
     missing = [ORIGINAL_SPELLING.get(k, k) for k in required if k not in given]
     if missing:
         raise OptionError(f"{where} is missing the required option(s) {', '.join(missing)}.")
+    AdapterOptions(**rest)  # the adapters' values checked here too, before any file is opened
     return sampler, rest
 
 
@@ -159,7 +157,7 @@ def resolve_source(source: Any, where: str) -> tuple[PatchSampler | SceneSampler
     if isinstance(source, (PatchSampler, SceneSampler)):
         return source, {}
     if not isinstance(source, Mapping) and type(source).__name__ != "DictConfig":
-        raise OptionError(
+        raise OptionTypeError(
             f"{where}: source must be a crossgeo.PatchSampler, a crossgeo.SceneSampler or a mapping of configuration "
             f"keys (image_mbtiles_path, mask_path, crops_path, patch_size... or scenes), got {type(source).__name__}."
         )

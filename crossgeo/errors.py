@@ -21,7 +21,17 @@ class ConfigError(CrossgeoError, ValueError):
 
 
 class OptionError(CrossgeoError, TypeError):
-    """An option name is unknown, or an option has the wrong type."""
+    """An option name is unknown or a required one is missing (and, as `OptionTypeError`, a value's type is wrong)."""
+
+
+class OptionTypeError(ConfigError, OptionError):
+    """An option's value has the wrong type (``patch_size: "256"``, ``seed: true``).
+
+    A bad value, so a `ConfigError` (``ValueError``) like every other bad value, and a
+    ``TypeError`` (`OptionError`) as Python raises for a wrong type: ``except ValueError``
+    catches every bad value and ``except TypeError`` keeps catching wrong types. Raised by
+    the shared checks of `crossgeo.options` only.
+    """
 
 
 class WindowError(CrossgeoError, ValueError):

@@ -29,7 +29,7 @@ from rasterio.warp import calculate_default_transform, transform_bounds
 from rasterio.warp import transform as warp_transform
 
 from crossgeo import windows as winsrc
-from crossgeo.errors import ConfigError, CrossgeoError, NoOverlapError, OptionError, RasterError
+from crossgeo.errors import ConfigError, CrossgeoError, NoOverlapError, OptionError, OptionTypeError, RasterError
 from crossgeo.grid import Grid, pixel_offset
 from crossgeo.io import (
     DEFAULT_TOLERANCE,
@@ -43,8 +43,17 @@ from crossgeo.io import (
     missing_parts,
     open_raster,
 )
-from crossgeo.masks import OUT_OF_RANGE, MaskDecoder, make_decoder, validate_color_map
-from crossgeo.options import resolve_sampler_options
+from crossgeo.masks import MaskDecoder, make_decoder, validate_color_map
+from crossgeo.options import (
+    IMAGE_DTYPES,
+    ON_READ_ERROR,
+    SamplerOptions,
+    check_bands,
+    check_choice,
+    check_int,
+    check_pathlike,
+    resolve_sampler_options,
+)
 
 __all__ = [
     "IMAGE_DTYPES",
@@ -74,8 +83,6 @@ __all__ = [
     "window_warnings",
 ]
 
-IMAGE_DTYPES = ("uint8", "uint16", "float32", "native")
-ON_READ_ERROR = ("raise", "skip")
 LOW_COVERAGE = 0.5
 """A mask covering less than this fraction of the image gets a warning."""
 HIGH_FILL = 0.5
@@ -223,26 +230,11 @@ class Inspection:
 
 
 def check_path(value: Any, option: str) -> str:
-    if not isinstance(value, (str, os.PathLike)):
-        raise OptionError(f"{option} must be a path (str or os.PathLike), got {type(value).__name__}: {value!r}.")
-    path = os.fspath(value)
+    """A path (`crossgeo.options.check_pathlike`) that exists (remote ``/vsi...`` paths are not looked up)."""
+    path = check_pathlike(value, option)
     if not is_remote(path) and not Path(path).exists():
         raise ConfigError(f"{option} {path!r} does not exist. Check the path (relative paths start at {os.getcwd()}).")
     return path
-
-
-def check_int(value: Any, option: str, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise OptionError(f"{option} must be an integer, got {type(value).__name__}: {value!r}.")
-    if value < minimum:
-        raise ConfigError(f"{option} must be >= {minimum}, got {value}.")
-    return int(value)
-
-
-def _check_optional_str(value: Any, option: str) -> str | None:
-    if value is not None and not isinstance(value, str):
-        raise OptionError(f"{option} must be a string or null, got {type(value).__name__}: {value!r}.")
-    return value
 
 
 def parse_resampling(value: Any, option: str = "image_resampling") -> Resampling:
@@ -256,42 +248,15 @@ def parse_resampling(value: Any, option: str = "image_resampling") -> Resampling
 
 
 def _check_scalar_options(options: dict[str, Any], names: dict[str, str]) -> dict[str, Any]:
-    """Type/range checks of the options that need no file; returns the normalised values."""
-    out = dict(options)
-    out["patch_size"] = check_int(options["patch_size"], names["patch_size"], 1)
-    if options.get("color_map") is not None:
-        validate_color_map(options["color_map"])  # its type before the mask's band count is compared with it
-    out["n_classes"] = check_int(options["n_classes"], "n_classes", 1)
-    out["mask_fill_value"] = check_int(options["mask_fill_value"], "mask_fill_value", 0)
-    if options["on_read_error"] not in ON_READ_ERROR:
-        raise ConfigError(
-            f"on_read_error {options['on_read_error']!r} is not one of {', '.join(map(repr, ON_READ_ERROR))}."
-        )
-    if options["out_of_range"] not in OUT_OF_RANGE:
-        raise ConfigError(
-            f"out_of_range {options['out_of_range']!r} is not one of {', '.join(map(repr, OUT_OF_RANGE))}: "
-            "'error' stops at a mask value >= n_classes, 'fill' gives it mask_fill_value."
-        )
-    if not isinstance(options["ignore_invalid_image"], (bool, np.bool_)):
-        raise OptionError(f"ignore_invalid_image must be true or false, got {options['ignore_invalid_image']!r}.")
-    out["ignore_invalid_image"] = bool(options["ignore_invalid_image"])
-    out["crops_layer"] = _check_optional_str(options["crops_layer"], "crops_layer")
-    out["split"] = _check_optional_str(options["split"], "split")
-    if out["split"] == "":
-        raise ConfigError("split must name a split (e.g. 'train'), got an empty string; remove it to keep every row.")
-    for option in ("col_off_key", "row_off_key"):
-        key = options[option]
-        if not isinstance(key, str) or not key:
-            raise OptionError(f"{option} must be a non-empty column name, got {key!r}.")
-    out["image_resampling"] = parse_resampling(options["image_resampling"])
-    out["reference"] = _check_optional_str(options["reference"], "reference")
-    if options["missing"] not in MISSING:
-        raise ConfigError(
-            f"missing {options['missing']!r} is not one of {', '.join(map(repr, MISSING))}: 'error' refuses a window "
-            "that an image source has no pixel in, 'fill' fills that source's channels and flags it in "
-            "Patch.source_valid."
-        )
-    cache = options["window_index_cache"]
+    """The checks that need no file: `SamplerOptions`' fields, then the colour map, resampling and cache path.
+
+    Returns the normalised values (a plain dict, as `Inspection.options` keeps them).
+    """
+    out = attrs.asdict(SamplerOptions(**options), recurse=False)
+    if out["color_map"] is not None:
+        validate_color_map(out["color_map"])  # its type before the mask's band count is compared with it
+    out["image_resampling"] = parse_resampling(out["image_resampling"])
+    cache = out["window_index_cache"]
     out["window_index_cache"] = winsrc.check_cache_path(cache) if cache is not None else None
     return out
 
@@ -307,8 +272,7 @@ def resolve_image_dtype(requested: Any, source_dtypes: Sequence[str], image_path
     int32, (u)int64 and float64 data are refused as float32 (16777217 -> 16777216,
     1e-50 -> 0). The message names a dtype that holds the data ('native' always does).
     """
-    if requested not in IMAGE_DTYPES:
-        raise ConfigError(f"image_dtype {requested!r} is not one of {', '.join(map(repr, IMAGE_DTYPES))}.")
+    check_choice(requested, "image_dtype", IMAGE_DTYPES)
     source = np.result_type(*[np.dtype(d) for d in source_dtypes])
     if requested == "native":
         return source
@@ -329,13 +293,10 @@ def resolve_image_dtype(requested: Any, source_dtypes: Sequence[str], image_path
 
 
 def _bands(selected: Any, count: int, image_path: str) -> tuple[int, ...]:
+    selected = check_bands(selected)
     if selected is None:
         return tuple(range(1, count + 1))
-    if isinstance(selected, (str, bytes)) or not isinstance(selected, Sequence) or not selected:
-        raise OptionError(f"selected_bands must be a non-empty list of 1-based band numbers or null, got {selected!r}.")
     for band in selected:
-        if isinstance(band, bool) or not isinstance(band, (int, np.integer)):
-            raise OptionError(f"selected_bands entries must be integers (1-based), got {band!r} in {list(selected)}.")
         if not 1 <= band <= count:
             raise ConfigError(
                 f"selected_bands {list(selected)} asks for band {band} but {image_path} has {count} band(s); "
@@ -426,7 +387,6 @@ def inspect_image(
 
 SOURCE_KEYS = ("path", "bands", "resampling", "nodata", "scale", "offset")
 """What a source's mapping may hold (a list entry may also give its ``name``)."""
-MISSING = ("error", "fill")
 
 
 @attrs.frozen
@@ -458,7 +418,7 @@ def _number_or_none(value: Any, what: str, key: str) -> float | None:
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
-        raise OptionError(f"{what}: {key} must be a number, got {type(value).__name__}: {value!r}.")
+        raise OptionTypeError(f"{what}: {key} must be a number, got {type(value).__name__}: {value!r}.")
     return float(value)
 
 
@@ -468,7 +428,7 @@ def _source_entries(value: Any, option: str) -> list[tuple[str, dict[str, Any]]]
     if isinstance(value, Mapping):
         for key, spec in value.items():
             if not isinstance(key, str) or not key:
-                raise OptionError(f"{option}: source names must be non-empty strings, got {key!r}.")
+                raise OptionTypeError(f"{option}: source names must be non-empty strings, got {key!r}.")
             entries.append((key, spec))
     else:
         entries = [(None, spec) for spec in value]
@@ -480,7 +440,7 @@ def _source_entries(value: Any, option: str) -> list[tuple[str, dict[str, Any]]]
         if isinstance(spec, (str, os.PathLike)):
             spec = {"path": spec}
         if not isinstance(spec, Mapping):
-            raise OptionError(
+            raise OptionTypeError(
                 f"{option}: each source is a path or a mapping with 'path' (and optional "
                 f"{', '.join(SOURCE_KEYS[1:])}), got {type(spec).__name__}: {spec!r}."
             )
@@ -497,7 +457,7 @@ def _source_entries(value: Any, option: str) -> list[tuple[str, dict[str, Any]]]
         given = spec.pop("name", None) if name is None else name
         if given is not None:
             if not isinstance(given, str) or not given:
-                raise OptionError(f"{option}: a source name must be a non-empty string, got {given!r}.")
+                raise OptionTypeError(f"{option}: a source name must be a non-empty string, got {given!r}.")
             if given in used:
                 raise ConfigError(
                     f"{option}: the source name {given!r} is given twice; give every source its own name "
@@ -525,10 +485,10 @@ def _source_bands(given: Any, count: int, what: str) -> tuple[int, ...]:
     if isinstance(given, (int, np.integer)) and not isinstance(given, bool):
         given = [given]
     if isinstance(given, (str, bytes)) or not isinstance(given, Sequence) or not given:
-        raise OptionError(f"{what}: bands must be a non-empty list of 1-based band numbers, got {given!r}.")
+        raise OptionTypeError(f"{what}: bands must be a non-empty list of 1-based band numbers, got {given!r}.")
     for band in given:
         if isinstance(band, bool) or not isinstance(band, (int, np.integer)):
-            raise OptionError(f"{what}: bands entries must be integers (1-based), got {band!r}.")
+            raise OptionTypeError(f"{what}: bands entries must be integers (1-based), got {band!r}.")
         if not 1 <= band <= count:
             raise ConfigError(
                 f"{what}: bands {list(given)} asks for band {band} but the file has {count} band(s); "

@@ -53,6 +53,7 @@ from crossgeo.augment import (
 )
 from crossgeo.config import check_seed, resolve_source
 from crossgeo.errors import ConfigError, OptionError
+from crossgeo.options import check_bool, check_int
 from crossgeo.sampler import PatchSampler, report_skipped, require_windows, resolve_weights
 from crossgeo.scenes import SceneSampler
 
@@ -119,19 +120,16 @@ class PatchPyDataset(keras.utils.PyDataset):
         self.weights = resolve_weights(weights, sampler, "PatchPyDataset")
         if batch_size is None:
             batch_size = options.get("batch_size")
-        if batch_size is None or isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)):
-            raise OptionError(f"PatchPyDataset needs batch_size, a positive integer; got {batch_size!r}.")
-        if batch_size < 1:
-            raise ConfigError(f"batch_size must be >= 1, got {batch_size}.")
+        if batch_size is None:
+            raise OptionError("PatchPyDataset needs batch_size, a positive integer (or a data_loader batch_size).")
+        batch_size = check_int(batch_size, "batch_size", 1)
         if seed is None:
             seed = options.get("seed")
         seed = check_seed(seed)
         if augmentation_list is None:
             augmentation_list = options.get("augmentation_list")
-        if isinstance(epoch, bool) or not isinstance(epoch, (int, np.integer)) or epoch < 0:
-            raise OptionError(f"epoch must be a non-negative integer, got {epoch!r}.")
-        if not isinstance(compact, bool):
-            raise OptionError(f"compact must be true or false, got {compact!r}.")
+        epoch = check_int(epoch, "epoch", 0)
+        compact = check_bool(compact, "compact")
 
         self.compact = compact
         fill = sampler.mask_fill_value

@@ -22,9 +22,6 @@ import numpy as np
 
 from crossgeo.errors import ConfigError, RasterError
 
-OUT_OF_RANGE = ("error", "fill")
-"""What a class-index mask value outside ``0..n_classes-1`` does (the ``out_of_range`` option)."""
-
 
 def out_of_range_pixels(band: np.ndarray, n_classes: int, invalid: np.ndarray | None = None) -> np.ndarray | None:
     """(H, W) bool, True where a valid class-index pixel lies outside ``0..n_classes-1``; None if none does.

@@ -29,8 +29,9 @@ import attrs
 import numpy as np
 import pandas as pd
 
-from crossgeo.errors import ConfigError, OptionError
+from crossgeo.errors import ConfigError, OptionError, OptionTypeError
 from crossgeo.grid import BlockLayout, Grid, align_step, aligned_offsets, axis_offsets
+from crossgeo.options import check_int, check_number, check_seed
 
 if TYPE_CHECKING:
     from crossgeo.sampler import PatchSampler
@@ -67,28 +68,16 @@ _CLASS_COLUMN = re.compile(r"^class_(\d+)$")
 # --------------------------------------------------------------------------- argument checks
 
 
+# The shared option checks of crossgeo.options, so the same mistake raises the same error class as in
+# PatchSampler and the adapters (a wrong type OptionTypeError, a value out of range ConfigError).
+
+
 def _int_option(value: Any, name: str, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise OptionError(f"{name} must be an integer, got {type(value).__name__}: {value!r}.")
-    if value < minimum:
-        raise ConfigError(f"{name} must be >= {minimum}, got {value}; pass a positive number of pixels/windows.")
-    return int(value)
+    return check_int(value, name, minimum)
 
 
-def _seed(value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
-        raise OptionError(f"seed must be a non-negative integer (a random seed), got {value!r}.")
-    return int(value)
-
-
-def _number(value: Any, name: str, low: float, high: float, *, high_open: bool = False) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
-        raise OptionError(f"{name} must be a number, got {type(value).__name__}: {value!r}.")
-    number = float(value)
-    if not math.isfinite(number) or number < low or number > high or (high_open and number == high):
-        bracket = ")" if high_open else "]"
-        raise ConfigError(f"{name} must be a finite number in [{low:g}, {high:g}{bracket}, got {value!r}.")
-    return number
+_seed = check_seed
+_number = check_number
 
 
 def _image_grid(image: Any) -> Grid:
@@ -96,7 +85,7 @@ def _image_grid(image: Any) -> Grid:
     if isinstance(image, Grid):
         return image
     if not isinstance(image, (str, os.PathLike)):
-        raise OptionError(f"image must be a raster path or a crossgeo.Grid, got {type(image).__name__}: {image!r}.")
+        raise OptionTypeError(f"image must be a raster path or a crossgeo.Grid, got {type(image).__name__}: {image!r}.")
     from crossgeo.io import is_remote, open_raster
 
     path = os.fspath(image)
@@ -109,7 +98,9 @@ def _image_grid(image: Any) -> Grid:
 def _window_table(frame: Any, name: str) -> pd.DataFrame:
     """``frame`` checked to be a DataFrame with integral, NaN-free ``row_off`` / ``col_off``."""
     if not isinstance(frame, pd.DataFrame):
-        raise OptionError(f"{name} must be a pandas.DataFrame with row_off and col_off, got {type(frame).__name__}.")
+        raise OptionTypeError(
+            f"{name} must be a pandas.DataFrame with row_off and col_off, got {type(frame).__name__}."
+        )
     missing = [c for c in ("row_off", "col_off") if c not in frame.columns]
     if missing:
         raise ConfigError(
@@ -191,7 +182,7 @@ def _aoi_in_pixels(aoi: Any, grid: Grid) -> Any:
     elif isinstance(aoi, shapely.Geometry):
         geometry, where = aoi, "aoi (shapely geometry in the image CRS)"
     else:
-        raise OptionError(
+        raise OptionTypeError(
             f"aoi must be a vector file path or a shapely geometry in the image CRS, got {type(aoi).__name__}."
         )
     if geometry is None or geometry.is_empty:
@@ -627,7 +618,8 @@ def _selected_classes(columns: list[str], classes: Sequence[int | str] | None) -
     if classes is None:
         return columns
     if isinstance(classes, (str, bytes)) or not isinstance(classes, Sequence) or not classes:
-        raise OptionError(f"classes must be a non-empty list of class numbers or class_<k> names, got {classes!r}.")
+        error = ConfigError if isinstance(classes, Sequence) and not classes else OptionTypeError
+        raise error(f"classes must be a non-empty list of class numbers or class_<k> names, got {classes!r}.")
     chosen: list[str] = []
     for item in classes:
         name = f"class_{int(item)}" if isinstance(item, (int, np.integer)) and not isinstance(item, bool) else item
@@ -716,12 +708,14 @@ def balanced_windows(
 
 def _split_shares(fractions: Any) -> tuple[list[str], np.ndarray]:
     if not isinstance(fractions, Mapping) or not fractions:
-        raise OptionError(f"fractions must be a mapping of split name to share, e.g. {dict(DEFAULT_SPLITS)}.")
+        error = ConfigError if isinstance(fractions, Mapping) else OptionTypeError
+        raise error(f"fractions must be a mapping of split name to share, e.g. {dict(DEFAULT_SPLITS)}.")
     names: list[str] = []
     shares: list[float] = []
     for name, share in fractions.items():
         if not isinstance(name, str) or not name:
-            raise OptionError(f"fractions keys must be split names (non-empty strings), got {name!r}.")
+            error = ConfigError if name == "" else OptionTypeError
+            raise error(f"fractions keys must be split names (non-empty strings), got {name!r}.")
         names.append(name)
         shares.append(_number(share, f"fractions[{name!r}]", 0.0, 1.0))
     total = sum(shares)
@@ -901,7 +895,7 @@ def plan_windows(
     """
     seed = _seed(seed)
     if not isinstance(config, Mapping):
-        raise OptionError(f"config must be a mapping of PatchSampler options, got {type(config).__name__}.")
+        raise OptionTypeError(f"config must be a mapping of PatchSampler options, got {type(config).__name__}.")
     options = {k: v for k, v in config.items() if k not in ("crops_path", "window_index_cache", "split")}
     min_valid = _number(min_valid, "min_valid", 0.0, 1.0)
     if random is not None and stride is not None:

@@ -7,11 +7,11 @@ naming the file and option, not inside a DataLoader worker.
 
 from __future__ import annotations
 
-import inspect
 import logging
 import warnings
+from collections.abc import Sequence
 from functools import partial
-from typing import Any
+from typing import Any, Literal
 
 import attrs
 import numpy as np
@@ -22,7 +22,7 @@ from crossgeo.grid import outside_pixels
 from crossgeo.inspection import Inspection, inspect_sources, read_plan, source_coverage
 from crossgeo.io import RasterReader, ensure_gdal_env
 from crossgeo.masks import ClassIndexDecoder, out_of_range_pixels
-from crossgeo.options import REQUIRED, SAMPLER_OPTIONS
+from crossgeo.options import REQUIRED, SAMPLER_OPTIONS, ImageSource, PathLike, sampler_option_names
 from crossgeo.threads import PerThread
 
 __all__ = ["Patch", "PatchSampler", "WindowSequence", "report_skipped", "require_windows", "resolve_weights"]
@@ -190,9 +190,14 @@ class PatchSampler(WindowSequence):
             features' bounding-box centres become centred windows, or a table in memory
             (`WindowIndex`, pandas DataFrame, pyarrow Table, numpy (N, 2) array).
         patch_size: Window height and width in pixels.
-        **options: The keyword-only options of `crossgeo.options.SAMPLER_OPTIONS`
-            (listed below and in the configuration reference). An unknown name raises
-            ``TypeError`` suggesting the closest known one.
+        **aliases: ``image_mbtiles_path`` (the original's name for ``image_path``). Any
+            other name raises `OptionError` (a ``TypeError``) suggesting the closest known one.
+
+    The keyword-only options are `crossgeo.options.SamplerOptions`' fields, with the same
+    types and defaults (a test keeps them equal); each is described under "Options" below
+    and in the [configuration reference](../reference/configuration.md). A value of the
+    wrong type raises `OptionTypeError`, a value out of range or not among the choices
+    `ConfigError` (both ``ValueError``).
 
     Construction inspects the image, the mask and the windows (`crossgeo.inspection`) and
     fails there, naming the file and option, rather than inside a DataLoader worker; the
@@ -204,15 +209,34 @@ class PatchSampler(WindowSequence):
 
     def __init__(
         self,
-        image_path: Any = REQUIRED,
-        mask_path: Any = REQUIRED,
+        image_path: ImageSource = REQUIRED,
+        mask_path: PathLike = REQUIRED,
         crops_path: Any = REQUIRED,
-        patch_size: Any = REQUIRED,
-        **options: Any,
+        patch_size: int = REQUIRED,
+        *,
+        color_map: Sequence[Sequence[int]] | None = None,
+        n_classes: int = 2,
+        selected_bands: Sequence[int] | None = None,
+        image_dtype: Literal["uint8", "uint16", "float32", "native"] = "uint8",
+        image_resampling: str = "bilinear",
+        crops_layer: str | None = None,
+        col_off_key: str = "col_off",
+        row_off_key: str = "row_off",
+        split: str | None = None,
+        window_index_cache: PathLike | None = None,
+        target_crs: Any = None,
+        target_resolution: float | tuple[float, float] | None = None,
+        mask_fill_value: int = 0,
+        out_of_range: Literal["error", "fill"] = "error",
+        ignore_invalid_image: bool = False,
+        on_read_error: Literal["raise", "skip"] = "raise",
+        reference: str | None = None,
+        missing: Literal["error", "fill"] = "error",
+        **aliases: Any,
     ) -> None:
-        given = {"image_path": image_path, "mask_path": mask_path, "crops_path": crops_path, "patch_size": patch_size}
-        config = {k: v for k, v in given.items() if v is not REQUIRED} | options
-        self._setup(inspect_sources(config, where="PatchSampler"))
+        given = locals()  # the parameters are SamplerOptions' fields (tests/core/test_docs.py keeps them equal)
+        config = {name: given[name] for name in sampler_option_names() if given[name] is not REQUIRED}
+        self._setup(inspect_sources(config | aliases, where="PatchSampler"))
 
     @classmethod
     def from_inspection(cls, inspection: Inspection, *, grid_views: int = 1) -> PatchSampler:
@@ -492,18 +516,6 @@ class PatchSampler(WindowSequence):
         return self.read_mask(row_off, col_off, height, width, dtype=dtype)
 
 
-def _signature() -> inspect.Signature:
-    """``PatchSampler(image_path, mask_path, crops_path, patch_size, *, <options>)`` from `SAMPLER_OPTIONS`."""
-    parameters = [inspect.Parameter("self", inspect.Parameter.POSITIONAL_OR_KEYWORD)]
-    for option in SAMPLER_OPTIONS:
-        if option.default is REQUIRED:
-            parameters.append(inspect.Parameter(option.name, inspect.Parameter.POSITIONAL_OR_KEYWORD))
-        else:
-            parameters.append(inspect.Parameter(option.name, inspect.Parameter.KEYWORD_ONLY, default=option.default))
-    return inspect.Signature(parameters, return_annotation=None)
-
-
-PatchSampler.__init__.__signature__ = _signature()  # type: ignore[attr-defined]
 PatchSampler.__doc__ = (
     (PatchSampler.__doc__ or "")
     + "\n    Options:\n"

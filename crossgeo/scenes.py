@@ -35,9 +35,9 @@ from crossgeo.catalogue import (
     inspect_catalogue,
     read_catalogue,
 )
-from crossgeo.errors import CatalogueError, ConfigError
+from crossgeo.errors import CatalogueError
 from crossgeo.lru import LRUCache
-from crossgeo.options import REQUIRED
+from crossgeo.options import REQUIRED, PathLike, SceneOptions
 from crossgeo.sampler import Patch, PatchSampler, WindowSequence
 
 __all__ = ["COVERAGE_SAMPLES", "SCENE_COLUMNS", "Scene", "SceneSampler", "SceneWindows", "read_catalogue"]
@@ -46,12 +46,8 @@ log = logging.getLogger("crossgeo")
 
 
 def check_max_open(value: Any) -> int:
-    """``max_open``: an integer >= 1 (`ConfigError` otherwise)."""
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ConfigError(
-            f"max_open must be an integer >= 1 (the number of scenes kept open per process), got {value!r}."
-        )
-    return int(value)
+    """``max_open``: an integer >= 1, checked as `crossgeo.options.SceneOptions` declares it."""
+    return SceneOptions(max_open=value).max_open
 
 
 def _close_scene(position: int, sampler: PatchSampler) -> None:
@@ -90,11 +86,11 @@ class SceneSampler(WindowSequence):
     def __init__(
         self,
         scenes: Any,
-        patch_size: Any = REQUIRED,
+        patch_size: int = REQUIRED,
         *,
-        mask_path: Any = None,
+        mask_path: PathLike | None = None,
         crops_path: Any = None,
-        max_open: Any = 32,
+        max_open: int = 32,
         **options: Any,
     ) -> None:
         max_open = check_max_open(max_open)

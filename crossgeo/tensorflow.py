@@ -73,7 +73,8 @@ from crossgeo.augment import (
     to_model_inputs,
 )
 from crossgeo.config import check_seed, resolve_source
-from crossgeo.errors import ConfigError, OptionError
+from crossgeo.errors import ConfigError
+from crossgeo.options import check_bool, check_int
 from crossgeo.sampler import PatchSampler, report_skipped, require_windows, resolve_weights
 from crossgeo.scenes import SceneSampler
 
@@ -187,10 +188,8 @@ def make_dataset(
     with_metadata = bool(with_metadata or options.get("return_metadata", False))
 
     seed = check_seed(seed)
-    if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer))):
-        raise OptionError(f"batch_size must be a positive integer or None, got {batch_size!r}.")
-    if batch_size is not None and batch_size < 1:
-        raise ConfigError(f"batch_size must be >= 1, got {batch_size}.")
+    if batch_size is not None:
+        batch_size = check_int(batch_size, "batch_size", 1)
     pipelines, pipeline_id = 1, 0
     if input_context is not None:
         pipelines, pipeline_id = input_context.num_input_pipelines, input_context.input_pipeline_id
@@ -201,8 +200,7 @@ def make_dataset(
             )
     base_seed = int(seed) if seed is not None else _random_seed()
 
-    if not isinstance(compact, bool):
-        raise OptionError(f"compact must be true or false, got {compact!r}.")
+    compact = check_bool(compact, "compact")
     augmentation = build_augmentation(augmentation_list, allowed_targets=allowed_targets)
     augmentations = PerThreadAugmentation(augmentation)
     # The map's output types are static: an augmentation may or may not make the image float,
@@ -235,10 +233,8 @@ def make_dataset(
         epochs = tf.data.Dataset.from_tensors(tf.constant(0, tf.int64)).map(
             lambda _: tf.cast(variable.read_value(), tf.int64)
         )
-    elif isinstance(epoch, (int, np.integer)) and not isinstance(epoch, bool) and epoch >= 0:
-        epochs = tf.data.Dataset.from_tensors(tf.constant(int(epoch), tf.int64))
-    else:
-        raise OptionError(f"epoch must be None, a non-negative int or a tf.Variable, got {epoch!r}.")
+    else:  # None and a tf.Variable aside, an integer >= 0
+        epochs = tf.data.Dataset.from_tensors(tf.constant(check_int(epoch, "epoch", 0), tf.int64))
 
     def windows_of(epoch_value: tf.Tensor) -> tf.data.Dataset:
         indices = tf.ensure_shape(tf.numpy_function(order, [epoch_value], tf.int64, stateful=False), [None])

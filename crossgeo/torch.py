@@ -63,7 +63,7 @@ from crossgeo.config import (
     split_config,
     to_plain,
 )
-from crossgeo.errors import ConfigError, OptionError
+from crossgeo.errors import ConfigError, OptionError, OptionTypeError
 from crossgeo.memory import trim_heap
 from crossgeo.options import (
     DROPIN_DATA_LOADER_OPTIONS,
@@ -71,6 +71,8 @@ from crossgeo.options import (
     IGNORED_DROPIN_OPTIONS,
     REQUIRED,
     IgnoredOptionWarning,
+    check_bool,
+    check_int,
 )
 from crossgeo.sampler import PatchSampler, report_skipped, require_windows, resolve_weights
 from crossgeo.scenes import SceneSampler
@@ -146,11 +148,8 @@ class PatchDataset(Dataset[dict[str, Any]]):
         compact: bool = False,
         samples_per_epoch: int | None = None,
     ) -> None:
-        if not isinstance(return_metadata, bool):
-            raise OptionError(f"return_metadata must be true or false, got {return_metadata!r}.")
-        if not isinstance(compact, bool):
-            raise OptionError(f"compact must be true or false, got {compact!r}.")
-        self.compact = compact
+        return_metadata = check_bool(return_metadata, "return_metadata")
+        self.compact = check_bool(compact, "compact")
         self._served = 0
         fill = sampler.mask_fill_value
         self.mask_type = mask_dtype(min(0, fill), max(sampler.n_classes - 1, fill, 1))
@@ -185,9 +184,7 @@ class PatchDataset(Dataset[dict[str, Any]]):
         Loaders from `make_dataloader` also advance the epoch by themselves when this
         is not called (and follow ``sampler.set_epoch`` of a ``DistributedSampler``).
         """
-        if isinstance(epoch, bool) or not isinstance(epoch, (int, np.integer)) or epoch < 0:
-            raise OptionError(f"epoch must be a non-negative integer, got {epoch!r}.")
-        self._epoch.fill_(int(epoch))
+        self._epoch.fill_(check_int(epoch, "epoch", 0))
         self._epoch_set = True
         self._epoch_driven.fill_(True)
 
@@ -374,10 +371,8 @@ DROPIN_DATA_LOADER_KEYS = tuple(o.name for o in DROPIN_DATA_LOADER_OPTIONS)
 
 def _check_samples_per_epoch(samples_per_epoch: Any, n_windows: int) -> int:
     """The epoch length: ``samples_per_epoch`` when positive, else (None, ``<= 0`` as in the original) the windows."""
-    if samples_per_epoch is not None and (
-        isinstance(samples_per_epoch, bool) or not isinstance(samples_per_epoch, (int, np.integer))
-    ):
-        raise OptionError(f"samples_per_epoch must be an integer or None, got {samples_per_epoch!r}.")
+    if samples_per_epoch is not None:
+        samples_per_epoch = check_int(samples_per_epoch, "samples_per_epoch")
     if samples_per_epoch is None or samples_per_epoch <= 0 or n_windows == 0:
         return n_windows
     return int(samples_per_epoch)
@@ -389,7 +384,7 @@ def _check_data_loader(data_loader: Any, *, lenient: bool = False) -> dict[str, 
     if data_loader is None:
         return {}
     if not isinstance(data_loader, Mapping):
-        raise OptionError(f"data_loader must be a mapping of DataLoader options, got {data_loader!r}.")
+        raise OptionTypeError(f"data_loader must be a mapping of DataLoader options, got {data_loader!r}.")
     known = (*DATA_LOADER_KEYS, *DROPIN_DATA_LOADER_KEYS)
     if not lenient:
         check_keys(data_loader, known, "data_loader")
@@ -608,14 +603,8 @@ def _replicas(num_replicas: int | None, rank: int | None) -> tuple[int, int]:
         num_replicas = torch.distributed.get_world_size() if distributed else 1
     if rank is None:
         rank = torch.distributed.get_rank() if distributed else 0
-    for name, value in (("num_replicas", num_replicas), ("rank", rank)):
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-            raise OptionError(f"{name} must be an integer, got {value!r}.")
-    if num_replicas < 1 or not 0 <= rank < num_replicas:
-        raise OptionError(
-            f"rank must be in 0..num_replicas-1 and num_replicas >= 1, got rank={rank}, num_replicas={num_replicas}."
-        )
-    return int(num_replicas), int(rank)
+    num_replicas = check_int(num_replicas, "num_replicas", 1)
+    return num_replicas, check_int(rank, "rank", 0, num_replicas - 1)
 
 
 def _configured_weights(weighted: Mapping[str, Any], dataset: PatchDataset) -> str:
@@ -731,8 +720,8 @@ def make_dataloader(
     elif seed is not None and options.get("generator") is None:
         options["generator"] = torch.Generator().manual_seed(seed)
     options["worker_init_fn"] = _chain(worker_init_fn, options.get("worker_init_fn"))
-    if compact_transfer is not None and not isinstance(compact_transfer, bool):
-        raise OptionError(f"compact_transfer must be None, true or false, got {compact_transfer!r}.")
+    if compact_transfer is not None:
+        compact_transfer = check_bool(compact_transfer, "compact_transfer")
     if compact_transfer is None:
         compact_transfer = not options.get("num_workers") or device is not None
     own_collate = options.get("collate_fn") is None

@@ -3,7 +3,8 @@
     python docs/scripts/config_reference.py          # rewrite the table
     python docs/scripts/config_reference.py --check  # exit 1 when the page is out of date
 
-The table is the one declared option list (``SAMPLER_OPTIONS``, ``SCENE_OPTIONS``, ``ADAPTER_OPTIONS``) that
+The table is the one declared option list (``SAMPLER_OPTIONS``, ``SCENE_OPTIONS``, ``ADAPTER_OPTIONS``: the
+fields of the typed classes ``SamplerOptions``, ``SceneOptions``, ``AdapterOptions``) that
 `PatchSampler`, the drop-in dataset, configuration files and ``crossgeo validate`` read; a second table
 lists the GDAL configuration crossgeo reads under (``GDAL_DEFAULTS``, `crossgeo.io.GDAL_OPTIONS`).
 ``tests/core/test_docs.py`` fails when the page and the list disagree.

@@ -34,6 +34,7 @@ CONFIG = "reference/configuration.md"
 BASES = {
     "ConfigError": "ValueError",
     "OptionError": "TypeError",
+    "OptionTypeError": "ConfigError, OptionError, ValueError, TypeError",
     "WindowError": "ValueError",
     "RasterError": "ValueError",
     "ClassRangeError": "RasterError, ValueError",

@@ -24,7 +24,7 @@ from crossgeo import testing as T
 from crossgeo.augment import build_augmentation
 from crossgeo.cli.common import load_config
 from crossgeo.config import split_config
-from crossgeo.errors import LayerNotFoundError, NoOverlapError
+from crossgeo.errors import LayerNotFoundError, NoOverlapError, OptionTypeError
 from crossgeo.grid import Grid
 from crossgeo.planning import grid_windows, random_windows
 from crossgeo.predict import predict_raster
@@ -180,12 +180,12 @@ CASES: list[tuple[str, Callable[[Files], Any], type[Exception], str]] = [
     (
         "patch_size string",
         lambda f: sampler(f, patch_size="256"),
-        OptionError,
+        OptionTypeError,
         r"patch_size must be an integer, got str",
     ),
-    ("patch_size float", lambda f: sampler(f, patch_size=25.6), OptionError, r"patch_size must be an integer"),
+    ("patch_size float", lambda f: sampler(f, patch_size=25.6), OptionTypeError, r"patch_size must be an integer"),
     ("n_classes zero", lambda f: sampler(f, n_classes=0), ConfigError, r"n_classes must be >= 1"),
-    ("n_classes string", lambda f: sampler(f, n_classes="two"), OptionError, r"n_classes must be an integer"),
+    ("n_classes string", lambda f: sampler(f, n_classes="two"), OptionTypeError, r"n_classes must be an integer"),
     (
         "selected_bands zero",
         lambda f: sampler(f, selected_bands=[0]),
@@ -201,13 +201,13 @@ CASES: list[tuple[str, Callable[[Files], Any], type[Exception], str]] = [
     (
         "selected_bands string",
         lambda f: sampler(f, selected_bands="1,2,3"),
-        OptionError,
+        OptionTypeError,
         r"selected_bands must be a non-empty list of 1-based band numbers",
     ),
     (
         "selected_bands floats",
         lambda f: sampler(f, selected_bands=[1.0]),
-        OptionError,
+        OptionTypeError,
         r"selected_bands entries must be integers \(1-based\)",
     ),
     (
@@ -240,17 +240,17 @@ CASES: list[tuple[str, Callable[[Files], Any], type[Exception], str]] = [
         ConfigError,
         r"image_resampling 1 is not .*choose one of",
     ),
-    ("crops_layer type", lambda f: sampler(f, crops_layer=1), OptionError, r"crops_layer must be a string or null"),
+    ("crops_layer type", lambda f: sampler(f, crops_layer=1), OptionTypeError, r"crops_layer must be a string or null"),
     (
         "col_off_key empty",
         lambda f: sampler(f, col_off_key=""),
-        OptionError,
+        ConfigError,
         r"col_off_key must be a non-empty column name",
     ),
     (
         "row_off_key None",
         lambda f: sampler(f, row_off_key=None),
-        OptionError,
+        OptionTypeError,
         r"row_off_key must be a non-empty column name",
     ),
     (
@@ -366,7 +366,7 @@ CASES: list[tuple[str, Callable[[Files], Any], type[Exception], str]] = [
     (
         "image path type",
         lambda f: sampler(f, image_path=42),
-        OptionError,
+        OptionTypeError,
         r"image_path must be a path \(str or os.PathLike\), got int",
     ),
     (
@@ -522,7 +522,7 @@ CASES: list[tuple[str, Callable[[Files], Any], type[Exception], str]] = [
     (
         "ignore_invalid_image string",
         lambda f: sampler(f, ignore_invalid_image="yes"),
-        OptionError,
+        OptionTypeError,
         r"ignore_invalid_image must be true or false, got 'yes'",
     ),
     (

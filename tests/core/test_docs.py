@@ -87,13 +87,23 @@ def test_configuration_table_is_generated_from_the_option_list() -> None:
 
 
 def test_the_sampler_signature_is_the_option_list() -> None:
-    """help(PatchSampler) shows the declared options with their defaults (the signature is made from them)."""
-    from crossgeo import PatchSampler
-    from crossgeo.options import REQUIRED, SAMPLER_OPTIONS
+    """PatchSampler's parameters (written out, so the API reference reads them statically) are SamplerOptions'
+    fields: the same names in the same order, defaults and type annotations; required ones positional."""
+    import attrs
 
-    parameters = inspect.signature(PatchSampler.__init__).parameters
-    shown = {name: p.default for name, p in parameters.items() if name != "self"}
-    assert shown == {o.name: (inspect.Parameter.empty if o.default is REQUIRED else o.default) for o in SAMPLER_OPTIONS}
+    from crossgeo import PatchSampler
+    from crossgeo.options import REQUIRED, SamplerOptions
+
+    parameters = list(inspect.signature(PatchSampler.__init__).parameters.values())
+    assert parameters[0].name == "self" and parameters[-1].kind is inspect.Parameter.VAR_KEYWORD
+    fields = attrs.fields(SamplerOptions)
+    assert [p.name for p in parameters[1:-1]] == [f.name for f in fields]
+    for parameter, field in zip(parameters[1:-1], fields):
+        required = field.default is attrs.NOTHING
+        assert parameter.default is REQUIRED if required else parameter.default == field.default, field.name
+        kind = inspect.Parameter.POSITIONAL_OR_KEYWORD if required else inspect.Parameter.KEYWORD_ONLY
+        assert parameter.kind is kind, field.name
+        assert parameter.annotation == field.type, field.name
 
 
 def test_configuration_table_covers_the_original_keys() -> None:

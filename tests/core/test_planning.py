@@ -17,6 +17,7 @@ from crossgeo import (
     ConfigError,
     Grid,
     OptionError,
+    OptionTypeError,
     PatchSampler,
     WindowPlan,
     balanced_windows,
@@ -435,11 +436,12 @@ FRACTIONS = pd.DataFrame(
         (lambda: grid_windows(GRID, 0), ConfigError, "patch_size must be >= 1"),
         (lambda: grid_windows(GRID, 32, stride=0), ConfigError, "stride must be >= 1"),
         (lambda: grid_windows(GRID, 32, stride=-4), ConfigError, "stride must be >= 1"),
-        (lambda: grid_windows(GRID, 32.5), OptionError, "patch_size must be an integer"),
-        (lambda: grid_windows(42, 32), OptionError, "image must be a raster path or a crossgeo.Grid"),
+        (lambda: grid_windows(GRID, 32.5), OptionTypeError, "patch_size must be an integer"),
+        (lambda: grid_windows(42, 32), OptionTypeError, "image must be a raster path or a crossgeo.Grid"),
         (lambda: grid_windows("/nonexistent/image.tif", 32), ConfigError, "image .* does not exist"),
         (lambda: random_windows(GRID, 32, 0, seed=0), ConfigError, "n must be >= 1"),
-        (lambda: random_windows(GRID, 32, 5, seed=-1), OptionError, "seed must be"),
+        (lambda: random_windows(GRID, 32, 5, seed=-1), ConfigError, "seed must be"),
+        (lambda: random_windows(GRID, 32, 5, seed=1.5), OptionTypeError, "seed must be"),
         (lambda: random_windows(GRID, -1, 5, seed=0), ConfigError, "patch_size must be >= 1"),
         (lambda: balanced_windows(FRACTIONS, 0, seed=0), ConfigError, "n must be >= 1"),
         (
@@ -487,7 +489,7 @@ FRACTIONS = pd.DataFrame(
         (lambda: spatial_split(FRACTIONS, patch_size=0, block=16, seed=0), ConfigError, "patch_size must be >= 1"),
         (
             lambda: spatial_split(FRACTIONS, [0.8, 0.2], patch_size=32, block=64, seed=0),
-            OptionError,
+            OptionTypeError,
             "fractions must be a mapping",
         ),
         (
@@ -502,7 +504,7 @@ FRACTIONS = pd.DataFrame(
             "no valid pixel",
         ),
         (lambda: window_weights(FRACTIONS.assign(class_0=[np.inf, 0.5])), ConfigError, "NaN or infinite"),
-        (lambda: window_weights([1, 2]), OptionError, "fractions must be a pandas.DataFrame"),
+        (lambda: window_weights([1, 2]), OptionTypeError, "fractions must be a pandas.DataFrame"),
     ],
 )
 def test_bad_input_names_the_argument(call: Any, error: type[Exception], match: str) -> None:

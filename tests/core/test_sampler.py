@@ -16,7 +16,7 @@ from rasterio.vrt import WarpedVRT
 from rasterio.warp import reproject
 
 import crossgeo.io
-from crossgeo import ConfigError, OptionError, PatchSampler, RasterError
+from crossgeo import ConfigError, OptionError, OptionTypeError, PatchSampler, RasterError
 from crossgeo import testing as T
 from crossgeo.testing import PALETTE, CoordinateScene, window_coordinates
 
@@ -545,12 +545,12 @@ def test_low_coverage_warns_with_percentage(scene: CoordinateScene) -> None:
     [
         ("patch_size", 0, ConfigError, "patch_size must be >= 1"),
         ("patch_size", -4, ConfigError, "patch_size must be >= 1"),
-        ("patch_size", 2.5, OptionError, "patch_size must be an integer"),
-        ("patch_size", True, OptionError, "patch_size must be an integer"),
+        ("patch_size", 2.5, OptionTypeError, "patch_size must be an integer"),
+        ("patch_size", True, OptionTypeError, "patch_size must be an integer"),
         ("n_classes", 0, ConfigError, "n_classes must be >= 1"),
-        ("n_classes", "2", OptionError, "n_classes must be an integer"),
-        ("crops_layer", 3, OptionError, "crops_layer must be a string"),
-        ("col_off_key", "", OptionError, "col_off_key must be a non-empty column name"),
+        ("n_classes", "2", OptionTypeError, "n_classes must be an integer"),
+        ("crops_layer", 3, OptionTypeError, "crops_layer must be a string"),
+        ("col_off_key", "", ConfigError, "col_off_key must be a non-empty column name"),
         ("window_index_cache", "index.json", ConfigError, "window_index_cache .* must end in .csv or .parquet"),
         ("mask_fill_value", -1, ConfigError, "mask_fill_value must be >= 0"),
     ],

@@ -106,7 +106,7 @@ def test_patch_dataset_rejects_bad_options(scene):
         PatchDataset(sampler, return_metadata="yes")
     with pytest.raises(TypeError, match="seed"):
         PatchDataset(sampler, seed="42")
-    with pytest.raises(TypeError, match="epoch"):
+    with pytest.raises(ValueError, match="epoch must be >= 0"):  # a value out of range (was a TypeError)
         PatchDataset(sampler).set_epoch(-1)
 
 
