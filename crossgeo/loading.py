@@ -286,6 +286,7 @@ def plan_loader(
     samples_per_epoch: Any = None,
     need_batch_size: bool = False,
     allow_empty: bool = False,
+    any_sampler: bool = False,
 ) -> LoaderPlan:
     """The `LoaderPlan` of a loader named ``where`` over ``source``, every option checked.
 
@@ -293,9 +294,12 @@ def plan_loader(
     keyword is left at its default: `crossgeo.config.resolve_source`). ``need_batch_size``:
     refuse a missing batch size (Keras batches itself). ``allow_empty``: an empty window set
     is accepted here (the torch dataset refuses it when iterated, so a ``ConcatDataset`` of
-    scenes still builds); otherwise `require_windows` refuses it now.
+    scenes still builds); otherwise `require_windows` refuses it now. ``any_sampler``: ``source``
+    is taken as the sampler whatever its class (the torch dataset wraps any object with ``len``,
+    ``get`` and the sampler's attributes); otherwise it is a `crossgeo.PatchSampler`,
+    `crossgeo.SceneSampler` or a mapping.
     """
-    sampler, options = resolve_source(source, where) if isinstance(source, Mapping) else (source, {})
+    sampler, options = (source, {}) if any_sampler else resolve_source(source, where)
     if not allow_empty:
         require_windows(sampler, where)
     checked_weights = resolve_weights(weights, sampler, where)

@@ -47,6 +47,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -148,21 +149,16 @@ def make_dataset(
         with_metadata=with_metadata,
         weights=weights,
     )
-    pipelines, pipeline_id = 1, 0
-    if input_context is not None:
-        pipelines, pipeline_id = input_context.num_input_pipelines, input_context.input_pipeline_id
-        if plan.shuffle or plan.weights is not None:
-            require_shared_seed(
-                plan.seed, pipelines, "make_dataset(shuffle=True, input_context=...)", "Pass seed=<int>."
-            )
+    context = input_context
+    pipelines, pipeline_id = (1, 0) if context is None else (context.num_input_pipelines, context.input_pipeline_id)
+    if plan.shuffle or plan.weights is not None:
+        require_shared_seed(plan.seed, pipelines, "make_dataset(shuffle=True, input_context=...)", "Pass seed=<int>.")
     if not isinstance(compact, bool):
         raise OptionError(f"compact must be true or false, got {compact!r}.")
     shard = len(range(pipeline_id, plan.n_windows, pipelines))
     load = _BatchReader(plan, compact=compact, channels_last=channels_last, shard=shard)
 
-    # --- epoch -> this pipeline's window order, as (index, epoch) pairs -------------
-    def order(epoch_value: np.ndarray) -> np.ndarray:
-        return plan.order(int(epoch_value), rank=pipeline_id, replicas=pipelines)
+    order = partial(plan.order, rank=pipeline_id, replicas=pipelines)  # epoch -> this pipeline's window order
 
     def windows_of(epoch_value: tf.Tensor) -> tf.data.Dataset:
         indices = tf.ensure_shape(tf.numpy_function(order, [epoch_value], tf.int64, stateful=False), [None])
@@ -171,8 +167,8 @@ def make_dataset(
     dataset = _epochs(epoch).flat_map(windows_of)
 
     # --- decode a batch of windows: the shared core function, on tf.data's threads ------
-    batch_size = plan.batch_size
-    batch_shape: list[int | None] = [] if batch_size is None else [batch_size if plan.drop_remainder else None]
+    size = plan.batch_size
+    batch_shape: list[int | None] = [] if size is None else [size if plan.drop_remainder else None]
 
     def decode(index: tf.Tensor, epoch_value: tf.Tensor) -> Any:
         image, mask, row_off, col_off = tf.numpy_function(
@@ -192,8 +188,8 @@ def make_dataset(
             return image, mask, metadata
         return image, mask
 
-    if batch_size is not None:
-        dataset = dataset.batch(batch_size, drop_remainder=plan.drop_remainder)
+    if size is not None:
+        dataset = dataset.batch(size, drop_remainder=plan.drop_remainder)
     dataset = dataset.map(decode, num_parallel_calls=num_parallel_calls, deterministic=True)
     if compact:
         dataset = dataset.map(_from_compact, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)

@@ -11,8 +11,7 @@ from conftest import Scene
 
 from crossgeo import ConfigError, OptionError, PatchSampler, WindowError
 from crossgeo import testing as T
-from crossgeo.augment import check_weights, epoch_order
-from crossgeo.sampler import resolve_weights
+from crossgeo.loading import check_weights, epoch_order, resolve_weights
 
 SIZE = 64
 

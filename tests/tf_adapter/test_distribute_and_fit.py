@@ -18,7 +18,7 @@ from test_keras import tiny_model
 
 from crossgeo import PatchSampler
 from crossgeo import testing as T
-from crossgeo.augment import epoch_order
+from crossgeo.loading import epoch_order
 from crossgeo.tensorflow import make_dataset
 
 HERE = Path(__file__).resolve().parent
