@@ -12,6 +12,7 @@ original's ``data_loader.weighted_sampler`` and its model's ``df.sampler_weight`
 from __future__ import annotations
 
 import difflib
+import logging
 import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
@@ -27,13 +28,17 @@ from crossgeo.windows import WEIGHT_COLUMN
 
 __all__ = [
     "DROPIN_DATA_LOADER_KEYS",
+    "WORKER_ONLY_KEYS",
     "DropinConfig",
     "check_data_loader",
     "check_weighted_sampler",
     "configured_weights",
+    "loader_options",
     "read_dropin",
     "windows_frame",
 ]
+
+log = logging.getLogger("crossgeo")
 
 WHERE = "MBTilesCropsGeoTifMaskDataset"
 
@@ -108,6 +113,34 @@ def check_data_loader(data_loader: Any, known: Sequence[str]) -> dict[str, Any]:
     if not isinstance(data_loader, Mapping):
         raise OptionError(f"data_loader must be a mapping of DataLoader options, got {data_loader!r}.")
     return {k: v for k, v in data_loader.items() if k in known or _warn_ignored(k, v, known, "data_loader.")}
+
+
+WORKER_ONLY_KEYS = ("prefetch_factor", "persistent_workers", "timeout", "multiprocessing_context")
+"""DataLoader options that only exist with worker processes."""
+
+
+def loader_options(configured: Mapping[str, Any] | None, overrides: Mapping[str, Any]) -> dict[str, Any]:
+    """A ``data_loader`` mapping's options under a loader's keyword ``overrides``.
+
+    A passed ``sampler`` / ``batch_sampler`` drops a configured ``shuffle`` (and a ``batch_sampler``
+    the configured ``batch_size`` / ``drop_last``), which the DataLoader refuses beside them;
+    with ``num_workers: 0`` the configured worker-only options (`WORKER_ONLY_KEYS`) are dropped.
+    """
+    configured = dict(configured or {})
+    if any(k in overrides for k in ("sampler", "batch_sampler")) and "shuffle" not in overrides:
+        configured.pop("shuffle", None)
+    if "batch_sampler" in overrides:
+        for key in ("batch_size", "drop_last"):
+            if key not in overrides:
+                configured.pop(key, None)
+    options = {**configured, **overrides}
+    if not options.get("num_workers"):
+        dropped = [k for k in WORKER_ONLY_KEYS if k in options and k not in overrides]
+        for key in dropped:
+            del options[key]
+        if dropped:
+            log.debug("crossgeo: num_workers is 0, so %s do not apply and were dropped", ", ".join(dropped))
+    return options
 
 
 def check_weighted_sampler(data_loader: Mapping[str, Any], plan: LoaderPlan) -> None:

@@ -41,7 +41,7 @@ if not hasattr(keras.utils.PyDataset, "on_epoch_begin"):  # pragma: no cover - K
 
 from crossgeo.augment import PerThreadAugmentation, from_compact, scale_image, to_compact_inputs, to_model_inputs
 from crossgeo.errors import ConfigError, OptionError
-from crossgeo.loading import plan_loader, report_skipped
+from crossgeo.loading import check_epoch, plan_loader, report_skipped
 from crossgeo.sampler import PatchSampler
 from crossgeo.scenes import SceneSampler
 
@@ -115,8 +115,7 @@ class PatchPyDataset(keras.utils.PyDataset):
             weights=weights,
             need_batch_size=True,
         )
-        if isinstance(epoch, bool) or not isinstance(epoch, (int, np.integer)) or epoch < 0:
-            raise OptionError(f"epoch must be a non-negative integer, got {epoch!r}.")
+        epoch = check_epoch(epoch)
         if not isinstance(compact, bool):
             raise OptionError(f"compact must be true or false, got {compact!r}.")
         self.plan = plan

@@ -43,6 +43,8 @@ __all__ = [
     "LoaderPlan",
     "PassCounter",
     "SkipTally",
+    "check_epoch",
+    "check_replicas",
     "check_weights",
     "draw_seed",
     "epoch_length",
@@ -163,6 +165,25 @@ def require_shared_seed(seed: int | None, replicas: int, where: str, fix: str) -
             f"{where} needs a seed: every replica (rank or input pipeline) must compute the same window order, "
             f"or their shares would overlap. {fix}"
         )
+
+
+def check_epoch(epoch: Any) -> int:
+    """An epoch number as an int, refusing anything but a non-negative integer."""
+    if isinstance(epoch, bool) or not isinstance(epoch, (int, np.integer)) or epoch < 0:
+        raise OptionError(f"epoch must be a non-negative integer, got {epoch!r}.")
+    return int(epoch)
+
+
+def check_replicas(num_replicas: Any, rank: Any) -> tuple[int, int]:
+    """``(num_replicas, rank)`` of a replica taking its share of an epoch's order, checked."""
+    for name, value in (("num_replicas", num_replicas), ("rank", rank)):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+            raise OptionError(f"{name} must be an integer, got {value!r}.")
+    if num_replicas < 1 or not 0 <= rank < num_replicas:
+        raise OptionError(
+            f"rank must be in 0..num_replicas-1 and num_replicas >= 1, got rank={rank}, num_replicas={num_replicas}."
+        )
+    return int(num_replicas), int(rank)
 
 
 def draw_seed(seed: int | None) -> int:

@@ -45,11 +45,14 @@ from crossgeo.dropin import (
     DROPIN_DATA_LOADER_KEYS,
     check_weighted_sampler,
     configured_weights,
+    loader_options,
     read_dropin,
     windows_frame,
 )
 from crossgeo.errors import ConfigError, OptionError
 from crossgeo.loading import (
+    check_epoch,
+    check_replicas,
     check_weights,
     epoch_order,
     plan_loader,
@@ -78,9 +81,6 @@ log = logging.getLogger("crossgeo")
 
 DATA_LOADER_KEYS = tuple(k for k in inspect.signature(DataLoader.__init__).parameters if k not in ("self", "dataset"))
 """Keys of a ``data_loader`` mapping: every ``torch.utils.data.DataLoader`` keyword but the dataset."""
-_WORKER_ONLY_KEYS = ("prefetch_factor", "persistent_workers", "timeout", "multiprocessing_context")
-"""DataLoader options that only exist with worker processes."""
-
 
 TRIM_EVERY = 256
 """Items after which a process returns freed patch buffers to the OS (`crossgeo.memory.trim_heap`)."""
@@ -184,9 +184,7 @@ class PatchDataset(Dataset[dict[str, Any]]):
         Loaders from `make_dataloader` also advance the epoch by themselves when this
         is not called (and follow ``sampler.set_epoch`` of a ``DistributedSampler``).
         """
-        if isinstance(epoch, bool) or not isinstance(epoch, (int, np.integer)) or epoch < 0:
-            raise OptionError(f"epoch must be a non-negative integer, got {epoch!r}.")
-        self._epoch.fill_(int(epoch))
+        self._epoch.fill_(check_epoch(epoch))
         self._epoch_set = True
         self._epoch_driven.fill_(True)
 
@@ -529,14 +527,7 @@ def _replicas(num_replicas: int | None, rank: int | None) -> tuple[int, int]:
         num_replicas = torch.distributed.get_world_size() if distributed else 1
     if rank is None:
         rank = torch.distributed.get_rank() if distributed else 0
-    for name, value in (("num_replicas", num_replicas), ("rank", rank)):
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-            raise OptionError(f"{name} must be an integer, got {value!r}.")
-    if num_replicas < 1 or not 0 <= rank < num_replicas:
-        raise OptionError(
-            f"rank must be in 0..num_replicas-1 and num_replicas >= 1, got rank={rank}, num_replicas={num_replicas}."
-        )
-    return int(num_replicas), int(rank)
+    return check_replicas(num_replicas, rank)
 
 
 def make_dataloader(
@@ -586,7 +577,8 @@ def make_dataloader(
     if compact_transfer is not None and not isinstance(compact_transfer, bool):
         raise OptionError(f"compact_transfer must be None, true or false, got {compact_transfer!r}.")
     patch_dataset = _find_patch_dataset(dataset)
-    options = _loader_options(dataset, patch_dataset, overrides)
+    configured = getattr(dataset, "data_loader", None) or getattr(patch_dataset, "data_loader", None)
+    options = loader_options(configured, overrides)
     weighted = {k: options.pop(k) for k in DROPIN_DATA_LOADER_KEYS if k in options}
     if weighted.get("weighted_sampler") and weights is None and patch_dataset is not None:
         weights = configured_weights(weighted, len(patch_dataset))
@@ -632,26 +624,6 @@ def make_dataloader(
     loader.device = torch.device(device) if device is not None else None
     loader.converts = converts
     return loader
-
-
-def _loader_options(dataset: Any, patch_dataset: PatchDataset | None, overrides: dict[str, Any]) -> dict[str, Any]:
-    """The dataset's ``data_loader`` options under ``overrides``; options a passed (batch) sampler or
-    ``num_workers: 0`` excludes are dropped."""
-    configured = dict(getattr(dataset, "data_loader", None) or getattr(patch_dataset, "data_loader", None) or {})
-    if any(k in overrides for k in ("sampler", "batch_sampler")) and "shuffle" not in overrides:
-        configured.pop("shuffle", None)
-    if "batch_sampler" in overrides:
-        for key in ("batch_size", "drop_last"):
-            if key not in overrides:
-                configured.pop(key, None)
-    options = {**configured, **overrides}
-    if not options.get("num_workers"):
-        dropped = [k for k in _WORKER_ONLY_KEYS if k in options and k not in overrides]
-        for key in dropped:
-            del options[key]
-        if dropped:
-            log.debug("crossgeo: num_workers is 0, so %s do not apply and were dropped", ", ".join(dropped))
-    return options
 
 
 # ---------------------------------------------------------------------- tiled prediction
