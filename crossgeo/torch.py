@@ -481,7 +481,7 @@ def _sampler_epoch(loader: DataLoader[Any]) -> int | None:
 
 
 class EpochOrderSampler(Sampler[int]):
-    """Orders a `PatchDataset`'s windows with `crossgeo.augment.epoch_order`.
+    """Orders a `PatchDataset`'s windows with `crossgeo.loading.epoch_order`.
 
     The order depends only on ``(seed, dataset.epoch)`` (and ``weights``), so it equals the
     tf.data and Keras adapters' order for the same seed, epoch and weights. Without
