@@ -293,8 +293,14 @@ class MBTilesCropsGeoTifMaskDataset(PatchDataset):
         patch_size: Any = REQUIRED,
         **options: Any,
     ) -> None:
-        given = {"image_mbtiles_path": image_mbtiles_path, "mask_path": mask_path, "crops_path": crops_path}
-        given["patch_size"] = patch_size
+        # ``options``: the sampler's and the adapter's options of crossgeo.options (one list) and the original
+        # pipeline's extra keys (DROPIN_OPTIONS); anything else is dropped with a warning naming the closest key.
+        given = {
+            "image_mbtiles_path": image_mbtiles_path,
+            "mask_path": mask_path,
+            "crops_path": crops_path,
+            "patch_size": patch_size,
+        }
         config = read_dropin({k: v for k, v in given.items() if v is not REQUIRED} | options, DATA_LOADER_KEYS)
         self.data_loader = config.data_loader
         self.gpu_augmentation_list = config.gpu_augmentation_list
