@@ -465,8 +465,15 @@ def write_shard(sampler: Any, path: str | os.PathLike[str], layout: Layout, shar
         }
         blobs = _memory_arrays(layout).encode(shard, stacked)
     files = _shard_files(layout, shard)
-    for name, blob in blobs.items():
-        _write_file(root, files[name], blob)
+    written: list[Path] = []
+    try:
+        for name, blob in blobs.items():
+            _write_file(root, files[name], blob)
+            written.append(root / files[name])
+    except BaseException:
+        for done in written:  # a shard is whole or absent: never some of its arrays without the others
+            done.unlink(missing_ok=True)
+        raise
     record["files"] = {files[n]: {"sha256": hashlib.sha256(b).hexdigest(), "bytes": len(b)} for n, b in blobs.items()}
     with atomic_output(root / RECORDS / f"{shard:06d}.json", option="path") as temp:
         temp.write_text(json.dumps(record, default=str))
@@ -635,9 +642,7 @@ def write_chips(
     if format == "zarr":
         _zarr()
     if engine == "ray":
-        from crossgeo.ray import require_ray
-
-        require_ray("write_chips(engine='ray')")
+        import crossgeo.ray  # noqa: F401 - fails here, before any work, with the pip line when Ray is missing
     root = Path(os.path.abspath(os.fspath(path)))
     layout = _plan(sampler, int(shard_size), format)
     _prepare(root, layout, overwrite=overwrite, resume=resume)
@@ -787,7 +792,7 @@ class ChipSampler(WindowSequence):
         self.n_classes: int = int(self.manifest["n_classes"])
         self.mask_fill_value: int = int(self.manifest["mask_fill_value"])
         self.image_dtype = np.dtype(self.manifest["image_dtype"])
-        self.selected_bands = list(self.manifest["bands"] or range(1, self.layout.arrays["image"].shape[-3] + 1))
+        self.selected_bands = tuple(self.manifest["bands"] or range(1, self.layout.arrays["image"].shape[-3] + 1))
         self.color_map = self.manifest.get("color_map")
         weight = table.column(WEIGHT_COLUMN).to_numpy() if WEIGHT_COLUMN in table.column_names else None
         scene = table.column("scene").to_numpy() if "scene" in table.column_names else None

@@ -11,6 +11,7 @@ its colours are counted with `crossgeo.masks.colour_counts`, the decoder's own c
 from __future__ import annotations
 
 import argparse
+import os
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -257,6 +258,11 @@ def run_validate(args: argparse.Namespace) -> Checks:
     from crossgeo.sampler import PatchSampler
 
     checks = Checks()
+    if os.path.isdir(args.config):  # a chip store (crossgeo chips): manifest against arrays, checksums, counts
+        from crossgeo.cli.chips import validate_store
+
+        validate_store(checks, args.config)
+        return checks
     config = load_config(args.config, args.section)
     print(f"validating {args.config}")
     try:
