@@ -20,6 +20,7 @@ except ImportError as _error:  # pragma: no cover - exercised in a subprocess te
     ) from _error
 
 import os
+import re
 from collections.abc import Iterator, Sequence
 from functools import partial
 from pathlib import Path
@@ -162,6 +163,12 @@ def _predict_one(image_path: str, out_path: str, model_factory: Any, options: di
     return {"status": "written", "error": None, "prediction": result}
 
 
+def _last_line(error: BaseException) -> str:
+    """The line of a Ray task's error that says what failed (Ray's text is a coloured traceback)."""
+    lines = [line.strip() for line in re.sub(r"\x1b\[[0-9;]*m", "", str(error)).splitlines() if line.strip()]
+    return lines[-1] if lines else type(error).__name__
+
+
 def predict_scenes(
     catalogue: Any,
     model_factory: Any,
@@ -218,6 +225,6 @@ def predict_scenes(
             try:
                 result = ray.get(done[0])
             except Exception as error:  # noqa: BLE001 - a task that died (its worker killed) is one failed scene
-                result = {"status": "failed", "error": f"{type(error).__name__}: {' '.join(str(error).split())}"}
+                result = {"status": "failed", "error": _last_line(error)}
             records[k].update({n: result[n] for n in ("status", "error")})
     return records
