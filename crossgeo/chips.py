@@ -60,6 +60,7 @@ __all__ = [
     "ChipSampler",
     "ChipStoreError",
     "Layout",
+    "chip_sampler_from_config",
     "read_manifest",
     "sampler_fingerprint",
     "verify_chips",
@@ -930,3 +931,24 @@ class ChipSampler(WindowSequence):
         split = f", split={self.split!r}" if self.split is not None else ""
         return f"ChipSampler({str(self.path)!r}{split}, chips={len(self)})"
 
+
+
+def chip_sampler_from_config(options: Mapping[str, Any]) -> ChipSampler:
+    """The `ChipSampler` of a configuration with ``chips_path`` (the drop-in dataset, ``build_sampler``).
+
+    ``split`` selects a split; ``patch_size`` and ``n_classes``, when given, must equal the store's
+    (a configuration meant for other chips is refused, naming both); the raster options of the
+    configuration (the ones the store was written from) are not read again.
+    """
+    sampler = ChipSampler(options["chips_path"], split=options.get("split"))
+    for name in ("patch_size", "n_classes"):
+        if options.get(name) is not None and options[name] != getattr(sampler, name):
+            raise ChipStoreError(
+                f"{name} is {options[name]!r} but the chip store {sampler.path} (chips_path) was written with "
+                f"{name} {getattr(sampler, name)!r}; write the store again with this configuration "
+                "(crossgeo chips CONFIG OUT --overwrite) or fix the option."
+            )
+    ignored = sorted(set(options) - {"chips_path", "split", "patch_size", "n_classes"})
+    if ignored:
+        log.info("crossgeo: chips_path %s serves the patches; %s are the store's own", sampler.path, ", ".join(ignored))
+    return sampler

@@ -97,6 +97,9 @@ def split_config(config: Any, *, where: str = "the configuration") -> tuple[dict
     sampler = {k: v for k, v in mapping.items() if k in SAMPLER_KEYS or k in SCENE_KEYS or k in ALIASES}
     rest = {k: v for k, v in mapping.items() if k in ADAPTER_KEYS}
     given = {ALIASES.get(k, k) for k in sampler}
+    if sampler.get("chips_path") is not None:  # a chip store serves the patches (crossgeo.chips)
+        return sampler, rest
+    sampler.pop("chips_path", None)
     if sampler.get("scenes") is not None:
         image = [k for k in sampler if ALIASES.get(k, k) == "image_path"]
         if image:
@@ -119,6 +122,10 @@ def split_config(config: Any, *, where: str = "the configuration") -> tuple[dict
 def build_sampler(kwargs: Mapping[str, Any]) -> PatchSampler | SceneSampler:
     """A `SceneSampler` when ``kwargs`` (from `split_config`) has ``scenes``, else a `PatchSampler`."""
     kwargs = {k: to_plain(v) for k, v in kwargs.items()}
+    if kwargs.get("chips_path") is not None:
+        from crossgeo.chips import chip_sampler_from_config
+
+        return chip_sampler_from_config(kwargs)  # type: ignore[return-value]
     if kwargs.get("scenes") is not None:
         from crossgeo.scenes import SceneSampler
 

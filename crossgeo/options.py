@@ -185,8 +185,18 @@ SCENE_OPTIONS: tuple[Option, ...] = (
         "With `scenes`: at most this many scenes keep open file handles per process (least recently used "
         "closed first), so thousands of scenes never exhaust file descriptors.",
     ),
+    Option(
+        "chips_path",
+        "path",
+        None,
+        "A chip store written by `crossgeo.write_chips` (`crossgeo chips CONFIG OUT`): the patches are served "
+        "from it (`crossgeo.ChipSampler`) with the numbers the rasters gave, instead of read from the rasters. "
+        "`split` selects the store's chips of one split; `patch_size` and `n_classes`, when set, must match "
+        "the store; the other raster options are those the store was written with.",
+    ),
 )
-"""Options of `crossgeo.SceneSampler` besides the sampler's (a configuration with ``scenes`` builds one)."""
+"""Options of `crossgeo.SceneSampler` besides the sampler's (a configuration with ``scenes`` builds one), and
+``chips_path`` (a configuration with it builds a `crossgeo.ChipSampler`)."""
 
 ADAPTER_OPTIONS: tuple[Option, ...] = (
     Option(

@@ -104,3 +104,37 @@ def test_one_epoch_from_webdataset_shards(stores: dict[str, Path]) -> None:
             assert_window(one, int(row), int(col))
             seen.append((int(row), int(col)))
     assert seen == [tuple(w) for w in WINDOWS]
+
+
+def test_drop_in_dataset_reads_chips_path(make_dataset: Any, stores: dict[str, Path]) -> None:
+    """The original's configuration plus ``chips_path``: the same items, served from the store."""
+    from crossgeo.chips import ChipStoreError
+
+    live = make_dataset(augmentation_list=AUGMENT, seed=2)
+    chips = make_dataset(augmentation_list=AUGMENT, seed=2, chips_path=str(stores["zarr"]))
+    assert isinstance(chips.sampler, ChipSampler)
+    for i in range(len(live)):
+        torch.testing.assert_close(chips[i]["image"], live[i]["image"], rtol=0, atol=0)
+        torch.testing.assert_close(chips[i]["mask"], live[i]["mask"], rtol=0, atol=0)
+    with pytest.raises(ChipStoreError, match="patch_size is 64 but the chip store .* patch_size 32"):
+        make_dataset(chips_path=str(stores["zarr"]), patch_size=64)
+
+
+def test_hydra_instantiates_the_drop_in_with_chips_path(stores: dict[str, Path], scene: types.SimpleNamespace) -> None:
+    from hydra.utils import instantiate
+    from omegaconf import OmegaConf
+
+    config = OmegaConf.create(
+        {
+            "_target_": "crossgeo.torch.MBTilesCropsGeoTifMaskDataset",
+            "image_mbtiles_path": str(scene.image_mbtiles),
+            "mask_path": str(scene.mask_vrt),
+            "crops_path": str(scene.windows_csv),
+            "patch_size": PATCH,
+            "chips_path": str(stores["zarr"]),
+        }
+    )
+    dataset = instantiate(config)
+    assert isinstance(dataset.sampler, ChipSampler) and len(dataset) == len(WINDOWS)
+    for i, (row, col) in enumerate(WINDOWS):
+        assert_window(dataset[i]["image"], row, col)
