@@ -234,7 +234,7 @@ def _window_columns(sampler: Any) -> dict[str, np.ndarray]:
 
         try:
             table = pq.read_table(crops) if Path(crops).suffix.lower() != ".csv" else pacsv.read_csv(crops)
-        except Exception:  # noqa: BLE001 - extra columns are optional; the sampler already read the offsets
+        except Exception:
             table = None
     split = getattr(sampler, "split", None)
     if table is not None:
@@ -308,8 +308,7 @@ def _zarr() -> Any:
         import zarr
     except ImportError as error:
         raise ImportError(
-            "chip stores need zarr>=3 (and numcodecs): pip install 'crossgeo[chips]' ("
-            f"{error})."
+            f"chip stores need zarr>=3 (and numcodecs): pip install 'crossgeo[chips]' ({error})."
         ) from error
     return zarr
 
@@ -461,9 +460,7 @@ def write_shard(sampler: Any, path: str | os.PathLike[str], layout: Layout, shar
         ]
         blobs = {"tar": _tar_bytes(start, chips, rows)}
     else:
-        stacked = {
-            name: np.stack([c[name] for c in chips]).view(spec.stored) for name, spec in layout.arrays.items()
-        }
+        stacked = {name: np.stack([c[name] for c in chips]).view(spec.stored) for name, spec in layout.arrays.items()}
         blobs = _memory_arrays(layout).encode(shard, stacked)
     files = _shard_files(layout, shard)
     written: list[Path] = []
@@ -633,7 +630,9 @@ def write_chips(
     shards stay usable by ``resume=True``.
     """
     if isinstance(shard_size, bool) or not isinstance(shard_size, (int, np.integer)) or shard_size < 1:
-        raise ConfigError(f"write_chips: shard_size must be an integer >= 1 (chips per shard file), got {shard_size!r}.")
+        raise ConfigError(
+            f"write_chips: shard_size must be an integer >= 1 (chips per shard file), got {shard_size!r}."
+        )
     if format not in FORMATS:
         raise ConfigError(f"write_chips: format must be one of {FORMATS}, got {format!r}.")
     if engine not in ENGINES:
@@ -681,7 +680,7 @@ def _progress(items: Sequence[int], show: bool, what: str) -> Iterable[int]:
         from tqdm import tqdm
     except ImportError:
         return items
-    return tqdm(items, desc=what, unit="shard", disable=None, leave=False)  # type: ignore[no-any-return]
+    return tqdm(items, desc=what, unit="shard", disable=None, leave=False)
 
 
 # --------------------------------------------------------------------------- verifying
@@ -754,9 +753,7 @@ class ChipSampler(WindowSequence):
 
     on_read_error = "raise"
 
-    def __init__(
-        self, path: str | os.PathLike[str], *, split: str | None = None, cache_bytes: int = 2 << 30
-    ) -> None:
+    def __init__(self, path: str | os.PathLike[str], *, split: str | None = None, cache_bytes: int = 2 << 30) -> None:
         import pyarrow.parquet as pq
 
         if isinstance(cache_bytes, bool) or not isinstance(cache_bytes, (int, np.integer)) or cache_bytes < 0:
@@ -892,9 +889,11 @@ class ChipSampler(WindowSequence):
         values: dict[str, Any] = {}
         for name, value in arrays.items():
             spec = self.layout.arrays[name]
-            values[name] = np.array(value, copy=True).view(np.dtype(spec.dtype)) if spec.stored != np.dtype(
-                spec.dtype
-            ) else np.array(value, copy=True)
+            values[name] = (
+                np.array(value, copy=True).view(np.dtype(spec.dtype))
+                if spec.stored != np.dtype(spec.dtype)
+                else np.array(value, copy=True)
+            )
         values["mask"] = values["mask"].astype(mask_dtype)
         for name in self._extras:
             values[name] = json.loads(self.table.column(name)[position].as_py())
@@ -930,7 +929,6 @@ class ChipSampler(WindowSequence):
     def __repr__(self) -> str:
         split = f", split={self.split!r}" if self.split is not None else ""
         return f"ChipSampler({str(self.path)!r}{split}, chips={len(self)})"
-
 
 
 def chip_sampler_from_config(options: Mapping[str, Any]) -> ChipSampler:

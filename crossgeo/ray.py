@@ -158,7 +158,7 @@ def _predict_one(image_path: str, out_path: str, model_factory: Any, options: di
     try:
         predict = model_factory()
         result = predict_raster(image_path, predict, out_path, progress=False, **options)
-    except Exception as error:  # noqa: BLE001 - reported per scene; the other scenes go on
+    except Exception as error:
         return {"status": "failed", "error": f"{type(error).__name__}: {' '.join(str(error).split())}"}
     return {"status": "written", "error": None, "prediction": result}
 
@@ -215,16 +215,14 @@ def predict_scenes(
         _connect()
         remote = ray.remote(num_cpus=num_cpus)(_predict_one)
         factory = ray.put(model_factory)
-        refs = {
-            remote.remote(scenes[k].image_path, str(outputs[k]), factory, dict(predict_options)): k for k in todo
-        }
+        refs = {remote.remote(scenes[k].image_path, str(outputs[k]), factory, dict(predict_options)): k for k in todo}
         waiting = list(refs)
         while waiting:
             done, waiting = ray.wait(waiting, num_returns=1)
             k = refs[done[0]]
             try:
                 result = ray.get(done[0])
-            except Exception as error:  # noqa: BLE001 - a task that died (its worker killed) is one failed scene
+            except Exception as error:
                 result = {"status": "failed", "error": _last_line(error)}
             records[k].update({n: result[n] for n in ("status", "error")})
     return records

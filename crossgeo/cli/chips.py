@@ -70,7 +70,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def validate_store(checks: Any, path: str) -> None:
-    """``crossgeo validate STORE``: the manifest against the arrays and table, every shard's sha256, counts per split."""
+    """``crossgeo validate STORE``: the manifest against the arrays and table, each shard's sha256, split counts."""
     from crossgeo.chips import verify_chips
     from crossgeo.errors import CrossgeoError
 

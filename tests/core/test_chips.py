@@ -10,7 +10,6 @@ import subprocess
 import sys
 import tarfile
 import textwrap
-from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -154,7 +153,7 @@ def test_pickled_chip_sampler_reads_the_same(live, tmp_path):
 
 def test_existing_store_needs_overwrite_or_resume(live, tmp_path):
     store = write_chips(live, tmp_path / "chips", progress=False)
-    with pytest.raises(ChipStoreError, match="already exists.*overwrite=True.*resume=True"):
+    with pytest.raises(ChipStoreError, match=r"already exists.*overwrite=True.*resume=True"):
         write_chips(live, store, progress=False)
     write_chips(live, store, overwrite=True, progress=False)
     other = tmp_path / "mine"
@@ -169,7 +168,9 @@ def test_existing_store_needs_overwrite_or_resume(live, tmp_path):
 
 def test_resume_refuses_a_store_of_other_windows(live, scene, tmp_path):
     store = write_chips(live, tmp_path / "chips", progress=False)
-    other = PatchSampler(scene.image, scene.lonlat_mask("m2.tif"), T.write_windows_table(scene.folder / "o.csv", [1], [1]), SIZE)
+    other = PatchSampler(
+        scene.image, scene.lonlat_mask("m2.tif"), T.write_windows_table(scene.folder / "o.csv", [1], [1]), SIZE
+    )
     with pytest.raises(ChipStoreError, match="other windows, options"):
         write_chips(other, store, resume=True, progress=False)
 
@@ -206,7 +207,7 @@ def test_damaged_shard_is_a_read_error_and_resume_rewrites_it(live, tmp_path):
 def test_incomplete_store_says_resume(live, tmp_path):
     store = write_chips(live, tmp_path / "chips", progress=False)
     (store / "manifest.json").unlink()
-    with pytest.raises(ChipStoreError, match="incomplete.*resume=True"):
+    with pytest.raises(ChipStoreError, match=r"incomplete.*resume=True"):
         ChipSampler(store)
 
 

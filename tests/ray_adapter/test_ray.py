@@ -12,7 +12,7 @@ import pytest
 import rasterio
 import ray
 
-from crossgeo import PatchSampler, SceneSampler
+from crossgeo import SceneSampler
 from crossgeo import testing as T
 from crossgeo.chips import ChipSampler, write_chips
 from crossgeo.ray import predict_scenes, read_patches

@@ -15,7 +15,7 @@ from crossgeo.torch import PatchDataset, make_dataloader
 
 pytest.importorskip("zarr", minversion="3")
 
-from crossgeo.chips import ChipSampler, write_chips  # noqa: E402
+from crossgeo.chips import ChipSampler, write_chips
 
 AUGMENT = [
     {"_target_": "albumentations.HorizontalFlip", "p": 0.5},
@@ -26,8 +26,9 @@ WEIGHTS = [float(i % 4) for i in range(len(WINDOWS))]
 
 @pytest.fixture(scope="module")
 def stores(scene: types.SimpleNamespace, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    from crossgeo.torch import MBTilesCropsGeoTifMaskDataset
     from torch_scene import COLOR_MAP
+
+    from crossgeo.torch import MBTilesCropsGeoTifMaskDataset
 
     live = MBTilesCropsGeoTifMaskDataset(
         image_mbtiles_path=scene.image_mbtiles,
@@ -89,7 +90,11 @@ def test_one_epoch_from_webdataset_shards(stores: dict[str, Path]) -> None:
         webdataset.WebDataset(urls, shardshuffle=False)
         .decode()
         .to_tuple("image.npy", "mask.npy", "json")
-        .map_tuple(lambda image: torch.from_numpy(scale_image(image)), lambda mask: torch.from_numpy(mask.astype(np.int64)), lambda meta: meta)
+        .map_tuple(
+            lambda image: torch.from_numpy(scale_image(image)),
+            lambda mask: torch.from_numpy(mask.astype(np.int64)),
+            lambda meta: meta,
+        )
     )
     model = torch.nn.Conv2d(3, 4, 1)
     optimiser = torch.optim.SGD(model.parameters(), lr=0.1)
@@ -116,7 +121,7 @@ def test_drop_in_dataset_reads_chips_path(make_dataset: Any, stores: dict[str, P
     for i in range(len(live)):
         torch.testing.assert_close(chips[i]["image"], live[i]["image"], rtol=0, atol=0)
         torch.testing.assert_close(chips[i]["mask"], live[i]["mask"], rtol=0, atol=0)
-    with pytest.raises(ChipStoreError, match="patch_size is 64 but the chip store .* patch_size 32"):
+    with pytest.raises(ChipStoreError, match=r"patch_size is 64 but the chip store .* patch_size 32"):
         make_dataset(chips_path=str(stores["zarr"]), patch_size=64)
 
 
