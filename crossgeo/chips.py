@@ -102,7 +102,7 @@ class ArraySpec:
     @property
     def stored(self) -> np.dtype[Any]:
         dtype = np.dtype(self.dtype)
-        return np.dtype(np.int64) if dtype.kind in "mM" else dtype
+        return np.dtype("<i8") if dtype.kind in "mM" else dtype.newbyteorder("<")
 
 
 @attrs.frozen
@@ -335,54 +335,59 @@ def _create_arrays(store: Any, layout: Layout) -> dict[str, Any]:
     return arrays
 
 
-@attrs.define
-class _MemoryArrays:
-    """Arrays of one layout in a memory store: encode a shard, or decode a shard's bytes."""
-
-    layout: Layout
-    data: dict[str, Any]
-    arrays: dict[str, Any]
-
-    @classmethod
-    def of(cls, layout: Layout) -> _MemoryArrays:
-        from zarr.storage import MemoryStore
-
-        data: dict[str, Any] = {}
-        return cls(layout, data, _create_arrays(MemoryStore(data), layout))
-
-    def encode(self, shard: int, stacked: Mapping[str, np.ndarray]) -> dict[str, bytes]:
-        start, stop = self.layout.bounds(shard)
-        files = _shard_files(self.layout, shard)
-        out = {}
-        for name, values in stacked.items():
-            self.arrays[name][start:stop] = values
-            out[name] = self.data.pop(files[name]).to_bytes()
-        return out
-
-    def decode(self, shard: int, blobs: Mapping[str, bytes]) -> dict[str, np.ndarray]:
-        from zarr.core.buffer import default_buffer_prototype
-
-        start, stop = self.layout.bounds(shard)
-        files = _shard_files(self.layout, shard)
-        out = {}
-        for name, blob in blobs.items():
-            self.data[files[name]] = default_buffer_prototype().buffer.from_bytes(blob)
-            try:
-                out[name] = self.arrays[name][start:stop]
-            finally:
-                self.data.pop(files[name], None)
-        return out
+# The Zarr v3 sharding codec, written and read here directly (its layout is the spec's, and the
+# tests read every store back through zarr): each chip is one chunk, the zstd frame of its
+# little-endian C-order bytes; a shard file is the chunks one after another, then the index
+# (one little-endian uint64 pair, offset and size, per chunk; 2**64-1 for none) and the
+# index's CRC32C. Zarr's own async machinery costs milliseconds per chunk, this microseconds.
+_EMPTY = np.iinfo(np.uint64).max
 
 
-_MEMORY: dict[tuple[int, str], _MemoryArrays] = {}
+def _zstd(level: int = 3) -> Any:
+    from numcodecs import Zstd
+
+    return Zstd(level=level)
 
 
-def _memory_arrays(layout: Layout) -> _MemoryArrays:
-    key = (os.getpid(), json.dumps(layout.to_json(), sort_keys=True))
-    if key not in _MEMORY:
-        _MEMORY.clear()
-        _MEMORY[key] = _MemoryArrays.of(layout)
-    return _MEMORY[key]
+def _crc32c(data: bytes) -> bytes:
+    import google_crc32c
+
+    return int(google_crc32c.value(data)).to_bytes(4, "little")
+
+
+def encode_shard(chips: np.ndarray, shard_size: int) -> bytes:
+    """One shard file of the sharding codec: ``chips`` (n <= shard_size, *shape) as zstd chunks plus the index."""
+    codec = _zstd()
+    parts: list[bytes] = []
+    index = np.full((shard_size, 2), _EMPTY, dtype="<u8")
+    offset = 0
+    for k, chip in enumerate(chips):
+        frame = bytes(codec.encode(np.ascontiguousarray(chip)))
+        index[k] = (offset, len(frame))
+        parts.append(frame)
+        offset += len(frame)
+    table = index.tobytes()
+    return b"".join([*parts, table, _crc32c(table)])
+
+
+def _index(blob: bytes, shard_size: int, where: str) -> np.ndarray:
+    size = shard_size * 16
+    table = blob[-(size + 4) : -4]
+    if len(table) != size or _crc32c(table) != blob[-4:]:
+        raise ReadError(f"{where}: the shard index is damaged (its CRC32C does not match).")
+    return np.frombuffer(table, dtype="<u8").reshape(shard_size, 2)
+
+
+def decode_chunks(blob: bytes, spec: ArraySpec, shard_size: int, count: int, where: str) -> np.ndarray:
+    """The first ``count`` chips of a shard file as one (count, *shape) array of the stored dtype."""
+    codec = _zstd()
+    index = _index(blob, shard_size, where)
+    out = np.empty((count, *spec.shape), dtype=spec.stored)
+    view = memoryview(blob)
+    for k in range(count):
+        start, size = (int(v) for v in index[k])
+        codec.decode(view[start : start + size], out=out[k])
+    return out
 
 
 def _npy(array: np.ndarray) -> bytes:
@@ -460,8 +465,10 @@ def write_shard(sampler: Any, path: str | os.PathLike[str], layout: Layout, shar
         ]
         blobs = {"tar": _tar_bytes(start, chips, rows)}
     else:
-        stacked = {name: np.stack([c[name] for c in chips]).view(spec.stored) for name, spec in layout.arrays.items()}
-        blobs = _memory_arrays(layout).encode(shard, stacked)
+        blobs = {
+            name: encode_shard(np.stack([c[name] for c in chips]).view(spec.stored), layout.shard_size)
+            for name, spec in layout.arrays.items()
+        }
     files = _shard_files(layout, shard)
     written: list[Path] = []
     try:
@@ -820,7 +827,6 @@ class ChipSampler(WindowSequence):
         self._pid = os.getpid()
         self._cache: dict[int, dict[str, np.ndarray]] = {}
         self._verified: set[int] = set()
-        self._arrays: dict[str, Any] | None = None
 
     def _state(self) -> None:
         if self._pid != os.getpid():
@@ -872,16 +878,34 @@ class ChipSampler(WindowSequence):
         if self.whole_shards:
             arrays = self._cache.get(shard)
             if arrays is None:
-                arrays = _memory_arrays(self.layout).decode(shard, self._shard_blobs(shard))
+                start, stop = self.layout.bounds(shard)
+                arrays = {
+                    name: decode_chunks(blob, self.layout.arrays[name], self.layout.shard_size, stop - start, name)
+                    for name, blob in self._shard_blobs(shard).items()
+                }
                 self._cache[shard] = arrays
             return {name: a[offset] for name, a in arrays.items()}
         if shard not in self._verified:
             self._shard_blobs(shard)
             self._verified.add(shard)
-        if self._arrays is None:
-            group = _zarr().open_group(str(self.path), mode="r")
-            self._arrays = {name: group[name] for name in self.layout.arrays}
-        return {name: array[position] for name, array in self._arrays.items()}
+        return {name: self._read_chunk(shard, offset, name) for name in self.layout.arrays}
+
+    def _read_chunk(self, shard: int, offset: int, name: str) -> np.ndarray:
+        """One chip of one array: the shard's index and the chip's zstd frame read from the file, decoded."""
+        spec, size = self.layout.arrays[name], self.layout.shard_size
+        file = self.path / _shard_files(self.layout, shard)[name]
+        try:
+            with open(file, "rb") as handle:
+                handle.seek(-(size * 16 + 4), os.SEEK_END)
+                index = _index(handle.read(), size, str(file))
+                start, length = (int(v) for v in index[offset])
+                handle.seek(start)
+                frame = handle.read(length)
+        except OSError as error:
+            raise ReadError(f"chip store {self.path}: shard {shard} file {file} cannot be read ({error}).") from error
+        out = np.empty(spec.shape, dtype=spec.stored)
+        _zstd().decode(frame, out=out)
+        return out
 
     def _read_window(self, position: int, mask_dtype: Any = np.int64) -> Patch:
         store_position = int(self.positions[position])
@@ -889,12 +913,11 @@ class ChipSampler(WindowSequence):
         values: dict[str, Any] = {}
         for name, value in arrays.items():
             spec = self.layout.arrays[name]
-            values[name] = (
-                np.array(value, copy=True).view(np.dtype(spec.dtype))
-                if spec.stored != np.dtype(spec.dtype)
-                else np.array(value, copy=True)
-            )
-        values["mask"] = values["mask"].astype(mask_dtype)
+            if name == "mask":
+                value = value.astype(mask_dtype)  # a new array
+            elif self.whole_shards:
+                value = value.copy()  # never hand out the cache itself
+            values[name] = value.view(np.dtype(spec.dtype)) if spec.stored != np.dtype(spec.dtype) else value
         for name in self._extras:
             values[name] = json.loads(self.table.column(name)[position].as_py())
         scene = None if self.index.scene is None else int(self.index.scene[position])
@@ -918,7 +941,7 @@ class ChipSampler(WindowSequence):
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
-        for name in ("_cache", "_verified", "_arrays", "_pid"):
+        for name in ("_cache", "_verified", "_pid"):
             state.pop(name, None)
         return state
 
