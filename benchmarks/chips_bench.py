@@ -108,9 +108,7 @@ def measure_scene(windows: int, work: Path, cache: Path) -> dict[str, Any]:
     except ImportError:
         out["chips_loader_vs_live_loader"] = None
         return out
-    loaders = [
-        make_dataloader(PatchDataset(s), batch_size=16, num_workers=0, shuffle=False) for s in (live, chips)
-    ]
+    loaders = [make_dataloader(PatchDataset(s), batch_size=16, num_workers=0, shuffle=False) for s in (live, chips)]
     for loader in loaders:
         _loader_epoch(loader)
     out["live_loader_epoch_s"] = _loader_epoch(loaders[0])
@@ -166,7 +164,8 @@ def report(results: dict[str, Any]) -> str:
         f"  store {scene['store_bytes'] / 1e6:.1f} MB for {scene['raw_bytes'] / 1e6:.1f} MB of raw arrays "
         f"({scene['store_bytes'] / scene['raw_bytes']:.1%})"
     )
-    rows = [(k, scene.get(k)) for k in ("chips_vs_live", "chips_loader_vs_live_loader", "chips_vs_zarr", "write_vs_live")]
+    names = ("chips_vs_live", "chips_loader_vs_live_loader", "chips_vs_zarr", "write_vs_live")
+    rows = [(k, scene.get(k)) for k in names]
     rows.append(("chips_cached_vs_zarr (report)", scene.get("chips_cached_vs_zarr")))
     if "ray" in results:
         ray = results["ray"]

@@ -43,6 +43,7 @@ import os
 import shutil
 import tarfile
 from collections.abc import Iterable, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -433,7 +434,11 @@ def write_shard(sampler: Any, path: str | os.PathLike[str], layout: Layout, shar
 
     Runs in any process (the Ray engine calls it in tasks, each with its own readers).
     """
-    root = Path(path)
+    return store_shard(path, layout, *read_shard(sampler, layout, shard))
+
+
+def read_shard(sampler: Any, layout: Layout, shard: int) -> tuple[dict[str, Any], list[dict[str, np.ndarray]]]:
+    """The chips of shard ``shard`` (their arrays, checked against ``layout``) and the start of its record."""
     start, stop = layout.bounds(shard)
     skipped_before = int(getattr(sampler, "skipped", 0))
     patches = [_read_chip(sampler, position) for position in range(start, stop)]
@@ -457,6 +462,15 @@ def write_shard(sampler: Any, path: str | os.PathLike[str], layout: Layout, shar
         "extras": [_chip_extras(p) for p in patches],
         "skipped": int(getattr(sampler, "skipped", 0)) - skipped_before,
     }
+    return record, chips
+
+
+def store_shard(
+    path: str | os.PathLike[str], layout: Layout, record: dict[str, Any], chips: list[dict[str, np.ndarray]]
+) -> dict[str, Any]:
+    """Encode the chips of a shard and write its files (temporary names, renamed), then its record."""
+    root = Path(path)
+    shard, start, stop = record["shard"], record["start"], record["stop"]
     if layout.format == "webdataset":
         rows = [
             {"position": position, "row_off": record["row_off"][k], "col_off": record["col_off"][k]}
@@ -667,8 +681,18 @@ def write_chips(
         for record in write_shards(sampler, root, layout, pending, progress=progress):
             records[record["shard"]] = record
     else:
-        for shard in _progress(pending, progress, f"writing {root.name}"):
-            records[shard] = write_shard(sampler, root, layout, shard)
+        # Encoding and writing a shard (zstd and hashing release the GIL) overlaps reading the next one.
+        with ThreadPoolExecutor(1) as writer:
+            previous: Future[dict[str, Any]] | None = None
+            for shard in _progress(pending, progress, f"writing {root.name}"):
+                read = read_shard(sampler, layout, shard)
+                if previous is not None:
+                    done = previous.result()
+                    records[done["shard"]] = done
+                previous = writer.submit(store_shard, root, layout, *read)
+            if previous is not None:
+                done = previous.result()
+                records[done["shard"]] = done
     ordered = [records[k] for k in range(layout.shards)]
     table = _table(sampler, layout, ordered)
     import pyarrow.parquet as pq

@@ -217,15 +217,15 @@ WRITER = textwrap.dedent(
     from crossgeo import PatchSampler
     from crossgeo import chips
 
-    real = chips.write_shard
+    real = chips.store_shard
 
-    def slow(sampler, path, layout, shard):
-        record = real(sampler, path, layout, shard)
-        print(shard, flush=True)
-        time.sleep(30 if shard == 1 else 0)
+    def slow(path, layout, record, arrays):
+        record = real(path, layout, record, arrays)
+        print(record["shard"], flush=True)
+        time.sleep(30 if record["shard"] == 1 else 0)
         return record
 
-    chips.write_shard = slow
+    chips.store_shard = slow
     sampler = PatchSampler(sys.argv[1], sys.argv[2], sys.argv[3], 32, n_classes=4)
     chips.write_chips(sampler, sys.argv[4], shard_size=4, progress=False)
     """

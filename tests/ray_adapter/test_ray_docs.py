@@ -1,11 +1,10 @@
-"""Documentation examples that need Ray (``# requires: ray``), run on a local cluster; see docs/scripts/run_examples.py."""
+"""Documentation examples that need Ray (``# requires: ray``) on a local cluster; see docs/scripts/run_examples.py."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import pytest
-
 import run_examples as examples  # docs/scripts, on sys.path via tests/conftest.py
 
 PAGES = examples.all_blocks()
