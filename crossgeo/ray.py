@@ -102,7 +102,7 @@ def write_shards(
 ) -> Iterator[dict[str, Any]]:
     """Write the ``pending`` shards of a chip store in Ray tasks (`crossgeo.write_chips` with ``engine="ray"``).
 
-    The shards are split into about four groups per cluster CPU; each task writes its group
+    The shards are split into two groups per cluster CPU (each task unpickles the sampler once); each task writes its group
     with `crossgeo.chips.write_shard` (the same code as ``engine=None``, so the same bytes) and
     returns the shards' records, yielded here as tasks finish.
     """
@@ -110,7 +110,7 @@ def write_shards(
         return
     _connect()
     cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
-    groups = [list(g) for g in np.array_split(np.asarray(pending), min(len(pending), 4 * cpus)) if len(g)]
+    groups = [list(g) for g in np.array_split(np.asarray(pending), min(len(pending), 2 * cpus)) if len(g)]
     remote = ray.remote(num_cpus=1)(_write_group)
     shared = ray.put(sampler)
     waiting = [remote.remote(shared, str(root), layout.to_json(), [int(s) for s in g]) for g in groups]

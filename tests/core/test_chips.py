@@ -321,3 +321,39 @@ def test_a_shard_is_decoded_once_per_process(live, tmp_path):
     assert list(chips._cache) == [0]
     chips.close()
     assert chips._cache == {}
+
+
+def test_cli_writes_resumes_and_validates_a_store(live, tmp_path, capsys):
+    import yaml
+
+    from crossgeo.cli import main
+
+    config = tmp_path / "config.yaml"
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "image_mbtiles_path": str(live.image_path),
+                "mask_path": str(live.mask_path),
+                "crops_path": str(live.crops_path),
+                "patch_size": SIZE,
+                "n_classes": 4,
+            }
+        )
+    )
+    out = tmp_path / "chips"
+    assert main(["chips", str(config), str(out), "--shard-size", "4"]) == 0
+    assert "wrote 11 chip(s) in 3 shard(s)" in capsys.readouterr().out
+    chips = ChipSampler(out)
+    for i in range(len(live)):
+        assert_same(chips[i], live[i])
+    assert main(["chips", str(config), str(out)]) == 1
+    assert "already exists" in capsys.readouterr().err
+    assert main(["validate", str(out)]) == 0
+    assert "11 chip(s)" in capsys.readouterr().out
+    shard = out / "image" / "c" / "2" / "0" / "0" / "0"
+    shard.write_bytes(b"\0" + shard.read_bytes()[1:])
+    assert main(["validate", str(out)]) == 1
+    assert "shard 2: image/c/2/0/0/0 does not match its sha256 (damaged)" in capsys.readouterr().out
+    assert main(["chips", str(config), str(out), "--shard-size", "4", "--resume"]) == 0
+    capsys.readouterr()
+    assert main(["validate", str(out)]) == 0
