@@ -102,9 +102,9 @@ def write_shards(
 ) -> Iterator[dict[str, Any]]:
     """Write the ``pending`` shards of a chip store in Ray tasks (`crossgeo.write_chips` with ``engine="ray"``).
 
-    The shards are split into two groups per cluster CPU (each task unpickles the sampler once); each task writes its group
-    with `crossgeo.chips.write_shard` (the same code as ``engine=None``, so the same bytes) and
-    returns the shards' records, yielded here as tasks finish.
+    The shards are split into two groups per cluster CPU (each task unpickles the sampler once);
+    each task writes its group with `crossgeo.chips.write_shard` (the same code as
+    ``engine=None``, so the same bytes) and returns the shards' records, yielded as tasks finish.
     """
     if not pending:
         return
