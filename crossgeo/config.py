@@ -169,14 +169,13 @@ def resolve_source(source: Any, where: str) -> tuple[PatchSampler | SceneSampler
     ``seed``, ``return_metadata`` and, from its ``data_loader``,
     ``batch_size``, ``shuffle``, ``drop_last`` (the tf.data and Keras adapters' view).
     """
-    from crossgeo.sampler import PatchSampler
-    from crossgeo.scenes import SceneSampler
+    from crossgeo.sampler import WindowSequence
 
-    if isinstance(source, (PatchSampler, SceneSampler)):
-        return source, {}
+    if isinstance(source, WindowSequence):  # PatchSampler, SceneSampler, ChipSampler
+        return source, {}  # type: ignore[return-value]
     if not isinstance(source, Mapping) and type(source).__name__ != "DictConfig":
         raise OptionError(
-            f"{where}: source must be a crossgeo.PatchSampler, a crossgeo.SceneSampler or a mapping of configuration "
+            f"{where}: source must be a crossgeo.PatchSampler, SceneSampler, ChipSampler or a mapping of configuration "
             f"keys (image_mbtiles_path, mask_path, crops_path, patch_size... or scenes), got {type(source).__name__}."
         )
     sampler, rest = sampler_from_config(source, where=where)
