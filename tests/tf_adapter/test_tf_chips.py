@@ -13,7 +13,7 @@ from crossgeo.tensorflow import make_dataset
 
 pytest.importorskip("zarr", minversion="3")
 
-from crossgeo.chips import ChipSampler, write_chips  # noqa: E402
+from crossgeo.chips import ChipSampler, write_chips
 
 AUGMENT = [
     {"_target_": "albumentations.HorizontalFlip", "p": 0.5},
