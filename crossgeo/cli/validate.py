@@ -271,6 +271,11 @@ def run_validate(args: argparse.Namespace) -> Checks:
         checks.fail("config", one_line(error))
         return checks
     checks.ok("config", f"{len(config)} option(s): {', '.join(config)}")
+    if options.sampler.get("chips_path") is not None:  # the patches come from a chip store: check that
+        from crossgeo.cli.chips import validate_store
+
+        validate_store(checks, str(options.sampler["chips_path"]))
+        return checks
     if options.sampler.get("scenes") is not None:
         _validate_scenes(checks, options.sampler, options.adapter.get("augmentation_list"), args.allow_target or ())
         return checks

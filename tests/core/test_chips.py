@@ -357,3 +357,7 @@ def test_cli_writes_resumes_and_validates_a_store(live, tmp_path, capsys):
     assert main(["chips", str(config), str(out), "--shard-size", "4", "--resume"]) == 0
     capsys.readouterr()
     assert main(["validate", str(out)]) == 0
+    # A configuration with chips_path is validated through its store.
+    config.write_text(config.read_text() + f"chips_path: {out}\n")
+    assert main(["validate", str(config)]) == 0
+    assert "validating the chip store" in capsys.readouterr().out
