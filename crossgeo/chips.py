@@ -309,7 +309,7 @@ def _zarr() -> Any:
         import zarr
     except ImportError as error:
         raise ImportError(
-            f"chip stores need zarr>=3 (and numcodecs): pip install 'crossgeo[chips]' ({error})."
+            f"chip stores need zarr>=3 (and numcodecs): in a clone of crossgeo, pip install '.[chips]' ({error})."
         ) from error
     return zarr
 
@@ -643,7 +643,7 @@ def write_chips(
         resume: Finish an interrupted write: finished shards are verified (sha256) and kept,
             damaged or missing ones written again. The sampler must be the same.
         engine: ``None`` (this process) or ``"ray"``: shards are written by Ray tasks across
-            the cluster, each opening its own readers (``pip install 'crossgeo[ray]'``);
+            the cluster, each opening its own readers (the ``ray`` extra);
             ``path`` must then be visible to every node. The arrays are the same.
         format: ``"zarr"`` (Zarr v3 arrays, readable by `ChipSampler`) or ``"webdataset"``
             (tar shards for the ``webdataset`` library).

@@ -1,6 +1,6 @@
 """Ray glue: patches as a ``ray.data.Dataset``, chip stores and scene predictions across a cluster.
 
-Optional (``pip install 'crossgeo[ray]'``); the core never imports this module. Each Ray task
+Optional (in a clone of crossgeo: ``pip install '.[ray]'``); the core never imports it. Each Ray task
 unpickles the sampler it is given and opens its own readers (a sampler holds no open handle
 when pickled), so the work spreads over the cluster's CPUs and nodes. Paths must be visible
 to every node (a shared file system or GDAL's virtual file systems for inputs).
@@ -15,8 +15,8 @@ try:
     import ray
 except ImportError as _error:  # pragma: no cover - exercised in a subprocess test
     raise ImportError(
-        "crossgeo.ray needs Ray, which is not installed. Install it with: pip install 'crossgeo[ray]' "
-        "(in a clone of crossgeo: pip install '.[ray]')."
+        "crossgeo.ray needs Ray, which is not installed. In a clone of crossgeo install it with: "
+        "pip install '.[ray]' (the ray extra)."
     ) from _error
 
 import os

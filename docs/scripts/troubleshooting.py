@@ -320,7 +320,7 @@ FIXES: dict[str, tuple[str, str]] = {
     ),
     "chips engine ray without ray": (
         "`engine=\"ray\"` (`--engine ray`) needs Ray, an optional dependency.",
-        "`pip install 'crossgeo[ray]'`, or leave `engine` unset to write in this process.",
+        "In a clone of crossgeo: `pip install '.[ray]'`; or leave `engine` unset to write in this process.",
     ),
     "chips shard_size zero": (
         "`shard_size` is the number of chips per shard file.",

@@ -648,7 +648,7 @@ CASES: list[tuple[str, Callable[[Files], Any], type[Exception], str]] = [
         "chips engine ray without ray",
         chips_on_ray_without_ray,
         ImportError,
-        r"crossgeo.ray needs Ray, which is not installed. Install it with: pip install 'crossgeo\[ray\]'",
+        r"crossgeo.ray needs Ray, which is not installed. In a clone of crossgeo install it with: pip install '.\[ray\]'",
     ),
     (
         "chips shard_size zero",
