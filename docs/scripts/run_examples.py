@@ -132,7 +132,7 @@ def chips_missing(blocks: Iterable[Block]) -> str:
     if not any("chips" in b.requires for b in blocks):
         return ""
     missing = [m for m in ("zarr", "webdataset") if importlib.util.find_spec(m) is None]
-    return f"{', '.join(missing)} not installed (in a clone: pip install '.[chips,webdataset]')" if missing else ""
+    return f"{', '.join(missing)} not installed (in a clone: `pip install '.[chips,webdataset]'`)" if missing else ""
 
 
 def page_uses(blocks: Iterable[Block], framework: str) -> bool:
