@@ -28,6 +28,8 @@ _EXPORTS = {
     "ReadError": "crossgeo.errors",
     "WindowError": "crossgeo.errors",
     "WriteError": "crossgeo.errors",
+    "ChipSampler": "crossgeo.chips",
+    "write_chips": "crossgeo.chips",
     "Grid": "crossgeo.grid",
     "Patch": "crossgeo.sampler",
     "PatchSampler": "crossgeo.sampler",
@@ -51,6 +53,8 @@ _EXPORTS = {
 __all__ = [*sorted(_EXPORTS), "__version__"]
 
 if TYPE_CHECKING:
+    from crossgeo.chips import ChipSampler as ChipSampler
+    from crossgeo.chips import write_chips as write_chips
     from crossgeo.errors import CatalogueError as CatalogueError
     from crossgeo.errors import ClassRangeError as ClassRangeError
     from crossgeo.errors import ConfigError as ConfigError

@@ -85,6 +85,9 @@ def split_config(config: Any, *, where: str = "the configuration") -> tuple[dict
     sampler = {k: v for k, v in mapping.items() if k in SAMPLER_KEYS or k in SCENE_KEYS or k in ALIASES}
     rest = {k: v for k, v in mapping.items() if k in ADAPTER_KEYS}
     given = {ALIASES.get(k, k) for k in sampler}
+    if sampler.get("chips_path") is not None:  # a chip store serves the patches (crossgeo.chips)
+        return sampler, rest
+    sampler.pop("chips_path", None)
     if sampler.get("scenes") is not None:
         image = [k for k in sampler if ALIASES.get(k, k) == "image_path"]
         if image:
@@ -108,6 +111,10 @@ def split_config(config: Any, *, where: str = "the configuration") -> tuple[dict
 def build_sampler(kwargs: Mapping[str, Any]) -> PatchSampler | SceneSampler:
     """A `SceneSampler` when ``kwargs`` (from `split_config`) has ``scenes``, else a `PatchSampler`."""
     kwargs = {k: to_plain(v) for k, v in kwargs.items()}
+    if kwargs.get("chips_path") is not None:
+        from crossgeo.chips import chip_sampler_from_config
+
+        return chip_sampler_from_config(kwargs)  # type: ignore[return-value]
     if kwargs.get("scenes") is not None:
         from crossgeo.scenes import SceneSampler
 
@@ -151,14 +158,13 @@ def resolve_source(source: Any, where: str) -> tuple[PatchSampler | SceneSampler
     ``seed``, ``return_metadata`` and, from its ``data_loader``,
     ``batch_size``, ``shuffle``, ``drop_last`` (the tf.data and Keras adapters' view).
     """
-    from crossgeo.sampler import PatchSampler
-    from crossgeo.scenes import SceneSampler
+    from crossgeo.sampler import WindowSequence
 
-    if isinstance(source, (PatchSampler, SceneSampler)):
-        return source, {}
+    if isinstance(source, WindowSequence):  # PatchSampler, SceneSampler, ChipSampler
+        return source, {}  # type: ignore[return-value]
     if not isinstance(source, Mapping) and type(source).__name__ != "DictConfig":
         raise OptionTypeError(
-            f"{where}: source must be a crossgeo.PatchSampler, a crossgeo.SceneSampler or a mapping of configuration "
+            f"{where}: source must be a crossgeo.PatchSampler, SceneSampler, ChipSampler or a mapping of configuration "
             f"keys (image_mbtiles_path, mask_path, crops_path, patch_size... or scenes), got {type(source).__name__}."
         )
     sampler, rest = sampler_from_config(source, where=where)

@@ -38,7 +38,7 @@ from crossgeo.augment import build_augmentation, decode_type, mask_dtype, to_mod
 from crossgeo.config import check_seed, resolve_source
 from crossgeo.errors import ConfigError, OptionError, WindowError
 from crossgeo.options import check_int
-from crossgeo.sampler import Patch, PatchSampler
+from crossgeo.sampler import Patch, WindowSequence
 
 __all__ = [
     "LoaderPlan",
@@ -129,18 +129,19 @@ def resolve_weights(weights: Any, dataset: Any, where: str) -> np.ndarray | None
 
     n = len(dataset)
     if isinstance(weights, str):
-        sampler = dataset if isinstance(dataset, PatchSampler) else getattr(dataset, "sampler", None)
-        if weights != WEIGHT_COLUMN or not isinstance(sampler, PatchSampler):
+        sampler = dataset if isinstance(dataset, WindowSequence) else getattr(dataset, "sampler", None)
+        if weights != WEIGHT_COLUMN or not isinstance(sampler, WindowSequence):  # Patch-, Scene-, ChipSampler
             raise OptionError(
                 f"{where}: weights={weights!r}: a string names the windows table's {WEIGHT_COLUMN!r} column "
                 f"(weights={WEIGHT_COLUMN!r}); otherwise pass one number per window."
             )
-        if sampler.index.weight is None:
+        if sampler.index.weight is None:  # type: ignore[attr-defined]
             raise ConfigError(
-                f"{where}: weights={WEIGHT_COLUMN!r} but the windows {sampler.crops_path} have no {WEIGHT_COLUMN!r} "
+                f"{where}: weights={WEIGHT_COLUMN!r} but the windows {getattr(sampler, 'crops_path', '')} have no "
+                f"{WEIGHT_COLUMN!r} "
                 "column; add one with crossgeo.window_weights (or crossgeo windows --weights), or pass the weights."
             )
-        weights = sampler.index.weight
+        weights = sampler.index.weight  # type: ignore[attr-defined]
     return check_weights(weights, n)
 
 

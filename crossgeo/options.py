@@ -473,6 +473,15 @@ class SceneOptions:
         "closed first), so thousands of scenes never exhaust file descriptors.",
         check=positive_int,
     )
+    chips_path: PathLike | None = option(
+        None,
+        "path",
+        "A chip store written by `crossgeo.write_chips` (`crossgeo chips CONFIG OUT`): the patches are served "
+        "from it (`crossgeo.ChipSampler`) with the numbers the rasters gave, instead of read from the rasters. "
+        "`split` selects the store's chips of one split; `patch_size` and `n_classes`, when set, must match "
+        "the store; the other raster options are those the store was written with.",
+        check=optional(check_pathlike),
+    )
 
 
 @attrs.frozen(kw_only=True)

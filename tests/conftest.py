@@ -1,6 +1,6 @@
 """Shared pytest setup: framework test folders and the real-data location.
 
-``tests/torch_adapter`` and ``tests/tf_adapter`` need their framework (the folders are not
+``tests/torch_adapter``, ``tests/tf_adapter`` and ``tests/ray_adapter`` need their framework (the folders are not
 named after the frameworks: with ``tests/`` on ``sys.path`` a folder ``torch`` would pass
 for a namespace package ``torch`` where torch is not installed). In the tox env that
 promises a framework (``CROSSGEO_REQUIRE``), a missing one fails at import; in a plain
@@ -17,7 +17,7 @@ os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
 _required = {name.strip() for name in os.environ.get("CROSSGEO_REQUIRE", "").split(",") if name.strip()}
 collect_ignore: list[str] = []
-for folder, module in (("torch_adapter", "torch"), ("tf_adapter", "tensorflow")):
+for folder, module in (("torch_adapter", "torch"), ("tf_adapter", "tensorflow"), ("ray_adapter", "ray")):
     if module not in _required and importlib.util.find_spec(module) is None:
         collect_ignore.append(folder)
 

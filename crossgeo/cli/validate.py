@@ -12,6 +12,7 @@ its colours are counted with `crossgeo.masks.colour_counts`, the decoder's own c
 from __future__ import annotations
 
 import argparse
+import os
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -285,6 +286,11 @@ def run_validate(args: argparse.Namespace) -> Checks:
     from crossgeo.sampler import PatchSampler
 
     checks = Checks()
+    if os.path.isdir(args.config):  # a chip store (crossgeo chips): manifest against arrays, checksums, counts
+        from crossgeo.cli.chips import validate_store
+
+        validate_store(checks, args.config)
+        return checks
     config = config_of(args)
     print(f"validating {args.config}")
     try:
@@ -293,6 +299,11 @@ def run_validate(args: argparse.Namespace) -> Checks:
         checks.fail("config", one_line(error))
         return checks
     checks.ok("config", f"{len(config)} option(s): {', '.join(config)}")
+    if options.sampler.get("chips_path") is not None:  # the patches come from a chip store: check that
+        from crossgeo.cli.chips import validate_store
+
+        validate_store(checks, str(options.sampler["chips_path"]))
+        return checks
     if options.sampler.get("scenes") is not None:
         _validate_scenes(checks, options.sampler, options.adapter.get("augmentation_list"), args.allow_target or ())
         return checks

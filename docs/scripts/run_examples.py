@@ -9,7 +9,9 @@ How examples are found and run:
   the example folder written by ``docs/scripts/docs_scene.py`` (``imagery.mbtiles``,
   ``masks/mask.vrt``, ``crops/windows.csv``, ...), so pages use plain relative paths.
 * A block whose first line is ``# requires: NAME[, NAME]`` needs more than the core:
-  ``torch``, ``tensorflow`` / ``keras`` (the TensorFlow env) or ``real-data`` (the real
+  ``torch``, ``tensorflow`` / ``keras`` (the TensorFlow env), ``ray`` (the Ray env), ``chips``
+  (zarr and webdataset: the core, torch and Ray envs; `chips_missing` says when they are
+  not installed, and the tests skip such pages then) or ``real-data`` (the real
   rasters of ``../shared/data/real``, linked as ``real/``; skipped when absent). The core
   test runs the blocks that need no framework; ``tests/torch_adapter/test_torch_docs.py`` and
   ``tests/tf_adapter/test_tf_docs.py`` run the pages that use their framework (with the
@@ -39,8 +41,13 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPTS = Path(__file__).resolve().parent
-FRAMEWORKS = {"torch": {"torch"}, "tensorflow": {"tensorflow", "keras"}, "core": set()}
-KNOWN = {"torch", "tensorflow", "keras", "real-data"}
+FRAMEWORKS = {
+    "torch": {"torch", "chips"},
+    "tensorflow": {"tensorflow", "keras"},
+    "core": {"chips"},
+    "ray": {"ray", "chips"},
+}
+KNOWN = {"torch", "tensorflow", "keras", "real-data", "chips", "ray"}
 _FENCE = re.compile(r"^(?P<indent>[ \t]*)(?P<fence>```+)(?P<lang>[\w+-]*)[^\n]*$")
 _REQUIRES = re.compile(r"^#\s*requires:\s*(?P<names>.+)$")
 
@@ -116,6 +123,16 @@ def runnable(block: Block, framework: str) -> bool:
     if block.lang == "yaml":
         return framework == "torch" and "_target_: crossgeo." in block.code
     return False
+
+
+def chips_missing(blocks: Iterable[Block]) -> str:
+    """Why a page's ``# requires: chips`` blocks cannot run here ("" when they can, or there are none)."""
+    import importlib.util
+
+    if not any("chips" in b.requires for b in blocks):
+        return ""
+    missing = [m for m in ("zarr", "webdataset") if importlib.util.find_spec(m) is None]
+    return f"{', '.join(missing)} not installed (in a clone: `pip install '.[chips,webdataset]'`)" if missing else ""
 
 
 def page_uses(blocks: Iterable[Block], framework: str) -> bool:

@@ -414,6 +414,40 @@ FIXES: dict[str, tuple[str, str]] = {
         "Pass the image path; for a warped image (`target_crs` / `target_resolution`) leave `align` unset.",
     ),
     "align unknown": ('`align` takes None or `"blocks"`.', 'Use `align="blocks"` or leave it unset.'),
+    "chips store exists": (
+        "`write_chips` (or `crossgeo chips`) was pointed at a folder that already holds files.",
+        "Pass `overwrite=True` (`--overwrite`) to replace a chip store, `resume=True` (`--resume`) to finish an "
+        "interrupted write, or choose another folder.",
+    ),
+    "chips overwrite a folder that is not a store": (
+        "`overwrite=True` on a folder that crossgeo did not write: crossgeo only removes its own chip stores.",
+        "Choose another folder, or remove that one yourself if you really mean to.",
+    ),
+    "chips format version unknown": (
+        "The store was written by a crossgeo with another chip-store format (its manifest says which version).",
+        "Read it with the crossgeo that wrote it, or write the store again with this one (`crossgeo chips`).",
+    ),
+    "chips split unknown": (
+        "`split` names a split the store's windows table did not have (the message lists the ones it has).",
+        "Name one of the listed splits, or leave `split` unset to serve every chip.",
+    ),
+    "chips shard damaged": (
+        "A shard file no longer matches the sha256 its manifest recorded (a bad disk, a partial copy, an edit).",
+        "Run `crossgeo chips CONFIG STORE --resume` (`write_chips(..., resume=True)`): damaged shards are "
+        "written again; `crossgeo validate STORE` lists every damaged one.",
+    ),
+    "chips engine ray without ray": (
+        "`engine=\"ray\"` (`--engine ray`) needs Ray, an optional dependency.",
+        "In a clone of crossgeo: `pip install '.[ray]'`; or leave `engine` unset to write in this process.",
+    ),
+    "chips shard_size zero": (
+        "`shard_size` is the number of chips per shard file.",
+        "Use a positive number (the default 256 makes shards of a few tens of MB for 256-pixel RGB chips).",
+    ),
+    "chips_path other patch_size": (
+        "The configuration's `patch_size` (or `n_classes`) differs from the one the chip store was written with.",
+        "Write the store again from this configuration (`crossgeo chips CONFIG OUT --overwrite`) or fix the option.",
+    ),
 }
 
 

@@ -172,6 +172,75 @@ def overflow_csv(files: Files) -> Path:
     return path
 
 
+# --- chip stores (issue 25): cases that need zarr skip without it (the tox core env has it)
+
+
+def _chip_store(files: Files, name: str, **kwargs: Any) -> Path:
+    from crossgeo.chips import write_chips
+
+    if kwargs.get("format", "zarr") == "zarr":
+        pytest.importorskip("zarr", minversion="3")
+    return write_chips(sampler(files), files.path(name), progress=False, **kwargs)
+
+
+def chips_twice(files: Files) -> Any:
+    _chip_store(files, "chips-twice", format="webdataset")
+    return _chip_store(files, "chips-twice", format="webdataset")
+
+
+def chips_over_a_folder(files: Files) -> Any:
+    folder = files.path("my-folder")
+    folder.mkdir(exist_ok=True)
+    (folder / "notes.txt").write_text("mine")
+    return _chip_store(files, "my-folder", format="webdataset", overwrite=True)
+
+
+def chips_of_a_newer_version(files: Files) -> Any:
+    import json
+
+    from crossgeo.chips import read_manifest
+
+    folder = files.path("chips-v99")
+    folder.mkdir(exist_ok=True)
+    (folder / "manifest.json").write_text(json.dumps({"format": "crossgeo-chips", "format_version": 99}))
+    return read_manifest(folder)
+
+
+def chips_unknown_split(files: Files) -> Any:
+    from crossgeo.chips import ChipSampler
+
+    crops = T.write_windows_table(files.path("split-windows.csv"), [0, 100], [0, 100], split=["train", "val"])
+    pytest.importorskip("zarr", minversion="3")
+    from crossgeo.chips import write_chips
+
+    store = write_chips(sampler(files, crops_path=crops), files.path("chips-split"), progress=False)
+    return ChipSampler(store, split="test")
+
+
+def chips_damaged(files: Files) -> Any:
+    from crossgeo.chips import ChipSampler
+
+    store = _chip_store(files, "chips-damaged")
+    shard = store / "mask" / "c" / "0" / "0" / "0"
+    shard.write_bytes(shard.read_bytes()[:-8] + bytes(8))
+    return ChipSampler(store)[0]
+
+
+def chips_on_ray_without_ray(files: Files) -> Any:
+    import importlib.util
+
+    if importlib.util.find_spec("ray") is not None:
+        pytest.skip("ray is installed here; the missing-ray case runs in the core env")
+    return _chip_store(files, "chips-ray", format="webdataset", engine="ray")
+
+
+def chips_path_other_patch_size(files: Files) -> Any:
+    from crossgeo.config import build_sampler
+
+    store = _chip_store(files, "chips-config")
+    return build_sampler({"chips_path": str(store), "patch_size": SIZE * 2})
+
+
 # (id, build(files), exception, message pattern): the pattern names the option/file and the fix.
 CASES: list[tuple[str, Callable[[Files], Any], type[Exception], str]] = [
     # --- options: types and ranges
@@ -710,6 +779,55 @@ CASES: list[tuple[str, Callable[[Files], Any], type[Exception], str]] = [
         lambda f: grid_windows(f.scene.image, 256, align="tiles"),
         OptionError,
         r"grid_windows: align must be None or 'blocks', got 'tiles'",
+    ),
+    # --- chip stores (issue 25)
+    (
+        "chips store exists",
+        chips_twice,
+        ConfigError,
+        r"chips-twice already exists and is not empty. Pass overwrite=True to replace it, resume=True to finish",
+    ),
+    (
+        "chips overwrite a folder that is not a store",
+        chips_over_a_folder,
+        ConfigError,
+        r"my-folder is not a chip store \(no layout.json or manifest.json\); crossgeo only replaces its own",
+    ),
+    (
+        "chips format version unknown",
+        chips_of_a_newer_version,
+        ConfigError,
+        r"chips-v99 was written in chip-store format version 99; this crossgeo reads version 1",
+    ),
+    (
+        "chips split unknown",
+        chips_unknown_split,
+        ConfigError,
+        r"split='test' but the chip store .*chips-split holds the splits \['train', 'val'\]",
+    ),
+    (
+        "chips shard damaged",
+        chips_damaged,
+        ReadError,
+        r"shard 0 file .*mask/c/0/0/0 does not match its sha256 .*resume=True",
+    ),
+    (
+        "chips engine ray without ray",
+        chips_on_ray_without_ray,
+        ImportError,
+        r"crossgeo.ray needs Ray, which is not installed. In a clone of crossgeo install it with: pip install '.\[ray\]'",
+    ),
+    (
+        "chips shard_size zero",
+        lambda f: _chip_store(f, "chips-zero", format="webdataset", shard_size=0),
+        ConfigError,
+        r"shard_size must be an integer >= 1",
+    ),
+    (
+        "chips_path other patch_size",
+        chips_path_other_patch_size,
+        ConfigError,
+        r"patch_size is 128 but the chip store .*chips-config \(chips_path\) was written with patch_size 64",
     ),
 ]
 

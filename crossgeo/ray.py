@@ -1,0 +1,228 @@
+"""Ray glue: patches as a ``ray.data.Dataset``, chip stores and scene predictions across a cluster.
+
+Optional (in a clone of crossgeo: ``pip install '.[ray]'``); the core never imports it. Each Ray task
+unpickles the sampler it is given and opens its own readers (a sampler holds no open handle
+when pickled), so the work spreads over the cluster's CPUs and nodes. Paths must be visible
+to every node (a shared file system or GDAL's virtual file systems for inputs).
+
+On one machine ``ray.init(num_cpus=2)`` starts a local cluster; on an existing cluster,
+``ray.init(address="auto")`` (or ``address="ray://HEAD:10001"``) connects to it.
+"""
+
+from __future__ import annotations
+
+try:
+    import ray
+except ImportError as _error:  # pragma: no cover - exercised in a subprocess test
+    raise ImportError(
+        "crossgeo.ray needs Ray, which is not installed. In a clone of crossgeo install it with: "
+        "pip install '.[ray]' (the ray extra)."
+    ) from _error
+
+import os
+import re
+from collections.abc import Iterator, Sequence
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from crossgeo.chips import ChipSampler, Layout, write_shard
+from crossgeo.errors import ConfigError
+
+__all__ = ["predict_scenes", "read_patches", "write_shards"]
+
+
+def _connect() -> None:
+    """Start a local Ray cluster when none is running (``ray.init()`` with Ray's defaults)."""
+    if not ray.is_initialized():
+        ray.init(log_to_driver=False)
+
+
+# --------------------------------------------------------------------------- patches as a dataset
+
+
+def _sampler_of(source: Any) -> Any:
+    if isinstance(source, (str, os.PathLike)):
+        return ChipSampler(source)
+    if not hasattr(source, "get") or not hasattr(source, "__len__"):
+        raise ConfigError(
+            f"read_patches: source must be a sampler (PatchSampler, SceneSampler, ChipSampler) or the path of a "
+            f"chip store, got {type(source).__name__}."
+        )
+    return source
+
+
+def _read_rows(sampler: Any, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The patches of a batch of positions as numpy columns (``scene`` -1 for a single image)."""
+    patches = [sampler[int(i)] for i in batch["id"]]
+    columns: dict[str, np.ndarray] = {}
+    for name in ("image", "mask", "mask_valid", "image_valid"):
+        values = [getattr(p, name) for p in patches]
+        if all(v is not None for v in values):
+            columns[name] = np.stack(values)
+    columns["row_off"] = np.array([p.row_off for p in patches], dtype=np.int64)
+    columns["col_off"] = np.array([p.col_off for p in patches], dtype=np.int64)
+    columns["index"] = np.array([p.index for p in patches], dtype=np.int64)
+    columns["scene"] = np.array([-1 if p.scene is None else p.scene for p in patches], dtype=np.int64)
+    return columns
+
+
+def read_patches(source: Any, *, batch_size: int = 64, blocks: int | None = None) -> Any:
+    """A ``ray.data.Dataset`` of patch rows (numpy): ``image``, ``mask``, ``mask_valid``, ``image_valid``,
+    ``row_off``, ``col_off``, ``index`` and ``scene`` (-1 for a single image), in the source's order.
+
+    ``source`` is a sampler (`crossgeo.PatchSampler`, `crossgeo.SceneSampler`,
+    `crossgeo.chips.ChipSampler`) or the path of a chip store. The rows are the sampler's
+    patches exactly (the mask as int64); reading is lazy and spread over the cluster
+    (``blocks`` read tasks; Ray's default when None).
+    """
+    _connect()
+    sampler = _sampler_of(source)
+    n = len(sampler)
+    dataset = ray.data.range(n, override_num_blocks=blocks) if blocks else ray.data.range(n)
+    return dataset.map_batches(partial(_read_rows, sampler), batch_size=batch_size, batch_format="numpy")
+
+
+# --------------------------------------------------------------------------- chip stores
+
+
+def _write_group(sampler: Any, root: str, layout_json: dict[str, Any], shards: Sequence[int]) -> list[dict[str, Any]]:
+    layout = Layout.from_json(layout_json)
+    try:
+        return [write_shard(sampler, root, layout, shard) for shard in shards]
+    finally:
+        if hasattr(sampler, "close"):
+            sampler.close()
+
+
+def write_shards(
+    sampler: Any, root: Path, layout: Layout, pending: Sequence[int], *, progress: bool = True
+) -> Iterator[dict[str, Any]]:
+    """Write the ``pending`` shards of a chip store in Ray tasks (`crossgeo.write_chips` with ``engine="ray"``).
+
+    The shards are split into two groups per cluster CPU (each task unpickles the sampler once);
+    each task writes its group with `crossgeo.chips.write_shard` (the same code as
+    ``engine=None``, so the same bytes) and returns the shards' records, yielded as tasks finish.
+    """
+    if not pending:
+        return
+    _connect()
+    cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
+    groups = [list(g) for g in np.array_split(np.asarray(pending), min(len(pending), 2 * cpus)) if len(g)]
+    remote = ray.remote(num_cpus=1)(_write_group)
+    shared = ray.put(sampler)
+    waiting = [remote.remote(shared, str(root), layout.to_json(), [int(s) for s in g]) for g in groups]
+    bar = _bar(len(pending), progress)
+    try:
+        while waiting:
+            done, waiting = ray.wait(waiting, num_returns=1)
+            for record in ray.get(done[0]):
+                if bar is not None:
+                    bar.update(1)
+                yield record
+    finally:
+        for ref in waiting:
+            ray.cancel(ref, force=True)
+        if bar is not None:
+            bar.close()
+
+
+def _bar(total: int, show: bool) -> Any:
+    if not show:
+        return None
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        return None
+    return tqdm(total=total, desc="writing chips", unit="shard", disable=None, leave=False)
+
+
+# --------------------------------------------------------------------------- predictions
+
+
+def _output_names(scenes: Sequence[Any], out_dir: Path) -> list[Path]:
+    """One output per scene: ``OUT_DIR/<image stem>.tif``, the position prefixed when stems repeat."""
+    stems = [Path(s.image_path).stem for s in scenes]
+    repeated = {s for s in stems if stems.count(s) > 1}
+    return [
+        out_dir / (f"{scene.position:06d}-{stem}.tif" if stem in repeated else f"{stem}.tif")
+        for scene, stem in zip(scenes, stems)
+    ]
+
+
+def _predict_one(image_path: str, out_path: str, model_factory: Any, options: dict[str, Any]) -> dict[str, Any]:
+    from crossgeo.predict import predict_raster
+
+    try:
+        predict = model_factory()
+        result = predict_raster(image_path, predict, out_path, progress=False, **options)
+    except Exception as error:
+        return {"status": "failed", "error": f"{type(error).__name__}: {' '.join(str(error).split())}"}
+    return {"status": "written", "error": None, "prediction": result}
+
+
+def _last_line(error: BaseException) -> str:
+    """The line of a Ray task's error that says what failed (Ray's text is a coloured traceback)."""
+    lines = [line.strip() for line in re.sub(r"\x1b\[[0-9;]*m", "", str(error)).splitlines() if line.strip()]
+    return lines[-1] if lines else type(error).__name__
+
+
+def predict_scenes(
+    catalogue: Any,
+    model_factory: Any,
+    out_dir: str | os.PathLike[str],
+    *,
+    num_cpus: float = 1,
+    **predict_options: Any,
+) -> list[dict[str, Any]]:
+    """Run `crossgeo.predict_raster` on every scene of ``catalogue`` in Ray tasks across the cluster.
+
+    Args:
+        catalogue: Scenes as `crossgeo.SceneSampler` takes them (a CSV/Parquet table, a list
+            of mappings with ``image_path``, a DataFrame or pyarrow Table).
+        model_factory: A picklable callable with no arguments returning the ``predict``
+            function of `crossgeo.predict_raster` (batches (N, C, H, W) float32 -> scores);
+            called once per task, on the node that runs it (load the model there).
+        out_dir: Folder of the outputs: one GeoTIFF per scene, ``<image stem>.tif``, each
+            written atomically by `crossgeo.predict_raster`.
+        num_cpus: CPUs Ray reserves per scene task.
+        **predict_options: Options of `crossgeo.predict_raster` (``patch_size`` is required).
+
+    Returns one record per scene, catalogue order: ``scene``, ``image_path``, ``out_path``,
+    ``status`` (``"written"``, ``"skipped"`` - its output existed, from an earlier run - or
+    ``"failed"``) and ``error``. A failing scene is reported there while the others complete;
+    rerunning writes only the scenes without an output.
+    """
+    from crossgeo.scenes import read_catalogue
+
+    if "patch_size" not in predict_options:
+        raise ConfigError("predict_scenes: patch_size is required (the model's input size), as for predict_raster.")
+    for name in ("out_path", "image_path", "predict", "overwrite", "progress"):
+        if name in predict_options:
+            raise ConfigError(f"predict_scenes sets {name} itself; remove it from the options.")
+    scenes, _ = read_catalogue(catalogue)
+    folder = Path(out_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    outputs = _output_names(scenes, folder)
+    records: list[dict[str, Any]] = [
+        {"scene": s.position, "image_path": s.image_path, "out_path": str(o), "status": "skipped", "error": None}
+        for s, o in zip(scenes, outputs)
+    ]
+    todo = [k for k, out in enumerate(outputs) if not out.exists()]
+    if todo:
+        _connect()
+        remote = ray.remote(num_cpus=num_cpus)(_predict_one)
+        factory = ray.put(model_factory)
+        refs = {remote.remote(scenes[k].image_path, str(outputs[k]), factory, dict(predict_options)): k for k in todo}
+        waiting = list(refs)
+        while waiting:
+            done, waiting = ray.wait(waiting, num_returns=1)
+            k = refs[done[0]]
+            try:
+                result = ray.get(done[0])
+            except Exception as error:
+                result = {"status": "failed", "error": _last_line(error)}
+            records[k].update({n: result[n] for n in ("status", "error")})
+    return records
