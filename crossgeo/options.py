@@ -30,6 +30,8 @@ __all__ = [
     "REQUIRED",
     "SAMPLER_OPTIONS",
     "SCENE_OPTIONS",
+    "TIME_SELECTIONS",
+    "TIME_SERIES_OPTIONS",
     "IgnoredOptionWarning",
     "Option",
     "check_names",
@@ -222,6 +224,38 @@ SCENE_OPTIONS: tuple[Option, ...] = (
     ),
 )
 """Options of `crossgeo.SceneSampler` besides the sampler's (a configuration with ``scenes`` builds one)."""
+
+# Time series (issue #24.2): a catalogue whose rows are one place at several dates.
+TIME_SERIES_OPTIONS: tuple[Option, ...] = (
+    Option(
+        "group_by",
+        "str",
+        None,
+        "With `scenes`: the catalogue column naming a place; the rows of one group (one place at several dates, "
+        "each with a `time` column) make one scene whose patches are (T, C, H, W), every date on the grid of the "
+        "group's first row. `None`: every row is its own scene.",
+    ),
+    Option(
+        "time_steps",
+        "int",
+        None,
+        "With `group_by`: T, the dates per patch. Shorter groups are padded (zeros, `Patch.time_valid` False). "
+        "`None`: the largest group's date count.",
+    ),
+    Option(
+        "time_selection",
+        "str",
+        "all",
+        'With `group_by`: which dates fill T. `"all"`: every date in time order (a group with more dates than '
+        '`time_steps` is an error); `"latest"`: the latest `time_steps` dates (earlier ones are counted and '
+        'reported); `"random"`: `time_steps` dates drawn per sample from (seed, epoch, window) in the model-input '
+        "step every adapter shares, kept in time order.",
+    ),
+)
+"""Options of a time-series catalogue; part of `SCENE_OPTIONS`."""
+SCENE_OPTIONS = SCENE_OPTIONS + TIME_SERIES_OPTIONS
+TIME_SELECTIONS = ("all", "latest", "random")
+"""The values of ``time_selection``."""
 
 ADAPTER_OPTIONS: tuple[Option, ...] = (
     Option(

@@ -90,13 +90,14 @@ def _output_shapes(
     """(image shape, mask shape) of one element, found on a blank patch (no read)."""
     size = sampler.patch_size
     bands = len(sampler.selected_bands)
+    dates: tuple[int, ...] = () if getattr(sampler, "time_steps", None) is None else (sampler.time_steps,)
     if augmentation is None:
-        image_shape: tuple[int, ...] = (size, size, bands) if channels_last else (bands, size, size)
+        image_shape: tuple[int, ...] = (*dates, size, size, bands) if channels_last else (*dates, bands, size, size)
         return image_shape, (size, size)
     from crossgeo.sampler import Patch
 
     blank = Patch(
-        image=np.zeros((bands, size, size), dtype=sampler.image_dtype),
+        image=np.zeros((*dates, bands, size, size), dtype=sampler.image_dtype),
         mask=np.zeros((size, size), dtype=np.int64),
         row_off=0,
         col_off=0,
