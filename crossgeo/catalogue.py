@@ -688,12 +688,16 @@ def _inspect_images(
         return images
     head = min(images)
     first = images[head]
-    agree = {p: i for p, i in images.items() if len(i.bands) == len(first.bands) and i.dtype == first.dtype}
+
+    def bands(position: int) -> int:  # a time series' bands per date
+        return len(images[position].bands) // max(1, len(catalogue[position].dates))
+
+    agree = {p: i for p, i in images.items() if bands(p) == bands(head) and i.dtype == first.dtype}
     for position in sorted(images.keys() - agree.keys()):
         image, scene = images[position], catalogue[position]
         disagree = RasterError(
-            f"reads {len(image.bands)} band(s) as {np.dtype(image.dtype)} but scene {head} "
-            f"({catalogue[head].image_path}) reads {len(first.bands)} band(s) as {np.dtype(first.dtype)}; scenes "
+            f"reads {bands(position)} band(s) as {np.dtype(image.dtype)} but scene {head} "
+            f"({catalogue[head].image_path}) reads {bands(head)} band(s) as {np.dtype(first.dtype)}; scenes "
             "must agree after selected_bands / image_dtype (set selected_bands to bands every scene has, or "
             "image_dtype: float32 / native)."
         )
