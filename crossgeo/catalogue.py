@@ -425,7 +425,7 @@ def parse_time(value: Any) -> np.datetime64:
     ):
         raise ValueError(f"{value!r} is not a date")
     try:
-        parsed = np.datetime64(value, "s")
+        parsed: Any = np.asarray(value, dtype="datetime64[s]")[()]
     except (ValueError, TypeError) as error:
         raise ValueError(f"{value!r} is not an ISO date or datetime") from error
     return parsed

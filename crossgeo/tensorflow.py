@@ -90,7 +90,8 @@ def _output_shapes(
     """(image shape, mask shape) of one element, found on a blank patch (no read)."""
     size = sampler.patch_size
     bands = len(sampler.selected_bands)
-    dates: tuple[int, ...] = () if getattr(sampler, "time_steps", None) is None else (sampler.time_steps,)
+    steps = getattr(sampler, "time_steps", None)  # a time series: (T, ...) images
+    dates: tuple[int, ...] = () if steps is None else (int(steps),)
     if augmentation is None:
         image_shape: tuple[int, ...] = (*dates, size, size, bands) if channels_last else (*dates, bands, size, size)
         return image_shape, (size, size)
