@@ -405,29 +405,23 @@ def check_time_options(group_by: Any, time_steps: Any, time_selection: Any) -> t
 
 
 def parse_time(value: Any) -> np.datetime64:
-    """A ``time`` cell as datetime64[s]: an ISO date/datetime string, a date/datetime (aware: to UTC), datetime64.
+    """A ``time`` cell as datetime64[s]: an ISO 8601 date/datetime string, a date/datetime, or a datetime64.
 
-    Raises `ValueError` for anything else (the caller names the row and the fix).
+    A time with a UTC offset (``Z``, ``+02:00``, an aware datetime) is converted to UTC. Raises
+    `ValueError` for anything else (the caller names the row and the fix).
     """
     import datetime
 
+    if isinstance(value, str):
+        try:
+            value = datetime.datetime.fromisoformat(value.strip())
+        except ValueError as error:
+            raise ValueError(f"{value!r} is not an ISO date or datetime") from error
     if isinstance(value, datetime.datetime) and value.tzinfo is not None:
         value = value.astimezone(datetime.timezone.utc).replace(tzinfo=None)
-    if isinstance(value, str):
-        text = value.strip()
-        if text.endswith("Z"):
-            text = text[:-1]
-        if not text:
-            raise ValueError("an empty time")
-        value = text
-    if not isinstance(value, (str, datetime.date, np.datetime64)) or (
-        isinstance(value, np.datetime64) and np.isnat(value)
-    ):
+    if not isinstance(value, (datetime.date, np.datetime64)) or (isinstance(value, np.datetime64) and np.isnat(value)):
         raise ValueError(f"{value!r} is not a date")
-    try:
-        parsed: Any = np.asarray(value, dtype="datetime64[s]")[()]
-    except (ValueError, TypeError) as error:
-        raise ValueError(f"{value!r} is not an ISO date or datetime") from error
+    parsed: Any = np.asarray(value, dtype="datetime64[s]")[()]
     return parsed
 
 

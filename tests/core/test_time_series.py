@@ -184,3 +184,17 @@ def test_bad_time_options(series: Series) -> None:
         SceneSampler(series.rows, SIZE, image_dtype="uint16", group_by="place", time_selection="newest")
     with pytest.raises(ConfigError, match="time_steps must be an integer"):
         SceneSampler(series.rows, SIZE, image_dtype="uint16", group_by="place", time_steps=0)
+
+
+def test_time_cells_iso_dates_datetimes_and_offsets() -> None:
+    import datetime
+
+    from crossgeo.catalogue import parse_time
+
+    assert parse_time("2021-06-30") == np.datetime64("2021-06-30T00:00:00")
+    assert parse_time("2021-06-30T10:42:00Z") == np.datetime64("2021-06-30T10:42:00")
+    assert parse_time("2021-06-30T10:42:00+02:00") == np.datetime64("2021-06-30T08:42:00")
+    assert parse_time(datetime.date(2021, 6, 30)) == np.datetime64("2021-06-30")
+    for bad in ("2021-13-45", "30/06/2021", "", 5):
+        with pytest.raises(ValueError):
+            parse_time(bad)
