@@ -198,3 +198,16 @@ def test_time_cells_iso_dates_datetimes_and_offsets() -> None:
     for bad in ("2021-13-45", "30/06/2021", "", 5):
         with pytest.raises(ValueError):
             parse_time(bad)
+
+
+def test_a_configuration_with_scenes_builds_the_time_series(series: Series) -> None:
+    from crossgeo.config import sampler_from_config
+    from crossgeo.errors import OptionError
+
+    config = {"scenes": series.rows, "patch_size": SIZE, "image_dtype": "uint16", "group_by": "place"}
+    sampler, _ = sampler_from_config({**config, "time_steps": 4})
+    assert isinstance(sampler, SceneSampler) and sampler.patch_shape == (4, 4, SIZE, SIZE)
+    with pytest.raises(OptionError, match="sets group_by without scenes"):
+        sampler_from_config(
+            {"image_path": "a.tif", "mask_path": "m.tif", "crops_path": "w.csv", "patch_size": 8, "group_by": "place"}
+        )
