@@ -211,3 +211,14 @@ def test_a_configuration_with_scenes_builds_the_time_series(series: Series) -> N
         sampler_from_config(
             {"image_path": "a.tif", "mask_path": "m.tif", "crops_path": "w.csv", "patch_size": 8, "group_by": "place"}
         )
+
+
+def test_planning_per_group_on_the_reference_grid(series: Series) -> None:
+    from crossgeo.planning import class_fractions
+
+    sampler = SceneSampler(series.rows, SIZE, image_dtype="uint16", group_by="place")
+    for group, first in ((0, 0), (1, 4)):
+        fractions = class_fractions(sampler.samplers[group])  # the group's windows and mask
+        for k in range(len(fractions)):
+            mask = sampler[first + k].mask
+            assert fractions["class_1"][k] == pytest.approx(mask.mean())
