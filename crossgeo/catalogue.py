@@ -711,6 +711,20 @@ def _inspect_scene_image(scene: Scene, options: Mapping[str, Any]) -> ImageInfo:
             target_resolution=options["target_resolution"],
         )
     names = scene.source_names
+    reference = names[scene.reference]
+    if options["reference"] is not None:  # a date every group has, as the reference grid of every group
+        try:
+            wanted = parse_time(options["reference"])
+        except ValueError as error:
+            raise ConfigError(
+                f"reference {options['reference']!r} must be a date of the time series (ISO, e.g. 2021-06-30): {error}."
+            ) from error
+        if wanted not in scene.times:
+            raise ConfigError(
+                f"reference {options['reference']!r} is no date of {scene.where} (its dates are {list(names)}); "
+                "give a date every group has, or leave reference unset (each group's first row is its reference)."
+            )
+        reference = names[scene.times.index(wanted)]
     bands = options["selected_bands"]
     sources = {
         name: {"path": path} if bands is None else {"path": path, "bands": bands}
@@ -721,7 +735,7 @@ def _inspect_scene_image(scene: Scene, options: Mapping[str, Any]) -> ImageInfo:
         option=f"image_path (the dates of {scene.where})",
         image_dtype=options["image_dtype"],
         resampling=options["image_resampling"],
-        reference=names[scene.reference],
+        reference=reference,
         target_crs=options["target_crs"],
         target_resolution=options["target_resolution"],
     )

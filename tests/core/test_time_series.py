@@ -14,7 +14,7 @@ from pathlib import Path
 import albumentations as A
 import numpy as np
 import pytest
-from testkit import DATES_A, DATES_B, SIZE, Series, day_of_year
+from testkit import DATES_A, DATES_B, SHIFT, SIZE, Series, day_of_year
 
 from crossgeo import SceneSampler
 from crossgeo import testing as T
@@ -222,3 +222,20 @@ def test_planning_per_group_on_the_reference_grid(series: Series) -> None:
         for k in range(len(fractions)):
             mask = sampler[first + k].mask
             assert fractions["class_1"][k] == pytest.approx(mask.mean())
+
+
+def test_reference_names_the_date_whose_grid_every_group_uses(series: Series) -> None:
+    rows = [dict(row) for row in series.rows if row["place"] == "a"]
+    # The shifted date as the reference: the others are brought onto its grid.
+    sampler = SceneSampler(rows, SIZE, image_dtype="uint16", group_by="place", reference="2021-06-20")
+    patch = sampler[0]
+    shift_rows, shift_cols = SHIFT
+    rows_expected, cols_expected = T.window_coordinates(patch.row_off + shift_rows, patch.col_off + shift_cols, SIZE)
+    for t in range(4):
+        got_rows, got_cols = T.decode_coordinates(patch.image[t])
+        valid = patch.image[t, 3] > 0  # dates not covering the shifted grid's edge hold the fill there
+        # uint16 coordinates: the shifted date's negative rows/cols are stored modulo 2**16
+        np.testing.assert_array_equal(got_rows[valid], rows_expected[valid] % 65536)
+        np.testing.assert_array_equal(got_cols[valid], cols_expected[valid] % 65536)
+    with pytest.raises(CatalogueError, match=r"reference '2020-01-01' is no date of group 'a'"):
+        SceneSampler(rows, SIZE, image_dtype="uint16", group_by="place", reference="2020-01-01")
