@@ -239,3 +239,15 @@ def test_reference_names_the_date_whose_grid_every_group_uses(series: Series) ->
         np.testing.assert_array_equal(got_cols[valid], cols_expected[valid] % 65536)
     with pytest.raises(CatalogueError, match=r"reference '2020-01-01' is no date of group 'a'"):
         SceneSampler(rows, SIZE, image_dtype="uint16", group_by="place", reference="2020-01-01")
+
+
+def test_a_time_series_sampler_pickles_without_handles(series: Series) -> None:
+    import pickle
+
+    sampler = SceneSampler(series.rows, SIZE, image_dtype="uint16", group_by="place")
+    before = sampler[5]
+    copy = pickle.loads(pickle.dumps(sampler))
+    after = copy[5]
+    np.testing.assert_array_equal(after.image, before.image)
+    np.testing.assert_array_equal(after.times, before.times)
+    np.testing.assert_array_equal(after.time_valid, before.time_valid)
