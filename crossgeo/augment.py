@@ -310,17 +310,49 @@ def scale_image(image: np.ndarray, out: np.ndarray | None = None, *, scale: bool
     return np.divide(image, divisor, out=out, dtype=np.float32)
 
 
+def select_dates(patch: Any, seed: int | None, epoch: int) -> np.ndarray:
+    """The image of a patch with ``time_selection="random"``'s draw made: (T, C, H, W), T = `Patch.time_steps`.
+
+    A time-series patch holds more dates than ``time_steps`` only under ``"random"``
+    (`crossgeo.SceneSampler`): ``time_steps`` of them are drawn from a generator seeded by
+    (seed, epoch, window) and kept in time order, so torch, tf.data and Keras - which all call
+    `to_model_inputs` / `to_compact_inputs` with the same seed and epoch - draw the same dates.
+    Unseeded (``seed=None``) the draw is random. Any other image is returned as it is.
+    """
+    image = patch.image
+    steps = getattr(patch, "time_steps", None)
+    if image.ndim != 4 or steps is None or image.shape[0] <= steps:
+        return image
+    if seed is None:
+        rng = np.random.default_rng()
+    else:  # its own stream: not the augmentation's (sample_seed) numbers
+        rng = np.random.default_rng(np.random.SeedSequence([seed & 0xFFFFFFFF, epoch, patch.index, 1]))
+    return image[np.sort(rng.choice(image.shape[0], size=steps, replace=False))]
+
+
 def _augmented(patch: Any, augmentation: Any | None, seed: int | None, epoch: int) -> tuple[np.ndarray, np.ndarray]:
-    """(image HWC, mask) of a patch with ``augmentation`` applied (image dtype as the augmentation left it)."""
-    image = np.moveaxis(patch.image, 0, -1)
+    """(image HWC, mask) of a patch with ``augmentation`` applied (image dtype as the augmentation left it).
+
+    A time series' (T, C, H, W) image gives (T, H, W, C): the dates go to albumentations as
+    ``images`` - one draw of the transform's parameters applied to every date and the mask, so
+    a flip flips all dates the same way.
+    """
+    source = select_dates(patch, seed, epoch)
+    image = np.moveaxis(source, -3, -1)
     mask = patch.mask
     if augmentation is not None:
         if seed is not None:
             seed_augmentation(augmentation, sample_seed(seed, epoch, patch.index))
-        out = augmentation(image=np.ascontiguousarray(image), mask=_mask_for_augmentation(mask))
-        image, mask = np.asarray(out["image"]), np.asarray(out["mask"])
-        if image.ndim == 2:
-            image = image[..., None]
+        if image.ndim == 4:
+            out = augmentation(images=np.ascontiguousarray(image), mask=_mask_for_augmentation(mask))
+            image, mask = np.asarray(out["images"]), np.asarray(out["mask"])
+            if image.ndim == 3:
+                image = image[..., None]
+        else:
+            out = augmentation(image=np.ascontiguousarray(image), mask=_mask_for_augmentation(mask))
+            image, mask = np.asarray(out["image"]), np.asarray(out["mask"])
+            if image.ndim == 2:
+                image = image[..., None]
     return image, mask
 
 
@@ -332,7 +364,7 @@ def _contiguous(image: np.ndarray) -> np.ndarray:
     """
     if image.flags.c_contiguous:
         return image
-    if image.ndim == 3 and np.moveaxis(image, -1, 0).flags.c_contiguous:
+    if image.ndim >= 3 and np.moveaxis(image, -1, -3).flags.c_contiguous:
         out = np.empty(image.shape, dtype=image.dtype)
         for channel in range(image.shape[-1]):
             out[..., channel] = image[..., channel]
@@ -353,17 +385,20 @@ def to_model_inputs(
     The augmentation sees the HWC numpy image and the mask together. Images still integer
     afterwards are scaled to 0..1 (uint8 / 255, uint16 / 65535) when the patch's sampler
     scales them (``Patch.unit_scale``: ``image_dtype`` "uint8"/"uint16", not "native"; see
-    `scales_image`). The image is returned CHW (torch) or HWC (``channels_last=True``, tf/Keras).
+    `scales_image`). The image is returned CHW (torch) or HWC (``channels_last=True``, tf/Keras); a
+    time series' (T, C, H, W) image is returned (T, C, H, W) or (T, H, W, C), ``time_selection="random"``'s
+    dates drawn here (`select_dates`).
     """
     scale = patch.unit_scale
     if augmentation is None and not channels_last:
         # Scaled where it lies (CHW): one contiguous pass. Through the HWC view it took a strided
         # pass there and a general strided copy back (0.9 ms vs 0.05 ms per 3 x 256 x 256 patch).
-        return _contiguous(scale_image(patch.image, scale=scale)), np.ascontiguousarray(patch.mask, dtype=np.int64)
+        image = select_dates(patch, seed, epoch)
+        return _contiguous(scale_image(image, scale=scale)), np.ascontiguousarray(patch.mask, dtype=np.int64)
     image, mask = _augmented(patch, augmentation, seed, epoch)
     image = scale_image(image, scale=scale)
     if not channels_last:
-        image = np.moveaxis(image, -1, 0)
+        image = np.moveaxis(image, -1, -3)
     return _contiguous(image), np.ascontiguousarray(mask, dtype=np.int64)
 
 
@@ -405,7 +440,7 @@ def to_compact_inputs(
     if image.dtype.kind == "f" or not patch.unit_scale:
         image = image.astype(np.float32, copy=False)
     if not channels_last:
-        image = np.moveaxis(image, -1, 0)
+        image = np.moveaxis(image, -1, -3)
     if mask_type is not None and mask.dtype == mask_type:
         wanted = mask.dtype  # decoded straight into it (`PatchSampler.get`): every value fits
     elif mask.size:

@@ -20,6 +20,7 @@ What a catalogue adds to the single-image steps:
 from __future__ import annotations
 
 import difflib
+import itertools
 import logging
 import os
 from collections.abc import Callable, Mapping, Sequence
@@ -50,13 +51,21 @@ from crossgeo.inspection import (
     check_patch_size,
     check_path,
     inspect_image,
+    inspect_image_sources,
     inspect_mask,
     inspect_windows,
     window_warnings,
 )
 from crossgeo.io import is_remote, open_raster
 from crossgeo.masks import MaskDecoder
-from crossgeo.options import REQUIRED, SAMPLER_OPTIONS, check_names, check_pathlike, resolve_sampler_options
+from crossgeo.options import (
+    REQUIRED,
+    SAMPLER_OPTIONS,
+    TIME_SELECTIONS,
+    check_names,
+    check_pathlike,
+    resolve_sampler_options,
+)
 
 __all__ = [
     "COVERAGE_SAMPLES",
@@ -71,8 +80,10 @@ __all__ = [
 
 log = logging.getLogger("crossgeo")
 
-SCENE_COLUMNS = ("image_path", "mask_path", "crops_path")
-"""What a scene of the catalogue may set (``image_path`` is required)."""
+SCENE_COLUMNS = ("image_path", "mask_path", "crops_path", "time")
+"""What a scene of the catalogue may set (``image_path`` is required; ``time`` dates it for ``group_by``)."""
+TIME_COLUMN = "time"
+"""The column dating each row of a time-series catalogue (ISO date or datetime)."""
 COVERAGE_SAMPLES = 32
 """Pixel centres per axis measuring each scene's mask coverage (the single-image default is 128)."""
 _PER_SCENE = ("image_path", "image_mbtiles_path", "mask_path", "crops_path", "patch_size")
@@ -99,6 +110,19 @@ class Scene:
     """Its own windows, or None for the shared vector features."""
     where: str
     """How messages name it: ``scene 3 (line 5 of scenes.csv)``."""
+    dates: tuple[str, ...] = ()
+    """A time-series group (``group_by``): the image of each date, in time order (empty otherwise)."""
+    times: tuple[np.datetime64, ...] = ()
+    """The date of each of `dates` (datetime64[s])."""
+    rows: tuple[int, ...] = ()
+    """The catalogue rows of each of `dates`."""
+    reference: int = 0
+    """Which of `dates` gives the group's reference grid (the group's first row)."""
+
+    @property
+    def source_names(self) -> tuple[str, ...]:
+        """The image source name of each date (its ISO time): `Patch.source_valid` follows this order."""
+        return tuple(str(np.datetime_as_string(t, unit="auto")) for t in self.times)
 
 
 @attrs.frozen(eq=False)
@@ -155,6 +179,13 @@ class CatalogueInspection:
     problems: tuple[SceneProblem, ...] = ()
     warnings: tuple[str, ...] = ()
     """Per-scene warnings (`crossgeo.inspection.window_warnings`), each naming its scene."""
+    group_by: str | None = None
+    """The column grouping rows into time series (None: every row is its own scene)."""
+    time_steps: int | None = None
+    """T of a time-series catalogue (resolved: the largest group when not given)."""
+    time_selection: str = "all"
+    skipped_dates: int = 0
+    """Dates of the catalogue not used (``time_selection="latest"`` keeps the latest ``time_steps``)."""
 
     @property
     def ok(self) -> bool:
@@ -352,6 +383,186 @@ def _shared_options(patch_size: Any, mask_path: Any, crops_path: Any, options: M
     return _check_scalar_options(resolved, names)
 
 
+# --------------------------------------------------------------------------- time series
+
+
+def check_time_options(group_by: Any, time_steps: Any, time_selection: Any) -> tuple[str | None, int | None, str]:
+    """``group_by``, ``time_steps`` and ``time_selection`` checked (`OptionError` / `ConfigError` for a bad one)."""
+    if group_by is not None and (not isinstance(group_by, str) or not group_by):
+        raise OptionError(f"group_by must be the name of a catalogue column (str) or None, got {group_by!r}.")
+    if time_steps is not None and (
+        isinstance(time_steps, bool) or not isinstance(time_steps, (int, np.integer)) or time_steps < 1
+    ):
+        raise ConfigError(f"time_steps must be an integer >= 1 (the dates per patch) or None, got {time_steps!r}.")
+    if time_selection not in TIME_SELECTIONS:
+        raise ConfigError(
+            f"time_selection must be one of {', '.join(map(repr, TIME_SELECTIONS))}, got {time_selection!r}."
+            + _fix_hint(str(time_selection), TIME_SELECTIONS)
+        )
+    if group_by is None and (time_steps is not None or time_selection != "all"):
+        raise ConfigError(
+            "time_steps / time_selection apply to a time series: set group_by=<column naming each place> (and a "
+            f"{TIME_COLUMN!r} column dating each row), or remove them."
+        )
+    if time_selection == "latest" and time_steps is None:
+        raise ConfigError('time_selection="latest" keeps the latest time_steps dates: set time_steps (e.g. 6).')
+    return group_by, None if time_steps is None else int(time_steps), str(time_selection)
+
+
+def parse_time(value: Any) -> np.datetime64:
+    """A ``time`` cell as datetime64[s]: an ISO 8601 date/datetime string, a date/datetime, or a datetime64.
+
+    A time with a UTC offset (``Z``, ``+02:00``, an aware datetime) is converted to UTC. Raises
+    `ValueError` for anything else (the caller names the row and the fix).
+    """
+    import datetime
+
+    if isinstance(value, str):
+        try:
+            value = datetime.datetime.fromisoformat(value.strip())
+        except ValueError as error:
+            raise ValueError(f"{value!r} is not an ISO date or datetime") from error
+    if isinstance(value, datetime.datetime) and value.tzinfo is not None:
+        value = value.astimezone(datetime.timezone.utc).replace(tzinfo=None)
+    if not isinstance(value, (datetime.date, np.datetime64)) or (isinstance(value, np.datetime64) and np.isnat(value)):
+        raise ValueError(f"{value!r} is not a date")
+    parsed: Any = np.asarray(value, dtype="datetime64[s]")[()]
+    return parsed
+
+
+def _time_groups(
+    rows: Sequence[Any], catalogue: Sequence[Scene], group_by: str, time_steps: int | None, selection: str
+) -> tuple[list[Scene], list[SceneProblem], int, int]:
+    """The time-series scenes of a catalogue: its rows grouped by ``group_by``, each group's dates in time order.
+
+    Returns the groups (positions 0.., in order of their first row), a problem per bad row or
+    group (a ``time`` that is not a date, a missing group value, two rows at one time, a group
+    longer than ``time_steps`` under ``"all"``, rows disagreeing on mask/crops), how many dates
+    ``"latest"`` left out, and T.
+    """
+    problems: list[SceneProblem] = []
+    if all(group_by not in row for row in rows if isinstance(row, Mapping)):
+        keys = sorted({str(k) for row in rows if isinstance(row, Mapping) for k in row})
+        raise ConfigError(
+            f"group_by={group_by!r} but the catalogue has no {group_by!r} column (it has {keys})."
+            f"{_fix_hint(group_by, keys)} Name the column that says which place each row shows."
+        )
+    groups: dict[str, list[tuple[np.datetime64, Scene]]] = {}
+    for scene in catalogue:
+        row = rows[scene.position]
+        key = row.get(group_by)
+        if key is None or key == "" or (isinstance(key, float) and np.isnan(key)):
+            problems.append(
+                SceneProblem(
+                    "catalogue",
+                    ConfigError(f"{scene.where} ({scene.image_path}) has no {group_by!r} value (group_by); fill it."),
+                    scene.position,
+                )
+            )
+            continue
+        if row.get(TIME_COLUMN) in (None, ""):
+            problems.append(
+                SceneProblem(
+                    "catalogue",
+                    ConfigError(
+                        f"{scene.where} ({scene.image_path}) has no {TIME_COLUMN!r} value; a time series dates every "
+                        f"row: add a {TIME_COLUMN!r} column with ISO dates (2021-06-30 or 2021-06-30T10:42:00)."
+                    ),
+                    scene.position,
+                )
+            )
+            continue
+        try:
+            when = parse_time(row[TIME_COLUMN])
+        except ValueError as error:
+            problems.append(
+                SceneProblem(
+                    "catalogue",
+                    ConfigError(
+                        f"{scene.where} ({scene.image_path}): the {TIME_COLUMN!r} value {row[TIME_COLUMN]!r} is not "
+                        f"a date ({error}); write it as an ISO date or datetime (2021-06-30 or 2021-06-30T10:42:00)."
+                    ),
+                    scene.position,
+                )
+            )
+            continue
+        groups.setdefault(str(key), []).append((when, scene))
+    longest = max((len(members) for members in groups.values()), default=0)
+    steps = time_steps if time_steps is not None else longest
+    out: list[Scene] = []
+    skipped = 0
+    for name, members in groups.items():
+        first = members[0][1]  # the group's first row: its reference grid, mask and crops
+        where = f"group {name!r} ({group_by}; rows {', '.join(str(s.position) for _, s in members)})"
+        ordered = sorted(members, key=lambda m: m[0])
+        times = [t for t, _ in ordered]
+        repeated = [str(a) for a, b in itertools.pairwise(times) if a == b]
+        if repeated:
+            problems.append(
+                SceneProblem(
+                    "catalogue",
+                    ConfigError(
+                        f"{where} has two rows at {TIME_COLUMN} {repeated[0]}; each date of a place appears once "
+                        "(remove the duplicate row, or give the rows different group values)."
+                    ),
+                    first.position,
+                )
+            )
+            continue
+        disagree = [
+            s
+            for _, s in members
+            if s.mask_path not in (None, first.mask_path) or s.crops_path not in (None, first.crops_path)
+        ]
+        if disagree:
+            problems.append(
+                SceneProblem(
+                    "catalogue",
+                    ConfigError(
+                        f"{where}: {disagree[0].where} sets mask_path/crops_path {disagree[0].mask_path!r}/"
+                        f"{disagree[0].crops_path!r} but the group's first row sets {first.mask_path!r}/"
+                        f"{first.crops_path!r}; a group has one mask and one set of windows (on its first row's "
+                        "grid): give them on the first row only, or make the rows agree."
+                    ),
+                    first.position,
+                )
+            )
+            continue
+        if len(ordered) > steps and selection == "all":
+            problems.append(
+                SceneProblem(
+                    "catalogue",
+                    ConfigError(
+                        f"{where} has {len(ordered)} dates but time_steps is {steps} and time_selection is 'all'; "
+                        f"raise time_steps to {len(ordered)}, or set time_selection: latest (the latest {steps}) "
+                        "or random (drawn per sample)."
+                    ),
+                    first.position,
+                )
+            )
+            continue
+        reference = first
+        if selection == "latest" and len(ordered) > steps:
+            skipped += len(ordered) - steps
+            ordered = ordered[-steps:]
+            if first not in [s for _, s in ordered]:  # the first row's date was left out: the earliest kept one
+                reference = ordered[0][1]
+        out.append(
+            Scene(
+                position=len(out),
+                image_path=reference.image_path,
+                mask_path=first.mask_path,
+                crops_path=first.crops_path,
+                where=where,
+                dates=tuple(s.image_path for _, s in ordered),
+                times=tuple(t for t, _ in ordered),
+                rows=tuple(s.position for _, s in ordered),
+                reference=[s for _, s in ordered].index(reference),
+            )
+        )
+    return out, problems, skipped, steps
+
+
 # --------------------------------------------------------------------------- the steps
 
 
@@ -362,6 +573,9 @@ def inspect_catalogue(
     mask_path: Any = None,
     crops_path: Any = None,
     collect: bool = False,
+    group_by: Any = None,
+    time_steps: Any = None,
+    time_selection: Any = "all",
     **options: Any,
 ) -> CatalogueInspection:
     """Inspect every scene of a catalogue (`crossgeo.SceneSampler`'s arguments, without ``max_open``).
@@ -373,6 +587,11 @@ def inspect_catalogue(
     always recorded, never raised, so every bad scene is reported at once. The windows go
     through ``window_index_cache`` only when nothing else is wrong (the cache covers the
     whole catalogue, so a catalogue with problems neither reads nor writes it).
+
+    With ``group_by`` the rows of one group (one place at several dates, each dated by its
+    ``time`` column) become one scene (`_time_groups`): its image is one source per date, in
+    time order, each brought onto the grid of the group's first row; its mask and windows are
+    the first row's.
     """
     problems: list[SceneProblem] = []
 
@@ -386,13 +605,23 @@ def inspect_catalogue(
             return None
 
     shared = step("options", lambda: _shared_options(patch_size, mask_path, crops_path, options))
-    if shared is None:
-        return CatalogueInspection(source="the catalogue", options=dict(options), problems=tuple(problems))
+    timed = step("options", lambda: check_time_options(group_by, time_steps, time_selection))
+    if shared is None or timed is None:
+        return CatalogueInspection(source="the catalogue", options=shared or dict(options), problems=tuple(problems))
     table = step("catalogue", lambda: _catalogue_rows(scenes))
     if table is None:
         return CatalogueInspection(source="the catalogue", options=shared, problems=tuple(problems))
     catalogue, bad_rows = _scenes_of(*table)
     source, shared_mask, shared_crops = table[1], shared["mask_path"], shared["crops_path"]
+    group_by, steps, selection = timed
+    skipped_dates = 0
+    if group_by is not None and not bad_rows:
+        grouped = step("catalogue", lambda: _time_groups(table[0], catalogue, group_by, steps, selection))
+        if grouped is None:
+            return CatalogueInspection(source=source, options=shared, problems=tuple(problems))
+        catalogue, bad_rows, skipped_dates, steps = grouped
+        if skipped_dates:
+            log.info("crossgeo: %s: %d date(s) left out by time_selection='latest'", source, skipped_dates)
     if bad_rows:
         if not collect:
             raise _rows_error(source, bad_rows)
@@ -422,6 +651,10 @@ def inspect_catalogue(
         windows=windows,
         problems=tuple(problems),
         warnings=warned,
+        group_by=group_by,
+        time_steps=steps,
+        time_selection=selection,
+        skipped_dates=skipped_dates,
     )
 
 
@@ -437,14 +670,7 @@ def _inspect_images(
     images: dict[int, ImageInfo] = {}
     for scene in _progress(catalogue, "inspecting scene images"):
         try:
-            image = inspect_image(
-                scene.image_path,
-                option="image_path",
-                selected_bands=options["selected_bands"],
-                image_dtype=options["image_dtype"],
-                target_crs=options["target_crs"],
-                target_resolution=options["target_resolution"],
-            )
+            image = _inspect_scene_image(scene, options)
             check_patch_size(options["patch_size"], image)
         except _CAUGHT as error:
             problems.append(_bad(scene, scene.image_path, "image", error))
@@ -461,17 +687,71 @@ def _inspect_images(
         return images
     head = min(images)
     first = images[head]
-    agree = {p: i for p, i in images.items() if len(i.bands) == len(first.bands) and i.dtype == first.dtype}
+
+    def bands(position: int) -> int:  # a time series' bands per date
+        return len(images[position].bands) // max(1, len(catalogue[position].dates))
+
+    agree = {p: i for p, i in images.items() if bands(p) == bands(head) and i.dtype == first.dtype}
     for position in sorted(images.keys() - agree.keys()):
         image, scene = images[position], catalogue[position]
         disagree = RasterError(
-            f"reads {len(image.bands)} band(s) as {np.dtype(image.dtype)} but scene {head} "
-            f"({catalogue[head].image_path}) reads {len(first.bands)} band(s) as {np.dtype(first.dtype)}; scenes "
+            f"reads {bands(position)} band(s) as {np.dtype(image.dtype)} but scene {head} "
+            f"({catalogue[head].image_path}) reads {bands(head)} band(s) as {np.dtype(first.dtype)}; scenes "
             "must agree after selected_bands / image_dtype (set selected_bands to bands every scene has, or "
             "image_dtype: float32 / native)."
         )
         problems.append(_bad(scene, scene.image_path, "image", disagree))
     return agree
+
+
+def _inspect_scene_image(scene: Scene, options: Mapping[str, Any]) -> ImageInfo:
+    """A scene's image step; a time-series group's image is one source per date, on its reference date's grid."""
+    if not scene.dates:
+        return inspect_image(
+            scene.image_path,
+            option="image_path",
+            selected_bands=options["selected_bands"],
+            image_dtype=options["image_dtype"],
+            target_crs=options["target_crs"],
+            target_resolution=options["target_resolution"],
+        )
+    names = scene.source_names
+    reference = names[scene.reference]
+    if options["reference"] is not None:  # a date every group has, as the reference grid of every group
+        try:
+            wanted = parse_time(options["reference"])
+        except ValueError as error:
+            raise ConfigError(
+                f"reference {options['reference']!r} must be a date of the time series (ISO, e.g. 2021-06-30): {error}."
+            ) from error
+        if wanted not in scene.times:
+            raise ConfigError(
+                f"reference {options['reference']!r} is no date of {scene.where} (its dates are {list(names)}); "
+                "give a date every group has, or leave reference unset (each group's first row is its reference)."
+            )
+        reference = names[scene.times.index(wanted)]
+    bands = options["selected_bands"]
+    sources = {
+        name: {"path": path} if bands is None else {"path": path, "bands": bands}
+        for name, path in zip(names, scene.dates)
+    }
+    image = inspect_image_sources(
+        sources,
+        option=f"image_path (the dates of {scene.where})",
+        image_dtype=options["image_dtype"],
+        resampling=options["image_resampling"],
+        reference=reference,
+        target_crs=options["target_crs"],
+        target_resolution=options["target_resolution"],
+    )
+    counts = {len(source.bands) for source in image.sources}
+    if len(counts) > 1:
+        per_date = ", ".join(f"{s.name}: {len(s.bands)}" for s in image.sources)
+        raise RasterError(
+            f"the dates of a time series must have the same bands, but they read different band counts ({per_date}); "
+            "set selected_bands to bands every date has."
+        )
+    return image
 
 
 def _inspect_masks(
@@ -589,7 +869,7 @@ def _plan_windows(
             "version": winsrc.CACHE_VERSION,
             "scenes": [
                 {
-                    "image": _identity(catalogue[p].image_path),
+                    "image": [_identity(d) for d in catalogue[p].dates] or _identity(catalogue[p].image_path),
                     "grid": images[p].grid.fingerprint(),
                     "crops": _identity(catalogue[p].crops_path),
                 }
@@ -604,7 +884,7 @@ def _plan_windows(
     cache = options["window_index_cache"] if use_cache else None
     inputs = {  # the cache may be none of these (crossgeo.windows.check_cache_not_input)
         "scenes": source,
-        "image_path": [s.image_path for s in catalogue],
+        "image_path": [path for s in catalogue for path in (s.dates or (s.image_path,))],
         "mask_path": [options["mask_path"], *(s.mask_path for s in catalogue)],
         "crops_path": [shared_crops, *(s.crops_path for s in catalogue)],
     }

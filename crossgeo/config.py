@@ -99,6 +99,12 @@ def split_config(config: Any, *, where: str = "the configuration") -> tuple[dict
     else:
         if "max_open" in sampler:
             raise OptionError(f"{where} sets max_open without scenes; max_open bounds the open scenes of a catalogue.")
+        timed = [k for k in ("group_by", "time_steps", "time_selection") if k in sampler]
+        if timed:
+            raise OptionError(
+                f"{where} sets {timed[0]} without scenes; a time series is a catalogue of scenes with a time column: "
+                "give scenes (one row per place and date) or remove it."
+            )
         sampler.pop("scenes", None)
         required = ("image_path", "mask_path", "crops_path", "patch_size")
     missing = [ORIGINAL_SPELLING.get(k, k) for k in required if k not in given]

@@ -270,11 +270,13 @@ class LoaderPlan:
         """(image shape, mask shape) of one model input, found on a blank patch when augmented (no read)."""
         size = self.sampler.patch_size
         bands = len(self.sampler.selected_bands)
+        steps = getattr(self.sampler, "time_steps", None)  # a time series: (T, ...) images
+        dates: tuple[int, ...] = () if steps is None else (int(steps),)
         if self.augmentation is None:
-            image_shape: tuple[int, ...] = (size, size, bands) if channels_last else (bands, size, size)
+            image_shape: tuple[int, ...] = (*dates, size, size, bands) if channels_last else (*dates, bands, size, size)
             return image_shape, (size, size)
         blank = Patch(
-            image=np.zeros((bands, size, size), dtype=self.sampler.image_dtype),
+            image=np.zeros((*dates, bands, size, size), dtype=self.sampler.image_dtype),
             mask=np.zeros((size, size), dtype=np.int64),
             row_off=0,
             col_off=0,

@@ -51,6 +51,7 @@ __all__ = [
     "SAMPLER_OPTIONS",
     "SCENE_OPTIONS",
     "SEED_MAX",
+    "TIME_SELECTIONS",
     "AdapterOptions",
     "IgnoredOptionWarning",
     "Option",
@@ -88,6 +89,9 @@ IMAGE_DTYPES = ("uint8", "uint16", "float32", "native")
 ON_READ_ERROR = ("raise", "skip")
 """The choices of ``on_read_error``."""
 MISSING = ("error", "fill")
+"""``missing`` values."""
+TIME_SELECTIONS = ("all", "latest", "random")
+"""The values of ``time_selection``."""
 """``missing`` values: a window an image source has no pixel in is refused, or filled and flagged."""
 OUT_OF_RANGE = ("error", "fill")
 """The choices of ``out_of_range``."""
@@ -472,6 +476,30 @@ class SceneOptions:
         "With `scenes`: at most this many scenes keep open file handles per process (least recently used "
         "closed first), so thousands of scenes never exhaust file descriptors.",
         check=positive_int,
+    )
+    group_by: str | None = option(
+        None,
+        "str",
+        "With `scenes`: the catalogue column naming a place; the rows of one group (one place at several dates, "
+        "each with a `time` column) make one scene whose patches are (T, C, H, W), every date on the grid of the "
+        "group's first row. `None`: every row is its own scene.",
+        check=optional_str,
+    )
+    time_steps: int | None = option(
+        None,
+        "int",
+        "With `group_by`: T, the dates per patch. Shorter groups are padded (zeros, `Patch.time_valid` False). "
+        "`None`: the largest group's date count.",
+        check=optional(positive_int),
+    )
+    time_selection: Literal["all", "latest", "random"] = option(
+        "all",
+        "str",
+        'With `group_by`: which dates fill T. `"all"`: every date in time order (a group with more dates than '
+        '`time_steps` is an error); `"latest"`: the latest `time_steps` dates (earlier ones are counted and '
+        'reported); `"random"`: `time_steps` dates drawn per sample from (seed, epoch, window) in the model-input '
+        "step every adapter shares, kept in time order.",
+        check=choice(TIME_SELECTIONS),
     )
     chips_path: PathLike | None = option(
         None,

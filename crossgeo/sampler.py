@@ -60,6 +60,14 @@ class Patch:
     source_valid: np.ndarray | None = None
     """(S,) bool per image source of a stacked image: False where the source has no pixel in the window
     (``missing="fill"``: its channels hold its fill); None for a single-path image."""
+    times: np.ndarray | None = None
+    """A time series (`crossgeo.SceneSampler` with ``group_by``): (T,) datetime64[s], the date of each of
+    ``image``'s (T, C, H, W) dates in time order (NaT for padding); None otherwise."""
+    time_valid: np.ndarray | None = None
+    """(T,) bool: False for a padded date (and, with ``missing="fill"``, a date with no pixel in the window)."""
+    time_steps: int | None = None
+    """T of the model inputs; ``image`` holds more dates only under ``time_selection="random"``, whose draw of
+    ``time_steps`` of them happens in `crossgeo.augment.to_model_inputs` (`crossgeo.augment.select_dates`)."""
 
 
 class WindowSequence:

@@ -21,7 +21,7 @@ import logging
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, Literal
 
 import attrs
 import numpy as np
@@ -69,6 +69,17 @@ class SceneSampler(WindowSequence):
             feature goes to the first scene (catalogue order) that holds their whole window.
         max_open: At most this many scenes keep open handles per process (least recently
             used closed first; they reopen on their next read).
+        group_by: The column naming each place of a time-series catalogue: the rows of one
+            group (one place at several dates, dated by a ``time`` column) make one scene whose
+            patches are (T, C, H, W), every date brought onto the grid of the group's first row
+            (its mask and windows too). None: every row is its own scene.
+        time_steps: T with ``group_by`` (default: the largest group's date count); shorter
+            groups are padded with zeros, flagged False in `Patch.time_valid`.
+        time_selection: ``"all"`` (every date, time order; a longer group is an error),
+            ``"latest"`` (the latest ``time_steps``; the others counted in ``skipped_dates``)
+            or ``"random"`` (``time_steps`` dates drawn per sample from (seed, epoch, window)
+            by `crossgeo.augment.to_model_inputs`, so every adapter draws the same ones;
+            ``sampler[i]`` then holds all of the group's dates).
         **options: The options of `crossgeo.PatchSampler` (``selected_bands``,
             ``image_dtype``, ``color_map``, ``window_index_cache``, ...), shared by all scenes.
 
@@ -91,10 +102,22 @@ class SceneSampler(WindowSequence):
         mask_path: PathLike | None = None,
         crops_path: Any = None,
         max_open: int = 32,
+        group_by: str | None = None,
+        time_steps: int | None = None,
+        time_selection: Literal["all", "latest", "random"] = "all",
         **options: Any,
     ) -> None:
         max_open = check_max_open(max_open)
-        inspection = inspect_catalogue(scenes, patch_size, mask_path=mask_path, crops_path=crops_path, **options)
+        inspection = inspect_catalogue(
+            scenes,
+            patch_size,
+            mask_path=mask_path,
+            crops_path=crops_path,
+            group_by=group_by,
+            time_steps=time_steps,
+            time_selection=time_selection,
+            **options,
+        )
         self._setup(inspection, max_open)
         for text in inspection.warnings:
             warnings.warn(text, stacklevel=2)
@@ -147,6 +170,14 @@ class SceneSampler(WindowSequence):
         self.decoder = first.decoder
         self.on_read_error: str = options["on_read_error"]
         self.window_index_cache = options["window_index_cache"]
+        #: Time series (``group_by``): the grouping column, T and how dates are chosen (None: single dates).
+        self.group_by = inspection.group_by
+        self.time_steps: int | None = inspection.time_steps if self.group_by is not None else None
+        self.time_selection = inspection.time_selection
+        #: Dates left out of the time series (``time_selection="latest"``).
+        self.skipped_dates = inspection.skipped_dates
+        if self.time_steps is not None:
+            self.selected_bands = first.image_info.sources[0].bands  # the bands of one date
         #: Samples this process served from a replacement window (``on_read_error="skip"``).
         self.skipped = 0
         #: Positions of the windows this process found unreadable (never read again here).
@@ -179,6 +210,14 @@ class SceneSampler(WindowSequence):
                 windows.unassigned,
                 windows.shared_features,
                 self.shared_crops_path,
+            )
+        if self.skipped_dates:
+            log.warning(
+                "crossgeo: %s: %d date(s) of the time series are not used: time_selection='latest' keeps the latest "
+                "%s of each group (raise time_steps to use more).",
+                self.source,
+                self.skipped_dates,
+                self.time_steps,
             )
         if len(self.index) == 0:
             log.warning("crossgeo: %s: no valid windows in any scene; this sampler has length 0.", self.source)
@@ -213,18 +252,50 @@ class SceneSampler(WindowSequence):
         """Window count of every scene (int64, catalogue order)."""
         return np.diff(self._starts)
 
+    @property
+    def patch_shape(self) -> tuple[int, ...]:
+        """The shape of `Patch.image` as model inputs see it: (C, H, W), or (T, C, H, W) for a time series."""
+        size = self.patch_size
+        shape = (len(self.selected_bands), size, size)
+        return shape if self.time_steps is None else (self.time_steps, *shape)
+
     def _read_window(self, position: int, mask_dtype: Any = np.int64) -> Patch:
         scene = int(self.scene[position])
         row_off, col_off = int(self.row_off[position]), int(self.col_off[position])
+        local = position - int(self._starts[scene])  # the window's position in its scene's sampler
         with self.opened(scene) as sampler:
-            patch = sampler.read(row_off, col_off, index=position, mask_dtype=mask_dtype)
-        return attrs.evolve(patch, scene=scene)
+            patch = sampler.read(row_off, col_off, index=local, mask_dtype=mask_dtype)
+        return self._finished(patch, scene, position)
 
     def read(self, scene: int, row_off: int, col_off: int, *, index: int = -1) -> Patch:
         """The patch of any window on scene ``scene``'s grid."""
         with self.opened(scene) as sampler:
-            patch = sampler.read(row_off, col_off, index=index)
-        return attrs.evolve(patch, scene=scene)
+            patch = sampler.read(row_off, col_off, index=-1)
+        return self._finished(patch, scene, index)
+
+    def _finished(self, patch: Patch, scene: int, index: int) -> Patch:
+        """The scene's patch as this catalogue's: its ``scene`` and ``index``; a time series' dates as (T, C, H, W).
+
+        A group's sampler stacks its dates' bands in time order (one image source per date), so
+        the (T * C, H, W) read is a (T, C, H, W) view; a group shorter than ``time_steps`` is
+        padded with zeros, its padding flagged False in ``time_valid`` and NaT in ``times``.
+        """
+        if self.time_steps is None:
+            return attrs.evolve(patch, scene=scene, index=index)
+        group = self.catalogue[scene]
+        dates, steps = len(group.dates), self.time_steps
+        image = patch.image.reshape(dates, -1, *patch.image.shape[1:])
+        valid = np.ones(dates, bool) if patch.source_valid is None else np.array(patch.source_valid, bool)
+        times = np.array(group.times, dtype="datetime64[s]")
+        if dates < steps:
+            padded = np.zeros((steps, *image.shape[1:]), image.dtype)
+            padded[:dates] = image
+            image = padded
+            valid = np.concatenate([valid, np.zeros(steps - dates, bool)])
+            times = np.concatenate([times, np.full(steps - dates, np.datetime64("NaT"), "datetime64[s]")])
+        return attrs.evolve(
+            patch, image=image, scene=scene, index=index, times=times, time_valid=valid, time_steps=steps
+        )
 
     def read_mask(self, row_off: int, col_off: int, *, scene: int) -> tuple[np.ndarray, np.ndarray]:
         """Only the mask of a window of scene ``scene``: (classes (H, W) int64, valid (H, W) bool)."""
@@ -261,7 +332,8 @@ class SceneSampler(WindowSequence):
         self._open.clear()
 
     def __repr__(self) -> str:
+        series = "" if self.time_steps is None else f", group_by={self.group_by!r}, time_steps={self.time_steps}"
         return (
             f"SceneSampler({self.source!r}, scenes={len(self.catalogue)}, patch_size={self.patch_size}, "
-            f"windows={len(self)}, max_open={self.max_open})"
+            f"windows={len(self)}, max_open={self.max_open}{series})"
         )

@@ -10,10 +10,12 @@ import contextlib
 import io
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:
-    import numpy as np
+import numpy as np
+from affine import Affine
+
+from crossgeo import testing as T
 
 CliRun = Callable[..., tuple[int, str, str]]
 """The ``cli`` fixture: ``cli("validate", config)`` -> (exit status, stdout, stderr)."""
@@ -65,3 +67,51 @@ def write_predict_scene(
     config = folder / "config.yaml"
     config.write_text(yaml.safe_dump({"train_dataset": options, **top_level}))
     return {"image": image, "mask": mask, "config": config, "folder": folder}
+
+
+# --------------------------------------------------------------------------- time series (issue 24.2)
+ZOOM, TILE_COL, TILE_ROW = 12, 2176, 1460
+SIZE = 32
+HEIGHT = WIDTH = 128
+#: Dates of place "a" in catalogue order (not time order): its first row is the reference grid.
+DATES_A = ("2021-03-05", "2021-01-10", "2021-06-20", "2021-02-14")
+DATES_B = ("2021-05-01", "2021-04-02")
+#: The date of place "a" written on a grid shifted by (rows, cols) whole pixels.
+SHIFTED, SHIFT = "2021-06-20", (-8, -5)
+
+
+def day_of_year(date: str) -> int:
+    return int((np.datetime64(date, "D") - np.datetime64(date[:4] + "-01-01", "D")).astype(int)) + 1
+
+
+def write_date(path: Path, transform: Affine, date: str, shift: tuple[int, int] = (0, 0)) -> Path:
+    """4 uint16 bands: row, col, row + col on the reference grid (shifted grids too), then the day of year."""
+    rows, cols = shift
+    height, width = HEIGHT - 2 * rows, WIDTH - 2 * cols  # a shifted date still covers the whole reference grid
+    coords = T.coordinate_bands(height, width, "uint16", row0=rows, col0=cols)
+    day = np.full((1, height, width), day_of_year(date), np.uint16)
+    return T.write_raster(
+        path, np.concatenate([coords, day]), crs="EPSG:3857", transform=transform @ Affine.translation(cols, rows)
+    )
+
+
+class Series:
+    """Place "a" at four dates (one on a shifted grid), place "b" at two dates, each with its mask and windows."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.rows: list[dict[str, object]] = []
+        self.windows = {"a": ([0, 32, 64, 96], [0, 48, 16, 90]), "b": ([10, 50], [20, 60])}
+        for place, tile_col, dates in (("a", TILE_COL, DATES_A), ("b", TILE_COL + 2, DATES_B)):
+            transform = T.web_mercator_transform(ZOOM, tile_col, TILE_ROW)
+            rows, cols = np.mgrid[0:HEIGHT, 0:WIDTH]
+            classes = ((rows // 16 + cols // 16) % 2).astype(np.uint8)[None]
+            mask = T.write_raster(folder / f"mask_{place}.tif", classes, crs="EPSG:3857", transform=transform)
+            crops = T.write_windows_table(folder / f"windows_{place}.csv", *self.windows[place])
+            for k, date in enumerate(dates):
+                shift = SHIFT if (place, date) == ("a", SHIFTED) else (0, 0)
+                image = write_date(folder / f"{place}_{date}.tif", transform, date, shift)
+                row: dict[str, object] = {"image_path": str(image), "time": date, "place": place}
+                if k == 0:  # the group's first row gives its mask and windows
+                    row.update(mask_path=str(mask), crops_path=str(crops))
+                self.rows.append(row)

@@ -55,11 +55,41 @@ SECTIONS = {
     "rasters users really have (issue 16)": "Data types, class ranges and image no-data",
     "augmentation lists from shared configs": "Augmentation lists",
     "outputs (issue 21)": "Predictions and other outputs",
+    "time series (group_by)": "Time series (group_by)",
     "configuration files and limits (issue 21)": "Configuration files and limits",
 }
 
 #: case id -> (cause, fix). Markdown; links are relative to docs/troubleshooting.md.
 FIXES: dict[str, tuple[str, str]] = {
+    # time series (group_by)
+    "time not a date": (
+        "A row of a time-series catalogue has a `time` that is no ISO date or datetime (a typo, a local format "
+        "such as `10/01/2021`, or a month 13).",
+        "Write each row's `time` as `2021-01-10` or `2021-01-10T10:42:00` (a trailing `Z` or an offset is read as "
+        "UTC). See [Time series](howto/time-series.md).",
+    ),
+    "time series longer than time_steps": (
+        "`time_selection: all` puts every date of a place in the patch, and one place has more dates than "
+        "`time_steps`.",
+        "Raise `time_steps` to the longest group, or choose `time_selection: latest` (the latest `time_steps` "
+        "dates; the others are counted and logged) or `random` (drawn per sample).",
+    ),
+    "time series date twice": (
+        "Two rows of one place carry the same `time`: a duplicated row, or two places sharing a `group_by` value.",
+        "Remove the duplicate row, or give the two places different values in the `group_by` column.",
+    ),
+    "group_by column missing": (
+        "`group_by` names a column the catalogue does not have (often a typo).",
+        "Name the column saying which place each row shows; the message lists the catalogue's columns.",
+    ),
+    "time_selection unknown": (
+        "`time_selection` is not one of the three choices.",
+        '`"all"` (every date, time order), `"latest"` or `"random"`.',
+    ),
+    "time_steps without group_by": (
+        "`time_steps` / `time_selection` were given for a catalogue whose rows are single scenes.",
+        "Set `group_by` to the column naming each place (and date every row in a `time` column), or remove them.",
+    ),
     "patch_size zero": (
         "`patch_size` is the side of the square window in image pixels; 0 is no window.",
         "Set `patch_size` to a positive number of pixels, e.g. 256.",

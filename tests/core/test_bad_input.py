@@ -24,7 +24,7 @@ from crossgeo import testing as T
 from crossgeo.augment import build_augmentation
 from crossgeo.cli.common import load_config
 from crossgeo.config import split_config
-from crossgeo.errors import LayerNotFoundError, NoOverlapError, OptionTypeError
+from crossgeo.errors import CatalogueError, LayerNotFoundError, NoOverlapError, OptionTypeError
 from crossgeo.grid import Grid
 from crossgeo.planning import grid_windows, random_windows
 from crossgeo.predict import predict_raster
@@ -239,6 +239,24 @@ def chips_path_other_patch_size(files: Files) -> Any:
 
     store = _chip_store(files, "chips-config")
     return build_sampler({"chips_path": str(store), "patch_size": SIZE * 2})
+
+
+def time_series(
+    files: Files, times: tuple[str, ...] = ("2021-01-10", "2021-02-14", "2021-03-05"), **options: Any
+) -> Any:
+    """A SceneSampler over one place (group "a") at ``times``: a copy of the scene's image per date."""
+    import shutil
+
+    from crossgeo import SceneSampler
+
+    rows = []
+    for k, when in enumerate(times):
+        image = files.path(f"date{k}.tif")
+        if not image.exists():
+            shutil.copy(files.scene.image, image)
+        rows.append({"image_path": str(image), "time": when, "place": "a"})
+    rows[0].update(mask_path=str(files.mask), crops_path=str(files.windows))
+    return SceneSampler(rows, SIZE, **{"group_by": "place", **options})
 
 
 # (id, build(files), exception, message pattern): the pattern names the option/file and the fix.
@@ -828,6 +846,44 @@ CASES: list[tuple[str, Callable[[Files], Any], type[Exception], str]] = [
         chips_path_other_patch_size,
         ConfigError,
         r"patch_size is 128 but the chip store .*chips-config \(chips_path\) was written with patch_size 64",
+    ),
+    # --- time series (group_by)
+    (
+        "time not a date",
+        lambda f: time_series(f, ("2021-01-10", "2021-13-45")),
+        CatalogueError,
+        r"scene 1 \(.*date1.tif\): the 'time' value '2021-13-45' is not a date .*write it as an ISO date",
+    ),
+    (
+        "time series longer than time_steps",
+        lambda f: time_series(f, time_steps=2),
+        CatalogueError,
+        r"group 'a' \(place; rows 0, 1, 2\) has 3 dates but time_steps is 2 and time_selection is 'all'; raise "
+        r"time_steps to 3, or set time_selection: latest",
+    ),
+    (
+        "time series date twice",
+        lambda f: time_series(f, ("2021-01-10", "2021-01-10")),
+        CatalogueError,
+        r"group 'a' .* has two rows at time 2021-01-10.*remove the duplicate row",
+    ),
+    (
+        "group_by column missing",
+        lambda f: time_series(f, group_by="plac"),
+        ConfigError,
+        r"group_by='plac' but the catalogue has no 'plac' column .*Did you mean 'place'\?",
+    ),
+    (
+        "time_selection unknown",
+        lambda f: time_series(f, time_selection="newest"),
+        ConfigError,
+        r"time_selection must be one of 'all', 'latest', 'random', got 'newest'",
+    ),
+    (
+        "time_steps without group_by",
+        lambda f: time_series(f, group_by=None, time_steps=3),
+        ConfigError,
+        r"time_steps / time_selection apply to a time series: set group_by=",
     ),
 ]
 
