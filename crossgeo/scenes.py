@@ -220,9 +220,10 @@ class SceneSampler(WindowSequence):
     def _read_window(self, position: int, mask_dtype: Any = np.int64) -> Patch:
         scene = int(self.scene[position])
         row_off, col_off = int(self.row_off[position]), int(self.col_off[position])
+        local = position - int(self._starts[scene])  # the window's position among its scene's (source_valid)
         with self.opened(scene) as sampler:
-            patch = sampler.read(row_off, col_off, index=position, mask_dtype=mask_dtype)
-        return attrs.evolve(patch, scene=scene)
+            patch = sampler.read(row_off, col_off, index=local, mask_dtype=mask_dtype)
+        return attrs.evolve(patch, scene=scene, index=position)
 
     def read(self, scene: int, row_off: int, col_off: int, *, index: int = -1) -> Patch:
         """The patch of any window on scene ``scene``'s grid."""

@@ -128,8 +128,10 @@ def _band_values(asset: Any) -> list[dict[str, Any]]:
 
 def _same(values: Sequence[Any]) -> bool:
     first = values[0]
-    return all(v == first or (isinstance(v, float) and isinstance(first, float) and math.isnan(v) and math.isnan(first))
-               for v in values)
+    return all(
+        v == first or (isinstance(v, float) and isinstance(first, float) and math.isnan(v) and math.isnan(first))
+        for v in values
+    )
 
 
 def _sources(item: Any, key: str) -> dict[str, dict[str, Any]]:
