@@ -63,6 +63,7 @@ from crossgeo.options import REQUIRED, SAMPLER_OPTIONS, check_names, resolve_sam
 
 __all__ = [
     "COVERAGE_SAMPLES",
+    "ID_COLUMN",
     "SCENE_COLUMNS",
     "CatalogueInspection",
     "Scene",
