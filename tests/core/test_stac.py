@@ -215,3 +215,44 @@ def test_bad_json_cell_and_repeated_sources_are_row_errors(tmp_path: Path) -> No
     assert [p.scene for p in caught.value.problems] == [0, 2]
     assert "cannot be parsed" in str(caught.value) and "line 2 of" in str(caught.value)
     assert "repeats scene 1's image" in str(caught.value)
+
+
+def test_validate_reports_every_source_of_every_scene(tmp_path: Path) -> None:
+    """CRS, pixel size, share of windows covered and the nodata share per source (a catalogue table with JSON cells)."""
+    yaml = pytest.importorskip("yaml")
+    collection = T.write_stac_items(tmp_path, 2, size=SIZE)
+    table = write_catalogue(
+        stac_scenes(collection, ["coords", "elev"], mask_path="labels", crops_path=_crops(tmp_path)),
+        tmp_path / "scenes.csv",
+    )
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump({"scenes": str(table), "patch_size": PATCH, "image_dtype": "native"}))
+    code, out, err = run_cli("validate", config)
+    assert code == 0, out + err
+    # elev's nodata (raw 0) is the strip's pixel (0, 0) only: 1 of scene 0's 64 x 64 pixels, none of scene 1's.
+    got = [" ".join(line.split()) for line in out.splitlines() if " source " in line]
+    pixel = "38.2185 x 38.2185 pixels, in 100% of 3 window(s)"
+    assert got == [
+        f"ok scene 0 source coords {tmp_path}/scene0_coords.tif: EPSG:3857, {pixel}, no nodata value",
+        f"ok scene 0 source elev {tmp_path}/scene0_elev.tif: EPSG:3857, {pixel}, nodata 0.02% (sampled)",
+        f"ok scene 1 source coords {tmp_path}/scene1_coords.tif: EPSG:3857, {pixel}, no nodata value",
+        f"ok scene 1 source elev {tmp_path}/scene1_elev.tif: EPSG:3857, {pixel}, nodata 0.00% (sampled)",
+    ]
+
+
+def test_validate_reports_the_sources_of_one_image(tmp_path: Path) -> None:
+    yaml = pytest.importorskip("yaml")
+    T.write_stac_items(tmp_path, 1, size=SIZE)
+    sources = {"coords": str(tmp_path / "scene0_coords.tif"), "elev": {"path": str(tmp_path / "scene0_elev.tif")}}
+    options = {"image_path": sources, "mask_path": str(tmp_path / "scene0_labels.tif"), "patch_size": PATCH}
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump({**options, "crops_path": str(_crops(tmp_path)), "image_dtype": "uint16"}))
+    code, out, err = run_cli("validate", config)
+    assert code == 0, out + err
+    got = [" ".join(line.split()) for line in out.splitlines() if " source " in line]
+    assert got == [
+        f"ok source coords {tmp_path}/scene0_coords.tif: EPSG:3857, 38.2185 x 38.2185 pixels, in 100% of 3 "
+        "window(s), no nodata value",
+        f"ok source elev {tmp_path}/scene0_elev.tif: EPSG:3857, 38.2185 x 38.2185 pixels, in 100% of 3 window(s), "
+        "nodata 0.02% (sampled)",
+    ]
