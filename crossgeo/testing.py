@@ -452,6 +452,7 @@ def write_stac_items(
     import datetime
 
     import pystac
+    from shapely.geometry import box, mapping
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
@@ -474,16 +475,11 @@ def write_stac_items(
             files[key] = f"{href_base.rstrip('/')}/{path.name}" if href_base else str(path.resolve())
         left, top = grid.c, grid.f
         right, bottom = left + size * grid.a, top + size * grid.e
-        lon0, lat0 = warp_transform("EPSG:3857", "EPSG:4326", [left, right], [bottom, top])
-        bbox = [min(lon0), min(lat0), max(lon0), max(lat0)]
+        lons, lats = warp_transform("EPSG:3857", "EPSG:4326", [left, right], [bottom, top])
+        bbox = [min(lons), min(lats), max(lons), max(lats)]
         item = pystac.Item(
             id=f"scene-{i}",
-            geometry={
-                "type": "Polygon",
-                "coordinates": [
-                    [[bbox[0], bbox[1]], [bbox[2], bbox[1]], [bbox[2], bbox[3]], [bbox[0], bbox[3]], [bbox[0], bbox[1]]]
-                ],
-            },  # fmt: skip
+            geometry=mapping(box(*bbox)),
             bbox=bbox,
             datetime=datetime.datetime(2024, i + 1, 1, tzinfo=datetime.timezone.utc),
             properties={"tile": "T1"},

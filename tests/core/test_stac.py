@@ -145,7 +145,7 @@ def test_asset_bands_disagreeing_on_scale_become_one_source_per_band(tmp_path: P
 def test_group_by_names_a_property_every_item_has(tmp_path: Path) -> None:
     collection = T.write_stac_items(tmp_path, 2, size=SIZE)
     assert [r["group"] for r in stac_scenes(collection, ["coords"], group_by=lambda item: item.id[-1])] == ["0", "1"]
-    with pytest.raises(ValueError, match="group_by 'mgrs'.*item 'scene-0' has no such property"):
+    with pytest.raises(ValueError, match=r"group_by 'mgrs'.*item 'scene-0' has no such property"):
         stac_scenes(collection, ["coords"], group_by="mgrs")
 
 
