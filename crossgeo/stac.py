@@ -173,7 +173,8 @@ def _per_item(value: Any, item: Any, option: str) -> str | None:
     if text in item.assets:
         asset = item.assets[text]
         return str(asset.get_absolute_href() or asset.href)
-    return text
+    # Made absolute: the rows may be written to a table elsewhere, whose folder relative paths would start at.
+    return text if "://" in text or text.startswith("/vsi") else os.path.abspath(text)
 
 
 def stac_scenes(

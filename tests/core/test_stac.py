@@ -256,3 +256,14 @@ def test_validate_reports_the_sources_of_one_image(tmp_path: Path) -> None:
         f"ok source elev {tmp_path}/scene0_elev.tif: EPSG:3857, 38.2185 x 38.2185 pixels, in 100% of 3 window(s), "
         "nodata 0.02% (sampled)",
     ]
+
+
+def test_a_relative_path_for_every_scene_is_made_absolute(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The rows may be written to a table in another folder, where a relative path would start elsewhere."""
+    collection = T.write_stac_items(tmp_path, 1, size=SIZE)
+    monkeypatch.chdir(tmp_path)
+    (row,) = stac_scenes(collection, ["coords"], mask_path="labels", crops_path="windows.csv")
+    assert row["crops_path"] == str(tmp_path / "windows.csv")
+    assert row["mask_path"] == str((tmp_path / "scene0_labels.tif").resolve())
+    (row,) = stac_scenes(collection, ["coords"], crops_path={"scene-0": "https://example.com/w.csv"})
+    assert row["crops_path"] == "https://example.com/w.csv"
