@@ -61,14 +61,11 @@ def _items(items: Any) -> list[Any]:
         return list(items.items)
     if isinstance(items, (Mapping, pystac.Item)):
         items = [items]
-    if isinstance(items, (str, bytes)) or not isinstance(items, (Sequence, pystac.ItemCollection)):
-        try:
-            items = list(items)
-        except TypeError:
-            raise OptionError(
-                "items must be a pystac ItemCollection, a list of pystac Items or item dicts, a path/URL of an "
-                f"item collection JSON, or a pystac-client search; got {type(items).__name__}."
-            ) from None
+    if isinstance(items, bytes) or not hasattr(items, "__iter__"):  # lists, tuples, generators (search.items())
+        raise OptionError(
+            "items must be a pystac ItemCollection, a list of pystac Items or item dicts, a path/URL of an "
+            f"item collection JSON, or a pystac-client search; got {type(items).__name__}."
+        )
     out = []
     for k, item in enumerate(items):
         if isinstance(item, pystac.Item):

@@ -74,7 +74,7 @@ def test_item_collection_over_http_gives_the_exact_pixels(served: tuple[FileServ
     _check_pixels(_sampler(rows))
 
 
-@pytest.mark.parametrize("form", ["dicts", "items", "path", "url"])
+@pytest.mark.parametrize("form", ["dicts", "items", "generator", "path", "url"])
 def test_every_form_of_items_gives_the_same_catalogue(
     served: tuple[FileServer, Path], tmp_path: Path, form: str
 ) -> None:
@@ -88,6 +88,7 @@ def test_every_form_of_items_gives_the_same_catalogue(
     given = {
         "dicts": json.loads(collection.read_text())["features"],
         "items": list(pystac.ItemCollection.from_file(str(collection))),
+        "generator": (item for item in pystac.ItemCollection.from_file(str(collection))),  # as search.items()
         "path": str(collection),
         "url": f"{server.url}/{collection.name}",
     }[form]
