@@ -29,7 +29,8 @@ def _pystac() -> Any:
         import pystac
     except ImportError as error:  # pragma: no cover - the stac extra is installed in the test envs
         raise ImportError(
-            "crossgeo.stac_scenes needs pystac to read STAC items: pip install 'crossgeo[stac]'"
+            "crossgeo.stac_scenes needs pystac to read STAC items; in a clone of crossgeo install it with: "
+            "pip install '.[stac]' (the stac extra; or pip install pystac)"
         ) from error
     return pystac
 

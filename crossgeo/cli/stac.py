@@ -20,7 +20,7 @@ def add_parser(subparsers: Any, parents: Sequence[argparse.ArgumentParser]) -> a
         description="Read a STAC item collection (a file or URL) and write one catalogue row per item: the "
         "listed assets as the image's sources (scale/offset/nodata from the raster extension), the item's "
         "datetime as time, its id as id. Give the table to SceneSampler or a config's scenes: key. Needs pystac "
-        "(pip install 'crossgeo[stac]').",
+        "(pip install '.[stac]' in a clone).",
         epilog="example:\n  crossgeo stac items.json --assets B04 B08 --out scenes.parquet --mask-path labels\n"
         "  crossgeo stac https://example.com/search.json --assets visual --out scenes.csv --crops-path crops.gpkg",
     )
