@@ -21,6 +21,7 @@ _EXPORTS = {
     "ConfigError": "crossgeo.errors",
     "CrossgeoError": "crossgeo.errors",
     "LayerNotFoundError": "crossgeo.errors",
+    "MissingAssetError": "crossgeo.errors",
     "NoOverlapError": "crossgeo.errors",
     "OptionError": "crossgeo.errors",
     "OptionTypeError": "crossgeo.errors",
@@ -48,6 +49,7 @@ _EXPORTS = {
     "spatial_split": "crossgeo.planning",
     "window_weights": "crossgeo.planning",
     "WindowPlan": "crossgeo.planning",
+    "stac_scenes": "crossgeo.stac",
 }
 
 __all__ = [*sorted(_EXPORTS), "__version__"]
@@ -60,6 +62,7 @@ if TYPE_CHECKING:
     from crossgeo.errors import ConfigError as ConfigError
     from crossgeo.errors import CrossgeoError as CrossgeoError
     from crossgeo.errors import LayerNotFoundError as LayerNotFoundError
+    from crossgeo.errors import MissingAssetError as MissingAssetError
     from crossgeo.errors import NoOverlapError as NoOverlapError
     from crossgeo.errors import OptionError as OptionError
     from crossgeo.errors import OptionTypeError as OptionTypeError
@@ -83,6 +86,7 @@ if TYPE_CHECKING:
     from crossgeo.sampler import Patch as Patch
     from crossgeo.sampler import PatchSampler as PatchSampler
     from crossgeo.scenes import SceneSampler as SceneSampler
+    from crossgeo.stac import stac_scenes as stac_scenes
     from crossgeo.windows import WindowIndex as WindowIndex
     from crossgeo.windows import WindowReport as WindowReport
 

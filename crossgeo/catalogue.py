@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import difflib
 import itertools
+import json
 import logging
 import os
 from collections.abc import Callable, Mapping, Sequence
@@ -41,19 +42,21 @@ from crossgeo.errors import (
     RasterError,
 )
 from crossgeo.inspection import (
+    SOURCE_KEYS,
     ImageInfo,
     Inspection,
     MaskInfo,
     Problem,
     WindowsInfo,
     _check_scalar_options,
+    _inspect_any_image,
     _outside_share,
     check_patch_size,
     check_path,
-    inspect_image,
     inspect_image_sources,
     inspect_mask,
     inspect_windows,
+    is_multi_source,
     window_warnings,
 )
 from crossgeo.io import is_remote, open_raster
@@ -69,6 +72,7 @@ from crossgeo.options import (
 
 __all__ = [
     "COVERAGE_SAMPLES",
+    "ID_COLUMN",
     "SCENE_COLUMNS",
     "CatalogueInspection",
     "Scene",
@@ -76,6 +80,7 @@ __all__ = [
     "SceneWindows",
     "inspect_catalogue",
     "read_catalogue",
+    "write_catalogue",
 ]
 
 log = logging.getLogger("crossgeo")
@@ -84,6 +89,8 @@ SCENE_COLUMNS = ("image_path", "mask_path", "crops_path", "time")
 """What a scene of the catalogue may set (``image_path`` is required; ``time`` dates it for ``group_by``)."""
 TIME_COLUMN = "time"
 """The column dating each row of a time-series catalogue (ISO date or datetime)."""
+ID_COLUMN = "id"
+"""An optional column naming each scene in messages (`crossgeo.stac_scenes` writes the STAC item id there)."""
 COVERAGE_SAMPLES = 32
 """Pixel centres per axis measuring each scene's mask coverage (the single-image default is 128)."""
 _PER_SCENE = ("image_path", "image_mbtiles_path", "mask_path", "crops_path", "patch_size")
@@ -103,13 +110,14 @@ class Scene:
 
     position: int
     """The scene's position in the catalogue (`Patch.scene`)."""
-    image_path: str
+    image_path: Any
+    """One path, or several sources (a list of paths/mappings or a mapping ``name -> path | mapping``)."""
     mask_path: str | None
     """Its own mask, or None for the shared one."""
     crops_path: str | None
     """Its own windows, or None for the shared vector features."""
     where: str
-    """How messages name it: ``scene 3 (line 5 of scenes.csv)``."""
+    """How messages name it: ``scene 3 (line 5 of scenes.csv)``, ``scene 0 (id 'S2A_1', ...)``."""
     dates: tuple[str, ...] = ()
     """A time-series group (``group_by``): the image of each date, in time order (empty otherwise)."""
     times: tuple[np.datetime64, ...] = ()
@@ -123,6 +131,24 @@ class Scene:
     def source_names(self) -> tuple[str, ...]:
         """The image source name of each date (its ISO time): `Patch.source_valid` follows this order."""
         return tuple(str(np.datetime_as_string(t, unit="auto")) for t in self.times)
+
+    @property
+    def image_label(self) -> str:
+        """The image for messages: its path, or its sources ``B04=a.tif, B08=b.tif``."""
+        return describe_image(self.image_path)
+
+
+def describe_image(value: Any) -> str:
+    """An ``image_path`` value for messages: the path, or ``name=path`` per source."""
+    if not is_multi_source(value):
+        return str(value)
+    items = value.items() if isinstance(value, Mapping) else [(None, v) for v in value]
+    parts = []
+    for name, spec in items:
+        path = spec.get("path") if isinstance(spec, Mapping) else spec
+        name = name if name is not None else spec.get("name") if isinstance(spec, Mapping) else None
+        parts.append(f"{name}={path}" if name else str(path))
+    return ", ".join(parts)
 
 
 @attrs.frozen(eq=False)
@@ -214,6 +240,49 @@ def _fix_hint(name: str, known: Sequence[str]) -> str:
     return f" Did you mean {close[0]!r}?" if close else ""
 
 
+def _resolve_image(value: Any, base: Path | None) -> Any:
+    """An ``image_path`` cell: one path, or several sources (a list/mapping, or its JSON text in a table cell).
+
+    A string starting with ``[`` or ``{`` is JSON (a CSV/Parquet cell holding a list or mapping
+    of sources). Relative paths of the sources start at ``base`` like single paths; remote
+    hrefs and the sources' other keys are kept as given.
+    """
+    if isinstance(value, str) and value.lstrip()[:1] in ("[", "{"):
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError as error:
+            raise TypeError(
+                f"image_path holds a list/mapping of sources as JSON that cannot be parsed ({error}); write the cell "
+                'as JSON, e.g. {"B04": "B04.tif", "B08": {"path": "B08.tif", "scale": 0.0001}}'
+            ) from None
+    if hasattr(value, "tolist") and not isinstance(value, (str, bytes)):  # numpy arrays from pandas/Parquet
+        value = value.tolist()
+    if not is_multi_source(value):
+        return _resolve(value, base)
+    if isinstance(value, Mapping):
+        return {key: _resolve_source(spec, base) for key, spec in value.items()}
+    return [_resolve_source(spec, base) for spec in value]
+
+
+def _resolve_source(spec: Any, base: Path | None) -> Any:
+    if isinstance(spec, Mapping):
+        spec = {k: v for k, v in spec.items() if v is not None or k not in SOURCE_KEYS}  # Parquet structs: unset
+        if "path" in spec:
+            spec["path"] = _resolve(spec["path"], base)
+        return spec
+    return _resolve(spec, base)
+
+
+def _scene_key(value: Any) -> str:
+    """What identifies a scene's image (duplicate rows): its path(s), local ones made absolute."""
+    if is_multi_source(value):
+        specs = value.values() if isinstance(value, Mapping) else value
+        paths = [s.get("path") if isinstance(s, Mapping) else s for s in specs]
+        return json.dumps([_scene_key(p) for p in paths])
+    text = os.fspath(value) if isinstance(value, (str, os.PathLike)) else repr(value)
+    return text if is_remote(text) else os.path.abspath(text)
+
+
 def _resolve(value: Any, base: Path | None) -> str | None:
     if value is None or (isinstance(value, float) and np.isnan(value)) or value == "":
         return None
@@ -291,15 +360,20 @@ def _scenes_of(
         problems.append(SceneProblem("catalogue", ConfigError(text), position))
 
     for position, row in enumerate(rows):
-        where = f"scene {position}" + (f" (line {position + first_line} of {described})" if first_line else "")
+        named = row.get(ID_COLUMN) if isinstance(row, Mapping) else None
+        details = ([f"id {named!r}"] if named not in (None, "") else []) + (
+            [f"line {position + first_line} of {described}"] if first_line else []
+        )
+        where = f"scene {position}" + (f" ({', '.join(details)})" if details else "")
         if not isinstance(row, Mapping):
             bad(position, f"{where} is a {type(row).__name__}, not a mapping with image_path.")
             continue
         for key in row:
-            if key not in SCENE_COLUMNS and _fix_hint(str(key), SCENE_COLUMNS):
+            # Extra columns are kept (ids, STAC properties such as a "tile"); a near miss of a path column is a typo.
+            if key not in SCENE_COLUMNS and _fix_hint(str(key), SCENE_COLUMNS[:3]):
                 bad(
                     position,
-                    f"{where} has the unknown key {key!r}.{_fix_hint(str(key), SCENE_COLUMNS)} A scene sets "
+                    f"{where} has the unknown key {key!r}.{_fix_hint(str(key), SCENE_COLUMNS[:3])} A scene sets "
                     f"{', '.join(SCENE_COLUMNS)}.",
                 )
         if row.get("image_path") in (None, ""):
@@ -313,7 +387,7 @@ def _scenes_of(
         try:
             scene = Scene(
                 position=position,
-                image_path=_resolve(row["image_path"], base) or "",
+                image_path=_resolve_image(row["image_path"], base) or "",
                 mask_path=_resolve(row.get("mask_path"), base),
                 crops_path=_resolve(row.get("crops_path"), base),
                 where=where,
@@ -321,11 +395,11 @@ def _scenes_of(
         except TypeError as error:
             bad(position, f"{where}: {error}.")
             continue
-        key = scene.image_path if is_remote(scene.image_path) else os.path.abspath(scene.image_path)
+        key = _scene_key(scene.image_path)
         if key in seen:
             bad(
                 position,
-                f"{where} repeats scene {seen[key]}'s image {scene.image_path}; each scene must appear once "
+                f"{where} repeats scene {seen[key]}'s image {scene.image_label}; each scene must appear once "
                 "(remove the duplicate row).",
             )
         seen.setdefault(key, position)
@@ -347,6 +421,40 @@ def read_catalogue(scenes: Any) -> tuple[list[Scene], str]:
     if problems:
         raise _rows_error(described, problems)
     return out, described
+
+
+def write_catalogue(rows: Sequence[Mapping[str, Any]], path: str | os.PathLike[str]) -> str:
+    """Write a catalogue (a list of mappings, e.g. `crossgeo.stac_scenes`) as a CSV or Parquet table.
+
+    A list or mapping of sources in ``image_path`` is written as JSON text, which
+    `read_catalogue` parses back; other list/mapping cells are JSON too. Columns are the union
+    of the rows' keys in first-seen order (a row without a key leaves it empty). Returns the path.
+    """
+    import pyarrow as pa
+
+    out = Path(path)
+    suffix = out.suffix.lower()
+    if suffix not in (".csv", ".parquet"):
+        raise ConfigError(f"The catalogue {str(out)!r} must be written as .csv or .parquet (give that suffix).")
+    names = list(dict.fromkeys(str(k) for row in rows for k in row))
+
+    def cell(value: Any) -> Any:
+        if isinstance(value, (Mapping, list, tuple)):
+            return json.dumps(value)
+        return value
+
+    columns = {name: [cell(row.get(name)) for row in rows] for name in names}
+    table = pa.table({name: pa.array(values) for name, values in columns.items()})
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        pq.write_table(table, out)
+    else:
+        import pyarrow.csv as pacsv
+
+        pacsv.write_csv(table, out)
+    return str(out)
 
 
 def _rows_error(described: str, problems: Sequence[SceneProblem]) -> CatalogueError:
@@ -673,14 +781,14 @@ def _inspect_images(
             image = _inspect_scene_image(scene, options)
             check_patch_size(options["patch_size"], image)
         except _CAUGHT as error:
-            problems.append(_bad(scene, scene.image_path, "image", error))
+            problems.append(_bad(scene, scene.image_label, "image", error))
             continue
         if image.grid.crs is None:
             no_crs = RasterError(
                 "has no CRS, so it cannot be placed among the other scenes or the shared mask/crops; give the file "
                 "a CRS (e.g. gdal_edit.py -a_srs EPSG:...)."
             )
-            problems.append(_bad(scene, scene.image_path, "image", no_crs))
+            problems.append(_bad(scene, scene.image_label, "image", no_crs))
             continue
         images[scene.position] = image
     if not images:
@@ -696,25 +804,18 @@ def _inspect_images(
         image, scene = images[position], catalogue[position]
         disagree = RasterError(
             f"reads {bands(position)} band(s) as {np.dtype(image.dtype)} but scene {head} "
-            f"({catalogue[head].image_path}) reads {bands(head)} band(s) as {np.dtype(first.dtype)}; scenes "
+            f"({catalogue[head].image_label}) reads {bands(head)} band(s) as {np.dtype(first.dtype)}; scenes "
             "must agree after selected_bands / image_dtype (set selected_bands to bands every scene has, or "
             "image_dtype: float32 / native)."
         )
-        problems.append(_bad(scene, scene.image_path, "image", disagree))
+        problems.append(_bad(scene, scene.image_label, "image", disagree))
     return agree
 
 
 def _inspect_scene_image(scene: Scene, options: Mapping[str, Any]) -> ImageInfo:
     """A scene's image step; a time-series group's image is one source per date, on its reference date's grid."""
-    if not scene.dates:
-        return inspect_image(
-            scene.image_path,
-            option="image_path",
-            selected_bands=options["selected_bands"],
-            image_dtype=options["image_dtype"],
-            target_crs=options["target_crs"],
-            target_resolution=options["target_resolution"],
-        )
+    if not scene.dates:  # one path, or a list/mapping of sources
+        return _inspect_any_image({**options, "image_path": scene.image_path}, {"image_path": "image_path"})
     names = scene.source_names
     reference = names[scene.reference]
     if options["reference"] is not None:  # a date every group has, as the reference grid of every group
@@ -783,7 +884,7 @@ def _inspect_masks(
                     "has no mask_path and no shared mask_path was given; add a mask_path column or pass "
                     "mask_path=... for all scenes."
                 )
-                problems.append(_bad(scene, scene.image_path, "mask", missing))
+                problems.append(_bad(scene, scene.image_label, "mask", missing))
                 continue
             if scene.position not in images or (scene.mask_path is None and shared_failed):
                 continue
@@ -809,7 +910,7 @@ def _inspect_masks(
         problems[:] = [p for p in problems if p.scene not in no_overlap or not isinstance(p.error, NoOverlapError)]
         nowhere = NoOverlapError(
             f"The shared mask_path {shared_path} overlaps none of the {len(images)} scene(s) (e.g. {example.where}, "
-            f"{example.image_path}). Check that the mask and the scenes carry the right CRS and cover the same region."
+            f"{example.image_label}). Check that the mask and the scenes carry the right CRS and cover the same region."
         )
         problems.append(SceneProblem("mask", nowhere))
     return masks
@@ -836,7 +937,7 @@ def _plan_windows(
         missing = ConfigError(
             "has no crops_path and no shared crops_path was given; add its crops_path or pass crops_path=<vector file>."
         )
-        return None, [_bad(catalogue[p], catalogue[p].image_path, "windows", missing) for p in sorted(needs_shared)]
+        return None, [_bad(catalogue[p], catalogue[p].image_label, "windows", missing) for p in sorted(needs_shared)]
     counts = {"features": 0, "unassigned": 0}
 
     def build() -> winsrc.WindowIndex:
@@ -869,7 +970,8 @@ def _plan_windows(
             "version": winsrc.CACHE_VERSION,
             "scenes": [
                 {
-                    "image": [_identity(d) for d in catalogue[p].dates] or _identity(catalogue[p].image_path),
+                    "image": [_identity(d) for d in catalogue[p].dates]
+                    or _image_identity(catalogue[p].image_path, images[p]),
                     "grid": images[p].grid.fingerprint(),
                     "crops": _identity(catalogue[p].crops_path),
                 }
@@ -1019,6 +1121,12 @@ def _identity(path: str | None) -> Any:
     if is_remote(path):
         return path
     return winsrc.file_identity(path)
+
+
+def _image_identity(value: Any, image: ImageInfo) -> Any:
+    """The image's part of the cache fingerprint: its file, or with sources the reference source's (windows
+    are planned on its grid; the other sources do not change them)."""
+    return _identity(image.raster.path if is_multi_source(value) else value)
 
 
 def _concatenate(positions: Sequence[int], parts: Sequence[winsrc.WindowIndex]) -> winsrc.WindowIndex:

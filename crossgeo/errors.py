@@ -88,3 +88,7 @@ class CatalogueError(ConfigError):
     def __init__(self, message: str, problems: Sequence[Any] = ()) -> None:
         super().__init__(message)
         self.problems = tuple(problems)
+
+
+class MissingAssetError(ConfigError):
+    """STAC items lack an asset the catalogue lists (`crossgeo.stac_scenes`; every such item is named)."""

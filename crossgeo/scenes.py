@@ -200,7 +200,7 @@ class SceneSampler(WindowSequence):
                 "crossgeo: %d of %d scene(s) have no valid windows and are skipped: %s%s",
                 len(empty),
                 len(self.catalogue),
-                ", ".join(f"{self.catalogue[p].where} ({self.catalogue[p].image_path})" for p in empty[:10]),
+                ", ".join(f"{self.catalogue[p].where} ({self.catalogue[p].image_label})" for p in empty[:10]),
                 " ..." if len(empty) > 10 else "",
             )
         if windows.unassigned:

@@ -425,3 +425,74 @@ class CoordinateScene:
     def windows(self, rows: Iterable[int], cols: Iterable[int], name: str = "windows.csv", **extra: Any) -> Path:
         """A windows table (`write_windows_table`; CSV or Parquet by suffix) in the scene's folder."""
         return write_windows_table(self.folder / name, rows, cols, **extra)
+
+
+STAC_SCALE, STAC_OFFSET, STAC_NODATA = 0.5, 10.0, 0
+"""The raster-extension values of `write_stac_items`' ``elev`` asset: value = raw * 0.5 + 10, raw 0 is nodata."""
+
+
+def write_stac_items(
+    folder: str | os.PathLike[str],
+    n_items: int = 2,
+    *,
+    size: int = 64,
+    href_base: str | None = None,
+    name: str = "items.json",
+) -> Path:
+    """A static STAC item collection of ``n_items`` scenes side by side: COG assets and the collection JSON.
+
+    Item ``i`` (id ``scene-i``, datetime 2024-(i+1)-01, property ``tile`` = ``"T1"``) has three
+    assets on one Web Mercator grid: ``coords`` (`coordinate_bands` uint16 of the whole strip,
+    so columns continue from scene to scene: item i's col 0 holds ``i * size``), ``elev``
+    (uint16 ``row + col``, ``raster:bands`` scale `STAC_SCALE`, offset `STAC_OFFSET`, nodata
+    `STAC_NODATA`: the strip's pixel (0, 0)) and ``labels`` (uint8 classes ``(row // 8 + col // 8) % 2``).
+    Hrefs are ``href_base/<file>`` (e.g. a loopback server's URL) or the files' absolute paths.
+    Written with pystac; returns the collection file.
+    """
+    import datetime
+
+    import pystac
+    from shapely.geometry import box, mapping
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    transform = web_mercator_transform(12, 2176, 1460)
+    items = []
+    for i in range(n_items):
+        grid = transform @ Affine.translation(i * size, 0)
+        coords = coordinate_bands(size, size, "uint16", col0=i * size)
+        rows, cols = np.mgrid[0:size, i * size : (i + 1) * size]
+        elev = (rows + cols).astype(np.uint16)[None]
+        labels = ((rows // 8 + cols // 8) % 2).astype(np.uint8)[None]
+        files = {}
+        for key, data, nodata in (("coords", coords, None), ("elev", elev, STAC_NODATA), ("labels", labels, None)):
+            path = folder / f"scene{i}_{key}.tif"
+            with rasterio.open(
+                path, "w", driver="COG", width=size, height=size, count=data.shape[0], dtype=data.dtype,
+                crs="EPSG:3857", transform=grid, nodata=nodata, overview_resampling="nearest",
+            ) as dst:  # fmt: skip
+                dst.write(data)
+            files[key] = f"{href_base.rstrip('/')}/{path.name}" if href_base else str(path.resolve())
+        left, top = grid.c, grid.f
+        right, bottom = left + size * grid.a, top + size * grid.e
+        lons, lats = warp_transform("EPSG:3857", "EPSG:4326", [left, right], [bottom, top])
+        bbox = [min(lons), min(lats), max(lons), max(lats)]
+        item = pystac.Item(
+            id=f"scene-{i}",
+            geometry=mapping(box(*bbox)),
+            bbox=bbox,
+            datetime=datetime.datetime(2024, i + 1, 1, tzinfo=datetime.timezone.utc),
+            properties={"tile": "T1"},
+        )
+        cog = pystac.MediaType.COG
+        item.add_asset("coords", pystac.Asset(files["coords"], media_type=cog, roles=["data"]))
+        elev_asset = pystac.Asset(files["elev"], media_type=cog, roles=["data"])
+        elev_asset.extra_fields["raster:bands"] = [
+            {"data_type": "uint16", "nodata": STAC_NODATA, "scale": STAC_SCALE, "offset": STAC_OFFSET}
+        ]
+        item.add_asset("elev", elev_asset)
+        item.add_asset("labels", pystac.Asset(files["labels"], media_type=cog, roles=["labels"]))
+        items.append(item)
+    out = folder / name
+    pystac.ItemCollection(items).save_object(dest_href=str(out))
+    return out

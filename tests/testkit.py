@@ -115,3 +115,60 @@ class Series:
                 if k == 0:  # the group's first row gives its mask and windows
                     row.update(mask_path=str(mask), crops_path=str(crops))
                 self.rows.append(row)
+
+
+STAC_PATCH = 16
+STAC_WINDOWS = ((0, 0), (8, 40), (48, 48))
+
+
+@contextlib.contextmanager
+def served_stac_sampler(folder: Path) -> Any:
+    """A `SceneSampler` over a static STAC catalogue served by a loopback HTTP server (while the block runs).
+
+    Two items of `crossgeo.testing.write_stac_items` (COG assets ``coords`` and ``elev`` as the
+    sources, ``labels`` as each scene's mask), read from the item collection's URL with
+    `crossgeo.stac_scenes`; three windows per scene. The torch and tf suites train on it.
+    """
+    import importlib.util
+    import sys
+
+    from crossgeo import SceneSampler, stac_scenes
+    from crossgeo import testing as T
+
+    servers = sys.modules.get("servers")
+    if servers is None:  # tests/core is on sys.path only when a core test was collected
+        spec = importlib.util.spec_from_file_location("servers", Path(__file__).parent / "core" / "servers.py")
+        assert spec is not None and spec.loader is not None
+        servers = importlib.util.module_from_spec(spec)
+        sys.modules["servers"] = servers
+        spec.loader.exec_module(servers)
+    with servers.running(servers.FileServer(folder)) as server:
+        collection = T.write_stac_items(folder, 2, size=64, href_base=server.url)
+        crops = T.write_windows_table(
+            folder / "windows.csv", [r for r, _ in STAC_WINDOWS], [c for _, c in STAC_WINDOWS]
+        )
+        scenes = stac_scenes(
+            f"{server.url}/{collection.name}", ["coords", "elev"], mask_path="labels", crops_path=crops
+        )
+        sampler = SceneSampler(scenes, STAC_PATCH, image_dtype="native", n_classes=2, max_open=1)
+        try:
+            yield sampler
+        finally:
+            sampler.close()
+
+
+def stac_reference_epoch(sampler: Any, seed: int, *, channels_last: bool) -> tuple[np.ndarray, np.ndarray]:
+    """The framework-free definition of an epoch every adapter must give: ``to_model_inputs`` in ``epoch_order``."""
+    import numpy as np
+
+    from crossgeo.augment import epoch_order, to_model_inputs
+
+    pairs = [
+        to_model_inputs(sampler[i], None, seed=seed, epoch=0, channels_last=channels_last)
+        for i in epoch_order(len(sampler), seed, 0).tolist()
+    ]
+    return np.stack([x for x, _ in pairs]), np.stack([y for _, y in pairs])
+
+
+STAC_EPOCH_SUMS = (380160.0, 768)
+"""Sums of every image value and every mask class of a `served_stac_sampler` epoch, in every framework."""

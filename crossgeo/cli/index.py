@@ -60,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"window index {cache_path}: {state}")
         print(f"  {len(sampler)} window(s) in {sampler.scenes} scene(s) of {sampler.source}")
         for scene, count in zip(sampler.catalogue, sampler.windows_per_scene().tolist()):
-            print(f"  scene {scene.position:<5} {count:>8} window(s)  {scene.image_path}")
+            print(f"  scene {scene.position:<5} {count:>8} window(s)  {scene.image_label}")
         if info.shared_features:
             print(
                 f"  shared crops {sampler.shared_crops_path}: {info.shared_features} feature(s), "

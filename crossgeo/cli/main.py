@@ -20,7 +20,7 @@ from crossgeo.errors import CrossgeoError
 
 __all__ = ["COMMANDS", "build_parser", "main"]
 
-COMMANDS = ("demo", "preview", "stats", "index", "validate", "windows", "chips", "predict", "evaluate")
+COMMANDS = ("demo", "preview", "stats", "index", "validate", "windows", "chips", "stac", "predict", "evaluate")
 """The command modules under ``crossgeo/cli/``, in the order ``--help`` lists them."""
 
 log = logging.getLogger("crossgeo")

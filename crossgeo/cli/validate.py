@@ -222,6 +222,33 @@ def _check_sampling(checks: Checks, sampler: Any, augmentation_list: Any, allowe
         )
 
 
+def _check_sources(checks: Checks, sampler: Any, label: str = "") -> None:
+    """One line per image source of a stacked image: CRS, pixel size, share of windows it covers, nodata share.
+
+    The nodata share is sampled on a thumbnail of the source (at most 256 pixels a side, its
+    overviews where it has them) over the bands it adds, with its nodata (its own or the one given).
+    """
+    from crossgeo.io import nodata_pixels, read_overview
+
+    info = sampler.image_info
+    coverage = sampler.source_coverage
+    for k, source in enumerate(info.sources):
+        raster = source.raster
+        crs = raster.crs.to_string() if hasattr(raster.crs, "to_string") else str(raster.crs)
+        text = f"{raster.path}: {crs}, {raster.res[0]:g} x {raster.res[1]:g} pixels"
+        if coverage is not None and len(coverage):
+            text += f", in {coverage[:, k].mean():.0%} of {len(coverage)} window(s)"
+        try:
+            thumbnail = read_overview(raster.path, source.bands, 256)
+        except (CrossgeoError, OSError) as error:
+            checks.fail(f"{label}source {source.name}", f"{text}; cannot be read: {one_line(error)}")
+            continue
+        empty = nodata_pixels(thumbnail, source.nodata)
+        share = 0.0 if empty is None else float(empty.mean())
+        text += f", nodata {share:.2%} (sampled)" if source.nodata is not None else ", no nodata value"
+        checks.ok(f"{label}source {source.name}", text)
+
+
 def _validate_scenes(
     checks: Checks, kwargs: dict[str, Any], augmentation_list: Any, allowed_targets: Sequence[str]
 ) -> None:
@@ -253,13 +280,14 @@ def _validate_scenes(
     counts = sampler.windows_per_scene()
     for scene, one in zip(sampler.catalogue, sampler.samplers):
         text = (
-            f"{scene.image_path}: {one.image_info.describe()}; mask {one.mask_path} covers "
+            f"{scene.image_label}: {one.image_info.describe()}; mask {one.mask_path} covers "
             f"{one.mask_info.coverage:.1%}; {counts[scene.position]} window(s)"
         )
         if counts[scene.position]:
             checks.ok(f"scene {scene.position}", text)
         else:
             checks.warn(f"scene {scene.position}", f"{text}: no valid windows, skipped")
+        _check_sources(checks, one, f"scene {scene.position} ")
     info = sampler.windows_info
     total = f"{len(sampler)} window(s) in {sampler.scenes} scene(s) ({len(sampler.empty_scenes)} without windows)"
     if info.shared_features:
@@ -321,6 +349,7 @@ def run_validate(args: argparse.Namespace) -> Checks:
     if inspection.ok and len(inspection.windows.index) > 0:  # type: ignore[union-attr]
         sampler = PatchSampler.from_inspection(inspection)
         _check_blocks(checks, sampler)
+        _check_sources(checks, sampler)
         _check_sampling(checks, sampler, options.adapter.get("augmentation_list"), args.allow_target or ())
     return checks
 

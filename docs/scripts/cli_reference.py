@@ -30,6 +30,7 @@ COMMANDS = (
     ("windows",),
     ("predict",),
     ("evaluate",),
+    ("stac",),
 )
 WIDTH = "100"
 

@@ -43,6 +43,7 @@ BASES = {
     "NoOverlapError": "RasterError, ValueError",
     "LayerNotFoundError": "WindowError, ValueError",
     "CatalogueError": "ConfigError, ValueError",
+    "MissingAssetError": "ConfigError, ValueError",
 }
 
 #: Headings for the catalogue's ``# --- ...`` sections (the comment text is used otherwise).
@@ -477,6 +478,34 @@ FIXES: dict[str, tuple[str, str]] = {
     "chips_path other patch_size": (
         "The configuration's `patch_size` (or `n_classes`) differs from the one the chip store was written with.",
         "Write the store again from this configuration (`crossgeo chips CONFIG OUT --overwrite`) or fix the option.",
+    ),
+    "stac item lacks an asset": (
+        "`crossgeo.stac_scenes` stacks the listed assets of every item; some items do not have one of them "
+        "(collections mix products, or an asset is named differently in older items).",
+        "List only asset keys every item has (`assets=...`, `--assets`), or filter the search so those items are "
+        "left out. The error lists each such item with the assets it has.",
+    ),
+    "stac asset href unopenable": (
+        "An asset's href cannot be opened when the sampler inspects the scene (a moved file, a URL that needs "
+        "signing or credentials, an expired signed URL).",
+        "Check the href (the message names the scene, its item id and the asset); sign the items first (e.g. "
+        "`planetary_computer.sign`) or set the GDAL credentials (`AWS_*`, `GDAL_HTTP_HEADERS`), or drop the item. "
+        "See [Remote rasters](howto/remote.md).",
+    ),
+    "stac group_by property missing": (
+        "`group_by` names an item property that some item does not have.",
+        "Name a property every item has (e.g. `s2:mgrs_tile`, `grid:code`), or pass a callable `item -> group`.",
+    ),
+    "stac items of a wrong type": (
+        "`stac_scenes` reads a pystac `ItemCollection`, a list of pystac Items or item dicts, a path/URL of an "
+        "item collection JSON, or a pystac-client search.",
+        "Pass one of those (for a STAC catalogue, list its items first: `catalog.get_items(recursive=True)`).",
+    ),
+    "catalogue sources cell not JSON": (
+        "A catalogue cell starting with `[` or `{` is read as a JSON list/mapping of image sources, and this one "
+        "is not valid JSON (single quotes, a trailing comma).",
+        'Write the cell as JSON, e.g. `{"B04": "B04.tif", "B08": {"path": "B08.tif", "scale": 0.0001}}` '
+        "(`crossgeo.catalogue.write_catalogue` writes such tables).",
     ),
 }
 

@@ -19,12 +19,25 @@ import pytest
 from affine import Affine
 from shapely.geometry import Point
 
-from crossgeo import ClassRangeError, ConfigError, OptionError, PatchSampler, RasterError, ReadError, WindowError
+from crossgeo import (
+    CatalogueError,
+    ClassRangeError,
+    ConfigError,
+    MissingAssetError,
+    OptionError,
+    PatchSampler,
+    RasterError,
+    ReadError,
+    SceneSampler,
+    WindowError,
+    stac_scenes,
+)
 from crossgeo import testing as T
 from crossgeo.augment import build_augmentation
+from crossgeo.catalogue import read_catalogue
 from crossgeo.cli.common import load_config
 from crossgeo.config import split_config
-from crossgeo.errors import CatalogueError, LayerNotFoundError, NoOverlapError, OptionTypeError
+from crossgeo.errors import LayerNotFoundError, NoOverlapError, OptionTypeError
 from crossgeo.grid import Grid
 from crossgeo.planning import grid_windows, random_windows
 from crossgeo.predict import predict_raster
@@ -885,7 +898,66 @@ CASES: list[tuple[str, Callable[[Files], Any], type[Exception], str]] = [
         ConfigError,
         r"time_steps / time_selection apply to a time series: set group_by=",
     ),
+    # --- STAC items and catalogue cells with several sources
+    (
+        "stac item lacks an asset",
+        lambda f: _stac_scenes([_stac_item("s1", coords="a.tif"), _stac_item("s2", elev="b.tif")], ["coords"]),
+        MissingAssetError,
+        r"1 of 2 STAC item\(s\) lack a listed asset: item 's2' lacks asset\(s\) \['coords'\] \(it has \['elev'\]\)"
+        r".*List only asset keys every item has",
+    ),
+    (
+        "stac asset href unopenable",
+        lambda f: SceneSampler(
+            _stac_scenes([_stac_item("s1", elev=str(f.path("gone.tif")))], ["elev"], crops_path=f.windows),
+            SIZE,
+            mask_path=f.mask,
+        ),
+        CatalogueError,
+        r"scene 0 \(id 's1'\), elev=.*gone.tif: image_path source 'elev' '.*gone.tif' does not exist",
+    ),
+    (
+        "stac group_by property missing",
+        lambda f: _stac_scenes([_stac_item("s1", coords="a.tif")], ["coords"], group_by="s2:mgrs_tile"),
+        ConfigError,
+        r"group_by 's2:mgrs_tile': item 's1' has no such property.*Name a property every item has",
+    ),
+    (
+        "stac items of a wrong type",
+        lambda f: _stac_scenes(42, ["coords"]),
+        OptionError,
+        r"items must be a pystac ItemCollection, a list of pystac Items or item dicts, a path/URL",
+    ),
+    (
+        "catalogue sources cell not JSON",
+        lambda f: read_catalogue(_text(f.path("cells.csv"), 'image_path\n"[""a.tif"", ]"\n')),
+        CatalogueError,
+        r"scene 0 \(line 2 of .*cells.csv\): image_path holds a list/mapping of sources as JSON that cannot be parsed",
+    ),
 ]
+
+
+def _stac_item(item_id: str, **assets: str) -> dict[str, Any]:
+    """A STAC item dict with the given asset hrefs (nothing else is needed to list its assets)."""
+    return {
+        "type": "Feature",
+        "stac_version": "1.0.0",
+        "id": item_id,
+        "geometry": None,
+        "properties": {"datetime": "2024-01-01T00:00:00Z"},
+        "links": [],
+        "assets": {key: {"href": href} for key, href in assets.items()},
+    }
+
+
+def _stac_scenes(items: Any, assets: list[str], **options: Any) -> Any:
+    pytest.importorskip("pystac")  # the stac extra (installed in every tox env)
+    return stac_scenes(items, assets, **options)
+
+
+def _text(path: Path, text: str) -> Path:
+    path.write_text(text)
+    return path
 
 
 @pytest.mark.parametrize(("build", "error", "message"), [c[1:] for c in CASES], ids=[c[0] for c in CASES])

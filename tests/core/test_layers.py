@@ -21,8 +21,8 @@ LAYERS: tuple[tuple[str, frozenset[str]], ...] = (
     # checks; lru: the bounded cache of open scenes, arriving with the catalogue branch).
     ("leaves", frozenset({"errors", "grid", "options", "threads", "memory", "files", "models", "lru"})),
     ("reading and decoding", frozenset({"io", "masks", "windows", "augment"})),
-    # Inspection: sources -> frozen records (catalogue: the catalogue's inspection, with its branch).
-    ("inspection", frozenset({"inspection", "catalogue"})),
+    # Inspection: sources -> frozen records (catalogue: the catalogue's inspection; stac: STAC items -> catalogue rows).
+    ("inspection", frozenset({"inspection", "catalogue", "stac"})),
     ("sampler", frozenset({"sampler"})),
     ("scenes", frozenset({"scenes", "survey", "chips"})),
     ("using samplers", frozenset({"config", "planning", "predict", "evaluation", "loading", "dropin"})),

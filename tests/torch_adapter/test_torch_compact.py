@@ -141,5 +141,5 @@ def test_compact_transfer_leaves_custom_items_alone(scene: types.SimpleNamespace
     assert not make_dataloader(PatchDataset(sampler), batch_size=3, compact_transfer=False).converts
     collate = make_dataloader(PatchDataset(sampler), batch_size=3, collate_fn=lambda items: items)
     assert not collate.converts and next(iter(collate))[0]["image"].dtype == torch.float32
-    with pytest.raises(TypeError, match="compact_transfer must be true or false"):
+    with pytest.raises(TypeError, match="compact_transfer must be None, true or false"):
         make_dataloader(PatchDataset(sampler), compact_transfer="yes")
