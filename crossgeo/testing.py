@@ -425,3 +425,21 @@ class CoordinateScene:
     def windows(self, rows: Iterable[int], cols: Iterable[int], name: str = "windows.csv", **extra: Any) -> Path:
         """A windows table (`write_windows_table`; CSV or Parquet by suffix) in the scene's folder."""
         return write_windows_table(self.folder / name, rows, cols, **extra)
+
+
+MASK_VIEWS = ("grid", "blocks", "window")
+"""The warped views of a non-aligned mask (`crossgeo.io.mask_view_for`)."""
+
+
+def force_mask_view(monkeypatch: Any, view: str, block: int = 48) -> None:
+    """Make `crossgeo.io.mask_view_for` pick ``view`` for any scene (a pytest ``monkeypatch`` undoes it).
+
+    ``"grid"``: GDAL's cache share is unbounded; ``"blocks"``: no GDAL share, crossgeo's warped
+    block cache unbounded, with ``block``-pixel blocks (small, so test windows straddle several);
+    ``"window"``: neither.
+    """
+    import crossgeo.io
+
+    monkeypatch.setattr(crossgeo.io, "GRID_VIEW_CACHE_SHARE", 1e6 if view == "grid" else 0.0)
+    monkeypatch.setattr(crossgeo.io.mask_blocks, "max_bytes", 2**40 if view == "blocks" else 0)
+    monkeypatch.setattr(crossgeo.io, "MASK_BLOCK", block)
