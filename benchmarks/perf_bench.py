@@ -69,10 +69,8 @@ def run_case(name: str, size: int, n_windows: int, patch_size: int) -> dict[str,
 
 def _image_case(how: str, image: str, size: int, patch_size: int) -> dict[str, Any]:
     """predict_raster with a trivial model over a ``size / 4`` square, vs reading its windows."""
-    import tempfile
 
     from crossgeo import PatchSampler
-    from crossgeo.predict import predict_raster
 
     extent = size // 4
     offsets = list(range(0, extent - patch_size + 1, patch_size))

@@ -366,7 +366,7 @@ MASK_CACHE_BYTES = 128 * 2**20
 
 
 def mask_cache_bytes() -> int:
-    """The byte bound of this process's warped mask block cache (``CROSSGEO_MASK_CACHE_BYTES`` or `MASK_CACHE_BYTES`)."""
+    """The byte bound of this process's warped mask blocks (``CROSSGEO_MASK_CACHE_BYTES``, else `MASK_CACHE_BYTES`)."""
     value = os.environ.get("CROSSGEO_MASK_CACHE_BYTES")
     if value is None:
         return MASK_CACHE_BYTES
@@ -723,8 +723,8 @@ class SourceReader:
     def _block_key(self) -> int:
         """This source's number in `mask_blocks` (same file, bands, grid and warp: same blocks)."""
         plan, grid = self.plan, self.grid
-        key = (self.block, plan.path, plan.bands, plan.dtype, plan.alpha, plan.nodata, plan.warp_nodata)
-        key += (plan.warp_alpha,)
+        key: tuple[Any, ...] = (self.block, plan.path, plan.bands, plan.dtype, plan.alpha, plan.nodata)
+        key += (plan.warp_nodata, plan.warp_alpha)
         key += (plan.nodata_in_alpha, plan.resampling, plan.tolerance, tuple(grid.transform), str(grid.crs))
         if not is_remote(plan.path):  # a file rewritten in place gets new blocks
             with contextlib.suppress(OSError):

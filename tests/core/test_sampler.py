@@ -746,7 +746,9 @@ def test_warped_blocks_equal_the_whole_grid_view_on_every_window(
     assert crossgeo.io.mask_blocks.warped > 0
 
 
-def test_warped_block_cache_stays_within_its_byte_bound(scene: CoordinateScene, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_warped_block_cache_stays_within_its_byte_bound(
+    scene: CoordinateScene, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A bound smaller than the warped grid evicts least recently used blocks; reads stay identical."""
     mask = scene.lonlat_mask()
     rows, cols = random_windows(30, 0, scene.size - SIZE, seed=12)
