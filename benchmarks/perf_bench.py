@@ -33,12 +33,18 @@ CASES: dict[str, dict[str, Any]] = {
     "aligned_readahead": {"mask": "mask", "env": {}, "how": "readahead"},
     "image_read": {"mask": None, "env": {}, "how": "image"},
     "predict": {"mask": None, "env": {}, "how": "predict"},
+    "predict_1thread": {"mask": None, "env": {"PERF_READ_THREADS": "0"}, "how": "predict"},
+    "warped_blocks_warm": {"mask": "mask_4326", "env": {}, "how": "warm"},
+    "raw_warped_full_vrt_warm": {"mask": "mask_4326", "env": {"GDAL_CACHEMAX": "512"}, "how": "raw_warm"},
 }
 RATIOS = [
     ("warped_blocks", "warped_window", "block cache vs per-window warp"),
     ("warped_blocks_readahead", "warped_blocks", "read-ahead (2 threads) vs sequential, warped"),
     ("aligned_readahead", "aligned", "read-ahead (2 threads) vs sequential, aligned"),
     ("predict", "image_read", "predict_raster vs reading the same windows"),
+    ("predict", "predict_1thread", "predict_raster, read pool of 2 vs one reader"),
+    ("warped_blocks_warm", "raw_warped_full_vrt_warm", "warm blocks vs the best raw warped read (warm, 512 MiB)"),
+    ("warped_blocks_warm", "aligned", "warm blocks vs aligned (cold)"),
 ]
 
 
@@ -55,6 +61,8 @@ def run_case(name: str, size: int, n_windows: int, patch_size: int) -> dict[str,
     sampler = PatchSampler(scene.image_deflate, mask, scene.windows, patch_size, n_classes=N_CLASSES)
     positions = list(range(len(sampler)))
     start = time.perf_counter()
+    if case["how"] in ("warm", "raw_warm"):
+        return _warm_case(case["how"], scene.image_deflate, mask, sampler)
     if case["how"] == "readahead":
         from crossgeo.readahead import ReadAhead
 
@@ -67,21 +75,61 @@ def run_case(name: str, size: int, n_windows: int, patch_size: int) -> dict[str,
     return {"per_s": len(positions) / seconds, "view": sampler.mask_view}
 
 
+def _warm_case(how: str, image: str, mask: str, sampler: Any) -> dict[str, Any]:
+    """The second pass over the windows: crossgeo's blocks, or a raw whole-grid WarpedVRT with a large GDAL cache."""
+    pairs = list(zip(sampler.row_off.tolist(), sampler.col_off.tolist()))
+    if how == "warm":
+        read = lambda r, c: sampler.read(r, c, mask_dtype=np.uint8)  # noqa: E731
+    else:
+        import rasterio
+        from rasterio.vrt import WarpedVRT
+        from rasterio.windows import Window
+
+        src, msk = rasterio.open(image), rasterio.open(mask)
+        vrt = WarpedVRT(msk, crs=src.crs, transform=src.transform, width=src.width, height=src.height, add_alpha=True)
+
+        def read(r: int, c: int) -> Any:
+            window = Window(c, r, sampler.patch_size, sampler.patch_size)
+            return src.read((1, 2, 3), window=window, boundless=False), vrt.read(window=window)
+
+    for r, c in pairs:
+        read(r, c)
+    start = time.perf_counter()
+    for r, c in pairs:
+        read(r, c)
+    return {"per_s": len(pairs) / (time.perf_counter() - start)}
+
+
 def _image_case(how: str, image: str, size: int, patch_size: int) -> dict[str, Any]:
-    """predict_raster with a trivial model over a ``size / 4`` square, vs reading its windows."""
+    """``predict_raster`` over the whole image with a trivial model, vs reading the same windows (``"image"``)."""
+    import tempfile
 
-    from crossgeo import PatchSampler
+    from crossgeo.grid import axis_offsets
+    from crossgeo.inspection import inspect_image, read_plan
+    from crossgeo.io import RasterReader
+    from crossgeo.predict import predict_raster
 
-    extent = size // 4
-    offsets = list(range(0, extent - patch_size + 1, patch_size))
-    windows = [(r, c) for r in offsets for c in offsets]
+    offsets = axis_offsets(size, patch_size, patch_size)
+    windows = [(int(r), int(c)) for r in offsets for c in offsets]
+    start = time.perf_counter()
     if how == "image":
-        sampler = PatchSampler(image, None, np.array(windows, dtype=np.int64), patch_size)  # type: ignore[arg-type]
-        start = time.perf_counter()
+        reader = RasterReader(read_plan(inspect_image(image), None, patch_size))
         for r, c in windows:
-            sampler.read_image(r, c)
-        return {"per_s": len(windows) / (time.perf_counter() - start)}
-    raise NotImplementedError(how)
+            reader.read_image(r, c)
+        reader.close()
+    else:
+        with tempfile.TemporaryDirectory() as folder:
+            threads = int(os.environ.get("PERF_READ_THREADS", "2"))
+            predict_raster(
+                image,
+                lambda x: x[:, :2],
+                Path(folder) / "out.tif",
+                patch_size=patch_size,
+                batch_size=16,
+                progress=False,
+                read_threads=threads,
+            )
+    return {"per_s": len(windows) / (time.perf_counter() - start)}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -101,6 +149,7 @@ def main(argv: list[str] | None = None) -> None:
     for round_ in range(args.rounds):
         for name in names:
             env = {**os.environ, "GDAL_CACHEMAX": os.environ.get("GDAL_CACHEMAX", "64"), **CASES[name]["env"]}
+            env["PYTHONPATH"] = str(Path(__file__).resolve().parent.parent)
             command = [sys.executable, "-m", "benchmarks.perf_bench", "--one", name, "--size", str(args.size)]
             command += ["--windows", str(args.windows), "--patch-size", str(args.patch_size)]
             out = subprocess.run(command, env=env, check=True, capture_output=True, text=True).stdout
