@@ -14,11 +14,13 @@
   configuration can silence them; the trap is installed when crossgeo first opens a
   raster, not at import, and leaves every logger as the application configured it.
 * A source reaches the reference grid by a plain windowed read when the grids coincide (the
-  aligned fast path), else through one of two views (`mask_view_for`):
+  aligned fast path), else through one of three views (`mask_view_for`):
   one ``WarpedVRT`` over the whole reference grid per reader when its warped blocks fit
-  GDAL's block cache (they are then reused across windows and epochs), or a small
-  ``WarpedVRT`` per read whose target is the window itself, built on the cached mask
-  handle (faster when the cache cannot keep warped blocks; both beat reopening per sample).
+  GDAL's block cache (they are then reused across windows and epochs); the same view read
+  in `MASK_BLOCK` blocks kept by crossgeo (`MaskBlockCache`, a mask only) when they fit
+  crossgeo's own byte bound instead; or a small ``WarpedVRT`` per read whose target is the
+  window itself, built on the cached mask handle (when neither cache can keep the warped
+  grid; all three beat reopening per sample).
 """
 
 from __future__ import annotations
@@ -386,11 +388,13 @@ class MaskBlockCache:
     """Warped mask blocks kept between reads: a per-process LRU of numpy arrays bounded in bytes.
 
     The ``"blocks"`` view cuts the reference grid (and the plane around it) into `MASK_BLOCK`
-    squares, warps each on first use - nearest neighbour with `EXACT_TOLERANCE`, so every pixel
-    gets the value the whole-grid view gives it, whichever window or block it is read through -
-    and assembles each window from its blocks. Unlike the whole-grid view it does not rely on
-    GDAL's block cache (``GDAL_CACHEMAX``), which the image's blocks share: a 64 MiB GDAL cache
-    cannot keep an 8192^2 warped mask, this cache (`mask_cache_bytes`, 128 MiB by default) can.
+    squares, reads each on first use from the whole-grid view (nearest neighbour with
+    `EXACT_TOLERANCE`: every pixel gets the value the ``"grid"`` view gives it, whichever window
+    or block it is read through) and assembles each window from its blocks. Unlike the
+    whole-grid view alone it does not rely on GDAL's block cache (``GDAL_CACHEMAX``), which the
+    image's blocks share: a 64 MiB GDAL cache cannot keep an 8192^2 warped mask and its alpha
+    band, this cache (`mask_cache_bytes`, 128 MiB by default) can. Blocks hold the data bands and
+    a validity array only where some pixel is invalid.
 
     Shared by every thread of a process (one lock; a block two threads miss together is warped
     twice, identically). A forked child keeps the blocks it inherited (plain arrays, valid in

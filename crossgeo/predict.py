@@ -31,8 +31,8 @@ those sums per axis beforehand (`normalised_weights`), and no weight raster is k
 Memory. Scores are accumulated for one strip of windows (patch_size rows x image width x
 K float32); when the next strip starts, the rows no later window touches are converted and
 written, and the rest moves up. Batches are read ahead in one background thread
-(`prefetch`, ``read_ahead`` batches deep), whose windows are read by a pool of
-``read_threads`` threads (`crossgeo.readahead.ReadAhead`), so the model does not wait for I/O.
+(`prefetch`, ``read_ahead`` batches deep), which a pool of ``read_threads`` threads fills
+(`crossgeo.readahead.ReadAhead`, a batch each), so the model does not wait for I/O.
 """
 
 from __future__ import annotations
@@ -394,33 +394,31 @@ def _batches(
     per window (None: every pixel has image data)).
 
     Reads with the sampler's own reader (image only), so image validity (alpha, nodata,
-    mask band, outside the raster) means exactly what `Patch.image_valid` means. The windows
-    are read by a `crossgeo.readahead.ReadAhead` pool of ``read_threads`` threads (each with
-    its own reader), in order: the batches are those a single reader gives.
+    mask band, outside the raster) means exactly what `Patch.image_valid` means. Batches are
+    read and scaled by a `crossgeo.readahead.ReadAhead` pool of ``read_threads`` threads (each
+    with its own reader, one batch in flight per thread), in order: the batches one reader gives.
     """
-    readers: PerThread[RasterReader] = PerThread(
-        partial(RasterReader, read_plan(image, None, size)), close=RasterReader.close
-    )
+    plan = read_plan(image, None, size)
+    readers: PerThread[RasterReader] = PerThread(partial(RasterReader, plan), close=RasterReader.close)
 
-    def read(window: tuple[int, int]) -> tuple[np.ndarray, np.ndarray | None]:
-        i, j = window
-        return readers.get().read_image(int(rows[i]), int(cols[j]))
+    def read(chunk: list[tuple[int, int]]) -> tuple[list[tuple[int, int]], np.ndarray, list[np.ndarray | None]]:
+        reader = readers.get()
+        x: np.ndarray | None = None
+        valid: list[np.ndarray | None] = []
+        for n, (i, j) in enumerate(chunk):
+            data, bad = reader.read_image(int(rows[i]), int(cols[j]))
+            if x is None:
+                x = np.empty((len(chunk), *data.shape), dtype=np.float32)
+            scale_image(data, out=x[n], scale=scale)  # straight into the batch: no stacked copy
+            valid.append(None if bad is None else ~bad)
+        assert x is not None
+        return chunk, x, valid
 
     windows = [(i, j) for i in range(len(rows)) for j in range(len(cols))]
-    reads = ReadAhead(read, windows, threads=read_threads, depth=max(2 * read_threads, batch_size))
+    chunks = [windows[start : start + batch_size] for start in range(0, len(windows), batch_size)]
+    reads = ReadAhead(read, chunks, threads=read_threads, depth=read_threads)
     try:
-        done = iter(reads)
-        for start in range(0, len(windows), batch_size):
-            chunk = windows[start : start + batch_size]
-            x: np.ndarray | None = None
-            valid: list[np.ndarray | None] = []
-            for n, (data, bad) in enumerate(next(done) for _ in chunk):
-                if x is None:
-                    x = np.empty((len(chunk), *data.shape), dtype=np.float32)
-                scale_image(data, out=x[n], scale=scale)  # straight into the batch: no stacked copy
-                valid.append(None if bad is None else ~bad)
-            assert x is not None
-            yield chunk, x, valid
+        yield from reads
     finally:
         reads.close()
         readers.clear()
