@@ -36,6 +36,7 @@ import threading
 import time
 import uuid
 import warnings
+import weakref
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -401,11 +402,11 @@ class MaskBlockCache:
     both processes) and gets a fresh lock.
     """
 
-    def __init__(self, max_bytes: int) -> None:
-        self.max_bytes = max_bytes
+    def __init__(self, max_bytes: int | None = None) -> None:
+        self._max_bytes = max_bytes
         self._start()
         if hasattr(os, "register_at_fork"):
-            os.register_at_fork(after_in_child=self._after_fork)
+            os.register_at_fork(after_in_child=functools.partial(_new_lock_after_fork, weakref.ref(self)))
 
     def _start(self) -> None:
         self._lock = threading.Lock()
@@ -415,6 +416,17 @@ class MaskBlockCache:
         self.bytes = 0
         self.warped = 0
         """How many blocks were warped in this process (misses)."""
+
+    @property
+    def max_bytes(self) -> int:
+        """The bound in bytes (None at construction: `mask_cache_bytes`, read on first use)."""
+        if self._max_bytes is None:
+            self._max_bytes = mask_cache_bytes()
+        return self._max_bytes
+
+    @max_bytes.setter
+    def max_bytes(self, value: int) -> None:
+        self._max_bytes = value
 
     def _after_fork(self) -> None:
         self._lock = threading.Lock()
@@ -450,13 +462,22 @@ class MaskBlockCache:
         return len(self._blocks)
 
 
+def _new_lock_after_fork(alive: weakref.ref[MaskBlockCache]) -> None:
+    """A forked child's cache gets a fresh lock (another thread may have held it at the fork).
+
+    Held through a weak reference: the fork hook must not keep a dropped cache's blocks alive."""
+    cache = alive()
+    if cache is not None:
+        cache._after_fork()
+
+
 def _block_bytes(block: tuple[np.ndarray, np.ndarray | None]) -> int:
     data, invalid = block
     return data.nbytes + (invalid.nbytes if invalid is not None else 0)
 
 
-mask_blocks = MaskBlockCache(mask_cache_bytes())
-"""This process's warped mask blocks (`MaskBlockCache`)."""
+mask_blocks = MaskBlockCache()
+"""This process's warped mask blocks (`MaskBlockCache`; its bound is read when a sampler is first planned)."""
 
 _block_sources: dict[tuple[Any, ...], int] = {}
 """A small number per distinct warped source (file, bands, grid, ...): the first part of a block's key."""

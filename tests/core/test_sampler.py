@@ -777,3 +777,18 @@ def test_mask_view_prefers_the_block_cache_over_per_window_warps(scene: Coordina
     assert view(grid, 2, "uint8", cache_bytes=0, block_cache_bytes=kept - 1) == "window"
     assert view(grid, 2, "uint8", cache_bytes=0, block_cache_bytes=0) == "window"
     assert view(grid, 2, "uint8", cache_bytes=0, block_cache_bytes=kept, views=2) == "window"
+
+
+@pytest.mark.parametrize("value", ["lots", "-1", "1.5"])
+def test_a_bad_mask_cache_size_is_refused_at_construction(
+    scene: CoordinateScene, monkeypatch: pytest.MonkeyPatch, value: str
+) -> None:
+    monkeypatch.setenv("CROSSGEO_MASK_CACHE_BYTES", value)
+    monkeypatch.setattr(crossgeo.io, "mask_blocks", crossgeo.io.MaskBlockCache())
+    monkeypatch.setattr(crossgeo.io, "GRID_VIEW_CACHE_SHARE", 0.0)
+    with pytest.raises(ConfigError, match=r"CROSSGEO_MASK_CACHE_BYTES=.* is not a byte count"):
+        PatchSampler(scene.image, scene.lonlat_mask(), scene.windows([0], [0]), SIZE, n_classes=4)
+    monkeypatch.setenv("CROSSGEO_MASK_CACHE_BYTES", "0")
+    monkeypatch.setattr(crossgeo.io, "mask_blocks", crossgeo.io.MaskBlockCache())
+    sampler = PatchSampler(scene.image, scene.lonlat_mask(), scene.windows([0], [0]), SIZE, n_classes=4)
+    assert sampler.mask_view == "window"  # 0 turns the block cache off
