@@ -775,6 +775,8 @@ class SourceReader:
                 block = cache.get(key)
                 if block is None:
                     data, invalid = self._read(br * b, bc * b, b, b)
+                    if data.base is not None:  # a view of the read with its alpha band: keep only the data bands
+                        data = data.copy()
                     block = (data, invalid if invalid is not None and invalid.any() else None)
                     cache.put(key, block)
                 parts[br, bc] = block
