@@ -839,8 +839,8 @@ def _mask_source_plan(mask: MaskInfo, grid: Grid, tolerance: float | None, grid_
     view = "aligned"
     if mask.offset is None:
         bands = len(mask.data_bands) + 1  # the data bands and the alpha band (the mask's own or an added one)
-        view = mask_view_for(grid, bands, raster.dtypes[0], views=grid_views)
-    if view == "grid":
+        view = mask_view_for(grid, bands, raster.dtypes[0], views=grid_views, block_cache_bytes=None)
+    if view in ("grid", "blocks"):
         # Exact per-pixel transforms: the warp runs once per block, and each pixel then gets
         # the same value whichever window or region reads it.
         tolerance = EXACT_TOLERANCE

@@ -14,15 +14,18 @@
   configuration can silence them; the trap is installed when crossgeo first opens a
   raster, not at import, and leaves every logger as the application configured it.
 * A source reaches the reference grid by a plain windowed read when the grids coincide (the
-  aligned fast path), else through one of two views (`mask_view_for`):
+  aligned fast path), else through one of three views (`mask_view_for`):
   one ``WarpedVRT`` over the whole reference grid per reader when its warped blocks fit
-  GDAL's block cache (they are then reused across windows and epochs), or a small
-  ``WarpedVRT`` per read whose target is the window itself, built on the cached mask
-  handle (faster when the cache cannot keep warped blocks; both beat reopening per sample).
+  GDAL's block cache (they are then reused across windows and epochs); the same view read
+  in `MASK_BLOCK` blocks kept by crossgeo (`MaskBlockCache`, a mask only) when they fit
+  crossgeo's own byte bound instead; or a small ``WarpedVRT`` per read whose target is the
+  window itself, built on the cached mask handle (when neither cache can keep the warped
+  grid; all three beat reopening per sample).
 """
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import errno
 import functools
@@ -33,6 +36,7 @@ import threading
 import time
 import uuid
 import warnings
+import weakref
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -352,8 +356,137 @@ DEFAULT_TOLERANCE = 0.125
 """GDAL's (and rasterio's) default warp approximation error, in source pixels."""
 
 
-VIEWS = ("aligned", "grid", "window")
+VIEWS = ("aligned", "grid", "blocks", "window")
 """How a source reaches the reference grid (`SourcePlan.view`)."""
+
+MASK_BLOCK = 512
+"""Side in reference pixels of the warped mask blocks `MaskBlockCache` keeps (the ``"blocks"`` view).
+
+Measured on the benchmark's EPSG:4326 mask (8192^2 scene): a 512^2 exact warp costs about as much
+as two 256^2 per-window warps, for four windows' worth of pixels; 1024^2 blocks gain no more."""
+MASK_CACHE_BYTES = 128 * 2**20
+"""Default bound of `MaskBlockCache` (bytes per process); ``CROSSGEO_MASK_CACHE_BYTES`` overrides it, 0 turns it off."""
+
+
+def mask_cache_bytes() -> int:
+    """The byte bound of this process's warped mask blocks (``CROSSGEO_MASK_CACHE_BYTES``, else `MASK_CACHE_BYTES`)."""
+    value = os.environ.get("CROSSGEO_MASK_CACHE_BYTES")
+    if value is None:
+        return MASK_CACHE_BYTES
+    try:
+        number = int(value)
+    except ValueError:
+        number = -1
+    if number < 0:
+        raise ConfigError(
+            f"CROSSGEO_MASK_CACHE_BYTES={value!r} is not a byte count; set a whole number >= 0 "
+            "(e.g. 134217728 for 128 MiB; 0 turns the warped mask block cache off)."
+        )
+    return number
+
+
+class MaskBlockCache:
+    """Warped mask blocks kept between reads: a per-process LRU of numpy arrays bounded in bytes.
+
+    The ``"blocks"`` view cuts the reference grid (and the plane around it) into `MASK_BLOCK`
+    squares, reads each on first use from the whole-grid view (nearest neighbour with
+    `EXACT_TOLERANCE`: every pixel gets the value the ``"grid"`` view gives it, whichever window
+    or block it is read through) and assembles each window from its blocks. Unlike the
+    whole-grid view alone it does not rely on GDAL's block cache (``GDAL_CACHEMAX``), which the
+    image's blocks share: a 64 MiB GDAL cache cannot keep an 8192^2 warped mask and its alpha
+    band, this cache (`mask_cache_bytes`, 128 MiB by default) can. Blocks hold the data bands and
+    a validity array only where some pixel is invalid.
+
+    Shared by every thread of a process (one lock; a block two threads miss together is warped
+    twice, identically). A forked child keeps the blocks it inherited (plain arrays, valid in
+    both processes) and gets a fresh lock.
+    """
+
+    def __init__(self, max_bytes: int | None = None) -> None:
+        self._max_bytes = max_bytes
+        self._start()
+        if hasattr(os, "register_at_fork"):
+            os.register_at_fork(after_in_child=functools.partial(_new_lock_after_fork, weakref.ref(self)))
+
+    def _start(self) -> None:
+        self._lock = threading.Lock()
+        self._blocks: collections.OrderedDict[tuple[int, int, int], tuple[np.ndarray, np.ndarray | None]] = (
+            collections.OrderedDict()
+        )
+        self.bytes = 0
+        self.warped = 0
+        """How many blocks were warped in this process (misses)."""
+
+    @property
+    def max_bytes(self) -> int:
+        """The bound in bytes (None at construction: `mask_cache_bytes`, read on first use)."""
+        if self._max_bytes is None:
+            self._max_bytes = mask_cache_bytes()
+        return self._max_bytes
+
+    @max_bytes.setter
+    def max_bytes(self, value: int) -> None:
+        self._max_bytes = value
+
+    def _after_fork(self) -> None:
+        self._lock = threading.Lock()
+
+    def get(self, key: tuple[int, int, int]) -> tuple[np.ndarray, np.ndarray | None] | None:
+        with self._lock:
+            block = self._blocks.get(key)
+            if block is not None:
+                self._blocks.move_to_end(key)
+            return block
+
+    def put(self, key: tuple[int, int, int], block: tuple[np.ndarray, np.ndarray | None]) -> None:
+        size = _block_bytes(block)
+        if size > self.max_bytes:
+            return
+        with self._lock:
+            old = self._blocks.pop(key, None)
+            if old is not None:
+                self.bytes -= _block_bytes(old)
+            self._blocks[key] = block
+            self.bytes += size
+            self.warped += 1
+            while self.bytes > self.max_bytes:
+                _, evicted = self._blocks.popitem(last=False)
+                self.bytes -= _block_bytes(evicted)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._blocks.clear()
+            self.bytes = 0
+
+    def __len__(self) -> int:
+        return len(self._blocks)
+
+
+def _new_lock_after_fork(alive: weakref.ref[MaskBlockCache]) -> None:
+    """A forked child's cache gets a fresh lock (another thread may have held it at the fork).
+
+    Held through a weak reference: the fork hook must not keep a dropped cache's blocks alive."""
+    cache = alive()
+    if cache is not None:
+        cache._after_fork()
+
+
+def _block_bytes(block: tuple[np.ndarray, np.ndarray | None]) -> int:
+    data, invalid = block
+    return data.nbytes + (invalid.nbytes if invalid is not None else 0)
+
+
+mask_blocks = MaskBlockCache()
+"""This process's warped mask blocks (`MaskBlockCache`; its bound is read when a sampler is first planned)."""
+
+_block_sources: dict[tuple[Any, ...], int] = {}
+"""A small number per distinct warped source (file, bands, grid, ...): the first part of a block's key."""
+_block_sources_lock = threading.Lock()
+
+
+def _block_source_id(key: tuple[Any, ...]) -> int:
+    with _block_sources_lock:
+        return _block_sources.setdefault(key, len(_block_sources))
 
 
 def warped_vrt(
@@ -475,8 +608,25 @@ GRID_VIEW_CACHE_SHARE = 0.5
 this share of GDAL's block cache (the rest stays for the image's blocks)."""
 
 
-def mask_view_for(grid: Grid, bands: int, dtype: Any, cache_bytes: int | None = None, *, views: int = 1) -> str:
-    """``"grid"`` when the mask warped over the whole reference grid fits GDAL's block cache, else ``"window"``.
+def mask_view_for(
+    grid: Grid,
+    bands: int,
+    dtype: Any,
+    cache_bytes: int | None = None,
+    *,
+    views: int = 1,
+    block_cache_bytes: int | None = 0,
+) -> str:
+    """``"grid"`` when the mask warped over the whole reference grid fits GDAL's block cache, else
+    ``"blocks"`` when it fits crossgeo's warped block cache (`MaskBlockCache`), else ``"window"``.
+
+    ``block_cache_bytes``: that cache's bound (None: this process's, `mask_cache_bytes`; 0: no
+    ``"blocks"`` view). It holds the data bands and a validity byte per pixel (``bands - 1`` data
+    bands: ``bands`` counts the alpha band), so an 8192^2 uint8 mask needs 128 MiB at most (blocks
+    without invalid pixels keep no validity array). With 1,000 random 256^2 windows on that
+    scene (GDAL_CACHEMAX 64 MiB), blocks read the EPSG:4326 mask faster than a warp per window
+    (docs/performance.md); blocks evicted before their reuse would cost more than windows, so
+    the view is only chosen when every scene's warped grid fits.
 
     Measured on an 8192^2 scene with an EPSG:4326 mask (docs/performance.md): with a 512 MiB cache,
     one whole-grid view reads 5x faster than a ``WarpedVRT`` per window once its warped blocks
@@ -499,7 +649,12 @@ def mask_view_for(grid: Grid, bands: int, dtype: Any, cache_bytes: int | None = 
     if cache_bytes is None:
         cache_bytes = int(rasterio.env.get_gdal_config("GDAL_CACHEMAX") or 0)
     warped = views * grid.height * grid.width * bands * np.dtype(dtype).itemsize
-    return "grid" if warped <= GRID_VIEW_CACHE_SHARE * cache_bytes else "window"
+    if warped <= GRID_VIEW_CACHE_SHARE * cache_bytes:
+        return "grid"
+    if block_cache_bytes is None:
+        block_cache_bytes = mask_blocks.max_bytes
+    kept = views * grid.height * grid.width * ((bands - 1) * np.dtype(dtype).itemsize + 1)
+    return "blocks" if block_cache_bytes and kept <= block_cache_bytes else "window"
 
 
 def _read_filled(
@@ -545,7 +700,7 @@ class SourceReader:
         self.dtype = np.dtype(plan.dtype)
         self.alpha, self.mask_band, self.added_alpha = plan.alpha, plan.mask_band, False
         self.view = self.dataset
-        if plan.view == "grid":
+        if plan.view in ("grid", "blocks"):
             # The warper honours the source's mask band and nodata; an added alpha band carries them.
             self.added_alpha = plan.warp_alpha and plan.alpha is None
             self.view = warped_vrt(
@@ -565,6 +720,8 @@ class SourceReader:
         self.alpha_at = self.indexes.index(self.alpha) if self.alpha is not None else None
         self.check_nodata = not (self.added_alpha and plan.nodata_in_alpha)
         self.interior = _MaskInterior(plan.interior, patch_size) if plan.interior is not None else None
+        self.block = MASK_BLOCK
+        self.block_source = self._block_key() if plan.view == "blocks" else -1
 
     def close(self) -> None:
         if self.view is not self.dataset:
@@ -584,7 +741,64 @@ class SourceReader:
         with reading(self.plan.what, self.plan.path, row_off, col_off, self.size):
             if self.plan.view == "window":
                 return self._read_warped(row_off, col_off, height, width)
+            if self.plan.view == "blocks":
+                return self._read_blocks(row_off, col_off, height, width)
             return self._read(row_off, col_off, height, width)
+
+    def _block_key(self) -> int:
+        """This source's number in `mask_blocks` (same file, bands, grid and warp: same blocks)."""
+        plan, grid = self.plan, self.grid
+        key: tuple[Any, ...] = (self.block, plan.path, plan.bands, plan.dtype, plan.alpha, plan.nodata)
+        key += (plan.warp_nodata, plan.warp_alpha)
+        key += (plan.nodata_in_alpha, plan.resampling, plan.tolerance, tuple(grid.transform), str(grid.crs))
+        if not is_remote(plan.path):  # a file rewritten in place gets new blocks
+            with contextlib.suppress(OSError):
+                stat = os.stat(plan.path)
+                key += (stat.st_mtime_ns, stat.st_size)
+        return _block_source_id(key)
+
+    def _read_blocks(self, row_off: int, col_off: int, height: int, width: int) -> tuple[np.ndarray, np.ndarray | None]:
+        """The window assembled from warped `MASK_BLOCK` blocks (`MaskBlockCache`), reading the missing ones.
+
+        A missing block is read from the whole-grid view (`_read`): GDAL warps that view block by
+        block of its own (`EXACT_TOLERANCE`), whatever region is asked for, so every pixel gets
+        exactly the value the ``"grid"`` view gives it - only the cache that keeps the warped
+        pixels differs (crossgeo's, not GDAL's block cache).
+        """
+        cache, b, source = mask_blocks, self.block, self.block_source
+        r0, r1 = row_off // b, (row_off + height - 1) // b
+        c0, c1 = col_off // b, (col_off + width - 1) // b
+        parts = {}
+        for br in range(r0, r1 + 1):
+            for bc in range(c0, c1 + 1):
+                key = (source, br, bc)
+                block = cache.get(key)
+                if block is None:
+                    data, invalid = self._read(br * b, bc * b, b, b)
+                    if data.base is not None:  # a view of the read with its alpha band: keep only the data bands
+                        data = data.copy()
+                    block = (data, invalid if invalid is not None and invalid.any() else None)
+                    cache.put(key, block)
+                parts[br, bc] = block
+        if len(parts) == 1:
+            (data, invalid), r, c = parts[r0, c0], row_off - r0 * b, col_off - c0 * b
+            return data[:, r : r + height, c : c + width].copy(), (
+                None if invalid is None else invalid[r : r + height, c : c + width].copy()
+            )
+        first = parts[r0, c0][0]
+        out = np.empty((first.shape[0], height, width), dtype=first.dtype)
+        bad: np.ndarray | None = None
+        for (br, bc), (data, invalid) in parts.items():
+            top, left = max(row_off, br * b), max(col_off, bc * b)
+            bottom, right = min(row_off + height, (br + 1) * b), min(col_off + width, (bc + 1) * b)
+            src = np.s_[top - br * b : bottom - br * b, left - bc * b : right - bc * b]
+            dst = np.s_[top - row_off : bottom - row_off, left - col_off : right - col_off]
+            out[(slice(None), *dst)] = data[(slice(None), *src)]
+            if invalid is not None:
+                if bad is None:
+                    bad = np.zeros((height, width), dtype=bool)
+                bad[dst] = invalid[src]
+        return out, bad
 
     def _read(self, row_off: int, col_off: int, height: int, width: int) -> tuple[np.ndarray, np.ndarray | None]:
         plan, view = self.plan, self.view

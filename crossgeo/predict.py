@@ -31,7 +31,8 @@ those sums per axis beforehand (`normalised_weights`), and no weight raster is k
 Memory. Scores are accumulated for one strip of windows (patch_size rows x image width x
 K float32); when the next strip starts, the rows no later window touches are converted and
 written, and the rest moves up. Batches are read ahead in one background thread
-(`prefetch`, ``read_ahead`` batches deep), so the model does not wait for I/O.
+(`prefetch`, ``read_ahead`` batches deep), which a pool of ``read_threads`` threads fills
+(`crossgeo.readahead.ReadAhead`, a batch each), so the model does not wait for I/O.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ import os
 import queue
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -56,6 +58,8 @@ from crossgeo.grid import Grid, axis_offsets
 from crossgeo.inspection import ImageInfo, check_int, inspect_image, read_plan
 from crossgeo.io import COMPRESSIONS, RasterReader, StripWriter, check_output_path
 from crossgeo.models import model_file_framework as model_file_framework  # moved to crossgeo.models
+from crossgeo.readahead import READ_THREADS, ReadAhead, check_read_threads
+from crossgeo.threads import PerThread
 
 __all__ = [
     "BLENDS",
@@ -378,33 +382,46 @@ def _argmax(
 
 
 def _batches(
-    image: ImageInfo, rows: np.ndarray, cols: np.ndarray, size: int, batch_size: int, scale: bool
+    image: ImageInfo,
+    rows: np.ndarray,
+    cols: np.ndarray,
+    size: int,
+    batch_size: int,
+    scale: bool,
+    read_threads: int = READ_THREADS,
 ) -> Iterator[tuple[list[tuple[int, int]], np.ndarray, list[np.ndarray | None]]]:
     """((strip, column) of each window, images (N, C, P, P) float32 prepared for the model, valid (P, P) or None
     per window (None: every pixel has image data)).
 
     Reads with the sampler's own reader (image only), so image validity (alpha, nodata,
-    mask band, outside the raster) means exactly what `Patch.image_valid` means.
+    mask band, outside the raster) means exactly what `Patch.image_valid` means. Batches are
+    read and scaled by a `crossgeo.readahead.ReadAhead` pool of ``read_threads`` threads (each
+    with its own reader, one batch in flight per thread), in order: the batches one reader gives.
     """
-    reader = RasterReader(read_plan(image, None, size))
+    plan = read_plan(image, None, size)
+    readers: PerThread[RasterReader] = PerThread(partial(RasterReader, plan), close=RasterReader.close)
+
+    def read(chunk: list[tuple[int, int]]) -> tuple[list[tuple[int, int]], np.ndarray, list[np.ndarray | None]]:
+        reader = readers.get()
+        x: np.ndarray | None = None
+        valid: list[np.ndarray | None] = []
+        for n, (i, j) in enumerate(chunk):
+            data, bad = reader.read_image(int(rows[i]), int(cols[j]))
+            if x is None:
+                x = np.empty((len(chunk), *data.shape), dtype=np.float32)
+            scale_image(data, out=x[n], scale=scale)  # straight into the batch: no stacked copy
+            valid.append(None if bad is None else ~bad)
+        assert x is not None
+        return chunk, x, valid
+
+    windows = [(i, j) for i in range(len(rows)) for j in range(len(cols))]
+    chunks = [windows[start : start + batch_size] for start in range(0, len(windows), batch_size)]
+    reads = ReadAhead(read, chunks, threads=read_threads, depth=read_threads)
     try:
-        windows = ((i, j) for i in range(len(rows)) for j in range(len(cols)))
-        while True:
-            chunk = [w for _, w in zip(range(batch_size), windows)]
-            if not chunk:
-                return
-            x: np.ndarray | None = None
-            valid: list[np.ndarray | None] = []
-            for n, (i, j) in enumerate(chunk):
-                data, bad = reader.read_image(int(rows[i]), int(cols[j]))
-                if x is None:
-                    x = np.empty((len(chunk), *data.shape), dtype=np.float32)
-                scale_image(data, out=x[n], scale=scale)  # straight into the batch: no stacked copy
-                valid.append(None if bad is None else ~bad)
-            assert x is not None
-            yield chunk, x, valid
+        yield from reads
     finally:
-        reader.close()
+        reads.close()
+        readers.clear()
 
 
 def _call(predict: Callable[[np.ndarray], Any], x: np.ndarray, n_classes: int | None, where: str) -> np.ndarray:
@@ -486,6 +503,7 @@ def predict_raster(
     read_ahead: int = 2,
     compress: str = "deflate",
     option: str = "out_path",
+    read_threads: int = READ_THREADS,
 ) -> Prediction:
     """Run ``predict`` over the whole image in tiles and write the blended result as a GeoTIFF.
 
@@ -519,6 +537,8 @@ def predict_raster(
         progress: A tqdm progress bar (when tqdm is installed).
         overwrite: Replace ``out_path`` if it exists (refused otherwise).
         read_ahead: Batches read ahead in a background thread (0: read in this thread).
+        read_threads: Threads reading windows for that thread, each with its own handles
+            (`crossgeo.readahead.ReadAhead`; 0 or 1: one reader). The output is the same.
         compress: "deflate" (level 1; every TIFF reader decodes it) or "zstd" (level 1;
             faster to write and smaller, needs a reader built with zstd); also the COG's.
         option: The name errors give ``out_path`` (the CLI passes ``--out``).
@@ -538,6 +558,7 @@ def predict_raster(
         raise ConfigError(f"overlap must be smaller than patch_size ({size}), got {overlap}; e.g. overlap={size // 4}.")
     batch_size = check_int(batch_size, "batch_size", 1)
     read_ahead = check_int(read_ahead, "read_ahead", 0)
+    read_threads = check_read_threads(read_threads)
     if n_classes is not None:
         n_classes = check_int(n_classes, "n_classes", 1)
     blend = _choice(blend, BLENDS, "blend")
@@ -557,7 +578,7 @@ def predict_raster(
     strips: _Strips | None = None
     writer: StripWriter | None = None
     try:
-        batches = _batches(image, rows, cols, size, batch_size, scales_image(image_dtype))
+        batches = _batches(image, rows, cols, size, batch_size, scales_image(image_dtype), read_threads)
         for windows, x, valid in prefetch(batches, read_ahead):
             i, j = windows[0]
             where = f"batch from window row_off={rows[i]}, col_off={cols[j]}"

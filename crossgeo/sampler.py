@@ -300,7 +300,8 @@ class PatchSampler(WindowSequence):
     @property
     def mask_view(self) -> str:
         """How the mask reaches the reference grid: ``"aligned"`` (plain windowed reads), ``"grid"`` (one
-        warped view of the whole grid per reader, its blocks cached) or ``"window"`` (a warp per read);
+        warped view of the whole grid per reader, its blocks cached by GDAL), ``"blocks"`` (the same view,
+        its blocks kept by crossgeo: `crossgeo.io.MaskBlockCache`) or ``"window"`` (a warp per read);
         see `crossgeo.io.mask_view_for`."""
         mask = self._plan.mask
         assert mask is not None

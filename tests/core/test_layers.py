@@ -18,8 +18,12 @@ PACKAGE = Path(__file__).resolve().parents[2] / "crossgeo"
 
 LAYERS: tuple[tuple[str, frozenset[str]], ...] = (
     # Pure leaves: no other crossgeo module except leaves (files: atomic outputs; models: model-file
-    # checks; lru: the bounded cache of open scenes, arriving with the catalogue branch).
-    ("leaves", frozenset({"errors", "grid", "options", "threads", "memory", "files", "models", "lru"})),
+    # checks; lru: the bounded cache of open scenes, arriving with the catalogue branch; readahead:
+    # the bounded read-ahead pool).
+    (
+        "leaves",
+        frozenset({"errors", "grid", "options", "threads", "memory", "files", "models", "lru", "readahead"}),
+    ),
     ("reading and decoding", frozenset({"io", "masks", "windows", "augment"})),
     # Inspection: sources -> frozen records (catalogue: the catalogue's inspection; stac: STAC items -> catalogue rows).
     ("inspection", frozenset({"inspection", "catalogue", "stac"})),

@@ -511,3 +511,24 @@ def test_moved_names_stay_importable_from_crossgeo_predict() -> None:
     assert module.read_classes is evaluation.read_classes
     assert module.model_file_framework is models.model_file_framework
     assert crossgeo.Evaluation is evaluation.Evaluation
+
+
+@pytest.mark.parametrize("read_threads", [2, 3])
+def test_read_threads_write_what_one_reader_writes(tmp_path: Path, read_threads: int) -> None:
+    """Windows read by a pool of threads (`crossgeo.readahead.ReadAhead`) give the one-reader output, byte for byte."""
+    src = image(tmp_path, 150, 170)
+    seen: list[np.ndarray] = []
+
+    def model(x: np.ndarray) -> np.ndarray:
+        seen.append(x.copy())
+        return pointwise(x)
+
+    one = predict_raster(src, model, tmp_path / "one.tif", patch_size=32, overlap=8, batch_size=5, read_threads=0)
+    batches, seen[:] = list(seen), []
+    pool = predict_raster(
+        src, model, tmp_path / "pool.tif", patch_size=32, overlap=8, batch_size=5, read_threads=read_threads
+    )
+    assert len(seen) == len(batches) and all((a == b).all() for a, b in zip(seen, batches))  # same batches, in order
+    np.testing.assert_array_equal(read(pool.path)[0], read(one.path)[0])
+    with pytest.raises(ConfigError, match="read_threads must be a whole number"):
+        predict_raster(src, model, tmp_path / "bad.tif", patch_size=32, read_threads=-1)

@@ -34,10 +34,10 @@ UTM_TRANSFORM = Affine(10, 0, 500000, 0, -10, 5000000)
 WINDOWS = [(0, 0), (30, 30), (48, 64), (96, 96), (110, -10), (-12, 100)]
 
 
-@pytest.fixture(params=["grid", "window"], autouse=True)
+@pytest.fixture(params=T.MASK_VIEWS, autouse=True)
 def mask_view(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
-    """Every case under both warp views: the whole-grid view and the per-window warp."""
-    monkeypatch.setattr(crossgeo.io, "GRID_VIEW_CACHE_SHARE", 1e6 if request.param == "grid" else 0.0)
+    """Every case under each warp view: the whole-grid view, warped blocks and the per-window warp."""
+    T.force_mask_view(monkeypatch, str(request.param))
     return str(request.param)
 
 
@@ -103,7 +103,7 @@ def blocks(shape: tuple[int, int], block: int, seed: int) -> np.ndarray:
 
 
 def check_windows(sampler: PatchSampler, grid: Grid, mask: Path, data: np.ndarray, missing: np.ndarray) -> None:
-    assert sampler.mask_view in ("aligned", crossgeo.io.mask_view_for(grid, 2, "uint8"))
+    assert sampler.mask_view in ("aligned", crossgeo.io.mask_view_for(grid, 2, "uint8", block_cache_bytes=None))
     for position, (row_off, col_off) in enumerate(WINDOWS):
         patch = sampler[position]
         classes, valid = truth(grid, mask, data, missing, row_off, col_off)

@@ -82,12 +82,12 @@ def test_mask_view_follows_the_gdal_block_cache(scene: CoordinateScene) -> None:
     assert crossgeo.io.mask_view_for(grid, 2, "uint16", cache_bytes=2 * warped) == "window"
 
 
-@pytest.mark.parametrize("view", ["grid", "window"])
+@pytest.mark.parametrize("view", T.MASK_VIEWS)
 def test_warped_views_read_windows_and_regions_alike(
     scene: CoordinateScene, view: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Whole-grid view: a region read is exactly the windows read inside it, and both views match the oracle."""
-    monkeypatch.setattr(crossgeo.io, "GRID_VIEW_CACHE_SHARE", 1e6 if view == "grid" else 0.0)
+    T.force_mask_view(monkeypatch, view)
     mask = scene.lonlat_mask()
     rows, cols = random_windows(25, -SIZE // 2, scene.size - SIZE // 2, seed=5)
     sampler = PatchSampler(scene.image, mask, scene.windows(rows, cols), SIZE, n_classes=4)
@@ -100,7 +100,7 @@ def test_warped_views_read_windows_and_regions_alike(
         classes, valid = sampler.read_mask(row_off, col_off)
         r, c = row_off + pad, col_off + pad
         same = classes == region[r : r + SIZE, c : c + SIZE]
-        if view == "grid":  # slices of one warped view agree by construction
+        if view in ("grid", "blocks"):  # exact per-pixel warps: every region reads a pixel alike
             assert same.all() and (valid == region_valid[r : r + SIZE, c : c + SIZE]).all()
         else:
             agree += int(np.count_nonzero(same))
@@ -212,12 +212,12 @@ def test_mask_nodata_and_uncovered_area_never_become_foreground(tmp_path: Path, 
     assert (ignore[:24, 32:] == 255).all() and (ignore[24:, :] == 255).all() and (ignore[:16, :16] == 1).all()
 
 
-@pytest.mark.parametrize("mask_kind", ["aligned", "grid", "window"])
+@pytest.mark.parametrize("mask_kind", ["aligned", *T.MASK_VIEWS])
 def test_narrow_mask_dtype_reads_the_same_classes(
     scene: CoordinateScene, mask_kind: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """``get(i, mask_dtype=...)`` (the compact loaders' read) equals ``sampler[i]`` in the narrow type, fill too."""
-    monkeypatch.setattr(crossgeo.io, "GRID_VIEW_CACHE_SHARE", 1e6 if mask_kind == "grid" else 0.0)
+    T.force_mask_view(monkeypatch, mask_kind)
     rows, cols = random_windows(12, -SIZE // 2, scene.size - SIZE // 2, seed=4)
     classes = (np.arange(scene.size)[None, :, None] // 7 + np.arange(scene.size)[None, None, :] // 5) % 4
     mask = scene.aligned_mask(classes.astype(np.uint8)) if mask_kind == "aligned" else scene.lonlat_mask()
@@ -669,12 +669,12 @@ def test_on_read_error_skip_substitutes_the_next_window_and_counts(
         PatchSampler(mbtiles, scene.lonlat_mask(), windows, 256, on_read_error="ignore")
 
 
-@pytest.mark.parametrize("view", ["grid", "window"])
+@pytest.mark.parametrize("view", T.MASK_VIEWS)
 def test_interior_windows_warp_without_alpha_and_match_the_alpha_path(
     scene: CoordinateScene, view: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Windows well inside the mask skip the alpha band (where they can); nodata still becomes the fill value."""
-    monkeypatch.setattr(crossgeo.io, "GRID_VIEW_CACHE_SHARE", 1e6 if view == "grid" else 0.0)
+    T.force_mask_view(monkeypatch, view)
     left, bottom, right, top = scene.lonlat_bounds
     bounds = (left - 0.02, bottom - 0.02, right + 0.02, top + 0.02)
     path = T.write_lonlat_mask(scene.path("nd.tif"), bounds, 0.0002, cell=0.01, n_classes=4, nodata=3)
@@ -715,3 +715,82 @@ def test_interior_box_test_agrees_with_the_polygon(scene: CoordinateScene) -> No
         assert interior.covers(r, c) == exact, (r, c)
         verdicts.append(exact)
     assert 0 < sum(verdicts) < len(verdicts)
+
+
+def test_warped_blocks_equal_the_whole_grid_view_on_every_window(
+    scene: CoordinateScene, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The block cache (``"blocks"``) reads every window exactly as the whole-grid view does (both exact warps),
+    and agrees with the per-pixel oracle at least as well as the per-window warp."""
+    mask = scene.lonlat_mask()
+    rows, cols = random_windows(60, -SIZE // 2, scene.size - SIZE // 2, seed=11)
+    reference = reproject_onto_image(mask, scene.image)
+    read: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {}
+    for view in T.MASK_VIEWS:
+        T.force_mask_view(monkeypatch, view, block=40)
+        sampler = PatchSampler(scene.image, mask, scene.windows(rows, cols), SIZE, n_classes=4)
+        assert sampler.mask_view == view
+        read[view] = [sampler.read_mask(int(r), int(c)) for r, c in zip(rows, cols)]
+        read[view] += [sampler.read_mask(int(r), int(c)) for r, c in zip(rows, cols)]  # now from cached blocks
+    agree = {view: 0 for view in T.MASK_VIEWS}
+    for i, (row_off, col_off) in enumerate(zip(rows.tolist(), cols.tolist())):
+        for again in (i, i + len(rows)):
+            np.testing.assert_array_equal(read["blocks"][again][0], read["grid"][i][0])
+            np.testing.assert_array_equal(read["blocks"][again][1], read["grid"][i][1])
+        rr, cc = window_coordinates(row_off, col_off, SIZE)
+        inside = (rr >= 0) & (rr < scene.size) & (cc >= 0) & (cc < scene.size)
+        truth = reference[np.clip(rr, 0, scene.size - 1), np.clip(cc, 0, scene.size - 1)]
+        for view in T.MASK_VIEWS:
+            agree[view] += int(np.count_nonzero(read[view][i][0][inside] == truth[inside]))
+    assert agree["blocks"] >= agree["window"], agree
+    assert crossgeo.io.mask_blocks.warped > 0
+
+
+def test_warped_block_cache_stays_within_its_byte_bound(
+    scene: CoordinateScene, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A bound smaller than the warped grid evicts least recently used blocks; reads stay identical."""
+    mask = scene.lonlat_mask(margin=-0.005)  # smaller than the image: blocks at its edges carry alpha
+    rows, cols = random_windows(30, -SIZE // 2, scene.size - SIZE // 2, seed=12)
+    T.force_mask_view(monkeypatch, "grid")
+    grid = PatchSampler(scene.image, mask, scene.windows(rows, cols), SIZE, n_classes=4)
+    want = [grid.read_mask(int(r), int(c)) for r, c in zip(rows, cols)]
+    T.force_mask_view(monkeypatch, "blocks", block=32)
+    sampler = PatchSampler(scene.image, mask, scene.windows(rows, cols), SIZE, n_classes=4)
+    assert sampler.mask_view == "blocks"
+    cache = crossgeo.io.MaskBlockCache(6 * 32 * 32)  # six 32^2 uint8 blocks without invalid pixels
+    monkeypatch.setattr(crossgeo.io, "mask_blocks", cache)
+    for (r, c), (classes, valid) in zip(zip(rows, cols), want):
+        got, got_valid = sampler.read_mask(int(r), int(c))
+        np.testing.assert_array_equal(got, classes)
+        np.testing.assert_array_equal(got_valid, valid)
+        assert cache.bytes <= cache.max_bytes and len(cache) <= 6
+        # The bound counts what is held: no block is a view keeping a larger read (its alpha band) alive.
+        assert all(data.base is None for data, _ in cache._blocks.values())
+    assert cache.warped > 6
+
+
+def test_mask_view_prefers_the_block_cache_over_per_window_warps(scene: CoordinateScene) -> None:
+    """Too large for GDAL's cache share, small enough for crossgeo's block cache: ``"blocks"``."""
+    grid = PatchSampler(scene.image, scene.lonlat_mask(), scene.windows([0], [0]), SIZE).grid
+    kept = scene.size * scene.size * 2  # one uint8 band and a validity byte
+    view = crossgeo.io.mask_view_for
+    assert view(grid, 2, "uint8", cache_bytes=0, block_cache_bytes=kept) == "blocks"
+    assert view(grid, 2, "uint8", cache_bytes=0, block_cache_bytes=kept - 1) == "window"
+    assert view(grid, 2, "uint8", cache_bytes=0, block_cache_bytes=0) == "window"
+    assert view(grid, 2, "uint8", cache_bytes=0, block_cache_bytes=kept, views=2) == "window"
+
+
+@pytest.mark.parametrize("value", ["lots", "-1", "1.5"])
+def test_a_bad_mask_cache_size_is_refused_at_construction(
+    scene: CoordinateScene, monkeypatch: pytest.MonkeyPatch, value: str
+) -> None:
+    monkeypatch.setenv("CROSSGEO_MASK_CACHE_BYTES", value)
+    monkeypatch.setattr(crossgeo.io, "mask_blocks", crossgeo.io.MaskBlockCache())
+    monkeypatch.setattr(crossgeo.io, "GRID_VIEW_CACHE_SHARE", 0.0)
+    with pytest.raises(ConfigError, match=r"CROSSGEO_MASK_CACHE_BYTES=.* is not a byte count"):
+        PatchSampler(scene.image, scene.lonlat_mask(), scene.windows([0], [0]), SIZE, n_classes=4)
+    monkeypatch.setenv("CROSSGEO_MASK_CACHE_BYTES", "0")
+    monkeypatch.setattr(crossgeo.io, "mask_blocks", crossgeo.io.MaskBlockCache())
+    sampler = PatchSampler(scene.image, scene.lonlat_mask(), scene.windows([0], [0]), SIZE, n_classes=4)
+    assert sampler.mask_view == "window"  # 0 turns the block cache off

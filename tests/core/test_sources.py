@@ -76,7 +76,7 @@ def random_offsets(n: int, low: int, high: int, seed: int) -> tuple[np.ndarray, 
 @pytest.fixture(params=["grid", "window"])
 def view(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
     """Both warped views of a non-aligned source (`crossgeo.io.mask_view_for` picks one by cache size)."""
-    monkeypatch.setattr(crossgeo.io, "GRID_VIEW_CACHE_SHARE", 1e6 if request.param == "grid" else 0.0)
+    T.force_mask_view(monkeypatch, str(request.param))
     return str(request.param)
 
 

@@ -1,0 +1,96 @@
+"""A bounded read-ahead pool: read the next items in a few threads while the consumer works on this one.
+
+GDAL releases the GIL while it decodes, so two threads reading patches keep two cores busy
+where one thread reading and the model (or a collate step) would alternate. `ReadAhead`
+yields the results **in the order of the items**, identical to a sequential loop, and never
+holds more than ``depth`` results (done or in flight) ahead of the consumer.
+
+Each pool thread reads with its own handles: give it a function that reads through a
+`crossgeo.threads.PerThread` (as `crossgeo.PatchSampler.get` does). When the pool ends its
+threads end, and their handles go idle for the next pool's threads to adopt, so opening a
+pool per epoch (or per `predict_raster` call) opens no more handles than threads read at once.
+
+Framework-free (imports neither rasterio nor numpy): the torch 0-worker loader, Keras'
+``PatchPyDataset`` and `crossgeo.predict.predict_raster` can all use it.
+"""
+
+from __future__ import annotations
+
+import collections
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Generic, TypeVar
+
+from crossgeo.errors import ConfigError
+
+__all__ = ["ReadAhead", "check_read_threads"]
+
+I = TypeVar("I")  # noqa: E741
+T = TypeVar("T")
+
+READ_THREADS = 2
+"""Default pool size: two decoding threads measurably beat one on two cores (docs/performance.md)."""
+
+
+def check_read_threads(value: object, option: str = "read_threads") -> int:
+    """``value`` as a count >= 0 (threads: 0 and 1 read in the caller), else a `ConfigError` naming ``option``."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ConfigError(f"{option} must be a whole number >= 0 (0 or 1: read in the caller), got {value!r}.")
+    return value
+
+
+class ReadAhead(Generic[I, T]):
+    """``read(item)`` for each item, computed up to ``depth`` items ahead by ``threads`` threads, yielded in order.
+
+    Args:
+        read: Reads one item (called in a pool thread; must be thread-safe, e.g. through
+            per-thread handles).
+        items: What to read, in the order results are yielded.
+        threads: Pool threads; 0 or 1 read in the consumer's thread (no pool, exactly a loop).
+        depth: Results at most ahead of the consumer (default ``2 * threads``): bounds memory.
+
+    An exception raised by ``read`` is raised by the iterator at that item's turn (the results
+    before it are yielded first); the items after it are not read further. Stopping early (a
+    ``break``, `close`, garbage collection) cancels the reads not started and waits for the
+    running ones, so no thread outlives the iteration.
+    """
+
+    def __init__(
+        self, read: Callable[[I], T], items: Iterable[I], *, threads: int = READ_THREADS, depth: int | None = None
+    ) -> None:
+        self.read = read
+        self.items = items
+        self.threads = check_read_threads(threads, "threads")
+        self.depth = 2 * self.threads if depth is None else check_read_threads(depth, "depth")
+        self._iterator: Iterator[T] | None = None
+
+    def __iter__(self) -> Iterator[T]:
+        if self._iterator is None:
+            self._iterator = self._run() if self.threads > 1 else map(self.read, self.items)
+        return self._iterator
+
+    def __next__(self) -> T:
+        return next(iter(self))
+
+    def _run(self) -> Iterator[T]:
+        items = iter(self.items)
+        pending: collections.deque[Future[T]] = collections.deque()
+        pool = ThreadPoolExecutor(max_workers=self.threads, thread_name_prefix="crossgeo-read")
+        depth = max(self.depth, 1)
+        try:
+            for item in items:
+                pending.append(pool.submit(self.read, item))
+                if len(pending) >= depth:
+                    yield pending.popleft().result()
+            while pending:
+                yield pending.popleft().result()
+        finally:
+            for future in pending:
+                future.cancel()
+            pool.shutdown(wait=True)
+
+    def close(self) -> None:
+        """Stop reading: cancel what has not started, wait for what has."""
+        close = getattr(self._iterator, "close", None)
+        if close is not None:
+            close()

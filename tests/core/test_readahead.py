@@ -1,0 +1,115 @@
+"""The read-ahead pool (crossgeo.readahead.ReadAhead): sequential output, in order, bounded handles and threads."""
+
+from __future__ import annotations
+
+import multiprocessing
+import threading
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from crossgeo import ConfigError, PatchSampler
+from crossgeo import testing as T
+from crossgeo.readahead import ReadAhead
+from crossgeo.testing import CoordinateScene
+
+SIZE = 32
+
+
+def patches(sampler: PatchSampler, positions: list[int], threads: int) -> list[tuple[Any, ...]]:
+    """(position, image, mask, mask_valid) of each patch read through a pool of ``threads``."""
+    reads = ReadAhead(lambda i: sampler[i], positions, threads=threads)
+    return [(p.index, p.image, p.mask, p.mask_valid) for p in reads]
+
+
+def assert_same(got: list[tuple[Any, ...]], want: list[tuple[Any, ...]]) -> None:
+    assert [g[0] for g in got] == [w[0] for w in want]
+    for g, w in zip(got, want):
+        for a, b in zip(g[1:], w[1:]):
+            np.testing.assert_array_equal(a, b)
+
+
+def warped_sampler(scene: CoordinateScene, n: int = 40, seed: int = 3) -> PatchSampler:
+    rng = np.random.default_rng(seed)
+    rows, cols = rng.integers(-SIZE // 2, scene.size - SIZE // 2, (2, n))
+    return PatchSampler(scene.image, scene.lonlat_mask(), scene.windows(rows, cols), SIZE, n_classes=4)
+
+
+@pytest.mark.parametrize("view", T.MASK_VIEWS)
+@pytest.mark.parametrize("threads", [2, 3])
+def test_read_ahead_yields_the_sequential_patches_in_order(
+    scene: CoordinateScene, view: str, threads: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    T.force_mask_view(monkeypatch, view)
+    sampler = warped_sampler(scene)
+    assert sampler.mask_view == view
+    positions = [int(i) for i in np.random.default_rng(1).permutation(len(sampler))]
+    want = [(p.index, p.image, p.mask, p.mask_valid) for p in (sampler[i] for i in positions)]
+    assert_same(patches(sampler, positions, threads), want)
+    assert_same(patches(sampler, positions, 1), want)  # 1 thread: a plain loop
+
+
+def test_a_failed_read_is_raised_at_its_turn_after_the_earlier_results() -> None:
+    def read(i: int) -> int:
+        if i == 5:
+            raise ValueError("item 5")
+        return i * 10
+
+    seen: list[int] = []
+    with pytest.raises(ValueError, match="item 5"):
+        for value in ReadAhead(read, range(20), threads=3):
+            seen.append(value)
+    assert seen == [0, 10, 20, 30, 40]
+
+
+def test_thread_churn_opens_handles_once_per_concurrent_thread(scene: CoordinateScene) -> None:
+    """A pool per epoch: its threads end, their readers go idle and the next pool's threads adopt them."""
+    sampler = warped_sampler(scene, n=12)
+    before = threading.active_count()
+    want = patches(sampler, list(range(len(sampler))), 1)
+    for _ in range(15):
+        assert_same(patches(sampler, list(range(len(sampler))), 2), want)
+    assert sampler._readers.created <= 3, sampler._readers.created  # the main thread's and two pool threads'
+    assert len(sampler._readers) <= 3
+    assert threading.active_count() == before
+
+
+def test_stopping_early_leaves_no_thread_running(scene: CoordinateScene) -> None:
+    sampler = warped_sampler(scene, n=30)
+    before = threading.active_count()
+    reads = ReadAhead(lambda i: sampler[i], range(len(sampler)), threads=2, depth=4)
+    for n, patch in enumerate(reads):
+        assert patch.index == n
+        if n == 3:
+            break
+    reads.close()
+    assert threading.active_count() == before
+
+
+def test_pool_sizes_are_checked() -> None:
+    for bad in (-1, 1.5, True, "2"):
+        with pytest.raises(ConfigError, match="threads must be a whole number"):
+            ReadAhead(abs, [1], threads=bad)  # type: ignore[arg-type]
+
+
+def _child_read(sampler: PatchSampler, queue: Any) -> None:
+    reads = ReadAhead(lambda i: sampler[i], range(len(sampler)), threads=2)
+    queue.put([(p.index, p.image.tolist(), p.mask.tolist(), p.mask_valid.tolist()) for p in reads])
+
+
+@pytest.mark.parametrize("method", ["fork", "spawn"])
+def test_read_ahead_in_forked_and_spawned_processes_reads_what_the_parent_reads(
+    scene: CoordinateScene, method: str, tmp_path: Path
+) -> None:
+    sampler = warped_sampler(scene, n=10)
+    want = patches(sampler, list(range(len(sampler))), 2)  # the parent's handles and blocks exist before the fork
+    context = multiprocessing.get_context(method)
+    queue = context.Queue()
+    child = context.Process(target=_child_read, args=(sampler, queue))
+    child.start()
+    got = queue.get(timeout=120)
+    child.join(timeout=60)
+    assert child.exitcode == 0
+    assert_same([(i, np.array(a), np.array(b), np.array(c)) for i, a, b, c in got], want)
