@@ -247,6 +247,7 @@ def config_table(page: Path = CONFIG_PAGE) -> dict[str, ConfigRow]:
 
     rows: dict[str, ConfigRow] = {}
     for line in page.read_text().splitlines():
+        line = re.sub(r'<a id="[^"]*"></a>', "", line)  # the rows' anchors (configuration.md#option-NAME)
         if not line.startswith("| `"):
             continue
         cells = [c.strip() for c in line.strip().strip("|").split("|")]

@@ -86,6 +86,18 @@ def test_configuration_table_is_generated_from_the_option_list() -> None:
     )
 
 
+def test_sampler_api_entry_lists_every_option() -> None:
+    """PatchSampler's API entry shows each option's Python type, default and description (issue #27.4)."""
+    assert config_reference.api_current() == config_reference.api_generated(), (
+        "docs/reference/api-core.md is out of date: run python docs/scripts/config_reference.py"
+    )
+    section = config_reference.api_current()
+    from crossgeo.options import SAMPLER_OPTIONS
+
+    for option in SAMPLER_OPTIONS:
+        assert f"| `{option.name}` |" in section and f"configuration.md#option-{option.name})" in section
+
+
 def test_the_sampler_signature_is_the_option_list() -> None:
     """PatchSampler's parameters (written out, so the API reference reads them statically) are SamplerOptions'
     fields: the same names in the same order, defaults and type annotations; required ones positional."""
