@@ -193,3 +193,31 @@ def test_getting_started_notebook_is_generated_from_its_page() -> None:
     code = [("".join(c["source"])) for c in cells if c["cell_type"] == "code"]
     assert any("-m crossgeo windows" in c for c in code) and any("keras.Sequential" in c for c in code)
     assert not any("# requires:" in c for c in code)
+
+
+# --------------------------------------------------------------------------- shown outputs
+
+
+def test_shown_outputs_are_checked_with_decimals_and_timings_masked(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A page's shown output must be what its block prints; losses and timings may differ (issue #27.3)."""
+    monkeypatch.delenv("CROSSGEO_UPDATE_OUTPUTS", raising=False)
+    code = examples.Block("page.md", 1, "python", "print(1)\n")
+    shown = examples.Block("page.md", 5, "text", "96 training windows, last loss 0.865\n", '```text title="Output"')
+    assert shown.is_output and not examples.Block("p.md", 1, "text", "", "```text").is_output
+    examples._check_output(code, shown, "96 training windows, last loss 0.412\n", tmp_path)
+    examples._check_output(code, shown, "96 training windows, last loss 1.5e-03\n", tmp_path)
+    with pytest.raises(AssertionError, match="update-outputs"):
+        examples._check_output(code, shown, "95 training windows, last loss 0.865\n", tmp_path)
+    timing = examples.Block("page.md", 9, "text", "  9 files in 19.8 s, 164 patches/s\n", '```text title="Output"')
+    examples._check_output(code, timing, "  9 files in 3 s, 20 patches/s\n", tmp_path)
+
+
+def test_every_getting_started_step_shows_its_output() -> None:
+    """Each python/console step of Getting started is followed by its shown output (but the preview's picture)."""
+    blocks = examples.blocks_of(ROOT / "docs" / "getting-started.md")
+    steps = [i for i, b in enumerate(blocks) if b.lang in ("python", "console")]
+    without = [str(blocks[i]) for i in steps if i + 1 >= len(blocks) or not blocks[i + 1].is_output]
+    assert len(without) <= 1, without  # the preview writes a picture, shown as an image
+    assert all(blocks[i + 1].code.strip() for i in steps if i + 1 < len(blocks) and blocks[i + 1].is_output)
