@@ -122,7 +122,15 @@ def all_blocks(root: Path = ROOT) -> dict[str, list[Block]]:
 
 
 def runnable(block: Block, framework: str) -> bool:
-    """Whether ``block`` runs in the env of ``framework`` ("core", "torch" or "tensorflow")."""
+    """Whether ``block`` runs in the env of ``framework`` ("core", "torch" or "tensorflow").
+
+    ``"reader"`` (docs/scripts/run_tutorial.py): every python block and crossgeo command,
+    whatever it requires, in the environment the page's own install line made.
+    """
+    if framework == "reader":
+        return block.lang == "python" or (
+            block.lang == "console" and any(line.startswith("$ crossgeo") for line in block.code.splitlines())
+        )
     if block.lang == "python":
         return block.frameworks <= FRAMEWORKS[framework]
     if block.lang == "console":
@@ -285,6 +293,8 @@ def run_page(blocks: list[Block], framework: str, scene: Path, workdir: Path) ->
 
 
 def main(argv: list[str]) -> int:
+    if argv[:1] == ["--reader"]:
+        return run_as_reader([Path(page) for page in argv[1:]])
     update = "--update-outputs" in argv
     if update:
         os.environ["CROSSGEO_UPDATE_OUTPUTS"] = "1"
@@ -303,6 +313,17 @@ def main(argv: list[str]) -> int:
         print(f"{total} examples ran")
         if update:
             print(f"{update_outputs()} shown output(s) rewritten")
+    return 0
+
+
+def run_as_reader(pages: list[Path]) -> int:
+    """Run each page's blocks in order as a reader would (see docs/scripts/run_tutorial.py)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        scene = write_scene(Path(tmp) / "scene")
+        for page in pages:
+            path = page if page.is_absolute() else ROOT / page
+            ran = run_page(blocks_of(path), "reader", scene, Path(tmp) / path.stem)
+            print(f"reader     {page}: {len(ran)} block(s) ran, shown outputs checked")
     return 0
 
 
