@@ -46,20 +46,24 @@ def generated() -> str:
         "|---|---|---|---|---|---|",
     ]
     for option in SAMPLER_OPTIONS:
-        lines.append(
-            f"| {_anchor(option.name)}`{option.name}` | {option.type} | {_default(option)} | ✓ | ✓ | {_doc(option.doc)} |"
-        )
+        lines.append(_row(option, "✓ | ✓"))
         for alias in option.aliases:
             lines.append(
                 f"| `{alias}` | {option.type} | {_default(option)} | ✓ | ✓ | The original's name for `{option.name}`. |"
             )
     for option in SCENE_OPTIONS:
-        lines.append(f"| {_anchor(option.name)}`{option.name}` | {option.type} | {_default(option)} | — | ✓ | {_doc(option.doc)} |")
+        lines.append(_row(option, "— | ✓"))
     for option in ADAPTER_OPTIONS:
-        lines.append(f"| {_anchor(option.name)}`{option.name}` | {option.type} | {_default(option)} | — | ✓ | {_doc(option.doc)} |")
+        lines.append(_row(option, "— | ✓"))
     lines += _gdal_table()
     lines += ["", END]
     return "\n".join(lines)
+
+
+def _row(option: object, where: str) -> str:
+    """One row of the options table; ``where`` fills the PatchSampler and Dataset columns."""
+    name = f"{_anchor(option.name)}`{option.name}`"
+    return f"| {name} | {option.type} | {_default(option)} | {where} | {_doc(option.doc)} |"
 
 
 def _doc(text: str) -> str:

@@ -131,7 +131,8 @@ FIXES: dict[str, tuple[str, str]] = {
         "A file already exists at the cache path and crossgeo did not write it: it has no crossgeo record "
         "(Parquet metadata, or the `<cache>.csv.crossgeo.json` sidecar of a CSV). crossgeo only overwrites or "
         "deletes its own caches. A plain `row_off,col_off` table, as the original "
-        "`MBTilesCropsGeoTifMaskDataset` (from `pytorch_segmentation_models_trainer`) writes its cache, is not refused: it is left untouched, with a warning.",
+        "`MBTilesCropsGeoTifMaskDataset` (from `pytorch_segmentation_models_trainer`) writes its cache, is not "
+        "refused: it is left untouched, with a warning.",
         "Point `window_index_cache` at a new file, or delete the file yourself if it is an old cache you no "
         "longer need.",
     ),

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import inspect
 import json
+import os
 import re
 from pathlib import Path
 from typing import Any
@@ -221,3 +222,21 @@ def test_every_getting_started_step_shows_its_output() -> None:
     without = [str(blocks[i]) for i in steps if i + 1 >= len(blocks) or not blocks[i + 1].is_output]
     assert len(without) <= 1, without  # the preview writes a picture, shown as an image
     assert all(blocks[i + 1].code.strip() for i in steps if i + 1 < len(blocks) and blocks[i + 1].is_output)
+
+
+def test_the_tutorial_runner_uses_the_pages_install_line_and_none_of_our_environment(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """tox -e tutorials installs what Getting started says, and passes no KERAS_BACKEND/CROSSGEO_* (issue #27.1)."""
+    import run_tutorial
+
+    lines = run_tutorial.install_lines(ROOT / "docs" / "getting-started.md")
+    assert lines and all(line.startswith("pip install ") for line in lines)
+    assert any(".[" in line and "torch" in line for line in lines)
+    monkeypatch.setenv("KERAS_BACKEND", "torch")
+    monkeypatch.setenv("CROSSGEO_REQUIRE", "torch")
+    monkeypatch.setenv("PYTHONPATH", str(ROOT))
+    env = run_tutorial.reader_env(tmp_path / "venv")
+    assert not {"KERAS_BACKEND", "CROSSGEO_REQUIRE", "PYTHONPATH"} & set(env)
+    assert env["PATH"].split(os.pathsep)[0] == str(tmp_path / "venv" / "bin")
+    assert re.search(r"^envlist = .*\btutorials\b", (ROOT / "tox.ini").read_text(), re.M)
