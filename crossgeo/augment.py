@@ -248,59 +248,6 @@ def seed_augmentation(augmentation: Any, seed: int) -> None:
     augmentation.seed = seed  # recorded as albumentations' set_random_seed records it
 
 
-def check_weights(weights: Any, n: int) -> np.ndarray:
-    """``weights`` as float64, one finite non-negative number per window, not all zero.
-
-    Raises `ConfigError` (a ``ValueError``) naming ``weights`` and the fix otherwise.
-    """
-    if isinstance(weights, (str, bytes, Mapping)) or np.ndim(weights) != 1:
-        raise ConfigError(
-            f"weights must be a 1-D sequence with one number per window ({n}), got {type(weights).__name__}."
-        )
-    try:
-        values = np.asarray(weights, dtype=np.float64)
-    except (TypeError, ValueError) as error:
-        raise ConfigError(f"weights must hold numbers, one per window: {error}.") from error
-    if values.shape != (n,):
-        raise ConfigError(
-            f"weights has {values.shape[0]} values but there are {n} windows; give one weight per window "
-            "(in the windows' order)."
-        )
-    bad = np.flatnonzero(~np.isfinite(values))
-    if bad.size:
-        raise ConfigError(f"weights holds NaN or infinite values (first at window {int(bad[0])}); fix or drop them.")
-    negative = np.flatnonzero(values < 0)
-    if negative.size:
-        raise ConfigError(
-            f"weights holds {negative.size} negative value(s) (first {values[negative[0]]:g} at window "
-            f"{int(negative[0])}); weights are relative sampling frequencies >= 0."
-        )
-    if n and not values.any():
-        raise ConfigError("weights are all zero, so no window could be drawn; give some window a positive weight.")
-    return values
-
-
-def epoch_order(n: int, seed: int, epoch: int, weights: Any = None) -> np.ndarray:
-    """The window order of ``epoch`` (int64): a permutation of ``range(n)``, or a weighted draw.
-
-    It depends only on ``(seed, epoch)`` (and ``weights``), so every worker, replica and
-    framework adapter (torch, tf.data, Keras) visits the windows in the same order for the
-    same seed. With ``weights`` (one non-negative number per window, see `check_weights`)
-    the order is ``n`` windows drawn with replacement, window ``i`` with probability
-    ``weights[i] / sum(weights)``: inverse-CDF sampling of ``n`` uniform numbers from the
-    same seeded generator (a window of weight 0 is never drawn).
-    """
-    sequence = np.random.SeedSequence([seed & 0xFFFFFFFF, epoch], spawn_key=(0x0D3E,))
-    rng = np.random.default_rng(sequence)
-    if weights is None:
-        return rng.permutation(n).astype(np.int64)
-    cdf = np.cumsum(check_weights(weights, n))
-    if n == 0:
-        return np.zeros(0, dtype=np.int64)
-    cdf /= cdf[-1]  # the last entry is exactly 1.0 and the uniform numbers are < 1: never past the end
-    return np.searchsorted(cdf, rng.random(n), side="right").astype(np.int64)
-
-
 class PerThreadAugmentation:
     """One deep copy of an augmentation pipeline per thread (a `crossgeo.threads.PerThread`).
 

@@ -18,7 +18,6 @@ parallel; each thread reads through its own rasterio handles and augmentation co
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -40,21 +39,11 @@ if not hasattr(keras.utils.PyDataset, "on_epoch_begin"):  # pragma: no cover - K
         f"Keras {keras.__version__} is installed. Upgrade it with: pip install 'keras>=3.5'"
     )
 
-from crossgeo.augment import (
-    PerThreadAugmentation,
-    build_augmentation,
-    decode_type,
-    epoch_order,
-    from_compact,
-    mask_dtype,
-    scale_image,
-    to_compact_inputs,
-    to_model_inputs,
-)
-from crossgeo.config import check_seed, resolve_source
+from crossgeo.augment import PerThreadAugmentation, from_compact, scale_image, to_compact_inputs, to_model_inputs
 from crossgeo.errors import ConfigError, OptionError
-from crossgeo.options import check_bool, check_int
-from crossgeo.sampler import PatchSampler, report_skipped, require_windows, resolve_weights
+from crossgeo.loading import check_epoch, plan_loader, report_skipped
+from crossgeo.options import check_bool
+from crossgeo.sampler import PatchSampler
 from crossgeo.scenes import SceneSampler
 
 __all__ = ["PatchPyDataset"]
@@ -115,45 +104,36 @@ class PatchPyDataset(keras.utils.PyDataset):
         weights: Any = None,
     ) -> None:
         super().__init__(workers=workers, use_multiprocessing=use_multiprocessing, max_queue_size=max_queue_size)
-        sampler, options = resolve_source(source, "PatchPyDataset")
-        require_windows(sampler, "PatchPyDataset")
-        self.weights = resolve_weights(weights, sampler, "PatchPyDataset")
-        if batch_size is None:
-            batch_size = options.get("batch_size")
-        if batch_size is None:
-            raise OptionError("PatchPyDataset needs batch_size, a positive integer (or a data_loader batch_size).")
-        batch_size = check_int(batch_size, "batch_size", 1)
-        if seed is None:
-            seed = options.get("seed")
-        seed = check_seed(seed)
-        if augmentation_list is None:
-            augmentation_list = options.get("augmentation_list")
-        epoch = check_int(epoch, "epoch", 0)
+        plan = plan_loader(
+            source,
+            where="PatchPyDataset",
+            batch_size=batch_size,
+            shuffle=shuffle,
+            seed=seed,
+            augmentation_list=augmentation_list,
+            allowed_targets=allowed_targets,
+            drop_remainder=drop_remainder,
+            weights=weights,
+            need_batch_size=True,
+        )
+        epoch = check_epoch(epoch)
         compact = check_bool(compact, "compact")
-
+        self.plan = plan
         self.compact = compact
-        fill = sampler.mask_fill_value
-        self._mask_type = mask_dtype(min(0, fill), max(sampler.n_classes - 1, fill, 1))
-        self.sampler = sampler
-        self.batch_size = int(batch_size)
-        self.shuffle = bool(shuffle or options.get("shuffle", False))
-        self.drop_remainder = bool(drop_remainder or options.get("drop_last", False))
-        self.seed = seed
-        self.augmentation = build_augmentation(augmentation_list, allowed_targets=allowed_targets)
-        self._augmentations = PerThreadAugmentation(self.augmentation)
-        self._read_mask_type = decode_type(self._mask_type, self.augmentation, compact=compact)
-        # Unseeded: a seed drawn once, so threads/processes still agree on an epoch's order.
-        self._base_seed = int(seed) if seed is not None else int(np.random.default_rng().integers(2**32))
+        self.sampler, self.weights, self.seed = plan.sampler, plan.weights, plan.seed
+        self.augmentation, self.shuffle, self.drop_remainder = plan.augmentation, plan.shuffle, plan.drop_remainder
+        self.batch_size = int(plan.batch_size or 0)  # never None: need_batch_size
+        self._augmentations = PerThreadAugmentation(plan.augmentation)
+        self._read_mask_type = plan.decode_type(compact)
         self.epoch = int(epoch)
-        self.order = self._order()
-        self._skipped_before = sampler.skipped
+        self.order = plan.order(self.epoch)
+        self._skipped_before = self.sampler.skipped
         self._epoch_begun = False  # between Keras' on_epoch_begin and on_epoch_end
 
     # ------------------------------------------------------------------ PyDataset
 
     def __len__(self) -> int:
-        n = len(self.sampler)
-        return n // self.batch_size if self.drop_remainder else math.ceil(n / self.batch_size)
+        return self.plan.batches()
 
     def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         batches = len(self)
@@ -169,7 +149,7 @@ class PatchPyDataset(keras.utils.PyDataset):
         images, masks = [], []
         for window in windows:
             image, mask = to_model_inputs(
-                self.sampler[int(window)], augmentation, seed=self._base_seed, epoch=self.epoch, channels_last=True
+                self.sampler[int(window)], augmentation, seed=self.plan.base_seed, epoch=self.epoch, channels_last=True
             )
             images.append(image)
             masks.append(mask)
@@ -181,10 +161,10 @@ class PatchPyDataset(keras.utils.PyDataset):
             image, mask = to_compact_inputs(
                 self.sampler.get(int(window), mask_dtype=self._read_mask_type),
                 augmentation,
-                seed=self._base_seed,
+                seed=self.plan.base_seed,
                 epoch=self.epoch,
                 channels_last=True,
-                mask_type=self._mask_type,
+                mask_type=self.plan.mask_type,
             )
             images.append(image)
             masks.append(mask)
@@ -217,15 +197,7 @@ class PatchPyDataset(keras.utils.PyDataset):
     def set_epoch(self, epoch: int) -> None:
         """Jump to ``epoch`` (e.g. when resuming): its order and augmentations."""
         self.epoch = int(epoch)
-        self.order = self._order()
-
-    # ------------------------------------------------------------------ internals
-
-    def _order(self) -> np.ndarray:
-        n = len(self.sampler)
-        if self.weights is not None:
-            return epoch_order(n, self._base_seed, self.epoch, weights=self.weights)
-        return epoch_order(n, self._base_seed, self.epoch) if self.shuffle else np.arange(n, dtype=np.int64)
+        self.order = self.plan.order(self.epoch)
 
 
 # ---------------------------------------------------------------------- tiled prediction

@@ -16,8 +16,8 @@ from typing import Any, Literal
 import attrs
 import numpy as np
 
-from crossgeo.augment import check_weights, scales_image
-from crossgeo.errors import ClassRangeError, ConfigError, OptionError, RasterError, ReadError, WindowError
+from crossgeo.augment import scales_image
+from crossgeo.errors import ClassRangeError, ConfigError, RasterError, ReadError
 from crossgeo.grid import outside_pixels
 from crossgeo.inspection import Inspection, inspect_sources, read_plan, source_coverage
 from crossgeo.io import RasterReader, ensure_gdal_env
@@ -25,7 +25,7 @@ from crossgeo.masks import ClassIndexDecoder, out_of_range_pixels
 from crossgeo.options import REQUIRED, SAMPLER_OPTIONS, ImageSource, PathLike, sampler_option_names
 from crossgeo.threads import PerThread
 
-__all__ = ["Patch", "PatchSampler", "WindowSequence", "report_skipped", "require_windows", "resolve_weights"]
+__all__ = ["Patch", "PatchSampler", "WindowSequence"]
 
 log = logging.getLogger("crossgeo")
 
@@ -60,63 +60,6 @@ class Patch:
     source_valid: np.ndarray | None = None
     """(S,) bool per image source of a stacked image: False where the source has no pixel in the window
     (``missing="fill"``: its channels hold its fill); None for a single-path image."""
-
-
-def require_windows(dataset: Any, where: str) -> None:
-    """Refuse to iterate an empty window set, saying why (the adapters call it).
-
-    An empty sampler is allowed to exist (a WARNING "no valid windows", length 0, as in the
-    original), so a torch ``ConcatDataset`` over many scenes still builds; iterating one
-    that is empty as a whole is an error, not a silent epoch of nothing.
-    """
-    if len(dataset) == 0:
-        source = getattr(dataset, "crops_path", None) or getattr(getattr(dataset, "sampler", None), "crops_path", "")
-        raise WindowError(
-            f"{where}: there are no windows to iterate (no valid windows{f' in {source}' if source else ''}). "
-            "Check that the windows/features overlap the image (crossgeo validate CONFIG lists what was dropped)."
-        )
-
-
-def resolve_weights(weights: Any, dataset: Any, where: str) -> np.ndarray | None:
-    """The per-window sampling weights the adapters' ``weights=`` names, checked (None: no weighting).
-
-    ``weights`` is a sequence/array with one non-negative number per window of ``dataset``, or
-    the string ``"weight"``: the `crossgeo.windows.WEIGHT_COLUMN` of the sampler's windows
-    table. Checked by `crossgeo.augment.check_weights` (length, NaN, negative, all zero).
-    """
-    if weights is None:
-        return None
-    from crossgeo.windows import WEIGHT_COLUMN
-
-    n = len(dataset)
-    if isinstance(weights, str):
-        sampler = dataset if isinstance(dataset, PatchSampler) else getattr(dataset, "sampler", None)
-        if weights != WEIGHT_COLUMN or not isinstance(sampler, PatchSampler):
-            raise OptionError(
-                f"{where}: weights={weights!r}: a string names the windows table's {WEIGHT_COLUMN!r} column "
-                f"(weights={WEIGHT_COLUMN!r}); otherwise pass one number per window."
-            )
-        if sampler.index.weight is None:
-            raise ConfigError(
-                f"{where}: weights={WEIGHT_COLUMN!r} but the windows {sampler.crops_path} have no {WEIGHT_COLUMN!r} "
-                "column; add one with crossgeo.window_weights (or crossgeo windows --weights), or pass the weights."
-            )
-        weights = sampler.index.weight
-    return check_weights(weights, n)
-
-
-def report_skipped(epoch: int, skipped: int) -> None:
-    """Log an epoch's total of samples served from a replacement window (``on_read_error="skip"``).
-
-    The adapters call it when an epoch ends; each unreadable window was already logged when met.
-    """
-    if skipped:
-        log.warning(
-            "crossgeo: epoch %d: %d sample(s) came from a replacement window because their window could not "
-            "be read (on_read_error='skip'); the log above names each file, window and GDAL error.",
-            epoch,
-            skipped,
-        )
 
 
 class WindowSequence:

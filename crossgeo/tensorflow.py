@@ -45,10 +45,9 @@ Multi-device (each replica decodes only its own windows)::
 
 from __future__ import annotations
 
-import copy
 import math
-import threading
 from collections.abc import Mapping
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -62,49 +61,13 @@ except ImportError as error:  # pragma: no cover - exercised only without tensor
         "crossgeo.tensorflow needs TensorFlow; in a clone of crossgeo install it with: pip install '.[tensorflow]'"
     ) from error
 
-from crossgeo.augment import (
-    PerThreadAugmentation,
-    build_augmentation,
-    decode_type,
-    epoch_order,
-    mask_dtype,
-    scale_image,
-    to_compact_inputs,
-    to_model_inputs,
-)
-from crossgeo.config import check_seed, resolve_source
-from crossgeo.errors import ConfigError
+from crossgeo.augment import PerThreadAugmentation, scale_image, to_compact_inputs
+from crossgeo.loading import LoaderPlan, PassCounter, SkipTally, plan_loader, require_shared_seed
 from crossgeo.options import check_bool, check_int
-from crossgeo.sampler import PatchSampler, report_skipped, require_windows, resolve_weights
+from crossgeo.sampler import PatchSampler
 from crossgeo.scenes import SceneSampler
 
 __all__ = ["make_dataset"]
-
-
-def _random_seed() -> int:
-    return int(np.random.default_rng().integers(2**32))
-
-
-def _output_shapes(
-    sampler: PatchSampler | SceneSampler, augmentation: Any | None, channels_last: bool
-) -> tuple[tuple[int, ...], ...]:
-    """(image shape, mask shape) of one element, found on a blank patch (no read)."""
-    size = sampler.patch_size
-    bands = len(sampler.selected_bands)
-    if augmentation is None:
-        image_shape: tuple[int, ...] = (size, size, bands) if channels_last else (bands, size, size)
-        return image_shape, (size, size)
-    from crossgeo.sampler import Patch
-
-    blank = Patch(
-        image=np.zeros((bands, size, size), dtype=sampler.image_dtype),
-        mask=np.zeros((size, size), dtype=np.int64),
-        row_off=0,
-        col_off=0,
-        index=0,
-    )
-    image, mask = to_model_inputs(blank, copy.deepcopy(augmentation), seed=0, channels_last=channels_last)
-    return tuple(image.shape), tuple(mask.shape)
 
 
 def make_dataset(
@@ -174,117 +137,48 @@ def make_dataset(
         Elements ``image`` float32 (H, W, C) (or (C, H, W)) and ``mask`` int64 (H, W),
         batched when ``batch_size`` is set; all shapes are static except the batch.
     """
-    sampler, options = resolve_source(source, "make_dataset")
-    require_windows(sampler, "make_dataset")
-    draw_weights = resolve_weights(weights, sampler, "make_dataset")
-    if augmentation_list is None:
-        augmentation_list = options.get("augmentation_list")
-    if seed is None:
-        seed = options.get("seed")
-    if batch_size is None:
-        batch_size = options.get("batch_size")
-    shuffle = bool(shuffle or options.get("shuffle", False))
-    drop_remainder = bool(drop_remainder or options.get("drop_last", False))
-    with_metadata = bool(with_metadata or options.get("return_metadata", False))
-
-    seed = check_seed(seed)
-    if batch_size is not None:
-        batch_size = check_int(batch_size, "batch_size", 1)
-    pipelines, pipeline_id = 1, 0
-    if input_context is not None:
-        pipelines, pipeline_id = input_context.num_input_pipelines, input_context.input_pipeline_id
-        if (shuffle or draw_weights is not None) and seed is None and pipelines > 1:
-            raise ConfigError(
-                "make_dataset(shuffle=True, input_context=...) needs a seed: every input pipeline must "
-                "compute the same window order, or their shards would overlap. Pass seed=<int>."
-            )
-    base_seed = int(seed) if seed is not None else _random_seed()
-
+    plan = plan_loader(
+        source,
+        where="make_dataset",
+        batch_size=batch_size,
+        shuffle=shuffle,
+        seed=seed,
+        augmentation_list=augmentation_list,
+        allowed_targets=allowed_targets,
+        drop_remainder=drop_remainder,
+        with_metadata=with_metadata,
+        weights=weights,
+    )
+    context = input_context
+    pipelines, pipeline_id = (1, 0) if context is None else (context.num_input_pipelines, context.input_pipeline_id)
+    if plan.shuffle or plan.weights is not None:
+        require_shared_seed(plan.seed, pipelines, "make_dataset(shuffle=True, input_context=...)", "Pass seed=<int>.")
     compact = check_bool(compact, "compact")
-    augmentation = build_augmentation(augmentation_list, allowed_targets=allowed_targets)
-    augmentations = PerThreadAugmentation(augmentation)
-    # The map's output types are static: an augmentation may or may not make the image float,
-    # so with one each patch is scaled to float32 as it is stacked (the mask stays compact);
-    # an image that is not scaled (image_dtype native) comes float32 from to_compact_inputs.
-    compact_image = augmentation is None and sampler.unit_scale
-    stack_type = sampler.image_dtype if compact_image else np.dtype(np.float32)
-    image_type = stack_type if compact else np.dtype(np.float32)
-    fill = sampler.mask_fill_value
-    mask_type = mask_dtype(min(0, fill), max(sampler.n_classes - 1, fill, 1)) if compact else np.dtype(np.int64)
-    read_mask_type = decode_type(mask_type, augmentation)
-    image_shape, mask_shape = _output_shapes(sampler, augmentation, channels_last)
-    n = len(sampler)
+    shard = len(range(pipeline_id, plan.n_windows, pipelines))
+    load = _BatchReader(plan, compact=compact, channels_last=channels_last, shard=shard)
 
-    # --- epoch -> this pipeline's window order, as (index, epoch) pairs -------------
-    def order(epoch_value: np.ndarray) -> np.ndarray:
-        if draw_weights is not None:
-            indices = epoch_order(n, base_seed, int(epoch_value), weights=draw_weights)
-        else:
-            indices = epoch_order(n, base_seed, int(epoch_value)) if shuffle else np.arange(n, dtype=np.int64)
-        return indices[pipeline_id::pipelines]
-
-    if epoch is None:
-        passes = _PassCounter()
-        epochs = tf.data.Dataset.from_tensors(tf.constant(0, tf.int64)).map(
-            lambda _: tf.ensure_shape(tf.numpy_function(passes.next, [], tf.int64, stateful=True), [])
-        )
-    elif isinstance(epoch, tf.Variable):
-        variable = epoch
-        epochs = tf.data.Dataset.from_tensors(tf.constant(0, tf.int64)).map(
-            lambda _: tf.cast(variable.read_value(), tf.int64)
-        )
-    else:  # None and a tf.Variable aside, an integer >= 0
-        epochs = tf.data.Dataset.from_tensors(tf.constant(check_int(epoch, "epoch", 0), tf.int64))
+    order = partial(plan.order, rank=pipeline_id, replicas=pipelines)  # epoch -> this pipeline's window order
 
     def windows_of(epoch_value: tf.Tensor) -> tf.data.Dataset:
         indices = tf.ensure_shape(tf.numpy_function(order, [epoch_value], tf.int64, stateful=False), [None])
         return tf.data.Dataset.from_tensor_slices((indices, tf.fill(tf.shape(indices), epoch_value)))
 
-    dataset = epochs.flat_map(windows_of)
+    dataset = _epochs(epoch).flat_map(windows_of)
 
     # --- decode a batch of windows: the shared core function, on tf.data's threads ------
-    tally = _SkipTally(sampler, len(range(pipeline_id, n, pipelines)))
-
-    def load(indices: np.ndarray, epoch_values: np.ndarray) -> tuple[np.ndarray, ...]:
-        """Read the patches of ``indices`` (a vector: one batch; a scalar: one patch) into fresh arrays."""
-        single = indices.ndim == 0
-        indices, epoch_values = np.atleast_1d(indices), np.atleast_1d(epoch_values)
-        count = len(indices)
-        images = _aligned_empty((count, *image_shape), stack_type)
-        masks = _aligned_empty((count, *mask_shape), mask_type)
-        offsets = np.empty((2, count), dtype=np.int64)
-        augmentation = augmentations.get()
-        for k, (index, epoch_value) in enumerate(zip(indices.tolist(), epoch_values.tolist())):
-            tally.started(epoch_value)
-            patch = sampler.get(index, mask_dtype=read_mask_type)
-            image, mask = to_compact_inputs(
-                patch, augmentation, seed=base_seed, epoch=epoch_value, channels_last=channels_last, mask_type=mask_type
-            )
-            if stack_type.kind == "f":
-                scale_image(image, out=images[k])  # float already, or an augmentation left it integer: scale it
-            else:
-                images[k] = image
-            masks[k] = mask
-            offsets[:, k] = patch.row_off, patch.col_off
-            tally.finished(epoch_value)
-        if image_type != stack_type:
-            images = scale_image(images, out=_aligned_empty(images.shape, image_type))
-        if single:
-            return images[0], masks[0], offsets[0, 0], offsets[1, 0]
-        return images, masks, offsets[0], offsets[1]
-
-    batch_shape: list[int | None] = [] if batch_size is None else [batch_size if drop_remainder else None]
+    size = plan.batch_size
+    batch_shape: list[int | None] = [] if size is None else [size if plan.drop_remainder else None]
 
     def decode(index: tf.Tensor, epoch_value: tf.Tensor) -> Any:
         image, mask, row_off, col_off = tf.numpy_function(
             load,
             [index, epoch_value],
-            (tf.as_dtype(image_type), tf.as_dtype(mask_type), tf.int64, tf.int64),
+            (tf.as_dtype(load.image_type), tf.as_dtype(load.mask_type), tf.int64, tf.int64),
             stateful=False,
         )
-        image = tf.ensure_shape(image, [*batch_shape, *image_shape])
-        mask = tf.ensure_shape(mask, [*batch_shape, *mask_shape])
-        if with_metadata:
+        image = tf.ensure_shape(image, [*batch_shape, *load.image_shape])
+        mask = tf.ensure_shape(mask, [*batch_shape, *load.mask_shape])
+        if plan.with_metadata:
             metadata = {
                 "row_off": tf.ensure_shape(row_off, batch_shape),
                 "col_off": tf.ensure_shape(col_off, batch_shape),
@@ -293,16 +187,85 @@ def make_dataset(
             return image, mask, metadata
         return image, mask
 
-    if batch_size is not None:
-        dataset = dataset.batch(int(batch_size), drop_remainder=drop_remainder)
+    if size is not None:
+        dataset = dataset.batch(size, drop_remainder=plan.drop_remainder)
     dataset = dataset.map(decode, num_parallel_calls=num_parallel_calls, deterministic=True)
     if compact:
         dataset = dataset.map(_from_compact, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     dataset = dataset.prefetch(tf.data.AUTOTUNE)
-    count = math.ceil((n - pipeline_id) / pipelines) if n > pipeline_id else 0
-    if batch_size is not None:
-        count = count // batch_size if drop_remainder else math.ceil(count / batch_size)
-    return dataset.apply(tf.data.experimental.assert_cardinality(count))
+    return dataset.apply(tf.data.experimental.assert_cardinality(plan.batches(shard)))
+
+
+def _epochs(epoch: int | tf.Variable | None) -> tf.data.Dataset:
+    """A one-element dataset: the epoch of a pass, read each time a pass starts (see `make_dataset`'s ``epoch``)."""
+    if epoch is None:
+        passes = PassCounter()
+        return tf.data.Dataset.from_tensors(tf.constant(0, tf.int64)).map(
+            lambda _: tf.ensure_shape(tf.numpy_function(passes.next, [], tf.int64, stateful=True), [])
+        )
+    if isinstance(epoch, tf.Variable):
+        variable = epoch
+        return tf.data.Dataset.from_tensors(tf.constant(0, tf.int64)).map(
+            lambda _: tf.cast(variable.read_value(), tf.int64)
+        )
+    # None, a tf.Variable or a non-negative int (checked as every epoch option is: crossgeo.options.check_int)
+    return tf.data.Dataset.from_tensors(tf.constant(check_int(epoch, "epoch", 0), tf.int64))
+
+
+class _BatchReader:
+    """``load(indices, epochs)``: the patches of one batch (or one patch), stacked, for ``tf.numpy_function``.
+
+    Runs on tf.data's threads, each with its own augmentation copy; every patch goes through
+    `crossgeo.augment.to_compact_inputs` with the plan's seed, mask type and decode type.
+    """
+
+    def __init__(self, plan: LoaderPlan, *, compact: bool, channels_last: bool, shard: int) -> None:
+        sampler = plan.sampler
+        self.plan, self.channels_last = plan, channels_last
+        self.augmentations = PerThreadAugmentation(plan.augmentation)
+        # The map's output types are static: an augmentation may or may not make the image float,
+        # so with one each patch is scaled to float32 as it is stacked (the mask stays compact);
+        # an image that is not scaled (image_dtype native) comes float32 from to_compact_inputs.
+        compact_image = plan.augmentation is None and sampler.unit_scale
+        self.stack_type = sampler.image_dtype if compact_image else np.dtype(np.float32)
+        self.image_type = self.stack_type if compact else np.dtype(np.float32)
+        self.mask_type = plan.mask_type if compact else np.dtype(np.int64)
+        self.read_mask_type = plan.decode_type(compact)
+        self.image_shape, self.mask_shape = plan.output_shapes(channels_last)
+        self.tally = SkipTally(sampler, shard)
+
+    def __call__(self, indices: np.ndarray, epoch_values: np.ndarray) -> tuple[np.ndarray, ...]:
+        """Read the patches of ``indices`` (a vector: one batch; a scalar: one patch) into fresh arrays."""
+        single = indices.ndim == 0
+        indices, epoch_values = np.atleast_1d(indices), np.atleast_1d(epoch_values)
+        count, stack_type, tally = len(indices), self.stack_type, self.tally
+        images = _aligned_empty((count, *self.image_shape), stack_type)
+        masks = _aligned_empty((count, *self.mask_shape), self.mask_type)
+        offsets = np.empty((2, count), dtype=np.int64)
+        augmentation = self.augmentations.get()
+        for k, (index, epoch_value) in enumerate(zip(indices.tolist(), epoch_values.tolist())):
+            tally.started(epoch_value)
+            patch = self.plan.sampler.get(index, mask_dtype=self.read_mask_type)
+            image, mask = to_compact_inputs(
+                patch,
+                augmentation,
+                seed=self.plan.base_seed,
+                epoch=epoch_value,
+                channels_last=self.channels_last,
+                mask_type=self.mask_type,
+            )
+            if stack_type.kind == "f":
+                scale_image(image, out=images[k])  # float already, or an augmentation left it integer: scale it
+            else:
+                images[k] = image
+            masks[k] = mask
+            offsets[:, k] = patch.row_off, patch.col_off
+            tally.finished(epoch_value)
+        if self.image_type != stack_type:
+            images = scale_image(images, out=_aligned_empty(images.shape, self.image_type))
+        if single:
+            return images[0], masks[0], offsets[0, 0], offsets[1, 0]
+        return images, masks, offsets[0], offsets[1]
 
 
 def _aligned_empty(shape: tuple[int, ...], dtype: np.dtype[Any]) -> np.ndarray:
@@ -332,45 +295,3 @@ def _from_compact(image: tf.Tensor, mask: tf.Tensor, *metadata: Any) -> tuple[An
     if scale is not None:
         image = image / tf.constant(scale, tf.float32)
     return (image, tf.cast(mask, tf.int64), *metadata)
-
-
-class _SkipTally:
-    """Says at the end of each epoch how many samples came from a replacement window.
-
-    With ``on_read_error="skip"`` the sampler logs every unreadable window as it meets it;
-    the thread that decodes an epoch's last window also logs the epoch's total.
-    """
-
-    def __init__(self, sampler: PatchSampler | SceneSampler, per_epoch: int) -> None:
-        self.sampler = sampler
-        self.per_epoch = per_epoch
-        self._lock = threading.Lock()
-        self._epochs: dict[int, list[int]] = {}  # epoch -> [windows done, sampler.skipped at start]
-
-    def started(self, epoch: int) -> None:
-        with self._lock:
-            self._epochs.setdefault(epoch, [0, self.sampler.skipped])
-
-    def finished(self, epoch: int) -> None:
-        with self._lock:
-            state = self._epochs[epoch]
-            state[0] += 1
-            if state[0] < self.per_epoch:
-                return
-            del self._epochs[epoch]
-            skipped = self.sampler.skipped - state[1]
-        report_skipped(epoch, skipped)
-
-
-class _PassCounter:
-    """Counts the passes over a dataset (thread-safe): 0, 1, 2, ..."""
-
-    def __init__(self) -> None:
-        self._next = 0
-        self._lock = threading.Lock()
-
-    def next(self) -> np.ndarray:
-        with self._lock:
-            value = self._next
-            self._next += 1
-        return np.asarray(value, dtype=np.int64)

@@ -21,7 +21,6 @@ every epoch, identically with 0 workers, worker processes and persistent workers
 
 from __future__ import annotations
 
-import difflib
 import inspect
 import logging
 import random
@@ -40,43 +39,32 @@ except ImportError as _error:  # pragma: no cover - exercised in a subprocess te
 
 import numpy as np
 
-from crossgeo.augment import (
-    build_augmentation,
-    check_weights,
-    decode_type,
-    epoch_order,
-    mask_dtype,
-    scale_image,
-    seed_augmentation,
-    to_compact_inputs,
-    to_model_inputs,
-)
-from crossgeo.config import (
-    ADAPTER_KEYS,
-    ALIASES,
-    HYDRA_KEYS,
-    SAMPLER_KEYS,
-    SCENE_KEYS,
-    build_sampler,
-    check_keys,
-    check_seed,
-    split_config,
-    to_plain,
+from crossgeo.augment import scale_image, seed_augmentation, to_compact_inputs, to_model_inputs
+from crossgeo.config import build_sampler, check_keys, check_seed
+from crossgeo.dropin import (
+    DROPIN_DATA_LOADER_KEYS,
+    check_weighted_sampler,
+    configured_weights,
+    loader_options,
+    read_dropin,
+    windows_frame,
 )
 from crossgeo.errors import ConfigError, OptionError, OptionTypeError
-from crossgeo.memory import trim_heap
-from crossgeo.options import (
-    DROPIN_DATA_LOADER_OPTIONS,
-    DROPIN_OPTIONS,
-    IGNORED_DROPIN_OPTIONS,
-    REQUIRED,
-    IgnoredOptionWarning,
-    check_bool,
-    check_int,
+from crossgeo.loading import (
+    check_epoch,
+    check_replicas,
+    check_weights,
+    epoch_order,
+    plan_loader,
+    report_skipped,
+    require_shared_seed,
+    require_windows,
+    resolve_weights,
 )
-from crossgeo.sampler import PatchSampler, report_skipped, require_windows, resolve_weights
+from crossgeo.memory import trim_heap
+from crossgeo.options import REQUIRED, check_bool
+from crossgeo.sampler import PatchSampler
 from crossgeo.scenes import SceneSampler
-from crossgeo.windows import WEIGHT_COLUMN
 
 __all__ = [
     "EpochOrderSampler",
@@ -93,9 +81,6 @@ log = logging.getLogger("crossgeo")
 
 DATA_LOADER_KEYS = tuple(k for k in inspect.signature(DataLoader.__init__).parameters if k not in ("self", "dataset"))
 """Keys of a ``data_loader`` mapping: every ``torch.utils.data.DataLoader`` keyword but the dataset."""
-_WORKER_ONLY_KEYS = ("prefetch_factor", "persistent_workers", "timeout", "multiprocessing_context")
-"""DataLoader options that only exist with worker processes."""
-
 
 TRIM_EVERY = 256
 """Items after which a process returns freed patch buffers to the OS (`crossgeo.memory.trim_heap`)."""
@@ -151,25 +136,37 @@ class PatchDataset(Dataset[dict[str, Any]]):
         return_metadata = check_bool(return_metadata, "return_metadata")
         self.compact = check_bool(compact, "compact")
         self._served = 0
-        fill = sampler.mask_fill_value
-        self.mask_type = mask_dtype(min(0, fill), max(sampler.n_classes - 1, fill, 1))
-        self.sampler = sampler
         self.allowed_targets = (allowed_targets,) if isinstance(allowed_targets, str) else tuple(allowed_targets)
-        self.augmentation = build_augmentation(augmentation_list, allowed_targets=self.allowed_targets)
+        self.plan = plan = plan_loader(
+            sampler,
+            where=type(self).__name__,
+            seed=seed,
+            augmentation_list=augmentation_list,
+            allowed_targets=self.allowed_targets,
+            with_metadata=return_metadata,
+            samples_per_epoch=samples_per_epoch,
+            allow_empty=True,
+            any_sampler=True,
+        )
+        self.sampler, self.mask_type, self.augmentation, self.seed = (
+            sampler,
+            plan.mask_type,
+            plan.augmentation,
+            plan.seed,
+        )
         self.return_metadata = return_metadata
-        self.seed = check_seed(seed)
+        self.n_windows, self.samples_per_epoch = plan.n_windows, plan.samples_per_epoch
         # Shared memory: DataLoader workers (persistent or not, fork or spawn) see set_epoch.
         self._epoch = torch.zeros((), dtype=torch.int64).share_memory_()
         self._epoch_set = False
         # Windows skipped by on_read_error="skip", summed over all worker processes.
         self._skipped = torch.zeros((), dtype=torch.int64).share_memory_()
-        self.n_windows = len(sampler)
-        self.samples_per_epoch = _check_samples_per_epoch(samples_per_epoch, self.n_windows)
         # Whether anything set the epoch (set_epoch, start_pass): then it fixes the pass; else the visits do.
         self._epoch_driven = torch.zeros((), dtype=torch.bool).share_memory_()
         # Visits per item, shared by all worker processes; only needed where the pass changes an item.
-        counts = self.samples_per_epoch != self.n_windows or (self.seed is not None and self.augmentation is not None)
-        self._visits = torch.zeros(self.samples_per_epoch if counts else 0, dtype=torch.int64).share_memory_()
+        self._visits = torch.zeros(
+            self.samples_per_epoch if plan.passes_differ else 0, dtype=torch.int64
+        ).share_memory_()
 
     # ------------------------------------------------------------------ epochs
 
@@ -184,7 +181,7 @@ class PatchDataset(Dataset[dict[str, Any]]):
         Loaders from `make_dataloader` also advance the epoch by themselves when this
         is not called (and follow ``sampler.set_epoch`` of a ``DistributedSampler``).
         """
-        self._epoch.fill_(check_int(epoch, "epoch", 0))
+        self._epoch.fill_(check_epoch(epoch))
         self._epoch_set = True
         self._epoch_driven.fill_(True)
 
@@ -230,11 +227,9 @@ class PatchDataset(Dataset[dict[str, Any]]):
     def item(self, index: int, *, compact: bool) -> dict[str, Any]:
         """Item ``index`` as ``compact=`` asks, whatever the dataset's own setting (`make_dataloader` uses it)."""
         index = int(index)
-        # Draw number `drawn` of the epoch stream: which window, and which of its draws (the augmentation epoch).
-        drawn = index + self._pass_of(index) * self.samples_per_epoch
-        window, epoch = drawn % self.n_windows, drawn // self.n_windows
+        window, epoch = self.plan.served(index, self._pass_of(index))  # which window, and which of its draws
         before = self.sampler.skipped
-        patch = self.sampler.get(window, mask_dtype=decode_type(self.mask_type, self.augmentation, compact=compact))
+        patch = self.sampler.get(window, mask_dtype=self.plan.decode_type(compact))
         if self.sampler.skipped != before:
             self._skipped.add_(self.sampler.skipped - before)
         if compact:
@@ -303,92 +298,24 @@ class MBTilesCropsGeoTifMaskDataset(PatchDataset):
             "crops_path": crops_path,
             "patch_size": patch_size,
         }
-        config = {k: v for k, v in given.items() if v is not REQUIRED} | options
-        dropin = {o.name: to_plain(config.pop(o.name)) for o in DROPIN_OPTIONS if o.name in config}
-        # allowed_targets is known so that split_config refuses it: a configuration must not widen _target_.
-        known = (*SAMPLER_KEYS, *SCENE_KEYS, *ADAPTER_KEYS, *ALIASES, *HYDRA_KEYS, "allowed_targets")
-        for name in [k for k in config if k not in known]:
-            _warn_ignored(name, config.pop(name), (*known, *dropin, *(o.name for o in DROPIN_OPTIONS)), "")
-        for name in IGNORED_DROPIN_OPTIONS:
-            if name in dropin:
-                warnings.warn(
-                    f"MBTilesCropsGeoTifMaskDataset ignores {name}={dropin[name]!r}: crossgeo's windows come "
-                    "from crops_path.",
-                    IgnoredOptionWarning,
-                    stacklevel=2,
-                )
-        sampler_options, rest = split_config(config, where=type(self).__name__)
-        self.data_loader = _check_data_loader(rest.get("data_loader"), lenient=True)
-        self.gpu_augmentation_list = dropin.get("gpu_augmentation_list")
+        config = read_dropin({k: v for k, v in given.items() if v is not REQUIRED} | options, DATA_LOADER_KEYS)
+        self.data_loader = config.data_loader
+        self.gpu_augmentation_list = config.gpu_augmentation_list
         """The original's GPU (kornia) augmentations: its Lightning model applies them, not the dataset."""
-        sampler = build_sampler(sampler_options)
         super().__init__(
-            sampler,
-            augmentation_list=rest.get("augmentation_list"),
-            return_metadata=rest.get("return_metadata", False),
-            seed=rest.get("seed"),
-            samples_per_epoch=dropin.get("samples_per_epoch"),
+            build_sampler(config.sampler_options),
+            augmentation_list=config.augmentation_list,
+            return_metadata=config.return_metadata,
+            seed=config.seed,
+            samples_per_epoch=config.samples_per_epoch,
         )
-        if self.data_loader.get("weighted_sampler"):
-            if self.samples_per_epoch != self.n_windows:
-                raise ConfigError(
-                    "MBTilesCropsGeoTifMaskDataset: data_loader.weighted_sampler draws windows by weight, one item "
-                    "per window, and cannot be combined with samples_per_epoch; remove samples_per_epoch (the "
-                    "original's model draws data_loader.weighted_sampler_num_samples windows per epoch)."
-                )
-            resolve_weights(WEIGHT_COLUMN, self, "data_loader.weighted_sampler")  # no weight column: an error now
+        check_weighted_sampler(self.data_loader, self.plan)
 
     @property
     def df(self) -> Any:
         """The windows as a pandas DataFrame: ``row_off``, ``col_off`` and, when the windows table has
         weights, ``sampler_weight`` (what the original's model reads for ``data_loader.weighted_sampler``)."""
-        import pandas as pd
-
-        index = getattr(self.sampler, "index", None)
-        if index is None:
-            raise AttributeError("df: a catalogue of scenes has no single windows table")
-        frame = pd.DataFrame({"row_off": np.asarray(index.row_off), "col_off": np.asarray(index.col_off)})
-        if index.weight is not None:
-            frame["sampler_weight"] = np.asarray(index.weight, dtype=np.float64)
-        return frame
-
-
-def _warn_ignored(name: str, value: Any, known: Iterable[str], where: str) -> bool:
-    """Warn that the drop-in drops an unknown option, naming the closest known one; returns False (keep it out)."""
-    close = difflib.get_close_matches(str(name), list(known), n=1)
-    hint = f" Did you mean {close[0]!r}?" if close else ""
-    warnings.warn(
-        f"MBTilesCropsGeoTifMaskDataset ignores the unknown option {where}{name}={value!r}.{hint}",
-        IgnoredOptionWarning,
-        stacklevel=4,
-    )
-    return False
-
-
-DROPIN_DATA_LOADER_KEYS = tuple(o.name for o in DROPIN_DATA_LOADER_OPTIONS)
-"""``data_loader`` keys the original's Lightning model reads beyond the DataLoader's (``weighted_sampler``, ...)."""
-
-
-def _check_samples_per_epoch(samples_per_epoch: Any, n_windows: int) -> int:
-    """The epoch length: ``samples_per_epoch`` when positive, else (None, ``<= 0`` as in the original) the windows."""
-    if samples_per_epoch is not None:
-        samples_per_epoch = check_int(samples_per_epoch, "samples_per_epoch")
-    if samples_per_epoch is None or samples_per_epoch <= 0 or n_windows == 0:
-        return n_windows
-    return int(samples_per_epoch)
-
-
-def _check_data_loader(data_loader: Any, *, lenient: bool = False) -> dict[str, Any]:
-    """A ``data_loader`` mapping, checked; ``lenient`` (the drop-in) warns about unknown keys and drops them."""
-    data_loader = to_plain(data_loader)
-    if data_loader is None:
-        return {}
-    if not isinstance(data_loader, Mapping):
-        raise OptionTypeError(f"data_loader must be a mapping of DataLoader options, got {data_loader!r}.")
-    known = (*DATA_LOADER_KEYS, *DROPIN_DATA_LOADER_KEYS)
-    if not lenient:
-        check_keys(data_loader, known, "data_loader")
-    return {k: v for k, v in data_loader.items() if k in known or _warn_ignored(k, v, known, "data_loader.")}
+        return windows_frame(self.sampler)
 
 
 # ---------------------------------------------------------------------- DataLoader
@@ -483,7 +410,7 @@ class PatchDataLoader(DataLoader[Any]):
     def __iter__(self) -> Iterator[Any]:  # type: ignore[override]
         require_windows(self.dataset, "make_dataloader")
         self._sync_epoch()
-        iterator = super().__iter__()
+        iterator: Iterator[Any] = super().__iter__()
         dataset = _find_patch_dataset(self.dataset)
         if self.converts or self.device is not None:
             iterator = (finish_batch(batch, self.device) for batch in iterator)
@@ -557,7 +484,7 @@ def _sampler_epoch(loader: DataLoader[Any]) -> int | None:
 
 
 class EpochOrderSampler(Sampler[int]):
-    """Orders a `PatchDataset`'s windows with `crossgeo.augment.epoch_order`.
+    """Orders a `PatchDataset`'s windows with `crossgeo.loading.epoch_order`.
 
     The order depends only on ``(seed, dataset.epoch)`` (and ``weights``), so it equals the
     tf.data and Keras adapters' order for the same seed, epoch and weights. Without
@@ -603,29 +530,7 @@ def _replicas(num_replicas: int | None, rank: int | None) -> tuple[int, int]:
         num_replicas = torch.distributed.get_world_size() if distributed else 1
     if rank is None:
         rank = torch.distributed.get_rank() if distributed else 0
-    num_replicas = check_int(num_replicas, "num_replicas", 1)
-    return num_replicas, check_int(rank, "rank", 0, num_replicas - 1)
-
-
-def _configured_weights(weighted: Mapping[str, Any], dataset: PatchDataset) -> str:
-    """``data_loader.weighted_sampler: true`` -> ``weights="weight"``; its sampler's other keys, where they differ
-    from crossgeo's draw (``len(dataset)`` windows with replacement), are ignored with a warning."""
-    count = weighted.get("weighted_sampler_num_samples")
-    if count is not None and count != len(dataset):
-        warnings.warn(
-            f"make_dataloader draws len(dataset) = {len(dataset)} windows per epoch; "
-            f"data_loader.weighted_sampler_num_samples={count!r} is ignored.",
-            IgnoredOptionWarning,
-            stacklevel=3,
-        )
-    if weighted.get("weighted_sampler_replacement", True) is not True:
-        warnings.warn(
-            "make_dataloader draws weighted windows with replacement; data_loader.weighted_sampler_replacement="
-            f"{weighted['weighted_sampler_replacement']!r} is ignored.",
-            IgnoredOptionWarning,
-            stacklevel=3,
-        )
-    return WEIGHT_COLUMN
+    return check_replicas(num_replicas, rank)
 
 
 def make_dataloader(
@@ -672,25 +577,14 @@ def make_dataloader(
     for compact transfer anyway, False never.
     """
     check_keys(overrides, DATA_LOADER_KEYS, "make_dataloader()")
+    if compact_transfer is not None and not isinstance(compact_transfer, bool):
+        raise OptionTypeError(f"compact_transfer must be None, true or false, got {compact_transfer!r}.")
     patch_dataset = _find_patch_dataset(dataset)
-    configured = dict(getattr(dataset, "data_loader", None) or getattr(patch_dataset, "data_loader", None) or {})
-    if any(k in overrides for k in ("sampler", "batch_sampler")) and "shuffle" not in overrides:
-        configured.pop("shuffle", None)
-    if "batch_sampler" in overrides:
-        for key in ("batch_size", "drop_last"):
-            if key not in overrides:
-                configured.pop(key, None)
-    options = {**configured, **overrides}
+    configured = getattr(dataset, "data_loader", None) or getattr(patch_dataset, "data_loader", None)
+    options = loader_options(configured, overrides)
     weighted = {k: options.pop(k) for k in DROPIN_DATA_LOADER_KEYS if k in options}
     if weighted.get("weighted_sampler") and weights is None and patch_dataset is not None:
-        weights = _configured_weights(weighted, patch_dataset)
-    if not options.get("num_workers"):
-        dropped = [k for k in _WORKER_ONLY_KEYS if k in options and k not in overrides]
-        for key in dropped:
-            del options[key]
-        if dropped:
-            log.debug("crossgeo: num_workers is 0, so %s do not apply and were dropped", ", ".join(dropped))
-    seed = patch_dataset.seed if patch_dataset is not None else None
+        weights = configured_weights(weighted, len(patch_dataset))
     if weights is not None:
         if patch_dataset is None or dataset is not patch_dataset:
             raise OptionError(
@@ -704,24 +598,21 @@ def make_dataloader(
         options.pop("shuffle", None)  # implied: the draw is random
         checked = resolve_weights(weights, patch_dataset, "make_dataloader")
         replicas, rank = _replicas(None, None)
-        if seed is None and replicas > 1:
-            raise ConfigError(
-                "make_dataloader(weights=...) under DDP needs a dataset seed: every rank must draw the same "
-                "windows to take its share of them. Build the dataset with seed=<int>."
-            )
-        draw_seed = seed if seed is not None else int(np.random.default_rng().integers(2**32))
-        options["sampler"] = EpochOrderSampler(
-            patch_dataset, weights=checked, seed=draw_seed, rank=rank, num_replicas=replicas
+        require_shared_seed(
+            patch_dataset.seed, replicas, "make_dataloader(weights=...) under DDP", "Build the dataset with seed=<int>."
         )
-    elif seed is not None and options.get("shuffle") and dataset is patch_dataset and "sampler" not in options:
-        # The same window order as the tf.data and Keras adapters for this (seed, epoch).
-        del options["shuffle"]
-        options["sampler"] = EpochOrderSampler(patch_dataset)
-    elif seed is not None and options.get("generator") is None:
-        options["generator"] = torch.Generator().manual_seed(seed)
+        options["sampler"] = EpochOrderSampler(
+            patch_dataset, weights=checked, seed=patch_dataset.plan.base_seed, rank=rank, num_replicas=replicas
+        )
+    elif patch_dataset is not None and patch_dataset.seed is not None:
+        seed = patch_dataset.seed
+        if options.get("shuffle") and dataset is patch_dataset and "sampler" not in options:
+            # The same window order as the tf.data and Keras adapters for this (seed, epoch).
+            del options["shuffle"]
+            options["sampler"] = EpochOrderSampler(patch_dataset)
+        elif options.get("generator") is None:
+            options["generator"] = torch.Generator().manual_seed(seed)
     options["worker_init_fn"] = _chain(worker_init_fn, options.get("worker_init_fn"))
-    if compact_transfer is not None:
-        compact_transfer = check_bool(compact_transfer, "compact_transfer")
     if compact_transfer is None:
         compact_transfer = not options.get("num_workers") or device is not None
     own_collate = options.get("collate_fn") is None

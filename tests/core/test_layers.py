@@ -25,7 +25,7 @@ LAYERS: tuple[tuple[str, frozenset[str]], ...] = (
     ("inspection", frozenset({"inspection", "catalogue"})),
     ("sampler", frozenset({"sampler"})),
     ("scenes", frozenset({"scenes", "survey"})),
-    ("using samplers", frozenset({"config", "planning", "predict", "evaluation", "loading"})),
+    ("using samplers", frozenset({"config", "planning", "predict", "evaluation", "loading", "dropin"})),
     # Adapters import their framework; demo trains with them (imported lazily) on rasters it writes
     # with testing, which nothing below this layer may use.
     ("adapters and demo", frozenset({"torch", "tensorflow", "keras", "ray", "demo", "testing"})),

@@ -10,8 +10,7 @@ import pytest
 
 from crossgeo import ConfigError, OptionError, PatchSampler, WindowError
 from crossgeo import testing as T
-from crossgeo.augment import check_weights, epoch_order
-from crossgeo.sampler import resolve_weights
+from crossgeo.loading import check_weights, epoch_order, resolve_weights
 from crossgeo.testing import CoordinateScene
 
 SIZE = 64

@@ -19,8 +19,8 @@ from tf_scene import COLS, PATCH, ROWS, Scene, decode_window, window_mask
 
 from crossgeo import PatchSampler
 from crossgeo import testing as T
-from crossgeo.augment import epoch_order
 from crossgeo.keras import PatchPyDataset
+from crossgeo.loading import epoch_order
 from crossgeo.tensorflow import make_dataset
 
 FLIP_AND_SOMETIMES_NORMALIZE = [

@@ -14,8 +14,9 @@ from tf_scene import COLS, PATCH, ROWS, Scene, decode_window, window_mask
 
 from crossgeo import PatchSampler
 from crossgeo import testing as T
-from crossgeo.augment import build_augmentation, epoch_order, to_model_inputs
+from crossgeo.augment import build_augmentation, to_model_inputs
 from crossgeo.errors import ConfigError, OptionError
+from crossgeo.loading import epoch_order
 from crossgeo.tensorflow import make_dataset
 
 GDAL_CHECKED = ("GDAL_HTTP_MAX_RETRY", "GDAL_DISABLE_READDIR_ON_OPEN", "VSI_CACHE")

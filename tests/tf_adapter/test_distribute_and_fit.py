@@ -18,7 +18,7 @@ from tf_scene import COLS, PATCH, ROWS, Scene, decode_window
 
 from crossgeo import PatchSampler
 from crossgeo import testing as T
-from crossgeo.augment import epoch_order
+from crossgeo.loading import epoch_order
 from crossgeo.tensorflow import make_dataset
 
 HERE = Path(__file__).resolve().parent

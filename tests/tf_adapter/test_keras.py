@@ -13,8 +13,9 @@ from tf_scene import COLS, PATCH, ROWS, Scene, decode_window, window_mask
 
 import crossgeo.keras
 from crossgeo import PatchSampler
-from crossgeo.augment import build_augmentation, epoch_order, to_model_inputs
+from crossgeo.augment import build_augmentation, to_model_inputs
 from crossgeo.keras import PatchPyDataset
+from crossgeo.loading import epoch_order
 from crossgeo.tensorflow import make_dataset
 
 AUGMENTATIONS = [

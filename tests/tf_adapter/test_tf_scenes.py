@@ -13,7 +13,8 @@ import pytest
 
 from crossgeo import SceneSampler
 from crossgeo import testing as T
-from crossgeo.augment import build_augmentation, epoch_order, to_model_inputs
+from crossgeo.augment import build_augmentation, to_model_inputs
+from crossgeo.loading import epoch_order
 
 PATCH = 32
 WINDOWS = ((0, 0), (40, 50), (96, 96))

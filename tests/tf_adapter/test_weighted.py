@@ -1,4 +1,4 @@
-"""Weighted sampling in tf.data and Keras: the shared seeded draw of `crossgeo.augment.epoch_order`.
+"""Weighted sampling in tf.data and Keras: the shared seeded draw of `crossgeo.loading.epoch_order`.
 
 tests/torch_adapter/test_torch_weighted.py checks the torch DataLoader against the same
 function with the same rule for the weights, seed and epochs, so all three adapters draw
@@ -13,8 +13,8 @@ import pytest
 from tf_scene import COLS, PATCH, ROWS, Scene, decode_window
 
 from crossgeo import ConfigError, PatchSampler
-from crossgeo.augment import epoch_order
 from crossgeo.keras import PatchPyDataset
+from crossgeo.loading import epoch_order
 from crossgeo.tensorflow import make_dataset
 
 #: One weight per window (two never drawn): the rule of the torch test.

@@ -9,7 +9,8 @@ import torch
 import torch.multiprocessing as mp
 from torch_scene import DDP_WEIGHTS, WINDOWS, ddp_worker, torch_weights
 
-from crossgeo.augment import epoch_order, to_model_inputs
+from crossgeo.augment import to_model_inputs
+from crossgeo.loading import epoch_order
 
 
 def _free_port() -> int:

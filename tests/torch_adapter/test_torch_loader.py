@@ -11,7 +11,8 @@ import torch
 from torch.utils.data import RandomSampler, SequentialSampler
 from torch_scene import COLOR_MAP, GDAL_CHECKED, PATCH, WINDOWS, ProbeDataset, assert_window, gdal_options_now
 
-from crossgeo.augment import epoch_order, to_model_inputs
+from crossgeo.augment import to_model_inputs
+from crossgeo.loading import epoch_order
 from crossgeo.torch import PatchDataLoader, make_dataloader
 
 AUGMENT = [

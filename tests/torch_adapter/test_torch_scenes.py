@@ -13,7 +13,8 @@ from torch.utils.data import Dataset
 
 from crossgeo import SceneSampler
 from crossgeo import testing as T
-from crossgeo.augment import build_augmentation, epoch_order, to_model_inputs
+from crossgeo.augment import build_augmentation, to_model_inputs
+from crossgeo.loading import epoch_order
 from crossgeo.torch import MBTilesCropsGeoTifMaskDataset, PatchDataset, make_dataloader
 
 PATCH = 32

@@ -1,4 +1,4 @@
-"""Weighted sampling in the torch adapter: the shared seeded draw of `crossgeo.augment.epoch_order`.
+"""Weighted sampling in the torch adapter: the shared seeded draw of `crossgeo.loading.epoch_order`.
 
 tests/tf_adapter/test_weighted.py checks tf.data and Keras against the same function with the
 same weights, seed and epochs, so all three adapters draw the same windows in the same order.
@@ -15,7 +15,7 @@ import pytest
 from torch_scene import WINDOWS, assert_window
 
 from crossgeo import ConfigError, OptionError
-from crossgeo.augment import epoch_order
+from crossgeo.loading import epoch_order
 from crossgeo.torch import make_dataloader
 
 #: One weight per window of torch_scene.WINDOWS (two never drawn); the tf/Keras test uses the same rule.

@@ -1,0 +1,405 @@
+"""The loader plan: what the torch, tf.data and Keras adapters decide the same way, with no framework.
+
+`plan_loader` resolves, once per loader, everything a pass over a sampler's windows depends
+on, and returns a frozen `LoaderPlan`:
+
+* the options: each keyword, else the configuration mapping's key (``seed``,
+  ``augmentation_list``, ``return_metadata``, ``data_loader.batch_size`` / ``shuffle`` /
+  ``drop_last``; `crossgeo.config.resolve_source`), checked;
+* the seed: the user's, or one drawn once (``base_seed``), so that every thread, worker
+  process and replica of one loader computes the same window order;
+* the augmentation pipeline, built once (`crossgeo.augment.build_augmentation`);
+* the weights (`resolve_weights`) and the window order of an epoch (`LoaderPlan.order`:
+  `epoch_order`, a seeded permutation or weighted draw, then this replica's share);
+* the compact mask type (the narrowest integer type holding every class and the fill value)
+  and the type the sampler decodes the mask into;
+* which window and which of its draws an item of a pass is, for an epoch length other than
+  the number of windows (``samples_per_epoch``, `LoaderPlan.served`).
+
+The adapters keep only their framework's glue (tensors, ``tf.data`` graphs, ``PyDataset``
+callbacks, shared memory between DataLoader workers), so the same seed, epoch and index give
+the same numbers in all three. `SkipTally` and `report_skipped` say, when an epoch ends, how many
+samples came from a replacement window (``on_read_error="skip"``).
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import threading
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import attrs
+import numpy as np
+
+from crossgeo.augment import build_augmentation, decode_type, mask_dtype, to_model_inputs
+from crossgeo.config import check_seed, resolve_source
+from crossgeo.errors import ConfigError, OptionError, WindowError
+from crossgeo.options import check_int
+from crossgeo.sampler import Patch, PatchSampler
+
+__all__ = [
+    "LoaderPlan",
+    "PassCounter",
+    "SkipTally",
+    "check_epoch",
+    "check_replicas",
+    "check_weights",
+    "draw_seed",
+    "epoch_length",
+    "epoch_order",
+    "plan_loader",
+    "report_skipped",
+    "require_shared_seed",
+    "require_windows",
+    "resolve_weights",
+]
+
+log = logging.getLogger("crossgeo")
+
+
+# ---------------------------------------------------------------------- order and weights
+
+
+def check_weights(weights: Any, n: int) -> np.ndarray:
+    """``weights`` as float64, one finite non-negative number per window, not all zero.
+
+    Raises `ConfigError` (a ``ValueError``) naming ``weights`` and the fix otherwise.
+    """
+    if isinstance(weights, (str, bytes, Mapping)) or np.ndim(weights) != 1:
+        raise ConfigError(
+            f"weights must be a 1-D sequence with one number per window ({n}), got {type(weights).__name__}."
+        )
+    try:
+        values = np.asarray(weights, dtype=np.float64)
+    except (TypeError, ValueError) as error:
+        raise ConfigError(f"weights must hold numbers, one per window: {error}.") from error
+    if values.shape != (n,):
+        raise ConfigError(
+            f"weights has {values.shape[0]} values but there are {n} windows; give one weight per window "
+            "(in the windows' order)."
+        )
+    bad = np.flatnonzero(~np.isfinite(values))
+    if bad.size:
+        raise ConfigError(f"weights holds NaN or infinite values (first at window {int(bad[0])}); fix or drop them.")
+    negative = np.flatnonzero(values < 0)
+    if negative.size:
+        raise ConfigError(
+            f"weights holds {negative.size} negative value(s) (first {values[negative[0]]:g} at window "
+            f"{int(negative[0])}); weights are relative sampling frequencies >= 0."
+        )
+    if n and not values.any():
+        raise ConfigError("weights are all zero, so no window could be drawn; give some window a positive weight.")
+    return values
+
+
+def epoch_order(n: int, seed: int, epoch: int, weights: Any = None) -> np.ndarray:
+    """The window order of ``epoch`` (int64): a permutation of ``range(n)``, or a weighted draw.
+
+    It depends only on ``(seed, epoch)`` (and ``weights``), so every worker, replica and
+    framework adapter (torch, tf.data, Keras) visits the windows in the same order for the
+    same seed. With ``weights`` (one non-negative number per window, see `check_weights`)
+    the order is ``n`` windows drawn with replacement, window ``i`` with probability
+    ``weights[i] / sum(weights)``: inverse-CDF sampling of ``n`` uniform numbers from the
+    same seeded generator (a window of weight 0 is never drawn).
+    """
+    sequence = np.random.SeedSequence([seed & 0xFFFFFFFF, epoch], spawn_key=(0x0D3E,))
+    rng = np.random.default_rng(sequence)
+    if weights is None:
+        return rng.permutation(n).astype(np.int64)
+    cdf = np.cumsum(check_weights(weights, n))
+    if n == 0:
+        return np.zeros(0, dtype=np.int64)
+    cdf /= cdf[-1]  # the last entry is exactly 1.0 and the uniform numbers are < 1: never past the end
+    return np.searchsorted(cdf, rng.random(n), side="right").astype(np.int64)
+
+
+def resolve_weights(weights: Any, dataset: Any, where: str) -> np.ndarray | None:
+    """The per-window sampling weights the adapters' ``weights=`` names, checked (None: no weighting).
+
+    ``weights`` is a sequence/array with one non-negative number per window of ``dataset``, or
+    the string ``"weight"``: the `crossgeo.windows.WEIGHT_COLUMN` of the sampler's windows
+    table. Checked by `check_weights` (length, NaN, negative, all zero).
+    """
+    if weights is None:
+        return None
+    from crossgeo.windows import WEIGHT_COLUMN
+
+    n = len(dataset)
+    if isinstance(weights, str):
+        sampler = dataset if isinstance(dataset, PatchSampler) else getattr(dataset, "sampler", None)
+        if weights != WEIGHT_COLUMN or not isinstance(sampler, PatchSampler):
+            raise OptionError(
+                f"{where}: weights={weights!r}: a string names the windows table's {WEIGHT_COLUMN!r} column "
+                f"(weights={WEIGHT_COLUMN!r}); otherwise pass one number per window."
+            )
+        if sampler.index.weight is None:
+            raise ConfigError(
+                f"{where}: weights={WEIGHT_COLUMN!r} but the windows {sampler.crops_path} have no {WEIGHT_COLUMN!r} "
+                "column; add one with crossgeo.window_weights (or crossgeo windows --weights), or pass the weights."
+            )
+        weights = sampler.index.weight
+    return check_weights(weights, n)
+
+
+def require_windows(dataset: Any, where: str) -> None:
+    """Refuse to iterate an empty window set, saying why (the adapters call it).
+
+    An empty sampler is allowed to exist (a WARNING "no valid windows", length 0, as in the
+    original), so a torch ``ConcatDataset`` over many scenes still builds; iterating one
+    that is empty as a whole is an error, not a silent epoch of nothing.
+    """
+    if len(dataset) == 0:
+        source = getattr(dataset, "crops_path", None) or getattr(getattr(dataset, "sampler", None), "crops_path", "")
+        raise WindowError(
+            f"{where}: there are no windows to iterate (no valid windows{f' in {source}' if source else ''}). "
+            "Check that the windows/features overlap the image (crossgeo validate CONFIG lists what was dropped)."
+        )
+
+
+def require_shared_seed(seed: int | None, replicas: int, where: str, fix: str) -> None:
+    """Refuse a random order split between ``replicas`` > 1 without a seed: each must compute the same order."""
+    if seed is None and replicas > 1:
+        raise ConfigError(
+            f"{where} needs a seed: every replica (rank or input pipeline) must compute the same window order, "
+            f"or their shares would overlap. {fix}"
+        )
+
+
+def check_epoch(epoch: Any) -> int:
+    """An epoch number as an int: a non-negative integer (`crossgeo.options.check_int`)."""
+    return check_int(epoch, "epoch", 0)
+
+
+def check_replicas(num_replicas: Any, rank: Any) -> tuple[int, int]:
+    """``(num_replicas, rank)`` of a replica taking its share of an epoch's order, checked."""
+    num_replicas = check_int(num_replicas, "num_replicas", 1)
+    return num_replicas, check_int(rank, "rank", 0, num_replicas - 1)
+
+
+def draw_seed(seed: int | None) -> int:
+    """``seed``, or (None) a seed drawn once from fresh entropy: what a loader's order and draws start from."""
+    return int(seed) if seed is not None else int(np.random.default_rng().integers(2**32))
+
+
+def epoch_length(samples_per_epoch: Any, n_windows: int) -> int:
+    """The epoch length: ``samples_per_epoch`` when positive, else (None, ``<= 0`` as in the original) the windows."""
+    if samples_per_epoch is not None:
+        samples_per_epoch = check_int(samples_per_epoch, "samples_per_epoch")
+    if samples_per_epoch is None or samples_per_epoch <= 0 or n_windows == 0:
+        return n_windows
+    return int(samples_per_epoch)
+
+
+# ---------------------------------------------------------------------- the plan
+
+
+@attrs.frozen(eq=False)
+class LoaderPlan:
+    """What a loader over ``sampler`` does each pass, decided once by `plan_loader` (picklable)."""
+
+    sampler: Any
+    """The patch source: a `crossgeo.PatchSampler`, `crossgeo.SceneSampler` or anything with ``len`` and ``get``."""
+    seed: int | None
+    """The seed given (None: unseeded)."""
+    base_seed: int
+    """``seed``, or one drawn once: every thread, process and replica of the loader orders windows by it."""
+    augmentation: Any | None
+    """The albumentations pipeline (None: no augmentation)."""
+    weights: np.ndarray | None
+    """One weight per window for a weighted draw (None: a permutation or the windows' order)."""
+    shuffle: bool
+    batch_size: int | None
+    drop_remainder: bool
+    with_metadata: bool
+    samples_per_epoch: int
+    """Items per pass: the number of windows unless ``samples_per_epoch`` asked for another."""
+    mask_type: np.dtype[Any]
+    """The compact mask type: the narrowest integer type holding ``0..n_classes-1`` and the fill value."""
+
+    @property
+    def n_windows(self) -> int:
+        return len(self.sampler)
+
+    @property
+    def passes_differ(self) -> bool:
+        """Whether an item differs between passes (another window, or another seeded augmentation draw)."""
+        return self.samples_per_epoch != self.n_windows or (self.seed is not None and self.augmentation is not None)
+
+    def order(self, epoch: int, *, rank: int = 0, replicas: int = 1) -> np.ndarray:
+        """The windows of ``epoch`` in visiting order (int64), every ``replicas``-th from ``rank`` on.
+
+        A weighted draw with ``weights``, else a seeded permutation with ``shuffle``, else the
+        windows' own order; all replicas compute the same order, so their shares are disjoint.
+        """
+        n = self.n_windows
+        if self.weights is not None:
+            indices = epoch_order(n, self.base_seed, int(epoch), weights=self.weights)
+        elif self.shuffle:
+            indices = epoch_order(n, self.base_seed, int(epoch))
+        else:
+            indices = np.arange(n, dtype=np.int64)
+        return indices[rank::replicas]
+
+    def batches(self, count: int | None = None) -> int:
+        """Batches in a pass of ``count`` items (default: every window), ``drop_remainder`` applied."""
+        count = self.n_windows if count is None else count
+        if self.batch_size is None:
+            return count
+        return count // self.batch_size if self.drop_remainder else math.ceil(count / self.batch_size)
+
+    def decode_type(self, compact: bool = True) -> np.dtype[Any]:
+        """The type the sampler decodes masks into for compact (or not) items (`crossgeo.augment.decode_type`)."""
+        return decode_type(self.mask_type, self.augmentation, compact=compact)
+
+    def served(self, index: int, pass_number: int) -> tuple[int, int]:
+        """``(window, draw)`` of item ``index`` in pass ``pass_number``.
+
+        Item ``j`` of pass ``k`` is number ``j + k * samples_per_epoch`` of an endless walk through
+        the windows: window ``(j + k * samples_per_epoch) % n_windows``, augmented as that
+        window's draw (its augmentation epoch) ``(j + k * samples_per_epoch) // n_windows``.
+        With one item per window this is ``(index, pass_number)``.
+        """
+        drawn = index + pass_number * self.samples_per_epoch
+        return drawn % self.n_windows, drawn // self.n_windows
+
+    def output_shapes(self, channels_last: bool) -> tuple[tuple[int, ...], tuple[int, ...]]:
+        """(image shape, mask shape) of one model input, found on a blank patch when augmented (no read)."""
+        size = self.sampler.patch_size
+        bands = len(self.sampler.selected_bands)
+        if self.augmentation is None:
+            image_shape: tuple[int, ...] = (size, size, bands) if channels_last else (bands, size, size)
+            return image_shape, (size, size)
+        blank = Patch(
+            image=np.zeros((bands, size, size), dtype=self.sampler.image_dtype),
+            mask=np.zeros((size, size), dtype=np.int64),
+            row_off=0,
+            col_off=0,
+            index=0,
+        )
+        image, mask = to_model_inputs(blank, copy.deepcopy(self.augmentation), seed=0, channels_last=channels_last)
+        return tuple(image.shape), tuple(mask.shape)
+
+
+def plan_loader(
+    source: Any,
+    *,
+    where: str,
+    batch_size: Any = None,
+    shuffle: bool = False,
+    seed: Any = None,
+    augmentation_list: Any = None,
+    allowed_targets: Iterable[str] = (),
+    drop_remainder: bool = False,
+    with_metadata: bool = False,
+    weights: Any = None,
+    samples_per_epoch: Any = None,
+    need_batch_size: bool = False,
+    allow_empty: bool = False,
+    any_sampler: bool = False,
+) -> LoaderPlan:
+    """The `LoaderPlan` of a loader named ``where`` over ``source``, every option checked.
+
+    ``source``: a sampler, or a mapping of the original's keys (its options apply where the
+    keyword is left at its default: `crossgeo.config.resolve_source`). ``need_batch_size``:
+    refuse a missing batch size (Keras batches itself). ``allow_empty``: an empty window set
+    is accepted here (the torch dataset refuses it when iterated, so a ``ConcatDataset`` of
+    scenes still builds); otherwise `require_windows` refuses it now. ``any_sampler``: ``source``
+    is taken as the sampler whatever its class (the torch dataset wraps any object with ``len``,
+    ``get`` and the sampler's attributes); otherwise it is a `crossgeo.PatchSampler`,
+    `crossgeo.SceneSampler` or a mapping.
+    """
+    sampler, options = (source, {}) if any_sampler else resolve_source(source, where)
+    if not allow_empty:
+        require_windows(sampler, where)
+    checked_weights = resolve_weights(weights, sampler, where)
+    batch_size = _check_batch_size(
+        options.get("batch_size") if batch_size is None else batch_size, where, need_batch_size
+    )
+    seed = check_seed(options.get("seed") if seed is None else seed)
+    if augmentation_list is None:
+        augmentation_list = options.get("augmentation_list")
+    fill = sampler.mask_fill_value
+    return LoaderPlan(
+        sampler=sampler,
+        seed=seed,
+        base_seed=draw_seed(seed),
+        augmentation=build_augmentation(augmentation_list, allowed_targets=allowed_targets),
+        weights=checked_weights,
+        shuffle=bool(shuffle or options.get("shuffle", False)),
+        batch_size=batch_size,
+        drop_remainder=bool(drop_remainder or options.get("drop_last", False)),
+        with_metadata=bool(with_metadata or options.get("return_metadata", False)),
+        samples_per_epoch=epoch_length(samples_per_epoch, len(sampler)),
+        mask_type=mask_dtype(min(0, fill), max(sampler.n_classes - 1, fill, 1)),
+    )
+
+
+def _check_batch_size(batch_size: Any, where: str, required: bool) -> int | None:
+    if batch_size is None:
+        if required:
+            raise OptionError(f"{where} needs batch_size, a positive integer (or a data_loader batch_size).")
+        return None
+    return check_int(batch_size, "batch_size", 1)
+
+
+# ---------------------------------------------------------------------- passes and skips
+
+
+class PassCounter:
+    """Counts the passes over a dataset (thread-safe): 0, 1, 2, ... (tf.data's epoch when none is given)."""
+
+    def __init__(self) -> None:
+        self._next = 0
+        self._lock = threading.Lock()
+
+    def next(self) -> np.ndarray:
+        with self._lock:
+            value = self._next
+            self._next += 1
+        return np.asarray(value, dtype=np.int64)
+
+
+def report_skipped(epoch: int, skipped: int) -> None:
+    """Log an epoch's total of samples served from a replacement window (``on_read_error="skip"``).
+
+    The adapters call it when an epoch ends; each unreadable window was already logged when met.
+    """
+    if skipped:
+        log.warning(
+            "crossgeo: epoch %d: %d sample(s) came from a replacement window because their window could not "
+            "be read (on_read_error='skip'); the log above names each file, window and GDAL error.",
+            epoch,
+            skipped,
+        )
+
+
+class SkipTally:
+    """Says at the end of each epoch how many samples came from a replacement window.
+
+    With ``on_read_error="skip"`` the sampler logs every unreadable window as it meets it;
+    the thread that finishes an epoch's last window (of ``per_epoch``) also logs the epoch's total.
+    Thread-safe: windows of one epoch may be read by many threads at once (tf.data's map).
+    """
+
+    def __init__(self, sampler: Any, per_epoch: int) -> None:
+        self.sampler = sampler
+        self.per_epoch = per_epoch
+        self._lock = threading.Lock()
+        self._epochs: dict[int, list[int]] = {}  # epoch -> [windows done, sampler.skipped at start]
+
+    def started(self, epoch: int) -> None:
+        with self._lock:
+            self._epochs.setdefault(epoch, [0, self.sampler.skipped])
+
+    def finished(self, epoch: int) -> None:
+        with self._lock:
+            state = self._epochs[epoch]
+            state[0] += 1
+            if state[0] < self.per_epoch:
+                return
+            del self._epochs[epoch]
+            skipped = self.sampler.skipped - state[1]
+        report_skipped(epoch, skipped)
