@@ -68,7 +68,7 @@ def _row(option: object, where: str) -> str:
 
 def _doc(text: str) -> str:
     """An option's description with its repository paths (``docs/howto/x.md``) as links the site can open."""
-    return re.sub(r"docs/(howto/[\w-]+\.md)", r"[\1](../\1)", text)
+    return re.sub(r"docs/(howto/[\w-]+\.md)", r"[the how-to](../\1)", text)
 
 
 def _anchor(name: str) -> str:
@@ -91,7 +91,7 @@ def api_generated() -> str:
         "|---|---|---|---|",
     ]
     for option in SAMPLER_OPTIONS:
-        annotation = str(parameters[option.name].annotation).replace("|", "\\|")
+        annotation = str(parameters[option.name].annotation)  # a pipe inside a code span does not split the row
         default = "required" if option.default is REQUIRED else f"`{option.default!r}`"
         doc = _doc(option.doc)
         link = f"[more](configuration.md#option-{option.name})"
