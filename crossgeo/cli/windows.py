@@ -41,6 +41,9 @@ EXTRA_COLOURS = ((86, 180, 233), (213, 94, 0), (240, 228, 66), (0, 0, 0))
 MAP_SIDE = 1024
 """Longest side of the map's image thumbnail in pixels."""
 LEGEND_HEIGHT = 24
+#: The legend's text is this fraction of the map's width (at least 12 px), so it stays legible where the
+#: picture is shown scaled down (a documentation page, a phone).
+LEGEND_TEXT_SHARE = 1 / 40
 
 
 def add_parser(subparsers: Any, parents: Sequence[argparse.ArgumentParser]) -> argparse.ArgumentParser:
@@ -224,9 +227,12 @@ def draw_map(thumbnail: np.ndarray, table: Any, patch_size: int, shape: tuple[in
     """
     image_module = require("PIL.Image", "Pillow")
     draw_module = require("PIL.ImageDraw", "Pillow")
+    font_module = require("PIL.ImageFont", "Pillow")
     rgb = _display(thumbnail)
     h, w = rgb.shape[:2]
-    picture = image_module.new("RGB", (max(w, 240), h + LEGEND_HEIGHT), (255, 255, 255))
+    size = max(12, round(w * LEGEND_TEXT_SHARE))
+    font = font_module.load_default(size=size)
+    picture = image_module.new("RGB", (max(w, 240), h + LEGEND_HEIGHT * size // 12), (255, 255, 255))
     picture.paste(image_module.fromarray(rgb), (0, 0))
     draw = draw_module.Draw(picture)
     sy, sx = h / shape[0], w / shape[1]
@@ -242,10 +248,11 @@ def draw_map(thumbnail: np.ndarray, table: Any, patch_size: int, shape: tuple[in
     x = 4
     for position, name in enumerate(splits):
         count = int(np.count_nonzero(labels == name))
-        draw.rectangle((x, h + 6, x + 12, h + 18), fill=_split_colour(name, position))
+        top = h + size // 2
+        draw.rectangle((x, top, x + size, top + size), fill=_split_colour(name, position))
         text = f"{name} ({count})"
-        draw.text((x + 16, h + 6), text, fill=(0, 0, 0))
-        x += 16 + int(draw.textlength(text)) + 12
+        draw.text((x + size + size // 3, top), text, fill=(0, 0, 0), font=font)
+        x += size + size // 3 + int(draw.textlength(text, font=font)) + size
     return picture
 
 

@@ -18,7 +18,8 @@ END = "<!-- END GENERATED -->"
 def current(page: Path, begin: str) -> str:
     """The page's generated section, markers included."""
     text = page.read_text()
-    return text[text.index(begin) : text.index(END) + len(END)]
+    start = text.index(begin)
+    return text[start : text.index(END, start) + len(END)]
 
 
 def main(argv: list[str], page: Path, begin: str, generated: Callable[[], str], script: str) -> int:

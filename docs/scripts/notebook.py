@@ -6,7 +6,8 @@
 The page ``docs/getting-started.md`` is the source: its prose becomes Markdown cells, each
 ``python`` block a code cell (without its ``# requires:`` line) and each ``console`` block's
 ``$ crossgeo ...`` lines a code cell running the same command with the kernel's Python
-(``!{sys.executable} -m crossgeo ...``). Other blocks (command output) stay in the Markdown.
+(``!{sys.executable} -m crossgeo ...``). The page's shown outputs (```` ```text title="Output" ````
+blocks) are left out: running the notebook prints them. Other blocks stay in the Markdown.
 ``tests/core/test_docs.py`` checks the notebook is up to date;
 ``tests/torch_adapter/test_getting_started_notebook.py`` executes it (torch, and Keras on
 its torch backend).
@@ -60,6 +61,8 @@ def cells(page: Path = PAGE) -> list[dict[str, Any]]:
             else:
                 code = "\n".join("!{sys.executable} -m " + command for command in commands)
             out.append(_cell("code", code))
+        elif lang == "text" and 'title="Output"' in lines[i]:
+            pass  # the shown output of the block before: the notebook prints its own
         else:
             prose.extend(lines[i : end + 1])
         i = end + 1

@@ -23,10 +23,20 @@ How examples are found and run:
   (torch test), the way a training script would.
 
 Other blocks (``bash``, ``text``, ``diff``, ``yaml`` of the original library) are shown, not run.
+
+Shown output: a ``text`` block whose fence line reads ```` ```text title="Output" ```` right after
+a ``python`` or ``console`` block is that block's output, as a reader sees it: what it printed
+(for a console block, what its commands printed). Running the page checks it: the text must
+equal what the block prints now, except that decimal numbers (losses, accuracies, timings)
+only need to be numbers. ``python docs/scripts/run_examples.py --update-outputs [FRAMEWORK]...``
+rewrites every shown output from a fresh run, so a page's outputs are generated, never typed.
 """
 
 from __future__ import annotations
 
+import contextlib
+import difflib
+import io
 import os
 import re
 import shlex
@@ -60,6 +70,12 @@ class Block:
     line: int
     lang: str
     code: str
+    fence: str = ""
+    """The whole fence line (``title="Output"`` marks a shown output)."""
+
+    @property
+    def is_output(self) -> bool:
+        return self.lang == "text" and 'title="Output"' in self.fence
 
     @property
     def requires(self) -> frozenset[str]:
@@ -102,7 +118,8 @@ def blocks_of(path: Path, root: Path = ROOT) -> list[Block]:
         while j < len(lines) and lines[j].strip() != fence:
             body.append(lines[j][len(indent) :] if lines[j].startswith(indent) else lines[j].lstrip())
             j += 1
-        out.append(Block(str(path.relative_to(root)), i + 1, lang, textwrap.dedent("\n".join(body)) + "\n"))
+        code = textwrap.dedent("\n".join(body)) + "\n"
+        out.append(Block(str(path.relative_to(root)), i + 1, lang, code, lines[i].strip()))
         i = j + 1
     return out
 
@@ -112,7 +129,15 @@ def all_blocks(root: Path = ROOT) -> dict[str, list[Block]]:
 
 
 def runnable(block: Block, framework: str) -> bool:
-    """Whether ``block`` runs in the env of ``framework`` ("core", "torch" or "tensorflow")."""
+    """Whether ``block`` runs in the env of ``framework`` ("core", "torch" or "tensorflow").
+
+    ``"reader"`` (docs/scripts/run_tutorial.py): every python block and crossgeo command,
+    whatever it requires, in the environment the page's own install line made.
+    """
+    if framework == "reader":
+        return block.lang == "python" or (
+            block.lang == "console" and any(line.startswith("$ crossgeo") for line in block.code.splitlines())
+        )
     if block.lang == "python":
         return block.frameworks <= FRAMEWORKS[framework]
     if block.lang == "console":
@@ -187,8 +212,65 @@ def _run_yaml(block: Block) -> None:
             raise AssertionError(f"{block}: {node['_target_']} gave no usable samples")
 
 
+_DECIMAL = re.compile(r"-?\d+\.\d+(?:e[-+]?\d+)?")
+#: Timings and rates vary from run to run even when whole: "12 s", "164 patches/s".
+_TIMING = re.compile(r"\b\d[\d,]*(?:\.\d+)?(?= ?(?:s|ms|min)\b| ?[\w ]*/s\b)")
+
+
+def comparable(text: str) -> str:
+    """Output as the check compares it: decimals and timings masked, trailing spaces and blank ends dropped."""
+    lines = [_DECIMAL.sub("<decimal>", _TIMING.sub("<time>", line)).rstrip() for line in text.strip("\n").splitlines()]
+    return "\n".join(lines)
+
+
+#: Shown outputs found different from a fresh run, by (page, line of the output block): the new text.
+OUTPUTS: dict[tuple[str, int], str] = {}
+
+
+def _check_output(block: Block, shown: Block | None, printed: str, workdir: Path) -> None:
+    """Compare ``printed`` with the output block ``shown`` after ``block`` (remembered for --update-outputs)."""
+    if shown is None:
+        return
+    printed = printed.replace(str(workdir) + os.sep, "").replace(str(workdir), ".")
+    if comparable(printed) == comparable(shown.code):
+        return
+    OUTPUTS[(shown.page, shown.line)] = printed
+    if os.environ.get("CROSSGEO_UPDATE_OUTPUTS") == "1":
+        return
+    diff = "\n".join(
+        difflib.unified_diff(comparable(shown.code).splitlines(), comparable(printed).splitlines(), "shown", "printed")
+    )
+    raise AssertionError(
+        f"the output shown at {shown} is not what {block} prints now (decimals are masked):\n{diff}\n"
+        "Run python docs/scripts/run_examples.py --update-outputs core torch tensorflow to regenerate it."
+    )
+
+
+def update_outputs(root: Path = ROOT) -> int:
+    """Write the outputs collected in `OUTPUTS` into their pages; returns how many changed."""
+    by_page: dict[str, list[tuple[int, str]]] = {}
+    for (page, line), text in OUTPUTS.items():
+        by_page.setdefault(page, []).append((line, text))
+    for page, changes in by_page.items():
+        path = root / page
+        lines = path.read_text().splitlines()
+        for line, text in sorted(changes, reverse=True):  # bottom up: earlier line numbers stay valid
+            start = line - 1
+            indent = lines[start][: len(lines[start]) - len(lines[start].lstrip())]
+            fence = lines[start].strip().split("text")[0]
+            end = next(j for j in range(start + 1, len(lines)) if lines[j].strip() == fence)
+            body = [(indent + t).rstrip() if t.strip() else "" for t in text.strip("\n").splitlines()]
+            lines[start + 1 : end] = body
+        path.write_text("\n".join(lines) + "\n")
+        print(f"wrote {len(changes)} output(s) in {page}")
+    return len(OUTPUTS)
+
+
 def run_page(blocks: list[Block], framework: str, scene: Path, workdir: Path) -> list[Block]:
-    """Run a page's blocks for ``framework`` inside a copy of ``scene``; returns those run."""
+    """Run a page's blocks for ``framework`` inside a copy of ``scene``; returns those run.
+
+    A block's printed output is compared with the shown output right after it, if any.
+    """
     from crossgeo import io as crossgeo_io
 
     real = real_data_available(scene)
@@ -199,19 +281,25 @@ def run_page(blocks: list[Block], framework: str, scene: Path, workdir: Path) ->
     previous = Path.cwd()
     os.chdir(workdir)
     try:
-        for block in blocks:
+        for position, block in enumerate(blocks):
             if not runnable(block, framework) or ("real-data" in block.requires and not real):
                 continue
+            following = blocks[position + 1] if position + 1 < len(blocks) else None
+            shown = following if following is not None and following.is_output else None
+            printed = io.StringIO()
             try:
-                if block.lang == "python":
-                    code = compile(block.code, f"{block.page}:{block.line}", "exec")
-                    exec(code, namespace)
-                elif block.lang == "console":
-                    _run_console(block)
-                else:
-                    _run_yaml(block)
+                with contextlib.redirect_stdout(printed):
+                    if block.lang == "python":
+                        code = compile(block.code, f"{block.page}:{block.line}", "exec")
+                        exec(code, namespace)
+                    elif block.lang == "console":
+                        _run_console(block)
+                    else:
+                        _run_yaml(block)
             except BaseException as error:
+                sys.stdout.write(printed.getvalue())
                 raise AssertionError(f"the example at {block} failed: {type(error).__name__}: {error}") from error
+            _check_output(block, shown, printed.getvalue(), workdir)
             ran.append(block)
     finally:
         os.chdir(previous)
@@ -222,7 +310,12 @@ def run_page(blocks: list[Block], framework: str, scene: Path, workdir: Path) ->
 
 
 def main(argv: list[str]) -> int:
-    frameworks = argv or ["core"]
+    if argv[:1] == ["--reader"]:
+        return run_as_reader([Path(page) for page in argv[1:]])
+    update = "--update-outputs" in argv
+    if update:
+        os.environ["CROSSGEO_UPDATE_OUTPUTS"] = "1"
+    frameworks = [a for a in argv if not a.startswith("--")] or ["core"]
     with tempfile.TemporaryDirectory() as tmp:
         scene = write_scene(Path(tmp) / "scene")
         total = 0
@@ -235,6 +328,19 @@ def main(argv: list[str]) -> int:
                 total += len(ran)
                 print(f"{framework:<10} {page}: {len(ran)} block(s) ran")
         print(f"{total} examples ran")
+        if update:
+            print(f"{update_outputs()} shown output(s) rewritten")
+    return 0
+
+
+def run_as_reader(pages: list[Path]) -> int:
+    """Run each page's blocks in order as a reader would (see docs/scripts/run_tutorial.py)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        scene = write_scene(Path(tmp) / "scene")
+        for page in pages:
+            path = page if page.is_absolute() else ROOT / page
+            ran = run_page(blocks_of(path), "reader", scene, Path(tmp) / path.stem)
+            print(f"reader     {page}: {len(ran)} block(s) ran, shown outputs checked")
     return 0
 
 
@@ -264,6 +370,7 @@ def config_table(page: Path = CONFIG_PAGE) -> dict[str, ConfigRow]:
 
     rows: dict[str, ConfigRow] = {}
     for line in page.read_text().splitlines():
+        line = re.sub(r'<a id="[^"]*"></a>', "", line)  # the rows' anchors (configuration.md#option-NAME)
         if not line.startswith("| `"):
             continue
         cells = [c.strip() for c in line.strip().strip("|").split("|")]

@@ -162,7 +162,8 @@ FIXES: dict[str, tuple[str, str]] = {
         "A file already exists at the cache path and crossgeo did not write it: it has no crossgeo record "
         "(Parquet metadata, or the `<cache>.csv.crossgeo.json` sidecar of a CSV). crossgeo only overwrites or "
         "deletes its own caches. A plain `row_off,col_off` table, as the original "
-        "`MBTilesCropsGeoTifMaskDataset` writes its cache, is not refused: it is left untouched, with a warning.",
+        "`MBTilesCropsGeoTifMaskDataset` (from `pytorch_segmentation_models_trainer`) writes its cache, is not "
+        "refused: it is left untouched, with a warning.",
         "Point `window_index_cache` at a new file, or delete the file yourself if it is an old cache you no "
         "longer need.",
     ),
@@ -567,13 +568,26 @@ def readable(pattern: str) -> str:
     return textwrap.fill(text, 88, break_long_words=False, break_on_hyphens=False)
 
 
+def heading(case: Case) -> str:
+    """An entry's title: the start of the message the user sees (what they search for), not the case's name."""
+    text = " ".join(readable(case.pattern).split())
+    for stop in (" …", "…", "; ", ": "):
+        cut = text.find(stop, 32)
+        if 0 < cut <= 90:
+            text = text[:cut]
+            break
+    if len(text) > 90:
+        text = text[: text.rfind(" ", 0, 90)] + " …"
+    return f"“{text.strip().rstrip('.,')}”"
+
+
 def entry(case: Case) -> str:
     cause, fix = FIXES[case.id]
     base = BASES.get(case.error)
     kind = f"`{case.error}` (a `{base}`)" if base else f"`{case.error}`"
     return "\n".join(
         [
-            f"### {case.title} {{#{case.anchor}}}",
+            f"### {heading(case)} {{#{case.anchor}}}",
             "",
             f"{kind}; its message contains:",
             "",

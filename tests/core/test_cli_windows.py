@@ -151,3 +151,16 @@ def test_demo_writes_a_balanced_split_windows_file(tmp_path: Path, cli: CliRun) 
     argv = argv[: argv.index("--map")]
     assert cli(*argv)[0] == 0
     assert pd.read_parquet(again).equals(table)
+
+
+def test_map_legend_text_scales_with_the_map() -> None:
+    """A 1024-pixel map's legend is drawn in ~26 px text, legible when the page shows it scaled down (#27.8)."""
+    from crossgeo.cli.windows import draw_map
+
+    table = pd.DataFrame({"row_off": [0, 256], "col_off": [0, 256], "split": ["train", "val"]})
+    small = draw_map(np.zeros((3, 256, 256), np.uint8), table, 128, (256, 256))
+    large = draw_map(np.zeros((3, 1024, 1024), np.uint8), table, 128, (1024, 1024))
+    assert small.size == (256, 256 + 24)  # at least 12 px text, as before
+    legend = np.asarray(large.convert("L"))[1024:]
+    inked_rows = np.flatnonzero((legend < 128).any(axis=1))
+    assert large.size[1] - 1024 >= 48 and inked_rows.size and np.ptp(inked_rows) >= 18

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import inspect
 import json
+import os
 import re
 from pathlib import Path
 from typing import Any
@@ -86,6 +87,18 @@ def test_configuration_table_is_generated_from_the_option_list() -> None:
     assert config_reference.current() == config_reference.generated(), (
         "docs/reference/configuration.md is out of date: run python docs/scripts/config_reference.py"
     )
+
+
+def test_sampler_api_entry_lists_every_option() -> None:
+    """PatchSampler's API entry shows each option's Python type, default and description (issue #27.4)."""
+    assert config_reference.api_current() == config_reference.api_generated(), (
+        "docs/reference/api-core.md is out of date: run python docs/scripts/config_reference.py"
+    )
+    section = config_reference.api_current()
+    from crossgeo.options import SAMPLER_OPTIONS
+
+    for option in SAMPLER_OPTIONS:
+        assert f"| `{option.name}` |" in section and f"configuration.md#option-{option.name})" in section
 
 
 def test_the_sampler_signature_is_the_option_list() -> None:
@@ -183,3 +196,49 @@ def test_getting_started_notebook_is_generated_from_its_page() -> None:
     code = [("".join(c["source"])) for c in cells if c["cell_type"] == "code"]
     assert any("-m crossgeo windows" in c for c in code) and any("keras.Sequential" in c for c in code)
     assert not any("# requires:" in c for c in code)
+
+
+# --------------------------------------------------------------------------- shown outputs
+
+
+def test_shown_outputs_are_checked_with_decimals_and_timings_masked(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A page's shown output must be what its block prints; losses and timings may differ (issue #27.3)."""
+    monkeypatch.delenv("CROSSGEO_UPDATE_OUTPUTS", raising=False)
+    code = examples.Block("page.md", 1, "python", "print(1)\n")
+    shown = examples.Block("page.md", 5, "text", "96 training windows, last loss 0.865\n", '```text title="Output"')
+    assert shown.is_output and not examples.Block("p.md", 1, "text", "", "```text").is_output
+    examples._check_output(code, shown, "96 training windows, last loss 0.412\n", tmp_path)
+    examples._check_output(code, shown, "96 training windows, last loss 1.5e-03\n", tmp_path)
+    with pytest.raises(AssertionError, match="update-outputs"):
+        examples._check_output(code, shown, "95 training windows, last loss 0.865\n", tmp_path)
+    timing = examples.Block("page.md", 9, "text", "  9 files in 19.8 s, 164 patches/s\n", '```text title="Output"')
+    examples._check_output(code, timing, "  9 files in 3 s, 20 patches/s\n", tmp_path)
+
+
+def test_every_getting_started_step_shows_its_output() -> None:
+    """Each python/console step of Getting started is followed by its shown output (but the preview's picture)."""
+    blocks = examples.blocks_of(ROOT / "docs" / "getting-started.md")
+    steps = [i for i, b in enumerate(blocks) if b.lang in ("python", "console")]
+    without = [str(blocks[i]) for i in steps if i + 1 >= len(blocks) or not blocks[i + 1].is_output]
+    assert len(without) <= 1, without  # the preview writes a picture, shown as an image
+    assert all(blocks[i + 1].code.strip() for i in steps if i + 1 < len(blocks) and blocks[i + 1].is_output)
+
+
+def test_the_tutorial_runner_uses_the_pages_install_line_and_none_of_our_environment(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """tox -e tutorials installs what Getting started says, and passes no KERAS_BACKEND/CROSSGEO_* (issue #27.1)."""
+    import run_tutorial
+
+    lines = run_tutorial.install_lines(ROOT / "docs" / "getting-started.md")
+    assert lines and all(line.startswith("pip install ") for line in lines)
+    assert any(".[" in line and "torch" in line for line in lines)
+    monkeypatch.setenv("KERAS_BACKEND", "torch")
+    monkeypatch.setenv("CROSSGEO_REQUIRE", "torch")
+    monkeypatch.setenv("PYTHONPATH", str(ROOT))
+    env = run_tutorial.reader_env(tmp_path / "venv")
+    assert not {"KERAS_BACKEND", "CROSSGEO_REQUIRE", "PYTHONPATH"} & set(env)
+    assert env["PATH"].split(os.pathsep)[0] == str(tmp_path / "venv" / "bin")
+    assert re.search(r"^envlist = .*\btutorials\b", (ROOT / "tox.ini").read_text(), re.M)

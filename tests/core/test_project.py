@@ -30,7 +30,8 @@ def test_one_version_everywhere() -> None:
     assert PYPROJECT["tool"]["setuptools"]["dynamic"]["version"] == {"attr": "crossgeo.__version__"}
     assert mkdocs_hooks.package_version() == crossgeo.__version__
     assert "docs/scripts/mkdocs_hooks.py" in MKDOCS["hooks"]
-    assert mkdocs_hooks.on_config({"site_name": MKDOCS["site_name"]})["site_name"] == f"crossgeo {crossgeo.__version__}"
+    label = f"crossgeo {crossgeo.__version__}" + (" + unreleased" if mkdocs_hooks.unreleased() else "")
+    assert mkdocs_hooks.on_config({"site_name": MKDOCS["site_name"]})["site_name"] == label
     assert str(CITATION["version"]) == crossgeo.__version__
 
 
