@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import importlib
+import importlib.util
 import os
 import re
 import sys
@@ -51,6 +52,7 @@ __all__ = [
     "dataset_values",
     "declared_classes",
     "ignore_index",
+    "install_hint",
     "load_config",
     "load_yaml",
     "make_sampler",
@@ -60,6 +62,7 @@ __all__ = [
     "read_with_validity",
     "readable_warnings",
     "require",
+    "require_cli_extra",
     "split_options",
 ]
 
@@ -119,6 +122,30 @@ def require(module: str, package: str) -> Any:
             f"this command needs {package} ({error}); install the command's extras: "
             "in a clone of crossgeo: pip install '.[cli]'"
         ) from error
+
+
+CLI_EXTRA = {"yaml": "PyYAML", "tqdm": "tqdm", "PIL": "Pillow"}
+"""The modules of the ``cli`` extra (module: package) every command may need."""
+EXTRAS = {"albumentations": "augment", "torch": "torch", "tensorflow": "tensorflow", "keras": "tensorflow"}
+"""The crossgeo extra that installs a missing optional module (`install_hint`)."""
+
+
+def require_cli_extra() -> None:
+    """Fail, before a command writes anything, when a package of the ``cli`` extra is not installed."""
+    missing = [package for module, package in CLI_EXTRA.items() if importlib.util.find_spec(module) is None]
+    if missing:
+        raise CliError(
+            f"the crossgeo command needs its cli extra ({', '.join(missing)} not installed); install it: "
+            "in a clone of crossgeo: pip install '.[cli]'"
+        )
+
+
+def install_hint(error: ImportError) -> str:
+    """The pip line that installs the module ``error`` names (its crossgeo extra), or the module to install."""
+    module = (error.name or "").split(".")[0]
+    if module in EXTRAS:
+        return f"in a clone of crossgeo: pip install '.[{EXTRAS[module]}]'"
+    return f"install {module}" if module else "install the missing package"
 
 
 def one_line(error: BaseException) -> str:

@@ -17,7 +17,16 @@ from typing import Any
 
 import numpy as np
 
-from crossgeo.cli.common import CliError, class_colours, declared_classes, make_sampler, one_line, progress, require
+from crossgeo.cli.common import (
+    CliError,
+    class_colours,
+    declared_classes,
+    install_hint,
+    make_sampler,
+    one_line,
+    progress,
+    require,
+)
 from crossgeo.cli.preview import FONT_SIZE, MARGIN, blend, choose_windows, display_rgb, render_preview
 from crossgeo.files import atomic_output
 
@@ -228,7 +237,9 @@ def run(args: argparse.Namespace) -> int:
                 on_step=on_step,
             )
         except ImportError as error:
-            print(f"{framework} could not be used ({one_line(error)}); skipping training")
+            print(
+                f"{framework} could not be used ({one_line(error)}); skipping training. To train, {install_hint(error)}"
+            )
         else:
             print(
                 f"trained a tiny {framework} model for {result.steps} steps: loss {result.first_loss:.3f} -> "

@@ -160,6 +160,31 @@ def test_demo_falls_back_when_the_framework_is_missing(tmp_path: Path, monkeypat
     assert demo_command._framework("tensorflow") == "none"
 
 
+@pytest.mark.parametrize("module", ["yaml", "PIL"])
+def test_without_the_cli_extra_the_command_names_it_and_writes_nothing(tmp_path: Path, module: str) -> None:
+    """Without PyYAML (or Pillow) `crossgeo demo` fails at once naming the extra, and leaves no half-written folder."""
+    out = tmp_path / "demo"
+    code = (
+        f"import sys; sys.modules[{module!r}] = None\n"
+        "from crossgeo.cli import main\n"
+        f"sys.exit(main(['demo', '--framework', 'none', '--out', {str(out)!r}]))\n"
+    )
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 1, run.stdout + run.stderr
+    package = {"yaml": "PyYAML", "PIL": "Pillow"}[module]
+    assert f"needs its cli extra ({package} not installed)" in run.stderr
+    assert "pip install '.[cli]'" in run.stderr and "Traceback" not in run.stderr
+    assert not out.exists()
+
+
+def test_install_hint_names_the_extra() -> None:
+    assert (
+        common.install_hint(ImportError("x", name="albumentations"))
+        == "in a clone of crossgeo: pip install '.[augment]'"
+    )
+    assert common.install_hint(ImportError("x", name="tensorflow.python")).endswith("pip install '.[tensorflow]'")
+
+
 # --------------------------------------------------------------------------- preview
 
 
