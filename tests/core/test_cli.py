@@ -370,6 +370,18 @@ def test_validate_accepts_the_demo_configs(demo: dict[str, Any], cli: CliRun) ->
     assert code == 0 and "1 feature(s) outside the image dropped" in out
 
 
+def test_validate_warns_when_the_default_n_classes_binarises_class_indices(tmp_path: Path, cli: CliRun) -> None:
+    scene = T.CoordinateScene(tmp_path, size=128)
+    classes = scene.aligned_mask((np.indices((128, 128))[0] % 4)[None].astype("uint8"), "classes.tif")
+    options = {"image_path": str(scene.image), "mask_path": str(classes), "patch_size": 64}
+    options["crops_path"] = str(scene.windows([0, 64], [0, 0]))
+    code, out, _ = cli("validate", write_config(tmp_path / "classes.yaml", **options))
+    assert code == 0, out
+    assert "warn  values" in out and "n_classes is 2 (the default" in out and "set n_classes: 4" in out
+    code, out, _ = cli("validate", write_config(tmp_path / "four.yaml", **options, n_classes=4))
+    assert code == 0 and "warn  values" not in out, out
+
+
 def test_validate_reports_a_wrong_colour_map_with_counts(tmp_path: Path, demo: dict[str, Any], cli: CliRun) -> None:
     options = demo_options(demo)
     options["color_map"] = [[31, 119, 180, 1], [44, 160, 44, 2], [214, 39, 40, 3]]  # another tool's palette
