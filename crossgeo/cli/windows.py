@@ -140,6 +140,7 @@ def run(args: argparse.Namespace) -> int:
             seed=args.seed,
             weights=args.weights,
             progress=bar.update,
+            class_names=options.class_names,
         )
     finally:
         bar.close()
