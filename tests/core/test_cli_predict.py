@@ -96,7 +96,7 @@ def test_model_file_framework_reads_the_file(tmp_path: Path) -> None:
     refused = {
         "pickled.pt": (["p/data.pkl", "p/version", "p/data/0"], "torch.save file"),
         "model.zip": (["metadata.json", "config.json"], "without the .keras suffix"),
-        "other.zip": (["readme.txt"], "neither a TorchScript file nor a Keras .keras file"),
+        "other.zip": (["readme.txt"], "neither a torch.export or TorchScript file nor a Keras .keras file"),
     }
     for name, (entries, words) in refused.items():
         with pytest.raises(ConfigError, match=words):
@@ -124,7 +124,7 @@ def test_predict_refuses_bad_model_files_with_one_line_naming_model(
         (["--model", pickled], "torch.save file"),
         (
             ["--model", torchscript, "--framework", "keras"],
-            "is a torch (TorchScript) model file, but --framework keras",
+            "is a torch (torch.export or TorchScript) model file, but --framework keras",
         ),
     ]
     for extra, words in cases:
