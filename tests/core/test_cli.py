@@ -723,7 +723,10 @@ def test_demo_prints_its_absolute_folder_and_follow_ups_that_run_there(
 ) -> None:
     folder = Path(demo["folder"]).resolve()
     out = demo["out"]
-    assert f"writing the demo scene to {folder} ..." in out and f"Files in {folder}:" in out
+    assert f"writing the demo scene to {folder} ..." in out
+    listed = out.split(f" files in {folder}:")[1].split("next, try")[0].split()
+    counted = int(out.split(f" files in {folder}:")[0].split()[-1])
+    assert counted == len(listed) // 2 > 0  # the count printed is the files listed (name and file per line)
     lines = out.split("next, try")[1].splitlines()[1:]
     assert lines[0].strip() == f"cd {folder}"
     commands = [line.split() for line in lines[1:] if line.strip()]

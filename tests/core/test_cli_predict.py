@@ -275,3 +275,13 @@ def test_read_classes_gives_classes_and_nodata_as_written(tmp_path: Path, scene:
     assert valid.all() and classes.dtype == np.int64
     np.testing.assert_array_equal(edge[:100, :70], written[200:300, 350:420])
     assert edge_valid[:100, :70].all() and not edge_valid[100:].any() and not edge_valid[:, 70:].any()
+
+
+def test_evaluate_legend_says_why_a_value_is_undefined() -> None:
+    """A class in the reference that is never predicted has no precision: the legend must not call it
+    a class in neither."""
+    from crossgeo.evaluation import Evaluation
+
+    confusion = np.array([[5, 0, 0], [3, 0, 0], [0, 0, 0]])  # class 1 never predicted, class 2 in neither
+    text = format_metrics(Evaluation.from_confusion(confusion, {}))
+    assert "precision of a class never predicted" in text and "IoU and F1 of a class in neither" in text
