@@ -687,6 +687,7 @@ def make_dataloader(
     for compact transfer anyway, False never.
     """
     check_keys(overrides, DATA_LOADER_KEYS, "make_dataloader()")
+    require_windows(dataset, "make_dataloader")  # before torch's RandomSampler says "num_samples=0"
     patch_dataset = _find_patch_dataset(dataset)
     configured = dict(getattr(dataset, "data_loader", None) or getattr(patch_dataset, "data_loader", None) or {})
     if any(k in overrides for k in ("sampler", "batch_sampler")) and "shuffle" not in overrides:
