@@ -227,7 +227,8 @@ def check_path(value: Any, option: str) -> str:
         raise OptionError(f"{option} must be a path (str or os.PathLike), got {type(value).__name__}: {value!r}.")
     path = os.fspath(value)
     if not is_remote(path) and not Path(path).exists():
-        raise ConfigError(f"{option} {path!r} does not exist. Check the path (relative paths start at {os.getcwd()}).")
+        where = "" if Path(path).is_absolute() else f" (relative paths start at {os.getcwd()})"
+        raise ConfigError(f"{option} {path!r} does not exist. Check the path{where}.")
     return path
 
 

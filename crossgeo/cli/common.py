@@ -212,6 +212,8 @@ def _resolve_paths(mapping: dict[str, Any], config_dir: Path) -> dict[str, Any]:
             out[key] = str(config_dir / value)
             if key == "crops_path":
                 base = config_dir
+        elif not Path(value).exists():  # in neither: name it next to the config, where the file says it is
+            out[key] = str(config_dir / value)
     scenes = out.get("scenes")
     if isinstance(scenes, str) and scenes and not Path(scenes).is_absolute():
         if not Path(scenes).exists() and (config_dir / scenes).exists():

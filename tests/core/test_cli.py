@@ -98,6 +98,17 @@ def test_errors_are_one_readable_line(tmp_path: Path, demo: dict[str, Any], cli:
         cli("preview", config, "--debug")
 
 
+def test_a_missing_relative_path_is_named_next_to_the_config(tmp_path: Path, demo: dict[str, Any], cli: CliRun) -> None:
+    """The command looks for relative paths in the working directory, then next to the config: a file
+    in neither is named where the config puts it, without a hint about the working directory."""
+    options = {**demo_options(demo), "image_mbtiles_path": "nowhere.mbtiles"}
+    (tmp_path / "sub").mkdir()
+    code, out, err = cli("validate", write_config(tmp_path / "sub" / "config.yaml", **options))
+    assert code == 1
+    said = out + err
+    assert str(tmp_path / "sub" / "nowhere.mbtiles") in said and "relative paths start at" not in said, said
+
+
 def test_flat_config_and_relative_paths_next_to_the_config(tmp_path: Path, demo: dict[str, Any], cli: CliRun) -> None:
     folder = demo["folder"]
     config = folder / "flat-relative.yaml"
