@@ -183,7 +183,11 @@ def readable_warnings() -> Iterator[None]:
 
 def add_config_arguments(parser: argparse.ArgumentParser) -> None:
     """The ``CONFIG``, ``--section`` and ``--allow-env`` arguments of the commands that read a configuration."""
-    parser.add_argument("config", help="YAML configuration with the original MBTilesCropsGeoTifMaskDataset keys")
+    parser.add_argument(
+        "config",
+        help="YAML configuration: image_mbtiles_path (or image_path), mask_path, crops_path, patch_size and the "
+        "other keys of the original MBTilesCropsGeoTifMaskDataset (example below)",
+    )
     parser.add_argument(
         "--section", metavar="NAME", help="the block of the YAML file to use (default: the top level or train_dataset)"
     )

@@ -78,6 +78,13 @@ def test_every_subcommand_has_help_with_an_example(command: str, capsys: pytest.
     assert "example:" in text and f"crossgeo {command}" in text
 
 
+def test_config_help_names_the_keys(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["validate", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "image_mbtiles_path (or image_path), mask_path, crops_path, patch_size and the other keys" in text
+
+
 def test_no_command_prints_help_and_fails(capsys: pytest.CaptureFixture[str]) -> None:
     assert main([]) == 2
     assert "validate" in capsys.readouterr().err
