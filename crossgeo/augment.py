@@ -191,8 +191,8 @@ def build_augmentation(augmentation_list: Any, *, allowed_targets: Iterable[str]
     variable add module prefixes of your own transform classes.
     """
     augmentation_list = to_plain(augmentation_list)
-    if augmentation_list is None:
-        return None
+    if augmentation_list is None or (isinstance(augmentation_list, (list, tuple)) and not augmentation_list):
+        return None  # `[]` means no augmentation and needs no albumentations (the demo's val config writes it)
     import albumentations as A
 
     if isinstance(augmentation_list, A.Compose):

@@ -70,7 +70,8 @@ CLASSES = (
 COLOR_MAP = [[*colour, cls] for cls, _, colour in CLASSES if cls != 0]
 CLASS_NAMES = {cls: name for cls, name, _ in CLASSES}
 SPLIT_WINDOWS = 120
-"""Windows of ``windows-split.parquet`` (train 96, val 12, test 12)."""
+"""Windows asked of ``windows-split.parquet``: train 96, test 12, and val all its 9 candidates (held-out splits
+are never oversampled)."""
 SPLIT_PLAN_KEYS = ("image_mbtiles_path", "mask_path", "patch_size", "selected_bands", "color_map")
 SPLIT_WINDOWS_COMMAND = (
     f"crossgeo windows config.yaml --grid {PATCH_SIZE // 2} --balanced {SPLIT_WINDOWS} "
@@ -381,6 +382,7 @@ def _write_split(folder: Path, config: Mapping[str, Any], header: str) -> dict[s
         block=2 * PATCH_SIZE,
         seed=0,
         weights=True,
+        class_names=CLASS_NAMES,
     )
     windows = _written(folder / "windows-split.parquet", lambda temp: plan.windows.to_parquet(temp, index=False))
     split_config = {k: v for k, v in config.items() if k != "window_index_cache"}

@@ -233,7 +233,8 @@ def check_path(value: Any, option: str) -> str:
     """A path (`crossgeo.options.check_pathlike`) that exists (remote ``/vsi...`` paths are not looked up)."""
     path = check_pathlike(value, option)
     if not is_remote(path) and not Path(path).exists():
-        raise ConfigError(f"{option} {path!r} does not exist. Check the path (relative paths start at {os.getcwd()}).")
+        where = "" if Path(path).is_absolute() else f" (relative paths start at {os.getcwd()})"
+        raise ConfigError(f"{option} {path!r} does not exist. Check the path{where}.")
     return path
 
 

@@ -153,10 +153,19 @@ def require_windows(dataset: Any, where: str) -> None:
     that is empty as a whole is an error, not a silent epoch of nothing.
     """
     if len(dataset) == 0:
-        source = getattr(dataset, "crops_path", None) or getattr(getattr(dataset, "sampler", None), "crops_path", "")
+        sampler = getattr(dataset, "sampler", dataset)
+        source = getattr(sampler, "crops_path", None) or ""
+        grid = getattr(sampler, "grid", None)
+        image = (
+            f" The image {sampler.image_path} covers {tuple(round(v, 6) for v in grid.bounds)} "
+            f"(left, bottom, right, top) in {grid.crs}."
+            if grid is not None and hasattr(sampler, "image_path")
+            else ""
+        )
         raise WindowError(
-            f"{where}: there are no windows to iterate (no valid windows{f' in {source}' if source else ''}). "
-            "Check that the windows/features overlap the image (crossgeo validate CONFIG lists what was dropped)."
+            f"{where}: there are no windows to iterate (no valid windows{f' in {source}' if source else ''}).{image} "
+            "Check that the windows/features lie inside it, in its CRS or with their own CRS set "
+            "(crossgeo validate CONFIG lists what was dropped)."
         )
 
 

@@ -23,6 +23,24 @@ import numpy as np
 from crossgeo.errors import ConfigError, RasterError
 
 
+def values_binarised(band: np.ndarray, invalid: np.ndarray | None = None) -> np.ndarray | None:
+    """The distinct valid values of a single-band mask window when there are more than two; None otherwise.
+
+    ``n_classes == 2`` (the default, as in the original) turns every non-zero value into 1:
+    right for a 0/1 or 0/255 mask, silently wrong for class indices 0..3. A window of 0/1
+    values costs a min and a max; the full count runs only when the values span more than that.
+    """
+    values = band if invalid is None else band[~invalid]
+    if values.size == 0:
+        return None
+    low, high = values.min(), values.max()
+    if high - low <= 1 and values.dtype.kind in "uib":
+        return None  # at most two integer values
+    if not np.any((values > low) & (values < high)):
+        return None
+    return np.unique(values)
+
+
 def out_of_range_pixels(band: np.ndarray, n_classes: int, invalid: np.ndarray | None = None) -> np.ndarray | None:
     """(H, W) bool, True where a valid class-index pixel lies outside ``0..n_classes-1``; None if none does.
 

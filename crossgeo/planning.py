@@ -641,6 +641,9 @@ def balanced_windows(
     seed: int,
     min_fraction: float = 0.0,
     classes: Sequence[int | str] | None = None,
+    oversample: bool = True,
+    split: str | None = None,
+    class_names: Mapping[int, str] | None = None,
 ) -> pd.DataFrame:
     """Choose ``n`` rows so each class is present in about as many chosen windows as the others.
 
@@ -653,6 +656,12 @@ def balanced_windows(
     for other classes); classes present almost everywhere stay in most. Reproducible for
     a ``seed``; the result keeps every column, in the table's order (repeats adjacent).
     Class presence before and after is logged and kept in ``result.attrs["presence"]``.
+
+    With ``oversample=False`` (a validation or test split: its windows measure the model, so
+    none may count twice) no window is repeated: a class whose windows are used up gets no
+    more, the rest of ``n`` comes from the other windows at random, and with fewer than ``n``
+    candidates all of them are chosen (logged). ``split`` and ``class_names`` (class ->
+    name) only label the log messages.
     """
     frame = _window_table(fractions, "fractions")
     columns = _selected_classes(_class_columns(frame, "fractions"), classes)
@@ -668,10 +677,16 @@ def balanced_windows(
             f"No window of fractions holds any of {columns} above min_fraction={min_fraction:g}; "
             "lower min_fraction or check the mask."
         )
+    where = f"balanced_windows (split {split!r})" if split is not None else "balanced_windows"
     if absent:
+        names = class_names or {}
+        labels = [f"{c} ({names[int(c[6:])]})" if c[6:].isdigit() and int(c[6:]) in names else c for c in absent]
         log.warning(
-            "crossgeo: balanced_windows: %s are present in no candidate window; they cannot be balanced",
-            ", ".join(absent),
+            "crossgeo: %s: %s %s present in no candidate window; %s cannot be balanced",
+            where,
+            ", ".join(labels),
+            "is" if len(absent) == 1 else "are",
+            "it" if len(absent) == 1 else "they",
         )
     taken = np.zeros(len(frame), dtype=bool)
     picks: list[np.ndarray] = []
@@ -681,8 +696,10 @@ def balanced_windows(
         pool = np.flatnonzero(holders & ~taken)
         if pool.size >= m:
             pick = rng.choice(pool, m, replace=False)
-        else:
+        elif oversample:
             pick = np.concatenate([pool, rng.choice(np.flatnonzero(holders), m - pool.size, replace=True)])
+        else:
+            pick = pool
         taken[pick] = True
         picks.append(pick)
 
@@ -692,13 +709,26 @@ def balanced_windows(
     for k, quota in zip(present, quotas):
         if quota:
             draw(int(k), int(quota))
+    if not oversample and int(taken.sum()) < n:  # the classes' windows ran out: the rest from any other window
+        rest = np.flatnonzero(~taken)
+        picks.append(rng.choice(rest, min(n - int(taken.sum()), rest.size), replace=False))
     rows = np.sort(np.concatenate(picks))
+    if len(rows) < n:
+        log.warning(
+            "crossgeo: %s: %d window(s) instead of %d: the split has only %d candidate(s) and a held-out split "
+            "is never oversampled (no window counts twice)",
+            where,
+            len(rows),
+            n,
+            len(frame),
+        )
     result = frame.iloc[rows].reset_index(drop=True)
     before = _presence_shares(presence, columns)
     after = _presence_shares(presence[rows], columns)
     log.info(
-        "crossgeo: balanced_windows: %d of %d windows; class presence before -> after: %s",
-        n,
+        "crossgeo: %s: %d of %d windows; class presence before -> after: %s",
+        where,
+        len(rows),
         len(frame),
         ", ".join(f"{c} {before[c]:.1%} -> {after[c]:.1%}" for c in columns),
     )
@@ -870,6 +900,7 @@ def plan_windows(
     weights: bool = False,
     progress: Callable[[int], None] | None = None,
     align: str | None = None,
+    class_names: Mapping[int, str] | None = None,
 ) -> WindowPlan:
     """From a sampler configuration to a windows table: generate, measure, filter, split, balance, weight.
 
@@ -884,7 +915,9 @@ def plan_windows(
     4. with ``splits`` (e.g. ``{"train": 0.8, "val": 0.1, "test": 0.1}``): `spatial_split` by
        ``block``-pixel blocks (required then), so no two splits share a pixel;
     5. with ``balanced``: `balanced_windows` chooses that many windows in total, shared among
-       the splits in proportion to their shares and balanced within each split;
+       the splits in proportion to their shares and balanced within each split; only the
+       training split (``train``, else the first) may repeat windows, the held-out splits
+       never do (a split with fewer candidates than its share keeps them all, once);
     6. with ``weights``: a ``weight`` column (`window_weights`, power 1).
 
     Returns:
@@ -916,7 +949,9 @@ def plan_windows(
         groups = {name: fractions[fractions["split"] == name] for name in names}
     else:
         groups = {"all": fractions}
-    result, presence = _balanced_groups(groups, _class_columns(fractions, "fractions"), balanced, names, shares, seed)
+    result, presence = _balanced_groups(
+        groups, _class_columns(fractions, "fractions"), balanced, names, shares, seed, class_names
+    )
     if weights:
         result = window_weights(result)
     result.attrs.clear()
@@ -972,16 +1007,23 @@ def _balanced_groups(
     names: list[str],
     shares: np.ndarray,
     seed: int,
+    class_names: Mapping[int, str] | None = None,
 ) -> tuple[pd.DataFrame, dict[str, dict[str, Any]]]:
     """Step 5 of `plan_windows`: each split's balanced choice (all its windows without ``balanced``) and
-    the class presence before and after, per split."""
+    the class presence before and after, per split. Only the training split (``train``, else the first)
+    is oversampled."""
     quotas = _quotas(balanced, names, shares) if balanced is not None else {}
+    training = "train" if "train" in groups else next(iter(groups))
     presence: dict[str, dict[str, Any]] = {}
     chosen: list[pd.DataFrame] = []
     for name, group in groups.items():
         entry: dict[str, Any] = {"candidates": len(group), "before": _presence(group, columns)}
         if balanced is not None and quotas[name] > 0 and len(group):
-            group = balanced_windows(group, quotas[name], seed=seed)
+            split = None if name == "all" and len(groups) == 1 else name
+            oversample = name == training
+            group = balanced_windows(
+                group, quotas[name], seed=seed, oversample=oversample, split=split, class_names=class_names
+            )
         elif balanced is not None and quotas[name] > 0:
             log.warning("crossgeo: plan_windows: split %s has no candidate window; it stays empty", name)
         entry.update(chosen=len(group), after=_presence(group, columns))

@@ -21,7 +21,7 @@ from crossgeo.errors import ClassRangeError, ConfigError, RasterError, ReadError
 from crossgeo.grid import outside_pixels
 from crossgeo.inspection import Inspection, inspect_sources, read_plan, source_coverage
 from crossgeo.io import RasterReader, ensure_gdal_env
-from crossgeo.masks import ClassIndexDecoder, out_of_range_pixels
+from crossgeo.masks import ClassIndexDecoder, out_of_range_pixels, values_binarised
 from crossgeo.options import REQUIRED, SAMPLER_OPTIONS, ImageSource, PathLike, sampler_option_names
 from crossgeo.threads import PerThread
 
@@ -228,6 +228,8 @@ class PatchSampler(WindowSequence):
         self.grid = image.grid
         self.mask_coverage = mask.coverage
         self.decoder = decoder
+        #: Whether to look at mask values binarised by ``n_classes`` 2 (until the first warning).
+        self._check_binarised = isinstance(decoder, ClassIndexDecoder) and decoder.binarise
         #: Samples this process served from a replacement window (``on_read_error="skip"``).
         self.skipped = 0
         #: Positions of the windows this process found unreadable (never read again here).
@@ -387,9 +389,26 @@ class PatchSampler(WindowSequence):
                         "out_of_range: fill to give them mask_fill_value."
                     )
                 invalid = bad if invalid is None else invalid | bad
+        elif self._check_binarised and isinstance(self.decoder, ClassIndexDecoder):
+            self._warn_binarised(bands[0], invalid, row_off, col_off)
         classes = self.decoder(bands, invalid, dtype)
         valid = np.ones(classes.shape, dtype=bool) if invalid is None else ~invalid
         return classes, valid
+
+    def _warn_binarised(self, band: np.ndarray, invalid: np.ndarray | None, row_off: int, col_off: int) -> None:
+        """Warn once when ``n_classes`` 2 binarises a window of more than two mask values (class indices?)."""
+        values = values_binarised(band, invalid)
+        if values is None:
+            return
+        self._check_binarised = False
+        listed = ", ".join(f"{v:g}" for v in values[:10].tolist()) + (" ..." if values.size > 10 else "")
+        warnings.warn(
+            f"The mask {self.mask_path} holds {values.size} values ({listed}) in the window row_off={row_off}, "
+            f"col_off={col_off}, but n_classes is 2 (the default, as in the original MBTilesCropsGeoTifMaskDataset), "
+            f"so every non-zero value becomes class 1. If they are class indices set n_classes: "
+            f"{int(values.max()) + 1}; if the mask is binary, ignore this.",
+            stacklevel=4,
+        )
 
     def read_mask_bands(
         self, row_off: int, col_off: int, height: int | None = None, width: int | None = None

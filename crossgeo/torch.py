@@ -22,10 +22,13 @@ every epoch, identically with 0 workers, worker processes and persistent workers
 from __future__ import annotations
 
 import inspect
+import io
 import logging
 import random
 import warnings
+import zipfile
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from pathlib import Path
 from typing import Any
 
 try:
@@ -62,6 +65,7 @@ from crossgeo.loading import (
     resolve_weights,
 )
 from crossgeo.memory import trim_heap
+from crossgeo.models import is_exported_program
 from crossgeo.options import REQUIRED, check_bool
 from crossgeo.sampler import PatchSampler
 from crossgeo.scenes import SceneSampler
@@ -579,6 +583,7 @@ def make_dataloader(
     check_keys(overrides, DATA_LOADER_KEYS, "make_dataloader()")
     if compact_transfer is not None and not isinstance(compact_transfer, bool):
         raise OptionTypeError(f"compact_transfer must be None, true or false, got {compact_transfer!r}.")
+    require_windows(dataset, "make_dataloader")  # before torch's RandomSampler says "num_samples=0"
     patch_dataset = _find_patch_dataset(dataset)
     configured = getattr(dataset, "data_loader", None) or getattr(patch_dataset, "data_loader", None)
     options = loader_options(configured, overrides)
@@ -635,26 +640,59 @@ __all__ += ["load_model", "predict_raster"]  # appended here: the top of this mo
 
 
 def load_model(path: Any, *, device: str | torch.device = "cpu", option: str = "model_path") -> Any:
-    """A TorchScript model file (``torch.jit.save``) loaded with ``torch.jit.load`` onto ``device``.
+    """A ``torch.export`` program (``.pt2``) or a TorchScript file, loaded onto ``device``.
 
-    Model files are code: only TorchScript is loaded (TorchScript's own loader runs no
-    arbitrary pickled objects); a ``torch.save`` file or a Keras file is refused by
-    `crossgeo.predict.model_file_framework` with the way to export TorchScript.
+    Model files are code. A ``torch.export.save`` archive is checked first
+    (`crossgeo.models.check_exported_program`: no pickled payloads, torch operators only,
+    size-only guards; its sample inputs must load with torch's restricted ``weights_only``
+    unpickler), then loaded from the checked bytes with ``torch.export.load``; the model is
+    its ``.module()``. TorchScript loads with ``torch.jit.load`` (its own loader runs no
+    arbitrary pickled objects). A ``torch.save`` file or a Keras file is refused by
+    `crossgeo.models.model_file_framework` with the way to export a loadable file.
     """
     from crossgeo.models import model_file_framework
 
     framework = model_file_framework(path, option=option)
     if framework != "torch":
         raise ConfigError(
-            f"{option} {str(path)!r} is a {framework.capitalize()} model file, not TorchScript; load it with "
-            f"crossgeo.{framework}.load_model, or export the torch model with torch.jit.script(model).save(path)."
+            f"{option} {str(path)!r} is a {framework.capitalize()} model file, not a torch one; load it with "
+            f"crossgeo.{framework}.load_model, or export the torch model with torch.export.save (.pt2)."
         )
+    data = Path(path).read_bytes()  # checked and loaded from the same bytes
+    with zipfile.ZipFile(io.BytesIO(data)) as archive:
+        exported = is_exported_program(archive.namelist())
+        if exported:
+            _check_exported_archive(archive, f"{option} {str(path)!r}")
+    if exported:
+        try:
+            program = torch.export.load(io.BytesIO(data))
+        except Exception as error:
+            raise ConfigError(f"{option} {str(path)!r} could not be loaded by torch.export.load: {error}") from error
+        return program.module().to(torch.device(device))
     try:
         with warnings.catch_warnings():  # torch 2.10+ deprecates TorchScript in favour of torch.export
             warnings.filterwarnings("ignore", message=".*torch.jit.load.* is deprecated", category=Warning)
             return torch.jit.load(str(path), map_location=torch.device(device))
     except RuntimeError as error:
         raise ConfigError(f"{option} {str(path)!r} could not be loaded by torch.jit.load: {error}") from error
+
+
+def _check_exported_archive(archive: zipfile.ZipFile, where: str) -> None:
+    """`check_exported_program`, and sample inputs that torch's restricted unpickler loads (else
+    ``torch.export.load`` would retry them with ``weights_only=False``)."""
+    from crossgeo.models import check_exported_program
+
+    check_exported_program(archive, where=where)
+    for name in archive.namelist():
+        if name.split("/")[1:3] == ["data", "sample_inputs"] and not name.endswith("/"):
+            try:
+                torch.load(io.BytesIO(archive.read(name)), weights_only=True)
+            except Exception as error:
+                raise ConfigError(
+                    f"{where} is a torch.export program whose sample inputs ({name}) are not plain tensors "
+                    f"(torch's weights_only loader refuses them: {type(error).__name__}); export it with "
+                    "plain tensor example inputs."
+                ) from error
 
 
 def predict_raster(
@@ -673,9 +711,12 @@ def predict_raster(
     if not isinstance(model, torch.nn.Module):
         raise OptionError(f"model must be a torch.nn.Module (or a TorchScript module), got {type(model).__name__}.")
     target = torch.device(device)
-    training = model.training
+    training: bool | None = model.training
     model.to(target)
-    model.eval()
+    try:
+        model.eval()
+    except NotImplementedError:  # a torch.export module: its mode was fixed when it was exported
+        training = None
 
     def run(batch: np.ndarray) -> np.ndarray:
         with torch.no_grad():
@@ -689,4 +730,5 @@ def predict_raster(
     try:
         return predict_tiles(image_path, run, out_path, **kw)
     finally:
-        model.train(training)
+        if training is not None:
+            model.train(training)

@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import importlib
+import importlib.util
 import os
 import re
 import sys
@@ -51,6 +52,7 @@ __all__ = [
     "dataset_values",
     "declared_classes",
     "ignore_index",
+    "install_hint",
     "load_config",
     "load_yaml",
     "make_sampler",
@@ -60,6 +62,7 @@ __all__ = [
     "read_with_validity",
     "readable_warnings",
     "require",
+    "require_cli_extra",
     "split_options",
 ]
 
@@ -121,6 +124,30 @@ def require(module: str, package: str) -> Any:
         ) from error
 
 
+CLI_EXTRA = {"yaml": "PyYAML", "tqdm": "tqdm", "PIL": "Pillow"}
+"""The modules of the ``cli`` extra (module: package) every command may need."""
+EXTRAS = {"albumentations": "augment", "torch": "torch", "tensorflow": "tensorflow", "keras": "tensorflow"}
+"""The crossgeo extra that installs a missing optional module (`install_hint`)."""
+
+
+def require_cli_extra() -> None:
+    """Fail, before a command writes anything, when a package of the ``cli`` extra is not installed."""
+    missing = [package for module, package in CLI_EXTRA.items() if importlib.util.find_spec(module) is None]
+    if missing:
+        raise CliError(
+            f"the crossgeo command needs its cli extra ({', '.join(missing)} not installed); install it: "
+            "in a clone of crossgeo: pip install '.[cli]'"
+        )
+
+
+def install_hint(error: ImportError) -> str:
+    """The pip line that installs the module ``error`` names (its crossgeo extra), or the module to install."""
+    module = (error.name or "").split(".")[0]
+    if module in EXTRAS:
+        return f"in a clone of crossgeo: pip install '.[{EXTRAS[module]}]'"
+    return f"install {module}" if module else "install the missing package"
+
+
 def one_line(error: BaseException) -> str:
     """An exception's message on one line (its type name when it has none)."""
     text = " ".join(str(error).split())
@@ -156,7 +183,11 @@ def readable_warnings() -> Iterator[None]:
 
 def add_config_arguments(parser: argparse.ArgumentParser) -> None:
     """The ``CONFIG``, ``--section`` and ``--allow-env`` arguments of the commands that read a configuration."""
-    parser.add_argument("config", help="YAML configuration with the original MBTilesCropsGeoTifMaskDataset keys")
+    parser.add_argument(
+        "config",
+        help="YAML configuration: image_mbtiles_path (or image_path), mask_path, crops_path, patch_size and the "
+        "other keys of the original MBTilesCropsGeoTifMaskDataset (example below)",
+    )
     parser.add_argument(
         "--section", metavar="NAME", help="the block of the YAML file to use (default: the top level or train_dataset)"
     )
@@ -185,6 +216,8 @@ def _resolve_paths(mapping: dict[str, Any], config_dir: Path) -> dict[str, Any]:
             out[key] = str(config_dir / value)
             if key == "crops_path":
                 base = config_dir
+        elif not Path(value).exists():  # in neither: name it next to the config, where the file says it is
+            out[key] = str(config_dir / value)
     scenes = out.get("scenes")
     if isinstance(scenes, str) and scenes and not Path(scenes).is_absolute():
         if not Path(scenes).exists() and (config_dir / scenes).exists():

@@ -17,7 +17,16 @@ from typing import Any
 
 import numpy as np
 
-from crossgeo.cli.common import CliError, class_colours, declared_classes, make_sampler, one_line, progress, require
+from crossgeo.cli.common import (
+    CliError,
+    class_colours,
+    declared_classes,
+    install_hint,
+    make_sampler,
+    one_line,
+    progress,
+    require,
+)
 from crossgeo.cli.preview import FONT_SIZE, MARGIN, blend, choose_windows, display_rgb, render_preview
 from crossgeo.files import atomic_output
 
@@ -181,7 +190,7 @@ def run(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     print(f"writing the demo scene to {out} ...")
     files = write_demo_scene(out)
-    print(f"  {len(files)} files in {time.perf_counter() - start:.1f} s")
+    print(f"  the scene's {len(files)} files in {time.perf_counter() - start:.1f} s")
 
     sampler, options = make_sampler(argparse.Namespace(config=str(files["config"]), section=None))
     print(
@@ -228,7 +237,9 @@ def run(args: argparse.Namespace) -> int:
                 on_step=on_step,
             )
         except ImportError as error:
-            print(f"{framework} could not be used ({one_line(error)}); skipping training")
+            print(
+                f"{framework} could not be used ({one_line(error)}); skipping training. To train, {install_hint(error)}"
+            )
         else:
             print(
                 f"trained a tiny {framework} model for {result.steps} steps: loss {result.first_loss:.3f} -> "
@@ -238,8 +249,9 @@ def run(args: argparse.Namespace) -> int:
             bar.close()
         if result is not None:
             written.update(_predict(result, sampler, out))
-    print(f"\ndone in {time.perf_counter() - start:.1f} s. Files in {out}:")
-    for key, path in {**files, "preview": preview, **written}.items():
+    listed = {**files, "preview": preview, **written}
+    print(f"\ndone in {time.perf_counter() - start:.1f} s. {len(listed)} files in {out}:")
+    for key, path in listed.items():
         print(f"  {key:<14} {path.name}")
     print("\nnext, try (from that folder, so the outputs stay in it):")
     print(f"  cd {out}")

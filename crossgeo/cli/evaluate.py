@@ -140,5 +140,8 @@ def format_metrics(metrics: Evaluation, class_names: Mapping[int, str] | None = 
     if ignored:
         counts = ", ".join(f"{key.replace('_', ' ')} {value:,}" for key, value in ignored.items())
         lines.append(f"  not counted: {counts}")
-    lines.append("  ('-': class in neither the reference nor the prediction; pixels = reference pixels)")
+    lines.append(
+        "  ('-': undefined: precision of a class never predicted, recall of a class not in the reference, "
+        "IoU and F1 of a class in neither; pixels = reference pixels)"
+    )
     return "\n".join(lines)

@@ -15,7 +15,7 @@ import sys
 import textwrap
 from collections.abc import Sequence
 
-from crossgeo.cli.common import CliError, one_line, readable_warnings
+from crossgeo.cli.common import CliError, one_line, readable_warnings, require_cli_extra
 from crossgeo.errors import CrossgeoError
 
 __all__ = ["COMMANDS", "build_parser", "main"]
@@ -70,6 +70,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     log.addHandler(handler)
     log.setLevel(level)
     try:
+        require_cli_extra()  # one line naming the extra, before a command writes anything
         with readable_warnings():
             return int(args.func(args))
     except KeyboardInterrupt:

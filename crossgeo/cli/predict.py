@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.util
 import sys
 import time
 from collections.abc import Sequence
@@ -34,7 +35,7 @@ from crossgeo.files import check_not_input, input_paths
 
 __all__ = ["add_parser", "load_predictor", "run"]
 
-FRAMEWORK_NAMES = {"torch": "torch (TorchScript)", "keras": "Keras"}
+FRAMEWORK_NAMES = {"torch": "torch (torch.export or TorchScript)", "keras": "Keras"}
 INSTALL = {"torch": "pip install 'crossgeo[torch]'", "keras": "pip install 'crossgeo[tensorflow]'"}
 
 
@@ -47,8 +48,10 @@ def add_parser(subparsers: Any, parents: Sequence[argparse.ArgumentParser]) -> a
         description="Run a model over the configuration's whole image in windows of its patch_size (images "
         "prepared as in training: selected_bands, image_dtype, uint8 / 255 or uint16 / 65535), blend overlapping "
         "windows and write a GeoTIFF on the image's grid (same CRS, transform and size). The model is a "
-        "TorchScript file (torch.jit.save) or a Keras .keras file (model.save); its framework is read from the "
-        "file. Model files are code: they are loaded only through the frameworks' safe paths (torch.jit.load, "
+        "torch.export program (torch.export.save, .pt2), a TorchScript file (torch.jit.save) or a Keras .keras "
+        "file (model.save); its framework is read from the "
+        "file. Model files are code: they are loaded only through the frameworks' safe paths (a .pt2 checked for "
+        "pickled data and non-operator code, then torch.export.load; torch.jit.load; "
         "keras.saving.load_model with safe_mode=True), never by unpickling arbitrary objects, so torch.save files "
         "and legacy .h5 files are refused with how to export a loadable one.",
         epilog="example:\n"
@@ -56,11 +59,14 @@ def add_parser(subparsers: Any, parents: Sequence[argparse.ArgumentParser]) -> a
         "  crossgeo predict config.yaml --model model.keras --out prediction.tif --overlap 64 --tta flips --cog\n"
         "  crossgeo evaluate prediction.tif config.yaml\n\n"
         "exporting a model file:\n"
-        "  torch: torch.jit.script(model).save('model.pt')   (or torch.jit.trace(model, example))\n"
+        "  torch: torch.export.save(torch.export.export(model.eval(), (example,)), 'model.pt2')\n"
+        "         (or TorchScript, deprecated by torch: torch.jit.script(model).save('model.pt'))\n"
         "  Keras: model.save('model.keras')\n\n" + EXAMPLE_CONFIG,
     )
     add_config_arguments(parser)
-    parser.add_argument("--model", required=True, metavar="FILE", help="TorchScript (.pt) or Keras (.keras) file")
+    parser.add_argument(
+        "--model", required=True, metavar="FILE", help="torch.export (.pt2), TorchScript (.pt) or Keras (.keras) file"
+    )
     parser.add_argument("--out", default="prediction.tif", metavar="FILE", help="output GeoTIFF (default: %(default)s)")
     parser.add_argument(
         "--overlap", type=int, default=0, metavar="PX", help="pixels shared by neighbouring windows (default: 0)"
@@ -126,10 +132,13 @@ def load_predictor(path: str, framework: str = "auto", device: str = "cpu") -> t
     try:
         adapter: Any = importlib.import_module("crossgeo.torch" if found == "torch" else "crossgeo.keras")
     except ImportError as error:
+        backend = ""
+        if found == "keras" and importlib.util.find_spec("keras") and importlib.util.find_spec("torch"):
+            backend = "; or run Keras on the installed torch: set the environment variable KERAS_BACKEND=torch"
         raise CliError(
             f"--model {path!r} is a {FRAMEWORK_NAMES[found]} model file, but "
             f"{'torch' if found == 'torch' else 'Keras/TensorFlow'} cannot be imported here; install it: "
-            f"{INSTALL[found]} ({type(error).__name__}: {one_line(error)})"
+            f"{INSTALL[found]}{backend} ({type(error).__name__}: {one_line(error)})"
         ) from error
     model = (
         adapter.load_model(path, device=device, option="--model")

@@ -112,7 +112,15 @@ def _check_values(checks: Checks, n_classes: int, data: np.ndarray, valid: np.nd
     values, counts = np.unique(data[0][valid], return_counts=True)
     listed = ", ".join(f"{v:g}: {c / n_valid:.1%}" for v, c in list(zip(values.tolist(), counts.tolist()))[:10])
     if n_classes == 2:
-        checks.ok("values", f"mask values in {n_valid:,} sampled pixels ({listed}); n_classes 2: non-zero -> 1")
+        if values.size > 2:
+            checks.warn(
+                "values",
+                f"the mask holds {values.size} values in {n_valid:,} sampled pixels ({listed}) but n_classes is 2 "
+                "(the default, as in the original), so every non-zero value becomes class 1. If they are class "
+                f"indices set n_classes: {int(values.max()) + 1}; if the mask is binary, ignore this.",
+            )
+        else:
+            checks.ok("values", f"mask values in {n_valid:,} sampled pixels ({listed}); n_classes 2: non-zero -> 1")
         return
     bad = [v for v in values.tolist() if v < 0 or v >= n_classes or v != int(v)]
     if bad:

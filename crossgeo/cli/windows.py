@@ -150,6 +150,7 @@ def run(args: argparse.Namespace) -> int:
             weights=args.weights,
             progress=bar.update,
             align=args.align,
+            class_names=options.class_names,
         )
     finally:
         bar.close()

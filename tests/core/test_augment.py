@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import albumentations as A
 import numpy as np
 import pytest
@@ -119,3 +122,16 @@ def test_channels_last_inputs_are_the_transposed_channels_first_ones(bands: int,
     np.testing.assert_array_equal(hwc, np.moveaxis(chw, 0, -1))
     np.testing.assert_array_equal(hwc[..., 0], scale_image(image[0]))
     np.testing.assert_array_equal(mask, mask_last)
+
+
+def test_empty_list_needs_no_albumentations() -> None:
+    """`augmentation_list: []` (the demo's own val config) works where albumentations is not installed."""
+    code = (
+        "import sys; sys.modules['albumentations'] = None\n"
+        "from omegaconf import OmegaConf\n"
+        "from crossgeo.augment import build_augmentation\n"
+        "print(build_augmentation([]), build_augmentation(()), build_augmentation(OmegaConf.create([])))\n"
+    )
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.split() == ["None", "None", "None"]

@@ -78,6 +78,13 @@ def test_every_subcommand_has_help_with_an_example(command: str, capsys: pytest.
     assert "example:" in text and f"crossgeo {command}" in text
 
 
+def test_config_help_names_the_keys(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["validate", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "image_mbtiles_path (or image_path), mask_path, crops_path, patch_size and the other keys" in text
+
+
 def test_no_command_prints_help_and_fails(capsys: pytest.CaptureFixture[str]) -> None:
     assert main([]) == 2
     assert "validate" in capsys.readouterr().err
@@ -96,6 +103,17 @@ def test_errors_are_one_readable_line(tmp_path: Path, demo: dict[str, Any], cli:
     assert "Traceback" not in err
     with pytest.raises(Exception, match="patch_size"):
         cli("preview", config, "--debug")
+
+
+def test_a_missing_relative_path_is_named_next_to_the_config(tmp_path: Path, demo: dict[str, Any], cli: CliRun) -> None:
+    """The command looks for relative paths in the working directory, then next to the config: a file
+    in neither is named where the config puts it, without a hint about the working directory."""
+    options = {**demo_options(demo), "image_mbtiles_path": "nowhere.mbtiles"}
+    (tmp_path / "sub").mkdir()
+    code, out, err = cli("validate", write_config(tmp_path / "sub" / "config.yaml", **options))
+    assert code == 1
+    said = out + err
+    assert str(tmp_path / "sub" / "nowhere.mbtiles") in said and "relative paths start at" not in said, said
 
 
 def test_flat_config_and_relative_paths_next_to_the_config(tmp_path: Path, demo: dict[str, Any], cli: CliRun) -> None:
@@ -158,6 +176,31 @@ def test_demo_falls_back_when_the_framework_is_missing(tmp_path: Path, monkeypat
         importlib.util, "find_spec", lambda name, *a: None if name == "tensorflow" else real_find_spec(name, *a)
     )
     assert demo_command._framework("tensorflow") == "none"
+
+
+@pytest.mark.parametrize("module", ["yaml", "PIL"])
+def test_without_the_cli_extra_the_command_names_it_and_writes_nothing(tmp_path: Path, module: str) -> None:
+    """Without PyYAML (or Pillow) `crossgeo demo` fails at once naming the extra, and leaves no half-written folder."""
+    out = tmp_path / "demo"
+    code = (
+        f"import sys; sys.modules[{module!r}] = None\n"
+        "from crossgeo.cli import main\n"
+        f"sys.exit(main(['demo', '--framework', 'none', '--out', {str(out)!r}]))\n"
+    )
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 1, run.stdout + run.stderr
+    package = {"yaml": "PyYAML", "PIL": "Pillow"}[module]
+    assert f"needs its cli extra ({package} not installed)" in run.stderr
+    assert "pip install '.[cli]'" in run.stderr and "Traceback" not in run.stderr
+    assert not out.exists()
+
+
+def test_install_hint_names_the_extra() -> None:
+    assert (
+        common.install_hint(ImportError("x", name="albumentations"))
+        == "in a clone of crossgeo: pip install '.[augment]'"
+    )
+    assert common.install_hint(ImportError("x", name="tensorflow.python")).endswith("pip install '.[tensorflow]'")
 
 
 # --------------------------------------------------------------------------- preview
@@ -343,6 +386,18 @@ def test_validate_accepts_the_demo_configs(demo: dict[str, Any], cli: CliRun) ->
     assert "no problems" in out and "100.0% of the image" in out
     code, out, _ = cli("validate", demo["folder"] / "config-vector.yaml")
     assert code == 0 and "1 feature(s) outside the image dropped" in out
+
+
+def test_validate_warns_when_the_default_n_classes_binarises_class_indices(tmp_path: Path, cli: CliRun) -> None:
+    scene = T.CoordinateScene(tmp_path, size=128)
+    classes = scene.aligned_mask((np.indices((128, 128))[0] % 4)[None].astype("uint8"), "classes.tif")
+    options = {"image_path": str(scene.image), "mask_path": str(classes), "patch_size": 64}
+    options["crops_path"] = str(scene.windows([0, 64], [0, 0]))
+    code, out, _ = cli("validate", write_config(tmp_path / "classes.yaml", **options))
+    assert code == 0, out
+    assert "warn  values" in out and "n_classes is 2 (the default" in out and "set n_classes: 4" in out
+    code, out, _ = cli("validate", write_config(tmp_path / "four.yaml", **options, n_classes=4))
+    assert code == 0 and "warn  values" not in out, out
 
 
 def test_validate_reports_a_wrong_colour_map_with_counts(tmp_path: Path, demo: dict[str, Any], cli: CliRun) -> None:
@@ -686,7 +741,10 @@ def test_demo_prints_its_absolute_folder_and_follow_ups_that_run_there(
 ) -> None:
     folder = Path(demo["folder"]).resolve()
     out = demo["out"]
-    assert f"writing the demo scene to {folder} ..." in out and f"Files in {folder}:" in out
+    assert f"writing the demo scene to {folder} ..." in out
+    listed = out.split(f" files in {folder}:")[1].split("next, try")[0].split()
+    counted = int(out.split(f" files in {folder}:")[0].split()[-1])
+    assert counted == len(listed) // 2 > 0  # the count printed is the files listed (name and file per line)
     lines = out.split("next, try")[1].splitlines()[1:]
     assert lines[0].strip() == f"cd {folder}"
     commands = [line.split() for line in lines[1:] if line.strip()]

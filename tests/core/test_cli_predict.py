@@ -96,7 +96,7 @@ def test_model_file_framework_reads_the_file(tmp_path: Path) -> None:
     refused = {
         "pickled.pt": (["p/data.pkl", "p/version", "p/data/0"], "torch.save file"),
         "model.zip": (["metadata.json", "config.json"], "without the .keras suffix"),
-        "other.zip": (["readme.txt"], "neither a TorchScript file nor a Keras .keras file"),
+        "other.zip": (["readme.txt"], "neither a torch.export or TorchScript file nor a Keras .keras file"),
     }
     for name, (entries, words) in refused.items():
         with pytest.raises(ConfigError, match=words):
@@ -124,7 +124,7 @@ def test_predict_refuses_bad_model_files_with_one_line_naming_model(
         (["--model", pickled], "torch.save file"),
         (
             ["--model", torchscript, "--framework", "keras"],
-            "is a torch (TorchScript) model file, but --framework keras",
+            "is a torch (torch.export or TorchScript) model file, but --framework keras",
         ),
     ]
     for extra, words in cases:
@@ -275,3 +275,13 @@ def test_read_classes_gives_classes_and_nodata_as_written(tmp_path: Path, scene:
     assert valid.all() and classes.dtype == np.int64
     np.testing.assert_array_equal(edge[:100, :70], written[200:300, 350:420])
     assert edge_valid[:100, :70].all() and not edge_valid[100:].any() and not edge_valid[:, 70:].any()
+
+
+def test_evaluate_legend_says_why_a_value_is_undefined() -> None:
+    """A class in the reference that is never predicted has no precision: the legend must not call it
+    a class in neither."""
+    from crossgeo.evaluation import Evaluation
+
+    confusion = np.array([[5, 0, 0], [3, 0, 0], [0, 0, 0]])  # class 1 never predicted, class 2 in neither
+    text = format_metrics(Evaluation.from_confusion(confusion, {}))
+    assert "precision of a class never predicted" in text and "IoU and F1 of a class in neither" in text

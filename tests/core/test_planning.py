@@ -547,3 +547,36 @@ def test_class_fractions_exact_on_each_counting_path(
     result = assert_exact(sampler)
     assert set(bands) == ({band} if band else set())
     assert result[f"class_{n_classes - 1}"].gt(0).any()
+
+
+def test_held_out_splits_are_never_oversampled(scene: CoordinateScene, caplog: pytest.LogCaptureFixture) -> None:
+    """Balancing repeats training windows of a rare class, never validation or test windows."""
+    sampler = rare_class_scene(scene)
+    config = {"image_path": scene.image, "mask_path": sampler.mask_path, "patch_size": 32, "n_classes": 3}
+    splits = {"train": 0.5, "val": 0.25, "test": 0.25}
+    with caplog.at_level(logging.WARNING, logger="crossgeo"):
+        plan = plan_windows(config, stride=16, balanced=2000, splits=splits, block=128, seed=0)
+    table = plan.windows
+    for name in ("val", "test"):
+        group = table[table.split == name]
+        assert not group.duplicated(["row_off", "col_off"]).any()
+        assert len(group) == plan.presence[name]["candidates"] < 500  # all of them, once
+        assert f"balanced_windows (split '{name}'): {len(group)} window(s) instead of 500" in caplog.text
+    train = table[table.split == "train"]
+    assert len(train) == 1000 and train.duplicated(["row_off", "col_off"]).any()  # the rare class is oversampled
+    # Fewer windows asked than candidates: distinct windows, the rest drawn once the class's own run out.
+    frame = pd.DataFrame(
+        {
+            "row_off": np.arange(10),
+            "col_off": 0,
+            "class_0": 1.0,
+            "class_1": [0.5, 0.5] + [0.0] * 8,
+            "class_2": 0.0,
+        }
+    )
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="crossgeo"):
+        chosen = balanced_windows(frame, 6, seed=0, oversample=False, split="val", class_names={2: "water"})
+    assert len(chosen) == 6 and not chosen.duplicated().any() and (chosen.class_1 > 0).sum() == 2
+    assert "balanced_windows (split 'val'): class_2 (water) is present in no candidate window" in caplog.text
+    assert len(balanced_windows(frame, 6, seed=0)) == 6  # oversampling (the default) repeats class_1's two windows

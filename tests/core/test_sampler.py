@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import pickle
 import threading
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -794,3 +795,21 @@ def test_a_bad_mask_cache_size_is_refused_at_construction(
     monkeypatch.setattr(crossgeo.io, "mask_blocks", crossgeo.io.MaskBlockCache())
     sampler = PatchSampler(scene.image, scene.lonlat_mask(), scene.windows([0], [0]), SIZE, n_classes=4)
     assert sampler.mask_view == "window"  # 0 turns the block cache off
+
+
+def test_default_n_classes_warns_once_when_it_binarises_class_indices(scene: CoordinateScene) -> None:
+    """A single-band mask of classes 0..3 without n_classes is binarised as the original does, with a warning."""
+    rows = np.indices((scene.size, scene.size))[0]
+    classes = scene.aligned_mask((rows % 4)[None].astype("uint8"), "classes.tif")
+    windows = scene.windows([0, 64, 128], [0, 0, 0])
+    sampler = PatchSampler(scene.image, classes, windows, SIZE)
+    with pytest.warns(UserWarning, match=r"holds 4 values \(0, 1, 2, 3\) .*n_classes is 2 .*set n_classes: 4"):
+        patch = sampler[0]
+    np.testing.assert_array_equal(patch.mask, (window_coordinates(0, 0, SIZE)[0] % 4 != 0).astype(np.int64))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        sampler[1]  # once per sampler
+        binary = scene.aligned_mask((255 * (rows % 2))[None].astype("uint8"), "binary.tif")
+        patch = PatchSampler(scene.image, binary, windows, SIZE)[2]  # 0/255: a binary mask, no warning
+        assert set(np.unique(patch.mask).tolist()) == {0, 1}
+        PatchSampler(scene.image, classes, windows, SIZE, n_classes=4)[0]  # classes kept: no warning

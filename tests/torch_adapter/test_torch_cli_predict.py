@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import contextlib
+import io
+import json
+import pickle
+import re
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -48,7 +53,7 @@ def test_cli_equals_the_torch_wrapper_and_the_numpy_core(scene: dict[str, Path],
     out = scene["folder"] / "cli.tif"
     code, stdout, err = cli("predict", scene["config"], "--model", scene["model"], "--out", out, *extra)
     assert code == 0, err
-    assert "wrote" in stdout and "torch (TorchScript)" in stdout
+    assert "wrote" in stdout and "torch (torch.export or TorchScript)" in stdout
     options: dict[str, Any] = {"patch_size": 128, "progress": False, "n_classes": 4}
     options.update(
         overlap=int(extra[1]) if "--overlap" in extra else 0,
@@ -117,3 +122,102 @@ def test_a_full_disk_says_so_naming_out_and_keeps_the_previous_prediction(
         assert f"crossgeo predict: error: --out '{out}': disk full (no space left on device" in err
     finally:
         subprocess.run(["umount", "-l", str(folder)], capture_output=True)
+
+
+def _export(path: Path) -> Path:
+    dim = torch.export.Dim.DYNAMIC
+    example = (torch.rand(2, 3, 64, 64),)
+    program = torch.export.export(Pointwise().eval(), example, dynamic_shapes=({0: dim, 2: dim, 3: dim},))
+    torch.export.save(program, str(path))
+    return path
+
+
+def test_torch_export_programs_predict_without_unpickling(
+    scene: dict[str, Path], cli: CliRun, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A torch.export program (.pt2) predicts like the model; loading it unpickles nothing beyond
+    torch's restricted weights_only loader (checked in torch 2.13: pickle.loads/Unpickler never run)."""
+    model = _export(scene["folder"] / "model.pt2")
+    out = scene["folder"] / "exported.tif"
+    code, stdout, err = cli("predict", scene["config"], "--model", model, "--out", out, "--overlap", "32")
+    assert "torch (torch.export or TorchScript)" in stdout
+    assert code == 0, err
+    core = predict_raster(scene["image"], numpy_pointwise, scene["folder"] / "n.tif", patch_size=128, overlap=32)
+    np.testing.assert_array_equal(_read(out), _read(core.path))
+    calls: list[str] = []
+    loads, unpickler, load = pickle.loads, pickle.Unpickler, torch.load
+
+    class Spy(unpickler):  # type: ignore[misc, valid-type]
+        def __init__(self, *args: Any, **kw: Any) -> None:
+            calls.append("pickle.Unpickler")
+            super().__init__(*args, **kw)
+
+    monkeypatch.setattr(pickle, "loads", lambda *a, **k: (calls.append("pickle.loads"), loads(*a, **k))[1])
+    monkeypatch.setattr(pickle, "Unpickler", Spy)
+    monkeypatch.setattr(
+        torch, "load", lambda *a, **k: (calls.append(f"weights_only={k.get('weights_only')}"), load(*a, **k))[1]
+    )
+    loaded = load_model(model)
+    assert calls and set(calls) == {"weights_only=True"}, calls
+    x = torch.rand(1, 3, 40, 56)
+    np.testing.assert_allclose(loaded(x).numpy(), numpy_pointwise(x.numpy()), rtol=1e-6)
+
+
+def _rewrite(source: Path, target: Path, edit: Any) -> Path:
+    """A copy of a .pt2 archive with ``edit(name, bytes) -> bytes`` applied to each member."""
+    with zipfile.ZipFile(source) as src, zipfile.ZipFile(target, "w") as dst:
+        for name in src.namelist():
+            dst.writestr(name, edit(name, src.read(name)))
+    return target
+
+
+def _json_edit(suffix: str, change: Any) -> Any:
+    def edit(name: str, data: bytes) -> bytes:
+        if not name.endswith(suffix):
+            return data
+        value = json.loads(data)
+        change(value)
+        return json.dumps(value).encode()
+
+    return edit
+
+
+def test_torch_export_programs_that_would_unpickle_or_run_code_are_refused(scene: dict[str, Path], cli: CliRun) -> None:
+    model = _export(scene["folder"] / "model.pt2")
+    folder = scene["folder"]
+
+    def pickled_weights(value: Any) -> None:
+        next(iter(value["config"].values()))["use_pickle"] = True
+
+    def os_call(value: Any) -> None:
+        value["graph_module"]["graph"]["nodes"][0]["target"] = "torch.os.system"
+
+    def guard(value: Any) -> None:
+        value["guards_code"] = ["__import__('os').system('echo crossgeo') == 0"]
+
+    weights_config = "_weights_config.json"
+    if not any(
+        n.endswith(weights_config) and json.loads(zipfile.ZipFile(model).read(n))["config"]
+        for n in zipfile.ZipFile(model).namelist()
+    ):
+        weights_config = "_constants_config.json"  # Pointwise's 0.9 may be stored as a constant
+    cases = {
+        "pickled.pt2": (_json_edit(weights_config, pickled_weights), "as a pickled object"),
+        "call.pt2": (
+            _json_edit("models/model.json", os_call),
+            "calls 'torch.os.system', which is not a torch operator",
+        ),
+        "guard.pt2": (_json_edit("models/model.json", guard), "more than a comparison of input sizes"),
+    }
+    for name, (edit, message) in cases.items():
+        bad = _rewrite(model, folder / name, edit)
+        with pytest.raises(ConfigError, match=re.escape(message)):
+            load_model(bad)
+        code, _, err = cli("predict", scene["config"], "--model", bad, "--out", folder / "p.tif")
+        assert code == 1 and "--model" in err and message in err and "torch.export.save" in err
+    inputs = io.BytesIO()
+    torch.save((Path("not-a-tensor"),), inputs)
+    bad = _rewrite(model, folder / "inputs.pt2", lambda n, d: inputs.getvalue() if "/sample_inputs/" in n else d)
+    with pytest.raises(ConfigError, match="sample inputs"):
+        load_model(bad)
+    assert not (folder / "p.tif").exists()

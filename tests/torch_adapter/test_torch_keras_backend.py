@@ -42,3 +42,18 @@ def test_keras_fits_on_the_torch_backend_without_tensorflow(scene: types.SimpleN
     env = {**os.environ, "KERAS_BACKEND": "torch"}
     done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0 and done.stdout.strip().endswith("ok"), done.stderr[-3000:]
+
+
+@pytest.mark.skipif(importlib.util.find_spec("tensorflow") is not None, reason="TensorFlow is installed here")
+def test_predict_with_a_keras_file_names_keras_backend_torch(tmp_path: object) -> None:
+    """A .keras model where Keras is installed with torch but without TensorFlow (and no KERAS_BACKEND)."""
+    model = f"{tmp_path}/model.keras"
+    save = f"import keras; keras.Sequential([keras.Input((None, None, 3)), keras.layers.Conv2D(2, 1)]).save({model!r})"
+    env = {**os.environ, "KERAS_BACKEND": "torch"}
+    done = subprocess.run([sys.executable, "-c", save], env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    env.pop("KERAS_BACKEND")
+    predict = f"from crossgeo.cli.predict import load_predictor; load_predictor({model!r})"
+    done = subprocess.run([sys.executable, "-c", predict], env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 1 and "CliError" in done.stderr, done.stderr[-3000:]
+    assert "KERAS_BACKEND=torch" in done.stderr, done.stderr[-3000:]

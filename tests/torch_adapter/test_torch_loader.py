@@ -233,3 +233,20 @@ def test_empty_window_sets_build_and_concatenate_but_refuse_to_iterate(scene: An
     assert len(list(make_dataloader(both, batch_size=2))) == (len(WINDOWS) + 1) // 2
     with pytest.raises(ValueError, match=r"make_dataloader: there are no windows to iterate .*empty.csv"):
         next(iter(make_dataloader(empty, batch_size=2)))
+
+
+def test_an_empty_dataset_is_named_with_the_image_bounds_not_torchs_num_samples(
+    make_dataset: Any, tmp_path: Any
+) -> None:
+    """Windows that all fall outside the image leave an empty dataset (a warning, as in the original);
+    make_dataloader refuses it with crossgeo's message instead of torch's "num_samples=0"."""
+    from crossgeo import testing as T
+    from crossgeo.errors import WindowError
+
+    windows = T.write_windows_table(tmp_path / "none.csv", [], [])
+    dataset = make_dataset(crops_path=windows)
+    assert len(dataset) == 0
+    with pytest.raises(
+        WindowError, match=r"no valid windows in .*none\.csv.*covers \(.*\) \(left, bottom, right, top\) in EPSG:3857"
+    ):
+        make_dataloader(dataset, shuffle=True)
