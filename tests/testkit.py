@@ -161,7 +161,8 @@ def stac_reference_epoch(sampler: Any, seed: int, *, channels_last: bool) -> tup
     """The framework-free definition of an epoch every adapter must give: ``to_model_inputs`` in ``epoch_order``."""
     import numpy as np
 
-    from crossgeo.augment import epoch_order, to_model_inputs
+    from crossgeo.augment import to_model_inputs
+    from crossgeo.loading import epoch_order
 
     pairs = [
         to_model_inputs(sampler[i], None, seed=seed, epoch=0, channels_last=channels_last)
