@@ -612,6 +612,7 @@ def _manifest(sampler: Any, layout: Layout, records: Sequence[Mapping[str, Any]]
         ),
         "patch_size": int(sampler.patch_size),
         "image_dtype": str(np.dtype(sampler.image_dtype)),
+        "unit_scale": bool(getattr(sampler, "unit_scale", True)),
         "bands": None if bands is None else [int(b) for b in bands],
         "band_names": list(getattr(image_info, "descriptions", None) or []) or None,
         "n_classes": int(sampler.n_classes),
@@ -824,6 +825,8 @@ class ChipSampler(WindowSequence):
         self.n_classes: int = int(self.manifest["n_classes"])
         self.mask_fill_value: int = int(self.manifest["mask_fill_value"])
         self.image_dtype = np.dtype(self.manifest["image_dtype"])
+        #: Whether model inputs scale the integer image (the live sampler's ``image_dtype`` "uint8"/"uint16").
+        self.unit_scale = bool(self.manifest.get("unit_scale", True))
         self.selected_bands = tuple(self.manifest["bands"] or range(1, self.layout.arrays["image"].shape[-3] + 1))
         self.color_map = self.manifest.get("color_map")
         weight = table.column(WEIGHT_COLUMN).to_numpy() if WEIGHT_COLUMN in table.column_names else None

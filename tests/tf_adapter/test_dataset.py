@@ -123,7 +123,7 @@ def test_mapping_errors(scene: Scene) -> None:
         make_dataset({**scene.config(), "patch_sise": 3})
     with pytest.raises(OptionError, match=r"data_loader.*Did you mean 'shuffle'"):
         make_dataset(scene.config(data_loader={"shufle": True}))
-    with pytest.raises(OptionError, match=r"PatchSampler, a crossgeo\.SceneSampler or a mapping"):
+    with pytest.raises(OptionError, match=r"PatchSampler, SceneSampler, ChipSampler or a mapping"):
         make_dataset("image.tif")  # type: ignore[arg-type]
     with pytest.raises(ConfigError, match="needs a seed"):
         make_dataset(scene.config(), shuffle=True, input_context=tf.distribute.InputContext(2, 0, 2))
