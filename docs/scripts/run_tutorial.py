@@ -67,7 +67,7 @@ def install_lines(page: Path) -> list[str]:
             commands = [line.split("  #")[0].strip() for line in lines[1:] if line.strip().startswith("pip install")]
             if commands:
                 return commands
-    raise SystemExit(f"{page}: no ```bash block starting with '{MARK}' and holding a pip install line")
+    raise SystemExit(f"{page}: no ```bash block starting with '{MARK}' and holding a `pip install` line")
 
 
 def reader_env(folder: Path) -> dict[str, str]:
