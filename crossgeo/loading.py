@@ -149,7 +149,7 @@ def scene_blocks(dataset: Any, weights: Any = None) -> tuple[np.ndarray, int] | 
     built with ``order="scene-blocks"`` asks for it; any other sampler is ordered at random.
     Raises `ConfigError` when ``weights`` are given too (a weighted draw has no blocks).
     """
-    sampler = dataset if hasattr(dataset, "order") and hasattr(dataset, "scene") else getattr(dataset, "sampler", None)
+    sampler: Any = dataset if hasattr(dataset, "scene") else getattr(dataset, "sampler", None)
     if getattr(sampler, "order", "random") != "scene-blocks":
         return None
     if weights is not None:

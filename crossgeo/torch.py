@@ -55,12 +55,12 @@ from crossgeo.loading import (
     check_replicas,
     check_weights,
     epoch_order,
-    scene_blocks,
     plan_loader,
     report_skipped,
     require_shared_seed,
     require_windows,
     resolve_weights,
+    scene_blocks,
 )
 from crossgeo.memory import trim_heap
 from crossgeo.options import REQUIRED, check_bool

@@ -277,9 +277,7 @@ def _validate_scenes(
         checks.fail("scenes", problem.message)
     if not inspection.ok:
         return
-    sampler = SceneSampler.from_inspection(
-        inspection, max_open=max_open, order=ordering[0], block_scenes=ordering[1]
-    )
+    sampler = SceneSampler.from_inspection(inspection, max_open=max_open, order=ordering[0], block_scenes=ordering[1])
     counts = sampler.windows_per_scene()
     for scene, one in zip(sampler.catalogue, sampler.samplers):
         text = (

@@ -1,4 +1,4 @@
-"""A catalogue's ``order="scene-blocks"``: scenes shuffled, windows shuffled within blocks of ``block_scenes`` scenes."""
+"""A catalogue's ``order="scene-blocks"``: scenes shuffled, windows shuffled within blocks of ``block_scenes``."""
 
 from __future__ import annotations
 
@@ -85,7 +85,7 @@ def test_without_shuffle_the_windows_own_order(catalogue) -> None:  # type: igno
 def test_scene_blocks_with_weights_is_refused(catalogue) -> None:  # type: ignore[no-untyped-def]
     scenes, mask = catalogue
     sampler = SceneSampler(scenes, PATCH, mask_path=mask, n_classes=4, order="scene-blocks", block_scenes=2)
-    with pytest.raises(ConfigError, match="scene-blocks.*weights"):
+    with pytest.raises(ConfigError, match=r"scene-blocks.*weights"):
         plan_loader(sampler, where="here", shuffle=True, seed=1, weights=np.ones(len(sampler)))
 
 
