@@ -13,6 +13,9 @@ Cases, all on one shuffled order of the same windows, timed in interleaved slice
 * ``construction_s`` - `SceneSampler` over the whole catalogue (inspects every scene);
 * ``scenes_max_open`` vs ``open_per_item`` - reads through the catalogue with ``max_open=32``
   against the original's approach (open image and mask and build the mask VRT per sample);
+* ``scenes_blocks`` - the catalogue (``max_open=32``) in the order a shuffled epoch of
+  ``order="scene-blocks"`` visits (``block_scenes=8``: scenes shuffled, windows shuffled within
+  blocks of 8 scenes), its first ``reads`` windows: randomness traded for locality (issue 26.4);
 * ``scenes_small`` vs ``single`` - a catalogue of the tiles (<= 32 scenes) against one
   `PatchSampler` on ``big.tif`` reading the same windows.
 """
@@ -178,32 +181,10 @@ def _time(read: Any, items: list[Any]) -> float:
     return time.perf_counter() - start
 
 
-def run(catalogue: Catalogue, reads: int, repeat: int, log: Any = print) -> dict[str, Any]:
-    """Construction time and patches/s of the catalogue cases (best of ``repeat`` interleaved rounds)."""
-    from benchmarks import baselines as B
+def _small_cases(catalogue: Catalogue, size: int) -> dict[str, tuple[Any, list[Any]]]:
+    """<= 32 scenes: the tiles as a catalogue against one sampler on the raster they were cut from."""
     from crossgeo import PatchSampler, SceneSampler
 
-    size = catalogue.patch_size
-    start, cpu = time.perf_counter(), time.process_time()
-    sampler = SceneSampler(catalogue.scenes, size, mask_path=catalogue.mask, crops_path=catalogue.points, max_open=32)
-    construction, construction_cpu = time.perf_counter() - start, time.process_time() - cpu
-    log(
-        f"  SceneSampler over {catalogue.n_scenes} scenes: {len(sampler)} windows, built in {construction:.2f} s "
-        f"({construction_cpu:.2f} s CPU)"
-    )
-    order = np.random.default_rng(3).permutation(len(sampler))[:reads]
-    paths = [str(s.image_path) for s in sampler.catalogue]
-    items = [(int(i),) for i in order]
-    per_item = [(paths[int(sampler.scene[i])], int(sampler.row_off[i]), int(sampler.col_off[i])) for i in order]
-    opening: dict[str, Any] = {}
-
-    def open_per_item(path: str, row_off: int, col_off: int) -> Any:
-        read = opening.get(path)
-        if read is None:
-            read = opening[path] = B.open_per_item(path, str(catalogue.mask), size, [1, 2, 3])[0]
-        return read(row_off, col_off)
-
-    # <= 32 scenes: the tiles as a catalogue against one sampler on the raster they were cut from.
     tiles = SceneSampler(catalogue.tile_scenes, size, mask_path=catalogue.mask)
     tile_order = np.random.default_rng(4).permutation(len(tiles))
     tile_cols = catalogue.tiles // 2 if catalogue.tiles > 1 else 1
@@ -217,19 +198,65 @@ def run(catalogue: Catalogue, reads: int, repeat: int, log: Any = print) -> dict
         np.testing.assert_array_equal(tiles[int(tile_order[a])].image, single[b].image)
         np.testing.assert_array_equal(tiles[int(tile_order[a])].mask, single[b].mask)
 
-    cases = {
-        "scenes_max_open": (lambda i: sampler[i], items),
-        "open_per_item": (open_per_item, per_item),
-        "scenes_small": (lambda i: tiles[i], [(int(i),) for i in tile_order]),
-        "single": (lambda i: single[i], [(k,) for k in range(len(single))]),
+    return {
+        "scenes_small": (tiles.__getitem__, [(int(i),) for i in tile_order]),
+        "single": (single.__getitem__, [(k,) for k in range(len(single))]),
     }
+
+
+def run(
+    catalogue: Catalogue, reads: int, repeat: int, log: Any = print, *, block_scenes: int = 8, small: bool = True
+) -> dict[str, Any]:
+    """Construction time and patches/s of the catalogue cases (best of ``repeat`` interleaved rounds).
+
+    ``small``: also the <= 32 scenes cases (``scenes_small`` vs ``single``).
+    """
+    import pickle
+
+    from benchmarks import baselines as B
+    from crossgeo import SceneSampler
+    from crossgeo.loading import plan_loader
+
+    size = catalogue.patch_size
+    start, cpu = time.perf_counter(), time.process_time()
+    sampler = SceneSampler(catalogue.scenes, size, mask_path=catalogue.mask, crops_path=catalogue.points, max_open=32)
+    construction, construction_cpu = time.perf_counter() - start, time.process_time() - cpu
+    log(
+        f"  SceneSampler over {catalogue.n_scenes} scenes: {len(sampler)} windows, built in {construction:.2f} s "
+        f"({construction_cpu:.2f} s CPU)"
+    )
+    order = np.random.default_rng(3).permutation(len(sampler))[:reads]
+    paths = [str(s.image_path) for s in sampler.catalogue]
+    items = [(int(i),) for i in order]
+    per_item = [(paths[int(sampler.scene[i])], int(sampler.row_off[i]), int(sampler.col_off[i])) for i in order]
+    # The same catalogue with order="scene-blocks" (a copy, as a DataLoader worker gets, so its open
+    # scenes are its own); its order is the loader plan's, as every adapter visits it.
+    blocks = pickle.loads(pickle.dumps(sampler))
+    blocks.order, blocks.block_scenes = "scene-blocks", block_scenes
+    blocks_order = plan_loader(blocks, where="benchmark", shuffle=True, seed=3).order(0)[:reads]
+    opening: dict[str, Any] = {}
+
+    def open_per_item(path: str, row_off: int, col_off: int) -> Any:
+        read = opening.get(path)
+        if read is None:
+            read = opening[path] = B.open_per_item(path, str(catalogue.mask), size, [1, 2, 3])[0]
+        return read(row_off, col_off)
+
+    cases: dict[str, tuple[Any, list[Any]]] = {
+        "scenes_max_open": (lambda i: sampler[i], items),
+        "scenes_blocks": (lambda i: blocks[i], [(int(i),) for i in blocks_order]),
+        "open_per_item": (open_per_item, per_item),
+    }
+    closers: list[Any] = [sampler.close, blocks.close]
+    if small:
+        cases.update(_small_cases(catalogue, size))
+        closers += [case.__self__.close for case, _ in list(cases.values())[3:]]  # type: ignore[attr-defined]
     # Interleaved in small slices, so load changes on a shared machine hit every case alike.
     slices = 20
     best: dict[str, float] = {}
     for round_ in range(repeat):
-        sampler.close()
-        tiles.close()
-        single.close()
+        for close in closers:
+            close()
         spent = dict.fromkeys(cases, 0.0)
         for k in range(slices):
             for name, (read, work) in cases.items():
@@ -245,6 +272,44 @@ def run(catalogue: Catalogue, reads: int, repeat: int, log: Any = print) -> dict
         "construction_s": construction,
         "construction_cpu_s": construction_cpu,
         "max_open": sampler.max_open,
+        "block_scenes": block_scenes,
+        "scenes_per_read": {
+            "scenes_max_open": len({int(sampler.scene[i]) for (i,) in items}) / len(items),
+            "scenes_blocks": len({int(sampler.scene[i]) for i in blocks_order}) / len(blocks_order),
+        },
         "open_scenes_after": len(sampler.open_scenes),
         "throughput": {name: {"patches_per_s": 1 / seconds} for name, seconds in best.items()},
     }
+
+
+def main() -> None:
+    """A standalone run of the 1,000-scene cases: ``python -m benchmarks.catalogue --reads 400 --repeat 3``."""
+    import argparse
+
+    from benchmarks.gdal import limit_block_cache
+    from benchmarks.run import DEFAULT_CACHE
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--cache", type=Path, default=DEFAULT_CACHE)
+    parser.add_argument("--scenes", type=int, default=1000)
+    parser.add_argument("--scene-size", type=int, default=1024)
+    parser.add_argument("--scene-windows", type=int, default=10)
+    parser.add_argument("--patch-size", type=int, default=256)
+    parser.add_argument("--reads", type=int, default=400)
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--block-scenes", type=int, default=8)
+    parser.add_argument("--gdal-cachemax", type=int, default=8, help="GDAL block cache in MiB (as run.py's)")
+    parser.add_argument("--small", action="store_true", help="also the <= 32 scenes cases")
+    args = parser.parse_args()
+    limit_block_cache(args.gdal_cachemax)
+    patch = min(args.patch_size, args.scene_size // 2)
+    folder = ensure_catalogue(args.cache, args.scenes, args.scene_size, args.scene_windows, patch)
+    result = run(folder, args.reads, args.repeat, block_scenes=args.block_scenes, small=args.small)
+    speeds = {name: case["patches_per_s"] for name, case in result["throughput"].items()}
+    print(json.dumps(result, indent=1))
+    for name in ("scenes_max_open", "scenes_blocks"):
+        print(f"{name}: {speeds[name] / speeds['open_per_item']:.2f}x open_per_item")
+
+
+if __name__ == "__main__":
+    main()

@@ -471,6 +471,7 @@ def format_table(results: dict[str, Any]) -> str:
         sc = results["scenes"]
         for key, label in (
             ("scenes_max_open", f"{sc['catalogue']['scenes']} scenes, max_open=32 (shuffled, 4326 mosaic)"),
+            ("scenes_blocks", f"{sc['catalogue']['scenes']} scenes, max_open=32, order=scene-blocks (8 per block)"),
             ("open_per_item", f"{sc['catalogue']['scenes']} scenes, open-per-item (same windows)"),
             ("scenes_small", f"{sc['catalogue']['tiles']} scenes cut from one raster (shuffled)"),
             ("single", "one PatchSampler on that raster (same windows)"),

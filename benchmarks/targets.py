@@ -274,6 +274,14 @@ TARGETS: list[Target] = [
         (_pps("scenes", "throughput", "open_per_item"),),
     ),
     Target(
+        "scene_blocks_vs_open_per_item",
+        "{scenes:,} scenes, max_open=32, order=scene-blocks (8 per block) / open-per-item",
+        ">=",
+        1.5,
+        _pps("scenes", "throughput", "scenes_blocks"),
+        (_pps("scenes", "throughput", "open_per_item"),),
+    ),
+    Target(
         "scenes_small_vs_single",
         "{tiles} scenes / one PatchSampler on the same windows",
         ">=",

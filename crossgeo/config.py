@@ -99,6 +99,12 @@ def split_config(config: Any, *, where: str = "the configuration") -> tuple[dict
     else:
         if "max_open" in sampler:
             raise OptionError(f"{where} sets max_open without scenes; max_open bounds the open scenes of a catalogue.")
+        ordered = [k for k in ("order", "block_scenes") if k in sampler]
+        if ordered:
+            raise OptionError(
+                f"{where} sets {ordered[0]} without scenes; it orders the windows of a catalogue of scenes: "
+                "give scenes or remove it."
+            )
         timed = [k for k in ("group_by", "time_steps", "time_selection") if k in sampler]
         if timed:
             raise OptionError(

@@ -55,6 +55,7 @@ __all__ = [
     "require_shared_seed",
     "require_windows",
     "resolve_weights",
+    "scene_blocks",
 ]
 
 log = logging.getLogger("crossgeo")
@@ -95,18 +96,37 @@ def check_weights(weights: Any, n: int) -> np.ndarray:
     return values
 
 
-def epoch_order(n: int, seed: int, epoch: int, weights: Any = None) -> np.ndarray:
+def epoch_order(
+    n: int, seed: int, epoch: int, weights: Any = None, *, blocks: tuple[np.ndarray, int] | None = None
+) -> np.ndarray:
     """The window order of ``epoch`` (int64): a permutation of ``range(n)``, or a weighted draw.
 
-    It depends only on ``(seed, epoch)`` (and ``weights``), so every worker, replica and
-    framework adapter (torch, tf.data, Keras) visits the windows in the same order for the
-    same seed. With ``weights`` (one non-negative number per window, see `check_weights`)
+    It depends only on ``(seed, epoch)`` (and ``weights`` / ``blocks``), so every worker,
+    replica and framework adapter (torch, tf.data, Keras) visits the windows in the same order
+    for the same seed. With ``weights`` (one non-negative number per window, see `check_weights`)
     the order is ``n`` windows drawn with replacement, window ``i`` with probability
     ``weights[i] / sum(weights)``: inverse-CDF sampling of ``n`` uniform numbers from the
     same seeded generator (a window of weight 0 is never drawn).
+
+    ``blocks`` (``(scene of each window, k)``, from `scene_blocks`): a catalogue's
+    ``order="scene-blocks"``. The scenes that have windows are permuted and cut into blocks of
+    ``k`` consecutive scenes; the order is the blocks one after the other, each block's windows
+    permuted. Every window still comes once per epoch, but at most ``k`` scenes are read in each
+    stretch, so their files stay open and their blocks cached. Not combined with ``weights``.
     """
     sequence = np.random.SeedSequence([seed & 0xFFFFFFFF, epoch], spawn_key=(0x0D3E,))
     rng = np.random.default_rng(sequence)
+    if blocks is not None:
+        if weights is not None:
+            raise ConfigError(_BLOCKS_AND_WEIGHTS)
+        scene, k = blocks
+        if len(scene) != n:
+            raise ValueError(f"blocks: {len(scene)} scene numbers for {n} windows.")
+        present, window_scene = np.unique(scene, return_inverse=True)  # scenes with windows, 0..m-1 per window
+        block_of = np.empty(len(present), dtype=np.int64)
+        block_of[rng.permutation(len(present))] = np.arange(len(present)) // k  # scene -> its block's position
+        shuffled = rng.permutation(n)
+        return shuffled[np.argsort(block_of[window_scene[shuffled]], kind="stable")].astype(np.int64)
     if weights is None:
         return rng.permutation(n).astype(np.int64)
     cdf = np.cumsum(check_weights(weights, n))
@@ -114,6 +134,27 @@ def epoch_order(n: int, seed: int, epoch: int, weights: Any = None) -> np.ndarra
         return np.zeros(0, dtype=np.int64)
     cdf /= cdf[-1]  # the last entry is exactly 1.0 and the uniform numbers are < 1: never past the end
     return np.searchsorted(cdf, rng.random(n), side="right").astype(np.int64)
+
+
+_BLOCKS_AND_WEIGHTS = (
+    'order="scene-blocks" cannot be combined with weights: a weighted draw picks windows with replacement '
+    'across all scenes, so it has no blocks of scenes; use order="random" with weights, or drop weights.'
+)
+
+
+def scene_blocks(dataset: Any, weights: Any = None) -> tuple[np.ndarray, int] | None:
+    """``(scene of each window, block_scenes)`` when ``dataset``'s sampler asks for ``order="scene-blocks"``, else None.
+
+    ``dataset``: a sampler, or an adapter's dataset with a ``sampler``. A `crossgeo.SceneSampler`
+    built with ``order="scene-blocks"`` asks for it; any other sampler is ordered at random.
+    Raises `ConfigError` when ``weights`` are given too (a weighted draw has no blocks).
+    """
+    sampler: Any = dataset if hasattr(dataset, "scene") else getattr(dataset, "sampler", None)
+    if getattr(sampler, "order", "random") != "scene-blocks":
+        return None
+    if weights is not None:
+        raise ConfigError(_BLOCKS_AND_WEIGHTS)
+    return np.asarray(sampler.scene, dtype=np.int64), int(sampler.block_scenes)
 
 
 def resolve_weights(weights: Any, dataset: Any, where: str) -> np.ndarray | None:
@@ -220,6 +261,8 @@ class LoaderPlan:
     """The albumentations pipeline (None: no augmentation)."""
     weights: np.ndarray | None
     """One weight per window for a weighted draw (None: a permutation or the windows' order)."""
+    blocks: tuple[np.ndarray, int] | None
+    """A catalogue's ``order="scene-blocks"``: each window's scene and the scenes per block (`scene_blocks`)."""
     shuffle: bool
     batch_size: int | None
     drop_remainder: bool
@@ -241,14 +284,15 @@ class LoaderPlan:
     def order(self, epoch: int, *, rank: int = 0, replicas: int = 1) -> np.ndarray:
         """The windows of ``epoch`` in visiting order (int64), every ``replicas``-th from ``rank`` on.
 
-        A weighted draw with ``weights``, else a seeded permutation with ``shuffle``, else the
-        windows' own order; all replicas compute the same order, so their shares are disjoint.
+        A weighted draw with ``weights``, else a seeded permutation with ``shuffle`` (by blocks
+        of scenes with a catalogue's ``order="scene-blocks"``), else the windows' own order; all
+        replicas compute the same order, so their shares are disjoint.
         """
         n = self.n_windows
         if self.weights is not None:
             indices = epoch_order(n, self.base_seed, int(epoch), weights=self.weights)
         elif self.shuffle:
-            indices = epoch_order(n, self.base_seed, int(epoch))
+            indices = epoch_order(n, self.base_seed, int(epoch), blocks=self.blocks)
         else:
             indices = np.arange(n, dtype=np.int64)
         return indices[rank::replicas]
@@ -340,6 +384,7 @@ def plan_loader(
         base_seed=draw_seed(seed),
         augmentation=build_augmentation(augmentation_list, allowed_targets=allowed_targets),
         weights=checked_weights,
+        blocks=scene_blocks(sampler, checked_weights),
         shuffle=bool(shuffle or options.get("shuffle", False)),
         batch_size=batch_size,
         drop_remainder=bool(drop_remainder or options.get("drop_last", False)),

@@ -92,6 +92,8 @@ MISSING = ("error", "fill")
 """``missing`` values."""
 TIME_SELECTIONS = ("all", "latest", "random")
 """The values of ``time_selection``."""
+SCENE_ORDERS = ("random", "scene-blocks")
+"""The values of ``order`` (a catalogue's shuffled window order, `crossgeo.loading.epoch_order`)."""
 """``missing`` values: a window an image source has no pixel in is refused, or filled and flagged."""
 OUT_OF_RANGE = ("error", "fill")
 """The choices of ``out_of_range``."""
@@ -475,6 +477,24 @@ class SceneOptions:
         "int",
         "With `scenes`: at most this many scenes keep open file handles per process (least recently used "
         "closed first), so thousands of scenes never exhaust file descriptors.",
+        check=positive_int,
+    )
+    order: Literal["random", "scene-blocks"] = option(
+        "random",
+        "str",
+        'With `scenes` and a shuffle: how an epoch orders the windows. `"random"`: one permutation of all '
+        'windows (every scene mixed with every other). `"scene-blocks"`: the scenes are permuted, grouped into '
+        "blocks of `block_scenes` scenes, and the windows are permuted within each block, one block after the "
+        "other: a trade of randomness for locality (a block's scenes stay open and cached while they are read; "
+        "keep `block_scenes` <= `max_open`). Seeded by (seed, epoch) as the random order, so every adapter, "
+        "worker and replica computes the same order. Not combined with `weights`.",
+        check=choice(SCENE_ORDERS),
+    )
+    block_scenes: int = option(
+        8,
+        "int",
+        'With `order: "scene-blocks"`: the scenes per block; their windows are shuffled together. Larger mixes '
+        "more scenes per stretch of the epoch, smaller reads fewer files at a time.",
         check=positive_int,
     )
     group_by: str | None = option(

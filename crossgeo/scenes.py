@@ -50,6 +50,12 @@ def check_max_open(value: Any) -> int:
     return SceneOptions(max_open=value).max_open
 
 
+def check_order(order: Any, block_scenes: Any) -> tuple[str, int]:
+    """``order`` and ``block_scenes``, checked as `crossgeo.options.SceneOptions` declares them."""
+    checked = SceneOptions(order=order, block_scenes=block_scenes)
+    return checked.order, checked.block_scenes
+
+
 def _close_scene(position: int, sampler: PatchSampler) -> None:
     """`LRUCache`'s ``on_evict``: close a scene's handles in every thread (they reopen on its next read)."""
     sampler.close()
@@ -69,6 +75,11 @@ class SceneSampler(WindowSequence):
             feature goes to the first scene (catalogue order) that holds their whole window.
         max_open: At most this many scenes keep open handles per process (least recently
             used closed first; they reopen on their next read).
+        order: How a shuffled epoch orders the windows (`crossgeo.loading.epoch_order`):
+            ``"random"`` (one permutation of all windows) or ``"scene-blocks"`` (scenes
+            permuted, grouped ``block_scenes`` at a time, windows permuted within each block):
+            less random, but each block's scenes are read together while open and cached.
+        block_scenes: Scenes per block with ``order="scene-blocks"`` (keep it <= ``max_open``).
         group_by: The column naming each place of a time-series catalogue: the rows of one
             group (one place at several dates, dated by a ``time`` column) make one scene whose
             patches are (T, C, H, W), every date brought onto the grid of the group's first row
@@ -102,12 +113,15 @@ class SceneSampler(WindowSequence):
         mask_path: PathLike | None = None,
         crops_path: Any = None,
         max_open: int = 32,
+        order: Literal["random", "scene-blocks"] = "random",
+        block_scenes: int = 8,
         group_by: str | None = None,
         time_steps: int | None = None,
         time_selection: Literal["all", "latest", "random"] = "all",
         **options: Any,
     ) -> None:
         max_open = check_max_open(max_open)
+        ordering = check_order(order, block_scenes)
         inspection = inspect_catalogue(
             scenes,
             patch_size,
@@ -118,26 +132,30 @@ class SceneSampler(WindowSequence):
             time_selection=time_selection,
             **options,
         )
-        self._setup(inspection, max_open)
+        self._setup(inspection, max_open, ordering)
         for text in inspection.warnings:
             warnings.warn(text, stacklevel=2)
 
     @classmethod
-    def from_inspection(cls, inspection: CatalogueInspection, *, max_open: Any = 32) -> SceneSampler:
+    def from_inspection(
+        cls, inspection: CatalogueInspection, *, max_open: Any = 32, order: Any = "random", block_scenes: Any = 8
+    ) -> SceneSampler:
         """The sampler of a catalogue inspection (``crossgeo validate`` samples through it); warns nothing.
 
         Raises `CatalogueError` listing the inspection's problems when it has any.
         """
         sampler = cls.__new__(cls)
-        sampler._setup(inspection, check_max_open(max_open))
+        sampler._setup(inspection, check_max_open(max_open), check_order(order, block_scenes))
         return sampler
 
-    def _setup(self, inspection: CatalogueInspection, max_open: int) -> None:
+    def _setup(self, inspection: CatalogueInspection, max_open: int, ordering: tuple[str, int]) -> None:
         if not inspection.ok:
             raise CatalogueError(inspection.describe_problems(), inspection.problems)
         assert inspection.windows is not None
         options, windows = inspection.options, inspection.windows
         self.max_open = max_open
+        #: A shuffled epoch's order ("random" or "scene-blocks") and the scenes per block (`crossgeo.loading`).
+        self.order, self.block_scenes = ordering
         self.options = options
         self.catalogue: list[Scene] = list(inspection.scenes)
         self.source = inspection.source

@@ -63,6 +63,7 @@ from crossgeo.loading import (
     require_shared_seed,
     require_windows,
     resolve_weights,
+    scene_blocks,
 )
 from crossgeo.memory import trim_heap
 from crossgeo.models import is_exported_program
@@ -492,8 +493,9 @@ class EpochOrderSampler(Sampler[int]):
 
     The order depends only on ``(seed, dataset.epoch)`` (and ``weights``), so it equals the
     tf.data and Keras adapters' order for the same seed, epoch and weights. Without
-    ``weights``: a permutation per epoch (`make_dataloader` uses it for ``shuffle: true``
-    with a seed). With ``weights`` (one per window, checked): ``len(dataset)`` windows drawn
+    ``weights``: a permutation per epoch, by blocks of scenes for a catalogue built with
+    ``order="scene-blocks"`` (`make_dataloader` uses it for ``shuffle: true`` with a seed, or
+    with scene blocks). With ``weights`` (one per window, checked): ``len(dataset)`` windows drawn
     with replacement in proportion to them. ``seed`` defaults to the dataset's.
 
     Under DDP every rank computes the same order and takes every ``num_replicas``-th entry
@@ -517,10 +519,11 @@ class EpochOrderSampler(Sampler[int]):
         self.dataset = dataset
         self.seed: int = seed
         self.weights = None if weights is None else check_weights(weights, len(dataset))
+        self.blocks = scene_blocks(dataset, self.weights)  # a catalogue's order="scene-blocks"
         self.num_replicas, self.rank = _replicas(num_replicas, rank)
 
     def __iter__(self) -> Iterator[int]:
-        order = epoch_order(len(self.dataset), self.seed, self.dataset.epoch, weights=self.weights)
+        order = epoch_order(len(self.dataset), self.seed, self.dataset.epoch, weights=self.weights, blocks=self.blocks)
         return iter(order[self.rank :: self.num_replicas].tolist())
 
     def __len__(self) -> int:
@@ -609,13 +612,14 @@ def make_dataloader(
         options["sampler"] = EpochOrderSampler(
             patch_dataset, weights=checked, seed=patch_dataset.plan.base_seed, rank=rank, num_replicas=replicas
         )
-    elif patch_dataset is not None and patch_dataset.seed is not None:
+    elif patch_dataset is not None and (patch_dataset.seed is not None or patch_dataset.plan.blocks is not None):
         seed = patch_dataset.seed
         if options.get("shuffle") and dataset is patch_dataset and "sampler" not in options:
-            # The same window order as the tf.data and Keras adapters for this (seed, epoch).
+            # The same window order as the tf.data and Keras adapters for this (seed, epoch); a catalogue's
+            # order="scene-blocks" is kept without a seed too (by the dataset's drawn seed).
             del options["shuffle"]
-            options["sampler"] = EpochOrderSampler(patch_dataset)
-        elif options.get("generator") is None:
+            options["sampler"] = EpochOrderSampler(patch_dataset, seed=patch_dataset.plan.base_seed)
+        elif options.get("generator") is None and seed is not None:
             options["generator"] = torch.Generator().manual_seed(seed)
     options["worker_init_fn"] = _chain(worker_init_fn, options.get("worker_init_fn"))
     if compact_transfer is None:

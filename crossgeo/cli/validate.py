@@ -269,11 +269,12 @@ def _validate_scenes(
     import warnings
 
     from crossgeo.catalogue import inspect_catalogue
-    from crossgeo.scenes import SceneSampler, check_max_open
+    from crossgeo.scenes import SceneSampler, check_max_open, check_order
 
     options = dict(kwargs)
     try:
         max_open = check_max_open(options.pop("max_open", 32))
+        ordering = check_order(options.pop("order", "random"), options.pop("block_scenes", 8))
     except CrossgeoError as error:
         checks.fail("scenes", one_line(error))
         return
@@ -284,7 +285,7 @@ def _validate_scenes(
         checks.fail("scenes", problem.message)
     if not inspection.ok:
         return
-    sampler = SceneSampler.from_inspection(inspection, max_open=max_open)
+    sampler = SceneSampler.from_inspection(inspection, max_open=max_open, order=ordering[0], block_scenes=ordering[1])
     counts = sampler.windows_per_scene()
     for scene, one in zip(sampler.catalogue, sampler.samplers):
         text = (

@@ -87,6 +87,19 @@ FIXES: dict[str, tuple[str, str]] = {
         "`time_selection` is not one of the three choices.",
         '`"all"` (every date, time order), `"latest"` or `"random"`.',
     ),
+    "order unknown": (
+        "A catalogue's `order` is neither of its two choices.",
+        '`"random"` (one shuffle of all windows) or `"scene-blocks"` (windows shuffled within blocks of scenes).',
+    ),
+    "block_scenes zero": (
+        "`block_scenes` (scenes per block of `order: scene-blocks`) is below 1.",
+        "Give a positive integer, at most `max_open` (default 8).",
+    ),
+    "scene-blocks with weights": (
+        "A weighted draw was asked of a catalogue built with `order: scene-blocks`; a draw with replacement "
+        "across all scenes has no blocks of scenes.",
+        'Use `order: "random"` with `weights`, or drop `weights`.',
+    ),
     "time_steps without group_by": (
         "`time_steps` / `time_selection` were given for a catalogue whose rows are single scenes.",
         "Set `group_by` to the column naming each place (and date every row in a `time` column), or remove them.",
@@ -469,7 +482,7 @@ FIXES: dict[str, tuple[str, str]] = {
         "written again; `crossgeo validate STORE` lists every damaged one.",
     ),
     "chips engine ray without ray": (
-        "`engine=\"ray\"` (`--engine ray`) needs Ray, an optional dependency.",
+        '`engine="ray"` (`--engine ray`) needs Ray, an optional dependency.',
         "In a clone of crossgeo: `pip install '.[ray]'`; or leave `engine` unset to write in this process.",
     ),
     "chips shard_size zero": (

@@ -272,6 +272,18 @@ def time_series(
     return SceneSampler(rows, SIZE, **{"group_by": "place", **options})
 
 
+def scene_blocks(files: Files, *, weights: bool = False, **options: Any) -> Any:
+    """A one-scene SceneSampler with ``options`` (``order``, ``block_scenes``); ``weights``: a shuffled weighted plan of it."""
+    from crossgeo import SceneSampler
+    from crossgeo.loading import plan_loader
+
+    row = {"image_path": str(files.scene.image), "mask_path": str(files.mask), "crops_path": str(files.windows)}
+    sampler = SceneSampler([row], SIZE, **options)
+    if weights:
+        return plan_loader(sampler, where="make_dataset", shuffle=True, seed=1, weights=np.ones(len(sampler)))
+    return sampler
+
+
 # (id, build(files), exception, message pattern): the pattern names the option/file and the fix.
 CASES: list[tuple[str, Callable[[Files], Any], type[Exception], str]] = [
     # --- options: types and ranges
@@ -897,6 +909,20 @@ CASES: list[tuple[str, Callable[[Files], Any], type[Exception], str]] = [
         lambda f: time_series(f, group_by=None, time_steps=3),
         ConfigError,
         r"time_steps / time_selection apply to a time series: set group_by=",
+    ),
+    # --- a catalogue's reading order (order, block_scenes)
+    (
+        "order unknown",
+        lambda f: scene_blocks(f, order="blocks"),
+        ConfigError,
+        r"order 'blocks' is not one of 'random', 'scene-blocks'",
+    ),
+    ("block_scenes zero", lambda f: scene_blocks(f, block_scenes=0), ConfigError, r"block_scenes must be >= 1, got 0"),
+    (
+        "scene-blocks with weights",
+        lambda f: scene_blocks(f, order="scene-blocks", weights=True),
+        ConfigError,
+        r'order="scene-blocks" cannot be combined with weights.*use order="random" with weights, or drop weights',
     ),
     # --- STAC items and catalogue cells with several sources
     (

@@ -59,7 +59,7 @@ def test_smoke_run_writes_table_and_json(tmp_path: Path, capsys: pytest.CaptureF
         assert results["throughput"][name]["patches_per_s"] > 0, name
     assert 0 < results["colour"]["ratio"]
     assert "20 scenes: SceneSampler construction seconds" in table
-    for name in ("scenes_max_open", "open_per_item", "scenes_small", "single"):
+    for name in ("scenes_max_open", "scenes_blocks", "open_per_item", "scenes_small", "single"):
         assert results["scenes"]["throughput"][name]["patches_per_s"] > 0, name
     assert results["scenes"]["open_scenes_after"] <= 32 and results["scenes"]["windows"] > 0
     assert results["index"]["rows"] == 10_000
