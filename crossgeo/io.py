@@ -1326,7 +1326,8 @@ def check_output_path(path: str | os.PathLike[str], *, overwrite: bool, option: 
     if os.path.isdir(full):
         raise ConfigError(f"{option} {full!r} is a folder; give a file name such as prediction.tif.")
     if os.path.exists(full) and not overwrite:
-        raise ConfigError(f"{option} {full!r} already exists; pass overwrite=True to replace it.")
+        flag = "--overwrite" if option.startswith("--") else "overwrite=True"  # the CLI names its options "--out"
+        raise ConfigError(f"{option} {full!r} already exists; pass {flag} to replace it.")
     if not os.path.isdir(folder):
         raise ConfigError(f"{option} {full!r}: the folder {folder!r} does not exist (or is a file); create it first.")
     if not os.access(folder, os.W_OK):

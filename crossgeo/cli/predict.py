@@ -159,7 +159,7 @@ def run(args: argparse.Namespace) -> int:
         check_not_input(args.out, inputs, option="--out", advice="e.g. prediction.tif")
         check_output_path(args.out, overwrite=args.overwrite, option="--out")
     except ConfigError as error:
-        raise CliError(str(error).replace("pass overwrite=True", "pass --overwrite")) from error
+        raise CliError(str(error)) from error
     framework, model, predict = load_predictor(args.model, args.framework, args.device)
     image, size, k = values["image_path"], int(values["patch_size"]), class_count(values)
     kw: dict[str, Any] = {"device": args.device} if framework == "torch" else {}
