@@ -290,10 +290,20 @@ def open_raster(path: str, option: str) -> Any:
                 return rasterio.open(path)
         return rasterio.open(path)
     except RasterioError as error:
+        if os.path.isdir(path):  # GDAL says only "not recognized as being in a supported file format"
+            inside = sorted(p.name for p in Path(path).iterdir() if p.suffix.lower() in RASTER_SUFFIXES)[:3]
+            hint = f" (it holds {', '.join(inside)})" if inside else ""
+            raise ReadError(
+                f"{option} {path!r} is a folder, not a raster file; give the path of one raster file in it{hint}."
+            ) from error
         raise ReadError(
             f"{option} {path!r} cannot be opened as a raster: {error}. Check the path and that the "
             "file is a complete GeoTIFF/MBTiles/VRT (or another format GDAL reads)."
         ) from error
+
+
+RASTER_SUFFIXES = (".tif", ".tiff", ".mbtiles", ".vrt", ".jp2", ".png", ".img")
+"""File endings named when a folder is given where a raster file is expected."""
 
 
 def is_remote(path: str) -> bool:

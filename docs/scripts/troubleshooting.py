@@ -226,6 +226,10 @@ FIXES: dict[str, tuple[str, str]] = {
         "A required key is absent.",
         "Add it; the message names it. The image key is `image_mbtiles_path` (the original's name, also for GeoTIFFs).",
     ),
+    "image is a folder": (
+        "`image_path` names a folder (for example the folder of a download), which GDAL cannot open as one raster.",
+        "Give the path of one raster file inside it; for several band files, list them (see the sources how-to).",
+    ),
     "image missing": (
         "The image path does not exist (relative paths start at the current folder).",
         "Fix the path, or run from the folder the configuration expects.",

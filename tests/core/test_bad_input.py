@@ -464,6 +464,12 @@ CASES: list[tuple[str, Callable[[Files], Any], type[Exception], str]] = [
         r"image_path '.*nope.tif' does not exist. Check the path",
     ),
     (
+        "image is a folder",
+        lambda f: sampler(f, image_path=f.scene.folder),
+        ReadError,
+        r"image_path '.*' is a folder, not a raster file; give the path of one raster file in it \(it holds .*\.tif",
+    ),
+    (
         "mask missing",
         lambda f: sampler(f, mask_path=f.path("nope.vrt")),
         ConfigError,
