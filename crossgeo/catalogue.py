@@ -538,23 +538,11 @@ def parse_time(value: Any) -> np.datetime64:
     return parsed
 
 
-def _time_groups(
-    rows: Sequence[Any], catalogue: Sequence[Scene], group_by: str, time_steps: int | None, selection: str
-) -> tuple[list[Scene], list[SceneProblem], int, int]:
-    """The time-series scenes of a catalogue: its rows grouped by ``group_by``, each group's dates in time order.
-
-    Returns the groups (positions 0.., in order of their first row), a problem per bad row or
-    group (a ``time`` that is not a date, a missing group value, two rows at one time, a group
-    longer than ``time_steps`` under ``"all"``, rows disagreeing on mask/crops), how many dates
-    ``"latest"`` left out, and T.
-    """
+def _dated_rows(
+    rows: Sequence[Any], catalogue: Sequence[Scene], group_by: str
+) -> tuple[dict[str, list[tuple[np.datetime64, Scene]]], list[SceneProblem]]:
+    """The catalogue's scenes by ``group_by`` value, each with its parsed ``time``; a problem per undated row."""
     problems: list[SceneProblem] = []
-    if all(group_by not in row for row in rows if isinstance(row, Mapping)):
-        keys = sorted({str(k) for row in rows if isinstance(row, Mapping) for k in row})
-        raise ConfigError(
-            f"group_by={group_by!r} but the catalogue has no {group_by!r} column (it has {keys})."
-            f"{_fix_hint(group_by, keys)} Name the column that says which place each row shows."
-        )
     groups: dict[str, list[tuple[np.datetime64, Scene]]] = {}
     for scene in catalogue:
         row = rows[scene.position]
@@ -595,6 +583,62 @@ def _time_groups(
             )
             continue
         groups.setdefault(str(key), []).append((when, scene))
+    return groups, problems
+
+
+def _group_error(
+    where: str, ordered: Sequence[tuple[np.datetime64, Scene]], first: Scene, steps: int, selection: str
+) -> ConfigError | None:
+    """Why a group (its dates ``ordered`` in time; ``first`` its first row, whose mask and crops it uses) cannot be
+    one time-series scene, or None."""
+    count = len(ordered)
+    times = [t for t, _ in ordered]
+    repeated = [str(a) for a, b in itertools.pairwise(times) if a == b]
+    if repeated:
+        return ConfigError(
+            f"{where} has two rows at {TIME_COLUMN} {repeated[0]}; each date of a place appears once "
+            "(remove the duplicate row, or give the rows different group values)."
+        )
+    disagree = [
+        s
+        for _, s in ordered
+        if s.mask_path not in (None, first.mask_path) or s.crops_path not in (None, first.crops_path)
+    ]
+    if disagree:
+        return ConfigError(
+            f"{where}: {disagree[0].where} sets mask_path/crops_path {disagree[0].mask_path!r}/"
+            f"{disagree[0].crops_path!r} but the group's first row sets {first.mask_path!r}/"
+            f"{first.crops_path!r}; a group has one mask and one set of windows (on its first row's "
+            "grid): give them on the first row only, or make the rows agree."
+        )
+    if count > steps and selection == "all":
+        return ConfigError(
+            f"{where} has {count} dates but time_steps is {steps} and time_selection is 'all'; "
+            f"raise time_steps to {count}, or set time_selection: latest (the latest {steps}) "
+            "or random (drawn per sample)."
+        )
+    return None
+
+
+def _time_groups(
+    rows: Sequence[Any], catalogue: Sequence[Scene], group_by: str, time_steps: int | None, selection: str
+) -> tuple[list[Scene], list[SceneProblem], int, int]:
+    """The time-series scenes of a catalogue: its rows grouped by ``group_by``, each group's dates in time order.
+
+    Returns the groups (positions 0.., in order of their first row), a problem per bad row or
+    group (a ``time`` that is not a date, a missing group value, two rows at one time, a group
+    longer than ``time_steps`` under ``"all"``, rows disagreeing on mask/crops), how many dates
+    ``"latest"`` left out, and T.
+    """
+    problems: list[SceneProblem] = []
+    if all(group_by not in row for row in rows if isinstance(row, Mapping)):
+        keys = sorted({str(k) for row in rows if isinstance(row, Mapping) for k in row})
+        raise ConfigError(
+            f"group_by={group_by!r} but the catalogue has no {group_by!r} column (it has {keys})."
+            f"{_fix_hint(group_by, keys)} Name the column that says which place each row shows."
+        )
+    groups, found = _dated_rows(rows, catalogue, group_by)
+    problems += found
     longest = max((len(members) for members in groups.values()), default=0)
     steps = time_steps if time_steps is not None else longest
     out: list[Scene] = []
@@ -603,51 +647,9 @@ def _time_groups(
         first = members[0][1]  # the group's first row: its reference grid, mask and crops
         where = f"group {name!r} ({group_by}; rows {', '.join(str(s.position) for _, s in members)})"
         ordered = sorted(members, key=lambda m: m[0])
-        times = [t for t, _ in ordered]
-        repeated = [str(a) for a, b in itertools.pairwise(times) if a == b]
-        if repeated:
-            problems.append(
-                SceneProblem(
-                    "catalogue",
-                    ConfigError(
-                        f"{where} has two rows at {TIME_COLUMN} {repeated[0]}; each date of a place appears once "
-                        "(remove the duplicate row, or give the rows different group values)."
-                    ),
-                    first.position,
-                )
-            )
-            continue
-        disagree = [
-            s
-            for _, s in members
-            if s.mask_path not in (None, first.mask_path) or s.crops_path not in (None, first.crops_path)
-        ]
-        if disagree:
-            problems.append(
-                SceneProblem(
-                    "catalogue",
-                    ConfigError(
-                        f"{where}: {disagree[0].where} sets mask_path/crops_path {disagree[0].mask_path!r}/"
-                        f"{disagree[0].crops_path!r} but the group's first row sets {first.mask_path!r}/"
-                        f"{first.crops_path!r}; a group has one mask and one set of windows (on its first row's "
-                        "grid): give them on the first row only, or make the rows agree."
-                    ),
-                    first.position,
-                )
-            )
-            continue
-        if len(ordered) > steps and selection == "all":
-            problems.append(
-                SceneProblem(
-                    "catalogue",
-                    ConfigError(
-                        f"{where} has {len(ordered)} dates but time_steps is {steps} and time_selection is 'all'; "
-                        f"raise time_steps to {len(ordered)}, or set time_selection: latest (the latest {steps}) "
-                        "or random (drawn per sample)."
-                    ),
-                    first.position,
-                )
-            )
+        error = _group_error(where, ordered, first, steps, selection)
+        if error is not None:
+            problems.append(SceneProblem("catalogue", error, first.position))
             continue
         reference = first
         if selection == "latest" and len(ordered) > steps:
