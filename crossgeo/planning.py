@@ -663,6 +663,7 @@ def balanced_windows(
     candidates all of them are chosen (logged). ``split`` and ``class_names`` (class ->
     name) only label the log messages.
     """
+    # Just over 80 lines: the checks of its eight options, then one draw; splitting the draw would pass its state.
     frame = _window_table(fractions, "fractions")
     columns = _selected_classes(_class_columns(frame, "fractions"), classes)
     n = _int_option(n, "n")

@@ -550,6 +550,8 @@ def predict_raster(
     Returns:
         A `Prediction` naming the file, K, the nodata value and how many pixels got it.
     """
+    # Longer than 80 lines: one pipeline (check, plan strips, read ahead, predict with TTA, blend, write) whose
+    # steps share the strip state; the steps themselves are helpers (_batches, _forward, StripWriter).
     if not callable(predict):
         raise OptionError(f"predict must be a callable taking (N, C, H, W) float32 batches, got {predict!r}.")
     size = check_int(patch_size, "patch_size", 1)
