@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import multiprocessing
+import os
+import subprocess
+import sys
 import threading
 from pathlib import Path
 from typing import Any
@@ -15,6 +18,7 @@ from crossgeo import testing as T
 from crossgeo.readahead import ReadAhead
 from crossgeo.testing import CoordinateScene
 
+ROOT = Path(__file__).resolve().parents[2]
 SIZE = 32
 
 
@@ -99,10 +103,9 @@ def _child_read(sampler: PatchSampler, queue: Any) -> None:
     queue.put([(p.index, p.image.tolist(), p.mask.tolist(), p.mask_valid.tolist()) for p in reads])
 
 
-@pytest.mark.parametrize("method", ["fork", "spawn"])
-def test_read_ahead_in_forked_and_spawned_processes_reads_what_the_parent_reads(
-    scene: CoordinateScene, method: str, tmp_path: Path
-) -> None:
+def _read_in_a_child(folder: Path, method: str) -> None:
+    """Read every window in the parent, then in a ``method`` child process through a pool; both must agree."""
+    scene = CoordinateScene(folder, 512)
     sampler = warped_sampler(scene, n=10)
     want = patches(sampler, list(range(len(sampler))), 2)  # the parent's handles and blocks exist before the fork
     context = multiprocessing.get_context(method)
@@ -113,3 +116,18 @@ def test_read_ahead_in_forked_and_spawned_processes_reads_what_the_parent_reads(
     child.join(timeout=60)
     assert child.exitcode == 0
     assert_same([(i, np.array(a), np.array(b), np.array(c)) for i, a, b, c in got], want)
+
+
+@pytest.mark.parametrize("method", ["fork", "spawn"])
+def test_read_ahead_in_forked_and_spawned_processes_reads_what_the_parent_reads(method: str, tmp_path: Path) -> None:
+    """Run in a fresh interpreter: forking the test process would also fork whatever threads earlier tests left
+    running (servers, pools), whose held locks can hang a forked child whatever crossgeo does."""
+    code = (
+        "import sys; from pathlib import Path; import test_readahead as t; "
+        f"t._read_in_a_child(Path(sys.argv[1]), {method!r})"
+    )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent), str(ROOT)])}
+    done = subprocess.run(
+        [sys.executable, "-c", code, str(tmp_path)], env=env, capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
