@@ -195,7 +195,8 @@ class SceneSampler(WindowSequence):
         #: Dates left out of the time series (``time_selection="latest"``).
         self.skipped_dates = inspection.skipped_dates
         if self.time_steps is not None:
-            self.selected_bands = first.image_info.sources[0].bands  # the bands of one date
+            dates = len(self.catalogue[0].dates)
+            self.selected_bands = first.image_info.bands[: len(first.image_info.bands) // dates]  # one date's bands
         #: Samples this process served from a replacement window (``on_read_error="skip"``).
         self.skipped = 0
         #: Positions of the windows this process found unreadable (never read again here).
@@ -303,7 +304,8 @@ class SceneSampler(WindowSequence):
         group = self.catalogue[scene]
         dates, steps = len(group.dates), self.time_steps
         image = patch.image.reshape(dates, -1, *patch.image.shape[1:])
-        valid = np.ones(dates, bool) if patch.source_valid is None else np.array(patch.source_valid, bool)
+        # One source per date, or several (a date of several band files): a date is valid where all of its are.
+        valid = np.ones(dates, bool) if patch.source_valid is None else patch.source_valid.reshape(dates, -1).all(1)
         times = np.array(group.times, dtype="datetime64[s]")
         if dates < steps:
             padded = np.zeros((steps, *image.shape[1:]), image.dtype)
