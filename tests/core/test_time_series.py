@@ -12,9 +12,9 @@ import logging
 from pathlib import Path
 
 import albumentations as A
-from affine import Affine
 import numpy as np
 import pytest
+from affine import Affine
 from testkit import DATES_A, DATES_B, SHIFT, SIZE, Series, day_of_year
 
 from crossgeo import SceneSampler
