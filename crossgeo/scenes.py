@@ -194,9 +194,16 @@ class SceneSampler(WindowSequence):
         self.time_selection = inspection.time_selection
         #: Dates left out of the time series (``time_selection="latest"``).
         self.skipped_dates = inspection.skipped_dates
+        #: ``(source name, 1-based band)`` per channel of `Patch.image` (the first scene's, as `PatchSampler.channels`);
+        #: for a time series one date's channels, a source named without its date (``"image"`` for a one-file date).
+        self.channels: tuple[tuple[str, int], ...] = first.channels
         if self.time_steps is not None:
             dates = len(self.catalogue[0].dates)
             self.selected_bands = first.image_info.bands[: len(first.image_info.bands) // dates]  # one date's bands
+            self.channels = tuple(
+                (name.split("/", 1)[1] if "/" in name else "image", band)
+                for name, band in first.channels[: len(self.selected_bands)]
+            )
         #: Samples this process served from a replacement window (``on_read_error="skip"``).
         self.skipped = 0
         #: Positions of the windows this process found unreadable (never read again here).

@@ -119,7 +119,7 @@ def write_sources_scene(folder: Path, *, b20_rows: int = SOURCES_HEIGHT // 2) ->
         "missing": "fill",
     }
     config = folder / "config.yaml"
-    config.write_text(yaml.safe_dump({"train_dataset": options}))
+    config.write_text(yaml.safe_dump({"train_dataset": options}, sort_keys=False))
     return {"B10": b10, "B20": b20, "mask": mask, "windows": table, "config": config, "folder": folder}
 
 
