@@ -70,6 +70,7 @@ __all__ = [
     "check_int",
     "check_patch_size",
     "check_path",
+    "covered_pixels",
     "inspect_any_image",
     "inspect_image",
     "inspect_image_sources",
@@ -657,6 +658,13 @@ def source_coverage(image: ImageInfo, index: winsrc.WindowIndex, patch_size: int
 
 COVERAGE_SAMPLES = 128
 """Pixel centres per axis sampled on each grid to measure the mask's coverage."""
+
+
+def covered_pixels(raster: RasterInfo, grid: Grid) -> np.ndarray:
+    """(H, W) bool: the pixels of ``grid`` whose centre lies on ``raster`` (in any CRS), whatever its values."""
+    rows, cols = np.mgrid[0 : grid.height, 0 : grid.width] + 0.5
+    xs, ys = _moved(*(grid.transform @ (cols.ravel(), rows.ravel())), grid.crs, raster.crs)
+    return _on_grid(xs, ys, raster.height, raster.width, raster.transform).reshape(grid.height, grid.width)
 
 
 def _pixel_centres(height: int, width: int, transform: Any, samples: int = COVERAGE_SAMPLES) -> tuple[Any, Any]:

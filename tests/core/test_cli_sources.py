@@ -116,3 +116,79 @@ def test_preview_of_a_time_series_shows_each_windows_latest_date(tmp_path: Path,
     scenes = [0, 0, 0, 0, 1, 1]
     for tile, scene in zip(_tiles(png, 6, 32), scenes):
         assert (tile == latest[scene]).all()
+
+
+# --------------------------------------------------------------------------- validate and stats per source
+
+
+def _coverage_scene(folder: Path) -> Path:
+    """Sources with known coverage and nodata on a 200 x 200 reference grid at 10 m.
+
+    ``B10``: the reference. ``B20`` (20 m, nodata 0): its 70 rows cover reference rows 0-139 (70.0 %);
+    its rows 0-14 are 0 (reference rows 0-29: 30 of the 140 covered, 21.43 %), the others hold 1 + its row.
+    ``B60`` (60 m, covers all; nodata 7 given in the configuration, not in the file): its columns 0-16 are 7
+    (reference columns 0-101: 51.00 %).
+    """
+    ten = Affine(10, 0, LEFT, 0, -10, TOP)
+    b10 = T.write_raster(folder / "B10.tif", T.coordinate_bands(200, 200, "uint16")[:1], crs=UTM, transform=ten)
+    b20_data = (1 + np.mgrid[0:70, 0:100][0]).astype(np.uint16)
+    b20_data[:15] = 0
+    b20 = T.write_raster(
+        folder / "B20.tif", b20_data[None], crs=UTM, transform=Affine(20, 0, LEFT, 0, -20, TOP), nodata=0
+    )
+    b60_data = np.full((1, 34, 34), 9, np.uint16)
+    b60_data[:, :, :17] = 7
+    b60 = T.write_raster(folder / "B60.tif", b60_data, crs=UTM, transform=Affine(60, 0, LEFT, 0, -60, TOP))
+    mask = T.write_raster(folder / "mask.tif", np.ones((1, 200, 200), np.uint8), crs=UTM, transform=ten)
+    windows = T.write_windows_table(folder / "w.csv", [0, 60], [0, 100])
+    options = {
+        "image_path": {"B10": str(b10), "B20": str(b20), "B60": {"path": str(b60), "nodata": 7}},
+        "mask_path": str(mask),
+        "crops_path": str(windows),
+        "patch_size": 64,
+        "image_dtype": "uint16",
+    }
+    config = folder / "config.yaml"
+    config.write_text(yaml.safe_dump(options, sort_keys=False))
+    return config
+
+
+def test_validate_reports_each_sources_crs_resolution_coverage_and_nodata_share(tmp_path: Path, cli: CliRun) -> None:
+    config = _coverage_scene(tmp_path)
+    code, out, err = cli("validate", config)
+    assert code == 0, out + err
+    got = {line.split()[2]: " ".join(line.split()) for line in out.splitlines() if " source " in line}
+    assert got["B10"].startswith(f"ok source B10 {tmp_path}/B10.tif: EPSG:32632, 10 x 10 pixels; covers 100.0% of")
+    assert "no data on 0.00% of that (sampled); has pixels in 100% of 2 window(s)" in got["B10"]
+    assert got["B20"].startswith(f"ok source B20 {tmp_path}/B20.tif: EPSG:32632, 20 x 20 pixels; covers 70.0% of the")
+    assert "no data on 21.43% of that" in got["B20"]
+    # More than half of B60 is its configured nodata: a warning, not a failure.
+    assert got["B60"].startswith(f"warn source B60 {tmp_path}/B60.tif: EPSG:32632, 60 x 60 pixels; covers 100.0%")
+    assert "no data on 51.00% of that" in got["B60"]
+
+
+def test_stats_reports_band_statistics_per_source(tmp_path: Path, cli: CliRun) -> None:
+    config = _coverage_scene(tmp_path)
+    code, out, err = cli("stats", config, "--json", tmp_path / "s.json")
+    assert code == 0, err
+    import json
+
+    sources = {s["name"]: s for s in json.loads((tmp_path / "s.json").read_text())["sources"]}
+    assert list(sources) == ["B10", "B20", "B60"]
+    assert sources["B10"]["bands"] == [
+        {"band": 1, "min": 0.0, "max": 199.0, "mean": 99.5, "std": round(np.arange(200).std(), 6)}
+    ]
+    # B20 where it has data: reference rows 30-139, each holding 1 + row // 2 (16..70, every value on 2 rows).
+    values = 1 + np.arange(30, 140) // 2
+    assert sources["B20"]["coverage"] == 0.7 and sources["B20"]["nodata_share"] == round(30 / 140, 6)
+    assert sources["B20"]["bands"] == [
+        {"band": 1, "min": 16.0, "max": 70.0, "mean": round(values.mean(), 6), "std": round(values.std(), 6)}
+    ]
+    assert sources["B60"]["nodata_share"] == 0.51 and sources["B60"]["bands"][0]["min"] == 9.0
+    assert sources["B60"]["resolution"] == [60.0, 60.0] and sources["B60"]["crs"] == "EPSG:32632"
+    lines = [" ".join(line.split()) for line in out.splitlines()]
+    assert "B20:1 min 16 max 70 mean 43 std 15.87" in lines
+    assert any(
+        line.startswith("B20: EPSG:32632, 20 x 20 pixels; covers 70.0% of the reference grid, no data on 21.43%")
+        for line in lines
+    )
