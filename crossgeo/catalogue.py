@@ -866,11 +866,11 @@ def _date_sources(
     Every date must list the same sources (names and order), so channel c of each date is the same band.
     """
     if not any(is_multi_source(path) for path in scene.dates):
-        out = {
+        one = {
             name: {"path": path} if bands is None else {"path": path, "bands": bands}
             for name, path in zip(names, scene.dates)
         }
-        return out, reference
+        return one, reference
     if bands is not None:
         raise ConfigError(
             f"selected_bands applies to one image per date; the dates of {scene.where} list several sources: give "

@@ -663,7 +663,8 @@ COVERAGE_SAMPLES = 128
 def covered_pixels(raster: RasterInfo, grid: Grid) -> np.ndarray:
     """(H, W) bool: the pixels of ``grid`` whose centre lies on ``raster`` (in any CRS), whatever its values."""
     rows, cols = np.mgrid[0 : grid.height, 0 : grid.width] + 0.5
-    xs, ys = _moved(*(grid.transform @ (cols.ravel(), rows.ravel())), grid.crs, raster.crs)
+    xs, ys = grid.transform @ (cols.ravel(), rows.ravel())
+    xs, ys = _moved(xs, ys, grid.crs, raster.crs)
     return _on_grid(xs, ys, raster.height, raster.width, raster.transform).reshape(grid.height, grid.width)
 
 

@@ -312,7 +312,8 @@ class SceneSampler(WindowSequence):
         dates, steps = len(group.dates), self.time_steps
         image = patch.image.reshape(dates, -1, *patch.image.shape[1:])
         # One source per date, or several (a date of several band files): a date is valid where all of its are.
-        valid = np.ones(dates, bool) if patch.source_valid is None else patch.source_valid.reshape(dates, -1).all(1)
+        flags = np.ones(dates, bool) if patch.source_valid is None else np.asarray(patch.source_valid, bool)
+        valid = np.asarray(flags.reshape(dates, -1).all(axis=1), bool)
         times = np.array(group.times, dtype="datetime64[s]")
         if dates < steps:
             padded = np.zeros((steps, *image.shape[1:]), image.dtype)
