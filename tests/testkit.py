@@ -180,6 +180,29 @@ class Series:
                 self.rows.append(row)
 
 
+def multi_source_dates(series: Series) -> list[dict[str, object]]:
+    """`Series`' rows with every date as two band files (issue 24.4): ``coords`` (the date's row/col/row+col bands,
+    the shifted date on its shifted grid; bands [2, 1] chosen) and ``day`` at twice the pixel size (1000 + the day
+    of year): channels (col, row, 1000 + day) per date."""
+    import rasterio
+
+    rows = []
+    for row in series.rows:
+        path = Path(str(row["image_path"]))
+        with rasterio.open(path) as src:
+            coords = src.read([1, 2, 3])
+            day = int(src.read(4)[0, 0])
+            transform, crs = src.transform, src.crs
+        coarse = np.full((1, coords.shape[1] // 2, coords.shape[2] // 2), 1000 + day, np.uint16)
+        day_file = T.write_raster(
+            path.with_name(path.stem + "_day.tif"), coarse, crs=crs, transform=transform @ Affine.scale(2)
+        )
+        coords_file = T.write_raster(path.with_name(path.stem + "_coords.tif"), coords, crs=crs, transform=transform)
+        image = {"coords": {"path": str(coords_file), "bands": [2, 1]}, "day": str(day_file)}
+        rows.append({**row, "image_path": image})
+    return rows
+
+
 STAC_PATCH = 16
 STAC_WINDOWS = ((0, 0), (8, 40), (48, 48))
 

@@ -14,8 +14,7 @@ from pathlib import Path
 import albumentations as A
 import numpy as np
 import pytest
-from affine import Affine
-from testkit import DATES_A, DATES_B, SHIFT, SIZE, Series, day_of_year
+from testkit import DATES_A, DATES_B, SHIFT, SIZE, Series, day_of_year, multi_source_dates
 
 from crossgeo import SceneSampler
 from crossgeo import testing as T
@@ -257,40 +256,10 @@ def test_a_time_series_sampler_pickles_without_handles(series: Series) -> None:
 # --------------------------------------------------------------------------- a date of several sources
 
 
-def _multi_source_dates(series: Series) -> list[dict[str, object]]:
-    """Every date of `Series` as two band files: ``coords`` (its rows/cols/row+col bands, the shifted date on its
-    shifted grid) and ``day`` at twice the pixel size (1000 + day of year), 1-based bands chosen per source."""
-    import rasterio
-
-    rows = []
-    for row in series.rows:
-        path = Path(str(row["image_path"]))
-        with rasterio.open(path) as src:
-            coords = src.read([1, 2, 3])
-            transform, crs = src.transform, src.crs
-        day = int(src_day(path))
-        coarse = np.full((1, coords.shape[1] // 2, coords.shape[2] // 2), 1000 + day, np.uint16)
-        day_file = T.write_raster(
-            path.with_name(path.stem + "_day.tif"), coarse, crs=crs, transform=transform @ Affine.scale(2)
-        )
-        coords_file = T.write_raster(path.with_name(path.stem + "_coords.tif"), coords, crs=crs, transform=transform)
-        image = {"coords": {"path": str(coords_file), "bands": [2, 1]}, "day": str(day_file)}
-        rows.append({**row, "image_path": image})
-    return rows
-
-
-def src_day(path: Path) -> int:
-    """The day of year `testkit.write_date` wrote in band 4."""
-    import rasterio
-
-    with rasterio.open(path) as src:
-        return int(src.read(4)[0, 0])
-
-
 def test_a_date_of_several_sources_gives_each_channel_from_its_own_date_and_file(series: Series) -> None:
     """Issue 24.4: each row's image_path a mapping of two band files at 1x and 2x pixel size; per date and
     channel the values prove their date (day of year) and their pixel (coordinates on the reference grid)."""
-    rows = _multi_source_dates(series)
+    rows = multi_source_dates(series)
     sampler = SceneSampler(rows, SIZE, image_dtype="uint16", image_resampling="nearest", group_by="place", time_steps=5)
     assert sampler.patch_shape == (5, 3, SIZE, SIZE)
     assert sampler.samplers[0].channels[:4] == (
@@ -312,7 +281,7 @@ def test_a_date_of_several_sources_gives_each_channel_from_its_own_date_and_file
 
 
 def test_the_dates_of_a_group_must_list_the_same_sources(series: Series) -> None:
-    rows = _multi_source_dates(series)
+    rows = multi_source_dates(series)
     rows[1] = {**rows[1], "image_path": {"coords": rows[1]["image_path"]["coords"]}}  # type: ignore[index]
     with pytest.raises(CatalogueError, match=r"same sources.*'day'"):
         SceneSampler(rows, SIZE, image_dtype="uint16", group_by="place", time_steps=5)
