@@ -113,13 +113,13 @@ def run(args: argparse.Namespace) -> int:
     sampler, options = make_sampler(args)
     inputs = {"--prediction": args.prediction, **input_paths(args.config, options.sampler)}
     check_not_input(args.out, inputs, option="--out")
-    channels = choose_channels(channel_names(sampler), args.rgb)  # before any pixel is read
+    names = channel_names(sampler)
+    channels = choose_channels(names, args.rgb)  # before any pixel is read
     indices = choose_windows(len(sampler), args.n, args.seed)
     title = (
         f"{Path(args.config).name}: {Path(sampler.image_path).name} + mask {Path(sampler.mask_path).name}, "
         f"{len(indices)} of {len(sampler)} windows, {sampler.patch_size} px"
     )
-    names = channel_names(sampler)
     if args.rgb or len(names) > 3:  # which channels the picture shows, when it is a choice
         title += f"; {'grey' if len(channels) == 1 else 'RGB'}: {', '.join(names[c] for c in channels)}"
     predictions = None
