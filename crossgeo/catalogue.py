@@ -51,6 +51,7 @@ from crossgeo.inspection import (
     _check_scalar_options,
     _inspect_any_image,
     _outside_share,
+    _source_entries,
     check_patch_size,
     check_path,
     inspect_image_sources,
@@ -833,21 +834,19 @@ def _inspect_scene_image(scene: Scene, options: Mapping[str, Any]) -> ImageInfo:
                 "give a date every group has, or leave reference unset (each group's first row is its reference)."
             )
         reference = names[scene.times.index(wanted)]
-    bands = options["selected_bands"]
-    sources = {
-        name: {"path": path} if bands is None else {"path": path, "bands": bands}
-        for name, path in zip(names, scene.dates)
-    }
+    option = f"image_path (the dates of {scene.where})"
+    sources, reference = _date_sources(scene, names, reference, options["selected_bands"], option)
     image = inspect_image_sources(
         sources,
-        option=f"image_path (the dates of {scene.where})",
+        option=option,
         image_dtype=options["image_dtype"],
         resampling=options["image_resampling"],
         reference=reference,
         target_crs=options["target_crs"],
         target_resolution=options["target_resolution"],
     )
-    counts = {len(source.bands) for source in image.sources}
+    per = len(image.sources) // len(names)  # sources per date
+    counts = {tuple(len(s.bands) for s in image.sources[t * per : (t + 1) * per]) for t in range(len(names))}
     if len(counts) > 1:
         per_date = ", ".join(f"{s.name}: {len(s.bands)}" for s in image.sources)
         raise RasterError(
@@ -855,6 +854,44 @@ def _inspect_scene_image(scene: Scene, options: Mapping[str, Any]) -> ImageInfo:
             "set selected_bands to bands every date has."
         )
     return image
+
+
+def _date_sources(
+    scene: Scene, names: Sequence[str], reference: str, bands: Any, option: str
+) -> tuple[dict[str, Any], str]:
+    """A time series' image sources: one per date named by its time, or, where each date's ``image_path`` is a
+    list/mapping of sources, each of them named ``<time>/<source>`` (dates in time order, each date's sources in
+    its order); and the reference source (the reference date's, its first source).
+
+    Every date must list the same sources (names and order), so channel c of each date is the same band.
+    """
+    if not any(is_multi_source(path) for path in scene.dates):
+        one = {
+            name: {"path": path} if bands is None else {"path": path, "bands": bands}
+            for name, path in zip(names, scene.dates)
+        }
+        return one, reference
+    if bands is not None:
+        raise ConfigError(
+            f"selected_bands applies to one image per date; the dates of {scene.where} list several sources: give "
+            "each source its bands (e.g. {B11: {path: B11.tif, bands: [1]}}) and remove selected_bands."
+        )
+    out: dict[str, Any] = {}
+    first: list[str] | None = None
+    for name, path in zip(names, scene.dates):
+        entries = _source_entries(path if is_multi_source(path) else [path], f"{option} at {name}")
+        listed = [source for source, _ in entries]
+        if first is None:
+            first = listed
+        elif listed != first:
+            raise ConfigError(
+                f"{option}: every date must list the same sources in the same order (each channel is one band of "
+                f"every date), but {names[0]} lists {first} and {name} lists {listed}; give every row of the group "
+                "the same source names."
+            )
+        out.update({f"{name}/{source}": spec for source, spec in entries})
+    assert first is not None
+    return out, f"{reference}/{first[0]}"
 
 
 def _inspect_masks(

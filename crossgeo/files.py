@@ -282,16 +282,22 @@ def input_paths(config: str | os.PathLike[str] | None, options: Mapping[str, Any
     """The input files of a configuration, for `check_not_input`: the file itself, every ``*_path`` option,
     ``scenes`` and ``window_index_cache``.
 
-    A list or mapping of paths (several image sources) gives one entry per path.
+    A list or mapping of paths (several image sources) gives one entry per path (a source
+    given as a mapping by its ``path``).
     """
     inputs: dict[str, Any] = {} if config is None else {"configuration": config}
     for key, value in options.items():
         if not (key.endswith("_path") or key in ("scenes", "window_index_cache")):
             continue
-        if isinstance(value, Mapping):
-            inputs.update({f"{key}[{name!r}]": item for name, item in value.items()})
+        if isinstance(value, Mapping):  # several image sources: name -> path | {path, bands, ...}
+            inputs.update({f"{key}[{name!r}]": _source_path(item) for name, item in value.items()})
         elif isinstance(value, (list, tuple)):
-            inputs.update({f"{key}[{i}]": item for i, item in enumerate(value)})
+            inputs.update({f"{key}[{i}]": _source_path(item) for i, item in enumerate(value)})
         else:
             inputs[key] = value
     return inputs
+
+
+def _source_path(item: Any) -> Any:
+    """The path of one image source: itself, or a source mapping's ``path``."""
+    return item.get("path") if isinstance(item, Mapping) else item

@@ -70,6 +70,8 @@ __all__ = [
     "check_int",
     "check_patch_size",
     "check_path",
+    "covered_pixels",
+    "inspect_any_image",
     "inspect_image",
     "inspect_image_sources",
     "inspect_mask",
@@ -658,6 +660,14 @@ COVERAGE_SAMPLES = 128
 """Pixel centres per axis sampled on each grid to measure the mask's coverage."""
 
 
+def covered_pixels(raster: RasterInfo, grid: Grid) -> np.ndarray:
+    """(H, W) bool: the pixels of ``grid`` whose centre lies on ``raster`` (in any CRS), whatever its values."""
+    rows, cols = np.mgrid[0 : grid.height, 0 : grid.width] + 0.5
+    xs, ys = grid.transform @ (cols.ravel(), rows.ravel())
+    xs, ys = _moved(xs, ys, grid.crs, raster.crs)
+    return _on_grid(xs, ys, raster.height, raster.width, raster.transform).reshape(grid.height, grid.width)
+
+
 def _pixel_centres(height: int, width: int, transform: Any, samples: int = COVERAGE_SAMPLES) -> tuple[Any, Any]:
     """Map coordinates of up to ``samples`` x ``samples`` evenly spread pixel centres (edges included)."""
     rows = np.unique(np.linspace(0, height - 1, min(height, samples)).round()) + 0.5
@@ -999,24 +1009,37 @@ def window_warnings(
 # --------------------------------------------------------------------------- all steps
 
 
-def _inspect_any_image(options: Mapping[str, Any], names: Mapping[str, str]) -> ImageInfo:
-    """The image step: one path (`inspect_image`), or several sources stacked (`inspect_image_sources`)."""
-    value, option = options["image_path"], names["image_path"]
+def inspect_any_image(
+    value: Any,
+    *,
+    option: str = "image_path",
+    selected_bands: Any = None,
+    image_dtype: Any = "uint8",
+    image_resampling: Any = "bilinear",
+    reference: Any = None,
+    target_crs: Any = None,
+    target_resolution: Any = None,
+) -> ImageInfo:
+    """The image step: one path (`inspect_image`), or several sources stacked (`inspect_image_sources`).
+
+    Shared by the sampler, a catalogue's scenes and `crossgeo.predict.predict_raster`, so an
+    ``image_path`` list or mapping means the same stack (channels, reference grid) everywhere.
+    """
     if not is_multi_source(value):
-        if options["reference"] is not None:
+        if reference is not None:
             raise ConfigError(
-                f"reference {options['reference']!r} names a source, but {option} is one path; remove reference, "
+                f"reference {reference!r} names a source, but {option} is one path; remove reference, "
                 f"or give {option} a list or mapping of sources."
             )
         return inspect_image(
             value,
             option=option,
-            selected_bands=options["selected_bands"],
-            image_dtype=options["image_dtype"],
-            target_crs=options["target_crs"],
-            target_resolution=options["target_resolution"],
+            selected_bands=selected_bands,
+            image_dtype=image_dtype,
+            target_crs=target_crs,
+            target_resolution=target_resolution,
         )
-    if options["selected_bands"] is not None:
+    if selected_bands is not None:
         raise ConfigError(
             f"selected_bands applies to one image; {option} lists several sources: give each source its bands "
             "(e.g. {B11: {path: B11.tif, bands: [1]}}) and remove selected_bands."
@@ -1024,8 +1047,22 @@ def _inspect_any_image(options: Mapping[str, Any], names: Mapping[str, str]) -> 
     return inspect_image_sources(
         value,
         option=option,
+        image_dtype=image_dtype,
+        resampling=image_resampling,
+        reference=reference,
+        target_crs=target_crs,
+        target_resolution=target_resolution,
+    )
+
+
+def _inspect_any_image(options: Mapping[str, Any], names: Mapping[str, str]) -> ImageInfo:
+    """`inspect_any_image` of a mapping of resolved sampler options."""
+    return inspect_any_image(
+        options["image_path"],
+        option=names["image_path"],
+        selected_bands=options["selected_bands"],
         image_dtype=options["image_dtype"],
-        resampling=options["image_resampling"],
+        image_resampling=options["image_resampling"],
         reference=options["reference"],
         target_crs=options["target_crs"],
         target_resolution=options["target_resolution"],

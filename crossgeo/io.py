@@ -1093,35 +1093,45 @@ class RasterInfo:
 
 
 def read_mask_overview(
-    mask: Any, grid: Grid, bands: Sequence[int], max_side: int = 512
+    mask: Any,
+    grid: Grid,
+    bands: Sequence[int],
+    max_side: int = 512,
+    *,
+    nodata: float | None = None,
+    option: str = "mask_path",
 ) -> tuple[np.ndarray, np.ndarray]:
     """The mask's ``bands`` warped nearest-neighbour onto a coarsened copy of ``grid``.
 
     A quick look at a whole mask as the sampler would see it (``crossgeo validate`` checks
-    its coverage and colours with it) without reading every window: the reference grid is
-    scaled down so its longer side has at most ``max_side`` pixels.
+    its coverage and colours with it, and each image source's nodata share) without reading
+    every window: the reference grid is scaled down so its longer side has at most
+    ``max_side`` pixels.
 
     Args:
-        mask: A mask raster path (opened here and closed again) or an open rasterio dataset.
+        mask: A raster path (opened here and closed again) or an open rasterio dataset.
         grid: The reference grid (the image's).
-        bands: 1-based mask bands to read (not its alpha band).
+        bands: 1-based bands to read (not its alpha band).
         max_side: Longest side of the overview in pixels.
+        nodata: Its nodata when given in the configuration (None: the file's own).
+        option: The option naming the file, for errors.
 
     Returns:
-        ``(data (len(bands), h, w), valid (h, w))``; ``valid`` is False where the mask
-        has no data (outside it, nodata or alpha 0).
+        ``(data (len(bands), h, w), valid (h, w))``; ``valid`` is False where the raster
+        has no data (outside it, nodata, alpha 0 or its mask band 0).
     """
     if isinstance(mask, (str, os.PathLike)):
-        with open_raster(os.fspath(mask), "mask_path") as dataset:
-            return read_mask_overview(dataset, grid, bands, max_side)
+        with open_raster(os.fspath(mask), option) as dataset:
+            return read_mask_overview(dataset, grid, bands, max_side, nodata=nodata, option=option)
     ensure_gdal_env()
     coarse = grid.coarsened(max_side)
     alpha = alpha_band(mask)
-    with warped_vrt(mask, coarse, add_alpha=alpha is None) as vrt:
+    given = nodata if nodata is not None and nodata != mask.nodata else None  # the warper is told a given nodata
+    with warped_vrt(mask, coarse, add_alpha=alpha is None, src_nodata=given) as vrt:
         data = vrt.read([*bands, alpha if alpha is not None else vrt.count])
     valid = data[-1] != 0
     data = data[:-1]
-    no_data = nodata_pixels(data, mask.nodata)
+    no_data = nodata_pixels(data, mask.nodata if nodata is None else nodata)
     return data, (valid if no_data is None else valid & ~no_data)
 
 

@@ -41,7 +41,7 @@ import logging
 import os
 import queue
 import threading
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
@@ -53,9 +53,9 @@ from crossgeo.augment import scale_image, scales_image
 from crossgeo.errors import ConfigError, OptionError
 from crossgeo.evaluation import evaluate as evaluate  # moved to crossgeo.evaluation; importable here as before
 from crossgeo.evaluation import read_classes as read_classes
-from crossgeo.files import check_not_input
+from crossgeo.files import check_not_input, input_paths
 from crossgeo.grid import Grid, axis_offsets
-from crossgeo.inspection import ImageInfo, check_int, inspect_image, read_plan
+from crossgeo.inspection import ImageInfo, check_int, inspect_any_image, read_plan
 from crossgeo.io import COMPRESSIONS, RasterReader, StripWriter, check_output_path
 from crossgeo.models import model_file_framework as model_file_framework  # moved to crossgeo.models
 from crossgeo.readahead import READ_THREADS, ReadAhead, check_read_threads
@@ -484,7 +484,7 @@ def _progress(total: int, enabled: bool) -> Any:
 
 
 def predict_raster(
-    image_path: str | os.PathLike[str],
+    image_path: str | os.PathLike[str] | Sequence[Any] | Mapping[str, Any],
     predict: Callable[[np.ndarray], Any],
     out_path: str | os.PathLike[str],
     *,
@@ -493,6 +493,8 @@ def predict_raster(
     batch_size: int = 8,
     selected_bands: Sequence[int] | None = None,
     image_dtype: str = "uint8",
+    image_resampling: str = "bilinear",
+    reference: str | None = None,
     blend: str = "linear",
     output: str = "class",
     n_classes: int | None = None,
@@ -509,7 +511,12 @@ def predict_raster(
 
     Args:
         image_path: The image (GeoTIFF, MBTiles, VRT, ...); the output has its CRS,
-            transform, width and height exactly.
+            transform, width and height exactly. A list or mapping of sources (as
+            `crossgeo.PatchSampler` takes it) is stacked as the sampler stacks it: the model
+            gets the same channels (`PatchSampler.channels`), every source brought onto the
+            reference grid, and the output is written on that reference grid (the first
+            source's, or ``reference``'s). A pixel where any source has no data is written
+            as nodata.
         predict: Called with float32 batches (N, C, patch_size, patch_size), prepared as
             training prepares images (``scale_image``: uint8 / 255, uint16 / 65535 for
             ``image_dtype`` "uint8" / "uint16"; "float32" and "native" values unchanged; no
@@ -525,6 +532,9 @@ def predict_raster(
         batch_size: Windows per call of ``predict``.
         selected_bands: 1-based image bands (None: all), as in training.
         image_dtype: "uint8" | "uint16" | "float32" | "native", as in training.
+        image_resampling: With several sources: the resampling of a source brought onto the
+            reference grid that names none of its own, as in training.
+        reference: With several sources: the source whose grid the output is on (None: the first).
         blend: "linear" (tent weights, see the module doc) or "none" (nearest window centre).
         output: "class" - argmax, uint8 with nodata 255 (uint16 / 65535 when K > 255);
             "scores" - K float32 bands, nodata NaN; "probabilities" - softmax as uint8
@@ -568,9 +578,15 @@ def predict_raster(
     tta = _choice(tta, TTAS, "tta")
     compress = _choice(compress, COMPRESSIONS, "compress")
     if isinstance(out_path, (str, os.PathLike)):
-        check_not_input(out_path, {"image_path": image_path}, option=option)
+        check_not_input(out_path, input_paths(None, {"image_path": image_path}), option=option)
     final = check_output_path(out_path, overwrite=overwrite, option=option)
-    image = inspect_image(image_path, selected_bands=selected_bands, image_dtype=image_dtype)
+    image = inspect_any_image(
+        image_path,
+        selected_bands=selected_bands,
+        image_dtype=image_dtype,
+        image_resampling=image_resampling,
+        reference=reference,
+    )
     grid = image.grid
     rows = axis_offsets(grid.height, size, size - overlap)
     cols = axis_offsets(grid.width, size, size - overlap)

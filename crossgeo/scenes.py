@@ -194,8 +194,16 @@ class SceneSampler(WindowSequence):
         self.time_selection = inspection.time_selection
         #: Dates left out of the time series (``time_selection="latest"``).
         self.skipped_dates = inspection.skipped_dates
+        #: ``(source name, 1-based band)`` per channel of `Patch.image` (the first scene's, as `PatchSampler.channels`);
+        #: for a time series one date's channels, a source named without its date (``"image"`` for a one-file date).
+        self.channels: tuple[tuple[str, int], ...] = first.channels
         if self.time_steps is not None:
-            self.selected_bands = first.image_info.sources[0].bands  # the bands of one date
+            dates = len(self.catalogue[0].dates)
+            self.selected_bands = first.image_info.bands[: len(first.image_info.bands) // dates]  # one date's bands
+            self.channels = tuple(
+                (name.split("/", 1)[1] if "/" in name else "image", band)
+                for name, band in first.channels[: len(self.selected_bands)]
+            )
         #: Samples this process served from a replacement window (``on_read_error="skip"``).
         self.skipped = 0
         #: Positions of the windows this process found unreadable (never read again here).
@@ -303,7 +311,9 @@ class SceneSampler(WindowSequence):
         group = self.catalogue[scene]
         dates, steps = len(group.dates), self.time_steps
         image = patch.image.reshape(dates, -1, *patch.image.shape[1:])
-        valid = np.ones(dates, bool) if patch.source_valid is None else np.array(patch.source_valid, bool)
+        # One source per date, or several (a date of several band files): a date is valid where all of its are.
+        flags = np.ones(dates, bool) if patch.source_valid is None else np.asarray(patch.source_valid, bool)
+        valid = np.asarray(flags.reshape(dates, -1).all(axis=1), bool)
         times = np.array(group.times, dtype="datetime64[s]")
         if dates < steps:
             padded = np.zeros((steps, *image.shape[1:]), image.dtype)

@@ -10,6 +10,11 @@ before training:
 * image pixels without data (``Patch.image_valid`` False: alpha 0, nodata, mask band,
   outside the image), which ``ignore_invalid_image`` keeps out of the loss.
 
+`survey_sources` looks at each image source on a coarse overview of the reference grid: its
+CRS and pixel size, the share of the reference grid it covers, its nodata share there, and
+per band the minimum, maximum, mean and standard deviation of its data (``validate`` and
+``stats`` report them per source).
+
 `block_decoding` reads nothing: from the windows' offsets and the files' internal blocks
 (`crossgeo.io.RasterInfo.blocks`) it counts the blocks GDAL decodes per patch against the
 fewest a window of that size can touch, and names the fix when they differ.
@@ -25,16 +30,22 @@ import attrs
 import numpy as np
 
 from crossgeo.grid import DecodeAmplification, align_step, decode_amplification
+from crossgeo.inspection import ImageInfo, covered_pixels
+from crossgeo.io import RasterInfo, read_mask_overview
 from crossgeo.masks import ClassIndexDecoder, out_of_range_pixels
 
 __all__ = [
     "DECODED_PIXELS_LIMIT",
     "SNAP_ABOVE",
+    "SOURCE_OVERVIEW_SIDE",
     "SURVEY_WINDOWS",
+    "BandStatistics",
     "BlockDecoding",
+    "SourceSurvey",
     "ValueSurvey",
     "block_decoding",
     "survey",
+    "survey_sources",
 ]
 
 SURVEY_WINDOWS = 64
@@ -253,3 +264,103 @@ def survey(sampler: Any, positions: Iterable[int] | None = None, *, max_windows:
 
 def _plain(value: float) -> str:
     return str(int(value)) if float(value).is_integer() else str(value)
+
+
+# --------------------------------------------------------------------------- image sources
+
+SOURCE_OVERVIEW_SIDE = 256
+"""Longest side in pixels of the coarse reference grid `survey_sources` measures each source on."""
+
+
+@attrs.frozen
+class BandStatistics:
+    """One band of a source over the reference pixels where the source has data (NaN when it has none)."""
+
+    band: int
+    """1-based band of the source file."""
+    minimum: float
+    maximum: float
+    mean: float
+    std: float
+
+
+@attrs.frozen
+class SourceSurvey:
+    """One image source as `survey_sources` measured it on a coarse overview of the reference grid."""
+
+    name: str
+    path: str
+    crs: str
+    resolution: tuple[float, float]
+    """Pixel width and height in its CRS units."""
+    coverage: float
+    """Share of the reference grid's pixels whose centre lies on the source (its extent, whatever its values)."""
+    nodata_share: float
+    """Share of the covered pixels where it has no data (its nodata, own or given; alpha 0; mask band 0)."""
+    pixels: int
+    """Overview pixels measured (the coarse reference grid's)."""
+    bands: tuple[BandStatistics, ...]
+
+    def describe(self) -> str:
+        """One line: CRS, pixel size, coverage and nodata share."""
+        res = f"{self.resolution[0]:g} x {self.resolution[1]:g}"
+        return (
+            f"{self.path}: {self.crs}, {res} pixels; covers {self.coverage:.1%} of the reference grid, no data on "
+            f"{self.nodata_share:.2%} of that"
+        )
+
+
+def _crs_text(raster: RasterInfo) -> str:
+    crs = raster.crs
+    if crs is None:
+        return "no CRS"
+    epsg = crs.to_epsg() if hasattr(crs, "to_epsg") else None
+    return f"EPSG:{epsg}" if epsg else str(crs)
+
+
+def survey_sources(image: ImageInfo, max_side: int = SOURCE_OVERVIEW_SIDE) -> tuple[SourceSurvey, ...]:
+    """Each image source (one for a single-path image) measured on the reference grid coarsened to ``max_side``.
+
+    Every source is warped nearest-neighbour onto the coarse grid (`crossgeo.io.read_mask_overview`,
+    GDAL reading overviews where the source has them); coverage is where the coarse pixel centres lie
+    on the source, the nodata share is the part of that where it has no data, and each band's
+    statistics are over the pixels where it has data. A time series' sources are its dates.
+    """
+    grid = image.grid.coarsened(max_side)
+    if image.sources:
+        parts = [(s.name, s.raster, s.bands, s.nodata) for s in image.sources]
+    else:
+        parts = [(image.channels[0][0], image.raster, image.bands, image.raster.nodata)]
+    out = []
+    for name, raster, bands, nodata in parts:
+        covered = covered_pixels(raster, grid)
+        data, valid = read_mask_overview(
+            raster.path, image.grid, list(bands), max_side, nodata=nodata, option=f"{image.option} source {name!r}"
+        )
+        valid &= covered
+        n_covered = int(covered.sum())
+        stats = []
+        for band, values in zip(bands, data):
+            picked = values[valid].astype(np.float64)
+            picked = picked[np.isfinite(picked)]
+            if picked.size:
+                stats.append(
+                    BandStatistics(
+                        band, float(picked.min()), float(picked.max()), float(picked.mean()), float(picked.std())
+                    )
+                )
+            else:
+                stats.append(BandStatistics(band, *([float("nan")] * 4)))
+        out.append(
+            SourceSurvey(
+                name=name,
+                path=raster.path,
+                crs=_crs_text(raster),
+                resolution=(float(raster.res[0]), float(raster.res[1])),
+                coverage=n_covered / covered.size,
+                nodata_share=(n_covered - int(valid.sum())) / n_covered if n_covered else 0.0,
+                pixels=int(covered.size),
+                bands=tuple(stats),
+            )
+        )
+    return tuple(out)

@@ -69,6 +69,69 @@ def write_predict_scene(
     return {"image": image, "mask": mask, "config": config, "folder": folder}
 
 
+# --------------------------------------------------------------------------- several sources (issue 24.1)
+UTM = "EPSG:32632"
+SOURCES_ORIGIN = (500000.0, 5000000.0)
+SOURCES_HEIGHT, SOURCES_WIDTH = 200, 240
+"""The 10 m reference grid of `write_sources_scene` (not a multiple of its 64-pixel patch)."""
+
+
+def write_sources_scene(folder: Path, *, b20_rows: int = SOURCES_HEIGHT // 2) -> dict[str, Path]:
+    """Two band files of one UTM scene and a ``crossgeo predict`` / ``evaluate`` configuration stacking them.
+
+    ``B10.tif``: 10 m, uint16, 2 bands (row, col of the 10 m reference grid). ``B20.tif``: 20 m,
+    uint16, 1 band (its own row, so on the reference grid it reads ``row // 2`` with nearest),
+    ``b20_rows`` rows from the top (the default covers the whole grid; fewer cover only its top
+    ``2 * b20_rows`` reference rows, which ``missing: fill`` allows).
+    A 3-class mask on the reference grid (``(row // 8 + col // 8) % 3``), a windows table and
+    ``config.yaml`` whose ``image_mbtiles_path`` is a mapping of relative paths (resolved next to
+    the configuration), ``image_dtype: float32`` (the model sees the values as read) and
+    ``n_classes: 3`` (one score per channel for an identity model).
+    """
+    import yaml
+
+    left, top = SOURCES_ORIGIN
+    b10 = T.write_raster(
+        folder / "B10.tif",
+        T.coordinate_bands(SOURCES_HEIGHT, SOURCES_WIDTH, "uint16")[:2],
+        crs=UTM,
+        transform=Affine(10, 0, left, 0, -10, top),
+        blocksize=64,
+    )
+    b20 = T.write_raster(
+        folder / "B20.tif",
+        T.coordinate_bands(b20_rows, SOURCES_WIDTH // 2, "uint16")[:1],
+        crs=UTM,
+        transform=Affine(20, 0, left, 0, -20, top),
+        blocksize=64,
+    )
+    rows, cols = np.mgrid[0:SOURCES_HEIGHT, 0:SOURCES_WIDTH]
+    classes = ((rows // 8 + cols // 8) % 3).astype(np.uint8)[None]
+    mask = T.write_raster(folder / "mask.tif", classes, crs=UTM, transform=Affine(10, 0, left, 0, -10, top))
+    table = T.write_windows_table(folder / "windows.csv", [0, 100], [0, 150])
+    options = {
+        "image_mbtiles_path": {"B10": "B10.tif", "B20": {"path": "B20.tif", "resampling": "nearest"}},
+        "mask_path": "mask.tif",
+        "crops_path": "windows.csv",
+        "patch_size": 64,
+        "n_classes": 3,
+        "image_dtype": "float32",
+        "missing": "fill",
+    }
+    config = folder / "config.yaml"
+    config.write_text(yaml.safe_dump({"train_dataset": options}, sort_keys=False))
+    return {"B10": b10, "B20": b20, "mask": mask, "windows": table, "config": config, "folder": folder}
+
+
+def sources_truth(b20_rows: int = SOURCES_HEIGHT // 2) -> tuple[np.ndarray, np.ndarray]:
+    """What an identity model sees on `write_sources_scene`'s reference grid: (3, H, W) float32, and where
+    every source has data (B20 covers the top ``2 * b20_rows`` reference rows)."""
+    rows, cols = np.mgrid[0:SOURCES_HEIGHT, 0:SOURCES_WIDTH]
+    valid = rows < 2 * b20_rows
+    stack = np.stack([rows, cols, np.where(valid, rows // 2, 0)]).astype(np.float32)
+    return stack, valid
+
+
 # --------------------------------------------------------------------------- time series (issue 24.2)
 ZOOM, TILE_COL, TILE_ROW = 12, 2176, 1460
 SIZE = 32
@@ -115,6 +178,29 @@ class Series:
                 if k == 0:  # the group's first row gives its mask and windows
                     row.update(mask_path=str(mask), crops_path=str(crops))
                 self.rows.append(row)
+
+
+def multi_source_dates(series: Series) -> list[dict[str, object]]:
+    """`Series`' rows with every date as two band files (issue 24.4): ``coords`` (the date's row/col/row+col bands,
+    the shifted date on its shifted grid; bands [2, 1] chosen) and ``day`` at twice the pixel size (1000 + the day
+    of year): channels (col, row, 1000 + day) per date."""
+    import rasterio
+
+    rows = []
+    for row in series.rows:
+        path = Path(str(row["image_path"]))
+        with rasterio.open(path) as src:
+            coords = src.read([1, 2, 3])
+            day = int(src.read(4)[0, 0])
+            transform, crs = src.transform, src.crs
+        coarse = np.full((1, coords.shape[1] // 2, coords.shape[2] // 2), 1000 + day, np.uint16)
+        day_file = T.write_raster(
+            path.with_name(path.stem + "_day.tif"), coarse, crs=crs, transform=transform @ Affine.scale(2)
+        )
+        coords_file = T.write_raster(path.with_name(path.stem + "_coords.tif"), coords, crs=crs, transform=transform)
+        image = {"coords": {"path": str(coords_file), "bands": [2, 1]}, "day": str(day_file)}
+        rows.append({**row, "image_path": image})
+    return rows
 
 
 STAC_PATCH = 16

@@ -208,6 +208,12 @@ def _resolve_paths(mapping: dict[str, Any], config_dir: Path) -> dict[str, Any]:
 
     out = dict(mapping)
     base: Path | None = None
+    for key in ("image_mbtiles_path", "image_path"):  # several image sources: each source's path
+        value = out.get(key)
+        if isinstance(value, list):
+            out[key] = [_resolve_source(item, config_dir) for item in value]
+        elif isinstance(value, dict):
+            out[key] = {name: _resolve_source(item, config_dir) for name, item in value.items()}
     for key in PATH_KEYS:
         value = out.get(key)
         if not isinstance(value, str) or not value or is_remote(value) or Path(value).is_absolute():
@@ -228,6 +234,22 @@ def _resolve_paths(mapping: dict[str, Any], config_dir: Path) -> dict[str, Any]:
     if isinstance(cache, str) and cache and not Path(cache).is_absolute() and base is not None:
         out["window_index_cache"] = str(base / cache)
     return out
+
+
+def _resolve_path(value: Any, config_dir: Path) -> Any:
+    """One relative path: as given when it exists in the working directory, else next to the configuration."""
+    from crossgeo.io import is_remote
+
+    if not isinstance(value, str) or not value or is_remote(value) or Path(value).is_absolute() or Path(value).exists():
+        return value
+    return str(config_dir / value)
+
+
+def _resolve_source(item: Any, config_dir: Path) -> Any:
+    """One image source of a list or mapping: a path, or a mapping with ``path``."""
+    if isinstance(item, dict) and "path" in item:
+        return {**item, "path": _resolve_path(item["path"], config_dir)}
+    return _resolve_path(item, config_dir)
 
 
 MAX_ALIAS_VALUES = 100_000

@@ -148,6 +148,16 @@ def load_predictor(path: str, framework: str = "auto", device: str = "cpu") -> t
     return found, model, adapter.predict_raster
 
 
+def _image_label(image: Any) -> str:
+    """The image as the command names it: the file's name, or each source's (several sources stacked)."""
+    if isinstance(image, dict):
+        return "the sources " + ", ".join(str(name) for name in image)
+    if isinstance(image, (list, tuple)):
+        paths = [item.get("path", "?") if isinstance(item, dict) else item for item in image]
+        return "the sources " + ", ".join(Path(str(p)).name for p in paths)
+    return Path(str(image)).name
+
+
 def run(args: argparse.Namespace) -> int:
     from crossgeo.io import check_output_path
 
@@ -164,7 +174,7 @@ def run(args: argparse.Namespace) -> int:
     image, size, k = values["image_path"], int(values["patch_size"]), class_count(values)
     kw: dict[str, Any] = {"device": args.device} if framework == "torch" else {}
     print(
-        f"predicting {Path(str(image)).name} in {size} px windows (overlap {args.overlap}, tta {args.tta}) with "
+        f"predicting {_image_label(image)} in {size} px windows (overlap {args.overlap}, tta {args.tta}) with "
         f"the {FRAMEWORK_NAMES[framework]} model {Path(args.model).name}, {k} classes ..."
     )
     start = time.perf_counter()
@@ -177,6 +187,8 @@ def run(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         selected_bands=values["selected_bands"],
         image_dtype=values["image_dtype"],
+        image_resampling=values["image_resampling"],
+        reference=values["reference"],
         blend=args.blend,
         output=args.output,
         n_classes=k,

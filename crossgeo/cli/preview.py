@@ -1,8 +1,9 @@
 """``crossgeo preview``: a PNG contact sheet of patches with their masks blended on top.
 
-Each tile is one window's patch (bands 1-3, or band 1 as grey; non-uint8 data stretched),
-tinted by class where the mask says; pixels without mask data are hatched grey. With
-``--prediction`` each tile is a pair: the patch tinted by the mask (left) and by the
+Each tile is one window's patch (channels 1-3, or channel 1 as grey, or the three channels
+``--rgb`` names as ``sampler.channels`` lists them; non-uint8 data stretched; a time series
+shows each window's latest valid date), tinted by class where the mask says; pixels without
+mask data are hatched grey. With ``--prediction`` each tile is a pair: the patch tinted by the mask (left) and by the
 prediction's classes on the same window (right; read by `crossgeo.evaluation.read_classes`). The legend
 gives each class's share of the pixels of the tiles shown (not of the whole dataset: that is
 ``crossgeo stats``), with the configuration's ``class_names`` when it has them.
@@ -30,7 +31,6 @@ from crossgeo.cli.common import (
     ignore_index,
     make_sampler,
     progress,
-    read_with_validity,
     require,
 )
 from crossgeo.files import atomic_output, check_not_input, input_paths
@@ -40,6 +40,8 @@ __all__ = [
     "Legend",
     "add_parser",
     "blend",
+    "channel_names",
+    "choose_channels",
     "choose_windows",
     "display_rgb",
     "layout",
@@ -67,9 +69,13 @@ def add_parser(subparsers: Any, parents: Sequence[argparse.ArgumentParser]) -> a
         description="Write a PNG contact sheet: each patch with its mask blended on top in a class palette (the "
         "color_map's own colours for colour-coded masks), window offsets as captions, and a legend giving each "
         "class's share of the pixels of the tiles shown (named by class_names when the configuration has it). "
-        "Pixels the mask does not cover are hatched grey. 1-band images are shown grey, 3/4-band images as RGB "
-        "(bands 1-3); non-uint8 data is stretched (2nd-98th percentile per band).",
+        "Pixels the mask does not cover are hatched grey. 1-band images are shown grey, others as RGB from "
+        "their first three channels (bands 1-3 of one image, or the first three channels of several stacked "
+        "sources), or the three channels --rgb names; non-uint8 data is stretched (2nd-98th percentile per band). "
+        "A time series shows each window's latest valid date.",
         epilog="example:\n  crossgeo preview config.yaml -n 16 --out preview.png --seed 1\n"
+        "  crossgeo preview config.yaml --rgb B04,B03,B02    (sources of one band each, by name)\n"
+        "  crossgeo preview config.yaml --rgb B20:3,B10:1,B10:2    (SOURCE:BAND, as sampler.channels lists them)\n"
         "  crossgeo preview config.yaml --prediction prediction.tif --out compare.png\n\n" + EXAMPLE_CONFIG,
     )
     add_config_arguments(parser)
@@ -82,6 +88,13 @@ def add_parser(subparsers: Any, parents: Sequence[argparse.ArgumentParser]) -> a
         "--prediction",
         metavar="FILE",
         help="a class GeoTIFF on the image's grid (crossgeo predict): drawn next to each mask",
+    )
+    parser.add_argument(
+        "--rgb",
+        metavar="R,G,B",
+        help="the channels shown as red, green and blue (one name: grey), each as sampler.channels lists it: "
+        "SOURCE:BAND (e.g. B08:1), a source's name when it adds one channel (B08), or a 1-based channel number "
+        "(default: the first three channels)",
     )
     parser.add_argument(
         "--stretch",
@@ -100,11 +113,15 @@ def run(args: argparse.Namespace) -> int:
     sampler, options = make_sampler(args)
     inputs = {"--prediction": args.prediction, **input_paths(args.config, options.sampler)}
     check_not_input(args.out, inputs, option="--out")
+    names = channel_names(sampler)
+    channels = choose_channels(names, args.rgb)  # before any pixel is read
     indices = choose_windows(len(sampler), args.n, args.seed)
     title = (
         f"{Path(args.config).name}: {Path(sampler.image_path).name} + mask {Path(sampler.mask_path).name}, "
         f"{len(indices)} of {len(sampler)} windows, {sampler.patch_size} px"
     )
+    if args.rgb or len(names) > 3:  # which channels the picture shows, when it is a choice
+        title += f"; {'grey' if len(channels) == 1 else 'RGB'}: {', '.join(names[c] for c in channels)}"
     predictions = None
     if args.prediction:
         from crossgeo.evaluation import read_classes
@@ -121,6 +138,7 @@ def run(args: argparse.Namespace) -> int:
         title=title,
         class_names=options.class_names,
         predictions=predictions,
+        channels=channels,
     )
     out = Path(args.out)
     if out.parent != Path():
@@ -227,13 +245,61 @@ def legend_entry_width(texts: Sequence[str]) -> int:
     return max(LEGEND_ENTRY, math.ceil(widest) + 30)
 
 
-def display_rgb(images: Sequence[np.ndarray], stretch: bool, nodata: float | None) -> list[np.ndarray]:
-    """(H, W, 3) uint8 pictures of (C, H, W) patches: bands 1-3 (or band 1 as grey), stretched.
+def channel_names(sampler: Any) -> list[str]:
+    """``SOURCE:BAND`` of each channel of the sampler's patches (`PatchSampler.channels`; one date's for a time
+    series), as ``--rgb`` takes them."""
+    channels = getattr(sampler, "channels", None) or [("image", band) for band in sampler.selected_bands]
+    return [f"{source}:{band}" for source, band in channels]
 
-    The stretch maps each band's 2nd..98th percentile over all patches (nodata excluded) to
-    0..255, so tiles stay comparable.
+
+def choose_channels(names: Sequence[str], rgb: str | None) -> list[int]:
+    """0-based channels to show: ``rgb`` ("R,G,B" or one channel for grey) by name, else the first three (or the first).
+
+    A name is ``SOURCE:BAND`` as `channel_names` gives it, a source's name when that source adds exactly
+    one channel, or a 1-based channel number. Anything else is a `CliError` listing the names there are.
     """
-    picked = [img[:3] if img.shape[0] >= 3 else np.repeat(img[:1], 3, axis=0) for img in images]
+    if rgb is None:
+        return [0, 1, 2] if len(names) >= 3 else [0]
+    wanted = [part.strip() for part in rgb.split(",")]
+    listed = ", ".join(names)
+    if len(wanted) not in (1, 3) or not all(wanted):
+        raise CliError(f"--rgb {rgb!r}: give three channels R,G,B (or one, shown grey); the channels are {listed}")
+    singles: dict[str, list[int]] = {}
+    for c, name in enumerate(names):
+        singles.setdefault(name.rsplit(":", 1)[0], []).append(c)
+    chosen = []
+    for part in wanted:
+        if part in names:
+            chosen.append(names.index(part))
+        elif part in singles and len(singles[part]) == 1:
+            chosen.append(singles[part][0])
+        elif part.isdigit() and 1 <= int(part) <= len(names):
+            chosen.append(int(part) - 1)
+        else:
+            why = (
+                f"the source {part!r} adds {len(singles[part])} channels: name one as SOURCE:BAND"
+                if part in singles
+                else f"no channel is named {part!r}"
+            )
+            raise CliError(
+                f"--rgb {rgb!r}: {why}; the channels are {listed} (SOURCE:BAND, a one-channel source's name, "
+                f"or a number 1..{len(names)})"
+            )
+    return chosen
+
+
+def display_rgb(
+    images: Sequence[np.ndarray], stretch: bool, nodata: float | None, channels: Sequence[int] | None = None
+) -> list[np.ndarray]:
+    """(H, W, 3) uint8 pictures of (C, H, W) patches: ``channels`` (0-based; default: 1-3, or 1 as grey), stretched.
+
+    One channel is shown grey. The stretch maps each band's 2nd..98th percentile over all
+    patches (nodata excluded) to 0..255, so tiles stay comparable.
+    """
+    if channels is None:
+        channels = [0, 1, 2] if images and images[0].shape[0] >= 3 else [0]
+    index = list(channels) if len(channels) == 3 else [channels[0]] * 3
+    picked = [img[index] for img in images]
     if not picked:
         return []
     if not stretch:
@@ -297,25 +363,30 @@ def render_preview(
     progress_bar: bool = True,
     class_names: Mapping[int, str] | None = None,
     predictions: Sequence[tuple[np.ndarray, np.ndarray]] | None = None,
+    channels: Sequence[int] | None = None,
 ) -> Any:
     """A Pillow image: each window's patch with its mask blended in, captions and a `legend`.
 
     ``predictions``: (classes, valid) per window of ``indices`` (`crossgeo.evaluation.read_classes`),
-    drawn as a second panel right of each tile, tinted in the same class colours.
+    drawn as a second panel right of each tile, tinted in the same class colours. ``channels``:
+    the 0-based channels shown (`choose_channels`; default the first three). A time series
+    (``(T, C, H, W)`` patches) shows each window's latest valid date, named in its caption.
     """
     Image = require("PIL.Image", "Pillow")
     ImageDraw = require("PIL.ImageDraw", "Pillow")
     ImageFont = require("PIL.ImageFont", "Pillow")
 
     tile = tile or min(max(sampler.patch_size, 96), 256)
-    images, masks, invalids = [], [], []
+    images, masks, invalids, dates = [], [], [], []
     for i in progress(indices, desc="reading", unit="patch", disable=None if progress_bar else True):
-        image, mask, invalid = read_with_validity(sampler, i)
+        patch = sampler[i]
+        image, date = _latest_date(patch)
         images.append(image)
-        masks.append(mask)
-        invalids.append(invalid)
+        dates.append(date)
+        masks.append(patch.mask)
+        invalids.append(~patch.mask_valid)
     do_stretch = stretch == "always" or (stretch == "auto" and sampler.image_dtype != np.uint8)
-    pictures = display_rgb([im for im in images if im is not None], do_stretch, sampler.image_info.raster.nodata)
+    pictures = display_rgb(images, do_stretch, sampler.image_info.raster.nodata, channels)
 
     key = legend(sampler, masks, invalids, class_names)
     shown = {int(c) for m in masks for c in np.unique(m)}
@@ -331,7 +402,8 @@ def render_preview(
     font = ImageFont.load_default(size=FONT_SIZE)
     draw.text((MARGIN, 6), title, fill=(0, 0, 0), font=font)
     method = Image.Resampling.NEAREST if tile > sampler.patch_size else Image.Resampling.BOX
-    for n, ((x, y), i, picture, mask, invalid) in enumerate(zip(geometry.tiles, indices, pictures, masks, invalids)):
+    tiles = zip(geometry.tiles, indices, pictures, masks, invalids, dates)
+    for n, ((x, y), i, picture, mask, invalid, date) in enumerate(tiles):
         panels = [(mask, invalid)]
         if predictions is not None:
             classes, valid = predictions[n]
@@ -342,7 +414,7 @@ def render_preview(
                 tinted = tinted.resize((tile, tile), method)
             sheet.paste(tinted, (x + p * (tile + PANEL_GAP), y))
         scene = f"  scene {int(sampler.scene[i])}" if hasattr(sampler, "scene") else ""
-        caption = f"#{i}{scene}  row {int(sampler.row_off[i])}  col {int(sampler.col_off[i])}"
+        caption = f"#{i}{scene}  row {int(sampler.row_off[i])}  col {int(sampler.col_off[i])}{date}"
         draw.text((x, y + tile + 2), caption, fill=(40, 40, 40), font=font)
 
     draw.text((MARGIN, geometry.legend_top - LEGEND_ROW + 3), key.heading, fill=(0, 0, 0), font=font)
@@ -352,3 +424,14 @@ def render_preview(
         draw.rectangle((x, y, x + 14, y + 14), fill=colour, outline=(0, 0, 0))
         draw.text((x + 20, y + 1), text, fill=(0, 0, 0), font=font)
     return sheet
+
+
+def _latest_date(patch: Any) -> tuple[np.ndarray, str]:
+    """A patch's (C, H, W) image to draw and a caption suffix: a time series' latest valid date (its time)."""
+    image = patch.image
+    if image.ndim != 4:
+        return image, ""
+    valid = np.flatnonzero(patch.time_valid) if patch.time_valid is not None else np.arange(len(image))
+    t = int(valid[-1]) if valid.size else 0
+    when = patch.times[t] if patch.times is not None else None
+    return image[t], "" if when is None or np.isnat(when) else f"  {np.datetime_as_string(when, unit='D')}"

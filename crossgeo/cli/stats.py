@@ -2,7 +2,9 @@
 
 Reads only the masks (`crossgeo.PatchSampler.read_mask`), once per window; classes are
 labelled with the configuration's ``class_names`` when it has them. The share of image
-pixels without data is measured on an even sample of windows (`crossgeo.survey.survey`).
+pixels without data is measured on an even sample of windows (`crossgeo.survey.survey`);
+each image source's coverage, nodata share and per-band minimum, maximum, mean and standard
+deviation on a coarse overview of the reference grid (`crossgeo.survey.survey_sources`).
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from crossgeo.cli.common import (
     read_with_validity,
 )
 from crossgeo.files import atomic_output, check_not_input, input_paths
-from crossgeo.survey import block_decoding, survey
+from crossgeo.survey import SourceSurvey, block_decoding, survey, survey_sources
 
 __all__ = ["add_parser", "compute_stats", "format_stats", "run"]
 
@@ -105,6 +107,7 @@ def compute_stats(
         if not foreground:
             no_foreground.append(i)
     looked = survey(sampler)  # image data: a sample of windows spread evenly (stats reads masks only)
+    sources = [_source_entry(found) for found in survey_sources(sampler.image_info)] if scene_of is None else None
     blocks = block_decoding(sampler)
     seconds = time.perf_counter() - start
     total = int(counts.sum())
@@ -145,6 +148,7 @@ def compute_stats(
         "freq(c) = pixels of c / pixels of the windows where c occurs",
         "seconds": round(seconds, 3),
         "blocks": _blocks_entry(blocks),
+        **({"sources": sources} if sources is not None else {}),
         **({"scenes": _scene_rows(sampler, per_scene)} if scene_of is not None else {}),
     }
 
@@ -169,8 +173,35 @@ def _blocks_entry(blocks: Any) -> dict[str, Any]:
     }
 
 
+def _number(value: float) -> float | None:
+    return None if np.isnan(value) else round(float(value), 6)
+
+
+def _source_entry(found: SourceSurvey) -> dict[str, Any]:
+    """`crossgeo.survey.SourceSurvey` as JSON: CRS, pixel size, coverage, nodata share, statistics per band."""
+    return {
+        "name": found.name,
+        "path": found.path,
+        "crs": found.crs,
+        "resolution": list(found.resolution),
+        "coverage": round(found.coverage, 6),
+        "nodata_share": round(found.nodata_share, 6),
+        "overview_pixels": found.pixels,
+        "bands": [
+            {
+                "band": b.band,
+                "min": _number(b.minimum),
+                "max": _number(b.maximum),
+                "mean": _number(b.mean),
+                "std": _number(b.std),
+            }
+            for b in found.bands
+        ],
+    }
+
+
 def _scene_rows(sampler: Any, per_scene: Mapping[int, np.ndarray]) -> list[dict[str, Any]]:
-    """Per scene of a `crossgeo.SceneSampler`: its image, windows and pixels per class."""
+    """Per scene of a `crossgeo.SceneSampler`: its image, windows, pixels per class and image sources."""
     windows = sampler.windows_per_scene()
     return [
         {
@@ -178,9 +209,30 @@ def _scene_rows(sampler: Any, per_scene: Mapping[int, np.ndarray]) -> list[dict[
             "image": scene.image_path,
             "windows": int(windows[scene.position]),
             "pixels": {str(c): int(v) for c, v in enumerate(per_scene.get(scene.position, np.zeros(0)).tolist()) if v},
+            "sources": [_source_entry(found) for found in survey_sources(one.image_info)],
         }
-        for scene in sampler.catalogue
+        for scene, one in zip(sampler.catalogue, sampler.samplers)
     ]
+
+
+def _format_sources(sources: list[dict[str, Any]]) -> list[str]:
+    """The printed lines of the image sources: one per source, one per band."""
+    lines = ["", "image sources (on an overview of the reference grid, at most 256 px a side):"]
+    for source in sources:
+        res = " x ".join(f"{v:g}" for v in source["resolution"])
+        lines.append(
+            f"  {source['name']}: {source['crs']}, {res} pixels; covers {source['coverage']:.1%} of the reference "
+            f"grid, no data on {source['nodata_share']:.2%} of that  ({source['path']})"
+        )
+        for band in source["bands"]:
+            if band["mean"] is None:
+                lines.append(f"    {source['name']}:{band['band']:<4} no data")
+                continue
+            lines.append(
+                f"    {source['name']}:{band['band']:<4} min {band['min']:g}  max {band['max']:g}  "
+                f"mean {band['mean']:.4g}  std {band['std']:.4g}"
+            )
+    return lines
 
 
 def format_stats(stats: dict[str, Any], sampler: Any) -> str:
@@ -221,6 +273,8 @@ def format_stats(stats: dict[str, Any], sampler: Any) -> str:
     lines.append(f"image blocks: {blocks['text']}")
     if blocks.get("fix"):
         lines.append(f"  fix: {blocks['fix']}")
+    if "sources" in stats:
+        lines += _format_sources(stats["sources"])
     if "scenes" in stats:
         classes = [row["class"] for row in stats["classes"]]
         lines.append("")
@@ -231,4 +285,5 @@ def format_stats(stats: dict[str, Any], sampler: Any) -> str:
             lines.append(f"  scene {row['scene']:<5} {row['windows']:>7}  {shares}  {row['image']}")
         if len(stats["scenes"]) > SCENE_LINES:
             lines.append(f"  ... {len(stats['scenes']) - SCENE_LINES} more scene(s) in --json")
+        lines.append("  (each scene's image sources, their coverage and band statistics: in --json)")
     return "\n".join(lines)

@@ -231,30 +231,30 @@ def _check_sampling(checks: Checks, sampler: Any, augmentation_list: Any, allowe
 
 
 def _check_sources(checks: Checks, sampler: Any, label: str = "") -> None:
-    """One line per image source of a stacked image: CRS, pixel size, share of windows it covers, nodata share.
+    """One line per image source of a stacked image: CRS, pixel size, share of the reference grid it covers,
+    nodata share there (`crossgeo.survey.survey_sources`, on a coarse overview), share of windows it has pixels in.
 
-    The nodata share is sampled on a thumbnail of the source (at most 256 pixels a side, its
-    overviews where it has them) over the bands it adds, with its nodata (its own or the one given).
+    A source covering less than `crossgeo.inspection.LOW_COVERAGE` of the grid, or without data on more
+    than half of what it covers, is a warning.
     """
-    from crossgeo.io import nodata_pixels, read_overview
+    from crossgeo.inspection import LOW_COVERAGE
+    from crossgeo.survey import survey_sources
 
     info = sampler.image_info
+    if not info.sources:
+        return
     coverage = sampler.source_coverage
-    for k, source in enumerate(info.sources):
-        raster = source.raster
-        crs = raster.crs.to_string() if hasattr(raster.crs, "to_string") else str(raster.crs)
-        text = f"{raster.path}: {crs}, {raster.res[0]:g} x {raster.res[1]:g} pixels"
+    try:
+        found = survey_sources(info)
+    except (CrossgeoError, OSError) as error:
+        checks.fail(f"{label}sources", f"cannot be read: {one_line(error)}")
+        return
+    for k, source in enumerate(found):
+        text = source.describe() + " (sampled)"
         if coverage is not None and len(coverage):
-            text += f", in {coverage[:, k].mean():.0%} of {len(coverage)} window(s)"
-        try:
-            thumbnail = read_overview(raster.path, source.bands, 256)
-        except (CrossgeoError, OSError) as error:
-            checks.fail(f"{label}source {source.name}", f"{text}; cannot be read: {one_line(error)}")
-            continue
-        empty = nodata_pixels(thumbnail, source.nodata)
-        share = 0.0 if empty is None else float(empty.mean())
-        text += f", nodata {share:.2%} (sampled)" if source.nodata is not None else ", no nodata value"
-        checks.ok(f"{label}source {source.name}", text)
+            text += f"; has pixels in {coverage[:, k].mean():.0%} of {len(coverage)} window(s)"
+        low = source.coverage < LOW_COVERAGE or source.nodata_share > 1 - LOW_COVERAGE
+        (checks.warn if low else checks.ok)(f"{label}source {source.name}", text)
 
 
 def _validate_scenes(

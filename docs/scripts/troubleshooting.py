@@ -57,6 +57,9 @@ SECTIONS = {
     "augmentation lists from shared configs": "Augmentation lists",
     "outputs (issue 21)": "Predictions and other outputs",
     "time series (group_by)": "Time series (group_by)",
+    "several sources: their options, a prediction of them, time-series dates of them (issue 24)": (
+        "Several sources: their options, predictions, time-series dates of several files"
+    ),
     "configuration files and limits (issue 21)": "Configuration files and limits",
 }
 
@@ -450,6 +453,73 @@ FIXES: dict[str, tuple[str, str]] = {
     "image source missing from windows": (
         "An image source covers less than the reference grid and some windows have none of its pixels.",
         "Set `missing: fill` to fill that source there (flagged in `Patch.source_valid`), or drop those windows.",
+    ),
+    "reference with one image path": (
+        "`reference` names the source whose grid is the reference grid; with one `image_path` there is nothing "
+        "to choose (the image's own grid is the reference).",
+        "Remove `reference`, or give `image_path` a list or mapping of sources that includes the one it names.",
+    ),
+    "image source without path": (
+        "A source given as a mapping must say which raster it is.",
+        "Add `path: FILE` to that source (its other keys, such as `bands`, stay as they are).",
+    ),
+    "image source of a wrong type": (
+        "Each entry of a list or mapping of sources is a path or a mapping with `path`; a number, a list or "
+        "`null` is neither.",
+        "Write the source as `NAME: FILE` or `NAME: {path: FILE, bands: [...]}` (docs/howto/sources.md).",
+    ),
+    "image source nodata not a number": (
+        "A source's `nodata` (as `scale` and `offset`) is the pixel value that means no data: a number.",
+        "Give a number (`nodata: 0`, `nodata: .nan`), or leave `nodata` out to use the file's own.",
+    ),
+    "image sources 64-bit integers and floats": (
+        "Stacked sources share one dtype; a float cannot hold every 64-bit integer exactly, so no dtype holds "
+        "both a float source and a (u)int64 one.",
+        "Give the 64-bit source `scale`/`offset` (the stack becomes float32 by design), or convert it to a "
+        "narrower integer type (`gdal_translate -ot UInt32`).",
+    ),
+    "image source scale with an integer image_dtype": (
+        "`scale`/`offset` turn a source's values into physical values (reflectance, metres): floats, so the "
+        "stacked image is float32, which an integer `image_dtype` cannot hold.",
+        "Set `image_dtype: float32` (or `native`), or remove `scale`/`offset` to keep the raw integers.",
+    ),
+    "prediction sources with selected_bands": (
+        "`predict_raster` stacks a list or mapping of sources as the sampler does; `selected_bands` numbers the "
+        "bands of one image only.",
+        "Pass the same sources as in training, each with its `bands`, and drop `selected_bands`.",
+    ),
+    "prediction reference names no source": (
+        "`reference` names the source whose grid the prediction is written on; it must be one of the sources.",
+        "Use a name the message lists (as in training), or leave `reference` out for the first source's grid.",
+    ),
+    "time series row without a time": (
+        "Every row of a time series is one date of its place; a row with an empty `time` cannot be ordered.",
+        "Fill the row's `time` with an ISO date (`2021-06-30` or `2021-06-30T10:42:00`), or remove the row.",
+    ),
+    "time series reference no date of a group": (
+        "With `group_by`, `reference` names the date whose grid every group is read on, so every group must "
+        "have that date.",
+        "Give a date every group has, or leave `reference` unset (each group's first row is its reference).",
+    ),
+    "time series rows disagree on the mask": (
+        "A group (one place at several dates) has one mask and one set of windows, on its first row's grid; "
+        "a later row names other ones.",
+        "Give `mask_path`/`crops_path` on the group's first row only, or make the rows agree.",
+    ),
+    "time series dates with other bands": (
+        "A time series' patch is (T, C, H, W): every date must give the same number of channels C.",
+        "Set `selected_bands` to bands every date has, or fix the rows whose files have other bands.",
+    ),
+    "time series dates list other sources": (
+        "Where each date's `image_path` is a list or mapping of band files, channel c must be the same band at "
+        "every date, so every date lists the same sources in the same order.",
+        "Give every row of the group the same source names (a missing band file of one date cannot be "
+        "skipped: drop that date's row).",
+    ),
+    "time series sources with selected_bands": (
+        "`selected_bands` numbers the bands of one image per date; dates of several sources name their bands "
+        "per source.",
+        "Remove `selected_bands` and give each source `bands: [...]` in every row.",
     ),
     "align patch_size misfits the blocks": (
         '`align="blocks"` starts windows on the image file\'s internal tiles. A window smaller than a tile '

@@ -255,21 +255,45 @@ def chips_path_other_patch_size(files: Files) -> Any:
 
 
 def time_series(
-    files: Files, times: tuple[str, ...] = ("2021-01-10", "2021-02-14", "2021-03-05"), **options: Any
+    files: Files,
+    times: tuple[str, ...] = ("2021-01-10", "2021-02-14", "2021-03-05"),
+    *,
+    masks: bool = False,
+    images: dict[int, str] | None = None,
+    sources: bool = False,
+    **options: Any,
 ) -> Any:
-    """A SceneSampler over one place (group "a") at ``times``: a copy of the scene's image per date."""
+    """A SceneSampler over one place (group "a") at ``times``: a copy of the scene's image per date.
+
+    ``masks``: the second row names another mask; ``images``: date -> a `Files` raster replacing that date's
+    image; ``sources``: each date two sources (``rgb``, ``red``), except the second date (``rgb`` only).
+    """
     import shutil
 
     from crossgeo import SceneSampler
 
-    rows = []
+    rows: list[dict[str, Any]] = []
     for k, when in enumerate(times):
         image = files.path(f"date{k}.tif")
         if not image.exists():
             shutil.copy(files.scene.image, image)
-        rows.append({"image_path": str(image), "time": when, "place": "a"})
+        path: Any = str(getattr(files, (images or {}).get(k, ""), image))
+        if sources:
+            path = {"rgb": path, "red": {"path": path, "bands": [1]}} if k != 1 else {"rgb": path}
+        rows.append({"image_path": path, "time": when, "place": "a"})
     rows[0].update(mask_path=str(files.mask), crops_path=str(files.windows))
+    if masks:
+        rows[1].update(mask_path=str(files.rgb_mask))
     return SceneSampler(rows, SIZE, **{"group_by": "place", **options})
+
+
+def _uint64(files: Files) -> Path:
+    """A uint64 raster on the scene's grid (no float holds every 64-bit integer)."""
+    path = files.path("u64.tif")
+    if not path.exists():
+        s = files.scene
+        T.write_raster(path, np.full((1, 64, 64), 2**60, np.uint64), crs=s.crs, transform=s.transform)
+    return path
 
 
 def scene_blocks(files: Files, *, weights: bool = False, **options: Any) -> Any:
@@ -808,6 +832,97 @@ CASES: list[tuple[str, Callable[[Files], Any], type[Exception], str]] = [
         lambda f: sampler(f, image_path=[f.scene.image, f.uint16], image_dtype="uint16"),
         RasterError,
         r"image source 'u16' \(.*u16.tif\) has no pixel in 1 of 2 window\(s\).*Set missing: fill",
+    ),
+    # --- several sources: their options, a prediction of them, time-series dates of them (issue 24)
+    (
+        "reference with one image path",
+        lambda f: sampler(f, reference="B04"),
+        ConfigError,
+        r"reference 'B04' names a source, but image_path is one path; remove reference, or give image_path a list",
+    ),
+    (
+        "image source without path",
+        lambda f: sampler(f, image_path={"rgb": {"bands": [1]}}),
+        ConfigError,
+        r"image_path: source 'rgb' has no 'path'; give the raster file of that source",
+    ),
+    (
+        "image source of a wrong type",
+        lambda f: sampler(f, image_path={"rgb": 3}),
+        OptionTypeError,
+        r"image_path: each source is a path or a mapping with 'path' \(and optional bands, .*got int: 3",
+    ),
+    (
+        "image source nodata not a number",
+        lambda f: sampler(f, image_path={"rgb": {"path": f.scene.image, "nodata": "none"}}),
+        OptionTypeError,
+        r"image_path source 'rgb': nodata must be a number, got str: 'none'",
+    ),
+    (
+        "image sources 64-bit integers and floats",
+        lambda f: sampler(f, image_path=[f.float, _uint64(f)], image_dtype="native"),
+        RasterError,
+        r"image_path: no dtype holds every source's values \(f32 \(float32\), .*u64 \(uint64\)\): 64-bit integers do "
+        r"not fit a float. Give those sources scale/offset",
+    ),
+    (
+        "image source scale with an integer image_dtype",
+        lambda f: sampler(f, image_path={"rgb": f.scene.image, "u16": {"path": f.uint16, "scale": 0.1}}),
+        ConfigError,
+        r"image_path: a source with scale/offset makes the image float32, but image_dtype is 'uint8'; use "
+        r"image_dtype: float32",
+    ),
+    (
+        "prediction sources with selected_bands",
+        lambda f: predict_raster(
+            [f.scene.image, f.uint16], _scores, f.path("p.tif"), patch_size=SIZE, selected_bands=[1]
+        ),
+        ConfigError,
+        r"selected_bands applies to one image; image_path lists several sources: give each source its bands",
+    ),
+    (
+        "prediction reference names no source",
+        lambda f: predict_raster([f.scene.image, f.uint16], _scores, f.path("p.tif"), patch_size=SIZE, reference="x"),
+        ConfigError,
+        r"reference 'x' names no source of image_path; the sources are \['image', 'u16'\]",
+    ),
+    (
+        "time series row without a time",
+        lambda f: time_series(f, ("2021-01-10", "")),
+        CatalogueError,
+        r"scene 1 \(.*date1.tif\) has no 'time' value; a time series dates every row: add a 'time' column",
+    ),
+    (
+        "time series reference no date of a group",
+        lambda f: time_series(f, reference="2020-01-01"),
+        CatalogueError,
+        r"reference '2020-01-01' is no date of group 'a' .*give a date every group has, or leave reference unset",
+    ),
+    (
+        "time series rows disagree on the mask",
+        lambda f: time_series(f, masks=True),
+        CatalogueError,
+        r"group 'a' .*: scene 1 sets mask_path/crops_path .* a group has one mask and one set of windows",
+    ),
+    (
+        "time series dates with other bands",
+        lambda f: time_series(f, images={1: "class_400"}, image_dtype="native"),
+        CatalogueError,
+        r"the dates of a time series must have the same bands, but they read different band counts.*set "
+        r"selected_bands to bands every date has",
+    ),
+    (
+        "time series dates list other sources",
+        lambda f: time_series(f, sources=True),
+        CatalogueError,
+        r"every date must list the same sources in the same order .* 2021-01-10 lists \['rgb', 'red'\] and "
+        r"2021-02-14 lists \['rgb'\]; give every row of the group the same source names",
+    ),
+    (
+        "time series sources with selected_bands",
+        lambda f: time_series(f, sources=True, selected_bands=[1]),
+        CatalogueError,
+        r"selected_bands applies to one image per date; the dates of group 'a' .* list several sources",
     ),
     # --- windows on the image's blocks (issue 26)
     (

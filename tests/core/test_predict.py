@@ -18,6 +18,7 @@ import rasterio
 from affine import Affine
 from rasterio.enums import ColorInterp
 from rasterio.warp import transform as warp_transform
+from testkit import sources_truth, write_sources_scene
 
 import crossgeo
 from crossgeo import testing as T
@@ -532,3 +533,102 @@ def test_read_threads_write_what_one_reader_writes(tmp_path: Path, read_threads:
     np.testing.assert_array_equal(read(pool.path)[0], read(one.path)[0])
     with pytest.raises(ConfigError, match="read_threads must be a whole number"):
         predict_raster(src, model, tmp_path / "bad.tif", patch_size=32, read_threads=-1)
+
+
+# ---------------------------------------------------------------------- several sources (issue 24.1)
+
+
+def identity(x: np.ndarray) -> np.ndarray:
+    """One score per channel: the model's input itself (what it saw is what gets written)."""
+    return x.copy()
+
+
+def _sources(folder: Path) -> dict[str, Any]:
+    scene = write_sources_scene(folder, b20_rows=70)  # B20 covers the top 140 of 200 reference rows
+    return {"B10": scene["B10"], "B20": {"path": scene["B20"], "resampling": "nearest"}}
+
+
+@pytest.mark.parametrize("overlap, blend", [(0, "linear"), (24, "none")])
+def test_a_multi_source_image_is_stacked_as_the_sampler_stacks_it_and_written_on_the_reference_grid(
+    tmp_path: Path, overlap: int, blend: str
+) -> None:
+    sources = _sources(tmp_path)
+    result = predict_raster(
+        sources,
+        identity,
+        tmp_path / "pred.tif",
+        patch_size=64,
+        overlap=overlap,
+        blend=blend,
+        image_dtype="float32",
+        output="scores",
+        progress=False,
+    )
+    truth, valid = sources_truth(70)
+    scores, profile = read(result.path)
+    with rasterio.open(sources["B10"]) as ref:
+        assert (profile["crs"], profile["transform"]) == (ref.crs, ref.transform)
+        assert (profile["height"], profile["width"]) == (ref.height, ref.width)
+    assert result.n_classes == 3
+    if blend == "none":  # each pixel's score from one window: exactly what the model saw
+        np.testing.assert_array_equal(scores[:, valid], truth[:, valid])
+    else:  # the flush last window overlaps its neighbour: a weighted mean of equal values, float32 rounding
+        np.testing.assert_allclose(scores[:, valid], truth[:, valid], rtol=1e-6)
+    assert np.isnan(scores[:, ~valid]).all()  # B20 has no data there: nodata, counted
+    assert result.invalid_pixels == int((~valid).sum()) == 60 * 240
+
+
+def test_multi_source_reference_names_the_output_grid_and_the_model_sees_the_sampler_channels(tmp_path: Path) -> None:
+    """reference='B20': the output is on the 20 m grid; every window holds what PatchSampler reads there."""
+    scene = write_sources_scene(tmp_path)
+    sources = {"B10": {"path": scene["B10"], "resampling": "average"}, "B20": scene["B20"]}
+    result = predict_raster(
+        sources, identity, tmp_path / "pred.tif", patch_size=20, reference="B20", image_dtype="float32",
+        output="scores", progress=False,
+    )  # fmt: skip
+    scores, profile = read(result.path)
+    with rasterio.open(scene["B20"]) as ref:
+        assert (profile["crs"], profile["transform"], profile["height"], profile["width"]) == (
+            ref.crs, ref.transform, ref.height, ref.width,
+        )  # fmt: skip
+    rows, cols = np.mgrid[0:100:20, 0:120:20]
+    table = T.write_windows_table(tmp_path / "tiles.csv", rows.ravel(), cols.ravel())
+    sampler = crossgeo.PatchSampler(
+        sources, scene["mask"], table, 20, reference="B20", image_dtype="float32", n_classes=3
+    )
+    assert sampler.channels == (("B10", 1), ("B10", 2), ("B20", 1))
+    for i in range(len(sampler)):
+        patch = sampler[i]
+        r, c = patch.row_off, patch.col_off
+        np.testing.assert_array_equal(scores[:, r : r + 20, c : c + 20], patch.image)
+    # B10 averaged onto 20 m: the mean of each 2 x 2 block of its rows (2i and 2i + 1), warped in uint16 (rounded).
+    assert np.abs(scores[0, :, 0] - (np.arange(100) * 2 + 0.5)).max() == 0.5
+    np.testing.assert_array_equal(scores[2], np.mgrid[0:100, 0:120][0].astype(np.float32))
+
+
+def test_multi_source_predict_refuses_selected_bands_and_unknown_reference(tmp_path: Path) -> None:
+    sources = _sources(tmp_path)
+    out = tmp_path / "pred.tif"
+    with pytest.raises(ConfigError, match="selected_bands applies to one image"):
+        predict_raster(sources, identity, out, patch_size=64, selected_bands=[1], progress=False)
+    with pytest.raises(ConfigError, match="reference 'B60' names no source"):
+        predict_raster(sources, identity, out, patch_size=64, reference="B60", progress=False)
+    with pytest.raises(ConfigError, match=r"image_path\['B10'\]"):  # a source is an input: never overwritten
+        predict_raster(sources, identity, sources["B10"], patch_size=64, overwrite=True, progress=False)
+    assert not out.exists()
+
+
+def test_evaluate_a_prediction_of_a_multi_source_image_against_its_mask(tmp_path: Path) -> None:
+    """argmax of the identity scores on the reference grid, compared with the mask: a confusion counted directly."""
+    sources = _sources(tmp_path)
+    result = predict_raster(
+        sources, identity, tmp_path / "pred.tif", patch_size=64, image_dtype="float32", progress=False
+    )
+    truth, valid = sources_truth(70)
+    predicted = np.argmax(truth, axis=0)
+    rows, cols = np.mgrid[0:200, 0:240]
+    reference = (rows // 8 + cols // 8) % 3
+    metrics = evaluate(result.path, tmp_path / "mask.tif", n_classes=3)
+    expected = np.bincount(reference[valid] * 3 + predicted[valid], minlength=9).reshape(3, 3)
+    np.testing.assert_array_equal(metrics.confusion, expected)
+    assert metrics.ignored["prediction_nodata"] == int((~valid).sum())

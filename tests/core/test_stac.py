@@ -232,12 +232,13 @@ def test_validate_reports_every_source_of_every_scene(tmp_path: Path) -> None:
     assert code == 0, out + err
     # elev's nodata (raw 0) is the strip's pixel (0, 0) only: 1 of scene 0's 64 x 64 pixels, none of scene 1's.
     got = [" ".join(line.split()) for line in out.splitlines() if " source " in line]
-    pixel = "38.2185 x 38.2185 pixels, in 100% of 3 window(s)"
+    pixel = "38.2185 x 38.2185 pixels; covers 100.0% of the reference grid, no data on"
+    windows = "(sampled); has pixels in 100% of 3 window(s)"
     assert got == [
-        f"ok scene 0 source coords {tmp_path}/scene0_coords.tif: EPSG:3857, {pixel}, no nodata value",
-        f"ok scene 0 source elev {tmp_path}/scene0_elev.tif: EPSG:3857, {pixel}, nodata 0.02% (sampled)",
-        f"ok scene 1 source coords {tmp_path}/scene1_coords.tif: EPSG:3857, {pixel}, no nodata value",
-        f"ok scene 1 source elev {tmp_path}/scene1_elev.tif: EPSG:3857, {pixel}, nodata 0.00% (sampled)",
+        f"ok scene 0 source coords {tmp_path}/scene0_coords.tif: EPSG:3857, {pixel} 0.00% of that {windows}",
+        f"ok scene 0 source elev {tmp_path}/scene0_elev.tif: EPSG:3857, {pixel} 0.02% of that {windows}",
+        f"ok scene 1 source coords {tmp_path}/scene1_coords.tif: EPSG:3857, {pixel} 0.00% of that {windows}",
+        f"ok scene 1 source elev {tmp_path}/scene1_elev.tif: EPSG:3857, {pixel} 0.00% of that {windows}",
     ]
 
 
@@ -251,11 +252,11 @@ def test_validate_reports_the_sources_of_one_image(tmp_path: Path) -> None:
     code, out, err = run_cli("validate", config)
     assert code == 0, out + err
     got = [" ".join(line.split()) for line in out.splitlines() if " source " in line]
+    pixel = "38.2185 x 38.2185 pixels; covers 100.0% of the reference grid, no data on"
+    windows = "(sampled); has pixels in 100% of 3 window(s)"
     assert got == [
-        f"ok source coords {tmp_path}/scene0_coords.tif: EPSG:3857, 38.2185 x 38.2185 pixels, in 100% of 3 "
-        "window(s), no nodata value",
-        f"ok source elev {tmp_path}/scene0_elev.tif: EPSG:3857, 38.2185 x 38.2185 pixels, in 100% of 3 window(s), "
-        "nodata 0.02% (sampled)",
+        f"ok source coords {tmp_path}/scene0_coords.tif: EPSG:3857, {pixel} 0.00% of that {windows}",
+        f"ok source elev {tmp_path}/scene0_elev.tif: EPSG:3857, {pixel} 0.02% of that {windows}",
     ]
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import albumentations as A
 import numpy as np
 import pytest
-from testkit import DATES_A, DATES_B, SHIFT, SIZE, Series, day_of_year
+from testkit import DATES_A, DATES_B, SHIFT, SIZE, Series, day_of_year, multi_source_dates
 
 from crossgeo import SceneSampler
 from crossgeo import testing as T
@@ -251,3 +251,37 @@ def test_a_time_series_sampler_pickles_without_handles(series: Series) -> None:
     np.testing.assert_array_equal(after.image, before.image)
     np.testing.assert_array_equal(after.times, before.times)
     np.testing.assert_array_equal(after.time_valid, before.time_valid)
+
+
+# --------------------------------------------------------------------------- a date of several sources
+
+
+def test_a_date_of_several_sources_gives_each_channel_from_its_own_date_and_file(series: Series) -> None:
+    """Issue 24.4: each row's image_path a mapping of two band files at 1x and 2x pixel size; per date and
+    channel the values prove their date (day of year) and their pixel (coordinates on the reference grid)."""
+    rows = multi_source_dates(series)
+    sampler = SceneSampler(rows, SIZE, image_dtype="uint16", image_resampling="nearest", group_by="place", time_steps=5)
+    assert sampler.patch_shape == (5, 3, SIZE, SIZE)
+    assert sampler.samplers[0].channels[:4] == (
+        ("2021-01-10/coords", 2), ("2021-01-10/coords", 1), ("2021-01-10/day", 1), ("2021-02-14/coords", 2),
+    )  # fmt: skip
+    for i in range(len(sampler)):
+        patch = sampler[i]
+        dates = sorted(DATES_A if patch.scene == 0 else DATES_B)
+        n = len(dates)
+        assert patch.image.shape == (5, 3, SIZE, SIZE)
+        assert patch.time_valid.tolist() == [True] * n + [False] * (5 - n)
+        assert patch.times[:n].tolist() == [np.datetime64(d, "s").item() for d in dates]
+        rows_, cols = T.window_coordinates(patch.row_off, patch.col_off, SIZE)
+        for t, date in enumerate(dates):
+            np.testing.assert_array_equal(patch.image[t, 0], cols)  # coords band 2 first
+            np.testing.assert_array_equal(patch.image[t, 1], rows_)
+            assert (patch.image[t, 2] == 1000 + day_of_year(date)).all(), (patch.scene, date)
+        assert (patch.image[n:] == 0).all()
+
+
+def test_the_dates_of_a_group_must_list_the_same_sources(series: Series) -> None:
+    rows = multi_source_dates(series)
+    rows[1] = {**rows[1], "image_path": {"coords": rows[1]["image_path"]["coords"]}}  # type: ignore[index]
+    with pytest.raises(CatalogueError, match=r"same sources.*'day'"):
+        SceneSampler(rows, SIZE, image_dtype="uint16", group_by="place", time_steps=5)

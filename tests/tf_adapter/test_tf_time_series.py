@@ -57,3 +57,26 @@ def test_tf_data_and_keras_give_t_h_w_c_with_the_shared_draw(tmp_path: Path, aug
         np.testing.assert_array_equal(np.concatenate([x for x, _ in batches]), images)
         np.testing.assert_array_equal(np.concatenate([y for _, y in batches]), masks)
     assert len(draws) > 1
+
+
+def test_tf_data_and_keras_batch_dates_of_several_band_files(tmp_path: Path) -> None:
+    """Issue 24.4: each date two band files (10 m coordinates, 20 m day of year): (B, T, H, W, C) whose last
+    channel is each date's own day of year, in tf.data and Keras alike."""
+    from testkit import DATES_A, day_of_year, multi_source_dates
+
+    from crossgeo.keras import PatchPyDataset
+    from crossgeo.tensorflow import make_dataset
+
+    sampler = SceneSampler(
+        multi_source_dates(Series(tmp_path)), SIZE, image_dtype="uint16", image_resampling="nearest",
+        group_by="place", time_steps=5,
+    )  # fmt: skip
+    images, _ = _reference(sampler, 3, 0, None)
+    assert images.shape == (6, 5, SIZE, SIZE, 3)
+    days = np.round(images[:4, :, :, :, 2] * 65535).astype(int)
+    expected = [1000 + day_of_year(d) for d in sorted(DATES_A)] + [0]  # place a: 4 dates, then padding
+    assert (days == np.array(expected)[None, :, None, None]).all()
+    got = list(make_dataset(sampler, batch_size=4, seed=3).as_numpy_iterator())
+    np.testing.assert_array_equal(np.concatenate([x for x, _ in got]), images)
+    keras_data = PatchPyDataset(sampler, 4, seed=3)
+    np.testing.assert_array_equal(np.concatenate([keras_data[b][0] for b in range(len(keras_data))]), images)

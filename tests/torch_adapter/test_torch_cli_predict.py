@@ -221,3 +221,49 @@ def test_torch_export_programs_that_would_unpickle_or_run_code_are_refused(scene
     with pytest.raises(ConfigError, match="sample inputs"):
         load_model(bad)
     assert not (folder / "p.tif").exists()
+
+
+class Identity(torch.nn.Module):
+    """One score per channel: the input itself, so the written scores are what the model saw."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * 1.0
+
+
+def test_predict_and_evaluate_a_config_whose_image_is_a_mapping_of_band_files(tmp_path: Path, cli: CliRun) -> None:
+    """Issue 24.1: 10 m and 20 m band files stacked (relative paths next to the config); the torch model gets the
+    stack as the sampler gives it and the output is on the 10 m reference grid."""
+    from testkit import sources_truth, write_sources_scene
+
+    scene = write_sources_scene(tmp_path, b20_rows=70)
+    model = tmp_path / "identity.pt"
+    torch.jit.script(Identity()).save(str(model))
+    out = tmp_path / "scores.tif"
+    code, stdout, err = cli("predict", scene["config"], "--model", model, "--out", out, "--output", "scores")
+    assert code == 0, err
+    assert "the sources B10, B20" in stdout and f"{60 * 240} pixel(s) without image data" in stdout
+    truth, valid = sources_truth(70)
+    with rasterio.open(out) as pred, rasterio.open(scene["B10"]) as ref:
+        assert (pred.crs, pred.transform, pred.shape) == (ref.crs, ref.transform, ref.shape)
+        scores = pred.read()
+    np.testing.assert_allclose(scores[:, valid], truth[:, valid], rtol=1e-6)
+    assert np.isnan(scores[:, ~valid]).all()
+    # The torch wrapper with the same sources writes the same numbers.
+    sources = {"B10": scene["B10"], "B20": {"path": scene["B20"], "resampling": "nearest"}}
+    wrapper = torch_predict_raster(
+        Identity(), sources, tmp_path / "w.tif", patch_size=64, image_dtype="float32", output="scores", progress=False
+    )
+    np.testing.assert_array_equal(_read(wrapper.path), scores)
+    # Classes, then evaluate with the configuration's mask.
+    classes = tmp_path / "classes.tif"
+    code, _, err = cli("predict", scene["config"], "--model", model, "--out", classes)
+    assert code == 0, err
+    code, stdout, err = cli("evaluate", classes, scene["config"], "--json", tmp_path / "m.json")
+    assert code == 0, err
+    rows, cols = np.mgrid[0:200, 0:240]
+    reference = (rows // 8 + cols // 8) % 3
+    predicted = np.argmax(truth, axis=0)
+    expected = np.bincount(reference[valid] * 3 + predicted[valid], minlength=9).reshape(3, 3)
+    metrics = json.loads((tmp_path / "m.json").read_text())
+    assert metrics["confusion"] == expected.tolist()
+    assert metrics["ignored"]["prediction_nodata"] == int((~valid).sum())

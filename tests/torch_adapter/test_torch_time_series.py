@@ -60,3 +60,23 @@ def test_torch_loader_batches_time_series(tmp_path: Path) -> None:
         np.testing.assert_array_equal(images[i].numpy(), expected)
     # Group b's padded dates are zeros.
     assert (images[4:, 2:] == 0).all()
+
+
+def test_torch_batches_dates_of_several_band_files(tmp_path: Path) -> None:
+    """Issue 24.4: each date two band files (10 m coordinates, 20 m day of year): batches (B, T, C, H, W) whose
+    channel 2 is each date's own day of year, padded dates flagged and zero."""
+    from testkit import DATES_A, day_of_year, multi_source_dates
+
+    series = Series(tmp_path)
+    sampler = SceneSampler(
+        multi_source_dates(series), SIZE, image_dtype="uint16", image_resampling="nearest", group_by="place",
+        time_steps=5,
+    )  # fmt: skip
+    loader = make_dataloader(PatchDataset(sampler, seed=3), batch_size=4, shuffle=False)
+    batch = next(iter(loader))
+    assert batch["image"].dtype == torch.float32 and tuple(batch["image"].shape) == (4, 5, 3, SIZE, SIZE)
+    days = np.round(batch["image"][:, :, 2].numpy() * 65535).astype(int)
+    expected = [1000 + day_of_year(d) for d in sorted(DATES_A)] + [0]  # place a: 4 dates, then padding
+    assert (days == np.array(expected)[None, :, None, None]).all()
+    for i in range(4):
+        np.testing.assert_array_equal(batch["image"][i].numpy(), to_model_inputs(sampler[i])[0])
