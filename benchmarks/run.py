@@ -94,8 +94,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--max-workers",
         type=int,
-        default=max(2, os.cpu_count() or 2),
-        help="the peer DataLoader cases run at 0..N workers (default: the CPU count, at least 2)",
+        default=min(4, max(2, os.cpu_count() or 2)),
+        help="the peer DataLoader cases run at 0..N workers (default: the CPU count, at least 2, at most 4)",
     )
     parser.add_argument(
         "--read-windows", type=int, default=150, help="windows per round of the block-alignment and band-file cases"
