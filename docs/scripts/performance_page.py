@@ -137,6 +137,10 @@ def section_machine(results: dict[str, Any]) -> str:
     torch = next((v.get("torch") for v in peers.values() if v.get("torch")), versions.get("torch"))
     commit = f" (commit `{m['commit']}`)" if m.get("commit") else ""
     scene = results["scene"]
+    cache = f"{results['gdal_cachemax_bytes'] >> 20} MiB"
+    peer_cache = _get(results, "peers", "gdal_cachemax_mb")
+    if peer_cache is not None and peer_cache != results["gdal_cachemax_bytes"] >> 20:
+        cache += f" ({peer_cache} MiB in the comparison with TorchGeo and the original)"
     rows = [
         ["Date", m.get("date", DASH)],
         ["CPU", f"{m.get('cpu', DASH)}, {m['cpus']} cores"],
@@ -154,7 +158,7 @@ def section_machine(results: dict[str, Any]) -> str:
             f"{scene['size']:,} × {scene['size']:,} RGB GeoTIFF, DEFLATE, 256 × 256 tiles; "
             f"windows of {scene['patch_size']} pixels",
         ],
-        ["GDAL block cache (`GDAL_CACHEMAX`)", f"{results['gdal_cachemax_bytes'] >> 20} MiB"],
+        ["GDAL block cache (`GDAL_CACHEMAX`)", cache],
         ["Whole run", f"{results['seconds'] / 60:.0f} minutes"],
     ]
     return table(["", "this run"], rows)
