@@ -12,7 +12,8 @@ cache still holds, so alignment matters little there.
 
 Rounds alternate unaligned / aligned, each with a fresh sampler closed afterwards (its
 handles and their cached blocks go with it, so every round starts cold), under
-``GDAL_CACHEMAX`` 64 MB. Reported: patches/s per round, the median per variant, the ratio
+``GDAL_CACHEMAX`` 64 MB (unless the environment sets it: ``python -m benchmarks`` passes its
+own). Reported: patches/s per round, the median per variant, the ratio
 aligned / unaligned and the blocks each variant decodes (`crossgeo.grid.decode_amplification`).
 Every patch's bands 1-2 are checked against its offsets, so a fast wrong read cannot pass.
 
@@ -120,7 +121,8 @@ def measure(size: int, n: int, rounds: int, cache: Path) -> dict[str, Any]:
         "grid, row-major": (grid_windows(image, PATCH, stride=GRID_STRIDE).iloc[:n], aligned_grid.iloc[:n]),
     }
     layout = BlockLayout(TILE, TILE)
-    result: dict[str, Any] = {"size": size, "tile": TILE, "patch": PATCH, "gdal_cachemax_mb": 64, "variants": {}}
+    cachemax = int(os.environ["GDAL_CACHEMAX"])
+    result: dict[str, Any] = {"size": size, "tile": TILE, "patch": PATCH, "gdal_cachemax_mb": cachemax, "variants": {}}
     for name, (free, aligned) in variants.items():
         rates: dict[str, list[float]] = {"unaligned": [], "aligned": []}
         for _ in range(rounds):
@@ -166,9 +168,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=5, help="rounds per variant (default: %(default)s)")
     parser.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "crossgeo-blocks-bench")
     parser.add_argument("--json", type=Path, help="also write the numbers as JSON")
+    parser.add_argument("--emit", action="store_true", help="print the JSON as the last line (python -m benchmarks)")
     args = parser.parse_args(argv)
     result = measure(args.size, args.n, args.rounds, args.cache)
     print(format_result(result))
+    if args.emit:
+        print(json.dumps(result))
     if args.json:
         args.json.write_text(json.dumps(result, indent=2) + "\n")
     return 0

@@ -70,10 +70,11 @@ def _zarr_epoch(store: Path, n: int) -> float:
     return time.perf_counter() - start
 
 
-def measure_scene(windows: int, work: Path, cache: Path) -> dict[str, Any]:
+def measure_scene(windows: int, work: Path, cache: Path, size: int = 8192, n_windows: int = 2000) -> dict[str, Any]:
+    """Live sampler, chip writing and chip reads on the first ``windows`` windows of the suite's scene."""
     from crossgeo import ChipSampler, PatchSampler, write_chips
 
-    scene = ensure_scene(cache, 8192, 2000, 256)
+    scene = ensure_scene(cache, size, n_windows, 256)
     table = pq.read_table(scene.windows).slice(0, windows)
     crops = work / "windows.parquet"
     pq.write_table(table, crops)
@@ -210,6 +211,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--cache", type=Path, default=DEFAULT_CACHE, help="the suite's scene cache folder")
     parser.add_argument("--json", type=Path, help="also write the numbers to this JSON file")
+    parser.add_argument("--size", type=int, default=8192, help="the suite scene's side (default 8192)")
+    parser.add_argument("--scene-windows", type=int, default=2000, help="the suite scene's windows (default 2000)")
+    parser.add_argument("--emit", action="store_true", help="print the JSON as the last line (python -m benchmarks)")
     args = parser.parse_args(argv)
     from benchmarks.gdal import limit_block_cache
 
@@ -218,12 +222,14 @@ def main(argv: list[str] | None = None) -> int:
     try:
         results: dict[str, Any] = {"gdal_cachemax": args.gdal_cachemax}
         if not args.only_ray:
-            results["scene"] = measure_scene(args.windows, work, args.cache)
+            results["scene"] = measure_scene(args.windows, work, args.cache, args.size, args.scene_windows)
         if not args.no_ray:
             results["ray"] = measure_ray(args.scenes, work)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     print(report(results))
+    if args.emit:
+        print(json.dumps(results))
     if args.json:
         args.json.write_text(json.dumps(results, indent=1))
     return 0

@@ -34,10 +34,10 @@ The cases (same windows, same files, batch ``--batch-size``, one torch thread):
     the original's ``dataset[i]`` (float32 image scaled to 0..1, int64 mask), with the mask on the
     image grid (``mask.tif``) or in EPSG:4326 (``mask_4326.tif``, which all three warp onto the
     image grid by nearest neighbour).
-``workers_0`` / ``workers_2``
+``workers_0`` ... ``workers_N`` (``--max-workers N``, default 2)
     one epoch of a DataLoader over the EPSG:4326 case (``crossgeo.torch.make_dataloader``, the
     plain ``torch.utils.data.DataLoader`` for the peers); worker start-up is part of the time.
-    With 2 workers a thread of the parent samples the workers' ``VmRSS`` (and ``RssAnon``) from
+    With workers a thread of the parent samples the workers' ``VmRSS`` (and ``RssAnon``) from
     ``/proc`` (`benchmarks.harness.WorkerMemory`); ``worker_rss_mb`` is the **mean over the
     workers of each worker's largest sample** (per-worker values are kept).
 ``direct_warped_warm``
@@ -73,14 +73,30 @@ MODULES = {
     "original": "pytorch_segmentation_models_trainer",
 }
 ORIGINAL_MODULE = "pytorch_segmentation_models_trainer.dataset_loader.mbtiles_crops_dataset"
-#: case -> (mask file attribute of `benchmarks.scenes.Scene`, DataLoader workers or None for a direct loop, warm)
-CASES: dict[str, tuple[str, int | None, bool]] = {
-    "direct_aligned": ("mask", None, False),
-    "direct_warped": ("mask_4326", None, False),
-    "workers_0": ("mask_4326", 0, False),
-    "workers_2": ("mask_4326", 2, False),
-    "direct_warped_warm": ("mask_4326", None, True),
-}
+Case = tuple[str, int | None, bool]
+"""(mask file attribute of `benchmarks.scenes.Scene`, DataLoader workers or None for a direct loop, warm)."""
+
+
+def cases(max_workers: int = 2) -> dict[str, Case]:
+    """The cases in the order they run: direct loops, a DataLoader at 0..``max_workers`` workers, the warm loop."""
+    loaders: dict[str, Case] = {f"workers_{n}": ("mask_4326", n, False) for n in range(max_workers + 1)}
+    return {
+        "direct_aligned": ("mask", None, False),
+        "direct_warped": ("mask_4326", None, False),
+        **loaders,
+        "direct_warped_warm": ("mask_4326", None, True),
+    }
+
+
+def case_spec(name: str) -> Case:
+    """The case called ``name`` (``workers_N`` for any N); KeyError when there is none."""
+    prefix, _, count = name.partition("workers_")
+    if not prefix and count.isdigit():
+        return ("mask_4326", int(count), False)
+    return cases(0)[name]
+
+
+CASES = cases(2)
 #: Cases a library skips: the warm row is crossgeo's block-cache reuse against TorchGeo's; the
 #: original reopens its rasters per item, so it has no cache to warm.
 NOT_RUN = {("original", "direct_warped_warm")}
@@ -186,7 +202,7 @@ def _readers(library: str, mask: str, args: argparse.Namespace) -> tuple[Any, An
 
 def measure(library: str, case: str, args: argparse.Namespace) -> dict[str, Any]:
     """One (library, case) in this process; ``args.cachemax`` is already applied."""
-    mask_name, workers, warm = CASES[case]
+    mask_name, workers, warm = case_spec(case)
     mask = getattr(harness.scene(args), mask_name)
     started = time.perf_counter()
     import torch
@@ -329,6 +345,7 @@ def orchestrate(args: argparse.Namespace) -> dict[str, Any]:
         "windows": n,
         "warm_windows": n_warm,
         "rounds": args.rounds,
+        "max_workers": args.max_workers,
         "batch_size": args.batch_size,
         "gdal_cachemax_mb": args.cachemax,
         "warm_gdal_cachemax_mb": args.warm_cachemax,
@@ -359,22 +376,22 @@ def orchestrate(args: argparse.Namespace) -> dict[str, Any]:
                 )
         runs: dict[str, list[dict[str, Any]]] = {}
         for round_ in range(args.rounds):
-            for case, (_mask, _workers, warm) in CASES.items():
+            for name, (_mask, _workers, warm) in cases(args.max_workers).items():
                 for lib in _order(round_, libraries):
-                    if (lib, case) in NOT_RUN:
+                    if (lib, name) in NOT_RUN:
                         continue
                     cachemax, windows_file = (
                         (args.warm_cachemax, files["warm"]) if warm else (args.cachemax, files["cold"])
                     )
-                    result = _child(args, ["--measure", lib, case], cachemax, windows_file)
-                    runs.setdefault(f"{lib}_{case}", []).append(result)
+                    result = _child(args, ["--measure", lib, name], cachemax, windows_file)
+                    runs.setdefault(f"{lib}_{name}", []).append(result)
                     rss = (
                         f", worker RSS {result['worker_rss_mb']:.0f} MB"
                         if "worker_rss_mb" in result
                         else f", peak RSS {result['peak_rss_mb']:.0f} MB"
                     )
                     harness.log(
-                        f"  round {round_ + 1}/{args.rounds} {case:18s} {lib:8s} "
+                        f"  round {round_ + 1}/{args.rounds} {name:18s} {lib:8s} "
                         f"{result['patches_per_s']:7.1f} patches/s{rss} ({time.perf_counter() - started:.0f} s)"
                     )
     for key, results in runs.items():
@@ -389,6 +406,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=3, help="rounds per case, the order changing; the median counts")
     parser.add_argument("--warm-cachemax", type=int, default=512, help="GDAL block cache (MiB) of the warm case")
     parser.add_argument("--warm-windows", type=int, default=300, help="windows of the warm case (blocks must fit)")
+    parser.add_argument("--max-workers", type=int, default=2, help="DataLoader cases at 0..N workers (default 2)")
     parser.add_argument("--windows-file", help=argparse.SUPPRESS)
     parser.add_argument("--measure", nargs=2, metavar=("LIBRARY", "CASE"), help=argparse.SUPPRESS)
     parser.add_argument("--agree", choices=LIBRARIES[1:], help=argparse.SUPPRESS)
@@ -403,10 +421,14 @@ def main(argv: list[str] | None = None) -> int:
         limit_block_cache(args.cachemax)
         if args.agree:
             return harness.emit(agreement(args.agree, args))
-        library, case = args.measure
-        if library not in LIBRARIES or case not in CASES:
-            parser.error(f"--measure: library in {LIBRARIES}, case in {tuple(CASES)}")
-        return harness.emit(measure(library, case, args))
+        library, name = args.measure
+        try:
+            case_spec(name)
+        except KeyError:
+            name = ""
+        if library not in LIBRARIES or not name:
+            parser.error(f"--measure: library in {LIBRARIES}, case in {tuple(CASES)} (workers_N for any N)")
+        return harness.emit(measure(library, name, args))
     return harness.emit(orchestrate(args))
 
 

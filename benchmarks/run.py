@@ -1,15 +1,21 @@
 """The benchmark driver: ``python -m benchmarks`` (see ``--help``).
 
 Generates (once) or reuses the cached scenes, measures every case, prints a table of
-patches/s and the target ratios of issue #6, and writes them as JSON with ``--json``.
-Each ratio is measured in this one run, on the same windows and files, with GDAL's
-block cache limited (``--gdal-cachemax``, MiB) for crossgeo and the baselines alike so
-reads decompress as they would on a scene far larger than the cache.
+patches/s and the ratios the suite checks (`benchmarks.targets`), and writes them as JSON with
+``--json``, together with the machine and the versions they were measured with. Each ratio is
+measured in this one run, on the same windows and files, with GDAL's block cache limited
+(``--gdal-cachemax``, MiB) for crossgeo and the baselines alike so reads decompress as they
+would on a scene far larger than the cache.
+
+``--page`` writes the JSON to ``docs/images/bench-run.json`` and regenerates the performance
+page from it (``docs/scripts/performance_page.py``: its tables and figures).
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime
+import importlib.metadata
 import importlib.util
 import json
 import os
@@ -26,15 +32,17 @@ from benchmarks import harness
 from benchmarks.peers import MODULES
 from benchmarks.targets import TARGETS, judge, lookup, value
 
-__all__ = ["TARGETS", "counts", "format_table", "main", "parse_args", "ratios", "run"]
+__all__ = ["TARGETS", "counts", "format_table", "machine", "main", "parse_args", "ratios", "run"]
 
+PAGE_JSON = harness.REPO / "docs" / "images" / "bench-run.json"
+"""The run the performance page is generated from (``--page``)."""
 DEFAULT_CACHE = Path(os.environ.get("CROSSGEO_BENCH_CACHE", Path.home() / ".cache" / "crossgeo-bench"))
 ORIGINAL = MODULES["original"]
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog="python -m benchmarks", description="crossgeo benchmark suite (issue #6): patches/s and target ratios."
+        prog="python -m benchmarks", description="crossgeo benchmark suite: patches/s and the ratios it checks."
     )
     parser.add_argument("--smoke", action="store_true", help="tiny scene, few windows, targets not enforced (< 30 s)")
     parser.add_argument(
@@ -63,7 +71,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--skip",
         default="",
         help="comma-separated sections to skip: io, colour, index, planning, predict, scenes, torch, tf, warm, "
-        "memory, curves, peers",
+        "memory, peers, blocks, bands, chips",
     )
     parser.add_argument(
         "--predict-size", type=int, default=16384, help="side of the image of the prediction memory run"
@@ -78,10 +86,25 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--strict", action="store_true", help="exit 1 when a target is missed")
     parser.add_argument(
-        "--plot", type=Path, help="also measure throughput/memory against 0..--max-workers workers and draw PNGs here"
+        "--page",
+        action="store_true",
+        help=f"write the JSON to {PAGE_JSON.relative_to(harness.REPO)} and regenerate docs/performance.md and its "
+        "figures from it",
     )
-    parser.add_argument("--max-workers", type=int, default=os.cpu_count() or 2, help="largest worker count plotted")
-    parser.add_argument("--curve-windows", type=int, default=400, help="windows per point of the --plot curves")
+    parser.add_argument(
+        "--max-workers",
+        type=int,
+        default=min(4, max(2, os.cpu_count() or 2)),
+        help="the peer DataLoader cases run at 0..N workers (default: the CPU count, at least 2, at most 4)",
+    )
+    parser.add_argument(
+        "--read-windows", type=int, default=150, help="windows per round of the block-alignment and band-file cases"
+    )
+    parser.add_argument(
+        "--read-rounds", type=int, default=5, help="alternating rounds of the block-alignment and band-file cases"
+    )
+    parser.add_argument("--bands-size", type=int, default=4096, help="side of the band-file scene (default 4096)")
+    parser.add_argument("--chip-windows", type=int, default=2000, help="windows of the chip-store case (default 2000)")
     parser.add_argument("--warm-cachemax", type=int, default=512, help="GDAL block cache (MiB) of the warm rows")
     parser.add_argument("--warm-windows", type=int, default=150, help="windows of the warm-cache rows")
     parser.add_argument(
@@ -105,8 +128,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         args.index_rows, args.rss_epochs, args.rss_windows = 10_000, 2, 16
         args.planning_rows, args.planning_windows = 10_000, 100
         args.predict_size = 1024
-        args.curve_windows, args.warm_windows, args.max_workers = 16, 16, min(args.max_workers, 1)
+        args.warm_windows, args.max_workers = 16, 2
         args.peer_windows, args.peer_rounds, args.peer_warm_windows = 16, 1, 16
+        args.read_windows, args.read_rounds, args.bands_size, args.chip_windows = 8, 2, 1024, 16
         args.scenes, args.scene_size, args.scene_windows, args.scene_reads, args.tiles = 20, 256, 3, 60, 8
     return args
 
@@ -115,6 +139,65 @@ def counts(args: argparse.Namespace) -> dict[str, int]:
     """The run's settings that the ratio descriptions name (`benchmarks.targets`)."""
     names = ("index_rows", "rss_epochs", "planning_rows", "scenes", "tiles", "batch_size", "warm_cachemax")
     return {name: getattr(args, name) for name in names}
+
+
+def _version(distribution: str) -> str | None:
+    try:
+        return importlib.metadata.version(distribution)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def machine() -> dict[str, Any]:
+    """Where the run happened: CPU model, cores, memory, OS and the versions of what was measured."""
+    cpu, memory_kib = platform.processor() or platform.machine(), 0
+    try:
+        with open("/proc/cpuinfo") as info:
+            cpu = next((line.split(":", 1)[1].strip() for line in info if line.startswith("model name")), cpu)
+        with open("/proc/meminfo") as info:
+            memory_kib = next((int(line.split()[1]) for line in info if line.startswith("MemTotal:")), 0)
+    except OSError:  # not Linux: platform's answer
+        pass
+    import rasterio
+
+    versions = {
+        name: _version(distribution)
+        for name, distribution in (
+            ("crossgeo", "crossgeo"),
+            ("rasterio", "rasterio"),
+            ("numpy", "numpy"),
+            ("torch", "torch"),
+            ("torchgeo", "torchgeo"),
+            ("original", "pytorch-segmentation-models-trainer"),
+        )
+    }
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=harness.REPO, capture_output=True, text=True, timeout=10
+        ).stdout.strip()
+    except (OSError, subprocess.TimeoutExpired):
+        commit = ""
+    return {
+        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d"),
+        "cpu": cpu,
+        "cpus": os.cpu_count(),
+        "memory_gb": round(memory_kib / 2**20, 1),
+        "os": platform.platform(terse=True),
+        "python": platform.python_version(),
+        "gdal": rasterio.__gdal_version__,
+        "versions": versions,
+        "commit": commit,
+        # kept for older readers of the JSON
+        "platform": platform.platform(),
+    }
+
+
+def _section(results: dict[str, Any], skipped: dict[str, str], name: str, command: list[str]) -> None:
+    """Run ``command`` (a module of this suite printing its JSON last) and keep its result as ``results[name]``."""
+    try:
+        results[name] = harness.run_json([sys.executable, "-m", *command], 7200)
+    except (RuntimeError, subprocess.TimeoutExpired) as error:
+        skipped[name] = f"failed: {error}"
 
 
 def _has(module: str) -> bool:
@@ -149,7 +232,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "gdal_cachemax_bytes": cache_bytes,
         "repeat": args.repeat,
         "counts": counts(args),
-        "machine": {"python": platform.python_version(), "cpus": os.cpu_count(), "platform": platform.platform()},
+        "machine": machine(),
         "throughput": {},
         "skipped": {},
     }
@@ -274,13 +357,28 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     if "import_crossgeo_s" in probe:
         results["import"]["import_crossgeo_s"] = probe["import_crossgeo_s"]
 
-    if args.plot is not None and _has("torch") and "curves" not in skip:
-        harness.log(f"curves: 0..{args.max_workers} workers, {args.curve_windows} windows per point")
-        curve = [*fw, "--max-workers", str(args.max_workers), "--curve-windows", str(args.curve_windows)]
-        try:
-            results["curves"] = harness.run_json([sys.executable, "-m", "benchmarks.curves", *curve], 3600)
-        except (RuntimeError, subprocess.TimeoutExpired) as error:
-            skipped["curves"] = f"failed: {error}"
+    reads = ["--n", str(args.read_windows), "--rounds", str(args.read_rounds), "--cache", str(args.cache)]
+    if "blocks" in skip:
+        skipped["blocks"] = "--skip"
+    else:
+        harness.log(f"block alignment: {args.read_windows} windows, {args.read_rounds} rounds, {args.size}^2 scene")
+        _section(results, skipped, "blocks", ["benchmarks.blocks_bench", "--size", str(args.size), *reads, "--emit"])
+    if "bands" in skip:
+        skipped["bands"] = "--skip"
+    else:
+        harness.log(f"band files: {args.read_windows} windows, {args.read_rounds} rounds, {args.bands_size}^2 scene")
+        _section(results, skipped, "bands", ["benchmarks.bands_bench", "--size", str(args.bands_size), *reads])
+    if "chips" in skip or not _has("zarr"):
+        skipped["chips"] = "--skip" if "chips" in skip else "zarr is not installed (pip install crossgeo[chips])"
+    else:
+        windows = min(args.chip_windows, scene.n_windows)
+        harness.log(f"chip store: {windows} windows of the scene, a live epoch against chip epochs")
+        chips = [
+            *("benchmarks.chips_bench", "--no-ray", "--emit", "--windows", str(windows)),
+            *("--gdal-cachemax", str(args.gdal_cachemax), "--cache", str(args.cache)),
+            *("--size", str(scene.size), "--scene-windows", str(scene.n_windows)),
+        ]
+        _section(results, skipped, "chips", chips)
 
     if "peers" in skip:
         skipped["peers"] = "--skip"
@@ -300,6 +398,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 *(python, "-m", "benchmarks.peers"),
                 *harness.scene_args(scene, args.peer_cachemax, args.batch_size),
                 *("--peer-windows", str(windows), "--rounds", str(args.peer_rounds)),
+                *("--max-workers", str(args.max_workers)),
                 *("--warm-cachemax", str(args.warm_cachemax), "--warm-windows", str(args.peer_warm_windows)),
             ]
             try:
@@ -381,8 +480,10 @@ def _peer_rows(peers: dict[str, Any], width: int) -> list[str]:
     rows = [
         ("direct_aligned", "patches_per_s", "direct dataset[i], aligned mask, patches/s"),
         ("direct_warped", "patches_per_s", "direct dataset[i], mask in EPSG:4326, patches/s"),
-        ("workers_0", "patches_per_s", f"DataLoader bs {bs}, 0 workers (4326 mask), patches/s"),
-        ("workers_2", "patches_per_s", f"DataLoader bs {bs}, 2 workers (4326 mask), patches/s"),
+        *(
+            (f"workers_{n}", "patches_per_s", f"DataLoader bs {bs}, {n} workers (4326 mask), patches/s")
+            for n in range(peers.get("max_workers", 2) + 1)
+        ),
         ("direct_warped_warm", "patches_per_s", "direct, 4326 mask, warm cache (2nd pass), patches/s"),
         ("workers_0", "peak_rss_mb", "0-worker DataLoader process: peak RSS MB"),
         ("workers_2", "worker_rss_mb", "2-worker DataLoader: worker RSS MB (mean of maxima)"),
@@ -481,6 +582,25 @@ def format_table(results: dict[str, Any]) -> str:
             f"{str(sc['catalogue']['scenes']) + ' scenes: construction s, wall / CPU':{width}s} "
             f"{sc['construction_s']:.2f} / {sc['construction_cpu_s']:.2f}"
         )
+    for name, entry in results.get("blocks", {}).get("variants", {}).items():
+        label = f"block alignment, {name} windows: unaligned -> aligned patches/s"
+        lines.append(
+            f"{label:{width}s} {entry['unaligned']['median']:.1f} -> {entry['aligned']['median']:.1f} "
+            f"({entry['ratio']:.2f}x; blocks per patch {entry['unaligned']['blocks_per_patch']:.2f} -> "
+            f"{entry['aligned']['blocks_per_patch']:.2f})"
+        )
+    for name, entry in results.get("bands", {}).get("variants", {}).items():
+        label = f"band files, {name}: patches/s (/ one 3-band file)"
+        lines.append(f"{label:{width}s} {entry['median']:10.1f} ({entry['vs_one_file']:.2f}x)")
+    if "chips" in results and "scene" in results["chips"]:
+        c = results["chips"]["scene"]
+        n = c["windows"]
+        for key, label in (
+            ("live_epoch2_s", "live sampler, 2nd epoch"),
+            ("write_s", "write_chips"),
+            ("chips_epoch2_s", "chip store, 2nd epoch"),
+        ):
+            lines.append(f"{label + ', patches/s':{width}s} {n / c[key]:10.1f}")
     if "torch" in results and "worker_rss" in results["torch"]:
         w = results["torch"]["worker_rss"]
         lines.append(
@@ -547,19 +667,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     results = run(args)
     print(format_table(results), flush=True)
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(results, indent=2, default=_json_default))
-    if args.plot is not None:
-        if "curves" not in results:
-            print(f"--plot: no curves measured ({results['skipped'].get('curves', 'torch missing')})", file=sys.stderr)
-        elif not _has("matplotlib"):
-            print("--plot: matplotlib is not installed (pip install matplotlib)", file=sys.stderr)
-        else:
-            from benchmarks.plot import plot
-
-            for path in plot(results, args.plot):
-                print(f"wrote {path}", file=sys.stderr)
+    for path in [args.json, PAGE_JSON if args.page else None]:
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps(results, indent=1, default=_json_default) + "\n")
+    if args.page:
+        page = [sys.executable, str(harness.REPO / "docs" / "scripts" / "performance_page.py"), str(PAGE_JSON)]
+        subprocess.run(page, check=True, cwd=harness.REPO)
     missed = [k for k, v in results["ratios"].items() if v["status"] == "MISSED"]
     return 1 if args.strict and missed else 0
 
