@@ -42,7 +42,7 @@ import logging
 import os
 import shutil
 import tarfile
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -432,14 +432,6 @@ def _write_file(root: Path, relative: str, blob: bytes) -> None:
     output.commit(temp)
 
 
-def write_shard(sampler: Any, path: str | os.PathLike[str], layout: Layout, shard: int) -> dict[str, Any]:
-    """Read, encode and write shard ``shard`` of ``layout``; returns its record (also written to ``shards/``).
-
-    Runs in any process (the Ray engine calls it in tasks, each with its own readers).
-    """
-    return store_shard(path, layout, *read_shard(sampler, layout, shard))
-
-
 def read_shard(sampler: Any, layout: Layout, shard: int) -> tuple[dict[str, Any], list[dict[str, np.ndarray]]]:
     """The chips of shard ``shard`` (their arrays, checked against ``layout``) and the start of its record."""
     start, stop = layout.bounds(shard)
@@ -500,6 +492,26 @@ def store_shard(
     with atomic_output(root / RECORDS / f"{shard:06d}.json", option="path") as temp:
         temp.write_text(json.dumps(record, default=str))
     return record
+
+
+def write_shards_here(
+    sampler: Any, path: str | os.PathLike[str], layout: Layout, shards: Iterable[int]
+) -> Iterator[dict[str, Any]]:
+    """Write ``shards`` of ``layout`` in this process, yielding each shard's record once its files are in place.
+
+    Encoding and writing a shard (zstd, sha256 and the files' fsync release the GIL) run in one
+    thread while the next shard is read, so the writes' waits hide behind the reads. Both
+    engines run this (``engine="ray"`` in each task, on its group of shards): the same bytes.
+    """
+    with ThreadPoolExecutor(1) as writer:
+        previous: Future[dict[str, Any]] | None = None
+        for shard in shards:
+            read = read_shard(sampler, layout, shard)
+            if previous is not None:
+                yield previous.result()
+            previous = writer.submit(store_shard, path, layout, *read)
+        if previous is not None:
+            yield previous.result()
 
 
 def _file_ok(root: Path, relative: str, expected: Mapping[str, Any]) -> bool:
@@ -682,21 +694,11 @@ def write_chips(
     if engine == "ray":
         from crossgeo.ray import write_shards
 
-        for record in write_shards(sampler, root, layout, pending, progress=progress):
-            records[record["shard"]] = record
+        written = write_shards(sampler, root, layout, pending, progress=progress)
     else:
-        # Encoding and writing a shard (zstd and hashing release the GIL) overlaps reading the next one.
-        with ThreadPoolExecutor(1) as writer:
-            previous: Future[dict[str, Any]] | None = None
-            for shard in _progress(pending, progress, f"writing {root.name}"):
-                read = read_shard(sampler, layout, shard)
-                if previous is not None:
-                    done = previous.result()
-                    records[done["shard"]] = done
-                previous = writer.submit(store_shard, root, layout, *read)
-            if previous is not None:
-                done = previous.result()
-                records[done["shard"]] = done
+        written = write_shards_here(sampler, root, layout, _progress(pending, progress, f"writing {root.name}"))
+    for record in written:
+        records[record["shard"]] = record
     ordered = [records[k] for k in range(layout.shards)]
     table = _table(sampler, layout, ordered)
     import pyarrow.parquet as pq
