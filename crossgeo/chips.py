@@ -592,14 +592,26 @@ def _table(sampler: Any, layout: Layout, records: Sequence[Mapping[str, Any]]) -
     columns["col_off"] = pa.array(col_off)
     for name, values in _window_columns(sampler).items():
         columns[name] = pa.array(values.tolist() if values.dtype == object else values)
-    crs, transforms = [], []
-    for k in range(layout.chips):
-        grid = grids[scenes[k] if has_scene else 0]
-        crs.append(None if grid.crs is None else str(grid.crs))
-        t = grid.window_transform(int(row_off[k]), int(col_off[k]))
-        transforms.append([t.a, t.b, t.c, t.d, t.e, t.f])
-    columns["crs"] = pa.array(crs, pa.string())
-    columns["transform"] = pa.array(transforms, pa.list_(pa.float64(), 6))
+    # Per grid, not per chip (a catalogue's table has many thousands of rows): each grid's CRS text
+    # once, and `Grid.window_transform` (transform @ translation(col_off, row_off)) in numpy, the
+    # same float operations in the same order as Affine's product, so the same numbers.
+    grid_of = np.asarray(scenes, dtype=np.int64) if has_scene else np.zeros(layout.chips, dtype=np.int64)
+    texts = np.array([None if g.crs is None else str(g.crs) for g in grids], dtype=object)
+    a, b, c, d, e, f = np.array([tuple(g.transform)[:6] for g in grids], dtype=np.float64)[grid_of].T
+    cols, rows = col_off.astype(np.float64), row_off.astype(np.float64)
+    transforms = np.stack(
+        [
+            a * 1.0 + b * 0.0,
+            a * 0.0 + b * 1.0,
+            a * cols + b * rows + c,
+            d * 1.0 + e * 0.0,
+            d * 0.0 + e * 1.0,
+            d * cols + e * rows + f,
+        ],
+        axis=1,
+    )
+    columns["crs"] = pa.array(texts[grid_of].tolist(), pa.string())
+    columns["transform"] = pa.FixedSizeListArray.from_arrays(pa.array(transforms.ravel()), 6)
     extras = [e for r in records for e in r["extras"]]
     for name in sorted({k for e in extras for k in e}):
         columns[name] = pa.array([json.dumps(e.get(name), default=str) for e in extras], pa.string())
