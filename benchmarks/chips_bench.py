@@ -209,6 +209,7 @@ def measure_ray(scenes: int, work: Path, cache: Path, *, size: int, patch: int, 
     ``engine="ray"`` timed; medians. Every Ray timing includes its workers' first tasks (importing
     crossgeo, unpickling the sampler), as a user's first write on a new cluster does."""
     import ray
+    import zarr  # noqa: F401 - imported once per process by either engine: not part of the comparison
 
     from crossgeo import SceneSampler, write_chips
 

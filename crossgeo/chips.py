@@ -691,7 +691,9 @@ def write_chips(
     if format == "zarr":
         _zarr()
     if engine == "ray":
-        import crossgeo.ray  # noqa: F401 - fails here, before any work, with the pip line when Ray is missing
+        import crossgeo.ray  # fails here, before any work, with the pip line when Ray is missing
+
+        crossgeo.ray.start_workers()  # the workers import crossgeo while this process plans the store
     root = Path(os.path.abspath(os.fspath(path)))
     layout = _plan(sampler, int(shard_size), format)
     _prepare(root, layout, overwrite=overwrite, resume=resume)

@@ -32,7 +32,7 @@ import numpy as np
 from crossgeo.chips import ChipSampler, Layout, write_shards_here
 from crossgeo.errors import ConfigError
 
-__all__ = ["predict_scenes", "read_patches", "write_shards"]
+__all__ = ["predict_scenes", "read_patches", "start_workers", "write_shards"]
 
 
 def _connect() -> None:
@@ -115,6 +115,23 @@ def _write_group(
     finally:
         if hasattr(sampler, "close"):
             sampler.close()  # no handle outlives the task; the next task's reads reopen what they need
+
+
+def _imported() -> None:
+    """Nothing: running it makes a worker import crossgeo (this module and `crossgeo.chips`)."""
+
+
+def start_workers() -> None:
+    """Have one Ray worker per cluster CPU import crossgeo now, without waiting for it.
+
+    `crossgeo.write_chips` calls it before planning the store, so the workers' imports (half a
+    second of CPU each) overlap the driver's planning and the sampler's trip to the object store
+    instead of delaying the first shards.
+    """
+    _connect()
+    remote = ray.remote(num_cpus=1)(_imported)
+    for _ in range(max(1, int(ray.cluster_resources().get("CPU", 1)))):
+        remote.remote()
 
 
 TASKS_PER_CPU = 3
