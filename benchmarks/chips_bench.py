@@ -21,11 +21,12 @@ a user chips a catalogue once for many epochs, a run of minutes to hours, in whi
 costs (the workers importing crossgeo and unpickling the sampler, the sampler put in the object
 store, the last task's tail) are a small part. A pass here takes several seconds per engine on a
 quiet 2-CPU machine, long enough for those costs to be amortised the way they would be, short
-enough to repeat; with one or three windows a scene (the earlier version) they were a third of
-the Ray time. Each of ``--rounds`` rounds (default 3) starts a fresh local cluster (``ray.init``,
-untimed), then times ``engine=None`` and ``engine="ray"``: every Ray timing includes its workers'
-first tasks, as a user's first write on a new cluster does; the ratio is of the medians. The
-catalogue's files are read once before the rounds, so both engines read from the page cache.
+enough to repeat; the earlier catalogue (three 128-pixel windows on 256-pixel scenes, 600 chips,
+about 2 s a pass) measured mostly those fixed costs. Each of ``--rounds`` rounds (default 3)
+starts a fresh local cluster (``ray.init``, untimed), then times ``engine=None`` and
+``engine="ray"``: every Ray timing includes its workers' first tasks, as a user's first write on
+a new cluster does; the ratio is of the medians. The catalogue's files are read once before the
+rounds, so both engines read from the page cache.
 
 Standalone: it reuses the suite's scene cache (``CROSSGEO_BENCH_CACHE``; the Ray catalogue is
 generated there once) and only reads its ``windows.parquet`` (the first ``--windows`` rows).

@@ -1,6 +1,6 @@
 """Ray glue: patches as a ``ray.data.Dataset``, chip stores and scene predictions across a cluster.
 
-Optional (in a clone of crossgeo: ``pip install '.[ray]'``); the core never imports it. Each Ray task
+Optional (in a clone of crossgeo: ``pip install '.[ray]'``); the core never imports it. Each Ray worker
 unpickles the sampler it is given and opens its own readers (a sampler holds no open handle
 when pickled), so the work spreads over the cluster's CPUs and nodes. Paths must be visible
 to every node (a shared file system or GDAL's virtual file systems for inputs).
