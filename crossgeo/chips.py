@@ -42,7 +42,7 @@ import logging
 import os
 import shutil
 import tarfile
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -432,14 +432,6 @@ def _write_file(root: Path, relative: str, blob: bytes) -> None:
     output.commit(temp)
 
 
-def write_shard(sampler: Any, path: str | os.PathLike[str], layout: Layout, shard: int) -> dict[str, Any]:
-    """Read, encode and write shard ``shard`` of ``layout``; returns its record (also written to ``shards/``).
-
-    Runs in any process (the Ray engine calls it in tasks, each with its own readers).
-    """
-    return store_shard(path, layout, *read_shard(sampler, layout, shard))
-
-
 def read_shard(sampler: Any, layout: Layout, shard: int) -> tuple[dict[str, Any], list[dict[str, np.ndarray]]]:
     """The chips of shard ``shard`` (their arrays, checked against ``layout``) and the start of its record."""
     start, stop = layout.bounds(shard)
@@ -500,6 +492,26 @@ def store_shard(
     with atomic_output(root / RECORDS / f"{shard:06d}.json", option="path") as temp:
         temp.write_text(json.dumps(record, default=str))
     return record
+
+
+def write_shards_here(
+    sampler: Any, path: str | os.PathLike[str], layout: Layout, shards: Iterable[int]
+) -> Iterator[dict[str, Any]]:
+    """Write ``shards`` of ``layout`` in this process, yielding each shard's record once its files are in place.
+
+    Encoding and writing a shard (zstd, sha256 and the files' fsync release the GIL) run in one
+    thread while the next shard is read, so the writes' waits hide behind the reads. Both
+    engines run this (``engine="ray"`` in each task, on its group of shards): the same bytes.
+    """
+    with ThreadPoolExecutor(1) as writer:
+        previous: Future[dict[str, Any]] | None = None
+        for shard in shards:
+            read = read_shard(sampler, layout, shard)
+            if previous is not None:
+                yield previous.result()
+            previous = writer.submit(store_shard, path, layout, *read)
+        if previous is not None:
+            yield previous.result()
 
 
 def _file_ok(root: Path, relative: str, expected: Mapping[str, Any]) -> bool:
@@ -580,14 +592,26 @@ def _table(sampler: Any, layout: Layout, records: Sequence[Mapping[str, Any]]) -
     columns["col_off"] = pa.array(col_off)
     for name, values in _window_columns(sampler).items():
         columns[name] = pa.array(values.tolist() if values.dtype == object else values)
-    crs, transforms = [], []
-    for k in range(layout.chips):
-        grid = grids[scenes[k] if has_scene else 0]
-        crs.append(None if grid.crs is None else str(grid.crs))
-        t = grid.window_transform(int(row_off[k]), int(col_off[k]))
-        transforms.append([t.a, t.b, t.c, t.d, t.e, t.f])
-    columns["crs"] = pa.array(crs, pa.string())
-    columns["transform"] = pa.array(transforms, pa.list_(pa.float64(), 6))
+    # Per grid, not per chip (a catalogue's table has many thousands of rows): each grid's CRS text
+    # once, and `Grid.window_transform` (transform @ translation(col_off, row_off)) in numpy, the
+    # same float operations in the same order as Affine's product, so the same numbers.
+    grid_of = np.asarray(scenes, dtype=np.int64) if has_scene else np.zeros(layout.chips, dtype=np.int64)
+    texts = np.array([None if g.crs is None else str(g.crs) for g in grids], dtype=object)
+    a, b, c, d, e, f = np.array([tuple(g.transform)[:6] for g in grids], dtype=np.float64)[grid_of].T
+    cols, rows = col_off.astype(np.float64), row_off.astype(np.float64)
+    transforms = np.stack(
+        [
+            a * 1.0 + b * 0.0,
+            a * 0.0 + b * 1.0,
+            a * cols + b * rows + c,
+            d * 1.0 + e * 0.0,
+            d * 0.0 + e * 1.0,
+            d * cols + e * rows + f,
+        ],
+        axis=1,
+    )
+    columns["crs"] = pa.array(texts[grid_of].tolist(), pa.string())
+    columns["transform"] = pa.FixedSizeListArray.from_arrays(pa.array(transforms.ravel()), 6)
     extras = [e for r in records for e in r["extras"]]
     for name in sorted({k for e in extras for k in e}):
         columns[name] = pa.array([json.dumps(e.get(name), default=str) for e in extras], pa.string())
@@ -667,7 +691,9 @@ def write_chips(
     if format == "zarr":
         _zarr()
     if engine == "ray":
-        import crossgeo.ray  # noqa: F401 - fails here, before any work, with the pip line when Ray is missing
+        import crossgeo.ray  # fails here, before any work, with the pip line when Ray is missing
+
+        crossgeo.ray.start_workers()  # the workers import crossgeo while this process plans the store
     root = Path(os.path.abspath(os.fspath(path)))
     layout = _plan(sampler, int(shard_size), format)
     _prepare(root, layout, overwrite=overwrite, resume=resume)
@@ -682,21 +708,11 @@ def write_chips(
     if engine == "ray":
         from crossgeo.ray import write_shards
 
-        for record in write_shards(sampler, root, layout, pending, progress=progress):
-            records[record["shard"]] = record
+        written = write_shards(sampler, root, layout, pending, progress=progress)
     else:
-        # Encoding and writing a shard (zstd and hashing release the GIL) overlaps reading the next one.
-        with ThreadPoolExecutor(1) as writer:
-            previous: Future[dict[str, Any]] | None = None
-            for shard in _progress(pending, progress, f"writing {root.name}"):
-                read = read_shard(sampler, layout, shard)
-                if previous is not None:
-                    done = previous.result()
-                    records[done["shard"]] = done
-                previous = writer.submit(store_shard, root, layout, *read)
-            if previous is not None:
-                done = previous.result()
-                records[done["shard"]] = done
+        written = write_shards_here(sampler, root, layout, _progress(pending, progress, f"writing {root.name}"))
+    for record in written:
+        records[record["shard"]] = record
     ordered = [records[k] for k in range(layout.shards)]
     table = _table(sampler, layout, ordered)
     import pyarrow.parquet as pq

@@ -1,6 +1,6 @@
 """Ray glue: patches as a ``ray.data.Dataset``, chip stores and scene predictions across a cluster.
 
-Optional (in a clone of crossgeo: ``pip install '.[ray]'``); the core never imports it. Each Ray task
+Optional (in a clone of crossgeo: ``pip install '.[ray]'``); the core never imports it. Each Ray worker
 unpickles the sampler it is given and opens its own readers (a sampler holds no open handle
 when pickled), so the work spreads over the cluster's CPUs and nodes. Paths must be visible
 to every node (a shared file system or GDAL's virtual file systems for inputs).
@@ -21,6 +21,7 @@ except ImportError as _error:  # pragma: no cover - exercised in a subprocess te
 
 import os
 import re
+import uuid
 from collections.abc import Iterator, Sequence
 from functools import partial
 from pathlib import Path
@@ -28,10 +29,10 @@ from typing import Any
 
 import numpy as np
 
-from crossgeo.chips import ChipSampler, Layout, write_shard
+from crossgeo.chips import ChipSampler, Layout, write_shards_here
 from crossgeo.errors import ConfigError
 
-__all__ = ["predict_scenes", "read_patches", "write_shards"]
+__all__ = ["predict_scenes", "read_patches", "start_workers", "write_shards"]
 
 
 def _connect() -> None:
@@ -88,13 +89,54 @@ def read_patches(source: Any, *, batch_size: int = 64, blocks: int | None = None
 # --------------------------------------------------------------------------- chip stores
 
 
-def _write_group(sampler: Any, root: str, layout_json: dict[str, Any], shards: Sequence[int]) -> list[dict[str, Any]]:
-    layout = Layout.from_json(layout_json)
+_WORKER_SAMPLER: dict[str, Any] = {}
+"""The sampler of the current `write_shards` call in this Ray worker, by the call's token (at most one)."""
+
+
+def _worker_sampler(token: str, holder: Sequence[Any]) -> Any:
+    """The sampler of call ``token``, unpickled once per worker (``holder`` holds its object ref).
+
+    A worker runs several tasks of one call: later tasks reuse the unpickled sampler (a catalogue
+    of many scenes takes a noticeable time to unpickle) instead of fetching it again.
+    """
+    if token not in _WORKER_SAMPLER:
+        _WORKER_SAMPLER.clear()
+        _WORKER_SAMPLER[token] = ray.get(holder[0])
+    return _WORKER_SAMPLER[token]
+
+
+def _write_group(
+    token: str, holder: Sequence[Any], root: str, layout_json: dict[str, Any], shards: Sequence[int]
+) -> list[dict[str, Any]]:
+    """One task: write a contiguous group of shards (their scenes read together) and return their records."""
+    sampler = _worker_sampler(token, holder)
     try:
-        return [write_shard(sampler, root, layout, shard) for shard in shards]
+        return list(write_shards_here(sampler, root, Layout.from_json(layout_json), shards))
     finally:
         if hasattr(sampler, "close"):
-            sampler.close()
+            sampler.close()  # no handle outlives the task; the next task's reads reopen what they need
+
+
+def _imported() -> None:
+    """Nothing: running it makes a worker import crossgeo (this module and `crossgeo.chips`)."""
+
+
+def start_workers() -> None:
+    """Have one Ray worker per cluster CPU import crossgeo now, without waiting for it.
+
+    `crossgeo.write_chips` calls it before planning the store, so the workers' imports (half a
+    second of CPU each) overlap the driver's planning and the sampler's trip to the object store
+    instead of delaying the first shards.
+    """
+    _connect()
+    remote = ray.remote(num_cpus=1)(_imported)
+    for _ in range(max(1, int(ray.cluster_resources().get("CPU", 1)))):
+        remote.remote()
+
+
+TASKS_PER_CPU = 3
+"""Tasks per cluster CPU for `write_shards`: few and large (each runs many shards), yet enough that a CPU
+finishing early takes another while a slower one (a busy node) is still on its first."""
 
 
 def write_shards(
@@ -102,18 +144,23 @@ def write_shards(
 ) -> Iterator[dict[str, Any]]:
     """Write the ``pending`` shards of a chip store in Ray tasks (`crossgeo.write_chips` with ``engine="ray"``).
 
-    The shards are split into two groups per cluster CPU (each task unpickles the sampler once);
-    each task writes its group with `crossgeo.chips.write_shard` (the same code as
-    ``engine=None``, so the same bytes) and returns the shards' records, yielded as tasks finish.
+    The shards are split into `TASKS_PER_CPU` contiguous groups per cluster CPU (contiguous, so a
+    scene's windows stay in one task and its files are opened once). Each task writes its shard
+    files straight into the store with `crossgeo.chips.write_shards_here` (the code of
+    ``engine=None``, so the same bytes: temporary names renamed into place, reads overlapping
+    the writes) and returns only the shards' records (offsets and checksums), yielded as tasks
+    finish; no chip travels through Ray's object store. The sampler is put there once and
+    unpickled once per worker.
     """
     if not pending:
         return
     _connect()
     cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
-    groups = [list(g) for g in np.array_split(np.asarray(pending), min(len(pending), 2 * cpus)) if len(g)]
+    groups = [list(g) for g in np.array_split(np.asarray(pending), min(len(pending), TASKS_PER_CPU * cpus)) if len(g)]
     remote = ray.remote(num_cpus=1)(_write_group)
-    shared = ray.put(sampler)
-    waiting = [remote.remote(shared, str(root), layout.to_json(), [int(s) for s in g]) for g in groups]
+    holder = [ray.put(sampler)]  # in a list: Ray passes the ref itself, the worker fetches it once
+    token = uuid.uuid4().hex
+    waiting = [remote.remote(token, holder, str(root), layout.to_json(), [int(s) for s in g]) for g in groups]
     bar = _bar(len(pending), progress)
     try:
         while waiting:
