@@ -110,7 +110,9 @@ def _band_strip(band_no: int, res: int, row0: int, height: int, width: int, rng:
     return np.clip(base + noise, 0, 10000).astype(np.uint16)
 
 
-def _profile(width: int, height: int, count: int, transform: Any, crs: str, dtype: str, blocksize: int) -> dict[str, Any]:
+def _profile(
+    width: int, height: int, count: int, transform: Any, crs: str, dtype: str, blocksize: int
+) -> dict[str, Any]:
     return {
         "driver": "GTiff",
         "width": width,
@@ -189,16 +191,20 @@ def generate(folder: Path, size: int, blocksize: int, log: Any = harness.log) ->
         with rasterio.open(band_file(folder, band), "w", **profile) as dst:
             for row0 in range(0, side, STRIP):
                 height = min(STRIP, side - row0)
-                dst.write(_band_strip(band_no, res, row0, height, side, rng)[None], window=Window(0, row0, side, height))
+                dst.write(
+                    _band_strip(band_no, res, row0, height, side, rng)[None], window=Window(0, row0, side, height)
+                )
     log(f"  12 band files written ({time.perf_counter() - started:.1f} s)")
 
     started = time.perf_counter()
     transform, width, height = _lonlat_grid(size)
     with (
-        rasterio.open(folder / "mask_4326.tif", "w", **_profile(width, height, 1, transform, "EPSG:4326", "uint8", 256))
-        as mask,
-        rasterio.open(folder / "geo_4326.tif", "w", **_profile(width, height, 2, transform, "EPSG:4326", "uint16", 256))
-        as geo,
+        rasterio.open(
+            folder / "mask_4326.tif", "w", **_profile(width, height, 1, transform, "EPSG:4326", "uint8", 256)
+        ) as mask,
+        rasterio.open(
+            folder / "geo_4326.tif", "w", **_profile(width, height, 2, transform, "EPSG:4326", "uint16", 256)
+        ) as geo,
     ):
         for row0 in range(0, height, STRIP):
             h = min(STRIP, height - row0)

@@ -366,7 +366,7 @@ DEFAULT_TOLERANCE = 0.125
 """GDAL's (and rasterio's) default warp approximation error, in source pixels."""
 
 
-VIEWS = ("aligned", "grid", "blocks", "window")
+VIEWS = ("aligned", "scaled", "grid", "blocks", "window")
 """How a source reaches the reference grid (`SourcePlan.view`)."""
 
 MASK_BLOCK = 512
@@ -539,7 +539,10 @@ class SourcePlan:
     """How one raster (an image source or the mask) is read onto the reference grid (picklable).
 
     The view is chosen once, at planning: ``"aligned"`` - the source's grid coincides with the
-    reference grid up to whole pixels (`shift`), every read a plain window; ``"grid"`` - one
+    reference grid up to whole pixels (`shift`), every read a plain window; ``"scaled"`` - each
+    source pixel is a `factor` block of reference pixels, edges on edges (a 20 m band on a 10 m
+    grid), and resampling is nearest: every read a plain window of the source, each pixel
+    repeated `factor` times (exactly the nearest-neighbour warp, without a warp); ``"grid"`` - one
     ``WarpedVRT`` of the source over the whole reference grid per reader, every read a slice of
     it (GDAL's block cache keeps warped blocks between reads, `mask_view_for`); ``"window"`` - a
     small ``WarpedVRT`` per read whose target is the window itself.
@@ -556,7 +559,10 @@ class SourcePlan:
     """The dtype the data are returned in (an image's output dtype, a mask's own dtype)."""
     view: str = "aligned"
     shift: tuple[int, int] = (0, 0)
-    """Aligned view: ``(rows, cols)`` of reference pixel (0, 0) on the source's grid."""
+    """Aligned view: ``(rows, cols)`` of reference pixel (0, 0) on the source's grid; scaled view: in
+    reference pixels counted from the source's origin (`crossgeo.grid.scaled_offset`)."""
+    factor: tuple[int, int] = (1, 1)
+    """Scaled view: reference pixels per source pixel, ``(rows, cols)``."""
     fill: float = 0.0
     """Value of pixels outside the source in an aligned read."""
     alpha: int | None = None
@@ -753,6 +759,8 @@ class SourceReader:
                 return self._read_warped(row_off, col_off, height, width)
             if self.plan.view == "blocks":
                 return self._read_blocks(row_off, col_off, height, width)
+            if self.plan.view == "scaled":
+                return self._read_scaled(row_off, col_off, height, width)
             return self._read(row_off, col_off, height, width)
 
     def _block_key(self) -> int:
@@ -810,9 +818,26 @@ class SourceReader:
                 bad[dst] = invalid[src]
         return out, bad
 
-    def _read(self, row_off: int, col_off: int, height: int, width: int) -> tuple[np.ndarray, np.ndarray | None]:
+    def _read_scaled(self, row_off: int, col_off: int, height: int, width: int) -> tuple[np.ndarray, np.ndarray | None]:
+        """The source pixels under the window read plainly, each repeated `SourcePlan.factor` times (``"scaled"``)."""
+        (dr, dc), (k, m) = self.plan.shift, self.plan.factor
+        top, left = row_off + dr, col_off + dc  # the window in reference pixels from the source's origin
+        r0, c0 = top // k, left // m
+        r1, c1 = (top + height - 1) // k + 1, (left + width - 1) // m + 1
+        data, invalid = self._read(r0, c0, r1 - r0, c1 - c0, shifted=False)
+        rows = np.s_[top - r0 * k : top - r0 * k + height]
+        cols = np.s_[left - c0 * m : left - c0 * m + width]
+        data = np.repeat(np.repeat(data, k, axis=1), m, axis=2)[:, rows, cols]
+        if invalid is not None:
+            invalid = np.repeat(np.repeat(invalid, k, axis=0), m, axis=1)[rows, cols]
+        return data, invalid
+
+    def _read(
+        self, row_off: int, col_off: int, height: int, width: int, *, shifted: bool = True
+    ) -> tuple[np.ndarray, np.ndarray | None]:
+        """A plain window of the view (``shifted``: a window of the reference grid, moved by `SourcePlan.shift`)."""
         plan, view = self.plan, self.view
-        dr, dc = plan.shift
+        dr, dc = plan.shift if shifted else (0, 0)
         # A window well inside the footprint of a whole-grid view has no uncovered pixel, so it needs
         # no alpha band; only a source without nodata may skip it (the view's data there is 0).
         if (
