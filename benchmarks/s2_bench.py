@@ -294,12 +294,12 @@ def _torchgeo(folder: Path, resampling: str) -> Any:
 
     method = Resampling[resampling]
 
-    class Bands(Sentinel2):  # type: ignore[misc]
+    class Bands(Sentinel2):
         @property
         def resampling(self) -> Resampling:
             return method
 
-    class Mask(RasterDataset):  # type: ignore[misc]
+    class Mask(RasterDataset):
         is_image = False
 
     image = Bands(paths=str(folder), res=10, bands=list(BANDS))
