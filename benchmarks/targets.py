@@ -92,6 +92,49 @@ def _peer_rows(peer: str, name: str, times: float, worker_rss: float | None, pea
 
 _RAW_WARPED = (_io("raw_warped_full_vrt"), _io("raw_warped_window_vrt"))
 
+
+def _s2_rows() -> list[Target]:
+    """Issue #24's Sentinel-2-like rows (`benchmarks.s2_bench`): speed-ups cold and warm, then correctness."""
+    rows = []
+    for other, name, times in (("crossgeo_vrt", "hand-built VRT stack at 10 m", 1.0), ("torchgeo", "TorchGeo", 3.0)):
+        for case, label in (("cold", "cold"), ("warm", "warm (2nd pass)")):
+            rows.append(
+                Target(
+                    f"s2_vs_{'vrt' if other == 'crossgeo_vrt' else other}_{case}",
+                    f"S2-like 12 band files, {{s2_windows:,}} windows, {label}: crossgeo / {name}",
+                    ">=",
+                    times,
+                    _pps("s2", "throughput", f"crossgeo_bands_{case}"),
+                    (_pps("s2", "throughput", f"{other}_{case}"),),
+                )
+            )
+    checks = ("s2", "correctness")
+    return [
+        *rows,
+        Target(
+            "s2_other_crs_agreement",
+            "S2-like: EPSG:4326 source, nearest: share of pixels = exact per-pixel answer",
+            ">=",
+            0.999,
+            (*checks, "other_crs", "agreement"),
+        ),
+        Target(
+            "s2_resolution_nearest_diff",
+            "S2-like: 20/60 m bands, nearest: max |DN - whole-band reproject|",
+            "<=",
+            0.0,
+            (*checks, "resolution", "nearest", "max_abs_diff"),
+        ),
+        Target(
+            "s2_resolution_bilinear_diff",
+            "S2-like: 20/60 m bands, bilinear: max |DN - whole-band reproject|",
+            "<=",
+            1.0,
+            (*checks, "resolution", "bilinear", "max_abs_diff"),
+        ),
+    ]
+
+
 TARGETS: list[Target] = [
     Target(
         "core_aligned_vs_raw", "core, aligned grids / raw bound", ">=", 0.90, _io("core_aligned"), (_io("raw_aligned"),)
@@ -289,6 +332,7 @@ TARGETS: list[Target] = [
         _pps("scenes", "throughput", "scenes_small"),
         (_pps("scenes", "throughput", "single"),),
     ),
+    *_s2_rows(),
 ]
 
 
