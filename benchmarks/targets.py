@@ -112,6 +112,14 @@ def _s2_rows() -> list[Target]:
     return [
         *rows,
         Target(
+            "s2_vs_decode_bound_cold",
+            "S2-like, cold: crossgeo / plain reads of the 12 bands at their resolutions (decode bound)",
+            "report",
+            0.0,
+            _pps("s2", "throughput", "crossgeo_bands_cold"),
+            (_pps("s2", "throughput", "raw_bands_cold"),),
+        ),
+        Target(
             "s2_other_crs_agreement",
             "S2-like: EPSG:4326 source, nearest: share of pixels = exact per-pixel answer",
             ">=",
