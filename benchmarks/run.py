@@ -103,7 +103,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--s2-windows", type=int, default=1000, help="windows of 256 of the Sentinel-2-like case (benchmarks.s2_bench)"
     )
     parser.add_argument("--s2-warm-windows", type=int, default=200, help="windows of its warm case (default 200)")
-    parser.add_argument("--s2-rounds", type=int, default=3, help="rounds of the Sentinel-2-like case; median counts")
+    parser.add_argument("--s2-rounds", type=int, default=2, help="rounds of the Sentinel-2-like case; median counts")
     args = parser.parse_args(argv)
     if args.smoke:
         args.size, args.windows, args.repeat = 512, min(args.windows, 16), 1

@@ -701,7 +701,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--windows", type=int, default=1000, help="windows of 256 read per cold case (default 1000)")
     p.add_argument("--warm-windows", type=int, default=200, help="windows read twice in the warm case (default 200)")
     p.add_argument("--patch-size", type=int, default=256)
-    p.add_argument("--rounds", type=int, default=3, help="rounds per case, the readers' order changing; median counts")
+    p.add_argument("--rounds", type=int, default=2, help="rounds per case, the readers' order changing; median counts")
     p.add_argument("--resampling", default="nearest", choices=("nearest", "bilinear"), help="every reader's resampling")
     p.add_argument("--cachemax", type=int, default=64, help="GDAL block cache of the cold case, MiB (default 64)")
     p.add_argument("--warm-cachemax", type=int, default=1024, help="GDAL block cache of the warm case, MiB")

@@ -825,11 +825,12 @@ class SourceReader:
         r0, c0 = top // k, left // m
         r1, c1 = (top + height - 1) // k + 1, (left + width - 1) // m + 1
         data, invalid = self._read(r0, c0, r1 - r0, c1 - c0, shifted=False)
-        rows = np.s_[top - r0 * k : top - r0 * k + height]
-        cols = np.s_[left - c0 * m : left - c0 * m + width]
-        data = np.repeat(np.repeat(data, k, axis=1), m, axis=2)[:, rows, cols]
+        # The source row (column) of each window row (column): two takes beat np.repeat and a crop.
+        rows = (np.arange(height) + (top - r0 * k)) // k
+        cols = (np.arange(width) + (left - c0 * m)) // m
+        data = data.take(rows, axis=1).take(cols, axis=2)
         if invalid is not None:
-            invalid = np.repeat(np.repeat(invalid, k, axis=0), m, axis=1)[rows, cols]
+            invalid = invalid.take(rows, axis=0).take(cols, axis=1)
         return data, invalid
 
     def _read(
