@@ -14,7 +14,9 @@
   configuration can silence them; the trap is installed when crossgeo first opens a
   raster, not at import, and leaves every logger as the application configured it.
 * A source reaches the reference grid by a plain windowed read when the grids coincide (the
-  aligned fast path), else through one of three views (`mask_view_for`):
+  aligned fast path) - or, for an image source with nearest resampling whose pixels are whole
+  blocks of reference pixels, a plain read of its own pixels, each repeated (``"scaled"``) -
+  else through one of three views (`mask_view_for`):
   one ``WarpedVRT`` over the whole reference grid per reader when its warped blocks fit
   GDAL's block cache (they are then reused across windows and epochs); the same view read
   in `MASK_BLOCK` blocks kept by crossgeo (`MaskBlockCache`, a mask only) when they fit
