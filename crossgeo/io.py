@@ -366,6 +366,13 @@ EXACT_TOLERANCE = 1e-9
 """A warp tolerance that makes GDAL transform every pixel centre exactly (rasterio refuses 0)."""
 DEFAULT_TOLERANCE = 0.125
 """GDAL's (and rasterio's) default warp approximation error, in source pixels."""
+NEAREST_TOLERANCE = 3e-4
+"""The warp approximation of a nearest-neighbour image source warped per window.
+
+Measured on the Sentinel-2-like benchmark (`benchmarks.s2_bench`: 256-pixel windows of a 10 m UTM
+grid, a ~13 m EPSG:4326 source; share of pixels holding the source pixel under their centre, ms per
+window): 0.125 (GDAL's default) and down to 0.01: 99.45 %, ~2 ms; 0.001: 99.97 %, 3.8 ms; 3e-4:
+99.992 %, 4.4 ms; exact transforms (`EXACT_TOLERANCE`): 100 %, 22 ms."""
 
 
 VIEWS = ("aligned", "scaled", "grid", "blocks", "window")

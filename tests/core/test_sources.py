@@ -163,7 +163,7 @@ def test_a_geographic_source_nearest_agrees_with_the_exact_answer_on_large_windo
 
     GDAL's default warp approximation (0.125 pixels, interpolated along each row of a window)
     put ~0.5 % of such pixels in a neighbouring source pixel in the benchmark's Sentinel-2-like
-    scene (`benchmarks.s2_bench`); nearest sources are warped with exact transforms instead.
+    scene (`benchmarks.s2_bench`); a nearest source warped per window uses `crossgeo.io.NEAREST_TOLERANCE`.
     """
     side, size = 1024, 256
     transform = Affine(10, 0, 600000.0, 0, -10, 5600040.0)
