@@ -71,7 +71,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--skip",
         default="",
         help="comma-separated sections to skip: io, colour, index, planning, predict, scenes, torch, tf, warm, "
-        "memory, peers, blocks, bands, chips",
+        "memory, peers, blocks, bands, chips, s2",
     )
     parser.add_argument(
         "--predict-size", type=int, default=16384, help="side of the image of the prediction memory run"
@@ -122,6 +122,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--peer-warm-windows", type=int, default=300, help="windows of the warm TorchGeo case (default 300)"
     )
+    parser.add_argument(
+        "--s2-windows", type=int, default=1000, help="windows of 256 of the Sentinel-2-like case (benchmarks.s2_bench)"
+    )
+    parser.add_argument("--s2-warm-windows", type=int, default=200, help="windows of its warm case (default 200)")
+    parser.add_argument("--s2-rounds", type=int, default=2, help="rounds of the Sentinel-2-like case; median counts")
     args = parser.parse_args(argv)
     if args.smoke:
         args.size, args.windows, args.repeat = 512, min(args.windows, 16), 1
@@ -131,13 +136,23 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         args.warm_windows, args.max_workers = 16, 2
         args.peer_windows, args.peer_rounds, args.peer_warm_windows = 16, 1, 16
         args.read_windows, args.read_rounds, args.bands_size, args.chip_windows = 8, 2, 1024, 16
+        args.s2_windows, args.s2_warm_windows, args.s2_rounds = 16, 8, 1
         args.scenes, args.scene_size, args.scene_windows, args.scene_reads, args.tiles = 20, 256, 3, 60, 8
     return args
 
 
 def counts(args: argparse.Namespace) -> dict[str, int]:
     """The run's settings that the ratio descriptions name (`benchmarks.targets`)."""
-    names = ("index_rows", "rss_epochs", "planning_rows", "scenes", "tiles", "batch_size", "warm_cachemax")
+    names = (
+        "index_rows",
+        "rss_epochs",
+        "planning_rows",
+        "scenes",
+        "tiles",
+        "batch_size",
+        "warm_cachemax",
+        "s2_windows",
+    )
     return {name: getattr(args, name) for name in names}
 
 
@@ -409,6 +424,22 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 for library, why in results["peers"]["missing"].items():
                     skipped[library] = why
 
+    if "s2" in skip:
+        skipped["s2"] = "--skip"
+    else:
+        python = args.peer_python or (sys.executable if _has("torchgeo") else None)
+        harness.log(f"s2: 12 band files against a VRT stack and TorchGeo, each case in a fresh process ({python})")
+        command = [
+            *(sys.executable, "-m", "benchmarks.s2_bench", "--cache", str(args.cache), "--emit-json"),
+            *("--windows", str(args.s2_windows), "--warm-windows", str(args.s2_warm_windows)),
+            *("--rounds", str(args.s2_rounds), *(("--peer-python", python) if python else ())),
+            *(("--smoke",) if args.smoke else ()),
+        ]
+        try:
+            results["s2"] = harness.run_json(command, 7200, show_progress=True)
+        except (RuntimeError, subprocess.TimeoutExpired) as error:
+            skipped["s2"] = f"failed: {error}"
+
     results["ratios"] = ratios(results)
     results["seconds"] = time.perf_counter() - started
     return results
@@ -649,6 +680,10 @@ def format_table(results: dict[str, Any]) -> str:
             f"{'predict_raster ' + str(m['size'][0]) + '^2 K=5: peak / strip / full MiB':{width}s} "
             f"{m['peak_mb']:.0f} / {m['strip_mb']:.0f} / {m['full_raster_mb']:.0f}"
         )
+    if "s2" in results:
+        from benchmarks.s2_bench import format_table as s2_table
+
+        lines.extend(["", *s2_table(results["s2"]).splitlines()])
     lines.append("")
     lines.append(f"{'ratio':{width}s} {'value':>10s} {'target':>8s}  status")
     lines.append("-" * (width + 30))

@@ -1,8 +1,8 @@
 """The suite's ratio table as data: what each ratio compares and the target it must meet.
 
 `benchmarks.run` computes every row's value from the run's results with :func:`value` and
-prints it beside its target; ``docs/scripts/performance_targets.py`` writes the same rows into
-the performance page. A row is added here and nowhere else.
+prints it beside its target (the performance page, `docs/scripts/performance_page.py`, shows the
+run's measurements, not this table). A row is added here and nowhere else.
 
 A value is ``numerator / denominator``, each a path of keys into the run's results (JSON). A
 denominator of several paths is the best (largest) of the ones measured: a ratio against "the
@@ -91,6 +91,57 @@ def _peer_rows(peer: str, name: str, times: float, worker_rss: float | None, pea
 
 
 _RAW_WARPED = (_io("raw_warped_full_vrt"), _io("raw_warped_window_vrt"))
+
+
+def _s2_rows() -> list[Target]:
+    """Issue #24's Sentinel-2-like rows (`benchmarks.s2_bench`): speed-ups cold and warm, then correctness."""
+    rows = []
+    for other, name, times in (("crossgeo_vrt", "hand-built VRT stack at 10 m", 1.0), ("torchgeo", "TorchGeo", 3.0)):
+        for case, label in (("cold", "cold"), ("warm", "warm (2nd pass)")):
+            rows.append(
+                Target(
+                    f"s2_vs_{'vrt' if other == 'crossgeo_vrt' else other}_{case}",
+                    f"S2-like 12 band files, {{s2_windows:,}} windows, {label}: crossgeo / {name}",
+                    ">=",
+                    times,
+                    _pps("s2", "throughput", f"crossgeo_bands_{case}"),
+                    (_pps("s2", "throughput", f"{other}_{case}"),),
+                )
+            )
+    checks = ("s2", "correctness")
+    return [
+        *rows,
+        Target(
+            "s2_vs_decode_bound_cold",
+            "S2-like, cold: crossgeo / plain reads of the 12 bands at their resolutions (decode bound)",
+            "report",
+            0.0,
+            _pps("s2", "throughput", "crossgeo_bands_cold"),
+            (_pps("s2", "throughput", "raw_bands_cold"),),
+        ),
+        Target(
+            "s2_other_crs_agreement",
+            "S2-like: EPSG:4326 source, nearest: share of pixels = exact per-pixel answer",
+            ">=",
+            0.999,
+            (*checks, "other_crs", "agreement"),
+        ),
+        Target(
+            "s2_resolution_nearest_diff",
+            "S2-like: 20/60 m bands, nearest: max |DN - whole-band reproject|",
+            "<=",
+            0.0,
+            (*checks, "resolution", "nearest", "max_abs_diff"),
+        ),
+        Target(
+            "s2_resolution_bilinear_diff",
+            "S2-like: 20/60 m bands, bilinear: max |DN - whole-band reproject|",
+            "<=",
+            1.0,
+            (*checks, "resolution", "bilinear", "max_abs_diff"),
+        ),
+    ]
+
 
 TARGETS: list[Target] = [
     Target(
@@ -289,6 +340,7 @@ TARGETS: list[Target] = [
         _pps("scenes", "throughput", "scenes_small"),
         (_pps("scenes", "throughput", "single"),),
     ),
+    *_s2_rows(),
 ]
 
 

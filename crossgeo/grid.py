@@ -92,6 +92,32 @@ def pixel_offset(reference: Grid, other: Grid) -> tuple[int, int] | None:
     return round(row), round(col)
 
 
+def scaled_offset(reference: Grid, other: Grid) -> tuple[tuple[int, int], tuple[int, int]] | None:
+    """How ``other`` covers ``reference`` when its pixels are whole blocks of reference pixels, else None.
+
+    That is: the same CRS, north-up and unrotated both, ``other``'s pixel exactly ``k`` reference
+    pixels high and ``m`` wide (whole numbers, not both 1: that is `pixel_offset`), and its pixel
+    edges on reference pixel edges. Returns ``((row, col), (k, m))``: reference pixel (0, 0) is
+    reference pixel ``(row, col)`` counted from ``other``'s origin, so reference pixel ``(r, c)``
+    lies in ``other``'s pixel ``((r + row) // k, (c + col) // m)`` - exactly the pixel holding its
+    centre (a centre never falls on an edge of ``other``'s pixels), which is what a nearest
+    neighbour warp gives it (a 20 m band on a 10 m grid: ``k = m = 2``).
+    """
+    if reference.crs != other.crs:
+        return None
+    ra, rb, rc, rd, re, rf = tuple(reference.transform)[:6]
+    oa, ob, oc, od, oe, of = tuple(other.transform)[:6]
+    if rb or rd or ob or od or ra <= 0 or re >= 0 or oa <= 0 or oe >= 0:
+        return None
+    k, m = oe / re, oa / ra
+    if abs(k - round(k)) > GRID_TOLERANCE or abs(m - round(m)) > GRID_TOLERANCE or (round(k), round(m)) == (1, 1):
+        return None
+    row, col = (rf - of) / re, (rc - oc) / ra
+    if abs(row - round(row)) > GRID_TOLERANCE or abs(col - round(col)) > GRID_TOLERANCE:
+        return None
+    return (round(row), round(col)), (round(k), round(m))
+
+
 def centred_offsets(centre: np.ndarray, size: int) -> np.ndarray:
     """Offsets of ``size``-pixel windows centred on continuous pixel coordinates.
 

@@ -30,10 +30,11 @@ from rasterio.warp import transform as warp_transform
 
 from crossgeo import windows as winsrc
 from crossgeo.errors import ConfigError, CrossgeoError, NoOverlapError, OptionError, OptionTypeError, RasterError
-from crossgeo.grid import Grid, pixel_offset
+from crossgeo.grid import Grid, pixel_offset, scaled_offset
 from crossgeo.io import (
     DEFAULT_TOLERANCE,
     EXACT_TOLERANCE,
+    NEAREST_TOLERANCE,
     RasterInfo,
     ReadPlan,
     SourcePlan,
@@ -135,11 +136,19 @@ class ImageInfo:
             return tuple((name, b) for b in self.bands)
         return tuple((s.name, b) for s in self.sources for b in s.bands)
 
+    def _how(self, source: ImageSource) -> str:
+        """How a stacked source reaches the reference grid (`_stacked_source_plan` decides the same way)."""
+        if source.shift is not None:
+            return ", plain reads"
+        if source.resampling == Resampling.nearest and scaled_offset(self.grid, Grid.of(source.raster)) is not None:
+            return ", plain reads, each pixel repeated (nearest)"
+        return ", warped"
+
     def describe(self) -> str:
         if self.sources:
             parts = [
                 f"{s.name}: {s.raster.describe()}, band(s) {list(s.bands)}"
-                + (" (reference)" if i == self.reference else ", plain reads" if s.shift is not None else ", warped")
+                + (" (reference)" if i == self.reference else self._how(s))
                 for i, s in enumerate(self.sources)
             ]
             return f"{len(self.sources)} sources stacked as {len(self.bands)} channel(s) of {self.dtype}: " + "; ".join(
@@ -839,8 +848,18 @@ def _stacked_source_plan(image: ImageInfo, at: int, grid_views: int) -> SourcePl
         return SourcePlan(view="grid" if image.warp else "aligned", warp_alpha=raster.mask_band, **common)
     if source.shift is not None:
         return SourcePlan(view="aligned", shift=source.shift, **common)
+    blocks = scaled_offset(image.grid, Grid.of(raster)) if source.resampling == Resampling.nearest else None
+    if blocks is not None:
+        # Nearest neighbour onto a grid that subdivides the source's pixels: plain reads, pixels repeated.
+        return SourcePlan(view="scaled", shift=blocks[0], factor=blocks[1], **common)
     view = mask_view_for(image.grid, len(source.bands) + 1, dtype, views=grid_views)
-    tolerance = EXACT_TOLERANCE if view == "grid" else DEFAULT_TOLERANCE
+    # Exact transforms in the whole-grid view (each block is warped once). Per window, nearest promises the
+    # source pixel under each centre: GDAL's default approximation misses it on ~0.5 % of a 256-pixel
+    # window's pixels (UTM onto EPSG:4326), `NEAREST_TOLERANCE` on < 0.01 % at a fifth of the exact cost.
+    if view == "grid":
+        tolerance = EXACT_TOLERANCE
+    else:
+        tolerance = NEAREST_TOLERANCE if source.resampling == Resampling.nearest else DEFAULT_TOLERANCE
     return SourcePlan(view=view, tolerance=tolerance, interior=source.interior, **common)
 
 

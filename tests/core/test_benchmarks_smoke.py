@@ -32,7 +32,7 @@ def test_smoke_run_writes_table_and_json(tmp_path: Path, capsys: pytest.CaptureF
     from benchmarks.run import TARGETS, main
 
     out_json = tmp_path / "bench.json"
-    code = main(["--smoke", "--cache", str(tmp_path / "cache"), "--json", str(out_json), "--skip", "peers"])
+    code = main(["--smoke", "--cache", str(tmp_path / "cache"), "--json", str(out_json), "--skip", "peers,s2"])
     assert code == 0
     table = capsys.readouterr().out
     assert "crossgeo core, aligned mask (DEFLATE GeoTIFF)" in table
@@ -125,7 +125,7 @@ def test_frameworks_listed_as_skipped_without_them(
     run_has = lambda module: module not in hidden and real(module)  # noqa: E731
     try:
         run._has = run_has
-        code = run.main(["--smoke", "--cache", str(tmp_path), "--skip", "io,colour,index"])
+        code = run.main(["--smoke", "--cache", str(tmp_path), "--skip", "io,colour,index,s2"])
     finally:
         run._has = real
     assert code == 0
@@ -262,3 +262,41 @@ def test_module_entry_point_help() -> None:
     )
     assert done.returncode == 0
     assert "--smoke" in done.stdout
+
+
+def test_s2_bench_smoke(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The Sentinel-2-like case (issue #24) end to end on a tiny scene: rows, agreement, correctness, ratios."""
+    from benchmarks import s2_bench
+    from benchmarks.run import counts, parse_args, ratios
+
+    out_json = tmp_path / "s2.json"
+    assert s2_bench.main(["--smoke", "--cache", str(tmp_path), "--rounds", "1", "--json", str(out_json)]) == 0
+    table = capsys.readouterr().out
+    result = json.loads(out_json.read_text())
+    folder = Path(result["scene"]["folder"])
+    assert sorted(p.name for p in folder.glob("T32UNU_*_B*.tif")) == sorted(
+        s2_bench.band_file(folder, band).name for band in s2_bench.BANDS
+    )
+    for name in ("crossgeo_bands", "crossgeo_vrt"):
+        for case in ("cold", "warm"):
+            assert result["throughput"][f"{name}_{case}"]["patches_per_s"] > 0
+    # The VRT stack and the band files give the same pixels (nearest everywhere).
+    agree = result["agreement"]["crossgeo_vrt"]
+    assert agree["images_identical"] == agree["windows_checked"] > 0 and agree["mask_agreement_mean"] == 1.0
+    checks = result["correctness"]
+    assert checks["other_crs"]["agreement"] >= 0.999 and checks["other_crs"]["pixels"] == 16 * 256 * 256
+    assert checks["resolution"]["nearest"]["max_abs_diff"] == 0 and checks["resolution"]["bilinear"]["met"]
+    assert checks["resolution"]["nearest"]["views"] == ["aligned", "scaled", "scaled"]
+    assert "crossgeo band files / VRT stack (>= 1x)" in table
+    if "torchgeo" in result["missing"]:
+        assert "skipped torchgeo" in table
+    # The suite's ratio rows read this section.
+    got = ratios({"mode": "smoke", "counts": counts(parse_args(["--smoke"])), "s2": result})
+    assert got["s2_vs_vrt_cold"]["value"] > 0 and got["s2_other_crs_agreement"]["value"] >= 0.999
+    assert (
+        got["s2_vs_vrt_cold"]["label"]
+        == "S2-like 12 band files, 16 windows, cold: crossgeo / hand-built VRT stack at 10 m"
+    )
+    written = s2_bench.band_file(folder, "B02").stat().st_mtime_ns
+    assert s2_bench.ensure_scene(tmp_path, 1080, 512, 16, 256, "nearest") == folder
+    assert s2_bench.band_file(folder, "B02").stat().st_mtime_ns == written  # cached: not rewritten

@@ -65,6 +65,33 @@ def test_pixel_offset_of_coinciding_grids(res: float, dx: int, dy: int, x0: floa
     assert G.pixel_offset(image, Grid(80, 90, other.transform, "EPSG:4326")) is None
 
 
+@given(
+    res=st.sampled_from([0.5, 10.0, 0.0001, 30.0]),
+    k=st.integers(1, 7),
+    m=st.integers(1, 7),
+    dx=st.integers(-50, 50),
+    dy=st.integers(-50, 50),
+    x0=st.integers(-100_000, 100_000),
+    y0=st.integers(-100_000, 100_000),
+)
+def test_scaled_offset_of_a_grid_whose_pixels_are_blocks_of_the_reference(
+    res: float, k: int, m: int, dx: int, dy: int, x0: int, y0: int
+) -> None:
+    image = Grid(100, 100, Affine(res, 0, x0 * res, 0, -res, y0 * res), "EPSG:32632")
+    # The coarse grid's origin dx (dy) reference pixels left of (above) the reference origin.
+    coarse = Grid(20, 20, Affine(m * res, 0, (x0 - dx) * res, 0, -k * res, (y0 + dy) * res), "EPSG:32632")
+    if (k, m) == (1, 1):
+        assert G.scaled_offset(image, coarse) is None  # that is pixel_offset's case
+        return
+    assert G.scaled_offset(image, coarse) == ((dy, dx), (k, m))
+    half = Grid(20, 20, coarse.transform @ Affine.translation(0.5 / m, 0), "EPSG:32632")
+    assert G.scaled_offset(image, half) is None  # edges half a reference pixel off
+    assert G.scaled_offset(image, Grid(20, 20, coarse.transform, "EPSG:32633")) is None
+    assert G.scaled_offset(coarse, image) is None  # the reference is the coarser one
+    rotated = Grid(20, 20, coarse.transform @ Affine.rotation(10), "EPSG:32632")
+    assert G.scaled_offset(image, rotated) is None
+
+
 def test_grid_bounds_and_window_transform() -> None:
     grid = Grid(10, 20, Affine(2, 0, 100, 0, -3, 50), "EPSG:3857")
     assert grid.bounds == (100, 20, 140, 50)

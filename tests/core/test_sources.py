@@ -20,6 +20,7 @@ from pyproj import Transformer
 from rasterio.enums import Resampling
 from rasterio.warp import reproject
 
+import crossgeo.inspection
 import crossgeo.io
 from crossgeo import PatchSampler, RasterError
 from crossgeo import testing as T
@@ -93,7 +94,9 @@ def test_band_files_at_10_20_60_m_equal_reproject_of_each_source(tmp_path: Path,
     sources = {"B10": paths["B10"], "B20": {"path": paths["B20"]}, "B60": {"path": paths["B60"], "bands": [2, 1]}}
     sampler = PatchSampler(sources, mask, windows, SIZE, image_dtype="uint16", image_resampling=resampling, n_classes=2)
     assert sampler.channels == (("B10", 1), ("B10", 2), ("B10", 3), ("B20", 1), ("B20", 2), ("B60", 2), ("B60", 1))
-    assert [p.view for p in sampler._plan.image] == ["aligned", view, view]
+    # Nearest onto a grid subdividing the source's pixels needs no warp (the "scaled" view); bilinear warps.
+    warped = "scaled" if resampling == "nearest" else view
+    assert [p.view for p in sampler._plan.image] == ["aligned", warped, warped]
     method = Resampling[resampling]
     expected = np.concatenate(
         [
@@ -153,6 +156,100 @@ def test_source_in_another_crs_nearest_agrees_with_the_exact_per_pixel_answer(tm
         agree += int(np.count_nonzero((patch.image[1] == np.floor(srow)) & (patch.image[2] == np.floor(scol))))
         total += SIZE * SIZE
     assert agree / total >= 0.999, agree / total
+
+
+def test_a_geographic_source_nearest_agrees_with_the_exact_answer_on_large_windows(tmp_path: Path, view: str) -> None:
+    """A source in EPSG:4326 (~13 m pixels) on 256-pixel windows of a 10 m UTM grid, nearest: >= 99.9 %.
+
+    GDAL's default warp approximation (0.125 pixels, interpolated along each row of a window)
+    put ~0.5 % of such pixels in a neighbouring source pixel in the benchmark's Sentinel-2-like
+    scene (`benchmarks.s2_bench`); a nearest source warped per window uses `crossgeo.io.NEAREST_TOLERANCE`.
+    """
+    side, size = 1024, 256
+    transform = Affine(10, 0, 600000.0, 0, -10, 5600040.0)
+    ref = T.write_raster(tmp_path / "B10.tif", np.ones((1, side, side), np.uint16), crs=UTM, transform=transform)
+    grid = Grid(side, side, transform, rasterio.crs.CRS.from_user_input(UTM))
+    to_lonlat = Transformer.from_crs(UTM, "EPSG:4326", always_xy=True)
+    left, bottom, right, top = grid.bounds
+    lon0, lat0 = to_lonlat.transform(left - 200, top + 200)
+    lon1, lat1 = to_lonlat.transform(right + 200, bottom - 200)
+    lon0, lat1 = (
+        min(lon0, to_lonlat.transform(left - 200, bottom - 200)[0]),
+        min(lat1, to_lonlat.transform(left - 200, bottom - 200)[1]),
+    )
+    lon1, lat0 = (
+        max(lon1, to_lonlat.transform(right + 200, top + 200)[0]),
+        max(lat0, to_lonlat.transform(right + 200, top + 200)[1]),
+    )
+    res = 13 / 111320 / np.cos(np.radians(50.5))
+    geo_transform = Affine(res, 0, lon0, 0, -res, lat0)
+    width, height = int((lon1 - lon0) / res) + 1, int((lat0 - lat1) / res) + 1
+    geo = T.write_raster(
+        tmp_path / "geo.tif", T.coordinate_bands(height, width, "uint16")[:2], crs="EPSG:4326", transform=geo_transform
+    )
+    rows, cols = random_offsets(8, 0, side - size, seed=6)
+    mask = T.write_raster(tmp_path / "mask.tif", np.ones((1, side, side), np.uint8), crs=UTM, transform=transform)
+    windows = T.write_windows_table(tmp_path / "windows.csv", rows, cols)
+    sources = {"ref": ref, "geo": {"path": geo, "resampling": "nearest"}}
+    sampler = PatchSampler(sources, mask, windows, size, image_dtype="uint16")
+    assert sampler._plan.image[1].view == view
+    agree = total = 0
+    for i in range(len(sampler)):
+        patch = sampler[i]
+        pr, pc = np.mgrid[rows[i] : rows[i] + size, cols[i] : cols[i] + size]
+        lon, lat = to_lonlat.transform(*(grid.transform @ (pc + 0.5, pr + 0.5)))
+        scol, srow = ~geo_transform @ (np.asarray(lon), np.asarray(lat))
+        agree += int(np.count_nonzero((patch.image[1] == np.floor(srow)) & (patch.image[2] == np.floor(scol))))
+        total += size * size
+    assert agree / total >= 0.999, agree / total
+
+
+def test_nearest_onto_a_subdividing_grid_reads_plainly_and_equals_the_warp(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The "scaled" view (plain reads, pixels repeated) gives what the nearest-neighbour warp gives, pixel for pixel.
+
+    The source's pixels are 30 m high and 20 m wide, its origin one 10 m pixel left of and two above the
+    reference's (pixel edges on reference edges, not on whole source pixels), it has nodata pixels and
+    a per-dataset mask, and windows reach past its edges and the reference grid's.
+    """
+    band_file(tmp_path, "B10", 10, count=1)
+    height, width = REF // 3 + 2, REF // 2 + 1
+    data = T.coordinate_bands(height, width, "uint16")[:2]
+    data[:, 5:9, 7:12] = 9  # nodata in both bands
+    data[0, 20:30, 20:25] = 9  # nodata in one band only: still valid
+    transform = Affine(20, 0, ORIGIN[0] - 10, 0, -30, ORIGIN[1] + 20)
+    odd = T.write_raster(tmp_path / "odd.tif", data, crs=UTM, transform=transform, nodata=9)
+    rows, cols = random_offsets(25, -SIZE // 2, REF - SIZE // 2, seed=5)
+    rows[:3], cols[:3] = [-20, 0, 575], [0, -31, 590]
+    mask, windows = mask_and_windows(tmp_path, rows, cols)
+    sources = {"B10": tmp_path / "B10.tif", "odd": {"path": odd, "resampling": "nearest"}}
+    options: dict[str, Any] = {"image_dtype": "uint16", "out_of_range": "fill"}
+    scaled = PatchSampler(sources, mask, windows, SIZE, **options)
+    assert [p.view for p in scaled._plan.image] == ["aligned", "scaled"]
+    assert scaled._plan.image[1].shift == (2, 1) and scaled._plan.image[1].factor == (3, 2)
+    with monkeypatch.context() as patched:
+        patched.setattr(crossgeo.inspection, "scaled_offset", lambda *_: None)
+        for forced in ("grid", "window"):
+            T.force_mask_view(patched, forced)
+            warp = PatchSampler(sources, mask, windows, SIZE, **options)
+            assert warp._plan.image[1].view == forced
+            for i in range(len(warp)):
+                a, b = scaled[i], warp[i]
+                np.testing.assert_array_equal(a.image_valid, b.image_valid)
+                np.testing.assert_array_equal(a.source_valid, b.source_valid)
+                assert a.image_valid.any()
+                np.testing.assert_array_equal(a.image[:, a.image_valid], b.image[:, b.image_valid])
+    # The values are the source pixels holding each reference pixel centre; outside the source, the
+    # fill (its nodata) as in a plain read (a warp leaves its own fill under invalid pixels).
+    for i in range(3):
+        patch, r, c = scaled[i], int(rows[i]), int(cols[i])
+        pr, pc = np.mgrid[r : r + SIZE, c : c + SIZE]
+        src_r, src_c = (pr + 2) // 3, (pc + 1) // 2
+        inside = (src_r >= 0) & (src_c >= 0) & (src_r < height) & (src_c < width)
+        expected = np.full((2, SIZE, SIZE), 9, np.uint16)
+        expected[:, inside] = data[:, src_r[inside], src_c[inside]]
+        np.testing.assert_array_equal(patch.image[1:], expected)
 
 
 def write_vrt_stack(path: Path, files: list[Path], grid: Grid) -> Path:
