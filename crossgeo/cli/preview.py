@@ -331,6 +331,7 @@ def render_preview(
     font = ImageFont.load_default(size=FONT_SIZE)
     draw.text((MARGIN, 6), title, fill=(0, 0, 0), font=font)
     method = Image.Resampling.NEAREST if tile > sampler.patch_size else Image.Resampling.BOX
+    scene_of = getattr(sampler, "scene", None)  # catalogue windows (SceneSampler, a chip store of one)
     for n, ((x, y), i, picture, mask, invalid) in enumerate(zip(geometry.tiles, indices, pictures, masks, invalids)):
         panels = [(mask, invalid)]
         if predictions is not None:
@@ -341,7 +342,7 @@ def render_preview(
             if tinted.size != (tile, tile):
                 tinted = tinted.resize((tile, tile), method)
             sheet.paste(tinted, (x + p * (tile + PANEL_GAP), y))
-        scene = f"  scene {int(sampler.scene[i])}" if hasattr(sampler, "scene") else ""
+        scene = f"  scene {int(scene_of[i])}" if scene_of is not None else ""
         caption = f"#{i}{scene}  row {int(sampler.row_off[i])}  col {int(sampler.col_off[i])}"
         draw.text((x, y + tile + 2), caption, fill=(40, 40, 40), font=font)
 

@@ -828,3 +828,42 @@ def test_stats_reports_the_share_of_image_pixels_without_data(tmp_path: Path, cl
     assert code == 0 and (tile_row, tile_col) == (0, 256)
     assert stats["image_invalid_fraction"] == 0.25 and stats["image_invalid_sampled_windows"] == 4
     assert "image pixels without data" in out and "25.00%" in out and "ignore_invalid_image" in out
+
+
+def _column_ends(line: str, columns: int) -> list[int]:
+    """Where the last ``columns`` whitespace-separated fields of ``line`` end (right-aligned columns end together)."""
+    return [m.end() for m in re.finditer(r"\S+", line)][-columns:]
+
+
+def test_stats_columns_stay_aligned_for_long_class_names_and_wide_counts(tmp_path: Path, cli: CliRun) -> None:
+    """A class name longer than the old 24-character column and counts of millions kept every row's columns
+    under the header's (the printed table was ragged)."""
+    size = 2048  # 4 windows of 1024 px: class 3 covers 4 million pixels
+    transform = T.web_mercator_transform(12, 2176, 1460)
+    image = T.write_raster(
+        tmp_path / "image.tif", np.zeros((1, size, size), np.uint8), crs="EPSG:3857", transform=transform
+    )
+    classes = np.full((1, size, size), 3, np.uint8)
+    classes[:, :16, :16] = 1
+    mask = T.write_raster(tmp_path / "mask.tif", classes, crs="EPSG:3857", transform=transform)
+    windows = T.write_windows_table(tmp_path / "w.csv", [0, 0, 1024, 1024], [0, 1024, 0, 1024])
+    names = ["background", "impervious surfaces and roads", "low vegetation", "trees and tall shrubs in parks"]
+    config = write_config(
+        tmp_path / "c.yaml",
+        image_mbtiles_path=str(image),
+        mask_path=str(mask),
+        crops_path=str(windows),
+        patch_size=1024,
+        n_classes=4,
+        class_names=names,
+    )
+    code, out, err = cli("stats", config)
+    assert code == 0, err
+    lines = out.splitlines()
+    header = next(n for n, line in enumerate(lines) if line.startswith("class "))
+    rows = lines[header + 1 : lines.index("", header)]
+    assert len(rows) == 4 and any("trees and tall shrubs in parks" in row for row in rows)
+    assert any("4,194,048" in row for row in rows), rows
+    ends = _column_ends(lines[header], 4)
+    for row in rows:
+        assert _column_ends(row, 4) == ends, "\n".join([lines[header], *rows])
