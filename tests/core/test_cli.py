@@ -867,3 +867,42 @@ def test_stats_columns_stay_aligned_for_long_class_names_and_wide_counts(tmp_pat
     ends = _column_ends(lines[header], 4)
     for row in rows:
         assert _column_ends(row, 4) == ends, "\n".join([lines[header], *rows])
+
+
+def _ink(picture: Image.Image) -> float:
+    """How much dark there is in a picture (a title's glyphs, wherever they are drawn)."""
+    return float((255 - np.asarray(picture.convert("L"), dtype=np.float64)).sum())
+
+
+def test_a_prediction_sheet_keeps_its_whole_title_inside_the_figure(tmp_path: Path) -> None:
+    """A one-tile prediction sheet is ~400 px wide; its title (config, image, mask, "left: mask, right:
+    prediction") is longer than that and was drawn on one line, its end cut off by the figure's edge."""
+    from PIL import ImageDraw, ImageFont
+
+    scene = T.CoordinateScene(tmp_path)
+    mask = scene.aligned_mask((np.indices((scene.size, scene.size)).sum(0) % 50 < 20).astype(np.uint8)[None])
+    sampler = PatchSampler(scene.image, mask, scene.windows([0], [0]), 96)
+    patch = sampler[0]
+    predictions = [(patch.mask, np.ones(patch.mask.shape, bool))]
+    title = (
+        "a_long_configuration_name.yaml: image.tif + mask aligned.tif, 1 of 1 windows, 96 px; "
+        "left: mask, right: prediction_of_the_tiny_model.tif"
+    )
+    sheet = preview.render_preview(sampler, [0], tile=96, title=title, progress_bar=False, predictions=predictions)
+    untitled = preview.render_preview(sampler, [0], tile=96, progress_bar=False, predictions=predictions)
+    font = ImageFont.load_default(size=preview.FONT_SIZE)
+    alone = Image.new("RGB", (round(font.getlength(title)) + 40, 40), (255, 255, 255))
+    ImageDraw.Draw(alone).text((10, 10), title, fill=(0, 0, 0), font=font)
+    assert _ink(alone) > 0
+    assert _ink(sheet) - _ink(untitled) == pytest.approx(_ink(alone), rel=0.03)  # every glyph is on the sheet
+
+    geometry = preview.sheet_layout(1, 96, preview.legend(sampler, [patch.mask], [~patch.mask_valid]), 2, title)
+    assert sheet.size == (geometry.width, geometry.height) and len(geometry.title) > 1
+    assert " ".join(geometry.title) == title
+    draw = ImageDraw.Draw(sheet)
+    first_tile_top = geometry.tiles[0][1]
+    for k, line in enumerate(geometry.title):
+        left, top, right, bottom = draw.textbbox(
+            (preview.MARGIN, preview.TITLE_TOP + k * preview.TITLE_LINE), line, font=font
+        )
+        assert 0 <= left and right <= sheet.width - preview.MARGIN and 0 <= top and bottom <= first_tile_top
