@@ -37,6 +37,24 @@ def write_config(path: Path, **options: Any) -> Path:
     return path
 
 
+def tile_config(
+    folder: Path, image: np.ndarray, mask: np.ndarray, offsets: list[tuple[int, int]], patch_size: int, **options: Any
+) -> Path:
+    """``c.yaml`` over an image and a mask written on one Web Mercator tile's grid, and a windows table."""
+    transform = T.web_mercator_transform(12, 2176, 1460)
+    image_path = T.write_raster(folder / "image.tif", image, crs="EPSG:3857", transform=transform)
+    mask_path = T.write_raster(folder / "mask.tif", mask, crs="EPSG:3857", transform=transform)
+    windows = T.write_windows_table(folder / "w.csv", *zip(*offsets))
+    return write_config(
+        folder / "c.yaml",
+        image_mbtiles_path=str(image_path),
+        mask_path=str(mask_path),
+        crops_path=str(windows),
+        patch_size=patch_size,
+        **options,
+    )
+
+
 def sampler_of(config: Path) -> PatchSampler:
     return PatchSampler(**common.split_options(common.load_config(config), str(config)).sampler)
 
@@ -326,22 +344,9 @@ def test_stats_counts_equal_a_direct_count(tmp_path: Path, demo: dict[str, Any],
 
 
 def test_stats_counts_pixels_without_mask_data(tmp_path: Path, cli: CliRun) -> None:
-    transform = T.web_mercator_transform(12, 2176, 1460)
-    image = T.write_raster(
-        tmp_path / "image.tif", T.coordinate_bands(256, 256, "uint8"), crs="EPSG:3857", transform=transform
-    )
-    mask = T.write_raster(
-        tmp_path / "left.tif", np.full((1, 256, 64), 3, np.uint8), crs="EPSG:3857", transform=transform
-    )
-    windows = T.write_windows_table(tmp_path / "w.csv", [0, 0, 128, 128], [0, 128, 0, 128])
-    config = write_config(
-        tmp_path / "c.yaml",
-        image_mbtiles_path=str(image),
-        mask_path=str(mask),
-        crops_path=str(windows),
-        patch_size=128,
-        n_classes=4,
-    )
+    left = np.full((1, 256, 64), 3, np.uint8)  # a mask over the left quarter of the image only
+    offsets = [(0, 0), (0, 128), (128, 0), (128, 128)]
+    config = tile_config(tmp_path, T.coordinate_bands(256, 256, "uint8"), left, offsets, 128, n_classes=4)
     code, out, err = cli("stats", config, "--json", tmp_path / "s.json")
     assert code == 0 and "no mask data" in out, err
     assert err.startswith("warning: ") and "covers only 25.0%" in err  # the sampler's warning, as one line
@@ -839,24 +844,12 @@ def test_stats_columns_stay_aligned_for_long_class_names_and_wide_counts(tmp_pat
     """A class name longer than the old 24-character column and counts of millions kept every row's columns
     under the header's (the printed table was ragged)."""
     size = 2048  # 4 windows of 1024 px: class 3 covers 4 million pixels
-    transform = T.web_mercator_transform(12, 2176, 1460)
-    image = T.write_raster(
-        tmp_path / "image.tif", np.zeros((1, size, size), np.uint8), crs="EPSG:3857", transform=transform
-    )
     classes = np.full((1, size, size), 3, np.uint8)
     classes[:, :16, :16] = 1
-    mask = T.write_raster(tmp_path / "mask.tif", classes, crs="EPSG:3857", transform=transform)
-    windows = T.write_windows_table(tmp_path / "w.csv", [0, 0, 1024, 1024], [0, 1024, 0, 1024])
     names = ["background", "impervious surfaces and roads", "low vegetation", "trees and tall shrubs in parks"]
-    config = write_config(
-        tmp_path / "c.yaml",
-        image_mbtiles_path=str(image),
-        mask_path=str(mask),
-        crops_path=str(windows),
-        patch_size=1024,
-        n_classes=4,
-        class_names=names,
-    )
+    offsets = [(0, 0), (0, 1024), (1024, 0), (1024, 1024)]
+    image = np.zeros((1, size, size), np.uint8)
+    config = tile_config(tmp_path, image, classes, offsets, 1024, n_classes=4, class_names=names)
     code, out, err = cli("stats", config)
     assert code == 0, err
     lines = out.splitlines()
