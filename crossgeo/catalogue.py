@@ -1173,9 +1173,7 @@ def _concatenate(positions: Sequence[int], parts: Sequence[winsrc.WindowIndex]) 
         empty = np.zeros(0, np.int64)
         return winsrc.WindowIndex(empty, empty.copy(), winsrc.WindowReport(), empty.copy())
     scene = np.concatenate([np.full(len(p), s, dtype=np.int64) for s, p in zip(positions, parts)])
-    report = winsrc.WindowReport(
-        **{f.name: sum(getattr(p.report, f.name) for p in parts) for f in attrs.fields(winsrc.WindowReport)}
-    )
+    report = winsrc.WindowReport(**{name: sum(getattr(p.report, name) for p in parts) for name in winsrc.REPORT_COUNTS})
     return winsrc.WindowIndex(
         np.concatenate([p.row_off for p in parts]).astype(np.int64),
         np.concatenate([p.col_off for p in parts]).astype(np.int64),

@@ -880,21 +880,6 @@ class ChipSampler(WindowSequence):
 
     # ------------------------------------------------------------------ sequence
 
-    def __len__(self) -> int:
-        return int(self.positions.size)
-
-    @property
-    def row_off(self) -> np.ndarray:
-        return self.index.row_off
-
-    @property
-    def col_off(self) -> np.ndarray:
-        return self.index.col_off
-
-    @property
-    def scene(self) -> np.ndarray | None:
-        return self.index.scene
-
     def _shard_blobs(self, shard: int) -> dict[str, bytes]:
         """The files of ``shard``, each checked against the manifest's sha256 (`ReadError` naming it)."""
         entry = self.manifest["shards"][shard]

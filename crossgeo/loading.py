@@ -149,7 +149,7 @@ def scene_blocks(dataset: Any, weights: Any = None) -> tuple[np.ndarray, int] | 
     built with ``order="scene-blocks"`` asks for it; any other sampler is ordered at random.
     Raises `ConfigError` when ``weights`` are given too (a weighted draw has no blocks).
     """
-    sampler: Any = dataset if hasattr(dataset, "scene") else getattr(dataset, "sampler", None)
+    sampler: Any = dataset if isinstance(dataset, WindowSequence) else getattr(dataset, "sampler", None)
     if getattr(sampler, "order", "random") != "scene-blocks":
         return None
     if weights is not None:
@@ -176,13 +176,13 @@ def resolve_weights(weights: Any, dataset: Any, where: str) -> np.ndarray | None
                 f"{where}: weights={weights!r}: a string names the windows table's {WEIGHT_COLUMN!r} column "
                 f"(weights={WEIGHT_COLUMN!r}); otherwise pass one number per window."
             )
-        if sampler.index.weight is None:  # type: ignore[attr-defined]
+        if sampler.index.weight is None:
             raise ConfigError(
                 f"{where}: weights={WEIGHT_COLUMN!r} but the windows {getattr(sampler, 'crops_path', '')} have no "
                 f"{WEIGHT_COLUMN!r} "
                 "column; add one with crossgeo.window_weights (or crossgeo windows --weights), or pass the weights."
             )
-        weights = sampler.index.weight  # type: ignore[attr-defined]
+        weights = sampler.index.weight
     return check_weights(weights, n)
 
 
@@ -194,20 +194,35 @@ def require_windows(dataset: Any, where: str) -> None:
     that is empty as a whole is an error, not a silent epoch of nothing.
     """
     if len(dataset) == 0:
-        sampler = getattr(dataset, "sampler", dataset)
-        source = getattr(sampler, "crops_path", None) or ""
-        grid = getattr(sampler, "grid", None)
-        image = (
-            f" The image {sampler.image_path} covers {tuple(round(v, 6) for v in grid.bounds)} "
-            f"(left, bottom, right, top) in {grid.crs}."
-            if grid is not None and hasattr(sampler, "image_path")
-            else ""
+        why = _why_empty(getattr(dataset, "sampler", dataset))
+        raise WindowError(f"{where}: there are no windows to iterate {why}")
+
+
+def _why_empty(sampler: Any) -> str:
+    """Where an empty sampler's image and features lie (bounds and CRSs), and what to check."""
+    source = getattr(sampler, "crops_path", None) or ""
+    text = f"(no valid windows{f' in {source}' if source else ''})."
+    grid = getattr(sampler, "grid", None)
+    if grid is None or not hasattr(sampler, "image_path"):
+        return text + " Check that the windows/features lie inside the image (crossgeo validate CONFIG lists them)."
+    image_crs = str(grid.crs)
+    text += (
+        f" The image {sampler.image_path} covers {tuple(round(v, 6) for v in grid.bounds)} "
+        f"(left, bottom, right, top) in {image_crs}."
+    )
+    report = sampler.index.report if hasattr(sampler, "index") else None
+    features = None if report is None else report.features
+    if report is None or features is None:
+        return text + (
+            " Check that the windows lie inside it (row_off/col_off in its pixels; crossgeo validate CONFIG "
+            "lists what was dropped)."
         )
-        raise WindowError(
-            f"{where}: there are no windows to iterate (no valid windows{f' in {source}' if source else ''}).{image} "
-            "Check that the windows/features lie inside it, in its CRS or with their own CRS set "
-            "(crossgeo validate CONFIG lists what was dropped)."
-        )
+    return (
+        f"{text} {features.describe(source, image_crs)} They are all outside the image "
+        f"({report.outside_dropped} dropped): if their CRS is wrong, set the right one or reproject the "
+        "features into the image's area (e.g. geopandas .set_crs(..., allow_override=True) / .to_crs(...)); "
+        "check that crops_layer names the layer for this image."
+    )
 
 
 def require_shared_seed(seed: int | None, replicas: int, where: str, fix: str) -> None:

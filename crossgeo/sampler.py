@@ -24,6 +24,7 @@ from crossgeo.io import RasterReader, ensure_gdal_env
 from crossgeo.masks import ClassIndexDecoder, out_of_range_pixels, values_binarised
 from crossgeo.options import REQUIRED, SAMPLER_OPTIONS, ImageSource, PathLike, sampler_option_names
 from crossgeo.threads import PerThread
+from crossgeo.windows import WindowIndex
 
 __all__ = ["Patch", "PatchSampler", "WindowSequence"]
 
@@ -73,17 +74,34 @@ class Patch:
 class WindowSequence:
     """``sampler[i]`` for a sequence of windows, with ``on_read_error="skip"`` replacement.
 
-    Shared by `PatchSampler` and `crossgeo.SceneSampler`: a subclass provides ``__len__``,
-    ``_read_window(position)`` and the attributes ``on_read_error``, ``unreadable`` and
-    ``skipped``.
+    Shared by `PatchSampler`, `crossgeo.SceneSampler` and `crossgeo.ChipSampler`: a subclass
+    sets ``index`` (its windows), provides ``_read_window(position)`` and the attributes
+    ``on_read_error``, ``unreadable`` and ``skipped``. The length and the offset arrays are
+    the index's, here once.
     """
 
+    index: WindowIndex
     on_read_error: str
     unreadable: set[int]
     skipped: int
 
     def __len__(self) -> int:
-        raise NotImplementedError
+        return len(self.index)
+
+    @property
+    def row_off(self) -> np.ndarray:
+        """Row offsets of all windows, each on its scene's grid for a catalogue (int64, read-only)."""
+        return self.index.row_off
+
+    @property
+    def col_off(self) -> np.ndarray:
+        """Column offsets of all windows, each on its scene's grid for a catalogue (int64, read-only)."""
+        return self.index.col_off
+
+    @property
+    def scene(self) -> np.ndarray | None:
+        """Scene position of every window in a catalogue (int64); None for windows on one image."""
+        return self.index.scene
 
     def _read_window(self, position: int, mask_dtype: Any = np.int64) -> Patch:
         raise NotImplementedError
@@ -280,19 +298,6 @@ class PatchSampler(WindowSequence):
                 )
 
     # ------------------------------------------------------------------ sequence
-
-    def __len__(self) -> int:
-        return len(self.index)
-
-    @property
-    def row_off(self) -> np.ndarray:
-        """Row offsets of all windows (int64, read-only)."""
-        return self.index.row_off
-
-    @property
-    def col_off(self) -> np.ndarray:
-        """Column offsets of all windows (int64, read-only)."""
-        return self.index.col_off
 
     @property
     def aligned(self) -> bool:

@@ -250,9 +250,6 @@ class SceneSampler(WindowSequence):
 
     # ------------------------------------------------------------------ sequence
 
-    def __len__(self) -> int:
-        return len(self.index)
-
     @property
     def scenes(self) -> int:
         """The number of scenes in the catalogue (skipped empty ones included)."""
@@ -260,19 +257,9 @@ class SceneSampler(WindowSequence):
 
     @property
     def scene(self) -> np.ndarray:
-        """Scene position of every window (int64)."""
+        """Scene position of every window (int64; never None for a catalogue)."""
         assert self.index.scene is not None
         return self.index.scene
-
-    @property
-    def row_off(self) -> np.ndarray:
-        """Row offsets of all windows, each on its scene's grid (int64, read-only)."""
-        return self.index.row_off
-
-    @property
-    def col_off(self) -> np.ndarray:
-        """Column offsets of all windows, each on its scene's grid (int64, read-only)."""
-        return self.index.col_off
 
     def windows_per_scene(self) -> np.ndarray:
         """Window count of every scene (int64, catalogue order)."""

@@ -60,6 +60,39 @@ WEIGHT_COLUMN = "weight"
 """The table column kept with the windows for weighted sampling (``weights="weight"`` in the adapters)."""
 
 
+def _rounded(bounds: Any) -> tuple[float, ...]:
+    return tuple(round(float(v), 6) for v in bounds)
+
+
+@attrs.frozen
+class FeatureExtent:
+    """Where a vector file's features lie: their total bounds in their own CRS and on the image's.
+
+    Kept with the window report so an empty window set can say where the features are
+    (`crossgeo.loading.require_windows`) next to where the image is.
+    """
+
+    count: int
+    """Features with a geometry."""
+    crs: str
+    bounds: tuple[float, float, float, float] = attrs.field(converter=_rounded)
+    """left, bottom, right, top in ``crs``."""
+    grid_bounds: tuple[float, float, float, float] = attrs.field(converter=_rounded)
+    """The same, reprojected to the image's CRS."""
+
+    def describe(self, source: str, image_crs: str) -> str:
+        """A sentence: the features' bounds and CRS (and on the image's CRS when it differs)."""
+        text = f"The {self.count} feature(s) of {source} cover {self.bounds} (left, bottom, right, top) in {self.crs}"
+        if self.crs != image_crs:
+            text += f", {self.grid_bounds} in the image's {image_crs}"
+        return text + "."
+
+
+def _feature_extent(value: Any) -> FeatureExtent | None:
+    """A cache's record (a dict from JSON) or a `FeatureExtent` (or None)."""
+    return FeatureExtent(**value) if isinstance(value, dict) else value
+
+
 @attrs.frozen
 class WindowReport:
     """What planning did with the source rows/features (all counts, nothing silent)."""
@@ -71,6 +104,8 @@ class WindowReport:
     duplicates: int = 0
     split_left_out: int = 0
     """Rows of other splits than the ``split`` option asked for (0 without ``split``)."""
+    features: FeatureExtent | None = attrs.field(default=None, converter=_feature_extent)
+    """Vector windows: where the features lie (None for a table)."""
 
     def describe(self) -> str:
         text = (
@@ -78,6 +113,10 @@ class WindowReport:
             f"{self.outside_dropped}, clamped {self.clamped}, duplicates {self.duplicates}"
         )
         return text + (f", other splits left out {self.split_left_out}" if self.split_left_out else "")
+
+
+REPORT_COUNTS = tuple(f.name for f in attrs.fields(WindowReport) if f.name != "features")
+"""`WindowReport`'s counts (a catalogue adds them up over its scenes)."""
 
 
 @attrs.frozen(eq=False)
@@ -361,8 +400,11 @@ def read_vector_windows(path: str | os.PathLike[str], layer: str | None, grid: G
     empty = (geometry.isna() | geometry.is_empty).to_numpy()
     geometry = geometry[~empty]
     crs = grid.crs.to_wkt() if hasattr(grid.crs, "to_wkt") else grid.crs
+    extent = None
     if len(geometry):
+        own_bounds = geometry.total_bounds
         geometry = geometry.to_crs(crs)
+        extent = FeatureExtent(len(geometry), str(frame.crs.to_string()), own_bounds, geometry.total_bounds)
     bounds = geometry.bounds.to_numpy(dtype=np.float64).reshape(-1, 4)
     row_off, col_off, inside = feature_windows(bounds, grid, patch_size)
     row_off, col_off = row_off[inside], col_off[inside]
@@ -375,6 +417,7 @@ def read_vector_windows(path: str | os.PathLike[str], layer: str | None, grid: G
         outside_dropped=int(np.count_nonzero(~inside)),
         clamped=clamped,
         duplicates=_count_duplicates(row_clamped, col_clamped),
+        features=extent,
     )
     return WindowIndex(row_clamped, col_clamped, report)
 

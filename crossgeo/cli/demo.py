@@ -27,7 +27,19 @@ from crossgeo.cli.common import (
     progress,
     require,
 )
-from crossgeo.cli.preview import FONT_SIZE, MARGIN, blend, choose_windows, display_rgb, render_preview
+from crossgeo.cli.preview import (
+    FONT_SIZE,
+    MARGIN,
+    TITLE_LINE,
+    TITLE_TOP,
+    blend,
+    choose_windows,
+    display_rgb,
+    draw_title,
+    render_preview,
+    save_png,
+    title_lines,
+)
 from crossgeo.files import atomic_output
 
 __all__ = ["DEFAULT_OUT", "PANEL", "add_parser", "follow_up_commands", "run", "scene_picture"]
@@ -121,11 +133,13 @@ def scene_picture(sampler: Any, prediction_path: Path, title: str = "") -> Any:
     ]
     scale = PANEL / max(h, w)
     pw, ph = max(1, round(w * scale)), max(1, round(h * scale))
-    top = 2 * (FONT_SIZE + 8)
-    sheet = Image.new("RGB", (MARGIN + 3 * (pw + MARGIN), top + ph + MARGIN), (255, 255, 255))
+    width = MARGIN + 3 * (pw + MARGIN)
+    lines = title_lines(title, width)  # wrapped: a narrow (tall) scene never cuts its title
+    top = TITLE_TOP + len(lines) * TITLE_LINE + FONT_SIZE + 12
+    sheet = Image.new("RGB", (width, top + ph + MARGIN), (255, 255, 255))
     draw = ImageDraw.Draw(sheet)
     font = ImageFont.load_default(size=FONT_SIZE)
-    draw.text((MARGIN, 4), title, fill=(0, 0, 0), font=font)
+    draw_title(draw, lines)
     for k, (name, array) in enumerate(panels):
         x = MARGIN + k * (pw + MARGIN)
         sheet.paste(Image.fromarray(array).resize((pw, ph), Image.Resampling.BOX), (x, top))
@@ -176,7 +190,7 @@ def _predict(result: Any, sampler: Any, out: Path) -> dict[str, Path]:
     name = Path(sampler.image_path).name
     title = f"crossgeo demo: {name}, its mask and the tiny {result.framework} model's prediction"
     with atomic_output(picture, option="demo file") as temp:
-        scene_picture(sampler, prediction.path, title).save(temp)
+        save_png(scene_picture(sampler, prediction.path, title), temp, title)
     print(f"  wrote {picture} (image, reference, prediction)")
     return {"prediction": prediction.path, "prediction_png": picture}
 
@@ -205,15 +219,12 @@ def run(args: argparse.Namespace) -> int:
     print(f"  read every window once: {rate:.0f} patches/s")
 
     preview = out / "preview.png"
+    title = f"crossgeo demo: {Path(sampler.image_path).name} + {Path(sampler.mask_path).name}"
     sheet = render_preview(
-        sampler,
-        choose_windows(len(sampler), 16, 0),
-        title=f"crossgeo demo: {Path(sampler.image_path).name} + {Path(sampler.mask_path).name}",
-        progress_bar=False,
-        class_names=options.class_names,
+        sampler, choose_windows(len(sampler), 16, 0), title=title, progress_bar=False, class_names=options.class_names
     )
     with atomic_output(preview, option="demo file") as temp:
-        sheet.save(temp)
+        save_png(sheet, temp, title)
     print(f"  wrote {preview}")
 
     written: dict[str, Path] = {}

@@ -44,16 +44,21 @@ __all__ = [
     "choose_channels",
     "choose_windows",
     "display_rgb",
+    "draw_title",
     "layout",
     "legend",
     "legend_entry_width",
     "render_preview",
     "run",
+    "save_png",
     "sheet_layout",
+    "title_lines",
 ]
 
 MARGIN, TITLE_HEIGHT, CAPTION_HEIGHT, LEGEND_ROW, LEGEND_ENTRY = 8, 26, 16, 20, 190
-"""Contact sheet geometry (pixels); a legend entry is at least LEGEND_ENTRY wide."""
+"""Contact sheet geometry (pixels); a legend entry is at least LEGEND_ENTRY wide. A title of
+one line takes TITLE_HEIGHT, each further line TITLE_LINE more (`title_lines` wraps it)."""
+TITLE_TOP, TITLE_LINE = 6, 16
 PANEL_GAP = 4
 """Pixels between the mask and prediction panels of one tile."""
 FONT_SIZE = 12
@@ -144,7 +149,7 @@ def run(args: argparse.Namespace) -> int:
     if out.parent != Path():
         out.parent.mkdir(parents=True, exist_ok=True)
     with atomic_output(out, option="--out") as temp:
-        sheet.save(temp)
+        save_png(sheet, temp, title)
     print(f"wrote {out} ({sheet.width} x {sheet.height} px): {len(indices)} of {len(sampler)} windows")
     return 0
 
@@ -163,26 +168,81 @@ class Layout:
     legend_entry: int
     panels: int = 1
     """Panels per tile, side by side ``PANEL_GAP`` apart (2: mask and prediction)."""
+    title: tuple[str, ...] = ()
+    """The title's lines, as drawn from `TITLE_TOP` (`title_lines`)."""
 
 
-def layout(count: int, tile: int, legend_entries: int, entry_width: int = LEGEND_ENTRY, panels: int = 1) -> Layout:
-    """The sheet's geometry: ``count`` tiles of ``panels`` x ``tile`` px, captions, a legend heading and rows."""
+def layout(
+    count: int,
+    tile: int,
+    legend_entries: int,
+    entry_width: int = LEGEND_ENTRY,
+    panels: int = 1,
+    title: str = "",
+) -> Layout:
+    """The sheet's geometry: ``title`` (wrapped to the sheet's width), ``count`` tiles of ``panels`` x ``tile``
+    px, captions, a legend heading and rows."""
     columns = max(1, min(count, math.ceil(math.sqrt(count))))
     rows = math.ceil(count / columns)
     tile_width = panels * tile + (panels - 1) * PANEL_GAP
     width = max(MARGIN + columns * (tile_width + MARGIN), 2 * entry_width + 2 * MARGIN)
+    lines = title_lines(title, width)
+    top = TITLE_HEIGHT + max(0, len(lines) - 1) * TITLE_LINE
     tiles = tuple(
         (
             MARGIN + (i % columns) * (tile_width + MARGIN),
-            TITLE_HEIGHT + (i // columns) * (tile + CAPTION_HEIGHT + MARGIN),
+            top + (i // columns) * (tile + CAPTION_HEIGHT + MARGIN),
         )
         for i in range(count)
     )
-    legend_top = TITLE_HEIGHT + rows * (tile + CAPTION_HEIGHT + MARGIN) + LEGEND_ROW  # below the heading
+    legend_top = top + rows * (tile + CAPTION_HEIGHT + MARGIN) + LEGEND_ROW  # below the heading
     per_row = max(1, (width - 2 * MARGIN) // entry_width)
     legend_rows = max(1, math.ceil(legend_entries / per_row))
     height = legend_top + legend_rows * LEGEND_ROW + MARGIN
-    return Layout(width, height, columns, tile, tiles, legend_top, per_row, entry_width, panels)
+    return Layout(width, height, columns, tile, tiles, legend_top, per_row, entry_width, panels, lines)
+
+
+def _font() -> Any:
+    return require("PIL.ImageFont", "Pillow").load_default(size=FONT_SIZE)
+
+
+def title_lines(title: str, width: int) -> tuple[str, ...]:
+    """``title`` in lines that fit a figure ``width`` px wide within its margins (a figure never cuts its title).
+
+    Lines break between words; a word wider than the room (a long path) is broken inside.
+    """
+    font, room = _font(), width - 2 * MARGIN
+    lines: list[str] = []
+    line = ""
+    for word in title.split():
+        candidate = f"{line} {word}" if line else word
+        if font.getlength(candidate) <= room:
+            line = candidate
+            continue
+        if line:
+            lines.append(line)
+        while font.getlength(word) > room and len(word) > 1:
+            cut = 1
+            while font.getlength(word[: cut + 1]) <= room:
+                cut += 1
+            lines.append(word[:cut])
+            word = word[cut:]
+        line = word
+    return (*lines, line) if line else tuple(lines)
+
+
+def save_png(picture: Any, path: Any, title: str) -> None:
+    """``picture`` as a PNG whose ``Title`` text is ``title`` (a viewer shows it; a test rebuilds the layout)."""
+    info = require("PIL.PngImagePlugin", "Pillow").PngInfo()
+    info.add_text("Title", title)
+    picture.save(path, format="PNG", pnginfo=info)
+
+
+def draw_title(draw: Any, lines: Sequence[str], top: int = TITLE_TOP) -> None:
+    """The title's ``lines`` (`title_lines`), TITLE_LINE apart from ``top`` at the left margin."""
+    font = _font()
+    for k, line in enumerate(lines):
+        draw.text((MARGIN, top + k * TITLE_LINE), line, fill=(0, 0, 0), font=font)
 
 
 @attrs.frozen
@@ -233,9 +293,10 @@ def legend(
     return Legend(heading, tuple(entries))
 
 
-def sheet_layout(count: int, tile: int, key: Legend, panels: int = 1) -> Layout:
+def sheet_layout(count: int, tile: int, key: Legend, panels: int = 1, title: str = "") -> Layout:
     """The `layout` of a sheet of ``count`` tiles with the legend ``key`` (its columns fit the longest entry)."""
-    return layout(count, tile, len(key.entries), legend_entry_width([text for _, text in key.entries]), panels)
+    width = legend_entry_width([text for _, text in key.entries])
+    return layout(count, tile, len(key.entries), width, panels, title)
 
 
 def legend_entry_width(texts: Sequence[str]) -> int:
@@ -395,13 +456,14 @@ def render_preview(
             raise CliError(f"{len(predictions)} prediction windows for {len(indices)} windows to preview")
         shown |= {int(c) for classes, _ in predictions for c in np.unique(classes)}
     colours = class_colours(sampler, sorted(shown))
-    geometry = sheet_layout(len(indices), tile, key, panels=1 if predictions is None else 2)
+    geometry = sheet_layout(len(indices), tile, key, panels=1 if predictions is None else 2, title=title)
 
     sheet = Image.new("RGB", (geometry.width, geometry.height), (255, 255, 255))
     draw = ImageDraw.Draw(sheet)
     font = ImageFont.load_default(size=FONT_SIZE)
-    draw.text((MARGIN, 6), title, fill=(0, 0, 0), font=font)
+    draw_title(draw, geometry.title)
     method = Image.Resampling.NEAREST if tile > sampler.patch_size else Image.Resampling.BOX
+    scene_of = getattr(sampler, "scene", None)  # catalogue windows (SceneSampler, a chip store of one)
     tiles = zip(geometry.tiles, indices, pictures, masks, invalids, dates)
     for n, ((x, y), i, picture, mask, invalid, date) in enumerate(tiles):
         panels = [(mask, invalid)]
@@ -413,7 +475,7 @@ def render_preview(
             if tinted.size != (tile, tile):
                 tinted = tinted.resize((tile, tile), method)
             sheet.paste(tinted, (x + p * (tile + PANEL_GAP), y))
-        scene = f"  scene {int(sampler.scene[i])}" if hasattr(sampler, "scene") else ""
+        scene = f"  scene {int(scene_of[i])}" if scene_of is not None else ""
         caption = f"#{i}{scene}  row {int(sampler.row_off[i])}  col {int(sampler.col_off[i])}{date}"
         draw.text((x, y + tile + 2), caption, fill=(40, 40, 40), font=font)
 

@@ -235,6 +235,21 @@ def _format_sources(sources: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
+def aligned(rows: Sequence[Sequence[str]], left: Sequence[int] = (0,)) -> list[str]:
+    """``rows`` (the first one the header) as text columns as wide as their widest cell.
+
+    Columns ``left`` are left-aligned (names), the others right-aligned (numbers), so a long
+    class name or a count of billions widens its column instead of pushing its row askew.
+    """
+    widths = [max(len(row[c]) for row in rows) for c in range(len(rows[0]))]
+    return [
+        "  ".join(
+            cell.ljust(w) if c in left else cell.rjust(w) for c, (cell, w) in enumerate(zip(row, widths))
+        ).rstrip()
+        for row in rows
+    ]
+
+
 def format_stats(stats: dict[str, Any], sampler: Any) -> str:
     """The printed report of `compute_stats`."""
     lines = [
@@ -242,12 +257,13 @@ def format_stats(stats: dict[str, Any], sampler: Any) -> str:
         f"({stats['pixels']:,} pixels) read in {stats['seconds']:.2f} s "
         f"({stats['windows'] / max(stats['seconds'], 1e-9):.0f} patches/s)",
         "",
-        f"{'class':<24} {'pixels':>14} {'frequency':>10} {'windows':>8} {'weight':>8}",
     ]
+    table = [["class", "pixels", "frequency", "windows", "weight"]]
     for row in stats["classes"]:
         label = row["label"] + (" (ignore)" if row["ignore"] else "") + ("" if row["declared"] else " (undeclared)")
         weight = "-" if row["weight"] is None else f"{row['weight']:.3f}"
-        lines.append(f"{label:<24} {row['pixels']:>14,} {row['frequency']:>10.2%} {row['windows']:>8} {weight:>8}")
+        table.append([label, f"{row['pixels']:,}", f"{row['frequency']:.2%}", str(row["windows"]), weight])
+    lines.extend(aligned(table))
     lines.append("")
     lines.append(
         f"no mask data (uncovered or nodata, decoded as class {stats['fill_value']}): "
@@ -278,11 +294,13 @@ def format_stats(stats: dict[str, Any], sampler: Any) -> str:
     if "scenes" in stats:
         classes = [row["class"] for row in stats["classes"]]
         lines.append("")
-        lines.append(f"per scene ({len(stats['scenes'])}): windows, then pixel share of each class " + str(classes))
+        lines.append(f"per scene ({len(stats['scenes'])}): windows, then the pixel share of each class")
+        table = [["scene", "windows", *(f"class {c}" for c in classes), "image"]]
         for row in stats["scenes"][:SCENE_LINES]:
             total = sum(row["pixels"].values())
-            shares = " ".join(f"{row['pixels'].get(str(c), 0) / total:7.2%}" if total else "      -" for c in classes)
-            lines.append(f"  scene {row['scene']:<5} {row['windows']:>7}  {shares}  {row['image']}")
+            shares = [f"{row['pixels'].get(str(c), 0) / total:.2%}" if total else "-" for c in classes]
+            table.append([str(row["scene"]), str(row["windows"]), *shares, str(row["image"])])
+        lines.extend("  " + line for line in aligned(table, left=(0, len(classes) + 2)))
         if len(stats["scenes"]) > SCENE_LINES:
             lines.append(f"  ... {len(stats['scenes']) - SCENE_LINES} more scene(s) in --json")
         lines.append("  (each scene's image sources, their coverage and band statistics: in --json)")

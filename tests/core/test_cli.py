@@ -37,6 +37,24 @@ def write_config(path: Path, **options: Any) -> Path:
     return path
 
 
+def tile_config(
+    folder: Path, image: np.ndarray, mask: np.ndarray, offsets: list[tuple[int, int]], patch_size: int, **options: Any
+) -> Path:
+    """``c.yaml`` over an image and a mask written on one Web Mercator tile's grid, and a windows table."""
+    transform = T.web_mercator_transform(12, 2176, 1460)
+    image_path = T.write_raster(folder / "image.tif", image, crs="EPSG:3857", transform=transform)
+    mask_path = T.write_raster(folder / "mask.tif", mask, crs="EPSG:3857", transform=transform)
+    windows = T.write_windows_table(folder / "w.csv", *zip(*offsets))
+    return write_config(
+        folder / "c.yaml",
+        image_mbtiles_path=str(image_path),
+        mask_path=str(mask_path),
+        crops_path=str(windows),
+        patch_size=patch_size,
+        **options,
+    )
+
+
 def sampler_of(config: Path) -> PatchSampler:
     return PatchSampler(**common.split_options(common.load_config(config), str(config)).sampler)
 
@@ -326,22 +344,9 @@ def test_stats_counts_equal_a_direct_count(tmp_path: Path, demo: dict[str, Any],
 
 
 def test_stats_counts_pixels_without_mask_data(tmp_path: Path, cli: CliRun) -> None:
-    transform = T.web_mercator_transform(12, 2176, 1460)
-    image = T.write_raster(
-        tmp_path / "image.tif", T.coordinate_bands(256, 256, "uint8"), crs="EPSG:3857", transform=transform
-    )
-    mask = T.write_raster(
-        tmp_path / "left.tif", np.full((1, 256, 64), 3, np.uint8), crs="EPSG:3857", transform=transform
-    )
-    windows = T.write_windows_table(tmp_path / "w.csv", [0, 0, 128, 128], [0, 128, 0, 128])
-    config = write_config(
-        tmp_path / "c.yaml",
-        image_mbtiles_path=str(image),
-        mask_path=str(mask),
-        crops_path=str(windows),
-        patch_size=128,
-        n_classes=4,
-    )
+    left = np.full((1, 256, 64), 3, np.uint8)  # a mask over the left quarter of the image only
+    offsets = [(0, 0), (0, 128), (128, 0), (128, 128)]
+    config = tile_config(tmp_path, T.coordinate_bands(256, 256, "uint8"), left, offsets, 128, n_classes=4)
     code, out, err = cli("stats", config, "--json", tmp_path / "s.json")
     assert code == 0 and "no mask data" in out, err
     assert err.startswith("warning: ") and "covers only 25.0%" in err  # the sampler's warning, as one line
@@ -828,3 +833,69 @@ def test_stats_reports_the_share_of_image_pixels_without_data(tmp_path: Path, cl
     assert code == 0 and (tile_row, tile_col) == (0, 256)
     assert stats["image_invalid_fraction"] == 0.25 and stats["image_invalid_sampled_windows"] == 4
     assert "image pixels without data" in out and "25.00%" in out and "ignore_invalid_image" in out
+
+
+def _column_ends(line: str, columns: int) -> list[int]:
+    """Where the last ``columns`` whitespace-separated fields of ``line`` end (right-aligned columns end together)."""
+    return [m.end() for m in re.finditer(r"\S+", line)][-columns:]
+
+
+def test_stats_columns_stay_aligned_for_long_class_names_and_wide_counts(tmp_path: Path, cli: CliRun) -> None:
+    """A class name longer than the old 24-character column and counts of millions kept every row's columns
+    under the header's (the printed table was ragged)."""
+    size = 2048  # 4 windows of 1024 px: class 3 covers 4 million pixels
+    classes = np.full((1, size, size), 3, np.uint8)
+    classes[:, :16, :16] = 1
+    names = ["background", "impervious surfaces and roads", "low vegetation", "trees and tall shrubs in parks"]
+    offsets = [(0, 0), (0, 1024), (1024, 0), (1024, 1024)]
+    image = np.zeros((1, size, size), np.uint8)
+    config = tile_config(tmp_path, image, classes, offsets, 1024, n_classes=4, class_names=names)
+    code, out, err = cli("stats", config)
+    assert code == 0, err
+    lines = out.splitlines()
+    header = next(n for n, line in enumerate(lines) if line.startswith("class "))
+    rows = lines[header + 1 : lines.index("", header)]
+    assert len(rows) == 4 and any("trees and tall shrubs in parks" in row for row in rows)
+    assert any("4,194,048" in row for row in rows), rows
+    ends = _column_ends(lines[header], 4)
+    for row in rows:
+        assert _column_ends(row, 4) == ends, "\n".join([lines[header], *rows])
+
+
+def _ink(picture: Image.Image) -> float:
+    """How much dark there is in a picture (a title's glyphs, wherever they are drawn)."""
+    return float((255 - np.asarray(picture.convert("L"), dtype=np.float64)).sum())
+
+
+def test_a_prediction_sheet_keeps_its_whole_title_inside_the_figure(tmp_path: Path) -> None:
+    """A one-tile prediction sheet is ~400 px wide; its title (config, image, mask, "left: mask, right:
+    prediction") is longer than that and was drawn on one line, its end cut off by the figure's edge."""
+    from PIL import ImageDraw, ImageFont
+
+    scene = T.CoordinateScene(tmp_path)
+    mask = scene.aligned_mask((np.indices((scene.size, scene.size)).sum(0) % 50 < 20).astype(np.uint8)[None])
+    sampler = PatchSampler(scene.image, mask, scene.windows([0], [0]), 96)
+    patch = sampler[0]
+    predictions = [(patch.mask, np.ones(patch.mask.shape, bool))]
+    title = (
+        "a_long_configuration_name.yaml: image.tif + mask aligned.tif, 1 of 1 windows, 96 px; "
+        "left: mask, right: prediction_of_the_tiny_model.tif"
+    )
+    sheet = preview.render_preview(sampler, [0], tile=96, title=title, progress_bar=False, predictions=predictions)
+    untitled = preview.render_preview(sampler, [0], tile=96, progress_bar=False, predictions=predictions)
+    font = ImageFont.load_default(size=preview.FONT_SIZE)
+    alone = Image.new("RGB", (round(font.getlength(title)) + 40, 40), (255, 255, 255))
+    ImageDraw.Draw(alone).text((10, 10), title, fill=(0, 0, 0), font=font)
+    assert _ink(alone) > 0
+    assert _ink(sheet) - _ink(untitled) == pytest.approx(_ink(alone), rel=0.03)  # every glyph is on the sheet
+
+    geometry = preview.sheet_layout(1, 96, preview.legend(sampler, [patch.mask], [~patch.mask_valid]), 2, title)
+    assert sheet.size == (geometry.width, geometry.height) and len(geometry.title) > 1
+    assert " ".join(geometry.title) == title
+    draw = ImageDraw.Draw(sheet)
+    first_tile_top = geometry.tiles[0][1]
+    for k, line in enumerate(geometry.title):
+        left, top, right, bottom = draw.textbbox(
+            (preview.MARGIN, preview.TITLE_TOP + k * preview.TITLE_LINE), line, font=font
+        )
+        assert 0 <= left and right <= sheet.width - preview.MARGIN and 0 <= top and bottom <= first_tile_top

@@ -217,6 +217,20 @@ def test_shown_outputs_are_checked_with_decimals_and_timings_masked(
     examples._check_output(code, timing, "  9 files in 3 s, 20 patches/s\n", tmp_path)
 
 
+def test_updating_outputs_rewrites_stale_numbers_too(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """--update-outputs regenerates every shown output, its decimals too: a masked comparison had kept
+    Getting started's "pixel accuracy 0.706, mean IoU 0.177" beside the CLI's 0.933 / 0.706 for the
+    same prediction (issue #23, new user 8: the page must show the model that learns)."""
+    monkeypatch.setenv("CROSSGEO_UPDATE_OUTPUTS", "1")
+    monkeypatch.setattr(examples, "OUTPUTS", {})
+    code = examples.Block("page.md", 1, "python", "print(1)\n")
+    shown = examples.Block("page.md", 5, "text", "pixel accuracy 0.706, mean IoU 0.177\n", '```text title="Output"')
+    examples._check_output(code, shown, "pixel accuracy 0.706, mean IoU 0.177\n", tmp_path)
+    assert examples.OUTPUTS == {}  # the same text: nothing to rewrite
+    examples._check_output(code, shown, "pixel accuracy 0.933, mean IoU 0.706\n", tmp_path)
+    assert examples.OUTPUTS == {("page.md", 5): "pixel accuracy 0.933, mean IoU 0.706\n"}
+
+
 def test_every_getting_started_step_shows_its_output() -> None:
     """Each python/console step of Getting started is followed by its shown output (but the preview's picture)."""
     blocks = examples.blocks_of(ROOT / "docs" / "getting-started.md")

@@ -181,3 +181,40 @@ def test_the_skip_tally_reports_an_epoch_once_its_last_window_is_done(
             tally.started(1)
             tally.finished(1)
     assert "epoch 1" not in caplog.text  # nothing skipped: nothing said
+
+
+def test_features_outside_the_image_are_refused_naming_both_bounds_crss_and_the_fix(scene: Scene) -> None:
+    """Points written in lon/lat but labelled EPSG:3857 land near (0, 0), far from the image: the sampler
+    is empty (a warning, as in the original), and iterating it names the image's and the features' bounds
+    and CRSs and what to do, instead of torch's ``num_samples=0``."""
+    mask = scene.aligned_mask(np.zeros((1, scene.size, scene.size), np.uint8))
+    west, south, east, north = scene.lonlat_bounds
+    points = T.write_points(
+        scene.path("points.gpkg"), [west + 0.001, east - 0.001], [south + 0.001, north - 0.001], crs="EPSG:3857"
+    )
+    sampler = PatchSampler(scene.image, mask, points, SIZE)
+    assert len(sampler) == 0 and sampler.index.report.outside_dropped == 2
+    with pytest.raises(WindowError) as caught:
+        plan_loader(sampler, where="here")
+    text = " ".join(str(caught.value).split())
+    assert "here: there are no windows to iterate" in text
+    assert f"The image {scene.image} covers (" in text and "in EPSG:3857" in text
+    bounds = tuple(round(v, 6) for v in (west + 0.001, south + 0.001, east - 0.001, north - 0.001))
+    features = f"The 2 feature(s) of {points} cover {bounds} (left, bottom, right, top) in EPSG:3857."
+    assert features in text, text
+    assert "all outside the image (2 dropped)" in text
+    assert "reproject the features" in text and "crops_layer" in text
+
+
+def test_the_features_extent_survives_the_window_index_cache(scene: Scene) -> None:
+    mask = scene.aligned_mask(np.zeros((1, scene.size, scene.size), np.uint8))
+    west, south, east, north = scene.lonlat_bounds
+    points = T.write_points(scene.path("points.gpkg"), [west, east], [south, north], crs="EPSG:4326")
+    cache = scene.path("windows.parquet")
+    built = PatchSampler(scene.image, mask, points, SIZE, window_index_cache=cache)
+    reused = PatchSampler(scene.image, mask, points, SIZE, window_index_cache=cache)
+    assert reused.windows_info.from_cache and not built.windows_info.from_cache
+    extent = built.index.report.features
+    assert extent is not None and extent.count == 2 and extent.crs == "EPSG:4326"
+    assert extent.bounds == tuple(round(v, 6) for v in (west, south, east, north))
+    assert reused.index.report.features == extent
