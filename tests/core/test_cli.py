@@ -225,12 +225,22 @@ def test_install_hint_names_the_extra() -> None:
 
 
 def expected_layout(
-    sampler: PatchSampler, indices: list[int], tile: int, class_names: dict[int, str] | None = None
+    sampler: PatchSampler,
+    indices: list[int],
+    tile: int,
+    class_names: dict[int, str] | None = None,
+    png: Path | None = None,
 ) -> preview.Layout:
-    """The sheet's geometry with the legend of exactly these windows' patches."""
+    """The sheet's geometry with the legend of exactly these windows' patches (and the title ``png`` carries:
+    a title wrapped to two lines moves the tiles down)."""
     patches = [sampler[i] for i in indices]
     key = preview.legend(sampler, [p.mask for p in patches], [~p.mask_valid for p in patches], class_names)
-    return preview.sheet_layout(len(indices), tile, key)
+    return preview.sheet_layout(len(indices), tile, key, title=sheet_title(png))
+
+
+def sheet_title(png: Path | None) -> str:
+    """The title a preview PNG carries in its ``Title`` text chunk ("" without one)."""
+    return "" if png is None else str(Image.open(png).info.get("Title", ""))
 
 
 def check_sheet(png: Path, sampler: PatchSampler, indices: list[int], tile: int, alpha: float) -> None:
@@ -238,7 +248,7 @@ def check_sheet(png: Path, sampler: PatchSampler, indices: list[int], tile: int,
     sheet = np.asarray(Image.open(png).convert("RGB")).astype(np.int64)
     classes = sorted(set(common.declared_classes(sampler)))
     colours = common.class_colours(sampler, classes)
-    for (x, y), i in zip(preview.layout(len(indices), tile, 1).tiles, indices):
+    for (x, y), i in zip(preview.layout(len(indices), tile, 1, title=sheet_title(png)).tiles, indices):
         patch = sampler[i]
         shown = sheet[y : y + tile, x : x + tile]
         picture = np.repeat(patch.image[:1], 3, 0) if patch.image.shape[0] < 3 else patch.image[:3]
@@ -292,7 +302,7 @@ def test_preview_single_band_uint16_and_four_band_images(tmp_path: Path, bands: 
     code, _, err = cli("preview", config, "--out", png, "--tile", 64)
     assert code == 0, err
     sheet = np.asarray(Image.open(png).convert("RGB"))
-    geometry = expected_layout(sampler_of(config), [0, 1, 2], 64)
+    geometry = expected_layout(sampler_of(config), [0, 1, 2], 64, png=png)
     assert sheet.shape[:2] == (geometry.height, geometry.width)
     tiles = np.stack([sheet[y : y + 64, x : x + 64] for x, y in geometry.tiles])
     if bands == 1:
