@@ -39,6 +39,7 @@ from crossgeo.io import (
     SourcePlan,
     is_remote,
     mask_interior,
+    mask_lookup,
     mask_view_for,
     missing_parts,
     open_raster,
@@ -840,7 +841,10 @@ def _mask_source_plan(mask: MaskInfo, grid: Grid, tolerance: float | None, grid_
     view = "aligned"
     if mask.offset is None:
         bands = len(mask.data_bands) + 1  # the data bands and the alpha band (the mask's own or an added one)
+        # (Chosen, and CROSSGEO_MASK_CACHE_BYTES checked, even when the lookup below replaces it.)
         view = mask_view_for(grid, bands, raster.dtypes[0], views=grid_views, block_cache_bytes=None)
+        if mask_lookup(raster, grid, len(mask.data_bands)):
+            view = "lookup"  # exact, no warp and no cache: rows and columns looked up (crossgeo.io.lookup_axes)
     if view in ("grid", "blocks"):
         # Exact per-pixel transforms: the warp runs once per block, and each pixel then gets
         # the same value whichever window or region reads it.
