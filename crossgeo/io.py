@@ -14,7 +14,10 @@
   configuration can silence them; the trap is installed when crossgeo first opens a
   raster, not at import, and leaves every logger as the application configured it.
 * A source reaches the reference grid by a plain windowed read when the grids coincide (the
-  aligned fast path), else through one of three views (`mask_view_for`):
+  aligned fast path); a mask whose warp separates into rows and columns (same CRS on another
+  grid, EPSG:4326 on Web Mercator) by a plain window of it and a row and column lookup with
+  the exact warp's pixels (`lookup_axes`, the ``"lookup"`` view); else through one of three
+  views (`mask_view_for`):
   one ``WarpedVRT`` over the whole reference grid per reader when its warped blocks fit
   GDAL's block cache (they are then reused across windows and epochs); the same view read
   in `MASK_BLOCK` blocks kept by crossgeo (`MaskBlockCache`, a mask only) when they fit
