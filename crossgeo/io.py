@@ -35,6 +35,7 @@ import functools
 import logging
 import math
 import os
+import queue
 import threading
 import time
 import uuid
@@ -1512,6 +1513,11 @@ class StripWriter:
     (or leaving a ``with`` block by an exception) deletes it. ``finish(cog=True)`` rewrites
     it with GDAL's COG driver (overviews included) before the rename. A failed write (a full
     disk says so) is a `crossgeo.errors.WriteError` naming the file and ``option``.
+
+    ``behind`` > 0 writes on a thread of its own, up to that many writes queued behind the caller:
+    GDAL compresses and writes the tiles without the GIL while the caller computes the next strip.
+    `write` then takes ownership of ``data`` (the caller must not change it afterwards); a failed
+    write is raised by the next `write` or by `finish`, and nothing after it is written.
     """
 
     def __init__(
@@ -1525,6 +1531,7 @@ class StripWriter:
         overwrite: bool = False,
         option: str = "out_path",
         compress: str = "deflate",
+        behind: int = 0,
     ) -> None:
         self.path = check_output_path(path, overwrite=overwrite, option=option)
         self.compress = compress
@@ -1534,6 +1541,8 @@ class StripWriter:
         # A failure with less than two tiles of free space left is a full disk (GDAL gives no errno).
         self.tile_bytes = 2 * OUTPUT_BLOCK * OUTPUT_BLOCK * count * np.dtype(dtype).itemsize
         self.dataset: Any = None
+        self._queue: queue.Queue[tuple[np.ndarray, int, int] | None] | None = None
+        self._failure: BaseException | None = None
         ensure_gdal_env()
         try:
             self.partial = str(self.output.temporary())
@@ -1563,6 +1572,31 @@ class StripWriter:
                 f"{option} {self.path!r} cannot be written ({gdal_message(error.__cause__ or error)}); "
                 "choose a folder you can write to."
             ) from error
+        if behind > 0:
+            self._queue = queue.Queue(maxsize=behind)
+            self._thread = threading.Thread(target=self._drain, name="crossgeo-strip-writer", daemon=True)
+            self._thread.start()
+
+    def _drain(self) -> None:
+        """The writer thread: write what is queued, in order, until None; after a failure only drain."""
+        ensure_gdal_env()
+        queued = self._queue
+        assert queued is not None
+        while (item := queued.get()) is not None:
+            if self._failure is None:
+                try:
+                    self._write(*item)
+                except BaseException as error:  # raised in the caller's thread by write/finish
+                    self._failure = error
+
+    def _stop(self) -> None:
+        """Wait until every queued write is done and end the writer thread; raise its failure, if any."""
+        if self._queue is not None and self._thread.is_alive():
+            self._queue.put(None)
+            self._thread.join()
+        if self._failure is not None:
+            failure, self._failure = self._failure, None
+            raise failure
 
     @contextmanager
     def _checked(self) -> Iterator[None]:
@@ -1577,7 +1611,15 @@ class StripWriter:
             raise self.output.failed(RasterioIOError("; ".join(caught)), self.tile_bytes)
 
     def write(self, data: np.ndarray, row_off: int, col_off: int = 0) -> None:
-        """Write (bands, rows, cols) ``data`` with its top-left pixel at ``(row_off, col_off)``."""
+        """Write (bands, rows, cols) ``data`` with its top-left pixel at ``(row_off, col_off)`` (queued: ``behind``)."""
+        if self._queue is None:
+            self._write(data, row_off, col_off)
+            return
+        if self._failure is not None:
+            self._stop()
+        self._queue.put((data, row_off, col_off))
+
+    def _write(self, data: np.ndarray, row_off: int, col_off: int) -> None:
         _, rows, cols = data.shape
         with self._checked():
             self.dataset.write(data, window=Window(col_off, row_off, cols, rows))
@@ -1585,6 +1627,7 @@ class StripWriter:
     def finish(self, *, cog: bool = False, overview_resampling: str = "nearest") -> str:
         """Close, optionally convert to a Cloud-Optimized GeoTIFF, and move to the final name."""
         try:
+            self._stop()
             with self._checked():
                 self.dataset.close()
             if cog:
@@ -1607,6 +1650,8 @@ class StripWriter:
 
     def abort(self) -> None:
         """Close and delete the partial file."""
+        with contextlib.suppress(Exception):  # the failure that led here is being raised already
+            self._stop()
         if self.dataset is not None and not self.dataset.closed:
             with contextlib.suppress(RasterioError, OSError):  # closing flushes: a full disk fails again
                 self.dataset.close()
