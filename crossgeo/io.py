@@ -565,6 +565,8 @@ class SourcePlan:
     dtype: str
     """The dtype the data are returned in (an image's output dtype, a mask's own dtype)."""
     view: str = "aligned"
+    lookup_whole: bool = False
+    """Lookup view: the whole source is read once into `MaskBlockCache` and every window gathered from it."""
     shift: tuple[int, int] = (0, 0)
     """Aligned view: ``(rows, cols)`` of reference pixel (0, 0) on the source's grid."""
     fill: float = 0.0
@@ -761,8 +763,27 @@ def mask_lookup(raster: Any, grid: Grid, data_bands: int) -> bool:
     return lookup_axes(raster, grid) is not None
 
 
+def lookup_keeps_whole(raster: Any, data_bands: int, *, views: int = 1) -> bool:
+    """Whether the ``"lookup"`` view keeps the whole mask in `mask_blocks` (`SourcePlan.lookup_whole`).
+
+    When ``views`` such masks (a catalogue's scenes) fit its byte bound together: a window is then two
+    gathers from memory, with no read call; else each window reads the part of the mask it needs.
+    """
+    size = raster.height * raster.width * data_bands * np.dtype(raster.dtypes[0]).itemsize
+    return views * size <= mask_blocks.max_bytes
+
+
 OUTSIDE_GRID = -2
 """`_lookup_window`'s index of a window position outside the reference grid (-1: outside the source)."""
+
+
+def _simple_axis(axis: np.ndarray) -> bool:
+    """Whether a `lookup_axes` array's source indices run one way without a gap (-1 only at its ends)."""
+    at = np.flatnonzero(axis >= 0)
+    if at.size < 2:
+        return True
+    steps = np.diff(axis[at])
+    return bool(at[-1] - at[0] + 1 == at.size and ((steps >= 0).all() or (steps <= 0).all()))
 
 
 def _lookup_window(axis: np.ndarray, off: int, size: int) -> np.ndarray:
@@ -841,7 +862,7 @@ class SourceReader:
         self.interior = _MaskInterior(plan.interior, patch_size) if plan.interior is not None else None
         self.outside_value = 0  # what the warper leaves where it writes nothing (rasterio's WarpedVRT with alpha)
         self.block = MASK_BLOCK
-        self.block_source = self._block_key() if plan.view == "blocks" else -1
+        self.block_source = self._block_key() if plan.view in ("blocks", "lookup") else -1
         if plan.view == "lookup":
             axes = lookup_axes(self.dataset, grid)
             if axes is None:
@@ -850,6 +871,7 @@ class SourceReader:
                     "built (was the file replaced?); build the sampler again."
                 )
             self.rows, self.cols = axes
+            self.simple_axes = _simple_axis(self.rows) and _simple_axis(self.cols)
 
     def close(self) -> None:
         if self.view is not self.dataset:
@@ -878,7 +900,7 @@ class SourceReader:
     def _block_key(self) -> int:
         """This source's number in `mask_blocks` (same file, bands, grid and warp: same blocks)."""
         plan, grid = self.plan, self.grid
-        key: tuple[Any, ...] = (self.block, plan.path, plan.bands, plan.dtype, plan.alpha, plan.nodata)
+        key: tuple[Any, ...] = (plan.view, self.block, plan.path, plan.bands, plan.dtype, plan.alpha, plan.nodata)
         key += (plan.warp_nodata, plan.warp_alpha)
         key += (plan.nodata_in_alpha, plan.resampling, plan.tolerance, tuple(grid.transform), str(grid.crs))
         if not is_remote(plan.path):  # a file rewritten in place gets new blocks
@@ -961,14 +983,40 @@ class SourceReader:
                 invalid = _union(invalid, no_data)
         return data, invalid
 
+    def _whole_source(self) -> np.ndarray | None:
+        """The source's data bands kept in `mask_blocks` (read on first use), or None when the plan keeps none."""
+        if not self.plan.lookup_whole:
+            return None
+        key = (self.block_source, -1, -1)
+        kept = mask_blocks.get(key)
+        if kept is None:
+            kept = (self.dataset.read(list(self.plan.bands)), None)
+            mask_blocks.put(key, kept)
+        return kept[0]
+
     def _read_lookup(self, row_off: int, col_off: int, height: int, width: int) -> tuple[np.ndarray, np.ndarray | None]:
-        """The window as the source's rows and columns picked by `lookup_axes` from one plain read: no warp.
+        """The window as the source's rows and columns picked by `lookup_axes` from one plain read (or from
+        the whole source kept in memory, `SourcePlan.lookup_whole`): no warp.
 
         Pixels outside the reference grid hold the fill value, those outside the source the warper's
         (nodata, else 0); both are invalid, as in the ``"grid"`` view, and so are nodata pixels.
         """
         plan = self.plan
         rows, cols = _lookup_window(self.rows, row_off, height), _lookup_window(self.cols, col_off, width)
+        if self.simple_axes and min(rows[0], rows[-1], cols[0], cols[-1]) >= 0:
+            # Nearly every window: wholly on the source, whose rows and columns run one way without gaps.
+            r0, r1 = sorted((int(rows[0]), int(rows[-1])))
+            c0, c1 = sorted((int(cols[0]), int(cols[-1])))
+            whole = self._whole_source()
+            if whole is None:
+                source = self.dataset.read(list(plan.bands), window=Window(c0, r0, c1 - c0 + 1, r1 - r0 + 1))
+            else:
+                source = whole[:, r0 : r1 + 1, c0 : c1 + 1]
+            data = source[:, rows - r0][:, :, cols - c0].astype(self.dtype, copy=False)
+            no_data = nodata_pixels(data, plan.nodata)
+            if no_data is not None and no_data.any():
+                data[:, no_data] = self.outside_value
+            return data, no_data
         inside_rows, inside_cols = rows >= 0, cols >= 0
         bands = len(plan.bands)
         if not (inside_rows.any() and inside_cols.any()):
@@ -978,7 +1026,11 @@ class SourceReader:
             used_rows, used_cols = rows[inside_rows], cols[inside_cols]
             r0, c0 = int(used_rows.min()), int(used_cols.min())
             window = Window(c0, r0, int(used_cols.max()) - c0 + 1, int(used_rows.max()) - r0 + 1)
-            source = self.dataset.read(list(plan.bands), window=window)
+            whole = self._whole_source()
+            if whole is None:
+                source = self.dataset.read(list(plan.bands), window=window)
+            else:  # a view of the source kept in memory
+                source = whole[:, r0 : r0 + window.height, c0 : c0 + window.width]
             local_rows = np.where(inside_rows, rows - r0, 0)
             local_cols = np.where(inside_cols, cols - c0, 0)
             # Rows, then columns: two 1-D gathers are ~8x faster than one broadcast (rows x cols) gather.

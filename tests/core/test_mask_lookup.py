@@ -24,8 +24,13 @@ SIZE = 64
 PAD = 40
 
 
-def sampler(scene: CoordinateScene, mask: Path, view: str, monkeypatch: pytest.MonkeyPatch, **options: Any) -> Any:
+def sampler(
+    scene: CoordinateScene, mask: Path, view: str, monkeypatch: pytest.MonkeyPatch, whole: bool = False, **options: Any
+) -> Any:
+    """``whole``: the lookup view keeps the whole mask in memory (else it reads a window of it per read)."""
     T.force_mask_view(monkeypatch, view)
+    if whole:
+        monkeypatch.setattr(crossgeo.io.mask_blocks, "max_bytes", 2**40)
     return PatchSampler(scene.image, mask, scene.windows([0], [0]), SIZE, n_classes=256, out_of_range="fill", **options)
 
 
@@ -38,8 +43,13 @@ def assert_same_as_the_grid_view(
     scene: CoordinateScene, mask: Path, monkeypatch: pytest.MonkeyPatch, **options: Any
 ) -> None:
     grid = sampler(scene, mask, "grid", monkeypatch, **options)
-    lookup = sampler(scene, mask, "lookup", monkeypatch, **options)
-    assert (lookup.mask_view, grid.mask_view) == ("lookup", "grid")
+    for whole in (False, True):
+        lookup = sampler(scene, mask, "lookup", monkeypatch, whole, **options)
+        assert (lookup.mask_view, grid.mask_view, lookup._plan.mask.lookup_whole) == ("lookup", "grid", whole)
+        assert_same_reads(scene, lookup, grid)
+
+
+def assert_same_reads(scene: CoordinateScene, lookup: PatchSampler, grid: PatchSampler) -> None:
     n = scene.size + 2 * PAD
     (want, want_invalid), (got, got_invalid) = raw(grid, -PAD, -PAD, n, n), raw(lookup, -PAD, -PAD, n, n)
     np.testing.assert_array_equal(got_invalid, want_invalid)
@@ -151,9 +161,13 @@ def test_lookup_axes_of_the_web_mercator_scene_match_a_per_pixel_transform(scene
     np.testing.assert_array_equal(np.floor(mcol + 1e-10).reshape(rows.shape), np.broadcast_to(axes[1], rows.shape))
 
 
-def test_threads_read_the_lookup_view_alike(scene: CoordinateScene, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("whole", [False, True], ids=["windows", "whole"])
+def test_threads_read_the_lookup_view_alike(
+    scene: CoordinateScene, monkeypatch: pytest.MonkeyPatch, whole: bool
+) -> None:
     """Threads that come and go (each with its own reader, or adopting an ended thread's) read the same patches."""
     T.force_mask_view(monkeypatch, "lookup")
+    monkeypatch.setattr(crossgeo.io, "mask_blocks", crossgeo.io.MaskBlockCache(2**40 if whole else 0))
     rng = np.random.default_rng(8)
     offsets = rng.integers(-SIZE // 2, scene.size - SIZE // 2, (24, 2)).tolist()
     lookup = PatchSampler(scene.image, scene.lonlat_mask(), scene.windows(*zip(*offsets)), SIZE, n_classes=4)
