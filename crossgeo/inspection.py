@@ -39,7 +39,9 @@ from crossgeo.io import (
     ReadPlan,
     SourcePlan,
     is_remote,
+    lookup_keeps_whole,
     mask_interior,
+    mask_lookup,
     mask_view_for,
     missing_parts,
     open_raster,
@@ -866,10 +868,16 @@ def _stacked_source_plan(image: ImageInfo, at: int, grid_views: int) -> SourcePl
 def _mask_source_plan(mask: MaskInfo, grid: Grid, tolerance: float | None, grid_views: int) -> SourcePlan:
     """The mask read plainly when the grids coincide, else warped nearest-neighbour (`mask_view_for`)."""
     raster = mask.raster
-    view = "aligned"
+    view, lookup_whole = "aligned", False
     if mask.offset is None:
         bands = len(mask.data_bands) + 1  # the data bands and the alpha band (the mask's own or an added one)
+        # (Chosen, and CROSSGEO_MASK_CACHE_BYTES checked, even when the lookup below replaces it.)
         view = mask_view_for(grid, bands, raster.dtypes[0], views=grid_views, block_cache_bytes=None)
+        if mask_lookup(raster, grid, len(mask.data_bands)):
+            # Exact without a warp: rows and columns looked up (crossgeo.io.lookup_axes) in the whole mask kept
+            # in crossgeo's block cache when every scene's mask fits it together, else in a window read per patch.
+            view = "lookup"
+            lookup_whole = lookup_keeps_whole(raster, len(mask.data_bands), views=grid_views)
     if view in ("grid", "blocks"):
         # Exact per-pixel transforms: the warp runs once per block, and each pixel then gets
         # the same value whichever window or region reads it.
@@ -881,6 +889,7 @@ def _mask_source_plan(mask: MaskInfo, grid: Grid, tolerance: float | None, grid_
         bands=mask.data_bands,
         dtype=raster.dtypes[0],
         view=view,
+        lookup_whole=lookup_whole,
         shift=mask.offset if mask.offset is not None else (0, 0),
         alpha=raster.alpha,
         nodata=raster.nodata,

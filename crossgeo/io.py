@@ -15,8 +15,10 @@
   raster, not at import, and leaves every logger as the application configured it.
 * A source reaches the reference grid by a plain windowed read when the grids coincide (the
   aligned fast path) - or, for an image source with nearest resampling whose pixels are whole
-  blocks of reference pixels, a plain read of its own pixels, each repeated (``"scaled"``) -
-  else through one of three views (`mask_view_for`):
+  blocks of reference pixels, a plain read of its own pixels, each repeated (``"scaled"``); a
+  mask whose warp separates into rows and columns (same CRS on another grid, EPSG:4326 on Web
+  Mercator) by a plain window of it and a row and column lookup with the exact warp's pixels
+  (`lookup_axes`, the ``"lookup"`` view); else through one of three views (`mask_view_for`):
   one ``WarpedVRT`` over the whole reference grid per reader when its warped blocks fit
   GDAL's block cache (they are then reused across windows and epochs); the same view read
   in `MASK_BLOCK` blocks kept by crossgeo (`MaskBlockCache`, a mask only) when they fit
@@ -34,6 +36,7 @@ import functools
 import logging
 import math
 import os
+import queue
 import threading
 import time
 import uuid
@@ -375,8 +378,14 @@ window): 0.125 (GDAL's default) and down to 0.01: 99.45 %, ~2 ms; 0.001: 99.97 %
 99.992 %, 4.4 ms; exact transforms (`EXACT_TOLERANCE`): 100 %, 22 ms."""
 
 
-VIEWS = ("aligned", "scaled", "grid", "blocks", "window")
+VIEWS = ("aligned", "scaled", "lookup", "grid", "blocks", "window")
 """How a source reaches the reference grid (`SourcePlan.view`)."""
+
+LOOKUP_VIEW = True
+"""Whether a mask whose warp separates into rows and columns is read through `lookup_axes` (tests turn it off)."""
+GDAL_NEAREST_EPSILON = 1e-10
+"""GDAL's nearest-neighbour warp kernel reads source pixel ``int(x + 1e-10)`` for a source coordinate ``x >= 0``."""
+
 
 MASK_BLOCK = 512
 """Side in reference pixels of the warped mask blocks `MaskBlockCache` keeps (the ``"blocks"`` view).
@@ -567,6 +576,8 @@ class SourcePlan:
     dtype: str
     """The dtype the data are returned in (an image's output dtype, a mask's own dtype)."""
     view: str = "aligned"
+    lookup_whole: bool = False
+    """Lookup view: the whole source is read once into `MaskBlockCache` and every window gathered from it."""
     shift: tuple[int, int] = (0, 0)
     """Aligned view: ``(rows, cols)`` of reference pixel (0, 0) on the source's grid; scaled view: in
     reference pixels counted from the source's origin (`crossgeo.grid.scaled_offset`)."""
@@ -682,6 +693,124 @@ def mask_view_for(
     return "blocks" if block_cache_bytes and kept <= block_cache_bytes else "window"
 
 
+def lookup_axes(source: Any, grid: Grid) -> tuple[np.ndarray, np.ndarray] | None:
+    """The source row of every reference row and the source column of every reference column (-1: outside),
+    when a nearest-neighbour warp of ``source`` onto ``grid`` separates into rows and columns; else None.
+
+    That is the case of a north-up source whose CRS maps the grid's x to its own x and y to y independently:
+    the same CRS at another resolution or origin, longitude/latitude onto (Web) Mercator and back. A mask in
+    EPSG:4326 on an EPSG:3857 image is then read as a plain window of the source and two index lookups - no
+    warp, no cache - with the pixels of GDAL's exact warp (`EXACT_TOLERANCE`, the ``"grid"`` view): GDAL reads
+    for a reference pixel centre with source coordinates ``(x, y)`` the pixel ``(int(y + 1e-10), int(x + 1e-10))``
+    (`GDAL_NEAREST_EPSILON`), none when ``x < 0``, ``y < 0`` or past the source's size; so does this.
+
+    The separation is checked, not assumed: the source x of every reference column is computed on the
+    grid's first, middle and last rows and must be bit-identical on all three (and likewise the source y of
+    every row on three columns). None also for a rotated grid, a source across the antimeridian and a failed
+    transform. Coordinates are those of the exact transform, so a pixel centre exactly on a source pixel edge
+    (grids related by whole ratios) goes to the pixel after it, as GDAL's rule says; GDAL's own coordinates
+    carry rounding noise (~1e-10 pixels for a geographic source) that could, in principle, split such a tie
+    the other way: on the benchmark scene (630 of its 8192 columns are such ties) and the tests' scenes
+    every pixel agrees.
+
+    Args:
+        source: An open rasterio dataset or a `RasterInfo` (``crs``, ``transform``, ``width``, ``height``).
+        grid: The reference grid.
+    """
+    t, g = source.transform, grid.transform
+    if (
+        t.b != 0
+        or t.d != 0
+        or g.b != 0
+        or g.d != 0
+        or t.a == 0
+        or t.e == 0
+        or (source.crs is None) != (grid.crs is None)
+    ):
+        return None
+    # Pixel centres in the grid's CRS, as GDAL computes them (x0 + (col + 0.5) * dx; the rotation terms are 0).
+    xs = g.c + (np.arange(grid.width) + 0.5) * g.a
+    ys = g.f + (np.arange(grid.height) + 0.5) * g.e
+    if source.crs is not None and source.crs != grid.crs:
+        if source.crs.is_geographic and (
+            min(source.bounds[0], source.bounds[2]) < -180 or max(source.bounds[0], source.bounds[2]) > 180
+        ):
+            return None  # GDAL may wrap longitudes across the antimeridian
+        picks = sorted({0, grid.height // 2, grid.height - 1}), sorted({0, grid.width // 2, grid.width - 1})
+        with np.errstate(all="ignore"):
+            along_x = [
+                np.asarray(warp_transform(grid.crs, source.crs, xs, np.full(xs.shape, ys[i]))[0]) for i in picks[0]
+            ]
+            along_y = [
+                np.asarray(warp_transform(grid.crs, source.crs, np.full(ys.shape, xs[j]), ys)[1]) for j in picks[1]
+            ]
+        if any(not np.array_equal(along_x[0], other) for other in along_x[1:]) or any(
+            not np.array_equal(along_y[0], other) for other in along_y[1:]
+        ):
+            return None
+        xs, ys = along_x[0], along_y[0]
+    inverse = ~t
+    axes = []
+    for coords, scale, offset, size in (
+        (ys, inverse.e, inverse.f, source.height),
+        (xs, inverse.a, inverse.c, source.width),
+    ):
+        with np.errstate(all="ignore"):
+            at = offset + coords * scale  # GDAL's inverse geotransform (the other term is 0)
+        if not np.all(np.isfinite(at)):
+            return None
+        index = np.floor(at + GDAL_NEAREST_EPSILON)
+        axes.append(np.where((at >= 0) & (index < size), index, -1).astype(np.intp))
+    return axes[0], axes[1]
+
+
+def mask_lookup(raster: Any, grid: Grid, data_bands: int) -> bool:
+    """Whether a warped mask is read through `lookup_axes` (the ``"lookup"`` view), before `mask_view_for`'s views.
+
+    A mask without an alpha or mask band (the warper's handling of those is not reproduced) whose nodata, if
+    any, marks a single band, and whose warp separates into rows and columns (`lookup_axes`).
+    """
+    if not LOOKUP_VIEW or raster.alpha is not None or raster.mask_band:
+        return False
+    if raster.nodata is not None and (data_bands != 1 or raster.count != 1):
+        return False
+    return lookup_axes(raster, grid) is not None
+
+
+def lookup_keeps_whole(raster: Any, data_bands: int, *, views: int = 1) -> bool:
+    """Whether the ``"lookup"`` view keeps the whole mask in `mask_blocks` (`SourcePlan.lookup_whole`).
+
+    When ``views`` such masks (a catalogue's scenes) fit its byte bound together: a window is then two
+    gathers from memory, with no read call; else each window reads the part of the mask it needs.
+    """
+    size = raster.height * raster.width * data_bands * np.dtype(raster.dtypes[0]).itemsize
+    return views * size <= mask_blocks.max_bytes
+
+
+OUTSIDE_GRID = -2
+"""`_lookup_window`'s index of a window position outside the reference grid (-1: outside the source)."""
+
+
+def _simple_axis(axis: np.ndarray) -> bool:
+    """Whether a `lookup_axes` array's source indices run one way without a gap (-1 only at its ends)."""
+    at = np.flatnonzero(axis >= 0)
+    if at.size < 2:
+        return True
+    steps = np.diff(axis[at])
+    return bool(at[-1] - at[0] + 1 == at.size and ((steps >= 0).all() or (steps <= 0).all()))
+
+
+def _lookup_window(axis: np.ndarray, off: int, size: int) -> np.ndarray:
+    """``axis[off : off + size]`` of a `lookup_axes` array, `OUTSIDE_GRID` where the window leaves the grid."""
+    if off >= 0 and off + size <= axis.size:
+        return axis[off : off + size]
+    out = np.full(size, OUTSIDE_GRID, dtype=axis.dtype)
+    start, stop = overlap(off, size, axis.size)
+    if start < stop:
+        out[start - off : stop - off] = axis[start:stop]
+    return out
+
+
 def _read_filled(
     dataset: Any,
     indexes: list[int],
@@ -745,8 +874,18 @@ class SourceReader:
         self.alpha_at = self.indexes.index(self.alpha) if self.alpha is not None else None
         self.check_nodata = not (self.added_alpha and plan.nodata_in_alpha)
         self.interior = _MaskInterior(plan.interior, patch_size) if plan.interior is not None else None
+        self.outside_value = 0  # what the warper leaves where it writes nothing (rasterio's WarpedVRT with alpha)
         self.block = MASK_BLOCK
-        self.block_source = self._block_key() if plan.view == "blocks" else -1
+        self.block_source = self._block_key() if plan.view in ("blocks", "lookup") else -1
+        if plan.view == "lookup":
+            axes = lookup_axes(self.dataset, grid)
+            if axes is None:
+                raise ReadError(
+                    f"The {plan.what} {plan.path} no longer meets the reference grid as it did when the sampler was "
+                    "built (was the file replaced?); build the sampler again."
+                )
+            self.rows, self.cols = axes
+            self.simple_axes = _simple_axis(self.rows) and _simple_axis(self.cols)
 
     def close(self) -> None:
         if self.view is not self.dataset:
@@ -770,12 +909,14 @@ class SourceReader:
                 return self._read_blocks(row_off, col_off, height, width)
             if self.plan.view == "scaled":
                 return self._read_scaled(row_off, col_off, height, width)
+            if self.plan.view == "lookup":
+                return self._read_lookup(row_off, col_off, height, width)
             return self._read(row_off, col_off, height, width)
 
     def _block_key(self) -> int:
         """This source's number in `mask_blocks` (same file, bands, grid and warp: same blocks)."""
         plan, grid = self.plan, self.grid
-        key: tuple[Any, ...] = (self.block, plan.path, plan.bands, plan.dtype, plan.alpha, plan.nodata)
+        key: tuple[Any, ...] = (plan.view, self.block, plan.path, plan.bands, plan.dtype, plan.alpha, plan.nodata)
         key += (plan.warp_nodata, plan.warp_alpha)
         key += (plan.nodata_in_alpha, plan.resampling, plan.tolerance, tuple(grid.transform), str(grid.crs))
         if not is_remote(plan.path):  # a file rewritten in place gets new blocks
@@ -875,6 +1016,72 @@ class SourceReader:
             if no_data is not None:
                 invalid = _union(invalid, no_data)
         return data, invalid
+
+    def _whole_source(self) -> np.ndarray | None:
+        """The source's data bands kept in `mask_blocks` (read on first use), or None when the plan keeps none."""
+        if not self.plan.lookup_whole:
+            return None
+        key = (self.block_source, -1, -1)
+        kept = mask_blocks.get(key)
+        if kept is None:
+            kept = (self.dataset.read(list(self.plan.bands)), None)
+            mask_blocks.put(key, kept)
+        return kept[0]
+
+    def _read_lookup(self, row_off: int, col_off: int, height: int, width: int) -> tuple[np.ndarray, np.ndarray | None]:
+        """The window as the source's rows and columns picked by `lookup_axes` from one plain read (or from
+        the whole source kept in memory, `SourcePlan.lookup_whole`): no warp.
+
+        Pixels outside the reference grid hold the fill value, those outside the source the warper's
+        (nodata, else 0); both are invalid, as in the ``"grid"`` view, and so are nodata pixels.
+        """
+        plan = self.plan
+        rows, cols = _lookup_window(self.rows, row_off, height), _lookup_window(self.cols, col_off, width)
+        if self.simple_axes and min(rows[0], rows[-1], cols[0], cols[-1]) >= 0:
+            # Nearly every window: wholly on the source, whose rows and columns run one way without gaps.
+            r0, r1 = sorted((int(rows[0]), int(rows[-1])))
+            c0, c1 = sorted((int(cols[0]), int(cols[-1])))
+            whole = self._whole_source()
+            if whole is None:
+                source = self.dataset.read(list(plan.bands), window=Window(c0, r0, c1 - c0 + 1, r1 - r0 + 1))
+            else:
+                source = whole[:, r0 : r1 + 1, c0 : c1 + 1]
+            data = source[:, rows - r0][:, :, cols - c0].astype(self.dtype, copy=False)
+            no_data = nodata_pixels(data, plan.nodata)
+            if no_data is not None and no_data.any():
+                data[:, no_data] = self.outside_value
+            return data, no_data
+        inside_rows, inside_cols = rows >= 0, cols >= 0
+        bands = len(plan.bands)
+        if not (inside_rows.any() and inside_cols.any()):
+            data = np.full((bands, height, width), self.outside_value, dtype=self.dtype)
+        else:
+            # Not always monotonic: a grid across the antimeridian meets the source's two edges.
+            used_rows, used_cols = rows[inside_rows], cols[inside_cols]
+            r0, c0 = int(used_rows.min()), int(used_cols.min())
+            window = Window(c0, r0, int(used_cols.max()) - c0 + 1, int(used_rows.max()) - r0 + 1)
+            whole = self._whole_source()
+            if whole is None:
+                source = self.dataset.read(list(plan.bands), window=window)
+            else:  # a view of the source kept in memory
+                source = whole[:, r0 : r0 + window.height, c0 : c0 + window.width]
+            local_rows = np.where(inside_rows, rows - r0, 0)
+            local_cols = np.where(inside_cols, cols - c0, 0)
+            # Rows, then columns: two 1-D gathers are ~8x faster than one broadcast (rows x cols) gather.
+            data = source[:, local_rows][:, :, local_cols].astype(self.dtype, copy=False)
+        no_data = nodata_pixels(data, plan.nodata)
+        if no_data is not None and no_data.any():
+            data[:, no_data] = self.outside_value  # the warper skips nodata pixels too
+        if inside_rows.all() and inside_cols.all():
+            return data, no_data
+        for axis, where in ((1, rows), (2, cols)):
+            index: list[Any] = [slice(None)] * 3
+            index[axis] = where == -1
+            data[tuple(index)] = self.outside_value
+            index[axis] = where == OUTSIDE_GRID
+            data[tuple(index)] = plan.fill
+        invalid = ~(inside_rows[:, None] & inside_cols)
+        return data, invalid if no_data is None else invalid | no_data
 
     def _read_warped(self, row_off: int, col_off: int, height: int, width: int) -> tuple[np.ndarray, np.ndarray | None]:
         """A ``WarpedVRT`` per read whose target is the window, on the cached handle."""
@@ -1402,6 +1609,11 @@ class StripWriter:
     (or leaving a ``with`` block by an exception) deletes it. ``finish(cog=True)`` rewrites
     it with GDAL's COG driver (overviews included) before the rename. A failed write (a full
     disk says so) is a `crossgeo.errors.WriteError` naming the file and ``option``.
+
+    ``behind`` > 0 writes on a thread of its own, up to that many writes queued behind the caller:
+    GDAL compresses and writes the tiles without the GIL while the caller computes the next strip.
+    `write` then takes ownership of ``data`` (the caller must not change it afterwards); a failed
+    write is raised by the next `write` or by `finish`, and nothing after it is written.
     """
 
     def __init__(
@@ -1415,6 +1627,7 @@ class StripWriter:
         overwrite: bool = False,
         option: str = "out_path",
         compress: str = "deflate",
+        behind: int = 0,
     ) -> None:
         self.path = check_output_path(path, overwrite=overwrite, option=option)
         self.compress = compress
@@ -1424,6 +1637,8 @@ class StripWriter:
         # A failure with less than two tiles of free space left is a full disk (GDAL gives no errno).
         self.tile_bytes = 2 * OUTPUT_BLOCK * OUTPUT_BLOCK * count * np.dtype(dtype).itemsize
         self.dataset: Any = None
+        self._queue: queue.Queue[tuple[np.ndarray, int, int] | None] | None = None
+        self._failure: BaseException | None = None
         ensure_gdal_env()
         try:
             self.partial = str(self.output.temporary())
@@ -1453,6 +1668,31 @@ class StripWriter:
                 f"{option} {self.path!r} cannot be written ({gdal_message(error.__cause__ or error)}); "
                 "choose a folder you can write to."
             ) from error
+        if behind > 0:
+            self._queue = queue.Queue(maxsize=behind)
+            self._thread = threading.Thread(target=self._drain, name="crossgeo-strip-writer", daemon=True)
+            self._thread.start()
+
+    def _drain(self) -> None:
+        """The writer thread: write what is queued, in order, until None; after a failure only drain."""
+        ensure_gdal_env()
+        queued = self._queue
+        assert queued is not None
+        while (item := queued.get()) is not None:
+            if self._failure is None:
+                try:
+                    self._write(*item)
+                except BaseException as error:  # raised in the caller's thread by write/finish
+                    self._failure = error
+
+    def _stop(self) -> None:
+        """Wait until every queued write is done and end the writer thread; raise its failure, if any."""
+        if self._queue is not None and self._thread.is_alive():
+            self._queue.put(None)
+            self._thread.join()
+        if self._failure is not None:
+            failure, self._failure = self._failure, None
+            raise failure
 
     @contextmanager
     def _checked(self) -> Iterator[None]:
@@ -1467,7 +1707,15 @@ class StripWriter:
             raise self.output.failed(RasterioIOError("; ".join(caught)), self.tile_bytes)
 
     def write(self, data: np.ndarray, row_off: int, col_off: int = 0) -> None:
-        """Write (bands, rows, cols) ``data`` with its top-left pixel at ``(row_off, col_off)``."""
+        """Write (bands, rows, cols) ``data`` with its top-left pixel at ``(row_off, col_off)`` (queued: ``behind``)."""
+        if self._queue is None:
+            self._write(data, row_off, col_off)
+            return
+        if self._failure is not None:
+            self._stop()
+        self._queue.put((data, row_off, col_off))
+
+    def _write(self, data: np.ndarray, row_off: int, col_off: int) -> None:
         _, rows, cols = data.shape
         with self._checked():
             self.dataset.write(data, window=Window(col_off, row_off, cols, rows))
@@ -1475,6 +1723,7 @@ class StripWriter:
     def finish(self, *, cog: bool = False, overview_resampling: str = "nearest") -> str:
         """Close, optionally convert to a Cloud-Optimized GeoTIFF, and move to the final name."""
         try:
+            self._stop()
             with self._checked():
                 self.dataset.close()
             if cog:
@@ -1497,6 +1746,8 @@ class StripWriter:
 
     def abort(self) -> None:
         """Close and delete the partial file."""
+        with contextlib.suppress(Exception):  # the failure that led here is being raised already
+            self._stop()
         if self.dataset is not None and not self.dataset.closed:
             with contextlib.suppress(RasterioError, OSError):  # closing flushes: a full disk fails again
                 self.dataset.close()

@@ -80,6 +80,10 @@ OUTPUTS = ("class", "scores", "probabilities")
 TTAS = (None, "flips", "d4")
 _CHUNK = 512
 """Columns converted and written at a time when a strip is finished (bounds temporaries)."""
+WRITE_BEHIND = 4
+"""Blocks `predict_raster` queues for its writer thread (`crossgeo.io.StripWriter` ``behind``): GDAL compresses and
+writes a finished strip while the next windows are scored (held extra: at most 4 strips of classes, or 4 chunks of
+`_CHUNK` columns of a strip)."""
 _T = TypeVar("_T")
 
 
@@ -318,8 +322,9 @@ class _Strips:
 
     def _write(self, row_off: int, n: int) -> None:
         if self.classes is not None and not self.any_invalid and self.direct[: self.width].all():
-            # Every pixel decided at once and valid (overlap 0, no flush edge window): one write, no copy.
-            self.writer.write(self.classes[None, :n, : self.width], row_off, 0)
+            # Every pixel decided at once and valid (overlap 0, no flush edge window): one write, one copy
+            # (the writer thread owns what it is given; the strip's buffer is reused).
+            self.writer.write(self.classes[None, :n, : self.width].copy(), row_off, 0)
             return
         for c0 in range(0, self.width, _CHUNK):
             c1 = min(c0 + _CHUNK, self.width)
@@ -619,6 +624,7 @@ def predict_raster(
                     overwrite=overwrite,
                     compress=compress,
                     option=option,
+                    behind=WRITE_BEHIND,
                 )
                 strips = _Strips(grid, rows, cols, size, blend, output, k, writer)
             elif scores.shape[1] != strips.k:

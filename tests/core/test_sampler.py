@@ -101,7 +101,7 @@ def test_warped_views_read_windows_and_regions_alike(
         classes, valid = sampler.read_mask(row_off, col_off)
         r, c = row_off + pad, col_off + pad
         same = classes == region[r : r + SIZE, c : c + SIZE]
-        if view in ("grid", "blocks"):  # exact per-pixel warps: every region reads a pixel alike
+        if view in ("lookup", "grid", "blocks"):  # exact per-pixel warps: every region reads a pixel alike
             assert same.all() and (valid == region_valid[r : r + SIZE, c : c + SIZE]).all()
         else:
             agree += int(np.count_nonzero(same))
@@ -788,6 +788,7 @@ def test_a_bad_mask_cache_size_is_refused_at_construction(
 ) -> None:
     monkeypatch.setenv("CROSSGEO_MASK_CACHE_BYTES", value)
     monkeypatch.setattr(crossgeo.io, "mask_blocks", crossgeo.io.MaskBlockCache())
+    monkeypatch.setattr(crossgeo.io, "LOOKUP_VIEW", False)  # the warps' views; the lookup needs no cache
     monkeypatch.setattr(crossgeo.io, "GRID_VIEW_CACHE_SHARE", 0.0)
     with pytest.raises(ConfigError, match=r"CROSSGEO_MASK_CACHE_BYTES=.* is not a byte count"):
         PatchSampler(scene.image, scene.lonlat_mask(), scene.windows([0], [0]), SIZE, n_classes=4)
