@@ -38,6 +38,7 @@ from crossgeo.augment import build_augmentation, decode_type, mask_dtype, to_mod
 from crossgeo.config import check_seed, resolve_source
 from crossgeo.errors import ConfigError, OptionError, WindowError
 from crossgeo.options import check_int
+from crossgeo.readahead import ReadAhead
 from crossgeo.sampler import Patch, WindowSequence
 
 __all__ = [
@@ -51,6 +52,7 @@ __all__ = [
     "epoch_length",
     "epoch_order",
     "plan_loader",
+    "read_ahead",
     "report_skipped",
     "require_shared_seed",
     "require_windows",
@@ -400,6 +402,26 @@ def _check_batch_size(batch_size: Any, where: str, required: bool) -> int | None
             raise OptionError(f"{where} needs batch_size, a positive integer (or a data_loader batch_size).")
         return None
     return check_int(batch_size, "batch_size", 1)
+
+
+# ---------------------------------------------------------------------- reading ahead
+
+
+def read_ahead(
+    sampler: Any, served: Iterable[tuple[int, int]], *, mask_dtype: Any, threads: int
+) -> ReadAhead[tuple[int, int], tuple[Patch, int]]:
+    """``(patch, draw)`` for each ``(window, draw)`` of ``served``, in order, read ahead by ``threads`` threads.
+
+    The patches are exactly ``sampler.get(window, mask_dtype=mask_dtype)``'s, yielded in the order of
+    ``served`` (`crossgeo.readahead.ReadAhead`: at most ``2 * threads`` read ahead; 0 or 1 thread:
+    read here, one by one). ``served`` is consumed in the caller's thread, so a loader computes which
+    window and draw an item is there, in order. Only the reads run in the pool, each thread through
+    its own handles: augmentation and conversion stay with the caller, so seeded and unseeded
+    augmentations draw as in a sequential loop. Samples replaced by ``on_read_error="skip"`` are
+    counted in the sampler's ``skipped``, one total for all threads. Close it (or exhaust it) to end
+    the pool's threads.
+    """
+    return ReadAhead(lambda pair: (sampler.get(pair[0], mask_dtype=mask_dtype), pair[1]), served, threads=threads)
 
 
 # ---------------------------------------------------------------------- passes and skips
