@@ -273,6 +273,8 @@ class LoaderPlan:
     """Items per pass: the number of windows unless ``samples_per_epoch`` asked for another."""
     mask_type: np.dtype[Any]
     """The compact mask type: the narrowest integer type holding ``0..n_classes-1`` and the fill value."""
+    read_threads: int | None = None
+    """Threads reading patches ahead (`read_ahead`); None: `crossgeo.readahead.resolve_read_threads` decides."""
 
     @property
     def n_windows(self) -> int:
@@ -354,6 +356,7 @@ def plan_loader(
     with_metadata: bool = False,
     weights: Any = None,
     samples_per_epoch: Any = None,
+    read_threads: Any = None,
     need_batch_size: bool = False,
     allow_empty: bool = False,
     any_sampler: bool = False,
@@ -393,7 +396,12 @@ def plan_loader(
         with_metadata=bool(with_metadata or options.get("return_metadata", False)),
         samples_per_epoch=epoch_length(samples_per_epoch, len(sampler)),
         mask_type=mask_dtype(min(0, fill), max(sampler.n_classes - 1, fill, 1)),
+        read_threads=_optional_count(options.get("read_threads") if read_threads is None else read_threads),
     )
+
+
+def _optional_count(value: Any) -> int | None:
+    return None if value is None else check_int(value, "read_threads", 0)
 
 
 def _check_batch_size(batch_size: Any, where: str, required: bool) -> int | None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import inspect
 import logging
-from collections.abc import Iterable, Iterator
+from collections.abc import Generator, Iterable
 from typing import Any
 
 import torch
@@ -179,7 +179,7 @@ class PatchDataset(Dataset[dict[str, Any]]):
         self._count_skips(before)
         return self._finish(patch, epoch, compact)
 
-    def items(self, indices: Iterable[int], *, compact: bool, threads: int) -> Iterator[dict[str, Any]]:
+    def items(self, indices: Iterable[int], *, compact: bool, threads: int) -> Generator[dict[str, Any], None, None]:
         """``item(i, compact=compact)`` for each of ``indices``, in order, the patches read ahead by ``threads``.
 
         Only the reads run in the pool (`crossgeo.loading.read_ahead`): the items, their augmentation,
