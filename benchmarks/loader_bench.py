@@ -9,9 +9,13 @@ Cases (`CASES`): a plain loop of ``dataset[i]`` (``direct``, one thread), and ``
 with 0 workers reading with one thread (``loader_0_serial``, ``read_threads=0``) or ahead on the
 default pool (``loader_0``), and with 2 workers with the default transfer (``loader_2``), float
 items (``loader_2_float``, ``compact_transfer=False``) or compact batches converted into reused
-buffers in the main process (``loader_2_compact``). Each case runs ``--epochs`` epochs; the first
+buffers in the main process (``loader_2_compact``; ``loader_2_compact_fresh``: each batch converted
+into new memory, as before the buffers). Each case runs ``--epochs`` epochs; the first
 is timed (worker start-up included), ``main_rss_growth_mb`` is the main process's ``VmRSS`` after
-the last epoch less after the first (heap growth), ``main_peak_rss_mb`` its ``ru_maxrss``.
+the last epoch less after the first (heap growth), ``main_peak_rss_mb`` its ``ru_maxrss``, and
+``main_cpu_ms_per_patch`` / ``workers_cpu_ms_per_patch`` the CPU time per patch of the main process
+(its threads included) and of the workers: the work each path costs, steadier than patches/s on a
+shared machine.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ CASES: dict[str, tuple[int | None, dict[str, Any]]] = {
     "loader_2": (2, {}),
     "loader_2_float": (2, {"compact_transfer": False}),
     "loader_2_compact": (2, {"compact_transfer": True}),
+    "loader_2_compact_fresh": (2, {"compact_transfer": True, "buffers": False}),
 }
 
 
@@ -59,17 +64,25 @@ def measure(case: str, args: argparse.Namespace) -> dict[str, Any]:
     if workers is None:
         passes: Any = lambda: (dataset[i] for i in range(len(dataset)))  # noqa: E731
     else:
+        options = dict(options)
+        fresh = not options.pop("buffers", True)
         loader = make_dataloader(dataset, batch_size=args.batch_size, num_workers=workers, shuffle=False, **options)
+        if fresh:  # every batch converted into new memory (no reused buffers): how it was before them
+            from crossgeo.torch.batches import OutputBuffers
+
+            loader._buffers = OutputBuffers(slots=0)
         out["read_threads"] = loader._pool_size(dataset)
         out["converts"] = loader.converts
         passes = lambda: loader  # noqa: E731
+    cpu: list[tuple[float, float]] = []
     for _ in range(args.epochs):
-        start = time.perf_counter()
+        start, main_cpu, workers_cpu = time.perf_counter(), time.process_time(), _children_cpu()
         count = 0
         for item in passes():
             count += int(item["image"].shape[0]) if item["image"].dim() == 4 else 1
             del item
         times.append(time.perf_counter() - start)
+        cpu.append((time.process_time() - main_cpu, _children_cpu() - workers_cpu))
         rss.append(harness.rss_mb())
     out.update(
         {
@@ -78,9 +91,21 @@ def measure(case: str, args: argparse.Namespace) -> dict[str, Any]:
             "main_rss_mb": rss,
             "main_rss_growth_mb": rss[-1] - rss[0],
             "main_peak_rss_mb": harness.peak_rss_mb(),
+            # CPU time per patch (all epochs): steadier than wall time on a shared machine; workers
+            # are counted once they exit (non-persistent workers end with each epoch).
+            "main_cpu_ms_per_patch": 1000 * sum(c[0] for c in cpu) / (count * args.epochs),
+            "workers_cpu_ms_per_patch": 1000 * sum(c[1] for c in cpu) / (count * args.epochs),
         }
     )
     return out
+
+
+def _children_cpu() -> float:
+    """CPU seconds (user + system) of this process's ended children (DataLoader workers)."""
+    import resource
+
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def orchestrate(args: argparse.Namespace) -> dict[str, Any]:
@@ -107,7 +132,14 @@ def orchestrate(args: argparse.Namespace) -> dict[str, Any]:
     for name, results in runs.items():
         out[name] = {
             key: statistics.median(r[key] for r in results)
-            for key in ("patches_per_s", "main_rss_growth_mb", "main_peak_rss_mb")
+            for key in (
+                "patches_per_s",
+                "main_rss_growth_mb",
+                "main_peak_rss_mb",
+                "main_cpu_ms_per_patch",
+                "workers_cpu_ms_per_patch",
+            )
+            if all(key in r for r in results)
         }
         out[name]["rounds"] = results
     return out
