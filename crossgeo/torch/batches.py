@@ -100,13 +100,13 @@ class OutputBuffers:
     A converted batch is new memory in the main process; glibc serves buffers of that size from
     its heap once one was freed, and the heap of a loop converting batches that DataLoader
     workers sent grew by hundreds of MB it never gave back (docs/performance.md). Here a pass
-    converts into at most ``slots`` tensors, each handed out again only once nothing else holds
+    converts into at most ``slots`` tensors (an image and a mask per batch), each handed out again once nothing holds
     it: no reference to the tensor object (your ``batch`` variable, a list of batches), no view
     of its memory (a slice, ``.numpy()``, a tensor autograd saved) - the values you keep never
     change. When every slot is held, a batch gets a fresh tensor, as without a pool.
     """
 
-    def __init__(self, slots: int = 4) -> None:
+    def __init__(self, slots: int = 8) -> None:
         self.slots = slots
         self._tensors: list[torch.Tensor] = []
         self._idle = self._calibrate()

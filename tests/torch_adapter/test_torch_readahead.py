@@ -169,13 +169,17 @@ def test_workers_give_what_zero_workers_reading_ahead_give(
         _assert_same(got, want)
 
 
-def test_reused_buffers_never_change_a_batch_you_hold(coordinate_scene: testing.CoordinateScene) -> None:
-    dataset = PatchDataset(_sampler(coordinate_scene, n=40), augmentation_list=FLIPS, seed=1)
+@pytest.mark.parametrize("workers", [0, 2])
+def test_reused_buffers_never_change_a_batch_you_hold(coordinate_scene: testing.CoordinateScene, workers: int) -> None:
+    """Compact batches (from workers too, the default) are converted into reused buffers, never one still held."""
+    dataset = PatchDataset(_sampler(coordinate_scene, n=40), augmentation_list=FLIPS[:2], seed=1)  # integer images
     want = _epochs(dataset, epochs=1, compact_transfer=False, read_threads=0)
     dataset.set_epoch(0)
-    loader = make_dataloader(dataset, batch_size=5, compact_transfer=True)
+    loader = make_dataloader(dataset, batch_size=5, num_workers=workers)
     held, arrays, slices, pointers = [], [], [], set()
     for n, batch in enumerate(loader):
+        assert loader._buffers is not None
+        assert any(batch["image"].data_ptr() == t.data_ptr() for t in loader._buffers._tensors)
         pointers.add(batch["image"].data_ptr())
         if n == 1:
             held.append(batch)  # the whole batch
