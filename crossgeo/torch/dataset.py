@@ -32,6 +32,7 @@ log = logging.getLogger("crossgeo")
 DATA_LOADER_KEYS = tuple(k for k in inspect.signature(DataLoader.__init__).parameters if k not in ("self", "dataset"))
 """Keys of a ``data_loader`` mapping: every ``torch.utils.data.DataLoader`` keyword but the dataset."""
 
+Items = Generator[dict[str, Any], None, None]
 TRIM_EVERY = 256
 """Items after which a process returns freed patch buffers to the OS (`crossgeo.memory.trim_heap`)."""
 
@@ -152,10 +153,9 @@ class PatchDataset(Dataset[dict[str, Any]]):
             raise IndexError(f"index {index} is out of range for a dataset of {self.samples_per_epoch} items.")
         if self._visits.numel() == 0 or bool(self._epoch_driven):
             return self.epoch
-        visit = int(self._visits[index])
         # One worker serves a given item per pass (without replacement), so this read-then-add is not raced.
         self._visits[index] += 1
-        return visit
+        return int(self._visits[index]) - 1
 
     # ------------------------------------------------------------------ dataset
 
@@ -174,19 +174,19 @@ class PatchDataset(Dataset[dict[str, Any]]):
         """Item ``index`` as ``compact=`` asks, whatever the dataset's own setting (`make_dataloader` uses it)."""
         index = int(index)
         window, epoch = self.plan.served(index, self._pass_of(index))  # which window, and which of its draws
-        before = self.sampler.skipped
-        patch = self.sampler.get(window, mask_dtype=self.plan.decode_type(compact))
+        before, patch = self.sampler.skipped, self.sampler.get(window, mask_dtype=self.plan.decode_type(compact))
         self._count_skips(before)
         return self._finish(patch, epoch, compact)
 
-    def items(self, indices: Iterable[int], *, compact: bool, threads: int) -> Generator[dict[str, Any], None, None]:
-        """``item(i, compact=compact)`` for each of ``indices``, in order, the patches read ahead by ``threads``.
+    def items(self, indices: Iterable[int], *, compact: bool, threads: int, depth: int | None = None) -> Items:
+        """``item(i, compact=compact)`` for each of ``indices``, in order, ``threads`` reading ``depth`` patches ahead.
 
         Only the reads run in the pool (`crossgeo.loading.read_ahead`): the items, their augmentation,
         visits and skip count equal a loop of `item`. `make_dataloader`'s loader uses it at 0 workers.
         """
         served = (self.plan.served(int(i), self._pass_of(int(i))) for i in indices)
-        reads = read_ahead(self.sampler, served, mask_dtype=self.plan.decode_type(compact), threads=threads)
+        mask_dtype = self.plan.decode_type(compact)
+        reads = read_ahead(self.sampler, served, mask_dtype=mask_dtype, threads=threads, depth=depth)
         counted = self.sampler.skipped
         try:
             for patch, epoch in reads:

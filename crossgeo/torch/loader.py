@@ -91,9 +91,10 @@ class PatchDataLoader(DataLoader[Any]):
                 sizes.append(len(batch))
                 yield from batch
 
-        items = dataset.items(
-            indices(), compact=isinstance(self.dataset, CompactItems) or dataset.compact, threads=threads
-        )
+        compact = isinstance(self.dataset, CompactItems) or dataset.compact
+        # A batch ahead (at least two items per thread): the pool rarely waits for the loop, nor it for the pool.
+        depth = max(2 * threads, self.batch_size or 1)
+        items = dataset.items(indices(), compact=compact, threads=threads, depth=depth)
         try:
             for first in items:  # batch k's first item: its size is known (its indices started)
                 batch = self.collate_fn([first, *itertools.islice(items, sizes.popleft() - 1)])
