@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from torch_scene import gdal_options_now
 
 from crossgeo import ConfigError, OptionTypeError, PatchSampler, testing
 from crossgeo.augment import seed_augmentation
@@ -137,17 +138,21 @@ def test_thread_churn_keeps_handles_bounded_and_batches_identical(coordinate_sce
     sampler = _sampler(coordinate_scene, n=15)
     options = {"augmentation_list": FLIPS, "seed": 5}
     want = _epochs(PatchDataset(sampler, **options), epochs=12, read_threads=0)
-    idents: list[int] = []
+    sampler[0]
+    crossgeo_options = gdal_options_now()  # what a thread that read has in force (crossgeo's GDAL options)
+    reads: list[tuple[int, str]] = []
     original = sampler.get
 
     def get(index: int, **kw: Any) -> Any:
-        idents.append(threading.get_ident())
-        return original(index, **kw)
+        patch = original(index, **kw)
+        reads.append((threading.get_ident(), gdal_options_now()))
+        return patch
 
     sampler.get = get  # type: ignore[method-assign]
     got = _epochs(PatchDataset(sampler, **options), epochs=12, read_threads=2)
     _assert_same(got, want)
-    assert len(set(idents)) >= 2  # read by pool threads, not the test's
+    assert {ident for ident, _ in reads} - {threading.get_ident()}  # read by pool threads, not the test's
+    assert {in_force for _, in_force in reads} == {crossgeo_options}  # every churned thread entered crossgeo's env
     assert sampler._readers.created <= 3, sampler._readers.created  # the main thread's + two pool threads'
 
 
