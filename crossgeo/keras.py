@@ -18,7 +18,7 @@ parallel; each thread reads through its own rasterio handles and augmentation co
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import numpy as np
@@ -180,7 +180,7 @@ class PatchPyDataset(keras.utils.PyDataset):
             images = [scale_image(image) for image in images]
         return from_compact(np.stack(images), np.stack(masks))
 
-    def _patches(self, windows: np.ndarray, mask_dtype: Any) -> Any:
+    def _patches(self, windows: np.ndarray, mask_dtype: Any) -> Iterator[Any]:
         """The windows' patches in order, read by ``read_threads`` threads at once (`crossgeo.loading.read_ahead`)."""
         reads = read_ahead(
             self.sampler, ((int(w), self.epoch) for w in windows), mask_dtype=mask_dtype, threads=self.read_threads
