@@ -253,6 +253,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             *(sys.executable, "-m", "benchmarks.loader_bench"),
             *harness.scene_args(scene, args.peer_cachemax, args.batch_size),
             *("--loader-windows", str(args.loader_windows), "--rounds", str(args.peer_rounds)),
+            *(("--epochs", "2", "--cases", "direct,loader_0_serial,loader_0,loader_2") if args.smoke else ()),
         ]
         try:
             results["loader"] = harness.run_json(command, 7200, show_progress=True)
