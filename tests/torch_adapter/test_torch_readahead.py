@@ -8,6 +8,7 @@ and spawn workers, and many epochs whose pools' threads come and go (thread iden
 
 from __future__ import annotations
 
+import gc
 import threading
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,14 @@ FLIPS = [
     {"_target_": "albumentations.VerticalFlip", "p": 0.5},
     {"_target_": "albumentations.Normalize", "p": 0.3},
 ]
+
+
+@pytest.fixture(autouse=True)
+def _no_handles_left() -> Any:
+    """Collect each test's samplers (the churn test's patched ``get`` is a cycle): workers forked by later
+    tests must not inherit their open rasters (tests/torch_adapter/test_torch_scenes.py counts them)."""
+    yield
+    gc.collect()
 
 
 @pytest.fixture(scope="module")
