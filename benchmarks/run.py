@@ -70,8 +70,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--skip",
         default="",
-        help="comma-separated sections to skip: io, colour, index, planning, predict, scenes, torch, tf, warm, "
-        "memory, peers, blocks, bands, chips, s2",
+        help="comma-separated sections to skip: io, colour, index, planning, predict, scenes, torch, loader, tf, "
+        "warm, memory, peers, blocks, bands, chips, s2",
     )
     parser.add_argument(
         "--predict-size", type=int, default=16384, help="side of the image of the prediction memory run"
@@ -114,6 +114,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="first windows all libraries read in each peer comparison case (default 0: all --windows)",
     )
     parser.add_argument(
+        "--loader-windows", type=int, default=600, help="windows per epoch of the loader cases (default 600)"
+    )
+    parser.add_argument(
         "--peer-rounds", type=int, default=3, help="rounds per peer case, the libraries' order changing; median counts"
     )
     parser.add_argument(
@@ -137,6 +140,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         args.peer_windows, args.peer_rounds, args.peer_warm_windows = 16, 1, 16
         args.read_windows, args.read_rounds, args.bands_size, args.chip_windows = 8, 2, 1024, 16
         args.s2_windows, args.s2_warm_windows, args.s2_rounds = 16, 8, 1
+        args.loader_windows = 32
         args.scenes, args.scene_size, args.scene_windows, args.scene_reads, args.tiles = 20, 256, 3, 60, 8
     return args
 
@@ -152,6 +156,7 @@ def counts(args: argparse.Namespace) -> dict[str, int]:
         "batch_size",
         "warm_cachemax",
         "s2_windows",
+        "loader_windows",
     )
     return {name: getattr(args, name) for name in names}
 
@@ -329,6 +334,21 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 results[name] = harness.run_json(command, 3600)
             except (RuntimeError, subprocess.TimeoutExpired) as error:
                 skipped[name] = f"failed: {error}"
+
+    if "loader" in skip or not _has("torch"):
+        skipped["loader"] = "--skip" if "loader" in skip else "torch is not installed"
+    else:
+        harness.log(f"loader: read-ahead and worker transfer, {args.loader_windows} windows, {args.peer_rounds} rounds")
+        command = [
+            *(sys.executable, "-m", "benchmarks.loader_bench"),
+            *harness.scene_args(scene, args.peer_cachemax, args.batch_size),
+            *("--loader-windows", str(args.loader_windows), "--rounds", str(args.peer_rounds)),
+            *(("--epochs", "2", "--cases", "direct,loader_0_serial,loader_0,loader_2") if args.smoke else ()),
+        ]
+        try:
+            results["loader"] = harness.run_json(command, 7200, show_progress=True)
+        except (RuntimeError, subprocess.TimeoutExpired) as error:
+            skipped["loader"] = f"failed: {error}"
 
     if "tf" not in skip and "warm" not in skip and _has("tensorflow"):
         harness.log(f"tf, warm cache: subprocess with GDAL_CACHEMAX {args.warm_cachemax} MiB")
@@ -569,6 +589,12 @@ def format_table(results: dict[str, Any]) -> str:
         ("torch", "workers_2", "torch DataLoader, 2 workers (4326 mask)"),
         ("torch", "workers_0_compact", "torch DataLoader, 0 workers, compact=True"),
         ("torch", "workers_2_compact", "torch DataLoader, 2 workers, compact=True"),
+        ("loader", "direct", "loader cases: dataset[i] loop, one thread (4326 mask)"),
+        ("loader", "loader_0_serial", "loader cases: 0 workers, read_threads=0"),
+        ("loader", "loader_0", "loader cases: 0 workers, read-ahead (default)"),
+        ("loader", "loader_2", "loader cases: 2 workers (default transfer)"),
+        ("loader", "loader_2_float", "loader cases: 2 workers, float items"),
+        ("loader", "loader_2_compact", "loader cases: 2 workers, compact batches, reused buffers"),
         ("warm", "raw_aligned", "warm cache: raw bound, aligned"),
         ("warm", "core_aligned", "warm cache: crossgeo core, aligned"),
         ("warm", "raw_warped_full_vrt", "warm cache: raw, 4326 mask, one VRT over the grid"),

@@ -56,6 +56,8 @@ class DropinConfig:
     return_metadata: Any
     seed: Any
     samples_per_epoch: Any
+    read_threads: Any
+    """Threads reading ahead at ``num_workers: 0`` (`crossgeo.options.AdapterOptions.read_threads`)."""
     data_loader: dict[str, Any]
     """The ``data_loader`` mapping for `crossgeo.torch.make_dataloader`, unknown keys dropped with a warning."""
     gpu_augmentation_list: Any
@@ -88,6 +90,7 @@ def read_dropin(config: Mapping[str, Any], data_loader_keys: Sequence[str]) -> D
         return_metadata=rest.get("return_metadata", False),
         seed=rest.get("seed"),
         samples_per_epoch=dropin.get("samples_per_epoch"),
+        read_threads=rest.get("read_threads"),
         data_loader=check_data_loader(rest.get("data_loader"), (*data_loader_keys, *DROPIN_DATA_LOADER_KEYS)),
         gpu_augmentation_list=dropin.get("gpu_augmentation_list"),
     )

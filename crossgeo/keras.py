@@ -18,7 +18,7 @@ parallel; each thread reads through its own rasterio handles and augmentation co
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import numpy as np
@@ -41,8 +41,9 @@ if not hasattr(keras.utils.PyDataset, "on_epoch_begin"):  # pragma: no cover - K
 
 from crossgeo.augment import PerThreadAugmentation, from_compact, scale_image, to_compact_inputs, to_model_inputs
 from crossgeo.errors import ConfigError, OptionError
-from crossgeo.loading import check_epoch, plan_loader, report_skipped
+from crossgeo.loading import check_epoch, plan_loader, read_ahead, report_skipped
 from crossgeo.options import check_bool
+from crossgeo.readahead import resolve_read_threads
 from crossgeo.sampler import PatchSampler
 from crossgeo.scenes import SceneSampler
 
@@ -80,6 +81,9 @@ class PatchPyDataset(keras.utils.PyDataset):
             the same order as the torch and tf.data adapters for a seed and epoch. One
             non-negative number per window, or ``"weight"`` for the windows table's
             ``weight`` column (`crossgeo.window_weights`).
+        read_threads: Threads reading each batch's patches concurrently, delivered in order (the
+            batch is the one a single reader gives). None: 2 on two cores or more, 0 (one reader)
+            with ``workers`` > 1 or ``use_multiprocessing``, where Keras builds batches in parallel.
 
     Keras' own ``model.fit(shuffle=True)`` (its default) additionally permutes the order of
     the *batches* with Python's ``random``; pass ``shuffle=False`` to ``fit`` for an order
@@ -102,6 +106,7 @@ class PatchPyDataset(keras.utils.PyDataset):
         allowed_targets: tuple[str, ...] = (),
         compact: bool = True,
         weights: Any = None,
+        read_threads: int | None = None,
     ) -> None:
         super().__init__(workers=workers, use_multiprocessing=use_multiprocessing, max_queue_size=max_queue_size)
         plan = plan_loader(
@@ -114,6 +119,7 @@ class PatchPyDataset(keras.utils.PyDataset):
             allowed_targets=allowed_targets,
             drop_remainder=drop_remainder,
             weights=weights,
+            read_threads=read_threads,
             need_batch_size=True,
         )
         epoch = check_epoch(epoch)
@@ -125,6 +131,8 @@ class PatchPyDataset(keras.utils.PyDataset):
         self.batch_size = int(plan.batch_size or 0)  # never None: need_batch_size
         self._augmentations = PerThreadAugmentation(plan.augmentation)
         self._read_mask_type = plan.decode_type(compact)
+        parallel = workers > 1 or use_multiprocessing  # Keras builds batches in parallel already
+        self.read_threads = resolve_read_threads(0 if parallel and plan.read_threads is None else plan.read_threads)
         self.epoch = int(epoch)
         self.order = plan.order(self.epoch)
         self._skipped_before = self.sampler.skipped
@@ -147,9 +155,9 @@ class PatchPyDataset(keras.utils.PyDataset):
         if self.compact:
             return self._compact_batch(windows, augmentation)
         images, masks = [], []
-        for window in windows:
+        for patch in self._patches(windows, np.int64):
             image, mask = to_model_inputs(
-                self.sampler[int(window)], augmentation, seed=self.plan.base_seed, epoch=self.epoch, channels_last=True
+                patch, augmentation, seed=self.plan.base_seed, epoch=self.epoch, channels_last=True
             )
             images.append(image)
             masks.append(mask)
@@ -157,9 +165,9 @@ class PatchPyDataset(keras.utils.PyDataset):
 
     def _compact_batch(self, windows: np.ndarray, augmentation: Any) -> tuple[np.ndarray, np.ndarray]:
         images, masks = [], []
-        for window in windows:
+        for patch in self._patches(windows, self._read_mask_type):
             image, mask = to_compact_inputs(
-                self.sampler.get(int(window), mask_dtype=self._read_mask_type),
+                patch,
                 augmentation,
                 seed=self.plan.base_seed,
                 epoch=self.epoch,
@@ -171,6 +179,16 @@ class PatchPyDataset(keras.utils.PyDataset):
         if len({image.dtype for image in images}) > 1:  # an augmentation made some float: scale the rest first
             images = [scale_image(image) for image in images]
         return from_compact(np.stack(images), np.stack(masks))
+
+    def _patches(self, windows: np.ndarray, mask_dtype: Any) -> Iterator[Any]:
+        """The windows' patches in order, read by ``read_threads`` threads at once (`crossgeo.loading.read_ahead`)."""
+        reads = read_ahead(
+            self.sampler, ((int(w), self.epoch) for w in windows), mask_dtype=mask_dtype, threads=self.read_threads
+        )
+        try:
+            yield from (patch for patch, _draw in reads)
+        finally:
+            reads.close()
 
     def on_epoch_begin(self) -> None:
         """Keras calls this when an epoch starts: the next `on_epoch_end` then ends it."""

@@ -38,6 +38,7 @@ from crossgeo.augment import build_augmentation, decode_type, mask_dtype, to_mod
 from crossgeo.config import check_seed, resolve_source
 from crossgeo.errors import ConfigError, OptionError, WindowError
 from crossgeo.options import check_int
+from crossgeo.readahead import ReadAhead
 from crossgeo.sampler import Patch, WindowSequence
 
 __all__ = [
@@ -51,6 +52,7 @@ __all__ = [
     "epoch_length",
     "epoch_order",
     "plan_loader",
+    "read_ahead",
     "report_skipped",
     "require_shared_seed",
     "require_windows",
@@ -286,6 +288,8 @@ class LoaderPlan:
     """Items per pass: the number of windows unless ``samples_per_epoch`` asked for another."""
     mask_type: np.dtype[Any]
     """The compact mask type: the narrowest integer type holding ``0..n_classes-1`` and the fill value."""
+    read_threads: int | None = None
+    """Threads reading patches ahead (`read_ahead`); None: `crossgeo.readahead.resolve_read_threads` decides."""
 
     @property
     def n_windows(self) -> int:
@@ -367,6 +371,7 @@ def plan_loader(
     with_metadata: bool = False,
     weights: Any = None,
     samples_per_epoch: Any = None,
+    read_threads: Any = None,
     need_batch_size: bool = False,
     allow_empty: bool = False,
     any_sampler: bool = False,
@@ -406,7 +411,12 @@ def plan_loader(
         with_metadata=bool(with_metadata or options.get("return_metadata", False)),
         samples_per_epoch=epoch_length(samples_per_epoch, len(sampler)),
         mask_type=mask_dtype(min(0, fill), max(sampler.n_classes - 1, fill, 1)),
+        read_threads=_optional_count(options.get("read_threads") if read_threads is None else read_threads),
     )
+
+
+def _optional_count(value: Any) -> int | None:
+    return None if value is None else check_int(value, "read_threads", 0)
 
 
 def _check_batch_size(batch_size: Any, where: str, required: bool) -> int | None:
@@ -415,6 +425,28 @@ def _check_batch_size(batch_size: Any, where: str, required: bool) -> int | None
             raise OptionError(f"{where} needs batch_size, a positive integer (or a data_loader batch_size).")
         return None
     return check_int(batch_size, "batch_size", 1)
+
+
+# ---------------------------------------------------------------------- reading ahead
+
+
+def read_ahead(
+    sampler: Any, served: Iterable[tuple[int, int]], *, mask_dtype: Any, threads: int, depth: int | None = None
+) -> ReadAhead[tuple[int, int], tuple[Patch, int]]:
+    """``(patch, draw)`` for each ``(window, draw)`` of ``served``, in order, read ahead by ``threads`` threads.
+
+    The patches are exactly ``sampler.get(window, mask_dtype=mask_dtype)``'s, yielded in the order of
+    ``served`` (`crossgeo.readahead.ReadAhead`: at most ``depth``, default ``2 * threads``, read ahead;
+    0 or 1 thread: read here, one by one). ``served`` is consumed in the caller's thread, so a loader computes which
+    window and draw an item is there, in order. Only the reads run in the pool, each thread through
+    its own handles: augmentation and conversion stay with the caller, so seeded and unseeded
+    augmentations draw as in a sequential loop. Samples replaced by ``on_read_error="skip"`` are
+    counted in the sampler's ``skipped``, one total for all threads. Close it (or exhaust it) to end
+    the pool's threads.
+    """
+    return ReadAhead(
+        lambda pair: (sampler.get(pair[0], mask_dtype=mask_dtype), pair[1]), served, threads=threads, depth=depth
+    )
 
 
 # ---------------------------------------------------------------------- passes and skips

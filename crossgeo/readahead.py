@@ -17,13 +17,14 @@ Framework-free (imports neither rasterio nor numpy): the torch 0-worker loader, 
 from __future__ import annotations
 
 import collections
+import os
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Generic, TypeVar
 
-from crossgeo.errors import ConfigError
+from crossgeo.errors import ConfigError, OptionTypeError
 
-__all__ = ["ReadAhead", "check_read_threads"]
+__all__ = ["READ_THREADS", "ReadAhead", "check_read_threads", "resolve_read_threads"]
 
 I = TypeVar("I")  # noqa: E741
 T = TypeVar("T")
@@ -33,10 +34,29 @@ READ_THREADS = 2
 
 
 def check_read_threads(value: object, option: str = "read_threads") -> int:
-    """``value`` as a count >= 0 (threads: 0 and 1 read in the caller), else a `ConfigError` naming ``option``."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+    """``value`` as a count >= 0 (threads: 0 and 1 read in the caller), else an error naming ``option``.
+
+    A value of another type raises `crossgeo.errors.OptionTypeError` (a `ConfigError` too), a negative
+    count `ConfigError`, as every option check does (`crossgeo.options`).
+    """
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise OptionTypeError(f"{option} must be a whole number >= 0 (0 or 1: read in the caller), got {value!r}.")
+    if value < 0:
         raise ConfigError(f"{option} must be a whole number >= 0 (0 or 1: read in the caller), got {value!r}.")
-    return value
+    return int(value)
+
+
+def resolve_read_threads(value: object, option: str = "read_threads") -> int:
+    """The pool size for ``read_threads=value``: the value checked, or (None) the default for this process.
+
+    The default is `READ_THREADS` where the process may run on two cores or more, else 0 (one
+    reader: a second thread on one core only adds switching). Loaders that already read in
+    parallel (DataLoader worker processes, Keras' ``workers``) pass 0 themselves.
+    """
+    if value is None:
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        return READ_THREADS if cores >= 2 else 0
+    return check_read_threads(value, option)
 
 
 class ReadAhead(Generic[I, T]):

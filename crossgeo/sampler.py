@@ -8,6 +8,7 @@ naming the file and option, not inside a DataLoader worker.
 from __future__ import annotations
 
 import logging
+import threading
 import warnings
 from collections.abc import Sequence
 from functools import partial
@@ -69,6 +70,10 @@ class Patch:
     time_steps: int | None = None
     """T of the model inputs; ``image`` holds more dates only under ``time_selection="random"``, whose draw of
     ``time_steps`` of them happens in `crossgeo.augment.to_model_inputs` (`crossgeo.augment.select_dates`)."""
+
+
+_SKIP_LOCK = threading.Lock()
+"""Guards ``skipped += 1`` (a read, an add and a store) when several threads read one sampler."""
 
 
 class WindowSequence:
@@ -141,7 +146,8 @@ class WindowSequence:
                 )
                 continue
             if candidate != position:
-                self.skipped += 1
+                with _SKIP_LOCK:  # threads reading ahead (crossgeo.readahead) count into one total
+                    self.skipped += 1
             return patch
         raise ReadError(f"Every one of the {n} windows failed to read (on_read_error='skip'); see the log for why.")
 

@@ -4,17 +4,18 @@ conversion of compact batches to float32 / int64 as they leave the loader (`fini
 from __future__ import annotations
 
 import random
+import sys
 from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import default_collate, get_worker_info
+from torch.utils.data import Dataset, default_collate, get_worker_info
 
 from crossgeo.augment import scale_image, seed_augmentation
-from crossgeo.torch.dataset import find_patch_dataset
+from crossgeo.torch.dataset import PatchDataset, find_patch_dataset
 
-__all__ = ["chain", "collate_compact", "finish_batch", "worker_init_fn"]
+__all__ = ["CompactItems", "OutputBuffers", "chain", "collate_compact", "finish_batch", "worker_init_fn"]
 
 
 def worker_init_fn(worker_id: int) -> None:
@@ -72,12 +73,82 @@ def collate_compact(items: list[Any]) -> Any:
 _SCALE = {torch.uint8: 255, torch.uint16: 65535}
 
 
-def finish_batch(batch: Any, device: torch.device | str | None = None) -> Any:
+class CompactItems(Dataset[dict[str, Any]]):
+    """A `PatchDataset` seen by a loader that converts batches: its items, compact (see `make_dataloader`).
+
+    Only the items differ; every other attribute is the dataset's own (epoch, seed, skips ...).
+    """
+
+    def __init__(self, dataset: PatchDataset) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        return self.dataset.item(index, compact=True)
+
+    def __getattr__(self, name: str) -> Any:
+        if name == "dataset" or name.startswith("__"):  # not set yet while unpickling in a worker
+            raise AttributeError(name)
+        return getattr(self.dataset, name)
+
+
+class OutputBuffers:
+    """The float32 / int64 tensors `finish_batch` converts compact batches into on the CPU, reused.
+
+    A converted batch is new memory in the main process; glibc serves buffers of that size from
+    its heap once one was freed, and the heap of a loop converting batches that DataLoader
+    workers sent grew by hundreds of MB it never gave back (docs/performance.md). Here a pass
+    converts into at most ``slots`` tensors (an image and a mask per batch), each handed out again once nothing holds
+    it: no reference to the tensor object (your ``batch`` variable, a list of batches), no view
+    of its memory (a slice, ``.numpy()``, a tensor autograd saved) - the values you keep never
+    change. When every slot is held, a batch gets a fresh tensor, as without a pool.
+    """
+
+    def __init__(self, slots: int = 8) -> None:
+        self.slots = slots
+        self._tensors: list[torch.Tensor] = []
+        self._idle = self._calibrate()
+
+    def empty(self, shape: torch.Size, dtype: torch.dtype) -> torch.Tensor:
+        """A tensor of ``shape`` and ``dtype`` whose values will be overwritten: a pooled one nobody holds, or new."""
+        spare = None
+        for slot, tensor in enumerate(self._tensors):
+            if self._idle is not None and _holders(tensor) == self._idle:
+                if tensor.shape == shape and tensor.dtype == dtype:
+                    return tensor
+                spare = slot
+        fresh = torch.empty(shape, dtype=dtype)
+        if spare is not None:
+            self._tensors[spare] = fresh  # an idle buffer of another shape (a last batch)
+        elif len(self._tensors) < self.slots:
+            self._tensors.append(fresh)
+        return fresh
+
+    @staticmethod
+    def _calibrate() -> tuple[int, int] | None:
+        """What `_holders` says of a tensor only a pool holds (looked at as `empty` does); None: cannot tell."""
+        if not hasattr(torch._C, "_storage_Use_Count"):
+            return None  # no way to see views of the memory: never reuse
+        probe = [torch.empty(1)]
+        for _slot, tensor in enumerate(probe):
+            return _holders(tensor)
+        return None  # pragma: no cover - the list has one tensor
+
+
+def _holders(tensor: torch.Tensor) -> tuple[int, int]:
+    """(Python references to ``tensor``, references to its memory: views, arrays, saved tensors)."""
+    return sys.getrefcount(tensor), torch._C._storage_Use_Count(tensor.untyped_storage()._cdata)
+
+
+def finish_batch(batch: Any, device: torch.device | str | None = None, buffers: OutputBuffers | None = None) -> Any:
     """Move a batch to ``device`` (if given) and convert compact images/masks there: float32 and int64.
 
     uint8 / 255 and uint16 / 65535 in float32, other types only cast: elementwise, so the
     result equals `crossgeo.augment.to_model_inputs` bit for bit whether done per patch, per
     batch, on the CPU or on the device (the compact batch crosses the bus, 4x-8x smaller).
+    On the CPU with ``buffers``, the results are written into its reused tensors (`OutputBuffers`).
     Batches that are not ``{"image", "mask", ...}`` mappings pass through unchanged.
     """
     if not isinstance(batch, Mapping) or not isinstance(batch.get("image"), torch.Tensor):
@@ -88,8 +159,13 @@ def finish_batch(batch: Any, device: torch.device | str | None = None) -> Any:
         image = image.to(device, non_blocking=True)
         mask = mask.to(device, non_blocking=True)
     scale = _SCALE.get(image.dtype)
-    image = image.to(torch.float32)
+    if buffers is not None and image.device.type == "cpu" and image.dtype != torch.float32:
+        image = buffers.empty(image.shape, torch.float32).copy_(image)
+    else:
+        image = image.to(torch.float32)
     if scale is not None:
         image = image.div_(scale)
+    if buffers is not None and mask.device.type == "cpu" and mask.dtype != torch.int64:
+        mask = buffers.empty(mask.shape, torch.int64).copy_(mask)
     out["image"], out["mask"] = image, mask.to(torch.int64)
     return out

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import inspect
 import logging
-from collections.abc import Iterable
+from collections.abc import Generator, Iterable
 from typing import Any
 
 import torch
@@ -18,9 +18,9 @@ from torch.utils.data import DataLoader, Dataset
 from crossgeo.augment import to_compact_inputs, to_model_inputs
 from crossgeo.config import build_sampler
 from crossgeo.dropin import check_weighted_sampler, read_dropin, windows_frame
-from crossgeo.loading import check_epoch, plan_loader
+from crossgeo.loading import check_epoch, plan_loader, read_ahead
 from crossgeo.memory import trim_heap
-from crossgeo.options import REQUIRED, check_bool
+from crossgeo.options import REQUIRED, check_bool, check_int
 from crossgeo.sampler import PatchSampler
 from crossgeo.scenes import SceneSampler
 
@@ -32,6 +32,7 @@ log = logging.getLogger("crossgeo")
 DATA_LOADER_KEYS = tuple(k for k in inspect.signature(DataLoader.__init__).parameters if k not in ("self", "dataset"))
 """Keys of a ``data_loader`` mapping: every ``torch.utils.data.DataLoader`` keyword but the dataset."""
 
+Items = Generator[dict[str, Any], None, None]
 TRIM_EVERY = 256
 """Items after which a process returns freed patch buffers to the OS (`crossgeo.memory.trim_heap`)."""
 
@@ -60,16 +61,16 @@ class PatchDataset(Dataset[dict[str, Any]]):
             ``0..n_classes-1`` and ``mask_fill_value``: 4x-8x fewer bytes from DataLoader
             workers. Loaders from `make_dataloader` convert each batch to float32 / int64
             in the main process (or on its ``device``), bit-identical to ``compact=False``.
+        read_threads: Threads reading ahead for `make_dataloader`'s loader at ``num_workers: 0``
+            (`items`). None: `crossgeo.readahead.resolve_read_threads`; 0 or 1: one reader.
 
     Each item is ``{"image": float32 tensor (C, H, W), "mask": int64 tensor (H, W)}``;
     integer images are scaled to 0..1 (uint8 / 255, uint16 / 65535) unless an
     augmentation (e.g. ``Normalize``) already made them float.
 
-    Passes: once `set_epoch` or a loader from `make_dataloader` has set the epoch, pass ``k``
-    is that epoch. Until then (a plain ``DataLoader`` that never calls ``set_epoch``), each
-    item counts its own visits in shared memory and visit ``k`` is pass ``k``, so a seeded
-    augmentation differs per epoch and is the same for any number of workers, persistent or
-    not. Reading ``dataset[i]`` yourself counts as a visit too.
+    Passes: once `set_epoch` or a loader from `make_dataloader` has set the epoch, pass ``k`` is
+    that epoch; until then each item's visit ``k`` (counted in shared memory, ``dataset[i]`` too)
+    is pass ``k``, so seeded augmentation changes per epoch alike for any number of workers.
     """
 
     def __init__(
@@ -82,8 +83,10 @@ class PatchDataset(Dataset[dict[str, Any]]):
         allowed_targets: Iterable[str] = (),
         compact: bool = False,
         samples_per_epoch: int | None = None,
+        read_threads: int | None = None,
     ) -> None:
         return_metadata = check_bool(return_metadata, "return_metadata")
+        self.read_threads = None if read_threads is None else check_int(read_threads, "read_threads", 0)
         self.compact = check_bool(compact, "compact")
         self._served = 0
         self.allowed_targets = (allowed_targets,) if isinstance(allowed_targets, str) else tuple(allowed_targets)
@@ -98,13 +101,8 @@ class PatchDataset(Dataset[dict[str, Any]]):
             allow_empty=True,
             any_sampler=True,
         )
-        self.sampler, self.mask_type, self.augmentation, self.seed = (
-            sampler,
-            plan.mask_type,
-            plan.augmentation,
-            plan.seed,
-        )
-        self.return_metadata = return_metadata
+        self.sampler, self.mask_type, self.augmentation = sampler, plan.mask_type, plan.augmentation
+        self.seed, self.return_metadata = plan.seed, return_metadata
         self.n_windows, self.samples_per_epoch = plan.n_windows, plan.samples_per_epoch
         # Shared memory: DataLoader workers (persistent or not, fork or spawn) see set_epoch.
         self._epoch = torch.zeros((), dtype=torch.int64).share_memory_()
@@ -114,9 +112,8 @@ class PatchDataset(Dataset[dict[str, Any]]):
         # Whether anything set the epoch (set_epoch, start_pass): then it fixes the pass; else the visits do.
         self._epoch_driven = torch.zeros((), dtype=torch.bool).share_memory_()
         # Visits per item, shared by all worker processes; only needed where the pass changes an item.
-        self._visits = torch.zeros(
-            self.samples_per_epoch if plan.passes_differ else 0, dtype=torch.int64
-        ).share_memory_()
+        visits = self.samples_per_epoch if plan.passes_differ else 0
+        self._visits = torch.zeros(visits, dtype=torch.int64).share_memory_()
 
     # ------------------------------------------------------------------ epochs
 
@@ -156,10 +153,9 @@ class PatchDataset(Dataset[dict[str, Any]]):
             raise IndexError(f"index {index} is out of range for a dataset of {self.samples_per_epoch} items.")
         if self._visits.numel() == 0 or bool(self._epoch_driven):
             return self.epoch
-        visit = int(self._visits[index])
         # One worker serves a given item per pass (without replacement), so this read-then-add is not raced.
         self._visits[index] += 1
-        return visit
+        return int(self._visits[index]) - 1
 
     # ------------------------------------------------------------------ dataset
 
@@ -178,10 +174,37 @@ class PatchDataset(Dataset[dict[str, Any]]):
         """Item ``index`` as ``compact=`` asks, whatever the dataset's own setting (`make_dataloader` uses it)."""
         index = int(index)
         window, epoch = self.plan.served(index, self._pass_of(index))  # which window, and which of its draws
-        before = self.sampler.skipped
-        patch = self.sampler.get(window, mask_dtype=self.plan.decode_type(compact))
-        if self.sampler.skipped != before:
-            self._skipped.add_(self.sampler.skipped - before)
+        before, patch = self.sampler.skipped, self.sampler.get(window, mask_dtype=self.plan.decode_type(compact))
+        self._count_skips(before)
+        return self._finish(patch, epoch, compact)
+
+    def items(self, indices: Iterable[int], *, compact: bool, threads: int, depth: int | None = None) -> Items:
+        """``item(i, compact=compact)`` for each of ``indices``, in order, ``threads`` reading ``depth`` patches ahead.
+
+        Only the reads run in the pool (`crossgeo.loading.read_ahead`): the items, their augmentation,
+        visits and skip count equal a loop of `item`. `make_dataloader`'s loader uses it at 0 workers.
+        """
+        served = (self.plan.served(int(i), self._pass_of(int(i))) for i in indices)
+        mask_dtype = self.plan.decode_type(compact)
+        reads = read_ahead(self.sampler, served, mask_dtype=mask_dtype, threads=threads, depth=depth)
+        counted = self.sampler.skipped
+        try:
+            for patch, epoch in reads:
+                counted = self._count_skips(counted)
+                yield self._finish(patch, epoch, compact)
+        finally:
+            reads.close()  # reads in flight finish (and count) before the pool ends
+            self._count_skips(counted)
+
+    def _count_skips(self, counted: int) -> int:
+        """Add the sampler's skips since ``counted`` to the shared total; returns its count now."""
+        now = self.sampler.skipped
+        if now != counted:
+            self._skipped.add_(now - counted)
+        return now
+
+    def _finish(self, patch: Any, epoch: int, compact: bool) -> dict[str, Any]:
+        """The item of a patch read for draw ``epoch``: augmented and converted (`to_model_inputs`)."""
         if compact:
             image, mask = to_compact_inputs(
                 patch, self.augmentation, seed=self.seed, epoch=epoch, mask_type=self.mask_type
@@ -242,12 +265,8 @@ class MBTilesCropsGeoTifMaskDataset(PatchDataset):
     ) -> None:
         # ``options``: the sampler's and the adapter's options of crossgeo.options (one list) and the original
         # pipeline's extra keys (DROPIN_OPTIONS); anything else is dropped with a warning naming the closest key.
-        given = {
-            "image_mbtiles_path": image_mbtiles_path,
-            "mask_path": mask_path,
-            "crops_path": crops_path,
-            "patch_size": patch_size,
-        }
+        given = {"image_mbtiles_path": image_mbtiles_path, "mask_path": mask_path, "crops_path": crops_path}
+        given["patch_size"] = patch_size
         config = read_dropin({k: v for k, v in given.items() if v is not REQUIRED} | options, DATA_LOADER_KEYS)
         self.data_loader = config.data_loader
         self.gpu_augmentation_list = config.gpu_augmentation_list
@@ -258,6 +277,7 @@ class MBTilesCropsGeoTifMaskDataset(PatchDataset):
             return_metadata=config.return_metadata,
             seed=config.seed,
             samples_per_epoch=config.samples_per_epoch,
+            read_threads=config.read_threads,
         )
         check_weighted_sampler(self.data_loader, self.plan)
 

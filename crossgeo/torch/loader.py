@@ -3,12 +3,15 @@ the tf.data and Keras adapters use (`EpochOrderSampler`), with compact transfer 
 
 from __future__ import annotations
 
+import collections
+import itertools
 from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data._utils.pin_memory import pin_memory
 
 from crossgeo.config import check_keys, check_seed
 from crossgeo.dropin import DROPIN_DATA_LOADER_KEYS, configured_weights, loader_options
@@ -24,31 +27,12 @@ from crossgeo.loading import (
     scene_blocks,
 )
 from crossgeo.memory import trim_heap
-from crossgeo.torch.batches import chain, collate_compact, finish_batch, worker_init_fn
+from crossgeo.options import check_int
+from crossgeo.readahead import resolve_read_threads
+from crossgeo.torch.batches import CompactItems, OutputBuffers, chain, collate_compact, finish_batch, worker_init_fn
 from crossgeo.torch.dataset import DATA_LOADER_KEYS, PatchDataset, find_patch_dataset
 
 __all__ = ["EpochOrderSampler", "PatchDataLoader", "make_dataloader"]
-
-
-class _CompactItems(Dataset[dict[str, Any]]):
-    """A `PatchDataset` seen by a loader that converts batches: its items, compact (see `make_dataloader`).
-
-    Only the items differ; every other attribute is the dataset's own (epoch, seed, skips ...).
-    """
-
-    def __init__(self, dataset: PatchDataset) -> None:
-        self.dataset = dataset
-
-    def __len__(self) -> int:
-        return len(self.dataset)
-
-    def __getitem__(self, index: int) -> dict[str, Any]:
-        return self.dataset.item(index, compact=True)
-
-    def __getattr__(self, name: str) -> Any:
-        if name == "dataset" or name.startswith("__"):  # not set yet while unpickling in a worker
-            raise AttributeError(name)
-        return getattr(self.dataset, name)
 
 
 class PatchDataLoader(DataLoader[Any]):
@@ -65,15 +49,58 @@ class PatchDataLoader(DataLoader[Any]):
     """Where `make_dataloader(device=...)` moves each batch (None: stays on the CPU)."""
     converts: bool = False
     """Whether batches arrive compact and are converted to float32 / int64 as they leave (`finish_batch`)."""
+    read_threads: int | None = None
+    """`make_dataloader`'s ``read_threads`` (None: the dataset's, else `crossgeo.readahead.resolve_read_threads`)."""
+    _buffers: OutputBuffers | None = None
 
     def __iter__(self) -> Iterator[Any]:  # type: ignore[override]
         require_windows(self.dataset, "make_dataloader")
         self._sync_epoch()
         iterator: Iterator[Any] = super().__iter__()
         dataset = find_patch_dataset(self.dataset)
+        threads = self._pool_size(dataset)
+        if dataset is not None and threads > 1:
+            iterator = self._read_ahead(iterator, dataset, threads)
         if self.converts or self.device is not None:
-            iterator = (finish_batch(batch, self.device) for batch in iterator)
+            if self._buffers is None:
+                self._buffers = OutputBuffers()
+            iterator = (finish_batch(batch, self.device, self._buffers) for batch in iterator)
         return iterator if dataset is None else _reporting_skips(iterator, dataset)
+
+    def _pool_size(self, dataset: PatchDataset | None) -> int:
+        """Threads reading ahead in this pass: none with workers, unbatched, or items not the dataset's own."""
+        if dataset is None or self.num_workers or self.batch_sampler is None:
+            return 0
+        if self.dataset is not dataset and not isinstance(self.dataset, CompactItems):
+            return 0  # wrapped (Subset, ...): its indices are not the dataset's
+        if type(dataset).__getitem__ is not PatchDataset.__getitem__:
+            return 0  # a subclass's own items are never bypassed
+        return resolve_read_threads(dataset.read_threads if self.read_threads is None else self.read_threads)
+
+    def _read_ahead(self, single: Any, dataset: PatchDataset, threads: int) -> Iterator[Any]:
+        """The batches of torch's single-process pass ``single``, the items' patches read ahead by ``threads``.
+
+        The batches come from torch's own pass (its sampler iterator, so a ``generator`` draws as
+        without read-ahead), are collated by the loader's ``collate_fn`` and pinned as torch pins
+        them; only the items are made by `PatchDataset.items`, in order, identical to ``dataset[i]``.
+        """
+        sizes: collections.deque[int] = collections.deque()
+
+        def indices() -> Iterator[int]:
+            for batch in iter(single._next_index, None):  # torch's batch sampler, as its pass draws it
+                sizes.append(len(batch))
+                yield from batch
+
+        compact = isinstance(self.dataset, CompactItems) or dataset.compact
+        # A batch ahead (at least two items per thread): the pool rarely waits for the loop, nor it for the pool.
+        depth = max(2 * threads, self.batch_size or 1)
+        items = dataset.items(indices(), compact=compact, threads=threads, depth=depth)
+        try:
+            for first in items:  # batch k's first item: its size is known (its indices started)
+                batch = self.collate_fn([first, *itertools.islice(items, sizes.popleft() - 1)])
+                yield pin_memory(batch, self.pin_memory_device) if self.pin_memory else batch
+        finally:
+            items.close()
 
     def _sync_epoch(self) -> None:
         dataset = find_patch_dataset(self.dataset)
@@ -161,6 +188,7 @@ def make_dataloader(
     weights: Any = None,
     device: torch.device | str | None = None,
     compact_transfer: bool | None = None,
+    read_threads: int | None = None,
     **overrides: Any,
 ) -> PatchDataLoader:
     """A DataLoader honouring ``dataset.data_loader`` (shuffle, num_workers, batch_size, ...).
@@ -191,12 +219,16 @@ def make_dataloader(
     ``collate_fn`` of yours, no ``__getitem__`` of a subclass), its items can travel compact,
     as with ``compact=True``, each batch converted once as it leaves (on ``device`` if
     given); the batches are bit-identical to the float items stacked and ``dataset[i]`` is
-    unchanged. None (default) does so where it wins on speed and memory alike: without
-    workers (no per-item float32 copy; a steadier heap) and with a ``device`` (the compact
-    batch crosses the bus). With CPU workers the float batches arrive in shared memory,
-    while converted ones are new heap memory in the main process, which glibc fragments
-    (+700 MB measured; docs/performance.md), so None keeps float items there; True asks
-    for compact transfer anyway, False never.
+    unchanged. None (default) and True do so: without workers no per-item float32 copy is
+    made, with a ``device`` the compact batch crosses the bus, and with CPU workers 4x-8x
+    fewer bytes travel (the workers collate into shared memory) and the main process converts
+    each batch into reused buffers (`crossgeo.torch.batches.OutputBuffers`; a buffer is reused
+    only once nothing holds it), so its heap does not grow as it did when every converted
+    batch was new memory (peak 1.0 GB against 0.4 GB; docs/performance.md). False never.
+
+    ``read_threads``: threads reading the next items' patches ahead at ``num_workers: 0``
+    (`PatchDataset.items`), the batches identical and in the same order; None: the dataset's
+    ``read_threads``, else 2 on two cores or more (`crossgeo.readahead.resolve_read_threads`).
     """
     check_keys(overrides, DATA_LOADER_KEYS, "make_dataloader()")
     if compact_transfer is not None and not isinstance(compact_transfer, bool):
@@ -238,16 +270,17 @@ def make_dataloader(
             options["generator"] = torch.Generator().manual_seed(seed)
     options["worker_init_fn"] = chain(worker_init_fn, options.get("worker_init_fn"))
     if compact_transfer is None:
-        compact_transfer = not options.get("num_workers") or device is not None
+        compact_transfer = True  # measured: faster and no heap growth, with workers too (reused buffers)
     own_collate = options.get("collate_fn") is None
     converts = patch_dataset is not None and own_collate and patch_dataset.compact
     # Only for the items PatchDataset itself makes: a subclass's own __getitem__ is never bypassed.
     plain_items = type(dataset).__getitem__ is PatchDataset.__getitem__
     if own_collate and compact_transfer and not converts and dataset is patch_dataset and plain_items:
-        dataset, converts = _CompactItems(patch_dataset), True
+        dataset, converts = CompactItems(patch_dataset), True
     if converts:
         options["collate_fn"] = collate_compact
     loader = PatchDataLoader(dataset, **options)
     loader.device = torch.device(device) if device is not None else None
     loader.converts = converts
+    loader.read_threads = None if read_threads is None else check_int(read_threads, "read_threads", 0)
     return loader

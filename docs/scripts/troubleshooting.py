@@ -65,6 +65,17 @@ SECTIONS = {
 
 #: case id -> (cause, fix). Markdown; links are relative to docs/troubleshooting.md.
 FIXES: dict[str, tuple[str, str]] = {
+    # read-ahead threads (read_threads)
+    "read_threads negative": (
+        "`read_threads` (threads reading patches ahead at `num_workers: 0` and in Keras' `PatchPyDataset`) is "
+        "a count of threads, and a negative count has no meaning.",
+        "Give `read_threads: 2` (or more) to read ahead, `0` to read in the loop's thread, or leave it out "
+        "(`null`: 2 on two cores or more).",
+    ),
+    "read_threads not a count": (
+        '`read_threads` was given as text or a fraction (`"2"`, `1.5`); it is a whole number of threads.',
+        "Write it as a number without quotes: `read_threads: 2`.",
+    ),
     # time series (group_by)
     "time not a date": (
         "A row of a time-series catalogue has a `time` that is no ISO date or datetime (a typo, a local format "

@@ -475,6 +475,22 @@ CASES: list[tuple[str, Callable[[Files], Any], type[Exception], str]] = [
         r"CROSSGEO_ALLOWED_TRANSFORMS=mypkg.transforms .*or allowed_targets=\[...\] in code",
     ),
     (
+        "read_threads negative",
+        lambda f: split_config(
+            {"image_mbtiles_path": "a", "mask_path": "b", "crops_path": "c", "patch_size": 1, "read_threads": -2}
+        ),
+        ConfigError,
+        r"read_threads must be >= 0, got -2",
+    ),
+    (
+        "read_threads not a count",
+        lambda f: split_config(
+            {"image_mbtiles_path": "a", "mask_path": "b", "crops_path": "c", "patch_size": 1, "read_threads": "2"}
+        ),
+        OptionTypeError,
+        r"read_threads must be an integer, got str",
+    ),
+    (
         "missing config key",
         lambda f: split_config({"mask_path": "b", "crops_path": "c", "patch_size": 1}),
         OptionError,

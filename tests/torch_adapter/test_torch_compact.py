@@ -27,8 +27,7 @@ FLIP_AND_SOMETIMES_NORMALIZE = [
 
 def _batches(dataset: PatchDataset, **options: Any) -> list[dict[str, Any]]:
     loader = make_dataloader(dataset, batch_size=3, **options)
-    auto = not options.get("num_workers") or "device" in options
-    assert loader.converts is (dataset.compact or options.get("compact_transfer", auto))
+    assert loader.converts is (dataset.compact or options.get("compact_transfer", True))
     dataset.set_epoch(1)
     return list(loader)
 
@@ -104,16 +103,17 @@ def test_compact_must_be_a_bool(scene: types.SimpleNamespace) -> None:
 
 
 @pytest.mark.parametrize("context", ["fork", "spawn"])
-def test_loader_transfers_compact_when_asked_or_without_workers(scene: types.SimpleNamespace, context: str) -> None:
+def test_loader_transfers_compact_by_default_with_and_without_workers(
+    scene: types.SimpleNamespace, context: str
+) -> None:
     """Compact transfer of a float PatchDataset's items, converted per batch: the float items, stacked."""
     sampler = PatchSampler(scene.image_tif, scene.mask_tif, scene.windows_csv, PATCH, n_classes=2)
     options = {"augmentation_list": FLIP_AND_SOMETIMES_NORMALIZE, "seed": 5, "return_metadata": True}
     dataset = PatchDataset(sampler, **options)
     assert make_dataloader(dataset, batch_size=3).converts  # no workers: compact by default
-    assert not make_dataloader(dataset, batch_size=3, num_workers=2).converts  # CPU workers: float by default
-    loader = make_dataloader(
-        dataset, batch_size=3, num_workers=2, multiprocessing_context=context, compact_transfer=True
-    )
+    assert make_dataloader(dataset, batch_size=3, num_workers=2).converts  # CPU workers too (reused buffers)
+    assert not make_dataloader(dataset, batch_size=3, num_workers=2, compact_transfer=False).converts
+    loader = make_dataloader(dataset, batch_size=3, num_workers=2, multiprocessing_context=context)
     assert loader.converts and loader.dataset.epoch == dataset.epoch and len(loader.dataset) == len(dataset)
     dataset.set_epoch(2)
     batches = list(loader)
