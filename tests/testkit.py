@@ -259,3 +259,16 @@ def stac_reference_epoch(sampler: Any, seed: int, *, channels_last: bool) -> tup
 
 STAC_EPOCH_SUMS = (380160.0, 768)
 """Sums of every image value and every mask class of a `served_stac_sampler` epoch, in every framework."""
+
+
+def preview_title_shift(png: Path) -> int:
+    """Pixels a preview sheet's tiles sit lower than `crossgeo.cli.preview.layout` without a title puts them:
+    the title the PNG carries (its ``Title`` text) wrapped to the sheet's width, one ``TITLE_LINE`` a line past
+    the first."""
+    from PIL import Image
+
+    from crossgeo.cli import preview
+
+    picture = Image.open(png)
+    lines = preview.title_lines(str(picture.info.get("Title", "")), picture.width)
+    return max(0, len(lines) - 1) * preview.TITLE_LINE

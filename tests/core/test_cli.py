@@ -23,7 +23,7 @@ pytest.importorskip("tqdm")
 
 import yaml
 from PIL import Image
-from testkit import CliRun
+from testkit import CliRun, preview_title_shift
 
 from crossgeo import PatchSampler
 from crossgeo import testing as T
@@ -235,12 +235,8 @@ def expected_layout(
     a title wrapped to two lines moves the tiles down)."""
     patches = [sampler[i] for i in indices]
     key = preview.legend(sampler, [p.mask for p in patches], [~p.mask_valid for p in patches], class_names)
-    return preview.sheet_layout(len(indices), tile, key, title=sheet_title(png))
-
-
-def sheet_title(png: Path | None) -> str:
-    """The title a preview PNG carries in its ``Title`` text chunk ("" without one)."""
-    return "" if png is None else str(Image.open(png).info.get("Title", ""))
+    title = "" if png is None else str(Image.open(png).info.get("Title", ""))
+    return preview.sheet_layout(len(indices), tile, key, title=title)
 
 
 def check_sheet(png: Path, sampler: PatchSampler, indices: list[int], tile: int, alpha: float) -> None:
@@ -248,7 +244,8 @@ def check_sheet(png: Path, sampler: PatchSampler, indices: list[int], tile: int,
     sheet = np.asarray(Image.open(png).convert("RGB")).astype(np.int64)
     classes = sorted(set(common.declared_classes(sampler)))
     colours = common.class_colours(sampler, classes)
-    for (x, y), i in zip(preview.layout(len(indices), tile, 1, title=sheet_title(png)).tiles, indices):
+    shift = preview_title_shift(png)
+    for (x, y), i in zip(((x, y + shift) for x, y in preview.layout(len(indices), tile, 1).tiles), indices):
         patch = sampler[i]
         shown = sheet[y : y + tile, x : x + tile]
         picture = np.repeat(patch.image[:1], 3, 0) if patch.image.shape[0] < 3 else patch.image[:3]
@@ -533,7 +530,8 @@ def test_real_vectors_and_mbtiles(tmp_path: Path, real_data: Path, cli: CliRun) 
     assert code == 0
     check_stats(json.loads((tmp_path / "e.json").read_text()), sampler_of(europe))
     code, _, _ = cli("preview", europe, "-n", 4, "--out", tmp_path / "e.png")  # RGBA MBTiles, 4 bands
-    geometry = expected_layout(sampler_of(europe), preview.choose_windows(len(sampler_of(europe)), 4, 0), 96)
+    windows = preview.choose_windows(len(sampler_of(europe)), 4, 0)
+    geometry = expected_layout(sampler_of(europe), windows, 96, png=tmp_path / "e.png")
     assert code == 0 and Image.open(tmp_path / "e.png").size == (geometry.width, geometry.height)
 
 

@@ -18,7 +18,7 @@ pytest.importorskip("PIL")
 import yaml
 from affine import Affine
 from PIL import Image
-from testkit import CliRun, Series
+from testkit import CliRun, Series, preview_title_shift
 
 from crossgeo import testing as T
 from crossgeo.cli import preview
@@ -55,8 +55,10 @@ def _scene(folder: Path) -> dict[str, Any]:
 
 
 def _tiles(png: Path, count: int, tile: int) -> list[np.ndarray]:
+    """The sheet's tiles where the layout puts them under the title the PNG carries (it may wrap)."""
     sheet = np.asarray(Image.open(png).convert("RGB"))
-    return [sheet[y : y + tile, x : x + tile] for x, y in preview.layout(count, tile, 1).tiles]
+    shift = preview_title_shift(png)
+    return [sheet[y + shift : y + shift + tile, x : x + tile] for x, y in preview.layout(count, tile, 1).tiles]
 
 
 @pytest.mark.parametrize(
