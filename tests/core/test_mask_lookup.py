@@ -213,22 +213,27 @@ def test_a_repeated_window_is_a_copy_of_the_kept_one(scene: CoordinateScene, mon
     assert len(cache) == kept  # read back, not looked up again
 
 
-def test_kept_windows_never_push_out_the_whole_mask(scene: CoordinateScene, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Windows fill only the room the whole mask leaves: with room for two, the rest are looked up each time."""
-    mask = scene.lonlat_mask()
-    grid = sampler(scene, mask, "grid", monkeypatch)
-    lookup = sampler(scene, mask, "lookup", monkeypatch, whole=True)
-    whole = lookup._reader().mask._whole_source()
-    assert whole is not None
-    cache = crossgeo.io.MaskBlockCache(whole.nbytes + 2 * SIZE * SIZE * whole.itemsize)
+def test_kept_windows_never_push_out_a_whole_mask(scene: CoordinateScene, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Windows fill only the room the whole masks leave: with two masks kept and room for two windows, one
+    mask's windows do not evict the other's whole mask (nor their own); the rest are looked up each time."""
+    masks = [scene.lonlat_mask(), scene.lonlat_mask("finer.tif", resolution=0.0002)]
+    grids = [sampler(scene, mask, "grid", monkeypatch) for mask in masks]
+    lookups = [sampler(scene, mask, "lookup", monkeypatch, whole=True) for mask in masks]
+    sources = [lookup._reader().mask for lookup in lookups]
+    wholes = [source._whole_source() for source in sources]
+    assert wholes[0] is not None and wholes[1] is not None
+    room = 2 * SIZE * SIZE
+    cache = crossgeo.io.MaskBlockCache(wholes[0].nbytes + wholes[1].nbytes + room)
     monkeypatch.setattr(crossgeo.io, "mask_blocks", cache)
     offsets = [(0, 0), (10, 20), (30, 5), (60, 60), (0, 0), (60, 60)]
-    for _ in range(2):
+    for lookup, grid in zip(lookups, grids):
         for r, c in offsets:
             got, got_invalid = raw(lookup, r, c, SIZE, SIZE)
             want, want_invalid = raw(grid, r, c, SIZE, SIZE)
             np.testing.assert_array_equal(got, want)
             np.testing.assert_array_equal(got_invalid, want_invalid)
             assert cache.bytes <= cache.max_bytes
-            assert (lookup._reader().mask.block_source, -1, -1) in cache._blocks
-    assert len(cache) == 3
+            assert all(
+                (source.block_source, -1, -1) in cache._blocks for source in sources[: lookups.index(lookup) + 1]
+            )
+    assert len(cache) == 4  # two whole masks and the first mask's first two windows
