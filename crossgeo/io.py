@@ -18,7 +18,8 @@
   blocks of reference pixels, a plain read of its own pixels, each repeated (``"scaled"``); a
   mask whose warp separates into rows and columns (same CRS on another grid, EPSG:4326 on Web
   Mercator) by a plain window of it and a row and column lookup with the exact warp's pixels
-  (`lookup_axes`, the ``"lookup"`` view); else through one of three views (`mask_view_for`):
+  (`lookup_axes`, the ``"lookup"`` view; looked-up windows are kept in `MaskBlockCache`'s free
+  room, so a window read again is a copy); else through one of three views (`mask_view_for`):
   one ``WarpedVRT`` over the whole reference grid per reader when its warped blocks fit
   GDAL's block cache (they are then reused across windows and epochs); the same view read
   in `MASK_BLOCK` blocks kept by crossgeo (`MaskBlockCache`, a mask only) when they fit
@@ -438,7 +439,7 @@ class MaskBlockCache:
 
     def _start(self) -> None:
         self._lock = threading.Lock()
-        self._blocks: collections.OrderedDict[tuple[int, int, int], tuple[np.ndarray, np.ndarray | None]] = (
+        self._blocks: collections.OrderedDict[tuple[int, ...], tuple[np.ndarray, np.ndarray | None]] = (
             collections.OrderedDict()
         )
         self.bytes = 0
@@ -459,18 +460,23 @@ class MaskBlockCache:
     def _after_fork(self) -> None:
         self._lock = threading.Lock()
 
-    def get(self, key: tuple[int, int, int]) -> tuple[np.ndarray, np.ndarray | None] | None:
+    def get(self, key: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray | None] | None:
         with self._lock:
             block = self._blocks.get(key)
             if block is not None:
                 self._blocks.move_to_end(key)
             return block
 
-    def put(self, key: tuple[int, int, int], block: tuple[np.ndarray, np.ndarray | None]) -> None:
+    def put(self, key: tuple[int, ...], block: tuple[np.ndarray, np.ndarray | None], *, evict: bool = True) -> None:
+        """Keep ``block`` under ``key``, evicting the least recently used blocks to stay within the bound;
+        ``evict=False`` keeps it only in room left free (the lookup view's windows: they never push out
+        the whole mask they are read from)."""
         size = _block_bytes(block)
         if size > self.max_bytes:
             return
         with self._lock:
+            if not evict and self.bytes + size > self.max_bytes:
+                return
             old = self._blocks.pop(key, None)
             if old is not None:
                 self.bytes -= _block_bytes(old)
@@ -480,6 +486,10 @@ class MaskBlockCache:
             while self.bytes > self.max_bytes:
                 _, evicted = self._blocks.popitem(last=False)
                 self.bytes -= _block_bytes(evicted)
+
+    def room(self, size: int) -> bool:
+        """Whether ``size`` more bytes fit without evicting anything (a hint: `put` checks again under the lock)."""
+        return self.bytes + size <= self.max_bytes
 
     def clear(self) -> None:
         with self._lock:
@@ -1029,6 +1039,24 @@ class SourceReader:
         return kept[0]
 
     def _read_lookup(self, row_off: int, col_off: int, height: int, width: int) -> tuple[np.ndarray, np.ndarray | None]:
+        """`_look_up`'s window, kept in `mask_blocks` while it has room, so a repeated window is a copy.
+
+        A window's two gathers cost ~0.1 ms (256^2, a pixel each), a copy of the kept window a few
+        microseconds: warm epochs over the same windows read at the speed of GDAL's cache of warped
+        blocks. Windows never evict anything (`MaskBlockCache.put` ``evict=False``): the whole mask
+        they are gathered from stays kept, and other views' blocks push them out as usual.
+        """
+        key = (self.block_source, row_off, col_off, height, width)
+        kept = mask_blocks.get(key)
+        if kept is not None:
+            data, invalid = kept
+            return data.copy(), None if invalid is None else invalid.copy()
+        data, invalid = self._look_up(row_off, col_off, height, width)
+        if mask_blocks.room(data.nbytes + (0 if invalid is None else invalid.nbytes)):
+            mask_blocks.put(key, (data.copy(), None if invalid is None else invalid.copy()), evict=False)
+        return data, invalid
+
+    def _look_up(self, row_off: int, col_off: int, height: int, width: int) -> tuple[np.ndarray, np.ndarray | None]:
         """The window as the source's rows and columns picked by `lookup_axes` from one plain read (or from
         the whole source kept in memory, `SourcePlan.lookup_whole`): no warp.
 

@@ -189,3 +189,51 @@ def test_threads_read_the_lookup_view_alike(
         for i, mask in got.items():
             np.testing.assert_array_equal(mask, want[i])
         got.clear()
+
+
+def test_a_repeated_window_is_a_copy_of_the_kept_one(scene: CoordinateScene, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A window read again (a warm epoch) comes from `mask_blocks`, as read the first time, and is the reader's own."""
+    mask = scene.lonlat_mask(margin=-0.01)  # windows at its edges carry invalid pixels
+    grid = sampler(scene, mask, "grid", monkeypatch)
+    cache = crossgeo.io.MaskBlockCache(2**40)
+    monkeypatch.setattr(crossgeo.io, "mask_blocks", cache)
+    lookup = sampler(scene, mask, "lookup", monkeypatch, whole=True)
+    offsets = np.random.default_rng(5).integers(-SIZE, scene.size, (12, 2)).tolist()
+    first = [raw(lookup, r, c, SIZE, SIZE) for r, c in offsets]
+    assert any(invalid.any() for _, invalid in first) and not all(invalid.any() for _, invalid in first)
+    kept = len(cache)
+    assert kept == 1 + len(offsets)  # the whole mask and every window
+    for data, invalid in first:  # a caller writing into a read changes nothing kept
+        data[...] = 7
+        invalid[...] = True
+    for (r, c), (want, want_invalid) in zip(offsets, (raw(grid, r, c, SIZE, SIZE) for r, c in offsets)):
+        got, got_invalid = raw(lookup, r, c, SIZE, SIZE)
+        np.testing.assert_array_equal(got, want)
+        np.testing.assert_array_equal(got_invalid, want_invalid)
+    assert len(cache) == kept  # read back, not looked up again
+
+
+def test_kept_windows_never_push_out_a_whole_mask(scene: CoordinateScene, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Windows fill only the room the whole masks leave: with two masks kept and room for two windows, one
+    mask's windows do not evict the other's whole mask (nor their own); the rest are looked up each time."""
+    masks = [scene.lonlat_mask(), scene.lonlat_mask("finer.tif", resolution=0.0002)]
+    grids = [sampler(scene, mask, "grid", monkeypatch) for mask in masks]
+    lookups = [sampler(scene, mask, "lookup", monkeypatch, whole=True) for mask in masks]
+    sources = [lookup._reader().mask for lookup in lookups]
+    wholes = [source._whole_source() for source in sources]
+    assert wholes[0] is not None and wholes[1] is not None
+    room = 2 * SIZE * SIZE
+    cache = crossgeo.io.MaskBlockCache(wholes[0].nbytes + wholes[1].nbytes + room)
+    monkeypatch.setattr(crossgeo.io, "mask_blocks", cache)
+    offsets = [(0, 0), (10, 20), (30, 5), (60, 60), (0, 0), (60, 60)]
+    for lookup, grid in zip(lookups, grids):
+        for r, c in offsets:
+            got, got_invalid = raw(lookup, r, c, SIZE, SIZE)
+            want, want_invalid = raw(grid, r, c, SIZE, SIZE)
+            np.testing.assert_array_equal(got, want)
+            np.testing.assert_array_equal(got_invalid, want_invalid)
+            assert cache.bytes <= cache.max_bytes
+            assert all(
+                (source.block_source, -1, -1) in cache._blocks for source in sources[: lookups.index(lookup) + 1]
+            )
+    assert len(cache) == 4  # two whole masks and the first mask's first two windows
