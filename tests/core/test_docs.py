@@ -66,8 +66,10 @@ def test_every_block_is_tested_somewhere() -> None:
     python_blocks = [b for blocks in PAGES.values() for b in blocks if b.lang == "python"]
     assert len(python_blocks) >= 25
     for block in python_blocks:
-        assert any(examples.runnable(block, env) for env in ("core", "torch", "tensorflow", "ray")), str(block)
+        envs = ("reader",) if block.page.startswith(examples.TUTORIALS) else ("core", "torch", "tensorflow", "ray")
+        assert any(examples.runnable(block, env) for env in envs), str(block)
     assert "README.md" in CORE_PAGES
+    assert not any(page.startswith(examples.TUTORIALS) for page in CORE_PAGES)  # gallery pages run as a reader only
 
 
 def test_pages_are_in_the_navigation_and_images_exist() -> None:
@@ -242,3 +244,28 @@ def test_the_tutorial_runner_uses_the_pages_install_line_and_none_of_our_environ
     assert not {"KERAS_BACKEND", "CROSSGEO_REQUIRE", "PYTHONPATH"} & set(env)
     assert env["PATH"].split(os.pathsep)[0] == str(tmp_path / "venv" / "bin")
     assert re.search(r"^envlist = .*\btutorials\b", (ROOT / "tox.ini").read_text(), re.M)
+
+
+def test_every_gallery_tutorial_runs_as_a_reader_and_has_a_thumbnail() -> None:
+    """Each page of docs/tutorials/ installs from its own line, shows outputs and a figure its code draws,
+    is run by tox -e tutorials and has a card with a thumbnail on the gallery page (issue #27.7)."""
+    import run_tutorial
+
+    pages = sorted((ROOT / "docs" / "tutorials").glob("*.md"))
+    assert {p.stem for p in pages} >= {"band-files", "time-series", "stac", "chips", "ray"}
+    assert run_tutorial.tutorials() == [ROOT / "docs" / "getting-started.md", *pages]
+    gallery = (ROOT / "docs" / "tutorials.md").read_text()
+    tox = (ROOT / "tox.ini").read_text()
+    assert "commands = python docs/scripts/run_tutorial.py {posargs}" in tox  # no page named: every tutorial
+    for page in pages:
+        lines = run_tutorial.install_lines(page)
+        assert lines and all(line.startswith("pip install ") for line in lines), page.name
+        if "torch" in " ".join(lines):  # an unpinned torch downloads multi-GB CUDA wheels
+            assert all("-c ci/requirements-torch.txt" in line for line in lines), page.name
+        blocks = examples.blocks_of(page)
+        assert sum(b.is_output and bool(b.code.strip()) for b in blocks) >= 1, page.name
+        figures = examples.figures_of(page)
+        assert figures and all((examples.FIGURES / name).is_file() for name in figures), page.name
+        assert f"](tutorials/{page.name})" in gallery, f"{page.name} has no card in docs/tutorials.md"
+        assert f"](images/tutorials/{figures[0]})](tutorials/{page.name})" in gallery, f"{page.name}: no thumbnail"
+
