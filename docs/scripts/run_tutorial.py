@@ -119,17 +119,26 @@ def main(argv: list[str]) -> int:
         keep, argv = Path(argv[at + 1]), argv[:at] + argv[at + 2 :]
     pages = [Path(a).resolve() for a in argv] or tutorials()
     start = time.perf_counter()
-    seconds = {}
+    seconds: dict[Path, float] = {}
+    failed: list[Path] = []
     with tempfile.TemporaryDirectory(prefix="crossgeo-tutorial-") as tmp:
-        for page in pages:
+        for page in pages:  # every page runs, so one failure does not hide another
             folder = (keep or Path(tmp)) / f"venv-{page.stem}"
-            seconds[page] = run(page, folder)
+            page_start = time.perf_counter()
+            try:
+                run(page, folder)
+            except subprocess.CalledProcessError as error:
+                print(f"[{page.name}] FAILED: {shlex.join(map(str, error.cmd))} exited {error.returncode}", flush=True)
+                failed.append(page)
+            seconds[page] = time.perf_counter() - page_start
             if keep is None:
                 shutil.rmtree(folder, ignore_errors=True)  # a torch venv is ~1 GB
     for page, taken in seconds.items():
-        print(f"  {taken:5.0f} s  {page.relative_to(ROOT)}")
-    print(f"{len(pages)} tutorial(s) ran as a reader in {time.perf_counter() - start:.0f} s")
-    return 0
+        status = "FAILED" if page in failed else "ok"
+        print(f"  {taken:5.0f} s  {status:<6} {page.relative_to(ROOT)}")
+    total = time.perf_counter() - start
+    print(f"{len(pages) - len(failed)} of {len(pages)} tutorial(s) ran as a reader in {total:.0f} s")
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

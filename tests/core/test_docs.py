@@ -268,4 +268,3 @@ def test_every_gallery_tutorial_runs_as_a_reader_and_has_a_thumbnail() -> None:
         assert figures and all((examples.FIGURES / name).is_file() for name in figures), page.name
         assert f"](tutorials/{page.name})" in gallery, f"{page.name} has no card in docs/tutorials.md"
         assert f"](images/tutorials/{figures[0]})](tutorials/{page.name})" in gallery, f"{page.name}: no thumbnail"
-
