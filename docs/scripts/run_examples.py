@@ -230,8 +230,11 @@ _TIMING = re.compile(r"\b\d[\d,]*(?:\.\d+)?(?= ?(?:s|ms|min)\b| ?[\w ]*/s\b)")
 
 
 def comparable(text: str) -> str:
-    """Output as the check compares it: decimals and timings masked, trailing spaces and blank ends dropped."""
-    lines = [_DECIMAL.sub("<decimal>", _TIMING.sub("<time>", line)).rstrip() for line in text.strip("\n").splitlines()]
+    """Output as the check compares it: decimals and timings masked, trailing spaces, blank ends and the
+    indent common to every line dropped (a page's block is read dedented: a table printed with a leading
+    space, as pandas' ``to_string`` prints one, shows without it)."""
+    text = textwrap.dedent(text.strip("\n"))
+    lines = [_DECIMAL.sub("<decimal>", _TIMING.sub("<time>", line)).rstrip() for line in text.splitlines()]
     return "\n".join(lines)
 
 

@@ -217,6 +217,9 @@ def test_shown_outputs_are_checked_with_decimals_and_timings_masked(
         examples._check_output(code, shown, "95 training windows, last loss 0.865\n", tmp_path)
     timing = examples.Block("page.md", 9, "text", "  9 files in 19.8 s, 164 patches/s\n", '```text title="Output"')
     examples._check_output(code, timing, "  9 files in 3 s, 20 patches/s\n", tmp_path)
+    # A page's block is read dedented: a table printed with a common leading space still matches.
+    table = examples.Block("page.md", 13, "text", "index  building\n   43     0.393\n", '```text title="Output"')
+    examples._check_output(code, table, " index  building\n    43     0.401\n", tmp_path)
 
 
 def test_every_getting_started_step_shows_its_output() -> None:
