@@ -42,8 +42,9 @@ MAP_SIDE = 1024
 """Longest side of the map's image thumbnail in pixels."""
 LEGEND_HEIGHT = 24
 #: The legend's text is this fraction of the map's width (at least 12 px), so it stays legible where the
-#: picture is shown scaled down (a documentation page, a phone).
-LEGEND_TEXT_SHARE = 1 / 40
+#: picture is shown scaled down: a 1024-px map's 43-px text is ~29 px on a 1280-px screen's page and
+#: ~15 px on a 390-px phone.
+LEGEND_TEXT_SHARE = 1 / 24
 
 
 def add_parser(subparsers: Any, parents: Sequence[argparse.ArgumentParser]) -> argparse.ArgumentParser:

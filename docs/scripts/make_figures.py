@@ -35,8 +35,12 @@ PREVIEW_TITLE = "Landsat RGB (UTM 18N, 300 m) with a land mask (EPSG:4326, 0.125
 REAL_DATA = Path(os.environ.get("CROSSGEO_REAL_DATA") or HERE.parents[2] / "shared" / "data" / "real")
 
 WATER, LAND = (30, 60, 150), (235, 170, 40)
-PANEL = 360
-MARGIN, TITLE = 14, 40
+PANEL = 400
+#: Text size of the captions and legend: the 3-panel figure (~1270 px) is shown at ~55 % on a 1280-px
+#: screen's page and at ~28 % on a 390-px phone, so 40-px text reads as ~22 px and ~11 px. The captions
+#: are a few words; the page's caption under the figure says the rest.
+TEXT = 40
+MARGIN, TITLE = 18, 2 * TEXT + 24
 
 
 def font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
@@ -126,24 +130,28 @@ def draw_figure(real: Path, out: Path = OUT) -> Path:
     ImageDraw.Draw(middle).rectangle(box, outline=(255, 255, 255), width=2)
 
     panels = [
-        (left, f"1. mask: world.byte.tif, EPSG:4326,\n{mask_res} deg pixels; white: the image's outline"),
-        (middle, f"2. image: RGB.byte.tif, EPSG:32618, {image_res:.0f} m;\nmask warped onto its grid by crossgeo"),
-        (right, f"3. zoom: {n} x {n} image pixels (lines every 4);\nmask steps follow the 0.125 deg cells"),
+        (left, f"1. mask grid\n{mask_res}° cells"),
+        (middle, f"2. on the image\n{image_res:.0f} m pixels"),
+        (right, f"3. zoom x{z}\n{n} x {n} pixels"),
     ]
     width_total = sum(p.width for p, _ in panels) + MARGIN * (len(panels) + 1)
-    height_total = max(p.height for p, _ in panels) + 2 * MARGIN + TITLE + 30
+    height_total = max(p.height for p, _ in panels) + 3 * MARGIN + TITLE + TEXT
     sheet = Image.new("RGB", (width_total, height_total), (255, 255, 255))
     draw = ImageDraw.Draw(sheet)
     x = MARGIN
     for picture, caption in panels:
-        draw.multiline_text((x, MARGIN), caption, fill=(0, 0, 0), font=font(13), spacing=3)
+        draw.multiline_text((x, MARGIN), caption, fill=(0, 0, 0), font=font(TEXT), spacing=8)
         sheet.paste(picture, (x, MARGIN + TITLE))
         x += picture.width + MARGIN
-    legend_y = height_total - MARGIN - 16
-    for i, (colour, name) in enumerate(((WATER, "class 0: water"), (LAND, "class 1: land"))):
-        lx = MARGIN + i * 160
-        draw.rectangle([lx, legend_y, lx + 14, legend_y + 14], fill=colour, outline=(0, 0, 0))
-        draw.text((lx + 20, legend_y), name, fill=(0, 0, 0), font=font(13))
+    legend_y, lx = height_total - MARGIN - TEXT, MARGIN
+    for colour, name in ((WATER, "water"), (LAND, "land"), (None, "image outline")):
+        if colour is None:  # the outline drawn on panel 1: a white line, shown boxed
+            draw.rectangle([lx, legend_y, lx + TEXT, legend_y + TEXT], fill=WATER, outline=(0, 0, 0))
+            draw.line([(lx + 4, legend_y + TEXT // 2), (lx + TEXT - 4, legend_y + TEXT // 2)], fill="white", width=5)
+        else:
+            draw.rectangle([lx, legend_y, lx + TEXT, legend_y + TEXT], fill=colour, outline=(0, 0, 0))
+        draw.text((lx + TEXT + 12, legend_y - TEXT // 8), name, fill=(0, 0, 0), font=font(TEXT))
+        lx += TEXT + 12 + int(draw.textlength(name, font=font(TEXT))) + 2 * TEXT
     out.parent.mkdir(parents=True, exist_ok=True)
     sheet.save(out, optimize=True)
     return out

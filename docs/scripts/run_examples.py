@@ -24,6 +24,12 @@ How examples are found and run:
 
 Other blocks (``bash``, ``text``, ``diff``, ``yaml`` of the original library) are shown, not run.
 
+The pages of ``docs/tutorials/`` (the gallery) run only as a reader runs them
+(``docs/scripts/run_tutorial.py``: a new environment made from the page's install line), never in
+the test environments. A figure on such a page (``![...](../images/tutorials/NAME.png)``) is one
+the page's code draws: it must have written ``NAME.png`` in its folder by the end of the run, and
+``--reader --update-outputs`` copies it into ``docs/images/tutorials/``.
+
 Shown output: a ``text`` block whose fence line reads ```` ```text title="Output" ```` right after
 a ``python`` or ``console`` block is that block's output, as a reader sees it: what it printed
 (for a console block, what its commands printed). Running the page checks it: the text must
@@ -58,6 +64,10 @@ FRAMEWORKS = {
     "ray": {"ray", "chips"},
 }
 KNOWN = {"torch", "tensorflow", "keras", "real-data", "chips", "ray"}
+TUTORIALS = "docs/tutorials/"
+"""The gallery's pages: run as a reader only (see the module docstring)."""
+FIGURES = ROOT / "docs" / "images" / "tutorials"
+_FIGURE = re.compile(r"!\[[^\]]*\]\((?:\.\./)*images/tutorials/(?P<name>[\w.-]+\.png)\)")
 _FENCE = re.compile(r"^(?P<indent>[ \t]*)(?P<fence>```+)(?P<lang>[\w+-]*)[^\n]*$")
 _REQUIRES = re.compile(r"^#\s*requires:\s*(?P<names>.+)$")
 
@@ -138,6 +148,8 @@ def runnable(block: Block, framework: str) -> bool:
         return block.lang == "python" or (
             block.lang == "console" and any(line.startswith("$ crossgeo") for line in block.code.splitlines())
         )
+    if block.page.startswith(TUTORIALS):
+        return False
     if block.lang == "python":
         return block.frameworks <= FRAMEWORKS[framework]
     if block.lang == "console":
@@ -218,8 +230,11 @@ _TIMING = re.compile(r"\b\d[\d,]*(?:\.\d+)?(?= ?(?:s|ms|min)\b| ?[\w ]*/s\b)")
 
 
 def comparable(text: str) -> str:
-    """Output as the check compares it: decimals and timings masked, trailing spaces and blank ends dropped."""
-    lines = [_DECIMAL.sub("<decimal>", _TIMING.sub("<time>", line)).rstrip() for line in text.strip("\n").splitlines()]
+    """Output as the check compares it: decimals and timings masked, trailing spaces, blank ends and the
+    indent common to every line dropped (a page's block is read dedented: a table printed with a leading
+    space, as pandas' ``to_string`` prints one, shows without it)."""
+    text = textwrap.dedent(text.strip("\n"))
+    lines = [_DECIMAL.sub("<decimal>", _TIMING.sub("<time>", line)).rstrip() for line in text.splitlines()]
     return "\n".join(lines)
 
 
@@ -233,8 +248,8 @@ def _check_output(block: Block, shown: Block | None, printed: str, workdir: Path
         return
     printed = printed.replace(str(workdir) + os.sep, "").replace(str(workdir), ".")
     if os.environ.get("CROSSGEO_UPDATE_OUTPUTS") == "1":
-        # Every output of this run, its decimals too: a masked comparison would keep stale numbers.
-        if printed.strip() != shown.code.strip():
+        # Rewrite every output that is not exactly the run's, so the decimals shown are real ones too.
+        if printed.strip("\n") != shown.code.strip("\n"):
             OUTPUTS[(shown.page, shown.line)] = printed
         return
     if comparable(printed) == comparable(shown.code):
@@ -336,14 +351,47 @@ def main(argv: list[str]) -> int:
     return 0
 
 
+def figures_of(path: Path) -> list[str]:
+    """The file names of the figures a tutorial page shows from ``docs/images/tutorials/``."""
+    return _FIGURE.findall(path.read_text())
+
+
+def check_figures(path: Path, workdir: Path) -> list[str]:
+    """Each figure ``path`` shows must have been drawn by its code into ``workdir`` (copied with --update-outputs)."""
+    names = figures_of(path)
+    missing = [name for name in names if not (workdir / name).is_file()]
+    if missing:
+        raise AssertionError(
+            f"{path.relative_to(ROOT)} shows {missing} from docs/images/tutorials/, but its code did not draw "
+            f"them: a figure on a tutorial page is saved by the page's own code under that name"
+        )
+    if os.environ.get("CROSSGEO_UPDATE_OUTPUTS") == "1":
+        FIGURES.mkdir(parents=True, exist_ok=True)
+        for name in names:
+            shutil.copyfile(workdir / name, FIGURES / name)
+            print(f"wrote {FIGURES.relative_to(ROOT) / name}")
+    return names
+
+
 def run_as_reader(pages: list[Path]) -> int:
-    """Run each page's blocks in order as a reader would (see docs/scripts/run_tutorial.py)."""
+    """Run each page's blocks in order as a reader would (see docs/scripts/run_tutorial.py).
+
+    With ``--update-outputs`` first (``run_examples.py --reader --update-outputs PAGE...``) the
+    shown outputs and figures are rewritten from the run instead of checked.
+    """
+    if pages[:1] == [Path("--update-outputs")]:
+        os.environ["CROSSGEO_UPDATE_OUTPUTS"] = "1"
+        pages = pages[1:]
     with tempfile.TemporaryDirectory() as tmp:
         scene = write_scene(Path(tmp) / "scene")
         for page in pages:
             path = page if page.is_absolute() else ROOT / page
-            ran = run_page(blocks_of(path), "reader", scene, Path(tmp) / path.stem)
-            print(f"reader     {page}: {len(ran)} block(s) ran, shown outputs checked")
+            workdir = Path(tmp) / path.stem
+            ran = run_page(blocks_of(path), "reader", scene, workdir)
+            figures = check_figures(path, workdir)
+            print(f"reader     {page}: {len(ran)} block(s) ran, shown outputs and {len(figures)} figure(s) checked")
+    if os.environ.get("CROSSGEO_UPDATE_OUTPUTS") == "1":
+        print(f"{update_outputs()} shown output(s) rewritten")
     return 0
 
 

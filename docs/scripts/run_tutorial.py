@@ -1,8 +1,9 @@
 """Run a tutorial page the way a reader does: a fresh virtual environment, the page's install line, the page's code.
 
-    python docs/scripts/run_tutorial.py docs/getting-started.md [--keep DIR]
+    python docs/scripts/run_tutorial.py [PAGE...] [--keep DIR]
 
-For each page named:
+With no page named, every tutorial runs: ``docs/getting-started.md`` and the gallery's pages
+(``docs/tutorials/*.md``). For each page:
 
 1. a new virtual environment is created (``python -m venv``, no system site-packages), so
    nothing installed elsewhere can hide a package the page forgets;
@@ -12,17 +13,21 @@ For each page named:
 3. every ``python`` and ``console`` block of the page runs in that environment, in order, in
    one namespace, in a fresh copy of the example folder (``docs/scripts/run_examples.py
    --reader``): ``# requires:`` markers are ignored (the install line promised everything) and
-   each shown output (```` ```text title="Output" ````) is checked against what its block prints.
+   each shown output (```` ```text title="Output" ````) is checked against what its block prints,
+   and each figure the page shows from ``docs/images/tutorials/`` must have been drawn by its code.
 
 The environment of the run holds only ``PATH``, ``HOME``, the pip configuration and a
 temporary folder: no ``KERAS_BACKEND``, ``PYTHONPATH`` or ``CROSSGEO_*`` the page does not set
-itself. The ``tutorials`` tox env runs it; the pip cache is kept warm by the other envs.
+itself. The ``tutorials`` tox env runs it; the pip cache is kept warm by the other envs, and
+pages that install torch pin its CPU build with ``-c ci/requirements-torch.txt`` on their install
+line (an unpinned torch resolves to multi-GB CUDA wheels).
 """
 
 from __future__ import annotations
 
 import os
 import shlex
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -52,6 +57,11 @@ PASSED = (
     "SSL_CERT_FILE",
     "CROSSGEO_REAL_DATA",
 )
+
+
+def tutorials() -> list[Path]:
+    """Every tutorial page: Getting started, then the gallery's pages (docs/tutorials/) by name."""
+    return [ROOT / "docs" / "getting-started.md", *sorted((ROOT / "docs" / "tutorials").glob("*.md"))]
 
 
 def install_lines(page: Path) -> list[str]:
@@ -107,14 +117,28 @@ def main(argv: list[str]) -> int:
     if "--keep" in argv:
         at = argv.index("--keep")
         keep, argv = Path(argv[at + 1]), argv[:at] + argv[at + 2 :]
-    pages = [Path(a).resolve() for a in argv]
-    if not pages:
-        raise SystemExit(__doc__)
+    pages = [Path(a).resolve() for a in argv] or tutorials()
+    start = time.perf_counter()
+    seconds: dict[Path, float] = {}
+    failed: list[Path] = []
     with tempfile.TemporaryDirectory(prefix="crossgeo-tutorial-") as tmp:
-        for page in pages:
+        for page in pages:  # every page runs, so one failure does not hide another
             folder = (keep or Path(tmp)) / f"venv-{page.stem}"
-            run(page, folder)
-    return 0
+            page_start = time.perf_counter()
+            try:
+                run(page, folder)
+            except subprocess.CalledProcessError as error:
+                print(f"[{page.name}] FAILED: {shlex.join(map(str, error.cmd))} exited {error.returncode}", flush=True)
+                failed.append(page)
+            seconds[page] = time.perf_counter() - page_start
+            if keep is None:
+                shutil.rmtree(folder, ignore_errors=True)  # a torch venv is ~1 GB
+    for page, taken in seconds.items():
+        status = "FAILED" if page in failed else "ok"
+        print(f"  {taken:5.0f} s  {status:<6} {page.relative_to(ROOT)}")
+    total = time.perf_counter() - start
+    print(f"{len(pages) - len(failed)} of {len(pages)} tutorial(s) ran as a reader in {total:.0f} s")
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

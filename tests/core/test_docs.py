@@ -66,8 +66,10 @@ def test_every_block_is_tested_somewhere() -> None:
     python_blocks = [b for blocks in PAGES.values() for b in blocks if b.lang == "python"]
     assert len(python_blocks) >= 25
     for block in python_blocks:
-        assert any(examples.runnable(block, env) for env in ("core", "torch", "tensorflow", "ray")), str(block)
+        envs = ("reader",) if block.page.startswith(examples.TUTORIALS) else ("core", "torch", "tensorflow", "ray")
+        assert any(examples.runnable(block, env) for env in envs), str(block)
     assert "README.md" in CORE_PAGES
+    assert not any(page.startswith(examples.TUTORIALS) for page in CORE_PAGES)  # gallery pages run as a reader only
 
 
 def test_pages_are_in_the_navigation_and_images_exist() -> None:
@@ -215,6 +217,9 @@ def test_shown_outputs_are_checked_with_decimals_and_timings_masked(
         examples._check_output(code, shown, "95 training windows, last loss 0.865\n", tmp_path)
     timing = examples.Block("page.md", 9, "text", "  9 files in 19.8 s, 164 patches/s\n", '```text title="Output"')
     examples._check_output(code, timing, "  9 files in 3 s, 20 patches/s\n", tmp_path)
+    # A page's block is read dedented: a table printed with a common leading space still matches.
+    table = examples.Block("page.md", 13, "text", "index  building\n   43     0.393\n", '```text title="Output"')
+    examples._check_output(code, table, " index  building\n    43     0.401\n", tmp_path)
 
 
 def test_updating_outputs_rewrites_stale_numbers_too(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -256,3 +261,27 @@ def test_the_tutorial_runner_uses_the_pages_install_line_and_none_of_our_environ
     assert not {"KERAS_BACKEND", "CROSSGEO_REQUIRE", "PYTHONPATH"} & set(env)
     assert env["PATH"].split(os.pathsep)[0] == str(tmp_path / "venv" / "bin")
     assert re.search(r"^envlist = .*\btutorials\b", (ROOT / "tox.ini").read_text(), re.M)
+
+
+def test_every_gallery_tutorial_runs_as_a_reader_and_has_a_thumbnail() -> None:
+    """Each page of docs/tutorials/ installs from its own line, shows outputs and a figure its code draws,
+    is run by tox -e tutorials and has a card with a thumbnail on the gallery page (issue #27.7)."""
+    import run_tutorial
+
+    pages = sorted((ROOT / "docs" / "tutorials").glob("*.md"))
+    assert {p.stem for p in pages} >= {"band-files", "time-series", "stac", "chips", "ray"}
+    assert run_tutorial.tutorials() == [ROOT / "docs" / "getting-started.md", *pages]
+    gallery = (ROOT / "docs" / "tutorials.md").read_text()
+    tox = (ROOT / "tox.ini").read_text()
+    assert "commands = python docs/scripts/run_tutorial.py {posargs}" in tox  # no page named: every tutorial
+    for page in pages:
+        lines = run_tutorial.install_lines(page)
+        assert lines and all(line.startswith("pip install ") for line in lines), page.name
+        if "torch" in " ".join(lines):  # an unpinned torch downloads multi-GB CUDA wheels
+            assert all("-c ci/requirements-torch.txt" in line for line in lines), page.name
+        blocks = examples.blocks_of(page)
+        assert sum(b.is_output and bool(b.code.strip()) for b in blocks) >= 1, page.name
+        figures = examples.figures_of(page)
+        assert figures and all((examples.FIGURES / name).is_file() for name in figures), page.name
+        assert f"](tutorials/{page.name})" in gallery, f"{page.name} has no card in docs/tutorials.md"
+        assert f"](images/tutorials/{figures[0]})](tutorials/{page.name})" in gallery, f"{page.name}: no thumbnail"
