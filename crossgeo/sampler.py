@@ -252,8 +252,9 @@ class PatchSampler(WindowSequence):
         self.grid = image.grid
         self.mask_coverage = mask.coverage
         self.decoder = decoder
-        #: Whether to look at mask values binarised by ``n_classes`` 2 (until the first warning).
-        self._check_binarised = isinstance(decoder, ClassIndexDecoder) and decoder.binarise
+        #: Whether to look at mask values binarised by ``n_classes`` 2 (until the first warning; a
+        #: `crossgeo.SceneSampler` turns it off in every scene once one of them warned).
+        self.check_binarised = isinstance(decoder, ClassIndexDecoder) and decoder.binarise
         #: Samples this process served from a replacement window (``on_read_error="skip"``).
         self.skipped = 0
         #: Positions of the windows this process found unreadable (never read again here).
@@ -400,7 +401,7 @@ class PatchSampler(WindowSequence):
                         "out_of_range: fill to give them mask_fill_value."
                     )
                 invalid = bad if invalid is None else invalid | bad
-        elif self._check_binarised and isinstance(self.decoder, ClassIndexDecoder):
+        elif self.check_binarised and isinstance(self.decoder, ClassIndexDecoder):
             self._warn_binarised(bands[0], invalid, row_off, col_off)
         classes = self.decoder(bands, invalid, dtype)
         valid = np.ones(classes.shape, dtype=bool) if invalid is None else ~invalid
@@ -411,7 +412,7 @@ class PatchSampler(WindowSequence):
         values = values_binarised(band, invalid)
         if values is None:
             return
-        self._check_binarised = False
+        self.check_binarised = False
         listed = ", ".join(f"{v:g}" for v in values[:10].tolist()) + (" ..." if values.size > 10 else "")
         warnings.warn(
             f"The mask {self.mask_path} holds {values.size} values ({listed}) in the window row_off={row_off}, "

@@ -277,7 +277,11 @@ class SceneSampler(WindowSequence):
         row_off, col_off = int(self.row_off[position]), int(self.col_off[position])
         local = position - int(self._starts[scene])  # the window's position in its scene's sampler
         with self.opened(scene) as sampler:
+            checking = sampler.check_binarised
             patch = sampler.read(row_off, col_off, index=local, mask_dtype=mask_dtype)
+        if checking and not sampler.check_binarised:  # it warned: once for the catalogue, not once per scene
+            for other in self.samplers:
+                other.check_binarised = False
         return self._finished(patch, scene, position)
 
     def read(self, scene: int, row_off: int, col_off: int, *, index: int = -1) -> Patch:

@@ -7,6 +7,7 @@ import os
 import pickle
 import re
 import threading
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -634,3 +635,19 @@ def test_validate_prints_every_problem_of_a_broken_catalogue(
     )
     assert main(["validate", str(config)]) == 1
     assert "FAIL  scenes        max_open must be >= 1" in capsys.readouterr().out
+
+
+def test_a_binarised_class_mask_warns_once_per_catalogue_not_once_per_scene(catalogue: Catalogue) -> None:
+    """Without n_classes every scene's mask of classes 0..N is binarised: one warning says so, not one per scene."""
+    scenes = []
+    for i, (_, _, height, width) in enumerate(Catalogue.BLOCKS):
+        rows, cols = _grid_windows(height, width, 100)
+        table = T.write_windows_table(catalogue.folder / f"b{i}.csv", rows, cols)
+        scenes.append({"image_path": str(catalogue.cuts[i]), "crops_path": str(table)})
+    sampler = SceneSampler(scenes, SIZE, mask_path=catalogue.mask, image_dtype="uint16", max_open=2)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for i in range(len(sampler)):
+            sampler[i]
+    binarised = [w for w in caught if "n_classes is 2" in str(w.message)]
+    assert len({int(s) for s in sampler.scene}) == 3 and len(binarised) == 1, [str(w.message) for w in binarised]
