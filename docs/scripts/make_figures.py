@@ -157,8 +157,11 @@ def draw_figure(real: Path, out: Path = OUT) -> Path:
     return out
 
 
-def draw_preview(real: Path, out: Path = PREVIEW, size: int = 128, count: int = 12) -> Path:
-    """``crossgeo preview``'s contact sheet of ``count`` windows lying wholly on image data."""
+def draw_preview(real: Path, out: Path = PREVIEW, size: int = 128, count: int = 6) -> Path:
+    """``crossgeo preview``'s contact sheet of ``count`` windows lying wholly on image data.
+
+    Six tiles in three columns keep the sheet about 420 px wide: shown at its own size on a wide
+    screen and barely scaled on a phone, so its 12-px captions stay readable on both."""
     from crossgeo.cli.preview import render_preview
 
     with rasterio.open(real / "RGB.byte.tif") as src:
