@@ -58,6 +58,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks import harness
+from benchmarks.scenes import read_manifest
 
 SCENE_VERSION = 1
 CRS = "EPSG:32632"
@@ -235,12 +236,7 @@ def ensure_scene(cache: Path, size: int, blocksize: int, windows: int, patch_siz
     folder = cache / f"s2-{size}-b{blocksize}-v{SCENE_VERSION}"
     manifest = folder / "manifest.json"
     want = {"version": SCENE_VERSION, "size": size, "blocksize": blocksize}
-    have: dict[str, Any] = {}
-    if manifest.exists():
-        try:
-            have = json.loads(manifest.read_text())
-        except ValueError:
-            have = {}
+    have = read_manifest(manifest)
     files = [band_file(folder, b) for b in BANDS] + [folder / "mask_4326.tif", folder / "geo_4326.tif"]
     if have.get("scene") != want or not all(f.exists() for f in files):
         harness.log(f"Generating the Sentinel-2-like {size}^2 scene in {folder} (once) ...")

@@ -208,17 +208,20 @@ class Scene:
         }
 
 
+def read_manifest(manifest: Path) -> dict[str, Any]:
+    """A cached scene's manifest (what was generated, with which parameters); {} when absent or unreadable."""
+    try:
+        return dict(json.loads(manifest.read_text()))
+    except (OSError, ValueError):
+        return {}
+
+
 def ensure_scene(cache: Path, size: int, n_windows: int, patch_size: int, seed: int = 0, log: Any = print) -> Scene:
     """The scene for these parameters, generated into ``cache`` unless it is already there."""
     folder = cache / f"scene-{size}-v{SCENE_VERSION}"
     manifest = folder / "manifest.json"
     want = {"version": SCENE_VERSION, "size": size, "seed": seed}
-    have: dict[str, Any] = {}
-    if manifest.exists():
-        try:
-            have = json.loads(manifest.read_text())
-        except ValueError:
-            have = {}
+    have = read_manifest(manifest)
     complete = all((folder / f).exists() for f in FILES)
     if have.get("scene") != want or not complete:
         log(f"Generating the {size} x {size} scene in {folder} (once) ...")
