@@ -633,6 +633,15 @@ GDAL_DEFAULTS: tuple[Option, ...] = (
     ),
     Option("GDAL_HTTP_LOW_SPEED_LIMIT", "int", 1, "The bytes/s below which `GDAL_HTTP_LOW_SPEED_TIME` counts."),
     Option("VSI_CACHE", "bool", True, "Cache recently read blocks of `/vsi...` files in memory."),
+    Option(
+        "VRT_NUM_THREADS",
+        "int",
+        1,
+        "Read a VRT's sources in the reading thread. GDAL 3.10 reads large VRT requests on a process-wide "
+        "thread pool, which a forked DataLoader worker inherits without its threads: the worker's first large "
+        "VRT read (a whole mask kept in memory) would wait forever. Parallelism comes from workers and "
+        "`read_threads` instead.",
+    ),
 )
 """GDAL configuration options crossgeo sets in every thread that reads (`crossgeo.io.GDAL_OPTIONS`).
 

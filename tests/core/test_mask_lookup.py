@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+import rasterio
 from affine import Affine
 
 import crossgeo.io
@@ -237,3 +238,55 @@ def test_kept_windows_never_push_out_a_whole_mask(scene: CoordinateScene, monkey
                 (source.block_source, -1, -1) in cache._blocks for source in sources[: lookups.index(lookup) + 1]
             )
     assert len(cache) == 4  # two whole masks and the first mask's first two windows
+
+
+def _mask_in_child(sampler: PatchSampler, index: int, out: Any) -> None:
+    out.put(sampler[index].mask)
+
+
+def test_a_forked_child_reads_a_vrt_mosaic_mask_the_parent_kept_whole(tmp_path: Path) -> None:
+    """GDAL 3.10 reads a large VRT request on a process-wide thread pool; a forked DataLoader worker inherits
+    the pool without its threads, so its first whole-mask read (the lookup view keeps a mask whole) waited
+    forever (run with ``VRT_NUM_THREADS=ALL_CPUS`` in the environment, which wins over crossgeo's default, to
+    see it). crossgeo reads VRT sources in the reading thread (``VRT_NUM_THREADS=1``)."""
+    import multiprocessing
+
+    from rasterio.warp import transform_bounds
+
+    transform = T.web_mercator_transform(12, 2176, 1460)
+    image = T.write_raster(tmp_path / "image.tif", T.coordinate_bands(512, 512), crs="EPSG:3857", transform=transform)
+    left, bottom, right, top = transform_bounds("EPSG:3857", "EPSG:4326", *rasterio_bounds(transform, 512))
+    whole = T.write_lonlat_mask(
+        tmp_path / "mask.tif", (left - 0.01, bottom - 0.01, right + 0.01, top + 0.01), 0.00005, cell=0.002, n_classes=4
+    )
+    with rasterio.open(whole) as src:
+        height, width = src.height, src.width
+    halves = [
+        T.write_scene_cut(whole, tmp_path / "west.tif", 0, 0, height, width // 2),
+        T.write_scene_cut(whole, tmp_path / "east.tif", 0, width // 2, height, width - width // 2),
+    ]
+    vrt = T.write_vrt_mosaic(tmp_path / "mask.vrt", halves)
+    windows = T.write_windows_table(tmp_path / "w.csv", [0, 256], [0, 256])
+    sampler = PatchSampler(image, vrt, windows, 128, n_classes=4, image_dtype="uint16")
+    assert (sampler.mask_view, sampler._plan.mask.lookup_whole) == ("lookup", True)
+    expected = sampler[1].mask
+    crossgeo.io.mask_blocks.clear()
+    sampler[0]  # the parent reads the whole mosaic (on GDAL's VRT pool, where it has one)
+    context = multiprocessing.get_context("fork")
+    out = context.Queue()
+    child = context.Process(target=_mask_in_child, args=(sampler, 1, out))
+    crossgeo.io.mask_blocks.clear()  # the child must read the mosaic itself
+    child.start()
+    try:
+        got = out.get(timeout=60)
+    finally:
+        child.kill()
+        child.join(10)
+    np.testing.assert_array_equal(got, expected)
+
+
+def rasterio_bounds(transform: Affine, size: int) -> tuple[float, float, float, float]:
+    """(left, bottom, right, top) of a ``size``-pixel square grid."""
+    left, top = transform * (0, 0)
+    right, bottom = transform * (size, size)
+    return left, bottom, right, top
