@@ -572,8 +572,8 @@ class AdapterOptions:
         "Threads reading the next patches ahead, in order, while the loop works on this one (GDAL decodes "
         "without Python's lock), with the torch DataLoader at `num_workers: 0` (`make_dataloader`) and Keras' "
         "`PatchPyDataset` (each batch's patches). The items are those a single reader gives, in the same order. "
-        "`null`: 2 where the process may use two cores or more, else 0; `0` or `1`: one reader. DataLoader "
-        "worker processes and tf.data read in parallel already and do not use it.",
+        "`null` (default), `0` or `1`: one reader; try 2 where the loop's own work (augmentation, the model) "
+        "leaves a core idle. DataLoader worker processes and tf.data read in parallel already and do not use it.",
         check=optional(non_negative_int),
     )
     allowed_targets: Sequence[str] = option(

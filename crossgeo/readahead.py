@@ -17,7 +17,6 @@ Framework-free (imports neither rasterio nor numpy): the torch 0-worker loader, 
 from __future__ import annotations
 
 import collections
-import os
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Generic, TypeVar
@@ -30,7 +29,7 @@ I = TypeVar("I")  # noqa: E741
 T = TypeVar("T")
 
 READ_THREADS = 2
-"""Default pool size: two decoding threads measurably beat one on two cores (docs/performance.md)."""
+"""`predict_raster`'s default pool size: its reads overlap the model and the writes."""
 
 
 def check_read_threads(value: object, option: str = "read_threads") -> int:
@@ -47,15 +46,15 @@ def check_read_threads(value: object, option: str = "read_threads") -> int:
 
 
 def resolve_read_threads(value: object, option: str = "read_threads") -> int:
-    """The pool size for ``read_threads=value``: the value checked, or (None) the default for this process.
+    """The pool size for ``read_threads=value``: the value checked, or (None) 0, one reader.
 
-    The default is `READ_THREADS` where the process may run on two cores or more, else 0 (one
-    reader: a second thread on one core only adds switching). Loaders that already read in
-    parallel (DataLoader worker processes, Keras' ``workers``) pass 0 themselves.
+    Read-ahead in the loaders is asked for, not the default: measured on two cores it cost ~24 %
+    more CPU per patch (each thread's handles decode the tiles neighbouring windows share again)
+    and did not beat one reader (`benchmarks.loader_bench`). `predict_raster`, whose reads overlap
+    the model, keeps `READ_THREADS`.
     """
     if value is None:
-        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-        return READ_THREADS if cores >= 2 else 0
+        return 0
     return check_read_threads(value, option)
 
 
