@@ -32,7 +32,7 @@ from benchmarks import harness
 CASES: dict[str, tuple[int | None, dict[str, Any]]] = {
     "direct": (None, {}),
     "loader_0_serial": (0, {"read_threads": 0}),
-    "loader_0": (0, {}),
+    "loader_0": (0, {"read_threads": 2}),  # read-ahead (asked for: the loaders default to one reader)
     "loader_2": (2, {}),
     "loader_2_float": (2, {"compact_transfer": False}),
     "loader_2_compact": (2, {"compact_transfer": True}),

@@ -48,10 +48,11 @@ def check_read_threads(value: object, option: str = "read_threads") -> int:
 def resolve_read_threads(value: object, option: str = "read_threads") -> int:
     """The pool size for ``read_threads=value``: the value checked, or (None) 0, one reader.
 
-    Read-ahead in the loaders is asked for, not the default: measured on two cores it cost ~24 %
-    more CPU per patch (each thread's handles decode the tiles neighbouring windows share again)
-    and did not beat one reader (`benchmarks.loader_bench`). `predict_raster`, whose reads overlap
-    the model, keeps `READ_THREADS`.
+    Read-ahead in the loaders is asked for, not the default: it costs ~24 % more CPU per patch (each
+    thread's handles decode the tiles neighbouring windows share again), so it pays only where a
+    core is idle - on a quiet two-core machine ``read_threads=2`` gave 2.0x a direct loop and 1.56x
+    one reader, with the cores busy (other processes, a model on the CPU) it was slower
+    (`benchmarks.loader_bench`). `predict_raster`, whose reads overlap the model, keeps `READ_THREADS`.
     """
     if value is None:
         return 0
