@@ -82,8 +82,8 @@ class PatchPyDataset(keras.utils.PyDataset):
             non-negative number per window, or ``"weight"`` for the windows table's
             ``weight`` column (`crossgeo.window_weights`).
         read_threads: Threads reading each batch's patches concurrently, delivered in order (the
-            batch is the one a single reader gives). None: 2 on two cores or more, 0 (one reader)
-            with ``workers`` > 1 or ``use_multiprocessing``, where Keras builds batches in parallel.
+            batch is the one a single reader gives). None, 0 or 1: one reader (`resolve_read_threads`);
+            2 pays where the training step leaves a core idle.
 
     Keras' own ``model.fit(shuffle=True)`` (its default) additionally permutes the order of
     the *batches* with Python's ``random``; pass ``shuffle=False`` to ``fit`` for an order
@@ -131,8 +131,7 @@ class PatchPyDataset(keras.utils.PyDataset):
         self.batch_size = int(plan.batch_size or 0)  # never None: need_batch_size
         self._augmentations = PerThreadAugmentation(plan.augmentation)
         self._read_mask_type = plan.decode_type(compact)
-        parallel = workers > 1 or use_multiprocessing  # Keras builds batches in parallel already
-        self.read_threads = resolve_read_threads(0 if parallel and plan.read_threads is None else plan.read_threads)
+        self.read_threads = resolve_read_threads(plan.read_threads)
         self.epoch = int(epoch)
         self.order = plan.order(self.epoch)
         self._skipped_before = self.sampler.skipped

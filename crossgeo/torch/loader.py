@@ -228,7 +228,7 @@ def make_dataloader(
 
     ``read_threads``: threads reading the next items' patches ahead at ``num_workers: 0``
     (`PatchDataset.items`), the batches identical and in the same order; None: the dataset's
-    ``read_threads``, else 2 on two cores or more (`crossgeo.readahead.resolve_read_threads`).
+    ``read_threads``, else one reader (`crossgeo.readahead.resolve_read_threads`).
     """
     check_keys(overrides, DATA_LOADER_KEYS, "make_dataloader()")
     if compact_transfer is not None and not isinstance(compact_transfer, bool):

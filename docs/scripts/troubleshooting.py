@@ -70,7 +70,7 @@ FIXES: dict[str, tuple[str, str]] = {
         "`read_threads` (threads reading patches ahead at `num_workers: 0` and in Keras' `PatchPyDataset`) is "
         "a count of threads, and a negative count has no meaning.",
         "Give `read_threads: 2` (or more) to read ahead, `0` to read in the loop's thread, or leave it out "
-        "(`null`: 2 on two cores or more).",
+        "(`null`: one reader).",
     ),
     "read_threads not a count": (
         '`read_threads` was given as text or a fraction (`"2"`, `1.5`); it is a whole number of threads.',
