@@ -26,6 +26,11 @@ the original) and starts one fresh Python process per (library, case, round), so
 
 A peer that is not installed is listed under ``"missing"`` and its cases are not run.
 
+The scene's grid (``--grid``): ``utm`` (default, as issue #26 measures) reads ``image_utm.tif`` with
+``mask_utm.tif`` as the aligned mask; ``mercator`` reads ``image_deflate.tif`` with ``mask.tif``. The
+EPSG:4326 mask is ``mask_4326.tif`` on both (on Web Mercator its warp separates into rows and columns,
+on UTM it does not).
+
 The cases (same windows, same files, batch ``--batch-size``, one torch thread):
 
 ``direct_aligned`` / ``direct_warped``
@@ -157,17 +162,26 @@ def _csv_path(windows_file: str) -> str:
 # ---------------------------------------------------------------------- one measurement (child)
 
 
+GRIDS = {"utm": ("image_utm", "mask_utm"), "mercator": ("image_deflate", "mask")}
+"""``--grid``: the scene's image file and its aligned mask (`benchmarks.scenes.Scene` attributes)."""
+
+
+def scene_files(args: argparse.Namespace, mask_name: str) -> tuple[str, str]:
+    """The image and the mask of a case's mask name (``mask``: the grid's aligned mask; ``mask_4326``)."""
+    scene = harness.scene(args)
+    image, aligned = GRIDS[args.grid]
+    return getattr(scene, image), getattr(scene, aligned if mask_name == "mask" else mask_name)
+
+
 def _readers(library: str, mask: str, args: argparse.Namespace) -> tuple[Any, Any]:
     """``(items, loader)`` of ``library``: an iterator over the items, and a DataLoader factory."""
-    scene = harness.scene(args)
+    image = scene_files(args, "mask")[0]
     if library == "crossgeo":
         from benchmarks.scenes import N_CLASSES
         from crossgeo import PatchSampler
         from crossgeo.torch import PatchDataset, make_dataloader
 
-        dataset = PatchDataset(
-            PatchSampler(scene.image_deflate, mask, args.windows_file, args.patch_size, n_classes=N_CLASSES)
-        )
+        dataset = PatchDataset(PatchSampler(image, mask, args.windows_file, args.patch_size, n_classes=N_CLASSES))
         return (
             lambda: (dataset[i] for i in range(len(dataset))),
             lambda n_workers: make_dataloader(
@@ -180,8 +194,8 @@ def _readers(library: str, mask: str, args: argparse.Namespace) -> tuple[Any, An
         from torchgeo.datasets import stack_samples
 
         rows, cols = harness.window_offsets(args.windows_file)
-        queries = _window_slices(scene.image_deflate, args.patch_size, rows, cols)
-        intersection = _torchgeo_dataset(scene.image_deflate, mask)
+        queries = _window_slices(image, args.patch_size, rows, cols)
+        intersection = _torchgeo_dataset(image, mask)
         # The list of bounds is the sampler: the loader visits exactly these windows, in order.
         return (
             lambda: (intersection[q] for q in queries),
@@ -193,7 +207,7 @@ def _readers(library: str, mask: str, args: argparse.Namespace) -> tuple[Any, An
                 collate_fn=stack_samples,
             ),
         )
-    original = _original_dataset(scene.image_deflate, mask, _csv_path(args.windows_file), args.patch_size)
+    original = _original_dataset(image, mask, _csv_path(args.windows_file), args.patch_size)
     return (
         lambda: (original[i] for i in range(len(original))),
         lambda n_workers: DataLoader(original, batch_size=args.batch_size, num_workers=n_workers, shuffle=False),
@@ -203,7 +217,7 @@ def _readers(library: str, mask: str, args: argparse.Namespace) -> tuple[Any, An
 def measure(library: str, case: str, args: argparse.Namespace) -> dict[str, Any]:
     """One (library, case) in this process; ``args.cachemax`` is already applied."""
     mask_name, workers, warm = case_spec(case)
-    mask = getattr(harness.scene(args), mask_name)
+    mask = scene_files(args, mask_name)[1]
     started = time.perf_counter()
     import torch
 
@@ -238,13 +252,13 @@ def measure(library: str, case: str, args: argparse.Namespace) -> dict[str, Any]
 
 def _peer_items(library: str, mask: str, args: argparse.Namespace, n: int) -> list[tuple[Any, Any]]:
     """The first ``n`` (image uint8-valued array, mask array) pairs a peer returns."""
-    scene = harness.scene(args)
+    image = scene_files(args, "mask")[0]
     if library == "torchgeo":
         rows, cols = harness.window_offsets(args.windows_file)
-        dataset = _torchgeo_dataset(scene.image_deflate, mask)
-        samples = [dataset[q] for q in _window_slices(scene.image_deflate, args.patch_size, rows, cols)[:n]]
+        dataset = _torchgeo_dataset(image, mask)
+        samples = [dataset[q] for q in _window_slices(image, args.patch_size, rows, cols)[:n]]
         return [(s["image"].numpy(), s["mask"].numpy().squeeze()) for s in samples]
-    original = _original_dataset(scene.image_deflate, mask, _csv_path(args.windows_file), args.patch_size)
+    original = _original_dataset(image, mask, _csv_path(args.windows_file), args.patch_size)
     # The original scales uint8 images by 1/255; scaled back they must be the stored values.
     samples = [original[i] for i in range(n)]
     return [((s["image"].numpy() * 255).round(), s["mask"].numpy()) for s in samples]
@@ -257,12 +271,12 @@ def agreement(library: str, args: argparse.Namespace) -> dict[str, Any]:
     from benchmarks.scenes import N_CLASSES
     from crossgeo import PatchSampler
 
-    scene = harness.scene(args)
     n = min(AGREEMENT_WINDOWS, len(harness.window_offsets(args.windows_file)[0]))
     out: dict[str, Any] = {}
     size = [args.patch_size, args.patch_size]
-    for kind, mask in (("aligned", scene.mask), ("warped", scene.mask_4326)):
-        sampler = PatchSampler(scene.image_deflate, mask, args.windows_file, args.patch_size, n_classes=N_CLASSES)
+    for kind, name in (("aligned", "mask"), ("warped", "mask_4326")):
+        image_path, mask = scene_files(args, name)
+        sampler = PatchSampler(image_path, mask, args.windows_file, args.patch_size, n_classes=N_CLASSES)
         same_images, agree = [], []
         shapes: dict[str, list[int]] = {}
         for i, (image, labels) in enumerate(_peer_items(library, mask, args, n)):
@@ -347,6 +361,7 @@ def orchestrate(args: argparse.Namespace) -> dict[str, Any]:
         "rounds": args.rounds,
         "max_workers": args.max_workers,
         "batch_size": args.batch_size,
+        "grid": args.grid,
         "gdal_cachemax_mb": args.cachemax,
         "warm_gdal_cachemax_mb": args.warm_cachemax,
         "statistic": "median of the rounds; the libraries' order changes every round",
@@ -407,6 +422,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warm-cachemax", type=int, default=512, help="GDAL block cache (MiB) of the warm case")
     parser.add_argument("--warm-windows", type=int, default=300, help="windows of the warm case (blocks must fit)")
     parser.add_argument("--max-workers", type=int, default=2, help="DataLoader cases at 0..N workers (default 2)")
+    parser.add_argument("--grid", choices=tuple(GRIDS), default="utm", help="the scene's grid (default utm)")
     parser.add_argument("--windows-file", help=argparse.SUPPRESS)
     parser.add_argument("--measure", nargs=2, metavar=("LIBRARY", "CASE"), help=argparse.SUPPRESS)
     parser.add_argument("--agree", choices=LIBRARIES[1:], help=argparse.SUPPRESS)

@@ -6,8 +6,11 @@ One Web Mercator grid (zoom 17, whole tiles, so GDAL can write it as MBTiles) ca
 * ``image_jpeg.tif`` - the same pixels, JPEG (YCbCr) tiles;
 * ``image.mbtiles`` - the same pixels as MBTiles (PNG tiles, read back as RGBA);
 * ``mask.tif`` - single-band uint8 classes on the identical grid;
-* ``mask_4326.tif`` - the same class field in EPSG:4326 at another resolution;
+* ``mask_4326.tif`` - the same class field in EPSG:4326 at another resolution, covering both grids;
 * ``mask_rgb.tif`` - the classes colour-coded as RGB on the identical grid;
+* ``image_utm.tif`` / ``mask_utm.tif`` - the same image pixels and the class field on a UTM zone 32N
+  grid of the same size over the same place (``UTM_RES`` m pixels): the peer tables' scene (issue #26
+  measures on a UTM scene, where an EPSG:4326 mask does not separate into rows and columns);
 * ``windows.parquet`` - random ``patch_size`` windows (fixed seed), ``row_off``/``col_off``.
 
 The classes are a function of longitude/latitude (a checkerboard of small cells), so the
@@ -34,7 +37,7 @@ from rasterio.warp import transform_bounds
 from rasterio.windows import Window
 
 #: Bumped when anything about the generated files changes (forces regeneration).
-SCENE_VERSION = 1
+SCENE_VERSION = 2
 ZOOM = 17
 #: Tile (col, row) at zoom 17 of the scene's top-left corner (near lon 10.0, lat 50.0).
 TILE_COL, TILE_ROW = 69176, 44714
@@ -48,6 +51,9 @@ PALETTE = [(0, 0, 0), (230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200
 #: ``color_map`` entries for ``mask_rgb.tif``.
 COLOR_MAP = [[r, g, b, c] for c, (r, g, b) in enumerate(PALETTE)]
 STRIP = 512
+UTM_CRS = "EPSG:32632"
+#: Pixel size of the UTM grid in metres (the Web Mercator grid's ~1.19 m are ~0.77 m on the ground at 50 deg N).
+UTM_RES = 0.75
 
 FILES = (
     "image_deflate.tif",
@@ -56,6 +62,8 @@ FILES = (
     "mask.tif",
     "mask_4326.tif",
     "mask_rgb.tif",
+    "image_utm.tif",
+    "mask_utm.tif",
     "windows.parquet",
 )
 
@@ -65,6 +73,16 @@ def image_transform() -> Affine:
     return Affine(
         res, 0, -WEB_MERCATOR_HALF + TILE_COL * TILE * res, 0, -res, WEB_MERCATOR_HALF - TILE_ROW * TILE * res
     )
+
+
+def utm_transform(size: int) -> Affine:
+    """The UTM grid of ``size`` pixels centred on the Web Mercator scene's centre, origin on whole metres."""
+    from rasterio.warp import transform as warp_transform
+
+    half = image_transform() * (size / 2, size / 2)
+    (x,), (y,) = warp_transform("EPSG:3857", UTM_CRS, [half[0]], [half[1]])
+    left, top = round(x - size * UTM_RES / 2), round(y + size * UTM_RES / 2)
+    return Affine(UTM_RES, 0, left, 0, -UTM_RES, top)
 
 
 def mercator_to_lonlat(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -94,6 +112,11 @@ def _classes_strip(transform: Affine, row0: int, height: int, width: int, crs: s
     xs, ys = transform @ (cols + 0.5, rows + 0.5)
     if crs == "EPSG:3857":
         xs, ys = mercator_to_lonlat(xs, ys)
+    elif crs != "EPSG:4326":
+        from rasterio.warp import transform as warp_transform
+
+        lon, lat = warp_transform(crs, "EPSG:4326", xs.ravel(), ys.ravel())
+        xs, ys = np.asarray(lon).reshape(xs.shape), np.asarray(lat).reshape(ys.shape)
     return classes_at(xs, ys)
 
 
@@ -124,6 +147,7 @@ def generate(folder: Path, size: int, n_windows: int, patch_size: int, seed: int
     t0 = time.perf_counter()
     deflate = folder / "image_deflate.tif"
     jpeg = folder / "image_jpeg.tif"
+    utm = utm_transform(size)
     with (
         rasterio.open(deflate, "w", **_profile(size, size, 3, transform, crs, photometric="RGB")) as dst_d,
         rasterio.open(
@@ -133,6 +157,10 @@ def generate(folder: Path, size: int, n_windows: int, patch_size: int, seed: int
         rasterio.open(
             folder / "mask_rgb.tif", "w", **_profile(size, size, 3, transform, crs, photometric="RGB")
         ) as dst_c,
+        rasterio.open(
+            folder / "image_utm.tif", "w", **_profile(size, size, 3, utm, UTM_CRS, photometric="RGB")
+        ) as dst_u,
+        rasterio.open(folder / "mask_utm.tif", "w", **_profile(size, size, 1, utm, UTM_CRS)) as dst_mu,
     ):
         palette = np.asarray(PALETTE, dtype=np.uint8)
         for row0 in range(0, size, STRIP):
@@ -144,6 +172,8 @@ def generate(folder: Path, size: int, n_windows: int, patch_size: int, seed: int
             classes = _classes_strip(transform, row0, height, size, crs)
             dst_m.write(classes[None], window=window)
             dst_c.write(palette[classes].transpose(2, 0, 1), window=window)
+            dst_u.write(strip, window=window)
+            dst_mu.write(_classes_strip(utm, row0, height, size, UTM_CRS)[None], window=window)
     log(f"  image/mask GeoTIFFs written ({time.perf_counter() - t0:.1f} s)")
 
     t0 = time.perf_counter()
@@ -153,10 +183,14 @@ def generate(folder: Path, size: int, n_windows: int, patch_size: int, seed: int
     rasterio.shutil.copy(str(deflate), str(mbtiles), driver="MBTiles", TILE_FORMAT="PNG")
     log(f"  MBTiles written ({time.perf_counter() - t0:.1f} s)")
 
-    # The same classes in EPSG:4326, a little larger than the image, 1.3x its pixel size in longitude.
+    # The same classes in EPSG:4326, a little larger than both grids, 1.3x the image's pixel size in longitude.
     t0 = time.perf_counter()
-    with rasterio.open(deflate) as src:
-        left, bottom, right, top = transform_bounds(src.crs, "EPSG:4326", *src.bounds)
+    boxes = []
+    for path in (deflate, folder / "image_utm.tif"):
+        with rasterio.open(path) as src:
+            boxes.append(transform_bounds(src.crs, "EPSG:4326", *src.bounds))
+    left, bottom = min(b[0] for b in boxes), min(b[1] for b in boxes)
+    right, top = max(b[2] for b in boxes), max(b[3] for b in boxes)
     res = 1.3 * math.degrees(transform.a / EARTH_RADIUS)
     margin = 8 * res
     left, bottom, right, top = left - margin, bottom - margin, right + margin, top + margin

@@ -196,10 +196,12 @@ def section_peers(results: dict[str, Any]) -> str:
             ]
         )
     p = results["peers"]
+    grid = {"utm": "a UTM zone 32N grid", "mercator": "the Web Mercator grid"}[p.get("grid", "mercator")]
     notes = [
+        f"Image: the scene's pixels on {grid}; the EPSG:4326 mask is warped onto it by every library.",
         f"Windows: the first {p['windows']:,} of the scene's random windows ({p['warm_windows']:,} for the warm-cache "
         f"row, whose block cache is {p['warm_gdal_cachemax_mb']} MiB); {runs(p['rounds'])} per library and row, "
-        "each in a fresh process, the libraries' order changing between runs."
+        "each in a fresh process, the libraries' order changing between runs.",
     ]
     for lib in others:
         for kind, mask in (("aligned", "on the image grid"), ("warped", "in EPSG:4326")):

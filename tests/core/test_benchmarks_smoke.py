@@ -30,6 +30,7 @@ def _installed(module: str) -> bool:
 
 def test_smoke_run_writes_table_and_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from benchmarks.run import TARGETS, main
+    from benchmarks.scenes import SCENE_VERSION
 
     out_json = tmp_path / "bench.json"
     code = main(["--smoke", "--cache", str(tmp_path / "cache"), "--json", str(out_json), "--skip", "peers,s2"])
@@ -41,7 +42,7 @@ def test_smoke_run_writes_table_and_json(tmp_path: Path, capsys: pytest.CaptureF
     # Rows say what was measured (smoke: 10,000 index rows, 2 epochs) and where the scene is cached.
     assert "10,000-row Parquet index: build seconds" in table and "1,000,000" not in table
     assert "worker RSS after 2 epochs / after 1" in table and "10 epochs" not in table
-    assert f"scene cache: {tmp_path / 'cache' / 'scene-512-v1'}" in table
+    assert f"scene cache: {tmp_path / 'cache' / f'scene-512-v{SCENE_VERSION}'}" in table
 
     results = json.loads(out_json.read_text())
     assert results["mode"] == "smoke"
@@ -70,7 +71,7 @@ def test_smoke_run_writes_table_and_json(tmp_path: Path, capsys: pytest.CaptureF
     assert "warped, warm cache, crossgeo / best raw warped read" in table
     assert "aligned, warm cache, crossgeo / raw" in table
     assert results["ratios"]["index_rss_mb"]["label"] == "10,000-row Parquet index: resident MB"
-    assert results["scene"]["folder"] == str(tmp_path / "cache" / "scene-512-v1")
+    assert results["scene"]["folder"] == str(tmp_path / "cache" / f"scene-512-v{SCENE_VERSION}")
 
     ratios = results["ratios"]
     assert set(ratios) == {target.key for target in TARGETS}
@@ -91,7 +92,7 @@ def test_smoke_run_writes_table_and_json(tmp_path: Path, capsys: pytest.CaptureF
             assert ratios[key]["status"] == "skipped"
             assert f"skipped {section}" in table
     # The scene is cached: a second run reuses it.
-    assert (tmp_path / "cache" / "scene-512-v1" / "manifest.json").exists()
+    assert (tmp_path / "cache" / f"scene-512-v{SCENE_VERSION}" / "manifest.json").exists()
     # What the performance page states beside the numbers: the machine and the versions, from the same run.
     machine = results["machine"]
     assert machine["cpus"] >= 1 and machine["memory_gb"] > 0 and machine["cpu"] and machine["gdal"]
