@@ -290,9 +290,10 @@ def nearest_table(
     """
     nodes_r, nodes_c = _lattice(height, step), _lattice(width, step)
     half_r, half_c = _halves(nodes_r), _halves(nodes_c)
+    centres: Any = transform  # (affine's annotations take floats; it maps numpy arrays element by element)
 
     def exact(rows: np.ndarray, cols: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        xs, ys = transform @ (cols + (col_off + 0.5), rows + (row_off + 0.5))
+        xs, ys = centres @ (cols + (col_off + 0.5), rows + (row_off + 0.5))
         return source_pixels(xs, ys)
 
     grid_r, grid_c = np.meshgrid(half_r, half_c, indexing="ij")

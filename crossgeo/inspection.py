@@ -43,9 +43,9 @@ from crossgeo.io import (
     mask_interior,
     mask_lookup,
     mask_view_for,
-    table_fits,
     missing_parts,
     open_raster,
+    table_fits,
 )
 from crossgeo.masks import MaskDecoder, make_decoder, validate_color_map
 from crossgeo.options import (
@@ -872,7 +872,9 @@ def _stacked_source_plan(image: ImageInfo, at: int, grid_views: int) -> SourcePl
 
 
 def _mask_source_plan(mask: MaskInfo, grid: Grid, tolerance: float | None, grid_views: int) -> SourcePlan:
-    """The mask read plainly when the grids coincide, else warped nearest-neighbour (`mask_view_for`)."""
+    """The mask read plainly when the grids coincide, else its nearest-neighbour warp: looked up or tabled
+    (exact, no warp: `crossgeo.io.mask_lookup`, `crossgeo.io.table_fits`) where it can be, else warped
+    (`mask_view_for`)."""
     raster = mask.raster
     view, lookup_whole = "aligned", False
     if mask.offset is None:
