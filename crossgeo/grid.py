@@ -224,27 +224,14 @@ def _halves(nodes: np.ndarray) -> np.ndarray:
     return out
 
 
-def _spans(nodes: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """For each position of ``range(size)``: the nodes left and right of it and the right node's weight."""
+def _spans(nodes: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """For each position of ``range(size)``: the lattice cell it lies in and its weight there (0 at the
+    cell's first node, 1 at the next)."""
     if nodes.size == 1:
-        zero = np.zeros(size, dtype=np.intp)
-        return zero, zero, np.zeros(size)
+        return np.zeros(size, dtype=np.intp), np.zeros(size)
     at = np.arange(size, dtype=np.float64)
-    left = np.clip(np.searchsorted(nodes, at, side="right") - 1, 0, nodes.size - 2)
-    return left, left + 1, (at - nodes[left]) / (nodes[left + 1] - nodes[left])
-
-
-def _bilinear(values: np.ndarray, rows: tuple[np.ndarray, ...], cols: tuple[np.ndarray, ...]) -> np.ndarray:
-    """``values`` on the lattice interpolated to every position (`_spans` of each axis): columns, then rows.
-
-    A non-finite node makes every position of the cells around it non-finite (``nan * 0`` is nan)."""
-    (c0, c1, cw), (r0, _, rw) = cols, rows
-    across = values[:, c0] * (1 - cw) + values[:, c1] * cw
-    steps = np.diff(across, axis=0) if len(across) > 1 else np.zeros_like(across)
-    out = steps[np.minimum(r0, len(steps) - 1)]
-    out *= rw[:, None]
-    out += across[r0]
-    return out
+    cell = np.clip(np.searchsorted(nodes, at, side="right") - 1, 0, nodes.size - 2)
+    return cell, (at - nodes[cell]) / (nodes[cell + 1] - nodes[cell])
 
 
 def _cells_any(flags: np.ndarray, n_rows: int, n_cols: int) -> np.ndarray:
@@ -255,6 +242,33 @@ def _cells_any(flags: np.ndarray, n_rows: int, n_cols: int) -> np.ndarray:
         for b in range(3 if n_cols > 1 else 1):
             out |= flags[a : a + 2 * cells_r : 2, b : b + 2 * cells_c : 2]
     return out
+
+
+def _lattice_moves(
+    moved: tuple[np.ndarray, np.ndarray], shape: tuple[int, int], cols: tuple[np.ndarray, np.ndarray]
+) -> tuple[list[tuple[np.ndarray, np.ndarray]], float, np.ndarray]:
+    """From the exact moves of the half lattice (nodes, midpoints, centres): per coordinate, its values on
+    every lattice row interpolated to every column and their steps to the next lattice row; the largest
+    difference between an exact move and the bilinear value there; and where a move was not finite."""
+    cell_c, weight_c = cols
+    lines, error, unsure = [], 0.0, np.zeros(shape, dtype=bool)
+    for values in moved:
+        values = np.asarray(values, dtype=np.float64).reshape(shape)
+        nodes = values[::2, ::2]
+        # The bilinear value at each midpoint and centre is the mean of its neighbouring nodes.
+        interpolated = np.empty_like(values)
+        interpolated[::2, ::2] = nodes
+        interpolated[::2, 1::2] = (nodes[:, :-1] + nodes[:, 1:]) / 2
+        interpolated[1::2] = (interpolated[:-1:2] + interpolated[2::2]) / 2
+        finite = np.isfinite(values)
+        unsure |= ~finite
+        with np.errstate(invalid="ignore"):
+            misses = np.abs(values - interpolated)[finite & np.isfinite(interpolated)]
+        error = max(error, float(misses.max()) if misses.size else 0.0)
+        right = np.minimum(cell_c + 1, nodes.shape[1] - 1)
+        across = nodes[:, cell_c] * (1 - weight_c) + nodes[:, right] * weight_c  # (lattice rows, width)
+        lines.append((across, np.diff(across, axis=0) if len(across) > 1 else np.zeros_like(across)))
+    return lines, error, unsure
 
 
 def nearest_table(
@@ -286,61 +300,64 @@ def nearest_table(
     the pixel the exact ones pick. ``fix_up=False`` skips (4) (tests show it is needed).
 
     Returns ``(rows, cols)``, (height, width) int arrays of source pixels, both -1 where the centre
-    falls outside the source.
+    falls outside the source. About 1 ms for a 256^2 window; one lattice row of cells at a time, so
+    temporaries stay small (a fresh large array costs page faults, the bulk of the time otherwise).
     """
     nodes_r, nodes_c = _lattice(height, step), _lattice(width, step)
-    half_r, half_c = _halves(nodes_r), _halves(nodes_c)
     centres: Any = transform  # (affine's annotations take floats; it maps numpy arrays element by element)
 
     def exact(rows: np.ndarray, cols: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         xs, ys = centres @ (cols + (col_off + 0.5), rows + (row_off + 0.5))
         return source_pixels(xs, ys)
 
-    grid_r, grid_c = np.meshgrid(half_r, half_c, indexing="ij")
-    moved = exact(grid_r.ravel(), grid_c.ravel())
-    spans_r, spans_c = _spans(nodes_r, height), _spans(nodes_c, width)
-    coords: list[np.ndarray] = []
-    error, unsure = 0.0, np.zeros(grid_r.shape, dtype=bool)
-    for values in moved:
-        values = np.asarray(values, dtype=np.float64).reshape(grid_r.shape)
-        nodes = values[::2, ::2]
-        # The bilinear value at each midpoint and centre is the mean of its neighbouring nodes.
-        interpolated = np.empty_like(values)
-        interpolated[::2, ::2] = nodes
-        interpolated[::2, 1::2] = (nodes[:, :-1] + nodes[:, 1:]) / 2
-        interpolated[1::2] = (interpolated[:-1:2] + interpolated[2::2]) / 2
-        finite = np.isfinite(values)
-        unsure |= ~finite
-        with np.errstate(invalid="ignore"):
-            misses = np.abs(values - interpolated)[finite & np.isfinite(interpolated)]
-        error = max(error, float(misses.max()) if misses.size else 0.0)
-        coords.append(_bilinear(nodes, spans_r, spans_c))
+    grid_r, grid_c = np.meshgrid(_halves(nodes_r), _halves(nodes_c), indexing="ij")
+    spans_c = _spans(nodes_c, width)
+    (x_lines, y_lines), error, unsure = _lattice_moves(exact(grid_r.ravel(), grid_c.ravel()), grid_r.shape, spans_c)
     margin = safety * error + TABLE_EPSILON
-    # Source pixel index of each coordinate v, and whether another index lies within the margin (v near an
-    # edge): floor(v + margin) != floor(v - margin). Away from every edge floor(v + margin) is floor(v + 1e-10).
-    index, redo = [], np.zeros((height, width), dtype=bool)
-    with np.errstate(invalid="ignore"):  # nan (next to a failed transform): nan != nan, so moved exactly
-        for v in coords:
-            high = np.floor(v + margin if fix_up else v + NEAREST_EPSILON)
-            redo |= high != (np.floor(v - margin, out=v) if fix_up else high)
-            index.append(high.astype(np.intp))
-    if unsure.any():
-        redo |= _cells_any(unsure, nodes_r.size, nodes_c.size)[spans_r[0]][:, spans_c[0]]
-    cols, rows = index
-    # Inside the source: 0 <= index < size (negative indices wrap to huge unsigned ones).
-    outside = (cols.view(np.uintp) >= source_shape[1]) | (rows.view(np.uintp) >= source_shape[0])
-    if redo.any():
+    bad_cells = _cells_any(unsure, nodes_r.size, nodes_c.size)[:, spans_c[0]] if unsure.any() else None
+    rows_out, cols_out = np.empty((height, width), dtype=np.intp), np.empty((height, width), dtype=np.intp)
+    redo_r, redo_c = [], []
+    starts = [int(v) for v in nodes_r[:-1]] or [0]
+    for cell, start in enumerate(starts):
+        stop = starts[cell + 1] if cell + 1 < len(starts) else height
+        if nodes_r.size > 1:
+            weight = (np.arange(start, stop) - nodes_r[cell]) / (nodes_r[cell + 1] - nodes_r[cell])
+        else:
+            weight = np.zeros(stop - start)
+        picked = []
+        redo = np.zeros((stop - start, width), dtype=bool) if bad_cells is None else bad_cells[[cell] * (stop - start)]
+        with np.errstate(invalid="ignore"):  # nan (next to a failed transform): nan != nan, so moved exactly
+            for across, steps in (x_lines, y_lines):
+                v = steps[cell] * weight[:, None]
+                v += across[cell]
+                # The source pixel index of v, and whether another lies within the margin (v near an edge):
+                # floor(v + margin) != floor(v - margin). Away from every edge, floor(v + margin) is
+                # floor(v + 1e-10) and v >= 0 is floor(v + margin) >= 0.
+                high = v + (margin if fix_up else NEAREST_EPSILON)
+                np.floor(high, out=high)
+                if fix_up:
+                    v -= margin
+                    redo |= high != np.floor(v, out=v)
+                else:
+                    redo |= high != high
+                picked.append(high)
+            col, row = picked
+            outside = (col < 0) | (col >= source_shape[1]) | (row < 0) | (row >= source_shape[0])
+        col[outside] = -1
+        row[outside] = -1
+        cols_out[start:stop], rows_out[start:stop] = col, row
         at_r, at_c = np.nonzero(redo)
+        redo_r.append(at_r + start)
+        redo_c.append(at_c)
+    at_r, at_c = np.concatenate(redo_r), np.concatenate(redo_c)
+    if at_r.size:
         x, y = (np.asarray(v, dtype=np.float64) for v in exact(at_r.astype(np.float64), at_c.astype(np.float64)))
         with np.errstate(invalid="ignore"):
             col, row = np.floor(x + NEAREST_EPSILON), np.floor(y + NEAREST_EPSILON)
             inside = (x >= 0) & (y >= 0) & (col < source_shape[1]) & (row < source_shape[0])
-        cols[at_r, at_c] = np.where(inside, col, -1)
-        rows[at_r, at_c] = np.where(inside, row, -1)
-        outside[at_r, at_c] = ~inside
-    cols[outside] = -1
-    rows[outside] = -1
-    return rows, cols
+        cols_out[at_r, at_c] = np.where(inside, col, -1)
+        rows_out[at_r, at_c] = np.where(inside, row, -1)
+    return rows_out, cols_out
 
 
 # --------------------------------------------------------------------------- internal blocks (tiles, strips)
