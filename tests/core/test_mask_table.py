@@ -292,3 +292,28 @@ def test_a_repeated_window_is_a_copy_of_the_kept_one(tmp_path: Path, monkeypatch
         np.testing.assert_array_equal(decoded(data, invalid, width), want)
         np.testing.assert_array_equal(invalid, want[0] < 0)
     assert len(cache) == 1 + len(WINDOWS)  # read back, not computed again
+
+
+def test_sources_the_table_does_not_take_are_warped_as_before(tmp_path: Path) -> None:
+    """A mask with an alpha band, an image source with nodata on several bands and a bilinear source keep
+    GDAL's warp (the table reproduces neither the warper's alpha nor its multi-band nodata rule)."""
+    image = utm_image(tmp_path)
+    transform, width, height = lonlat_transform(REF)
+    ones = np.ones((height, width), np.uint8)
+    alpha = T.write_raster(
+        tmp_path / "alpha.tif", np.stack([ones, ones * 255]), crs="EPSG:4326", transform=transform, alpha="YES"
+    )
+    windows = T.write_windows_table(tmp_path / "w.csv", [0], [0])
+    assert PatchSampler(image, alpha, windows, SIZE).mask_view in ("grid", "blocks", "window")
+    plain = T.write_raster(tmp_path / "m.tif", ones[None], crs="EPSG:4326", transform=transform)
+    assert PatchSampler(image, plain, windows, SIZE).mask_view == "table"
+    bands = T.write_raster(tmp_path / "b.tif", np.stack([ones, ones]), crs="EPSG:4326", transform=transform, nodata=0)
+    sources: dict[str, Any] = {
+        "ref": image,
+        "nodata": {"path": bands, "resampling": "nearest"},
+        "bilinear": {"path": plain, "resampling": "bilinear"},
+        "one": {"path": plain, "resampling": "nearest"},
+    }
+    views = [p.view for p in PatchSampler(sources, plain, windows, SIZE)._plan.image]
+    assert views[0] == "aligned" and views[1] in ("grid", "window") and views[2] in ("grid", "window")
+    assert views[3] == "table"
