@@ -11,6 +11,7 @@ Nothing here opens a file; functions take plain numbers or numpy arrays.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import attrs
@@ -190,6 +191,173 @@ def outside_pixels(
     if r0 < r1 and c0 < c1:
         result[r0 - row_off : r1 - row_off, c0 - col_off : c1 - col_off] = False
     return result
+
+
+# --------------------------------------------------------------------------- nearest-neighbour tables
+
+TABLE_STEP = 32
+"""Reference pixels between the exact transforms of `nearest_table`'s lattice."""
+TABLE_SAFETY = 4.0
+"""`nearest_table` recomputes every pixel whose interpolated source coordinate lies within this many times
+the largest interpolation error measured on the window (plus `TABLE_EPSILON`) of a source pixel edge."""
+TABLE_EPSILON = 1e-6
+"""Source pixels added to `nearest_table`'s margin: far above float rounding of the interpolation (and GDAL's
+1e-10 nearest epsilon), far below the share of pixels it sends to the exact transform."""
+NEAREST_EPSILON = 1e-10
+"""GDAL's nearest-neighbour warp kernel reads source pixel ``int(x + 1e-10)`` for a source coordinate ``x >= 0``."""
+
+SourcePixels = Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]
+"""Map coordinates ``(x, y)`` on the reference grid's CRS -> source pixel coordinates ``(col, row)`` (floats)."""
+
+
+def _lattice(size: int, step: int) -> np.ndarray:
+    """Every ``step``-th position of ``range(size)``, the last one included (floats)."""
+    nodes = np.arange(0, size, step, dtype=np.float64)
+    return nodes if nodes[-1] == size - 1 else np.append(nodes, size - 1)
+
+
+def _halves(nodes: np.ndarray) -> np.ndarray:
+    """``nodes`` with the midpoint of each pair of neighbours between them."""
+    out = np.empty(2 * nodes.size - 1)
+    out[::2] = nodes
+    out[1::2] = (nodes[:-1] + nodes[1:]) / 2
+    return out
+
+
+def _spans(nodes: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """For each position of ``range(size)``: the lattice cell it lies in and its weight there (0 at the
+    cell's first node, 1 at the next)."""
+    if nodes.size == 1:
+        return np.zeros(size, dtype=np.intp), np.zeros(size)
+    at = np.arange(size, dtype=np.float64)
+    cell = np.clip(np.searchsorted(nodes, at, side="right") - 1, 0, nodes.size - 2)
+    return cell, (at - nodes[cell]) / (nodes[cell + 1] - nodes[cell])
+
+
+def _cells_any(flags: np.ndarray, n_rows: int, n_cols: int) -> np.ndarray:
+    """Per lattice cell: whether ``flags`` (on the half lattice) is True on its corners, edges or centre."""
+    cells_r, cells_c = max(n_rows - 1, 1), max(n_cols - 1, 1)
+    out = np.zeros((cells_r, cells_c), dtype=bool)
+    for a in range(3 if n_rows > 1 else 1):
+        for b in range(3 if n_cols > 1 else 1):
+            out |= flags[a : a + 2 * cells_r : 2, b : b + 2 * cells_c : 2]
+    return out
+
+
+def _lattice_moves(
+    moved: tuple[np.ndarray, np.ndarray], shape: tuple[int, int], cols: tuple[np.ndarray, np.ndarray]
+) -> tuple[list[tuple[np.ndarray, np.ndarray]], float, np.ndarray]:
+    """From the exact moves of the half lattice (nodes, midpoints, centres): per coordinate, its values on
+    every lattice row interpolated to every column and their steps to the next lattice row; the largest
+    difference between an exact move and the bilinear value there; and where a move was not finite."""
+    cell_c, weight_c = cols
+    lines, error, unsure = [], 0.0, np.zeros(shape, dtype=bool)
+    for values in moved:
+        values = np.asarray(values, dtype=np.float64).reshape(shape)
+        nodes = values[::2, ::2]
+        # The bilinear value at each midpoint and centre is the mean of its neighbouring nodes.
+        interpolated = np.empty_like(values)
+        interpolated[::2, ::2] = nodes
+        interpolated[::2, 1::2] = (nodes[:, :-1] + nodes[:, 1:]) / 2
+        interpolated[1::2] = (interpolated[:-1:2] + interpolated[2::2]) / 2
+        finite = np.isfinite(values)
+        unsure |= ~finite
+        with np.errstate(invalid="ignore"):
+            misses = np.abs(values - interpolated)[finite & np.isfinite(interpolated)]
+        error = max(error, float(misses.max()) if misses.size else 0.0)
+        right = np.minimum(cell_c + 1, nodes.shape[1] - 1)
+        across = nodes[:, cell_c] * (1 - weight_c) + nodes[:, right] * weight_c  # (lattice rows, width)
+        lines.append((across, np.diff(across, axis=0) if len(across) > 1 else np.zeros_like(across)))
+    return lines, error, unsure
+
+
+def nearest_table(
+    transform: Affine,
+    row_off: int,
+    col_off: int,
+    height: int,
+    width: int,
+    source_pixels: SourcePixels,
+    source_shape: tuple[int, int],
+    *,
+    step: int = TABLE_STEP,
+    safety: float = TABLE_SAFETY,
+    fix_up: bool = True,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The source pixel of each pixel of a window, as an exact per-pixel nearest-neighbour warp picks it,
+    with exact transforms on a lattice only (the ``"table"`` view, for warps that do not separate).
+
+    The exact answer moves each pixel centre ``transform @ (col + 0.5, row + 0.5)`` to source pixel
+    coordinates ``(x, y)`` (``source_pixels``) and takes pixel ``(floor(y + 1e-10), floor(x + 1e-10))``
+    (`NEAREST_EPSILON`), none where ``x < 0``, ``y < 0``, past the source's size or not finite - the rule
+    of `crossgeo.io.lookup_axes`. Here (1) the centres of every ``step``-th row and column (and the
+    window's last) are moved exactly, (2) every pixel gets the bilinear interpolation of its cell's
+    corners, (3) the interpolation error is measured on exact moves of every cell's edge midpoints and
+    centre (where a bilinear error peaks), and (4) every pixel whose interpolated ``x`` or ``y`` lies
+    within ``safety`` times the largest error (plus `TABLE_EPSILON`) of a whole number - a source pixel
+    edge, the source's own edges included - is moved exactly; so are the pixels of cells where a move
+    was not finite. Only a pixel far from every edge keeps its interpolated coordinates, and those pick
+    the pixel the exact ones pick. ``fix_up=False`` skips (4) (tests show it is needed).
+
+    Returns ``(rows, cols)``, (height, width) int arrays of source pixels, both -1 where the centre
+    falls outside the source. About 1 ms for a 256^2 window; one lattice row of cells at a time, so
+    temporaries stay small (a fresh large array costs page faults, the bulk of the time otherwise).
+    """
+    nodes_r, nodes_c = _lattice(height, step), _lattice(width, step)
+    centres: Any = transform  # (affine's annotations take floats; it maps numpy arrays element by element)
+
+    def exact(rows: np.ndarray, cols: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        xs, ys = centres @ (cols + (col_off + 0.5), rows + (row_off + 0.5))
+        return source_pixels(xs, ys)
+
+    grid_r, grid_c = np.meshgrid(_halves(nodes_r), _halves(nodes_c), indexing="ij")
+    spans_c = _spans(nodes_c, width)
+    (x_lines, y_lines), error, unsure = _lattice_moves(exact(grid_r.ravel(), grid_c.ravel()), grid_r.shape, spans_c)
+    margin = safety * error + TABLE_EPSILON
+    bad_cells = _cells_any(unsure, nodes_r.size, nodes_c.size)[:, spans_c[0]] if unsure.any() else None
+    rows_out, cols_out = np.empty((height, width), dtype=np.intp), np.empty((height, width), dtype=np.intp)
+    redo_r, redo_c = [], []
+    starts = [int(v) for v in nodes_r[:-1]] or [0]
+    for cell, start in enumerate(starts):
+        stop = starts[cell + 1] if cell + 1 < len(starts) else height
+        if nodes_r.size > 1:
+            weight = (np.arange(start, stop) - nodes_r[cell]) / (nodes_r[cell + 1] - nodes_r[cell])
+        else:
+            weight = np.zeros(stop - start)
+        picked = []
+        redo = np.zeros((stop - start, width), dtype=bool) if bad_cells is None else bad_cells[[cell] * (stop - start)]
+        with np.errstate(invalid="ignore"):  # nan (next to a failed transform): nan != nan, so moved exactly
+            for across, steps in (x_lines, y_lines):
+                v = steps[cell] * weight[:, None]
+                v += across[cell]
+                # The source pixel index of v, and whether another lies within the margin (v near an edge):
+                # floor(v + margin) != floor(v - margin). Away from every edge, floor(v + margin) is
+                # floor(v + 1e-10) and v >= 0 is floor(v + margin) >= 0.
+                high = v + (margin if fix_up else NEAREST_EPSILON)
+                np.floor(high, out=high)
+                if fix_up:
+                    v -= margin
+                    redo |= high != np.floor(v, out=v)
+                else:
+                    redo |= high != high
+                picked.append(high)
+            col, row = picked
+            outside = (col < 0) | (col >= source_shape[1]) | (row < 0) | (row >= source_shape[0])
+        col[outside] = -1
+        row[outside] = -1
+        cols_out[start:stop], rows_out[start:stop] = col, row
+        at_r, at_c = np.nonzero(redo)
+        redo_r.append(at_r + start)
+        redo_c.append(at_c)
+    at_r, at_c = np.concatenate(redo_r), np.concatenate(redo_c)
+    if at_r.size:
+        x, y = (np.asarray(v, dtype=np.float64) for v in exact(at_r.astype(np.float64), at_c.astype(np.float64)))
+        with np.errstate(invalid="ignore"):
+            col, row = np.floor(x + NEAREST_EPSILON), np.floor(y + NEAREST_EPSILON)
+            inside = (x >= 0) & (y >= 0) & (col < source_shape[1]) & (row < source_shape[0])
+        cols_out[at_r, at_c] = np.where(inside, col, -1)
+        rows_out[at_r, at_c] = np.where(inside, row, -1)
+    return rows_out, cols_out
 
 
 # --------------------------------------------------------------------------- internal blocks (tiles, strips)

@@ -45,6 +45,7 @@ from crossgeo.io import (
     mask_view_for,
     missing_parts,
     open_raster,
+    table_fits,
 )
 from crossgeo.masks import MaskDecoder, make_decoder, validate_color_map
 from crossgeo.options import (
@@ -854,6 +855,11 @@ def _stacked_source_plan(image: ImageInfo, at: int, grid_views: int) -> SourcePl
     if blocks is not None:
         # Nearest neighbour onto a grid that subdivides the source's pixels: plain reads, pixels repeated.
         return SourcePlan(view="scaled", shift=blocks[0], factor=blocks[1], **common)
+    if source.resampling == Resampling.nearest and table_fits(raster, image.grid, len(source.bands), source.nodata):
+        # Exact without a warp: each reference pixel's source pixel from exact transforms on a lattice and their
+        # interpolation, checked where it could pick a neighbour (crossgeo.grid.nearest_table).
+        whole = lookup_keeps_whole(raster, len(source.bands), views=grid_views)
+        return SourcePlan(view="table", lookup_whole=whole, **common)
     view = mask_view_for(image.grid, len(source.bands) + 1, dtype, views=grid_views)
     # Exact transforms in the whole-grid view (each block is warped once). Per window, nearest promises the
     # source pixel under each centre: GDAL's default approximation misses it on ~0.5 % of a 256-pixel
@@ -866,7 +872,9 @@ def _stacked_source_plan(image: ImageInfo, at: int, grid_views: int) -> SourcePl
 
 
 def _mask_source_plan(mask: MaskInfo, grid: Grid, tolerance: float | None, grid_views: int) -> SourcePlan:
-    """The mask read plainly when the grids coincide, else warped nearest-neighbour (`mask_view_for`)."""
+    """The mask read plainly when the grids coincide, else its nearest-neighbour warp: looked up or tabled
+    (exact, no warp: `crossgeo.io.mask_lookup`, `crossgeo.io.table_fits`) where it can be, else warped
+    (`mask_view_for`)."""
     raster = mask.raster
     view, lookup_whole = "aligned", False
     if mask.offset is None:
@@ -877,6 +885,11 @@ def _mask_source_plan(mask: MaskInfo, grid: Grid, tolerance: float | None, grid_
             # Exact without a warp: rows and columns looked up (crossgeo.io.lookup_axes) in the whole mask kept
             # in crossgeo's block cache when every scene's mask fits it together, else in a window read per patch.
             view = "lookup"
+            lookup_whole = lookup_keeps_whole(raster, len(mask.data_bands), views=grid_views)
+        elif table_fits(raster, grid, len(mask.data_bands), raster.nodata):
+            # A warp that does not separate (a UTM image, a mask in EPSG:4326): the exact warp's pixels from
+            # exact transforms on a lattice (crossgeo.grid.nearest_table), gathered from plain reads.
+            view = "table"
             lookup_whole = lookup_keeps_whole(raster, len(mask.data_bands), views=grid_views)
     if view in ("grid", "blocks"):
         # Exact per-pixel transforms: the warp runs once per block, and each pixel then gets

@@ -313,7 +313,10 @@ class PatchSampler(WindowSequence):
 
     @property
     def mask_view(self) -> str:
-        """How the mask reaches the reference grid: ``"aligned"`` (plain windowed reads), ``"grid"`` (one
+        """How the mask reaches the reference grid: ``"aligned"`` (plain windowed reads), ``"lookup"`` (a warp
+        that separates into rows and columns: a plain read and two index lookups), ``"table"`` (any other
+        warp of a mask without alpha or mask band: a plain read and a per-pixel gather of the exact warp's
+        pixels, `crossgeo.grid.nearest_table`), ``"grid"`` (one
         warped view of the whole grid per reader, its blocks cached by GDAL), ``"blocks"`` (the same view,
         its blocks kept by crossgeo: `crossgeo.io.MaskBlockCache`) or ``"window"`` (a warp per read);
         see `crossgeo.io.mask_view_for`."""

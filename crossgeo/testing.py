@@ -498,21 +498,24 @@ def write_stac_items(
     return out
 
 
-MASK_VIEWS = ("lookup", "grid", "blocks", "window")
-"""The warped views of a non-aligned mask (`crossgeo.io.mask_lookup`, `crossgeo.io.mask_view_for`)."""
+MASK_VIEWS = ("lookup", "table", "grid", "blocks", "window")
+"""The warped views of a non-aligned mask (`crossgeo.io.mask_lookup`, `crossgeo.io.table_fits`,
+`crossgeo.io.mask_view_for`)."""
 
 
 def force_mask_view(monkeypatch: Any, view: str, block: int = 48) -> None:
     """Make `crossgeo.io.mask_view_for` pick ``view`` for any scene (a pytest ``monkeypatch`` undoes it).
 
     ``"lookup"``: rows and columns looked up where the warp separates (a mask in EPSG:4326 on the Web
-    Mercator scene), the views below otherwise; ``"grid"``: GDAL's cache share is unbounded;
+    Mercator scene), the views below otherwise; ``"table"``: `crossgeo.grid.nearest_table` wherever it
+    fits, separable or not (the lookup off), the views below otherwise; ``"grid"``: GDAL's cache share is unbounded;
     ``"blocks"``: no GDAL share, crossgeo's warped block cache unbounded, with ``block``-pixel blocks
     (small, so test windows straddle several); ``"window"``: neither.
     """
     import crossgeo.io
 
     monkeypatch.setattr(crossgeo.io, "LOOKUP_VIEW", view == "lookup")
+    monkeypatch.setattr(crossgeo.io, "TABLE_VIEW", view == "table")
     monkeypatch.setattr(crossgeo.io, "GRID_VIEW_CACHE_SHARE", 1e6 if view == "grid" else 0.0)
     monkeypatch.setattr(crossgeo.io.mask_blocks, "max_bytes", 2**40 if view == "blocks" else 0)
     monkeypatch.setattr(crossgeo.io, "MASK_BLOCK", block)

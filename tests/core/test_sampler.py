@@ -788,7 +788,8 @@ def test_a_bad_mask_cache_size_is_refused_at_construction(
 ) -> None:
     monkeypatch.setenv("CROSSGEO_MASK_CACHE_BYTES", value)
     monkeypatch.setattr(crossgeo.io, "mask_blocks", crossgeo.io.MaskBlockCache())
-    monkeypatch.setattr(crossgeo.io, "LOOKUP_VIEW", False)  # the warps' views; the lookup needs no cache
+    monkeypatch.setattr(crossgeo.io, "LOOKUP_VIEW", False)  # the warps' views; the lookup and table need no cache
+    monkeypatch.setattr(crossgeo.io, "TABLE_VIEW", False)
     monkeypatch.setattr(crossgeo.io, "GRID_VIEW_CACHE_SHARE", 0.0)
     with pytest.raises(ConfigError, match=r"CROSSGEO_MASK_CACHE_BYTES=.* is not a byte count"):
         PatchSampler(scene.image, scene.lonlat_mask(), scene.windows([0], [0]), SIZE, n_classes=4)

@@ -581,7 +581,8 @@ def test_whole_grid_mask_views_only_when_every_scene_fits_the_cache(
         crossgeo.io, "GRID_VIEW_CACHE_SHARE", budget / int(rasterio.env.get_gdal_config("GDAL_CACHEMAX"))
     )
     monkeypatch.setattr(crossgeo.io.mask_blocks, "max_bytes", 0)  # no warped block cache: grid or window
-    monkeypatch.setattr(crossgeo.io, "LOOKUP_VIEW", False)  # (the lookup view needs no cache)
+    monkeypatch.setattr(crossgeo.io, "LOOKUP_VIEW", False)  # (the lookup and table views need no cache)
+    monkeypatch.setattr(crossgeo.io, "TABLE_VIEW", False)
     scenes = catalogue.scenes(crops_path=str(T.write_windows_table(catalogue.folder / "w.csv", [0, 8], [0, 8])))
     alone = [
         PatchSampler(s["image_path"], catalogue.mask, np.zeros((1, 2), np.int64), SIZE, image_dtype="uint16").mask_view

@@ -1,0 +1,319 @@
+"""The ``"table"`` view: a nearest-neighbour warp that does not separate (a UTM image, a source in EPSG:4326),
+read without a warp through `crossgeo.grid.nearest_table`.
+
+The oracle is the exact per-pixel answer: every reference pixel centre moved into the source's CRS with
+``rasterio.warp.transform``, then the source pixel holding it (GDAL's rule, `crossgeo.io.lookup_axes`).
+Sources encode their own (row, col), so a read proves which source pixel each reference pixel got.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import rasterio
+from affine import Affine
+from rasterio.warp import transform as warp_transform
+from rasterio.warp import transform_bounds
+
+import crossgeo.io
+from crossgeo import Grid, PatchSampler
+from crossgeo import testing as T
+from crossgeo.grid import nearest_table
+
+UTM = "EPSG:32632"
+UTM_TRANSFORM = Affine(10, 0, 600000.0, 0, -10, 5600040.0)
+REF = 300
+SIZE = 64
+#: Windows inside, across the source's edges, past the grid's edges, and wholly outside the source.
+WINDOWS = [(100, 100), (0, 0), (236, 236), (-20, 150), (150, -30), (270, 280), (-40, -40), (5, 250), (250, 5)]
+
+
+def utm_image(folder: Path, size: int = REF) -> Path:
+    return T.write_raster(
+        folder / "image.tif", T.coordinate_bands(size, size, "uint8"), crs=UTM, transform=UTM_TRANSFORM
+    )
+
+
+def lonlat_transform(size: int, *, factor: float = 1.3, margin: float = 8.0) -> tuple[Affine, int, int]:
+    """An EPSG:4326 grid of ~``factor`` x 10 m pixels over the UTM grid, ``margin`` pixels larger on every side
+    (negative: smaller, so windows cross the source's edges)."""
+    left, top = UTM_TRANSFORM.c, UTM_TRANSFORM.f
+    lon0, lat0, lon1, lat1 = transform_bounds(UTM, "EPSG:4326", left, top - 10 * size, left + 10 * size, top)
+    res = factor * 10 / (111320.0 * math.cos(math.radians((lat0 + lat1) / 2)))
+    lon0, lat0, lon1, lat1 = lon0 - margin * res, lat0 - margin * res, lon1 + margin * res, lat1 + margin * res
+    return Affine(res, 0, lon0, 0, -res, lat1), math.ceil((lon1 - lon0) / res), math.ceil((lat1 - lat0) / res)
+
+
+def encoded_mask(path: Path, transform: Affine, width: int, height: int, **options: Any) -> Path:
+    """A one-band uint16 source whose pixel (row, col) holds ``row * width + col + 1``."""
+    rows, cols = np.mgrid[0:height, 0:width]
+    data = (rows * width + cols + 1).astype(np.uint16)[None]
+    return T.write_raster(path, data, crs="EPSG:4326", transform=transform, **options)
+
+
+def exact_pixels(grid: Grid, source: Path, row_off: int, col_off: int, height: int, width: int) -> np.ndarray:
+    """(2, H, W): the source (row, col) of each window pixel from a transform of every pixel centre (-1: none)."""
+    rows, cols = np.mgrid[row_off : row_off + height, col_off : col_off + width]
+    xs, ys = grid.transform @ (cols.ravel() + 0.5, rows.ravel() + 0.5)
+    with rasterio.open(source) as src:
+        lon, lat = warp_transform(grid.crs, src.crs, xs, ys)
+        x, y = ~src.transform @ (np.asarray(lon), np.asarray(lat))
+        shape = src.shape
+    with np.errstate(invalid="ignore"):
+        col, row = np.floor(x + 1e-10), np.floor(y + 1e-10)
+        inside = (x >= 0) & (y >= 0) & (col < shape[1]) & (row < shape[0])
+    inside &= (rows.ravel() >= 0) & (rows.ravel() < grid.height) & (cols.ravel() >= 0) & (cols.ravel() < grid.width)
+    out = np.where(inside, [row, col], -1)
+    return out.reshape(2, height, width).astype(np.int64)
+
+
+def decoded(data: np.ndarray, invalid: np.ndarray | None, width: int) -> np.ndarray:
+    """The (row, col) an `encoded_mask` read holds (-1 where invalid)."""
+    value = data[0].astype(np.int64) - 1
+    out = np.stack([value // width, value % width])
+    if invalid is not None:
+        out[:, invalid] = -1
+    return out
+
+
+def mask_sampler(image: Path, mask: Path, view: str, monkeypatch: pytest.MonkeyPatch, **options: Any) -> PatchSampler:
+    T.force_mask_view(monkeypatch, view)
+    windows = T.write_windows_table(image.parent / "w.csv", [0], [0])
+    return PatchSampler(image, mask, windows, SIZE, n_classes=256, out_of_range="fill", **options)
+
+
+def raw(sampler: PatchSampler, row_off: int, col_off: int, size: int = SIZE) -> tuple[np.ndarray, np.ndarray]:
+    data, invalid = sampler._reader().read_mask(row_off, col_off, size, size)
+    return data, np.zeros((size, size), bool) if invalid is None else invalid
+
+
+def tie_transform(grid: Grid, res: float, width: int, height: int) -> Affine:
+    """An EPSG:4326 source whose left edge passes exactly through pixel (10, 7)'s centre and whose top edge
+    through pixel (3, 12)'s, at the longitude and latitude ``rasterio.warp.transform`` gives them."""
+    (x1, x2), (y1, y2) = grid.transform @ (np.array([7.5, 12.5]), np.array([10.5, 3.5]))
+    lon, lat = warp_transform(grid.crs, "EPSG:4326", [x1, x2], [y1, y2])
+    return Affine(res, 0, lon[0], 0, -res, lat[1])
+
+
+@pytest.mark.parametrize("margin", [8.0, -12.0], ids=["covering", "inside-the-grid"])
+def test_the_table_view_reads_the_exact_per_pixel_answer(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, margin: float
+) -> None:
+    image = utm_image(tmp_path)
+    transform, width, height = lonlat_transform(REF, margin=margin)
+    mask = encoded_mask(tmp_path / "geo.tif", transform, width, height)
+    sampler = mask_sampler(image, mask, "table", monkeypatch)
+    assert sampler.mask_view == "table"
+    grid = sampler.grid
+    rng = np.random.default_rng(1)
+    windows = WINDOWS + [tuple(w) for w in rng.integers(-SIZE // 2, REF - SIZE // 2, (30, 2)).tolist()]
+    edges = 0
+    for row_off, col_off in windows:
+        data, invalid = raw(sampler, row_off, col_off)
+        want = exact_pixels(grid, mask, row_off, col_off, SIZE, SIZE)
+        np.testing.assert_array_equal(decoded(data, invalid, width), want, err_msg=f"window {row_off, col_off}")
+        np.testing.assert_array_equal(invalid, want[0] < 0)
+        assert (data[0][invalid] == 0).all()  # the warper's fill under invalid pixels
+        edges += int(0 < invalid.sum() < invalid.size)
+    assert edges >= 4  # windows that cross the grid's or the source's edges
+
+
+def test_pixel_centres_on_source_pixel_edges_read_the_exact_answer(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ties: the source's left and top edges pass exactly through reference pixel centres; whichever side the
+    exact transform puts them, the table puts them there too."""
+    image = utm_image(tmp_path)
+    with rasterio.open(image) as src:
+        grid = Grid.of(src)
+    transform, width, height = lonlat_transform(REF, margin=-5)
+    tie = tie_transform(grid, transform.a, width, height)
+    mask = encoded_mask(tmp_path / "tie.tif", tie, width, height)
+    sampler = mask_sampler(image, mask, "table", monkeypatch)
+    assert sampler.mask_view == "table"
+    with rasterio.open(mask) as src:
+        to_source = crossgeo.io.source_pixels(src, grid)
+    x, y = to_source(*(grid.transform @ (np.array([7.5, 12.5]), np.array([10.5, 3.5]))))
+    assert abs(x[0]) < 1e-9 and abs(y[1]) < 1e-9  # the two centres lie on the source's edges
+    for row_off, col_off in [(0, 0), (-3, 2), (5, -6)]:
+        data, invalid = raw(sampler, row_off, col_off)
+        want = exact_pixels(grid, mask, row_off, col_off, SIZE, SIZE)
+        np.testing.assert_array_equal(decoded(data, invalid, width), want)
+
+
+def test_without_the_fix_up_interpolated_pixels_pick_neighbours(tmp_path: Path) -> None:
+    """Step (4) of `nearest_table` is what makes it exact: with a coarse lattice (one cell per window, large
+    interpolation errors) and no fix-up, pixels near source pixel edges pick a neighbour; with it, none does.
+    The default lattice (`crossgeo.grid.TABLE_STEP`) is exact too."""
+    image = utm_image(tmp_path)
+    transform, width, height = lonlat_transform(REF, factor=0.7)
+    mask = encoded_mask(tmp_path / "fine.tif", transform, width, height)
+    with rasterio.open(image) as src:
+        grid = Grid.of(src)
+    with rasterio.open(mask) as src:
+        to_source = crossgeo.io.source_pixels(src, grid)
+        shape = src.shape
+    wrong = {True: 0, False: 0}
+    for row_off, col_off in [(0, 0), (100, 40), (200, 200)]:
+        want = exact_pixels(grid, mask, row_off, col_off, 96, 96)
+        for fix_up in (True, False):
+            got = nearest_table(grid.transform, row_off, col_off, 96, 96, to_source, shape, step=96, fix_up=fix_up)
+            wrong[fix_up] += int(np.count_nonzero(np.stack(got) != want))
+        default = nearest_table(grid.transform, row_off, col_off, 96, 96, to_source, shape)
+        np.testing.assert_array_equal(np.stack(default), want)
+    assert wrong[True] == 0 and wrong[False] > 20, wrong
+
+
+def test_failed_transforms_are_outside_the_source() -> None:
+    """A point whose transform is not finite (off a projection's domain) gets no source pixel, nor do the
+    cells around it; everything else is the exact answer."""
+    transform = Affine(1, 0, 0, 0, -1, 0)
+
+    def to_source(xs: np.ndarray, ys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        x, y = 0.37 * xs + 0.011 * ys**2 / 50, -0.41 * ys + 0.003 * xs**2 / 40
+        dead = (xs > 20) & (xs < 27.3) & (ys < -30)
+        return np.where(dead, np.inf, x), np.where(dead, np.nan, y)
+
+    rows, cols = np.mgrid[0:70, 0:60]
+    x, y = to_source(*(transform @ (cols + 0.5, rows + 0.5)))
+    with np.errstate(invalid="ignore"):
+        inside = (x >= 0) & (y >= 0) & (np.floor(x + 1e-10) < 25) & (np.floor(y + 1e-10) < 30)
+        want = np.where(inside, [np.floor(y + 1e-10), np.floor(x + 1e-10)], -1)
+    got = nearest_table(transform, 0, 0, 70, 60, to_source, (30, 25), step=16)
+    np.testing.assert_array_equal(np.stack(got), want)
+    assert (got[0][35:, 21:26] == -1).all() and (got[0] >= 0).sum() > 500
+
+
+def test_the_mask_reads_as_the_exact_warps_did(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The benchmark's setup (10 m UTM grid, a class mask in EPSG:4326 at ~13 m): patches through the table view
+    equal those of the whole-grid and block views (GDAL's exact warps), invalid pixels included; and the
+    table view is what a sampler picks by default."""
+    image = utm_image(tmp_path, 400)
+    transform, width, height = lonlat_transform(400, margin=-6)  # windows at the edges carry invalid pixels
+    left, top = transform.c, transform.f
+    bounds = (left, top - height * transform.a, left + width * transform.a, top)
+    mask = T.write_lonlat_mask(tmp_path / "mask.tif", bounds, transform.a, cell=0.0005, n_classes=5)
+    rng = np.random.default_rng(4)
+    rows, cols = rng.integers(-SIZE // 2, 400 - SIZE // 2, (2, 60))
+    windows = T.write_windows_table(tmp_path / "w.csv", rows, cols)
+    default = PatchSampler(image, mask, windows, SIZE, n_classes=5)
+    assert default.mask_view == "table"
+    patches = {}
+    for view in ("table", "grid", "blocks"):
+        T.force_mask_view(monkeypatch, view)
+        sampler = PatchSampler(image, mask, windows, SIZE, n_classes=5)
+        assert sampler.mask_view == view
+        patches[view] = [sampler[i] for i in range(len(sampler))]
+    partial = 0
+    for view in ("grid", "blocks"):
+        for got, want in zip(patches["table"], patches[view]):
+            np.testing.assert_array_equal(got.mask, want.mask)
+            np.testing.assert_array_equal(got.mask_valid, want.mask_valid)
+            partial += int(0 < got.mask_valid.sum() < got.mask_valid.size)
+    assert partial > 0
+
+
+def test_nodata_and_uncovered_pixels_are_invalid_as_before(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Mask nodata and pixels the mask does not cover are invalid exactly where the exact warp says (against the
+    whole-grid view), and a window wholly off the mask is wholly invalid."""
+    image = utm_image(tmp_path)
+    transform, width, height = lonlat_transform(REF, margin=-30)
+    classes = ((np.arange(height)[:, None] // 7 + np.arange(width) // 5) % 4).astype(np.uint8)[None]
+    mask = T.write_raster(tmp_path / "nd.tif", classes, crs="EPSG:4326", transform=transform, nodata=3)
+    table = mask_sampler(image, mask, "table", monkeypatch, mask_fill_value=9)
+    grid = mask_sampler(image, mask, "grid", monkeypatch, mask_fill_value=9)
+    assert (table.mask_view, grid.mask_view) == ("table", "grid")
+    for row_off, col_off in [*WINDOWS, (-63, -63), (299, 0)]:
+        (got, got_invalid), (want, want_invalid) = raw(table, row_off, col_off), raw(grid, row_off, col_off)
+        np.testing.assert_array_equal(got_invalid, want_invalid)
+        np.testing.assert_array_equal(got, want)
+        a, b = table.read(row_off, col_off), grid.read(row_off, col_off)
+        np.testing.assert_array_equal(a.mask, b.mask)
+        np.testing.assert_array_equal(a.mask_valid, b.mask_valid)
+    corner, _ = table.read_mask(-63, -63)
+    assert (corner == 9).all()
+    inner, valid = table.read_mask(120, 120)
+    assert valid.any() and not valid.all() and 9 in inner and 3 not in inner  # nodata: the fill, never a class
+
+
+def test_a_nearest_image_source_in_epsg_4326_is_exact(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A stacked source in another CRS with nearest resampling: the table view, every pixel the exact answer
+    (the per-window warp got 99.992 % of them), the valid pixels as the whole-grid view had them."""
+    image = utm_image(tmp_path)
+    transform, width, height = lonlat_transform(REF, margin=-10)
+    geo = T.write_raster(
+        tmp_path / "geo.tif", T.coordinate_bands(height, width, "uint16"), crs="EPSG:4326", transform=transform
+    )
+    mask = T.write_raster(tmp_path / "m.tif", np.ones((1, REF, REF), np.uint8), crs=UTM, transform=UTM_TRANSFORM)
+    rng = np.random.default_rng(6)
+    rows, cols = rng.integers(-SIZE // 2, REF - SIZE // 2, (2, 25))
+    windows = T.write_windows_table(tmp_path / "w.csv", rows, cols)
+    sources = {"ref": image, "geo": {"path": geo, "resampling": "nearest"}}
+    sampler = PatchSampler(sources, mask, windows, SIZE, image_dtype="uint16", out_of_range="fill")
+    assert [p.view for p in sampler._plan.image] == ["aligned", "table"]
+    T.force_mask_view(monkeypatch, "grid")
+    warped = PatchSampler(sources, mask, windows, SIZE, image_dtype="uint16", out_of_range="fill")
+    assert warped._plan.image[1].view == "grid"
+    for i, (r, c) in enumerate(zip(rows.tolist(), cols.tolist())):
+        data, invalid = sampler._reader()._read_source(1, r, c)
+        want = exact_pixels(sampler.grid, geo, r, c, SIZE, SIZE)
+        valid = want[0] >= 0
+        np.testing.assert_array_equal(np.zeros_like(valid) if invalid is None else invalid, ~valid)
+        np.testing.assert_array_equal(data[:2][:, valid], want[:, valid])
+        assert (data[:, ~valid] == 0).all()  # the fill (no nodata)
+        patch, other = sampler[i], warped[i]
+        np.testing.assert_array_equal(other.image_valid, patch.image_valid)
+        np.testing.assert_array_equal(other.image[:, patch.image_valid], patch.image[:, patch.image_valid])
+
+
+def test_a_repeated_window_is_a_copy_of_the_kept_one(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """As in the lookup view: a window read again comes from `mask_blocks` (the whole mask kept beside it)."""
+    image = utm_image(tmp_path)
+    transform, width, height = lonlat_transform(REF, margin=-12)
+    mask = encoded_mask(tmp_path / "geo.tif", transform, width, height)
+    T.force_mask_view(monkeypatch, "table")
+    cache = crossgeo.io.MaskBlockCache(2**40)
+    monkeypatch.setattr(crossgeo.io, "mask_blocks", cache)
+    windows = T.write_windows_table(tmp_path / "w.csv", [0], [0])
+    sampler = PatchSampler(image, mask, windows, SIZE, n_classes=256, out_of_range="fill")
+    assert sampler._plan.mask.lookup_whole
+    first = [raw(sampler, r, c) for r, c in WINDOWS]
+    assert len(cache) == 1 + len(WINDOWS)  # the whole mask and every window
+    for data, invalid in first:  # a caller writing into a read changes nothing kept
+        data[...] = 7
+        invalid[...] = True
+    for r, c in WINDOWS:
+        data, invalid = raw(sampler, r, c)
+        want = exact_pixels(sampler.grid, mask, r, c, SIZE, SIZE)
+        np.testing.assert_array_equal(decoded(data, invalid, width), want)
+        np.testing.assert_array_equal(invalid, want[0] < 0)
+    assert len(cache) == 1 + len(WINDOWS)  # read back, not computed again
+
+
+def test_sources_the_table_does_not_take_are_warped_as_before(tmp_path: Path) -> None:
+    """A mask with an alpha band, an image source with nodata on several bands and a bilinear source keep
+    GDAL's warp (the table reproduces neither the warper's alpha nor its multi-band nodata rule)."""
+    image = utm_image(tmp_path)
+    transform, width, height = lonlat_transform(REF)
+    ones = np.ones((height, width), np.uint8)
+    alpha = T.write_raster(
+        tmp_path / "alpha.tif", np.stack([ones, ones * 255]), crs="EPSG:4326", transform=transform, alpha="YES"
+    )
+    windows = T.write_windows_table(tmp_path / "w.csv", [0], [0])
+    assert PatchSampler(image, alpha, windows, SIZE).mask_view in ("grid", "blocks", "window")
+    plain = T.write_raster(tmp_path / "m.tif", ones[None], crs="EPSG:4326", transform=transform)
+    assert PatchSampler(image, plain, windows, SIZE).mask_view == "table"
+    bands = T.write_raster(tmp_path / "b.tif", np.stack([ones, ones]), crs="EPSG:4326", transform=transform, nodata=0)
+    sources: dict[str, Any] = {
+        "ref": image,
+        "nodata": {"path": bands, "resampling": "nearest"},
+        "bilinear": {"path": plain, "resampling": "bilinear"},
+        "one": {"path": plain, "resampling": "nearest"},
+    }
+    views = [p.view for p in PatchSampler(sources, plain, windows, SIZE)._plan.image]
+    assert views[0] == "aligned" and views[1] in ("grid", "window") and views[2] in ("grid", "window")
+    assert views[3] == "table"
