@@ -7,6 +7,7 @@ directly from pixel-centre lookups in the mask.
 
 from __future__ import annotations
 
+import threading
 import tracemalloc
 from collections.abc import Callable
 from pathlib import Path
@@ -571,6 +572,26 @@ def identity(x: np.ndarray) -> np.ndarray:
 def _sources(folder: Path) -> dict[str, Any]:
     scene = write_sources_scene(folder, b20_rows=70)  # B20 covers the top 140 of 200 reference rows
     return {"B10": scene["B10"], "B20": {"path": scene["B20"], "resampling": "nearest"}}
+
+
+@pytest.mark.parametrize(("batch_size", "threads_expected"), [(8, False), (1, True)])
+def test_an_image_of_one_batch_is_read_in_the_calling_thread(
+    tmp_path: Path, batch_size: int, threads_expected: bool
+) -> None:
+    """4 windows in one batch: no reading or read-ahead thread is started (their first open costs more than
+    the reads); in 4 batches of 1 the pool reads them. The classes are the same."""
+    path = image(tmp_path, 300, 333)  # 2 x 2 windows of 256
+    running: set[str] = set()
+
+    def model(x: np.ndarray) -> np.ndarray:
+        running.update(thread.name for thread in threading.enumerate())
+        return pointwise(x)
+
+    result = predict_raster(path, model, tmp_path / "pred.tif", patch_size=256, batch_size=batch_size, progress=False)
+    readers = {name for name in running if name.startswith(("crossgeo-read", "crossgeo-prefetch"))}
+    assert bool(readers) == threads_expected, running
+    got, _ = read(result.path)
+    np.testing.assert_array_equal(got[0], whole_raster(path).argmax(axis=0))
 
 
 @pytest.mark.parametrize("overlap, blend", [(0, "linear"), (24, "none")])
