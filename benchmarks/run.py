@@ -698,6 +698,10 @@ def format_table(results: dict[str, Any]) -> str:
             f"{'predict_raster / read alone, Mpixels/s (overlap 0)':{width}s} "
             f"{p['predict_pixels_per_s'] / 1e6:.1f} / {p['read_pixels_per_s'] / 1e6:.1f}"
         )
+        if "shifted_ratio" in p:
+            lines.append(
+                f"{'predict_raster / read alone, winner changing every pixel':{width}s} {p['shifted_ratio']:10.2f}"
+            )
         lines.append(
             f"{'predict_raster model/blend/write thread CPU s / read alone s':{width}s} "
             f"{p['main_thread_cpu_vs_read']:10.2f}"

@@ -32,7 +32,10 @@ Memory. Scores are accumulated for one strip of windows (patch_size rows x image
 K float32); when the next strip starts, the rows no later window touches are converted and
 written, and the rest moves up. Batches are read ahead in one background thread
 (`prefetch`, ``read_ahead`` batches deep), which a pool of ``read_threads`` threads fills
-(`crossgeo.readahead.ReadAhead`, a batch each), so the model does not wait for I/O.
+(`crossgeo.readahead.ReadAhead`, a batch each), so the model does not wait for I/O. An
+image of one batch is read in the calling thread: a thread's first open of a raster costs
+GDAL's per-thread setup (PROJ's database: ~13 ms CPU, against ~1 ms to read a window), and
+one batch has nothing to overlap with (a 256^2 image: 117 -> 59 ms, CPU 40 -> 19 ms per call).
 """
 
 from __future__ import annotations
@@ -272,6 +275,7 @@ class _Strips:
         self.direct = np.zeros(padded, dtype=bool)
         self.best = np.empty((size, size), dtype=np.float32)  # `_argmax` buffers
         self.better = np.empty((size, size), dtype=bool)
+        self.step = np.empty((size, size), dtype=self.class_dtype)
         self.strip = 0
         self.invalid_pixels = 0
         self.nodata: float = _class_dtype(k)[1] if output == "class" else np.nan if output == "scores" else 255
@@ -289,7 +293,7 @@ class _Strips:
         alone = self.alone_rows[strip] and self.alone_cols[col]
         if alone and self.classes is not None:
             # Decided at once: the argmax goes straight into the strip's classes, no float copy.
-            _argmax(scores, self.classes[:, span], self.best, self.better)
+            _argmax(scores, self.classes[:, span], self.best, self.better, self.step)
             self.direct[span] = True
             return
         self.dirty = True
@@ -365,24 +369,35 @@ def _argmax(
     classes: np.ndarray | None = None,
     best: np.ndarray | None = None,
     better: np.ndarray | None = None,
+    step: np.ndarray | None = None,
 ) -> np.ndarray:
     """The index of the largest of (K, H, W) scores (the first of equal ones, as ``numpy.argmax``).
 
     Class by class: no (K, H, W) temporary copy. Written into ``classes`` (H, W) when given
-    (else a new array of the smallest class dtype); ``best`` (float32) and ``better`` (bool)
-    are optional (H, W) work buffers.
+    (else a new array of the smallest class dtype); ``best`` (float32), ``better`` (bool) and
+    ``step`` (the classes' dtype) are optional (H, W) work buffers.
+
+    Where class ``k`` beats the best so far, the classes so far are all below ``k``, so
+    ``maximum(classes, k * better)`` sets ``k`` exactly there: two plain passes instead of a
+    masked copy, which branches per pixel (1.8 against 0.2 ms per 5 x 256^2 window where
+    ``better`` changes from pixel to pixel, as a real model's scores do at class edges).
     """
     shape = scores.shape[1:]
     if classes is None:
         classes = np.empty(shape, dtype=_class_dtype(len(scores))[0])
     best = np.empty(shape, dtype=np.float32) if best is None or best.shape != shape else best
     better = np.empty(shape, dtype=bool) if better is None or better.shape != shape else better
-    np.copyto(best, scores[0])
+    if step is None or step.shape != shape or step.dtype != classes.dtype:
+        step = np.empty(shape, dtype=classes.dtype)
     classes[...] = 0
-    for k in range(1, len(scores)):
-        np.greater(scores[k], best, out=better)
-        np.copyto(classes, k, where=better, casting="unsafe")
-        np.maximum(best, scores[k], out=best)
+    last = len(scores) - 1
+    for k in range(1, last + 1):
+        previous = scores[0] if k == 1 else best
+        np.greater(scores[k], previous, out=better)
+        np.multiply(better, k, out=step, dtype=step.dtype)
+        np.maximum(classes, step, out=classes)
+        if k < last:  # the best of classes 0..k, for the next class
+            np.maximum(previous, scores[k], out=best)
     return classes
 
 
@@ -554,6 +569,7 @@ def predict_raster(
         read_ahead: Batches read ahead in a background thread (0: read in this thread).
         read_threads: Threads reading windows for that thread, each with its own handles
             (`crossgeo.readahead.ReadAhead`; 0 or 1: one reader). The output is the same.
+            An image of one batch is read in this thread whatever both say.
         compress: "deflate" (level 1; every TIFF reader decodes it) or "zstd" (level 1;
             faster to write and smaller, needs a reader built with zstd); also the COG's.
         option: The name errors give ``out_path`` (the CLI passes ``--out``).
@@ -596,6 +612,8 @@ def predict_raster(
     rows = axis_offsets(grid.height, size, size - overlap)
     cols = axis_offsets(grid.width, size, size - overlap)
     total = len(rows) * len(cols)
+    if total <= batch_size:  # one batch: read in this thread (the module doc)
+        read_threads, read_ahead = 0, 0
     transforms = tta_transforms(tta)
     bar = _progress(total, progress)
     strips: _Strips | None = None

@@ -7,6 +7,7 @@ directly from pixel-centre lookups in the mask.
 
 from __future__ import annotations
 
+import threading
 import tracemalloc
 from collections.abc import Callable
 from pathlib import Path
@@ -191,6 +192,31 @@ def test_probabilities_and_many_classes(tmp_path: Path) -> None:
     got, profile = read(result.path)
     assert (profile["dtype"], profile["nodata"]) == ("uint16", 65535)
     np.testing.assert_array_equal(got[0], 256 + np.arange(110)[None, :].repeat(90, 0) % 256 % 40)
+
+
+def scrambled(x: np.ndarray) -> np.ndarray:
+    """7 scores per pixel in 0..4 from its (row, col) code: the winner changes from pixel to pixel, with many ties."""
+    band = np.rint(x * 255).astype(np.int64)
+    code = band[:, 0] + 256 * band[:, 1] + 65536 * band[:, 2]
+    return np.stack([((code * (2 * k + 3) * 40503 + 977 * k) >> 7) % 5 for k in range(7)], axis=1).astype(np.float32)
+
+
+@pytest.mark.parametrize(("overlap", "blend"), [(0, "linear"), (48, "none")])
+def test_class_is_numpys_argmax_where_the_winner_changes_every_pixel_and_scores_tie(
+    tmp_path: Path, overlap: int, blend: str
+) -> None:
+    """The first of equal scores wins, as in ``numpy.argmax``: each window decided at once (overlap 0) and
+    strips converted after blending (overlap with ``blend="none"`` keeps every score exactly)."""
+    path = image(tmp_path, 300, 333)
+    result = predict_raster(
+        path, scrambled, tmp_path / "pred.tif", patch_size=128, overlap=overlap, blend=blend, progress=False
+    )
+    with rasterio.open(path) as src:
+        truth = scrambled(src.read()[None].astype(np.float32) / np.float32(255))[0]
+    ties = (truth == truth.max(axis=0)).sum(axis=0) > 1
+    assert ties.mean() > 0.3 and len(np.unique(truth.argmax(axis=0))) == 7  # the case is really irregular
+    got, _ = read(result.path)
+    np.testing.assert_array_equal(got[0], truth.argmax(axis=0))
 
 
 def test_cog_is_valid_with_overviews_and_same_pixels(tmp_path: Path) -> None:
@@ -546,6 +572,26 @@ def identity(x: np.ndarray) -> np.ndarray:
 def _sources(folder: Path) -> dict[str, Any]:
     scene = write_sources_scene(folder, b20_rows=70)  # B20 covers the top 140 of 200 reference rows
     return {"B10": scene["B10"], "B20": {"path": scene["B20"], "resampling": "nearest"}}
+
+
+@pytest.mark.parametrize(("batch_size", "threads_expected"), [(8, False), (1, True)])
+def test_an_image_of_one_batch_is_read_in_the_calling_thread(
+    tmp_path: Path, batch_size: int, threads_expected: bool
+) -> None:
+    """4 windows in one batch: no reading or read-ahead thread is started (their first open costs more than
+    the reads); in 4 batches of 1 the pool reads them. The classes are the same."""
+    path = image(tmp_path, 300, 333)  # 2 x 2 windows of 256
+    running: set[str] = set()
+
+    def model(x: np.ndarray) -> np.ndarray:
+        running.update(thread.name for thread in threading.enumerate())
+        return pointwise(x)
+
+    result = predict_raster(path, model, tmp_path / "pred.tif", patch_size=256, batch_size=batch_size, progress=False)
+    readers = {name for name in running if name.startswith(("crossgeo-read", "crossgeo-prefetch"))}
+    assert bool(readers) == threads_expected, running
+    got, _ = read(result.path)
+    np.testing.assert_array_equal(got[0], whole_raster(path).argmax(axis=0))
 
 
 @pytest.mark.parametrize("overlap, blend", [(0, "linear"), (24, "none")])
