@@ -23,10 +23,15 @@ store, the last task's tail) are a small part. A pass here takes several seconds
 quiet 2-CPU machine, long enough for those costs to be amortised the way they would be, short
 enough to repeat; the earlier catalogue (three 128-pixel windows on 256-pixel scenes, 600 chips,
 about 2 s a pass) measured mostly those fixed costs. Each of ``--rounds`` rounds (default 3)
-starts a fresh local cluster (``ray.init``, untimed), then times ``engine=None`` and
-``engine="ray"``: every Ray timing includes its workers' first tasks, as a user's first write on
-a new cluster does; the ratio is of the medians. The catalogue's files are read once before the
-rounds, so both engines read from the page cache.
+starts a fresh local cluster (``ray.init`` and the start of its idle workers, untimed), then
+times ``engine=None`` and ``engine="ray"``, in alternating order: every Ray timing includes its
+workers' first tasks, as a user's first write on a new cluster does, and every ``engine=None``
+timing starts as a first write in a process does (the driver's warped-mask cache emptied and its
+scenes closed: before, the driver's later rounds read the 7,200 mask windows its cache kept from
+round one, about a fifth less CPU, while the fresh workers read them cold). The ratio is of the
+medians; the CPU seconds of the driver and the Ray workers are printed per round (on two CPUs
+shared with other work the wall times follow each engine's share of the CPUs, not its speed).
+The catalogue's files are read once before the rounds, so both engines read from the page cache.
 
 Standalone: it reuses the suite's scene cache (``CROSSGEO_BENCH_CACHE``; the Ray catalogue is
 generated there once) and only reads its ``windows.parquet`` (the first ``--windows`` rows).
@@ -206,10 +211,79 @@ def _shard_files(store: Path) -> list[Any]:
     return [s["files"] for s in json.loads((store / "manifest.json").read_text())["shards"]]
 
 
+def _ray_workers() -> list[tuple[bytes, int]] | None:
+    """The Ray worker processes of the local cluster this process started (its descendants: ``ray::`` task or
+    idle workers, not Ray's agents; another session's cluster on the machine is not counted): their process
+    title and CPU ticks (user + system) so far; None off Linux."""
+    proc = Path("/proc")
+    if not (proc / "self" / "stat").is_file():
+        return None
+    found: dict[int, tuple[int, bytes, int]] = {}
+    for folder in proc.iterdir():
+        if not folder.name.isdigit():
+            continue
+        try:
+            name = (folder / "cmdline").read_bytes().split(b"\0", 1)[0].rstrip()
+            fields = (folder / "stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        found[int(folder.name)] = (int(fields[1]), name, int(fields[11]) + int(fields[12]))
+    mine = {os.getpid()}
+    grew = True
+    while grew:
+        children = {pid for pid, (parent, _, _) in found.items() if parent in mine} - mine
+        grew = bool(children)
+        mine |= children
+    return [
+        (name, ticks)
+        for pid, (_, name, ticks) in found.items()
+        if pid in mine and name.startswith(b"ray::") and not name.endswith(b"Agent")
+    ]
+
+
+def _workers_cpu() -> float | None:
+    """CPU seconds so far of the Ray workers (a difference of two readings is their share of a run)."""
+    workers = _ray_workers()
+    return None if workers is None else sum(ticks for _, ticks in workers) / os.sysconf("SC_CLK_TCK")
+
+
+def _settle(cpus: int, timeout: float = 60.0) -> None:
+    """Wait until the cluster ``ray.init`` started is up: Ray starts one idle worker per CPU (each importing
+    Ray, about half a CPU second) after ``ray.init`` returns. Part of starting the cluster, untimed, and
+    not left to slow down whichever engine a round times first (crossgeo is not imported there)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        workers = _ray_workers()
+        if workers is None:
+            time.sleep(3.0)
+            return
+        idle = [ticks for name, ticks in workers if name == b"ray::IDLE"]
+        time.sleep(0.5)
+        later = sum(ticks for name, ticks in _ray_workers() or [] if name == b"ray::IDLE")
+        if len(idle) >= cpus and later - sum(idle) < 0.05 * os.sysconf("SC_CLK_TCK"):
+            return  # every worker started and idle (under 0.1 CPU in the last half second)
+
+
+def _cold(sampler: Any) -> None:
+    """Forget what an earlier write left in this process, so each timed write starts as a user's first one.
+
+    ``write_chips`` reads every window once; the driver would otherwise serve the next rounds'
+    ``engine=None`` masks from the windows its warped-mask cache kept (`crossgeo.io.mask_blocks`,
+    the 7,200 mask windows fit its 128 MiB) and from the scenes still open, while the fresh Ray
+    workers of every round read them cold.
+    """
+    from crossgeo.io import mask_blocks
+
+    sampler.close()
+    mask_blocks.clear()
+
+
 def measure_ray(scenes: int, work: Path, cache: Path, *, size: int, patch: int, rounds: int) -> dict[str, Any]:
-    """``rounds`` rounds, each: a fresh 2-CPU local cluster (``ray.init``, untimed), ``engine=None`` then
-    ``engine="ray"`` timed; medians. Every Ray timing includes its workers' first tasks (importing
-    crossgeo, unpickling the sampler), as a user's first write on a new cluster does."""
+    """``rounds`` rounds, each: a fresh 2-CPU local cluster (``ray.init`` and its idle workers' start,
+    untimed), ``engine=None`` and ``engine="ray"`` timed, in alternating order; medians. Every Ray timing includes its
+    workers' first tasks (importing crossgeo, unpickling the sampler), as a user's first write on a new
+    cluster does; every ``engine=None`` timing starts as a first write in a process does (`_cold`).
+    CPU seconds: the driver's (``time.process_time``, its threads included) plus the Ray workers'."""
     import ray
     import zarr  # noqa: F401 - imported once per process by either engine: not part of the comparison
 
@@ -218,33 +292,40 @@ def measure_ray(scenes: int, work: Path, cache: Path, *, size: int, patch: int, 
     catalogue, folder = ray_catalogue(cache, scenes, size, patch)
     _read_files(folder)
     sampler = SceneSampler(catalogue, patch, n_classes=N_CLASSES)
-    local_s: list[float] = []
-    ray_s: list[float] = []
+    times: dict[str | None, list[float]] = {None: [], "ray": []}
+    cpu: dict[str | None, list[float | None]] = {None: [], "ray": []}
     reference: list[Any] | None = None
     identical = True
     for k in range(rounds):
         ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
         try:
-            for engine, times in ((None, local_s), ("ray", ray_s)):
+            _settle(2)
+            for engine in (None, "ray") if k % 2 == 0 else ("ray", None):
                 target = work / f"chips-{engine}-{k}"
-                start = time.perf_counter()
+                _cold(sampler)
+                workers, driver, start = _workers_cpu(), time.process_time(), time.perf_counter()
                 store = write_chips(sampler, target, engine=engine, progress=False)
-                times.append(time.perf_counter() - start)
+                times[engine].append(time.perf_counter() - start)
+                after = _workers_cpu()
+                spent = time.process_time() - driver
+                cpu[engine].append(None if workers is None or after is None else spent + after - workers)
                 files = _shard_files(store)
                 reference = files if reference is None else reference
                 identical = identical and files == reference
                 shutil.rmtree(store)
         finally:
             ray.shutdown()
-    local, spread = float(np.median(local_s)), float(np.median(ray_s))
+    local, spread = float(np.median(times[None])), float(np.median(times["ray"]))
     return {
         "scenes": scenes,
         "scene_size": size,
         "patch_size": patch,
         "chips": len(sampler),
         "rounds": rounds,
-        "local_rounds_s": local_s,
-        "ray_rounds_s": ray_s,
+        "local_rounds_s": times[None],
+        "ray_rounds_s": times["ray"],
+        "local_cpu_rounds_s": cpu[None],
+        "ray_cpu_rounds_s": cpu["ray"],
         "local_s": local,
         "ray_s": spread,
         "ray_vs_local": local / spread,
@@ -285,6 +366,12 @@ def report(results: dict[str, Any]) -> str:
             f"(rounds: {', '.join(f'{t:.2f}' for t in ray['local_rounds_s'])} / "
             f"{', '.join(f'{t:.2f}' for t in ray['ray_rounds_s'])}), identical arrays: {ray['identical']}"
         )
+        if None not in ray["local_cpu_rounds_s"] + ray["ray_cpu_rounds_s"]:
+            lines.append(
+                f"  ray: CPU seconds (driver + Ray workers) engine=None "
+                f"{', '.join(f'{t:.1f}' for t in ray['local_cpu_rounds_s'])} / engine='ray' "
+                f"{', '.join(f'{t:.1f}' for t in ray['ray_cpu_rounds_s'])}"
+            )
         rows.append(("ray_vs_local", ray["ray_vs_local"]))
     for name, value in rows:
         target = TARGETS.get(name)

@@ -111,7 +111,7 @@ def _write_group(
     """One task: write a contiguous group of shards (their scenes read together) and return their records."""
     sampler = _worker_sampler(token, holder)
     try:
-        return list(write_shards_here(sampler, root, Layout.from_json(layout_json), shards))
+        return list(write_shards_here(sampler, root, Layout.from_json(layout_json), shards, encode_behind=False))
     finally:
         if hasattr(sampler, "close"):
             sampler.close()  # no handle outlives the task; the next task's reads reopen what they need
@@ -147,10 +147,11 @@ def write_shards(
     The shards are split into `TASKS_PER_CPU` contiguous groups per cluster CPU (contiguous, so a
     scene's windows stay in one task and its files are opened once). Each task writes its shard
     files straight into the store with `crossgeo.chips.write_shards_here` (the code of
-    ``engine=None``, so the same bytes: temporary names renamed into place, reads overlapping
-    the writes) and returns only the shards' records (offsets and checksums), yielded as tasks
-    finish; no chip travels through Ray's object store. The sampler is put there once and
-    unpickled once per worker.
+    ``engine=None``, so the same bytes: temporary names renamed into place, the files' writes
+    overlapping the next reads; ``encode_behind=False``: a task compresses in its reading thread,
+    its worker having no CPU to spare) and returns only the shards' records (offsets and
+    checksums), yielded as tasks finish; no chip travels through Ray's object store. The
+    sampler is put there once and unpickled once per worker.
     """
     if not pending:
         return
