@@ -859,7 +859,7 @@ def _stacked_source_plan(image: ImageInfo, at: int, grid_views: int) -> SourcePl
         # Exact without a warp: each reference pixel's source pixel from exact transforms on a lattice and their
         # interpolation, checked where it could pick a neighbour (crossgeo.grid.nearest_table).
         whole = lookup_keeps_whole(raster, len(source.bands), views=grid_views)
-        return SourcePlan(view="table", lookup_whole=whole, **common)
+        return SourcePlan(view="table", lookup_whole=whole, tolerance=EXACT_TOLERANCE, **common)
     view = mask_view_for(image.grid, len(source.bands) + 1, dtype, views=grid_views)
     # Exact transforms in the whole-grid view (each block is warped once). Per window, nearest promises the
     # source pixel under each centre: GDAL's default approximation misses it on ~0.5 % of a 256-pixel
@@ -891,9 +891,9 @@ def _mask_source_plan(mask: MaskInfo, grid: Grid, tolerance: float | None, grid_
             # exact transforms on a lattice (crossgeo.grid.nearest_table), gathered from plain reads.
             view = "table"
             lookup_whole = lookup_keeps_whole(raster, len(mask.data_bands), views=grid_views)
-    if view in ("grid", "blocks"):
-        # Exact per-pixel transforms: the warp runs once per block, and each pixel then gets
-        # the same value whichever window or region reads it.
+    if view in ("grid", "blocks", "table"):
+        # Exact per-pixel transforms: the warp runs once per block, and each pixel then gets the same value
+        # whichever window or region reads it (the table view warps so a window where a transform fails).
         tolerance = EXACT_TOLERANCE
     return SourcePlan(
         path=mask.path,

@@ -56,6 +56,7 @@ import numpy as np
 import rasterio
 import rasterio.env
 import rasterio.shutil
+from rasterio._err import CPLE_BaseError
 from rasterio.enums import ColorInterp, MaskFlags, Resampling
 from rasterio.errors import NotGeoreferencedWarning, RasterioError, RasterioIOError
 from rasterio.vrt import WarpedVRT
@@ -1176,7 +1177,16 @@ class SourceReader:
         c0, c1 = overlap(col_off, width, grid.width)
         if r0 >= r1 or c0 >= c1:
             return np.full((bands, height, width), plan.fill, dtype=self.dtype), np.ones((height, width), dtype=bool)
-        rows, cols = nearest_table(grid.transform, r0, c0, r1 - r0, c1 - c0, self.to_source, self.dataset.shape)
+        caught = _failure_trap.failures.get(threading.get_ident())
+        before = len(caught) if caught is not None else 0
+        try:
+            rows, cols = nearest_table(grid.transform, r0, c0, r1 - r0, c1 - c0, self.to_source, self.dataset.shape)
+        except (CPLE_BaseError, RasterioError):
+            # A point off the CRS's domain (rasterio refuses the whole batch, and GDAL reports it): GDAL's exact
+            # warp of this window (`SourcePlan.tolerance` is `EXACT_TOLERANCE`) leaves such pixels without data.
+            if caught is not None:
+                del caught[before:]  # the refused transform is not a failed read
+            return self._read_warped(row_off, col_off, height, width)
         outside = None if rows.min() >= 0 else rows < 0  # None: nearly every window, wholly on the source
         source = self._whole_source()
         if source is not None:

@@ -12,10 +12,12 @@ import math
 from pathlib import Path
 from typing import Any
 
+import attrs
 import numpy as np
 import pytest
 import rasterio
 from affine import Affine
+from rasterio._err import CPLE_BaseError
 from rasterio.warp import transform as warp_transform
 from rasterio.warp import transform_bounds
 
@@ -317,3 +319,37 @@ def test_sources_the_table_does_not_take_are_warped_as_before(tmp_path: Path) ->
     views = [p.view for p in PatchSampler(sources, plain, windows, SIZE)._plan.image]
     assert views[0] == "aligned" and views[1] in ("grid", "window") and views[2] in ("grid", "window")
     assert views[3] == "table"
+
+
+def test_a_window_whose_transforms_fail_reads_as_the_exact_warp(tmp_path: Path) -> None:
+    """A mask in an orthographic projection seen from a longitude/latitude grid that reaches past its horizon:
+    rasterio refuses a batch with a point off the projection's domain, so such a window is warped by GDAL
+    (exactly), which leaves those pixels without data; the others are read through the table. (Readers built
+    directly: the sampler's coverage survey of the mask does not transform past the horizon either.)"""
+    ortho = "+proj=ortho +lat_0=0 +lon_0=0 +datum=WGS84"
+    classes = ((np.arange(200)[:, None] // 3 + np.arange(120) // 4) % 4 + 1).astype(np.uint8)[None]
+    mask = T.write_raster(tmp_path / "ortho.tif", classes, crs=ortho, transform=Affine(3000, 0, 6.0e6, 0, -3000, 3.0e5))
+    grid = Grid(120, 650, Affine(0.05, 0, 70.0, 0, -0.05, 3.0), rasterio.crs.CRS.from_epsg(4326))  # horizon: 90
+    plan = crossgeo.io.SourcePlan(
+        path=str(mask), option="mask_path", what="mask", bands=(1,), dtype="uint8", nodata_in_alpha=True
+    )
+    table = crossgeo.io.SourceReader(
+        attrs.evolve(plan, view="table", tolerance=crossgeo.io.EXACT_TOLERANCE), grid, SIZE
+    )
+    warped = crossgeo.io.SourceReader(
+        attrs.evolve(plan, view="grid", tolerance=crossgeo.io.EXACT_TOLERANCE), grid, SIZE
+    )
+    with pytest.raises(CPLE_BaseError, match="projection domain"):  # what the table view falls back on
+        table.to_source(*(grid.transform @ (np.array([0.5, 600.5]), np.array([0.5, 0.5]))))
+    covered = failed = 0
+    for col_off in range(0, 650, SIZE // 2):
+        for row_off in (0, 56):
+            want, want_invalid = warped.read(row_off, col_off)
+            got, got_invalid = table.read(row_off, col_off)
+            np.testing.assert_array_equal(got_invalid, want_invalid)
+            np.testing.assert_array_equal(got, want)
+            covered += int((~got_invalid).sum())
+            failed += int(grid.transform.c + 0.05 * (col_off + SIZE) > 90)  # a point past the horizon
+    table.close()
+    warped.close()
+    assert covered > 1000 and failed > 0
