@@ -431,6 +431,12 @@ class MaskBlockCache:
     both processes) and gets a fresh lock.
     """
 
+    keep_windows = True
+    """Whether the ``"lookup"`` view keeps the windows it gathers (`SourceReader._read_lookup`): only worth it
+    where the same process reads a window again. A DataLoader worker does not (a window comes once per epoch,
+    to any worker; non-persistent workers end with the epoch), so `crossgeo.torch.worker_init_fn` turns it off:
+    kept, they grew each worker by 64 KiB per 256^2 window read, up to the cache's bound (128 MiB)."""
+
     def __init__(self, max_bytes: int | None = None) -> None:
         self._max_bytes = max_bytes
         self._start()
@@ -1044,7 +1050,8 @@ class SourceReader:
         A window's two gathers cost ~0.1 ms (256^2, a pixel each), a copy of the kept window a few
         microseconds: warm epochs over the same windows read at the speed of GDAL's cache of warped
         blocks. Windows never evict anything (`MaskBlockCache.put` ``evict=False``): the whole mask
-        they are gathered from stays kept, and other views' blocks push them out as usual.
+        they are gathered from stays kept, and other views' blocks push them out as usual. None are kept
+        where `MaskBlockCache.keep_windows` is off (DataLoader workers).
         """
         key = (self.block_source, row_off, col_off, height, width)
         kept = mask_blocks.get(key)
@@ -1052,7 +1059,7 @@ class SourceReader:
             data, invalid = kept
             return data.copy(), None if invalid is None else invalid.copy()
         data, invalid = self._look_up(row_off, col_off, height, width)
-        if mask_blocks.room(data.nbytes + (0 if invalid is None else invalid.nbytes)):
+        if mask_blocks.keep_windows and mask_blocks.room(data.nbytes + (0 if invalid is None else invalid.nbytes)):
             mask_blocks.put(key, (data.copy(), None if invalid is None else invalid.copy()), evict=False)
         return data, invalid
 
