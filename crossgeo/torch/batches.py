@@ -12,8 +12,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, default_collate, get_worker_info
 
+from crossgeo import io as crossgeo_io
 from crossgeo.augment import scale_image, seed_augmentation
-from crossgeo.io import mask_blocks
 from crossgeo.torch.dataset import PatchDataset, find_patch_dataset
 
 __all__ = ["CompactItems", "OutputBuffers", "chain", "collate_compact", "finish_batch", "worker_init_fn"]
@@ -31,7 +31,7 @@ def worker_init_fn(worker_id: int) -> None:
     info = get_worker_info()
     if info is None:  # pragma: no cover - only called inside workers
         return
-    mask_blocks.keep_windows = False
+    crossgeo_io.mask_blocks.keep_windows = False
     worker_seed = info.seed % 2**32
     random.seed(worker_seed)
     np.random.seed(worker_seed)
