@@ -459,6 +459,11 @@ class MaskBlockCache:
     to any worker; non-persistent workers end with the epoch), so `crossgeo.torch.worker_init_fn` turns it off:
     kept, they grew each worker by 64 KiB per 256^2 window read, up to the cache's bound (128 MiB)."""
 
+    window_share = 0.25
+    """The share of `max_bytes` kept windows may take (32 MiB of the default 128: 512 windows of 256^2, a warm
+    epoch's worth): a window read again saves a ~0.1 ms gather, while filling the whole bound cost a process that
+    reads 2,000 windows ~100 MB more at its peak."""
+
     def __init__(self, max_bytes: int | None = None) -> None:
         self._max_bytes = max_bytes
         self._start()
@@ -471,6 +476,8 @@ class MaskBlockCache:
             collections.OrderedDict()
         )
         self.bytes = 0
+        self._windows: set[tuple[int, ...]] = set()  # keys put with evict=False (windows), and their bytes
+        self.window_bytes = 0
         self.warped = 0
         """How many blocks were warped in this process (misses)."""
 
@@ -497,32 +504,45 @@ class MaskBlockCache:
 
     def put(self, key: tuple[int, ...], block: tuple[np.ndarray, np.ndarray | None], *, evict: bool = True) -> None:
         """Keep ``block`` under ``key``, evicting the least recently used blocks to stay within the bound;
-        ``evict=False`` keeps it only in room left free (the lookup view's windows: they never push out
-        the whole mask they are read from)."""
+        ``evict=False`` keeps it only in room left free and within `window_share` (the lookup view's
+        windows: they never push out the whole mask they are read from)."""
         size = _block_bytes(block)
         if size > self.max_bytes:
             return
         with self._lock:
-            if not evict and self.bytes + size > self.max_bytes:
+            if not evict and (
+                self.bytes + size > self.max_bytes or self.window_bytes + size > self.window_share * self.max_bytes
+            ):
                 return
-            old = self._blocks.pop(key, None)
-            if old is not None:
-                self.bytes -= _block_bytes(old)
+            self._forget(key)
             self._blocks[key] = block
             self.bytes += size
+            if not evict:
+                self._windows.add(key)
+                self.window_bytes += size
             self.warped += 1
             while self.bytes > self.max_bytes:
-                _, evicted = self._blocks.popitem(last=False)
-                self.bytes -= _block_bytes(evicted)
+                self._forget(next(iter(self._blocks)))
+
+    def _forget(self, key: tuple[int, ...]) -> None:
+        """Drop ``key``'s block, if kept, from the counts (under the lock)."""
+        old = self._blocks.pop(key, None)
+        if old is not None:
+            self.bytes -= _block_bytes(old)
+            if key in self._windows:
+                self._windows.discard(key)
+                self.window_bytes -= _block_bytes(old)
 
     def room(self, size: int) -> bool:
-        """Whether ``size`` more bytes fit without evicting anything (a hint: `put` checks again under the lock)."""
-        return self.bytes + size <= self.max_bytes
+        """Whether a window of ``size`` bytes would be kept: it fits without evicting anything and within
+        `window_share` (a hint: `put` checks again under the lock)."""
+        return self.bytes + size <= self.max_bytes and self.window_bytes + size <= self.window_share * self.max_bytes
 
     def clear(self) -> None:
         with self._lock:
             self._blocks.clear()
-            self.bytes = 0
+            self._windows.clear()
+            self.bytes = self.window_bytes = 0
 
     def __len__(self) -> int:
         return len(self._blocks)
@@ -1067,7 +1087,8 @@ class SourceReader:
         return kept[0]
 
     def _read_lookup(self, row_off: int, col_off: int, height: int, width: int) -> tuple[np.ndarray, np.ndarray | None]:
-        """`_look_up`'s window, kept in `mask_blocks` while it has room, so a repeated window is a copy.
+        """`_look_up`'s window, kept in `mask_blocks` while it has room (`MaskBlockCache.window_share`), so a
+        repeated window is a copy.
 
         A window's two gathers cost ~0.1 ms (256^2, a pixel each), a copy of the kept window a few
         microseconds: warm epochs over the same windows read at the speed of GDAL's cache of warped
