@@ -62,13 +62,25 @@ def scene(args: argparse.Namespace) -> Any:
 
 
 def window_offsets(path: str | Path, n: int | None = None) -> tuple[Any, Any]:
-    """``row_off`` and ``col_off`` (numpy arrays) of the first ``n`` (default all) windows of a Parquet table."""
+    """``row_off`` and ``col_off`` (int64 numpy arrays) of the first ``n`` (default all) windows of a Parquet table.
+
+    Read from the columns' buffers: ``pq.read_table`` and ``to_numpy`` import pandas (~30 MB in the
+    process, and in every DataLoader worker forked from it), which would weigh on the measured loader.
+    """
+    import numpy as np
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
-    table = pq.read_table(path, columns=["row_off", "col_off"])
+    table = pq.ParquetFile(path).read(columns=["row_off", "col_off"])
     if n is not None:
         table = table.slice(0, n)
-    return table.column("row_off").to_numpy(), table.column("col_off").to_numpy()
+
+    def values(name: str) -> Any:
+        column = table.column(name).cast(pa.int64())
+        parts = [np.frombuffer(c.buffers()[1], np.int64, len(c), c.offset * 8) for c in column.chunks if len(c)]
+        return np.concatenate(parts) if parts else np.empty(0, np.int64)
+
+    return values("row_off"), values("col_off")
 
 
 # ---------------------------------------------------------------------- JSON hand-over
@@ -143,11 +155,33 @@ def children(parent: int) -> list[int]:
     return sorted(found)
 
 
+def rollup_kib(pid: int | str = "self") -> dict[str, int]:
+    """``Pss`` and ``Private`` (clean + dirty) of ``/proc/<pid>/smaps_rollup`` in KiB; raises ``OSError`` when gone.
+
+    ``VmRSS`` counts every page a worker maps, the pages it shares with the process it was forked from (PyTorch's
+    import) too; ``Private`` is what it holds alone, ``Pss`` its share of all it maps.
+    """
+    out = {"Pss": 0, "Private": 0}
+    with open(f"/proc/{pid}/smaps_rollup") as rollup:
+        for line in rollup:
+            name, _, value = line.partition(":")
+            if name == "Pss":
+                out["Pss"] = int(value.split()[0])
+            elif name in ("Private_Clean", "Private_Dirty"):
+                out["Private"] += int(value.split()[0])
+    return out
+
+
+#: `WorkerMemory` reads ``smaps_rollup`` (slower than ``status``) at every this many samples.
+ROLLUP_EVERY = 10
+
+
 class WorkerMemory(threading.Thread):
-    """Largest ``VmRSS`` / ``RssAnon`` of each child process of this one, sampled while running.
+    """Largest ``VmRSS`` / ``RssAnon`` (and ``Pss`` / private, `rollup_kib`) of each child process of this one.
 
     Looks for the children (DataLoader workers) by their parent pid until ``expected`` of them
-    are found, then reads only their ``/proc/<pid>/status`` every `SAMPLE_EVERY_S` seconds.
+    are found, then reads only their ``/proc/<pid>/status`` every `SAMPLE_EVERY_S` seconds (and their
+    ``smaps_rollup`` every `ROLLUP_EVERY` samples).
     """
 
     def __init__(self, expected: int) -> None:
@@ -165,6 +199,8 @@ class WorkerMemory(threading.Thread):
             for pid in pids:
                 try:
                     now = status_kib(pid, ("VmRSS", "RssAnon"))
+                    if self.samples % ROLLUP_EVERY == 0:
+                        now.update(rollup_kib(pid))
                 except OSError:  # the worker exited
                     continue
                 best = self.peak.setdefault(pid, {})
@@ -179,9 +215,13 @@ class WorkerMemory(threading.Thread):
         self.join()
         rss = [p.get("VmRSS", 0) / 1024 for p in self.peak.values()]
         anon = [p.get("RssAnon", 0) / 1024 for p in self.peak.values()]
+        pss = [p.get("Pss", 0) / 1024 for p in self.peak.values()]
+        private = [p.get("Private", 0) / 1024 for p in self.peak.values()]
         return {
             "worker_rss_mb": statistics.mean(rss) if rss else None,
             "worker_rss_anon_mb": statistics.mean(anon) if anon else None,
+            "worker_pss_mb": statistics.mean(pss) if pss else None,
+            "worker_private_mb": statistics.mean(private) if private else None,
             "worker_rss_mb_per_worker": rss,
             "workers_seen": len(rss),
             "rss_samples": self.samples,

@@ -6,16 +6,22 @@ RGB DEFLATE GeoTIFF; mask in EPSG:4326, warped per window), GDAL's block cache `
 batch ``--batch-size``, one torch thread, the first ``--loader-windows`` windows in their order.
 
 Cases (`CASES`): a plain loop of ``dataset[i]`` (``direct``, one thread), and ``make_dataloader``
-with 0 workers reading with one thread (``loader_0_serial``, ``read_threads=0``) or ahead on the
-default pool (``loader_0``), and with 2 workers with the default transfer (``loader_2``), float
-items (``loader_2_float``, ``compact_transfer=False``) or compact batches converted into reused
-buffers in the main process (``loader_2_compact``; ``loader_2_compact_fresh``: each batch converted
-into new memory, as before the buffers). Each case runs ``--epochs`` epochs; the first
-is timed (worker start-up included), ``main_rss_growth_mb`` is the main process's ``VmRSS`` after
-the last epoch less after the first (heap growth), ``main_peak_rss_mb`` its ``ru_maxrss``, and
-``main_cpu_ms_per_patch`` / ``workers_cpu_ms_per_patch`` the CPU time per patch of the main process
-(its threads included) and of the workers: the work each path costs, steadier than patches/s on a
-shared machine.
+with 0 workers reading with one thread (``loader_0_serial``, ``read_threads=0``: the default) or
+ahead on a pool of two threads (``loader_0``, ``read_threads=2``), and with 2 workers with the
+default transfer (``loader_2``), float items (``loader_2_float``, ``compact_transfer=False``) or
+compact batches converted into reused buffers in the main process (``loader_2_compact``;
+``loader_2_compact_fresh``: each batch converted into new memory, as before the buffers). Each
+case runs ``--epochs`` epochs; the first is timed (worker start-up included),
+``main_rss_growth_mb`` is the main process's ``VmRSS`` after the last epoch less after the first
+(heap growth), ``main_peak_rss_mb`` its ``ru_maxrss``, and ``main_cpu_ms_per_patch`` /
+``workers_cpu_ms_per_patch`` the CPU time per patch of the main process (its threads included)
+and of the workers: the work each path costs, steadier than patches/s on a
+shared machine. The last lines of the log (and ``"ratios"`` in the JSON) are the patches/s ratios of
+`RATIOS` within each round and their median: 2 workers against the 0-worker loader (issue #26's
+target: >= 1.6x on two idle cores) in one command:
+
+    python -m benchmarks.loader_bench --scene ~/.cache/crossgeo-bench/scene-8192-v1 --size 8192 --windows 2000 \
+        --loader-windows 2000 --epochs 2 --cases loader_0_serial,loader_0,loader_2
 """
 
 from __future__ import annotations
@@ -142,6 +148,24 @@ def orchestrate(args: argparse.Namespace) -> dict[str, Any]:
             if all(key in r for r in results)
         }
         out[name]["rounds"] = results
+    out["ratios"] = ratios(runs)
+    for label, ratio in out["ratios"].items():
+        harness.log(f"  {label}: {ratio['median']:.2f}x (rounds: {', '.join(f'{r:.2f}' for r in ratio['rounds'])})")
+    return out
+
+
+#: (faster case, baseline case) pairs whose patches/s ratio `ratios` reports when both ran.
+RATIOS = (("loader_2", "loader_0_serial"), ("loader_2", "loader_0"), ("loader_0", "loader_0_serial"))
+
+
+def ratios(runs: dict[str, list[dict[str, Any]]]) -> dict[str, dict[str, Any]]:
+    """Each `RATIOS` pair's patches/s ratio within each round (the cases of one round ran back to back), and the
+    median over the rounds: the statistic a shared machine disturbs least."""
+    out: dict[str, dict[str, Any]] = {}
+    for case, base in RATIOS:
+        if runs.get(case) and runs.get(base):
+            per_round = [a["patches_per_s"] / b["patches_per_s"] for a, b in zip(runs[case], runs[base])]
+            out[f"{case} / {base}"] = {"median": statistics.median(per_round), "rounds": per_round}
     return out
 
 

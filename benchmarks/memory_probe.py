@@ -59,11 +59,11 @@ def main(argv: list[str] | None = None) -> int:
     before = harness.rss_mb()
     copies = [copy.deepcopy(augmentation) for _ in range(8)]
     augmentation_mb = (harness.rss_mb() - before) / len(copies)
-    peak_before = harness.peakharness.rss_mb()
+    peak_before = harness.peak_rss_mb()
     loader = make_dataloader(PatchDataset(sampler, compact=args.compact), batch_size=args.batch_size)
     for _ in loader:
         pass
-    peak = harness.peakharness.rss_mb()
+    peak = harness.peak_rss_mb()
     out: dict[str, Any] = {
         "steps_mb": steps,
         "deltas_mb": {k: v - p for (k, v), p in zip(list(steps.items())[1:], list(steps.values())[:-1])},

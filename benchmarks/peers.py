@@ -42,9 +42,11 @@ The cases (same windows, same files, batch ``--batch-size``, one torch thread):
 ``workers_0`` ... ``workers_N`` (``--max-workers N``, default 2)
     one epoch of a DataLoader over the EPSG:4326 case (``crossgeo.torch.make_dataloader``, the
     plain ``torch.utils.data.DataLoader`` for the peers); worker start-up is part of the time.
-    With workers a thread of the parent samples the workers' ``VmRSS`` (and ``RssAnon``) from
-    ``/proc`` (`benchmarks.harness.WorkerMemory`); ``worker_rss_mb`` is the **mean over the
-    workers of each worker's largest sample** (per-worker values are kept).
+    With workers a thread of the parent samples the workers' ``VmRSS`` (and ``RssAnon``, ``Pss`` and
+    private memory) from ``/proc`` (`benchmarks.harness.WorkerMemory`); ``worker_rss_mb`` is the
+    **mean over the workers of each worker's largest sample** (per-worker values are kept).
+    ``VmRSS`` counts the pages a worker shares with its parent (PyTorch's import: ~350 MB with a CUDA
+    build of torch 2.14); ``worker_private_mb`` is what each worker holds alone.
 ``direct_warped_warm``
     (crossgeo and TorchGeo) the EPSG:4326 direct loop in a process whose GDAL block cache is
     ``--warm-cachemax`` MiB, over the first ``--warm-windows`` windows (whose blocks fit in it):

@@ -539,6 +539,8 @@ def _peer_rows(peers: dict[str, Any], width: int) -> list[str]:
         ("workers_0", "peak_rss_mb", "0-worker DataLoader process: peak RSS MB"),
         ("workers_2", "worker_rss_mb", "2-worker DataLoader: worker RSS MB (mean of maxima)"),
         ("workers_2", "worker_rss_anon_mb", "2-worker DataLoader: worker RssAnon MB (mean of maxima)"),
+        ("workers_2", "worker_private_mb", "2-worker DataLoader: worker private MB (not shared; mean of maxima)"),
+        ("workers_2", "worker_pss_mb", "2-worker DataLoader: worker PSS MB (mean of maxima)"),
     ]
     for case, field, label in rows:
         ours, tg, orig = (_pps(peers, f"{lib}_{case}", field) for lib in ("crossgeo", "torchgeo", "original"))

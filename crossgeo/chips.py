@@ -53,7 +53,7 @@ import numpy as np
 from crossgeo.errors import ConfigError, OptionError, ReadError, WriteError
 from crossgeo.files import AtomicOutput, atomic_output
 from crossgeo.sampler import Patch, WindowSequence
-from crossgeo.windows import SPLIT_COLUMN, WEIGHT_COLUMN, WindowIndex, WindowReport
+from crossgeo.windows import SPLIT_COLUMN, WEIGHT_COLUMN, WindowIndex, WindowReport, column_numbers
 
 __all__ = [
     "FORMAT",
@@ -846,7 +846,7 @@ class ChipSampler(WindowSequence):
                 "ChipSampler reads format='zarr' stores."
             )
         _zarr()
-        table = pq.read_table(self.path / TABLE)
+        table = pq.ParquetFile(self.path / TABLE).read()  # not pq.read_table: it imports pandas
         positions = np.arange(table.num_rows, dtype=np.int64)
         if split is not None:
             splits = self.manifest["counts"]["splits"]
@@ -873,12 +873,12 @@ class ChipSampler(WindowSequence):
         self.unit_scale = bool(self.manifest.get("unit_scale", True))
         self.selected_bands = tuple(self.manifest["bands"] or range(1, self.layout.arrays["image"].shape[-3] + 1))
         self.color_map = self.manifest.get("color_map")
-        weight = table.column(WEIGHT_COLUMN).to_numpy() if WEIGHT_COLUMN in table.column_names else None
-        scene = table.column("scene").to_numpy() if "scene" in table.column_names else None
+        weight = column_numbers(table.column(WEIGHT_COLUMN)) if WEIGHT_COLUMN in table.column_names else None
+        scene = column_numbers(table.column("scene")) if "scene" in table.column_names else None
         #: The chips' windows (with ``weight`` when the store has it).
         self.index = WindowIndex(
-            table.column("row_off").to_numpy(),
-            table.column("col_off").to_numpy(),
+            column_numbers(table.column("row_off")),
+            column_numbers(table.column("col_off")),
             WindowReport(kept=table.num_rows),
             scene=scene,
             weight=None if weight is None else np.asarray(weight, dtype=np.float64),

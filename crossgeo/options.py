@@ -633,7 +633,13 @@ GDAL_DEFAULTS: tuple[Option, ...] = (
         "`ReadError` in bounded time (`crossgeo.io.remote_wait_bound`, 40 s with these values).",
     ),
     Option("GDAL_HTTP_LOW_SPEED_LIMIT", "int", 1, "The bytes/s below which `GDAL_HTTP_LOW_SPEED_TIME` counts."),
-    Option("VSI_CACHE", "bool", True, "Cache recently read blocks of `/vsi...` files in memory."),
+    Option(
+        "VSI_CACHE",
+        "bool",
+        True,
+        "Cache recently read blocks of remote (`/vsi...`) files in memory. Local files are opened without it "
+        "(the OS page cache holds them once for all processes) unless this variable is set.",
+    ),
     Option(
         "VRT_NUM_THREADS",
         "int",

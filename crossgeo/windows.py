@@ -166,6 +166,40 @@ def _read_table(path: Path, kind: str, keys: tuple[str, ...] = ()) -> pa.Table:
     return pacsv.read_csv(path, convert_options=pacsv.ConvertOptions(column_types=types, strings_can_be_null=True))
 
 
+_NUMPY_TYPES: dict[Any, np.dtype[Any]] = {
+    pa.int8(): np.dtype(np.int8),
+    pa.int16(): np.dtype(np.int16),
+    pa.int32(): np.dtype(np.int32),
+    pa.int64(): np.dtype(np.int64),
+    pa.uint8(): np.dtype(np.uint8),
+    pa.uint16(): np.dtype(np.uint16),
+    pa.uint32(): np.dtype(np.uint32),
+    pa.uint64(): np.dtype(np.uint64),
+    pa.float16(): np.dtype(np.float16),
+    pa.float32(): np.dtype(np.float32),
+    pa.float64(): np.dtype(np.float64),
+}
+
+
+def column_numbers(column: pa.ChunkedArray | pa.Array) -> np.ndarray:
+    """A numeric Arrow column as a numpy array of its own (a copy), read from the column's buffers.
+
+    Not pyarrow's ``to_numpy``: its conversion imports pandas when pandas is installed, ~30 MB of
+    memory in the process that reads a windows table and in every DataLoader worker forked from it,
+    for offsets that never need pandas. Columns of another type or with nulls take ``to_numpy``.
+    """
+    dtype = _NUMPY_TYPES.get(column.type)
+    if dtype is None or column.null_count:
+        return np.array(column.to_numpy(zero_copy_only=False))
+    chunks = column.chunks if isinstance(column, pa.ChunkedArray) else [column]
+    parts = [
+        np.frombuffer(chunk.buffers()[1], dtype=dtype, count=len(chunk), offset=chunk.offset * dtype.itemsize)
+        for chunk in chunks
+        if len(chunk)
+    ]
+    return np.concatenate(parts) if parts else np.empty(0, dtype=dtype)
+
+
 _INT64_LIMIT = 2**63
 """Offsets must lie in ``[-2**63, 2**63)`` (int64); beyond, numpy would wrap them silently."""
 
@@ -196,13 +230,13 @@ def _offset_column(table: pa.Table, key: str, option: str, path: Path | str) -> 
         first_bad = int(np.flatnonzero(column.is_null().to_numpy(zero_copy_only=False))[0])
         problem = "is empty/NaN"
     elif pa.types.is_integer(column.type):
-        values = column.to_numpy()
+        values = column_numbers(column)
         if values.dtype != np.uint64 or not values.size or values.max() < _INT64_LIMIT:
             return values.astype(np.int64, copy=False)
         first_bad = int(np.flatnonzero(values >= _INT64_LIMIT)[0])
         problem = f"is {int(values[first_bad])}, beyond the int64 range of pixel offsets (+-2**63)"
     elif pa.types.is_floating(column.type):
-        values = column.to_numpy()
+        values = column_numbers(column)
         finite = np.isfinite(values)
         with np.errstate(invalid="ignore"):
             bad = ~finite | (values != np.floor(np.where(finite, values, 0))) | (np.abs(values) >= _INT64_LIMIT)
@@ -218,11 +252,11 @@ def _offset_column(table: pa.Table, key: str, option: str, path: Path | str) -> 
     else:
         texts = column.cast(pa.string())
         try:  # the common case, vectorised: every text is an int64
-            return np.asarray(pa.compute.cast(texts, pa.int64()).to_numpy(zero_copy_only=False), dtype=np.int64)
+            return column_numbers(pa.compute.cast(texts, pa.int64()))
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
             pass
         try:  # whole numbers written as floats ("10.0"), vectorised
-            floats = pa.compute.cast(texts, pa.float64()).to_numpy(zero_copy_only=False)
+            floats = column_numbers(pa.compute.cast(texts, pa.float64()))
             with np.errstate(invalid="ignore"):
                 whole = np.isfinite(floats) & (floats == np.floor(floats)) & (np.abs(floats) < _INT64_LIMIT)
             if whole.all():
@@ -297,7 +331,7 @@ def _weight_column(table: pa.Table, source: str) -> np.ndarray | None:
         raise WindowError(
             f"{source}: column {WEIGHT_COLUMN!r} must hold numbers (sampling weights), got {column.type}."
         )
-    return np.asarray(column.to_numpy(zero_copy_only=False), dtype=np.float64)
+    return np.asarray(column_numbers(column), dtype=np.float64)
 
 
 def _table_index(table: pa.Table, row_off_key: str, col_off_key: str, source: str, split: str | None) -> WindowIndex:
@@ -664,7 +698,7 @@ def content_digest(index: WindowIndex) -> str:
 
 def _index_of(table: pa.Table, source: str) -> WindowIndex:
     def ints(name: str) -> np.ndarray:
-        return np.asarray(table.column(name).to_numpy(zero_copy_only=False), dtype=np.int64)
+        return np.asarray(column_numbers(table.column(name)), dtype=np.int64)
 
     scene = ints("scene") if "scene" in table.column_names else None
     return WindowIndex(ints("row_off"), ints("col_off"), scene=scene, weight=_weight_column(table, source))

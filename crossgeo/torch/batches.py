@@ -12,6 +12,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, default_collate, get_worker_info
 
+from crossgeo import io as crossgeo_io
 from crossgeo.augment import scale_image, seed_augmentation
 from crossgeo.torch.dataset import PatchDataset, find_patch_dataset
 
@@ -24,11 +25,13 @@ def worker_init_fn(worker_id: int) -> None:
     Python's ``random`` and numpy's global generator get the worker's torch seed (which
     differs per worker and per epoch); an unseeded (``seed=None``) augmentation pipeline
     is reseeded from it too, so forked workers do not repeat each other's augmentations.
-    Handles a forked worker inherited from the parent process are dropped unused.
+    Handles a forked worker inherited from the parent process are dropped unused, and the worker
+    keeps no looked-up mask windows (`crossgeo.io.MaskBlockCache.keep_windows`): it reads each once.
     """
     info = get_worker_info()
     if info is None:  # pragma: no cover - only called inside workers
         return
+    crossgeo_io.mask_blocks.keep_windows = False
     worker_seed = info.seed % 2**32
     random.seed(worker_seed)
     np.random.seed(worker_seed)

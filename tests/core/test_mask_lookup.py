@@ -290,3 +290,32 @@ def rasterio_bounds(transform: Affine, size: int) -> tuple[float, float, float, 
     left, top = transform * (0, 0)
     right, bottom = transform * (size, size)
     return left, bottom, right, top
+
+
+def test_kept_windows_take_at_most_their_share_of_the_bound(
+    scene: CoordinateScene, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Windows fill at most `MaskBlockCache.window_share` of the bound (a process reading thousands of windows
+    once each kept them all), counted as they come and go; reads equal the grid view's either way."""
+    mask = scene.lonlat_mask()
+    grid = sampler(scene, mask, "grid", monkeypatch)
+    lookup = sampler(scene, mask, "lookup", monkeypatch, whole=True)
+    whole = lookup._reader().mask._whole_source()
+    assert whole is not None
+    window = SIZE * SIZE * whole.itemsize  # windows inside the mask carry no validity array
+    cache = crossgeo.io.MaskBlockCache(whole.nbytes + 40 * window)
+    cache.window_share = 10.5 * window / cache.max_bytes  # room for 40 windows, a share of 10
+    monkeypatch.setattr(crossgeo.io, "mask_blocks", cache)
+    offsets = [(r, c) for r in range(0, scene.size - SIZE, 16) for c in range(0, scene.size - SIZE, 16)][:40]
+    for r, c in offsets * 2:
+        got, got_invalid = raw(lookup, r, c, SIZE, SIZE)
+        want, want_invalid = raw(grid, r, c, SIZE, SIZE)
+        np.testing.assert_array_equal(got, want)
+        np.testing.assert_array_equal(got_invalid, want_invalid)
+    kept = 10
+    assert (len(cache), cache.window_bytes) == (1 + kept, kept * window)  # the whole mask and the first windows
+    cache.put((-5, 0, 0), (np.zeros(cache.max_bytes - whole.nbytes - 3 * window, np.uint8), None))  # evicts windows
+    windows = [key for key in cache._blocks if len(key) == 5]
+    assert cache.window_bytes == len(windows) * window and len(windows) < kept
+    cache.clear()
+    assert (len(cache), cache.bytes, cache.window_bytes) == (0, 0, 0)

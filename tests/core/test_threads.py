@@ -348,3 +348,41 @@ def test_rasterio_loggers_keep_their_configuration_and_the_trap_comes_with_the_f
     )
     # Loggers are never touched (levels, filters); the GDAL failure trap arrives with the first raster opened.
     assert done.stdout.split() == ["True", "True", "_FailureRecorder"]
+
+
+VSI_CACHE_PROBE = """
+import ctypes, sys
+import numpy as np
+from crossgeo import PatchSampler
+libc = ctypes.CDLL("libc.so.6")
+class Info(ctypes.Structure):
+    fields = "arena ordblks smblks hblks hblkhd usmblks fsmblks uordblks fordblks keepcost"
+    _fields_ = [(n, ctypes.c_size_t) for n in fields.split()]  # all ten: glibc writes the whole struct
+libc.mallinfo2.restype = Info
+image, mask, windows, size = sys.argv[1:5]
+sampler = PatchSampler(image, mask, windows, int(size), n_classes=4)
+before = libc.mallinfo2().uordblks
+images = [sampler.read_image(int(r), int(c))[0] for r, c in zip(sampler.row_off, sampler.col_off)]
+print(libc.mallinfo2().uordblks - before - sum(i.nbytes for i in images))
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallinfo2 measures the heap")
+@pytest.mark.parametrize("vsi_cache", [None, "TRUE"])
+def test_local_rasters_are_read_without_gdals_per_handle_file_cache(tmp_path: Path, vsi_cache: str | None) -> None:
+    """GDAL's ``VSI_CACHE`` keeps up to 25 MB of a file's bytes per open handle (in every worker and thread) that
+    the OS page cache already holds: a local file is opened without it, unless the user's environment sets it."""
+    scene = CoordinateScene(tmp_path, 1024)
+    noise = np.random.default_rng(0).integers(0, 256, (3, 1024, 1024), dtype=np.uint8)  # 3 MB, incompressible
+    image = T.write_raster(tmp_path / "noise.tif", noise, crs=scene.crs, transform=scene.transform)
+    rows, cols = np.mgrid[0:1024:256, 0:1024:256]
+    windows = scene.windows(rows.ravel().tolist(), cols.ravel().tolist())
+    env = {k: v for k, v in os.environ.items() if k != "VSI_CACHE"} | {"GDAL_CACHEMAX": "1"}
+    if vsi_cache is not None:
+        env["VSI_CACHE"] = vsi_cache
+    probe = [sys.executable, "-c", VSI_CACHE_PROBE, str(image), str(scene.lonlat_mask()), str(windows), "256"]
+    kept = int(subprocess.run(probe, capture_output=True, text=True, check=True, env=env).stdout.split()[-1])
+    if vsi_cache is None:
+        assert kept < 1_500_000, kept  # GDAL's 1 MB block cache and small change: not the file's 3 MB
+    else:
+        assert kept > 2_500_000, kept  # the user asked for it: the file's bytes are kept

@@ -341,3 +341,43 @@ def test_two_processes_building_one_cache_at_once(scene: CoordinateScene) -> Non
     assert [p.name for p in scene.folder.iterdir() if p.name.startswith(".shared-cache")] == []
     cached = W.read_cache(cache)
     assert cached is not None and cached[0].row_off.tolist() == rows.tolist()
+
+
+@pytest.mark.parametrize("kind", ["csv", "parquet", "parquet-floats", "parquet-row-groups"])
+def test_reading_a_windows_table_does_not_import_pandas(scene: CoordinateScene, kind: str) -> None:
+    """pyarrow's ``to_numpy`` imports pandas: ~30 MB in the process and in every DataLoader worker forked from
+    it. The offsets (and weights) are read from the columns' buffers instead, with the values written."""
+    import subprocess
+    import sys
+
+    rows, cols, weights = [0, 5, 448, 100, 7], [3, 0, 448, 250, 9], [1.0, 0.5, 2.0, 0.0, 3.0]
+    path = scene.path(f"w-{kind}.{'csv' if kind == 'csv' else 'parquet'}")
+    table = pa.table({"row_off": rows, "col_off": cols, W.WEIGHT_COLUMN: weights})
+    if kind == "csv":
+        path = scene.windows(rows, cols, path.name, **{W.WEIGHT_COLUMN: weights})
+    elif kind == "parquet-floats":
+        pq.write_table(table.set_column(0, "row_off", pa.array([float(r) for r in rows])), path)
+    else:
+        pq.write_table(table, path, row_group_size=2 if kind == "parquet-row-groups" else None)
+    code = (
+        "import sys\n"
+        "from crossgeo import PatchSampler\n"
+        f"s = PatchSampler({str(scene.image)!r}, {str(scene.lonlat_mask())!r}, {str(path)!r}, {SIZE}, n_classes=4)\n"
+        "print(s.row_off.tolist(), s.col_off.tolist(), s.index.weight.tolist(), 'pandas' in sys.modules)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.split("\n")[-2] == f"{rows} {cols} {weights} False"
+
+
+def test_column_numbers_equal_pyarrows_conversion() -> None:
+    """Chunks, slices (an offset into a chunk's buffer), every numeric type; nulls take pyarrow's own path."""
+    chunked = pa.chunked_array([pa.array([1, 2, 3, 4]), pa.array([], pa.int64()), pa.array([5, 6, 7])])
+    for column in (chunked, chunked.slice(2, 4), chunked.slice(5), pa.array([9, 8, 7]).slice(1)):
+        assert W.column_numbers(column).tolist() == column.to_pylist()
+    for name in ("int8", "int16", "int32", "uint8", "uint16", "uint32", "uint64", "float16", "float32", "float64"):
+        column = pa.chunked_array([pa.array([3, 1, 2], name), pa.array([4], name)]).slice(1)
+        values = W.column_numbers(column)
+        assert values.dtype == np.dtype(name) and values.tolist() == [1, 2, 4]
+        values[0] = 0  # a copy of its own, not a view of Arrow's buffer
+    assert np.isnan(W.column_numbers(pa.chunked_array([pa.array([1.0, None])]))[1])
+    assert W.column_numbers(pa.chunked_array([], pa.int32())).dtype == np.int32
