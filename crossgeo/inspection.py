@@ -38,6 +38,7 @@ from crossgeo.io import (
     RasterInfo,
     ReadPlan,
     SourcePlan,
+    SourcePool,
     is_remote,
     lookup_keeps_whole,
     mask_interior,
@@ -796,6 +797,8 @@ def read_plan(
         if image.sources
         else (_image_source_plan(image, resampling),)
     )
+    if len(sources) > 1:
+        SourcePool.threads()  # CROSSGEO_SOURCE_THREADS checked here, not at the first read
     return ReadPlan(
         grid=image.grid,
         patch_size=patch_size,

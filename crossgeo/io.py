@@ -47,6 +47,7 @@ import uuid
 import warnings
 import weakref
 from collections.abc import Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -67,6 +68,7 @@ from crossgeo.errors import ConfigError, ReadError, WriteError
 from crossgeo.files import AtomicOutput
 from crossgeo.grid import NEAREST_EPSILON, BlockLayout, Grid, nearest_table, outside_pixels, overlap
 from crossgeo.options import GDAL_DEFAULTS
+from crossgeo.readahead import READ_THREAD_PREFIX
 from crossgeo.threads import PerThread
 
 GDAL_OPTIONS: dict[str, Any] = {option.name: option.default for option in GDAL_DEFAULTS}
@@ -1292,6 +1294,74 @@ class SourceReader:
         return data, invalid
 
 
+SOURCE_THREADS = min(4, os.cpu_count() or 1)
+"""Threads that read the image sources of one patch at once (`SourcePool`); ``CROSSGEO_SOURCE_THREADS``
+overrides it, 0 or 1 reads them one after the other in the caller's thread."""
+
+
+class SourcePool:
+    """A process-wide pool that reads the image sources of a patch concurrently (band files, sensors).
+
+    GDAL releases the GIL while it decodes, so the sources of one patch (the 12 band files of a
+    Sentinel-2 scene) decode on several cores at once instead of one after the other: the caller
+    reads the first source while pool threads read the others, each with the caller's own handles
+    (one thread per handle at a time; the caller waits for all before it returns or raises). The
+    patch is the one a sequential read gives. Used only for local sources (a remote source's retry
+    reopens every handle) and not where a process already reads in parallel: `enabled` is turned
+    off in DataLoader workers (`crossgeo.torch.worker_init_fn`), and the read-ahead pool's threads
+    (`crossgeo.readahead`) read their sources one after the other. A forked child starts a new pool.
+    """
+
+    enabled = True
+
+    def __init__(self) -> None:
+        self._pool: ThreadPoolExecutor | None = None
+        self._lock = threading.Lock()
+        if hasattr(os, "register_at_fork"):
+            os.register_at_fork(after_in_child=functools.partial(_new_source_pool_after_fork, weakref.ref(self)))
+
+    @staticmethod
+    def threads() -> int:
+        value = os.environ.get("CROSSGEO_SOURCE_THREADS")
+        try:
+            return SOURCE_THREADS if value is None else max(0, int(value))
+        except ValueError:
+            raise ConfigError(
+                f"CROSSGEO_SOURCE_THREADS must be a whole number >= 0 (0 or 1: read a patch's sources one after "
+                f"the other), got {value!r}."
+            ) from None
+
+    def executor(self) -> ThreadPoolExecutor | None:
+        """The pool, or None where sources are read in the caller's thread."""
+        if not self.enabled or threading.current_thread().name.startswith(NO_SOURCE_THREADS_PREFIXES):
+            return None
+        threads = self.threads()
+        if threads < 2:
+            return None
+        if self._pool is None:
+            with self._lock:
+                if self._pool is None:
+                    self._pool = ThreadPoolExecutor(
+                        max_workers=threads - 1, thread_name_prefix=SOURCE_THREAD_PREFIX, initializer=ensure_gdal_env
+                    )
+        return self._pool
+
+
+SOURCE_THREAD_PREFIX = "crossgeo-source"
+NO_SOURCE_THREADS_PREFIXES = (SOURCE_THREAD_PREFIX, READ_THREAD_PREFIX)
+"""Threads that read their sources one after the other: the pool's own and the read-ahead pool's."""
+
+
+def _new_source_pool_after_fork(alive: weakref.ref[SourcePool]) -> None:
+    pool = alive()
+    if pool is not None:
+        pool._pool, pool._lock = None, threading.Lock()
+
+
+source_pool = SourcePool()
+"""This process's `SourcePool`."""
+
+
 class RasterReader:
     """The open handles of one process/thread: a `SourceReader` per image source and one for the mask."""
 
@@ -1307,6 +1377,8 @@ class RasterReader:
         self.channels = sum(len(source.bands) for source in plan.image)
         # One unscaled source: its read is the image (no stacking copy).
         self.single = len(plan.image) == 1 and not plan.image[0].scaled
+        # Several local sources: read concurrently (`SourcePool`).
+        self.concurrent = len(plan.image) > 1 and not any(is_remote(source.path) for source in plan.image)
 
     @property
     def mask_interior(self) -> _MaskInterior | None:
@@ -1379,8 +1451,7 @@ class RasterReader:
         out = np.empty((self.channels, size, size), dtype=self.image_dtype)
         invalid: np.ndarray | None = None
         channel = 0
-        for at, source in enumerate(self.plan.image):
-            data, bad = self._read_source(at, row_off, col_off)
+        for source, (data, bad) in zip(self.plan.image, self._read_sources(row_off, col_off)):
             n = len(source.bands)
             if source.scaled:
                 values = data.astype(np.float32)
@@ -1395,6 +1466,20 @@ class RasterReader:
             if bad is not None:
                 invalid = _union(invalid, bad)
         return out, invalid
+
+    def _read_sources(self, row_off: int, col_off: int) -> list[tuple[np.ndarray, np.ndarray | None]]:
+        """Every image source on a window, in order: concurrently when `source_pool` reads them (`SourcePool`)."""
+        pool = source_pool.executor() if self.concurrent else None
+        if pool is None:
+            return [self._read_source(at, row_off, col_off) for at in range(len(self.images))]
+        futures: list[Future[tuple[np.ndarray, np.ndarray | None]]] = [
+            pool.submit(self._read_source, at, row_off, col_off) for at in range(1, len(self.images))
+        ]
+        try:
+            first = self._read_source(0, row_off, col_off)
+        finally:
+            wait(futures)  # no read outlives the call: the handles are this thread's
+        return [first, *(future.result() for future in futures)]
 
     def read_mask(
         self, row_off: int, col_off: int, height: int | None = None, width: int | None = None

@@ -23,13 +23,17 @@ from typing import Generic, TypeVar
 
 from crossgeo.errors import ConfigError, OptionTypeError
 
-__all__ = ["READ_THREADS", "ReadAhead", "check_read_threads", "resolve_read_threads"]
+__all__ = ["READ_THREADS", "READ_THREAD_PREFIX", "ReadAhead", "check_read_threads", "resolve_read_threads"]
 
 I = TypeVar("I")  # noqa: E741
 T = TypeVar("T")
 
 READ_THREADS = 2
 """`predict_raster`'s default pool size: its reads overlap the model and the writes."""
+
+
+READ_THREAD_PREFIX = "crossgeo-read"
+"""The names of `ReadAhead`'s threads begin with it (`crossgeo.io.SourcePool` reads their sources in order)."""
 
 
 def check_read_threads(value: object, option: str = "read_threads") -> int:
@@ -95,7 +99,7 @@ class ReadAhead(Generic[I, T]):
     def _run(self) -> Iterator[T]:
         items = iter(self.items)
         pending: collections.deque[Future[T]] = collections.deque()
-        pool = ThreadPoolExecutor(max_workers=self.threads, thread_name_prefix="crossgeo-read")
+        pool = ThreadPoolExecutor(max_workers=self.threads, thread_name_prefix=READ_THREAD_PREFIX)
         depth = max(self.depth, 1)
         try:
             for item in items:

@@ -26,12 +26,14 @@ def worker_init_fn(worker_id: int) -> None:
     differs per worker and per epoch); an unseeded (``seed=None``) augmentation pipeline
     is reseeded from it too, so forked workers do not repeat each other's augmentations.
     Handles a forked worker inherited from the parent process are dropped unused, and the worker
-    keeps no looked-up mask windows (`crossgeo.io.MaskBlockCache.keep_windows`): it reads each once.
+    keeps no looked-up mask windows (`crossgeo.io.MaskBlockCache.keep_windows`): it reads each once. Its
+    patches' sources are read one after the other (`crossgeo.io.SourcePool`): the workers fill the cores.
     """
     info = get_worker_info()
     if info is None:  # pragma: no cover - only called inside workers
         return
     crossgeo_io.mask_blocks.keep_windows = False
+    crossgeo_io.source_pool.enabled = False
     worker_seed = info.seed % 2**32
     random.seed(worker_seed)
     np.random.seed(worker_seed)
