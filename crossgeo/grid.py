@@ -323,6 +323,12 @@ def nearest_table(
     (x_lines, y_lines), error, unsure = _lattice_moves(exact(grid_r.ravel(), grid_c.ravel()), grid_r.shape, spans_c)
     margin = safety * error + TABLE_EPSILON
     bad_cells = _cells_any(unsure, nodes_r.size, nodes_c.size)[:, spans_c[0]] if unsure.any() else None
+    # Every interpolated value is a convex combination of lattice values: when those lie inside the source by
+    # more than the margin, so does every pixel, and no pixel needs the outside test.
+    inside = bad_cells is None and all(
+        float(across.min()) > margin and float(across.max()) + margin < size
+        for (across, _), size in zip((x_lines, y_lines), (source_shape[1], source_shape[0]))
+    )
     rows_out, cols_out = np.empty((height, width), dtype=np.intp), np.empty((height, width), dtype=np.intp)
     redo_r, redo_c = [], []
     starts = [int(v) for v in nodes_r[:-1]] or [0]
@@ -334,25 +340,26 @@ def nearest_table(
             weight = np.zeros(stop - start)
         picked = []
         redo = np.zeros((stop - start, width), dtype=bool) if bad_cells is None else bad_cells[[cell] * (stop - start)]
-        with np.errstate(invalid="ignore"):  # nan (next to a failed transform): nan != nan, so moved exactly
+        shift = margin if fix_up else NEAREST_EPSILON
+        # nan (in a cell next to a failed transform) only where `bad_cells` already sends every pixel to be moved exactly.
+        with np.errstate(invalid="ignore"):
             for across, steps in (x_lines, y_lines):
-                v = steps[cell] * weight[:, None]
-                v += across[cell]
-                # The source pixel index of v, and whether another lies within the margin (v near an edge):
-                # floor(v + margin) != floor(v - margin). Away from every edge, floor(v + margin) is
-                # floor(v + 1e-10) and v >= 0 is floor(v + margin) >= 0.
-                high = v + (margin if fix_up else NEAREST_EPSILON)
-                np.floor(high, out=high)
+                high = steps[cell] * weight[:, None]
+                high += across[cell] + shift
+                # The source pixel index of v is floor(v + margin), and another lies within the margin (v near
+                # an edge) where floor(v - margin) differs: where v + margin is less than 2 * margin past
+                # floor(v + margin). Away from every edge, floor(v + margin) is floor(v + 1e-10) and v >= 0
+                # is floor(v + margin) >= 0.
+                index = np.floor(high)
                 if fix_up:
-                    v -= margin
-                    redo |= high != np.floor(v, out=v)
-                else:
-                    redo |= high != high
-                picked.append(high)
+                    high -= index
+                    redo |= high < 2 * margin
+                picked.append(index)
             col, row = picked
-            outside = (col < 0) | (col >= source_shape[1]) | (row < 0) | (row >= source_shape[0])
-        col[outside] = -1
-        row[outside] = -1
+            if not inside:
+                outside = (col < 0) | (col >= source_shape[1]) | (row < 0) | (row >= source_shape[0])
+                col[outside] = -1
+                row[outside] = -1
         cols_out[start:stop], rows_out[start:stop] = col, row
         at_r, at_c = np.nonzero(redo)
         redo_r.append(at_r + start)
