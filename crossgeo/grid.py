@@ -341,7 +341,7 @@ def nearest_table(
         picked = []
         redo = np.zeros((stop - start, width), dtype=bool) if bad_cells is None else bad_cells[[cell] * (stop - start)]
         shift = margin if fix_up else NEAREST_EPSILON
-        # nan (in a cell next to a failed transform) only where `bad_cells` already sends every pixel to be moved exactly.
+        # nan (in a cell next to a failed transform) only where `bad_cells` sends every pixel to the exact move.
         with np.errstate(invalid="ignore"):
             for across, steps in (x_lines, y_lines):
                 high = steps[cell] * weight[:, None]
