@@ -325,7 +325,7 @@ def nearest_table(
     bad_cells = _cells_any(unsure, nodes_r.size, nodes_c.size)[:, spans_c[0]] if unsure.any() else None
     # Every interpolated value is a convex combination of lattice values: when those lie inside the source by
     # more than the margin, so does every pixel, and no pixel needs the outside test.
-    inside = bad_cells is None and all(
+    all_inside = bad_cells is None and all(
         float(across.min()) > margin and float(across.max()) + margin < size
         for (across, _), size in zip((x_lines, y_lines), (source_shape[1], source_shape[0]))
     )
@@ -356,7 +356,7 @@ def nearest_table(
                     redo |= high < 2 * margin
                 picked.append(index)
             col, row = picked
-            if not inside:
+            if not all_inside:
                 outside = (col < 0) | (col >= source_shape[1]) | (row < 0) | (row >= source_shape[0])
                 col[outside] = -1
                 row[outside] = -1
