@@ -214,6 +214,15 @@ TABLE_EPSILON = 1e-6
 NEAREST_EPSILON = 1e-10
 """GDAL's nearest-neighbour warp kernel reads source pixel ``int(x + 1e-10)`` for a source coordinate ``x >= 0``."""
 
+
+def nearest_index(at: np.ndarray, size: int) -> np.ndarray:
+    """The source pixel (intp) GDAL's nearest-neighbour kernel reads for source coordinates ``at`` along an axis
+    of ``size`` pixels: ``floor(at + 1e-10)`` (`NEAREST_EPSILON`), -1 where ``at < 0``, past the size or not finite."""
+    with np.errstate(invalid="ignore"):
+        index = np.floor(at + NEAREST_EPSILON)
+        return np.where((at >= 0) & (index < size), index, -1).astype(np.intp)
+
+
 SourcePixels = Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]
 """Map coordinates ``(x, y)`` on the reference grid's CRS -> source pixel coordinates ``(col, row)`` (floats)."""
 
@@ -367,11 +376,10 @@ def nearest_table(
     at_r, at_c = np.concatenate(redo_r), np.concatenate(redo_c)
     if at_r.size:
         x, y = (np.asarray(v, dtype=np.float64) for v in exact(at_r.astype(np.float64), at_c.astype(np.float64)))
-        with np.errstate(invalid="ignore"):
-            col, row = np.floor(x + NEAREST_EPSILON), np.floor(y + NEAREST_EPSILON)
-            inside = (x >= 0) & (y >= 0) & (col < source_shape[1]) & (row < source_shape[0])
-        cols_out[at_r, at_c] = np.where(inside, col, -1)
-        rows_out[at_r, at_c] = np.where(inside, row, -1)
+        col, row = nearest_index(x, source_shape[1]), nearest_index(y, source_shape[0])
+        outside = (col < 0) | (row < 0)
+        col[outside] = row[outside] = -1
+        cols_out[at_r, at_c], rows_out[at_r, at_c] = col, row
     return rows_out, cols_out
 
 

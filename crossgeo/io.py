@@ -66,7 +66,7 @@ from rasterio.windows import Window
 
 from crossgeo.errors import ConfigError, ReadError, WriteError
 from crossgeo.files import AtomicOutput
-from crossgeo.grid import NEAREST_EPSILON, BlockLayout, Grid, nearest_table, outside_pixels, overlap
+from crossgeo.grid import BlockLayout, Grid, nearest_index, nearest_table, outside_pixels, overlap
 from crossgeo.options import GDAL_DEFAULTS
 from crossgeo.readahead import READ_THREAD_PREFIX
 from crossgeo.threads import PerThread
@@ -416,8 +416,6 @@ LOOKUP_VIEW = True
 TABLE_VIEW = True
 """Whether a nearest-neighbour source whose warp does not separate is read through `nearest_table` (the
 ``"table"`` view, `table_fits`; tests turn it off)."""
-GDAL_NEAREST_EPSILON = NEAREST_EPSILON
-"""GDAL's nearest-neighbour warp kernel reads source pixel ``int(x + 1e-10)`` for a source coordinate ``x >= 0``."""
 
 
 MASK_BLOCK = 512
@@ -776,7 +774,7 @@ def lookup_axes(source: Any, grid: Grid) -> tuple[np.ndarray, np.ndarray] | None
     EPSG:4326 on an EPSG:3857 image is then read as a plain window of the source and two index lookups - no
     warp, no cache - with the pixels of GDAL's exact warp (`EXACT_TOLERANCE`, the ``"grid"`` view): GDAL reads
     for a reference pixel centre with source coordinates ``(x, y)`` the pixel ``(int(y + 1e-10), int(x + 1e-10))``
-    (`GDAL_NEAREST_EPSILON`), none when ``x < 0``, ``y < 0`` or past the source's size; so does this.
+    (`crossgeo.grid.nearest_index`), none when ``x < 0``, ``y < 0`` or past the source's size; so does this.
 
     The separation is checked, not assumed: the source x of every reference column is computed on the
     grid's first, middle and last rows and must be bit-identical on all three (and likewise the source y of
@@ -833,8 +831,7 @@ def lookup_axes(source: Any, grid: Grid) -> tuple[np.ndarray, np.ndarray] | None
             at = offset + coords * scale  # GDAL's inverse geotransform (the other term is 0)
         if not np.all(np.isfinite(at)):
             return None
-        index = np.floor(at + GDAL_NEAREST_EPSILON)
-        axes.append(np.where((at >= 0) & (index < size), index, -1).astype(np.intp))
+        axes.append(nearest_index(at, size))
     return axes[0], axes[1]
 
 
