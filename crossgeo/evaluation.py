@@ -201,8 +201,8 @@ def evaluate(
     try:
         for row_off, col_off, size in todo:
             reader = readers[size]
-            predicted = reader.read_image(row_off, col_off)[0][0].astype(np.int64)
-            bands, invalid = reader.read_mask(row_off, col_off)
+            (image, _), (bands, invalid) = reader.read_patch(row_off, col_off)
+            predicted = image[0].astype(np.int64)
             reference = decoder(bands, None)
             outside = outside_pixels(row_off, col_off, size, grid.height, grid.width)
             keep = np.ones((size, size), dtype=bool) if outside is None else ~outside

@@ -1297,10 +1297,11 @@ overrides it, 0 or 1 reads them one after the other in the caller's thread."""
 
 
 class SourcePool:
-    """A process-wide pool that reads the image sources of a patch concurrently (band files, sensors).
+    """A process-wide pool that reads the sources of a patch concurrently (mask, band files, sensors).
 
-    GDAL releases the GIL while it decodes, so the sources of one patch (the 12 band files of a
-    Sentinel-2 scene) decode on several cores at once instead of one after the other: the caller
+    GDAL releases the GIL while it decodes and warps (and numpy while it computes a "table" view's
+    index), so the sources of one patch (an image and its mask, the 12 band files of a Sentinel-2
+    scene) are read on several cores at once instead of one after the other: the caller
     and pool threads each take the next source not yet read, each with the caller's own handles
     (one thread per handle at a time; the caller waits for all before it returns or raises). The
     patch is the one a sequential read gives. Used only for local sources (a remote source's retry
@@ -1374,8 +1375,9 @@ class RasterReader:
         self.channels = sum(len(source.bands) for source in plan.image)
         # One unscaled source: its read is the image (no stacking copy).
         self.single = len(plan.image) == 1 and not plan.image[0].scaled
-        # Several local sources: read concurrently (`SourcePool`).
-        self.concurrent = len(plan.image) > 1 and not any(is_remote(source.path) for source in plan.image)
+        # Local sources are read concurrently (`SourcePool`): a remote one's retry reopens every handle.
+        self.local_images = not any(is_remote(source.path) for source in plan.image)
+        self.local_mask = plan.mask is not None and not is_remote(plan.mask.path)
 
     @property
     def mask_interior(self) -> _MaskInterior | None:
@@ -1442,13 +1444,31 @@ class RasterReader:
         per-dataset mask band is 0; None when no pixel is invalid and no source marks any (no
         extra read then). A failed read of a remote source is retried once with fresh bytes.
         """
+        keys = list(range(len(self.images)))
+        return self._stack(self._read_sources(row_off, col_off, keys, self.local_images))
+
+    def read_patch(
+        self, row_off: int, col_off: int
+    ) -> tuple[tuple[np.ndarray, np.ndarray | None], tuple[np.ndarray, np.ndarray | None]]:
+        """`read_image` and `read_mask` of one window, their sources read concurrently (`SourcePool`).
+
+        The mask is one more source: on two cores its warp (the "table" view of an EPSG:4326
+        mask costs about what the image's decode does) runs beside the image's decode instead of
+        after it. The arrays are those of the two calls one after the other.
+        """
+        keys: list[int | None] = [*range(len(self.images)), None]
+        results = self._read_sources(row_off, col_off, keys, self.local_images and self.local_mask)
+        return self._stack(results[:-1]), results[-1]
+
+    def _stack(self, reads: list[tuple[np.ndarray, np.ndarray | None]]) -> tuple[np.ndarray, np.ndarray | None]:
+        """The image sources' reads (in the plan's order) as one (C, H, W) window and its invalid pixels."""
         if self.single:
-            return self._read_source(0, row_off, col_off)
+            return reads[0]
         size = self.plan.patch_size
         out = np.empty((self.channels, size, size), dtype=self.image_dtype)
         invalid: np.ndarray | None = None
         channel = 0
-        for source, (data, bad) in zip(self.plan.image, self._read_sources(row_off, col_off)):
+        for source, (data, bad) in zip(self.plan.image, reads):
             n = len(source.bands)
             if source.scaled:
                 values = data.astype(np.float32)
@@ -1464,34 +1484,37 @@ class RasterReader:
                 invalid = _union(invalid, bad)
         return out, invalid
 
-    def _read_sources(self, row_off: int, col_off: int) -> list[tuple[np.ndarray, np.ndarray | None]]:
-        """Every image source on a window, in order: concurrently when `source_pool` reads them (`SourcePool`).
+    def _read_sources(
+        self, row_off: int, col_off: int, keys: list[Any], local: bool
+    ) -> list[tuple[np.ndarray, np.ndarray | None]]:
+        """Sources ``keys`` (`_read_source`'s ``at``) on a window: concurrently when `source_pool` reads them.
 
-        The caller and the pool's threads take the next source not yet taken until none is left, so
-        sources of different cost (a 10 m band reads 4x the pixels of a 20 m one) spread evenly.
-        The first failed source's error is raised (in source order), after every read ended.
+        The caller and the pool's threads take the next source not yet taken until none is left
+        (the mask first: often the longest read), so sources of different cost (a 10 m band reads
+        4x the pixels of a 20 m one) spread evenly. ``local``: no source is remote (a remote one's
+        retry reopens every handle: read one after the other). The first failed source's error in
+        ``keys`` order is raised (as a read one after the other would), after every read ended.
         """
-        pool = source_pool.executor() if self.concurrent else None
-        count = len(self.images)
+        pool = source_pool.executor() if local and len(keys) > 1 else None
         if pool is None:
-            return [self._read_source(at, row_off, col_off) for at in range(count)]
-        results: list[Any] = [None] * count
+            return [self._read_source(at, row_off, col_off) for at in keys]
+        results: list[Any] = [None] * len(keys)
         errors: dict[int, BaseException] = {}
-        taken = iter(range(count))
+        taken = iter(sorted(range(len(keys)), key=lambda position: keys[position] is not None))
         lock = threading.Lock()
 
         def drain() -> None:
             while True:
                 with lock:
-                    at = next(taken, None)
-                if at is None:
+                    position = next(taken, None)
+                if position is None:
                     return
                 try:
-                    results[at] = self._read_source(at, row_off, col_off)
-                except BaseException as error:  # re-raised by the caller, in source order
-                    errors[at] = error
+                    results[position] = self._read_source(keys[position], row_off, col_off)
+                except BaseException as error:  # re-raised by the caller, in sequential order
+                    errors[position] = error
 
-        helpers = [pool.submit(drain) for _ in range(min(source_pool.threads(), count) - 1)]
+        helpers = [pool.submit(drain) for _ in range(min(source_pool.threads(), len(keys)) - 1)]
         try:
             drain()
         finally:

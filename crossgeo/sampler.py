@@ -334,12 +334,12 @@ class PatchSampler(WindowSequence):
 
         ``mask_dtype`` narrows the classes (it must hold every class and the fill value).
         The per-patch path of every loader: one reader lookup, no work for a window wholly
-        inside the grid beyond the two reads and the mask's range check and decode.
+        inside the grid beyond the reads (image and mask side by side:
+        `crossgeo.io.RasterReader.read_patch`) and the mask's range check and decode.
         """
         reader = self._reader()
         try:
-            image, image_invalid = reader.read_image(row_off, col_off)
-            bands, invalid = reader.read_mask(row_off, col_off)
+            (image, image_invalid), (bands, invalid) = reader.read_patch(row_off, col_off)
         except ReadError:
             self._discard_reader()
             raise

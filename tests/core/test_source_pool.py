@@ -16,6 +16,8 @@ from typing import Any
 import numpy as np
 import pytest
 from affine import Affine
+from rasterio.warp import transform_bounds
+from servers import FileServer, running
 
 import crossgeo.io
 from crossgeo import PatchSampler
@@ -103,12 +105,71 @@ def test_sources_read_in_pool_threads_give_the_sequential_patches(
     sampler.close()
     caller = threading.current_thread().name
     sources = set(scene["image_path"].values())
-    # The image sources in the caller's thread and the pool's (each read once per patch); the mask in the caller's.
-    readers = {name for path, name in readers_seen if path in sources}
+    # Every source (the mask too) read once per patch, in the caller's thread and the pool's.
+    readers = {name for _, name in readers_seen}
     assert caller in readers and any(name.startswith(crossgeo.io.SOURCE_THREAD_PREFIX) for name in readers)
     assert readers <= {caller} | {name for name in readers if name.startswith(crossgeo.io.SOURCE_THREAD_PREFIX)}
     assert sum(path in sources for path, _ in readers_seen) == 3 * len(want)
-    assert {name for path, name in readers_seen if path == scene["mask_path"]} == {caller}
+    assert sum(path == scene["mask_path"] for path, _ in readers_seen) == len(want)
+
+
+def lonlat_scene(folder: Path) -> dict[str, Any]:
+    """One UTM coordinate image and a lon/lat checkerboard mask in EPSG:4326 (read through the "table" view)."""
+    image = band_file(folder, "image", 10)
+    bounds = transform_bounds(UTM, "EPSG:4326", ORIGIN[0], ORIGIN[1] - REF * 10, ORIGIN[0] + REF * 10, ORIGIN[1])
+    mask = T.write_lonlat_mask(folder / "mask4326.tif", bounds, 0.0001, cell=0.0007, n_classes=3)
+    rows, cols = zip(*OFFSETS)
+    windows = T.write_windows_table(folder / "windows.csv", list(rows), list(cols))
+    return {"image_path": str(image), "mask_path": str(mask), "crops_path": str(windows), "patch_size": PATCH}
+
+
+def test_the_mask_is_read_beside_a_single_image_source(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, readers_seen: list[tuple[str, str]]
+) -> None:
+    """One image source and a warped mask: two reads per patch, in two threads at once, the sequential patch."""
+    scene = lonlat_scene(tmp_path)
+    monkeypatch.setenv("CROSSGEO_SOURCE_THREADS", "0")
+    sequential = PatchSampler(**scene, n_classes=3, image_dtype="native")
+    assert sequential.mask_view == "table"
+    want = [sequential[i] for i in range(len(sequential))]
+    sequential.close()
+    assert {name for _, name in readers_seen} == {threading.current_thread().name}
+    readers_seen.clear()
+    monkeypatch.setenv("CROSSGEO_SOURCE_THREADS", "2")
+    sampler = PatchSampler(**scene, n_classes=3, image_dtype="native")
+    for i, patch in enumerate(want):
+        got = sampler[i]
+        np.testing.assert_array_equal(got.image, patch.image)
+        np.testing.assert_array_equal(got.mask, patch.mask)
+        np.testing.assert_array_equal(got.mask_valid, patch.mask_valid)
+    sampler.close()
+    assert len(readers_seen) == 2 * len(want)
+    # Each patch's two reads (the image and the mask, in either order), by two threads.
+    for first, second in zip(readers_seen[0::2], readers_seen[1::2]):
+        assert {first[0], second[0]} == {scene["image_path"], scene["mask_path"]}
+        assert first[1] != second[1]
+    # The classes came from where the windows lie: the checkerboard of the mask's own pixels.
+    assert {int(v) for patch in want for v in np.unique(patch.mask)} == {0, 1, 2}
+
+
+def test_a_remote_mask_is_read_in_the_caller_after_the_image(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, readers_seen: list[tuple[str, str]]
+) -> None:
+    """A remote source's retry reopens every handle of the reader: no read of it beside another."""
+    scene = lonlat_scene(tmp_path)
+    monkeypatch.setenv("CROSSGEO_SOURCE_THREADS", "2")
+    local = PatchSampler(**scene, n_classes=3, image_dtype="native")
+    want = local[2]
+    local.close()
+    readers_seen.clear()
+    with running(FileServer(tmp_path)) as server:
+        remote = PatchSampler(**{**scene, "mask_path": f"{server.url}/mask4326.tif"}, n_classes=3, image_dtype="native")
+        got = remote[2]
+        remote.close()
+    np.testing.assert_array_equal(got.mask, want.mask)
+    np.testing.assert_array_equal(got.image, want.image)
+    assert {name for _, name in readers_seen} == {threading.current_thread().name}
+    assert [path.endswith("mask4326.tif") for path, _ in readers_seen] == [False, True]
 
 
 @pytest.mark.parametrize("threads", ["0", "1"])
@@ -211,6 +272,29 @@ def test_a_failing_source_raises_its_error_after_every_read_ended(
     assert running == []
     monkeypatch.setattr(crossgeo.io.SourceReader, "read", read)
     assert sampler[1].image.shape == (9, PATCH, PATCH)
+    sampler.close()
+
+
+def test_an_image_error_comes_before_a_mask_error_as_in_a_sequential_read(
+    scene: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The mask is taken first by the threads but its error ranks after the image sources', like the sequential read."""
+    monkeypatch.setenv("CROSSGEO_SOURCE_THREADS", "3")
+    sampler = PatchSampler(**scene, n_classes=3)
+    broken = {scene["image_path"]["B30"], scene["mask_path"]}
+    read = crossgeo.io.SourceReader.read
+
+    def failing(self: Any, *args: Any, **kwargs: Any) -> Any:
+        if self.plan.path in broken:
+            raise ReadError(f"Reading {self.plan.path} failed (test)")
+        return read(self, *args, **kwargs)
+
+    monkeypatch.setattr(crossgeo.io.SourceReader, "read", failing)
+    with pytest.raises(ReadError, match="B30"):
+        sampler[3]
+    broken.discard(scene["image_path"]["B30"])
+    with pytest.raises(ReadError, match="mask"):
+        sampler[3]
     sampler.close()
 
 
