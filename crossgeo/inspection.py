@@ -517,8 +517,8 @@ def _stack_dtype(requested: Any, dtypes: Sequence[tuple[str, str]], scaled: bool
     """The stack's dtype: the narrowest holding every source's (``native``), or the requested one, never lossy."""
     kinds = [np.dtype(d) for _, d in dtypes]
     source = np.result_type(*kinds)
+    names = ", ".join(f"{name} ({d})" for name, d in dict.fromkeys(dtypes))  # a source once, not once per band
     if source.kind == "f" and any(d.kind in "ui" and d.itemsize >= 8 for d in kinds):
-        names = ", ".join(f"{name} ({d})" for name, d in dtypes)
         raise RasterError(
             f"{option}: no dtype holds every source's values ({names}): 64-bit integers do not fit a float. "
             "Give those sources scale/offset, or convert them to a narrower type."
@@ -530,7 +530,6 @@ def _stack_dtype(requested: Any, dtypes: Sequence[tuple[str, str]], scaled: bool
                 "use image_dtype: float32 (or native)."
             )
         requested = "float32"
-    names = ", ".join(f"{name} ({d})" for name, d in dtypes)
     return resolve_image_dtype(requested, [d for _, d in dtypes], f"the sources {names}")
 
 

@@ -834,7 +834,7 @@ CASES: list[tuple[str, Callable[[Files], Any], type[Exception], str]] = [
         "image sources lossy dtype",
         lambda f: sampler(f, image_path=[f.scene.image, f.uint16]),
         ConfigError,
-        r"image_dtype 'uint8' would lose values of the sources image \(uint8\).*u16 \(uint16\).*'uint16' or 'native'",
+        r"image_dtype 'uint8' would lose values of the sources image \(uint8\), u16 \(uint16\) .*'uint16' or 'native'",
     ),
     (
         "image sources with selected_bands",
