@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import threading
 import tracemalloc
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -450,3 +451,24 @@ def test_work_arrays_are_kept_per_thread_and_slot() -> None:
     assert not np.shares_memory(other[0], grown)
     huge = (crossgeo.grid.WORK_ELEMENTS // 100 + 1, 100)
     assert not np.shares_memory(work_array("test-c", huge, np.uint8), work_array("test-c", huge, np.uint8))
+
+
+def test_threads_reading_tables_at_once_read_the_exact_answer(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each thread has its own work arrays: four threads reading windows of two shapes at once (each through
+    its own reader, as a read-ahead pool does) get the exact answer on every window."""
+    image = utm_image(tmp_path)
+    transform, width, height = lonlat_transform(REF, margin=-12)
+    mask = encoded_mask(tmp_path / "geo.tif", transform, width, height)
+    sampler = mask_sampler(image, mask, "table", monkeypatch)
+    rng = np.random.default_rng(9)
+    windows = [(int(r), int(c), size) for (r, c), size in zip(rng.integers(-20, 250, (48, 2)), [64, 97] * 24)]
+
+    def read(window: tuple[int, int, int]) -> np.ndarray:
+        row_off, col_off, size = window
+        data, invalid = sampler._reader().read_mask(row_off, col_off, size, size)
+        return decoded(data, invalid, width)
+
+    with ThreadPoolExecutor(4) as pool:
+        got = list(pool.map(read, windows))
+    for (row_off, col_off, size), pixels in zip(windows, got):
+        np.testing.assert_array_equal(pixels, exact_pixels(sampler.grid, mask, row_off, col_off, size, size))
