@@ -352,9 +352,9 @@ def _lattice_moves(
     # The bilinear value at each midpoint and centre is the mean of its neighbouring nodes.
     interpolated = np.empty_like(values)
     interpolated[:, ::2, ::2] = nodes
-    interpolated[:, ::2, 1::2] = (nodes[:, :, :-1] + nodes[:, :, 1:]) / 2
-    interpolated[:, 1::2] = (interpolated[:, :-1:2] + interpolated[:, 2::2]) / 2
-    with np.errstate(invalid="ignore"):  # inf - inf where a move failed
+    with np.errstate(invalid="ignore"):  # inf - inf where moves failed
+        interpolated[:, ::2, 1::2] = (nodes[:, :, :-1] + nodes[:, :, 1:]) / 2
+        interpolated[:, 1::2] = (interpolated[:, :-1:2] + interpolated[:, 2::2]) / 2
         misses = np.abs(values - interpolated)
     finite = np.isfinite(misses)
     unsure: np.ndarray | None = None
