@@ -11,6 +11,9 @@ Nothing here opens a file; functions take plain numbers or numpy arrays.
 
 from __future__ import annotations
 
+import functools
+import math
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -223,6 +226,32 @@ def nearest_index(at: np.ndarray, size: int) -> np.ndarray:
         return np.where((at >= 0) & (index < size), index, -1).astype(np.intp)
 
 
+WORK_ELEMENTS = 1 << 21
+"""Elements of the largest array `work_array` keeps per thread and slot (16 MiB of float64: a 1024^2 window's x
+and y); a larger one is allocated per call."""
+_work = threading.local()
+
+
+def work_array(slot: str, shape: tuple[int, ...], dtype: Any) -> np.ndarray:
+    """An uninitialised array this thread reuses from call to call under ``slot`` (fresh past `WORK_ELEMENTS`).
+
+    A fresh whole-window array per call costs page faults when several are alive at once (malloc gives their
+    pages back on free): ~130 per 256^2 float64 array, measured at ~4 us each on a loaded machine, more than
+    the arithmetic done in them. The caller owns the array until its next call with the same slot.
+    """
+    size = math.prod(shape)
+    if size > WORK_ELEMENTS:
+        return np.empty(shape, dtype=dtype)
+    kept: dict[tuple[str, Any], np.ndarray] | None = getattr(_work, "arrays", None)
+    if kept is None:
+        kept = _work.arrays = {}
+    key = (slot, np.dtype(dtype))
+    array = kept.get(key)
+    if array is None or array.size < size:
+        array = kept[key] = np.empty(size, dtype=dtype)
+    return array[:size].reshape(shape)
+
+
 SourcePixels = Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]
 """Map coordinates ``(x, y)`` on the reference grid's CRS -> source pixel coordinates ``(col, row)`` (floats)."""
 
@@ -251,6 +280,56 @@ def _spans(nodes: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
     return cell, (at - nodes[cell]) / (nodes[cell + 1] - nodes[cell])
 
 
+@attrs.frozen(eq=False)
+class _TableLayout:
+    """What `nearest_table` derives from a window's shape and lattice step alone (`_table_layout`, cached).
+
+    Rows are cut into bands, one per lattice row of cells: band ``b`` starts at row ``b * step``, every band
+    but the last has ``step`` rows (weights ``arange(step) / step``), the last runs to the window's end."""
+
+    half_rows: np.ndarray
+    """Row of each point of the half lattice (nodes, edge midpoints, cell centres), flattened."""
+    half_cols: np.ndarray
+    half_shape: tuple[int, int]
+    nodes: tuple[int, int]
+    """Lattice rows and columns."""
+    cols: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
+    """Per column: its lattice cell (`_spans`), the cell's next node (itself with one column of nodes), and the
+    weights of the cell's first and next node."""
+    step: int
+    full_bands: int
+    """Bands of ``step`` rows (all but the last)."""
+    weights: np.ndarray
+    """(step,): the row weights in a full band."""
+    last_weights: np.ndarray
+    """The row weights in the last band."""
+    row_band: np.ndarray
+    """(height,): the band (lattice row of cells) of each row."""
+
+
+@functools.lru_cache(maxsize=32)
+def _table_layout(height: int, width: int, step: int) -> _TableLayout:
+    """`_TableLayout` of a ``height`` x ``width`` window (a sampler's windows share a few shapes)."""
+    nodes_r, nodes_c = _lattice(height, step), _lattice(width, step)
+    grid_r, grid_c = np.meshgrid(_halves(nodes_r), _halves(nodes_c), indexing="ij")
+    full = max(nodes_r.size - 1, 1) - 1
+    start = full * step
+    if nodes_r.size > 1:
+        last = (np.arange(start, height) - nodes_r[full]) / (nodes_r[full + 1] - nodes_r[full])
+    else:
+        last = np.zeros(height - start)
+    cell_c, weight_c = _spans(nodes_c, width)
+    arrays = [grid_r.ravel(), grid_c.ravel(), cell_c, np.minimum(cell_c + 1, nodes_c.size - 1), 1 - weight_c]
+    arrays += [weight_c, np.arange(step) / step, last, np.minimum(np.arange(height) // step, full).astype(np.intp)]
+    for array in arrays:
+        array.flags.writeable = False  # shared by every call
+    half_rows, half_cols, cell_c, right, keep, weight_c, weights, last, row_band = arrays
+    return _TableLayout(
+        half_rows, half_cols, grid_r.shape, (nodes_r.size, nodes_c.size), (cell_c, right, keep, weight_c), step,
+        full, weights, last, row_band,
+    )  # fmt: skip
+
+
 def _cells_any(flags: np.ndarray, n_rows: int, n_cols: int) -> np.ndarray:
     """Per lattice cell: whether ``flags`` (on the half lattice) is True on its corners, edges or centre."""
     cells_r, cells_c = max(n_rows - 1, 1), max(n_cols - 1, 1)
@@ -262,30 +341,47 @@ def _cells_any(flags: np.ndarray, n_rows: int, n_cols: int) -> np.ndarray:
 
 
 def _lattice_moves(
-    moved: tuple[np.ndarray, np.ndarray], shape: tuple[int, int], cols: tuple[np.ndarray, np.ndarray]
-) -> tuple[list[tuple[np.ndarray, np.ndarray]], float, np.ndarray]:
-    """From the exact moves of the half lattice (nodes, midpoints, centres): per coordinate, its values on
-    every lattice row interpolated to every column and their steps to the next lattice row; the largest
-    difference between an exact move and the bilinear value there; and where a move was not finite."""
-    cell_c, weight_c = cols
-    lines, error, unsure = [], 0.0, np.zeros(shape, dtype=bool)
-    for values in moved:
-        values = np.asarray(values, dtype=np.float64).reshape(shape)
-        nodes = values[::2, ::2]
-        # The bilinear value at each midpoint and centre is the mean of its neighbouring nodes.
-        interpolated = np.empty_like(values)
-        interpolated[::2, ::2] = nodes
-        interpolated[::2, 1::2] = (nodes[:, :-1] + nodes[:, 1:]) / 2
-        interpolated[1::2] = (interpolated[:-1:2] + interpolated[2::2]) / 2
-        finite = np.isfinite(values)
-        unsure |= ~finite
-        with np.errstate(invalid="ignore"):
-            misses = np.abs(values - interpolated)[finite & np.isfinite(interpolated)]
-        error = max(error, float(misses.max()) if misses.size else 0.0)
-        right = np.minimum(cell_c + 1, nodes.shape[1] - 1)
-        across = nodes[:, cell_c] * (1 - weight_c) + nodes[:, right] * weight_c  # (lattice rows, width)
-        lines.append((across, np.diff(across, axis=0) if len(across) > 1 else np.zeros_like(across)))
-    return lines, error, unsure
+    moved: tuple[np.ndarray, np.ndarray], layout: _TableLayout
+) -> tuple[np.ndarray, np.ndarray, float, np.ndarray | None]:
+    """From the exact moves ``(x, y)`` of the half lattice (nodes, midpoints, centres): both coordinates'
+    values on every lattice row interpolated to every column, (2, lattice rows, width), and their steps to the
+    next lattice row; the largest difference between an exact move and the bilinear value there; and where
+    a move was not finite (None: nowhere)."""
+    values = np.asarray(moved, dtype=np.float64).reshape(2, *layout.half_shape)
+    nodes = values[:, ::2, ::2]
+    # The bilinear value at each midpoint and centre is the mean of its neighbouring nodes.
+    interpolated = np.empty_like(values)
+    interpolated[:, ::2, ::2] = nodes
+    with np.errstate(invalid="ignore"):  # inf - inf where moves failed
+        interpolated[:, ::2, 1::2] = (nodes[:, :, :-1] + nodes[:, :, 1:]) / 2
+        interpolated[:, 1::2] = (interpolated[:, :-1:2] + interpolated[:, 2::2]) / 2
+        misses = np.abs(values - interpolated)
+    finite = np.isfinite(misses)
+    unsure: np.ndarray | None = None
+    if not finite.all():
+        unsure = ~np.logical_and(*np.isfinite(values))
+        misses = misses[finite]
+    error = float(misses.max()) if misses.size else 0.0
+    cell_c, right, keep, weight_c = layout.cols
+    across: np.ndarray = nodes[:, :, cell_c] * keep + nodes[:, :, right] * weight_c
+    steps = np.diff(across, axis=1) if across.shape[1] > 1 else np.zeros_like(across)
+    return across, steps, error, unsure
+
+
+def _interpolate(out: np.ndarray, across: np.ndarray, steps: np.ndarray, layout: _TableLayout, shift: float) -> None:
+    """``out`` (2, height, width) = every pixel's bilinear ``x`` and ``y`` (`_lattice_moves`) + ``shift``: per
+    coordinate, all bands of ``step`` rows in two passes (a contiguous (bands, step, width) view; one view of
+    both coordinates makes numpy copy the operand of an in-place add), the last band in two more."""
+    full, width = layout.full_bands, out.shape[2]
+    rows = full * layout.step
+    for plane, lines, moves in zip(out, across, steps):
+        if full:
+            bands = plane[:rows].reshape(full, layout.step, width)
+            np.multiply(moves[:full, None, :], layout.weights[:, None], out=bands)
+            np.add(bands, (lines[:full] + shift)[:, None, :], out=bands)
+        last = plane[rows:]
+        np.multiply(moves[full], layout.last_weights[:, None], out=last)
+        np.add(last, lines[full] + shift, out=last)
 
 
 def nearest_table(
@@ -300,6 +396,7 @@ def nearest_table(
     step: int = TABLE_STEP,
     safety: float = TABLE_SAFETY,
     fix_up: bool = True,
+    out: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """The source pixel of each pixel of a window, as an exact per-pixel nearest-neighbour warp picks it,
     with exact transforms on a lattice only (the ``"table"`` view, for warps that do not separate).
@@ -317,70 +414,64 @@ def nearest_table(
     the pixel the exact ones pick. ``fix_up=False`` skips (4) (tests show it is needed).
 
     Returns ``(rows, cols)``, (height, width) int arrays of source pixels, both -1 where the centre
-    falls outside the source. About 1 ms for a 256^2 window; one lattice row of cells at a time, so
-    temporaries stay small (a fresh large array costs page faults, the bulk of the time otherwise).
+    falls outside the source: ``out`` if given (two int arrays of that shape, int32 for sources of fewer than
+    2^31 pixels a side), else fresh intp arrays. About 1 ms for a 256^2 window, a third of it the two exact
+    transforms (lattice, fix-ups): the per-pixel work is a dozen whole-window numpy passes over per-thread
+    work arrays (`work_array`), the shape's lattice layout cached (`_table_layout`).
     """
-    nodes_r, nodes_c = _lattice(height, step), _lattice(width, step)
+    layout = _table_layout(height, width, step)
     centres: Any = transform  # (affine's annotations take floats; it maps numpy arrays element by element)
 
     def exact(rows: np.ndarray, cols: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         xs, ys = centres @ (cols + (col_off + 0.5), rows + (row_off + 0.5))
         return source_pixels(xs, ys)
 
-    grid_r, grid_c = np.meshgrid(_halves(nodes_r), _halves(nodes_c), indexing="ij")
-    spans_c = _spans(nodes_c, width)
-    (x_lines, y_lines), error, unsure = _lattice_moves(exact(grid_r.ravel(), grid_c.ravel()), grid_r.shape, spans_c)
+    across, steps, error, unsure = _lattice_moves(exact(layout.half_rows, layout.half_cols), layout)
     margin = safety * error + TABLE_EPSILON
-    bad_cells = _cells_any(unsure, nodes_r.size, nodes_c.size)[:, spans_c[0]] if unsure.any() else None
     # Every interpolated value is a convex combination of lattice values: when those lie inside the source by
-    # more than the margin, so does every pixel, and no pixel needs the outside test.
-    all_inside = bad_cells is None and all(
-        float(across.min()) > margin and float(across.max()) + margin < size
-        for (across, _), size in zip((x_lines, y_lines), (source_shape[1], source_shape[0]))
+    # more than the margin, so does every pixel, and no pixel needs the outside test (nor a floor: they are > 0).
+    all_inside = unsure is None and all(
+        float(values.min()) > margin and float(values.max()) + margin < size
+        for values, size in zip(across, (source_shape[1], source_shape[0]))
     )
-    rows_out, cols_out = np.empty((height, width), dtype=np.intp), np.empty((height, width), dtype=np.intp)
-    redo_r, redo_c = [], []
-    starts = [int(v) for v in nodes_r[:-1]] or [0]
-    for cell, start in enumerate(starts):
-        stop = starts[cell + 1] if cell + 1 < len(starts) else height
-        if nodes_r.size > 1:
-            weight = (np.arange(start, stop) - nodes_r[cell]) / (nodes_r[cell + 1] - nodes_r[cell])
-        else:
-            weight = np.zeros(stop - start)
-        picked = []
-        redo = np.zeros((stop - start, width), dtype=bool) if bad_cells is None else bad_cells[[cell] * (stop - start)]
-        shift = margin if fix_up else NEAREST_EPSILON
-        # nan (in a cell next to a failed transform) only where `bad_cells` sends every pixel to the exact move.
-        with np.errstate(invalid="ignore"):
-            for across, steps in (x_lines, y_lines):
-                high = steps[cell] * weight[:, None]
-                high += across[cell] + shift
-                # The source pixel index of v is floor(v + margin), and another lies within the margin (v near
-                # an edge) where floor(v - margin) differs: where v + margin is less than 2 * margin past
-                # floor(v + margin). Away from every edge, floor(v + margin) is floor(v + 1e-10) and v >= 0
-                # is floor(v + margin) >= 0.
-                index = np.floor(high)
+    shift = margin if fix_up else NEAREST_EPSILON
+    row, col = out if out is not None else (np.empty((height, width), dtype=np.intp) for _ in range(2))
+    both = work_array("table", (2, height, width), np.float64)
+    # nan (in a cell next to a failed transform) only where `unsure` sends every pixel to the exact move.
+    with np.errstate(invalid="ignore"):
+        _interpolate(both, across, steps, layout, shift)
+        for value, index, size in zip(both, (col, row), (source_shape[1], source_shape[0])):
+            # The source pixel index of v is floor(v + margin), and another lies within the margin (v near an
+            # edge) where floor(v - margin) differs: where v + margin is less than 2 * margin past floor(v +
+            # margin). Away from every edge, floor(v + margin) is floor(v + 1e-10) and v >= 0 is that floor >= 0.
+            if all_inside:  # 0 < v < size: a cast is the floor
+                np.copyto(index, value, casting="unsafe")
                 if fix_up:
-                    high -= index
-                    redo |= high < 2 * margin
-                picked.append(index)
-            col, row = picked
-            if not all_inside:
-                outside = (col < 0) | (col >= source_shape[1]) | (row < 0) | (row >= source_shape[0])
-                col[outside] = -1
-                row[outside] = -1
-        cols_out[start:stop], rows_out[start:stop] = col, row
-        at_r, at_c = np.nonzero(redo)
-        redo_r.append(at_r + start)
-        redo_c.append(at_c)
-    at_r, at_c = np.concatenate(redo_r), np.concatenate(redo_c)
+                    np.subtract(value, index, out=value)  # how far v + margin lies past its floor
+                continue
+            floor = np.floor(value, out=work_array("table-floor", (height, width), np.float64))
+            if fix_up:
+                np.subtract(value, floor, out=value)
+            # Clipped before the cast: a value far past the source must not wrap round into an index.
+            np.copyto(index, np.clip(floor, -1, size, out=floor), casting="unsafe")
+        if fix_up:
+            redo = np.less(np.minimum(both[0], both[1], out=both[0]), 2 * margin)
+        else:
+            redo = np.zeros((height, width), dtype=bool)
+    if not all_inside:
+        outside = (col < 0) | (col >= source_shape[1]) | (row < 0) | (row >= source_shape[0])
+        col[outside] = -1
+        row[outside] = -1
+    if unsure is not None:
+        redo |= _cells_any(unsure, *layout.nodes)[layout.row_band][:, layout.cols[0]]
+    at_r, at_c = np.divmod(np.flatnonzero(redo), width)  # (a 2-D nonzero costs ~10x a flat one)
     if at_r.size:
         x, y = (np.asarray(v, dtype=np.float64) for v in exact(at_r.astype(np.float64), at_c.astype(np.float64)))
-        col, row = nearest_index(x, source_shape[1]), nearest_index(y, source_shape[0])
-        outside = (col < 0) | (row < 0)
-        col[outside] = row[outside] = -1
-        cols_out[at_r, at_c], rows_out[at_r, at_c] = col, row
-    return rows_out, cols_out
+        fixed_c, fixed_r = nearest_index(x, source_shape[1]), nearest_index(y, source_shape[0])
+        outside = (fixed_c < 0) | (fixed_r < 0)
+        fixed_c[outside] = fixed_r[outside] = -1
+        col[at_r, at_c], row[at_r, at_c] = fixed_c, fixed_r
+    return row, col
 
 
 # --------------------------------------------------------------------------- internal blocks (tiles, strips)

@@ -66,7 +66,7 @@ from rasterio.windows import Window
 
 from crossgeo.errors import ConfigError, ReadError, WriteError
 from crossgeo.files import AtomicOutput
-from crossgeo.grid import BlockLayout, Grid, nearest_index, nearest_table, outside_pixels, overlap
+from crossgeo.grid import BlockLayout, Grid, nearest_index, nearest_table, outside_pixels, overlap, work_array
 from crossgeo.options import GDAL_DEFAULTS
 from crossgeo.readahead import READ_THREAD_PREFIX
 from crossgeo.threads import PerThread
@@ -1228,7 +1228,16 @@ class SourceReader:
         caught = _failure_trap.failures.get(threading.get_ident())
         before = len(caught) if caught is not None else 0
         try:
-            rows, cols = nearest_table(grid.transform, r0, c0, r1 - r0, c1 - c0, self.to_source, self.dataset.shape)
+            rows, cols = nearest_table(
+                grid.transform,
+                r0,
+                c0,
+                r1 - r0,
+                c1 - c0,
+                self.to_source,
+                self.dataset.shape,
+                out=self._table_work(r1 - r0, c1 - c0),
+            )
         except (CPLE_BaseError, RasterioError):
             # A point off the CRS's domain (rasterio refuses the whole batch, and GDAL reports it): GDAL's exact
             # warp of this window (`SourcePlan.tolerance` is `EXACT_TOLERANCE`) leaves such pixels without data.
@@ -1241,14 +1250,21 @@ class SourceReader:
             top = left = 0
         elif outside is None or not outside.all():
             # A plain read of the part of the source the picked pixels span, its pixels gathered.
-            used_rows, used_cols = (rows, cols) if outside is None else (rows[~outside], cols[~outside])
-            top, left = int(used_rows.min()), int(used_cols.min())
-            window = Window(left, top, int(used_cols.max()) - left + 1, int(used_rows.max()) - top + 1)
+            # (Reductions over the picked pixels in place: copies of them would be whole-window arrays.)
+            where: Any = True if outside is None else ~outside
+            top, left = (int(v.min(initial=np.iinfo(v.dtype).max, where=where)) for v in (rows, cols))
+            bottom, right = (int(v.max(initial=-1, where=where)) for v in (rows, cols))
+            window = Window(left, top, right - left + 1, bottom - top + 1)
             source = self.dataset.read(list(plan.bands), window=window)
         else:
             top = left = 0
             source = np.zeros((bands, 1, 1), dtype=self.dtype)
-        at = (rows - top) * source.shape[2] + (cols - left)
+        # The flat index into the part read, (rows - top) * its width + cols - left, in a work array too (intp:
+        # `take` would convert int32 indices into a fresh array).
+        at = np.multiply(rows, source.shape[2], out=work_array("table-at", rows.shape, np.intp), dtype=np.intp)
+        at += cols
+        if top or left:
+            at -= top * source.shape[2] + left
         if outside is not None:
             at[outside] = 0
         part = source.reshape(bands, -1).take(at, axis=1).astype(self.dtype, copy=False)
@@ -1264,6 +1280,12 @@ class SourceReader:
         data[(slice(None), *inner)] = part
         invalid[inner] = False if bad is None else bad
         return data, invalid
+
+    def _table_work(self, height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
+        """`nearest_table`'s ``out``: this thread's work arrays (`crossgeo.grid.work_array`: no page faults),
+        int32 (cheaper passes) unless a side of the source reaches 2^31 pixels."""
+        kind = np.int32 if max(self.dataset.height, self.dataset.width) < 2**31 else np.intp
+        return work_array("table-rows", (height, width), kind), work_array("table-cols", (height, width), kind)
 
     def _read_warped(self, row_off: int, col_off: int, height: int, width: int) -> tuple[np.ndarray, np.ndarray | None]:
         """A ``WarpedVRT`` per read whose target is the window, on the cached handle."""

@@ -9,6 +9,9 @@ Sources encode their own (row, col), so a read proves which source pixel each re
 from __future__ import annotations
 
 import math
+import threading
+import tracemalloc
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -21,10 +24,11 @@ from rasterio._err import CPLE_BaseError
 from rasterio.warp import transform as warp_transform
 from rasterio.warp import transform_bounds
 
+import crossgeo.grid
 import crossgeo.io
 from crossgeo import Grid, PatchSampler
 from crossgeo import testing as T
-from crossgeo.grid import nearest_table
+from crossgeo.grid import nearest_table, work_array
 
 UTM = "EPSG:32632"
 UTM_TRANSFORM = Affine(10, 0, 600000.0, 0, -10, 5600040.0)
@@ -353,3 +357,118 @@ def test_a_window_whose_transforms_fail_reads_as_the_exact_warp(tmp_path: Path) 
     table.close()
     warped.close()
     assert covered > 1000 and failed > 0
+
+
+@pytest.mark.parametrize(
+    "shape",
+    [(1, 1), (1, 70), (31, 33), (32, 32), (33, 64), (64, 65), (65, 31), (97, 130), (256, 256), (246, 256)],
+    ids=lambda s: f"{s[0]}x{s[1]}",
+)
+def test_every_band_shape_reads_the_exact_answer(tmp_path: Path, shape: tuple[int, int]) -> None:
+    """`nearest_table` interpolates whole bands of `crossgeo.grid.TABLE_STEP` rows at once and the last band
+    apart: windows of one row, of less than a band, of exactly a band, a band and a row, and a last band
+    shorter or longer than the others - inside the source, across its edges and wholly off it - pick the
+    exact answer, into fresh intp arrays or int32 ``out`` arrays (the reader's)."""
+    image = utm_image(tmp_path)
+    transform, width, height = lonlat_transform(REF, margin=-12)
+    mask = encoded_mask(tmp_path / "geo.tif", transform, width, height)
+    with rasterio.open(image) as src:
+        grid = Grid.of(src)
+    with rasterio.open(mask) as src:
+        to_source = crossgeo.io.source_pixels(src, grid)
+        source_shape = src.shape
+    rows, cols = shape
+    offsets = {(REF - rows) // 2, 0, REF - rows}, {(REF - cols) // 2, 0, REF - cols}
+    kinds = set()
+    for row_off in offsets[0]:
+        for col_off in offsets[1]:
+            want = exact_pixels(grid, mask, row_off, col_off, rows, cols)
+            out = tuple(np.full(shape, 77, dtype=np.int32) for _ in range(2))
+            for given in (None, out):
+                got = nearest_table(grid.transform, row_off, col_off, rows, cols, to_source, source_shape, out=given)
+                if given is not None:
+                    assert got[0] is out[0] and got[1] is out[1]
+                np.testing.assert_array_equal(np.stack(got), want, err_msg=f"window {row_off, col_off, shape}")
+            kinds.add((bool((want[0] >= 0).all()), bool((want[0] < 0).all())))
+    assert (True, False) in kinds or rows * cols > 60 * 60  # windows wholly on the source
+    assert (False, False) in kinds or rows * cols < 9  # and across its edges
+
+
+def test_moves_far_past_the_source_pick_no_pixel() -> None:
+    """Source coordinates far past an int32 (a source seen from far off) are outside, not wrapped round into
+    an index; the nearby ones keep the exact answer."""
+    transform = Affine(1, 0, 0, 0, -1, 0)
+
+    def to_source(xs: np.ndarray, ys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return np.where(xs > 30, 2.0**32 + 5 + xs, xs * 0.7), np.where(ys < -40, -(2.0**33) + ys, -ys * 0.9)
+
+    out = tuple(np.empty((70, 60), dtype=np.int32) for _ in range(2))
+    rows, cols = nearest_table(transform, 0, 0, 70, 60, to_source, (50, 40), out=out)
+    x, y = to_source(*(transform @ np.meshgrid(np.arange(60) + 0.5, np.arange(70) + 0.5)))
+    inside = (x >= 0) & (y >= 0) & (np.floor(x + 1e-10) < 40) & (np.floor(y + 1e-10) < 50)
+    np.testing.assert_array_equal(rows, np.where(inside, np.floor(y + 1e-10), -1))
+    np.testing.assert_array_equal(cols, np.where(inside, np.floor(x + 1e-10), -1))
+    assert inside.sum() > 1000 and (~inside).sum() > 1000
+
+
+def test_a_table_read_allocates_no_whole_window_temporaries(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A table read keeps its whole-window work in per-thread work arrays (`crossgeo.grid.work_array`): fresh
+    ones cost page faults, more than the arithmetic. Traced by ``tracemalloc`` (numpy reports to it): a 256^2
+    read across the source's edges peaks below one float64 array of the window (~2 MB before)."""
+    image = utm_image(tmp_path)
+    transform, width, height = lonlat_transform(REF, margin=-12)
+    mask = encoded_mask(tmp_path / "geo.tif", transform, width, height)
+    sampler = mask_sampler(image, mask, "table", monkeypatch)
+    reader = sampler._reader().mask
+    assert reader is not None and reader.plan.view == "table"
+    for row_off, col_off in [(22, 22), (20, 40), (40, 2)]:
+        reader._table(row_off, col_off, 256, 256)  # the work arrays, the lattice layout of the shape
+        tracemalloc.start()
+        try:
+            data, invalid = reader._table(row_off, col_off, 256, 256)
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+        want = exact_pixels(sampler.grid, mask, row_off, col_off, 256, 256)
+        np.testing.assert_array_equal(decoded(data, invalid, width), want)
+        assert peak < 256 * 256 * 8, (row_off, col_off, peak)
+
+
+def test_work_arrays_are_kept_per_thread_and_slot() -> None:
+    """`crossgeo.grid.work_array`: the same memory for a slot and dtype in one thread (a smaller shape a view
+    of it), another slot or thread its own, and a fresh array past `crossgeo.grid.WORK_ELEMENTS`."""
+    first = work_array("test-a", (64, 64), np.float64)
+    assert np.shares_memory(first, work_array("test-a", (32, 100), np.float64))
+    assert work_array("test-a", (32, 100), np.float64).shape == (32, 100)
+    assert not np.shares_memory(first, work_array("test-b", (64, 64), np.float64))
+    assert not np.shares_memory(first, work_array("test-a", (64, 64), np.int32))
+    grown = work_array("test-a", (128, 128), np.float64)
+    assert grown.shape == (128, 128) and np.shares_memory(grown, work_array("test-a", (64, 64), np.float64))
+    other: list[np.ndarray] = []
+    thread = threading.Thread(target=lambda: other.append(work_array("test-a", (64, 64), np.float64)))
+    thread.start()
+    thread.join()
+    assert not np.shares_memory(other[0], grown)
+    huge = (crossgeo.grid.WORK_ELEMENTS // 100 + 1, 100)
+    assert not np.shares_memory(work_array("test-c", huge, np.uint8), work_array("test-c", huge, np.uint8))
+
+
+def test_threads_reading_tables_at_once_read_the_exact_answer(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each thread has its own work arrays: four threads reading windows of two shapes at once (each through
+    its own reader, as a read-ahead pool does) get the exact answer on every window."""
+    image = utm_image(tmp_path)
+    transform, width, height = lonlat_transform(REF, margin=-12)
+    mask = encoded_mask(tmp_path / "geo.tif", transform, width, height)
+    sampler = mask_sampler(image, mask, "table", monkeypatch)
+    rng = np.random.default_rng(9)
+    windows = [(int(r), int(c), size) for (r, c), size in zip(rng.integers(-20, 250, (48, 2)), [64, 97] * 24)]
+
+    def read(window: tuple[int, int, int]) -> np.ndarray:
+        row_off, col_off, size = window
+        data, invalid = sampler._reader().read_mask(row_off, col_off, size, size)
+        return decoded(data, invalid, width)
+
+    with ThreadPoolExecutor(4) as pool:
+        got = list(pool.map(read, windows))
+    for (row_off, col_off, size), pixels in zip(windows, got):
+        np.testing.assert_array_equal(pixels, exact_pixels(sampler.grid, mask, row_off, col_off, size, size))
