@@ -99,9 +99,8 @@ _WORKER_SAMPLER: dict[str, Any] = {}
 
 
 def _worker_sampler(token: str, holder: Sequence[Any]) -> Any:
-    """The sampler of call ``token``, unpickled once per worker (``holder`` holds its object ref): later tasks
-    of the call reuse it (a catalogue of many scenes takes a while to unpickle). Before that, boto3 is
-    deferred (`crossgeo.deferred`): the sampler's rasterio imports it, local reads never use it."""
+    """The sampler of call ``token`` (``holder``: its object ref), unpickled once per worker for the call's
+    tasks, boto3 deferred first (`crossgeo.deferred`: rasterio imports it, local reads never use it)."""
     if token not in _WORKER_SAMPLER:
         defer_import("boto3")
         _WORKER_SAMPLER.clear()
@@ -136,8 +135,7 @@ def _cpus() -> int:
 
 
 def _ship(sampler: Any) -> tuple[str, list[Any]]:
-    """The sampler put once in Ray's object store for one call: a token naming the call (a worker reuses the
-    sampler it unpickled for it) and the object ref in a list (Ray passes a task the ref itself)."""
+    """A token naming the call (workers keep its sampler) and the sampler's object ref, in a list (a ref)."""
     return uuid.uuid4().hex, [ray.put(sampler)]
 
 
@@ -146,7 +144,7 @@ def start_workers(sampler: Any) -> tuple[str, list[Any]]:
     unpickle it now, without waiting; pass what it returns to `write_shards`.
 
     `crossgeo.write_chips` calls it before planning the store, so the workers' imports and their
-    copy of the sampler (about a CPU second each) are ready when the first shards are handed out.
+    copy of the sampler are ready when the first shards are handed out.
     """
     _connect()
     shipped = _ship(sampler)
@@ -167,13 +165,11 @@ def write_shards(
 ) -> Iterator[dict[str, Any]]:
     """Write the ``pending`` shards of a chip store in Ray tasks (`crossgeo.write_chips` with ``engine="ray"``).
 
-    The tasks are contiguous groups of shards, largest first (`crossgeo.chips.task_groups`), started
-    in that order. Each writes its shard files straight into the store with
-    `crossgeo.chips.write_shards_here` (the code of ``engine=None``, so the same bytes;
-    ``encode_behind=False``: a task compresses in its reading thread, its worker having no CPU to
-    spare) and returns only the shards' records (offsets and checksums), yielded as tasks finish;
-    no chip travels through Ray's object store. The sampler is put there once (``shipped``, from
-    `start_workers`, or here) and unpickled once per worker.
+    Tasks: contiguous groups of shards, largest first (`crossgeo.chips.task_groups`). Each writes its
+    shard files into the store with `crossgeo.chips.write_shards_here` (``engine=None``'s code: the
+    same bytes; ``encode_behind=False``: its worker has no CPU to spare) and returns only their
+    records, yielded as tasks finish; no chip travels through Ray's object store. The sampler is
+    put there once (``shipped``, from `start_workers`, or here) and unpickled once per worker.
     """
     from crossgeo.chips import task_groups
 

@@ -29,13 +29,22 @@ def cluster() -> Any:
     ray.shutdown()
 
 
-def _worker_state() -> tuple[int, bool, list[str]]:
-    """This worker's process id, whether it imported botocore, and the calls whose sampler it keeps (a
-    second long, so that two of these run on the two workers at once)."""
+def _worker_state(meet: str) -> tuple[int, bool, list[str]]:
+    """This worker's process id, whether it imported botocore, and the calls whose sampler it keeps; it
+    returns once two of these run at once (one file each in ``meet``), so that they ask both workers."""
     import crossgeo.ray
 
-    time.sleep(1.0)
-    return os.getpid(), "botocore" in sys.modules, list(crossgeo.ray._WORKER_SAMPLER)
+    state = os.getpid(), "botocore" in sys.modules, list(crossgeo.ray._WORKER_SAMPLER)
+    (Path(meet) / str(os.getpid())).touch()
+    deadline = time.monotonic() + 120
+    while len(list(Path(meet).iterdir())) < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return state
+
+
+def _both_workers(meet: Path) -> list[tuple[int, bool, list[str]]]:
+    meet.mkdir()
+    return ray.get([ray.remote(num_cpus=1)(_worker_state).remote(str(meet)) for _ in range(2)])
 
 
 def test_workers_unpickle_the_sampler_before_the_shards_and_defer_boto3(tmp_path: Path) -> None:
@@ -45,7 +54,7 @@ def test_workers_unpickle_the_sampler_before_the_shards_and_defer_boto3(tmp_path
     import crossgeo.ray
 
     shipped = crossgeo.ray.start_workers(sampler)  # what write_chips(engine="ray") does first
-    states = ray.get([ray.remote(num_cpus=1)(_worker_state).remote() for _ in range(2)])
+    states = _both_workers(tmp_path / "meet")
     assert len({pid for pid, _, _ in states}) == 2
     # Each worker unpickled this call's sampler before any shard was handed out, and read no boto3 for it.
     assert [(botocore, kept) for _, botocore, kept in states] == [(False, [shipped[0]])] * 2
@@ -53,6 +62,6 @@ def test_workers_unpickle_the_sampler_before_the_shards_and_defer_boto3(tmp_path
     assert [s["files"] for s in json.loads((local / "manifest.json").read_text())["shards"]] == [
         s["files"] for s in json.loads((spread / "manifest.json").read_text())["shards"]
     ]
-    states = ray.get([ray.remote(num_cpus=1)(_worker_state).remote() for _ in range(2)])
+    states = _both_workers(tmp_path / "meet-again")
     assert len({pid for pid, _, _ in states}) == 2
     assert all(not botocore and len(kept) == 1 for _, botocore, kept in states)  # the last call's sampler only
