@@ -340,6 +340,7 @@ def measure_ray(scenes: int, work: Path, cache: Path, *, size: int, patch: int, 
         "patch_size": patch,
         "chips": len(sampler),
         "rounds": rounds,
+        "worker_niceness": int(os.environ.get("RAY_worker_niceness", 15)),
         "local_rounds_s": times[None],
         "ray_rounds_s": times["ray"],
         "local_cpu_rounds_s": cpu[None],
@@ -379,7 +380,7 @@ def report(results: dict[str, Any]) -> str:
         ray = results["ray"]
         lines.append(
             f"  ray: {ray['chips']} chips ({ray['patch_size']} px) of {ray['scenes']} scenes "
-            f"({ray['scene_size']} px), "
+            f"({ray['scene_size']} px), Ray workers at niceness {ray['worker_niceness']}, "
             f"medians of {ray['rounds']} rounds: engine=None {ray['local_s']:.2f} s, engine='ray' {ray['ray_s']:.2f} s "
             f"(rounds: {', '.join(f'{t:.2f}' for t in ray['local_rounds_s'])} / "
             f"{', '.join(f'{t:.2f}' for t in ray['ray_rounds_s'])}), identical arrays: {ray['identical']}"
@@ -409,6 +410,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--scene-size", type=int, default=768, help="pixels per side of a Ray scene (default 768)")
     parser.add_argument("--ray-patch", type=int, default=128, help="window size of the Ray comparison (default 128)")
     parser.add_argument("--rounds", type=int, default=3, help="rounds of the Ray comparison (default 3)")
+    parser.add_argument(
+        "--ray-niceness",
+        type=int,
+        default=None,
+        help="niceness of the Ray workers (RAY_worker_niceness; Ray's default 15, engine=None runs at this "
+        "process's): 0 compares both engines at one priority on a machine shared with other work",
+    )
     parser.add_argument("--no-ray", action="store_true", help="skip the Ray comparison")
     parser.add_argument("--only-ray", action="store_true", help="only the Ray comparison")
     parser.add_argument(
@@ -429,6 +437,8 @@ def main(argv: list[str] | None = None) -> int:
         if not args.only_ray:
             results["scene"] = measure_scene(args.windows, work, args.cache, args.size, args.scene_windows)
         if not args.no_ray:
+            if args.ray_niceness is not None:
+                os.environ["RAY_worker_niceness"] = str(args.ray_niceness)  # read by the clusters ray.init starts
             results["ray"] = measure_ray(
                 args.scenes, work, args.cache, size=args.scene_size, patch=args.ray_patch, rounds=args.rounds
             )
