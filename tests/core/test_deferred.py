@@ -65,3 +65,29 @@ def test_a_deferred_module_is_imported_on_first_use() -> None:
 def test_deferred_boto3_keeps_rasterio_s3_sessions() -> None:
     pytest.importorskip("boto3")
     assert _run(DEFERRED_BOTO3) == "ok"
+
+
+def test_reading_a_pickled_sampler_imports_neither_boto3_nor_pyarrow_compute(tmp_path) -> None:
+    """What a Ray worker of ``write_chips(engine="ray")`` imports: the modules of a pickled sampler and its first
+    read, boto3 deferred; pyarrow.compute (0.08 CPU s) is imported by the functions that parse windows tables."""
+    import pickle
+
+    from crossgeo import SceneSampler
+    from crossgeo import testing as T
+
+    scenes, mask = T.write_scene_catalogue(tmp_path, 2, size=64, windows=((0, 0), (32, 16)))
+    (tmp_path / "sampler.pkl").write_bytes(pickle.dumps(SceneSampler(scenes, 32, mask_path=mask, n_classes=4)))
+    code = textwrap.dedent(
+        f"""
+        import pickle, sys
+        from crossgeo.deferred import defer_import
+
+        defer_import("boto3")
+        import crossgeo.chips
+
+        sampler = pickle.loads(open({str(tmp_path / "sampler.pkl")!r}, "rb").read())
+        assert sampler[1].image.shape[-2:] == (32, 32)
+        print(sorted(m for m in ("botocore", "pyarrow.compute", "pandas") if m in sys.modules))
+        """
+    )
+    assert _run(code) == "[]"
