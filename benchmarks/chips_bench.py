@@ -278,11 +278,28 @@ def _cold(sampler: Any) -> None:
     mask_blocks.clear()
 
 
+def _bytecode() -> None:
+    """Compile crossgeo's modules to bytecode (its ``__pycache__`` folders; untimed), as an installed crossgeo has.
+
+    Every round's fresh Ray workers import crossgeo from its files. Python caches the compiled
+    modules itself, unless ``PYTHONDONTWRITEBYTECODE`` is set (as in some sandboxes and CI jobs): then
+    each worker compiled crossgeo from source, about 0.2 CPU seconds a worker and round, which an
+    installed crossgeo (pip compiles at install) never pays, nor ``engine=None`` (its process imported
+    crossgeo before the rounds).
+    """
+    import compileall
+
+    import crossgeo
+
+    compileall.compile_dir(Path(crossgeo.__file__).parent, quiet=1)
+
+
 def measure_ray(scenes: int, work: Path, cache: Path, *, size: int, patch: int, rounds: int) -> dict[str, Any]:
     """``rounds`` rounds, each: a fresh 2-CPU local cluster (``ray.init`` and its idle workers' start,
-    untimed), ``engine=None`` and ``engine="ray"`` timed, in alternating order; medians. Every Ray timing includes its
-    workers' first tasks (importing crossgeo, unpickling the sampler), as a user's first write on a new
-    cluster does; every ``engine=None`` timing starts as a first write in a process does (`_cold`).
+    untimed), ``engine=None`` and ``engine="ray"`` timed, in alternating order; medians. Every Ray timing includes
+    its workers' first tasks (importing crossgeo, from its bytecode: `_bytecode`; unpickling the sampler), as a
+    user's first write on a new cluster does; every ``engine=None`` timing starts as a first write in a process
+    does (`_cold`).
     CPU seconds: the driver's (``time.process_time``, its threads included) plus the Ray workers'."""
     import ray
     import zarr  # noqa: F401 - imported once per process by either engine: not part of the comparison
@@ -291,6 +308,7 @@ def measure_ray(scenes: int, work: Path, cache: Path, *, size: int, patch: int, 
 
     catalogue, folder = ray_catalogue(cache, scenes, size, patch)
     _read_files(folder)
+    _bytecode()
     sampler = SceneSampler(catalogue, patch, n_classes=N_CLASSES)
     times: dict[str | None, list[float]] = {None: [], "ray": []}
     cpu: dict[str | None, list[float | None]] = {None: [], "ray": []}
@@ -322,6 +340,7 @@ def measure_ray(scenes: int, work: Path, cache: Path, *, size: int, patch: int, 
         "patch_size": patch,
         "chips": len(sampler),
         "rounds": rounds,
+        "worker_niceness": int(os.environ.get("RAY_worker_niceness", 15)),
         "local_rounds_s": times[None],
         "ray_rounds_s": times["ray"],
         "local_cpu_rounds_s": cpu[None],
@@ -361,7 +380,7 @@ def report(results: dict[str, Any]) -> str:
         ray = results["ray"]
         lines.append(
             f"  ray: {ray['chips']} chips ({ray['patch_size']} px) of {ray['scenes']} scenes "
-            f"({ray['scene_size']} px), "
+            f"({ray['scene_size']} px), Ray workers at niceness {ray['worker_niceness']}, "
             f"medians of {ray['rounds']} rounds: engine=None {ray['local_s']:.2f} s, engine='ray' {ray['ray_s']:.2f} s "
             f"(rounds: {', '.join(f'{t:.2f}' for t in ray['local_rounds_s'])} / "
             f"{', '.join(f'{t:.2f}' for t in ray['ray_rounds_s'])}), identical arrays: {ray['identical']}"
@@ -391,6 +410,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--scene-size", type=int, default=768, help="pixels per side of a Ray scene (default 768)")
     parser.add_argument("--ray-patch", type=int, default=128, help="window size of the Ray comparison (default 128)")
     parser.add_argument("--rounds", type=int, default=3, help="rounds of the Ray comparison (default 3)")
+    parser.add_argument(
+        "--ray-niceness",
+        type=int,
+        default=None,
+        help="niceness of the Ray workers (RAY_worker_niceness; Ray's default 15, engine=None runs at this "
+        "process's): 0 compares both engines at one priority on a machine shared with other work",
+    )
     parser.add_argument("--no-ray", action="store_true", help="skip the Ray comparison")
     parser.add_argument("--only-ray", action="store_true", help="only the Ray comparison")
     parser.add_argument(
@@ -411,6 +437,8 @@ def main(argv: list[str] | None = None) -> int:
         if not args.only_ray:
             results["scene"] = measure_scene(args.windows, work, args.cache, args.size, args.scene_windows)
         if not args.no_ray:
+            if args.ray_niceness is not None:
+                os.environ["RAY_worker_niceness"] = str(args.ray_niceness)  # read by the clusters ray.init starts
             results["ray"] = measure_ray(
                 args.scenes, work, args.cache, size=args.scene_size, patch=args.ray_patch, rounds=args.rounds
             )

@@ -25,12 +25,15 @@ import uuid
 from collections.abc import Iterator, Sequence
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from crossgeo.chips import ChipSampler, Layout, write_shards_here
+from crossgeo.deferred import defer_import
 from crossgeo.errors import ConfigError
+
+if TYPE_CHECKING:
+    from crossgeo.chips import Layout
 
 __all__ = ["predict_scenes", "read_patches", "start_workers", "write_shards"]
 
@@ -46,6 +49,8 @@ def _connect() -> None:
 
 def _sampler_of(source: Any) -> Any:
     if isinstance(source, (str, os.PathLike)):
+        from crossgeo.chips import ChipSampler
+
         return ChipSampler(source)
     if not hasattr(source, "get") or not hasattr(source, "__len__"):
         raise ConfigError(
@@ -94,12 +99,10 @@ _WORKER_SAMPLER: dict[str, Any] = {}
 
 
 def _worker_sampler(token: str, holder: Sequence[Any]) -> Any:
-    """The sampler of call ``token``, unpickled once per worker (``holder`` holds its object ref).
-
-    A worker runs several tasks of one call: later tasks reuse the unpickled sampler (a catalogue
-    of many scenes takes a noticeable time to unpickle) instead of fetching it again.
-    """
+    """The sampler of call ``token`` (``holder``: its object ref), unpickled once per worker for the call's
+    tasks, boto3 deferred first (`crossgeo.deferred`: rasterio imports it, local reads never use it)."""
     if token not in _WORKER_SAMPLER:
+        defer_import("boto3")
         _WORKER_SAMPLER.clear()
         _WORKER_SAMPLER[token] = ray.get(holder[0])
     return _WORKER_SAMPLER[token]
@@ -110,6 +113,8 @@ def _write_group(
 ) -> list[dict[str, Any]]:
     """One task: write a contiguous group of shards (their scenes read together) and return their records."""
     sampler = _worker_sampler(token, holder)
+    from crossgeo.chips import Layout, write_shards_here
+
     try:
         return list(write_shards_here(sampler, root, Layout.from_json(layout_json), shards, encode_behind=False))
     finally:
@@ -117,51 +122,63 @@ def _write_group(
             sampler.close()  # no handle outlives the task; the next task's reads reopen what they need
 
 
-def _imported() -> None:
-    """Nothing: running it makes a worker import crossgeo (this module and `crossgeo.chips`)."""
+def _unpickle(token: str, holder: Sequence[Any]) -> None:
+    """Have this worker import crossgeo and unpickle the sampler of call ``token`` now (`start_workers`)."""
+    try:
+        _worker_sampler(token, holder)
+    except Exception:  # the call's first task on this worker meets the same error and reports it
+        _WORKER_SAMPLER.clear()
 
 
-def start_workers() -> None:
-    """Have one Ray worker per cluster CPU import crossgeo now, without waiting for it.
+def _cpus() -> int:
+    return max(1, int(ray.cluster_resources().get("CPU", 1)))
 
-    `crossgeo.write_chips` calls it before planning the store, so the workers' imports (half a
-    second of CPU each) overlap the driver's planning and the sampler's trip to the object store
-    instead of delaying the first shards.
+
+def _ship(sampler: Any) -> tuple[str, list[Any]]:
+    """A token naming the call (workers keep its sampler) and the sampler's object ref, in a list (a ref)."""
+    return uuid.uuid4().hex, [ray.put(sampler)]
+
+
+def start_workers(sampler: Any) -> tuple[str, list[Any]]:
+    """Put ``sampler`` in Ray's object store and have one worker per cluster CPU import crossgeo and
+    unpickle it now, without waiting; pass what it returns to `write_shards`.
+
+    `crossgeo.write_chips` calls it before planning the store, so the workers' imports and their
+    copy of the sampler are ready when the first shards are handed out.
     """
     _connect()
-    remote = ray.remote(num_cpus=1)(_imported)
-    for _ in range(max(1, int(ray.cluster_resources().get("CPU", 1)))):
-        remote.remote()
-
-
-TASKS_PER_CPU = 3
-"""Tasks per cluster CPU for `write_shards`: few and large (each runs many shards), yet enough that a CPU
-finishing early takes another while a slower one (a busy node) is still on its first."""
+    shipped = _ship(sampler)
+    remote = ray.remote(num_cpus=1)(_unpickle)
+    for _ in range(_cpus()):
+        remote.remote(*shipped)
+    return shipped
 
 
 def write_shards(
-    sampler: Any, root: Path, layout: Layout, pending: Sequence[int], *, progress: bool = True
+    sampler: Any,
+    root: Path,
+    layout: Layout,
+    pending: Sequence[int],
+    *,
+    progress: bool = True,
+    shipped: tuple[str, list[Any]] | None = None,
 ) -> Iterator[dict[str, Any]]:
     """Write the ``pending`` shards of a chip store in Ray tasks (`crossgeo.write_chips` with ``engine="ray"``).
 
-    The shards are split into `TASKS_PER_CPU` contiguous groups per cluster CPU (contiguous, so a
-    scene's windows stay in one task and its files are opened once). Each task writes its shard
-    files straight into the store with `crossgeo.chips.write_shards_here` (the code of
-    ``engine=None``, so the same bytes: temporary names renamed into place, the files' writes
-    overlapping the next reads; ``encode_behind=False``: a task compresses in its reading thread,
-    its worker having no CPU to spare) and returns only the shards' records (offsets and
-    checksums), yielded as tasks finish; no chip travels through Ray's object store. The
-    sampler is put there once and unpickled once per worker.
+    Tasks: contiguous groups of shards, largest first (`crossgeo.chips.task_groups`). Each writes its
+    shard files into the store with `crossgeo.chips.write_shards_here` (``engine=None``'s code: the
+    same bytes; ``encode_behind=False``: its worker has no CPU to spare) and returns only their
+    records, yielded as tasks finish; no chip travels through Ray's object store. The sampler is
+    put there once (``shipped``, from `start_workers`, or here) and unpickled once per worker.
     """
+    from crossgeo.chips import task_groups
+
     if not pending:
         return
     _connect()
-    cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
-    groups = [list(g) for g in np.array_split(np.asarray(pending), min(len(pending), TASKS_PER_CPU * cpus)) if len(g)]
     remote = ray.remote(num_cpus=1)(_write_group)
-    holder = [ray.put(sampler)]  # in a list: Ray passes the ref itself, the worker fetches it once
-    token = uuid.uuid4().hex
-    waiting = [remote.remote(token, holder, str(root), layout.to_json(), [int(s) for s in g]) for g in groups]
+    args = (*(shipped or _ship(sampler)), str(root), layout.to_json())
+    waiting = [remote.remote(*args, group) for group in task_groups(pending, _cpus())]
     bar = _bar(len(pending), progress)
     try:
         while waiting:

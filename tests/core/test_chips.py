@@ -238,6 +238,26 @@ def test_encoding_in_the_reading_thread_writes_the_same_files(live, tmp_path, st
         assert json.loads((again / name).read_text()) == json.loads((store / name).read_text())
 
 
+@pytest.mark.parametrize(
+    ("pending", "cpus", "sizes"),
+    [
+        (list(range(29)), 2, [8, 6, 4, 3, 2, 2, 1, 1, 1, 1]),  # the benchmark's 7,200 chips on two CPUs
+        (list(range(13)), 2, [4, 3, 2, 1, 1, 1, 1]),
+        ([2, 3, 7, 8, 9], 1, [3, 1, 1]),  # resume: the shards still to write, whatever their numbers
+        ([5], 8, [1]),
+        ([], 2, []),
+    ],
+)
+def test_ray_tasks_are_contiguous_shards_largest_first_single_shards_last(pending, cpus, sizes):
+    """``engine="ray"``'s tasks (`task_groups`): every pending shard once, in order, in runs that shrink to one
+    shard, so that the CPUs end together (a CPU finishing early takes a short task)."""
+    from crossgeo.chips import task_groups
+
+    groups = task_groups(pending, cpus)
+    assert [len(g) for g in groups] == sizes
+    assert [s for g in groups for s in g] == pending
+
+
 WRITER = textwrap.dedent(
     """
     import sys, time

@@ -19,10 +19,12 @@ PACKAGE = Path(__file__).resolve().parents[2] / "crossgeo"
 LAYERS: tuple[tuple[str, frozenset[str]], ...] = (
     # Pure leaves: no other crossgeo module except leaves (files: atomic outputs; models: model-file
     # checks; lru: the bounded cache of open scenes, arriving with the catalogue branch; readahead:
-    # the bounded read-ahead pool).
+    # the bounded read-ahead pool; deferred: a module imported on first use).
     (
         "leaves",
-        frozenset({"errors", "grid", "options", "threads", "memory", "files", "models", "lru", "readahead"}),
+        frozenset(
+            {"errors", "grid", "options", "threads", "memory", "files", "models", "lru", "readahead", "deferred"}
+        ),
     ),
     ("reading and decoding", frozenset({"io", "masks", "windows", "augment"})),
     # Inspection: sources -> frozen records (catalogue: the catalogue's inspection; stac: STAC items -> catalogue rows).

@@ -119,8 +119,9 @@ def _open_in_ray_workers(folder: Path) -> list[str]:
 
 
 def test_ray_engine_same_arrays_on_many_scenes_no_handle_left_open(tmp_path: Path) -> None:
-    """engine="ray" on the 2-CPU cluster against engine=None, 200 scenes in 13 shards (6 tasks, so each worker
-    runs several with the sampler it unpickled once): the same shard bytes; no worker keeps an input open after."""
+    """engine="ray" on the 2-CPU cluster against engine=None, 200 scenes in 13 shards (7 tasks of 4, 3, 2, 1, 1,
+    1 and 1 shards, so each worker runs several with the sampler it unpickled once): the same shard bytes; no
+    worker keeps an input open after."""
     scenes, mask = T.write_scene_catalogue(tmp_path / "many", 200, size=32, windows=((0, 0),))
     sampler = SceneSampler(scenes, SIZE, mask_path=mask, n_classes=4)
     local = write_chips(sampler, tmp_path / "local", shard_size=16, progress=False)
