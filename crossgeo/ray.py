@@ -100,9 +100,14 @@ _WORKER_SAMPLER: dict[str, Any] = {}
 
 def _worker_sampler(token: str, holder: Sequence[Any]) -> Any:
     """The sampler of call ``token`` (``holder``: its object ref), unpickled once per worker for the call's
-    tasks, boto3 deferred first (`crossgeo.deferred`: rasterio imports it, local reads never use it)."""
+    tasks, boto3 deferred first (`crossgeo.deferred`: rasterio imports it, local reads never use it). A Ray
+    worker holds one CPU: like a DataLoader worker it reads a patch's sources one after the other
+    (`crossgeo.io.SourcePool`)."""
     if token not in _WORKER_SAMPLER:
         defer_import("boto3")
+        from crossgeo.io import source_pool
+
+        source_pool.enabled = False
         _WORKER_SAMPLER.clear()
         _WORKER_SAMPLER[token] = ray.get(holder[0])
     return _WORKER_SAMPLER[token]

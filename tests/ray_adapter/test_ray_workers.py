@@ -29,12 +29,15 @@ def cluster() -> Any:
     ray.shutdown()
 
 
-def _worker_state(meet: str) -> tuple[int, bool, list[str]]:
-    """This worker's process id, whether it imported botocore, and the calls whose sampler it keeps; it
-    returns once two of these run at once (one file each in ``meet``), so that they ask both workers."""
+def _worker_state(meet: str) -> tuple[int, bool, list[str], bool]:
+    """This worker's process id, whether it imported botocore, the calls whose sampler it keeps and whether it
+    reads a patch's sources side by side (`crossgeo.io.SourcePool`); it returns once two of these run at once
+    (one file each in ``meet``), so that they ask both workers."""
+    import crossgeo.io
     import crossgeo.ray
 
-    state = os.getpid(), "botocore" in sys.modules, list(crossgeo.ray._WORKER_SAMPLER)
+    kept = list(crossgeo.ray._WORKER_SAMPLER)
+    state = os.getpid(), "botocore" in sys.modules, kept, crossgeo.io.source_pool.enabled
     (Path(meet) / str(os.getpid())).touch()
     deadline = time.monotonic() + 120
     while len(list(Path(meet).iterdir())) < 2 and time.monotonic() < deadline:
@@ -42,7 +45,7 @@ def _worker_state(meet: str) -> tuple[int, bool, list[str]]:
     return state
 
 
-def _both_workers(meet: Path) -> list[tuple[int, bool, list[str]]]:
+def _both_workers(meet: Path) -> list[tuple[int, bool, list[str], bool]]:
     meet.mkdir()
     return ray.get([ray.remote(num_cpus=1)(_worker_state).remote(str(meet)) for _ in range(2)])
 
@@ -55,13 +58,14 @@ def test_workers_unpickle_the_sampler_before_the_shards_and_defer_boto3(tmp_path
 
     shipped = crossgeo.ray.start_workers(sampler)  # what write_chips(engine="ray") does first
     states = _both_workers(tmp_path / "meet")
-    assert len({pid for pid, _, _ in states}) == 2
-    # Each worker unpickled this call's sampler before any shard was handed out, and read no boto3 for it.
-    assert [(botocore, kept) for _, botocore, kept in states] == [(False, [shipped[0]])] * 2
+    assert len({pid for pid, *_ in states}) == 2
+    # Each worker unpickled this call's sampler before any shard was handed out, read no boto3 for it and
+    # reads sources one after the other (it holds one CPU).
+    assert [tuple(state[1:]) for state in states] == [(False, [shipped[0]], False)] * 2
     spread = write_chips(sampler, tmp_path / "ray", shard_size=4, engine="ray", progress=False)
     assert [s["files"] for s in json.loads((local / "manifest.json").read_text())["shards"]] == [
         s["files"] for s in json.loads((spread / "manifest.json").read_text())["shards"]
     ]
     states = _both_workers(tmp_path / "meet-again")
-    assert len({pid for pid, _, _ in states}) == 2
-    assert all(not botocore and len(kept) == 1 for _, botocore, kept in states)  # the last call's sampler only
+    assert len({pid for pid, *_ in states}) == 2
+    assert all(not botocore and len(kept) == 1 for _, botocore, kept, _ in states)  # the last call's sampler only
