@@ -37,6 +37,7 @@ def worker_init_fn(worker_id: int) -> None:
     Handles a forked worker inherited from the parent process are dropped unused, and the worker
     keeps no looked-up mask windows (`crossgeo.io.MaskBlockCache.keep_windows`): it reads each once. Its
     patches' sources are read one after the other (`crossgeo.io.SourcePool`): the workers fill the cores.
+    Its GDAL block cache is lowered to `crossgeo.io.WORKER_BLOCK_CACHE` (`crossgeo.io.cap_block_cache`).
     """
     info = get_worker_info()
     if info is None:  # pragma: no cover - only called inside workers
@@ -49,6 +50,7 @@ def worker_init_fn(worker_id: int) -> None:
     dataset = find_patch_dataset(info.dataset)
     if dataset is None:
         return
+    crossgeo_io.cap_block_cache(crossgeo_io.WORKER_BLOCK_CACHE, getattr(dataset.sampler, "reading_plan", None))
     dataset.sampler.release_inherited_handles()
     if dataset.seed is None and dataset.augmentation is not None:
         seed_augmentation(dataset.augmentation, worker_seed)
