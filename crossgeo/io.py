@@ -444,6 +444,24 @@ def mask_cache_bytes() -> int:
     return number
 
 
+WORKER_BLOCK_CACHE = 16 * 2**20
+"""GDAL's block cache (bytes) in a DataLoader worker at most (`cap_block_cache`): a worker reads each
+window once, in a process of its own, and with random windows a 64 MiB cache cost it more CPU per patch
+than 16 MiB (9.3 against 7.6 ms, paired runs on the 8192^2 scene) and 48 MiB more resident memory."""
+
+
+def cap_block_cache(max_bytes: int, plan: ReadPlan | None) -> bool:
+    """Lower this process's GDAL block cache (``GDAL_CACHEMAX``) to ``max_bytes`` (a smaller one stays);
+    not for a ``plan`` with a ``"grid"`` view, whose warped whole-grid view lives in that cache, nor
+    without a plan. Returns whether the cache was lowered."""
+    if plan is None or any(source.view == "grid" for source in (*plan.image, plan.mask) if source is not None):
+        return False
+    if int(rasterio.env.get_gdal_config("GDAL_CACHEMAX") or 0) <= max_bytes:
+        return False
+    rasterio.env.set_gdal_config("GDAL_CACHEMAX", max_bytes)
+    return True
+
+
 class MaskBlockCache:
     """Warped mask blocks kept between reads: a per-process LRU of numpy arrays bounded in bytes.
 

@@ -21,7 +21,7 @@ from crossgeo.augment import scales_image
 from crossgeo.errors import ClassRangeError, ConfigError, RasterError, ReadError
 from crossgeo.grid import outside_pixels
 from crossgeo.inspection import Inspection, inspect_sources, read_plan, source_coverage
-from crossgeo.io import RasterReader, ensure_gdal_env
+from crossgeo.io import RasterReader, ReadPlan, ensure_gdal_env
 from crossgeo.masks import ClassIndexDecoder, out_of_range_pixels, values_binarised
 from crossgeo.options import REQUIRED, SAMPLER_OPTIONS, ImageSource, PathLike, sampler_option_names
 from crossgeo.threads import PerThread
@@ -310,6 +310,11 @@ class PatchSampler(WindowSequence):
     def aligned(self) -> bool:
         """True when the mask is read with plain windows (its grid coincides with the image's)."""
         return self.mask_view == "aligned"
+
+    @property
+    def reading_plan(self) -> ReadPlan:
+        """How this sampler's sources are read (`crossgeo.io.ReadPlan`: each source's view)."""
+        return self._plan
 
     @property
     def mask_view(self) -> str:

@@ -15,8 +15,17 @@ from torch.utils.data import Dataset, default_collate, get_worker_info
 from crossgeo import io as crossgeo_io
 from crossgeo.augment import scale_image, seed_augmentation
 from crossgeo.torch.dataset import PatchDataset, find_patch_dataset
+from crossgeo.torch.ring import BatchRing, RingBatch, SlotItems
 
-__all__ = ["CompactItems", "OutputBuffers", "chain", "collate_compact", "finish_batch", "worker_init_fn"]
+__all__ = [
+    "CompactItems",
+    "OutputBuffers",
+    "chain",
+    "collate_compact",
+    "finish_batch",
+    "finish_ring_batch",
+    "worker_init_fn",
+]
 
 
 def worker_init_fn(worker_id: int) -> None:
@@ -28,6 +37,7 @@ def worker_init_fn(worker_id: int) -> None:
     Handles a forked worker inherited from the parent process are dropped unused, and the worker
     keeps no looked-up mask windows (`crossgeo.io.MaskBlockCache.keep_windows`): it reads each once. Its
     patches' sources are read one after the other (`crossgeo.io.SourcePool`): the workers fill the cores.
+    Its GDAL block cache is lowered to `crossgeo.io.WORKER_BLOCK_CACHE` (`crossgeo.io.cap_block_cache`).
     """
     info = get_worker_info()
     if info is None:  # pragma: no cover - only called inside workers
@@ -40,6 +50,7 @@ def worker_init_fn(worker_id: int) -> None:
     dataset = find_patch_dataset(info.dataset)
     if dataset is None:
         return
+    crossgeo_io.cap_block_cache(crossgeo_io.WORKER_BLOCK_CACHE, getattr(dataset.sampler, "reading_plan", None))
     dataset.sampler.release_inherited_handles()
     if dataset.seed is None and dataset.augmentation is not None:
         seed_augmentation(dataset.augmentation, worker_seed)
@@ -68,10 +79,14 @@ def collate_compact(items: list[Any]) -> Any:
     Stacks the images in their stored dtype and the masks in their narrow type. When an
     augmentation made some images of the batch float and left others integer, those are
     scaled to float32 here first (the numbers `to_model_inputs` gives), so the stack is exact.
+    Items given a slot of a `BatchRing` (`SlotItems`) are stacked into it (`BatchRing.pack`).
     """
+    slotted = items if isinstance(items, SlotItems) and items.slot is not None else None
     if items and isinstance(items[0], Mapping) and "image" in items[0]:
         if len({item["image"].dtype for item in items}) > 1:
             items = [{**item, "image": torch.from_numpy(scale_image(item["image"].numpy()))} for item in items]
+    if slotted is not None and slotted.ring is not None:
+        return slotted.ring.pack(SlotItems(items, slotted.slot, slotted.ring))
     return default_collate(items)
 
 
@@ -82,10 +97,18 @@ class CompactItems(Dataset[dict[str, Any]]):
     """A `PatchDataset` seen by a loader that converts batches: its items, compact (see `make_dataloader`).
 
     Only the items differ; every other attribute is the dataset's own (epoch, seed, skips ...).
+    A batch of indices tagged with a slot of ``ring`` (`crossgeo.torch.ring.SlotIndices`) keeps
+    the tag on its items, for `collate_compact`.
     """
 
     def __init__(self, dataset: PatchDataset) -> None:
         self.dataset = dataset
+        self.ring: BatchRing | None = None
+
+    def __getitems__(self, indices: list[int]) -> list[dict[str, Any]]:
+        items = [self.dataset.item(index, compact=True) for index in indices]
+        slot = getattr(indices, "slot", None)
+        return SlotItems(items, slot, self.ring) if slot is not None else items
 
     def __len__(self) -> int:
         return len(self.dataset)
@@ -94,7 +117,7 @@ class CompactItems(Dataset[dict[str, Any]]):
         return self.dataset.item(index, compact=True)
 
     def __getattr__(self, name: str) -> Any:
-        if name == "dataset" or name.startswith("__"):  # not set yet while unpickling in a worker
+        if name in ("dataset", "ring") or name.startswith("__"):  # not set yet while unpickling in a worker
             raise AttributeError(name)
         return getattr(self.dataset, name)
 
@@ -145,6 +168,20 @@ class OutputBuffers:
 def _holders(tensor: torch.Tensor) -> tuple[int, int]:
     """(Python references to ``tensor``, references to its memory: views, arrays, saved tensors)."""
     return sys.getrefcount(tensor), torch._C._storage_Use_Count(tensor.untyped_storage()._cdata)
+
+
+def finish_ring_batch(batch: Any, ring: BatchRing | None, device: torch.device | None, buffers: OutputBuffers) -> Any:
+    """`finish_batch` of a batch that came in a slot of ``ring`` (if it did), the slot then free again.
+
+    The result never is memory of the slot: what the conversion left there (an image already
+    float32, a mask already int64) is copied out first."""
+    if ring is None or not isinstance(batch, RingBatch):
+        return finish_batch(batch, device, buffers)
+    out = finish_batch(ring.unpack(batch), device, buffers)
+    if isinstance(out, Mapping):
+        out = {key: value.clone() if ring.holds(value) else value for key, value in out.items()}
+    ring.release(batch.slot)
+    return out
 
 
 def finish_batch(batch: Any, device: torch.device | str | None = None, buffers: OutputBuffers | None = None) -> Any:

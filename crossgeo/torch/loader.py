@@ -29,8 +29,10 @@ from crossgeo.loading import (
 from crossgeo.memory import trim_heap
 from crossgeo.options import check_int
 from crossgeo.readahead import resolve_read_threads
-from crossgeo.torch.batches import CompactItems, OutputBuffers, chain, collate_compact, finish_batch, worker_init_fn
+from crossgeo.torch import batches
+from crossgeo.torch.batches import CompactItems, OutputBuffers, chain, collate_compact, worker_init_fn
 from crossgeo.torch.dataset import DATA_LOADER_KEYS, PatchDataset, find_patch_dataset
+from crossgeo.torch.ring import BatchRing, RingSampler, pass_ring
 
 __all__ = ["EpochOrderSampler", "PatchDataLoader", "make_dataloader"]
 
@@ -52,20 +54,30 @@ class PatchDataLoader(DataLoader[Any]):
     read_threads: int | None = None
     """`make_dataloader`'s ``read_threads`` (None: the dataset's, else `crossgeo.readahead.resolve_read_threads`)."""
     _buffers: OutputBuffers | None = None
+    _ring: BatchRing | None = None
+    """Where CPU workers write compact batches (`crossgeo.torch.ring`): one per pass, kept with persistent workers."""
 
     def __iter__(self) -> Iterator[Any]:  # type: ignore[override]
         require_windows(self.dataset, "make_dataloader")
         self._sync_epoch()
-        iterator: Iterator[Any] = super().__iter__()
         dataset = find_patch_dataset(self.dataset)
+        # Before super().__iter__() starts the workers: they get the ring with the dataset.
+        ring = self._ring = pass_ring(self, dataset) if isinstance(self.dataset, CompactItems) else None
+        iterator: Iterator[Any] = super().__iter__()
         threads = self._pool_size(dataset)
         if dataset is not None and threads > 1:
             iterator = self._read_ahead(iterator, dataset, threads)
         if self.converts or self.device is not None:
             if self._buffers is None:
                 self._buffers = OutputBuffers()
-            iterator = (finish_batch(batch, self.device, self._buffers) for batch in iterator)
+            iterator = (batches.finish_ring_batch(batch, ring, self.device, self._buffers) for batch in iterator)
         return iterator if dataset is None else _reporting_skips(iterator, dataset)
+
+    @property
+    def _index_sampler(self) -> Any:
+        """torch's batches of indices, each given a slot of the pass's ring (`RingSampler`) when there is one."""
+        batches = DataLoader._index_sampler.fget(self)  # type: ignore[attr-defined]
+        return batches if self._ring is None else RingSampler(batches, self._ring)
 
     def _pool_size(self, dataset: PatchDataset | None) -> int:
         """Threads reading ahead in this pass: none with workers, unbatched, or items not the dataset's own."""
@@ -221,7 +233,8 @@ def make_dataloader(
     given); the batches are bit-identical to the float items stacked and ``dataset[i]`` is
     unchanged. None (default) and True do so: without workers no per-item float32 copy is
     made, with a ``device`` the compact batch crosses the bus, and with CPU workers 4x-8x
-    fewer bytes travel (the workers collate into shared memory) and the main process converts
+    fewer bytes travel (the workers stack them into reused shared-memory slots,
+    `crossgeo.torch.ring`) and the main process converts
     each batch into reused buffers (`crossgeo.torch.batches.OutputBuffers`; a buffer is reused
     only once nothing holds it), so its heap does not grow as it did when every converted
     batch was new memory (peak 1.0 GB against 0.4 GB; docs/performance.md). False never.

@@ -19,7 +19,13 @@ from torch.utils.data import default_collate
 
 import crossgeo.io
 from crossgeo import PatchSampler
-from crossgeo.testing import CoordinateScene, decode_coordinates, lonlat_classes, window_coordinates
+from crossgeo.testing import (
+    CoordinateScene,
+    decode_coordinates,
+    force_mask_view,
+    lonlat_classes,
+    window_coordinates,
+)
 from crossgeo.torch import PatchDataset, make_dataloader
 
 PATCH = 32
@@ -90,3 +96,26 @@ def test_workers_keep_no_looked_up_windows_and_serve_the_batches_of_one_process(
     crossgeo.io.mask_blocks.clear()
     reports = [b["kept"].tolist() for b in make_dataloader(dataset, collate_fn=collate_reporting_the_cache, **options)]
     assert reports == [[1, whole_mask_bytes(dataset)]] * len(single)  # the whole mask, not one window more
+
+
+def collate_reporting_the_block_cache(items: list[Any]) -> Any:
+    """`default_collate`, plus this process's GDAL block cache bound in bytes."""
+    batch = default_collate(items)
+    batch["gdal_cachemax"] = torch.tensor(int(rasterio.env.get_gdal_config("GDAL_CACHEMAX")))
+    return batch
+
+
+@pytest.mark.parametrize(("view", "lowered"), [("lookup", True), ("grid", False)])
+def test_workers_lower_the_gdal_block_cache_unless_a_view_lives_in_it(
+    scene: CoordinateScene, monkeypatch: pytest.MonkeyPatch, view: str, lowered: bool
+) -> None:
+    """A worker's GDAL block cache is `crossgeo.io.WORKER_BLOCK_CACHE` at most, not with a ``"grid"`` view."""
+    force_mask_view(monkeypatch, view)
+    sampler = PatchSampler(scene.image, scene.lonlat_mask(resolution=0.0001), scene.windows(ROWS, COLS), PATCH)
+    assert sampler.mask_view == view
+    before = int(rasterio.env.get_gdal_config("GDAL_CACHEMAX"))
+    assert before > crossgeo.io.WORKER_BLOCK_CACHE  # the main process's default
+    options = {"batch_size": 6, "num_workers": 2, "collate_fn": collate_reporting_the_block_cache}
+    reports = {int(b["gdal_cachemax"]) for b in make_dataloader(PatchDataset(sampler), **options)}
+    assert reports == {crossgeo.io.WORKER_BLOCK_CACHE if lowered else before}
+    assert int(rasterio.env.get_gdal_config("GDAL_CACHEMAX")) == before  # the main process keeps its own
