@@ -5,8 +5,9 @@
 RGB DEFLATE GeoTIFF; mask in EPSG:4326, warped per window), GDAL's block cache ``--cachemax`` MiB,
 batch ``--batch-size``, one torch thread, the first ``--loader-windows`` windows in their order.
 
-Cases (`CASES`): a plain loop of ``dataset[i]`` (``direct``, one thread), and ``make_dataloader``
-with 0 workers reading with one thread (``loader_0_serial``, ``read_threads=0``: the default) or
+Cases (`CASES`): a plain loop of ``dataset[i]`` (``direct``, one thread: ``CROSSGEO_SOURCE_THREADS=0``),
+and ``make_dataloader`` with 0 workers reading with one reader (``loader_0_serial``, ``read_threads=0``: the
+default; a patch's mask beside its image, `crossgeo.io.SourcePool`) or
 ahead on a pool of two threads (``loader_0``, ``read_threads=2``), and with 2 workers with the
 default transfer (``loader_2``), float items (``loader_2_float``, ``compact_transfer=False``) or
 compact batches converted into reused buffers in the main process (``loader_2_compact``;
@@ -27,6 +28,7 @@ target: >= 1.6x on two idle cores) in one command:
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import time
@@ -55,6 +57,8 @@ def measure(case: str, args: argparse.Namespace) -> dict[str, Any]:
     from crossgeo.torch import PatchDataset, make_dataloader
 
     torch.set_num_threads(1)
+    if CASES[case][0] is None:  # the direct loop: single-thread reads (no SourcePool), the read-ahead's baseline
+        os.environ["CROSSGEO_SOURCE_THREADS"] = "0"
     scene = harness.scene(args)
     rows, cols = harness.window_offsets(scene.windows, args.loader_windows)
     import numpy as np

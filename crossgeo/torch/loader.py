@@ -76,8 +76,8 @@ class PatchDataLoader(DataLoader[Any]):
     @property
     def _index_sampler(self) -> Any:
         """torch's batches of indices, each given a slot of the pass's ring (`RingSampler`) when there is one."""
-        batches = DataLoader._index_sampler.fget(self)  # type: ignore[attr-defined]
-        return batches if self._ring is None else RingSampler(batches, self._ring)
+        indices = DataLoader._index_sampler.fget(self)  # type: ignore[attr-defined]
+        return indices if self._ring is None else RingSampler(indices, self._ring)
 
     def _pool_size(self, dataset: PatchDataset | None) -> int:
         """Threads reading ahead in this pass: none with workers, unbatched, or items not the dataset's own."""

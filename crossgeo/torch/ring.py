@@ -1,15 +1,14 @@
 """`BatchRing`: shared-memory slots, reused, that DataLoader workers write compact batches into.
 
-Without it each batch a worker sends is a new shared-memory segment: the worker creates and faults
-in fresh pages, and the main process receives a file descriptor per tensor (a socket connection
-each), maps it and unmaps it again when the batch is freed: the main process's CPU per batch of 16
-256^2 patches went from 8.4 to 5.9 ms with the ring, a worker's from 122 to 113 ms (no fresh pages). With a ring the main process
-makes one segment before the workers start (forked workers inherit it, spawned ones receive it
-once with the dataset), tags each batch of indices it sends with a free slot (`RingSampler`), the
-worker stacks the batch into that slot and sends back a `RingBatch` (the slot and the shapes: a
-few hundred bytes), and the main process converts the slot into its output buffers and frees it.
-A batch whose indices got no slot, or that does not fit, travels as before (inside its `RingBatch`).
-"""
+Without it each batch a worker sends is a new shared-memory segment: the worker creates and faults in fresh
+pages, and the main process receives a file descriptor per tensor (a socket connection each), maps it and
+unmaps it again when the batch is freed: the main process's CPU per batch of 16 256^2 patches went from 8.4 to
+5.9 ms with the ring, a worker's from 122 to 113 ms (no fresh pages). With a ring the main process makes one
+segment before the workers start (forked workers inherit it, spawned ones receive it once with the dataset),
+tags each batch of indices it sends with a free slot (`RingSampler`), the worker stacks the batch into that
+slot and sends back a `RingBatch` (the slot and the shapes: a few hundred bytes), and the main process
+converts the slot into its output buffers and frees it. A batch whose indices got no slot, or that does not
+fit, travels as before (inside its `RingBatch`)."""
 
 from __future__ import annotations
 
