@@ -130,7 +130,10 @@ def test_the_mask_is_read_beside_a_single_image_source(
     """One image source and a warped mask: two reads per patch, in two threads at once, the sequential patch;
     a window kept from an earlier read (`crossgeo.io.MaskBlockCache`) is a copy, read in the caller."""
     scene = lonlat_scene(tmp_path)
-    monkeypatch.setattr(crossgeo.io.mask_blocks, "keep_windows", False)  # every read computes its table
+    # A cache of its own (earlier tests' masks would leave no room for windows), keeping none yet: every read
+    # computes its table.
+    monkeypatch.setattr(crossgeo.io, "mask_blocks", crossgeo.io.MaskBlockCache())
+    monkeypatch.setattr(crossgeo.io.mask_blocks, "keep_windows", False)
     monkeypatch.setenv("CROSSGEO_SOURCE_THREADS", "0")
     sequential = PatchSampler(**scene, n_classes=3, image_dtype="native")
     assert sequential.mask_view == "table"
