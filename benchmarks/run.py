@@ -593,7 +593,7 @@ def format_table(results: dict[str, Any]) -> str:
         ("torch", "workers_2_compact", "torch DataLoader, 2 workers, compact=True"),
         ("loader", "direct", "loader cases: dataset[i] loop, one thread (4326 mask)"),
         ("loader", "loader_0_serial", "loader cases: 0 workers, read_threads=0"),
-        ("loader", "loader_0", "loader cases: 0 workers, read-ahead (default)"),
+        ("loader", "loader_0", "loader cases: 0 workers, read-ahead (read_threads=2)"),
         ("loader", "loader_2", "loader cases: 2 workers (default transfer)"),
         ("loader", "loader_2_float", "loader cases: 2 workers, float items"),
         ("loader", "loader_2_compact", "loader cases: 2 workers, compact batches, reused buffers"),
