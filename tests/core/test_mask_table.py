@@ -61,6 +61,14 @@ def encoded_mask(path: Path, transform: Affine, width: int, height: int, **optio
     return T.write_raster(path, data, crs="EPSG:4326", transform=transform, **options)
 
 
+def table_inputs(image: Path, mask: Path) -> tuple[Grid, Any, tuple[int, int]]:
+    """What `nearest_table` takes of a scene: the image's grid, the mask's pixel mapping onto it, the mask's shape."""
+    with rasterio.open(image) as src:
+        grid = Grid.of(src)
+    with rasterio.open(mask) as src:
+        return grid, crossgeo.io.source_pixels(src, grid), src.shape
+
+
 def exact_pixels(grid: Grid, source: Path, row_off: int, col_off: int, height: int, width: int) -> np.ndarray:
     """(2, H, W): the source (row, col) of each window pixel from a transform of every pixel centre (-1: none)."""
     rows, cols = np.mgrid[row_off : row_off + height, col_off : col_off + width]
@@ -158,11 +166,7 @@ def test_without_the_fix_up_interpolated_pixels_pick_neighbours(tmp_path: Path) 
     image = utm_image(tmp_path)
     transform, width, height = lonlat_transform(REF, factor=0.7)
     mask = encoded_mask(tmp_path / "fine.tif", transform, width, height)
-    with rasterio.open(image) as src:
-        grid = Grid.of(src)
-    with rasterio.open(mask) as src:
-        to_source = crossgeo.io.source_pixels(src, grid)
-        shape = src.shape
+    grid, to_source, shape = table_inputs(image, mask)
     wrong = {True: 0, False: 0}
     for row_off, col_off in [(0, 0), (100, 40), (200, 200)]:
         want = exact_pixels(grid, mask, row_off, col_off, 96, 96)
@@ -372,11 +376,7 @@ def test_every_band_shape_reads_the_exact_answer(tmp_path: Path, shape: tuple[in
     image = utm_image(tmp_path)
     transform, width, height = lonlat_transform(REF, margin=-12)
     mask = encoded_mask(tmp_path / "geo.tif", transform, width, height)
-    with rasterio.open(image) as src:
-        grid = Grid.of(src)
-    with rasterio.open(mask) as src:
-        to_source = crossgeo.io.source_pixels(src, grid)
-        source_shape = src.shape
+    grid, to_source, source_shape = table_inputs(image, mask)
     rows, cols = shape
     offsets = {(REF - rows) // 2, 0, REF - rows}, {(REF - cols) // 2, 0, REF - cols}
     kinds = set()

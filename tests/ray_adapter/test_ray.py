@@ -4,30 +4,21 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 import rasterio
-import ray
 
 from crossgeo import SceneSampler
 from crossgeo import testing as T
 from crossgeo.chips import ChipSampler, write_chips
 from crossgeo.ray import predict_scenes, read_patches
 
+pytestmark = pytest.mark.usefixtures("cluster")
+
 SIZE = 32
-
-
-@pytest.fixture(scope="module", autouse=True)
-def cluster() -> Any:
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
-    # The workers cannot import this test module: its functions (the model factory) travel by value.
-    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
-    yield
-    ray.shutdown()
 
 
 @pytest.fixture(scope="module")

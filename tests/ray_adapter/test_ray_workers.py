@@ -8,7 +8,6 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
 import pytest
 import ray
@@ -17,16 +16,9 @@ from crossgeo import SceneSampler
 from crossgeo import testing as T
 from crossgeo.chips import write_chips
 
+pytestmark = pytest.mark.usefixtures("cluster")
+
 SIZE = 32
-
-
-@pytest.fixture(scope="module", autouse=True)
-def cluster() -> Any:
-    """A cluster of its own: no earlier test's task (Ray Data imports botocore) has run in its workers."""
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
-    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
-    yield
-    ray.shutdown()
 
 
 def _worker_state(meet: str) -> tuple[int, bool, list[str], bool]:
