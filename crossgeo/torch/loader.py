@@ -30,7 +30,14 @@ from crossgeo.memory import trim_heap
 from crossgeo.options import check_int
 from crossgeo.readahead import resolve_read_threads
 from crossgeo.torch import batches
-from crossgeo.torch.batches import CompactItems, OutputBuffers, chain, collate_compact, worker_init_fn
+from crossgeo.torch.batches import (
+    CompactItems,
+    ConvertingCollate,
+    OutputBuffers,
+    chain,
+    collate_compact,
+    worker_init_fn,
+)
 from crossgeo.torch.dataset import DATA_LOADER_KEYS, PatchDataset, find_patch_dataset
 from crossgeo.torch.ring import BatchRing, RingSampler, pass_ring
 
@@ -231,11 +238,11 @@ def make_dataloader(
     ``collate_fn`` of yours, no ``__getitem__`` of a subclass), its items can travel compact,
     as with ``compact=True``, each batch converted once as it leaves (on ``device`` if
     given); the batches are bit-identical to the float items stacked and ``dataset[i]`` is
-    unchanged. None (default) and True do so: without workers no per-item float32 copy is
-    made, with a ``device`` the compact batch crosses the bus, and with CPU workers 4x-8x
-    fewer bytes travel (the workers stack them into reused shared-memory slots,
-    `crossgeo.torch.ring`) and the main process converts
-    each batch into reused buffers (`crossgeo.torch.batches.OutputBuffers`; a buffer is reused
+    unchanged. None (default) and True do so: without workers (on the CPU) each item is converted
+    straight into its row of the batch (`crossgeo.torch.batches.ConvertingCollate`), with a
+    ``device`` the compact batch crosses the bus, and with CPU workers 4x-8x fewer bytes travel
+    (the workers stack them into reused shared-memory slots, `crossgeo.torch.ring`) and the main
+    process converts each batch into reused buffers (`crossgeo.torch.batches.OutputBuffers`; a buffer is reused
     only once nothing holds it), so its heap does not grow as it did when every converted
     batch was new memory (peak 1.0 GB against 0.4 GB; docs/performance.md). False never.
 
@@ -290,10 +297,16 @@ def make_dataloader(
     plain_items = type(dataset).__getitem__ is PatchDataset.__getitem__
     if own_collate and compact_transfer and not converts and dataset is patch_dataset and plain_items:
         dataset, converts = CompactItems(patch_dataset), True
+    target = torch.device(device) if device is not None else None
+    buffers = None
     if converts:
         options["collate_fn"] = collate_compact
+        if not options.get("num_workers") and (target is None or target.type == "cpu"):
+            buffers = OutputBuffers()  # no workers: each item converted straight into its row of the batch
+            options["collate_fn"] = ConvertingCollate(buffers)
     loader = PatchDataLoader(dataset, **options)
-    loader.device = torch.device(device) if device is not None else None
+    loader.device = target
+    loader._buffers = buffers
     loader.converts = converts
     loader.read_threads = None if read_threads is None else check_int(read_threads, "read_threads", 0)
     return loader

@@ -143,3 +143,63 @@ def test_compact_transfer_leaves_custom_items_alone(scene: types.SimpleNamespace
     assert not collate.converts and next(iter(collate))[0]["image"].dtype == torch.float32
     with pytest.raises(TypeError, match="compact_transfer must be None, true or false"):
         make_dataloader(PatchDataset(sampler), compact_transfer="yes")
+
+
+def _items(images: list[torch.Tensor]) -> list[dict[str, Any]]:
+    """Compact items of these images; each mask's pixels count from its item's position."""
+    masks = [torch.arange(64, dtype=torch.uint8).reshape(8, 8) + k for k in range(len(images))]
+    return [
+        {"image": image, "mask": mask, "metadata": {"row_off": k}} for k, (image, mask) in enumerate(zip(images, masks))
+    ]
+
+
+@pytest.mark.parametrize("kind", ["uint8", "uint16", "mixed", "int16"])
+def test_converting_collate_is_collate_compact_then_finish_batch(kind: str) -> None:
+    """No workers: each item converted into its row of the batch, bit for bit what stacking then converting gives."""
+    from crossgeo.torch.batches import ConvertingCollate, OutputBuffers, collate_compact, finish_batch
+
+    generator = np.random.default_rng(7)
+    top = {"uint8": 256, "uint16": 65536, "mixed": 256, "int16": 3000}[kind]
+    dtype = "uint8" if kind == "mixed" else kind
+    images = [torch.from_numpy(generator.integers(0, top, (3, 8, 8)).astype(dtype)) for _ in range(4)]
+    if kind == "mixed":  # an augmentation that made some images float (already scaled)
+        images[1] = torch.from_numpy(generator.random((3, 8, 8), dtype=np.float32))
+    items = _items(images)
+    collate = ConvertingCollate(OutputBuffers())
+    batch, expected = collate(items), finish_batch(collate_compact(items))
+    assert list(batch) == ["image", "mask", "metadata"]
+    assert batch["image"].dtype == torch.float32 and batch["mask"].dtype == torch.int64
+    assert torch.equal(batch["image"], expected["image"]) and torch.equal(batch["mask"], expected["mask"])
+    assert batch["mask"][2, 0, 1].item() == 1 + 2  # row 2 is item 2's mask
+    assert batch["metadata"]["row_off"].tolist() == [0, 1, 2, 3]
+    assert finish_batch(batch)["image"] is batch["image"]  # nothing left to convert as the batch leaves
+
+
+def test_converting_collate_reuses_buffers_and_leaves_odd_items_to_collate_compact() -> None:
+    from crossgeo.torch.batches import ConvertingCollate, OutputBuffers
+
+    collate = ConvertingCollate(OutputBuffers())
+    images = [torch.full((3, 8, 8), k, dtype=torch.uint8) for k in range(3)]
+    first = collate(_items(images))
+    memory = first["image"].data_ptr()
+    held = collate(_items(images))  # the first batch is still held: new memory
+    assert held["image"].data_ptr() != memory
+    del first
+    again = collate(_items(images[::-1]))  # nobody holds the first batch's tensors now: reused
+    assert again["image"].data_ptr() == memory
+    assert again["image"][0, 0, 0, 0].item() == pytest.approx(2 / 255) and held["image"][0, 0, 0, 0].item() == 0
+    odd = {"image": torch.zeros((3, 4, 4), dtype=torch.uint8), "mask": torch.zeros((4, 4))}
+    uneven = [*_items(images[:2]), odd]
+    with pytest.raises(RuntimeError):  # not one shape: default collation's own error, as without the fast path
+        collate(uneven)
+
+
+def test_the_loader_converts_items_into_rows_only_without_workers_on_the_cpu(scene: types.SimpleNamespace) -> None:
+    from crossgeo.torch.batches import ConvertingCollate, collate_compact
+
+    sampler = PatchSampler(scene.image_tif, scene.mask_tif, scene.windows_csv, PATCH, n_classes=2)
+    dataset = PatchDataset(sampler)
+    assert isinstance(make_dataloader(dataset, batch_size=3).collate_fn, ConvertingCollate)
+    assert isinstance(make_dataloader(dataset, batch_size=3, device="cpu").collate_fn, ConvertingCollate)
+    assert make_dataloader(dataset, batch_size=3, num_workers=2).collate_fn is collate_compact
+    assert make_dataloader(dataset, batch_size=3, device="meta").collate_fn is collate_compact  # converts there
