@@ -448,8 +448,8 @@ WORKER_BLOCK_CACHE = 48 * 2**20
 """GDAL's block cache (bytes) in a DataLoader worker at most (`cap_block_cache`; GDAL's default, 5 % of the
 machine's memory, would be paid once per worker). Neighbouring windows share blocks, so a worker still gains
 from a cache: 1,000 random 256^2 windows of the 8192^2 scene (EPSG:4326 mask) cost a worker 6.1 CPU ms per
-patch with 16 MiB, 5.5 with 48 and 5.0 with 64; 48 MiB keeps two workers' resident size under 0.6x
-TorchGeo's (446 MB against ~780), 64 MiB would reach 463."""
+patch with 16 MiB, 5.5 with 48 and 5.0 with 64. A worker then holds 446 MB (16 MiB: 413, 64 MiB: 463),
+TorchGeo's 675-780 MB in the same runs: ~0.6x."""
 
 
 def cap_block_cache(max_bytes: int, plan: ReadPlan | None) -> bool:
