@@ -23,6 +23,7 @@ __all__ = [
     "OutputBuffers",
     "chain",
     "collate_compact",
+    "compact_collate",
     "finish_batch",
     "finish_ring_batch",
     "worker_init_fn",
@@ -126,6 +127,14 @@ class ConvertingCollate:
         rest = [{key: value for key, value in item.items() if key not in ("image", "mask")} for item in items]
         others = default_collate(rest) if rest[0] else {}
         return {key: image if key == "image" else mask if key == "mask" else others[key] for key in first}
+
+
+def compact_collate(workers: int, device: torch.device | None) -> Any:
+    """A converting loader's ``collate_fn``: `ConvertingCollate` without workers on the CPU (its batches leave
+    float32 / int64), else `collate_compact` (the workers stack; `finish_batch` converts, on the device if any)."""
+    if workers or (device is not None and device.type != "cpu"):
+        return collate_compact
+    return ConvertingCollate(OutputBuffers())
 
 
 def _same_layout(item: Any, first: Mapping[str, Any]) -> bool:

@@ -30,14 +30,7 @@ from crossgeo.memory import trim_heap
 from crossgeo.options import check_int
 from crossgeo.readahead import resolve_read_threads
 from crossgeo.torch import batches
-from crossgeo.torch.batches import (
-    CompactItems,
-    ConvertingCollate,
-    OutputBuffers,
-    chain,
-    collate_compact,
-    worker_init_fn,
-)
+from crossgeo.torch.batches import CompactItems, OutputBuffers, chain, worker_init_fn
 from crossgeo.torch.dataset import DATA_LOADER_KEYS, PatchDataset, find_patch_dataset
 from crossgeo.torch.ring import BatchRing, RingSampler, pass_ring
 
@@ -234,17 +227,16 @@ def make_dataloader(
     (``PatchDataset(compact=True)``) workers collate with `collate_compact` (unless you pass
     a ``collate_fn``) and `finish_batch` converts each batch after the move, on the device.
 
-    ``compact_transfer``: when the loader batches a `PatchDataset` itself (not wrapped, no
-    ``collate_fn`` of yours, no ``__getitem__`` of a subclass), its items can travel compact,
-    as with ``compact=True``, each batch converted once as it leaves (on ``device`` if
-    given); the batches are bit-identical to the float items stacked and ``dataset[i]`` is
-    unchanged. None (default) and True do so: without workers (on the CPU) each item is converted
-    straight into its row of the batch (`crossgeo.torch.batches.ConvertingCollate`), with a
-    ``device`` the compact batch crosses the bus, and with CPU workers 4x-8x fewer bytes travel
-    (the workers stack them into reused shared-memory slots, `crossgeo.torch.ring`) and the main
-    process converts each batch into reused buffers (`crossgeo.torch.batches.OutputBuffers`; a buffer is reused
-    only once nothing holds it), so its heap does not grow as it did when every converted
-    batch was new memory (peak 1.0 GB against 0.4 GB; docs/performance.md). False never.
+    ``compact_transfer``: when the loader batches a `PatchDataset` itself (not wrapped, no ``collate_fn`` of
+    yours, no ``__getitem__`` of a subclass), its items can travel compact, as with ``compact=True``, each batch
+    converted once as it leaves (on ``device`` if given); the batches are bit-identical to the float items
+    stacked and ``dataset[i]`` is unchanged. None (default) and True do so: without workers (on the CPU) each
+    item is converted straight into its row of the batch (`crossgeo.torch.batches.ConvertingCollate`), with a
+    ``device`` the compact batch crosses the bus, and with CPU workers 4x-8x fewer bytes travel (the workers
+    stack them into reused shared-memory slots, `crossgeo.torch.ring`) and the main process converts each
+    batch into reused buffers (`crossgeo.torch.batches.OutputBuffers`; a buffer is reused only once nothing
+    holds it), so its heap does not grow as it did when every converted batch was new memory (peak 1.0 GB
+    against 0.4 GB; docs/performance.md). False never.
 
     ``read_threads``: threads reading the next items' patches ahead at ``num_workers: 0``
     (`PatchDataset.items`), the batches identical and in the same order; None: the dataset's
@@ -298,15 +290,10 @@ def make_dataloader(
     if own_collate and compact_transfer and not converts and dataset is patch_dataset and plain_items:
         dataset, converts = CompactItems(patch_dataset), True
     target = torch.device(device) if device is not None else None
-    buffers = None
     if converts:
-        options["collate_fn"] = collate_compact
-        if not options.get("num_workers") and (target is None or target.type == "cpu"):
-            buffers = OutputBuffers()  # no workers: each item converted straight into its row of the batch
-            options["collate_fn"] = ConvertingCollate(buffers)
+        options["collate_fn"] = batches.compact_collate(options.get("num_workers") or 0, target)
     loader = PatchDataLoader(dataset, **options)
     loader.device = target
-    loader._buffers = buffers
     loader.converts = converts
     loader.read_threads = None if read_threads is None else check_int(read_threads, "read_threads", 0)
     return loader
