@@ -101,11 +101,11 @@ class ConvertingCollate:
     Each compact item is converted as `finish_batch` converts a batch (float32, uint8 / 255 and uint16 /
     65535; masks int64) straight into its row of the batch tensors `OutputBuffers` lends: bit for bit
     `finish_batch(collate_compact(items))`, without the stacked compact copy, each item converted soon after
-    it was read. Measured with `benchmarks.loader_bench` (600 windows of the 8192^2 scene, pairs of fresh
-    processes): reading ahead (``read_threads=2``), whose pool threads compete with the main thread for the
-    cores, 3.96 / 3.95 -> 3.50 / 3.75 CPU ms per patch; with one reader no difference beyond the noise
-    (3.17 / 3.08 -> 3.26 / 2.96). Items that are not image/mask mappings of one shape go through
-    `collate_compact` (and `finish_batch` converts them).
+    it was read. Measured with `benchmarks.loader_bench` (600 windows of the 8192^2 scene, 5 pairs of fresh
+    processes, medians): reading ahead (``read_threads=2``), whose pool threads compete with the main thread
+    for the cores, 3.96 -> 3.75 CPU ms per patch and 421 -> 449 patches/s, a few per cent, near the noise
+    (the pairs ranged 3.5-4.4 ms); with one reader no difference (3.17 -> 3.20). Items that are not
+    image/mask mappings of one shape go through `collate_compact` (and `finish_batch` converts them).
     """
 
     def __init__(self, buffers: OutputBuffers) -> None:
