@@ -23,7 +23,7 @@ __all__ = [
     "OutputBuffers",
     "chain",
     "collate_compact",
-    "compact_collate",
+    "converting_collate_fn",
     "finish_batch",
     "finish_ring_batch",
     "worker_init_fn",
@@ -95,6 +95,15 @@ def collate_compact(items: list[Any]) -> Any:
 _SCALE = {torch.uint8: 255, torch.uint16: 65535}
 
 
+def _model_image(image: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+    """A compact image (or batch) as the model takes it: float32, uint8 / 255 and uint16 / 65535, other types
+    only cast - into ``out`` (float32, the image's shape) if given. The one conversion rule of `finish_batch`
+    and `ConvertingCollate`, elementwise: the same bits per patch or per batch."""
+    scale = _SCALE.get(image.dtype)
+    image = image.to(torch.float32) if out is None else out.copy_(image)
+    return image if scale is None else image.div_(scale)
+
+
 class ConvertingCollate:
     """The ``collate_fn`` of a loader without workers that converts on the CPU (`make_dataloader`).
 
@@ -119,17 +128,14 @@ class ConvertingCollate:
         image = self.buffers.empty(size + first["image"].shape, torch.float32)
         mask = self.buffers.empty(size + first["mask"].shape, torch.int64)
         for row, item in enumerate(items):
-            scale = _SCALE.get(item["image"].dtype)
-            image[row].copy_(item["image"])
-            if scale is not None:
-                image[row].div_(scale)
+            _model_image(item["image"], image[row])
             mask[row].copy_(item["mask"])
         rest = [{key: value for key, value in item.items() if key not in ("image", "mask")} for item in items]
         others = default_collate(rest) if rest[0] else {}
         return {key: image if key == "image" else mask if key == "mask" else others[key] for key in first}
 
 
-def compact_collate(workers: int, device: torch.device | None) -> Any:
+def converting_collate_fn(workers: int, device: torch.device | None) -> Any:
     """A converting loader's ``collate_fn``: `ConvertingCollate` without workers on the CPU (its batches leave
     float32 / int64), else `collate_compact` (the workers stack; `finish_batch` converts, on the device if any)."""
     if workers or (device is not None and device.type != "cpu"):
@@ -255,13 +261,10 @@ def finish_batch(batch: Any, device: torch.device | str | None = None, buffers: 
     if device is not None:
         image = image.to(device, non_blocking=True)
         mask = mask.to(device, non_blocking=True)
-    scale = _SCALE.get(image.dtype)
+    into = None
     if buffers is not None and image.device.type == "cpu" and image.dtype != torch.float32:
-        image = buffers.empty(image.shape, torch.float32).copy_(image)
-    else:
-        image = image.to(torch.float32)
-    if scale is not None:
-        image = image.div_(scale)
+        into = buffers.empty(image.shape, torch.float32)
+    image = _model_image(image, into)
     if buffers is not None and mask.device.type == "cpu" and mask.dtype != torch.int64:
         mask = buffers.empty(mask.shape, torch.int64).copy_(mask)
     out["image"], out["mask"] = image, mask.to(torch.int64)

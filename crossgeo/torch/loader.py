@@ -291,7 +291,7 @@ def make_dataloader(
         dataset, converts = CompactItems(patch_dataset), True
     target = torch.device(device) if device is not None else None
     if converts:
-        options["collate_fn"] = batches.compact_collate(options.get("num_workers") or 0, target)
+        options["collate_fn"] = batches.converting_collate_fn(options.get("num_workers") or 0, target)
     loader = PatchDataLoader(dataset, **options)
     loader.device = target
     loader.converts = converts
