@@ -1,8 +1,9 @@
 """What a DataLoader worker keeps: no looked-up mask windows, and fork and spawn workers serve the same batches.
 
 The scene's mask is in EPSG:4326 on a Web Mercator image, so it is read through the ``"lookup"`` view with the
-whole mask kept in `crossgeo.io.mask_blocks`. A worker reads each window once per epoch, so it keeps no window
-(`crossgeo.io.MaskBlockCache.keep_windows`): a collate function run in the worker reports what its cache holds.
+mask (the part under the image) kept in `crossgeo.io.mask_blocks`. A worker reads each window once per epoch, so
+it keeps no window (`crossgeo.io.MaskBlockCache.keep_windows`): a collate function run in the worker reports what
+its cache holds.
 """
 
 from __future__ import annotations
@@ -53,9 +54,12 @@ def dataset(scene: CoordinateScene) -> PatchDataset:
     return PatchDataset(sampler, return_metadata=True)
 
 
-def whole_mask_bytes(dataset: PatchDataset) -> int:
+def kept_mask_bytes(dataset: PatchDataset) -> int:
+    """The bytes of the mask the lookup view keeps: the part under the image (`SourcePlan.whole_window`) or all."""
+    part = dataset.sampler._plan.mask.whole_window
     with rasterio.open(dataset.sampler.mask_path) as mask:
-        return mask.height * mask.width * np.dtype(mask.dtypes[0]).itemsize
+        height, width = (mask.height, mask.width) if part is None else part[2:]
+        return height * width * np.dtype(mask.dtypes[0]).itemsize
 
 
 def assert_true_pixels(batch: dict[str, Any], scene: CoordinateScene) -> None:
@@ -95,7 +99,7 @@ def test_workers_keep_no_looked_up_windows_and_serve_the_batches_of_one_process(
 
     crossgeo.io.mask_blocks.clear()
     reports = [b["kept"].tolist() for b in make_dataloader(dataset, collate_fn=collate_reporting_the_cache, **options)]
-    assert reports == [[1, whole_mask_bytes(dataset)]] * len(single)  # the whole mask, not one window more
+    assert reports == [[1, kept_mask_bytes(dataset)]] * len(single)  # the kept mask, not one window more
 
 
 def collate_reporting_the_block_cache(items: list[Any]) -> Any:
