@@ -34,8 +34,8 @@ def encoded_mask(path: Path, margin: float) -> tuple[Path, int]:
     return T.write_raster(path, data, crs="EPSG:4326", transform=transform), width
 
 
-def kept(source: crossgeo.io.SourcePlan) -> np.ndarray:
-    """The array `crossgeo.io.mask_blocks` keeps for a lookup or table source (read on first use)."""
+def kept() -> np.ndarray:
+    """The one source `crossgeo.io.mask_blocks` keeps for the lookup or table view (read on first use)."""
     arrays = [block[0] for key, block in crossgeo.io.mask_blocks._blocks.items() if key[1:] == (-1, -1)]
     assert len(arrays) == 1, "one source kept"
     return arrays[0]
@@ -57,7 +57,7 @@ def table_sampler(image: Path, mask: Path, monkeypatch: pytest.MonkeyPatch, keep
 def test_a_large_mask_keeps_the_part_under_the_image_and_reads_the_exact_answer(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Table view: a mask ~3.6x the image's side keeps ~1/12 of its pixels, and every window (inside, across
+    """Table view: a mask ~3.5x the image's side keeps ~6 % of its pixels, and every window (inside, across
     the grid's edges, off the grid) reads the exact answer."""
     image = utm_image(tmp_path)
     mask, width = encoded_mask(tmp_path / "large.tif", margin=300)
@@ -72,7 +72,7 @@ def test_a_large_mask_keeps_the_part_under_the_image_and_reads_the_exact_answer(
         np.testing.assert_array_equal(decoded(data, invalid, width), want, err_msg=f"window {row_off, col_off}")
         np.testing.assert_array_equal(invalid, want[0] < 0)
     row, col, height, part_width = plan.whole_window
-    assert kept(plan).shape == (1, height, part_width)
+    assert kept().shape == (1, height, part_width)
     with rasterio.open(mask) as src:
         assert height * part_width < src.height * src.width / 10
         # The part holds every source pixel a grid pixel picks, with the margin and no more.
@@ -147,5 +147,5 @@ def test_the_lookup_view_keeps_the_part_under_the_image(
     assert plan.view == "lookup" and plan.lookup_whole and plan.whole_window is not None
     assert_same_reads(scene, lookup, grid)
     with rasterio.open(mask) as src:
-        assert kept(plan).shape == (1, *plan.whole_window[2:])
+        assert kept().shape == (1, *plan.whole_window[2:])
         assert plan.whole_window[2] * plan.whole_window[3] < src.height * src.width / 2  # 36 % of it
