@@ -918,8 +918,9 @@ def lookup_keeps_whole(
     `mask_blocks` (`SourcePlan.lookup_whole`).
 
     When ``views`` such masks (a catalogue's scenes) fit its byte bound together: a window is then two
-    gathers from memory, with no read call; else each window reads the part of the mask it needs (a
-    plain read per window cost a DataLoader worker ~20 % more per patch on the benchmark's scene).
+    gathers from memory, with no read call; else each window reads the part of the mask it needs (worker-like
+    reads of the benchmark scene's mask: 10-30 % more CPU per patch; of `benchmarks.reach_probe`'s mask 3x its
+    size, 5 %).
     """
     height, width = (raster.height, raster.width) if part is None else part[2:]
     size = height * width * data_bands * np.dtype(raster.dtypes[0]).itemsize
