@@ -23,6 +23,8 @@ import sys
 import time
 from pathlib import Path
 
+from benchmarks import harness
+
 SCENE = Path.home() / ".cache/crossgeo-bench/scene-8192-v2"
 
 
@@ -50,30 +52,24 @@ def large_mask(repeat: int) -> Path:
     return path
 
 
-def anon_mb() -> float:
-    with open("/proc/self/status") as status:
-        return next(int(line.split()[1]) for line in status if line.startswith("RssAnon")) / 1024
-
-
 def child(case: str, mask: Path, windows: int) -> dict[str, object]:
-    import crossgeo.inspection
     import crossgeo.io
     from crossgeo import PatchSampler
 
     crossgeo.io.source_pool.enabled = False  # as in a DataLoader worker
     crossgeo.io.mask_blocks.keep_windows = False
     if case == "whole":
-        crossgeo.inspection.reached_part = lambda raster, grid: None  # type: ignore[assignment]
+        crossgeo.io.reached_part = lambda raster, grid: None  # type: ignore[assignment]
     sampler = PatchSampler(SCENE / "image_utm.tif", mask, SCENE / "windows.parquet", 256, n_classes=10)
     plan = sampler._plan.mask
     assert plan is not None and plan.view == "table", "the mask is not read through the table view"
-    digest, start_mb = hashlib.sha256(), anon_mb()
+    digest, start_kib = hashlib.sha256(), harness.status_kib("self", ("RssAnon",))["RssAnon"]
     cpu = time.process_time()
     for index in range(windows):
         digest.update(sampler[index].mask.tobytes())
     return {
         "cpu_ms_per_patch": (time.process_time() - cpu) * 1e3 / windows,
-        "anon_growth_mb": anon_mb() - start_mb,
+        "anon_growth_mb": (harness.status_kib("self", ("RssAnon",))["RssAnon"] - start_kib) / 1024,
         "kept": plan.lookup_whole,
         "part": plan.whole_window,
         "digest": digest.hexdigest()[:16],

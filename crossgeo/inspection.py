@@ -40,13 +40,12 @@ from crossgeo.io import (
     SourcePlan,
     SourcePool,
     is_remote,
-    lookup_keeps_whole,
+    kept_part,
     mask_interior,
     mask_lookup,
     mask_view_for,
     missing_parts,
     open_raster,
-    reached_part,
     table_fits,
 )
 from crossgeo.masks import MaskDecoder, make_decoder, validate_color_map
@@ -861,11 +860,8 @@ def _stacked_source_plan(image: ImageInfo, at: int, grid_views: int) -> SourcePl
     if source.resampling == Resampling.nearest and table_fits(raster, image.grid, len(source.bands), source.nodata):
         # Exact without a warp: each reference pixel's source pixel from exact transforms on a lattice and their
         # interpolation, checked where it could pick a neighbour (crossgeo.grid.nearest_table).
-        part = reached_part(raster, image.grid)
-        whole = lookup_keeps_whole(raster, len(source.bands), views=grid_views, part=part)
-        return SourcePlan(
-            view="table", lookup_whole=whole, whole_window=part if whole else None, tolerance=EXACT_TOLERANCE, **common
-        )
+        whole, part = kept_part(raster, image.grid, len(source.bands), views=grid_views)
+        return SourcePlan(view="table", lookup_whole=whole, whole_window=part, tolerance=EXACT_TOLERANCE, **common)
     view = mask_view_for(image.grid, len(source.bands) + 1, dtype, views=grid_views)
     # Exact transforms in the whole-grid view (each block is warped once). Per window, nearest promises the
     # source pixel under each centre: GDAL's default approximation misses it on ~0.5 % of a 256-pixel
@@ -888,17 +884,16 @@ def _mask_source_plan(mask: MaskInfo, grid: Grid, tolerance: float | None, grid_
         # (Chosen, and CROSSGEO_MASK_CACHE_BYTES checked, even when the lookup below replaces it.)
         view = mask_view_for(grid, bands, raster.dtypes[0], views=grid_views, block_cache_bytes=None)
         if mask_lookup(raster, grid, len(mask.data_bands)):
-            # Exact without a warp: rows and columns looked up (crossgeo.io.lookup_axes) in the whole mask kept
-            # in crossgeo's block cache when every scene's mask fits it together, else in a window read per patch.
+            # Exact without a warp: rows and columns looked up (crossgeo.io.lookup_axes) in the mask (the part under
+            # the image) kept in crossgeo's block cache when every scene's fits it together, else in a window read
+            # per patch.
             view = "lookup"
-            part = reached_part(raster, grid)
-            lookup_whole = lookup_keeps_whole(raster, len(mask.data_bands), views=grid_views, part=part)
         elif table_fits(raster, grid, len(mask.data_bands), raster.nodata):
             # A warp that does not separate (a UTM image, a mask in EPSG:4326): the exact warp's pixels from
             # exact transforms on a lattice (crossgeo.grid.nearest_table), gathered from plain reads.
             view = "table"
-            part = reached_part(raster, grid)
-            lookup_whole = lookup_keeps_whole(raster, len(mask.data_bands), views=grid_views, part=part)
+        if view in ("lookup", "table"):
+            lookup_whole, part = kept_part(raster, grid, len(mask.data_bands), views=grid_views)
     if view in ("grid", "blocks", "table"):
         # Exact per-pixel transforms: the warp runs once per block, and each pixel then gets the same value
         # whichever window or region reads it (the table view warps so a window where a transform fails).
@@ -911,7 +906,7 @@ def _mask_source_plan(mask: MaskInfo, grid: Grid, tolerance: float | None, grid_
         dtype=raster.dtypes[0],
         view=view,
         lookup_whole=lookup_whole,
-        whole_window=part if lookup_whole else None,
+        whole_window=part,
         shift=mask.offset if mask.offset is not None else (0, 0),
         alpha=raster.alpha,
         nodata=raster.nodata,

@@ -911,20 +911,23 @@ def source_pixels(source: Any, grid: Grid) -> Any:
     return move
 
 
-def lookup_keeps_whole(
-    raster: Any, data_bands: int, *, views: int = 1, part: tuple[int, int, int, int] | None = None
-) -> bool:
-    """Whether the ``"lookup"`` and ``"table"`` views keep the mask (its ``part``, `reached_part`, if given) in
-    `mask_blocks` (`SourcePlan.lookup_whole`).
+def kept_part(
+    raster: Any, grid: Grid, data_bands: int, *, views: int = 1
+) -> tuple[bool, tuple[int, int, int, int] | None]:
+    """`SourcePlan.lookup_whole` and `SourcePlan.whole_window` of a ``"lookup"`` or ``"table"`` source: whether
+    `mask_blocks` keeps the part of ``raster`` that ``grid`` reaches (`reached_part`), and that part (None: all
+    of the raster, or nothing kept).
 
-    When ``views`` such masks (a catalogue's scenes) fit its byte bound together: a window is then two
+    Kept when ``views`` such parts (a catalogue's scenes) fit its byte bound together: a window is then two
     gathers from memory, with no read call; else each window reads the part of the mask it needs (worker-like
     reads of the benchmark scene's mask: 10-30 % more CPU per patch; of `benchmarks.reach_probe`'s mask 3x its
     size, 5 %).
     """
+    part = reached_part(raster, grid)
     height, width = (raster.height, raster.width) if part is None else part[2:]
     size = height * width * data_bands * np.dtype(raster.dtypes[0]).itemsize
-    return views * size <= mask_blocks.max_bytes
+    keep = views * size <= mask_blocks.max_bytes
+    return keep, part if keep else None
 
 
 REACH_EDGE_POINTS = 256
