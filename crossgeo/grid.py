@@ -256,12 +256,6 @@ SourcePixels = Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]
 """Map coordinates ``(x, y)`` on the reference grid's CRS -> source pixel coordinates ``(col, row)`` (floats)."""
 
 
-def _lattice(size: int, step: int) -> np.ndarray:
-    """Every ``step``-th position of ``range(size)``, the last one included (floats)."""
-    nodes = np.arange(0, size, step, dtype=np.float64)
-    return nodes if nodes[-1] == size - 1 else np.append(nodes, size - 1)
-
-
 def _halves(nodes: np.ndarray) -> np.ndarray:
     """``nodes`` with the midpoint of each pair of neighbours between them."""
     out = np.empty(2 * nodes.size - 1)
@@ -270,118 +264,154 @@ def _halves(nodes: np.ndarray) -> np.ndarray:
     return out
 
 
-def _spans(nodes: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
-    """For each position of ``range(size)``: the lattice cell it lies in and its weight there (0 at the
-    cell's first node, 1 at the next)."""
-    if nodes.size == 1:
-        return np.zeros(size, dtype=np.intp), np.zeros(size)
-    at = np.arange(size, dtype=np.float64)
-    cell = np.clip(np.searchsorted(nodes, at, side="right") - 1, 0, nodes.size - 2)
-    return cell, (at - nodes[cell]) / (nodes[cell + 1] - nodes[cell])
+def _node_span(offset: int, size: int, step: int) -> tuple[int, int]:
+    """Along one axis, the lattice nodes (every ``step``-th pixel counted from the grid's origin) around the
+    pixels ``offset ... offset + size - 1``: the node at or before the first one and how many cells from there
+    reach past the last one (a pixel on a node lies in the cell that starts at it)."""
+    return offset // step, (offset % step + size - 1) // step + 1
+
+
+MOVE_CHUNK = 1 << 16
+"""Points `TableLattice.build` moves per transform call (rasterio hands back Python lists: ~4 MB per call)."""
 
 
 @attrs.frozen(eq=False)
-class _TableLayout:
-    """What `nearest_table` derives from a window's shape and lattice step alone (`_table_layout`, cached).
+class TableLattice:
+    """Exact moves of part of a reference grid's lattice for `nearest_table`: the centres of the pixels on every
+    ``step``-th row and column counted from the grid's origin (the nodes) in source pixel coordinates, and per
+    lattice cell the largest error of their bilinear interpolation, measured on exact moves of the cell's edge
+    midpoints and centre (where a bilinear error peaks).
 
-    Rows are cut into bands, one per lattice row of cells: band ``b`` starts at row ``b * step``, every band
-    but the last has ``step`` rows (weights ``arange(step) / step``), the last runs to the window's end."""
+    A window's lattice is a slice of a grid's (`part`): `crossgeo.io.table_lattice` moves a whole grid's once
+    per process (one transform for every window), `nearest_table` a window's own cells when it has none. The
+    values are the same either way: a node's move depends on where it lies on the grid, not on the window.
+    """
 
-    half_rows: np.ndarray
-    """Row of each point of the half lattice (nodes, edge midpoints, cell centres), flattened."""
-    half_cols: np.ndarray
-    half_shape: tuple[int, int]
-    nodes: tuple[int, int]
-    """Lattice rows and columns."""
-    cols: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
-    """Per column: its lattice cell (`_spans`), the cell's next node (itself with one column of nodes), and the
-    weights of the cell's first and next node."""
     step: int
-    full_bands: int
-    """Bands of ``step`` rows (all but the last)."""
-    weights: np.ndarray
-    """(step,): the row weights in a full band."""
-    last_weights: np.ndarray
-    """The row weights in the last band."""
-    row_band: np.ndarray
-    """(height,): the band (lattice row of cells) of each row."""
+    first: tuple[int, int]
+    """The node (row, column) of ``nodes[:, 0, 0]``, counted in nodes from the grid's origin."""
+    nodes: np.ndarray
+    """(2, rows, columns) float64, read-only: ``x`` then ``y`` of the nodes."""
+    errors: np.ndarray
+    """(rows - 1, columns - 1): per cell, the largest finite difference between an exact move and the bilinear value."""
+    unsure: np.ndarray | None
+    """(rows - 1, columns - 1): the cells with a move that was not finite (None: none)."""
+
+    @classmethod
+    def build(
+        cls, transform: Affine, source_pixels: SourcePixels, first: tuple[int, int], cells: tuple[int, int], step: int
+    ) -> TableLattice:
+        """The lattice of ``cells`` (rows, columns) cells from node ``first``: its nodes, edge midpoints and cell
+        centres moved together (one transform call per `MOVE_CHUNK` points)."""
+        rows, cols = (
+            _halves(np.arange(start, start + n + 1, dtype=np.float64) * step) for start, n in zip(first, cells)
+        )
+        grid_r, grid_c = np.meshgrid(rows, cols, indexing="ij")
+        centres: Any = transform  # (affine's annotations take floats; it maps numpy arrays element by element)
+        xs, ys = centres @ (grid_c.ravel() + 0.5, grid_r.ravel() + 0.5)
+        chunks = (source_pixels(xs[i : i + MOVE_CHUNK], ys[i : i + MOVE_CHUNK]) for i in range(0, xs.size, MOVE_CHUNK))
+        moves = np.concatenate([np.asarray(chunk, dtype=np.float64) for chunk in chunks], axis=1)
+        moves = moves.reshape(2, rows.size, cols.size)
+        nodes = np.ascontiguousarray(moves[:, ::2, ::2])
+        # The bilinear value at each midpoint and centre is the mean of its neighbouring nodes.
+        interpolated = np.empty_like(moves)
+        interpolated[:, ::2, ::2] = nodes
+        with np.errstate(invalid="ignore"):  # inf - inf where moves failed
+            interpolated[:, ::2, 1::2] = (nodes[:, :, :-1] + nodes[:, :, 1:]) / 2
+            interpolated[:, 1::2] = (interpolated[:, :-1:2] + interpolated[:, 2::2]) / 2
+            misses = np.abs(moves - interpolated)
+        finite = np.isfinite(misses)
+        unsure = None if finite.all() else _cells(~np.logical_and(*np.isfinite(moves)), np.logical_or)
+        errors = _cells(np.where(finite, misses, 0.0).max(axis=0), np.maximum)
+        for array in (nodes, errors, unsure):
+            if array is not None:
+                array.flags.writeable = False  # shared by every window
+        return cls(step, first, nodes, errors, unsure)
+
+    @property
+    def nbytes(self) -> int:
+        return self.nodes.nbytes + self.errors.nbytes + (self.unsure.nbytes if self.unsure is not None else 0)
+
+    @staticmethod
+    def grid_cells(height: int, width: int, step: int) -> tuple[int, int]:
+        """The cells from node (0, 0) that hold every window on a ``height`` x ``width`` grid (`_node_span`)."""
+        return _node_span(0, height, step)[1], _node_span(0, width, step)[1]
+
+    def part(self, first: tuple[int, int], cells: tuple[int, int]) -> TableLattice | None:
+        """The ``cells`` cells from node ``first`` (views); None where this lattice does not hold them."""
+        row, col = first[0] - self.first[0], first[1] - self.first[1]
+        if row < 0 or col < 0 or row + cells[0] >= self.nodes.shape[1] or col + cells[1] >= self.nodes.shape[2]:
+            return None
+        if (row, col, *cells) == (0, 0, *self.errors.shape):
+            return self
+        inside = (slice(row, row + cells[0]), slice(col, col + cells[1]))
+        nodes = self.nodes[:, row : row + cells[0] + 1, col : col + cells[1] + 1]
+        unsure = self.unsure[inside] if self.unsure is not None and self.unsure[inside].any() else None
+        return TableLattice(self.step, first, nodes, self.errors[inside], unsure)
 
 
-@functools.lru_cache(maxsize=32)
-def _table_layout(height: int, width: int, step: int) -> _TableLayout:
-    """`_TableLayout` of a ``height`` x ``width`` window (a sampler's windows share a few shapes)."""
-    nodes_r, nodes_c = _lattice(height, step), _lattice(width, step)
-    grid_r, grid_c = np.meshgrid(_halves(nodes_r), _halves(nodes_c), indexing="ij")
-    full = max(nodes_r.size - 1, 1) - 1
-    start = full * step
-    if nodes_r.size > 1:
-        last = (np.arange(start, height) - nodes_r[full]) / (nodes_r[full + 1] - nodes_r[full])
-    else:
-        last = np.zeros(height - start)
-    cell_c, weight_c = _spans(nodes_c, width)
-    arrays = [grid_r.ravel(), grid_c.ravel(), cell_c, np.minimum(cell_c + 1, nodes_c.size - 1), 1 - weight_c]
-    arrays += [weight_c, np.arange(step) / step, last, np.minimum(np.arange(height) // step, full).astype(np.intp)]
-    for array in arrays:
-        array.flags.writeable = False  # shared by every call
-    half_rows, half_cols, cell_c, right, keep, weight_c, weights, last, row_band = arrays
-    return _TableLayout(
-        half_rows, half_cols, grid_r.shape, (nodes_r.size, nodes_c.size), (cell_c, right, keep, weight_c), step,
-        full, weights, last, row_band,
-    )  # fmt: skip
-
-
-def _cells_any(flags: np.ndarray, n_rows: int, n_cols: int) -> np.ndarray:
-    """Per lattice cell: whether ``flags`` (on the half lattice) is True on its corners, edges or centre."""
-    cells_r, cells_c = max(n_rows - 1, 1), max(n_cols - 1, 1)
-    out = np.zeros((cells_r, cells_c), dtype=bool)
-    for a in range(3 if n_rows > 1 else 1):
-        for b in range(3 if n_cols > 1 else 1):
-            out |= flags[a : a + 2 * cells_r : 2, b : b + 2 * cells_c : 2]
+def _cells(flags: np.ndarray, combine: Any) -> np.ndarray:
+    """Per lattice cell: ``combine`` (``np.logical_or``, ``np.maximum``) of the half lattice's ``flags`` on its
+    corners, edges and centre."""
+    cells_r, cells_c = flags.shape[0] // 2, flags.shape[1] // 2
+    out = flags[: 2 * cells_r : 2, : 2 * cells_c : 2].copy()
+    for a in range(3):
+        for b in range(3):
+            combine(out, flags[a : a + 2 * cells_r : 2, b : b + 2 * cells_c : 2], out=out)
     return out
 
 
-def _lattice_moves(
-    moved: tuple[np.ndarray, np.ndarray], layout: _TableLayout
-) -> tuple[np.ndarray, np.ndarray, float, np.ndarray | None]:
-    """From the exact moves ``(x, y)`` of the half lattice (nodes, midpoints, centres): both coordinates'
-    values on every lattice row interpolated to every column, (2, lattice rows, width), and their steps to the
-    next lattice row; the largest difference between an exact move and the bilinear value there; and where
-    a move was not finite (None: nowhere)."""
-    values = np.asarray(moved, dtype=np.float64).reshape(2, *layout.half_shape)
-    nodes = values[:, ::2, ::2]
-    # The bilinear value at each midpoint and centre is the mean of its neighbouring nodes.
-    interpolated = np.empty_like(values)
-    interpolated[:, ::2, ::2] = nodes
-    with np.errstate(invalid="ignore"):  # inf - inf where moves failed
-        interpolated[:, ::2, 1::2] = (nodes[:, :, :-1] + nodes[:, :, 1:]) / 2
-        interpolated[:, 1::2] = (interpolated[:, :-1:2] + interpolated[:, 2::2]) / 2
-        misses = np.abs(values - interpolated)
-    finite = np.isfinite(misses)
-    unsure: np.ndarray | None = None
-    if not finite.all():
-        unsure = ~np.logical_and(*np.isfinite(values))
-        misses = misses[finite]
-    error = float(misses.max()) if misses.size else 0.0
-    cell_c, right, keep, weight_c = layout.cols
-    across: np.ndarray = nodes[:, :, cell_c] * keep + nodes[:, :, right] * weight_c
-    steps = np.diff(across, axis=1) if across.shape[1] > 1 else np.zeros_like(across)
-    return across, steps, error, unsure
+@attrs.frozen(eq=False)
+class _AxisLayout:
+    """Along one axis of a window whose first pixel lies ``phase`` pixels past a lattice node (`_axis_layout`,
+    cached): ``cells`` lattice cells from that node, each pixel's cell and its weight there (0 at the cell's
+    first node, up to 1 at the next) and one minus it."""
+
+    phase: int
+    cells: int
+    cell: np.ndarray
+    weight: np.ndarray
+    keep: np.ndarray
 
 
-def _interpolate(out: np.ndarray, across: np.ndarray, steps: np.ndarray, layout: _TableLayout, shift: float) -> None:
-    """``out`` (2, height, width) = every pixel's bilinear ``x`` and ``y`` (`_lattice_moves`) + ``shift``: per
-    coordinate, all bands of ``step`` rows in two passes (a contiguous (bands, step, width) view; one view of
-    both coordinates makes numpy copy the operand of an in-place add), the last band in two more."""
-    full, width = layout.full_bands, out.shape[2]
-    rows = full * layout.step
+@functools.lru_cache(maxsize=256)
+def _axis_layout(size: int, step: int, phase: int) -> _AxisLayout:
+    """`_AxisLayout` of ``size`` pixels from ``phase`` past a node (a sampler's windows share a few sizes; a
+    size has ``step`` phases)."""
+    at = np.arange(size) + phase
+    cell = at // step
+    weight = (at - cell * step) / step
+    arrays = (cell, weight, 1 - weight)
+    for array in arrays:
+        array.flags.writeable = False  # shared by every call
+    return _AxisLayout(phase, _node_span(phase, size, step)[1], *arrays)
+
+
+@functools.lru_cache(maxsize=16)
+def _band_weights(step: int) -> np.ndarray:
+    """The row weights of every band of ``step`` rows between two lattice rows: ``arange(step) / step``."""
+    weights = np.arange(step) / step
+    weights.flags.writeable = False
+    return weights
+
+
+def _across(nodes: np.ndarray, cols: _AxisLayout) -> tuple[np.ndarray, np.ndarray]:
+    """Both coordinates' values on every lattice row (``nodes``: (2, rows, columns)) interpolated to every column
+    of the window, (2, rows, width), and their steps to the next lattice row."""
+    across: np.ndarray = nodes[:, :, cols.cell] * cols.keep + nodes[:, :, cols.cell + 1] * cols.weight
+    return across, np.diff(across, axis=1)
+
+
+def _interpolate(out: np.ndarray, across: np.ndarray, steps: np.ndarray, weights: np.ndarray, shift: float) -> None:
+    """``out`` (2, bands * step, width) = the bilinear ``x`` and ``y`` (`_across`) + ``shift`` of every
+    row of the ``bands`` bands between lattice rows, the window's rows among them: per coordinate two passes
+    over a contiguous (bands, step, width) view (one view of both coordinates makes numpy copy the operand of
+    an in-place add)."""
+    step, width = weights.size, out.shape[2]
     for plane, lines, moves in zip(out, across, steps):
-        if full:
-            bands = plane[:rows].reshape(full, layout.step, width)
-            np.multiply(moves[:full, None, :], layout.weights[:, None], out=bands)
-            np.add(bands, (lines[:full] + shift)[:, None, :], out=bands)
-        last = plane[rows:]
-        np.multiply(moves[full], layout.last_weights[:, None], out=last)
-        np.add(last, lines[full] + shift, out=last)
+        bands = plane.reshape(-1, step, width)
+        np.multiply(moves[:, None, :], weights[:, None], out=bands)
+        np.add(bands, (lines[:-1] + shift)[:, None, :], out=bands)
 
 
 def nearest_table(
@@ -397,6 +427,7 @@ def nearest_table(
     safety: float = TABLE_SAFETY,
     fix_up: bool = True,
     out: tuple[np.ndarray, np.ndarray] | None = None,
+    lattice: TableLattice | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """The source pixel of each pixel of a window, as an exact per-pixel nearest-neighbour warp picks it,
     with exact transforms on a lattice only (the ``"table"`` view, for warps that do not separate).
@@ -404,30 +435,31 @@ def nearest_table(
     The exact answer moves each pixel centre ``transform @ (col + 0.5, row + 0.5)`` to source pixel
     coordinates ``(x, y)`` (``source_pixels``) and takes pixel ``(floor(y + 1e-10), floor(x + 1e-10))``
     (`NEAREST_EPSILON`), none where ``x < 0``, ``y < 0``, past the source's size or not finite - the rule
-    of `crossgeo.io.lookup_axes`. Here (1) the centres of every ``step``-th row and column (and the
-    window's last) are moved exactly, (2) every pixel gets the bilinear interpolation of its cell's
-    corners, (3) the interpolation error is measured on exact moves of every cell's edge midpoints and
-    centre (where a bilinear error peaks), and (4) every pixel whose interpolated ``x`` or ``y`` lies
-    within ``safety`` times the largest error (plus `TABLE_EPSILON`) of a whole number - a source pixel
-    edge, the source's own edges included - is moved exactly; so are the pixels of cells where a move
-    was not finite. Only a pixel far from every edge keeps its interpolated coordinates, and those pick
-    the pixel the exact ones pick. ``fix_up=False`` skips (4) (tests show it is needed).
+    of `crossgeo.io.lookup_axes`. Here (1) the centres of every ``step``-th row and column counted from the
+    grid's origin (the lattice nodes around the window) are moved exactly - taken from ``lattice`` (a
+    `TableLattice` of the grid, ``step`` the same) where it holds them, else moved for this window, (2) every
+    pixel gets the bilinear interpolation of its cell's corners, (3) the interpolation error is measured on
+    exact moves of every cell's edge midpoints and centre (where a bilinear error peaks), and (4) every
+    pixel whose interpolated ``x`` or ``y`` lies within ``safety`` times the largest error (plus
+    `TABLE_EPSILON`) of a whole number - a source pixel edge, the source's own edges included - is moved
+    exactly; so are the pixels of cells where a move was not finite. Only a pixel far from every edge keeps
+    its interpolated coordinates, and those pick the pixel the exact ones pick. ``fix_up=False`` skips (4)
+    (tests show it is needed).
 
     Returns ``(rows, cols)``, (height, width) int arrays of source pixels, both -1 where the centre
     falls outside the source: ``out`` if given (two int arrays of that shape, int32 for sources of fewer than
-    2^31 pixels a side), else fresh intp arrays. About 1 ms for a 256^2 window, a third of it the two exact
-    transforms (lattice, fix-ups): the per-pixel work is a dozen whole-window numpy passes over per-thread
-    work arrays (`work_array`), the shape's lattice layout cached (`_table_layout`).
+    2^31 pixels a side), else fresh intp arrays. About 1 ms for a 256^2 window with a grid's lattice (a
+    window's own adds one transform of ~300 points): the per-pixel work is a dozen whole-window numpy
+    passes over per-thread work arrays (`work_array`), the axes' layouts cached (`_axis_layout`).
     """
-    layout = _table_layout(height, width, step)
-    centres: Any = transform  # (affine's annotations take floats; it maps numpy arrays element by element)
-
-    def exact(rows: np.ndarray, cols: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        xs, ys = centres @ (cols + (col_off + 0.5), rows + (row_off + 0.5))
-        return source_pixels(xs, ys)
-
-    across, steps, error, unsure = _lattice_moves(exact(layout.half_rows, layout.half_cols), layout)
-    margin = safety * error + TABLE_EPSILON
+    rows, cols = _axis_layout(height, step, row_off % step), _axis_layout(width, step, col_off % step)
+    first, cells = (row_off // step, col_off // step), (rows.cells, cols.cells)
+    part = lattice.part(first, cells) if lattice is not None and lattice.step == step else None
+    if part is None:
+        part = TableLattice.build(transform, source_pixels, first, cells, step)
+    across, steps = _across(part.nodes, cols)
+    unsure = part.unsure
+    margin = safety * float(part.errors.max()) + TABLE_EPSILON
     # Every interpolated value is a convex combination of lattice values: when those lie inside the source by
     # more than the margin, so does every pixel, and no pixel needs the outside test (nor a floor: they are > 0).
     all_inside = unsure is None and all(
@@ -436,10 +468,11 @@ def nearest_table(
     )
     shift = margin if fix_up else NEAREST_EPSILON
     row, col = out if out is not None else (np.empty((height, width), dtype=np.intp) for _ in range(2))
-    both = work_array("table", (2, height, width), np.float64)
+    bands = work_array("table", (2, rows.cells * step, width), np.float64)
     # nan (in a cell next to a failed transform) only where `unsure` sends every pixel to the exact move.
     with np.errstate(invalid="ignore"):
-        _interpolate(both, across, steps, layout, shift)
+        _interpolate(bands, across, steps, _band_weights(step), shift)
+        both = bands[:, rows.phase : rows.phase + height]  # the window's rows
         for value, index, size in zip(both, (col, row), (source_shape[1], source_shape[0])):
             # The source pixel index of v is floor(v + margin), and another lies within the margin (v near an
             # edge) where floor(v - margin) differs: where v + margin is less than 2 * margin past floor(v +
@@ -463,10 +496,12 @@ def nearest_table(
         col[outside] = -1
         row[outside] = -1
     if unsure is not None:
-        redo |= _cells_any(unsure, *layout.nodes)[layout.row_band][:, layout.cols[0]]
+        redo |= unsure[rows.cell][:, cols.cell]
     at_r, at_c = np.divmod(np.flatnonzero(redo), width)  # (a 2-D nonzero costs ~10x a flat one)
     if at_r.size:
-        x, y = (np.asarray(v, dtype=np.float64) for v in exact(at_r.astype(np.float64), at_c.astype(np.float64)))
+        centres: Any = transform  # (affine's annotations take floats; it maps numpy arrays element by element)
+        xs, ys = centres @ (at_c + (col_off + 0.5), at_r + (row_off + 0.5))
+        x, y = (np.asarray(v, dtype=np.float64) for v in source_pixels(xs, ys))
         fixed_c, fixed_r = nearest_index(x, source_shape[1]), nearest_index(y, source_shape[0])
         outside = (fixed_c < 0) | (fixed_r < 0)
         fixed_c[outside] = fixed_r[outside] = -1

@@ -47,6 +47,7 @@ from crossgeo.io import (
     missing_parts,
     open_raster,
     table_fits,
+    table_lattice,
 )
 from crossgeo.masks import MaskDecoder, make_decoder, validate_color_map
 from crossgeo.options import (
@@ -861,6 +862,8 @@ def _stacked_source_plan(image: ImageInfo, at: int, grid_views: int) -> SourcePl
         # Exact without a warp: each reference pixel's source pixel from exact transforms on a lattice and their
         # interpolation, checked where it could pick a neighbour (crossgeo.grid.nearest_table).
         whole, part = kept_part(raster, image.grid, len(source.bands), views=grid_views)
+        if grid_views == 1:
+            table_lattice(raster, image.grid)  # moved once here: every reader in this process and its forks
         return SourcePlan(view="table", lookup_whole=whole, whole_window=part, tolerance=EXACT_TOLERANCE, **common)
     view = mask_view_for(image.grid, len(source.bands) + 1, dtype, views=grid_views)
     # Exact transforms in the whole-grid view (each block is warped once). Per window, nearest promises the
@@ -894,6 +897,8 @@ def _mask_source_plan(mask: MaskInfo, grid: Grid, tolerance: float | None, grid_
             view = "table"
         if view in ("lookup", "table"):
             lookup_whole, part = kept_part(raster, grid, len(mask.data_bands), views=grid_views)
+        if view == "table" and grid_views == 1:
+            table_lattice(raster, grid)  # moved once here: every reader in this process and its forks
     if view in ("grid", "blocks", "table"):
         # Exact per-pixel transforms: the warp runs once per block, and each pixel then gets the same value
         # whichever window or region reads it (the table view warps so a window where a transform fails).

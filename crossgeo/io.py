@@ -66,7 +66,17 @@ from rasterio.windows import Window
 
 from crossgeo.errors import ConfigError, ReadError, WriteError
 from crossgeo.files import AtomicOutput
-from crossgeo.grid import BlockLayout, Grid, nearest_index, nearest_table, outside_pixels, overlap, work_array
+from crossgeo.grid import (
+    TABLE_STEP,
+    BlockLayout,
+    Grid,
+    TableLattice,
+    nearest_index,
+    nearest_table,
+    outside_pixels,
+    overlap,
+    work_array,
+)
 from crossgeo.options import GDAL_DEFAULTS
 from crossgeo.readahead import READ_THREAD_PREFIX
 from crossgeo.threads import PerThread
@@ -911,6 +921,56 @@ def source_pixels(source: Any, grid: Grid) -> Any:
     return move
 
 
+TABLE_LATTICE_POINTS = 1 << 21
+"""The largest lattice `table_lattice` moves for a whole grid, in points (nodes, edge midpoints, cell centres): a
+16384^2 grid's at `crossgeo.grid.TABLE_STEP` 32 is 1.05 M (~1 s once). An 8192^2 grid's 263 k points take ~0.2 s,
+where its 2,000 windows one at a time would move 578 k; a larger grid's windows each move their own."""
+TABLE_LATTICE_BYTES = 32 << 20
+"""Bytes of whole-grid lattices a process keeps, every grid's together (an 8192^2 grid's: 1.5 MiB)."""
+
+_lattices: collections.OrderedDict[tuple[Any, ...], TableLattice | None] = collections.OrderedDict()
+_lattices_lock = threading.Lock()
+
+
+def _lattice_lock_after_fork() -> None:
+    global _lattices_lock
+    _lattices_lock = threading.Lock()  # another thread may have held it at the fork
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_lattice_lock_after_fork)
+
+
+def table_lattice(source: Any, grid: Grid, *, build: bool = True) -> TableLattice | None:
+    """The exact moves of ``grid``'s whole lattice onto the open raster ``source`` (`crossgeo.grid.TableLattice`
+    at `crossgeo.grid.TABLE_STEP`): `nearest_table` then slices a window's instead of moving it.
+
+    Kept for the process: moved when a sampler is planned (``build``), so the DataLoader workers forked after
+    that inherit it and threads share it; a reader only looks it up (``build=False``: a spawned worker, a
+    catalogue's scene, move each window's own). None where there is none: not built, more points than
+    `TABLE_LATTICE_POINTS`, or refused by the transform (a point off the source CRS's domain)."""
+    key: tuple[Any, ...] = (tuple(grid.transform), grid.height, grid.width, _crs_key(grid.crs))
+    key += (tuple(source.transform), _crs_key(source.crs), TABLE_STEP)
+    with _lattices_lock:
+        if key in _lattices or not build:
+            return _lattices.get(key)
+    cells = TableLattice.grid_cells(grid.height, grid.width, TABLE_STEP)
+    lattice = None
+    if (2 * cells[0] + 1) * (2 * cells[1] + 1) <= TABLE_LATTICE_POINTS:
+        with contextlib.suppress(CPLE_BaseError, RasterioError):
+            lattice = TableLattice.build(grid.transform, source_pixels(source, grid), (0, 0), cells, TABLE_STEP)
+    with _lattices_lock:
+        _lattices[key] = lattice
+        while sum(kept.nbytes for kept in _lattices.values() if kept is not None) > TABLE_LATTICE_BYTES:
+            _lattices.popitem(last=False)
+    return lattice
+
+
+def _crs_key(crs: Any) -> str | None:
+    """A CRS as a dictionary key (its WKT)."""
+    return None if crs is None else crs.to_wkt()
+
+
 def kept_part(
     raster: Any, grid: Grid, data_bands: int, *, views: int = 1
 ) -> tuple[bool, tuple[int, int, int, int] | None]:
@@ -1059,6 +1119,7 @@ class SourceReader:
         self.block_source = self._block_key() if plan.view in ("blocks", "lookup", "table") else -1
         if plan.view == "table":
             self.to_source = source_pixels(self.dataset, grid)
+            self.lattice = table_lattice(self.dataset, grid, build=False)
         if plan.view == "lookup":
             axes = lookup_axes(self.dataset, grid)
             if axes is None:
@@ -1329,6 +1390,7 @@ class SourceReader:
                 self.to_source,
                 self.dataset.shape,
                 out=self._table_work(r1 - r0, c1 - c0),
+                lattice=self.lattice,
             )
         except (CPLE_BaseError, RasterioError):
             # A point off the CRS's domain (rasterio refuses the whole batch, and GDAL reports it): GDAL's exact

@@ -8,6 +8,7 @@ Sources encode their own (row, col), so a read proves which source pixel each re
 
 from __future__ import annotations
 
+import collections
 import math
 import threading
 import tracemalloc
@@ -472,3 +473,120 @@ def test_threads_reading_tables_at_once_read_the_exact_answer(tmp_path: Path, mo
         got = list(pool.map(read, windows))
     for (row_off, col_off, size), pixels in zip(windows, got):
         np.testing.assert_array_equal(pixels, exact_pixels(sampler.grid, mask, row_off, col_off, size, size))
+
+
+def counting(to_source: Any) -> tuple[Any, list[int]]:
+    """``to_source`` and the number of points of each call made to it."""
+    calls: list[int] = []
+
+    def move(xs: np.ndarray, ys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        calls.append(len(xs))
+        return to_source(xs, ys)
+
+    return move, calls
+
+
+def test_a_grids_lattice_gives_every_window_the_exact_answer(tmp_path: Path) -> None:
+    """`crossgeo.grid.TableLattice` of the whole grid, moved once: each window slices its nodes (no transform but
+    the fix-up's, so at most one call per window where its own lattice takes two) and reads exactly what its
+    own lattice reads - the exact answer - at every offset from the lattice's nodes, on the grid's last rows
+    and columns (a window ending on a node included), for 1-pixel and odd-sized windows."""
+    image = utm_image(tmp_path, size=257)  # 257 = 8 * 32 + 1: the last row and column lie on nodes
+    transform, width, height = lonlat_transform(257, margin=-6)
+    mask = encoded_mask(tmp_path / "geo.tif", transform, width, height)
+    grid, to_source, shape = table_inputs(image, mask)
+    step = crossgeo.grid.TABLE_STEP
+    lattice = crossgeo.grid.TableLattice.build(
+        grid.transform, to_source, (0, 0), crossgeo.grid.TableLattice.grid_cells(257, 257, step), step
+    )
+    assert lattice.nodes.shape == (2, 10, 10) and lattice.errors.shape == (9, 9) and lattice.unsure is None
+    rng = np.random.default_rng(3)
+    windows = [(0, 0, 64, 64), (256, 256, 1, 1), (224, 193, 33, 64), (31, 32, 1, 70), (200, 0, 57, 257)]
+    windows += [(int(r), int(c), int(h), int(w)) for r, c, h, w in rng.integers([0, 0, 1, 1], 200, (12, 4))]
+    windows = [(r, c, min(h, 257 - r), min(w, 257 - c)) for r, c, h, w in windows]
+    sliced_calls = own_calls = 0
+    for row_off, col_off, h, w in windows:
+        want = exact_pixels(grid, mask, row_off, col_off, h, w)
+        moved, calls = counting(to_source)
+        got = nearest_table(grid.transform, row_off, col_off, h, w, moved, shape, lattice=lattice)
+        np.testing.assert_array_equal(np.stack(got), want, err_msg=str((row_off, col_off, h, w)))
+        sliced_calls += len(calls)
+        assert len(calls) <= 1 and all(n < 100 for n in calls), calls  # the fix-up's pixels only
+        moved, calls = counting(to_source)
+        own = nearest_table(grid.transform, row_off, col_off, h, w, moved, shape)
+        np.testing.assert_array_equal(np.stack(own), want)
+        own_calls += len(calls)
+        assert calls[0] >= 9  # its own lattice: at least one cell's nodes, midpoints and centre
+    assert own_calls > sliced_calls + len(windows) - 1
+    # A lattice that does not hold the window (another part of the grid, or a coarser step): the window's own.
+    corner = lattice.part((0, 0), (2, 2))
+    assert corner is not None and np.shares_memory(corner.nodes, lattice.nodes)
+    assert corner.part((3, 3), (1, 1)) is None
+    moved, calls = counting(to_source)
+    got = nearest_table(grid.transform, 100, 100, 64, 64, moved, shape, lattice=corner)
+    np.testing.assert_array_equal(np.stack(got), exact_pixels(grid, mask, 100, 100, 64, 64))
+    assert calls[0] == 7 * 7  # its own 3 x 3 cells: nodes, midpoints, centres
+
+
+def test_failed_transforms_in_a_grids_lattice_send_their_cells_to_the_exact_move() -> None:
+    """`test_failed_transforms_are_outside_the_source` with the grid's lattice moved once: windows on, beside and
+    away from the cells around the failed moves get the exact answer."""
+    transform = Affine(1, 0, 0, 0, -1, 0)
+
+    def to_source(xs: np.ndarray, ys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        x, y = 0.37 * xs + 0.011 * ys**2 / 50, -0.41 * ys + 0.003 * xs**2 / 40
+        dead = (xs > 20) & (xs < 27.3) & (ys < -30)
+        return np.where(dead, np.inf, x), np.where(dead, np.nan, y)
+
+    rows, cols = np.mgrid[0:70, 0:60]
+    x, y = to_source(*(transform @ (cols + 0.5, rows + 0.5)))
+    with np.errstate(invalid="ignore"):
+        inside = (x >= 0) & (y >= 0) & (np.floor(x + 1e-10) < 25) & (np.floor(y + 1e-10) < 30)
+        want = np.where(inside, [np.floor(y + 1e-10), np.floor(x + 1e-10)], -1)
+    lattice = crossgeo.grid.TableLattice.build(transform, to_source, (0, 0), (5, 4), 16)
+    assert lattice.unsure is not None and lattice.unsure.sum() >= 2
+    for row_off, col_off, h, w in [(0, 0, 70, 60), (20, 10, 30, 30), (0, 0, 20, 20), (40, 30, 30, 30)]:
+        got = nearest_table(transform, row_off, col_off, h, w, to_source, (30, 25), step=16, lattice=lattice)
+        np.testing.assert_array_equal(np.stack(got), want[:, row_off : row_off + h, col_off : col_off + w])
+
+
+def _worker_reads(sampler: PatchSampler, windows: list[tuple[int, int]]) -> tuple[bool, list[np.ndarray]]:
+    """In a child process: whether the mask's reader found the grid's lattice, and its reads of ``windows``."""
+    reader = sampler._reader().mask
+    assert reader is not None
+    return reader.lattice is not None, [reader.read(r, c)[0] for r, c in windows]
+
+
+@pytest.mark.parametrize("start", ["fork", "spawn"])
+def test_the_grids_lattice_is_moved_when_the_sampler_is_built(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, start: str
+) -> None:
+    """A sampler with a table-view mask moves its grid's lattice when it is built (`crossgeo.io.table_lattice`):
+    its readers and forked workers slice it, a spawned worker moves each window's own - the same pixels. A grid
+    whose lattice passes `crossgeo.io.TABLE_LATTICE_POINTS` keeps none and reads the same too."""
+    import multiprocessing
+
+    image = utm_image(tmp_path)
+    transform, width, height = lonlat_transform(REF, margin=-12)
+    mask = encoded_mask(tmp_path / "geo.tif", transform, width, height)
+    sampler = mask_sampler(image, mask, "table", monkeypatch)
+    windows = [(0, 0), (37, 101), (236, 236), (-20, 150)]
+    reader = sampler._reader().mask
+    assert reader is not None and reader.lattice is not None
+    assert reader.lattice.nodes.shape[1:] == (REF // 32 + 1 + 1, REF // 32 + 1 + 1)
+    want = [reader.read(r, c)[0] for r, c in windows]
+    for (row_off, col_off), data in zip(windows, want):
+        pixels = decoded(data, None, width)
+        exact = exact_pixels(sampler.grid, mask, row_off, col_off, SIZE, SIZE)
+        np.testing.assert_array_equal(pixels[:, exact[0] >= 0], exact[:, exact[0] >= 0])
+    with multiprocessing.get_context(start).Pool(1) as pool:
+        found, got = pool.apply(_worker_reads, (sampler, windows))
+    assert found == (start == "fork")
+    for one, other in zip(got, want):
+        np.testing.assert_array_equal(one, other)
+    monkeypatch.setattr(crossgeo.io, "TABLE_LATTICE_POINTS", 100)
+    monkeypatch.setattr(crossgeo.io, "_lattices", collections.OrderedDict())  # this process's kept ones
+    small_reader = mask_sampler(image, mask, "table", monkeypatch)._reader().mask
+    assert small_reader is not None and small_reader.lattice is None
+    for (row_off, col_off), data in zip(windows, want):
+        np.testing.assert_array_equal(small_reader.read(row_off, col_off)[0], data)
