@@ -334,6 +334,13 @@ class PatchSampler(WindowSequence):
         col_off = int(self.index.col_off[position])
         return self.read(row_off, col_off, index=position, mask_dtype=mask_dtype)
 
+    def plan_reads(self, positions: list[int]) -> None:
+        """The windows this thread will read next, in order (a DataLoader worker's share of a pass): the image's
+        reader may keep decoded blocks for them (`crossgeo.io.PlannedBlocks`). Only a hint: any other order
+        reads the same pixels."""
+        offsets = [(int(self.index.row_off[p]), int(self.index.col_off[p])) for p in positions]
+        self._reader().plan_windows(offsets)
+
     def read(self, row_off: int, col_off: int, *, index: int = -1, mask_dtype: Any = np.int64) -> Patch:
         """The patch of any window on the reference grid (it may reach past the edges).
 

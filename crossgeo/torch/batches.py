@@ -167,6 +167,9 @@ class CompactItems(Dataset[dict[str, Any]]):
         self.ring: BatchRing | None = None
 
     def __getitems__(self, indices: list[int]) -> list[dict[str, Any]]:
+        plan = getattr(indices, "plan", None)
+        if plan is not None:
+            self.dataset.plan_reads(plan)
         items = [self.dataset.item(index, compact=True) for index in indices]
         slot = getattr(indices, "slot", None)
         return SlotItems(items, slot, self.ring) if slot is not None else items

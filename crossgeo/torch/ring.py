@@ -24,12 +24,19 @@ _ALIGN = 4096
 """Slots and the sections inside them start on page boundaries (any dtype's view is aligned)."""
 
 
-class SlotIndices(list[int]):
-    """A batch of indices and the ring slot (or None) its worker writes the batch into."""
+PLAN_BATCHES = 1024
+"""Batches of a worker named in one plan (`RingSampler`): 16,384 windows in batches of 16, ~64 k block reads for
+its reader to order, a list of that many indices pickled with the batch."""
 
-    def __init__(self, indices: Iterable[int], slot: int | None) -> None:
+
+class SlotIndices(list[int]):
+    """A batch of indices and the ring slot (or None) its worker writes the batch into; some also carry ``plan``:
+    the indices of the worker's next batches, this one first (`RingSampler`)."""
+
+    def __init__(self, indices: Iterable[int], slot: int | None, plan: list[int] | None = None) -> None:
         super().__init__(indices)
         self.slot = slot
+        self.plan = plan
 
 
 class SlotItems(list[Any]):
@@ -149,9 +156,17 @@ class RingSampler:
         return len(self.batches)
 
     def __iter__(self) -> Iterator[SlotIndices]:
+        """The pass's batches. torch deals batch ``k`` to worker ``k % workers``: a worker's first batch, and every
+        `PLAN_BATCHES`-th after it, names the indices of its next `PLAN_BATCHES` batches, so its reader can keep
+        the image blocks it needs again (`crossgeo.io.PlannedBlocks`)."""
         self.ring.reclaim()
-        for batch in self.batches:
-            yield SlotIndices(batch, self.ring.take())
+        batches = [list(batch) for batch in self.batches]
+        workers = self.ring.parts
+        for k, batch in enumerate(batches):
+            plan = None
+            if (k // workers) % PLAN_BATCHES == 0:
+                plan = [index for later in batches[k : k + PLAN_BATCHES * workers : workers] for index in later]
+            yield SlotIndices(batch, self.ring.take(), plan)
 
 
 def pass_ring(loader: Any, dataset: Any) -> BatchRing | None:

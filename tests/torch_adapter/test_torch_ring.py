@@ -9,16 +9,21 @@ slot or whose image already is float32 must come out as without the ring.
 from __future__ import annotations
 
 import types
+from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import torch
+from affine import Affine
 from torch_scene import PATCH
 
-from crossgeo import PatchSampler
+import crossgeo.io
+import crossgeo.torch.ring
+from crossgeo import PatchSampler, testing
 from crossgeo.torch import PatchDataset, make_dataloader
 from crossgeo.torch.batches import OutputBuffers, collate_compact, finish_ring_batch
-from crossgeo.torch.ring import BatchRing, RingBatch, SlotItems
+from crossgeo.torch.ring import BatchRing, RingBatch, RingSampler, SlotItems
 
 FLIP = [{"_target_": "albumentations.HorizontalFlip", "p": 0.5}]
 NORMALIZE = [{"_target_": "albumentations.Normalize", "p": 1.0}]
@@ -114,3 +119,61 @@ def test_a_batch_that_does_not_fit_its_slot_travels_whole(scene: types.SimpleNam
     for out in (got, kept):
         assert torch.equal(out["image"], want["image"]) and torch.equal(out["mask"], want["mask"])
         assert torch.equal(out["metadata"]["row_off"], want["metadata"]["row_off"])
+
+
+def test_each_workers_first_batch_carries_its_share_of_the_pass(monkeypatch: pytest.MonkeyPatch) -> None:
+    """torch deals batch k to worker k % workers: a worker's first batch names every index it will be sent in
+    the pass, in order (its reader keeps the image blocks it needs again: `crossgeo.io.PlannedBlocks`), up to
+    `crossgeo.torch.ring.PLAN_BATCHES` batches, then the next plan comes with the batch after them."""
+    batches = [[0, 1, 2], [3, 4, 5], [6, 7, 8], [9, 10, 11], [12, 13]]
+    sent = list(RingSampler(batches, BatchRing(6, 64, parts=2)))
+    assert [list(batch) for batch in sent] == batches
+    assert [batch.plan for batch in sent] == [[0, 1, 2, 6, 7, 8, 12, 13], [3, 4, 5, 9, 10, 11], None, None, None]
+    monkeypatch.setattr(crossgeo.torch.ring, "PLAN_BATCHES", 2)  # a plan names the next two batches
+    sent = list(RingSampler(batches, BatchRing(6, 64, parts=2)))
+    assert [batch.plan for batch in sent] == [[0, 1, 2, 6, 7, 8], [3, 4, 5, 9, 10, 11], None, None, [12, 13]]
+
+
+_PLANNED_READS = None  # a multiprocessing.Value in the test below (forked workers inherit the patched class)
+
+
+def _counted_plan(self: Any, windows: list[tuple[int, int]], size: int) -> None:
+    assert _PLANNED_READS is not None
+    with _PLANNED_READS.get_lock():
+        _PLANNED_READS.value += len(windows)
+    _PLAN(self, windows, size)
+
+
+_PLAN = crossgeo.io.PlannedBlocks.plan
+
+
+@pytest.mark.parametrize(("context", "persistent"), [("fork", False), ("fork", True), ("spawn", False)])
+def test_workers_told_their_windows_read_the_0_worker_batches(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, context: str, persistent: bool
+) -> None:
+    """An image of 32^2 tiles (blocks a worker's reader keeps for the windows its plan names,
+    `crossgeo.io.PlannedBlocks`): 2 workers' batches equal the 0-worker ones, epoch after epoch, with seeded
+    flips; forked workers are told every window they read (counted through the class they inherit)."""
+    global _PLANNED_READS
+    import multiprocessing
+
+    transform = Affine(10, 0, 600000.0, 0, -10, 5600000.0)
+    image = testing.write_raster(
+        tmp_path / "image.tif", testing.coordinate_bands(256, 256, "uint8"), crs="EPSG:32632", transform=transform,
+        blocksize=32,
+    )  # fmt: skip
+    classes = (testing.coordinate_bands(256, 256)[:1] // 40 % 2).astype("uint8")
+    mask = testing.write_raster(tmp_path / "mask.tif", classes, crs="EPSG:32632", transform=transform)
+    rng = np.random.default_rng(5)
+    rows, cols = rng.integers(0, 256 - 48, 50), rng.integers(0, 256 - 48, 50)
+    windows = testing.write_windows_table(tmp_path / "w.csv", rows.tolist(), cols.tolist())
+    dataset = PatchDataset(PatchSampler(image, mask, windows, 48, n_classes=2), augmentation_list=FLIP, seed=3)
+    _PLANNED_READS = multiprocessing.get_context("fork").Value("i", 0)
+    monkeypatch.setattr(crossgeo.io.PlannedBlocks, "plan", _counted_plan)
+    _, want = _epochs(dataset, [0, 1], num_workers=0)
+    _, got = _epochs(dataset, [0, 1], num_workers=2, multiprocessing_context=context, persistent_workers=persistent)
+    for epoch in (0, 1):
+        assert len(got[epoch]) == len(want[epoch]) == 17  # 50 windows in batches of 3
+        for a, b in zip(got[epoch], want[epoch]):
+            assert torch.equal(a["image"], b["image"]) and torch.equal(a["mask"], b["mask"])
+    assert _PLANNED_READS.value == (100 if context == "fork" else 0)  # 50 windows, 2 epochs
