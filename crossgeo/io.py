@@ -1096,13 +1096,14 @@ PLANNED_GDAL_CACHE = 8 << 20
 class PlannedBlocks:
     """One source's decoded blocks (GeoTIFF tiles), kept for the windows its reader was told it will read.
 
-    A DataLoader worker knows every window of its pass (`crossgeo.torch.ring.RingSampler` sends each worker its
-    share with its first batch): when a block must make room, the one evicted is the one needed again furthest
-    in the future, or never (Belady's rule), where GDAL's block cache can only drop the least recently used.
-    On the benchmark scene's 2,000 random 256^2 windows (256^2 tiles, 2 workers) that decodes 2.1 tiles per
-    window where GDAL's 48 MiB cache decodes 3.0 (`PLANNED_BLOCK_BYTES`). A window read that is not the plan's next drops the plan (the
-    least recently used blocks then go first); the pixels never depend on it: each window is assembled from whole blocks
-    read from the file, exactly what a window read returns.
+    A DataLoader worker knows the windows of its pass (`crossgeo.torch.ring.RingSampler` sends each worker its
+    next 1,024 batches' indices with its first batch, and again after them): when a block must make room, the
+    one evicted is the one needed again furthest in the future, or never (Belady's rule), where GDAL's block
+    cache can only drop the least recently used. On the benchmark scene's 2,000 random 256^2 windows (256^2
+    tiles, 2 workers) that decodes 2.1 tiles per window where GDAL's 48 MiB cache decodes 3.0
+    (`PLANNED_BLOCK_BYTES`). A window read that is not the plan's next drops the plan (the least recently used
+    blocks then go first); the pixels never depend on it: each window is assembled from whole blocks read from
+    the file, exactly what a window read returns.
     """
 
     def __init__(self, dataset: Any, indexes: list[int], dtype: np.dtype[Any], layout: BlockLayout) -> None:
