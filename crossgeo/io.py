@@ -1091,6 +1091,9 @@ block cache of the process is lowered to `PLANNED_GDAL_CACHE`: the two together 
 worker's GDAL cache without one (`WORKER_BLOCK_CACHE`). Tiles decoded per 256^2 window of the benchmark scene
 (1,000 windows of a worker, 256^2 tiles): 24 MiB 2.35, 32 MiB 2.12, 40 MiB 1.94; GDAL's 48 MiB cache 3.0."""
 PLANNED_GDAL_CACHE = 8 << 20
+PLANNED_DRIVERS = ("GTiff", "MBTiles")
+"""Drivers whose blocks are what they decode, so a window assembled from blocks is the window read (a VRT's
+block of resampled sources may round its source window otherwise)."""
 
 
 class PlannedBlocks:
@@ -1245,11 +1248,13 @@ class SourceReader:
 
     def plan_windows(self, windows: list[tuple[int, int]]) -> None:
         """The windows ``(row_off, col_off)`` this reader will read next, in order (a DataLoader worker's pass):
-        a plain tiled local source keeps decoded blocks for them (`PlannedBlocks`) and lowers GDAL's block cache
-        to `PLANNED_GDAL_CACHE`; others ignore it."""
+        a tiled local GeoTIFF or MBTiles source on the reference grid keeps decoded blocks for them
+        (`PlannedBlocks`) and lowers GDAL's block cache to `PLANNED_GDAL_CACHE`; others ignore it."""
         plan, dataset = self.plan, self.dataset
         layout = BlockLayout.of(dataset)
         if plan.view != "aligned" or plan.shift != (0, 0) or is_remote(plan.path) or not windows:
+            return
+        if dataset.driver not in PLANNED_DRIVERS:
             return
         if layout is None or layout.width >= dataset.width or layout.height >= dataset.height:
             return  # strips, or one block: nothing to choose between

@@ -169,10 +169,17 @@ class CompactItems(Dataset[dict[str, Any]]):
     def __getitems__(self, indices: list[int]) -> list[dict[str, Any]]:
         plan = getattr(indices, "plan", None)
         if plan is not None:
-            self.dataset.plan_reads(plan)
+            self._plan_reads(plan)
         items = [self.dataset.item(index, compact=True) for index in indices]
         slot = getattr(indices, "slot", None)
         return SlotItems(items, slot, self.ring) if slot is not None else items
+
+    def _plan_reads(self, indices: list[int]) -> None:
+        """Tell the sampler the windows of the items this worker reads next, in order
+        (`crossgeo.torch.ring.RingSampler`; a sampler without `crossgeo.PatchSampler.plan_reads` ignores them)."""
+        dataset, plan_reads = self.dataset, getattr(self.dataset.sampler, "plan_reads", None)
+        if plan_reads is not None:
+            plan_reads([dataset.plan.served(int(i), dataset._pass_of(int(i)))[0] for i in indices])
 
     def __len__(self) -> int:
         return len(self.dataset)

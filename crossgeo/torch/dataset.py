@@ -178,13 +178,6 @@ class PatchDataset(Dataset[dict[str, Any]]):
         self._count_skips(before)
         return self._finish(patch, epoch, compact)
 
-    def plan_reads(self, indices: list[int]) -> None:
-        """The items this worker will read next, in order (`crossgeo.torch.ring.RingSampler`): handed to the
-        sampler as windows (`crossgeo.PatchSampler.plan_reads`; samplers without it ignore them)."""
-        plan_reads = getattr(self.sampler, "plan_reads", None)
-        if plan_reads is not None:
-            plan_reads([self.plan.served(int(index), self._pass_of(int(index)))[0] for index in indices])
-
     def items(self, indices: Iterable[int], *, compact: bool, threads: int, depth: int | None = None) -> Items:
         """``item(i, compact=compact)`` for each of ``indices``, in order, ``threads`` reading ``depth`` patches ahead.
 

@@ -116,3 +116,28 @@ def test_a_sampler_told_its_windows_reads_the_same_patches(tmp_path: Path, gdal_
         assert (a.image[0] == np.arange(row_off, row_off + SIZE)[:, None]).all()  # band 1 is the row
         assert (a.image[1] == np.arange(col_off, col_off + SIZE)).all()  # band 2 the column
     assert reader.planned.decoded > 0
+
+
+def test_mbtiles_images_keep_their_tiles_and_vrt_mosaics_do_not(tmp_path: Path, gdal_cache: None) -> None:
+    """The original's MBTiles image (GDAL decodes it tile by tile) keeps decoded tiles for a plan and reads the
+    patches an untold sampler reads; a VRT mosaic (its blocks are resampled, not decoded) ignores the plan."""
+    scene = T.CoordinateScene(tmp_path, 512)
+    mask = scene.aligned_mask((T.coordinate_bands(512, 512, "uint8")[:1] % 3).astype("uint8"))
+    rng = np.random.default_rng(2)
+    rows, cols = rng.integers(0, 512 - 64, 24), rng.integers(0, 512 - 64, 24)
+    table = scene.windows(rows.tolist(), cols.tolist())
+    told, plain = (PatchSampler(scene.mbtiles, mask, table, 64, n_classes=3) for _ in range(2))
+    told.plan_reads(list(range(24)))
+    reader = told._reader().images[0]
+    assert reader.planned is not None and reader.planned.layout.width == 256
+    for index in range(24):
+        np.testing.assert_array_equal(told[index].image, plain[index].image)
+    assert 0 < reader.planned.decoded <= 4  # the MBTiles' four tiles, each decoded once
+    halves = [
+        T.write_raster(tmp_path / f"half{i}.tif", T.coordinate_bands(512, 256, "uint8", col0=256 * i),
+                       crs=scene.crs, transform=scene.transform @ Affine.translation(256 * i, 0), blocksize=64)
+        for i in range(2)
+    ]  # fmt: skip
+    mosaic = PatchSampler(T.write_vrt_mosaic(tmp_path / "mosaic.vrt", halves), mask, table, 64, n_classes=3)
+    mosaic.plan_reads(list(range(24)))
+    assert mosaic._reader().images[0].planned is None
