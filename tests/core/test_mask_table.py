@@ -181,7 +181,8 @@ def test_without_the_fix_up_interpolated_pixels_pick_neighbours(tmp_path: Path) 
 
 def test_failed_transforms_are_outside_the_source() -> None:
     """A point whose transform is not finite (off a projection's domain) gets no source pixel, nor do the
-    cells around it; everything else is the exact answer."""
+    cells around it; everything else is the exact answer - with the window's own lattice, and with the grid's
+    moved once (`crossgeo.grid.TableLattice`) for windows on, beside and away from those cells."""
     transform = Affine(1, 0, 0, 0, -1, 0)
 
     def to_source(xs: np.ndarray, ys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -197,6 +198,11 @@ def test_failed_transforms_are_outside_the_source() -> None:
     got = nearest_table(transform, 0, 0, 70, 60, to_source, (30, 25), step=16)
     np.testing.assert_array_equal(np.stack(got), want)
     assert (got[0][35:, 21:26] == -1).all() and (got[0] >= 0).sum() > 500
+    lattice = crossgeo.grid.TableLattice.build(transform, to_source, (0, 0), (5, 4), 16)
+    assert lattice.unsure is not None and lattice.unsure.sum() >= 2
+    for row_off, col_off, h, w in [(0, 0, 70, 60), (20, 10, 30, 30), (0, 0, 20, 20), (40, 30, 30, 30)]:
+        got = nearest_table(transform, row_off, col_off, h, w, to_source, (30, 25), step=16, lattice=lattice)
+        np.testing.assert_array_equal(np.stack(got), want[:, row_off : row_off + h, col_off : col_off + w])
 
 
 def test_the_mask_reads_as_the_exact_warps_did(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -526,28 +532,6 @@ def test_a_grids_lattice_gives_every_window_the_exact_answer(tmp_path: Path) -> 
     got = nearest_table(grid.transform, 100, 100, 64, 64, moved, shape, lattice=corner)
     np.testing.assert_array_equal(np.stack(got), exact_pixels(grid, mask, 100, 100, 64, 64))
     assert calls[0] == 7 * 7  # its own 3 x 3 cells: nodes, midpoints, centres
-
-
-def test_failed_transforms_in_a_grids_lattice_send_their_cells_to_the_exact_move() -> None:
-    """`test_failed_transforms_are_outside_the_source` with the grid's lattice moved once: windows on, beside and
-    away from the cells around the failed moves get the exact answer."""
-    transform = Affine(1, 0, 0, 0, -1, 0)
-
-    def to_source(xs: np.ndarray, ys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        x, y = 0.37 * xs + 0.011 * ys**2 / 50, -0.41 * ys + 0.003 * xs**2 / 40
-        dead = (xs > 20) & (xs < 27.3) & (ys < -30)
-        return np.where(dead, np.inf, x), np.where(dead, np.nan, y)
-
-    rows, cols = np.mgrid[0:70, 0:60]
-    x, y = to_source(*(transform @ (cols + 0.5, rows + 0.5)))
-    with np.errstate(invalid="ignore"):
-        inside = (x >= 0) & (y >= 0) & (np.floor(x + 1e-10) < 25) & (np.floor(y + 1e-10) < 30)
-        want = np.where(inside, [np.floor(y + 1e-10), np.floor(x + 1e-10)], -1)
-    lattice = crossgeo.grid.TableLattice.build(transform, to_source, (0, 0), (5, 4), 16)
-    assert lattice.unsure is not None and lattice.unsure.sum() >= 2
-    for row_off, col_off, h, w in [(0, 0, 70, 60), (20, 10, 30, 30), (0, 0, 20, 20), (40, 30, 30, 30)]:
-        got = nearest_table(transform, row_off, col_off, h, w, to_source, (30, 25), step=16, lattice=lattice)
-        np.testing.assert_array_equal(np.stack(got), want[:, row_off : row_off + h, col_off : col_off + w])
 
 
 def _worker_reads(sampler: PatchSampler, windows: list[tuple[int, int]]) -> tuple[bool, list[np.ndarray]]:
