@@ -469,6 +469,11 @@ def cap_block_cache(max_bytes: int, plan: ReadPlan | None) -> bool:
     without a plan. Returns whether the cache was lowered."""
     if plan is None or any(source.view == "grid" for source in (*plan.image, plan.mask) if source is not None):
         return False
+    return lower_block_cache(max_bytes)
+
+
+def lower_block_cache(max_bytes: int) -> bool:
+    """Lower this process's GDAL block cache to ``max_bytes`` unless it is already that small; whether it was."""
     if int(rasterio.env.get_gdal_config("GDAL_CACHEMAX") or 0) <= max_bytes:
         return False
     rasterio.env.set_gdal_config("GDAL_CACHEMAX", max_bytes)
@@ -1251,17 +1256,16 @@ class SourceReader:
         a tiled local GeoTIFF or MBTiles source on the reference grid keeps decoded blocks for them
         (`PlannedBlocks`) and lowers GDAL's block cache to `PLANNED_GDAL_CACHE`; others ignore it."""
         plan, dataset = self.plan, self.dataset
-        layout = BlockLayout.of(dataset)
         if plan.view != "aligned" or plan.shift != (0, 0) or is_remote(plan.path) or not windows:
             return
         if dataset.driver not in PLANNED_DRIVERS:
             return
+        layout = BlockLayout.of(dataset)
         if layout is None or layout.width >= dataset.width or layout.height >= dataset.height:
             return  # strips, or one block: nothing to choose between
         if self.planned is None:
             self.planned = PlannedBlocks(dataset, self.indexes, self.dtype, layout)
-            if int(rasterio.env.get_gdal_config("GDAL_CACHEMAX") or 0) > PLANNED_GDAL_CACHE:
-                rasterio.env.set_gdal_config("GDAL_CACHEMAX", PLANNED_GDAL_CACHE)
+            lower_block_cache(PLANNED_GDAL_CACHE)
         self.planned.plan(windows, self.size)
 
     def read(
