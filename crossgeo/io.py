@@ -33,6 +33,7 @@
 
 from __future__ import annotations
 
+import bisect
 import collections
 import contextlib
 import errno
@@ -1102,28 +1103,38 @@ block of resampled sources may round its source window otherwise)."""
 
 
 class PlannedBlocks:
-    """One source's decoded blocks (GeoTIFF tiles), kept for the windows its reader was told it will read.
+    """One source's decoded blocks (GeoTIFF tiles), kept for the windows its sampler was told it will read.
 
     A DataLoader worker knows the windows of its pass (`crossgeo.torch.ring.RingSampler` sends each worker its
-    next 1,024 batches' indices with its first batch, and again after them): when a block must make room, the
-    one evicted is the one needed again furthest in the future, or never (Belady's rule), where GDAL's block
-    cache can only drop the least recently used. On the benchmark scene's 2,000 random 256^2 windows (256^2
-    tiles, 2 workers) that decodes 2.1 tiles per window where GDAL's 48 MiB cache decodes 3.0
-    (`PLANNED_BLOCK_BYTES`). A window read that is not the plan's next drops the plan (the least recently used
-    blocks then go first); the pixels never depend on it: each window is assembled from whole blocks read from
-    the file, exactly what a window read returns.
+    next 1,024 batches' indices with its first batch, and again after them), and so does the 0-worker loader's
+    read-ahead pool (`crossgeo.readahead.ReadAhead`'s ``plan=``): when a block must make room, the one evicted is
+    the one needed again furthest in the future, or never (Belady's rule), where GDAL's block cache can only drop
+    the least recently used. On the benchmark scene's 2,000 random 256^2 windows (256^2 tiles, 2 workers) that
+    decodes 2.1 tiles per window where GDAL's 48 MiB cache decodes 3.0 (`PLANNED_BLOCK_BYTES`).
+
+    Shared by every thread of a process reading for one sampler (`KeptBlocks`; one lock, held only to look up,
+    keep and evict): each thread decodes a missing block with its own handle, so the threads of a read-ahead
+    pool share one store where each thread's handle kept its own blocks in GDAL's cache - on the benchmark
+    scene's first 1,000 windows, two threads: 1.55 tiles decoded per window (64 MiB), where two handles in
+    GDAL's 64 MiB cache decode ~3.4 (simulated). A window is matched to its place in the plan whatever the
+    thread and order it is read in; a window not in the plan keeps its blocks behind the planned ones (the least
+    recently used of those go first), and a new plan replaces the old. The pixels never depend on it: each
+    window is assembled from whole blocks read from the file, exactly what a window read returns. A block two
+    threads miss at once is decoded twice, identically.
     """
 
     def __init__(self, dataset: Any, indexes: list[int], dtype: np.dtype[Any], layout: BlockLayout) -> None:
         self.dataset, self.indexes, self.dtype, self.layout = dataset, indexes, dtype, layout
-        block_bytes = len(indexes) * layout.height * layout.width * np.dtype(dataset.dtypes[0]).itemsize
-        self.capacity = max(4, PLANNED_BLOCK_BYTES // block_bytes)
+        self.height, self.width = dataset.height, dataset.width
+        self._block_bytes = len(indexes) * layout.height * layout.width * np.dtype(dataset.dtypes[0]).itemsize
+        self.capacity = max(4, PLANNED_BLOCK_BYTES // self._block_bytes)
+        self._lock = threading.Lock()
         self.blocks: dict[tuple[int, int], np.ndarray] = {}
         self._next: dict[tuple[int, int], tuple[float, int]] = {}
         self._heap: list[tuple[float, int, tuple[int, int]]] = []
-        self._windows: list[tuple[int, int]] = []
-        self._uses: list[float] = []
-        self._at = self._use = self._pushed = 0
+        self._places: dict[tuple[int, int], collections.deque[int]] = {}  # window -> its places in the plan
+        self._uses: dict[tuple[int, int], list[int]] = {}  # block -> the places of the windows that need it
+        self._pushed = 0
         self.decoded = 0
         """Blocks read from the file (a count for tests and benchmarks)."""
 
@@ -1135,38 +1146,45 @@ class PlannedBlocks:
             for c in range(col_off // bw, (col_off + width - 1) // bw + 1)
         ]
 
-    def plan(self, windows: list[tuple[int, int]], size: int) -> None:
-        """The ``size`` x ``size`` windows ``(row_off, col_off)`` this reader will read next, in order."""
-        blocks = [block for row_off, col_off in windows for block in self._blocks_of(row_off, col_off, size, size)]
-        uses: list[float] = [math.inf] * len(blocks)
-        last: dict[tuple[int, int], float] = {}
-        for i in range(len(blocks) - 1, -1, -1):
-            uses[i] = last.get(blocks[i], math.inf)
-            last[blocks[i]] = i
-        self._windows, self._uses, self._at, self._use = list(windows), uses, 0, 0
-        for block in self.blocks:  # the kept ones: their first use in the new plan
-            self._keep(block, last.get(block, math.inf))
+    def plan(self, windows: list[tuple[int, int]], size: int, readers: int = 1) -> None:
+        """The ``size`` x ``size`` windows ``(row_off, col_off)`` to be read next, in this order (any thread may
+        read any of them), by ``readers`` threads at once: the store keeps `PLANNED_BLOCK_BYTES` per reader."""
+        places: dict[tuple[int, int], collections.deque[int]] = {}
+        uses: dict[tuple[int, int], list[int]] = {}
+        for place, window in enumerate(windows):
+            places.setdefault(window, collections.deque()).append(place)
+            for block in self._blocks_of(*window, size, size):
+                uses.setdefault(block, []).append(place)
+        with self._lock:
+            self.capacity = max(4, max(readers, 1) * PLANNED_BLOCK_BYTES // self._block_bytes)
+            self._places, self._uses = places, uses
+            for block in self.blocks:  # the kept ones: their first use in the new plan
+                self._keep(block, uses[block][0] if block in uses else math.inf)
 
-    def read(self, row_off: int, col_off: int, height: int, width: int) -> np.ndarray | None:
-        """The window's ``indexes`` as ``dtype``, as ``dataset.read`` returns them; None past the raster's edges."""
-        if row_off < 0 or col_off < 0 or row_off + height > self.dataset.height or col_off + width > self.dataset.width:
+    def read(self, row_off: int, col_off: int, height: int, width: int, dataset: Any = None) -> np.ndarray | None:
+        """The window's ``indexes`` as ``dtype``, as ``dataset.read`` returns them; None past the raster's edges.
+
+        ``dataset``: this thread's handle of the source (default: the one the store was made with)."""
+        if row_off < 0 or col_off < 0 or row_off + height > self.height or col_off + width > self.width:
             return None
-        planned = self._at < len(self._windows) and self._windows[self._at] == (row_off, col_off)
-        if planned:
-            self._at += 1
-        else:
-            self._windows = []  # off the plan: no next use is known any more
+        dataset = self.dataset if dataset is None else dataset
+        with self._lock:
+            places = self._places.get((row_off, col_off))
+            place = places.popleft() if places else None  # None: not in the plan
         out = np.empty((len(self.indexes), height, width), dtype=self.dtype)
         bh, bw = self.layout.height, self.layout.width
         for block in self._blocks_of(row_off, col_off, height, width):
-            data = self.blocks.get(block)
+            with self._lock:
+                data = self.blocks.get(block)
+                if data is not None:
+                    self._keep(block, self._next_use(block, place))
             if data is None:
-                data = self._decode(block)
-            if planned and self._use < len(self._uses):
-                self._keep(block, self._uses[self._use])
-                self._use += 1
-            else:
-                self._keep(block, math.inf)
+                data, failed = self._decode(dataset, block)
+                if not failed:
+                    with self._lock:
+                        self._make_room()
+                        self.blocks[block] = data
+                        self._keep(block, self._next_use(block, place))
             r, c = block[0] * bh, block[1] * bw
             top, left = max(row_off, r), max(col_off, c)
             bottom, right = min(row_off + height, r + bh), min(col_off + width, c + bw)
@@ -1175,19 +1193,33 @@ class PlannedBlocks:
             ]
         return out
 
-    def _decode(self, block: tuple[int, int]) -> np.ndarray:
-        """Read a block from the file, first making room: out goes the kept block needed furthest ahead."""
+    def _decode(self, dataset: Any, block: tuple[int, int]) -> tuple[np.ndarray, bool]:
+        """Read a block from the file (with this thread's handle, outside the lock), and whether GDAL signalled a
+        failure meanwhile: a damaged tile reads as blank pixels, which must never be kept for another read (the
+        read's `reading` raises the failure when it ends)."""
+        bh, bw = self.layout.height, self.layout.width
+        r, c = block[0] * bh, block[1] * bw
+        caught = _failure_trap.failures.get(threading.get_ident())
+        before = len(caught) if caught is not None else 0
+        data = dataset.read(self.indexes, window=Window(c, r, min(bw, self.width - c), min(bh, self.height - r)))
+        with self._lock:
+            self.decoded += 1
+        return data, caught is not None and len(caught) > before
+
+    def _next_use(self, block: tuple[int, int], place: int | None) -> float:
+        """The plan's next place needing ``block`` after ``place`` (inf: none, or a read not in the plan)."""
+        uses = self._uses.get(block)
+        if place is None or uses is None:
+            return math.inf
+        at = bisect.bisect_right(uses, place)
+        return uses[at] if at < len(uses) else math.inf
+
+    def _make_room(self) -> None:
+        """Evict until a block fits: out goes the kept block needed furthest ahead (the lock is held)."""
         while len(self.blocks) >= self.capacity:
             key, pushed, victim = heapq.heappop(self._heap)
             if self._next.get(victim) == (-key, pushed):  # (else an entry superseded since)
                 del self.blocks[victim], self._next[victim]
-        bh, bw = self.layout.height, self.layout.width
-        r, c = block[0] * bh, block[1] * bw
-        window = Window(c, r, min(bw, self.dataset.width - c), min(bh, self.dataset.height - r))
-        data = self.dataset.read(self.indexes, window=window)
-        self.blocks[block] = data
-        self.decoded += 1
-        return data
 
     def _keep(self, block: tuple[int, int], next_use: float) -> None:
         """Note when ``block`` is needed next (``inf``: not in the plan; the least recently used of those go first)."""
@@ -1199,11 +1231,55 @@ class PlannedBlocks:
             heapq.heapify(self._heap)
 
 
+class KeptBlocks:
+    """The `PlannedBlocks` of one sampler's image sources in this process, shared by its readers in every thread.
+
+    A forked child starts with none (its plan comes with its first batch); so does an unpickled copy."""
+
+    def __init__(self) -> None:
+        self._start()
+
+    def _start(self) -> None:
+        self._pid = os.getpid()
+        self._lock = threading.Lock()
+        self._stores: dict[int, PlannedBlocks] = {}
+
+    def get(self, source: int) -> PlannedBlocks | None:
+        """Image source ``source``'s store, if it was planned in this process."""
+        if self._pid != os.getpid():
+            self._start()
+        return self._stores.get(source)
+
+    def made(self, source: int, make: Any) -> PlannedBlocks:
+        """Image source ``source``'s store, made by ``make()`` if there is none yet."""
+        if self._pid != os.getpid():
+            self._start()
+        with self._lock:
+            store = self._stores.get(source)
+            if store is None:
+                store = self._stores[source] = make()
+            return store
+
+    def clear(self) -> None:
+        """Drop every store (and the blocks it keeps)."""
+        self._start()
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self._start()
+
+
 class SourceReader:
     """One source's handles in one thread and its windowed read on the reference grid (see `SourcePlan`)."""
 
-    def __init__(self, plan: SourcePlan, grid: Grid, patch_size: int) -> None:
+    def __init__(
+        self, plan: SourcePlan, grid: Grid, patch_size: int, kept: tuple[KeptBlocks, int] | None = None
+    ) -> None:
         self.plan, self.grid, self.size = plan, grid, patch_size
+        # Where this source's planned blocks are kept (shared by the sampler's readers), and its number there.
+        self.kept, self.kept_at = kept if kept is not None else (KeptBlocks(), 0)
         self.dataset = open_raster(plan.path, plan.option)
         # As a dtype object once: a dtype name or ``dataset.dtypes`` costs microseconds on every read.
         self.dtype = np.dtype(plan.dtype)
@@ -1232,7 +1308,6 @@ class SourceReader:
         self.outside_value = 0  # what the warper leaves where it writes nothing (rasterio's WarpedVRT with alpha)
         self.block = MASK_BLOCK
         self.block_source = self._block_key() if plan.view in ("blocks", "lookup", "table") else -1
-        self.planned: PlannedBlocks | None = None
         if plan.view == "table":
             self.to_source = source_pixels(self.dataset, grid)
             self.lattice = table_lattice(self.dataset, grid, build=False)
@@ -1251,10 +1326,16 @@ class SourceReader:
             self.view.close()
         self.dataset.close()
 
-    def plan_windows(self, windows: list[tuple[int, int]]) -> None:
-        """The windows ``(row_off, col_off)`` this reader will read next, in order (a DataLoader worker's pass):
-        a tiled local GeoTIFF or MBTiles source on the reference grid keeps decoded blocks for them
-        (`PlannedBlocks`) and lowers GDAL's block cache to `PLANNED_GDAL_CACHE`; others ignore it."""
+    @property
+    def planned(self) -> PlannedBlocks | None:
+        """This source's kept blocks, once a plan was given in this process (`plan_windows`)."""
+        return self.kept.get(self.kept_at)
+
+    def plan_windows(self, windows: list[tuple[int, int]], readers: int = 1, lower_gdal_cache: bool = False) -> None:
+        """The windows ``(row_off, col_off)`` to be read next, in order, by ``readers`` threads (a DataLoader
+        worker's pass, a read-ahead pool's): a tiled local GeoTIFF or MBTiles source on the reference grid keeps
+        decoded blocks for them (`PlannedBlocks`, shared by the sampler's threads), and ``lower_gdal_cache``
+        lowers GDAL's block cache to `PLANNED_GDAL_CACHE` (the kept blocks stand in for it); others ignore it."""
         plan, dataset = self.plan, self.dataset
         if plan.view != "aligned" or plan.shift != (0, 0) or is_remote(plan.path) or not windows:
             return
@@ -1263,10 +1344,10 @@ class SourceReader:
         layout = BlockLayout.of(dataset)
         if layout is None or layout.width >= dataset.width or layout.height >= dataset.height:
             return  # strips, or one block: nothing to choose between
-        if self.planned is None:
-            self.planned = PlannedBlocks(dataset, self.indexes, self.dtype, layout)
+        store = self.kept.made(self.kept_at, lambda: PlannedBlocks(dataset, self.indexes, self.dtype, layout))
+        if lower_gdal_cache:
             lower_block_cache(PLANNED_GDAL_CACHE)
-        self.planned.plan(windows, self.size)
+        store.plan(windows, self.size, readers)
 
     def read(
         self, row_off: int, col_off: int, height: int | None = None, width: int | None = None
@@ -1386,7 +1467,8 @@ class SourceReader:
             and self.interior.covers(row_off, col_off, height, width)
         ):
             return _read_filled(view, list(plan.bands), row_off, col_off, height, plan.fill, self.dtype, width=width)
-        kept = self.planned.read(row_off + dr, col_off + dc, height, width) if self.planned is not None else None
+        planned = self.kept.get(self.kept_at)
+        kept = planned.read(row_off + dr, col_off + dc, height, width, self.dataset) if planned is not None else None
         if kept is not None:
             data, invalid = kept, None
         else:
@@ -1675,13 +1757,17 @@ source_pool = SourcePool()
 class RasterReader:
     """The open handles of one process/thread: a `SourceReader` per image source and one for the mask."""
 
-    def __init__(self, plan: ReadPlan) -> None:
+    def __init__(self, plan: ReadPlan, kept: KeptBlocks | None = None) -> None:
         self.plan = plan
+        self.kept = KeptBlocks() if kept is None else kept
+        """The image sources' planned blocks, shared with the other readers of the sampler (`plan_windows`)."""
         self._open()
 
     def _open(self) -> None:
         plan = self.plan
-        self.images = [SourceReader(source, plan.grid, plan.patch_size) for source in plan.image]
+        self.images = [
+            SourceReader(source, plan.grid, plan.patch_size, (self.kept, at)) for at, source in enumerate(plan.image)
+        ]
         self.mask = SourceReader(plan.mask, plan.grid, plan.patch_size) if plan.mask is not None else None
         self.image_dtype = np.dtype(plan.image_dtype)
         self.channels = sum(len(source.bands) for source in plan.image)
@@ -1701,11 +1787,11 @@ class RasterReader:
         if self.mask is not None:
             self.mask.interior = value
 
-    def plan_windows(self, windows: list[tuple[int, int]]) -> None:
-        """The patches ``(row_off, col_off)`` this reader will read next, in order: each image source may keep
-        decoded blocks for them (`SourceReader.plan_windows`)."""
+    def plan_windows(self, windows: list[tuple[int, int]], readers: int = 1, lower_gdal_cache: bool = False) -> None:
+        """The patches ``(row_off, col_off)`` to be read next, in order, by ``readers`` threads: each image source
+        may keep decoded blocks for them (`SourceReader.plan_windows`)."""
         for source in self.images:
-            source.plan_windows(windows)
+            source.plan_windows(windows, readers, lower_gdal_cache)
 
     def close(self) -> None:
         for source in [*self.images, self.mask]:

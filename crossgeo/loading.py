@@ -431,21 +431,34 @@ def _check_batch_size(batch_size: Any, where: str, required: bool) -> int | None
 
 
 def read_ahead(
-    sampler: Any, served: Iterable[tuple[int, int]], *, mask_dtype: Any, threads: int, depth: int | None = None
+    sampler: Any,
+    served: Iterable[tuple[int, int]],
+    *,
+    mask_dtype: Any,
+    threads: int,
+    depth: int | None = None,
+    plan: bool = False,
 ) -> ReadAhead[tuple[int, int], tuple[Patch, int]]:
     """``(patch, draw)`` for each ``(window, draw)`` of ``served``, in order, read ahead by ``threads`` threads.
 
     The patches are exactly ``sampler.get(window, mask_dtype=mask_dtype)``'s, yielded in the order of
     ``served`` (`crossgeo.readahead.ReadAhead`: at most ``depth``, default ``2 * threads``, read ahead;
-    0 or 1 thread: read here, one by one). ``served`` is consumed in the caller's thread, so a loader computes which
-    window and draw an item is there, in order. Only the reads run in the pool, each thread through
-    its own handles: augmentation and conversion stay with the caller, so seeded and unseeded
-    augmentations draw as in a sequential loop. Samples replaced by ``on_read_error="skip"`` are
+    0 or 1 thread: read here, one by one). ``served`` is consumed in the caller's thread, so a loader
+    computes which window and draw an item is there, in order. ``plan=True`` (a pass's items, as the torch
+    loader's): with a pool, ``served`` is pulled `crossgeo.readahead.PLAN_ITEMS` at a time and the sampler is
+    told the windows before they are read (`crossgeo.PatchSampler.plan_reads`). Only the reads run in the
+    pool, each thread through its own handles: augmentation and conversion stay with the caller, so seeded
+    and unseeded augmentations draw as in a sequential loop. Samples replaced by ``on_read_error="skip"`` are
     counted in the sampler's ``skipped``, one total for all threads. Close it (or exhaust it) to end
     the pool's threads.
     """
+    plan_reads = getattr(sampler, "plan_reads", None) if plan else None
     return ReadAhead(
-        lambda pair: (sampler.get(pair[0], mask_dtype=mask_dtype), pair[1]), served, threads=threads, depth=depth
+        lambda pair: (sampler.get(pair[0], mask_dtype=mask_dtype), pair[1]),
+        served,
+        threads=threads,
+        depth=depth,
+        plan=None if plan_reads is None else lambda pairs, threads: plan_reads([w for w, _ in pairs], threads),
     )
 
 

@@ -21,7 +21,7 @@ from crossgeo.augment import scales_image
 from crossgeo.errors import ClassRangeError, ConfigError, RasterError, ReadError
 from crossgeo.grid import outside_pixels
 from crossgeo.inspection import Inspection, inspect_sources, read_plan, source_coverage
-from crossgeo.io import RasterReader, ReadPlan, ensure_gdal_env
+from crossgeo.io import KeptBlocks, RasterReader, ReadPlan, ensure_gdal_env
 from crossgeo.masks import ClassIndexDecoder, out_of_range_pixels, values_binarised
 from crossgeo.options import REQUIRED, SAMPLER_OPTIONS, ImageSource, PathLike, sampler_option_names
 from crossgeo.threads import PerThread
@@ -285,7 +285,10 @@ class PatchSampler(WindowSequence):
                 self.index.report.describe(),
                 image.path,
             )
-        self._readers: PerThread[RasterReader] = PerThread(partial(RasterReader, self._plan), close=RasterReader.close)
+        self._kept = KeptBlocks()  # the image's blocks kept for planned reads, shared by the readers of every thread
+        self._readers: PerThread[RasterReader] = PerThread(
+            partial(RasterReader, self._plan, self._kept), close=RasterReader.close
+        )
 
     def _check_source_coverage(self) -> None:
         """``missing="error"``: refuse windows an image source has no pixel in, naming the source and the windows."""
@@ -334,12 +337,14 @@ class PatchSampler(WindowSequence):
         col_off = int(self.index.col_off[position])
         return self.read(row_off, col_off, index=position, mask_dtype=mask_dtype)
 
-    def plan_reads(self, positions: list[int]) -> None:
-        """The windows this thread will read next, in order (a DataLoader worker's share of a pass): the image's
-        reader may keep decoded blocks for them (`crossgeo.io.PlannedBlocks`). Only a hint: any other order
-        reads the same pixels."""
+    def plan_reads(self, positions: list[int], readers: int = 1, *, worker: bool = False) -> None:
+        """The windows to be read next, in order, by ``readers`` threads of this process (a DataLoader worker's
+        share of a pass, a read-ahead pool's): the image's blocks may be kept for them, shared by the threads
+        (`crossgeo.io.PlannedBlocks`). Only a hint: any other order reads the same pixels. ``worker``: the
+        process reads for this sampler only (a DataLoader worker), so GDAL's block cache is lowered beside the
+        kept blocks (`crossgeo.io.PLANNED_GDAL_CACHE`); else it stays as the application set it."""
         offsets = [(int(self.index.row_off[p]), int(self.index.col_off[p])) for p in positions]
-        self._reader().plan_windows(offsets)
+        self._reader().plan_windows(offsets, readers, lower_gdal_cache=worker)
 
     def read(self, row_off: int, col_off: int, *, index: int = -1, mask_dtype: Any = np.int64) -> Patch:
         """The patch of any window on the reference grid (it may reach past the edges).
@@ -492,8 +497,10 @@ class PatchSampler(WindowSequence):
         self._readers.forget_inherited()
 
     def close(self) -> None:
-        """Close the handles this process opened, in every thread (they reopen on the next read)."""
+        """Close the handles this process opened, in every thread (they reopen on the next read), and drop the
+        image blocks kept for planned reads."""
         self._readers.clear()
+        self._kept.clear()
 
     def __repr__(self) -> str:
         return (

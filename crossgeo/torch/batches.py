@@ -179,7 +179,7 @@ class CompactItems(Dataset[dict[str, Any]]):
         (`crossgeo.torch.ring.RingSampler`; a sampler without `crossgeo.PatchSampler.plan_reads` ignores them)."""
         dataset, plan_reads = self.dataset, getattr(self.dataset.sampler, "plan_reads", None)
         if plan_reads is not None:
-            plan_reads([dataset.plan.served(int(i), dataset._pass_of(int(i)))[0] for i in indices])
+            plan_reads([dataset.plan.served(int(i), dataset._pass_of(int(i)))[0] for i in indices], worker=True)
 
     def __len__(self) -> int:
         return len(self.dataset)

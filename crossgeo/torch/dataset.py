@@ -186,7 +186,7 @@ class PatchDataset(Dataset[dict[str, Any]]):
         """
         served = (self.plan.served(int(i), self._pass_of(int(i))) for i in indices)
         mask_dtype = self.plan.decode_type(compact)
-        reads = read_ahead(self.sampler, served, mask_dtype=mask_dtype, threads=threads, depth=depth)
+        reads = read_ahead(self.sampler, served, mask_dtype=mask_dtype, threads=threads, depth=depth, plan=True)
         counted = self.sampler.skipped
         try:
             for patch, epoch in reads:

@@ -1,15 +1,19 @@
-"""`crossgeo.io.PlannedBlocks`: a reader told the windows it will read keeps the image blocks it needs again.
+"""`crossgeo.io.PlannedBlocks`: a sampler told the windows it will read keeps the image blocks they need again.
 
 The image encodes each pixel's (row, col), so a read proves where its pixels came from; every read must equal a
-plain window read whether the plan is followed, left, or never given, and a followed plan must decode fewer
-blocks than the plain least-recently-used order would.
+plain window read whether the plan is followed, has gaps, or is never given, in one thread or several sharing
+the store, and a followed plan must decode fewer blocks than the plain least-recently-used order would.
 """
 
 from __future__ import annotations
 
 import collections
+import multiprocessing
+import pickle
+import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -21,6 +25,7 @@ import crossgeo.io
 from crossgeo import PatchSampler
 from crossgeo import testing as T
 from crossgeo.grid import BlockLayout
+from crossgeo.readahead import ReadAhead
 
 SIZE = 40
 UTM = Affine(10, 0, 600000.0, 0, -10, 5600000.0)
@@ -55,11 +60,12 @@ def lru_decodes(order: list[tuple[int, int]], capacity: int, block: int = 32) ->
     return misses
 
 
-@pytest.mark.parametrize("plan", ["followed", "left", "none"])
+@pytest.mark.parametrize("plan", ["followed", "gaps", "none"])
 def test_planned_reads_equal_window_reads(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, plan: str) -> None:
     """Reads through the kept blocks equal window reads (partial edge tiles included, a window past the raster
     declined), the blocks kept stay within the capacity, and a followed plan decodes fewer blocks than the
-    least-recently-used order would with the same room (the rule GDAL's block cache follows)."""
+    least-recently-used order would with the same room (the rule GDAL's block cache follows); reads missing
+    from the plan do not undo it for the rest."""
     image = tiled_image(tmp_path)
     monkeypatch.setattr(crossgeo.io, "PLANNED_BLOCK_BYTES", 12 * 3 * 32 * 32 * 2)  # room for 12 blocks
     order = [*windows(300, seed=4), (160, 192), (0, 0)]  # the last row and column of (partial) tiles
@@ -83,7 +89,7 @@ def test_planned_reads_equal_window_reads(tmp_path: Path, monkeypatch: pytest.Mo
     elif plan == "none":
         assert blocks.decoded == lru  # no future known: the least recently used block goes first
     else:
-        assert 0.8 * lru < blocks.decoded < lru  # a third of the reads planned
+        assert blocks.decoded < 0.85 * lru, (blocks.decoded, lru)  # 50 reads outside the plan in between
 
 
 @pytest.fixture
@@ -95,8 +101,9 @@ def gdal_cache() -> Iterator[None]:
 
 
 def test_a_sampler_told_its_windows_reads_the_same_patches(tmp_path: Path, gdal_cache: None) -> None:
-    """`PatchSampler.plan_reads`: the image's reader keeps blocks for the windows named, in their order, and
-    lowers GDAL's block cache; the patches equal those of a sampler never told, in order or not."""
+    """`PatchSampler.plan_reads`: the image's reader keeps blocks for the windows named, in their order, and a
+    DataLoader worker's plan lowers GDAL's block cache (another leaves it); the patches equal those of a sampler
+    never told, in order or not."""
     image = tiled_image(tmp_path)
     mask = T.write_raster(tmp_path / "mask.tif", (T.coordinate_bands(200, 232)[:1] % 5).astype("uint8"),
                           crs="EPSG:32632", transform=UTM)  # fmt: skip
@@ -104,9 +111,11 @@ def test_a_sampler_told_its_windows_reads_the_same_patches(tmp_path: Path, gdal_
     table = T.write_windows_table(tmp_path / "w.csv", [r for r, _ in order], [c for _, c in order])
     told = PatchSampler(image, mask, table, SIZE, n_classes=5, image_dtype="uint16")
     plain = PatchSampler(image, mask, table, SIZE, n_classes=5, image_dtype="uint16")
+    rasterio.env.set_gdal_config("GDAL_CACHEMAX", 64 << 20)
     told.plan_reads(list(range(0, 60, 2)))
     reader = told._reader().images[0]
-    assert reader.planned is not None
+    assert reader.planned is not None and int(rasterio.env.get_gdal_config("GDAL_CACHEMAX")) == 64 << 20
+    told.plan_reads(list(range(0, 60, 2)), worker=True)
     assert int(rasterio.env.get_gdal_config("GDAL_CACHEMAX")) <= crossgeo.io.PLANNED_GDAL_CACHE
     for index in [*range(0, 60, 2), 5, 7, 0]:  # the plan, then off it
         a, b = told[index], plain[index]
@@ -141,3 +150,80 @@ def test_mbtiles_images_keep_their_tiles_and_vrt_mosaics_do_not(tmp_path: Path, 
     mosaic = PatchSampler(T.write_vrt_mosaic(tmp_path / "mosaic.vrt", halves), mask, table, 64, n_classes=3)
     mosaic.plan_reads(list(range(24)))
     assert mosaic._reader().images[0].planned is None
+
+
+def test_threads_share_one_store_and_read_what_one_reader_reads(tmp_path: Path, gdal_cache: None) -> None:
+    """The threads of a read-ahead pool (`crossgeo.readahead.ReadAhead`'s ``plan=``) and short-lived threads
+    (ids reused) read through one store: every patch equals an untold sampler's (band 1 the row, band 2 the
+    column), each block is decoded about once where a thread-private cache of the same room decodes it again."""
+    image = tiled_image(tmp_path)
+    mask = T.write_raster(tmp_path / "mask.tif", (T.coordinate_bands(200, 232)[:1] % 5).astype("uint8"),
+                          crs="EPSG:32632", transform=UTM)  # fmt: skip
+    order = windows(240, seed=11)
+    table = T.write_windows_table(tmp_path / "w.csv", [r for r, _ in order], [c for _, c in order])
+    told = PatchSampler(image, mask, table, SIZE, n_classes=5, image_dtype="uint16")
+    plain = PatchSampler(image, mask, table, SIZE, n_classes=5, image_dtype="uint16")
+    planned: list[tuple[int, int]] = []
+
+    def plan(positions: list[int], readers: int) -> None:
+        planned.append((len(positions), readers))
+        told.plan_reads(positions, readers)
+
+    reads = ReadAhead(lambda i: told[i], range(240), threads=3, plan=plan)
+    for index, patch in enumerate(reads):
+        np.testing.assert_array_equal(patch.image, plain[index].image)
+        np.testing.assert_array_equal(patch.mask, plain[index].mask)
+        row_off, col_off = order[index]
+        assert (patch.image[0] == np.arange(row_off, row_off + SIZE)[:, None]).all()
+        assert (patch.image[1] == np.arange(col_off, col_off + SIZE)).all()
+    assert planned == [(240, 3)]
+    store = told._kept.get(0)
+    assert store is not None and store.capacity == 3 * crossgeo.io.PLANNED_BLOCK_BYTES // (3 * 32 * 32 * 2)
+    touched = [(r, c) for row_off, col_off in order for r in range(row_off // 32, (row_off + SIZE - 1) // 32 + 1)
+               for c in range(col_off // 32, (col_off + SIZE - 1) // 32 + 1)]  # fmt: skip
+    # Every block fits: each decoded once, a few twice (missed by two threads at once), of ~1,000 block reads.
+    assert len(set(touched)) <= store.decoded < 1.5 * len(set(touched)) < 0.1 * len(touched)
+    # Short-lived threads, two at a time, each reading a few planned windows through its own handles.
+    told.plan_reads(list(range(240)), readers=2)
+    before, got = store.decoded, {}
+
+    def read(chunk: range) -> None:
+        for index in chunk:
+            got[index] = told[index]
+
+    for start in range(0, 240, 8):
+        pair = [threading.Thread(target=read, args=(range(s, s + 4),)) for s in (start, start + 4)]
+        for thread in pair:
+            thread.start()
+        for thread in pair:
+            thread.join()
+    assert sorted(got) == list(range(240))
+    for index, patch in got.items():
+        np.testing.assert_array_equal(patch.image, plain[index].image)
+    assert told._kept.get(0) is store and store.decoded == before  # every block still kept: none decoded again
+
+
+def test_forked_and_unpickled_samplers_start_without_kept_blocks(tmp_path: Path, gdal_cache: None) -> None:
+    """A forked child (a DataLoader worker) and an unpickled copy (a spawned one) do not use the blocks the
+    parent kept: their plan comes with their own windows."""
+    image = tiled_image(tmp_path)
+    mask = T.write_raster(tmp_path / "mask.tif", (T.coordinate_bands(200, 232)[:1] % 5).astype("uint8"),
+                          crs="EPSG:32632", transform=UTM)  # fmt: skip
+    order = windows(20, seed=2)
+    table = T.write_windows_table(tmp_path / "w.csv", [r for r, _ in order], [c for _, c in order])
+    sampler = PatchSampler(image, mask, table, SIZE, n_classes=5, image_dtype="uint16")
+    sampler.plan_reads(list(range(20)))
+    assert sampler[0].image is not None and sampler._kept.get(0) is not None
+    assert pickle.loads(pickle.dumps(sampler))._kept.get(0) is None
+    context = multiprocessing.get_context("fork")
+    with context.Pool(1) as pool:
+        assert pool.apply(_kept_in_child, (sampler,)) == (None, True)
+
+
+def _kept_in_child(sampler: PatchSampler) -> tuple[Any, bool]:
+    inherited = sampler._kept.get(0)
+    patch = sampler[3]
+    row_off, col_off = sampler.index.row_off[3], sampler.index.col_off[3]
+    return inherited, bool((patch.image[0] == np.arange(row_off, row_off + SIZE)[:, None]).all()) and bool(
+        (patch.image[1] == np.arange(col_off, col_off + SIZE)).all()
+    )

@@ -137,11 +137,11 @@ def test_each_workers_first_batch_carries_its_share_of_the_pass(monkeypatch: pyt
 _PLANNED_READS = None  # a multiprocessing.Value in the test below (forked workers inherit the patched class)
 
 
-def _counted_plan(self: Any, windows: list[tuple[int, int]], size: int) -> None:
+def _counted_plan(self: Any, windows: list[tuple[int, int]], size: int, readers: int = 1) -> None:
     assert _PLANNED_READS is not None
     with _PLANNED_READS.get_lock():
         _PLANNED_READS.value += len(windows)
-    _PLAN(self, windows, size)
+    _PLAN(self, windows, size, readers)
 
 
 _PLAN = crossgeo.io.PlannedBlocks.plan
@@ -177,3 +177,8 @@ def test_workers_told_their_windows_read_the_0_worker_batches(
         for a, b in zip(got[epoch], want[epoch]):
             assert torch.equal(a["image"], b["image"]) and torch.equal(a["mask"], b["mask"])
     assert _PLANNED_READS.value == (100 if context == "fork" else 0)  # 50 windows, 2 epochs
+    _, ahead = _epochs(dataset, [0, 1], num_workers=0, read_threads=2)  # the read-ahead pool plans them too
+    for epoch in (0, 1):
+        for a, b in zip(ahead[epoch], want[epoch], strict=True):
+            assert torch.equal(a["image"], b["image"]) and torch.equal(a["mask"], b["mask"])
+    assert _PLANNED_READS.value == (200 if context == "fork" else 100)
