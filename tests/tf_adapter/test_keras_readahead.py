@@ -56,6 +56,40 @@ def test_thread_churn_reads_with_bounded_handles(sampler: PatchSampler) -> None:
     assert fresh._readers.created <= 3, fresh._readers.created
 
 
+def test_read_ahead_plans_each_stretch_of_the_epoch(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """On an image of 32^2 tiles the pool's threads share the decoded tiles of the windows planned (the epoch's
+    next `PLAN_ITEMS` windows from each batch that reaches past the plan): the batches equal one reader's, every
+    window is planned, in the epoch's order, and a tile is decoded about once."""
+    from affine import Affine
+
+    import crossgeo.keras
+
+    monkeypatch.setattr(crossgeo.keras, "PLAN_ITEMS", 10)
+    transform = Affine(10, 0, 600000.0, 0, -10, 5600000.0)
+    image = testing.write_raster(
+        tmp_path / "image.tif", testing.coordinate_bands(160, 160, "uint8"), crs="EPSG:32632", transform=transform,
+        blocksize=32,
+    )  # fmt: skip
+    classes = (testing.coordinate_bands(160, 160)[:1] // 40 % 3).astype("uint8")
+    mask = testing.write_raster(tmp_path / "mask.tif", classes, crs="EPSG:32632", transform=transform)
+    rows, cols = np.random.default_rng(9).integers(0, 160 - 40, (2, 30))
+    windows = testing.write_windows_table(tmp_path / "w.csv", rows.tolist(), cols.tolist())
+    options: dict[str, Any] = {"shuffle": True, "seed": 2, "augmentation_list": AUGMENTATIONS}
+    want = _epochs(PatchPyDataset(PatchSampler(image, mask, windows, 40, n_classes=3), 4, read_threads=0, **options))
+    sampler = PatchSampler(image, mask, windows, 40, n_classes=3)
+    planned: list[list[int]] = []
+    plan_reads = sampler.plan_reads
+    monkeypatch.setattr(sampler, "plan_reads", lambda positions, readers: (planned.append(positions),
+                                                                           plan_reads(positions, readers)))  # fmt: skip
+    dataset = PatchPyDataset(sampler, 4, read_threads=2, **options)
+    orders = [dataset.plan.order(epoch).tolist() for epoch in (0, 1)]
+    _assert_same(_epochs(dataset), want)
+    # Batches of 4: the one from window 8 reaches past the first plan (0-9), the one from 16 past the second.
+    assert planned == [order[start : start + 10] for order in orders for start in (0, 8, 16, 24)]
+    store = sampler._kept.get(0)
+    assert store is not None and 0 < store.decoded <= 1.5 * 25  # 25 tiles, ~120 windows' reads of 4-9 tiles
+
+
 def test_defaults_and_checks(sampler: PatchSampler) -> None:
     from crossgeo.readahead import resolve_read_threads
 
