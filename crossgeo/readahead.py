@@ -74,7 +74,7 @@ def resolve_read_threads(value: object, option: str = "read_threads") -> int:
     Read-ahead in the loaders is asked for, not the default: it pays only where a core is idle. For a
     tiled GeoTIFF or MBTiles image the torch loader's threads share the decoded tiles of the windows
     they are told (`crossgeo.io.PlannedBlocks`): on a quiet two-core machine ``read_threads=2`` read
-    1.57-1.78x a direct loop (median of 3 rounds, two runs) at the direct loop's CPU per patch; for
+    1.57-1.78x a direct loop (medians of 3 rounds, three runs) at a direct loop's CPU per patch; for
     other images (a VRT mosaic, strips) each thread's handles decode the tiles neighbouring windows
     share again (~24 % more CPU per patch), and with the cores busy (other processes, a model on the
     CPU) it was slower (`benchmarks.loader_bench`). `predict_raster`, whose reads overlap the model,

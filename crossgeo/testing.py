@@ -160,6 +160,23 @@ def write_windows_table(
     return path
 
 
+def write_tiled_scene(
+    folder: str | os.PathLike[str], size: int, windows: int, patch: int, classes: int, *, seed: int = 0
+) -> tuple[Path, Path, Path]:
+    """A UTM scene whose image (``image.tif``, uint8, 32^2 tiles: what `crossgeo.io.PlannedBlocks` keeps) encodes
+    each pixel's (row, col) (`coordinate_bands`), its mask (``mask.tif``, on the same grid) the class
+    ``row // 40 % classes``, and ``windows`` random ``patch``-sized windows inside it (``w.csv``)."""
+    folder = Path(folder)
+    transform = Affine(10, 0, 600000.0, 0, -10, 5600000.0)
+    image = write_raster(
+        folder / "image.tif", coordinate_bands(size, size, "uint8"), crs="EPSG:32632", transform=transform, blocksize=32
+    )
+    mask_classes = (coordinate_bands(size, size)[:1] // 40 % classes).astype("uint8")
+    mask = write_raster(folder / "mask.tif", mask_classes, crs="EPSG:32632", transform=transform)
+    rows, cols = np.random.default_rng(seed).integers(0, size - patch, (2, windows))
+    return image, mask, write_windows_table(folder / "w.csv", rows.tolist(), cols.tolist())
+
+
 def write_points(
     path: str | os.PathLike[str], xs: Sequence[float], ys: Sequence[float], *, crs: Any, layer: str | None = None
 ) -> Path:

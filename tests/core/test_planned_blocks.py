@@ -44,6 +44,16 @@ def windows(n: int, seed: int, height: int = 200, width: int = 232) -> list[tupl
     return [(int(r), int(c)) for r, c in zip(rows, cols)]
 
 
+def samplers(folder: Path, n: int, seed: int, count: int = 2) -> tuple[list[tuple[int, int]], list[PatchSampler]]:
+    """``n`` random windows of the tiled image (its mask the class ``row % 5``) and ``count`` samplers reading them."""
+    image = tiled_image(folder)
+    mask = T.write_raster(folder / "mask.tif", (T.coordinate_bands(200, 232)[:1] % 5).astype("uint8"),
+                          crs="EPSG:32632", transform=UTM)  # fmt: skip
+    order = windows(n, seed=seed)
+    table = T.write_windows_table(folder / "w.csv", [r for r, _ in order], [c for _, c in order])
+    return order, [PatchSampler(image, mask, table, SIZE, n_classes=5, image_dtype="uint16") for _ in range(count)]
+
+
 def lru_decodes(order: list[tuple[int, int]], capacity: int, block: int = 32) -> int:
     cache: collections.OrderedDict[tuple[int, int], None] = collections.OrderedDict()
     misses = 0
@@ -104,13 +114,7 @@ def test_a_sampler_told_its_windows_reads_the_same_patches(tmp_path: Path, gdal_
     """`PatchSampler.plan_reads`: the image's reader keeps blocks for the windows named, in their order, and a
     DataLoader worker's plan lowers GDAL's block cache (another leaves it); the patches equal those of a sampler
     never told, in order or not."""
-    image = tiled_image(tmp_path)
-    mask = T.write_raster(tmp_path / "mask.tif", (T.coordinate_bands(200, 232)[:1] % 5).astype("uint8"),
-                          crs="EPSG:32632", transform=UTM)  # fmt: skip
-    order = windows(60, seed=8)
-    table = T.write_windows_table(tmp_path / "w.csv", [r for r, _ in order], [c for _, c in order])
-    told = PatchSampler(image, mask, table, SIZE, n_classes=5, image_dtype="uint16")
-    plain = PatchSampler(image, mask, table, SIZE, n_classes=5, image_dtype="uint16")
+    order, (told, plain) = samplers(tmp_path, 60, seed=8)
     rasterio.env.set_gdal_config("GDAL_CACHEMAX", 64 << 20)
     told.plan_reads(list(range(0, 60, 2)))
     reader = told._reader().images[0]
@@ -156,13 +160,7 @@ def test_threads_share_one_store_and_read_what_one_reader_reads(tmp_path: Path, 
     """The threads of a read-ahead pool (`crossgeo.readahead.ReadAhead`'s ``plan=``) and short-lived threads
     (ids reused) read through one store: every patch equals an untold sampler's (band 1 the row, band 2 the
     column), each block is decoded about once where a thread-private cache of the same room decodes it again."""
-    image = tiled_image(tmp_path)
-    mask = T.write_raster(tmp_path / "mask.tif", (T.coordinate_bands(200, 232)[:1] % 5).astype("uint8"),
-                          crs="EPSG:32632", transform=UTM)  # fmt: skip
-    order = windows(240, seed=11)
-    table = T.write_windows_table(tmp_path / "w.csv", [r for r, _ in order], [c for _, c in order])
-    told = PatchSampler(image, mask, table, SIZE, n_classes=5, image_dtype="uint16")
-    plain = PatchSampler(image, mask, table, SIZE, n_classes=5, image_dtype="uint16")
+    order, (told, plain) = samplers(tmp_path, 240, seed=11)
     planned: list[tuple[int, int]] = []
 
     def plan(positions: list[int], readers: int) -> None:
@@ -206,12 +204,7 @@ def test_threads_share_one_store_and_read_what_one_reader_reads(tmp_path: Path, 
 def test_forked_and_unpickled_samplers_start_without_kept_blocks(tmp_path: Path, gdal_cache: None) -> None:
     """A forked child (a DataLoader worker) and an unpickled copy (a spawned one) do not use the blocks the
     parent kept: their plan comes with their own windows."""
-    image = tiled_image(tmp_path)
-    mask = T.write_raster(tmp_path / "mask.tif", (T.coordinate_bands(200, 232)[:1] % 5).astype("uint8"),
-                          crs="EPSG:32632", transform=UTM)  # fmt: skip
-    order = windows(20, seed=2)
-    table = T.write_windows_table(tmp_path / "w.csv", [r for r, _ in order], [c for _, c in order])
-    sampler = PatchSampler(image, mask, table, SIZE, n_classes=5, image_dtype="uint16")
+    _, (sampler,) = samplers(tmp_path, 20, seed=2, count=1)
     sampler.plan_reads(list(range(20)))
     assert sampler[0].image is not None and sampler._kept.get(0) is not None
     assert pickle.loads(pickle.dumps(sampler))._kept.get(0) is None

@@ -60,20 +60,10 @@ def test_read_ahead_plans_each_stretch_of_the_epoch(tmp_path: Path, monkeypatch:
     """On an image of 32^2 tiles the pool's threads share the decoded tiles of the windows planned (the epoch's
     next `PLAN_ITEMS` windows from each batch that reaches past the plan): the batches equal one reader's, every
     window is planned, in the epoch's order, and a tile is decoded about once."""
-    from affine import Affine
-
     import crossgeo.keras
 
     monkeypatch.setattr(crossgeo.keras, "PLAN_ITEMS", 10)
-    transform = Affine(10, 0, 600000.0, 0, -10, 5600000.0)
-    image = testing.write_raster(
-        tmp_path / "image.tif", testing.coordinate_bands(160, 160, "uint8"), crs="EPSG:32632", transform=transform,
-        blocksize=32,
-    )  # fmt: skip
-    classes = (testing.coordinate_bands(160, 160)[:1] // 40 % 3).astype("uint8")
-    mask = testing.write_raster(tmp_path / "mask.tif", classes, crs="EPSG:32632", transform=transform)
-    rows, cols = np.random.default_rng(9).integers(0, 160 - 40, (2, 30))
-    windows = testing.write_windows_table(tmp_path / "w.csv", rows.tolist(), cols.tolist())
+    image, mask, windows = testing.write_tiled_scene(tmp_path, 160, 30, 40, 3, seed=9)
     options: dict[str, Any] = {"shuffle": True, "seed": 2, "augmentation_list": AUGMENTATIONS}
     want = _epochs(PatchPyDataset(PatchSampler(image, mask, windows, 40, n_classes=3), 4, read_threads=0, **options))
     sampler = PatchSampler(image, mask, windows, 40, n_classes=3)

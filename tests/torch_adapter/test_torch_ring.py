@@ -12,10 +12,8 @@ import types
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
 import torch
-from affine import Affine
 from torch_scene import PATCH
 
 import crossgeo.io
@@ -157,16 +155,7 @@ def test_workers_told_their_windows_read_the_0_worker_batches(
     global _PLANNED_READS
     import multiprocessing
 
-    transform = Affine(10, 0, 600000.0, 0, -10, 5600000.0)
-    image = testing.write_raster(
-        tmp_path / "image.tif", testing.coordinate_bands(256, 256, "uint8"), crs="EPSG:32632", transform=transform,
-        blocksize=32,
-    )  # fmt: skip
-    classes = (testing.coordinate_bands(256, 256)[:1] // 40 % 2).astype("uint8")
-    mask = testing.write_raster(tmp_path / "mask.tif", classes, crs="EPSG:32632", transform=transform)
-    rng = np.random.default_rng(5)
-    rows, cols = rng.integers(0, 256 - 48, 50), rng.integers(0, 256 - 48, 50)
-    windows = testing.write_windows_table(tmp_path / "w.csv", rows.tolist(), cols.tolist())
+    image, mask, windows = testing.write_tiled_scene(tmp_path, 256, 50, 48, 2, seed=5)
     dataset = PatchDataset(PatchSampler(image, mask, windows, 48, n_classes=2), augmentation_list=FLIP, seed=3)
     _PLANNED_READS = multiprocessing.get_context("fork").Value("i", 0)
     monkeypatch.setattr(crossgeo.io.PlannedBlocks, "plan", _counted_plan)
