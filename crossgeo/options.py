@@ -572,9 +572,10 @@ class AdapterOptions:
         "Threads reading the next patches ahead, in order, while the loop works on this one (GDAL decodes "
         "without Python's lock), with the torch DataLoader at `num_workers: 0` (`make_dataloader`) and Keras' "
         "`PatchPyDataset` (each batch's patches). The items are those a single reader gives, in the same order. "
-        "`null` (default), `0` or `1`: one reader. `2` costs more CPU per patch and pays where a core is idle "
-        "(on a quiet two-core machine 1.56x one reader), not when the cores are busy. DataLoader worker "
-        "processes and tf.data read in parallel already and do not use it.",
+        "`null` (default), `0` or `1`: one reader. `2` pays where a core is idle (on a quiet two-core machine "
+        "1.6-1.8x a direct loop), not when the cores are busy; for a tiled GeoTIFF or MBTiles image the threads "
+        "share the decoded tiles of the windows ahead, so a patch costs no more CPU than with one reader. "
+        "DataLoader worker processes and tf.data read in parallel already and do not use it.",
         check=optional(non_negative_int),
     )
     allowed_targets: Sequence[str] = option(
