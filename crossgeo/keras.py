@@ -41,9 +41,9 @@ if not hasattr(keras.utils.PyDataset, "on_epoch_begin"):  # pragma: no cover - K
 
 from crossgeo.augment import PerThreadAugmentation, from_compact, scale_image, to_compact_inputs, to_model_inputs
 from crossgeo.errors import ConfigError, OptionError
-from crossgeo.loading import check_epoch, plan_loader, read_ahead, report_skipped
+from crossgeo.loading import ReadPlans, check_epoch, plan_loader, read_ahead, report_skipped
 from crossgeo.options import check_bool
-from crossgeo.readahead import PLAN_ITEMS, resolve_read_threads
+from crossgeo.readahead import resolve_read_threads
 from crossgeo.sampler import PatchSampler
 from crossgeo.scenes import SceneSampler
 
@@ -134,7 +134,10 @@ class PatchPyDataset(keras.utils.PyDataset):
         self.read_threads = resolve_read_threads(plan.read_threads)
         self.epoch = int(epoch)
         self.order = plan.order(self.epoch)
-        self._planned_to = 0  # the windows of self.order the sampler was told of (`_plan_reads`)
+        # With a pool, the sampler is told the windows ahead as the batches come (Keras asks for them in order).
+        self._plans = (
+            ReadPlans(self.sampler, plan.order, len(self.order), self.read_threads) if self.read_threads > 1 else None
+        )
         self._skipped_before = self.sampler.skipped
         self._epoch_begun = False  # between Keras' on_epoch_begin and on_epoch_end
 
@@ -151,7 +154,8 @@ class PatchPyDataset(keras.utils.PyDataset):
         if not 0 <= position < batches:
             raise IndexError(f"batch {index} out of range for {batches} batches.")
         windows = self.order[position * self.batch_size : (position + 1) * self.batch_size]
-        self._plan_reads(position * self.batch_size)
+        if self._plans is not None:
+            self._plans.reading(self.epoch, len(windows), start=position * self.batch_size)
         augmentation = self._augmentations.get()
         if self.compact:
             return self._compact_batch(windows, augmentation)
@@ -180,16 +184,6 @@ class PatchPyDataset(keras.utils.PyDataset):
         if len({image.dtype for image in images}) > 1:  # an augmentation made some float: scale the rest first
             images = [scale_image(image) for image in images]
         return from_compact(np.stack(images), np.stack(masks))
-
-    def _plan_reads(self, start: int) -> None:
-        """With a read-ahead pool, when a batch reaches past the windows planned: tell the sampler the epoch's next
-        `crossgeo.readahead.PLAN_ITEMS` windows from it (`crossgeo.PatchSampler.plan_reads`), so the pool's threads
-        share the image tiles they need again. Keras asks for the batches in order; batches asked for in another
-        order (Keras workers) read the same pixels, only without the plan's help."""
-        plan_reads = getattr(self.sampler, "plan_reads", None)
-        if self.read_threads > 1 and plan_reads is not None and start + self.batch_size > self._planned_to:
-            self._planned_to = start + PLAN_ITEMS
-            plan_reads([int(w) for w in self.order[start : start + PLAN_ITEMS]], self.read_threads)
 
     def _patches(self, windows: np.ndarray, mask_dtype: Any) -> Iterator[Any]:
         """The windows' patches in order, read by ``read_threads`` threads at once (`crossgeo.loading.read_ahead`)."""
@@ -227,7 +221,6 @@ class PatchPyDataset(keras.utils.PyDataset):
         """Jump to ``epoch`` (e.g. when resuming): its order and augmentations."""
         self.epoch = int(epoch)
         self.order = self.plan.order(self.epoch)
-        self._planned_to = 0
 
 
 # ---------------------------------------------------------------------- tiled prediction

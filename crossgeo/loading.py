@@ -28,7 +28,7 @@ import copy
 import logging
 import math
 import threading
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import attrs
@@ -38,12 +38,13 @@ from crossgeo.augment import build_augmentation, decode_type, mask_dtype, to_mod
 from crossgeo.config import check_seed, resolve_source
 from crossgeo.errors import ConfigError, OptionError, WindowError
 from crossgeo.options import check_int
-from crossgeo.readahead import ReadAhead
+from crossgeo.readahead import PLAN_ITEMS, ReadAhead
 from crossgeo.sampler import Patch, WindowSequence
 
 __all__ = [
     "LoaderPlan",
     "PassCounter",
+    "ReadPlans",
     "SkipTally",
     "check_epoch",
     "check_replicas",
@@ -460,6 +461,44 @@ def read_ahead(
         depth=depth,
         plan=None if plan_reads is None else lambda pairs, threads: plan_reads([w for w, _ in pairs], threads),
     )
+
+
+class ReadPlans:
+    """Tells a sampler the windows of each epoch's order, `crossgeo.readahead.PLAN_ITEMS` at a time, as the reads
+    reach them (`crossgeo.PatchSampler.plan_reads`), for loaders whose threads read an epoch in about its order:
+    Keras' read-ahead pool and tf.data's map. The threads then share the image tiles the windows ahead need
+    again (`crossgeo.io.PlannedBlocks`); reads out of order get the same pixels, only less of that help.
+
+    ``order(epoch)`` is the epoch's window order, ``per_epoch`` its length; ``readers`` the threads reading at
+    once (each adds `crossgeo.io.PLANNED_BLOCK_BYTES` of kept tiles). Thread-safe; a pass of an epoch starts
+    again when its first batch comes (``start=0``) or the last pass handed out ``per_epoch`` windows.
+    """
+
+    def __init__(self, sampler: Any, order: Callable[[int], np.ndarray], per_epoch: int, readers: int) -> None:
+        self.plan_reads = getattr(sampler, "plan_reads", None)
+        self.order, self.per_epoch, self.readers = order, per_epoch, readers
+        self._lock = threading.Lock()
+        self._epochs: dict[int, list[int]] = {}  # epoch -> [windows handed out, windows planned] in this pass
+
+    def reading(self, epoch: int, count: int, start: int | None = None) -> None:
+        """``count`` windows of ``epoch`` are about to be read from ``start`` in its order (None: after the
+        windows handed out so far in this pass): plan the next `PLAN_ITEMS` from there when they reach past the
+        plan."""
+        if self.plan_reads is None:
+            return
+        with self._lock:
+            state = self._epochs.get(epoch)
+            if state is None or start == 0:
+                state = self._epochs[epoch] = [0, 0]
+            start = state[0] if start is None else start
+            state[0] = max(state[0], start + count)
+            planned = start + count <= state[1]
+            if not planned:
+                state[1] = start + PLAN_ITEMS
+            if state[0] >= self.per_epoch:  # handed out: the next pass of this epoch plans from its start
+                del self._epochs[epoch]
+        if not planned:
+            self.plan_reads([int(w) for w in self.order(epoch)[start : start + PLAN_ITEMS]], self.readers)
 
 
 # ---------------------------------------------------------------------- passes and skips

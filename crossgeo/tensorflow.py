@@ -12,9 +12,11 @@ framework gets the same numbers. The map runs on tf.data's thread pool, a whole 
 call: per-element tf.data work (a Python call, shape checks, the copy into the batch) is
 paid once per batch, and the arrays handed over become the batch without a copy. rasterio
 releases the GIL while GDAL reads and decompresses, so parallel calls overlap; every thread
-reads through its own rasterio handles (the sampler opens them per process and thread), each
-with its own share of GDAL's block cache - a cache meant to hold a scene's blocks (a warm
-second epoch) must hold them once per concurrent call.
+reads through its own rasterio handles (the sampler opens them per process and thread). As the
+batches come the sampler is told the pass's windows ahead (`crossgeo.loading.ReadPlans`): for a
+tiled GeoTIFF or MBTiles image the threads share one store of decoded tiles; other images keep
+each thread's blocks in its share of GDAL's block cache - a cache meant to hold a scene's blocks
+(a warm second epoch) must hold them once per concurrent call.
 
 Example - a tiny segmentation model::
 
@@ -46,6 +48,7 @@ Multi-device (each replica decodes only its own windows)::
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Mapping
 from functools import partial
 from typing import Any
@@ -62,7 +65,7 @@ except ImportError as error:  # pragma: no cover - exercised only without tensor
     ) from error
 
 from crossgeo.augment import PerThreadAugmentation, scale_image, to_compact_inputs
-from crossgeo.loading import LoaderPlan, PassCounter, SkipTally, plan_loader, require_shared_seed
+from crossgeo.loading import LoaderPlan, PassCounter, ReadPlans, SkipTally, plan_loader, require_shared_seed
 from crossgeo.options import check_bool, check_int
 from crossgeo.sampler import PatchSampler
 from crossgeo.scenes import SceneSampler
@@ -155,9 +158,10 @@ def make_dataset(
         require_shared_seed(plan.seed, pipelines, "make_dataset(shuffle=True, input_context=...)", "Pass seed=<int>.")
     compact = check_bool(compact, "compact")
     shard = len(range(pipeline_id, plan.n_windows, pipelines))
-    load = _BatchReader(plan, compact=compact, channels_last=channels_last, shard=shard)
-
     order = partial(plan.order, rank=pipeline_id, replicas=pipelines)  # epoch -> this pipeline's window order
+    readers = min(os.cpu_count() or 1, 4) if num_parallel_calls == tf.data.AUTOTUNE else max(num_parallel_calls, 1)
+    plans = ReadPlans(plan.sampler, order, shard, readers)
+    load = _BatchReader(plan, compact=compact, channels_last=channels_last, shard=shard, plans=plans)
 
     def windows_of(epoch_value: tf.Tensor) -> tf.data.Dataset:
         indices = tf.ensure_shape(tf.numpy_function(order, [epoch_value], tf.int64, stateful=False), [None])
@@ -219,7 +223,7 @@ class _BatchReader:
     `crossgeo.augment.to_compact_inputs` with the plan's seed, mask type and decode type.
     """
 
-    def __init__(self, plan: LoaderPlan, *, compact: bool, channels_last: bool, shard: int) -> None:
+    def __init__(self, plan: LoaderPlan, *, compact: bool, channels_last: bool, shard: int, plans: ReadPlans) -> None:
         sampler = plan.sampler
         self.plan, self.channels_last = plan, channels_last
         self.augmentations = PerThreadAugmentation(plan.augmentation)
@@ -233,6 +237,8 @@ class _BatchReader:
         self.read_mask_type = plan.decode_type(compact)
         self.image_shape, self.mask_shape = plan.output_shapes(channels_last)
         self.tally = SkipTally(sampler, shard)
+        self.plans = plans
+        """Tells the sampler the windows ahead as the batches come (the map's threads share the image's tiles)."""
 
     def __call__(self, indices: np.ndarray, epoch_values: np.ndarray) -> tuple[np.ndarray, ...]:
         """Read the patches of ``indices`` (a vector: one batch; a scalar: one patch) into fresh arrays."""
@@ -243,6 +249,7 @@ class _BatchReader:
         masks = _aligned_empty((count, *self.mask_shape), self.mask_type)
         offsets = np.empty((2, count), dtype=np.int64)
         augmentation = self.augmentations.get()
+        self.plans.reading(int(epoch_values[0]), count)
         for k, (index, epoch_value) in enumerate(zip(indices.tolist(), epoch_values.tolist())):
             tally.started(epoch_value)
             patch = self.plan.sampler.get(index, mask_dtype=self.read_mask_type)

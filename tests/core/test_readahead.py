@@ -131,3 +131,28 @@ def test_read_ahead_in_forked_and_spawned_processes_reads_what_the_parent_reads(
         [sys.executable, "-c", code, str(tmp_path)], env=env, capture_output=True, text=True, timeout=300
     )
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_read_plans_tell_each_pass_its_windows_ahead(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`crossgeo.loading.ReadPlans` (Keras' pool, tf.data's map): the next `PLAN_ITEMS` windows of the epoch's
+    order from the batch that reaches past the plan, by position or by the count handed out, again for a new
+    pass of the same epoch, and nothing for a sampler that cannot plan."""
+    import types
+
+    import crossgeo.loading
+    from crossgeo.loading import ReadPlans
+
+    monkeypatch.setattr(crossgeo.loading, "PLAN_ITEMS", 5)
+    told: list[tuple[list[int], int]] = []
+    sampler = types.SimpleNamespace(plan_reads=lambda windows, readers: told.append((windows, readers)))
+    plans = ReadPlans(sampler, lambda epoch: np.arange(12) * 10 + epoch, per_epoch=12, readers=3)
+    for _ in range(2):  # a fixed epoch read twice (tf.data's epoch=): each pass is planned
+        for count in (2, 2, 2, 2, 2, 2):
+            plans.reading(0, count)
+    assert told == [([0, 10, 20, 30, 40], 3), ([40, 50, 60, 70, 80], 3), ([80, 90, 100, 110], 3)] * 2
+    told.clear()
+    for start in (0, 4, 8, 0):  # by position (Keras' batches of 4); a start at 0 begins a new pass
+        plans.reading(1, 4, start=start)
+    assert [windows for windows, _ in told] == [[1, 11, 21, 31, 41], [41, 51, 61, 71, 81], [81, 91, 101, 111],
+                                                [1, 11, 21, 31, 41]]  # fmt: skip
+    ReadPlans(object(), lambda epoch: np.arange(3), per_epoch=3, readers=1).reading(0, 3)  # no plan_reads: no-op

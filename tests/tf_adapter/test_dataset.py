@@ -281,3 +281,34 @@ def test_an_empty_window_set_is_refused_by_tf_data_and_keras(scene: Scene, tmp_p
         make_dataset(empty, batch_size=2)
     with pytest.raises(ValueError, match=r"PatchPyDataset: there are no windows to iterate .*empty.csv"):
         PatchPyDataset(empty, batch_size=2)
+
+
+def test_the_maps_threads_share_the_tiles_of_the_windows_planned(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An image of 32^2 tiles: as the batches come the sampler is told each pass's next `PLAN_ITEMS` windows, in
+    the pass's order (a fixed ``epoch`` read twice is planned twice); the batches equal those of a sampler that
+    ignores plans, and the map's threads share the decoded tiles (each decoded about once)."""
+    import crossgeo.loading
+
+    monkeypatch.setattr(crossgeo.loading, "PLAN_ITEMS", 12)
+    image, mask, windows = T.write_tiled_scene(tmp_path, 160, 30, 40, 3, seed=4)
+    plain = PatchSampler(image, mask, windows, 40, n_classes=3)
+    plain.plan_reads = lambda positions, readers: None  # type: ignore[method-assign]
+    told = PatchSampler(image, mask, windows, 40, n_classes=3)
+    planned: list[list[int]] = []
+    plan_reads = told.plan_reads
+    monkeypatch.setattr(told, "plan_reads", lambda positions, readers: (planned.append(positions),
+                                                                        plan_reads(positions, readers)))  # fmt: skip
+    options: dict[str, Any] = {"batch_size": 4, "shuffle": True, "seed": 7, "epoch": 2, "num_parallel_calls": 1}
+    want = [[b.numpy() for b in batch] for _ in range(2) for batch in make_dataset(plain, **options)]
+    got = [[b.numpy() for b in batch] for _ in range(2) for batch in make_dataset(told, **options)]
+    assert len(got) == len(want) == 16
+    for a, b in zip(got, want):
+        np.testing.assert_array_equal(a[0], b[0])
+        np.testing.assert_array_equal(a[1], b[1])
+    order = epoch_order(30, 7, 2).tolist()
+    # Batches of 4: the one from window 12 reaches past the first plan (0-11), the one from 24 past the second.
+    assert planned == [order[start : start + 12] for _ in range(2) for start in (0, 12, 24)]
+    store = told._kept.get(0)
+    assert store is not None and 0 < store.decoded <= 1.5 * 25  # 25 tiles, ~240 windows' reads of 4-9 tiles

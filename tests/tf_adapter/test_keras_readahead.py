@@ -60,9 +60,9 @@ def test_read_ahead_plans_each_stretch_of_the_epoch(tmp_path: Path, monkeypatch:
     """On an image of 32^2 tiles the pool's threads share the decoded tiles of the windows planned (the epoch's
     next `PLAN_ITEMS` windows from each batch that reaches past the plan): the batches equal one reader's, every
     window is planned, in the epoch's order, and a tile is decoded about once."""
-    import crossgeo.keras
+    import crossgeo.loading
 
-    monkeypatch.setattr(crossgeo.keras, "PLAN_ITEMS", 10)
+    monkeypatch.setattr(crossgeo.loading, "PLAN_ITEMS", 10)
     image, mask, windows = testing.write_tiled_scene(tmp_path, 160, 30, 40, 3, seed=9)
     options: dict[str, Any] = {"shuffle": True, "seed": 2, "augmentation_list": AUGMENTATIONS}
     want = _epochs(PatchPyDataset(PatchSampler(image, mask, windows, 40, n_classes=3), 4, read_threads=0, **options))
