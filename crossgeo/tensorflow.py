@@ -160,7 +160,8 @@ def make_dataset(
     shard = len(range(pipeline_id, plan.n_windows, pipelines))
     order = partial(plan.order, rank=pipeline_id, replicas=pipelines)  # epoch -> this pipeline's window order
     readers = min(os.cpu_count() or 1, 4) if num_parallel_calls == tf.data.AUTOTUNE else max(num_parallel_calls, 1)
-    plans = ReadPlans(plan.sampler, order, shard, readers)
+    read = shard // plan.batch_size * plan.batch_size if plan.batch_size and plan.drop_remainder else shard
+    plans = ReadPlans(plan.sampler, order, read, readers)  # ``read``: the windows a pass reads
     load = _BatchReader(plan, compact=compact, channels_last=channels_last, shard=shard, plans=plans)
 
     def windows_of(epoch_value: tf.Tensor) -> tf.data.Dataset:

@@ -283,12 +283,14 @@ def test_an_empty_window_set_is_refused_by_tf_data_and_keras(scene: Scene, tmp_p
         PatchPyDataset(empty, batch_size=2)
 
 
+@pytest.mark.parametrize("drop_remainder", [False, True])
 def test_the_maps_threads_share_the_tiles_of_the_windows_planned(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, drop_remainder: bool
 ) -> None:
     """An image of 32^2 tiles: as the batches come the sampler is told each pass's next `PLAN_ITEMS` windows, in
-    the pass's order (a fixed ``epoch`` read twice is planned twice); the batches equal those of a sampler that
-    ignores plans, and the map's threads share the decoded tiles (each decoded about once)."""
+    the pass's order (a fixed ``epoch`` read twice is planned twice, a dropped last batch included); the batches
+    equal those of a sampler that ignores plans, and the map's threads share the decoded tiles (each decoded
+    about once)."""
     import crossgeo.loading
 
     monkeypatch.setattr(crossgeo.loading, "PLAN_ITEMS", 12)
@@ -301,9 +303,11 @@ def test_the_maps_threads_share_the_tiles_of_the_windows_planned(
     monkeypatch.setattr(told, "plan_reads", lambda positions, readers: (planned.append(positions),
                                                                         plan_reads(positions, readers)))  # fmt: skip
     options: dict[str, Any] = {"batch_size": 4, "shuffle": True, "seed": 7, "epoch": 2, "num_parallel_calls": 1}
-    want = [[b.numpy() for b in batch] for _ in range(2) for batch in make_dataset(plain, **options)]
-    got = [[b.numpy() for b in batch] for _ in range(2) for batch in make_dataset(told, **options)]
-    assert len(got) == len(want) == 16
+    options["drop_remainder"] = drop_remainder
+    plain_passes, told_passes = make_dataset(plain, **options), make_dataset(told, **options)
+    want = [[b.numpy() for b in batch] for _ in range(2) for batch in plain_passes]
+    got = [[b.numpy() for b in batch] for _ in range(2) for batch in told_passes]  # one dataset, two passes
+    assert len(got) == len(want) == (14 if drop_remainder else 16)
     for a, b in zip(got, want):
         np.testing.assert_array_equal(a[0], b[0])
         np.testing.assert_array_equal(a[1], b[1])
