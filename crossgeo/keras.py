@@ -136,9 +136,7 @@ class PatchPyDataset(keras.utils.PyDataset):
         self.order = plan.order(self.epoch)
         # With a pool, the sampler is told the windows ahead as the batches come (Keras asks for them in order).
         self._plans = (
-            ReadPlans(self.sampler, plan.order, min(len(self.order), len(self) * self.batch_size), self.read_threads)
-            if self.read_threads > 1
-            else None
+            ReadPlans.of(plan, plan.order, len(self.order), self.read_threads) if self.read_threads > 1 else None
         )
         self._skipped_before = self.sampler.skipped
         self._epoch_begun = False  # between Keras' on_epoch_begin and on_epoch_end

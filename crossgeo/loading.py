@@ -27,6 +27,7 @@ from __future__ import annotations
 import copy
 import logging
 import math
+import os
 import threading
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
@@ -479,6 +480,14 @@ class ReadPlans:
         self.order, self.per_epoch, self.readers = order, per_epoch, readers
         self._lock = threading.Lock()
         self._epochs: dict[int, list[int]] = {}  # epoch -> [windows handed out, windows planned] in this pass
+
+    @classmethod
+    def of(cls, plan: LoaderPlan, order: Callable[[int], np.ndarray], windows: int, calls: int | None) -> ReadPlans:
+        """For a loader of ``plan`` whose passes take ``windows`` of ``order`` (a last batch ``drop_remainder``
+        drops is not read) in ``calls`` threads at once (None: tf.data's AUTOTUNE - the cores, at most 4)."""
+        size = plan.batch_size
+        read = windows // size * size if size and plan.drop_remainder else windows
+        return cls(plan.sampler, order, read, min(os.cpu_count() or 1, 4) if calls is None else max(calls, 1))
 
     def reading(self, epoch: int, count: int, start: int | None = None) -> None:
         """``count`` windows of ``epoch`` are about to be read from ``start`` in its order (None: after the

@@ -12,11 +12,9 @@ framework gets the same numbers. The map runs on tf.data's thread pool, a whole 
 call: per-element tf.data work (a Python call, shape checks, the copy into the batch) is
 paid once per batch, and the arrays handed over become the batch without a copy. rasterio
 releases the GIL while GDAL reads and decompresses, so parallel calls overlap; every thread
-reads through its own rasterio handles (the sampler opens them per process and thread). As the
-batches come the sampler is told the pass's windows ahead (`crossgeo.loading.ReadPlans`): for a
-tiled GeoTIFF or MBTiles image the threads share one store of decoded tiles; other images keep
-each thread's blocks in its share of GDAL's block cache - a cache meant to hold a scene's blocks
-(a warm second epoch) must hold them once per concurrent call.
+reads through its own rasterio handles; told the windows ahead (`crossgeo.loading.ReadPlans`),
+the threads share one store of a tiled GeoTIFF or MBTiles image's decoded tiles, else each keeps
+its own share of GDAL's block cache (to hold a scene's blocks, once per concurrent call).
 
 Example - a tiny segmentation model::
 
@@ -48,7 +46,6 @@ Multi-device (each replica decodes only its own windows)::
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Mapping
 from functools import partial
 from typing import Any
@@ -159,9 +156,7 @@ def make_dataset(
     compact = check_bool(compact, "compact")
     shard = len(range(pipeline_id, plan.n_windows, pipelines))
     order = partial(plan.order, rank=pipeline_id, replicas=pipelines)  # epoch -> this pipeline's window order
-    readers = min(os.cpu_count() or 1, 4) if num_parallel_calls == tf.data.AUTOTUNE else max(num_parallel_calls, 1)
-    read = shard // plan.batch_size * plan.batch_size if plan.batch_size and plan.drop_remainder else shard
-    plans = ReadPlans(plan.sampler, order, read, readers)  # ``read``: the windows a pass reads
+    plans = ReadPlans.of(plan, order, shard, None if num_parallel_calls == tf.data.AUTOTUNE else num_parallel_calls)
     load = _BatchReader(plan, compact=compact, channels_last=channels_last, shard=shard, plans=plans)
 
     def windows_of(epoch_value: tf.Tensor) -> tf.data.Dataset:
@@ -237,9 +232,7 @@ class _BatchReader:
         self.mask_type = plan.mask_type if compact else np.dtype(np.int64)
         self.read_mask_type = plan.decode_type(compact)
         self.image_shape, self.mask_shape = plan.output_shapes(channels_last)
-        self.tally = SkipTally(sampler, shard)
-        self.plans = plans
-        """Tells the sampler the windows ahead as the batches come (the map's threads share the image's tiles)."""
+        self.tally, self.plans = SkipTally(sampler, shard), plans  # plans: the sampler told the windows ahead
 
     def __call__(self, indices: np.ndarray, epoch_values: np.ndarray) -> tuple[np.ndarray, ...]:
         """Read the patches of ``indices`` (a vector: one batch; a scalar: one patch) into fresh arrays."""
