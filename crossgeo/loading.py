@@ -470,9 +470,9 @@ class ReadPlans:
     Keras' read-ahead pool and tf.data's map. The threads then share the image tiles the windows ahead need
     again (`crossgeo.io.PlannedBlocks`); reads out of order get the same pixels, only less of that help.
 
-    ``order(epoch)`` is the epoch's window order, ``per_epoch`` its length; ``readers`` the threads reading at
-    once (each adds `crossgeo.io.PLANNED_BLOCK_BYTES` of kept tiles). Thread-safe; a pass of an epoch starts
-    again when its first batch comes (``start=0``) or the last pass handed out ``per_epoch`` windows.
+    ``order(epoch)`` is the epoch's window order, ``per_epoch`` the windows a pass reads of it; ``readers`` the
+    threads reading at once (each adds `crossgeo.io.PLANNED_BLOCK_BYTES` of kept tiles). Thread-safe; a pass of
+    an epoch starts again when its first batch comes (``start=0``) or the last pass handed out ``per_epoch``.
     """
 
     def __init__(self, sampler: Any, order: Callable[[int], np.ndarray], per_epoch: int, readers: int) -> None:
