@@ -1467,7 +1467,7 @@ class SourceReader:
             and self.interior.covers(row_off, col_off, height, width)
         ):
             return _read_filled(view, list(plan.bands), row_off, col_off, height, plan.fill, self.dtype, width=width)
-        planned = self.kept.get(self.kept_at)
+        planned = self.planned
         kept = planned.read(row_off + dr, col_off + dc, height, width, self.dataset) if planned is not None else None
         if kept is not None:
             data, invalid = kept, None
